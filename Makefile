@@ -1,0 +1,94 @@
+# hprune: build, test, demo, bench. `make demo` and `make test` are all the set-up there is:
+# both run `make deps` first, which installs missing Debian packages (as root) or says how.
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+CC      ?= gcc
+BUILD   ?= build
+
+DEBS = libopenblas-dev liblapacke-dev libpng-dev zlib1g-dev libcmocka-dev libinih-dev libcjson-dev dataset-fashion-mnist pkg-config
+
+OPT      ?= -O3 -march=native
+CPPFLAGS += -I/usr/include/x86_64-linux-gnu/openblas-pthread -I.
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g -fopenmp -Wall -Wextra -Werror
+LDLIBS   += -lopenblas -llapacke -lpng -lz -linih -lcjson -lm
+LDFLAGS  += -fopenmp
+
+LIB_SRC  = $(wildcard nn/*.c hessian/*.c prune/*.c formats/*.c)
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC = $(wildcard bench/*.c)
+BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps test check-unit sanitize demo bench install uninstall clean
+.DEFAULT_GOAL := all
+
+all: deps
+	@$(MAKE) --no-print-directory hprune
+
+# Installs what is missing, only when something is missing.
+deps:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "make deps: installing$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
+	  else \
+	    echo "make deps: missing Debian packages; run:"; \
+	    echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+hprune: $(BUILD)/hprune.o $(BUILD)/libhprune.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libhprune.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libhprune.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libhprune.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libhprune.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libhprune.a $(LDFLAGS) $(LDLIBS)
+
+# The suite: every cmocka binary, then the command-line tests; one summary line at the end.
+test: deps
+	@$(MAKE) --no-print-directory check-unit
+
+check-unit: hprune $(TEST_BIN)
+	@BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
+
+# The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
+sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build-san OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS="-fopenmp -fsanitize=address,undefined" check-unit
+
+demo: deps
+	@$(MAKE) --no-print-directory hprune
+	@sh bench/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory hprune $(BENCH_BIN)
+	@BUILD=$(BUILD) sh bench/run_bench.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 hprune $(DESTDIR)$(PREFIX)/bin/hprune
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/hprune
+
+clean:
+	rm -rf build build-san hprune
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/hprune.d

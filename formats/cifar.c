@@ -1,0 +1,154 @@
+// cifar.c: CIFAR-10 binary batches. Each record is one label byte (0..9) followed by
+// 3072 bytes: the R, G and B planes of a 32x32 image, row-major.
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "formats.h"
+
+#define CIFAR_C 3
+#define CIFAR_HW 32
+#define CIFAR_IMAGE (CIFAR_C * CIFAR_HW * CIFAR_HW)  // 3072
+#define CIFAR_RECORD (1 + CIFAR_IMAGE)              // 3073
+#define CIFAR_CLASSES 10
+#define CIFAR_TRAIN_FILES 5
+#define CIFAR_MAX_RECORDS (1 << 20)  // per set: far above the real 50000, guards int overflow
+#define CIFAR_SUBDIR "cifar-10-batches-bin"
+
+// Returns true if path exists and is a directory.
+static bool is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Returns true if path exists.
+static bool exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+// Opens one batch file; *records gets its record count (its size must be a non-zero multiple
+// of the record size). On failure nothing is left open.
+static int batch_open(const char *path, FILE **fp, int *records, HpErr *err) {
+    *fp = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        hp_fail(err, "%s: cannot stat: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        hp_fail(err, "%s: not a regular file", path);
+        goto fail;
+    }
+    if (st.st_size == 0 || st.st_size % CIFAR_RECORD != 0) {
+        hp_fail(err, "%s: size %lld bytes is not a non-zero multiple of the record size %d "
+                "(1 label byte + %d image bytes)", path, (long long)st.st_size, CIFAR_RECORD, CIFAR_IMAGE);
+        goto fail;
+    }
+    if (st.st_size / CIFAR_RECORD > CIFAR_MAX_RECORDS) {
+        hp_fail(err, "%s: %lld records, more than the %d accepted", path,
+                (long long)(st.st_size / CIFAR_RECORD), CIFAR_MAX_RECORDS);
+        goto fail;
+    }
+    *records = (int)(st.st_size / CIFAR_RECORD);
+    *fp = f;
+    return 0;
+fail:
+    fclose(f);
+    return -1;
+}
+
+// Reads `records` records from fp into images first..first+records-1 of d, checking every
+// read and label, and that the file ends there. Closes fp.
+static int batch_read(FILE *fp, const char *path, int records, Dataset *d, int first, HpErr *err) {
+    uint8_t rec[CIFAR_RECORD];
+    int rc = -1;
+    for (int r = 0; r < records; r++) {
+        size_t got = fread(rec, 1, CIFAR_RECORD, fp);
+        if (got != CIFAR_RECORD) {
+            if (ferror(fp))
+                hp_fail(err, "%s: record %d: read error: %s", path, r, strerror(errno));
+            else
+                hp_fail(err, "%s: record %d: truncated (%zu of %d bytes)", path, r, got, CIFAR_RECORD);
+            goto done;
+        }
+        if (rec[0] >= CIFAR_CLASSES) {
+            hp_fail(err, "%s: record %d: label %d is out of range (0..%d)", path, r, rec[0],
+                    CIFAR_CLASSES - 1);
+            goto done;
+        }
+        d->labels[first + r] = rec[0];
+        memcpy(d->images + (size_t)(first + r) * CIFAR_IMAGE, rec + 1, CIFAR_IMAGE);
+    }
+    if (fgetc(fp) != EOF) {
+        hp_fail(err, "%s: trailing data after %d records", path, records);
+        goto done;
+    }
+    rc = 0;
+done:
+    fclose(fp);
+    return rc;
+}
+
+// Loads the named batch files (in order) of base into d. On failure d is left empty.
+static int load_set(const char *base, const char *const *names, int n_files, Dataset *d, HpErr *err) {
+    FILE *fps[CIFAR_TRAIN_FILES] = {0};
+    char paths[CIFAR_TRAIN_FILES][4096];
+    int records[CIFAR_TRAIN_FILES] = {0}, total = 0, first = 0;
+    memset(d, 0, sizeof *d);
+    HP_ASSERT(n_files <= CIFAR_TRAIN_FILES);
+    for (int i = 0; i < n_files; i++) {
+        int n = snprintf(paths[i], sizeof paths[i], "%s/%s", base, names[i]);
+        if (n < 0 || (size_t)n >= sizeof paths[i]) {
+            hp_fail(err, "%s: path too long", base);
+            goto fail;
+        }
+        if (batch_open(paths[i], &fps[i], &records[i], err) < 0) goto fail;
+        total += records[i];  // at most 5 * 2^20: no overflow
+    }
+    dataset_alloc(d, total, CIFAR_C, CIFAR_HW, CIFAR_HW, CIFAR_CLASSES);
+    for (int i = 0; i < n_files; i++) {
+        FILE *fp = fps[i];
+        fps[i] = NULL;  // batch_read closes it
+        if (batch_read(fp, paths[i], records[i], d, first, err) < 0) goto fail;
+        first += records[i];
+    }
+    return 0;
+fail:
+    for (int i = 0; i < n_files; i++)
+        if (fps[i]) fclose(fps[i]);
+    dataset_free(d);
+    return -1;
+}
+
+int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
+    static const char *const train_names[CIFAR_TRAIN_FILES] = {
+        "data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"};
+    static const char *const test_names[1] = {"test_batch.bin"};
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (errno == ENOENT) return hp_fail(err, "%s: no such directory", dir);
+        return hp_fail(err, "%s: %s", dir, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) return hp_fail(err, "%s: not a directory", dir);
+
+    // The files may sit in dir itself or in the archive's cifar-10-batches-bin subdirectory.
+    char base[4096];
+    int n = snprintf(base, sizeof base, "%s/%s", dir, train_names[0]);
+    if (n < 0 || (size_t)n >= sizeof base) return hp_fail(err, "%s: path too long", dir);
+    bool in_dir = exists(base);
+    n = snprintf(base, sizeof base, "%s/%s", dir, CIFAR_SUBDIR);
+    if (in_dir || n < 0 || (size_t)n >= sizeof base || !is_dir(base)) snprintf(base, sizeof base, "%s", dir);
+    if (load_set(base, train_names, CIFAR_TRAIN_FILES, train, err) < 0) return -1;
+    if (load_set(base, test_names, 1, test, err) < 0) {
+        dataset_free(train);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,26 @@
+// config.h: INI configuration files ([model], [data], [train]) read with inih.
+#ifndef HP_CONFIG_H
+#define HP_CONFIG_H
+
+#include "../nn/train.h"
+
+typedef struct {
+    char arch[HP_MAX_NAME];   // [model] arch
+    char dataset[32];         // [data] dataset: fashion-mnist, mnist, cifar10
+    char data_dir[512];       // [data] dir
+    TrainConfig train;        // [data] val_split, crop_pad, hflip; [train] everything else
+    char output[512];         // [train] output: model file path
+} Config;
+
+// Fills c with defaults (lenet5 on fashion-mnist in /usr/share/datasets/fashion-mnist).
+void config_default(Config *c);
+// Reads path into c (on top of what c holds). Unknown sections or keys and malformed
+// values are errors naming the file and line: "cfg.ini:7: unknown key 'lr_decay' in [train]".
+// On error c is left unchanged. Lines longer than 198 characters (inih's buffer) are refused.
+int config_load(Config *c, const char *path, HpErr *err);
+// Sets one key as if it were read from section [section]; used by command-line overrides.
+// where names the source for error messages (e.g. "--lr"; NULL: "[section] key").
+// On error c is left unchanged.
+int config_set(Config *c, const char *section, const char *key, const char *value, const char *where, HpErr *err);
+
+#endif

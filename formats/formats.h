@@ -1,0 +1,69 @@
+// formats.h: every byte that crosses the disk. Readers validate completely before use and
+// return -1 with a message naming the file, the place and the problem; writers write to a
+// temporary file and rename it into place, so no half-written output is ever left behind.
+#ifndef HP_FORMATS_H
+#define HP_FORMATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "../nn/data.h"
+#include "../nn/nn.h"
+
+// ---- datasets ----
+
+// Reads an IDX images file and an IDX labels file (each gzip-compressed or plain; gzip is
+// detected by its magic bytes) into d: images (n, 1, rows, cols), n_classes = 10 or
+// 1 + the largest label. Checks magic, type (unsigned byte), dimensions, sizes and counts.
+int idx_load(const char *images_path, const char *labels_path, Dataset *d, HpErr *err);
+
+// Loads Fashion-MNIST or MNIST from a directory holding train-images-idx3-ubyte[.gz],
+// train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz].
+int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err);
+
+// Loads CIFAR-10 binary batches from dir (data_batch_1..5.bin, test_batch.bin): records of
+// one label byte and 3072 bytes of R, G, B planes of 32x32.
+int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err);
+
+// Loads the dataset named by `name` ("fashion-mnist", "mnist", "cifar10") from dir.
+int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err);
+
+// ---- model files (safetensors) ----
+
+// Extra state saved with a training checkpoint (all optional).
+typedef struct {
+    const float *momentum;  // n_params floats, saved as tensors "optim.<name>.momentum_buffer"
+    const char *train_state_json;  // JSON text saved under metadata key "hprune.train_state"
+} CheckpointExtra;
+
+// Writes the model to path as safetensors: every tensor of model_tensors() as F32, and in
+// __metadata__ "hprune.graph" (the graph, input shape, class count, normalisation, as JSON)
+// and "hprune.provenance" (m->provenance). Atomic: temporary file, fsync, rename.
+int model_save(const Model *m, const char *path, const CheckpointExtra *extra, HpErr *err);
+
+// Reads a model file written by model_save (or any safetensors file carrying the same
+// metadata): validates the header completely (length, JSON, dtypes, shapes, offsets that tile
+// the data exactly), rebuilds the graph, loads every tensor by name. On failure m is left
+// empty. If momentum is not NULL and the file has momentum tensors, *momentum gets a new
+// n_params array (else NULL). If train_state is not NULL it gets a malloc'd copy of the
+// "hprune.train_state" metadata text or NULL.
+int model_load(Model *m, const char *path, float **momentum, char **train_state, HpErr *err);
+
+// Graph <-> JSON text (the "hprune.graph" metadata value). graph_to_json returns malloc'd text.
+char *graph_to_json(const Model *m);
+// Builds and finalizes m from JSON text; unknown ops, missing or bad attributes are errors.
+int graph_from_json(Model *m, const char *json, HpErr *err);
+
+// ---- atomic output ----
+
+// Writes len bytes to path atomically (temporary file in the same directory, fsync, rename).
+int write_file_atomic(const char *path, const void *data, size_t len, HpErr *err);
+
+// Opens a temporary file beside path for writing; *tmp_path (caller frees) names it.
+// Finish with atomic_commit (rename into place) or atomic_abort (unlink).
+int atomic_open(const char *path, char **tmp_path, FILE **fp, HpErr *err);
+int atomic_commit(FILE *fp, char *tmp_path, const char *path, HpErr *err);
+void atomic_abort(FILE *fp, char *tmp_path);
+
+#endif

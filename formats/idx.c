@@ -1,0 +1,266 @@
+// idx.c: IDX files (MNIST, Fashion-MNIST), gzip-compressed or plain, and the dataset dispatch.
+// IDX: magic 00 00 <type> <ndim>, ndim big-endian u32 sizes, then C-order data.
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <zlib.h>
+
+#include "formats.h"
+
+#define IDX_TYPE_UBYTE 0x08
+#define IDX_MAX_BYTES ((uint64_t)1 << 31)  // largest data block accepted (guards overflow)
+#define GZ_CHUNK (1u << 24)                // largest single gzread
+#define MNIST_CLASSES 10
+
+// Returns the name of an IDX element type byte.
+static const char *idx_type_name(int t) {
+    switch (t) {
+    case 0x08: return "unsigned byte";
+    case 0x09: return "signed byte";
+    case 0x0B: return "short";
+    case 0x0C: return "int";
+    case 0x0D: return "float";
+    case 0x0E: return "double";
+    default: return "unknown";
+    }
+}
+
+// Returns zlib's message for the last error on gz, without the "path: " that zlib prepends.
+static const char *gz_message(gzFile gz, const char *path, int *errnum) {
+    const char *msg = gzerror(gz, errnum);
+    size_t len = strlen(path);
+    if (strncmp(msg, path, len) == 0 && msg[len] == ':' && msg[len + 1] == ' ') msg += len + 2;
+    return msg;
+}
+
+// Reads up to len bytes into buf; *got gets the count read. Returns 0 (a short count means
+// end of file) or -1 with err set ("path: corrupt gzip data: ..." and the like).
+static int gz_read_full(gzFile gz, const char *path, void *buf, size_t len, size_t *got, HpErr *err) {
+    *got = 0;
+    while (*got < len) {
+        size_t want = len - *got < GZ_CHUNK ? len - *got : GZ_CHUNK;
+        int n = gzread(gz, (uint8_t *)buf + *got, (unsigned)want);
+        if (n > 0) *got += (size_t)n;
+        if (n < 0 || (size_t)n < want) break;
+    }
+    int errnum = Z_OK;
+    const char *msg = gz_message(gz, path, &errnum);
+    switch (errnum) {
+    case Z_OK:
+    case Z_STREAM_END: return 0;
+    case Z_ERRNO: return hp_fail(err, "%s: read error: %s", path, msg);
+    case Z_BUF_ERROR: return hp_fail(err, "%s: truncated gzip data: %s", path, msg);
+    case Z_DATA_ERROR: return hp_fail(err, "%s: corrupt gzip data: %s", path, msg);
+    default: return hp_fail(err, "%s: gzip error: %s", path, msg);
+    }
+}
+
+// An open IDX file after its header: the element count along each of its ndim dimensions.
+typedef struct {
+    gzFile gz;
+    const char *path;
+    uint32_t dims[3];
+    uint64_t bytes;  // product of dims (data bytes, one per element)
+} IdxFile;
+
+// Reads a big-endian u32.
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+// Checks the 4 magic bytes m: 00 00, type unsigned byte, want_ndim dimensions.
+static int check_magic(const char *path, const uint8_t *m, int want_ndim, const char *what, HpErr *err) {
+    uint32_t magic = be32(m), expect = (uint32_t)IDX_TYPE_UBYTE << 8 | (uint32_t)want_ndim;
+    if (m[0] != 0 || m[1] != 0)
+        return hp_fail(err, "%s: bad magic 0x%08x (expected 0x%08x for ubyte %s): not an IDX file", path,
+                       magic, expect, what);
+    if (m[2] != IDX_TYPE_UBYTE)
+        return hp_fail(err, "%s: bad magic 0x%08x (expected 0x%08x for ubyte %s): element type 0x%02x (%s) "
+                       "is not supported, only 0x08 (unsigned byte)", path, magic, expect, what, m[2],
+                       idx_type_name(m[2]));
+    if (m[3] != want_ndim)
+        return hp_fail(err, "%s: bad magic 0x%08x (expected 0x%08x for ubyte %s): %d dimensions, %s have %d",
+                       path, magic, expect, what, m[3], what, want_ndim);
+    return 0;
+}
+
+// Parses ndim big-endian sizes from p into f->dims and f->bytes; rejects a zero size and
+// more than IDX_MAX_BYTES of data (checked as the product grows, so it cannot overflow).
+static int parse_dims(IdxFile *f, const uint8_t *p, int ndim, HpErr *err) {
+    char sizes[64] = "";
+    for (int i = 0; i < ndim; i++) {
+        f->dims[i] = be32(p + 4 * i);
+        size_t at = strlen(sizes);
+        snprintf(sizes + at, sizeof sizes - at, "%s%u", i ? " x " : "", f->dims[i]);
+    }
+    f->bytes = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (f->dims[i] == 0)
+            return hp_fail(err, "%s: header: sizes %s: dimension %d is zero", f->path, sizes, i);
+        f->bytes *= f->dims[i];  // bytes <= 2^31 and dims < 2^32 before this: no overflow
+        if (f->bytes > IDX_MAX_BYTES)
+            return hp_fail(err, "%s: header: sizes %s are too large (more than 2^31 bytes of data)",
+                           f->path, sizes);
+    }
+    return 0;
+}
+
+// Opens path and validates its header: magic, ubyte type, ndim == want_ndim, non-zero dims,
+// at most IDX_MAX_BYTES of data. what names the contents ("images", "labels") for messages.
+// On success f->gz is open (close with gzclose); on failure it is closed.
+static int idx_open(IdxFile *f, const char *path, int want_ndim, const char *what, HpErr *err) {
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    errno = 0;
+    f->gz = gzopen(path, "rb");
+    if (!f->gz) return hp_fail(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+    gzbuffer(f->gz, 1u << 17);
+    uint8_t hdr[4 + 4 * 3];
+    size_t hdr_len = 4 + 4 * (size_t)want_ndim, got;
+    if (gz_read_full(f->gz, path, hdr, 4, &got, err) < 0) goto fail;
+    if (got < 4) {
+        hp_fail(err, "%s: truncated header: %zu of 4 magic bytes", path, got);
+        goto fail;
+    }
+    if (check_magic(path, hdr, want_ndim, what, err) < 0) goto fail;
+    if (gz_read_full(f->gz, path, hdr + 4, hdr_len - 4, &got, err) < 0) goto fail;
+    if (got < hdr_len - 4) {
+        hp_fail(err, "%s: truncated header: %zu of %zu bytes", path, 4 + got, hdr_len);
+        goto fail;
+    }
+    if (parse_dims(f, hdr + 4, want_ndim, err) < 0) goto fail;
+    return 0;
+fail:
+    gzclose(f->gz);
+    f->gz = NULL;
+    return -1;
+}
+
+// Reads the f->bytes data bytes into buf and checks that nothing follows them.
+// shape_desc describes the header's sizes for the truncation message. Closes f->gz.
+static int idx_read_data(IdxFile *f, uint8_t *buf, const char *shape_desc, HpErr *err) {
+    size_t got;
+    uint8_t extra;
+    int rc = -1;
+    if (gz_read_full(f->gz, f->path, buf, (size_t)f->bytes, &got, err) < 0) goto done;
+    if (got < f->bytes) {
+        hp_fail(err, "%s: truncated: header says %s (%llu bytes of data), file has %zu bytes of data",
+                f->path, shape_desc, (unsigned long long)f->bytes, got);
+        goto done;
+    }
+    if (gz_read_full(f->gz, f->path, &extra, 1, &got, err) < 0) goto done;
+    if (got != 0) {
+        hp_fail(err, "%s: trailing data after the %llu bytes the header declares", f->path,
+                (unsigned long long)f->bytes);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (gzclose(f->gz) != Z_OK && rc == 0) rc = hp_fail(err, "%s: error closing file", f->path);
+    f->gz = NULL;
+    return rc;
+}
+
+// Loads an images/labels pair into d. n_classes > 0: labels must be below it (and d gets it);
+// n_classes == 0: d->n_classes is 10, or 1 + the largest label if that is larger.
+// On failure d is left empty.
+static int idx_load_classes(const char *images_path, const char *labels_path, int n_classes,
+                            Dataset *d, HpErr *err) {
+    memset(d, 0, sizeof *d);
+    IdxFile fi, fl;
+    char desc[128];
+    if (idx_open(&fi, images_path, 3, "images", err) < 0) return -1;
+    if (fi.dims[0] > INT32_MAX || fi.dims[1] > INT32_MAX || fi.dims[2] > INT32_MAX) {
+        gzclose(fi.gz);
+        return hp_fail(err, "%s: header: sizes too large", images_path);
+    }
+    dataset_alloc(d, (int)fi.dims[0], 1, (int)fi.dims[1], (int)fi.dims[2], 1);
+    snprintf(desc, sizeof desc, "%u images of %ux%u", fi.dims[0], fi.dims[1], fi.dims[2]);
+    if (idx_read_data(&fi, d->images, desc, err) < 0) goto fail;
+
+    if (idx_open(&fl, labels_path, 1, "labels", err) < 0) goto fail;
+    if (fl.dims[0] != (uint32_t)d->n) {
+        gzclose(fl.gz);
+        hp_fail(err, "%s: %u labels for %d images", labels_path, fl.dims[0], d->n);
+        goto fail;
+    }
+    snprintf(desc, sizeof desc, "%u labels", fl.dims[0]);
+    if (idx_read_data(&fl, d->labels, desc, err) < 0) goto fail;
+
+    int max_label = 0;
+    for (int i = 0; i < d->n; i++) {
+        if (n_classes > 0 && d->labels[i] >= n_classes) {
+            hp_fail(err, "%s: label %d of image %d is out of range (%d classes: 0..%d)", labels_path,
+                    d->labels[i], i, n_classes, n_classes - 1);
+            goto fail;
+        }
+        if (d->labels[i] > max_label) max_label = d->labels[i];
+    }
+    d->n_classes = n_classes > 0 ? n_classes : (max_label + 1 > MNIST_CLASSES ? max_label + 1 : MNIST_CLASSES);
+    return 0;
+fail:
+    dataset_free(d);
+    return -1;
+}
+
+int idx_load(const char *images_path, const char *labels_path, Dataset *d, HpErr *err) {
+    return idx_load_classes(images_path, labels_path, 0, d, err);
+}
+
+// Checks that dir exists and is a directory.
+static int check_dir(const char *dir, HpErr *err) {
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (errno == ENOENT) return hp_fail(err, "%s: no such directory", dir);
+        return hp_fail(err, "%s: %s", dir, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode)) return hp_fail(err, "%s: not a directory", dir);
+    return 0;
+}
+
+// Finds dir/name.gz or else dir/name; writes the path into out. Errors name both tries.
+static int find_idx_file(const char *dir, const char *name, char *out, size_t cap, HpErr *err) {
+    struct stat st;
+    int n = snprintf(out, cap, "%s/%s.gz", dir, name);
+    if (n < 0 || (size_t)n >= cap) return hp_fail(err, "%s: path too long", dir);
+    if (stat(out, &st) == 0) return 0;
+    snprintf(out, cap, "%s/%s", dir, name);
+    if (stat(out, &st) == 0) return 0;
+    return hp_fail(err, "%s: no such file (looked for %s.gz and %s)", out, name, name);
+}
+
+int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    if (check_dir(dir, err) < 0) return -1;
+    static const char *const names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
+    char paths[4][4096];
+    for (int i = 0; i < 4; i++)
+        if (find_idx_file(dir, names[i], paths[i], sizeof paths[i], err) < 0) return -1;
+    if (idx_load_classes(paths[0], paths[1], MNIST_CLASSES, train, err) < 0) return -1;
+    if (idx_load_classes(paths[2], paths[3], MNIST_CLASSES, test, err) < 0) {
+        dataset_free(train);
+        return -1;
+    }
+    if (test->h != train->h || test->w != train->w) {
+        hp_fail(err, "%s: images are %dx%d but the training images are %dx%d", paths[2], test->h,
+                test->w, train->h, train->w);
+        dataset_free(train);
+        dataset_free(test);
+        return -1;
+    }
+    return 0;
+}
+
+int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err) {
+    if (strcmp(name, "fashion-mnist") == 0 || strcmp(name, "mnist") == 0)
+        return mnist_load_dir(dir, train, test, err);
+    if (strcmp(name, "cifar10") == 0) return cifar10_load_dir(dir, train, test, err);
+    memset(train, 0, sizeof *train);
+    memset(test, 0, sizeof *test);
+    return hp_fail(err, "unknown dataset '%s' (known: fashion-mnist, mnist, cifar10)", name);
+}

@@ -1,0 +1,545 @@
+// hprune.c: the command line. The only place that parses arguments, prints, shows progress
+// and exits. Exit codes: 0 success, 1 runtime error, 2 usage error.
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "formats/config.h"
+#include "formats/formats.h"
+#include "nn/data.h"
+#include "nn/nn.h"
+#include "nn/train.h"
+
+#define HPRUNE_VERSION "0.1.0"
+#define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+// Prints "hprune: error: <msg>" and exits with status 1.
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("hprune: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(EXIT_RUNTIME);
+}
+
+// Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.
+static void usage_error(const char *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "hprune %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'hprune %s --help'.\n", cmd);
+    va_end(ap);
+    exit(EXIT_USAGE);
+}
+
+// Parses a whole decimal integer in [lo, hi] for option opt, or exits with a usage error.
+static long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        usage_error(cmd, "%s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
+    return v;
+}
+
+// Seconds on a monotonic clock.
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// Formats a duration as "1h02m", "3m05s" or "12s".
+static const char *fmt_duration(double s, char *buf, size_t cap) {
+    long t = s < 0 || !isfinite(s) ? 0 : (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60)
+        snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
+    else
+        snprintf(buf, cap, "%lds", t);
+    return buf;
+}
+
+// ---- help texts ----
+
+static const char *const HELP_MAIN =
+    "hprune: Hessian-aware channel pruning for convolutional networks\n"
+    "\n"
+    "usage: hprune COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  train   train a built-in architecture from an INI config\n"
+    "  eval    test accuracy and loss of a model file\n"
+    "  info    per-layer table of a model: shapes, parameters, MACs\n"
+    "\n"
+    "Run 'hprune COMMAND --help' for a command's options.\n"
+    "Exit status: 0 success, 1 runtime error, 2 usage error.\n";
+
+static const char *const HELP_TRAIN =
+    "usage: hprune train --config FILE [options]\n"
+    "\n"
+    "Trains the architecture named in FILE ([model], [data], [train] sections) and writes\n"
+    "the model as safetensors. A checkpoint (OUTPUT.ckpt) is written atomically after every\n"
+    "epoch; --resume continues from it exactly (same seed and threads give the same model).\n"
+    "\n"
+    "options:\n"
+    "  -c, --config FILE     INI configuration (required)\n"
+    "  -o, --output FILE     model file to write (default: [train] output)\n"
+    "      --epochs N        override [train] epochs\n"
+    "      --lr X            override [train] lr\n"
+    "      --batch-size B    override [train] batch_size\n"
+    "      --seed S          override [train] seed\n"
+    "      --data DIR        override [data] dir\n"
+    "      --threads N       OpenMP threads (default: all cores)\n"
+    "      --resume          continue from OUTPUT.ckpt\n"
+    "  -h, --help            this text\n";
+
+static const char *const HELP_EVAL =
+    "usage: hprune eval MODEL [options]\n"
+    "\n"
+    "Test accuracy and mean loss of MODEL on the test split of its dataset.\n"
+    "\n"
+    "options:\n"
+    "      --data DIR        dataset directory (default: the one the model was trained on,\n"
+    "                        else " DEFAULT_DATA_DIR ")\n"
+    "      --dataset NAME    fashion-mnist, mnist or cifar10 (default: from the model)\n"
+    "      --batch-size B    evaluation batch size (default 256)\n"
+    "      --threads N       OpenMP threads (default: all cores)\n"
+    "      --json            one JSON object on stdout\n"
+    "  -h, --help            this text\n";
+
+static const char *const HELP_INFO =
+    "usage: hprune info MODEL [--json]\n"
+    "\n"
+    "Per-layer table of MODEL (name, op, output shape, parameters, MACs per image) and totals.\n"
+    "MODEL is a model file, or a built-in architecture name (lenet5, vgg11, resnet20,\n"
+    "resnet32, resnet56) shown for --input (default 1x28x28) and --classes (default 10).\n"
+    "\n"
+    "options:\n"
+    "      --json            one JSON object with top-level \"params\" and \"macs\"\n"
+    "      --input CxHxW     input shape for an architecture name\n"
+    "      --classes K       class count for an architecture name\n"
+    "  -h, --help            this text\n";
+
+// ---- shared helpers ----
+
+// Reads a string member of a JSON object text, or NULL (result is malloc'd).
+static char *json_get_string(const char *json, const char *key) {
+    if (!json) return NULL;
+    cJSON *root = cJSON_Parse(json);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    char *out = cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
+    cJSON_Delete(root);
+    return out;
+}
+
+// Loads a model file or exits with its error.
+static void load_model_or_die(Model *m, const char *path) {
+    HpErr err;
+    if (model_load(m, path, NULL, NULL, &err) < 0) die("%s", err.msg);
+}
+
+// Loads the named dataset from dir or exits with its error.
+static void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test) {
+    HpErr err;
+    if (dataset_load(name, dir, train, test, &err) < 0) die("%s", err.msg);
+}
+
+// ---- train ----
+
+// State the training callbacks share.
+typedef struct {
+    bool tty;
+    double last_print;
+    const char *ckpt_path;
+    const TrainConfig *cfg;
+    float last_test_acc, last_test_loss;
+    int epochs_done;
+} TrainUi;
+
+// Prints training progress: a live line on a terminal, one plain line per epoch in a log.
+static void on_progress(const TrainProgress *p, void *user) {
+    TrainUi *ui = user;
+    char eta[32];
+    if (!p->epoch_done) {
+        double t = now_s();
+        if (!ui->tty || (t - ui->last_print < 0.25 && p->step != p->steps)) return;
+        ui->last_print = t;
+        fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  acc %.2f%%  %.0f img/s  ETA %s", p->epoch + 1,
+                p->epochs, p->step, p->steps, p->loss, 100.0 * p->acc, p->images_per_s,
+                fmt_duration(p->eta_s, eta, sizeof eta));
+        fflush(stderr);
+        return;
+    }
+    char val[48] = "";
+    if (p->val_acc >= 0) snprintf(val, sizeof val, "  val-acc %.2f%%", 100.0 * p->val_acc);
+    fprintf(stderr, "%sepoch %d/%d  loss %.4f  train-acc %.2f%%%s  test-acc %.2f%%  test-loss %.4f  %.0f img/s  %.1fs  ETA %s\n",
+            ui->tty ? "\r\033[K" : "", p->epoch + 1, p->epochs, p->loss, 100.0 * p->acc, val, 100.0 * p->test_acc,
+            p->test_loss, p->images_per_s, p->epoch_s, fmt_duration(p->eta_s, eta, sizeof eta));
+    ui->last_test_acc = p->test_acc;
+    ui->last_test_loss = p->test_loss;
+    ui->epochs_done = p->epoch + 1;
+}
+
+// Saves the per-epoch checkpoint (model, momentum, next epoch) atomically.
+static int on_checkpoint(const Model *m, const TrainState *s, void *user, HpErr *err) {
+    TrainUi *ui = user;
+    char state[160];
+    snprintf(state, sizeof state, "{\"next_epoch\":%d,\"best_val_acc\":%.9g,\"seed\":%llu}", s->next_epoch,
+             (double)s->best_val_acc, (unsigned long long)ui->cfg->seed);
+    CheckpointExtra extra = {.momentum = s->momentum, .train_state_json = state};
+    return model_save(m, ui->ckpt_path, &extra, err);
+}
+
+// Reads next_epoch and best_val_acc from a checkpoint's train state JSON, or exits.
+static void parse_train_state(const char *path, const char *json, TrainState *s) {
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    const cJSON *ne = cJSON_GetObjectItemCaseSensitive(root, "next_epoch");
+    const cJSON *bv = cJSON_GetObjectItemCaseSensitive(root, "best_val_acc");
+    if (!cJSON_IsNumber(ne) || ne->valuedouble < 0 || !cJSON_IsNumber(bv)) {
+        cJSON_Delete(root);
+        die("%s: not a training checkpoint: no valid 'hprune.train_state' in __metadata__", path);
+    }
+    s->next_epoch = ne->valueint;
+    s->best_val_acc = (float)bv->valuedouble;
+    cJSON_Delete(root);
+}
+
+// Writes the provenance JSON of a finished run into m->provenance.
+static void set_provenance(Model *m, const Config *cfg, const char *config_path, float test_acc, float test_loss,
+                           double seconds) {
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "tool", "hprune " HPRUNE_VERSION);
+    cJSON_AddStringToObject(p, "dataset", cfg->dataset);
+    cJSON_AddStringToObject(p, "data_dir", cfg->data_dir);
+    cJSON_AddStringToObject(p, "config", config_path);
+    cJSON_AddNumberToObject(p, "epochs", cfg->train.epochs);
+    cJSON_AddNumberToObject(p, "batch_size", cfg->train.batch_size);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)cfg->train.seed);
+    cJSON_AddStringToObject(p, "seed", seed);
+    cJSON_AddNumberToObject(p, "test_accuracy", round(test_acc * 1e6) / 1e6);
+    cJSON_AddNumberToObject(p, "test_loss", round(test_loss * 1e6) / 1e6);
+    cJSON_AddNumberToObject(p, "train_seconds", round(seconds * 10) / 10);
+    time_t t = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    cJSON_AddStringToObject(p, "date", date);
+    free(m->provenance);
+    m->provenance = cJSON_PrintUnformatted(p);
+    cJSON_Delete(p);
+}
+
+// Applies a command-line override through the config's own validation, or exits (usage).
+static void override(Config *cfg, const char *section, const char *key, const char *value, const char *flag) {
+    HpErr err;
+    if (config_set(cfg, section, key, value, flag, &err) < 0) usage_error("train", "%s", err.msg);
+}
+
+static int cmd_train(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"output", required_argument, 0, 'o'},
+        {"epochs", required_argument, 0, 'e'}, {"lr", required_argument, 0, 'l'},
+        {"batch-size", required_argument, 0, 'b'}, {"seed", required_argument, 0, 's'},
+        {"data", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'},
+        {"resume", no_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    // options that override a config key: option code -> (section, key, flag)
+    static const struct {
+        int code;
+        const char *section, *key, *flag;
+    } keys[] = {{'o', "train", "output", "--output"},     {'e', "train", "epochs", "--epochs"},
+                {'l', "train", "lr", "--lr"},             {'b', "train", "batch_size", "--batch-size"},
+                {'s', "train", "seed", "--seed"},         {'d', "data", "dir", "--data"},
+                {'t', "train", "threads", "--threads"}};
+    const char *config_path = NULL, *values[sizeof keys / sizeof keys[0]] = {0};
+    bool resume = false;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":c:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_path = optarg; continue;
+        case 'r': resume = true; continue;
+        case 'h': fputs(HELP_TRAIN, stdout); return 0;
+        case ':': usage_error("train", "option '%s' needs a value", argv[optind - 1]);
+        case '?': usage_error("train", "unknown option '%s'", argv[optind - 1]);
+        }
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+            if (keys[k].code == c) values[k] = optarg;
+    }
+    if (optind < argc) usage_error("train", "unexpected argument '%s'", argv[optind]);
+    if (!config_path) usage_error("train", "--config FILE is required");
+
+    Config cfg;
+    HpErr err;
+    config_default(&cfg);
+    if (config_load(&cfg, config_path, &err) < 0) die("%s", err.msg);
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        if (values[k]) override(&cfg, keys[k].section, keys[k].key, values[k], keys[k].flag);
+    if (!cfg.output[0]) usage_error("train", "no output file: give -o FILE or [train] output");
+    int threads = hp_set_threads(cfg.train.threads);
+
+    Dataset all, test, tr, val;
+    load_dataset_or_die(cfg.dataset, cfg.data_dir, &all, &test);
+    dataset_split(&all, cfg.train.val_split, cfg.train.seed, &tr, &val);
+    dataset_free(&all);
+
+    char ckpt[600];
+    snprintf(ckpt, sizeof ckpt, "%s.ckpt", cfg.output);
+    Model m;
+    TrainState state = {0};
+    if (resume) {
+        char *ts = NULL;
+        if (model_load(&m, ckpt, &state.momentum, &ts, &err) < 0) die("--resume: %s", err.msg);
+        parse_train_state(ckpt, ts, &state);
+        free(ts);
+        if (strcmp(m.arch, cfg.arch) != 0) die("%s: checkpoint is a %s, the config trains a %s", ckpt, m.arch, cfg.arch);
+        if (!state.momentum) state.momentum = hp_calloc(m.n_params, sizeof(float));
+        fprintf(stderr, "resuming %s from epoch %d of %d\n", ckpt, state.next_epoch + 1, cfg.train.epochs);
+    } else {
+        Shape in = {tr.c, tr.h, tr.w};
+        if (arch_build(&m, cfg.arch, in, tr.n_classes, &err) < 0) die("%s: %s", config_path, err.msg);
+        Rng rng;
+        rng_seed(&rng, cfg.train.seed, 0);
+        model_init_params(&m, &rng);
+        dataset_channel_stats(&tr, m.norm_mean, m.norm_std);
+        state.momentum = hp_calloc(m.n_params, sizeof(float));
+    }
+    if (m.input.c != tr.c || m.input.h != tr.h || m.input.w != tr.w)
+        die("%s: model takes %dx%dx%d inputs, dataset has %dx%dx%d", resume ? ckpt : config_path, m.input.c, m.input.h,
+            m.input.w, tr.c, tr.h, tr.w);
+
+    fprintf(stderr, "training %s on %s (%d train, %d val, %d test images), %zu parameters, %d threads\n", m.arch,
+            cfg.dataset, tr.n, val.n, test.n, m.n_params, threads);
+    TrainUi ui = {.tty = isatty(STDERR_FILENO), .ckpt_path = ckpt, .cfg = &cfg.train, .last_test_acc = -1};
+    double t0 = now_s();
+    int rc = train(&m, &cfg.train, &tr, &val, &test, &state, on_progress, on_checkpoint, &ui, &err);
+    if (rc < 0) die("%s", err.msg);
+    if (ui.last_test_acc < 0) {  // nothing left to train: report the model as it is
+        Workspace ws;
+        ws_init(&ws, &m, 256, threads);
+        evaluate(&m, &ws, &test, &ui.last_test_loss, &ui.last_test_acc);
+        ws_free(&ws);
+    }
+    set_provenance(&m, &cfg, config_path, ui.last_test_acc, ui.last_test_loss, now_s() - t0);
+    if (model_save(&m, cfg.output, NULL, &err) < 0) die("%s", err.msg);
+    unlink(ckpt);
+    printf("wrote %s: test accuracy %.2f%%, loss %.4f\n", cfg.output, 100.0 * ui.last_test_acc, ui.last_test_loss);
+    free(state.momentum);
+    model_free(&m);
+    dataset_free(&tr);
+    dataset_free(&val);
+    dataset_free(&test);
+    return 0;
+}
+
+// ---- eval ----
+
+static int cmd_eval(int argc, char **argv) {
+    static const struct option opts[] = {{"data", required_argument, 0, 'd'}, {"dataset", required_argument, 0, 'n'},
+                                         {"batch-size", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *data = NULL, *dataset = NULL;
+    int batch = 256, threads = 0;
+    bool json = false;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': data = optarg; break;
+        case 'n': dataset = optarg; break;
+        case 'b': batch = (int)parse_int("eval", "--batch-size", optarg, 1, 65536); break;
+        case 't': threads = (int)parse_int("eval", "--threads", optarg, 0, 1024); break;
+        case 'j': json = true; break;
+        case 'h': fputs(HELP_EVAL, stdout); return 0;
+        case ':': usage_error("eval", "option '%s' needs a value", argv[optind - 1]);
+        default: usage_error("eval", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) usage_error("eval", optind >= argc ? "MODEL is required" : "one MODEL only");
+    const char *path = argv[optind];
+    threads = hp_set_threads(threads);
+    Model m;
+    load_model_or_die(&m, path);
+    char *prov_dataset = json_get_string(m.provenance, "dataset");
+    char *prov_dir = json_get_string(m.provenance, "data_dir");
+    const char *name = dataset ? dataset : prov_dataset ? prov_dataset : "fashion-mnist";
+    const char *dir = data ? data : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
+    Dataset tr, test;
+    load_dataset_or_die(name, dir, &tr, &test);
+    dataset_free(&tr);
+    if (m.input.c != test.c || m.input.h != test.h || m.input.w != test.w || m.n_classes < test.n_classes)
+        die("%s: model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", path, m.input.c, m.input.h,
+            m.input.w, m.n_classes, name, dir, test.c, test.h, test.w, test.n_classes);
+    Workspace ws;
+    ws_init(&ws, &m, batch, threads);
+    double t0 = now_s();
+    float loss, acc;
+    evaluate(&m, &ws, &test, &loss, &acc);
+    double dt = now_s() - t0;
+    if (json)
+        printf("{\"model\":\"%s\",\"dataset\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"seconds\":%.3f}\n",
+               path, name, test.n, acc, loss, dt);
+    else
+        printf("%s on %s test (%d images): accuracy %.2f%%, loss %.4f  (%.2fs, %.0f img/s)\n", path, name, test.n,
+               100.0 * acc, loss, dt, test.n / dt);
+    ws_free(&ws);
+    free(prov_dataset);
+    free(prov_dir);
+    dataset_free(&test);
+    model_free(&m);
+    return 0;
+}
+
+// ---- info ----
+
+// Formats a node's output shape as "16x28x28" (or "10" for a vector).
+static const char *fmt_shape(Shape s, char *buf, size_t cap) {
+    if (s.h == 1 && s.w == 1)
+        snprintf(buf, cap, "%d", s.c);
+    else
+        snprintf(buf, cap, "%dx%dx%d", s.c, s.h, s.w);
+    return buf;
+}
+
+// Prints the per-layer table and totals.
+static void print_info_table(const Model *m, const char *source) {
+    char shape[48];
+    uint64_t macs = 0;
+    size_t params = 0;
+    printf("%s: %s, input %dx%dx%d, %d classes\n", source, m->arch, m->input.c, m->input.h, m->input.w, m->n_classes);
+    printf("%-22s %-15s %-12s %10s %12s\n", "layer", "op", "output", "params", "MACs");
+    for (int i = 0; i < m->n_nodes; i++) {
+        const Node *n = &m->nodes[i];
+        size_t p = node_params(m, i);
+        uint64_t mac = node_macs(m, i);
+        params += p;
+        macs += mac;
+        printf("%-22s %-15s %-12s %10zu %12llu\n", n->name, op_kind_name(n->op), fmt_shape(n->out, shape, sizeof shape),
+               p, (unsigned long long)mac);
+    }
+    printf("total: %zu parameters (%.3f M), %llu MACs per image (%.3f M)\n", params, params / 1e6,
+           (unsigned long long)macs, macs / 1e6);
+}
+
+// Prints the same as one JSON object.
+static void print_info_json(const Model *m, const char *source) {
+    cJSON *root = cJSON_CreateObject(), *layers = cJSON_CreateArray();
+    uint64_t macs = 0;
+    size_t params = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const Node *n = &m->nodes[i];
+        cJSON *l = cJSON_CreateObject();
+        cJSON_AddStringToObject(l, "name", n->name);
+        cJSON_AddStringToObject(l, "op", op_kind_name(n->op));
+        int shp[3] = {n->out.c, n->out.h, n->out.w};
+        cJSON_AddItemToObject(l, "output", cJSON_CreateIntArray(shp, 3));
+        cJSON_AddNumberToObject(l, "params", (double)node_params(m, i));
+        cJSON_AddNumberToObject(l, "macs", (double)node_macs(m, i));
+        cJSON_AddItemToArray(layers, l);
+        params += node_params(m, i);
+        macs += node_macs(m, i);
+    }
+    cJSON_AddStringToObject(root, "model", source);
+    cJSON_AddStringToObject(root, "arch", m->arch);
+    int in[3] = {m->input.c, m->input.h, m->input.w};
+    cJSON_AddItemToObject(root, "input", cJSON_CreateIntArray(in, 3));
+    cJSON_AddNumberToObject(root, "classes", m->n_classes);
+    cJSON_AddNumberToObject(root, "params", (double)params);
+    cJSON_AddNumberToObject(root, "macs", (double)macs);
+    cJSON_AddItemToObject(root, "layers", layers);
+    if (m->provenance) {
+        cJSON *prov = cJSON_Parse(m->provenance);
+        if (prov) cJSON_AddItemToObject(root, "provenance", prov);
+    }
+    char *text = cJSON_PrintUnformatted(root);
+    puts(text);
+    free(text);
+    cJSON_Delete(root);
+}
+
+// True if s names a built-in architecture.
+static bool is_arch_name(const char *s) {
+    for (const char *const *a = arch_names(); *a; a++)
+        if (strcmp(*a, s) == 0) return true;
+    return false;
+}
+
+static int cmd_info(int argc, char **argv) {
+    static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"input", required_argument, 0, 'i'},
+                                         {"classes", required_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    bool json = false;
+    Shape in = {1, 28, 28};
+    int classes = 10, c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = true; break;
+        case 'i': {
+            char tail;
+            if (sscanf(optarg, "%dx%dx%d%c", &in.c, &in.h, &in.w, &tail) != 3 || in.c < 1 || in.h < 1 || in.w < 1)
+                usage_error("info", "--input: '%s' is not CxHxW", optarg);
+            break;
+        }
+        case 'k': classes = (int)parse_int("info", "--classes", optarg, 2, 100000); break;
+        case 'h': fputs(HELP_INFO, stdout); return 0;
+        case ':': usage_error("info", "option '%s' needs a value", argv[optind - 1]);
+        default: usage_error("info", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) usage_error("info", optind >= argc ? "MODEL is required" : "one MODEL only");
+    const char *src = argv[optind];
+    Model m;
+    HpErr err;
+    struct stat st;
+    if (is_arch_name(src) && stat(src, &st) != 0) {
+        if (arch_build(&m, src, in, classes, &err) < 0) die("%s", err.msg);
+    } else {
+        load_model_or_die(&m, src);
+    }
+    if (json)
+        print_info_json(&m, src);
+    else
+        print_info_table(&m, src);
+    model_free(&m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(HELP_MAIN, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(HELP_MAIN, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        puts("hprune " HPRUNE_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
+    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
+    fprintf(stderr, "hprune: unknown command '%s'\nTry 'hprune --help'.\n", cmd);
+    return EXIT_USAGE;
+}

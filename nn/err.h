@@ -1,0 +1,29 @@
+// err.h: status codes and error messages for library code (which never prints or exits).
+#ifndef HP_ERR_H
+#define HP_ERR_H
+
+#include <stddef.h>
+
+// A library call returns 0 on success or -1 with err->msg filled in.
+typedef struct {
+    char msg[512];
+} HpErr;
+
+// Formats msg into err (if err is not NULL) and returns -1.
+int hp_fail(HpErr *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Prefixes err->msg with "prefix: " (used to add a file name to an inner error); returns -1.
+int hp_prefix(HpErr *err, const char *prefix);
+
+// Aborts with a message: for programmer errors (broken invariants), never for bad input.
+#define HP_ASSERT(cond)                                                         \
+    do {                                                                        \
+        if (!(cond)) hp_assert_fail(#cond, __FILE__, __LINE__);                 \
+    } while (0)
+void hp_assert_fail(const char *cond, const char *file, int line) __attribute__((noreturn));
+
+// malloc/calloc that return NULL only for a zero size; abort on out-of-memory.
+void *hp_malloc(size_t bytes);
+void *hp_calloc(size_t count, size_t size);
+
+#endif

@@ -1,0 +1,87 @@
+// ops.h: the kernels of each op family. Every backward ACCUMULATES (+=) into dx and into
+// parameter gradients, so a node feeding several consumers (a residual branch) sums them.
+// Each op file keeps forward and backward side by side; rforward/rbackward (the R-operator
+// for Hessian-vector products) join them there.
+#ifndef HP_OPS_H
+#define HP_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+// Geometry of a 2-D convolution over a batch.
+typedef struct {
+    int N, C, H, W;   // input (N, C, H, W)
+    int O, k, stride, pad, groups;
+    int Ho, Wo;       // output (N, O, Ho, Wo)
+} ConvGeom;
+
+// Scratch floats one thread needs for im2col of one sample: (C/groups * k * k) * (Ho * Wo).
+size_t conv2d_col_len(const ConvGeom *g);
+
+// x is (N, C, H, W), w is (O, C/groups, k, k), b is (O) or NULL, y is (N, O, Ho, Wo).
+// col: per-thread scratch, thread t uses col + t * col_stride.
+void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
+                    size_t col_stride);
+// dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ..., db (O) += ... (if not NULL),
+// dx (N, C, H, W) += ... (if not NULL). wscratch: per-thread partial sums, thread t uses
+// wscratch + t * ws_stride (ws_stride >= w_len + O).
+void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                     float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride);
+
+// Batch normalisation over (N, C, HW) per channel. x, y, xhat are (N, C, HW); gamma, beta,
+// running_mean, running_var, mean, invstd are (C).
+// Training statistics: normalises by the batch mean and biased variance, saves xhat, mean and
+// invstd; if update, running = (1 - momentum) running + momentum batch (unbiased variance).
+void batchnorm_forward_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float eps,
+                             float momentum, bool update, float *running_mean, float *running_var, float *y,
+                             float *xhat, float *mean, float *invstd);
+// Running statistics (eval mode): y = gamma (x - running_mean) / sqrt(running_var + eps) + beta;
+// saves xhat and invstd.
+void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float eps,
+                            const float *running_mean, const float *running_var, float *y, float *xhat,
+                            float *invstd);
+// Backward for either mode (batch_stats selects the coupled train-mode formula). Accumulates
+// dgamma, dbeta (C) and dx (N, C, HW) if not NULL.
+void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *xhat,
+                        const float *gamma, const float *invstd, float *dx, float *dgamma, float *dbeta);
+
+// Pooling geometry: input (N*C planes of H x W), window k, stride, pad, output Ho x Wo.
+typedef struct {
+    int NC, H, W, k, stride, pad, Ho, Wo;
+} PoolGeom;
+
+// x is (NC, H, W), y is (NC, Ho, Wo); argmax (NC, Ho, Wo) gets the flat input index of each max.
+void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax);
+// dx (NC, H, W) += dy routed to the argmax positions.
+void maxpool_backward(const PoolGeom *g, const float *dy, const int *argmax, float *dx);
+// Average over each window, padding counted (PyTorch's count_include_pad=True).
+void avgpool_forward(const PoolGeom *g, const float *x, float *y);
+void avgpool_backward(const PoolGeom *g, const float *dy, float *dx);
+// x is (NC, HW), y is (NC): the mean of each plane.
+void gap_forward(int NC, int HW, const float *x, float *y);
+void gap_backward(int NC, int HW, const float *dy, float *dx);
+
+// x is (N, Fin), w is (Fout, Fin), b is (Fout) or NULL, y is (N, Fout): y = x w^T + b.
+void linear_forward(int N, int Fin, int Fout, const float *x, const float *w, const float *b, float *y);
+// dw (Fout, Fin) += dy^T x; db (Fout) += sum_n dy; dx (N, Fin) += dy w (if not NULL).
+void linear_backward(int N, int Fin, int Fout, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                     float *db);
+
+// y = max(x, 0) over n elements; dx += dy where x > 0.
+void relu_forward(size_t n, const float *x, float *y);
+void relu_backward(size_t n, const float *x, const float *dy, float *dx);
+// y = a + b; da += dy and db += dy.
+void add_forward(size_t n, const float *a, const float *b, float *y);
+void add_backward(size_t n, const float *dy, float *da, float *db);
+// y = x * mask (mask holds 0 or 1/(1-p)); dx += dy * mask.
+void dropout_forward(size_t n, const float *x, const float *mask, float *y);
+void dropout_backward(size_t n, const float *dy, const float *mask, float *dx);
+// dst += src over n elements.
+void axpy_acc(size_t n, const float *src, float *dst);
+
+// Row-parallel sgemm (row-major): C (M, N) = alpha op(A) op(B) + beta C, rows split over the
+// OpenMP threads, each calling single-threaded BLAS.
+void gemm_par(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+              int ldb, float beta, float *C, int ldc);
+
+#endif

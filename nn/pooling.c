@@ -1,0 +1,111 @@
+// pooling.c: max pooling (argmax routing), average pooling (padding counted) and global
+// average pooling. Parallel over the N*C planes.
+#include <float.h>
+
+#include "ops.h"
+
+void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax) {
+    const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < g->NC; pl++) {
+        const float *xp = x + (size_t)pl * in_plane;
+        for (int oh = 0; oh < g->Ho; oh++) {
+            for (int ow = 0; ow < g->Wo; ow++) {
+                float best = -FLT_MAX;
+                int best_i = -1;
+                for (int ki = 0; ki < g->k; ki++) {
+                    int ih = oh * g->stride - g->pad + ki;
+                    if (ih < 0 || ih >= g->H) continue;
+                    for (int kj = 0; kj < g->k; kj++) {
+                        int iw = ow * g->stride - g->pad + kj;
+                        if (iw < 0 || iw >= g->W) continue;
+                        float v = xp[ih * g->W + iw];
+                        if (best_i < 0 || v > best) {
+                            best = v;
+                            best_i = ih * g->W + iw;
+                        }
+                    }
+                }
+                size_t o = (size_t)pl * out_plane + (size_t)oh * g->Wo + ow;
+                y[o] = best;
+                argmax[o] = best_i;
+            }
+        }
+    }
+}
+
+void maxpool_backward(const PoolGeom *g, const float *dy, const int *argmax, float *dx) {
+    const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < g->NC; pl++) {
+        float *dxp = dx + (size_t)pl * in_plane;
+        for (size_t o = 0; o < out_plane; o++) {
+            size_t i = (size_t)pl * out_plane + o;
+            dxp[argmax[i]] += dy[i];
+        }
+    }
+}
+
+void avgpool_forward(const PoolGeom *g, const float *x, float *y) {
+    const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
+    const float inv = 1.0f / (float)(g->k * g->k);
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < g->NC; pl++) {
+        const float *xp = x + (size_t)pl * in_plane;
+        for (int oh = 0; oh < g->Ho; oh++) {
+            for (int ow = 0; ow < g->Wo; ow++) {
+                float s = 0.0f;
+                for (int ki = 0; ki < g->k; ki++) {
+                    int ih = oh * g->stride - g->pad + ki;
+                    if (ih < 0 || ih >= g->H) continue;
+                    for (int kj = 0; kj < g->k; kj++) {
+                        int iw = ow * g->stride - g->pad + kj;
+                        if (iw >= 0 && iw < g->W) s += xp[ih * g->W + iw];
+                    }
+                }
+                y[(size_t)pl * out_plane + (size_t)oh * g->Wo + ow] = s * inv;
+            }
+        }
+    }
+}
+
+void avgpool_backward(const PoolGeom *g, const float *dy, float *dx) {
+    const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
+    const float inv = 1.0f / (float)(g->k * g->k);
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < g->NC; pl++) {
+        float *dxp = dx + (size_t)pl * in_plane;
+        for (int oh = 0; oh < g->Ho; oh++) {
+            for (int ow = 0; ow < g->Wo; ow++) {
+                float d = dy[(size_t)pl * out_plane + (size_t)oh * g->Wo + ow] * inv;
+                for (int ki = 0; ki < g->k; ki++) {
+                    int ih = oh * g->stride - g->pad + ki;
+                    if (ih < 0 || ih >= g->H) continue;
+                    for (int kj = 0; kj < g->k; kj++) {
+                        int iw = ow * g->stride - g->pad + kj;
+                        if (iw >= 0 && iw < g->W) dxp[ih * g->W + iw] += d;
+                    }
+                }
+            }
+        }
+    }
+}
+
+void gap_forward(int NC, int HW, const float *x, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < NC; pl++) {
+        const float *xp = x + (size_t)pl * HW;
+        float s = 0.0f;
+        for (int p = 0; p < HW; p++) s += xp[p];
+        y[pl] = s / (float)HW;
+    }
+}
+
+void gap_backward(int NC, int HW, const float *dy, float *dx) {
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < NC; pl++) {
+        float d = dy[pl] / (float)HW;
+        float *dxp = dx + (size_t)pl * HW;
+        for (int p = 0; p < HW; p++) dxp[p] += d;
+    }
+}

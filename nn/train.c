@@ -1,0 +1,149 @@
+// train.c: the training loop (seeded shuffling, augmentation, SGD, per-epoch evaluation and
+// checkpoints) and evaluation. Every random stream is derived from (seed, epoch), so a run
+// resumed at an epoch boundary continues exactly as if it had never stopped.
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cblas.h>
+
+#include "train.h"
+
+// Stream ids of the per-epoch random streams.
+enum { STREAM_SHUFFLE = 1, STREAM_AUGMENT = 2, STREAM_DROPOUT = 3 };
+
+int hp_set_threads(int n) {
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(1);  // BLAS runs inside our OpenMP threads, one thread each
+    return n;
+}
+
+// Seconds on a monotonic clock.
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc) {
+    int B = ws->batch;
+    size_t in_len = shape_numel(m->input);
+    float *x = hp_malloc((size_t)B * in_len * sizeof(float));
+    int *y = hp_malloc((size_t)B * sizeof(int)), *idx = hp_malloc((size_t)B * sizeof(int));
+    double total = 0.0;
+    long hits = 0;
+    for (int start = 0; start < d->n; start += B) {
+        int count = d->n - start < B ? d->n - start : B;
+        for (int j = 0; j < count; j++) idx[j] = start + j;
+        data_batch(d, idx, count, m->norm_mean, m->norm_std, NULL, NULL, x, y);
+        const float *logits = model_forward(m, ws, x, count, MODE_EVAL, NULL);
+        int correct = 0;
+        total += (double)softmax_xent(logits, y, count, m->n_classes, 0.0f, NULL, &correct) * count;
+        hits += correct;
+    }
+    *loss = d->n ? (float)(total / d->n) : 0.0f;
+    *acc = d->n ? (float)hits / (float)d->n : 0.0f;
+    free(x);
+    free(y);
+    free(idx);
+}
+
+// Buffers one training run needs, allocated once.
+typedef struct {
+    Workspace ws;
+    float *x, *grad, *dlogits;
+    int *y, *order;
+} TrainBuffers;
+
+static void buffers_init(TrainBuffers *b, const Model *m, int batch, int n_train) {
+    ws_init(&b->ws, m, batch, 0);
+    b->x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
+    b->grad = hp_malloc(m->n_params * sizeof(float));
+    b->dlogits = hp_malloc((size_t)batch * m->n_classes * sizeof(float));
+    b->y = hp_malloc((size_t)batch * sizeof(int));
+    b->order = hp_malloc((size_t)n_train * sizeof(int));
+}
+
+static void buffers_free(TrainBuffers *b) {
+    ws_free(&b->ws);
+    free(b->x);
+    free(b->grad);
+    free(b->dlogits);
+    free(b->y);
+    free(b->order);
+}
+
+// Runs one epoch of SGD, reporting progress after every step; leaves the epoch's mean loss,
+// accuracy, wall time and throughput in *pr.
+static void train_epoch(Model *m, const TrainConfig *c, const Dataset *train, TrainBuffers *b, TrainState *s,
+                        int epoch, double run_start, int epochs_before, TrainProgress *pr, TrainCallback progress,
+                        void *user) {
+    Rng shuffle, augment, dropout;
+    rng_seed(&shuffle, c->seed, (uint64_t)epoch * 16 + STREAM_SHUFFLE);
+    rng_seed(&augment, c->seed, (uint64_t)epoch * 16 + STREAM_AUGMENT);
+    rng_seed(&dropout, c->seed, (uint64_t)epoch * 16 + STREAM_DROPOUT);
+    for (int i = 0; i < train->n; i++) b->order[i] = i;
+    rng_shuffle(&shuffle, b->order, train->n);
+    int B = c->batch_size, steps = train->n / B;  // the last partial batch is dropped
+    bool augmenting = c->augment.crop_pad > 0 || c->augment.hflip;
+    double t0 = now_s(), loss_sum = 0.0;
+    long hits = 0;
+    for (int step = 0; step < steps; step++) {
+        data_batch(train, b->order + (size_t)step * B, B, m->norm_mean, m->norm_std, augmenting ? &c->augment : NULL,
+                   &augment, b->x, b->y);
+        const float *logits = model_forward(m, &b->ws, b->x, B, MODE_TRAIN, &dropout);
+        int correct = 0;
+        loss_sum += softmax_xent(logits, b->y, B, m->n_classes, c->label_smoothing, b->dlogits, &correct);
+        hits += correct;
+        memset(b->grad, 0, m->n_params * sizeof(float));
+        model_backward(m, &b->ws, b->dlogits, b->grad, NULL);
+        float lr = lr_at(c, epoch + (double)step / steps);
+        sgd_step(m->params, b->grad, s->momentum, m->n_params, lr, c->momentum, c->weight_decay, c->nesterov);
+        if (progress) {
+            double el = now_s() - t0;
+            double done = (epoch - epochs_before) + (double)(step + 1) / steps;
+            double total_el = now_s() - run_start;
+            *pr = (TrainProgress){.epoch = epoch, .epochs = c->epochs, .step = step + 1, .steps = steps};
+            pr->loss = (float)(loss_sum / (step + 1));
+            pr->acc = (float)hits / (float)((long)(step + 1) * B);
+            pr->images_per_s = (double)(step + 1) * B / (el > 0 ? el : 1e-9);
+            pr->eta_s = total_el / done * ((c->epochs - epochs_before) - done);
+            progress(pr, user);
+        }
+    }
+    pr->loss = steps ? (float)(loss_sum / steps) : 0.0f;
+    pr->acc = steps ? (float)hits / (float)((long)steps * B) : 0.0f;
+    pr->epoch_s = now_s() - t0;
+    pr->images_per_s = (double)steps * B / (pr->epoch_s > 0 ? pr->epoch_s : 1e-9);
+}
+
+int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *val, const Dataset *test,
+          TrainState *state, TrainCallback progress, CheckpointFn checkpoint, void *user, HpErr *err) {
+    if (train->n < c->batch_size)
+        return hp_fail(err, "training set has %d images, fewer than one batch of %d", train->n, c->batch_size);
+    TrainBuffers b;
+    buffers_init(&b, m, c->batch_size, train->n);
+    double run_start = now_s();
+    int first = state->next_epoch, rc = 0;
+    for (int epoch = first; epoch < c->epochs && rc == 0; epoch++) {
+        TrainProgress pr = {0};
+        train_epoch(m, c, train, &b, state, epoch, run_start, first, &pr, progress, user);
+        pr.val_acc = pr.val_loss = -1.0f;
+        if (val && val->n > 0) evaluate(m, &b.ws, val, &pr.val_loss, &pr.val_acc);
+        pr.test_acc = pr.test_loss = -1.0f;
+        if (test && test->n > 0) evaluate(m, &b.ws, test, &pr.test_loss, &pr.test_acc);
+        if (pr.val_acc > state->best_val_acc) state->best_val_acc = pr.val_acc;
+        state->next_epoch = epoch + 1;
+        pr.epoch = epoch;
+        pr.epochs = c->epochs;
+        pr.epoch_done = true;
+        pr.eta_s = (now_s() - run_start) / (epoch + 1 - first) * (c->epochs - epoch - 1);
+        if (progress) progress(&pr, user);
+        if (checkpoint) rc = checkpoint(m, state, user, err);
+    }
+    buffers_free(&b);
+    return rc;
+}

@@ -1,0 +1,152 @@
+// test_atomic.c: atomic output (temporary file, fsync, rename) and its failure paths.
+#include "tests/testutil.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include "formats/formats.h"
+
+// Returns the number of entries of dir whose name contains ".tmp.".
+static int count_tmp(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strstr(e->d_name, ".tmp.")) n++;
+    closedir(d);
+    return n;
+}
+
+// Returns the number of entries of dir other than "." and "..".
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+    closedir(d);
+    return n;
+}
+
+// Checks that path holds exactly data[0..len).
+static void expect_contents(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char buf[256];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    assert_int_equal(n, len);
+    assert_memory_equal(buf, data, len);
+}
+
+static void test_write_and_replace(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    HpErr err = {{0}};
+    assert_int_equal(write_file_atomic(path, "hello", 5, &err), 0);
+    expect_contents(path, "hello", 5);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    assert_int_equal(write_file_atomic(path, "bye", 3, &err), 0);  // replaces
+    expect_contents(path, "bye", 3);
+    assert_int_equal(write_file_atomic(path, NULL, 0, &err), 0);  // empty file
+    expect_contents(path, "", 0);
+    assert_int_equal(count_tmp(dir), 0);
+    assert_int_equal(count_entries(dir), 1);
+    tu_rmtree(dir);
+}
+
+static void test_open_commit_abort(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/report.csv", dir);
+    HpErr err = {{0}};
+    char *tmp;
+    FILE *fp;
+    assert_int_equal(atomic_open(path, &tmp, &fp, &err), 0);
+    assert_non_null(strstr(tmp, "report.csv.tmp."));
+    fprintf(fp, "a,b\n1,2\n");
+    assert_int_equal(count_tmp(dir), 1);
+    assert_int_equal(access(path, F_OK), -1);  // nothing visible before the commit
+    assert_int_equal(atomic_commit(fp, tmp, path, &err), 0);
+    expect_contents(path, "a,b\n1,2\n", 8);
+    // An aborted write leaves the old file untouched and no temporary behind.
+    assert_int_equal(atomic_open(path, &tmp, &fp, &err), 0);
+    fprintf(fp, "half-written");
+    atomic_abort(fp, tmp);
+    expect_contents(path, "a,b\n1,2\n", 8);
+    assert_int_equal(count_tmp(dir), 0);
+    tu_rmtree(dir);
+}
+
+static void test_missing_dir(void **state) {
+    (void)state;
+    char dir[64], path[160];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/out/model.safetensors", dir);
+    HpErr err = {{0}};
+    assert_int_equal(write_file_atomic(path, "x", 1, &err), -1);
+    char want[256];
+    snprintf(want, sizeof want, "%s: cannot write: No such file or directory", path);
+    assert_string_equal(err.msg, want);
+    assert_int_equal(count_entries(dir), 0);
+    tu_rmtree(dir);
+}
+
+// A rename that fails (the target is a directory) removes the temporary file.
+static void test_rename_fails(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/target", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    HpErr err = {{0}};
+    assert_int_equal(write_file_atomic(path, "data", 4, &err), -1);
+    assert_non_null(strstr(err.msg, path));
+    assert_non_null(strstr(err.msg, "cannot write: Is a directory"));
+    assert_int_equal(count_tmp(dir), 0);
+    assert_int_equal(count_entries(dir), 1);
+    tu_rmtree(dir);
+}
+
+// A write error (a full device) is reported by the commit and nothing is renamed.
+static void test_write_error(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/x.bin", dir);
+    HpErr err = {{0}};
+    char *tmp;
+    FILE *fp;
+    assert_int_equal(atomic_open(path, &tmp, &fp, &err), 0);
+    // Swap the stream's descriptor for /dev/full so that its writes fail with ENOSPC.
+    FILE *full = fopen("/dev/full", "wb");
+    if (!full) {
+        atomic_abort(fp, tmp);
+        tu_rmtree(dir);
+        skip();
+    }
+    assert_true(dup2(fileno(full), fileno(fp)) >= 0);
+    fclose(full);
+    fprintf(fp, "some bytes");
+    assert_int_equal(atomic_commit(fp, tmp, path, &err), -1);
+    assert_non_null(strstr(err.msg, "x.bin: cannot write: "));
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(count_tmp(dir), 0);
+    tu_rmtree(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_write_and_replace), cmocka_unit_test(test_open_commit_abort),
+        cmocka_unit_test(test_missing_dir),       cmocka_unit_test(test_rename_fails),
+        cmocka_unit_test(test_write_error),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

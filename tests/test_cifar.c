@@ -1,0 +1,143 @@
+// test_cifar.c: CIFAR-10 binary batches on a tiny fake set (2 records per batch file).
+#include "tests/testutil.h"
+
+#include <sys/stat.h>
+
+#include "formats/formats.h"
+#include "nn/data.h"
+
+#define REC 3073
+#define PER_FILE 2
+
+static const char *const FILES[6] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                     "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
+
+// Label of record r of file f, and byte k of its image.
+static uint8_t label_of(int f, int r) { return (uint8_t)((f * PER_FILE + r) % 10); }
+static uint8_t byte_of(int f, int r, int k) { return (uint8_t)((f * 101 + r * 17 + k * 3) % 256); }
+
+// Writes the six batch files (PER_FILE records each) into dir.
+static void make_cifar(const char *dir) {
+    uint8_t buf[PER_FILE * REC];
+    char path[600];
+    for (int f = 0; f < 6; f++) {
+        for (int r = 0; r < PER_FILE; r++) {
+            buf[r * REC] = label_of(f, r);
+            for (int k = 0; k < 3072; k++) buf[r * REC + 1 + k] = byte_of(f, r, k);
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, FILES[f]);
+        tu_write(path, buf, sizeof buf);
+    }
+}
+
+// Checks a loaded set: files f0..f0+n_files-1 in order.
+static void check_set(const Dataset *d, int f0, int n_files) {
+    assert_int_equal(d->n, n_files * PER_FILE);
+    assert_int_equal(d->c, 3);
+    assert_int_equal(d->h, 32);
+    assert_int_equal(d->w, 32);
+    assert_int_equal(d->n_classes, 10);
+    for (int f = 0; f < n_files; f++)
+        for (int r = 0; r < PER_FILE; r++) {
+            int i = f * PER_FILE + r;
+            assert_int_equal(d->labels[i], label_of(f0 + f, r));
+            for (int k = 0; k < 3072; k++)
+                if (d->images[(size_t)i * 3072 + k] != byte_of(f0 + f, r, k)) fail_msg("image %d byte %d", i, k);
+        }
+}
+
+// Loads dir, expects failure with a message holding s1 and s2; outputs are empty.
+static void expect_fail(const char *dir, const char *s1, const char *s2) {
+    Dataset tr, te;
+    HpErr err = {{0}};
+    int rc = cifar10_load_dir(dir, &tr, &te, &err);
+    if (rc == 0 || !strstr(err.msg, s1) || (s2 && !strstr(err.msg, s2)))
+        fail_msg("rc %d, message '%s', wanted '%s' and '%s'", rc, err.msg, s1, s2 ? s2 : "");
+    assert_null(tr.images);
+    assert_null(te.images);
+}
+
+static void test_load(void **state) {
+    (void)state;
+    char dir[64];
+    tu_tmpdir(dir, sizeof dir);
+    make_cifar(dir);
+    Dataset tr, te;
+    HpErr err = {{0}};
+    if (cifar10_load_dir(dir, &tr, &te, &err) != 0) fail_msg("%s", err.msg);
+    check_set(&tr, 0, 5);
+    check_set(&te, 5, 1);
+    dataset_free(&tr);
+    dataset_free(&te);
+    assert_int_equal(dataset_load("cifar10", dir, &tr, &te, &err), 0);
+    check_set(&tr, 0, 5);
+    dataset_free(&tr);
+    dataset_free(&te);
+    tu_rmtree(dir);
+}
+
+// The files inside the archive's cifar-10-batches-bin subdirectory are found too.
+static void test_subdir(void **state) {
+    (void)state;
+    char dir[64], sub[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(sub, sizeof sub, "%s/cifar-10-batches-bin", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    make_cifar(sub);
+    Dataset tr, te;
+    HpErr err = {{0}};
+    if (cifar10_load_dir(dir, &tr, &te, &err) != 0) fail_msg("%s", err.msg);
+    check_set(&tr, 0, 5);
+    check_set(&te, 5, 1);
+    dataset_free(&tr);
+    dataset_free(&te);
+    tu_rmtree(dir);
+}
+
+static void test_bad_size(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    make_cifar(dir);
+    uint8_t buf[REC + 5] = {0};
+    snprintf(path, sizeof path, "%s/data_batch_3.bin", dir);
+    tu_write(path, buf, sizeof buf);
+    expect_fail(dir, path, "size 3078 bytes is not a non-zero multiple of the record size 3073");
+    tu_write(path, buf, 0);
+    expect_fail(dir, path, "size 0 bytes");
+    tu_rmtree(dir);
+}
+
+static void test_bad_label(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    make_cifar(dir);
+    uint8_t buf[PER_FILE * REC] = {0};
+    buf[REC] = 10;  // record 1
+    snprintf(path, sizeof path, "%s/test_batch.bin", dir);
+    tu_write(path, buf, sizeof buf);
+    expect_fail(dir, path, "record 1: label 10 is out of range (0..9)");
+    tu_rmtree(dir);
+}
+
+static void test_missing(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/absent", dir);
+    expect_fail(path, path, "no such directory");
+    make_cifar(dir);
+    snprintf(path, sizeof path, "%s/data_batch_5.bin", dir);
+    assert_int_equal(unlink(path), 0);
+    expect_fail(dir, path, "cannot open: No such file or directory");
+    tu_rmtree(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load),      cmocka_unit_test(test_subdir), cmocka_unit_test(test_bad_size),
+        cmocka_unit_test(test_bad_label), cmocka_unit_test(test_missing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

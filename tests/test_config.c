@@ -1,0 +1,366 @@
+// test_config.c: INI config files and command-line overrides (formats/config.c).
+#include "testutil.h"
+
+#include "formats/config.h"
+
+// A temporary directory holding the config files of one test.
+typedef struct {
+    char dir[64];
+    char path[128];
+} Fixture;
+
+static int setup(void **state) {
+    Fixture *fx = calloc(1, sizeof *fx);
+    tu_tmpdir(fx->dir, sizeof fx->dir);
+    snprintf(fx->path, sizeof fx->path, "%s/x.ini", fx->dir);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state) {
+    Fixture *fx = *state;
+    tu_rmtree(fx->dir);
+    free(fx);
+    return 0;
+}
+
+// Writes text to the fixture's config file and loads it into c on top of what c holds.
+static int load_text(Fixture *fx, Config *c, const char *text, HpErr *err) {
+    tu_write(fx->path, text, strlen(text));
+    return config_load(c, fx->path, err);
+}
+
+// Asserts that loading text fails, that the message starts with "<path>:<line>: " (line 0:
+// "<path>: ") and contains `words`, and that the config is left as it was.
+static void expect_load_error(Fixture *fx, const char *text, int line, const char *words) {
+    Config c, before;
+    config_default(&c);
+    before = c;
+    HpErr err = {{0}};
+    assert_int_equal(load_text(fx, &c, text, &err), -1);
+    char prefix[192];
+    if (line > 0)
+        snprintf(prefix, sizeof prefix, "%s:%d: ", fx->path, line);
+    else
+        snprintf(prefix, sizeof prefix, "%s: ", fx->path);
+    if (strncmp(err.msg, prefix, strlen(prefix)) != 0 || !strstr(err.msg, words)) {
+        print_error("message '%s'\nwanted prefix '%s' and words '%s'\n", err.msg, prefix, words);
+        fail();
+    }
+    assert_memory_equal(&c, &before, sizeof c);
+}
+
+static void test_defaults(void **state) {
+    (void)state;
+    Config c;
+    config_default(&c);
+    assert_string_equal(c.arch, "lenet5");
+    assert_string_equal(c.dataset, "fashion-mnist");
+    assert_string_equal(c.data_dir, "/usr/share/datasets/fashion-mnist");
+    assert_true(c.output[0] != '\0');
+    const TrainConfig *t = &c.train;
+    assert_int_equal(t->epochs, 10);
+    assert_int_equal(t->batch_size, 128);
+    assert_float_equal(t->lr, 0.1f, 0);
+    assert_float_equal(t->momentum, 0.9f, 0);
+    assert_false(t->nesterov);
+    assert_float_equal(t->weight_decay, 5e-4f, 0);
+    assert_int_equal(t->schedule, SCHED_COSINE);
+    assert_int_equal(t->n_milestones, 0);
+    assert_float_equal(t->gamma, 0.1f, 0);
+    assert_int_equal(t->warmup_epochs, 0);
+    assert_float_equal(t->label_smoothing, 0.0f, 0);
+    assert_int_equal(t->augment.crop_pad, 0);
+    assert_false(t->augment.hflip);
+    assert_float_equal(t->val_split, 0.0f, 0);
+    assert_int_equal(t->seed, 1);
+    assert_int_equal(t->threads, 0);
+}
+
+static void test_every_key(void **state) {
+    Fixture *fx = *state;
+    const char *text =
+        "# every key, none at its default\n"
+        "[model]\n"
+        "arch = resnet20\n"
+        "\n"
+        "[data]\n"
+        "dataset = cifar10\n"
+        "dir = /data/cifar-10-batches-bin\n"
+        "val_split = 0.1\n"
+        "crop_pad = 4\n"
+        "hflip = yes\n"
+        "[train]\n"
+        "epochs = 200\n"
+        "batch_size = 64\n"
+        "lr = 0.05\n"
+        "momentum = 0.8\n"
+        "nesterov = true\n"
+        "weight_decay = 1e-4\n"
+        "schedule = step\n"
+        "milestones = 100, 150\n"
+        "gamma = 0.2\n"
+        "warmup_epochs = 5\n"
+        "label_smoothing = 0.1\n"
+        "seed = 18446744073709551615\n"
+        "threads = 2\n"
+        "output = runs/r20.safetensors\n";
+    Config c;
+    config_default(&c);
+    HpErr err = {{0}};
+    assert_int_equal(load_text(fx, &c, text, &err), 0);
+    assert_string_equal(c.arch, "resnet20");
+    assert_string_equal(c.dataset, "cifar10");
+    assert_string_equal(c.data_dir, "/data/cifar-10-batches-bin");
+    assert_string_equal(c.output, "runs/r20.safetensors");
+    const TrainConfig *t = &c.train;
+    assert_float_equal(t->val_split, 0.1f, 0);
+    assert_int_equal(t->augment.crop_pad, 4);
+    assert_true(t->augment.hflip);
+    assert_int_equal(t->epochs, 200);
+    assert_int_equal(t->batch_size, 64);
+    assert_float_equal(t->lr, 0.05f, 0);
+    assert_float_equal(t->momentum, 0.8f, 0);
+    assert_true(t->nesterov);
+    assert_float_equal(t->weight_decay, 1e-4f, 0);
+    assert_int_equal(t->schedule, SCHED_STEP);
+    assert_int_equal(t->n_milestones, 2);
+    assert_int_equal(t->milestones[0], 100);
+    assert_int_equal(t->milestones[1], 150);
+    assert_float_equal(t->gamma, 0.2f, 0);
+    assert_int_equal(t->warmup_epochs, 5);
+    assert_float_equal(t->label_smoothing, 0.1f, 0);
+    assert_true(t->seed == UINT64_MAX);
+    assert_int_equal(t->threads, 2);
+}
+
+static void test_comments_and_layering(void **state) {
+    Fixture *fx = *state;
+    Config c;
+    config_default(&c);
+    HpErr err = {{0}};
+    const char *first =
+        "\xEF\xBB\xBF; a byte-order mark, then comments of both kinds\n"
+        "# hash comment\n"
+        "\n"
+        "   \n"
+        "[train]\n"
+        "  lr=0.02   ; inline comment\n"
+        "epochs : 3\n"
+        "[data]\n"
+        "hflip = ON\n";
+    assert_int_equal(load_text(fx, &c, first, &err), 0);
+    assert_float_equal(c.train.lr, 0.02f, 0);
+    assert_int_equal(c.train.epochs, 3);
+    assert_true(c.train.augment.hflip);
+    // A second file changes only what it names; an empty file changes nothing.
+    assert_int_equal(load_text(fx, &c, "[train]\nepochs = 7\n[model]\n", &err), 0);
+    assert_float_equal(c.train.lr, 0.02f, 0);
+    assert_int_equal(c.train.epochs, 7);
+    Config before = c;
+    assert_int_equal(load_text(fx, &c, "", &err), 0);
+    assert_memory_equal(&c, &before, sizeof c);
+    // The last line may lack its newline.
+    assert_int_equal(load_text(fx, &c, "[train]\nbatch_size = 32", &err), 0);
+    assert_int_equal(c.train.batch_size, 32);
+}
+
+static void test_errors_named_by_line(void **state) {
+    Fixture *fx = *state;
+    expect_load_error(fx, "[train]\nlr = 0.1\n\n# c\n\nepochs = 3\nlr_decay = 0.5\n", 7, "unknown key 'lr_decay' in [train]");
+    expect_load_error(fx, "[train]\nlr = 0.1\n[optim]\nbeta = 0.9\n", 3, "unknown section [optim]");
+    expect_load_error(fx, "[train]\nlr = 0.1\n[optim]\n", 3, "unknown section [optim]");  // even when empty
+    expect_load_error(fx, "[ train ]\nlr = 0.1\n", 1, "unknown section [ train ]");
+    expect_load_error(fx, "lr = 0.1\n", 1, "outside any section");
+    expect_load_error(fx, "[train]\nlr = abc\n", 2, "bad value 'abc' for 'lr': expected a number");
+    expect_load_error(fx, "[train]\nepochs = 0\n", 2, "'epochs' must be at least 1");
+    expect_load_error(fx, "[train]\nepochs = 3\n[model]\nthis line is not ini\n", 4, "syntax error");
+    expect_load_error(fx, "[train\nlr = 0.1\n", 1, "syntax error");
+}
+
+static void test_first_error_wins(void **state) {
+    Fixture *fx = *state;
+    expect_load_error(fx, "[train]\nnot ini\nlr = x\n", 2, "syntax error");
+    expect_load_error(fx, "[train]\nlr = x\nnot ini\n", 2, "bad value 'x' for 'lr'");
+    expect_load_error(fx, "[optim]\nnot ini\n", 1, "unknown section [optim]");
+    expect_load_error(fx, "[train]\nepochs = 0\nepochs = x\n", 2, "'epochs' must be at least 1");
+}
+
+static void test_strict_numbers(void **state) {
+    Fixture *fx = *state;
+    static const struct {
+        const char *text, *words;
+    } cases[] = {
+        {"[train]\nlr = 0.1x\n", "bad value '0.1x' for 'lr': expected a number"},
+        {"[train]\nlr = 0.1 # not a comment here\n", "expected a number"},
+        {"[train]\nlr =\n", "bad value '' for 'lr': expected a number"},
+        {"[train]\nlr = nan\n", "expected a number"},
+        {"[train]\nlr = inf\n", "expected a number"},
+        {"[train]\nlr = 0x1p-3\n", "expected a number"},
+        {"[train]\nlr = 1e999\n", "out of range"},
+        {"[train]\nlr = 1e-60\n", "out of range"},
+        {"[train]\nlr = 0\n", "'lr' must be greater than 0"},
+        {"[train]\nepochs = 12abc\n", "bad value '12abc' for 'epochs': expected an integer"},
+        {"[train]\nepochs = 2.5\n", "expected an integer"},
+        {"[train]\nepochs = 99999999999\n", "out of range"},
+        {"[train]\nbatch_size = -4\n", "'batch_size' must be at least 1"},
+        {"[train]\nseed = -1\n", "bad value '-1' for 'seed'"},
+        {"[train]\nseed = 18446744073709551616\n", "out of range"},
+        {"[train]\nthreads = -1\n", "'threads' must be at least 0"},
+        {"[train]\nwarmup_epochs = -1\n", "'warmup_epochs' must be at least 0"},
+        {"[train]\nmomentum = 1\n", "'momentum' must be less than 1"},
+        {"[train]\nmomentum = -0.1\n", "'momentum' must be at least 0"},
+        {"[train]\nweight_decay = -1e-4\n", "'weight_decay' must be at least 0"},
+        {"[train]\ngamma = 0\n", "'gamma' must be greater than 0"},
+        {"[train]\nlabel_smoothing = 1.0\n", "'label_smoothing' must be less than 1"},
+        {"[train]\nnesterov = maybe\n", "bad value 'maybe' for 'nesterov': expected true or false"},
+        {"[train]\nschedule = linear\n", "bad value 'linear' for 'schedule': expected constant, step or cosine"},
+        {"[train]\noutput =\n", "'output' must not be empty"},
+        {"[data]\nval_split = 1\n", "'val_split' must be less than 1"},
+        {"[data]\nval_split = -0.5\n", "'val_split' must be at least 0"},
+        {"[data]\ncrop_pad = -2\n", "'crop_pad' must be at least 0"},
+        {"[data]\nhflip = 2\n", "expected true or false"},
+        {"[data]\ndataset = imagenet\n", "bad value 'imagenet' for 'dataset': expected one of fashion-mnist, mnist, cifar10"},
+        {"[model]\narch = resnet21\n", "bad value 'resnet21' for 'arch': expected one of lenet5"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_load_error(fx, cases[i].text, 2, cases[i].words);
+}
+
+static void test_file_problems(void **state) {
+    Fixture *fx = *state;
+    Config c;
+    config_default(&c);
+    HpErr err = {{0}};
+    char path[192];
+    snprintf(path, sizeof path, "%s/missing.ini", fx->dir);
+    assert_int_equal(config_load(&c, path, &err), -1);
+    char want[256];
+    snprintf(want, sizeof want, "%s: cannot open: No such file or directory", path);
+    assert_string_equal(err.msg, want);
+    // A directory opens but does not read.
+    assert_int_equal(config_load(&c, fx->dir, &err), -1);
+    assert_non_null(strstr(err.msg, fx->dir));
+    assert_non_null(strstr(err.msg, "cannot read"));
+    // A line longer than inih's buffer is refused at its own line, not split in two.
+    char text[600];
+    snprintf(text, sizeof text, "[data]\n\ndir = /%0400d\n", 0);
+    expect_load_error(fx, text, 3, "line too long");
+    // A value too long for its field.
+    char name[80];
+    memset(name, 'a', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    snprintf(text, sizeof text, "[model]\narch = %s\n", name);
+    expect_load_error(fx, text, 2, "expected one of");
+}
+
+static void test_overrides(void **state) {
+    (void)state;
+    Config c;
+    config_default(&c);
+    HpErr err = {{0}};
+    assert_int_equal(config_set(&c, "train", "lr", "0.01", "--lr", &err), 0);
+    assert_float_equal(c.train.lr, 0.01f, 0);
+    assert_int_equal(config_set(&c, "data", "hflip", "true", "--hflip", &err), 0);
+    assert_true(c.train.augment.hflip);
+    assert_int_equal(config_set(&c, "model", "arch", "resnet56", "--arch", &err), 0);
+    assert_string_equal(c.arch, "resnet56");
+    assert_int_equal(config_set(&c, "train", "output", "out/m.safetensors", "-o", &err), 0);
+    assert_string_equal(c.output, "out/m.safetensors");
+
+    Config before = c;
+    assert_int_equal(config_set(&c, "train", "lr", "x", "--lr", &err), -1);
+    assert_string_equal(err.msg, "--lr: bad value 'x': expected a number");
+    assert_int_equal(config_set(&c, "train", "epochs", "0", "--epochs", &err), -1);
+    assert_string_equal(err.msg, "--epochs: 'epochs' must be at least 1");
+    assert_int_equal(config_set(&c, "train", "lr_decay", "1", "--set", &err), -1);
+    assert_non_null(strstr(err.msg, "--set: unknown key 'lr_decay' in [train]"));
+    assert_int_equal(config_set(&c, "optim", "beta", "1", "--set", &err), -1);
+    assert_non_null(strstr(err.msg, "--set: unknown section [optim]"));
+    assert_int_equal(config_set(&c, "train", "lr", " 0.1", "--lr", &err), -1);
+    assert_int_equal(config_set(&c, "train", "milestones", "5,3", "--milestones", &err), -1);
+    assert_memory_equal(&c, &before, sizeof c);
+    // Without a source name, the message names section and key.
+    assert_int_equal(config_set(&c, "train", "gamma", "-1", NULL, &err), -1);
+    assert_string_equal(err.msg, "[train] gamma: 'gamma' must be greater than 0");
+    // A NULL err is allowed.
+    assert_int_equal(config_set(&c, "train", "gamma", "-1", "--gamma", NULL), -1);
+}
+
+static void test_milestones(void **state) {
+    Fixture *fx = *state;
+    Config c;
+    config_default(&c);
+    HpErr err = {{0}};
+    assert_int_equal(config_set(&c, "train", "milestones", "30, 60,90", "--m", &err), 0);
+    assert_int_equal(c.train.n_milestones, 3);
+    assert_int_equal(c.train.milestones[0], 30);
+    assert_int_equal(c.train.milestones[1], 60);
+    assert_int_equal(c.train.milestones[2], 90);
+    assert_int_equal(config_set(&c, "train", "milestones", "1,2,3,4,5,6,7,8", "--m", &err), 0);
+    assert_int_equal(c.train.n_milestones, HP_MAX_MILESTONES);
+    assert_int_equal(c.train.milestones[7], 8);
+    assert_int_equal(config_set(&c, "train", "milestones", "12", "--m", &err), 0);
+    assert_int_equal(c.train.n_milestones, 1);
+    assert_int_equal(c.train.milestones[0], 12);
+    assert_int_equal(config_set(&c, "train", "milestones", "  ", "--m", &err), 0);
+    assert_int_equal(c.train.n_milestones, 0);
+
+    static const struct {
+        const char *value, *words;
+    } bad[] = {
+        {"30,20", "ascending"},         {"30,30", "ascending"},       {"30,,60", "comma-separated"},
+        {"30,", "comma-separated"},     {",30", "comma-separated"},   {"a", "comma-separated"},
+        {"3 0", "comma-separated"},     {"0,5", "'milestones' must be at least 1"},
+        {"1,2,3,4,5,6,7,8,9", "at most 8 milestones"},              {"99999999999", "out of range"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        Config before = c;
+        assert_int_equal(config_set(&c, "train", "milestones", bad[i].value, "--milestones", &err), -1);
+        if (strncmp(err.msg, "--milestones: ", 14) != 0 || !strstr(err.msg, bad[i].words)) {
+            print_error("value '%s': message '%s', wanted '%s'\n", bad[i].value, err.msg, bad[i].words);
+            fail();
+        }
+        assert_memory_equal(&c, &before, sizeof c);
+    }
+    // In a file, the message names the key and the line.
+    expect_load_error(fx, "[train]\nschedule = step\nmilestones = 10, 5\n", 3, "bad value '10, 5' for 'milestones'");
+}
+
+// The shipped configs load (the tests run from the repository root) and say what they claim.
+static void test_shipped_configs(void **state) {
+    (void)state;
+    if (access("configs/lenet5_fmnist.ini", R_OK) != 0) skip();
+    Config c;
+    HpErr err = {{0}};
+    config_default(&c);
+    if (config_load(&c, "configs/lenet5_fmnist.ini", &err) != 0) fail_msg("%s", err.msg);
+    assert_string_equal(c.arch, "lenet5");
+    assert_int_equal(c.train.epochs, 15);
+    assert_float_equal(c.train.lr, 0.05f, 0);
+    assert_true(c.train.nesterov);
+    assert_string_equal(c.output, "runs/lenet5_fmnist.safetensors");
+    config_default(&c);
+    if (config_load(&c, "configs/resnet20_fmnist.ini", &err) != 0) fail_msg("%s", err.msg);
+    assert_string_equal(c.arch, "resnet20");
+    assert_int_equal(c.train.epochs, 30);
+    assert_int_equal(c.train.warmup_epochs, 1);
+    assert_int_equal(c.train.augment.crop_pad, 2);
+    assert_true(c.train.augment.hflip);
+    assert_string_equal(c.output, "runs/resnet20_fmnist.safetensors");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test_setup_teardown(test_every_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_comments_and_layering, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors_named_by_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_first_error_wins, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strict_numbers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_problems, setup, teardown),
+        cmocka_unit_test(test_overrides),
+        cmocka_unit_test_setup_teardown(test_milestones, setup, teardown),
+        cmocka_unit_test(test_shipped_configs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,596 @@
+// test_ops.c: every op kernel's backward (input and parameter gradients) against central
+// finite differences of the scalar L = sum(r * y), r fixed and random (so dL/dy = r), on
+// small random tensors, with 2 OpenMP threads and per-thread scratch. Also shows that the
+// tolerance is tight enough to catch one dropped term of the batchnorm train-mode derivative.
+#include <omp.h>
+
+#include <cblas.h>
+
+#include "testutil.h"
+
+#include "nn/nn.h"
+#include "nn/ops.h"
+
+#define N_THREADS 2
+#define FD_STEP 1e-2f  // central-difference step (float32 engine)
+#define TOL 5e-3       // largest relative error ||fd - an|| / ||fd|| accepted
+#define ACC0 1.0f      // gradient buffers start here: backward must add (+=), not assign
+
+// ---- the finite-difference harness ----
+
+// An op under test: fwd(ctx, y) recomputes its output y (ny floats) from the arrays ctx points
+// to. L = sum r * y, accumulated in double.
+typedef struct {
+    void (*fwd)(void *ctx, float *y);
+    void *ctx;
+    size_t ny;
+    const float *r;  // (ny)
+    float *y;        // (ny) scratch for fwd
+} Probe;
+
+// Returns L = sum_i r_i y_i at the current values of the op's arrays.
+static double probe_loss(const Probe *p) {
+    p->fwd(p->ctx, p->y);
+    double s = 0.0;
+    for (size_t i = 0; i < p->ny; i++) s += (double)p->r[i] * p->y[i];
+    return s;
+}
+
+// fd[i] = (L(a + h e_i) - L(a - h e_i)) / (2h) for i < n, using the float-rounded step;
+// a is restored exactly.
+static void fd_grad(const Probe *p, float *a, size_t n, float *fd) {
+    for (size_t i = 0; i < n; i++) {
+        float a0 = a[i], ap = a0 + FD_STEP, am = a0 - FD_STEP;
+        a[i] = ap;
+        double lp = probe_loss(p);
+        a[i] = am;
+        double lm = probe_loss(p);
+        a[i] = a0;
+        fd[i] = (float)((lp - lm) / ((double)ap - (double)am));
+    }
+}
+
+// Relative error of the analytic gradient an (n) of array a against finite differences.
+static double fd_rel_err(const Probe *p, float *a, size_t n, const float *an) {
+    float *fd = hp_malloc(n * sizeof(float));
+    fd_grad(p, a, n, fd);
+    double e = tu_rel_err(an, fd, n);
+    free(fd);
+    return e;
+}
+
+// Checks gradient an (n, started at ACC0 and accumulated into by backward) of array a against
+// finite differences; prints the error under label and asserts it is below TOL.
+static void check_grad(const char *label, const Probe *p, float *a, size_t n, float *an) {
+    for (size_t i = 0; i < n; i++) an[i] -= ACC0;
+    double e = fd_rel_err(p, a, n, an);
+    fprintf(stderr, "  %-34s rel err %.2e\n", label, e);
+    assert_true(e < TOL);
+}
+
+// Returns n floats, uniform in [lo, hi).
+static float *rand_buf(size_t n, float lo, float hi, Rng *rng) {
+    float *a = hp_malloc(n * sizeof(float));
+    tu_fill_uniform(a, n, lo, hi, rng);
+    return a;
+}
+
+// Returns n floats, all ACC0 (a gradient buffer for backward to accumulate into).
+static float *acc_buf(size_t n) {
+    float *a = hp_malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) a[i] = ACC0;
+    return a;
+}
+
+// Returns n floats, all NaN (scratch the kernel must initialise itself).
+static float *nan_buf(size_t n) {
+    float *a = hp_malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) a[i] = NAN;
+    return a;
+}
+
+// ---- conv2d ----
+
+typedef struct {
+    ConvGeom g;
+    float *x, *w, *b;  // x (N, C, H, W), w (O, C/groups, k, k), b (O) or NULL
+    float *col;        // N_THREADS * col_len
+    size_t col_len;
+} ConvCtx;
+
+static void conv_fwd(void *ctx, float *y) {
+    ConvCtx *c = ctx;
+    conv2d_forward(&c->g, c->x, c->w, c->b, y, c->col, c->col_len);
+}
+
+// Checks dx, dw and db (when bias) of one convolution geometry.
+static void check_conv(const char *name, int N, int C, int H, int W, int O, int k, int stride, int pad, int groups,
+                       bool bias, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed, 1);
+    ConvGeom g = {N, C, H, W, O, k, stride, pad, groups, (H + 2 * pad - k) / stride + 1, (W + 2 * pad - k) / stride + 1};
+    size_t nx = (size_t)N * C * H * W, nw = (size_t)O * (C / groups) * k * k, ny = (size_t)N * O * g.Ho * g.Wo;
+    ConvCtx c = {g, rand_buf(nx, -1, 1, &rng), rand_buf(nw, -0.5f, 0.5f, &rng),
+                 bias ? rand_buf((size_t)O, -0.5f, 0.5f, &rng) : NULL, NULL, conv2d_col_len(&g)};
+    c.col = nan_buf(N_THREADS * c.col_len);
+    float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float));
+    Probe p = {conv_fwd, &c, ny, r, y};
+    // backward with dL/dy = r; wscratch per thread (w_len + O), deliberately dirty
+    size_t ws_stride = nw + (size_t)O;
+    float *wscratch = nan_buf(N_THREADS * ws_stride);
+    float *dx = acc_buf(nx), *dw = acc_buf(nw), *db = bias ? acc_buf((size_t)O) : NULL;
+    conv2d_backward(&g, c.x, c.w, r, dx, dw, db, c.col, c.col_len, wscratch, ws_stride);
+    fprintf(stderr, "conv2d %s\n", name);
+    check_grad("dx", &p, c.x, nx, dx);
+    check_grad("dw", &p, c.w, nw, dw);
+    if (bias) check_grad("db", &p, c.b, (size_t)O, db);
+    free(c.x); free(c.w); free(c.b); free(c.col); free(r); free(y); free(wscratch); free(dx); free(dw); free(db);
+}
+
+static void test_conv_3x3_pad1_bias(void **state) {
+    (void)state;
+    check_conv("3x3 pad 1, bias, N=3", 3, 3, 6, 5, 4, 3, 1, 1, 1, true, 11);
+}
+
+static void test_conv_3x3_pad1_nobias(void **state) {
+    (void)state;
+    check_conv("3x3 pad 1, no bias, N=2", 2, 2, 5, 5, 3, 3, 1, 1, 1, false, 12);
+}
+
+static void test_conv_strided(void **state) {
+    (void)state;
+    check_conv("3x3 stride 2 pad 1, 7x6 input", 3, 2, 7, 6, 3, 3, 2, 1, 1, true, 13);
+}
+
+static void test_conv_5x5_nopad(void **state) {
+    (void)state;
+    check_conv("5x5 no pad", 2, 2, 7, 8, 3, 5, 1, 0, 1, false, 14);
+}
+
+static void test_conv_grouped(void **state) {
+    (void)state;
+    check_conv("groups=2 (C=4, O=6)", 3, 4, 5, 5, 6, 3, 1, 1, 2, true, 15);
+}
+
+static void test_conv_depthwise(void **state) {
+    (void)state;
+    check_conv("depthwise (groups=C=O=3)", 3, 3, 6, 6, 3, 3, 1, 1, 3, false, 16);
+}
+
+static void test_conv_pointwise(void **state) {
+    (void)state;
+    check_conv("1x1 pointwise (no im2col), bias", 3, 3, 4, 5, 4, 1, 1, 0, 1, true, 17);
+    check_conv("1x1 pointwise (no im2col), no bias", 2, 4, 3, 3, 2, 1, 1, 0, 1, false, 18);
+}
+
+static void test_conv_projection(void **state) {
+    (void)state;
+    check_conv("1x1 stride 2 (projection shortcut)", 3, 3, 6, 6, 4, 1, 2, 0, 1, false, 19);
+}
+
+// ---- batchnorm ----
+
+typedef struct {
+    int N, C, HW;
+    bool train;  // batch statistics (coupled) or running statistics
+    float eps;
+    float *x, *gamma, *beta, *rm, *rv;  // x (N, C, HW); the rest (C)
+    float *xhat, *mean, *invstd;        // saved by forward: (N, C, HW), (C), (C)
+} BnCtx;
+
+static void bn_fwd(void *ctx, float *y) {
+    BnCtx *b = ctx;
+    if (b->train)
+        batchnorm_forward_train(b->N, b->C, b->HW, b->x, b->gamma, b->beta, b->eps, 0.1f, false, b->rm, b->rv, y,
+                                b->xhat, b->mean, b->invstd);
+    else
+        batchnorm_forward_eval(b->N, b->C, b->HW, b->x, b->gamma, b->beta, b->eps, b->rm, b->rv, y, b->xhat,
+                               b->invstd);
+}
+
+// Makes a batchnorm fixture: x with per-channel offsets and scales, random affine parameters
+// and running statistics away from 0/1.
+static BnCtx bn_make(int N, int C, int HW, bool train, Rng *rng) {
+    size_t nx = (size_t)N * C * HW;
+    BnCtx b = {N, C, HW, train, 1e-5f, rand_buf(nx, -1, 1, rng), rand_buf((size_t)C, 0.5f, 1.5f, rng),
+               rand_buf((size_t)C, -0.5f, 0.5f, rng), rand_buf((size_t)C, -0.3f, 0.3f, rng),
+               rand_buf((size_t)C, 0.5f, 2.0f, rng), hp_malloc(nx * sizeof(float)), hp_malloc((size_t)C * sizeof(float)),
+               hp_malloc((size_t)C * sizeof(float))};
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < HW; i++) {
+                float *v = &b.x[((size_t)n * C + c) * HW + i];
+                *v = (1.0f + 0.5f * (float)c) * *v + 0.3f * (float)c;
+            }
+    return b;
+}
+
+static void bn_free(BnCtx *b) {
+    free(b->x); free(b->gamma); free(b->beta); free(b->rm); free(b->rv); free(b->xhat); free(b->mean); free(b->invstd);
+}
+
+// Checks dx, dgamma, dbeta of batchnorm in one mode.
+static void check_bn(bool train, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed, 2);
+    const int N = 3, C = 3, HW = 5;
+    size_t nx = (size_t)N * C * HW;
+    BnCtx b = bn_make(N, C, HW, train, &rng);
+    float *r = rand_buf(nx, -1, 1, &rng), *y = hp_malloc(nx * sizeof(float));
+    Probe p = {bn_fwd, &b, nx, r, y};
+    probe_loss(&p);  // forward at the unperturbed point: saves xhat, invstd
+    float *dx = acc_buf(nx), *dg = acc_buf((size_t)C), *dbeta = acc_buf((size_t)C);
+    batchnorm_backward(N, C, HW, train, r, b.xhat, b.gamma, b.invstd, dx, dg, dbeta);
+    fprintf(stderr, "batchnorm %s\n", train ? "train mode (batch statistics)" : "eval mode (running statistics)");
+    check_grad("dx", &p, b.x, nx, dx);
+    check_grad("dgamma", &p, b.gamma, (size_t)C, dg);
+    check_grad("dbeta", &p, b.beta, (size_t)C, dbeta);
+    bn_free(&b);
+    free(r); free(y); free(dx); free(dg); free(dbeta);
+}
+
+static void test_bn_train(void **state) {
+    (void)state;
+    check_bn(true, 21);
+}
+
+static void test_bn_eval(void **state) {
+    (void)state;
+    check_bn(false, 22);
+}
+
+// Train-mode forward with update: running = 0.9 running + 0.1 batch, variance unbiased.
+static void test_bn_running_update(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 23, 2);
+    const int N = 2, C = 2, HW = 4, M = N * HW;
+    BnCtx b = bn_make(N, C, HW, true, &rng);
+    float rm0[2] = {b.rm[0], b.rm[1]}, rv0[2] = {b.rv[0], b.rv[1]}, y[16];
+    batchnorm_forward_train(N, C, HW, b.x, b.gamma, b.beta, b.eps, 0.1f, true, b.rm, b.rv, y, b.xhat, b.mean, b.invstd);
+    for (int c = 0; c < C; c++) {
+        double s = 0, sq = 0;
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < HW; i++) s += b.x[((size_t)n * C + c) * HW + i];
+        double mu = s / M;
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < HW; i++) sq += pow(b.x[((size_t)n * C + c) * HW + i] - mu, 2);
+        assert_float_equal(b.mean[c], mu, 1e-6);
+        assert_float_equal(b.invstd[c], 1.0 / sqrt(sq / M + b.eps), 1e-4);
+        assert_float_equal(b.rm[c], 0.9 * rm0[c] + 0.1 * mu, 1e-6);
+        assert_float_equal(b.rv[c], 0.9 * rv0[c] + 0.1 * sq / (M - 1), 1e-6);
+    }
+    bn_free(&b);
+}
+
+// Train-mode dx re-implemented in double from the formula
+// dx = gamma invstd (dy - [mean(dy)] - [xhat mean(dy xhat)]), each bracketed term kept or
+// dropped: a deliberately mutilated derivative for the tolerance check. dx (N, C, HW) is set.
+static void bn_dx_variant(int N, int C, int HW, const float *dy, const float *xhat, const float *gamma,
+                          const float *invstd, bool keep_mean_dy, bool keep_xhat_term, float *dx) {
+    const double M = (double)N * HW;
+    for (int c = 0; c < C; c++) {
+        double sdy = 0, sdyx = 0;
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < HW; i++) {
+                size_t o = ((size_t)n * C + c) * HW + i;
+                sdy += dy[o];
+                sdyx += (double)dy[o] * xhat[o];
+            }
+        double mdy = keep_mean_dy ? sdy / M : 0.0, mdyx = keep_xhat_term ? sdyx / M : 0.0;
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < HW; i++) {
+                size_t o = ((size_t)n * C + c) * HW + i;
+                dx[o] = (float)((double)gamma[c] * invstd[c] * (dy[o] - mdy - xhat[o] * mdyx));
+            }
+    }
+}
+
+// The tolerance catches a dropped term: the real kernel and a faithful re-implementation pass,
+// the variants without "- mean(dy)" or without "- xhat mean(dy xhat)" fail.
+static void test_bn_dropped_term_fails(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 24, 2);
+    const int N = 3, C = 3, HW = 5;
+    size_t nx = (size_t)N * C * HW;
+    BnCtx b = bn_make(N, C, HW, true, &rng);
+    float *r = rand_buf(nx, -1, 1, &rng), *y = hp_malloc(nx * sizeof(float));
+    Probe p = {bn_fwd, &b, nx, r, y};
+    probe_loss(&p);
+    // every dx is computed before any finite difference (which re-runs forward, moving xhat)
+    float *dx[4], dg[3] = {0}, dbeta[3] = {0};
+    for (int v = 0; v < 4; v++) dx[v] = hp_calloc(nx, sizeof(float));
+    batchnorm_backward(N, C, HW, true, r, b.xhat, b.gamma, b.invstd, dx[0], dg, dbeta);
+    bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, true, dx[1]);
+    bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, false, true, dx[2]);
+    bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, false, dx[3]);
+    double e_real = fd_rel_err(&p, b.x, nx, dx[0]), e_full = fd_rel_err(&p, b.x, nx, dx[1]);
+    double e_no_mean = fd_rel_err(&p, b.x, nx, dx[2]), e_no_xhat = fd_rel_err(&p, b.x, nx, dx[3]);
+    fprintf(stderr,
+            "batchnorm train-mode dx vs finite differences (tolerance %.0e):\n"
+            "  real kernel                        rel err %.2e\n"
+            "  re-implemented, all terms          rel err %.2e\n"
+            "  without - mean(dy)                 rel err %.2e\n"
+            "  without - xhat * mean(dy * xhat)   rel err %.2e\n",
+            TOL, e_real, e_full, e_no_mean, e_no_xhat);
+    assert_true(e_real < TOL);
+    assert_true(e_full < TOL);
+    assert_true(e_no_mean > TOL);
+    assert_true(e_no_xhat > TOL);
+    bn_free(&b);
+    free(r); free(y);
+    for (int v = 0; v < 4; v++) free(dx[v]);
+}
+
+// ---- pooling ----
+
+typedef struct {
+    PoolGeom g;
+    float *x;     // (NC, H, W)
+    int *argmax;  // (NC, Ho, Wo), maxpool only
+} PoolCtx;
+
+static void maxpool_fwd(void *ctx, float *y) {
+    PoolCtx *c = ctx;
+    maxpool_forward(&c->g, c->x, y, c->argmax);
+}
+
+static void avgpool_fwd(void *ctx, float *y) {
+    PoolCtx *c = ctx;
+    avgpool_forward(&c->g, c->x, y);
+}
+
+static void gap_fwd(void *ctx, float *y) {
+    PoolCtx *c = ctx;
+    gap_forward(c->g.NC, c->g.H * c->g.W, c->x, y);
+}
+
+// Fills x (n) with distinct values 0.05 apart in random order, so that a step of FD_STEP
+// never changes which element of a window is the largest.
+static void fill_distinct(float *x, size_t n, Rng *rng) {
+    int *perm = hp_malloc(n * sizeof(int));
+    for (size_t i = 0; i < n; i++) perm[i] = (int)i;
+    rng_shuffle(rng, perm, (int)n);
+    for (size_t i = 0; i < n; i++) x[i] = 0.05f * (float)(perm[i] - (int)n / 2);
+    free(perm);
+}
+
+// Checks dx of max pooling (max), average pooling (!max) for one geometry; k = 0 means global
+// average pooling over the whole H x W plane.
+static void check_pool(const char *name, bool max, int NC, int H, int W, int k, int stride, int pad, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed, 3);
+    bool global = k == 0;
+    PoolGeom g = {NC, H, W, k, stride, pad, global ? 1 : (H + 2 * pad - k) / stride + 1,
+                  global ? 1 : (W + 2 * pad - k) / stride + 1};
+    size_t nx = (size_t)NC * H * W, ny = (size_t)NC * g.Ho * g.Wo;
+    PoolCtx c = {g, hp_malloc(nx * sizeof(float)), hp_malloc(ny * sizeof(int))};
+    fill_distinct(c.x, nx, &rng);
+    float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float)), *dx = acc_buf(nx);
+    Probe p = {global ? gap_fwd : max ? maxpool_fwd : avgpool_fwd, &c, ny, r, y};
+    probe_loss(&p);  // forward at the unperturbed point: saves argmax
+    if (global)
+        gap_backward(NC, H * W, r, dx);
+    else if (max)
+        maxpool_backward(&g, r, c.argmax, dx);
+    else
+        avgpool_backward(&g, r, dx);
+    fprintf(stderr, "%s\n", name);
+    check_grad("dx", &p, c.x, nx, dx);
+    free(c.x); free(c.argmax); free(r); free(y); free(dx);
+}
+
+static void test_maxpool(void **state) {
+    (void)state;
+    check_pool("maxpool k2 s2", true, 6, 6, 8, 2, 2, 0, 31);
+    check_pool("maxpool k3 s2 pad 1 (overlapping)", true, 6, 7, 7, 3, 2, 1, 32);
+}
+
+static void test_avgpool(void **state) {
+    (void)state;
+    check_pool("avgpool k2 s2", false, 5, 6, 6, 2, 2, 0, 33);
+    check_pool("avgpool k3 s2 pad 1 (padding counted)", false, 5, 7, 6, 3, 2, 1, 34);
+}
+
+static void test_gap(void **state) {
+    (void)state;
+    check_pool("global average pool", false, 7, 3, 4, 0, 0, 0, 35);
+}
+
+// ---- linear ----
+
+typedef struct {
+    int N, Fin, Fout;
+    float *x, *w, *b;  // x (N, Fin), w (Fout, Fin), b (Fout)
+} LinCtx;
+
+static void lin_fwd(void *ctx, float *y) {
+    LinCtx *c = ctx;
+    linear_forward(c->N, c->Fin, c->Fout, c->x, c->w, c->b, y);
+}
+
+static void test_linear(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 41, 4);
+    const int N = 3, Fin = 7, Fout = 5;
+    size_t nx = (size_t)N * Fin, nw = (size_t)Fout * Fin, ny = (size_t)N * Fout;
+    LinCtx c = {N, Fin, Fout, rand_buf(nx, -1, 1, &rng), rand_buf(nw, -0.5f, 0.5f, &rng),
+                rand_buf((size_t)Fout, -0.5f, 0.5f, &rng)};
+    float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float));
+    Probe p = {lin_fwd, &c, ny, r, y};
+    float *dx = acc_buf(nx), *dw = acc_buf(nw), *db = acc_buf((size_t)Fout);
+    linear_backward(N, Fin, Fout, c.x, c.w, r, dx, dw, db);
+    fprintf(stderr, "linear with bias\n");
+    check_grad("dx", &p, c.x, nx, dx);
+    check_grad("dw", &p, c.w, nw, dw);
+    check_grad("db", &p, c.b, (size_t)Fout, db);
+    free(c.x); free(c.w); free(c.b); free(r); free(y); free(dx); free(dw); free(db);
+}
+
+// ---- elementwise: relu, add, dropout ----
+
+typedef struct {
+    size_t n;
+    float *a, *b;  // relu: x = a; add: a + b; dropout: x = a, mask = b
+} EwCtx;
+
+static void relu_fwd(void *ctx, float *y) {
+    EwCtx *c = ctx;
+    relu_forward(c->n, c->a, y);
+}
+
+static void add_fwd(void *ctx, float *y) {
+    EwCtx *c = ctx;
+    add_forward(c->n, c->a, c->b, y);
+}
+
+static void dropout_fwd(void *ctx, float *y) {
+    EwCtx *c = ctx;
+    dropout_forward(c->n, c->a, c->b, y);
+}
+
+static void test_relu(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 51, 5);
+    const size_t n = 300;
+    EwCtx c = {n, rand_buf(n, 0.1f, 1.0f, &rng), NULL};
+    for (size_t i = 0; i < n; i++)
+        if (rng_uniform(&rng) < 0.5f) c.a[i] = -c.a[i];  // |x| >= 0.1: no kink within a step
+    float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *dx = acc_buf(n);
+    Probe p = {relu_fwd, &c, n, r, y};
+    relu_backward(n, c.a, r, dx);
+    fprintf(stderr, "relu\n");
+    check_grad("dx", &p, c.a, n, dx);
+    free(c.a); free(r); free(y); free(dx);
+}
+
+static void test_add(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 52, 5);
+    const size_t n = 100;
+    EwCtx c = {n, rand_buf(n, -1, 1, &rng), rand_buf(n, -1, 1, &rng)};
+    float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *da = acc_buf(n), *db = acc_buf(n);
+    Probe p = {add_fwd, &c, n, r, y};
+    add_backward(n, r, da, db);
+    fprintf(stderr, "add\n");
+    check_grad("da", &p, c.a, n, da);
+    check_grad("db", &p, c.b, n, db);
+    free(c.a); free(c.b); free(r); free(y); free(da); free(db);
+}
+
+static void test_dropout(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 53, 5);
+    const size_t n = 200;
+    const float p_drop = 0.3f;
+    EwCtx c = {n, rand_buf(n, -1, 1, &rng), hp_malloc(n * sizeof(float))};
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        c.b[i] = rng_uniform(&rng) >= p_drop ? 1.0f / (1.0f - p_drop) : 0.0f;
+        kept += c.b[i] != 0.0f;
+    }
+    assert_true(kept > 0 && kept < n);
+    float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *dx = acc_buf(n);
+    Probe p = {dropout_fwd, &c, n, r, y};
+    dropout_backward(n, r, c.b, dx);
+    fprintf(stderr, "dropout (fixed mask, p=%.1f)\n", p_drop);
+    check_grad("dx", &p, c.a, n, dx);
+    free(c.a); free(c.b); free(r); free(y); free(dx);
+}
+
+// ---- softmax cross-entropy ----
+
+typedef struct {
+    int N, K;
+    float smoothing;
+    float *logits;  // (N, K)
+    const int *labels;
+} XentCtx;
+
+static void xent_fwd(void *ctx, float *y) {
+    XentCtx *c = ctx;
+    y[0] = softmax_xent(c->logits, c->labels, c->N, c->K, c->smoothing, NULL, NULL);
+}
+
+// Checks dlogits of softmax_xent against finite differences of its returned loss.
+static void check_xent(float smoothing) {
+    Rng rng;
+    rng_seed(&rng, 61, 6);
+    const int N = 4, K = 5;
+    static const int labels[4] = {0, 3, 4, 1};
+    size_t nz = (size_t)N * K;
+    XentCtx c = {N, K, smoothing, rand_buf(nz, -2, 2, &rng), labels};
+    float one = 1.0f, y, *dz = hp_malloc(nz * sizeof(float));
+    Probe p = {xent_fwd, &c, 1, &one, &y};
+    softmax_xent(c.logits, labels, N, K, smoothing, dz, NULL);
+    double e = fd_rel_err(&p, c.logits, nz, dz);
+    fprintf(stderr, "softmax_xent smoothing %.1f\n  %-34s rel err %.2e\n", smoothing, "dlogits", e);
+    assert_true(e < TOL);
+    free(c.logits); free(dz);
+}
+
+static void test_xent_grad(void **state) {
+    (void)state;
+    check_xent(0.0f);
+    check_xent(0.1f);
+}
+
+// Two classes, two samples, by hand: logits (1, 3) label 0 and (2, -1) label 0.
+// No smoothing: losses log(1 + e^2) and log(1 + e^-3); with s = 0.2 the targets of sample 1
+// are (0.9, 0.1), so its loss is lse - 0.9*1 - 0.1*3 with lse = 3 + log(1 + e^-2).
+static void test_xent_by_hand(void **state) {
+    (void)state;
+    const float z[4] = {1, 3, 2, -1};
+    const int labels[2] = {0, 0};
+    float d[4];
+    int correct = -1;
+    double l0 = log1p(exp(2.0)), l1 = log1p(exp(-3.0));
+    float loss = softmax_xent(z, labels, 2, 2, 0.0f, d, &correct);
+    assert_float_equal(loss, (l0 + l1) / 2, 1e-6);
+    assert_int_equal(correct, 1);
+    double p0 = 1.0 / (1.0 + exp(2.0)), q0 = 1.0 / (1.0 + exp(-3.0));  // P(class 0) per sample
+    assert_float_equal(d[0], (p0 - 1) / 2, 1e-7);
+    assert_float_equal(d[1], (1 - p0) / 2, 1e-7);
+    assert_float_equal(d[2], (q0 - 1) / 2, 1e-7);
+    assert_float_equal(d[3], (1 - q0) / 2, 1e-7);
+    double lse0 = 3 + log1p(exp(-2.0)), lse1 = 2 + log1p(exp(-3.0));
+    double s0 = lse0 - (0.9 * 1 + 0.1 * 3), s1 = lse1 - (0.9 * 2 + 0.1 * -1);
+    loss = softmax_xent(z, labels, 2, 2, 0.2f, d, NULL);
+    assert_float_equal(loss, (s0 + s1) / 2, 1e-6);
+    assert_float_equal(d[0], (p0 - 0.9) / 2, 1e-7);
+    assert_float_equal(d[1], ((1 - p0) - 0.1) / 2, 1e-7);
+}
+
+int main(void) {
+    omp_set_num_threads(N_THREADS);
+    openblas_set_num_threads(1);  // kernels call BLAS from inside their own OpenMP threads
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_3x3_pad1_bias),
+        cmocka_unit_test(test_conv_3x3_pad1_nobias),
+        cmocka_unit_test(test_conv_strided),
+        cmocka_unit_test(test_conv_5x5_nopad),
+        cmocka_unit_test(test_conv_grouped),
+        cmocka_unit_test(test_conv_depthwise),
+        cmocka_unit_test(test_conv_pointwise),
+        cmocka_unit_test(test_conv_projection),
+        cmocka_unit_test(test_bn_train),
+        cmocka_unit_test(test_bn_eval),
+        cmocka_unit_test(test_bn_running_update),
+        cmocka_unit_test(test_bn_dropped_term_fails),
+        cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_avgpool),
+        cmocka_unit_test(test_gap),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_relu),
+        cmocka_unit_test(test_add),
+        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_xent_grad),
+        cmocka_unit_test(test_xent_by_hand),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
