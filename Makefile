@@ -73,9 +73,14 @@ sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build-san OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  LDFLAGS="-fopenmp -fsanitize=address,undefined" check-unit
 
+# The main job on Fashion-MNIST: train lenet5, evaluate it, show its layers.
+DEMO_MODEL = runs/demo_lenet5.safetensors
 demo: deps
 	@$(MAKE) --no-print-directory hprune
-	@sh bench/demo.sh
+	@mkdir -p runs
+	./hprune train --config configs/lenet5_fmnist.ini -o $(DEMO_MODEL)
+	./hprune eval $(DEMO_MODEL)
+	./hprune info $(DEMO_MODEL)
 
 bench: deps
 	@$(MAKE) --no-print-directory hprune $(BENCH_BIN)

@@ -58,6 +58,21 @@ static long parse_int(const char *cmd, const char *opt, const char *s, long lo, 
     return v;
 }
 
+// Exits with a usage error naming the option getopt_long just rejected with '?'. A long option
+// is the whole argument it consumed (argv[optind - 1]); a short one is optopt and may sit in a
+// group such as -jZ, where argv[optind - 1] is some earlier argument.
+static void bad_option(const char *cmd, char **argv, const struct option *opts) __attribute__((noreturn));
+static void bad_option(const char *cmd, char **argv, const struct option *opts) {
+    const char *arg = argv[optind - 1];
+    size_t len = strcspn(arg, "=");  // "--name" of "--name=value"
+    bool is_long = optopt == 0;      // unknown or ambiguous long option
+    for (const struct option *o = opts; !is_long && o->name; o++)  // a known (abbreviated) one given a value
+        is_long = o->val == optopt && len > 2 && strncmp(arg, "--", 2) == 0 && strncmp(arg + 2, o->name, len - 2) == 0;
+    if (!is_long) usage_error(cmd, "unknown option '-%c'", optopt);
+    if (optopt) usage_error(cmd, "option '%.*s' takes no value", (int)len, arg);
+    usage_error(cmd, "unknown option '%s'", arg);
+}
+
 // Seconds on a monotonic clock.
 static double now_s(void) {
     struct timespec ts;
@@ -140,14 +155,16 @@ static const char *const HELP_INFO =
 
 // ---- shared helpers ----
 
-// Reads a string member of a JSON object text, or NULL (result is malloc'd).
-static char *json_get_string(const char *json, const char *key) {
+// Copies a string member of a JSON object text into buf (cap bytes) and returns buf, or NULL
+// if there is none or it does not fit. (A buffer, not malloc: die() may exit while it is in use.)
+static const char *json_get_string(const char *json, const char *key, char *buf, size_t cap) {
     if (!json) return NULL;
     cJSON *root = cJSON_Parse(json);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    char *out = cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
+    bool fits = cJSON_IsString(v) && strlen(v->valuestring) < cap;
+    if (fits) memcpy(buf, v->valuestring, strlen(v->valuestring) + 1);
     cJSON_Delete(root);
-    return out;
+    return fits ? buf : NULL;
 }
 
 // Loads a model file or exits with its error.
@@ -253,6 +270,19 @@ static void override(Config *cfg, const char *section, const char *key, const ch
     if (config_set(cfg, section, key, value, flag, &err) < 0) usage_error("train", "%s", err.msg);
 }
 
+// Exits unless the directory that will hold path exists (and path is not a directory), so that
+// a run does not train for an epoch only to fail at its first checkpoint or at the end.
+static void check_output_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char dir[600];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
+    if (!slash) return;  // the current directory
+    snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (stat(dir, &st) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
+}
+
 static int cmd_train(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"output", required_argument, 0, 'o'},
@@ -278,7 +308,7 @@ static int cmd_train(int argc, char **argv) {
         case 'r': resume = true; continue;
         case 'h': fputs(HELP_TRAIN, stdout); return 0;
         case ':': usage_error("train", "option '%s' needs a value", argv[optind - 1]);
-        case '?': usage_error("train", "unknown option '%s'", argv[optind - 1]);
+        case '?': bad_option("train", argv, opts);
         }
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
             if (keys[k].code == c) values[k] = optarg;
@@ -293,6 +323,7 @@ static int cmd_train(int argc, char **argv) {
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         if (values[k]) override(&cfg, keys[k].section, keys[k].key, values[k], keys[k].flag);
     if (!cfg.output[0]) usage_error("train", "no output file: give -o FILE or [train] output");
+    check_output_dir(cfg.output);
     int threads = hp_set_threads(cfg.train.threads);
 
     Dataset all, test, tr, val;
@@ -370,16 +401,23 @@ static int cmd_eval(int argc, char **argv) {
         case 'j': json = true; break;
         case 'h': fputs(HELP_EVAL, stdout); return 0;
         case ':': usage_error("eval", "option '%s' needs a value", argv[optind - 1]);
-        default: usage_error("eval", "unknown option '%s'", argv[optind - 1]);
+        default: bad_option("eval", argv, opts);
         }
     }
     if (optind != argc - 1) usage_error("eval", optind >= argc ? "MODEL is required" : "one MODEL only");
+    if (dataset) {  // the config's own check of the name
+        Config tmp;
+        HpErr err;
+        config_default(&tmp);
+        if (config_set(&tmp, "data", "dataset", dataset, "--dataset", &err) < 0) usage_error("eval", "%s", err.msg);
+    }
     const char *path = argv[optind];
     threads = hp_set_threads(threads);
     Model m;
     load_model_or_die(&m, path);
-    char *prov_dataset = json_get_string(m.provenance, "dataset");
-    char *prov_dir = json_get_string(m.provenance, "data_dir");
+    char prov_buf[2][4096];
+    const char *prov_dataset = json_get_string(m.provenance, "dataset", prov_buf[0], sizeof prov_buf[0]);
+    const char *prov_dir = json_get_string(m.provenance, "data_dir", prov_buf[1], sizeof prov_buf[1]);
     const char *name = dataset ? dataset : prov_dataset ? prov_dataset : "fashion-mnist";
     const char *dir = data ? data : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
     Dataset tr, test;
@@ -401,8 +439,6 @@ static int cmd_eval(int argc, char **argv) {
         printf("%s on %s test (%d images): accuracy %.2f%%, loss %.4f  (%.2fs, %.0f img/s)\n", path, name, test.n,
                100.0 * acc, loss, dt, test.n / dt);
     ws_free(&ws);
-    free(prov_dataset);
-    free(prov_dir);
     dataset_free(&test);
     model_free(&m);
     return 0;
@@ -502,7 +538,7 @@ static int cmd_info(int argc, char **argv) {
         case 'k': classes = (int)parse_int("info", "--classes", optarg, 2, 100000); break;
         case 'h': fputs(HELP_INFO, stdout); return 0;
         case ':': usage_error("info", "option '%s' needs a value", argv[optind - 1]);
-        default: usage_error("info", "unknown option '%s'", argv[optind - 1]);
+        default: bad_option("info", argv, opts);
         }
     }
     if (optind != argc - 1) usage_error("info", optind >= argc ? "MODEL is required" : "one MODEL only");

@@ -429,7 +429,11 @@ int model_save(const Model *m, const char *path, const CheckpointExtra *extra, H
     free(mom_names);
     free(outs);
     free(refs);
-    return rc == 0 ? 0 : hp_prefix(err, path);
+    if (rc == 0) return 0;
+    // st_write's file errors (from atomic_open/atomic_commit) name path already; the rest do not.
+    size_t len = strlen(path);
+    if (err && strncmp(err->msg, path, len) == 0 && err->msg[len] == ':') return -1;
+    return hp_prefix(err, path);
 }
 
 // Formats a shape as "[a, b]" into buf.

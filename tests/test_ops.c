@@ -98,6 +98,7 @@ typedef struct {
     size_t col_len;
 } ConvCtx;
 
+// Probe forward: y (N, O, Ho, Wo) = conv(x).
 static void conv_fwd(void *ctx, float *y) {
     ConvCtx *c = ctx;
     conv2d_forward(&c->g, c->x, c->w, c->b, y, c->col, c->col_len);
@@ -110,8 +111,10 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
     rng_seed(&rng, seed, 1);
     ConvGeom g = {N, C, H, W, O, k, stride, pad, groups, (H + 2 * pad - k) / stride + 1, (W + 2 * pad - k) / stride + 1};
     size_t nx = (size_t)N * C * H * W, nw = (size_t)O * (C / groups) * k * k, ny = (size_t)N * O * g.Ho * g.Wo;
-    ConvCtx c = {g, rand_buf(nx, -1, 1, &rng), rand_buf(nw, -0.5f, 0.5f, &rng),
-                 bias ? rand_buf((size_t)O, -0.5f, 0.5f, &rng) : NULL, NULL, conv2d_col_len(&g)};
+    ConvCtx c = {.g = g, .col_len = conv2d_col_len(&g)};
+    c.x = rand_buf(nx, -1, 1, &rng);  // one statement each: the draws from rng stay in order
+    c.w = rand_buf(nw, -0.5f, 0.5f, &rng);
+    c.b = bias ? rand_buf((size_t)O, -0.5f, 0.5f, &rng) : NULL;
     c.col = nan_buf(N_THREADS * c.col_len);
     float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float));
     Probe p = {conv_fwd, &c, ny, r, y};
@@ -178,6 +181,7 @@ typedef struct {
     float *xhat, *mean, *invstd;        // saved by forward: (N, C, HW), (C), (C)
 } BnCtx;
 
+// Probe forward: y (N, C, HW) = batchnorm(x) with batch or running statistics.
 static void bn_fwd(void *ctx, float *y) {
     BnCtx *b = ctx;
     if (b->train)
@@ -192,10 +196,15 @@ static void bn_fwd(void *ctx, float *y) {
 // and running statistics away from 0/1.
 static BnCtx bn_make(int N, int C, int HW, bool train, Rng *rng) {
     size_t nx = (size_t)N * C * HW;
-    BnCtx b = {N, C, HW, train, 1e-5f, rand_buf(nx, -1, 1, rng), rand_buf((size_t)C, 0.5f, 1.5f, rng),
-               rand_buf((size_t)C, -0.5f, 0.5f, rng), rand_buf((size_t)C, -0.3f, 0.3f, rng),
-               rand_buf((size_t)C, 0.5f, 2.0f, rng), hp_malloc(nx * sizeof(float)), hp_malloc((size_t)C * sizeof(float)),
-               hp_malloc((size_t)C * sizeof(float))};
+    BnCtx b = {.N = N, .C = C, .HW = HW, .train = train, .eps = 1e-5f};
+    b.x = rand_buf(nx, -1, 1, rng);
+    b.gamma = rand_buf((size_t)C, 0.5f, 1.5f, rng);
+    b.beta = rand_buf((size_t)C, -0.5f, 0.5f, rng);
+    b.rm = rand_buf((size_t)C, -0.3f, 0.3f, rng);
+    b.rv = rand_buf((size_t)C, 0.5f, 2.0f, rng);
+    b.xhat = hp_malloc(nx * sizeof(float));
+    b.mean = hp_malloc((size_t)C * sizeof(float));
+    b.invstd = hp_malloc((size_t)C * sizeof(float));
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++)
             for (int i = 0; i < HW; i++) {
@@ -205,6 +214,7 @@ static BnCtx bn_make(int N, int C, int HW, bool train, Rng *rng) {
     return b;
 }
 
+// Frees a fixture made by bn_make.
 static void bn_free(BnCtx *b) {
     free(b->x); free(b->gamma); free(b->beta); free(b->rm); free(b->rv); free(b->xhat); free(b->mean); free(b->invstd);
 }
@@ -331,6 +341,7 @@ typedef struct {
     int *argmax;  // (NC, Ho, Wo), maxpool only
 } PoolCtx;
 
+// Probe forwards: y (NC, Ho, Wo) = maxpool(x), avgpool(x); y (NC) = gap(x).
 static void maxpool_fwd(void *ctx, float *y) {
     PoolCtx *c = ctx;
     maxpool_forward(&c->g, c->x, y, c->argmax);
@@ -405,6 +416,7 @@ typedef struct {
     float *x, *w, *b;  // x (N, Fin), w (Fout, Fin), b (Fout)
 } LinCtx;
 
+// Probe forward: y (N, Fout) = x w^T + b.
 static void lin_fwd(void *ctx, float *y) {
     LinCtx *c = ctx;
     linear_forward(c->N, c->Fin, c->Fout, c->x, c->w, c->b, y);
@@ -416,8 +428,10 @@ static void test_linear(void **state) {
     rng_seed(&rng, 41, 4);
     const int N = 3, Fin = 7, Fout = 5;
     size_t nx = (size_t)N * Fin, nw = (size_t)Fout * Fin, ny = (size_t)N * Fout;
-    LinCtx c = {N, Fin, Fout, rand_buf(nx, -1, 1, &rng), rand_buf(nw, -0.5f, 0.5f, &rng),
-                rand_buf((size_t)Fout, -0.5f, 0.5f, &rng)};
+    LinCtx c = {.N = N, .Fin = Fin, .Fout = Fout};
+    c.x = rand_buf(nx, -1, 1, &rng);
+    c.w = rand_buf(nw, -0.5f, 0.5f, &rng);
+    c.b = rand_buf((size_t)Fout, -0.5f, 0.5f, &rng);
     float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float));
     Probe p = {lin_fwd, &c, ny, r, y};
     float *dx = acc_buf(nx), *dw = acc_buf(nw), *db = acc_buf((size_t)Fout);
@@ -436,6 +450,7 @@ typedef struct {
     float *a, *b;  // relu: x = a; add: a + b; dropout: x = a, mask = b
 } EwCtx;
 
+// Probe forwards: y = relu(a), a + b, a * mask(b).
 static void relu_fwd(void *ctx, float *y) {
     EwCtx *c = ctx;
     relu_forward(c->n, c->a, y);
@@ -472,7 +487,9 @@ static void test_add(void **state) {
     Rng rng;
     rng_seed(&rng, 52, 5);
     const size_t n = 100;
-    EwCtx c = {n, rand_buf(n, -1, 1, &rng), rand_buf(n, -1, 1, &rng)};
+    EwCtx c = {.n = n};
+    c.a = rand_buf(n, -1, 1, &rng);
+    c.b = rand_buf(n, -1, 1, &rng);
     float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *da = acc_buf(n), *db = acc_buf(n);
     Probe p = {add_fwd, &c, n, r, y};
     add_backward(n, r, da, db);
@@ -512,6 +529,7 @@ typedef struct {
     const int *labels;
 } XentCtx;
 
+// Probe forward: y[0] = softmax_xent(logits).
 static void xent_fwd(void *ctx, float *y) {
     XentCtx *c = ctx;
     y[0] = softmax_xent(c->logits, c->labels, c->N, c->K, c->smoothing, NULL, NULL);

@@ -1,0 +1,93 @@
+#!/bin/sh
+# run_bench.sh: hprune against PyTorch on the same networks, interleaved per architecture
+# (hprune, then PyTorch, then the next architecture) so machine noise hits both; prints one
+# table. Called by `make bench` as `BUILD=build sh bench/run_bench.sh`.
+#
+# Settings (environment): THREADS (default: nproc), BATCH (128), REPS (7), WARMUP (2),
+# MIN_BLOCK (0.3 s), ARCHS ("lenet5 resnet20"), BUILD (build), HPRUNE (./hprune, used by
+# torch_ref.py to check parameter counts), TORCH_PY (/usr/bin/python3). PyTorch needs Debian's
+# python3-torch; without it only hprune's figures are printed.
+set -u
+
+BUILD=${BUILD:-build}
+BENCH=$BUILD/bench/bench
+THREADS=${THREADS:-$(nproc 2>/dev/null || echo 1)}
+BATCH=${BATCH:-128}
+REPS=${REPS:-7}
+WARMUP=${WARMUP:-2}
+MIN_BLOCK=${MIN_BLOCK:-0.3}
+ARCHS=${ARCHS:-"lenet5 resnet20"}
+HPRUNE=${HPRUNE:-./hprune}
+TORCH_PY=${TORCH_PY:-/usr/bin/python3}
+HERE=$(dirname "$0")
+
+if [ ! -x "$BENCH" ]; then
+  echo "run_bench: $BENCH not built (run: make $BENCH)" >&2
+  exit 1
+fi
+
+have_torch=no
+if [ -x "$TORCH_PY" ] && "$TORCH_PY" -c 'import torch' 2>/dev/null; then have_torch=yes; fi
+check_args=""
+[ -x "$HPRUNE" ] && check_args="--hprune $HPRUNE"
+
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+: >"$tmp/hprune.jsonl"
+: >"$tmp/torch.jsonl"
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+common="--batch $BATCH --threads $THREADS --reps $REPS --warmup $WARMUP --min-block $MIN_BLOCK"
+for arch in $ARCHS; do
+  echo "run_bench: $arch: hprune..." >&2
+  # shellcheck disable=SC2086  # $common is a list of options
+  if ! "$BENCH" --arch "$arch" $common --json >>"$tmp/hprune.jsonl"; then
+    echo "run_bench: hprune bench failed on $arch" >&2
+    exit 1
+  fi
+  if [ "$have_torch" = yes ]; then
+    echo "run_bench: $arch: PyTorch..." >&2
+    # shellcheck disable=SC2086
+    "$TORCH_PY" "$HERE/torch_ref.py" --arch "$arch" $common $check_args >>"$tmp/torch.jsonl" ||
+      echo "run_bench: torch_ref.py failed on $arch (its column shows -)" >&2
+  fi
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+
+# field FILE ARCH KEY: the number stored under KEY in ARCH's JSON line of FILE (empty if none).
+field() {
+  grep -E "\"arch\": *\"$2\"" "$1" | head -n 1 | sed -n "s/.*\"$3\": *\([-+0-9.eE]*\).*/\1/p"
+}
+
+cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -n 1)
+echo
+printf '%-10s %13s %13s %7s %13s %13s %7s %10s\n' arch "hprune train" "torch train" ratio \
+  "hprune infer" "torch infer" ratio "hprune GF/s"
+printf '%-10s %13s %13s %7s %13s %13s %7s %10s\n' "" "img/s" "img/s" "" "img/s" "img/s" "" "train/inf"
+for arch in $ARCHS; do
+  ht=$(field "$tmp/hprune.jsonl" "$arch" train_img_s)
+  hi=$(field "$tmp/hprune.jsonl" "$arch" infer_img_s)
+  hgt=$(field "$tmp/hprune.jsonl" "$arch" train_gflops)
+  hgi=$(field "$tmp/hprune.jsonl" "$arch" infer_gflops)
+  pt=$(field "$tmp/torch.jsonl" "$arch" train_img_s)
+  pi=$(field "$tmp/torch.jsonl" "$arch" infer_img_s)
+  awk -v a="$arch" -v ht="$ht" -v hi="$hi" -v pt="$pt" -v pi="$pi" -v gt="$hgt" -v gi="$hgi" '
+    function num(v) { return v == "" ? "-" : sprintf("%.1f", v) }
+    function ratio(h, p) { return (h == "" || p == "" || p + 0 == 0) ? "-" : sprintf("%.2fx", h / p) }
+    BEGIN {
+      printf "%-10s %13s %13s %7s %13s %13s %7s %10s\n", a, num(ht), num(pt), ratio(ht, pt),
+             num(hi), num(pi), ratio(hi, pi), sprintf("%.1f/%.1f", gt, gi)
+    }'
+done
+echo
+if [ "$have_torch" = yes ]; then
+  tv=$("$TORCH_PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)
+  echo "ratio = hprune / PyTorch $tv (higher is faster for hprune)"
+else
+  echo "PyTorch not available ($TORCH_PY -c 'import torch' failed): hprune figures only"
+fi
+echo "threads $THREADS, batch $BATCH, median of $REPS blocks of >= $MIN_BLOCK s, 1x28x28 inputs, 10 classes"
+echo "train step = forward + cross-entropy + backward + SGD (momentum 0.9, wd 5e-4); infer = eval forward"
+echo "GFLOP/s: 2 x MACs per image for inference, training counted as 3 x forward FLOPs"
+echo "CPU: ${cpu:-unknown}; $(date -u '+%Y-%m-%d %H:%M UTC'); load average before $load_before, after $load_after"

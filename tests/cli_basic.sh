@@ -1,0 +1,306 @@
+#!/bin/sh
+# cli_basic.sh: the command line as a user meets it. Help and usage errors, `info` on built-in
+# architectures, and a tiny real training run on a synthetic Fashion-MNIST-format dataset:
+# the model it writes (eval, info, PyTorch loading), exact resume after kill -9, determinism.
+#
+#   HPRUNE=./hprune sh tests/cli_basic.sh      (from the repository root)
+#
+# Prints "ok N - what" / "not ok N - what" (with "#" diagnostic lines after a failure) and
+# exits non-zero if anything failed. Every fixture lives in a mktemp -d directory that is
+# removed at the end. Runs in a few seconds on one core.
+
+HPRUNE=${HPRUNE:-./hprune}
+case $HPRUNE in /*) ;; */*) HPRUNE=$(pwd)/$HPRUNE ;; esac
+HERE=$(cd "$(dirname "$0")" && pwd)
+CHECK_ST=$HERE/../bench/check_safetensors.py
+TORCH_PY=/usr/bin/python3
+LIMIT=120  # seconds any single command may take
+TO=""
+command -v timeout >/dev/null 2>&1 && TO="timeout $LIMIT"
+
+if [ ! -x "$HPRUNE" ]; then
+  echo "not ok 1 - $HPRUNE is not an executable (build it with 'make hprune')"
+  exit 1
+fi
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/hprune-cli-basic.XXXXXX") || exit 1
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM HUP PIPE
+
+n=0
+failed=0
+
+# ok DESC / not_ok DESC [DIAGNOSTIC...]
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() {
+  n=$((n + 1)); failed=$((failed + 1))
+  echo "not ok $n - $1"; shift
+  for d in "$@"; do printf '#   %s\n' "$d"; done
+}
+# Prints the captured output of the last run as diagnostics.
+show_run() {
+  printf '#   exit status %s\n' "$rc"
+  sed -n '1,6s/^/#   stdout: /p' "$T/out"
+  sed -n '1,6s/^/#   stderr: /p' "$T/err"
+}
+# run CMD...: runs it with a time limit; stdout in $T/out, stderr in $T/err, status in $rc.
+run() { $TO "$@" >"$T/out" 2>"$T/err"; rc=$?; }
+# check DESC CONDITION...: ok if the shell condition holds, else not ok with the last run.
+check() {
+  desc=$1; shift
+  if "$@"; then ok "$desc"; else not_ok "$desc"; show_run; fi
+}
+rc_is() { [ "$rc" -eq "$1" ]; }
+out_has() { grep -q -- "$1" "$T/out"; }
+err_has() { grep -q -- "$1" "$T/err"; }
+
+# ---- help and usage errors ----
+
+run "$HPRUNE" --help
+check "hprune --help exits 0 and prints usage" eval 'rc_is 0 && out_has "^usage: hprune COMMAND"'
+for cmd in train eval info; do
+  run "$HPRUNE" $cmd --help
+  check "hprune $cmd --help exits 0 and prints usage" eval "rc_is 0 && out_has '^usage: hprune $cmd'"
+done
+run "$HPRUNE"
+check "no arguments: exit 2 with usage on stderr" eval 'rc_is 2 && err_has "usage: hprune"'
+run "$HPRUNE" frobnicate
+check "unknown command: exit 2 naming it" eval 'rc_is 2 && err_has "frobnicate"'
+for cmd in train eval info; do
+  run "$HPRUNE" $cmd --frobnicate x
+  check "hprune $cmd --frobnicate: exit 2 naming the option" eval "rc_is 2 && err_has \"^hprune $cmd: .*--frobnicate\""
+done
+run "$HPRUNE" info -Z lenet5
+check "unknown short option: exit 2 naming it" eval 'rc_is 2 && err_has "^hprune info: .*-Z"'
+run "$HPRUNE" train -Zc tiny.ini
+check "unknown option inside a group of short options: exit 2 naming it" eval 'rc_is 2 && err_has "^hprune train: unknown option .-Z."'
+run "$HPRUNE" info --json=yes lenet5
+check "a value given to a flag: exit 2 naming the flag" eval 'rc_is 2 && err_has "^hprune info: .*--json.* takes no value"'
+run "$HPRUNE" info
+check "info without MODEL: exit 2" eval 'rc_is 2 && err_has "^hprune info: .*MODEL"'
+run "$HPRUNE" eval
+check "eval without MODEL: exit 2" eval 'rc_is 2 && err_has "^hprune eval: .*MODEL"'
+run "$HPRUNE" train
+check "train without --config: exit 2" eval 'rc_is 2 && err_has "^hprune train: .*--config"'
+run "$HPRUNE" eval --threads abc model.safetensors
+check "eval --threads abc: exit 2 naming the value" eval 'rc_is 2 && err_has "^hprune eval: .*--threads.*abc"'
+run "$HPRUNE" eval model.safetensors --data
+check "eval --data without a value: exit 2" eval 'rc_is 2 && err_has "^hprune eval: .*--data"'
+
+# ---- info on built-in architectures ----
+
+run "$HPRUNE" info lenet5
+check "info lenet5: total line says 61706 parameters" eval 'rc_is 0 && out_has "^total: 61706 parameters"'
+check "info lenet5: table lists conv1 and fc3" eval 'out_has "^conv1 .*conv2d" && out_has "^fc3 .*linear"'
+
+run "$HPRUNE" info resnet20 --json
+if [ "$rc" -eq 0 ] && python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert isinstance(d["params"], int) and d["params"] > 0, "params is not a positive integer"
+assert isinstance(d["macs"], int) and d["macs"] > 0, "macs is not a positive integer"
+assert isinstance(d["layers"], list) and len(d["layers"]) > 20, "layers is not a list of the nodes"
+assert sum(l["params"] for l in d["layers"]) == d["params"], "layer params do not add up"
+assert sum(l["macs"] for l in d["layers"]) == d["macs"], "layer macs do not add up"
+' <"$T/out" 2>"$T/py"; then
+  ok "info resnet20 --json: valid JSON with integer params, macs and a layers list"
+else
+  not_ok "info resnet20 --json: valid JSON with integer params, macs and a layers list"
+  show_run; sed 's/^/#   python: /' "$T/py"
+fi
+
+# ---- a tiny synthetic dataset in Fashion-MNIST's format ----
+
+DATA=$T/data
+mkdir -p "$DATA"
+cat >"$T/gen_data.py" <<'EOF'
+# gen_data.py DIR N_TRAIN N_TEST: gzipped IDX files of 28x28 images in 10 classes. Class c is a
+# bright 7x6 block at its own place on a 3x4 grid, over uniform noise: easy to learn. One test
+# label in eight is drawn at random, so test accuracy lands near 90%, not at a trivial 100%.
+import gzip, random, struct, sys
+out, n_train, n_test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(12345)
+noise = bytes(b * 60 // 256 for b in range(256))
+bright = bytes(180 + b * 76 // 256 for b in range(256))
+def image(c):
+    px = bytearray(rng.randbytes(784).translate(noise))
+    r0, c0 = 2 + (c // 4) * 9, 2 + (c % 4) * 6
+    for y in range(r0, r0 + 7):
+        px[y * 28 + c0:y * 28 + c0 + 6] = rng.randbytes(6).translate(bright)
+    return bytes(px)
+def write(prefix, n, p_wrong):
+    classes = [rng.randrange(10) for _ in range(n)]
+    labels = bytes(rng.randrange(10) if rng.random() < p_wrong else c for c in classes)
+    with gzip.open(f"{out}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + b"".join(image(c) for c in classes))
+    with gzip.open(f"{out}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + labels)
+write("train", n_train, 0.0)
+write("t10k", n_test, 0.125)
+EOF
+cat >"$T/same_model.py" <<'EOF'
+# same_model.py A B: exit 0 if two model files hold the same tensors (names, shapes, offsets,
+# every data byte) and the same metadata, except the provenance's date and train_seconds.
+import json, struct, sys
+def load(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    prov = json.loads(meta.pop("hprune.provenance", "{}"))
+    for k in ("date", "train_seconds"):
+        prov.pop(k, None)
+    return header, meta, prov, blob[8 + n:]
+a, b = load(sys.argv[1]), load(sys.argv[2])
+problems = []
+if a[0] != b[0]:
+    problems.append("tensor entries differ: " + str(sorted(k for k in set(a[0]) | set(b[0]) if a[0].get(k) != b[0].get(k)))[:200])
+if a[3] != b[3]:
+    first = next((i for i in range(min(len(a[3]), len(b[3]))) if a[3][i] != b[3][i]), min(len(a[3]), len(b[3])))
+    differ = sum(1 for i in range(0, min(len(a[3]), len(b[3])), 4) if a[3][i:i + 4] != b[3][i:i + 4])
+    problems.append(f"tensor data differs: first at byte {first}, {differ} floats differ")
+if a[1] != b[1]:
+    problems.append("metadata differs: " + str(sorted(k for k in set(a[1]) | set(b[1]) if a[1].get(k) != b[1].get(k))))
+if a[2] != b[2]:
+    problems.append(f"provenance differs: {a[2]} vs {b[2]}")
+for p in problems:
+    print(p)
+sys.exit(1 if problems else 0)
+EOF
+
+if python3 "$T/gen_data.py" "$DATA" 1024 256 2>"$T/py"; then
+  ok "synthetic dataset written (1024 train, 256 test images)"
+else
+  not_ok "synthetic dataset written (1024 train, 256 test images)"
+  sed 's/^/#   python: /' "$T/py"
+fi
+
+CFG=$T/tiny.ini
+cat >"$CFG" <<EOF
+# a tiny LeNet-5 run on the synthetic data
+[model]
+arch = lenet5
+
+[data]
+dataset = fashion-mnist
+dir = $DATA
+
+[train]
+epochs = 2
+batch_size = 64
+lr = 0.05
+seed = 7
+threads = 1
+output = $T/run/model.safetensors
+EOF
+mkdir -p "$T/run"
+MODEL=$T/run/model.safetensors
+
+# ---- training and the model it writes ----
+
+run "$HPRUNE" train --config "$CFG"
+cp "$T/out" "$T/train.out"
+check "train --config: exits 0" rc_is 0
+check "train: writes the model file" test -s "$MODEL"
+check "train: the checkpoint OUTPUT.ckpt does not remain" test ! -e "$MODEL.ckpt"
+check "train: no temporary files remain" eval '[ -z "$(find "$T/run" -name "*.tmp.*")" ]'
+check "train: logs one line per epoch" eval '[ "$(grep -c "^epoch [12]/2 " "$T/err")" -eq 2 ]'
+train_acc=$(sed -n 's/^wrote .*: test accuracy \([0-9.]*\)%.*/\1/p' "$T/train.out")
+check "train: prints the final test accuracy" test -n "$train_acc"
+
+run "$HPRUNE" eval "$MODEL" --data "$DATA" --json --threads 1
+eval_acc=$(python3 -c 'import json,sys; print("%.2f" % (100 * json.load(sys.stdin)["accuracy"]))' <"$T/out" 2>/dev/null)
+check "eval --json: exits 0 with a JSON accuracy" eval 'rc_is 0 && [ -n "$eval_acc" ]'
+if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > 50 else 1)' "${eval_acc:-0}"; then
+  ok "eval: accuracy on the synthetic test set is above 0.5 ($eval_acc%)"
+else
+  not_ok "eval: accuracy on the synthetic test set is above 0.5" "eval says ${eval_acc:-nothing}%"
+fi
+if [ -n "$eval_acc" ] && [ "$eval_acc" = "$train_acc" ]; then
+  ok "eval: accuracy equals the one printed at the end of training"
+else
+  not_ok "eval: accuracy equals the one printed at the end of training" "train ${train_acc:-?}%, eval ${eval_acc:-?}%"
+fi
+run "$HPRUNE" eval "$MODEL" --json --threads 1
+check "eval without --data uses the data directory recorded in the model" eval \
+  'rc_is 0 && python3 -c "import json,sys; sys.exit(0 if \"%.2f\" % (100 * json.load(sys.stdin)[\"accuracy\"]) == \"$eval_acc\" else 1)" <"$T/out"'
+run "$HPRUNE" eval "$MODEL" --data "$DATA"
+check "eval (text): prints the accuracy" eval "rc_is 0 && out_has 'accuracy $eval_acc%'"
+
+run "$HPRUNE" info "$MODEL" --json
+check "info MODEL --json: params = 61706 and the provenance is there" eval 'rc_is 0 && python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if d[\"params\"] == 61706 and d[\"arch\"] == \"lenet5\" and d[\"provenance\"][\"epochs\"] == 2 else 1)" <"$T/out"'
+run "$HPRUNE" info "$MODEL"
+check "info MODEL: total line says 61706 parameters" eval 'rc_is 0 && out_has "^total: 61706 parameters"'
+
+if [ -x "$TORCH_PY" ] && "$TORCH_PY" -c 'import torch' >/dev/null 2>&1; then
+  run "$TORCH_PY" "$CHECK_ST" "$MODEL" --arch lenet5
+  check "bench/check_safetensors.py loads the model into a PyTorch LeNet-5" rc_is 0
+else
+  ok "bench/check_safetensors.py loads the model into a PyTorch LeNet-5 # skip $TORCH_PY cannot import torch"
+fi
+
+# ---- determinism: same seed and threads, same model ----
+
+cp "$CFG" "$T/det.ini"
+run "$HPRUNE" train --config "$T/det.ini" --threads 2 -o "$T/run/det1.safetensors"
+rc1=$rc
+run "$HPRUNE" train --config "$T/det.ini" --threads 2 -o "$T/run/det2.safetensors"
+if [ "$rc1" -eq 0 ] && [ "$rc" -eq 0 ] && python3 "$T/same_model.py" "$T/run/det1.safetensors" "$T/run/det2.safetensors" >"$T/py" 2>&1; then
+  ok "two fresh runs with the same seed and 2 threads give identical tensors"
+else
+  not_ok "two fresh runs with the same seed and 2 threads give identical tensors" "exit statuses $rc1, $rc"
+  sed 's/^/#   /' "$T/py"
+fi
+run "$HPRUNE" train --config "$T/det.ini" --threads 2 --seed 8 -o "$T/run/det3.safetensors"
+if [ "$rc" -eq 0 ] && ! python3 "$T/same_model.py" "$T/run/det1.safetensors" "$T/run/det3.safetensors" >/dev/null 2>&1; then
+  ok "a different seed gives different tensors"
+else
+  not_ok "a different seed gives different tensors" "exit status $rc"
+fi
+
+# ---- resume after kill -9 is exact ----
+# A: a straight run. B: the same run killed (kill -9) after its first checkpoint, then
+# continued with --resume. The cosine schedule depends on the total epoch count, so both
+# runs use the same one; if B finishes before the kill lands, try again with more epochs.
+
+resume_desc="resume after kill -9 gives exactly the tensors of a straight run"
+resume_done=""
+for epochs in 6 12 24; do
+  A=$T/run/A.safetensors B=$T/run/B.safetensors
+  rm -f "$A" "$B" "$B.ckpt"
+  run "$HPRUNE" train --config "$CFG" --epochs $epochs --lr 0.02 --threads 1 -o "$A"
+  if [ "$rc" -ne 0 ]; then not_ok "$resume_desc" "the straight run failed"; show_run; resume_done=1; break; fi
+  "$HPRUNE" train --config "$CFG" --epochs $epochs --lr 0.02 --threads 1 -o "$B" >"$T/out" 2>"$T/err" &
+  pid=$!
+  i=0
+  while [ ! -e "$B.ckpt" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 3000 ]; do
+    sleep 0.01; i=$((i + 1))
+  done
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  if [ -e "$B" ]; then continue; fi  # finished before the kill: more epochs
+  if [ ! -e "$B.ckpt" ]; then
+    not_ok "$resume_desc" "no checkpoint $B.ckpt appeared within 30 s"; rc=killed; show_run; resume_done=1; break
+  fi
+  run "$HPRUNE" train --config "$CFG" --epochs $epochs --lr 0.02 --threads 1 -o "$B" --resume
+  from=$(sed -n 's/^resuming .* from epoch \([0-9]*\) of .*/\1/p' "$T/err")
+  if [ "$rc" -eq 0 ] && [ -n "$from" ] && python3 "$T/same_model.py" "$A" "$B" >"$T/py" 2>&1; then
+    ok "$resume_desc (killed in epoch $from of $epochs)"
+  else
+    not_ok "$resume_desc" "resumed from epoch ${from:-?} of $epochs"; show_run; sed 's/^/#   /' "$T/py"
+  fi
+  check "resume: the checkpoint does not remain afterwards" test ! -e "$B.ckpt"
+  resume_done=1
+  break
+done
+[ -n "$resume_done" ] || not_ok "$resume_desc" "every run finished before kill -9 landed"
+
+run "$HPRUNE" train --config "$CFG" -o "$T/run/none.safetensors" --resume
+check "--resume without a checkpoint: exit 1 naming the checkpoint" eval \
+  'rc_is 1 && err_has "^hprune: error: .*none.safetensors.ckpt" && [ ! -e "$T/run/none.safetensors" ]'
+
+echo "1..$n"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,366 @@
+#!/bin/sh
+# cli_errors.sh: bad input on purpose. Every case must fail cleanly: the right exit status
+# (1 runtime error, 2 usage error), no crash (status < 128), nothing on stdout, exactly one
+# message line on stderr ("hprune: error: ..." naming the file and the problem; a usage error
+# is "hprune CMD: ..." followed only by the "Try 'hprune CMD --help'." hint), and no file
+# left behind (no output, no checkpoint, no *.tmp.*).
+#
+#   HPRUNE=./hprune sh tests/cli_errors.sh      (from the repository root)
+#   VERBOSE=1 HPRUNE=./hprune sh tests/cli_errors.sh   also shows every message
+#
+# Prints "ok N - what" / "not ok N - what" (with "#" diagnostic lines after a failure) and
+# exits non-zero if anything failed. Fixtures live in a mktemp -d directory removed at the end.
+
+HPRUNE=${HPRUNE:-./hprune}
+case $HPRUNE in /*) ;; */*) HPRUNE=$(pwd)/$HPRUNE ;; esac
+LIMIT=120  # seconds any single command may take
+TO=""
+command -v timeout >/dev/null 2>&1 && TO="timeout $LIMIT"
+
+if [ ! -x "$HPRUNE" ]; then
+  echo "not ok 1 - $HPRUNE is not an executable (build it with 'make hprune')"
+  exit 1
+fi
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/hprune-cli-errors.XXXXXX") || exit 1
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM HUP PIPE
+CAP=$T/cap  # captured output of the command under test (not part of the fixtures)
+mkdir -p "$CAP"
+
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() {
+  n=$((n + 1)); failed=$((failed + 1))
+  echo "not ok $n - $1"; shift
+  for d in "$@"; do printf '#   %s\n' "$d"; done
+}
+# Lists every file and directory under $T except the captures.
+snapshot() { find "$T" ! -path "$CAP" ! -path "$CAP/*" | sort; }
+
+# expect CODE DESC FILE PROBLEM CMD...: runs CMD (in $T/work) and checks that it fails
+# cleanly with status CODE, and that its message contains the text FILE (if not empty) and
+# matches the extended regular expression PROBLEM (case-insensitive).
+expect() {
+  code=$1 desc=$2 file=$3 problem=$4
+  shift 4
+  snapshot >"$CAP/before"
+  (cd "$T/work" && $TO "$@") >"$CAP/out" 2>"$CAP/err"
+  rc=$?
+  snapshot >"$CAP/after"
+  why=""
+  msg=$(sed -n 1p "$CAP/err")
+  lines=$(wc -l <"$CAP/err")
+  if [ "$rc" -ge 124 ]; then
+    why="crashed or timed out: exit status $rc"
+  elif [ "$rc" -ne "$code" ]; then
+    why="exit status $rc, expected $code"
+  elif [ -s "$CAP/out" ]; then
+    why="something on stdout"
+  elif [ "$code" -eq 1 ] && { [ "$lines" -ne 1 ] || [ "${msg#hprune: error: }" = "$msg" ]; }; then
+    why="stderr is not one line starting 'hprune: error: '"
+  elif [ "$code" -eq 2 ]; then
+    cmd=$(printf '%s\n' "$msg" | sed -n 's/^hprune \([a-z]*\): .*/\1/p')
+    if [ -z "$cmd" ] || [ "$lines" -ne 2 ] || [ "$(sed -n 2p "$CAP/err")" != "Try 'hprune $cmd --help'." ]; then
+      why="stderr is not 'hprune CMD: message' and the 'Try' line"
+    fi
+  fi
+  if [ -z "$why" ] && [ -n "$file" ] && ! printf '%s\n' "$msg" | grep -q -F -- "$file"; then
+    why="the message does not name $file"
+  fi
+  if [ -z "$why" ] && ! printf '%s\n' "$msg" | grep -q -i -E -- "$problem"; then
+    why="the message does not match /$problem/"
+  fi
+  if [ -z "$why" ] && ! cmp -s "$CAP/before" "$CAP/after"; then
+    why="files appeared or vanished: $(diff "$CAP/before" "$CAP/after" | grep '^[<>]' | tr '\n' ' ')"
+  fi
+  if [ -z "$why" ]; then
+    ok "$desc"
+    [ -n "$VERBOSE" ] && printf '#   %s\n' "$msg"
+  else
+    not_ok "$desc" "$why" "command: $*"
+    sed -n '1,5s/^/#   stderr: /p' "$CAP/err"
+    sed -n '1,3s/^/#   stdout: /p' "$CAP/out"
+  fi
+  return 0
+}
+
+# ---- fixtures: a tiny dataset, a tiny trained model, and damaged copies of both ----
+
+mkdir -p "$T/work" "$T/data" "$T/models" "$T/bad"
+cat >"$T/gen_data.py" <<'EOF'
+# gen_data.py DIR N_TRAIN N_TEST: gzipped IDX files of 28x28 images in 10 classes.
+import gzip, random, struct, sys
+out, n_train, n_test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(1)
+def write(prefix, n):
+    labels = bytes(i % 10 for i in range(n))
+    with gzip.open(f"{out}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + rng.randbytes(784 * n))
+    with gzip.open(f"{out}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + labels)
+write("train", n_train)
+write("t10k", n_test)
+EOF
+cat >"$T/craft.py" <<'EOF'
+# craft.py MODE SRC DST: writes a damaged copy of the model file SRC (or a new file) to DST.
+import gzip, json, struct, sys
+mode, src, dst = sys.argv[1:4]
+
+def read(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    return json.loads(blob[8:8 + n]), blob[8 + n:]
+
+def write(path, header, data):
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(text)) + text + data)
+
+def graph_edit(header, fn):
+    g = json.loads(header["__metadata__"]["hprune.graph"])
+    fn(g)
+    header["__metadata__"]["hprune.graph"] = json.dumps(g)
+
+h, d = read(src)
+tensors = [k for k in h if k != "__metadata__"]
+if mode == "hdr-too-long":      # header length larger than the file
+    blob = open(src, "rb").read()
+    open(dst, "wb").write(struct.pack("<Q", len(blob) + 100) + blob[8:])
+elif mode == "bad-json":        # a header that is not JSON
+    text = b'{"conv1.weight": {"dtype": "F32", "shape": [6, 1, 5, 5], ' + b" " * 6
+    open(dst, "wb").write(struct.pack("<Q", len(text)) + text + d)
+elif mode == "f16":             # one tensor stored as F16 (and sized so)
+    e = h["conv1.weight"]
+    e["dtype"] = "F16"
+    write(dst, h, d)
+elif mode == "gap":             # 4 unused bytes between two tensors
+    cut = sorted(h[k]["data_offsets"][0] for k in tensors)[3]
+    for k in tensors:
+        b, e = h[k]["data_offsets"]
+        if b >= cut:
+            h[k]["data_offsets"] = [b + 4, e + 4]
+    write(dst, h, d[:cut] + b"\0\0\0\0" + d[cut:])
+elif mode == "shape-vs-offsets":  # a shape that needs fewer bytes than its offsets span
+    h["conv1.weight"]["shape"] = [6, 1, 5, 4]
+    write(dst, h, d)
+elif mode == "no-graph":        # valid safetensors, but not an hprune model
+    del h["__metadata__"]["hprune.graph"]
+    write(dst, h, d)
+elif mode == "unknown-op":      # the graph names an op hprune does not know
+    graph_edit(h, lambda g: g["nodes"][0].update(op="conv3d"))
+    write(dst, h, d)
+elif mode == "graph-json":      # hprune.graph is not JSON
+    h["__metadata__"]["hprune.graph"] = '{"format": "hprune-graph", "nodes": ['
+    write(dst, h, d)
+elif mode == "wrong-shape":     # a consistent file whose tensor does not fit the graph
+    h["fc3.bias"]["shape"] = [2, 5]
+    write(dst, h, d)
+elif mode == "missing-tensor":  # a tensor of the graph is absent
+    e = h.pop("fc3.bias")
+    b, end = e["data_offsets"]
+    for k in tensors:
+        if k != "fc3.bias" and h[k]["data_offsets"][0] >= end:
+            h[k]["data_offsets"] = [x - (end - b) for x in h[k]["data_offsets"]]
+    write(dst, h, d[:b] + d[end:])
+else:
+    sys.exit("craft.py: unknown mode " + mode)
+EOF
+cat >"$T/damage.py" <<'EOF'
+# damage.py MODE DIR: damages one file of the IDX dataset in DIR.
+import gzip, os, struct, sys
+mode, d = sys.argv[1:3]
+img, lab = f"{d}/train-images-idx3-ubyte.gz", f"{d}/train-labels-idx1-ubyte.gz"
+def raw(p): return gzip.open(p).read()
+def put(p, b): open(p, "wb").write(gzip.compress(b, mtime=0))
+if mode == "idx-truncated":     # a plain (not gzipped) images file cut short in its data
+    b = raw(img)
+    os.remove(img)
+    open(img[:-3], "wb").write(b[:len(b) // 2])
+elif mode == "gz-truncated":    # the gzip stream cut short
+    b = open(img, "rb").read()
+    open(img, "wb").write(b[:len(b) // 2])
+elif mode == "gz-corrupt":      # bytes flipped in the middle of the compressed stream
+    b = bytearray(open(img, "rb").read())
+    for i in range(len(b) // 2, len(b) // 2 + 16):
+        b[i] ^= 0xA5
+    open(img, "wb").write(bytes(b))
+elif mode == "bad-magic":       # the labels magic on an images file
+    b = raw(img)
+    put(img, struct.pack(">I", 0x801) + b[4:])
+elif mode == "count":           # one label fewer than images
+    b = raw(lab)
+    (n,) = struct.unpack(">I", b[4:8])
+    put(lab, struct.pack(">II", 0x801, n - 1) + b[8:-1])
+elif mode == "label-range":     # a label of 12 in a 10-class dataset
+    b = bytearray(raw(lab))
+    b[8 + 5] = 12
+    put(lab, bytes(b))
+elif mode == "small-test":      # test images 32x32 while training images are 28x28
+    n = 64
+    put(f"{d}/t10k-images-idx3-ubyte.gz", struct.pack(">IIII", 0x803, n, 32, 32) + bytes(1024 * n))
+    put(f"{d}/t10k-labels-idx1-ubyte.gz", struct.pack(">II", 0x801, n) + bytes(n))
+else:
+    sys.exit("damage.py: unknown mode " + mode)
+EOF
+
+DATA=$T/data
+GOOD=$T/models/good.safetensors
+fixtures_ok=1
+python3 "$T/gen_data.py" "$DATA" 256 64 || fixtures_ok=""
+cat >"$T/good.ini" <<EOF
+[model]
+arch = lenet5
+
+[data]
+dataset = fashion-mnist
+dir = $DATA
+
+[train]
+epochs = 1
+batch_size = 64
+lr = 0.05
+seed = 1
+threads = 1
+output = $T/out/never.safetensors
+EOF
+[ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/good.ini" -o "$GOOD" >/dev/null 2>"$CAP/err" || fixtures_ok=""
+if [ -n "$fixtures_ok" ] && [ -s "$GOOD" ]; then
+  ok "fixtures: a tiny dataset and a trained model"
+else
+  not_ok "fixtures: a tiny dataset and a trained model"
+  sed -n '1,5s/^/#   /p' "$CAP/err"
+  echo "1..$n"
+  exit 1
+fi
+
+B=$T/bad
+: >"$B/empty.safetensors"
+printf 'hprune!' >"$B/seven.safetensors"
+for mode in hdr-too-long bad-json f16 gap shape-vs-offsets no-graph unknown-op graph-json wrong-shape missing-tensor; do
+  python3 "$T/craft.py" $mode "$GOOD" "$B/$mode.safetensors" || not_ok "craft $mode"
+done
+
+# ---- eval and info on bad model files ----
+
+# bad_model DESC FILE PROBLEM: eval and info must both refuse FILE.
+bad_model() {
+  expect 1 "eval: $1" "$2" "$3" "$HPRUNE" eval "$2" --data "$DATA" --threads 1
+  expect 1 "info: $1" "$2" "$3" "$HPRUNE" info "$2"
+}
+bad_model "missing file" "$B/missing.safetensors" "no such file"
+bad_model "empty file" "$B/empty.safetensors" "0 bytes.*too short"
+bad_model "7-byte file" "$B/seven.safetensors" "7 bytes.*too short"
+bad_model "a directory" "$B" "not a regular file"
+bad_model "header length beyond the end of the file" "$B/hdr-too-long.safetensors" "header length [0-9]+ is larger"
+bad_model "header that is not JSON" "$B/bad-json.safetensors" "header is not valid JSON"
+bad_model "F16 tensor" "$B/f16.safetensors" "conv1.weight.*F16.*not supported"
+bad_model "offsets with a gap" "$B/gap.safetensors" "gap in data"
+bad_model "shape that disagrees with its offsets" "$B/shape-vs-offsets.safetensors" "conv1.weight.*data_offsets span [0-9]+ bytes but shape \[6, 1, 5, 4\]"
+bad_model "no hprune.graph" "$B/no-graph.safetensors" "not an hprune model.*hprune.graph"
+bad_model "graph naming an unknown op" "$B/unknown-op.safetensors" "hprune.graph.*node 1 'conv1'.*unknown op 'conv3d'"
+bad_model "graph that is not JSON" "$B/graph-json.safetensors" "hprune.graph.*not valid JSON"
+bad_model "tensor shaped otherwise than the graph says" "$B/wrong-shape.safetensors" "fc3.bias.*expected shape \[10\], found \[2, 5\]"
+bad_model "tensor of the graph missing" "$B/missing-tensor.safetensors" "fc3.bias.*missing"
+
+# ---- eval: data that does not fit the model ----
+
+mkdir -p "$T/cifar"
+python3 -c '
+import sys
+for name in ["data_batch_%d.bin" % i for i in range(1, 6)] + ["test_batch.bin"]:
+    open(sys.argv[1] + "/" + name, "wb").write(bytes([3]) + bytes(3072))
+' "$T/cifar"
+expect 1 "eval: CIFAR-10 data for an MNIST-shaped model" "$GOOD" "takes 1x28x28 inputs.*cifar10.*3x32x32" \
+  "$HPRUNE" eval "$GOOD" --data "$T/cifar" --dataset cifar10 --threads 1
+expect 1 "eval: a CIFAR-10 directory read as Fashion-MNIST" "$T/cifar" "no such file.*t.*-idx" \
+  "$HPRUNE" eval "$GOOD" --data "$T/cifar" --threads 1
+expect 1 "eval: --data /nonexistent" "/nonexistent" "no such directory" \
+  "$HPRUNE" eval "$GOOD" --data /nonexistent --threads 1
+expect 2 "eval: --dataset unknown" "imagenet" "dataset" \
+  "$HPRUNE" eval "$GOOD" --data "$DATA" --dataset imagenet
+expect 2 "eval: --batch-size 0" "--batch-size" "'0'" \
+  "$HPRUNE" eval "$GOOD" --batch-size 0
+
+# ---- train: bad configurations ----
+
+OUT=$T/out/model.safetensors
+mkdir -p "$T/out"
+# cfg NAME LINE...: a config file holding the good one with LINE... appended to [train].
+cfg() {
+  f=$T/cfg_$1.ini; shift
+  cp "$T/good.ini" "$f"
+  for l in "$@"; do printf '%s\n' "$l" >>"$f"; done
+}
+good_lines=$(wc -l <"$T/good.ini")
+L=$((good_lines + 1))
+cfg unknown_key "lr_decay = 0.1"
+expect 1 "train: unknown key" "$T/cfg_unknown_key.ini:$L:" "unknown key 'lr_decay' in \[train\]" \
+  "$HPRUNE" train --config "$T/cfg_unknown_key.ini" -o "$OUT"
+cfg unknown_section "" "[optimizer]" "kind = sgd"
+expect 1 "train: unknown section" "$T/cfg_unknown_section.ini:$((L + 1)):" "unknown section \[optimizer\]" \
+  "$HPRUNE" train --config "$T/cfg_unknown_section.ini" -o "$OUT"
+cfg bad_value "lr = abc"
+expect 1 "train: malformed value (lr = abc)" "$T/cfg_bad_value.ini:$L:" "'abc'.*'lr'" \
+  "$HPRUNE" train --config "$T/cfg_bad_value.ini" -o "$OUT"
+cfg out_of_range "epochs = 0"
+expect 1 "train: out-of-range value (epochs = 0)" "$T/cfg_out_of_range.ini:$L:" "epochs.*at least 1" \
+  "$HPRUNE" train --config "$T/cfg_out_of_range.ini" -o "$OUT"
+cfg bad_arch "" "[model]" "arch = lenet7"
+expect 1 "train: unknown architecture" "$T/cfg_bad_arch.ini:$((L + 2)):" "lenet7" \
+  "$HPRUNE" train --config "$T/cfg_bad_arch.ini" -o "$OUT"
+cfg no_equals "warmup_epochs"
+expect 1 "train: a line without '='" "$T/cfg_no_equals.ini:$L" "" \
+  "$HPRUNE" train --config "$T/cfg_no_equals.ini" -o "$OUT"
+expect 1 "train: missing config file" "$T/missing.ini" "no such file|cannot open" \
+  "$HPRUNE" train --config "$T/missing.ini" -o "$OUT"
+expect 2 "train: --epochs 0" "--epochs" "at least 1" \
+  "$HPRUNE" train --config "$T/good.ini" --epochs 0 -o "$OUT"
+expect 2 "train: --lr abc" "--lr" "abc" \
+  "$HPRUNE" train --config "$T/good.ini" --lr abc -o "$OUT"
+expect 2 "train: --threads abc" "--threads" "abc" \
+  "$HPRUNE" train --config "$T/good.ini" --threads abc -o "$OUT"
+expect 2 "train: an extra argument" "stray" "unexpected argument" \
+  "$HPRUNE" train --config "$T/good.ini" stray -o "$OUT"
+
+# ---- train: bad data ----
+
+expect 1 "train: --data /nonexistent" "/nonexistent" "no such directory" \
+  "$HPRUNE" train --config "$T/good.ini" --data /nonexistent -o "$OUT"
+mkdir -p "$T/nodata"
+expect 1 "train: a data directory without the IDX files" "$T/nodata/train-images-idx3-ubyte" "no such file" \
+  "$HPRUNE" train --config "$T/good.ini" --data "$T/nodata" -o "$OUT"
+# bad_data MODE DESC FILE PROBLEM: train on a copy of the data damaged by damage.py MODE.
+bad_data() {
+  dir=$T/data_$1
+  mkdir -p "$dir"
+  cp "$DATA"/* "$dir"/
+  python3 "$T/damage.py" "$1" "$dir" || not_ok "damage $1"
+  expect 1 "train: $2" "$dir/$3" "$4" "$HPRUNE" train --config "$T/good.ini" --data "$dir" -o "$OUT"
+}
+bad_data idx-truncated "IDX file truncated" train-images-idx3-ubyte "truncated: header says 256 images of 28x28"
+bad_data gz-truncated "gzip file truncated" train-images-idx3-ubyte.gz "truncated"
+bad_data gz-corrupt "gzip file corrupted" train-images-idx3-ubyte.gz "corrupt gzip data|truncated|trailing"
+bad_data bad-magic "wrong magic" train-images-idx3-ubyte.gz "bad magic 0x00000801"
+bad_data count "label count differs from image count" train-labels-idx1-ubyte.gz "255 labels for 256 images"
+bad_data label-range "label out of range" train-labels-idx1-ubyte.gz "label 12 .*out of range"
+bad_data small-test "test images of another size" t10k-images-idx3-ubyte.gz "32x32.*28x28"
+
+# ---- train: output that cannot be written ----
+
+expect 1 "train: output in a directory that does not exist" "$T/nodir/model.safetensors" "director" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/nodir/model.safetensors"
+expect 1 "train: output path that is a directory" "$T/out" "is a directory" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out"
+expect 1 "train: output in a path through a regular file" "$T/good.ini/model.safetensors" "not a directory" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/good.ini/model.safetensors"
+expect 1 "train: --resume without a checkpoint" "$OUT.ckpt" "cannot open|no such file" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$OUT" --resume
+cp "$GOOD" "$T/out/plain.safetensors.ckpt"
+expect 1 "train: --resume from a model file that is not a checkpoint" "$T/out/plain.safetensors.ckpt" "not a training checkpoint" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/plain.safetensors" --resume
+rm -f "$T/out/plain.safetensors.ckpt"
+
+echo "1..$n"
+[ "$failed" -eq 0 ]
