@@ -83,11 +83,14 @@ static void col2im_acc(const ConvGeom *g, const float *col, int c0, int Cg, floa
     }
 }
 
+// Threads a kernel may use: one per scratch slot.
+static int slots(const ConvGeom *g) { return g->threads > 0 ? g->threads : omp_get_max_threads(); }
+
 void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                     size_t col_stride) {
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * P;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(slots(g))
     for (int n = 0; n < g->N; n++) {
         float *my_col = col + (size_t)omp_get_thread_num() * col_stride;
         const float *xn = x + (size_t)n * in_len;
@@ -117,7 +120,7 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * P;
     const size_t w_len = (size_t)g->O * Kg;
     int n_threads = 1;
-#pragma omp parallel
+#pragma omp parallel num_threads(slots(g))
     {
         int t = omp_get_thread_num();
 #pragma omp single

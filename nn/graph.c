@@ -12,11 +12,11 @@
 // Input shape of node i (the model input for the input node).
 static Shape in_shape(const Model *m, const Node *n) { return n->n_in > 0 ? m->nodes[n->in[0]].out : m->input; }
 
-// Convolution geometry of conv node n for a batch of N.
-static ConvGeom conv_geom(const Model *m, const Node *n, int N) {
+// Convolution geometry of conv node n for a batch of N, on at most `threads` threads.
+static ConvGeom conv_geom(const Model *m, const Node *n, int N, int threads) {
     Shape in = in_shape(m, n);
-    return (ConvGeom){N, in.c, in.h, in.w, n->out_features, n->kernel, n->stride, n->padding, n->groups, n->out.h,
-                      n->out.w};
+    return (ConvGeom){N,        in.c,     in.h,       in.w,      n->out_features, n->kernel, n->stride,
+                      n->padding, n->groups, n->out.h, n->out.w, threads};
 }
 
 // Pooling geometry of pool node n for a batch of N.
@@ -50,7 +50,7 @@ void ws_init(Workspace *ws, const Model *m, int batch, int n_threads) {
         const Node *n = &m->nodes[i];
         total += 2 * (size_t)batch * shape_numel(n->out) + aux_len(n, batch);
         if (n->op == OP_CONV2D) {
-            ConvGeom g = conv_geom(m, n, batch);
+            ConvGeom g = conv_geom(m, n, batch, 1);
             size_t c = conv2d_col_len(&g);
             if (c > col) col = c;
             if (n->w_len + (size_t)n->out_features > wsc) wsc = n->w_len + (size_t)n->out_features;
@@ -103,7 +103,7 @@ static void node_forward(Model *m, Workspace *ws, int i, int N, Mode mode, Rng *
     case OP_INPUT:
         break;
     case OP_CONV2D: {
-        ConvGeom g = conv_geom(m, n, N);
+        ConvGeom g = conv_geom(m, n, N, ws->n_threads);
         conv2d_forward(&g, x, w, b, y, ws->col, ws->col_stride);
         break;
     }
@@ -181,7 +181,7 @@ static void node_backward(const Model *m, Workspace *ws, int i, int N, float *g,
     size_t out_len = (size_t)N * shape_numel(n->out);
     switch (n->op) {
     case OP_CONV2D: {
-        ConvGeom geo = conv_geom(m, n, N);
+        ConvGeom geo = conv_geom(m, n, N, ws->n_threads);
         conv2d_backward(&geo, x, w, dy, dx, dw, db, ws->col, ws->col_stride, ws->wscratch, ws->wscratch_stride);
         break;
     }

@@ -13,6 +13,7 @@ typedef struct {
     int N, C, H, W;   // input (N, C, H, W)
     int O, k, stride, pad, groups;
     int Ho, Wo;       // output (N, O, Ho, Wo)
+    int threads;      // scratch slots: the kernels use at most this many threads (0: all OpenMP threads)
 } ConvGeom;
 
 // Scratch floats one thread needs for im2col of one sample: (C/groups * k * k) * (Ho * Wo).

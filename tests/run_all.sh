@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs every cmocka test binary given, then every tests/cli_*.sh; prints one summary line
 # "N passed, M failed" (counting test cases) and exits non-zero on any failure.
+# OpenMP threads sleep rather than spin while waiting, so a loaded machine does not stall the suite.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 passed=0; failed=0; failed_units=""
 for t in "$@"; do
   out=$("$t" 2>&1); rc=$?

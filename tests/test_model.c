@@ -11,7 +11,8 @@
 
 #define N_THREADS 2
 #define GC_BATCH 4          // samples per gradient-check batch
-#define GC_STEP 1e-2f       // central-difference step on one coordinate
+#define GC_STEP 1e-2f       // central-difference step on one coordinate (retried at 1/2, 1/4)
+#define GC_TRIES 3          // steps tried per coordinate before it counts as a failure
 #define GC_REL 2e-2         // per-coordinate tolerance: |fd - an| <= GC_REL * max(|an|, scale)
 #define GC_SCALE_FRAC 0.05  // scale = GC_SCALE_FRAC * rms of the whole analytic gradient vector
 #define GC_MIN_PASS 0.98    // fraction of coordinates that must pass
@@ -190,37 +191,53 @@ static double smooth_loss(const GcCase *gc, int *flips) {
     return l - kink_effect(gc->kinks, gc->m, gc->ws, gc->N, flips);
 }
 
+// Kink-corrected central difference of the loss in coordinate i of array a, step h; a[i] is
+// restored exactly. Adds the units that changed side to *flips.
+static double fd_at(const GcCase *gc, float *a, size_t i, float h, int *flips) {
+    float a0 = a[i], ap = a0 + h, am = a0 - h;
+    a[i] = ap;
+    double lp = smooth_loss(gc, flips);
+    a[i] = am;
+    double lm = smooth_loss(gc, flips);
+    a[i] = a0;
+    return (lp - lm) / ((double)ap - (double)am);
+}
+
 // Compares the analytic gradient an (len) of array a (the parameters or the input) at the
-// coordinates idx[0..n) with kink-corrected central differences of the loss. Prints a summary
-// under label; returns the fraction of coordinates within the per-coordinate tolerance.
+// coordinates idx[0..n) with kink-corrected central differences of the loss. A coordinate
+// outside the tolerance at GC_STEP is retried at half and a quarter of the step (what is left of
+// the kinks at second order, and float32 rounding, change with the step; a wrong gradient does
+// not). Prints a summary under label; returns the fraction of coordinates that pass.
 static double fd_compare(const GcCase *gc, const char *label, float *a, const float *an, size_t len,
                          const size_t *idx, size_t n) {
     double scale = GC_SCALE_FRAC * rms(an, len), worst = 0.0;
     float *fd = hp_malloc(n * sizeof(float)), *sel = hp_malloc(n * sizeof(float));
-    size_t pass = 0, kinked = 0;
+    size_t pass = 0, retried = 0, kinked = 0;
     int flips = 0;
     for (size_t j = 0; j < n; j++) {
         size_t i = idx[j];
-        int f = 0;
-        float a0 = a[i], ap = a0 + GC_STEP, am = a0 - GC_STEP;
-        a[i] = ap;
-        double lp = smooth_loss(gc, &f);
-        a[i] = am;
-        double lm = smooth_loss(gc, &f);
-        a[i] = a0;
-        fd[j] = (float)((lp - lm) / ((double)ap - (double)am));
+        double bound = GC_REL * fmax(fabs(an[i]), scale), dev = INFINITY;
+        float h = GC_STEP;
+        for (int t = 0; t < GC_TRIES && dev > bound; t++, h *= 0.5f) {
+            int f = 0;
+            double d = fd_at(gc, a, i, h, &f);
+            if (t == 0) {
+                fd[j] = (float)d;
+                kinked += f > 0;
+                flips += f;
+            }
+            retried += t == 1;
+            dev = fmin(dev, fabs(d - an[i]));
+        }
         sel[j] = an[i];
-        double bound = GC_REL * fmax(fabs(an[i]), scale), dev = fabs(fd[j] - an[i]);
         pass += dev <= bound;
         worst = fmax(worst, dev / bound);
-        kinked += f > 0;
-        flips += f;
     }
     double frac = (double)pass / (double)n;
     fprintf(stderr,
-            "  %-6s %3zu coords: %5.1f%% within tol (worst dev/tol %.2f), vector rel err %.1e;"
-            " %zu steps crossed kinks (%d units)\n",
-            label, n, 100.0 * frac, worst, tu_rel_err(sel, fd, n), kinked, flips);
+            "  %-6s %3zu coords: %5.1f%% pass (%zu after a smaller step; worst dev/tol %.2f), vector rel err at"
+            " step %.0e %.1e, %zu steps crossed kinks (%d units)\n",
+            label, n, 100.0 * frac, retried, worst, (double)GC_STEP, tu_rel_err(sel, fd, n), kinked, flips);
     free(fd);
     free(sel);
     return frac;
@@ -478,7 +495,8 @@ static void test_backward_accumulates(void **state) {
     Workspace ws;
     ws_init(&ws, &m, 3, N_THREADS);
     size_t nx = 3 * shape_numel(m.input);
-    float *x = hp_malloc(nx * sizeof(float)), *dx1 = hp_malloc(nx * sizeof(float)), *dx2 = hp_malloc(nx * sizeof(float));
+    float *x = hp_malloc(nx * sizeof(float)), *dx1 = hp_malloc(nx * sizeof(float));
+    float *dx2 = hp_malloc(nx * sizeof(float));
     tu_fill_uniform(x, nx, -1, 1, &rng);
     const int labels[3] = {0, 2, 1};
     float dz[9];

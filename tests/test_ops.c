@@ -109,7 +109,8 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
                        bool bias, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed, 1);
-    ConvGeom g = {N, C, H, W, O, k, stride, pad, groups, (H + 2 * pad - k) / stride + 1, (W + 2 * pad - k) / stride + 1};
+    ConvGeom g = {N, C, H, W, O, k, stride, pad, groups, (H + 2 * pad - k) / stride + 1,
+                  (W + 2 * pad - k) / stride + 1, N_THREADS};
     size_t nx = (size_t)N * C * H * W, nw = (size_t)O * (C / groups) * k * k, ny = (size_t)N * O * g.Ho * g.Wo;
     ConvCtx c = {.g = g, .col_len = conv2d_col_len(&g)};
     c.x = rand_buf(nx, -1, 1, &rng);  // one statement each: the draws from rng stay in order
