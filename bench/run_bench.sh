@@ -81,6 +81,18 @@ for arch in $ARCHS; do
     }'
 done
 echo
+# The spread over the timed blocks (min..max img/s): a wide one means a noisy machine.
+for arch in $ARCHS; do
+  line="spread $arch:"
+  for f in "hprune:$tmp/hprune.jsonl" "torch:$tmp/torch.jsonl"; do
+    name=${f%%:*} file=${f#*:}
+    for what in train infer; do
+      lo=$(field "$file" "$arch" "${what}_img_s_min") hi=$(field "$file" "$arch" "${what}_img_s_max")
+      [ -n "$lo" ] && line="$line $name $what $(printf '%.0f..%.0f' "$lo" "$hi"),"
+    done
+  done
+  echo "${line%,}"
+done
 if [ "$have_torch" = yes ]; then
   tv=$("$TORCH_PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)
   echo "ratio = hprune / PyTorch $tv (higher is faster for hprune)"

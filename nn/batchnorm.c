@@ -1,8 +1,44 @@
 // batchnorm.c: BatchNorm2d with batch statistics (train mode, samples coupled) and with
-// running statistics (eval mode, samples independent). Parallel over channels.
+// running statistics (eval mode, samples independent). Parallel over channels; each plane's
+// sums are taken in float by vector lanes and added up across planes in double.
 #include <math.h>
 
 #include "ops.h"
+
+// Sum of p[0..n).
+static inline float plane_sum(const float *p, int n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += p[i];
+    return s;
+}
+
+// Sum of (p[i] - mu)^2 over [0, n).
+static inline float plane_sqdev(const float *p, int n, float mu) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += (p[i] - mu) * (p[i] - mu);
+    return s;
+}
+
+// Sum of a[i] * b[i] over [0, n).
+static inline float plane_dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+// Writes xhat = (x - mu) * is and y = gamma * xhat + beta over one plane of n values.
+static inline void plane_normalise(const float *x, int n, float mu, float is, float gamma, float beta, float *xhat,
+                                   float *y) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) {
+        float h = (x[i] - mu) * is;
+        xhat[i] = h;
+        y[i] = gamma * h + beta;
+    }
+}
 
 void batchnorm_forward_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float eps,
                              float momentum, bool update, float *running_mean, float *running_var, float *y,
@@ -11,33 +47,20 @@ void batchnorm_forward_train(int N, int C, int HW, const float *x, const float *
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         double sum = 0.0, sq = 0.0;
-        for (int n = 0; n < N; n++) {
-            const float *xc = x + ((size_t)n * C + c) * HW;
-            for (int p = 0; p < HW; p++) sum += xc[p];
-        }
-        double mu = sum / M;
-        for (int n = 0; n < N; n++) {
-            const float *xc = x + ((size_t)n * C + c) * HW;
-            for (int p = 0; p < HW; p++) {
-                double d = xc[p] - mu;
-                sq += d * d;
-            }
-        }
+        for (int n = 0; n < N; n++) sum += plane_sum(x + ((size_t)n * C + c) * HW, HW);
+        float mu = (float)(sum / M);
+        for (int n = 0; n < N; n++) sq += plane_sqdev(x + ((size_t)n * C + c) * HW, HW, mu);
         double var = sq / M;  // biased: what normalisation uses
         float is = (float)(1.0 / sqrt(var + eps));
-        mean[c] = (float)mu;
+        mean[c] = mu;
         invstd[c] = is;
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
-            for (int p = 0; p < HW; p++) {
-                float h = (x[off + p] - (float)mu) * is;
-                xhat[off + p] = h;
-                y[off + p] = gamma[c] * h + beta[c];
-            }
+            plane_normalise(x + off, HW, mu, is, gamma[c], beta[c], xhat + off, y + off);
         }
         if (update) {
             double unbiased = M > 1 ? sq / (M - 1) : var;
-            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * (float)mu;
+            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mu;
             running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
         }
     }
@@ -51,12 +74,7 @@ void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *g
     for (int n = 0; n < N; n++) {
         for (int c = 0; c < C; c++) {
             size_t off = ((size_t)n * C + c) * HW;
-            float mu = running_mean[c], is = invstd[c], g = gamma[c], b = beta[c];
-            for (int p = 0; p < HW; p++) {
-                float h = (x[off + p] - mu) * is;
-                xhat[off + p] = h;
-                y[off + p] = g * h + b;
-            }
+            plane_normalise(x + off, HW, running_mean[c], invstd[c], gamma[c], beta[c], xhat + off, y + off);
         }
     }
 }
@@ -69,10 +87,8 @@ void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy,
         double sdy = 0.0, sdyx = 0.0;
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
-            for (int p = 0; p < HW; p++) {
-                sdy += dy[off + p];
-                sdyx += (double)dy[off + p] * xhat[off + p];
-            }
+            sdy += plane_sum(dy + off, HW);
+            sdyx += plane_dot(dy + off, xhat + off, HW);
         }
         dgamma[c] += (float)sdyx;
         dbeta[c] += (float)sdy;
@@ -83,7 +99,10 @@ void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy,
         float mdyx = batch_stats ? (float)(sdyx / M) : 0.0f;
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
-            for (int p = 0; p < HW; p++) dx[off + p] += scale * (dy[off + p] - mdy - xhat[off + p] * mdyx);
+            const float *dyp = dy + off, *hp = xhat + off;
+            float *dxp = dx + off;
+#pragma omp simd
+            for (int p = 0; p < HW; p++) dxp[p] += scale * (dyp[p] - mdy - hp[p] * mdyx);
         }
     }
 }

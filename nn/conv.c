@@ -7,78 +7,82 @@
 
 #include "ops.h"
 
+// Padded plane of one input channel: (H + 2 pad) x (W + 2 pad).
+static size_t padded_len(const ConvGeom *g) { return (size_t)(g->H + 2 * g->pad) * (size_t)(g->W + 2 * g->pad); }
+
 size_t conv2d_col_len(const ConvGeom *g) {
-    return (size_t)(g->C / g->groups) * (size_t)g->k * (size_t)g->k * (size_t)g->Ho * (size_t)g->Wo;
+    // the unfolded columns, then one zero-padded input plane
+    return (size_t)(g->C / g->groups) * (size_t)g->k * (size_t)g->k * (size_t)g->Ho * (size_t)g->Wo + padded_len(g);
 }
 
 // True when the convolution reads its input as is (1x1, stride 1, no padding): no im2col needed.
 static bool is_pointwise(const ConvGeom *g) { return g->k == 1 && g->stride == 1 && g->pad == 0; }
 
-// Range [lo, hi) of output positions o whose input position o*s - pad + kk lies in [0, n).
-static void valid_range(int n_out, int n_in, int s, int pad, int kk, int *lo, int *hi) {
-    int first = pad - kk;  // o*s >= pad - kk
-    int l = first <= 0 ? 0 : (first + s - 1) / s;
-    int last = n_in - 1 + pad - kk;  // o*s <= n_in - 1 + pad - kk
-    int h = last < 0 ? 0 : last / s + 1;
-    *lo = l < n_out ? l : n_out;
-    *hi = h < n_out ? h : n_out;
-    if (*hi < *lo) *hi = *lo;
+// Copies plane xc (H, W) into the middle of pad_buf (H + 2 pad, W + 2 pad), zeroing the border.
+static void pad_plane(const ConvGeom *g, const float *xc, float *pad_buf) {
+    const int H = g->H, W = g->W, p = g->pad, Wp = W + 2 * p;
+    memset(pad_buf, 0, (size_t)p * Wp * sizeof(float));
+    for (int h = 0; h < H; h++) {
+        float *dst = pad_buf + (size_t)(h + p) * Wp;
+        for (int j = 0; j < p; j++) dst[j] = dst[p + W + j] = 0.0f;
+        const float *src = xc + (size_t)h * W;
+#pragma omp simd
+        for (int w = 0; w < W; w++) dst[p + w] = src[w];
+    }
+    memset(pad_buf + (size_t)(H + p) * Wp, 0, (size_t)p * Wp * sizeof(float));
 }
 
-// Unfolds channels [c0, c0 + Cg) of one sample x (C, H, W) into col (Cg*k*k, Ho*Wo).
-static void im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col) {
-    const int k = g->k, s = g->stride, pad = g->pad, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
+// Unfolds channels [c0, c0 + Cg) of one sample x (C, H, W) into col (Cg*k*k, Ho*Wo), going
+// through a zero-padded copy of each channel (pad_buf) so that every copy is branch-free.
+static void im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col, float *pad_buf) {
+    const int k = g->k, s = g->stride, Ho = g->Ho, Wo = g->Wo, Wp = g->W + 2 * g->pad;
     for (int c = 0; c < Cg; c++) {
-        const float *xc = x + (size_t)(c0 + c) * H * W;
+        pad_plane(g, x + (size_t)(c0 + c) * g->H * g->W, pad_buf);
         for (int ki = 0; ki < k; ki++) {
-            int oh_lo, oh_hi;
-            valid_range(Ho, H, s, pad, ki, &oh_lo, &oh_hi);
             for (int kj = 0; kj < k; kj++) {
                 float *row = col + ((size_t)(c * k + ki) * k + kj) * Ho * Wo;
-                int ow_lo, ow_hi;
-                valid_range(Wo, W, s, pad, kj, &ow_lo, &ow_hi);
-                memset(row, 0, (size_t)oh_lo * Wo * sizeof(float));
-                for (int oh = oh_lo; oh < oh_hi; oh++) {
+                for (int oh = 0; oh < Ho; oh++) {
+                    const float *src = pad_buf + (size_t)(oh * s + ki) * Wp + kj;
                     float *dst = row + (size_t)oh * Wo;
-                    const float *src = xc + (size_t)(oh * s - pad + ki) * W + (kj - pad);
-                    for (int ow = 0; ow < ow_lo; ow++) dst[ow] = 0.0f;
                     if (s == 1) {
 #pragma omp simd
-                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow] = src[ow];
+                        for (int ow = 0; ow < Wo; ow++) dst[ow] = src[ow];
                     } else {
-                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow] = src[ow * s];
+                        for (int ow = 0; ow < Wo; ow++) dst[ow] = src[ow * s];
                     }
-                    for (int ow = ow_hi; ow < Wo; ow++) dst[ow] = 0.0f;
                 }
-                memset(row + (size_t)oh_hi * Wo, 0, (size_t)(Ho - oh_hi) * Wo * sizeof(float));
             }
         }
     }
 }
 
-// Folds col (Cg*k*k, Ho*Wo) back onto channels [c0, c0 + Cg) of dx (C, H, W), accumulating.
-static void col2im_acc(const ConvGeom *g, const float *col, int c0, int Cg, float *dx) {
-    const int k = g->k, s = g->stride, pad = g->pad, H = g->H, W = g->W, Ho = g->Ho, Wo = g->Wo;
+// Folds col (Cg*k*k, Ho*Wo) back onto channels [c0, c0 + Cg) of dx (C, H, W), accumulating,
+// through a zero-padded plane (pad_buf) whose interior is then added to dx.
+static void col2im_acc(const ConvGeom *g, const float *col, int c0, int Cg, float *dx, float *pad_buf) {
+    const int k = g->k, s = g->stride, Ho = g->Ho, Wo = g->Wo, H = g->H, W = g->W, p = g->pad, Wp = W + 2 * p;
     for (int c = 0; c < Cg; c++) {
-        float *dxc = dx + (size_t)(c0 + c) * H * W;
+        memset(pad_buf, 0, padded_len(g) * sizeof(float));
         for (int ki = 0; ki < k; ki++) {
-            int oh_lo, oh_hi;
-            valid_range(Ho, H, s, pad, ki, &oh_lo, &oh_hi);
             for (int kj = 0; kj < k; kj++) {
                 const float *row = col + ((size_t)(c * k + ki) * k + kj) * Ho * Wo;
-                int ow_lo, ow_hi;
-                valid_range(Wo, W, s, pad, kj, &ow_lo, &ow_hi);
-                for (int oh = oh_lo; oh < oh_hi; oh++) {
+                for (int oh = 0; oh < Ho; oh++) {
+                    float *dst = pad_buf + (size_t)(oh * s + ki) * Wp + kj;
                     const float *src = row + (size_t)oh * Wo;
-                    float *dst = dxc + (size_t)(oh * s - pad + ki) * W + (kj - pad);
                     if (s == 1) {
 #pragma omp simd
-                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow] += src[ow];
+                        for (int ow = 0; ow < Wo; ow++) dst[ow] += src[ow];
                     } else {
-                        for (int ow = ow_lo; ow < ow_hi; ow++) dst[ow * s] += src[ow];
+                        for (int ow = 0; ow < Wo; ow++) dst[ow * s] += src[ow];
                     }
                 }
             }
+        }
+        float *dxc = dx + (size_t)(c0 + c) * H * W;
+        for (int h = 0; h < H; h++) {
+            const float *src = pad_buf + (size_t)(h + p) * Wp + p;
+            float *dst = dxc + (size_t)h * W;
+#pragma omp simd
+            for (int w = 0; w < W; w++) dst[w] += src[w];
         }
     }
 }
@@ -93,12 +97,13 @@ void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const flo
 #pragma omp parallel for schedule(static) num_threads(slots(g))
     for (int n = 0; n < g->N; n++) {
         float *my_col = col + (size_t)omp_get_thread_num() * col_stride;
+        float *my_pad = my_col + (conv2d_col_len(g) - padded_len(g));
         const float *xn = x + (size_t)n * in_len;
         float *yn = y + (size_t)n * out_len;
         for (int gi = 0; gi < G; gi++) {
             const float *src = xn + (size_t)gi * Cg * g->H * g->W;
             if (!is_pointwise(g)) {
-                im2col(g, xn, gi * Cg, Cg, my_col);
+                im2col(g, xn, gi * Cg, Cg, my_col, my_pad);
                 src = my_col;
             }
             // y_g (Og, P) = w_g (Og, Kg) @ col (Kg, P)
@@ -126,6 +131,7 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
 #pragma omp single
         n_threads = omp_get_num_threads();
         float *my_col = col + (size_t)t * col_stride;
+        float *my_pad = my_col + (conv2d_col_len(g) - padded_len(g));
         float *my_dw = wscratch + (size_t)t * ws_stride;  // (O, Kg) then db (O)
         float *my_db = my_dw + w_len;
         memset(my_dw, 0, (w_len + (size_t)g->O) * sizeof(float));
@@ -138,7 +144,7 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
                 const float *wg = w + (size_t)gi * Og * Kg;
                 const float *src = xn + (size_t)gi * Cg * g->H * g->W;
                 if (!is_pointwise(g)) {
-                    im2col(g, xn, gi * Cg, Cg, my_col);
+                    im2col(g, xn, gi * Cg, Cg, my_col, my_pad);
                     src = my_col;
                 }
                 // dw_g (Og, Kg) += dy_g (Og, P) @ col^T (P, Kg)
@@ -154,7 +160,7 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
                     // dcol (Kg, P) = w_g^T @ dy_g, folded back onto dx
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, P, Og, 1.0f, wg, Kg, dyg, P, 0.0f,
                                 my_col, P);
-                    col2im_acc(g, my_col, gi * Cg, Cg, dxn);
+                    col2im_acc(g, my_col, gi * Cg, Cg, dxn, my_pad);
                 }
             }
             if (db) {

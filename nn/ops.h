@@ -16,7 +16,8 @@ typedef struct {
     int threads;      // scratch slots: the kernels use at most this many threads (0: all OpenMP threads)
 } ConvGeom;
 
-// Scratch floats one thread needs for im2col of one sample: (C/groups * k * k) * (Ho * Wo).
+// Scratch floats one thread needs for im2col of one sample: (C/groups * k * k) * (Ho * Wo)
+// columns plus one zero-padded input plane.
 size_t conv2d_col_len(const ConvGeom *g);
 
 // x is (N, C, H, W), w is (O, C/groups, k, k), b is (O) or NULL, y is (N, O, Ho, Wo).
