@@ -11,6 +11,11 @@ void relu_backward(size_t n, const float *x, const float *dy, float *dx) {
     for (size_t i = 0; i < n; i++) dx[i] += x[i] > 0.0f ? dy[i] : 0.0f;
 }
 
+void relu_rforward(size_t n, const float *x, const float *rx, float *ry) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) ry[i] = x[i] > 0.0f ? rx[i] : 0.0f;
+}
+
 void add_forward(size_t n, const float *a, const float *b, float *y) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];

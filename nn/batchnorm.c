@@ -90,8 +90,8 @@ void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy,
             sdy += plane_sum(dy + off, HW);
             sdyx += plane_dot(dy + off, xhat + off, HW);
         }
-        dgamma[c] += (float)sdyx;
-        dbeta[c] += (float)sdy;
+        if (dgamma) dgamma[c] += (float)sdyx;
+        if (dbeta) dbeta[c] += (float)sdy;
         if (!dx) continue;
         float scale = gamma[c] * invstd[c];
         // train mode: dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)); eval: gamma invstd dy
@@ -103,6 +103,81 @@ void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy,
             float *dxp = dx + off;
 #pragma omp simd
             for (int p = 0; p < HW; p++) dxp[p] += scale * (dyp[p] - mdy - hp[p] * mdyx);
+        }
+    }
+}
+
+// ---- R-operator (Pearlmutter) ----
+
+void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *xhat, const float *invstd,
+                        const float *gamma, const float *rx, const float *vgamma, const float *vbeta, float *ry,
+                        float *rxhat, float *rc) {
+    const double M = (double)N * HW;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        float s = invstd[c], mrx = 0.0f, cc = 0.0f;
+        if (batch_stats) {
+            // R{xhat} = s (R{x} - mean(R{x}) - xhat mean(xhat R{x}))
+            double srx = 0.0, sxr = 0.0;
+            for (int n = 0; n < N; n++) {
+                size_t off = ((size_t)n * C + c) * HW;
+                srx += plane_sum(rx + off, HW);
+                sxr += plane_dot(xhat + off, rx + off, HW);
+            }
+            mrx = (float)(srx / M);
+            cc = (float)(sxr / M);
+        }
+        rc[c] = cc;
+        float g = gamma[c], vg = vgamma[c], vb = vbeta[c];
+        for (int n = 0; n < N; n++) {
+            size_t off = ((size_t)n * C + c) * HW;
+            const float *r = rx + off, *h = xhat + off;
+            float *rh = rxhat + off, *out = ry + off;
+#pragma omp simd
+            for (int p = 0; p < HW; p++) {
+                float v = s * (r[p] - mrx - h[p] * cc);
+                rh[p] = v;
+                out[p] = g * v + vg * h[p] + vb;
+            }
+        }
+    }
+}
+
+void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy,
+                         const float *xhat, const float *rxhat, const float *gamma, const float *invstd,
+                         const float *rc, const float *vgamma, float *rdx, float *rdgamma, float *rdbeta) {
+    const double M = (double)N * HW;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        double sdy = 0.0, sdyx = 0.0, srdy = 0.0, sr = 0.0;  // sums of dy, dy xhat, R{dy}, R{dy xhat}
+        for (int n = 0; n < N; n++) {
+            size_t off = ((size_t)n * C + c) * HW;
+            sdy += plane_sum(dy + off, HW);
+            sdyx += plane_dot(dy + off, xhat + off, HW);
+            srdy += plane_sum(rdy + off, HW);
+            sr += plane_dot(rdy + off, xhat + off, HW) + plane_dot(dy + off, rxhat + off, HW);
+        }
+        rdgamma[c] += (float)sr;
+        rdbeta[c] += (float)srdy;
+        if (!rdx) continue;
+        float s = invstd[c], g = gamma[c] * s;
+        float a = 0.0f, b = 0.0f, ra = 0.0f, rb = 0.0f;
+        float rg = vgamma[c] * s;  // R{gamma s}; train mode adds gamma R{s} = -gamma s^2 c
+        if (batch_stats) {
+            a = (float)(sdy / M);
+            b = (float)(sdyx / M);
+            ra = (float)(srdy / M);
+            rb = (float)(sr / M);
+            rg -= gamma[c] * s * s * rc[c];
+        }
+        // R{dx} = R{g} (dy - a - xhat b) + g (R{dy} - R{a} - R{xhat} b - xhat R{b})
+        for (int n = 0; n < N; n++) {
+            size_t off = ((size_t)n * C + c) * HW;
+            const float *d = dy + off, *rd = rdy + off, *h = xhat + off, *rh = rxhat + off;
+            float *out = rdx + off;
+#pragma omp simd
+            for (int p = 0; p < HW; p++)
+                out[p] += rg * (d[p] - a - h[p] * b) + g * (rd[p] - ra - rh[p] * b - h[p] * rb);
         }
     }
 }

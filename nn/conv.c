@@ -90,8 +90,9 @@ static void col2im_acc(const ConvGeom *g, const float *col, int c0, int Cg, floa
 // Threads a kernel may use: one per scratch slot.
 static int slots(const ConvGeom *g) { return g->threads > 0 ? g->threads : omp_get_max_threads(); }
 
-void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
-                    size_t col_stride) {
+// y = conv(x, w) + b, or y += conv(x, w) + b when acc.
+static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
+                         size_t col_stride, bool acc) {
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * P;
 #pragma omp parallel for schedule(static) num_threads(slots(g))
@@ -108,7 +109,7 @@ void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const flo
             }
             // y_g (Og, P) = w_g (Og, Kg) @ col (Kg, P)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Og, P, Kg, 1.0f, w + (size_t)gi * Og * Kg, Kg,
-                        src, P, 0.0f, yn + (size_t)gi * Og * P, P);
+                        src, P, acc ? 1.0f : 0.0f, yn + (size_t)gi * Og * P, P);
         }
         if (b) {
             for (int o = 0; o < g->O; o++) {
@@ -117,6 +118,11 @@ void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const flo
             }
         }
     }
+}
+
+void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
+                    size_t col_stride) {
+    conv2d_apply(g, x, w, b, y, col, col_stride, false);
 }
 
 void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,
@@ -143,13 +149,15 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
                 const float *dyg = dyn + (size_t)gi * Og * P;
                 const float *wg = w + (size_t)gi * Og * Kg;
                 const float *src = xn + (size_t)gi * Cg * g->H * g->W;
-                if (!is_pointwise(g)) {
-                    im2col(g, xn, gi * Cg, Cg, my_col, my_pad);
-                    src = my_col;
+                if (dw) {
+                    if (!is_pointwise(g)) {
+                        im2col(g, xn, gi * Cg, Cg, my_col, my_pad);
+                        src = my_col;
+                    }
+                    // dw_g (Og, Kg) += dy_g (Og, P) @ col^T (P, Kg)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, Kg, P, 1.0f, dyg, P, src, P, 1.0f,
+                                my_dw + (size_t)gi * Og * Kg, Kg);
                 }
-                // dw_g (Og, Kg) += dy_g (Og, P) @ col^T (P, Kg)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, Kg, P, 1.0f, dyg, P, src, P, 1.0f,
-                            my_dw + (size_t)gi * Og * Kg, Kg);
                 if (!dx) continue;
                 float *dxn = dx + (size_t)n * in_len;
                 if (is_pointwise(g)) {
@@ -174,8 +182,8 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
         }
     }
     // Reduce the per-thread partial sums in a fixed order (deterministic for a thread count).
-#pragma omp parallel for schedule(static)
-    for (size_t j = 0; j < w_len; j++) {
+#pragma omp parallel for schedule(static) if (dw != NULL)
+    for (size_t j = 0; j < (dw ? w_len : 0); j++) {
         float s = 0.0f;
         for (int t = 0; t < n_threads; t++) s += wscratch[(size_t)t * ws_stride + j];
         dw[j] += s;
@@ -187,4 +195,28 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
             db[o] += s;
         }
     }
+}
+
+// ---- R-operator (Pearlmutter): directional derivatives along parameter direction V ----
+
+void conv2d_rforward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
+                     const float *vb, float *ry, float *col, size_t col_stride) {
+    // R{y} = conv(R{x}, w) + conv(x, V_w) + V_b
+    if (rx) {
+        conv2d_apply(g, rx, w, vb, ry, col, col_stride, false);
+        conv2d_apply(g, x, vw, NULL, ry, col, col_stride, true);
+    } else {
+        conv2d_apply(g, x, vw, vb, ry, col, col_stride, false);
+    }
+}
+
+void conv2d_rbackward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
+                      const float *dy, const float *rdy, float *rdx, float *rdw, float *rdb, float *col,
+                      size_t col_stride, float *wscratch, size_t ws_stride) {
+    // R{dx} = w^T * R{dy} + V_w^T * dy;  R{dw} = R{dy} (x) x + dy (x) R{x};  R{db} = sum R{dy}
+    conv2d_backward(g, x, w, rdy, rdx, rdw, rdb, col, col_stride, wscratch, ws_stride);
+    if (rx)
+        conv2d_backward(g, rx, vw, dy, rdx, rdw, NULL, col, col_stride, wscratch, ws_stride);
+    else if (rdx)
+        conv2d_backward(g, x, vw, dy, rdx, NULL, NULL, col, col_stride, wscratch, ws_stride);
 }

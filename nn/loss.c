@@ -29,3 +29,19 @@ float softmax_xent(const float *logits, const int *labels, int N, int K, float s
     if (correct) *correct = hits;
     return (float)(total / N);
 }
+
+void softmax_xent_rop(const float *logits, const float *rlogits, int N, int K, float *rdlogits) {
+    for (int n = 0; n < N; n++) {
+        const float *z = logits + (size_t)n * K, *rz = rlogits + (size_t)n * K;
+        double zmax = z[0], sum = 0.0, prz = 0.0;
+        for (int k = 1; k < K; k++)
+            if (z[k] > zmax) zmax = z[k];
+        for (int k = 0; k < K; k++) sum += exp((double)z[k] - zmax);
+        for (int k = 0; k < K; k++) prz += exp((double)z[k] - zmax) / sum * rz[k];
+        // (diag(p) - p p^T) R{z} / N
+        for (int k = 0; k < K; k++) {
+            double p = exp((double)z[k] - zmax) / sum;
+            rdlogits[(size_t)n * K + k] = (float)(p * (rz[k] - prz) / N);
+        }
+    }
+}

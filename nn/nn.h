@@ -159,6 +159,9 @@ typedef struct {
     size_t block_len;
     Mode last_mode;   // mode of the last forward pass
     int last_n;       // batch size of the last forward pass
+    // R-operator state (allocated by ws_enable_rop): R{act}, R{grad}, op R-state (bn: R{xhat}, rc)
+    float **ract, **rgrad, **raux;
+    float *rblock;
 } Workspace;
 
 // Sizes a workspace for batches of up to `batch` samples on `n_threads` threads.
@@ -174,6 +177,19 @@ const float *model_forward(Model *m, Workspace *ws, const float *x, int N, Mode 
 // NULL, writes the input gradient (N, C, H, W) there.
 void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *grad, float *dx);
 
+// ---- curvature products (Pearlmutter's R-operator) ----
+
+// Allocates the R-operator buffers of a workspace (once; later calls do nothing).
+void ws_enable_rop(Workspace *ws, const Model *m);
+// R-forward through the last forward pass along the parameter direction v (n_params floats):
+// fills R{act} for every node (R{input} = 0). Returns R{logits}, (N, n_classes).
+const float *model_rforward(const Model *m, Workspace *ws, const float *v);
+// Backward and R-backward together through the last forward and R-forward passes: dlogits
+// and rdlogits are (N, n_classes). Accumulates H v into hv and, if grad is not NULL, the
+// gradient into grad (n_params floats each, added to what is there).
+void model_rbackward(const Model *m, Workspace *ws, const float *v, const float *dlogits, const float *rdlogits,
+                     float *hv, float *grad);
+
 // ---- loss ----
 
 // Softmax cross-entropy, mean over the batch, with label smoothing s (target (1-s) on the
@@ -181,5 +197,9 @@ void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *
 // when not NULL. Returns the mean loss; *correct (if not NULL) gets the count of argmax hits.
 float softmax_xent(const float *logits, const int *labels, int N, int K, float smoothing,
                    float *dlogits, int *correct);
+
+// The loss Hessian with respect to the logits applied to R{z}: rdlogits (N, K) =
+// (diag(p) - p p^T) R{z} / N per sample, p = softmax(z). Label smoothing does not change it.
+void softmax_xent_rop(const float *logits, const float *rlogits, int N, int K, float *rdlogits);
 
 #endif

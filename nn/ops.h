@@ -24,11 +24,21 @@ size_t conv2d_col_len(const ConvGeom *g);
 // col: per-thread scratch, thread t uses col + t * col_stride.
 void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                     size_t col_stride);
-// dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ..., db (O) += ... (if not NULL),
+// dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ... (if not NULL), db (O) += ... (if not NULL),
 // dx (N, C, H, W) += ... (if not NULL). wscratch: per-thread partial sums, thread t uses
 // wscratch + t * ws_stride (ws_stride >= w_len + O).
 void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,
                      float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride);
+
+// R-operator along the parameter direction (vw, vb): R{y} (N, O, Ho, Wo) = conv(R{x}, w) +
+// conv(x, vw) + vb, where rx = R{x} may be NULL (known zero, as for the network input).
+void conv2d_rforward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
+                     const float *vb, float *ry, float *col, size_t col_stride);
+// R-backward: given dy and R{dy}, accumulates R{dx} (if not NULL), R{dw} and R{db} (if not NULL):
+// R{dx} = w^T * R{dy} + vw^T * dy, R{dw} = R{dy} (x) x + dy (x) R{x}, R{db} = sum R{dy}.
+void conv2d_rbackward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
+                      const float *dy, const float *rdy, float *rdx, float *rdw, float *rdb, float *col,
+                      size_t col_stride, float *wscratch, size_t ws_stride);
 
 // Batch normalisation over (N, C, HW) per channel. x, y, xhat are (N, C, HW); gamma, beta,
 // running_mean, running_var, mean, invstd are (C).
@@ -43,9 +53,21 @@ void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *g
                             const float *running_mean, const float *running_var, float *y, float *xhat,
                             float *invstd);
 // Backward for either mode (batch_stats selects the coupled train-mode formula). Accumulates
-// dgamma, dbeta (C) and dx (N, C, HW) if not NULL.
+// dgamma, dbeta (C) and dx (N, C, HW), each if not NULL.
 void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *xhat,
                         const float *gamma, const float *invstd, float *dx, float *dgamma, float *dbeta);
+
+// R-operator along (vgamma, vbeta) given R{x} (rx), from the forward's xhat and invstd.
+// batch_stats selects train mode (mean and variance depend on x). Writes R{y} and R{xhat}
+// (N, C, HW) and rc (C) = mean(xhat R{x}) per channel (0 in eval mode), for rbackward.
+void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *xhat, const float *invstd,
+                        const float *gamma, const float *rx, const float *vgamma, const float *vbeta, float *ry,
+                        float *rxhat, float *rc);
+// R-backward: from dy, R{dy} and the saved state, accumulates R{dx} (if not NULL),
+// R{dgamma} and R{dbeta} (C).
+void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy,
+                         const float *xhat, const float *rxhat, const float *gamma, const float *invstd,
+                         const float *rc, const float *vgamma, float *rdx, float *rdgamma, float *rdbeta);
 
 // Pooling geometry: input (N*C planes of H x W), window k, stride, pad, output Ho x Wo.
 typedef struct {
@@ -56,6 +78,8 @@ typedef struct {
 void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax);
 // dx (NC, H, W) += dy routed to the argmax positions.
 void maxpool_backward(const PoolGeom *g, const float *dy, const int *argmax, float *dx);
+// R{y} = R{x} at the argmax positions of the forward pass.
+void maxpool_rforward(const PoolGeom *g, const float *rx, const int *argmax, float *ry);
 // Average over each window, padding counted (PyTorch's count_include_pad=True).
 void avgpool_forward(const PoolGeom *g, const float *x, float *y);
 void avgpool_backward(const PoolGeom *g, const float *dy, float *dx);
@@ -65,13 +89,22 @@ void gap_backward(int NC, int HW, const float *dy, float *dx);
 
 // x is (N, Fin), w is (Fout, Fin), b is (Fout) or NULL, y is (N, Fout): y = x w^T + b.
 void linear_forward(int N, int Fin, int Fout, const float *x, const float *w, const float *b, float *y);
-// dw (Fout, Fin) += dy^T x; db (Fout) += sum_n dy; dx (N, Fin) += dy w (if not NULL).
+// dw (Fout, Fin) += dy^T x (if not NULL); db (Fout) += sum_n dy (if not NULL); dx (N, Fin) += dy w
+// (if not NULL).
 void linear_backward(int N, int Fin, int Fout, const float *x, const float *w, const float *dy, float *dx, float *dw,
                      float *db);
+// R{y} = R{x} w^T + x vw^T + vb; rx may be NULL (zero).
+void linear_rforward(int N, int Fin, int Fout, const float *x, const float *w, const float *rx, const float *vw,
+                     const float *vb, float *ry);
+// Accumulates R{dx} = R{dy} w + dy vw (if rdx), R{dw} = R{dy}^T x + dy^T R{x}, R{db} = sum R{dy}.
+void linear_rbackward(int N, int Fin, int Fout, const float *x, const float *w, const float *rx, const float *vw,
+                      const float *dy, const float *rdy, float *rdx, float *rdw, float *rdb);
 
 // y = max(x, 0) over n elements; dx += dy where x > 0.
 void relu_forward(size_t n, const float *x, float *y);
 void relu_backward(size_t n, const float *x, const float *dy, float *dx);
+// R{y} = R{x} where x > 0 (the second derivative of ReLU is zero almost everywhere).
+void relu_rforward(size_t n, const float *x, const float *rx, float *ry);
 // y = a + b; da += dy and db += dy.
 void add_forward(size_t n, const float *a, const float *b, float *y);
 void add_backward(size_t n, const float *dy, float *da, float *db);

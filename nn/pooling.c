@@ -46,6 +46,18 @@ void maxpool_backward(const PoolGeom *g, const float *dy, const int *argmax, flo
     }
 }
 
+void maxpool_rforward(const PoolGeom *g, const float *rx, const int *argmax, float *ry) {
+    const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < g->NC; pl++) {
+        const float *rxp = rx + (size_t)pl * in_plane;
+        for (size_t o = 0; o < out_plane; o++) {
+            size_t i = (size_t)pl * out_plane + o;
+            ry[i] = rxp[argmax[i]];
+        }
+    }
+}
+
 void avgpool_forward(const PoolGeom *g, const float *x, float *y) {
     const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
     const float inv = 1.0f / (float)(g->k * g->k);

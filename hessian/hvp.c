@@ -1,0 +1,129 @@
+// hvp.c: Hessian and Gauss-Newton products over batches (each batch's mean-loss product
+// weighted by its share of the samples), the loss and gradient, per-sample gradients.
+#include <stdlib.h>
+#include <string.h>
+
+#include "hvp.h"
+
+int curv_init(Curvature *c, Model *m, const Dataset *d, const int *idx, int n, int batch, Mode mode, CurvKind kind,
+              HpErr *err) {
+    memset(c, 0, sizeof *c);
+    if (n < 1) return hp_fail(err, "no samples for the curvature (n = %d)", n);
+    if (batch < 1) return hp_fail(err, "batch size %d must be >= 1", batch);
+    if (mode == MODE_TRAIN) return hp_fail(err, "curvature needs MODE_EVAL or MODE_BATCHSTATS, not MODE_TRAIN");
+    if (d->c != m->input.c || d->h != m->input.h || d->w != m->input.w)
+        return hp_fail(err, "model takes %dx%dx%d inputs, data has %dx%dx%d", m->input.c, m->input.h, m->input.w, d->c,
+                       d->h, d->w);
+    for (int i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= d->n) return hp_fail(err, "sample index %d out of range (%d images)", idx[i], d->n);
+    if (batch > n) batch = n;
+    c->m = m;
+    c->d = d;
+    c->n = n;
+    c->batch = batch;
+    c->mode = mode;
+    c->kind = kind;
+    c->idx = hp_malloc((size_t)n * sizeof(int));
+    memcpy(c->idx, idx, (size_t)n * sizeof(int));
+    ws_init(&c->ws, m, batch, 0);
+    ws_enable_rop(&c->ws, m);
+    c->x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
+    c->y = hp_malloc((size_t)batch * sizeof(int));
+    c->dlogits = hp_malloc((size_t)batch * m->n_classes * sizeof(float));
+    c->rdlogits = hp_malloc((size_t)batch * m->n_classes * sizeof(float));
+    c->part = hp_malloc(m->n_params * sizeof(float));
+    c->cached_batch = -1;
+    return 0;
+}
+
+void curv_free(Curvature *c) {
+    ws_free(&c->ws);
+    free(c->idx);
+    free(c->x);
+    free(c->y);
+    free(c->dlogits);
+    free(c->rdlogits);
+    free(c->part);
+    memset(c, 0, sizeof *c);
+}
+
+// Number of batches the samples split into.
+static int n_batches(const Curvature *c) { return (c->n + c->batch - 1) / c->batch; }
+
+// Runs the forward pass of batch b (unless it is still in the workspace) and the loss
+// gradient dlogits; returns the batch's size and its mean loss in *loss.
+static int forward_batch(Curvature *c, int b, float *loss) {
+    int start = b * c->batch, count = c->n - start < c->batch ? c->n - start : c->batch;
+    Model *m = c->m;
+    if (c->cached_batch != b) {
+        data_batch(c->d, c->idx + start, count, m->norm_mean, m->norm_std, NULL, NULL, c->x, c->y);
+        model_forward(m, &c->ws, c->x, count, c->mode, NULL);
+        c->cached_batch = b;
+    }
+    const float *logits = c->ws.act[m->n_nodes - 1];
+    float l = softmax_xent(logits, c->y, count, m->n_classes, 0.0f, c->dlogits, NULL);
+    if (loss) *loss = l;
+    return count;
+}
+
+int curv_apply(void *ctx, const float *v, float *out, HpErr *err) {
+    (void)err;
+    Curvature *c = ctx;
+    const Model *m = c->m;
+    memset(out, 0, m->n_params * sizeof(float));
+    for (int b = 0; b < n_batches(c); b++) {
+        int count = forward_batch(c, b, NULL);
+        const float *rlogits = model_rforward(m, &c->ws, v);
+        softmax_xent_rop(c->ws.act[m->n_nodes - 1], rlogits, count, m->n_classes, c->rdlogits);
+        memset(c->part, 0, m->n_params * sizeof(float));
+        if (c->kind == CURV_HESSIAN)
+            model_rbackward(m, &c->ws, v, c->dlogits, c->rdlogits, c->part, NULL);
+        else
+            model_backward(m, &c->ws, c->rdlogits, c->part, NULL);  // J^T H_loss J v
+        float share = (float)count / (float)c->n;
+#pragma omp parallel for simd schedule(static)
+        for (size_t j = 0; j < m->n_params; j++) out[j] += share * c->part[j];
+    }
+    return 0;
+}
+
+LinOp curv_linop(Curvature *c) { return (LinOp){.n = c->m->n_params, .apply = curv_apply, .ctx = c}; }
+
+float curv_loss_grad(Curvature *c, float *grad) {
+    const Model *m = c->m;
+    double total = 0.0;
+    if (grad) memset(grad, 0, m->n_params * sizeof(float));
+    c->cached_batch = -1;  // the parameters may have moved since the last pass
+    for (int b = 0; b < n_batches(c); b++) {
+        float loss;
+        int count = forward_batch(c, b, &loss);
+        total += (double)loss * count;
+        if (!grad) continue;
+        memset(c->part, 0, m->n_params * sizeof(float));
+        model_backward(m, &c->ws, c->dlogits, c->part, NULL);
+        float share = (float)count / (float)c->n;
+        for (size_t j = 0; j < m->n_params; j++) grad[j] += share * c->part[j];
+    }
+    c->cached_batch = -1;
+    return (float)(total / c->n);
+}
+
+void curv_sample_grads(Curvature *c, float *out) {
+    Model *m = c->m;
+    Workspace one;
+    ws_init(&one, m, 1, 0);
+    float *xs = hp_malloc(shape_numel(m->input) * sizeof(float)), *dl = hp_malloc((size_t)m->n_classes * sizeof(float));
+    int y;
+    for (int s = 0; s < c->n; s++) {
+        data_batch(c->d, c->idx + s, 1, m->norm_mean, m->norm_std, NULL, NULL, xs, &y);
+        const float *logits = model_forward(m, &one, xs, 1, MODE_EVAL, NULL);
+        softmax_xent(logits, &y, 1, m->n_classes, 0.0f, dl, NULL);
+        float *row = out + (size_t)s * m->n_params;
+        memset(row, 0, m->n_params * sizeof(float));
+        model_backward(m, &one, dl, row, NULL);
+    }
+    free(xs);
+    free(dl);
+    ws_free(&one);
+    c->cached_batch = -1;
+}
