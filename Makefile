@@ -42,7 +42,9 @@ deps:
 	  fi; \
 	fi
 
-hprune: $(BUILD)/hprune.o $(BUILD)/libhprune.a
+CLI_OBJ = $(BUILD)/hprune.o $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
+
+hprune: $(CLI_OBJ) $(BUILD)/libhprune.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libhprune.a: $(LIB_OBJ)
@@ -96,4 +98,4 @@ uninstall:
 clean:
 	rm -rf build build-san hprune
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/hprune.d
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

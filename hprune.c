@@ -13,84 +13,12 @@
 
 #include <cjson/cJSON.h>
 
+#include "cli/cli.h"
 #include "formats/config.h"
 #include "formats/formats.h"
 #include "nn/data.h"
 #include "nn/nn.h"
 #include "nn/train.h"
-
-#define HPRUNE_VERSION "0.1.0"
-#define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
-
-enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
-
-// Prints "hprune: error: <msg>" and exits with status 1.
-static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-static void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("hprune: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(EXIT_RUNTIME);
-}
-
-// Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.
-static void usage_error(const char *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-static void usage_error(const char *cmd, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "hprune %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nTry 'hprune %s --help'.\n", cmd);
-    va_end(ap);
-    exit(EXIT_USAGE);
-}
-
-// Parses a whole decimal integer in [lo, hi] for option opt, or exits with a usage error.
-static long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        usage_error(cmd, "%s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
-    return v;
-}
-
-// Exits with a usage error naming the option getopt_long just rejected with '?'. A long option
-// is the whole argument it consumed (argv[optind - 1]); a short one is optopt and may sit in a
-// group such as -jZ, where argv[optind - 1] is some earlier argument.
-static void bad_option(const char *cmd, char **argv, const struct option *opts) __attribute__((noreturn));
-static void bad_option(const char *cmd, char **argv, const struct option *opts) {
-    const char *arg = argv[optind - 1];
-    size_t len = strcspn(arg, "=");  // "--name" of "--name=value"
-    bool is_long = optopt == 0;      // unknown or ambiguous long option
-    for (const struct option *o = opts; !is_long && o->name; o++)  // a known (abbreviated) one given a value
-        is_long = o->val == optopt && len > 2 && strncmp(arg, "--", 2) == 0 && strncmp(arg + 2, o->name, len - 2) == 0;
-    if (!is_long) usage_error(cmd, "unknown option '-%c'", optopt);
-    if (optopt) usage_error(cmd, "option '%.*s' takes no value", (int)len, arg);
-    usage_error(cmd, "unknown option '%s'", arg);
-}
-
-// Seconds on a monotonic clock.
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-// Formats a duration as "1h02m", "3m05s" or "12s".
-static const char *fmt_duration(double s, char *buf, size_t cap) {
-    long t = s < 0 || !isfinite(s) ? 0 : (long)(s + 0.5);
-    if (t >= 3600)
-        snprintf(buf, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
-    else if (t >= 60)
-        snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
-    else
-        snprintf(buf, cap, "%lds", t);
-    return buf;
-}
 
 // ---- help texts ----
 
@@ -103,6 +31,8 @@ static const char *const HELP_MAIN =
     "  train   train a built-in architecture from an INI config\n"
     "  eval    test accuracy and loss of a model file\n"
     "  info    per-layer table of a model: shapes, parameters, MACs\n"
+    "  hessian curvature of the loss: trace per model, layer or channel, eigenvalues,\n"
+    "          spectral density, loss landscape\n"
     "\n"
     "Run 'hprune COMMAND --help' for a command's options.\n"
     "Exit status: 0 success, 1 runtime error, 2 usage error.\n";
@@ -152,32 +82,6 @@ static const char *const HELP_INFO =
     "      --input CxHxW     input shape for an architecture name\n"
     "      --classes K       class count for an architecture name\n"
     "  -h, --help            this text\n";
-
-// ---- shared helpers ----
-
-// Copies a string member of a JSON object text into buf (cap bytes) and returns buf, or NULL
-// if there is none or it does not fit. (A buffer, not malloc: die() may exit while it is in use.)
-static const char *json_get_string(const char *json, const char *key, char *buf, size_t cap) {
-    if (!json) return NULL;
-    cJSON *root = cJSON_Parse(json);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
-    bool fits = cJSON_IsString(v) && strlen(v->valuestring) < cap;
-    if (fits) memcpy(buf, v->valuestring, strlen(v->valuestring) + 1);
-    cJSON_Delete(root);
-    return fits ? buf : NULL;
-}
-
-// Loads a model file or exits with its error.
-static void load_model_or_die(Model *m, const char *path) {
-    HpErr err;
-    if (model_load(m, path, NULL, NULL, &err) < 0) die("%s", err.msg);
-}
-
-// Loads the named dataset from dir or exits with its error.
-static void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test) {
-    HpErr err;
-    if (dataset_load(name, dir, train, test, &err) < 0) die("%s", err.msg);
-}
 
 // ---- train ----
 
@@ -576,6 +480,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
+    if (strcmp(cmd, "hessian") == 0) return cmd_hessian(argc - 1, argv + 1);
     fprintf(stderr, "hprune: unknown command '%s'\nTry 'hprune --help'.\n", cmd);
     return EXIT_USAGE;
 }

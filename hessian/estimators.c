@@ -141,7 +141,8 @@ static int hutch_check(const LinOp *op, const uint32_t *group_of, size_t *n_grou
     return 0;
 }
 
-// Adds z_i (Az)_i to gsum[group of i] (and to dacc[i] if dacc); returns the probe's total.
+// Sets gsum to the probe's group sums of z_i (Az)_i, in coordinate order; adds them to dacc[i]
+// too if dacc.
 static void hutch_accumulate(const float *z, const float *az, size_t n, const uint32_t *group_of,
                              double *gsum, size_t n_groups, double *dacc) {
     memset(gsum, 0, n_groups * sizeof *gsum);
@@ -154,7 +155,7 @@ static void hutch_accumulate(const float *z, const float *az, size_t n, const ui
 
 int hutchinson_trace(LinOp *op, const uint32_t *group_of, size_t n_groups, const HutchOpts *opts,
                      Rng *rng, HutchOut *out, HpErr *err) {
-    int minp;
+    int minp = 0;
     if (hutch_check(op, group_of, &n_groups, opts, rng, out, &minp, err)) return -1;
     size_t n = op->n;
     float *z = hp_malloc(n * sizeof *z), *az = hp_malloc(n * sizeof *az);
@@ -353,12 +354,13 @@ static void lz_restart(Lanczos *lz, int j, Rng *rng) {
 }
 
 // Eigen-decomposition of the m x m T: theta ascending, S column-major (column i = vector i);
-// e is m doubles of scratch.
-static int tridiag_eig(const Lanczos *lz, int m, double *theta, double *S, double *e, HpErr *err) {
+// e is m doubles of scratch; who names the caller in an error.
+static int tridiag_eig(const Lanczos *lz, int m, double *theta, double *S, double *e,
+                       const char *who, HpErr *err) {
     memcpy(theta, lz->alpha, (size_t)m * sizeof *theta);
     memcpy(e, lz->beta, (size_t)m * sizeof *e);
     int info = LAPACKE_dstev(LAPACK_COL_MAJOR, 'V', m, theta, e, S, m);
-    if (info != 0) return hp_fail(err, "tridiagonal eigensolver failed (LAPACK info %d)", info);
+    if (info != 0) return hp_fail(err, "%s: tridiagonal eigensolver failed (LAPACK info %d)", who, info);
     return 0;
 }
 
@@ -420,7 +422,7 @@ static void ritz_output(const Lanczos *lz, const LanczosOpts *o, int m, const do
 }
 
 int lanczos_eigs(LinOp *op, const LanczosOpts *opts, Rng *rng, LanczosOut *out, HpErr *err) {
-    int cap;
+    int cap = 0;
     if (lanczos_check(op, opts, rng, out, &cap, err)) return -1;
     Lanczos lz;
     lz_init(&lz, op->n, cap);
@@ -434,8 +436,8 @@ int lanczos_eigs(LinOp *op, const LanczosOpts *opts, Rng *rng, LanczosOut *out, 
         rc = lz_step(&lz, j, &c, err);
         if (rc) break;
         m = j + 1;
-        if (m >= opts->k || m == cap) {
-            rc = tridiag_eig(&lz, m, theta, S, e, err);
+        if (m >= opts->k) {
+            rc = tridiag_eig(&lz, m, theta, S, e, "lanczos", err);
             if (rc || (conv = ritz_converged(&lz, opts, m, theta, S))) break;
         }
         if (m == cap) break;
@@ -446,8 +448,6 @@ int lanczos_eigs(LinOp *op, const LanczosOpts *opts, Rng *rng, LanczosOut *out, 
         ritz_output(&lz, opts, m, theta, S, out);
         out->steps = m;
         out->converged = conv;
-    } else {
-        hp_prefix(err, "lanczos");
     }
     lz_free(&lz);
     free(theta), free(e), free(S);
@@ -570,7 +570,7 @@ static int slq_probe(Lanczos *lz, Counter *c, const SlqOpts *o, Rng *rng, double
         if (lz->beta[j] == 0 || m == lz->cap) break;
         lz_next(lz, j);
     }
-    if (tridiag_eig(lz, m, nodes, S, e, err)) return hp_prefix(err, "slq");
+    if (tridiag_eig(lz, m, nodes, S, e, "slq", err)) return -1;
     for (int i = 0; i < m; i++) weights[i] = S[(size_t)i * m] * S[(size_t)i * m];
     *count = m;
     return 0;

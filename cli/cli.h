@@ -1,0 +1,55 @@
+// cli.h: helpers shared by the command-line front end (the only code that prints and exits).
+#ifndef HP_CLI_H
+#define HP_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../formats/formats.h"
+#include "../nn/data.h"
+#include "../nn/nn.h"
+
+#define HPRUNE_VERSION "0.1.0"
+#define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+// Prints "hprune: error: <msg>" and exits with status 1.
+void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+// Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.
+void usage_error(const char *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+// Parses a whole decimal integer in [lo, hi] for option opt, or exits with a usage error.
+long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi);
+// Parses a finite number in [lo, hi] for option opt, or exits with a usage error.
+double parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi);
+// Exits with a usage error naming the option getopt_long just rejected with '?'.
+void bad_option(const char *cmd, char **argv, const struct option *opts) __attribute__((noreturn));
+// Seconds on a monotonic clock.
+double now_s(void);
+// Formats a duration as "1h02m", "3m05s" or "12s" into buf; returns buf.
+const char *fmt_duration(double s, char *buf, size_t cap);
+// Copies a string member of a JSON object text into buf; returns buf, or NULL if absent.
+const char *json_get_string(const char *json, const char *key, char *buf, size_t cap);
+// Loads a model file or exits with its error.
+void load_model_or_die(Model *m, const char *path);
+// Loads the named dataset from dir or exits with its error.
+void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test);
+
+// A progress display: a live line (rate, ETA) on a terminal, plain lines in a log.
+typedef struct {
+    bool tty, shown;
+    const char *label;
+    double start, last;
+} Progress;
+
+void progress_init(Progress *p, const char *label);
+// Shows done of total (total 0: unknown) units.
+void progress_update(Progress *p, long done, long total, const char *unit);
+// Clears a live line.
+void progress_done(Progress *p);
+
+// The commands.
+int cmd_hessian(int argc, char **argv);
+
+#endif

@@ -1,0 +1,152 @@
+// common.c: what every command shares: errors and exit codes, option parsing, timing, and
+// loading models and datasets (exiting with the error on failure).
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+
+// Prints "hprune: error: <msg>" and exits with status 1.
+void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("hprune: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(EXIT_RUNTIME);
+}
+
+// Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.
+void usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "hprune %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry 'hprune %s --help'.\n", cmd);
+    va_end(ap);
+    exit(EXIT_USAGE);
+}
+
+// Parses a whole decimal integer in [lo, hi] for option opt, or exits with a usage error.
+long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        usage_error(cmd, "%s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
+    return v;
+}
+
+// Exits with a usage error naming the option getopt_long just rejected with '?'. A long option
+// is the whole argument it consumed (argv[optind - 1]); a short one is optopt and may sit in a
+// group such as -jZ, where argv[optind - 1] is some earlier argument.
+void bad_option(const char *cmd, char **argv, const struct option *opts) {
+    const char *arg = argv[optind - 1];
+    size_t len = strcspn(arg, "=");  // "--name" of "--name=value"
+    bool is_long = optopt == 0;      // unknown or ambiguous long option
+    for (const struct option *o = opts; !is_long && o->name; o++)  // a known (abbreviated) one given a value
+        is_long = o->val == optopt && len > 2 && strncmp(arg, "--", 2) == 0 && strncmp(arg + 2, o->name, len - 2) == 0;
+    if (!is_long) usage_error(cmd, "unknown option '-%c'", optopt);
+    if (optopt) usage_error(cmd, "option '%.*s' takes no value", (int)len, arg);
+    usage_error(cmd, "unknown option '%s'", arg);
+}
+
+// Seconds on a monotonic clock.
+double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// Formats a duration as "1h02m", "3m05s" or "12s".
+const char *fmt_duration(double s, char *buf, size_t cap) {
+    long t = s < 0 || !isfinite(s) ? 0 : (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+    else if (t >= 60)
+        snprintf(buf, cap, "%ldm%02lds", t / 60, t % 60);
+    else
+        snprintf(buf, cap, "%lds", t);
+    return buf;
+}
+
+
+// Copies a string member of a JSON object text into buf (cap bytes) and returns buf, or NULL
+// if there is none or it does not fit. (A buffer, not malloc: die() may exit while it is in use.)
+const char *json_get_string(const char *json, const char *key, char *buf, size_t cap) {
+    if (!json) return NULL;
+    cJSON *root = cJSON_Parse(json);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    bool fits = cJSON_IsString(v) && strlen(v->valuestring) < cap;
+    if (fits) memcpy(buf, v->valuestring, strlen(v->valuestring) + 1);
+    cJSON_Delete(root);
+    return fits ? buf : NULL;
+}
+
+// Loads a model file or exits with its error.
+void load_model_or_die(Model *m, const char *path) {
+    HpErr err;
+    if (model_load(m, path, NULL, NULL, &err) < 0) die("%s", err.msg);
+}
+
+// Loads the named dataset from dir or exits with its error.
+void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test) {
+    HpErr err;
+    if (dataset_load(name, dir, train, test, &err) < 0) die("%s", err.msg);
+}
+
+
+double parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+        usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
+    return v;
+}
+
+void progress_init(Progress *p, const char *label) {
+    memset(p, 0, sizeof *p);
+    p->tty = isatty(STDERR_FILENO);
+    p->label = label;
+    p->start = now_s();
+}
+
+void progress_update(Progress *p, long done, long total, const char *unit) {
+    double t = now_s();
+    bool last = total > 0 && done >= total;
+    if (!p->tty) {
+        // in a log: a plain line every 10% (or every 30 s without a total)
+        long step = total > 0 ? (total + 9) / 10 : 0;
+        bool due = total > 0 ? (done % (step ? step : 1) == 0 && t - p->last >= 2.0) || last : t - p->last >= 30.0;
+        if (!due) return;
+    } else if (t - p->last < 0.2 && !last) {
+        return;
+    }
+    p->last = t;
+    double el = t - p->start, rate = done / (el > 0 ? el : 1e-9);
+    char eta[32] = "?";
+    if (total > 0) fmt_duration((total - done) / (rate > 0 ? rate : 1e-9), eta, sizeof eta);
+    if (total > 0)
+        fprintf(stderr, "%s%s: %ld/%ld %s  %.1f/s  ETA %s%s", p->tty ? "\r\033[K" : "", p->label, done, total, unit,
+                rate, eta, p->tty ? "" : "\n");
+    else
+        fprintf(stderr, "%s%s: %ld %s  %.1f/s%s", p->tty ? "\r\033[K" : "", p->label, done, unit, rate,
+                p->tty ? "" : "\n");
+    p->shown = true;
+    fflush(stderr);
+}
+
+void progress_done(Progress *p) {
+    if (p->tty && p->shown) fputs("\r\033[K", stderr);
+    p->shown = false;
+}

@@ -1,0 +1,605 @@
+// hessian_cmd.c: `hprune hessian`: trace (model, layer, channel), top eigenvalues at both ends,
+// spectral density and loss landscape of a model's loss, with CSV, PNG and JSON output.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "../formats/csv.h"
+#include "../formats/plot.h"
+#include "../hessian/estimators.h"
+#include "../hessian/groups.h"
+#include "../hessian/hvp.h"
+#include "../hessian/landscape.h"
+#include "../nn/train.h"
+#include "cli.h"
+
+static const char *const HELP_HESSIAN =
+    "usage: hprune hessian MODEL [options]\n"
+    "\n"
+    "Curvature of MODEL's mean cross-entropy loss on training images (in file order, no\n"
+    "augmentation): exact Hessian-vector products by the R-operator, or Gauss-Newton products.\n"
+    "With no analysis option it estimates the trace and the top eigenvalue.\n"
+    "\n"
+    "data:\n"
+    "      --data DIR          dataset directory (default: the model's, else " DEFAULT_DATA_DIR ")\n"
+    "      --dataset NAME      fashion-mnist, mnist or cifar10 (default: the model's)\n"
+    "      --samples N|all     the first N training images (default: one batch)\n"
+    "      --batches N         the first N batches of --batch-size images\n"
+    "      --batch-size B      images per product batch (default 128)\n"
+    "      --bn eval|train     batchnorm with running statistics (default, as PyHessian and HAP)\n"
+    "                          or batch statistics (samples coupled within a batch)\n"
+    "      --operator hessian|ggn   exact Hessian (default) or generalized Gauss-Newton (PSD)\n"
+    "analyses:\n"
+    "      --trace             Hutchinson trace with its standard error\n"
+    "      --per model|layer|channel   also the trace of each layer or output channel\n"
+    "      --tol T             stop when the standard error <= T x |trace| (default 0.01)\n"
+    "      --max-probes M      at most M probes (default 100)\n"
+    "      --hutchpp M         Hutch++ trace with a budget of M products (PSD: use with ggn)\n"
+    "      --eigs K            the K largest eigenvalues and the most negative ones (Lanczos)\n"
+    "      --neg-eigs K        how many most negative eigenvalues (default 1 with --eigs)\n"
+    "      --eig-tol T         relative Ritz residual to stop at (default 1e-3)\n"
+    "      --max-steps S       Lanczos steps at most (default 100)\n"
+    "      --density FILE.png  spectral density by stochastic Lanczos quadrature (and FILE.csv)\n"
+    "      --slq-probes P      SLQ runs (default 5)\n"
+    "      --slq-steps S       Lanczos steps per SLQ run (default 90)\n"
+    "      --landscape FILE.png   loss on the plane of the top two eigenvectors (and FILE.csv,\n"
+    "                          FILE_1d.png and FILE_1d.csv along the top one)\n"
+    "      --radius R          landscape half-width along unit eigenvectors (default 0.5)\n"
+    "      --points N          landscape points per axis (default 21)\n"
+    "output:\n"
+    "      --csv FILE          per-group traces (or eigenvalues) as CSV\n"
+    "      --json              one JSON object on stdout (the format is in the README)\n"
+    "      --seed S            probe seed (default 1)\n"
+    "      --threads N         OpenMP threads (default: all cores)\n"
+    "  -h, --help              this text\n";
+
+// Everything the command was asked to do.
+typedef struct {
+    const char *model, *data, *dataset;
+    long samples;  // 0: not given; -1: all
+    int batches, batch;
+    Mode bn;
+    CurvKind op;
+    bool trace, json;
+    GroupLevel per;
+    double tol, eig_tol, radius;
+    int max_probes, hutchpp, eigs, neg_eigs, max_steps, slq_probes, slq_steps, points, threads;
+    const char *density, *landscape, *csv;
+    unsigned long long seed;
+} HessOpts;
+
+// Results gathered for the summary and the JSON.
+typedef struct {
+    int n_groups;
+    GroupInfo *groups;
+    double *group_trace, *group_se;
+    HutchOut hutch;
+    HutchppOut hpp;
+    bool have_trace, have_hpp;
+    double *top, *top_res, *neg, *neg_res;
+    float *top_vecs;  // 2 x n when the landscape needs them
+    int top_steps, neg_steps, top_converged, neg_converged, n_top, n_neg;
+    SlqResult slq;
+    SpectrumFigures fig;
+    bool have_slq;
+    double landscape_center;
+    long products;
+    double seconds;
+} HessResults;
+
+// Fills o with defaults.
+static void hess_defaults(HessOpts *o) {
+    memset(o, 0, sizeof *o);
+    o->batch = 128;
+    o->bn = MODE_EVAL;
+    o->op = CURV_HESSIAN;
+    o->per = GROUP_MODEL;
+    o->tol = 0.01;
+    o->max_probes = 100;
+    o->eig_tol = 1e-3;
+    o->max_steps = 100;
+    o->slq_probes = 5;
+    o->slq_steps = 90;
+    o->radius = 0.5;
+    o->points = 21;
+    o->seed = 1;
+    o->neg_eigs = -1;
+}
+
+// Exits with a usage error unless the directory an output file goes into exists.
+static void check_writable(const char *flag, const char *path) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return;
+    if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) die("%s: cannot write %s: no directory %s", flag, path, dir);
+}
+
+// Parses the options into o, or exits.
+static void hess_parse(int argc, char **argv, HessOpts *o) {
+    enum { O_DATA = 256, O_DATASET, O_SAMPLES, O_BATCHES, O_BATCH, O_BN, O_OP, O_TRACE, O_PER, O_TOL, O_MAXP, O_HPP,
+           O_EIGS, O_NEG, O_EIGTOL, O_STEPS, O_DENS, O_SLQP, O_SLQS, O_LAND, O_RAD, O_PTS, O_CSV, O_JSON, O_SEED,
+           O_THREADS };
+    static const struct option opts[] = {
+        {"data", 1, 0, O_DATA},         {"dataset", 1, 0, O_DATASET},   {"samples", 1, 0, O_SAMPLES},
+        {"batches", 1, 0, O_BATCHES},   {"batch-size", 1, 0, O_BATCH},  {"bn", 1, 0, O_BN},
+        {"operator", 1, 0, O_OP},       {"trace", 0, 0, O_TRACE},       {"per", 1, 0, O_PER},
+        {"tol", 1, 0, O_TOL},           {"max-probes", 1, 0, O_MAXP},   {"hutchpp", 1, 0, O_HPP},
+        {"eigs", 1, 0, O_EIGS},         {"neg-eigs", 1, 0, O_NEG},      {"eig-tol", 1, 0, O_EIGTOL},
+        {"max-steps", 1, 0, O_STEPS},   {"density", 1, 0, O_DENS},      {"slq-probes", 1, 0, O_SLQP},
+        {"slq-steps", 1, 0, O_SLQS},    {"landscape", 1, 0, O_LAND},    {"radius", 1, 0, O_RAD},
+        {"points", 1, 0, O_PTS},        {"csv", 1, 0, O_CSV},           {"json", 0, 0, O_JSON},
+        {"seed", 1, 0, O_SEED},         {"threads", 1, 0, O_THREADS},   {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *cmd = "hessian";
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_DATA: o->data = optarg; break;
+        case O_DATASET: o->dataset = optarg; break;
+        case O_SAMPLES:
+            o->samples = strcmp(optarg, "all") == 0 ? -1 : parse_int(cmd, "--samples", optarg, 1, 100000000);
+            break;
+        case O_BATCHES: o->batches = (int)parse_int(cmd, "--batches", optarg, 1, 1000000); break;
+        case O_BATCH: o->batch = (int)parse_int(cmd, "--batch-size", optarg, 1, 65536); break;
+        case O_BN:
+            if (strcmp(optarg, "eval") != 0 && strcmp(optarg, "train") != 0)
+                usage_error(cmd, "--bn: '%s' is not eval or train", optarg);
+            o->bn = strcmp(optarg, "eval") == 0 ? MODE_EVAL : MODE_BATCHSTATS;
+            break;
+        case O_OP:
+            if (strcmp(optarg, "hessian") != 0 && strcmp(optarg, "ggn") != 0)
+                usage_error(cmd, "--operator: '%s' is not hessian or ggn", optarg);
+            o->op = strcmp(optarg, "hessian") == 0 ? CURV_HESSIAN : CURV_GGN;
+            break;
+        case O_TRACE: o->trace = true; break;
+        case O_PER: {
+            int lvl = group_level_parse(optarg);
+            if (lvl < 0) usage_error(cmd, "--per: '%s' is not model, layer or channel", optarg);
+            o->per = (GroupLevel)lvl;
+            o->trace = true;
+            break;
+        }
+        case O_TOL: o->tol = parse_double(cmd, "--tol", optarg, 1e-12, 1.0); break;
+        case O_MAXP: o->max_probes = (int)parse_int(cmd, "--max-probes", optarg, 2, 1000000); break;
+        case O_HPP: o->hutchpp = (int)parse_int(cmd, "--hutchpp", optarg, 6, 1000000); break;
+        case O_EIGS: o->eigs = (int)parse_int(cmd, "--eigs", optarg, 1, 10000); break;
+        case O_NEG: o->neg_eigs = (int)parse_int(cmd, "--neg-eigs", optarg, 0, 10000); break;
+        case O_EIGTOL: o->eig_tol = parse_double(cmd, "--eig-tol", optarg, 1e-12, 1.0); break;
+        case O_STEPS: o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000); break;
+        case O_DENS: o->density = optarg; break;
+        case O_SLQP: o->slq_probes = (int)parse_int(cmd, "--slq-probes", optarg, 1, 1000); break;
+        case O_SLQS: o->slq_steps = (int)parse_int(cmd, "--slq-steps", optarg, 2, 10000); break;
+        case O_LAND: o->landscape = optarg; break;
+        case O_RAD: o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e9); break;
+        case O_PTS: o->points = (int)parse_int(cmd, "--points", optarg, 2, 1001); break;
+        case O_CSV: o->csv = optarg; break;
+        case O_JSON: o->json = true; break;
+        case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
+        case O_THREADS: o->threads = (int)parse_int(cmd, "--threads", optarg, 0, 1024); break;
+        case 'h': fputs(HELP_HESSIAN, stdout); exit(0);
+        case ':': usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
+        default: bad_option(cmd, argv, opts);
+        }
+    }
+    if (optind != argc - 1) usage_error(cmd, optind >= argc ? "MODEL is required" : "one MODEL only");
+    if (o->samples && o->batches) usage_error(cmd, "give --samples or --batches, not both");
+    o->model = argv[optind];
+    if (!o->trace && !o->hutchpp && !o->eigs && !o->density && !o->landscape) {
+        o->trace = true;  // the default analysis: trace and top eigenvalue
+        o->eigs = 1;
+    }
+    if (o->eigs && o->neg_eigs < 0) o->neg_eigs = 1;
+    if (o->neg_eigs < 0) o->neg_eigs = 0;
+    if (o->density) check_writable("--density", o->density);
+    if (o->landscape) check_writable("--landscape", o->landscape);
+    if (o->csv) check_writable("--csv", o->csv);
+}
+
+// Progress hook for the estimators.
+static void on_products(long done, long total, void *user) { progress_update(user, done, total, "products"); }
+
+// Picks the samples (first N training images in file order) and builds the curvature operator.
+static void hess_setup(const HessOpts *o, Model *m, Dataset *train, Curvature *c) {
+    char name_buf[64], dir_buf[512];
+    const char *name = o->dataset ? o->dataset : json_get_string(m->provenance, "dataset", name_buf, sizeof name_buf);
+    const char *dir = o->data ? o->data : json_get_string(m->provenance, "data_dir", dir_buf, sizeof dir_buf);
+    Dataset test;
+    load_dataset_or_die(name ? name : "fashion-mnist", dir ? dir : DEFAULT_DATA_DIR, train, &test);
+    dataset_free(&test);
+    long n = o->samples == -1 ? train->n : o->samples > 0 ? o->samples : (long)(o->batches ? o->batches : 1) * o->batch;
+    if (n > train->n) die("%s: asked for %ld samples, the training set has %d", o->model, n, train->n);
+    int *idx = hp_malloc((size_t)n * sizeof(int));
+    for (long i = 0; i < n; i++) idx[i] = (int)i;
+    HpErr err;
+    if (curv_init(c, m, train, idx, (int)n, o->batch, o->bn, o->op, &err) < 0) die("%s: %s", o->model, err.msg);
+    free(idx);
+}
+
+// Hutchinson traces at the requested level (with the model total), or Hutch++.
+static void run_trace(const HessOpts *o, LinOp *op, const Model *m, HessResults *r) {
+    HpErr err;
+    Rng rng;
+    Progress pr;
+    if (o->trace) {
+        uint32_t *group_of = hp_malloc(m->n_params * sizeof(uint32_t));
+        r->n_groups = param_groups(m, o->per, group_of, &r->groups);
+        r->group_trace = hp_calloc((size_t)r->n_groups, sizeof(double));
+        r->group_se = hp_calloc((size_t)r->n_groups, sizeof(double));
+        HutchOpts ho = hutch_defaults();
+        ho.tol = o->tol;
+        ho.max_probes = o->max_probes;
+        if (ho.min_probes > ho.max_probes) ho.min_probes = ho.max_probes;
+        progress_init(&pr, "trace");
+        ho.progress = on_products;
+        ho.user = &pr;
+        r->hutch.group_trace = r->group_trace;
+        r->hutch.group_se = r->group_se;
+        rng_seed(&rng, o->seed, 101);
+        if (hutchinson_trace(op, group_of, (size_t)r->n_groups, &ho, &rng, &r->hutch, &err) < 0) die("%s", err.msg);
+        progress_done(&pr);
+        r->have_trace = true;
+        free(group_of);
+    }
+    if (o->hutchpp) {
+        progress_init(&pr, "hutch++");
+        rng_seed(&rng, o->seed, 102);
+        if (hutchpp_trace(op, o->hutchpp, &rng, on_products, &pr, &r->hpp, &err) < 0) die("%s", err.msg);
+        progress_done(&pr);
+        r->have_hpp = true;
+    }
+}
+
+// One Lanczos run for k eigenpairs at one end; vectors wanted only if vecs is not NULL.
+static void run_lanczos(const HessOpts *o, LinOp *op, EigWhich which, int k, double *values, double *res,
+                        float *vecs, int *steps, int *converged, uint64_t stream) {
+    HpErr err;
+    Rng rng;
+    Progress pr;
+    progress_init(&pr, which == EIG_LARGEST ? "top eigenvalues" : "negative eigenvalues");
+    LanczosOpts lo = lanczos_defaults();
+    lo.k = k;
+    lo.which = which;
+    lo.tol = o->eig_tol;
+    lo.max_steps = o->max_steps > k ? o->max_steps : k;
+    lo.progress = on_products;
+    lo.user = &pr;
+    LanczosOut out = {.values = values, .vectors = vecs, .residuals = res};
+    rng_seed(&rng, o->seed, stream);
+    if (lanczos_eigs(op, &lo, &rng, &out, &err) < 0) die("%s", err.msg);
+    progress_done(&pr);
+    *steps = out.steps;
+    *converged = out.converged;
+}
+
+// Top and most negative eigenvalues (and the top two vectors when the landscape needs them).
+static void run_eigs(const HessOpts *o, LinOp *op, const Model *m, HessResults *r) {
+    int k = o->eigs;
+    if (o->landscape && k < 2) k = 2;
+    if (k == 0) return;
+    if ((size_t)k > m->n_params || (size_t)o->neg_eigs > m->n_params)
+        die("%s: --eigs %d is more than the model's %zu parameters", o->model, k, m->n_params);
+    r->n_top = k;
+    r->top = hp_calloc((size_t)k, sizeof(double));
+    r->top_res = hp_calloc((size_t)k, sizeof(double));
+    r->top_vecs = o->landscape ? hp_malloc((size_t)k * m->n_params * sizeof(float)) : NULL;
+    run_lanczos(o, op, EIG_LARGEST, k, r->top, r->top_res, r->top_vecs, &r->top_steps, &r->top_converged, 201);
+    if (o->neg_eigs > 0) {
+        r->n_neg = o->neg_eigs;
+        r->neg = hp_calloc((size_t)r->n_neg, sizeof(double));
+        r->neg_res = hp_calloc((size_t)r->n_neg, sizeof(double));
+        run_lanczos(o, op, EIG_SMALLEST, r->n_neg, r->neg, r->neg_res, NULL, &r->neg_steps, &r->neg_converged, 202);
+    }
+}
+
+// Replaces a ".png" ending of path (or appends) with suffix into buf.
+static const char *sibling(const char *path, const char *suffix, char *buf, size_t cap) {
+    size_t len = strlen(path);
+    if (len > 4 && strcmp(path + len - 4, ".png") == 0) len -= 4;
+    snprintf(buf, cap, "%.*s%s", (int)len, path, suffix);
+    return buf;
+}
+
+// Spectral density: SLQ, then FILE.csv and the FILE.png plot (log density).
+static void run_density(const HessOpts *o, LinOp *op, HessResults *r) {
+    HpErr err;
+    Rng rng;
+    Progress pr;
+    progress_init(&pr, "density");
+    SlqOpts so = slq_defaults();
+    so.n_probes = o->slq_probes;
+    so.steps = o->slq_steps;
+    so.progress = on_products;
+    so.user = &pr;
+    rng_seed(&rng, o->seed, 301);
+    if (slq_density(op, &so, &rng, &r->slq, &err) < 0) die("%s", err.msg);
+    progress_done(&pr);
+    if (slq_figures(&r->slq, 0.0, &r->fig, &err) < 0) die("%s", err.msg);
+    r->have_slq = true;
+    char csv[1024];
+    sibling(o->density, ".csv", csv, sizeof csv);
+    const char *header[] = {"eigenvalue", "density"};
+    double *rows = hp_malloc((size_t)r->slq.grid_points * 2 * sizeof(double));
+    for (int i = 0; i < r->slq.grid_points; i++) {
+        rows[2 * i] = r->slq.grid[i];
+        rows[2 * i + 1] = r->slq.density[i];
+    }
+    if (csv_write(csv, header, 2, rows, r->slq.grid_points, &err) < 0) die("%s", err.msg);
+    free(rows);
+    PlotSeries s = {.name = "density", .x = r->slq.grid, .y = r->slq.density, .n = (size_t)r->slq.grid_points};
+    PlotOpts po = {.log_y = true};
+    char title[160];
+    snprintf(title, sizeof title, "%s spectral density (SLQ, %d x %d steps)", o->op == CURV_GGN ? "Gauss-Newton" : "Hessian",
+             r->slq.n_probes, r->slq.steps);
+    if (plot_lines(o->density, title, "eigenvalue", "density", &s, 1, &po, &err) < 0) die("%s", err.msg);
+}
+
+// Loss landscape along the top eigenvector (1-D) and on the plane of the top two (2-D).
+static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
+    HpErr err;
+    Progress pr;
+    size_t P = c->m->n_params;
+    int n = o->points;
+    double *alpha = hp_malloc((size_t)n * sizeof(double)), *loss = hp_malloc((size_t)n * sizeof(double));
+    progress_init(&pr, "landscape 1-D");
+    if (landscape_1d(c, r->top_vecs, o->radius, n, alpha, loss, on_products, &pr, &err) < 0) die("%s", err.msg);
+    progress_done(&pr);
+    r->landscape_center = loss[n / 2];
+    char path[1024], csv[1024];
+    const char *h1[] = {"alpha", "loss"};
+    double *rows = hp_malloc((size_t)n * 2 * sizeof(double));
+    for (int i = 0; i < n; i++) {
+        rows[2 * i] = alpha[i];
+        rows[2 * i + 1] = loss[i];
+    }
+    if (csv_write(sibling(o->landscape, "_1d.csv", csv, sizeof csv), h1, 2, rows, n, &err) < 0) die("%s", err.msg);
+    PlotSeries s = {.name = "loss", .x = alpha, .y = loss, .n = (size_t)n};
+    if (plot_lines(sibling(o->landscape, "_1d.png", path, sizeof path), "loss along the top eigenvector",
+                   "step along v1", "loss", &s, 1, NULL, &err) < 0)
+        die("%s", err.msg);
+    free(rows);
+    double *grid = hp_malloc((size_t)n * n * sizeof(double));
+    progress_init(&pr, "landscape 2-D");
+    if (landscape_2d(c, r->top_vecs, r->top_vecs + P, o->radius, n, grid, on_products, &pr, &err) < 0)
+        die("%s", err.msg);
+    progress_done(&pr);
+    const char *h2[] = {"alpha", "beta", "loss"};
+    double *rows2 = hp_malloc((size_t)n * n * 3 * sizeof(double));
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < n; i++) {
+            double *row = rows2 + ((size_t)j * n + i) * 3;
+            row[0] = alpha[i];
+            row[1] = alpha[j];
+            row[2] = grid[(size_t)j * n + i];
+        }
+    if (csv_write(sibling(o->landscape, ".csv", csv, sizeof csv), h2, 3, rows2, n * n, &err) < 0) die("%s", err.msg);
+    if (plot_heatmap(o->landscape, "loss on the plane of the top two eigenvectors", "step along v1", "step along v2",
+                     grid, (size_t)n, (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
+        die("%s", err.msg);
+    free(alpha);
+    free(loss);
+    free(grid);
+    free(rows2);
+}
+
+// Writes the per-group trace table (or the eigenvalues) as CSV.
+static void write_csv(const HessOpts *o, const Model *m, const HessResults *r) {
+    HpErr err;
+    if (r->have_trace) {
+        const char *header[] = {"group", "params", "trace", "stderr", "trace_per_param"};
+        const char **labels = hp_malloc((size_t)r->n_groups * sizeof(char *));
+        double *rows = hp_malloc((size_t)r->n_groups * 4 * sizeof(double));
+        for (int g = 0; g < r->n_groups; g++) {
+            labels[g] = r->groups[g].name;
+            double np = (double)r->groups[g].n_params;
+            double *row = rows + (size_t)g * 4;
+            row[0] = np;
+            row[1] = r->group_trace[g];
+            row[2] = r->group_se[g];
+            row[3] = np > 0 ? r->group_trace[g] / np : 0.0;
+        }
+        if (csv_write_labeled(o->csv, header, 4, labels, rows, r->n_groups, &err) < 0) die("%s", err.msg);
+        free(labels);
+        free(rows);
+        return;
+    }
+    (void)m;
+    const char *header[] = {"end", "index", "eigenvalue", "residual"};
+    int n = r->n_top + r->n_neg;
+    const char **labels = hp_malloc((size_t)(n ? n : 1) * sizeof(char *));
+    double *rows = hp_malloc((size_t)(n ? n : 1) * 3 * sizeof(double));
+    for (int i = 0; i < n; i++) {
+        bool top = i < r->n_top;
+        int j = top ? i : i - r->n_top;
+        labels[i] = top ? "largest" : "most_negative";
+        rows[3 * i] = j + 1;
+        rows[3 * i + 1] = top ? r->top[j] : r->neg[j];
+        rows[3 * i + 2] = top ? r->top_res[j] : r->neg_res[j];
+    }
+    if (csv_write_labeled(o->csv, header, 3, labels, rows, n, &err) < 0) die("%s", err.msg);
+    free(labels);
+    free(rows);
+}
+
+// Sum of the group traces of node `node` (groups in index order).
+static double layer_sum(const HessResults *r, int node, size_t *params) {
+    double s = 0.0;
+    *params = 0;
+    for (int g = 0; g < r->n_groups; g++)
+        if (r->groups[g].node == node) {
+            s += r->group_trace[g];
+            *params += r->groups[g].n_params;
+        }
+    return s;
+}
+
+// Prints the human-readable summary.
+static void print_summary(const HessOpts *o, const Model *m, const Curvature *c, const HessResults *r) {
+    printf("%s: %s, %zu parameters; %d training images, batch %d, batchnorm %s, %s\n", o->model, m->arch, m->n_params,
+           c->n, c->batch, o->bn == MODE_EVAL ? "eval" : "train", o->op == CURV_HESSIAN ? "Hessian" : "Gauss-Newton");
+    if (r->have_trace) {
+        printf("trace: %.6g +- %.3g (standard error, %d probes), %.4g per parameter\n", r->hutch.trace, r->hutch.trace_se,
+               r->hutch.probes, r->hutch.trace / (double)m->n_params);
+        if (o->per != GROUP_MODEL) {
+            printf("%-28s %9s %14s %12s\n", "layer", "params", "trace", "per param");
+            for (int i = 0; i < m->n_nodes; i++) {
+                size_t np;
+                double t = layer_sum(r, i, &np);
+                if (np) printf("%-28s %9zu %14.6g %12.4g\n", m->nodes[i].name, np, t, t / (double)np);
+            }
+            if (o->per == GROUP_CHANNEL && !o->csv) printf("(per-channel traces: add --csv FILE or --json)\n");
+        }
+    }
+    if (r->have_hpp)
+        printf("Hutch++ trace: %.6g +- %.3g (%ld products, rank %d)\n", r->hpp.trace, r->hpp.se, r->hpp.products,
+               r->hpp.rank);
+    if (r->n_top) {
+        printf("largest eigenvalues (%d Lanczos steps%s):", r->top_steps, r->top_converged ? "" : ", not converged");
+        for (int i = 0; i < r->n_top; i++) printf(" %.6g", r->top[i]);
+        printf("\n");
+    }
+    if (r->n_neg) {
+        printf("most negative eigenvalues (%d steps%s):", r->neg_steps, r->neg_converged ? "" : ", not converged");
+        for (int i = 0; i < r->n_neg; i++) printf(" %.6g", r->neg[i]);
+        printf("\n");
+    }
+    if (r->have_slq) {
+        printf("density: %s (and %s), %d probes x %d steps, eigenvalues in [%.4g, %.4g]\n", o->density,
+               "the .csv beside it", r->slq.n_probes, r->slq.steps, r->fig.lambda_min, r->fig.lambda_max);
+        printf("condition number of the positive part: %.4g; negative/positive curvature mass: %.4g\n",
+               r->fig.condition, r->fig.neg_pos_ratio);
+    }
+    if (o->landscape) printf("landscape: %s and its _1d.png, .csv, _1d.csv; loss at the centre %.6g\n", o->landscape,
+                             r->landscape_center);
+    printf("%ld products in %.1f s (%.2f per second)\n", r->products, r->seconds, r->products / r->seconds);
+}
+
+// Adds a number array to a JSON object.
+static void json_array(cJSON *obj, const char *key, const double *v, int n) {
+    cJSON_AddItemToObject(obj, key, cJSON_CreateDoubleArray(v, n));
+}
+
+// Prints the JSON result (stable keys, documented in the README).
+static void print_json(const HessOpts *o, const Model *m, const Curvature *c, const HessResults *r) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", o->model);
+    cJSON_AddStringToObject(root, "arch", m->arch);
+    cJSON_AddNumberToObject(root, "params", (double)m->n_params);
+    cJSON_AddNumberToObject(root, "samples", c->n);
+    cJSON_AddNumberToObject(root, "batch_size", c->batch);
+    cJSON_AddStringToObject(root, "bn", o->bn == MODE_EVAL ? "eval" : "train");
+    cJSON_AddStringToObject(root, "operator", o->op == CURV_HESSIAN ? "hessian" : "ggn");
+    cJSON_AddNumberToObject(root, "seed", (double)o->seed);
+    if (r->have_trace) {
+        cJSON *t = cJSON_AddObjectToObject(root, "trace");
+        cJSON_AddNumberToObject(t, "estimate", r->hutch.trace);
+        cJSON_AddNumberToObject(t, "stderr", r->hutch.trace_se);
+        cJSON_AddNumberToObject(t, "probes", r->hutch.probes);
+        cJSON_AddNumberToObject(t, "per_param", r->hutch.trace / (double)m->n_params);
+        cJSON_AddStringToObject(t, "per", group_level_name(o->per));
+        if (o->per != GROUP_MODEL) {
+            cJSON *groups = cJSON_AddArrayToObject(t, "groups");
+            for (int g = 0; g < r->n_groups; g++) {
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddStringToObject(e, "name", r->groups[g].name);
+                cJSON_AddStringToObject(e, "layer", m->nodes[r->groups[g].node].name);
+                cJSON_AddNumberToObject(e, "channel", r->groups[g].channel);
+                cJSON_AddNumberToObject(e, "params", (double)r->groups[g].n_params);
+                cJSON_AddNumberToObject(e, "trace", r->group_trace[g]);
+                cJSON_AddNumberToObject(e, "stderr", r->group_se[g]);
+                cJSON_AddItemToArray(groups, e);
+            }
+        }
+    }
+    if (r->have_hpp) {
+        cJSON *t = cJSON_AddObjectToObject(root, "hutchpp");
+        cJSON_AddNumberToObject(t, "estimate", r->hpp.trace);
+        cJSON_AddNumberToObject(t, "stderr", r->hpp.se);
+        cJSON_AddNumberToObject(t, "products", (double)r->hpp.products);
+    }
+    if (r->n_top || r->n_neg) {
+        cJSON *e = cJSON_AddObjectToObject(root, "eigenvalues");
+        json_array(e, "largest", r->top, r->n_top);
+        json_array(e, "largest_residuals", r->top_res, r->n_top);
+        json_array(e, "most_negative", r->neg, r->n_neg);
+        json_array(e, "most_negative_residuals", r->neg_res, r->n_neg);
+        cJSON_AddNumberToObject(e, "steps", r->top_steps + r->neg_steps);
+    }
+    if (r->have_slq) {
+        cJSON *d = cJSON_AddObjectToObject(root, "density");
+        cJSON_AddStringToObject(d, "png", o->density);
+        cJSON_AddNumberToObject(d, "probes", r->slq.n_probes);
+        cJSON_AddNumberToObject(d, "steps", r->slq.steps);
+        cJSON_AddNumberToObject(d, "lambda_min", r->fig.lambda_min);
+        cJSON_AddNumberToObject(d, "lambda_max", r->fig.lambda_max);
+        cJSON_AddNumberToObject(d, "condition_positive", isfinite(r->fig.condition) ? r->fig.condition : -1);
+        cJSON_AddNumberToObject(d, "negative_positive_mass_ratio",
+                                isfinite(r->fig.neg_pos_ratio) ? r->fig.neg_pos_ratio : -1);
+    }
+    if (o->landscape) {
+        cJSON *l = cJSON_AddObjectToObject(root, "landscape");
+        cJSON_AddStringToObject(l, "png", o->landscape);
+        cJSON_AddNumberToObject(l, "radius", o->radius);
+        cJSON_AddNumberToObject(l, "points", o->points);
+        cJSON_AddNumberToObject(l, "center_loss", r->landscape_center);
+    }
+    cJSON_AddNumberToObject(root, "products", (double)r->products);
+    cJSON_AddNumberToObject(root, "seconds", round(r->seconds * 1000) / 1000);
+    char *text = cJSON_PrintUnformatted(root);
+    puts(text);
+    free(text);
+    cJSON_Delete(root);
+}
+
+// Frees the results.
+static void results_free(HessResults *r) {
+    free(r->groups);
+    free(r->group_trace);
+    free(r->group_se);
+    free(r->top);
+    free(r->top_res);
+    free(r->neg);
+    free(r->neg_res);
+    free(r->top_vecs);
+    slq_free(&r->slq);
+}
+
+int cmd_hessian(int argc, char **argv) {
+    HessOpts o;
+    hess_defaults(&o);
+    hess_parse(argc, argv, &o);
+    hp_set_threads(o.threads);
+    Model m;
+    load_model_or_die(&m, o.model);
+    Dataset train;
+    Curvature c;
+    hess_setup(&o, &m, &train, &c);
+    LinOp op = curv_linop(&c);
+    HessResults r;
+    memset(&r, 0, sizeof r);
+    double t0 = now_s();
+    run_trace(&o, &op, &m, &r);
+    run_eigs(&o, &op, &m, &r);
+    if (o.density) run_density(&o, &op, &r);
+    if (o.landscape) run_landscape(&o, &c, &r);
+    r.seconds = now_s() - t0;
+    r.products = op.products;
+    if (o.csv) write_csv(&o, &m, &r);
+    if (o.json)
+        print_json(&o, &m, &c, &r);
+    else
+        print_summary(&o, &m, &c, &r);
+    results_free(&r);
+    curv_free(&c);
+    dataset_free(&train);
+    model_free(&m);
+    return 0;
+}
