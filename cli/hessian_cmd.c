@@ -1,5 +1,6 @@
 // hessian_cmd.c: `hprune hessian`: trace (model, layer, channel), top eigenvalues at both ends,
 // spectral density and loss landscape of a model's loss, with CSV, PNG and JSON output.
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,16 +111,17 @@ static void hess_defaults(HessOpts *o) {
     o->neg_eigs = -1;
 }
 
-// Exits with a usage error unless the directory an output file goes into exists.
-static void check_writable(const char *flag, const char *path) {
+// Exits (as `hprune train` does for its output) unless path is not a directory and the directory
+// that will hold it exists, so that an analysis does not fail only when it writes its results.
+static void check_writable(const char *path) {
+    const char *slash = strrchr(path, '/');
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash) return;
-    if (slash == dir) slash[1] = '\0';
-    else *slash = '\0';
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) die("%s: cannot write %s: no directory %s", flag, path, dir);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
+    if (!slash) return;  // the current directory
+    snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (stat(dir, &st) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
 }
 
 // Parses the options into o, or exits.
@@ -171,8 +173,8 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         case O_TOL: o->tol = parse_double(cmd, "--tol", optarg, 1e-12, 1.0); break;
         case O_MAXP: o->max_probes = (int)parse_int(cmd, "--max-probes", optarg, 2, 1000000); break;
         case O_HPP: o->hutchpp = (int)parse_int(cmd, "--hutchpp", optarg, 6, 1000000); break;
-        case O_EIGS: o->eigs = (int)parse_int(cmd, "--eigs", optarg, 1, 10000); break;
-        case O_NEG: o->neg_eigs = (int)parse_int(cmd, "--neg-eigs", optarg, 0, 10000); break;
+        case O_EIGS: o->eigs = (int)parse_int(cmd, "--eigs", optarg, 1, 100000000); break;
+        case O_NEG: o->neg_eigs = (int)parse_int(cmd, "--neg-eigs", optarg, 0, 100000000); break;
         case O_EIGTOL: o->eig_tol = parse_double(cmd, "--eig-tol", optarg, 1e-12, 1.0); break;
         case O_STEPS: o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000); break;
         case O_DENS: o->density = optarg; break;
@@ -199,9 +201,20 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
     }
     if (o->eigs && o->neg_eigs < 0) o->neg_eigs = 1;
     if (o->neg_eigs < 0) o->neg_eigs = 0;
-    if (o->density) check_writable("--density", o->density);
-    if (o->landscape) check_writable("--landscape", o->landscape);
-    if (o->csv) check_writable("--csv", o->csv);
+    if (o->density) check_writable(o->density);
+    if (o->landscape) check_writable(o->landscape);
+    if (o->csv) check_writable(o->csv);
+}
+
+// Exits unless the eigenvalue counts fit the model: checked right after loading it, before any
+// data is read or product computed. (Lanczos needs min(n, steps) x n doubles: keep k small.)
+static void check_counts(const HessOpts *o, const Model *m) {
+    if ((size_t)o->eigs > m->n_params)
+        die("%s: --eigs %d is more than the model's %zu parameters", o->model, o->eigs, m->n_params);
+    if ((size_t)o->neg_eigs > m->n_params)
+        die("%s: --neg-eigs %d is more than the model's %zu parameters", o->model, o->neg_eigs, m->n_params);
+    if (o->landscape && m->n_params < 2)
+        die("%s: --landscape needs two eigenvectors; the model has %zu parameter", o->model, m->n_params);
 }
 
 // Progress hook for the estimators.
@@ -284,9 +297,7 @@ static void run_lanczos(const HessOpts *o, LinOp *op, EigWhich which, int k, dou
 static void run_eigs(const HessOpts *o, LinOp *op, const Model *m, HessResults *r) {
     int k = o->eigs;
     if (o->landscape && k < 2) k = 2;
-    if (k == 0) return;
-    if ((size_t)k > m->n_params || (size_t)o->neg_eigs > m->n_params)
-        die("%s: --eigs %d is more than the model's %zu parameters", o->model, k, m->n_params);
+    if (k == 0) return;  // k fits the model: check_counts
     r->n_top = k;
     r->top = hp_calloc((size_t)k, sizeof(double));
     r->top_res = hp_calloc((size_t)k, sizeof(double));
@@ -579,6 +590,7 @@ int cmd_hessian(int argc, char **argv) {
     hp_set_threads(o.threads);
     Model m;
     load_model_or_die(&m, o.model);
+    check_counts(&o, &m);
     Dataset train;
     Curvature c;
     hess_setup(&o, &m, &train, &c);
