@@ -1,12 +1,14 @@
 #!/bin/sh
 # run_bench.sh: hprune against PyTorch on the same networks, interleaved per architecture
 # (hprune, then PyTorch, then the next architecture) so machine noise hits both; prints one
-# table. Called by `make bench` as `BUILD=build sh bench/run_bench.sh`.
+# table of training/inference throughput and one of curvature products (gradient, Hv, Gv on one
+# batch). Called by `make bench` as `BUILD=build sh bench/run_bench.sh`.
 #
 # Settings (environment): THREADS (default: nproc), BATCH (128), REPS (7), WARMUP (2),
 # MIN_BLOCK (0.3 s), ARCHS ("lenet5 resnet20"), BUILD (build), HPRUNE (./hprune, used by
-# torch_ref.py to check parameter counts), TORCH_PY (/usr/bin/python3). PyTorch needs Debian's
-# python3-torch; without it only hprune's figures are printed.
+# torch_ref.py to check parameter counts), TORCH_PY (/usr/bin/python3), CURV (yes: time the
+# curvature products too; no), CURV_BN (both: hprune's curvature in eval and batch-statistics
+# BN; eval). PyTorch needs Debian's python3-torch; without it only hprune's figures are printed.
 set -u
 
 BUILD=${BUILD:-build}
@@ -17,6 +19,8 @@ REPS=${REPS:-7}
 WARMUP=${WARMUP:-2}
 MIN_BLOCK=${MIN_BLOCK:-0.3}
 ARCHS=${ARCHS:-"lenet5 resnet20"}
+CURV=${CURV:-yes}
+CURV_BN=${CURV_BN:-both}
 HPRUNE=${HPRUNE:-./hprune}
 TORCH_PY=${TORCH_PY:-/usr/bin/python3}
 HERE=$(dirname "$0")
@@ -39,10 +43,16 @@ trap 'exit 130' INT TERM
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 common="--batch $BATCH --threads $THREADS --reps $REPS --warmup $WARMUP --min-block $MIN_BLOCK"
+if [ "$CURV" = yes ]; then
+  hp_curv="--curv-bn $CURV_BN"
+else
+  common="$common --only train --only infer"
+  hp_curv=""
+fi
 for arch in $ARCHS; do
   echo "run_bench: $arch: hprune..." >&2
   # shellcheck disable=SC2086  # $common is a list of options
-  if ! "$BENCH" --arch "$arch" $common --json >>"$tmp/hprune.jsonl"; then
+  if ! "$BENCH" --arch "$arch" $common $hp_curv --json >>"$tmp/hprune.jsonl"; then
     echo "run_bench: hprune bench failed on $arch" >&2
     exit 1
   fi
@@ -57,7 +67,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 
 # field FILE ARCH KEY: the number stored under KEY in ARCH's JSON line of FILE (empty if none).
 field() {
-  grep -E "\"arch\": *\"$2\"" "$1" | head -n 1 | sed -n "s/.*\"$3\": *\([-+0-9.eE]*\).*/\1/p"
+  grep -E "\"arch\": *\"$2\"" "$1" | grep -F "\"$3\"" | head -n 1 | sed -n "s/.*\"$3\": *\([-+0-9.eE]*\).*/\1/p"
 }
 
 cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -n 1)
@@ -93,6 +103,66 @@ for arch in $ARCHS; do
   done
   echo "${line%,}"
 done
+
+if [ "$CURV" = yes ]; then
+  echo
+  echo "curvature products (batch $BATCH, eval-mode BN), ms per product on one batch"
+  printf '%-10s %8s %8s %7s %8s %7s %8s %8s %8s %8s\n' arch "hprune" "hprune" "" "hprune" "" "torch" \
+    "torch" "" "HVP"
+  printf '%-10s %8s %8s %7s %8s %7s %8s %8s %8s %8s\n' "" "grad" "Hv" "Hv/grad" "Gv" "Gv/grad" "grad" \
+    "HVP" "HVP/grad" "speed-up"
+  for arch in $ARCHS; do
+    hg=$(field "$tmp/hprune.jsonl" "$arch" grad_ms)
+    hh=$(field "$tmp/hprune.jsonl" "$arch" hv_fwd_ms)
+    hgv=$(field "$tmp/hprune.jsonl" "$arch" gv_fwd_ms)
+    pg=$(field "$tmp/torch.jsonl" "$arch" grad_ms)
+    ph=$(field "$tmp/torch.jsonl" "$arch" hvp_ms)
+    awk -v a="$arch" -v hg="$hg" -v hh="$hh" -v hgv="$hgv" -v pg="$pg" -v ph="$ph" '
+      function num(v) { return v == "" ? "-" : sprintf("%.1f", v) }
+      function ratio(x, y) { return (x == "" || y == "" || y + 0 == 0) ? "-" : sprintf("%.2fx", x / y) }
+      BEGIN {
+        printf "%-10s %8s %8s %7s %8s %7s %8s %8s %8s %8s\n", a, num(hg), num(hh), ratio(hh, hg),
+               num(hgv), ratio(hgv, hg), num(pg), num(ph), ratio(ph, pg), ratio(ph, hh)
+      }'
+  done
+  echo "Hv, Gv, HVP include the forward pass (a gradient does too); speed-up = PyTorch HVP / hprune Hv"
+  echo "goals: hprune Hv <= 3x its gradient, Gv <= 2x"
+  # The same products with the batch's forward pass reused, and the other BN mode.
+  for arch in $ARCHS; do
+    hh=$(field "$tmp/hprune.jsonl" "$arch" hv_ms)
+    hgv=$(field "$tmp/hprune.jsonl" "$arch" gv_ms)
+    ph=$(field "$tmp/torch.jsonl" "$arch" hvp_cached_ms)
+    pgv=$(field "$tmp/torch.jsonl" "$arch" gv_ms)
+    pg=$(field "$tmp/torch.jsonl" "$arch" grad_ms)
+    awk -v a="$arch" -v hh="$hh" -v hgv="$hgv" -v ph="$ph" -v pgv="$pgv" -v pg="$pg" '
+      function num(v) { return v == "" ? "-" : sprintf("%.1f", v) }
+      function ratio(x, y) { return (x == "" || y == "" || y + 0 == 0) ? "-" : sprintf("%.2fx", x / y) }
+      BEGIN {
+        printf "%s forward reused: hprune Hv %s ms, Gv %s ms; PyTorch HVP on a kept graph %s ms" \
+               " (speed-up %s); PyTorch Gv (forward-mode J v, incl. forward) %s ms (%s its grad)\n",
+               a, num(hh), num(hgv), num(ph), ratio(ph, hh), num(pgv), ratio(pgv, pg)
+      }'
+    bg=$(field "$tmp/hprune.jsonl" "$arch" bs_grad_ms)
+    [ -n "$bg" ] || continue
+    bh=$(field "$tmp/hprune.jsonl" "$arch" bs_hv_fwd_ms)
+    bgv=$(field "$tmp/hprune.jsonl" "$arch" bs_gv_fwd_ms)
+    awk -v a="$arch" -v bg="$bg" -v bh="$bh" -v bgv="$bgv" '
+      BEGIN {
+        printf "%s batch-statistics BN (hprune): grad %.1f ms, Hv %.1f ms (%.2fx), Gv %.1f ms (%.2fx)\n",
+               a, bg, bh, bh / bg, bgv, bgv / bg
+      }'
+  done
+  for arch in $ARCHS; do
+    line="spread $arch (ms):"
+    for k in hprune:grad_ms hprune:hv_fwd_ms hprune:gv_fwd_ms torch:grad_ms torch:hvp_ms torch:gv_ms; do
+      name=${k%%:*} key=${k#*:}
+      lo=$(field "$tmp/$name.jsonl" "$arch" "${key}_min") hi=$(field "$tmp/$name.jsonl" "$arch" "${key}_max")
+      [ -n "$lo" ] && line="$line $name ${key%_ms} $(printf '%.1f..%.1f' "$lo" "$hi"),"
+    done
+    echo "${line%,}"
+  done
+fi
+echo
 if [ "$have_torch" = yes ]; then
   tv=$("$TORCH_PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)
   echo "ratio = hprune / PyTorch $tv (higher is faster for hprune)"
