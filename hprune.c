@@ -174,19 +174,6 @@ static void override(Config *cfg, const char *section, const char *key, const ch
     if (config_set(cfg, section, key, value, flag, &err) < 0) usage_error("train", "%s", err.msg);
 }
 
-// Exits unless the directory that will hold path exists (and path is not a directory), so that
-// a run does not train for an epoch only to fail at its first checkpoint or at the end.
-static void check_output_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char dir[600];
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
-    if (!slash) return;  // the current directory
-    snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-    if (stat(dir, &st) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
-    if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
-}
-
 static int cmd_train(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"output", required_argument, 0, 'o'},
@@ -227,7 +214,7 @@ static int cmd_train(int argc, char **argv) {
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         if (values[k]) override(&cfg, keys[k].section, keys[k].key, values[k], keys[k].flag);
     if (!cfg.output[0]) usage_error("train", "no output file: give -o FILE or [train] output");
-    check_output_dir(cfg.output);
+    check_output_path(cfg.output);
     int threads = hp_set_threads(cfg.train.threads);
 
     Dataset all, test, tr, val;

@@ -370,26 +370,22 @@ static Cost cost_of(Timing t, int batch) {
     return (Cost){.ms = 1e3 * batch / t.median, .ms_min = 1e3 * batch / t.max, .ms_max = 1e3 * batch / t.min};
 }
 
-// Times gradient, Hv and Gv (each cached and incl. forward) in BN mode `mode`; returns 0, or -1
-// with err set when a Curvature cannot be built.
+// Times gradient, Hv and Gv (each cached and incl. forward) in BN mode `mode`, one Curvature
+// (and its workspace) alive at a time; returns 0, or -1 with err set when one cannot be built.
 static int curv_measure(Bench *b, Mode mode, const Options *o, CurvResult *r, HpErr *err) {
     memset(r, 0, sizeof *r);
     if (curv_init(&b->hess, &b->m, &b->data, b->idx, b->batch, b->batch, mode, CURV_HESSIAN, err) < 0) return -1;
-    if (curv_init(&b->ggn, &b->m, &b->data, b->idx, b->batch, b->batch, mode, CURV_GGN, err) < 0) {
-        curv_free(&b->hess);
-        return -1;
-    }
     r->grad = cost_of(measure(b, grad_step, o), b->batch);
     r->loss = b->loss;
     r->hv = cost_of(measure(b, hv_step, o), b->batch);
     r->hv_fwd = cost_of(measure(b, hv_fwd_step, o), b->batch);
+    for (size_t j = 0; j < b->m.n_params; j++) r->vhv += (double)b->v[j] * b->out[j];
+    curv_free(&b->hess);
+    if (curv_init(&b->ggn, &b->m, &b->data, b->idx, b->batch, b->batch, mode, CURV_GGN, err) < 0) return -1;
     r->gv = cost_of(measure(b, gv_step, o), b->batch);
     r->gv_fwd = cost_of(measure(b, gv_fwd_step, o), b->batch);
-    hv_step(b);
-    for (size_t j = 0; j < b->m.n_params; j++) r->vhv += (double)b->v[j] * b->out[j];
-    r->done = true;
     curv_free(&b->ggn);
-    curv_free(&b->hess);
+    r->done = true;
     return 0;
 }
 

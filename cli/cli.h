@@ -36,6 +36,10 @@ void load_model_or_die(Model *m, const char *path);
 // Loads the named dataset from dir or exits with its error.
 void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test);
 
+// Exits unless path can be written: it is not a directory and the directory that will hold it
+// exists. Commands check their outputs first, so no long run fails only when it writes.
+void check_output_path(const char *path);
+
 // A progress display: a live line (rate, ETA) on a terminal, plain lines in a log.
 typedef struct {
     bool tty, shown;

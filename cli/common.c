@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,4 +150,15 @@ void progress_update(Progress *p, long done, long total, const char *unit) {
 void progress_done(Progress *p) {
     if (p->tty && p->shown) fputs("\r\033[K", stderr);
     p->shown = false;
+}
+
+void check_output_path(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char dir[1024];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
+    if (!slash) return;  // the current directory
+    snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (stat(dir, &st) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
 }

@@ -111,19 +111,6 @@ static void hess_defaults(HessOpts *o) {
     o->neg_eigs = -1;
 }
 
-// Exits (as `hprune train` does for its output) unless path is not a directory and the directory
-// that will hold it exists, so that an analysis does not fail only when it writes its results.
-static void check_writable(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char dir[1024];
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
-    if (!slash) return;  // the current directory
-    snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-    if (stat(dir, &st) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
-    if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
-}
-
 // Parses the options into o, or exits.
 static void hess_parse(int argc, char **argv, HessOpts *o) {
     enum { O_DATA = 256, O_DATASET, O_SAMPLES, O_BATCHES, O_BATCH, O_BN, O_OP, O_TRACE, O_PER, O_TOL, O_MAXP, O_HPP,
@@ -201,9 +188,9 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
     }
     if (o->eigs && o->neg_eigs < 0) o->neg_eigs = 1;
     if (o->neg_eigs < 0) o->neg_eigs = 0;
-    if (o->density) check_writable(o->density);
-    if (o->landscape) check_writable(o->landscape);
-    if (o->csv) check_writable(o->csv);
+    if (o->density) check_output_path(o->density);
+    if (o->landscape) check_output_path(o->landscape);
+    if (o->csv) check_output_path(o->csv);
 }
 
 // Exits unless the eigenvalue counts fit the model: checked right after loading it, before any

@@ -1,0 +1,443 @@
+#!/bin/sh
+# cli_hessian.sh: `hprune hessian` as a user meets it, on a tiny LeNet-5 trained for one epoch on
+# a synthetic Fashion-MNIST-format dataset. The default analysis; the JSON keys; per-layer and
+# per-channel traces that add up (the same --seed gives the same probes at every level); the
+# Gauss-Newton operator (PSD: positive traces, no negative eigenvalues beyond rounding);
+# determinism; the density, landscape and CSV files; --bn train; and bad input, which must fail
+# cleanly: the right exit status (1 runtime, 2 usage), nothing on stdout, one message line
+# ("hprune: error: ..." or "hprune hessian: ..." and the "Try" line), no file left behind,
+# and no product computed first (no progress line).
+#
+#   HPRUNE=./hprune sh tests/cli_hessian.sh      (from the repository root)
+#   VERBOSE=1 HPRUNE=./hprune sh tests/cli_hessian.sh   also shows every error message
+#
+# Prints "ok N - what" / "not ok N - what" (with "#" diagnostic lines after a failure) and
+# exits non-zero if anything failed. Fixtures live in a mktemp -d directory removed at the end.
+# Small on purpose (32 samples, one thread, few probes and steps): a few seconds on one core.
+
+HPRUNE=${HPRUNE:-./hprune}
+case $HPRUNE in /*) ;; */*) HPRUNE=$(pwd)/$HPRUNE ;; esac
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+LIMIT=120  # seconds any single command may take
+TO=""
+command -v timeout >/dev/null 2>&1 && TO="timeout $LIMIT"
+
+if [ ! -x "$HPRUNE" ]; then
+  echo "not ok 1 - $HPRUNE is not an executable (build it with 'make hprune')"
+  exit 1
+fi
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/hprune-cli-hessian.XXXXXX") || exit 1
+trap 'rm -rf "$T"' EXIT
+trap 'exit 130' INT TERM HUP PIPE
+CAP=$T/cap  # captured output of the command under test (not part of the fixtures)
+mkdir -p "$CAP" "$T/data" "$T/out" "$T/json"
+
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() {
+  n=$((n + 1)); failed=$((failed + 1))
+  echo "not ok $n - $1"; shift
+  for d in "$@"; do printf '#   %s\n' "$d"; done
+}
+# Prints the captured output of the last run as diagnostics.
+show_run() {
+  printf '#   exit status %s\n' "$rc"
+  sed -n '1,6s/^/#   stdout: /p' "$CAP/out"
+  sed -n '1,6s/^/#   stderr: /p' "$CAP/err"
+}
+# run CMD...: runs it with a time limit; stdout in $CAP/out, stderr in $CAP/err, status in $rc.
+run() { $TO "$@" >"$CAP/out" 2>"$CAP/err"; rc=$?; }
+# check DESC CONDITION...: ok if the shell condition holds, else not ok with the last run.
+check() {
+  desc=$1; shift
+  if "$@"; then ok "$desc"; else not_ok "$desc"; show_run; fi
+}
+# pycheck DESC MODE ARGS...: ok if `check.py MODE ARGS...` exits 0, else not ok with its words.
+pycheck() {
+  desc=$1; shift
+  if python3 "$T/check.py" "$@" >"$CAP/py" 2>&1; then
+    ok "$desc"
+  else
+    not_ok "$desc"; sed -n '1,8s/^/#   /p' "$CAP/py"
+  fi
+}
+rc_is() { [ "$rc" -eq "$1" ]; }
+out_has() { grep -q -E -- "$1" "$CAP/out"; }
+# hess NAME ARGS...: runs hprune hessian MODEL on the fixture data, small; JSON in $T/json/NAME.
+hess() {
+  name=$1; shift
+  run "$HPRUNE" hessian "$MODEL" --data "$DATA" --samples 32 --batch-size 16 --threads 1 "$@"
+  cp "$CAP/out" "$T/json/$name"
+}
+
+# ---- fixtures: a tiny dataset whose test set is the first 32 training images, a tiny model ----
+
+cat >"$T/gen_data.py" <<'EOF'
+# gen_data.py DIR N_TRAIN N_TEST: gzipped IDX files of 28x28 images in 10 classes (class c: a
+# bright 7x6 block at its own place over noise). The test set is the first N_TEST training
+# images, so `hprune eval` gives the loss on the samples `hprune hessian --samples N_TEST` uses.
+import gzip, random, struct, sys
+out, n_train, n_test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(2024)
+noise = bytes(b * 60 // 256 for b in range(256))
+bright = bytes(180 + b * 76 // 256 for b in range(256))
+def image(c):
+    px = bytearray(rng.randbytes(784).translate(noise))
+    r0, c0 = 2 + (c // 4) * 9, 2 + (c % 4) * 6
+    for y in range(r0, r0 + 7):
+        px[y * 28 + c0:y * 28 + c0 + 6] = rng.randbytes(6).translate(bright)
+    return bytes(px)
+labels = [rng.randrange(10) for _ in range(n_train)]
+images = [image(c) for c in labels]
+def write(prefix, n):
+    with gzip.open(f"{out}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + b"".join(images[:n]))
+    with gzip.open(f"{out}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 0x801, n) + bytes(labels[:n]))
+write("train", n_train)
+write("t10k", n_test)
+EOF
+
+cat >"$T/check.py" <<'EOF'
+# check.py MODE ARGS...: the checks on hprune hessian's outputs; exits 1 with the reason.
+import json, math, sys
+mode, args = sys.argv[1], sys.argv[2:]
+def load(path):
+    try:
+        return json.load(open(path))
+    except ValueError as e:
+        sys.exit(f"{path}: not JSON ({e}): {open(path).read()[:200]!r}")
+def need(cond, msg):
+    if not cond:
+        sys.exit(msg)
+def close(a, b, rel, what):
+    need(abs(a - b) <= rel * max(abs(a), abs(b), 1e-300), f"{what}: {a!r} vs {b!r} (relative tolerance {rel})")
+def number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def rows(path):
+    lines = open(path).read().splitlines()
+    need(lines, f"{path} is empty")
+    return lines[0], [l.split(",") for l in lines[1:]]
+
+if mode == "keys":  # the default analysis' JSON: every documented key, sensible values
+    d = load(args[0])
+    for k in ("model", "arch", "params", "samples", "batch_size", "bn", "operator", "seed", "trace",
+              "eigenvalues", "products", "seconds"):
+        need(k in d, f"no key {k!r}: keys are {sorted(d)}")
+    need(d["arch"] == "lenet5" and d["params"] == 61706, f"arch {d['arch']!r}, params {d['params']!r}")
+    need(d["samples"] == 32 and d["batch_size"] == 16, f"samples {d['samples']}, batch_size {d['batch_size']}")
+    need(d["bn"] == "eval" and d["operator"] == "hessian" and d["seed"] == 1,
+         f"bn {d['bn']!r}, operator {d['operator']!r}, seed {d['seed']!r}")
+    t = d["trace"]
+    for k in ("estimate", "stderr", "probes", "per_param", "per"):
+        need(k in t, f"no key trace.{k}: keys are {sorted(t)}")
+    need(all(number(t[k]) for k in ("estimate", "stderr", "per_param")), f"trace numbers: {t}")
+    need(t["per"] == "model" and "groups" not in t, f"trace.per {t['per']!r}, groups present: {'groups' in t}")
+    need(isinstance(t["probes"], int) and t["probes"] >= 2 and t["stderr"] >= 0, f"trace: {t}")
+    close(t["per_param"], t["estimate"] / 61706, 1e-12, "trace.per_param vs estimate / params")
+    e = d["eigenvalues"]
+    for k in ("largest", "largest_residuals", "most_negative", "most_negative_residuals", "steps"):
+        need(k in e, f"no key eigenvalues.{k}: keys are {sorted(e)}")
+    need(len(e["largest"]) == 1 and len(e["most_negative"]) == 1, f"eigenvalues: {e}")
+    need(all(number(x) for x in e["largest"] + e["most_negative"]), f"eigenvalues: {e}")
+    need(e["most_negative"][0] <= e["largest"][0], f"most negative above largest: {e}")
+    need(d["products"] == t["probes"] + e["steps"], f"products {d['products']} != probes {t['probes']} + steps {e['steps']}")
+    need(number(d["seconds"]) and d["seconds"] >= 0, f"seconds {d['seconds']!r}")
+elif mode == "groups":  # LAYER.json CHANNEL.json MODEL.json from the same seed
+    L, C, M = (load(p)["trace"] for p in args)
+    need(L["per"] == "layer" and C["per"] == "channel" and M["per"] == "model", "trace.per values")
+    lg, cg = L.get("groups"), C.get("groups")
+    need(isinstance(lg, list) and isinstance(cg, list), "no trace.groups list")
+    layers = [g["name"] for g in lg]
+    need(layers == ["conv1", "conv2", "fc1", "fc2", "fc3"], f"layer groups: {layers}")
+    need(len(cg) == 6 + 16 + 120 + 84 + 10, f"{len(cg)} channel groups, expected 236")
+    need(all(g["layer"] == g["name"] and g["channel"] == -1 for g in lg), "a layer group's layer/channel")
+    need(cg[0]["name"] == "conv1[0]" and cg[0]["channel"] == 0 and cg[-1]["name"] == "fc3[9]", "channel names")
+    need(sum(g["params"] for g in lg) == 61706 and sum(g["params"] for g in cg) == 61706, "group params do not add up")
+    scale = sum(abs(g["trace"]) for g in cg)
+    for name, t in (("layer", L), ("channel", C)):
+        s = sum(g["trace"] for g in t["groups"])
+        need(abs(s - t["estimate"]) <= 1e-9 * scale, f"{name} groups sum to {s!r}, trace.estimate {t['estimate']!r}")
+    need(abs(L["estimate"] - M["estimate"]) <= 1e-9 * scale and abs(C["estimate"] - M["estimate"]) <= 1e-9 * scale,
+         f"estimates differ: model {M['estimate']!r}, layer {L['estimate']!r}, channel {C['estimate']!r}")
+    need(L["probes"] == C["probes"] == M["probes"], "probe counts differ")
+    for g in lg:
+        ch = [c for c in cg if c["layer"] == g["name"]]
+        s = sum(c["trace"] for c in ch)
+        need(sum(c["params"] for c in ch) == g["params"], f"{g['name']}: channel params do not add up")
+        need(abs(s - g["trace"]) <= 1e-9 * max(abs(g["trace"]), sum(abs(c["trace"]) for c in ch), 1e-300),
+             f"{g['name']}: channels sum to {s!r}, --per layer says {g['trace']!r}")
+elif mode == "positive":  # FILE KEY.SUBKEY: a number > 0
+    v = load(args[0])
+    for k in args[1].split("."):
+        need(isinstance(v, dict) and k in v, f"no key {args[1]}")
+        v = v[k]
+    need(number(v) and v > 0, f"{args[1]} = {v!r}, not > 0")
+elif mode == "eigs":  # FILE K [psd]: K largest in descending order; psd: most negative >= -1e-3 largest
+    e = load(args[0]).get("eigenvalues", {})
+    top, neg = e.get("largest", []), e.get("most_negative", [])
+    need(len(top) == int(args[1]) and len(neg) == 1, f"largest {top}, most_negative {neg}")
+    need(all(a >= b for a, b in zip(top, top[1:])), f"largest not in descending order: {top}")
+    need(neg[0] <= top[-1], f"most negative {neg[0]} above the largest {top}")
+    if len(args) > 2:
+        need(top[0] > 0 and neg[0] >= -1e-3 * top[0], f"Gauss-Newton: most negative {neg[0]!r}, largest {top[0]!r}")
+elif mode == "same":  # A B KEY...: the same JSON but for KEY... (and "seconds")
+    a, b = load(args[0]), load(args[1])
+    for k in ["seconds"] + args[2:]:
+        a.pop(k, None), b.pop(k, None)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    need(not diff, f"differ in {diff}: {[(a.get(k), b.get(k)) for k in diff][:2]}"[:400])
+elif mode == "differ":  # A B KEY: KEY differs
+    need(load(args[0]).get(args[2]) != load(args[1]).get(args[2]), f"{args[2]} is the same")
+elif mode == "png":  # FILE...: each a complete PNG (signature, IHDR first, IEND last)
+    for p in args:
+        b = open(p, "rb").read()
+        need(b[:8] == b"\x89PNG\r\n\x1a\n", f"{p}: no PNG signature: {b[:8]!r}")
+        need(b[12:16] == b"IHDR" and b[-8:-4] == b"IEND", f"{p}: not IHDR ... IEND ({len(b)} bytes)")
+elif mode == "density":  # CSV JSON: header, grid ascending, density >= 0 integrating to 1 +- 2%
+    head, r = rows(args[0])
+    need(head == "eigenvalue,density", f"header {head!r}")
+    x, y = [float(a) for a, _ in r], [float(b) for _, b in r]
+    need(len(x) >= 100, f"{len(x)} grid points")
+    need(all(b > a for a, b in zip(x, x[1:])), "eigenvalue column not ascending")
+    need(min(y) >= 0, f"a negative density {min(y)}")
+    area = sum((x[i + 1] - x[i]) * (y[i] + y[i + 1]) / 2 for i in range(len(x) - 1))
+    need(abs(area - 1) <= 0.02, f"the density integrates to {area}")
+    d = load(args[1]).get("density", {})
+    need(d.get("probes") == 2 and d.get("steps") == 20, f"density: {d}")
+    need(d["lambda_min"] <= d["lambda_max"] and x[0] <= d["lambda_min"] and d["lambda_max"] <= x[-1],
+         f"density range [{d['lambda_min']}, {d['lambda_max']}] vs grid [{x[0]}, {x[-1]}]")
+elif mode == "landscape":  # JSON L_1d.csv L.csv EVAL_JSON: centre = loss at alpha 0 = eval's loss
+    l = load(args[0]).get("landscape", {})
+    need(l.get("points") == 5 and l.get("radius") == 0.1, f"landscape: {l}")
+    head, r = rows(args[1])
+    need(head == "alpha,loss" and len(r) == 5, f"{args[1]}: header {head!r}, {len(r)} rows")
+    alpha = [float(a) for a, _ in r]
+    need(all(abs(a - b) < 1e-12 for a, b in zip(alpha, [-0.1, -0.05, 0, 0.05, 0.1])), f"alphas {alpha}")
+    centre = float(r[2][1])
+    close(centre, l["center_loss"], 1e-6, "L_1d.csv at alpha 0 vs JSON center_loss")
+    head, r2 = rows(args[2])
+    need(head == "alpha,beta,loss" and len(r2) == 25, f"{args[2]}: header {head!r}, {len(r2)} rows")
+    mid = [float(c) for a, b, c in r2 if float(a) == 0 and float(b) == 0]
+    need(len(mid) == 1, "no (0, 0) row in the 2-D CSV")
+    close(mid[0], centre, 1e-6, "2-D centre vs 1-D centre")
+    ev = load(args[3])["loss"]  # eval's loss on the same 32 images, printed to 6 decimals
+    need(abs(ev - centre) <= 2e-6 + 1e-5 * abs(ev), f"centre loss {centre} vs hprune eval's {ev}")
+elif mode == "csv":  # FILE: the per-channel trace table
+    head, r = rows(args[0])
+    need(head == "group,params,trace,stderr,trace_per_param", f"header {head!r}")
+    need(len(r) == 236 and all(len(x) == 5 for x in r), f"{len(r)} rows, expected 236 of 5 fields")
+    need(r[0][0] == "conv1[0]" and r[-1][0] == "fc3[9]", f"first/last group {r[0][0]}, {r[-1][0]}")
+    need(sum(int(x[1]) for x in r) == 61706, "params do not add up to 61706")
+    for x in r:
+        close(float(x[4]), float(x[2]) / int(x[1]), 1e-6, f"{x[0]}: trace_per_param")
+else:
+    sys.exit("check.py: unknown mode " + mode)
+EOF
+
+DATA=$T/data
+MODEL=$T/model.safetensors
+fixtures_ok=1
+python3 "$T/gen_data.py" "$DATA" 256 32 2>"$CAP/err" || fixtures_ok=""
+cat >"$T/tiny.ini" <<EOF
+# one epoch of LeNet-5 on the synthetic data
+[model]
+arch = lenet5
+
+[data]
+dataset = fashion-mnist
+dir = $DATA
+
+[train]
+epochs = 1
+batch_size = 32
+lr = 0.05
+seed = 3
+threads = 1
+output = $MODEL
+EOF
+[ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/tiny.ini" >/dev/null 2>"$CAP/err" || fixtures_ok=""
+if [ -n "$fixtures_ok" ] && [ -s "$MODEL" ]; then
+  ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
+else
+  not_ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
+  sed -n '1,5s/^/#   /p' "$CAP/err"
+  echo "1..$n"
+  exit 1
+fi
+
+# ---- the default analysis: trace and the top eigenvalue at both ends ----
+
+hess default_text
+check "default: exits 0" rc_is 0
+check "default: prints the trace with its standard error" out_has '^trace: -?[0-9.e+-]+ \+- [0-9.e+-]+ \(standard error, [0-9]+ probes\)'
+check "default: prints the largest eigenvalue" out_has '^largest eigenvalues \([0-9]+ Lanczos steps[^)]*\): -?[0-9.e+-]+$'
+check "default: prints the most negative eigenvalue" out_has '^most negative eigenvalues \([0-9]+ steps[^)]*\): -?[0-9.e+-]+$'
+check "default: names the model, its 61706 parameters, 32 images, batch 16, eval, Hessian" \
+  out_has ': lenet5, 61706 parameters; 32 training images, batch 16, batchnorm eval, Hessian$'
+
+hess default --json
+check "--json: exits 0 with one line on stdout" eval 'rc_is 0 && [ "$(wc -l <"$CAP/out")" -eq 1 ]'
+pycheck "--json: parses, with model, arch, params, samples, batch_size, bn, operator, seed, trace{...}, eigenvalues{...}, products, seconds" \
+  keys "$T/json/default"
+hess default2 --json
+check "--json again: exits 0" rc_is 0
+pycheck "the same seed twice gives identical JSON (but for seconds)" same "$T/json/default" "$T/json/default2"
+hess seed2 --json --seed 2 --max-probes 6 --max-steps 20
+pycheck "another --seed gives another trace estimate" differ "$T/json/default" "$T/json/seed2" trace
+
+# ---- traces per layer and per channel, from the same probes ----
+
+hess layer --per layer --json --seed 5 --max-probes 6
+check "--per layer --json: exits 0" rc_is 0
+hess channel --per channel --json --seed 5 --max-probes 6
+check "--per channel --json: exits 0" rc_is 0
+hess model --trace --json --seed 5 --max-probes 6
+check "--trace --json: exits 0" rc_is 0
+pycheck "per layer and per channel: groups add up to trace.estimate, and the channels of each layer to its --per layer trace (1e-9)" \
+  groups "$T/json/layer" "$T/json/channel" "$T/json/model"
+
+hess layer_text --per layer --seed 5 --max-probes 6
+check "--per layer (text): a table row per layer" eval 'rc_is 0 && out_has "^conv1 +156 " && out_has "^fc3 +850 "'
+
+# ---- --bn train: lenet5 has no batchnorm, so the numbers are those of eval mode ----
+# (a model with batchnorm, even a tiny resnet20, takes too long to train here)
+
+hess layer_bn_train --per layer --json --seed 5 --max-probes 6 --bn train
+check "--bn train: exits 0 and says bn train" eval 'rc_is 0 && grep -q "\"bn\":\"train\"" "$T/json/layer_bn_train"'
+pycheck "--bn train on a model without batchnorm: the same traces as --bn eval" \
+  same "$T/json/layer" "$T/json/layer_bn_train" bn
+
+# ---- the Gauss-Newton operator is PSD ----
+
+hess ggn --operator ggn --trace --max-probes 6 --hutchpp 30 --json
+check "--operator ggn --trace --hutchpp 30: exits 0" eval 'rc_is 0 && grep -q "\"operator\":\"ggn\"" "$T/json/ggn"'
+pycheck "--operator ggn --hutchpp 30: the Hutch++ estimate is > 0" positive "$T/json/ggn" hutchpp.estimate
+pycheck "--operator ggn --trace: the Hutchinson estimate is > 0" positive "$T/json/ggn" trace.estimate
+
+hess eigs3 --eigs 3 --json
+check "--eigs 3 --json: exits 0" rc_is 0
+pycheck "--eigs 3: three largest eigenvalues in descending order, and the most negative" eigs "$T/json/eigs3" 3
+hess eigs3_ggn --eigs 3 --operator ggn --max-steps 40 --json
+check "--eigs 3 --operator ggn: exits 0" rc_is 0
+pycheck "--eigs 3 --operator ggn: descending, most negative >= -1e-3 x largest (PSD up to rounding)" \
+  eigs "$T/json/eigs3_ggn" 3 psd
+
+# ---- files: spectral density, loss landscape, per-channel CSV ----
+
+hess density --density "$T/out/D.png" --slq-probes 2 --slq-steps 20 --json
+check "--density D.png: exits 0 and writes D.png and D.csv" eval 'rc_is 0 && [ -s "$T/out/D.png" ] && [ -s "$T/out/D.csv" ]'
+pycheck "--density: D.png is a complete PNG" png "$T/out/D.png"
+pycheck "--density: D.csv is eigenvalue,density and integrates to 1 within 2% (trapezoid)" \
+  density "$T/out/D.csv" "$T/json/density"
+
+run "$HPRUNE" eval "$MODEL" --data "$DATA" --json --threads 1
+cp "$CAP/out" "$T/json/eval"
+hess landscape --landscape "$T/out/L.png" --points 5 --radius 0.1 --max-steps 30 --json
+check "--landscape L.png: exits 0 and writes L.png, L.csv, L_1d.png, L_1d.csv" eval \
+  'rc_is 0 && [ -s "$T/out/L.png" ] && [ -s "$T/out/L.csv" ] && [ -s "$T/out/L_1d.png" ] && [ -s "$T/out/L_1d.csv" ]'
+pycheck "--landscape: L.png and L_1d.png are complete PNGs" png "$T/out/L.png" "$T/out/L_1d.png"
+pycheck "--landscape: the centre of L_1d.csv (and of L.csv) is the loss at alpha 0, as hprune eval computes it" \
+  landscape "$T/json/landscape" "$T/out/L_1d.csv" "$T/out/L.csv" "$T/json/eval"
+
+hess csv --csv "$T/out/T.csv" --per channel --seed 5 --max-probes 6
+check "--csv T.csv --per channel: exits 0 and says where the channel traces are" eval \
+  'rc_is 0 && [ -s "$T/out/T.csv" ] && ! out_has "per-channel traces: add"'
+pycheck "--csv: header group,params,trace,stderr,trace_per_param and one row per channel" csv "$T/out/T.csv"
+
+# ---- bad input ----
+
+mkdir -p "$T/bad" "$T/work"
+python3 -c '
+import struct, sys
+blob = open(sys.argv[1], "rb").read()
+(n,) = struct.unpack("<Q", blob[:8])
+open(sys.argv[2], "wb").write(struct.pack("<Q", n) + b"{\"conv1.weight\": [" + blob[8 + 18:])
+' "$MODEL" "$T/bad/corrupt.safetensors" || not_ok "craft a model with a corrupt header"
+# Lists every file and directory under $T except the captures.
+snapshot() { find "$T" ! -path "$CAP" ! -path "$CAP/*" | sort; }
+
+# expect CODE DESC FILE PROBLEM ARGS...: runs `hprune hessian ARGS...` (in $T/work) and checks
+# that it fails cleanly with status CODE, and that its message contains the text FILE (if not
+# empty) and matches the extended regular expression PROBLEM (case-insensitive).
+expect() {
+  code=$1 desc=$2 file=$3 problem=$4
+  shift 4
+  snapshot >"$CAP/before"
+  (cd "$T/work" && $TO "$HPRUNE" hessian "$@") >"$CAP/out" 2>"$CAP/err"
+  rc=$?
+  snapshot >"$CAP/after"
+  why=""
+  msg=$(sed -n 1p "$CAP/err")
+  lines=$(wc -l <"$CAP/err")
+  if [ "$rc" -ge 124 ]; then
+    why="crashed or timed out: exit status $rc"
+  elif [ "$rc" -ne "$code" ]; then
+    why="exit status $rc, expected $code"
+  elif [ -s "$CAP/out" ]; then
+    why="something on stdout"
+  elif [ "$code" -eq 1 ] && { [ "$lines" -ne 1 ] || [ "${msg#hprune: error: }" = "$msg" ]; }; then
+    why="stderr is not one line starting 'hprune: error: ' (a progress line means work was done first)"
+  elif [ "$code" -eq 2 ] && { [ "${msg#hprune hessian: }" = "$msg" ] || [ "$lines" -ne 2 ] ||
+                              [ "$(sed -n 2p "$CAP/err")" != "Try 'hprune hessian --help'." ]; }; then
+    why="stderr is not 'hprune hessian: message' and the 'Try' line"
+  fi
+  if [ -z "$why" ] && [ -n "$file" ] && ! printf '%s\n' "$msg" | grep -q -F -- "$file"; then
+    why="the message does not name $file"
+  fi
+  if [ -z "$why" ] && ! printf '%s\n' "$msg" | grep -q -i -E -- "$problem"; then
+    why="the message does not match /$problem/"
+  fi
+  if [ -z "$why" ] && ! cmp -s "$CAP/before" "$CAP/after"; then
+    why="files appeared or vanished: $(diff "$CAP/before" "$CAP/after" | grep '^[<>]' | tr '\n' ' ')"
+  fi
+  if [ -z "$why" ]; then
+    ok "$desc"
+    [ -n "$VERBOSE" ] && printf '#   %s\n' "$msg"
+  else
+    not_ok "$desc" "$why" "command: hprune hessian $*"
+    sed -n '1,5s/^/#   stderr: /p' "$CAP/err"
+    sed -n '1,3s/^/#   stdout: /p' "$CAP/out"
+  fi
+  return 0
+}
+S="--samples 32 --batch-size 16 --threads 1"
+O=$T/out/new  # outputs that must not appear
+
+expect 1 "a model file that does not exist" "$T/bad/missing.safetensors" "no such file" \
+  "$T/bad/missing.safetensors" --data "$DATA" $S --csv "$O.csv"
+expect 1 "a model file with a corrupt header" "$T/bad/corrupt.safetensors" "header.*JSON" \
+  "$T/bad/corrupt.safetensors" --data "$DATA" $S --csv "$O.csv"
+expect 1 "a data directory that does not exist" "$T/nodata" "no such directory" \
+  "$MODEL" --data "$T/nodata" $S --density "$O.png"
+expect 1 "--eigs 70000: more than lenet5's 61706 parameters, said before any product or data" "$MODEL" \
+  "--eigs 70000 .*61706 parameters" "$MODEL" --data "$T/nodata" $S --trace --eigs 70000 --csv "$O.csv"
+expect 1 "--eigs 70000 --trace: fails before the trace runs" "$MODEL" "--eigs 70000 .*61706 parameters" \
+  "$MODEL" --data "$DATA" $S --trace --eigs 70000
+expect 1 "--neg-eigs 70000: the message names --neg-eigs" "$MODEL" "--neg-eigs 70000 .*61706 parameters" \
+  "$MODEL" --data "$DATA" $S --eigs 1 --neg-eigs 70000
+expect 2 "--tol 0" "--tol" "'0'" "$MODEL" --data "$DATA" $S --trace --tol 0
+expect 2 "--tol -1" "--tol" "'-1'" "$MODEL" --data "$DATA" $S --trace --tol -1
+expect 2 "--samples 0" "--samples" "'0'" "$MODEL" --data "$DATA" --samples 0 --threads 1
+expect 1 "--samples more than the training set" "$MODEL" "1000 samples.*256" \
+  "$MODEL" --data "$DATA" --samples 1000 --threads 1 --csv "$O.csv"
+expect 1 "--density in a directory that does not exist: before any work" "/nonexistent/d.png" \
+  "cannot write.*/nonexistent.*no such file" "$MODEL" --data "$DATA" $S --density /nonexistent/d.png
+expect 1 "--csv in a directory that does not exist" "/nonexistent/x.csv" "cannot write.*/nonexistent.*no such file" \
+  "$MODEL" --data "$DATA" $S --csv /nonexistent/x.csv
+expect 1 "--landscape in a directory that does not exist" "/nonexistent/l.png" "cannot write.*/nonexistent.*no such file" \
+  "$MODEL" --data "$DATA" $S --landscape /nonexistent/l.png
+expect 1 "--csv naming a directory: before any work" "$T/out" "cannot write: it is a directory" \
+  "$MODEL" --data "$DATA" $S --csv "$T/out"
+expect 1 "--density in a path through a regular file" "$T/tiny.ini/d.png" "not a directory" \
+  "$MODEL" --data "$DATA" $S --density "$T/tiny.ini/d.png"
+expect 2 "--bn foo" "foo" "--bn.*eval or train" "$MODEL" --data "$DATA" $S --bn foo
+expect 2 "--operator foo" "foo" "--operator.*hessian or ggn" "$MODEL" --data "$DATA" $S --operator foo
+expect 2 "--per foo" "foo" "--per.*model, layer or channel" "$MODEL" --data "$DATA" $S --per foo
+expect 2 "no MODEL" "" "MODEL is required" --data "$DATA" $S
+expect 2 "--samples and --batches together" "" "--samples or --batches" "$MODEL" --samples 32 --batches 2
+
+echo "1..$n"
+[ "$failed" -eq 0 ]
