@@ -15,10 +15,11 @@ Curvature products (as bench.c's curvature section; model in eval mode, batchnor
 statistics taken from one batch, one batch of B seeded random byte images normalised by
 0.5/0.25, milliseconds per call):
   grad        forward + torch.autograd.grad of the mean cross-entropy (create_graph=False);
-  HVP         double backprop as PyHessian does it: forward, autograd.grad(loss, params,
-              create_graph=True), autograd.grad(grads, params, grad_outputs=v), all per call;
+  HVP         double backprop as PyHessian does it over a data loader (per batch, per
+              product): forward, autograd.grad(loss, params, create_graph=True), then
+              autograd.grad(grads, params, grad_outputs=v);
   HVP cached  only the second autograd.grad, on a graph kept from one first pass
-              (retain_graph=True): PyHessian's per-product cost when it holds one batch;
+              (retain_graph=True): PyHessian's per-product cost when it holds a single batch;
   Gv          Gauss-Newton product: J v by forward-mode AD (dual parameters, incl. the
               forward), the cross-entropy Hessian on the logits, then J^T by one backward.
 
