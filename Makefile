@@ -21,7 +21,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC = $(wildcard bench/*.c)
 BENCH_BIN = $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test check-unit sanitize demo bench install uninstall clean
+.PHONY: all deps test check-unit sanitize demo bench install uninstall clean hprune
 .DEFAULT_GOAL := all
 
 all: deps
@@ -44,7 +44,12 @@ deps:
 
 CLI_OBJ = $(BUILD)/hprune.o $(patsubst %.c,$(BUILD)/%.o,$(wildcard cli/*.c))
 
-hprune: $(CLI_OBJ) $(BUILD)/libhprune.a
+# The binary is built inside $(BUILD) (so a sanitizer build never replaces ./hprune) and
+# copied to ./hprune for the default build.
+hprune: $(BUILD)/hprune
+	cp $< $@
+
+$(BUILD)/hprune: $(CLI_OBJ) $(BUILD)/libhprune.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libhprune.a: $(LIB_OBJ)
@@ -67,8 +72,8 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libhprune.a
 test: deps
 	@$(MAKE) --no-print-directory check-unit
 
-check-unit: hprune $(TEST_BIN)
-	@BUILD=$(BUILD) sh tests/run_all.sh $(TEST_BIN)
+check-unit: $(BUILD)/hprune $(TEST_BIN)
+	@HPRUNE=$(BUILD)/hprune sh tests/run_all.sh $(TEST_BIN)
 
 # The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
 sanitize: deps

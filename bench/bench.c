@@ -1,6 +1,7 @@
-// bench.c: training and inference throughput of hprune's built-in architectures on synthetic,
-// seeded batches. bench/torch_ref.py times the same networks in PyTorch the same way and
-// bench/run_bench.sh interleaves the two and prints the comparison.
+// bench.c: training and inference throughput, and the cost of curvature products, of hprune's
+// built-in architectures on synthetic, seeded batches. bench/torch_ref.py times the same
+// networks in PyTorch the same way and bench/run_bench.sh interleaves the two and prints the
+// comparison.
 //
 // One training step = zero the gradient, forward (MODE_TRAIN), softmax cross-entropy, backward,
 // SGD step (momentum 0.9, weight decay 5e-4). One inference step = forward (MODE_EVAL).
@@ -352,7 +353,7 @@ static void grad_step(Bench *b) { b->loss = curv_loss_grad(&b->hess, b->grad); }
 // Applies curvature c along b->v into b->out; when fresh, drops its cached forward pass first.
 static void curv_step(Bench *b, Curvature *c, bool fresh) {
     HpErr err;
-    if (fresh) c->cached_batch = -1;
+    if (fresh) curv_invalidate(c);
     HP_ASSERT(curv_apply(c, b->v, b->out, &err) == 0);
 }
 

@@ -32,8 +32,13 @@ int curv_init(Curvature *c, Model *m, const Dataset *d, const int *idx, int n, i
     c->dlogits = hp_malloc((size_t)batch * m->n_classes * sizeof(float));
     c->rdlogits = hp_malloc((size_t)batch * m->n_classes * sizeof(float));
     c->part = hp_malloc(m->n_params * sizeof(float));
-    c->cached_batch = -1;
+    curv_invalidate(c);
     return 0;
+}
+
+void curv_invalidate(Curvature *c) {
+    c->cached_batch = -1;
+    c->grads_cached = false;
 }
 
 void curv_free(Curvature *c) {
@@ -59,6 +64,7 @@ static int forward_batch(Curvature *c, int b, float *loss) {
         data_batch(c->d, c->idx + start, count, m->norm_mean, m->norm_std, NULL, NULL, c->x, c->y);
         model_forward(m, &c->ws, c->x, count, c->mode, NULL);
         c->cached_batch = b;
+        c->grads_cached = false;
     }
     const float *logits = c->ws.act[m->n_nodes - 1];
     float l = softmax_xent(logits, c->y, count, m->n_classes, 0.0f, c->dlogits, NULL);
@@ -76,10 +82,13 @@ int curv_apply(void *ctx, const float *v, float *out, HpErr *err) {
         const float *rlogits = model_rforward(m, &c->ws, v);
         softmax_xent_rop(c->ws.act[m->n_nodes - 1], rlogits, count, m->n_classes, c->rdlogits);
         memset(c->part, 0, m->n_params * sizeof(float));
-        if (c->kind == CURV_HESSIAN)
-            model_rbackward(m, &c->ws, v, c->dlogits, c->rdlogits, c->part, NULL);
-        else
-            model_backward(m, &c->ws, c->rdlogits, c->part, NULL);  // J^T H_loss J v
+        if (c->kind == CURV_HESSIAN) {
+            model_rbackward(m, &c->ws, v, c->dlogits, c->rdlogits, c->part, NULL, c->grads_cached);
+            c->grads_cached = true;  // valid while this batch's forward stays cached
+        } else {
+            model_backward(m, &c->ws, c->rdlogits, c->part, NULL);  // J^T H_loss J v (overwrites grads)
+            c->grads_cached = false;
+        }
         float share = (float)count / (float)c->n;
 #pragma omp parallel for simd schedule(static)
         for (size_t j = 0; j < m->n_params; j++) out[j] += share * c->part[j];
@@ -93,7 +102,7 @@ float curv_loss_grad(Curvature *c, float *grad) {
     const Model *m = c->m;
     double total = 0.0;
     if (grad) memset(grad, 0, m->n_params * sizeof(float));
-    c->cached_batch = -1;  // the parameters may have moved since the last pass
+    curv_invalidate(c);  // the parameters may have moved since the last pass
     for (int b = 0; b < n_batches(c); b++) {
         float loss;
         int count = forward_batch(c, b, &loss);
@@ -101,10 +110,11 @@ float curv_loss_grad(Curvature *c, float *grad) {
         if (!grad) continue;
         memset(c->part, 0, m->n_params * sizeof(float));
         model_backward(m, &c->ws, c->dlogits, c->part, NULL);
+        c->grads_cached = true;  // the ordinary backward of this batch, as Hessian products need
         float share = (float)count / (float)c->n;
+#pragma omp parallel for simd schedule(static)
         for (size_t j = 0; j < m->n_params; j++) grad[j] += share * c->part[j];
     }
-    c->cached_batch = -1;
     return (float)(total / c->n);
 }
 
@@ -125,5 +135,4 @@ void curv_sample_grads(Curvature *c, float *out) {
     free(xs);
     free(dl);
     ws_free(&one);
-    c->cached_batch = -1;
 }

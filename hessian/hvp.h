@@ -25,7 +25,8 @@ typedef struct {
     Workspace ws;
     float *x, *dlogits, *rdlogits, *part;  // batch inputs, loss gradients, one batch's product
     int *y;
-    int cached_batch;  // index of the batch whose forward pass is in ws (-1: none)
+    int cached_batch;   // index of the batch whose forward pass is in ws (-1: none)
+    bool grads_cached;  // ws also holds that batch's ordinary backward (reused by Hessian products)
 } Curvature;
 
 // Sets up products over samples idx[0..n) (copied) of d. Returns 0, or -1 with err set.
@@ -36,6 +37,9 @@ void curv_free(Curvature *c);
 int curv_apply(void *ctx, const float *v, float *out, HpErr *err);
 // The operator view of c (for the estimators).
 LinOp curv_linop(Curvature *c);
+// Forgets the cached forward pass: call it after changing the model's parameters or buffers
+// other than through curv_loss_grad (products reuse a single batch's forward pass).
+void curv_invalidate(Curvature *c);
 // Loss L at the model's current parameters and, if grad is not NULL, its gradient.
 float curv_loss_grad(Curvature *c, float *grad);
 // Per-sample gradients (eval mode): row s of out (n × n_params) is the gradient of sample

@@ -34,7 +34,7 @@ int landscape_1d(Curvature *c, const float *d, double radius, int n, double *alp
     }
     memcpy(m->params, theta, m->n_params * sizeof(float));
     free(theta);
-    c->cached_batch = -1;
+    curv_invalidate(c);
     return 0;
 }
 
@@ -53,6 +53,6 @@ int landscape_2d(Curvature *c, const float *d1, const float *d2, double radius, 
     }
     memcpy(m->params, theta, m->n_params * sizeof(float));
     free(theta);
-    c->cached_batch = -1;
+    curv_invalidate(c);
     return 0;
 }

@@ -391,18 +391,18 @@ static void node_rbackward(const Model *m, Workspace *ws, int i, int N, const fl
 }
 
 void model_rbackward(const Model *m, Workspace *ws, const float *v, const float *dlogits, const float *rdlogits,
-                     float *hv, float *grad) {
+                     float *hv, float *grad, bool grads_ready) {
     int N = ws->last_n, L = m->n_nodes;
     for (int i = 0; i < L; i++) {
         size_t len = (size_t)N * shape_numel(m->nodes[i].out) * sizeof(float);
-        memset(ws->grad[i], 0, len);
+        if (!grads_ready) memset(ws->grad[i], 0, len);
         memset(ws->rgrad[i], 0, len);
     }
-    memcpy(ws->grad[L - 1], dlogits, (size_t)N * m->n_classes * sizeof(float));
+    if (!grads_ready) memcpy(ws->grad[L - 1], dlogits, (size_t)N * m->n_classes * sizeof(float));
     memcpy(ws->rgrad[L - 1], rdlogits, (size_t)N * m->n_classes * sizeof(float));
     for (int i = L - 1; i >= 1; i--) {
         // the ordinary backward first: it completes grad[i]'s inputs, which R-backward reads
-        node_backward(m, ws, i, N, grad, false);
+        if (!grads_ready) node_backward(m, ws, i, N, grad, false);
         node_rbackward(m, ws, i, N, v, hv);
     }
 }

@@ -186,9 +186,11 @@ void ws_enable_rop(Workspace *ws, const Model *m);
 const float *model_rforward(const Model *m, Workspace *ws, const float *v);
 // Backward and R-backward together through the last forward and R-forward passes: dlogits
 // and rdlogits are (N, n_classes). Accumulates H v into hv and, if grad is not NULL, the
-// gradient into grad (n_params floats each, added to what is there).
+// gradient into grad (n_params floats each, added to what is there). If grads_ready, the
+// workspace already holds the ordinary backward of dlogits through this forward pass (from
+// model_backward or an earlier model_rbackward) and it is not recomputed (grad is then unused).
 void model_rbackward(const Model *m, Workspace *ws, const float *v, const float *dlogits, const float *rdlogits,
-                     float *hv, float *grad);
+                     float *hv, float *grad, bool grads_ready);
 
 // ---- loss ----
 

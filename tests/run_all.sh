@@ -15,7 +15,7 @@ for t in "$@"; do
 done
 for s in tests/cli_*.sh; do
   [ -f "$s" ] || continue
-  out=$(HPRUNE=./hprune sh "$s" 2>&1); rc=$?
+  out=$(HPRUNE="${HPRUNE:-./hprune}" sh "$s" 2>&1); rc=$?
   p=$(printf '%s\n' "$out" | grep -c '^ok ')
   f=$(printf '%s\n' "$out" | grep -c '^not ok ')
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
