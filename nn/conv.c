@@ -125,8 +125,13 @@ void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const flo
     conv2d_apply(g, x, w, b, y, col, col_stride, false);
 }
 
-void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,
-                     float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride) {
+// Backward of one or two convolutions sharing geometry and outputs' shapes, in one pass over
+// the samples: dw += dy (x) x [+ dy2 (x) x2], dx += w^T * dy [+ w2^T * dy2], db += sum dy. The
+// second term is skipped when dy2 is NULL; its dw part also when x2 is NULL. (The R-backward of a
+// convolution is such a pair; summing before folding saves a col2im.)
+static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, const float *dy, const float *x2,
+                             const float *w2, const float *dy2, float *dx, float *dw, float *db, float *col,
+                             size_t col_stride, float *wscratch, size_t ws_stride) {
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * P;
     const size_t w_len = (size_t)g->O * Kg;
@@ -143,33 +148,34 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
         memset(my_dw, 0, (w_len + (size_t)g->O) * sizeof(float));
 #pragma omp for schedule(static)
         for (int n = 0; n < g->N; n++) {
-            const float *xn = x + (size_t)n * in_len;
-            const float *dyn = dy + (size_t)n * out_len;
+            const float *dyn = dy + (size_t)n * out_len, *dy2n = dy2 ? dy2 + (size_t)n * out_len : NULL;
             for (int gi = 0; gi < G; gi++) {
-                const float *dyg = dyn + (size_t)gi * Og * P;
-                const float *wg = w + (size_t)gi * Og * Kg;
-                const float *src = xn + (size_t)gi * Cg * g->H * g->W;
+                const size_t g_in = (size_t)gi * Cg * g->H * g->W, g_out = (size_t)gi * Og * P, g_w = (size_t)gi * Og * Kg;
                 if (dw) {
-                    if (!is_pointwise(g)) {
-                        im2col(g, xn, gi * Cg, Cg, my_col, my_pad);
-                        src = my_col;
+                    // dw_g (Og, Kg) += dy_g (Og, P) @ col(x)^T (P, Kg), and the same for the second term
+                    for (int term = 0; term < 2; term++) {
+                        const float *xs = term ? x2 : x, *dys = term ? dy2n : dyn;
+                        if (!xs || !dys) continue;
+                        const float *src = xs + (size_t)n * in_len + g_in;
+                        if (!is_pointwise(g)) {
+                            im2col(g, xs + (size_t)n * in_len, gi * Cg, Cg, my_col, my_pad);
+                            src = my_col;
+                        }
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, Kg, P, 1.0f, dys + g_out, P, src, P,
+                                    1.0f, my_dw + g_w, Kg);
                     }
-                    // dw_g (Og, Kg) += dy_g (Og, P) @ col^T (P, Kg)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Og, Kg, P, 1.0f, dyg, P, src, P, 1.0f,
-                                my_dw + (size_t)gi * Og * Kg, Kg);
                 }
                 if (!dx) continue;
+                // dcol (Kg, P) = w_g^T @ dy_g [+ w2_g^T @ dy2_g], added straight to dx when pointwise
                 float *dxn = dx + (size_t)n * in_len;
-                if (is_pointwise(g)) {
-                    // dx_g (Cg, P) += w_g^T (Kg = Cg, Og) @ dy_g (Og, P)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, P, Og, 1.0f, wg, Kg, dyg, P, 1.0f,
-                                dxn + (size_t)gi * Cg * P, P);
-                } else {
-                    // dcol (Kg, P) = w_g^T @ dy_g, folded back onto dx
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, P, Og, 1.0f, wg, Kg, dyg, P, 0.0f,
-                                my_col, P);
-                    col2im_acc(g, my_col, gi * Cg, Cg, dxn, my_pad);
-                }
+                float *dst = is_pointwise(g) ? dxn + g_in : my_col;
+                float beta = is_pointwise(g) ? 1.0f : 0.0f;
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, P, Og, 1.0f, w + g_w, Kg, dyn + g_out, P, beta,
+                            dst, P);
+                if (dy2n)
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, P, Og, 1.0f, w2 + g_w, Kg, dy2n + g_out, P,
+                                1.0f, dst, P);
+                if (!is_pointwise(g)) col2im_acc(g, my_col, gi * Cg, Cg, dxn, my_pad);
             }
             if (db) {
                 for (int o = 0; o < g->O; o++) {
@@ -197,6 +203,11 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
     }
 }
 
+void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,
+                     float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride) {
+    conv2d_backward2(g, x, w, dy, NULL, NULL, NULL, dx, dw, db, col, col_stride, wscratch, ws_stride);
+}
+
 // ---- R-operator (Pearlmutter): directional derivatives along parameter direction V ----
 
 void conv2d_rforward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
@@ -214,9 +225,5 @@ void conv2d_rbackward(const ConvGeom *g, const float *x, const float *w, const f
                       const float *dy, const float *rdy, float *rdx, float *rdw, float *rdb, float *col,
                       size_t col_stride, float *wscratch, size_t ws_stride) {
     // R{dx} = w^T * R{dy} + V_w^T * dy;  R{dw} = R{dy} (x) x + dy (x) R{x};  R{db} = sum R{dy}
-    conv2d_backward(g, x, w, rdy, rdx, rdw, rdb, col, col_stride, wscratch, ws_stride);
-    if (rx)
-        conv2d_backward(g, rx, vw, dy, rdx, rdw, NULL, col, col_stride, wscratch, ws_stride);
-    else if (rdx)
-        conv2d_backward(g, x, vw, dy, rdx, NULL, NULL, col, col_stride, wscratch, ws_stride);
+    conv2d_backward2(g, x, w, rdy, rx, vw, dy, rdx, rdw, rdb, col, col_stride, wscratch, ws_stride);
 }
