@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_safetensors import build, read_safetensors  # noqa: E402
+from check_safetensors import read_safetensors  # noqa: E402
+from torch_models import build  # noqa: E402
 
 
 def read_idx_images(path, n):

@@ -46,80 +46,15 @@ except ImportError:  # torch < 2.0
     from torch.nn.utils.stateless import functional_call
 
 
-# ---- the networks, named as hprune's built-in architectures (PyTorch state_dict paths) ----
+# ---- the networks (torch_models.py), for 1x28x28 inputs by default ----
 
-class LeNet5(nn.Module):
-    """conv1 6@5x5 pad 2, relu, maxpool 2, conv2 16@5x5, relu, maxpool 2, fc 120, 84, classes."""
-
-    def __init__(self, in_ch, hw, classes):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, 6, 5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, 5)
-        side = ((hw // 2) - 4) // 2
-        self.fc1 = nn.Linear(16 * side * side, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, classes)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = torch.flatten(x, 1)
-        x = F.relu(self.fc1(x))
-        x = F.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-class BasicBlock(nn.Module):
-    """conv3x3-bn-relu-conv3x3-bn plus identity or a 1x1 conv-bn projection, add, relu."""
-
-    def __init__(self, cin, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, planes, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return F.relu(y + self.shortcut(x))
-
-
-class CifarResNet(nn.Module):
-    """CIFAR-style ResNet of depth 6n+2: stages of 16, 32, 64 channels, global pool, fc."""
-
-    def __init__(self, depth, in_ch, classes):
-        super().__init__()
-        n = (depth - 2) // 6
-        self.conv1 = nn.Conv2d(in_ch, 16, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        cin = 16
-        for s, planes in enumerate((16, 32, 64)):
-            blocks = []
-            for b in range(n):
-                blocks.append(BasicBlock(cin, planes, 2 if (s > 0 and b == 0) else 1))
-                cin = planes
-            setattr(self, f"layer{s + 1}", nn.Sequential(*blocks))
-        self.fc = nn.Linear(64, classes)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(x)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_models import build as build_net  # noqa: E402
 
 
 def build(arch, in_ch=1, hw=28, classes=10):
     """Returns the named architecture as an nn.Module; raises ValueError if unknown."""
-    if arch == "lenet5":
-        return LeNet5(in_ch, hw, classes)
-    if arch in ("resnet20", "resnet32", "resnet56"):
-        return CifarResNet(int(arch[6:]), in_ch, classes)
-    raise ValueError(f"unknown architecture '{arch}' (known: lenet5, resnet20, resnet32, resnet56)")
+    return build_net(arch, in_ch, hw, hw, classes)
 
 
 # ---- checking against hprune ----
