@@ -173,3 +173,13 @@ echo "threads $THREADS, batch $BATCH, median of $REPS blocks of >= $MIN_BLOCK s,
 echo "train step = forward + cross-entropy + backward + SGD (momentum 0.9, wd 5e-4); infer = eval forward"
 echo "GFLOP/s: 2 x MACs per image for inference, training counted as 3 x forward FLOPs"
 echo "CPU: ${cpu:-unknown}; $(date -u '+%Y-%m-%d %H:%M UTC'); load average before $load_before, after $load_after"
+# Lanczos against power iteration on a trained model, when one has been trained (configs/).
+EIG_MODEL=${EIG_MODEL:-runs/resnet20_fmnist.safetensors}
+if [ -f "$EIG_MODEL" ] && [ -x "$BUILD/bench/eigs_compare" ]; then
+  echo
+  echo "top eigenvalue of the loss Hessian to 1e-3 relative (128 training images, eval-mode BN):"
+  "$BUILD/bench/eigs_compare" "$EIG_MODEL" --threads "$THREADS"
+else
+  echo
+  echo "(no trained model at $EIG_MODEL: train one with configs/resnet20_fmnist.ini to compare Lanczos with power iteration)"
+fi
