@@ -104,7 +104,28 @@ static void conv_fwd(void *ctx, float *y) {
     conv2d_forward(&c->g, c->x, c->w, c->b, y, c->col, c->col_len);
 }
 
-// Checks dx, dw and db (when bias) of one convolution geometry.
+// Direct convolution by its definition, in double: y (N, O, Ho, Wo).
+static void conv_direct(const ConvGeom *g, const float *x, const float *w, const float *b, double *y) {
+    int Cg = g->C / g->groups, Og = g->O / g->groups;
+    for (int n = 0; n < g->N; n++)
+        for (int o = 0; o < g->O; o++)
+            for (int oh = 0; oh < g->Ho; oh++)
+                for (int ow = 0; ow < g->Wo; ow++) {
+                    double s = b ? b[o] : 0.0;
+                    int gi = o / Og;
+                    for (int c = 0; c < Cg; c++)
+                        for (int ki = 0; ki < g->k; ki++)
+                            for (int kj = 0; kj < g->k; kj++) {
+                                int ih = oh * g->stride - g->pad + ki, iw = ow * g->stride - g->pad + kj;
+                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                                s += (double)w[((o * Cg + c) * g->k + ki) * g->k + kj] *
+                                     x[(((size_t)n * g->C + gi * Cg + c) * g->H + ih) * g->W + iw];
+                            }
+                    y[(((size_t)n * g->O + o) * g->Ho + oh) * g->Wo + ow] = s;
+                }
+}
+
+// Checks the forward against the definition, then dx, dw and db (when bias) of one geometry.
 static void check_conv(const char *name, int N, int C, int H, int W, int O, int k, int stride, int pad, int groups,
                        bool bias, uint64_t seed) {
     Rng rng;
@@ -125,6 +146,13 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
     float *dx = acc_buf(nx), *dw = acc_buf(nw), *db = bias ? acc_buf((size_t)O) : NULL;
     conv2d_backward(&g, c.x, c.w, r, dx, dw, db, c.col, c.col_len, wscratch, ws_stride);
     fprintf(stderr, "conv2d %s\n", name);
+    double *yref = hp_malloc(ny * sizeof(double)), worst = 0;
+    conv_fwd(&c, y);
+    conv_direct(&g, c.x, c.w, c.b, yref);
+    for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(y[i] - yref[i]));
+    fprintf(stderr, "  %-34s max abs err %.2e\n", "forward vs definition", worst);
+    assert_true(worst < 1e-5);
+    free(yref);
     check_grad("dx", &p, c.x, nx, dx);
     check_grad("dw", &p, c.w, nw, dw);
     if (bias) check_grad("db", &p, c.b, (size_t)O, db);
@@ -170,6 +198,14 @@ static void test_conv_pointwise(void **state) {
 static void test_conv_projection(void **state) {
     (void)state;
     check_conv("1x1 stride 2 (projection shortcut)", 3, 3, 6, 6, 4, 1, 2, 0, 1, false, 19);
+}
+
+// The wide unfolding (stride 1, rows of 12 or more outputs): padded, unpadded, grouped, 5x5.
+static void test_conv_wide_layout(void **state) {
+    (void)state;
+    check_conv("wide: 3x3 pad 1 on 13x14, bias", 2, 3, 13, 14, 4, 3, 1, 1, 1, true, 20);
+    check_conv("wide: 5x5 pad 2, groups=2 on 12x12", 2, 4, 12, 12, 6, 5, 1, 2, 2, false, 21);
+    check_conv("wide: 3x3 no pad on 14x15", 2, 2, 14, 15, 3, 3, 1, 0, 1, true, 22);
 }
 
 // ---- batchnorm ----
@@ -597,6 +633,7 @@ int main(void) {
         cmocka_unit_test(test_conv_depthwise),
         cmocka_unit_test(test_conv_pointwise),
         cmocka_unit_test(test_conv_projection),
+        cmocka_unit_test(test_conv_wide_layout),
         cmocka_unit_test(test_bn_train),
         cmocka_unit_test(test_bn_eval),
         cmocka_unit_test(test_bn_running_update),
