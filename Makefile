@@ -6,7 +6,7 @@ DESTDIR ?=
 CC      ?= gcc
 BUILD   ?= build
 
-DEBS = libopenblas-dev liblapacke-dev libpng-dev zlib1g-dev libcmocka-dev libinih-dev libcjson-dev dataset-fashion-mnist pkg-config
+DEBS = libopenblas-dev liblapacke-dev libpng-dev zlib1g-dev libcmocka-dev libinih-dev libcjson-dev dataset-fashion-mnist
 
 OPT      ?= -O3 -march=native
 CPPFLAGS += -I/usr/include/x86_64-linux-gnu/openblas-pthread -I.
