@@ -323,10 +323,19 @@ static int cmd_eval(int argc, char **argv) {
     float loss, acc;
     evaluate(&m, &ws, &test, &loss, &acc);
     double dt = now_s() - t0;
-    if (json)
-        printf("{\"model\":\"%s\",\"dataset\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"seconds\":%.3f}\n",
-               path, name, test.n, acc, loss, dt);
-    else
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", path);
+        cJSON_AddStringToObject(o, "dataset", name);
+        cJSON_AddNumberToObject(o, "images", test.n);
+        cJSON_AddNumberToObject(o, "accuracy", round(acc * 1e6) / 1e6);
+        cJSON_AddNumberToObject(o, "loss", round(loss * 1e6) / 1e6);
+        cJSON_AddNumberToObject(o, "seconds", round(dt * 1e3) / 1e3);
+        char *text = cJSON_PrintUnformatted(o);
+        puts(text);
+        free(text);
+        cJSON_Delete(o);
+    } else
         printf("%s on %s test (%d images): accuracy %.2f%%, loss %.4f  (%.2fs, %.0f img/s)\n", path, name, test.n,
                100.0 * acc, loss, dt, test.n / dt);
     ws_free(&ws);
@@ -422,8 +431,9 @@ static int cmd_info(int argc, char **argv) {
         case 'j': json = true; break;
         case 'i': {
             char tail;
-            if (sscanf(optarg, "%dx%dx%d%c", &in.c, &in.h, &in.w, &tail) != 3 || in.c < 1 || in.h < 1 || in.w < 1)
-                usage_error("info", "--input: '%s' is not CxHxW", optarg);
+            if (sscanf(optarg, "%5dx%5dx%5d%c", &in.c, &in.h, &in.w, &tail) != 3 || in.c < 1 || in.h < 1 || in.w < 1 ||
+                in.c > HP_MAX_CHANNELS_IN || in.h > 4096 || in.w > 4096)
+                usage_error("info", "--input: '%s' is not CxHxW (C <= %d, H and W <= 4096)", optarg, HP_MAX_CHANNELS_IN);
             break;
         }
         case 'k': classes = (int)parse_int("info", "--classes", optarg, 2, 100000); break;

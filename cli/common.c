@@ -19,6 +19,7 @@
 void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
+    if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr);  // a live progress line may be showing
     fputs("hprune: error: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
@@ -157,8 +158,13 @@ void check_output_path(const char *path) {
     char dir[1024];
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
-    if (!slash) return;  // the current directory
+    if (!slash) {  // the current directory
+        if (access(".", W_OK | X_OK) != 0) die("%s: cannot write: current directory: %s", path, strerror(errno));
+        return;
+    }
+    if ((size_t)(slash - path) >= sizeof dir) die("%s: path too long", path);
     snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
     if (stat(dir, &st) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
+    if (access(dir, W_OK | X_OK) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
 }

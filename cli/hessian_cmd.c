@@ -18,6 +18,8 @@
 #include "../nn/train.h"
 #include "cli.h"
 
+#define PATH_CAP 4096
+
 static const char *const HELP_HESSIAN =
     "usage: hprune hessian MODEL [options]\n"
     "\n"
@@ -88,6 +90,8 @@ typedef struct {
     SpectrumFigures fig;
     bool have_slq;
     double landscape_center;
+    double *alpha, *loss_1d, *loss_2d;  // landscape grid and losses (loss_2d[j * n + i])
+    double landscape_seconds;
     long products;
     double seconds;
 } HessResults;
@@ -172,7 +176,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         case O_PTS: o->points = (int)parse_int(cmd, "--points", optarg, 2, 1001); break;
         case O_CSV: o->csv = optarg; break;
         case O_JSON: o->json = true; break;
-        case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
+        case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 1L << 53); break;
         case O_THREADS: o->threads = (int)parse_int(cmd, "--threads", optarg, 0, 1024); break;
         case 'h': fputs(HELP_HESSIAN, stdout); exit(0);
         case ':': usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
@@ -186,8 +190,12 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         o->trace = true;  // the default analysis: trace and top eigenvalue
         o->eigs = 1;
     }
-    if (o->eigs && o->neg_eigs < 0) o->neg_eigs = 1;
+    // the most negative eigenvalue comes with --eigs, except for the PSD Gauss-Newton matrix
+    if (o->eigs && o->neg_eigs < 0) o->neg_eigs = o->op == CURV_GGN ? 0 : 1;
     if (o->neg_eigs < 0) o->neg_eigs = 0;
+    if (o->points % 2 == 0) usage_error(cmd, "--points %d: give an odd count, so the grid passes through the model", o->points);
+    if (o->csv && !o->trace && !o->eigs && !o->neg_eigs)
+        usage_error(cmd, "--csv writes the traces (--trace, --per) or the eigenvalues (--eigs): ask for one");
     if (o->density) check_output_path(o->density);
     if (o->landscape) check_output_path(o->landscape);
     if (o->csv) check_output_path(o->csv);
@@ -206,6 +214,9 @@ static void check_counts(const HessOpts *o, const Model *m) {
 
 // Progress hook for the estimators.
 static void on_products(long done, long total, void *user) { progress_update(user, done, total, "products"); }
+
+// Progress hook for the landscape's loss evaluations.
+static void on_evals(long done, long total, void *user) { progress_update(user, done, total, "loss evaluations"); }
 
 // Picks the samples (first N training images in file order) and builds the curvature operator.
 static void hess_setup(const HessOpts *o, Model *m, Dataset *train, Curvature *c) {
@@ -284,12 +295,13 @@ static void run_lanczos(const HessOpts *o, LinOp *op, EigWhich which, int k, dou
 static void run_eigs(const HessOpts *o, LinOp *op, const Model *m, HessResults *r) {
     int k = o->eigs;
     if (o->landscape && k < 2) k = 2;
-    if (k == 0) return;  // k fits the model: check_counts
-    r->n_top = k;
-    r->top = hp_calloc((size_t)k, sizeof(double));
-    r->top_res = hp_calloc((size_t)k, sizeof(double));
-    r->top_vecs = o->landscape ? hp_malloc((size_t)k * m->n_params * sizeof(float)) : NULL;
-    run_lanczos(o, op, EIG_LARGEST, k, r->top, r->top_res, r->top_vecs, &r->top_steps, &r->top_converged, 201);
+    if (k > 0) {  // k fits the model: check_counts
+        r->n_top = k;
+        r->top = hp_calloc((size_t)k, sizeof(double));
+        r->top_res = hp_calloc((size_t)k, sizeof(double));
+        r->top_vecs = o->landscape ? hp_malloc((size_t)k * m->n_params * sizeof(float)) : NULL;
+        run_lanczos(o, op, EIG_LARGEST, k, r->top, r->top_res, r->top_vecs, &r->top_steps, &r->top_converged, 201);
+    }
     if (o->neg_eigs > 0) {
         r->n_neg = o->neg_eigs;
         r->neg = hp_calloc((size_t)r->n_neg, sizeof(double));
@@ -298,15 +310,16 @@ static void run_eigs(const HessOpts *o, LinOp *op, const Model *m, HessResults *
     }
 }
 
-// Replaces a ".png" ending of path (or appends) with suffix into buf.
-static const char *sibling(const char *path, const char *suffix, char *buf, size_t cap) {
+// Replaces a ".png" ending of path (or appends) with suffix into buf (PATH_CAP bytes), or exits
+// if the name does not fit.
+static const char *sibling(const char *path, const char *suffix, char buf[PATH_CAP]) {
     size_t len = strlen(path);
     if (len > 4 && strcmp(path + len - 4, ".png") == 0) len -= 4;
-    snprintf(buf, cap, "%.*s%s", (int)len, path, suffix);
+    if ((size_t)snprintf(buf, PATH_CAP, "%.*s%s", (int)len, path, suffix) >= PATH_CAP) die("%s: path too long", path);
     return buf;
 }
 
-// Spectral density: SLQ, then FILE.csv and the FILE.png plot (log density).
+// Spectral density by SLQ, with its derived figures.
 static void run_density(const HessOpts *o, LinOp *op, HessResults *r) {
     HpErr err;
     Rng rng;
@@ -322,22 +335,25 @@ static void run_density(const HessOpts *o, LinOp *op, HessResults *r) {
     progress_done(&pr);
     if (slq_figures(&r->slq, 0.0, &r->fig, &err) < 0) die("%s", err.msg);
     r->have_slq = true;
-    char csv[1024];
-    sibling(o->density, ".csv", csv, sizeof csv);
+}
+
+// Writes the FILE.png plot (log density) and FILE.csv of the density.
+static void write_density(const HessOpts *o, const HessResults *r) {
+    HpErr err;
+    PlotSeries s = {.name = "density", .x = r->slq.grid, .y = r->slq.density, .n = (size_t)r->slq.grid_points};
+    PlotOpts po = {.log_y = true};
+    char title[160], csv[PATH_CAP];
+    snprintf(title, sizeof title, "%s spectral density (SLQ, %d x %d steps)", o->op == CURV_GGN ? "Gauss-Newton" : "Hessian",
+             r->slq.n_probes, r->slq.steps);
+    if (plot_lines(o->density, title, "eigenvalue", "density", &s, 1, &po, &err) < 0) die("%s", err.msg);
     const char *header[] = {"eigenvalue", "density"};
     double *rows = hp_malloc((size_t)r->slq.grid_points * 2 * sizeof(double));
     for (int i = 0; i < r->slq.grid_points; i++) {
         rows[2 * i] = r->slq.grid[i];
         rows[2 * i + 1] = r->slq.density[i];
     }
-    if (csv_write(csv, header, 2, rows, r->slq.grid_points, &err) < 0) die("%s", err.msg);
+    if (csv_write(sibling(o->density, ".csv", csv), header, 2, rows, r->slq.grid_points, &err) < 0) die("%s", err.msg);
     free(rows);
-    PlotSeries s = {.name = "density", .x = r->slq.grid, .y = r->slq.density, .n = (size_t)r->slq.grid_points};
-    PlotOpts po = {.log_y = true};
-    char title[160];
-    snprintf(title, sizeof title, "%s spectral density (SLQ, %d x %d steps)", o->op == CURV_GGN ? "Gauss-Newton" : "Hessian",
-             r->slq.n_probes, r->slq.steps);
-    if (plot_lines(o->density, title, "eigenvalue", "density", &s, 1, &po, &err) < 0) die("%s", err.msg);
 }
 
 // Loss landscape along the top eigenvector (1-D) and on the plane of the top two (2-D).
@@ -346,46 +362,48 @@ static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
     Progress pr;
     size_t P = c->m->n_params;
     int n = o->points;
-    double *alpha = hp_malloc((size_t)n * sizeof(double)), *loss = hp_malloc((size_t)n * sizeof(double));
+    r->alpha = hp_malloc((size_t)n * sizeof(double));
+    r->loss_1d = hp_malloc((size_t)n * sizeof(double));
+    r->loss_2d = hp_malloc((size_t)n * n * sizeof(double));
     progress_init(&pr, "landscape 1-D");
-    if (landscape_1d(c, r->top_vecs, o->radius, n, alpha, loss, on_products, &pr, &err) < 0) die("%s", err.msg);
+    if (landscape_1d(c, r->top_vecs, o->radius, n, r->alpha, r->loss_1d, on_evals, &pr, &err) < 0) die("%s", err.msg);
     progress_done(&pr);
-    r->landscape_center = loss[n / 2];
-    char path[1024], csv[1024];
-    const char *h1[] = {"alpha", "loss"};
-    double *rows = hp_malloc((size_t)n * 2 * sizeof(double));
-    for (int i = 0; i < n; i++) {
-        rows[2 * i] = alpha[i];
-        rows[2 * i + 1] = loss[i];
-    }
-    if (csv_write(sibling(o->landscape, "_1d.csv", csv, sizeof csv), h1, 2, rows, n, &err) < 0) die("%s", err.msg);
-    PlotSeries s = {.name = "loss", .x = alpha, .y = loss, .n = (size_t)n};
-    if (plot_lines(sibling(o->landscape, "_1d.png", path, sizeof path), "loss along the top eigenvector",
-                   "step along v1", "loss", &s, 1, NULL, &err) < 0)
-        die("%s", err.msg);
-    free(rows);
-    double *grid = hp_malloc((size_t)n * n * sizeof(double));
+    r->landscape_center = r->loss_1d[n / 2];  // n is odd: the grid's middle point is the model itself
     progress_init(&pr, "landscape 2-D");
-    if (landscape_2d(c, r->top_vecs, r->top_vecs + P, o->radius, n, grid, on_products, &pr, &err) < 0)
+    if (landscape_2d(c, r->top_vecs, r->top_vecs + P, o->radius, n, r->loss_2d, on_evals, &pr, &err) < 0)
         die("%s", err.msg);
     progress_done(&pr);
+}
+
+// Writes the landscape: FILE.png (2-D) and FILE_1d.png, then FILE.csv and FILE_1d.csv.
+static void write_landscape(const HessOpts *o, const HessResults *r) {
+    HpErr err;
+    int n = o->points;
+    char path[PATH_CAP];
+    if (plot_heatmap(o->landscape, "loss on the plane of the top two eigenvectors", "step along v1", "step along v2",
+                     r->loss_2d, (size_t)n, (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
+        die("%s", err.msg);
+    PlotSeries s = {.name = "loss", .x = r->alpha, .y = r->loss_1d, .n = (size_t)n};
+    if (plot_lines(sibling(o->landscape, "_1d.png", path), "loss along the top eigenvector", "step along v1", "loss",
+                   &s, 1, NULL, &err) < 0)
+        die("%s", err.msg);
+    const char *h1[] = {"alpha", "loss"};
+    double *rows = hp_malloc((size_t)n * n * 3 * sizeof(double));
+    for (int i = 0; i < n; i++) {
+        rows[2 * i] = r->alpha[i];
+        rows[2 * i + 1] = r->loss_1d[i];
+    }
+    if (csv_write(sibling(o->landscape, "_1d.csv", path), h1, 2, rows, n, &err) < 0) die("%s", err.msg);
     const char *h2[] = {"alpha", "beta", "loss"};
-    double *rows2 = hp_malloc((size_t)n * n * 3 * sizeof(double));
     for (int j = 0; j < n; j++)
         for (int i = 0; i < n; i++) {
-            double *row = rows2 + ((size_t)j * n + i) * 3;
-            row[0] = alpha[i];
-            row[1] = alpha[j];
-            row[2] = grid[(size_t)j * n + i];
+            double *row = rows + ((size_t)j * n + i) * 3;
+            row[0] = r->alpha[i];
+            row[1] = r->alpha[j];
+            row[2] = r->loss_2d[(size_t)j * n + i];
         }
-    if (csv_write(sibling(o->landscape, ".csv", csv, sizeof csv), h2, 3, rows2, n * n, &err) < 0) die("%s", err.msg);
-    if (plot_heatmap(o->landscape, "loss on the plane of the top two eigenvectors", "step along v1", "step along v2",
-                     grid, (size_t)n, (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
-        die("%s", err.msg);
-    free(alpha);
-    free(loss);
-    free(grid);
-    free(rows2);
+    if (csv_write(sibling(o->landscape, ".csv", path), h2, 3, rows, n * n, &err) < 0) die("%s", err.msg);
+    free(rows);
 }
 
 // Writes the per-group trace table (or the eigenvalues) as CSV.
@@ -475,8 +493,9 @@ static void print_summary(const HessOpts *o, const Model *m, const Curvature *c,
         printf("condition number of the positive part: %.4g; negative/positive curvature mass: %.4g\n",
                r->fig.condition, r->fig.neg_pos_ratio);
     }
-    if (o->landscape) printf("landscape: %s and its _1d.png, .csv, _1d.csv; loss at the centre %.6g\n", o->landscape,
-                             r->landscape_center);
+    if (o->landscape)
+        printf("landscape: %s and its _1d.png, .csv, _1d.csv; loss at the centre %.6g (%d loss evaluations in %.1f s)\n",
+               o->landscape, r->landscape_center, o->points + o->points * o->points, r->landscape_seconds);
     printf("%ld products in %.1f s (%.2f per second)\n", r->products, r->seconds, r->products / r->seconds);
 }
 
@@ -567,6 +586,9 @@ static void results_free(HessResults *r) {
     free(r->neg);
     free(r->neg_res);
     free(r->top_vecs);
+    free(r->alpha);
+    free(r->loss_1d);
+    free(r->loss_2d);
     slq_free(&r->slq);
 }
 
@@ -588,9 +610,14 @@ int cmd_hessian(int argc, char **argv) {
     run_trace(&o, &op, &m, &r);
     run_eigs(&o, &op, &m, &r);
     if (o.density) run_density(&o, &op, &r);
-    if (o.landscape) run_landscape(&o, &c, &r);
     r.seconds = now_s() - t0;
     r.products = op.products;
+    double t1 = now_s();
+    if (o.landscape) run_landscape(&o, &c, &r);
+    r.landscape_seconds = now_s() - t1;
+    // every analysis done: now the files (plots first, the likelier to refuse their data)
+    if (o.density) write_density(&o, &r);
+    if (o.landscape) write_landscape(&o, &r);
     if (o.csv) write_csv(&o, &m, &r);
     if (o.json)
         print_json(&o, &m, &c, &r);

@@ -89,6 +89,7 @@ int write_file_atomic(const char *path, const void *data, size_t len, HpErr *err
     char *tmp;
     FILE *fp;
     if (atomic_open(path, &tmp, &fp, err) < 0) return -1;
+    errno = 0;  // so that a short write without a cause reads as EIO, not a stale errno
     if (len > 0 && fwrite(data, 1, len, fp) != len) {
         int e = errno ? errno : EIO;
         atomic_abort(fp, tmp);

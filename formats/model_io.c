@@ -506,6 +506,21 @@ static int load_momentum(const StFile *f, const Model *m, const TensorRef *refs,
     return 0;
 }
 
+// Checks every batchnorm running variance is finite and not negative (else normalisation divides
+// by the square root of a negative number or of NaN).
+static int check_running_var(const Model *m, HpErr *err) {
+    for (int i = 0; i < m->n_nodes; i++) {
+        const Node *n = &m->nodes[i];
+        if (n->op != OP_BATCHNORM2D) continue;
+        for (int c = 0; c < n->out.c; c++) {
+            float v = m->buffers[n->var_off + (size_t)c];
+            if (!(v >= 0.0f) || isinf(v))
+                return hp_fail(err, "tensor '%s.running_var': channel %d is %g, not a variance", n->name, c, (double)v);
+        }
+    }
+    return 0;
+}
+
 // Copies every model tensor from f into m (shapes checked), and checks for unknown ones.
 static int load_tensors(const StFile *f, Model *m, float **momentum, HpErr *err) {
     int n = model_tensors(m, NULL, 0);
@@ -518,6 +533,7 @@ static int load_tensors(const StFile *f, Model *m, float **momentum, HpErr *err)
         if (rc == 0) st_copy_f32(f, e, refs[i].data);
     }
     if (rc == 0) rc = check_unknown(f, refs, n, err);
+    if (rc == 0) rc = check_running_var(m, err);
     if (rc == 0) rc = load_momentum(f, m, refs, n, momentum, err);
     free(refs);
     return rc;

@@ -11,6 +11,8 @@ int curv_init(Curvature *c, Model *m, const Dataset *d, const int *idx, int n, i
     if (n < 1) return hp_fail(err, "no samples for the curvature (n = %d)", n);
     if (batch < 1) return hp_fail(err, "batch size %d must be >= 1", batch);
     if (mode == MODE_TRAIN) return hp_fail(err, "curvature needs MODE_EVAL or MODE_BATCHSTATS, not MODE_TRAIN");
+    if (d->n_classes > m->n_classes)
+        return hp_fail(err, "model has %d classes, data has %d", m->n_classes, d->n_classes);
     if (d->c != m->input.c || d->h != m->input.h || d->w != m->input.w)
         return hp_fail(err, "model takes %dx%dx%d inputs, data has %dx%dx%d", m->input.c, m->input.h, m->input.w, d->c,
                        d->h, d->w);
@@ -76,6 +78,7 @@ int curv_apply(void *ctx, const float *v, float *out, HpErr *err) {
     (void)err;
     Curvature *c = ctx;
     const Model *m = c->m;
+    HP_ASSERT(v != out);  // out is cleared before v is read
     memset(out, 0, m->n_params * sizeof(float));
     for (int b = 0; b < n_batches(c); b++) {
         int count = forward_batch(c, b, NULL);
@@ -120,6 +123,7 @@ float curv_loss_grad(Curvature *c, float *grad) {
 
 void curv_sample_grads(Curvature *c, float *out) {
     Model *m = c->m;
+    HP_ASSERT(c->mode == MODE_EVAL);  // per-sample gradients need independent samples
     Workspace one;
     ws_init(&one, m, 1, 0);
     float *xs = hp_malloc(shape_numel(m->input) * sizeof(float)), *dl = hp_malloc((size_t)m->n_classes * sizeof(float));

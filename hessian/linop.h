@@ -10,7 +10,7 @@
 #include "../nn/err.h"
 #include "../nn/rng.h"
 
-// out = A v for vectors of n floats. Returns 0, or -1 with err set.
+// out = A v for vectors of n floats (out and v distinct). Returns 0, or -1 with err set.
 typedef struct {
     size_t n;
     int (*apply)(void *ctx, const float *v, float *out, HpErr *err);

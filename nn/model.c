@@ -56,6 +56,8 @@ static int check_window(const Node *n, Shape in, bool is_pool, Shape *out, HpErr
     if (n->kernel < 1 || n->stride < 1 || n->padding < 0)
         return hp_fail(err, "node '%s': kernel %d, stride %d, padding %d: kernel and stride must be >= 1, padding >= 0",
                        n->name, n->kernel, n->stride, n->padding);
+    if (!is_pool && n->padding >= n->kernel)
+        return hp_fail(err, "node '%s': padding %d is not smaller than the kernel %d", n->name, n->padding, n->kernel);
     if (is_pool && 2 * n->padding > n->kernel)
         return hp_fail(err, "node '%s': padding %d is more than half the kernel %d", n->name, n->padding, n->kernel);
     if (in.h + 2 * n->padding < n->kernel || in.w + 2 * n->padding < n->kernel)

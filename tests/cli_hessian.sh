@@ -320,7 +320,7 @@ pycheck "--operator ggn --trace: the Hutchinson estimate is > 0" positive "$T/js
 hess eigs3 --eigs 3 --json
 check "--eigs 3 --json: exits 0" rc_is 0
 pycheck "--eigs 3: three largest eigenvalues in descending order, and the most negative" eigs "$T/json/eigs3" 3
-hess eigs3_ggn --eigs 3 --operator ggn --max-steps 40 --json
+hess eigs3_ggn --eigs 3 --neg-eigs 1 --operator ggn --max-steps 40 --json
 check "--eigs 3 --operator ggn: exits 0" rc_is 0
 pycheck "--eigs 3 --operator ggn: descending, most negative >= -1e-3 x largest (PSD up to rounding)" \
   eigs "$T/json/eigs3_ggn" 3 psd
@@ -438,6 +438,8 @@ expect 2 "--operator foo" "foo" "--operator.*hessian or ggn" "$MODEL" --data "$D
 expect 2 "--per foo" "foo" "--per.*model, layer or channel" "$MODEL" --data "$DATA" $S --per foo
 expect 2 "no MODEL" "" "MODEL is required" --data "$DATA" $S
 expect 2 "--samples and --batches together" "" "--samples or --batches" "$MODEL" --samples 32 --batches 2
+expect 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
+expect 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]
