@@ -276,9 +276,12 @@ static void test_graph_json_errors(void **state) {
          "node 1 'c': kernel 7 does not fit"},
         {HDR FLAT "]}", "graph: last node 'flat' gives 16x1x1, expected 3 class scores"},
         {HDR "]}", "graph: graph has no layers"},
-        {HDR "{\"name\":\"c\",\"op\":\"conv2d\",\"inputs\":[\"input\"],\"out_channels\":1000000,\"kernel\":1,"
+        {HDR "{\"name\":\"c\",\"op\":\"conv2d\",\"inputs\":[\"input\"],\"out_channels\":10000000,\"kernel\":3,"
+             "\"stride\":1,\"padding\":2,\"groups\":1,\"bias\":false}]}",
+         "node 1 'c': output 10000000x6x6 is too large"},
+        {HDR "{\"name\":\"c\",\"op\":\"conv2d\",\"inputs\":[\"input\"],\"out_channels\":4,\"kernel\":1,"
              "\"stride\":1,\"padding\":10,\"groups\":1,\"bias\":false}]}",
-         "node 1 'c': output 1000000x24x24 is too large"},
+         "node 1 'c': padding 10 is not smaller than the kernel 1"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memset(&err, 0, sizeof err);
