@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -203,6 +204,24 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
 
 // Exits unless the eigenvalue counts fit the model: checked right after loading it, before any
 // data is read or product computed. (Lanczos needs min(n, steps) x n doubles: keep k small.)
+// Exits before any work if the largest estimator's basis (Lanczos: one double vector per step;
+// SLQ: per step; Hutch++: per third of its budget) and the activations of a batch would not fit
+// in the machine's memory.
+static void check_memory(const HessOpts *o, const Model *m) {
+    double n = (double)m->n_params, vectors = 0;
+    if (o->eigs || o->neg_eigs || o->landscape) vectors = fmin(o->max_steps, n);
+    if (o->density) vectors = fmax(vectors, fmin(o->slq_steps, n));
+    if (o->hutchpp) vectors = fmax(vectors, 2.0 * (o->hutchpp / 3));
+    double act = 0;
+    for (int i = 0; i < m->n_nodes; i++) act += (double)shape_numel(m->nodes[i].out);
+    double need = 8.0 * n * vectors + 4.0 * 5.0 * act * o->batch;  // activations, gradients and R-state
+    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (have > 0 && need > 0.8 * have)
+        die("%s: this analysis needs about %.1f GB of memory (%.0f basis vectors of %zu parameters, batch %d); "
+            "the machine has %.1f GB: lower --max-steps, --slq-steps, --hutchpp or --batch-size",
+            o->model, need / 1e9, vectors, m->n_params, o->batch, have / 1e9);
+}
+
 static void check_counts(const HessOpts *o, const Model *m) {
     if ((size_t)o->eigs > m->n_params)
         die("%s: --eigs %d is more than the model's %zu parameters", o->model, o->eigs, m->n_params);
@@ -210,6 +229,7 @@ static void check_counts(const HessOpts *o, const Model *m) {
         die("%s: --neg-eigs %d is more than the model's %zu parameters", o->model, o->neg_eigs, m->n_params);
     if (o->landscape && m->n_params < 2)
         die("%s: --landscape needs two eigenvectors; the model has %zu parameter", o->model, m->n_params);
+    check_memory(o, m);
 }
 
 // Progress hook for the estimators.

@@ -438,6 +438,7 @@ expect 2 "--operator foo" "foo" "--operator.*hessian or ggn" "$MODEL" --data "$D
 expect 2 "--per foo" "foo" "--per.*model, layer or channel" "$MODEL" --data "$DATA" $S --per foo
 expect 2 "no MODEL" "" "MODEL is required" --data "$DATA" $S
 expect 2 "--samples and --batches together" "" "--samples or --batches" "$MODEL" --samples 32 --batches 2
+expect 1 "a Lanczos basis larger than memory: refused before any work" "--max-steps" "needs about .* GB of memory" "$MODEL" --data "$DATA" $S --eigs 1 --max-steps 60000
 expect 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
 expect 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
 
