@@ -150,25 +150,23 @@ void data_batch(const Dataset *d, const int *idx, int count, const float *mean, 
     int flip = aug ? aug->hflip : 0;
     HP_ASSERT(pad >= 0 && pad <= (1 << 28));  // the config bounds it; keeps offsets in int
     HP_ASSERT(rng || (pad == 0 && !flip));
-    ImageAug *ia = hp_calloc((size_t)count, sizeof *ia);
-    for (int b = 0; b < count; b++) {
-        int i = idx ? idx[b] : b;
-        HP_ASSERT(i >= 0 && i < d->n);
-        if (pad > 0) {
-            ia[b].dy = (int)rng_below(rng, 2 * (uint64_t)pad + 1);
-            ia[b].dx = (int)rng_below(rng, 2 * (uint64_t)pad + 1);
-        } else {
-            ia[b].dy = ia[b].dx = 0;
-        }
-        ia[b].flip = flip ? (int)(rng_u64(rng) >> 63) : 0;
-        y[b] = d->labels[i];
-    }
     size_t nb = image_bytes(d);
-#pragma omp parallel for schedule(static) if ((size_t)count * nb >= BATCH_PARALLEL_MIN)
-    for (int b = 0; b < count; b++) {
-        int i = idx ? idx[b] : b;
-        assemble_image(d->images + (size_t)i * nb, d->c, d->h, d->w, pad, ia[b], lut,
-                       x + (size_t)b * nb);
+    enum { CHUNK = 256 };  // images whose random choices are drawn before they are assembled
+    ImageAug ia[CHUNK];    // on the stack: no allocation per batch
+    for (int b0 = 0; b0 < count; b0 += CHUNK) {
+        int nc = count - b0 < CHUNK ? count - b0 : CHUNK;
+        for (int j = 0; j < nc; j++) {
+            int b = b0 + j, i = idx ? idx[b] : b;
+            HP_ASSERT(i >= 0 && i < d->n);
+            ia[j].dy = pad > 0 ? (int)rng_below(rng, 2 * (uint64_t)pad + 1) : 0;
+            ia[j].dx = pad > 0 ? (int)rng_below(rng, 2 * (uint64_t)pad + 1) : 0;
+            ia[j].flip = flip ? (int)(rng_u64(rng) >> 63) : 0;
+            y[b] = d->labels[i];
+        }
+#pragma omp parallel for schedule(static) if ((size_t)nc * nb >= BATCH_PARALLEL_MIN)
+        for (int j = 0; j < nc; j++) {
+            int b = b0 + j, i = idx ? idx[b] : b;
+            assemble_image(d->images + (size_t)i * nb, d->c, d->h, d->w, pad, ia[j], lut, x + (size_t)b * nb);
+        }
     }
-    free(ia);
 }
