@@ -27,29 +27,8 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/hprune-cli-basic.XXXXXX") || exit 1
 trap 'rm -rf "$T"' EXIT
 trap 'exit 130' INT TERM HUP PIPE
 
-n=0
-failed=0
-
-# ok DESC / not_ok DESC [DIAGNOSTIC...]
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-  n=$((n + 1)); failed=$((failed + 1))
-  echo "not ok $n - $1"; shift
-  for d in "$@"; do printf '#   %s\n' "$d"; done
-}
-# Prints the captured output of the last run as diagnostics.
-show_run() {
-  printf '#   exit status %s\n' "$rc"
-  sed -n '1,6s/^/#   stdout: /p' "$T/out"
-  sed -n '1,6s/^/#   stderr: /p' "$T/err"
-}
-# run CMD...: runs it with a time limit; stdout in $T/out, stderr in $T/err, status in $rc.
-run() { $TO "$@" >"$T/out" 2>"$T/err"; rc=$?; }
-# check DESC CONDITION...: ok if the shell condition holds, else not ok with the last run.
-check() {
-  desc=$1; shift
-  if "$@"; then ok "$desc"; else not_ok "$desc"; show_run; fi
-}
+CAP=$T  # run() captures into $T/out and $T/err
+. "$(dirname "$0")/tap_lib.sh"
 rc_is() { [ "$rc" -eq "$1" ]; }
 out_has() { grep -q -- "$1" "$T/out"; }
 err_has() { grep -q -- "$1" "$T/err"; }

@@ -28,63 +28,7 @@ trap 'exit 130' INT TERM HUP PIPE
 CAP=$T/cap  # captured output of the command under test (not part of the fixtures)
 mkdir -p "$CAP"
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-  n=$((n + 1)); failed=$((failed + 1))
-  echo "not ok $n - $1"; shift
-  for d in "$@"; do printf '#   %s\n' "$d"; done
-}
-# Lists every file and directory under $T except the captures.
-snapshot() { find "$T" ! -path "$CAP" ! -path "$CAP/*" | sort; }
-
-# expect CODE DESC FILE PROBLEM CMD...: runs CMD (in $T/work) and checks that it fails
-# cleanly with status CODE, and that its message contains the text FILE (if not empty) and
-# matches the extended regular expression PROBLEM (case-insensitive).
-expect() {
-  code=$1 desc=$2 file=$3 problem=$4
-  shift 4
-  snapshot >"$CAP/before"
-  (cd "$T/work" && $TO "$@") >"$CAP/out" 2>"$CAP/err"
-  rc=$?
-  snapshot >"$CAP/after"
-  why=""
-  msg=$(sed -n 1p "$CAP/err")
-  lines=$(wc -l <"$CAP/err")
-  if [ "$rc" -ge 124 ]; then
-    why="crashed or timed out: exit status $rc"
-  elif [ "$rc" -ne "$code" ]; then
-    why="exit status $rc, expected $code"
-  elif [ -s "$CAP/out" ]; then
-    why="something on stdout"
-  elif [ "$code" -eq 1 ] && { [ "$lines" -ne 1 ] || [ "${msg#hprune: error: }" = "$msg" ]; }; then
-    why="stderr is not one line starting 'hprune: error: '"
-  elif [ "$code" -eq 2 ]; then
-    cmd=$(printf '%s\n' "$msg" | sed -n 's/^hprune \([a-z]*\): .*/\1/p')
-    if [ -z "$cmd" ] || [ "$lines" -ne 2 ] || [ "$(sed -n 2p "$CAP/err")" != "Try 'hprune $cmd --help'." ]; then
-      why="stderr is not 'hprune CMD: message' and the 'Try' line"
-    fi
-  fi
-  if [ -z "$why" ] && [ -n "$file" ] && ! printf '%s\n' "$msg" | grep -q -F -- "$file"; then
-    why="the message does not name $file"
-  fi
-  if [ -z "$why" ] && ! printf '%s\n' "$msg" | grep -q -i -E -- "$problem"; then
-    why="the message does not match /$problem/"
-  fi
-  if [ -z "$why" ] && ! cmp -s "$CAP/before" "$CAP/after"; then
-    why="files appeared or vanished: $(diff "$CAP/before" "$CAP/after" | grep '^[<>]' | tr '\n' ' ')"
-  fi
-  if [ -z "$why" ]; then
-    ok "$desc"
-    [ -n "$VERBOSE" ] && printf '#   %s\n' "$msg"
-  else
-    not_ok "$desc" "$why" "command: $*"
-    sed -n '1,5s/^/#   stderr: /p' "$CAP/err"
-    sed -n '1,3s/^/#   stdout: /p' "$CAP/out"
-  fi
-  return 0
-}
+. "$(dirname "$0")/tap_lib.sh"
 
 # ---- fixtures: a tiny dataset, a tiny trained model, and damaged copies of both ----
 

@@ -33,27 +33,7 @@ trap 'exit 130' INT TERM HUP PIPE
 CAP=$T/cap  # captured output of the command under test (not part of the fixtures)
 mkdir -p "$CAP" "$T/data" "$T/out" "$T/json"
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() {
-  n=$((n + 1)); failed=$((failed + 1))
-  echo "not ok $n - $1"; shift
-  for d in "$@"; do printf '#   %s\n' "$d"; done
-}
-# Prints the captured output of the last run as diagnostics.
-show_run() {
-  printf '#   exit status %s\n' "$rc"
-  sed -n '1,6s/^/#   stdout: /p' "$CAP/out"
-  sed -n '1,6s/^/#   stderr: /p' "$CAP/err"
-}
-# run CMD...: runs it with a time limit; stdout in $CAP/out, stderr in $CAP/err, status in $rc.
-run() { $TO "$@" >"$CAP/out" 2>"$CAP/err"; rc=$?; }
-# check DESC CONDITION...: ok if the shell condition holds, else not ok with the last run.
-check() {
-  desc=$1; shift
-  if "$@"; then ok "$desc"; else not_ok "$desc"; show_run; fi
-}
+. "$(dirname "$0")/tap_lib.sh"
 # pycheck DESC MODE ARGS...: ok if `check.py MODE ARGS...` exits 0, else not ok with its words.
 pycheck() {
   desc=$1; shift
@@ -356,91 +336,50 @@ blob = open(sys.argv[1], "rb").read()
 (n,) = struct.unpack("<Q", blob[:8])
 open(sys.argv[2], "wb").write(struct.pack("<Q", n) + b"{\"conv1.weight\": [" + blob[8 + 18:])
 ' "$MODEL" "$T/bad/corrupt.safetensors" || not_ok "craft a model with a corrupt header"
-# Lists every file and directory under $T except the captures.
-snapshot() { find "$T" ! -path "$CAP" ! -path "$CAP/*" | sort; }
-
-# expect CODE DESC FILE PROBLEM ARGS...: runs `hprune hessian ARGS...` (in $T/work) and checks
-# that it fails cleanly with status CODE, and that its message contains the text FILE (if not
-# empty) and matches the extended regular expression PROBLEM (case-insensitive).
-expect() {
+# expect_hessian CODE DESC FILE PROBLEM ARGS...: expect (tap_lib.sh) on `hprune hessian ARGS`.
+expect_hessian() {
   code=$1 desc=$2 file=$3 problem=$4
   shift 4
-  snapshot >"$CAP/before"
-  (cd "$T/work" && $TO "$HPRUNE" hessian "$@") >"$CAP/out" 2>"$CAP/err"
-  rc=$?
-  snapshot >"$CAP/after"
-  why=""
-  msg=$(sed -n 1p "$CAP/err")
-  lines=$(wc -l <"$CAP/err")
-  if [ "$rc" -ge 124 ]; then
-    why="crashed or timed out: exit status $rc"
-  elif [ "$rc" -ne "$code" ]; then
-    why="exit status $rc, expected $code"
-  elif [ -s "$CAP/out" ]; then
-    why="something on stdout"
-  elif [ "$code" -eq 1 ] && { [ "$lines" -ne 1 ] || [ "${msg#hprune: error: }" = "$msg" ]; }; then
-    why="stderr is not one line starting 'hprune: error: ' (a progress line means work was done first)"
-  elif [ "$code" -eq 2 ] && { [ "${msg#hprune hessian: }" = "$msg" ] || [ "$lines" -ne 2 ] ||
-                              [ "$(sed -n 2p "$CAP/err")" != "Try 'hprune hessian --help'." ]; }; then
-    why="stderr is not 'hprune hessian: message' and the 'Try' line"
-  fi
-  if [ -z "$why" ] && [ -n "$file" ] && ! printf '%s\n' "$msg" | grep -q -F -- "$file"; then
-    why="the message does not name $file"
-  fi
-  if [ -z "$why" ] && ! printf '%s\n' "$msg" | grep -q -i -E -- "$problem"; then
-    why="the message does not match /$problem/"
-  fi
-  if [ -z "$why" ] && ! cmp -s "$CAP/before" "$CAP/after"; then
-    why="files appeared or vanished: $(diff "$CAP/before" "$CAP/after" | grep '^[<>]' | tr '\n' ' ')"
-  fi
-  if [ -z "$why" ]; then
-    ok "$desc"
-    [ -n "$VERBOSE" ] && printf '#   %s\n' "$msg"
-  else
-    not_ok "$desc" "$why" "command: hprune hessian $*"
-    sed -n '1,5s/^/#   stderr: /p' "$CAP/err"
-    sed -n '1,3s/^/#   stdout: /p' "$CAP/out"
-  fi
-  return 0
+  expect "$code" "$desc" "$file" "$problem" "$HPRUNE" hessian "$@"
 }
 S="--samples 32 --batch-size 16 --threads 1"
 O=$T/out/new  # outputs that must not appear
 
-expect 1 "a model file that does not exist" "$T/bad/missing.safetensors" "no such file" \
+expect_hessian 1 "a model file that does not exist" "$T/bad/missing.safetensors" "no such file" \
   "$T/bad/missing.safetensors" --data "$DATA" $S --csv "$O.csv"
-expect 1 "a model file with a corrupt header" "$T/bad/corrupt.safetensors" "header.*JSON" \
+expect_hessian 1 "a model file with a corrupt header" "$T/bad/corrupt.safetensors" "header.*JSON" \
   "$T/bad/corrupt.safetensors" --data "$DATA" $S --csv "$O.csv"
-expect 1 "a data directory that does not exist" "$T/nodata" "no such directory" \
+expect_hessian 1 "a data directory that does not exist" "$T/nodata" "no such directory" \
   "$MODEL" --data "$T/nodata" $S --density "$O.png"
-expect 1 "--eigs 70000: more than lenet5's 61706 parameters, said before any product or data" "$MODEL" \
+expect_hessian 1 "--eigs 70000: more than lenet5's 61706 parameters, said before any product or data" "$MODEL" \
   "--eigs 70000 .*61706 parameters" "$MODEL" --data "$T/nodata" $S --trace --eigs 70000 --csv "$O.csv"
-expect 1 "--eigs 70000 --trace: fails before the trace runs" "$MODEL" "--eigs 70000 .*61706 parameters" \
+expect_hessian 1 "--eigs 70000 --trace: fails before the trace runs" "$MODEL" "--eigs 70000 .*61706 parameters" \
   "$MODEL" --data "$DATA" $S --trace --eigs 70000
-expect 1 "--neg-eigs 70000: the message names --neg-eigs" "$MODEL" "--neg-eigs 70000 .*61706 parameters" \
+expect_hessian 1 "--neg-eigs 70000: the message names --neg-eigs" "$MODEL" "--neg-eigs 70000 .*61706 parameters" \
   "$MODEL" --data "$DATA" $S --eigs 1 --neg-eigs 70000
-expect 2 "--tol 0" "--tol" "'0'" "$MODEL" --data "$DATA" $S --trace --tol 0
-expect 2 "--tol -1" "--tol" "'-1'" "$MODEL" --data "$DATA" $S --trace --tol -1
-expect 2 "--samples 0" "--samples" "'0'" "$MODEL" --data "$DATA" --samples 0 --threads 1
-expect 1 "--samples more than the training set" "$MODEL" "1000 samples.*256" \
+expect_hessian 2 "--tol 0" "--tol" "'0'" "$MODEL" --data "$DATA" $S --trace --tol 0
+expect_hessian 2 "--tol -1" "--tol" "'-1'" "$MODEL" --data "$DATA" $S --trace --tol -1
+expect_hessian 2 "--samples 0" "--samples" "'0'" "$MODEL" --data "$DATA" --samples 0 --threads 1
+expect_hessian 1 "--samples more than the training set" "$MODEL" "1000 samples.*256" \
   "$MODEL" --data "$DATA" --samples 1000 --threads 1 --csv "$O.csv"
-expect 1 "--density in a directory that does not exist: before any work" "/nonexistent/d.png" \
+expect_hessian 1 "--density in a directory that does not exist: before any work" "/nonexistent/d.png" \
   "cannot write.*/nonexistent.*no such file" "$MODEL" --data "$DATA" $S --density /nonexistent/d.png
-expect 1 "--csv in a directory that does not exist" "/nonexistent/x.csv" "cannot write.*/nonexistent.*no such file" \
+expect_hessian 1 "--csv in a directory that does not exist" "/nonexistent/x.csv" "cannot write.*/nonexistent.*no such file" \
   "$MODEL" --data "$DATA" $S --csv /nonexistent/x.csv
-expect 1 "--landscape in a directory that does not exist" "/nonexistent/l.png" "cannot write.*/nonexistent.*no such file" \
+expect_hessian 1 "--landscape in a directory that does not exist" "/nonexistent/l.png" "cannot write.*/nonexistent.*no such file" \
   "$MODEL" --data "$DATA" $S --landscape /nonexistent/l.png
-expect 1 "--csv naming a directory: before any work" "$T/out" "cannot write: it is a directory" \
+expect_hessian 1 "--csv naming a directory: before any work" "$T/out" "cannot write: it is a directory" \
   "$MODEL" --data "$DATA" $S --csv "$T/out"
-expect 1 "--density in a path through a regular file" "$T/tiny.ini/d.png" "not a directory" \
+expect_hessian 1 "--density in a path through a regular file" "$T/tiny.ini/d.png" "not a directory" \
   "$MODEL" --data "$DATA" $S --density "$T/tiny.ini/d.png"
-expect 2 "--bn foo" "foo" "--bn.*eval or train" "$MODEL" --data "$DATA" $S --bn foo
-expect 2 "--operator foo" "foo" "--operator.*hessian or ggn" "$MODEL" --data "$DATA" $S --operator foo
-expect 2 "--per foo" "foo" "--per.*model, layer or channel" "$MODEL" --data "$DATA" $S --per foo
-expect 2 "no MODEL" "" "MODEL is required" --data "$DATA" $S
-expect 2 "--samples and --batches together" "" "--samples or --batches" "$MODEL" --samples 32 --batches 2
-expect 1 "a Lanczos basis larger than memory: refused before any work" "--max-steps" "needs about .* GB of memory" "$MODEL" --data "$DATA" $S --eigs 1 --max-steps 60000
-expect 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
-expect 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
+expect_hessian 2 "--bn foo" "foo" "--bn.*eval or train" "$MODEL" --data "$DATA" $S --bn foo
+expect_hessian 2 "--operator foo" "foo" "--operator.*hessian or ggn" "$MODEL" --data "$DATA" $S --operator foo
+expect_hessian 2 "--per foo" "foo" "--per.*model, layer or channel" "$MODEL" --data "$DATA" $S --per foo
+expect_hessian 2 "no MODEL" "" "MODEL is required" --data "$DATA" $S
+expect_hessian 2 "--samples and --batches together" "" "--samples or --batches" "$MODEL" --samples 32 --batches 2
+expect_hessian 1 "a Lanczos basis larger than memory: refused before any work" "--max-steps" "needs about .* GB of memory" "$MODEL" --data "$DATA" $S --eigs 1 --max-steps 60000
+expect_hessian 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
+expect_hessian 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]
