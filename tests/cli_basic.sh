@@ -9,26 +9,13 @@
 # exits non-zero if anything failed. Every fixture lives in a mktemp -d directory that is
 # removed at the end. Runs in a few seconds on one core.
 
-HPRUNE=${HPRUNE:-./hprune}
-case $HPRUNE in /*) ;; */*) HPRUNE=$(pwd)/$HPRUNE ;; esac
+. "$(dirname "$0")/tap_lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 CHECK_ST=$HERE/../bench/check_safetensors.py
 TORCH_PY=/usr/bin/python3
-LIMIT=120  # seconds any single command may take
-TO=""
-command -v timeout >/dev/null 2>&1 && TO="timeout $LIMIT"
-
-if [ ! -x "$HPRUNE" ]; then
-  echo "not ok 1 - $HPRUNE is not an executable (build it with 'make hprune')"
-  exit 1
-fi
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/hprune-cli-basic.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM HUP PIPE
+tap_begin cli-basic
 
 CAP=$T  # run() captures into $T/out and $T/err
-. "$(dirname "$0")/tap_lib.sh"
 rc_is() { [ "$rc" -eq "$1" ]; }
 out_has() { grep -q -- "$1" "$T/out"; }
 err_has() { grep -q -- "$1" "$T/err"; }
@@ -92,31 +79,6 @@ fi
 
 DATA=$T/data
 mkdir -p "$DATA"
-cat >"$T/gen_data.py" <<'EOF'
-# gen_data.py DIR N_TRAIN N_TEST: gzipped IDX files of 28x28 images in 10 classes. Class c is a
-# bright 7x6 block at its own place on a 3x4 grid, over uniform noise: easy to learn. One test
-# label in eight is drawn at random, so test accuracy lands near 90%, not at a trivial 100%.
-import gzip, random, struct, sys
-out, n_train, n_test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(12345)
-noise = bytes(b * 60 // 256 for b in range(256))
-bright = bytes(180 + b * 76 // 256 for b in range(256))
-def image(c):
-    px = bytearray(rng.randbytes(784).translate(noise))
-    r0, c0 = 2 + (c // 4) * 9, 2 + (c % 4) * 6
-    for y in range(r0, r0 + 7):
-        px[y * 28 + c0:y * 28 + c0 + 6] = rng.randbytes(6).translate(bright)
-    return bytes(px)
-def write(prefix, n, p_wrong):
-    classes = [rng.randrange(10) for _ in range(n)]
-    labels = bytes(rng.randrange(10) if rng.random() < p_wrong else c for c in classes)
-    with gzip.open(f"{out}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + b"".join(image(c) for c in classes))
-    with gzip.open(f"{out}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n) + labels)
-write("train", n_train, 0.0)
-write("t10k", n_test, 0.125)
-EOF
 cat >"$T/same_model.py" <<'EOF'
 # same_model.py A B: exit 0 if two model files hold the same tensors (names, shapes, offsets,
 # every data byte) and the same metadata, except the provenance's date and train_seconds.
@@ -147,7 +109,7 @@ for p in problems:
 sys.exit(1 if problems else 0)
 EOF
 
-if python3 "$T/gen_data.py" "$DATA" 1024 256 2>"$T/py"; then
+if python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 1024 256 --seed 12345 --wrong 0.125 2>"$T/py"; then
   ok "synthetic dataset written (1024 train, 256 test images)"
 else
   not_ok "synthetic dataset written (1024 train, 256 test images)"

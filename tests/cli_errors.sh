@@ -11,42 +11,15 @@
 # Prints "ok N - what" / "not ok N - what" (with "#" diagnostic lines after a failure) and
 # exits non-zero if anything failed. Fixtures live in a mktemp -d directory removed at the end.
 
-HPRUNE=${HPRUNE:-./hprune}
-case $HPRUNE in /*) ;; */*) HPRUNE=$(pwd)/$HPRUNE ;; esac
-LIMIT=120  # seconds any single command may take
-TO=""
-command -v timeout >/dev/null 2>&1 && TO="timeout $LIMIT"
-
-if [ ! -x "$HPRUNE" ]; then
-  echo "not ok 1 - $HPRUNE is not an executable (build it with 'make hprune')"
-  exit 1
-fi
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/hprune-cli-errors.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM HUP PIPE
+. "$(dirname "$0")/tap_lib.sh"
+tap_begin cli-errors
 CAP=$T/cap  # captured output of the command under test (not part of the fixtures)
 mkdir -p "$CAP"
 
-. "$(dirname "$0")/tap_lib.sh"
 
 # ---- fixtures: a tiny dataset, a tiny trained model, and damaged copies of both ----
 
 mkdir -p "$T/work" "$T/data" "$T/models" "$T/bad"
-cat >"$T/gen_data.py" <<'EOF'
-# gen_data.py DIR N_TRAIN N_TEST: gzipped IDX files of 28x28 images in 10 classes.
-import gzip, random, struct, sys
-out, n_train, n_test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(1)
-def write(prefix, n):
-    labels = bytes(i % 10 for i in range(n))
-    with gzip.open(f"{out}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + rng.randbytes(784 * n))
-    with gzip.open(f"{out}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n) + labels)
-write("train", n_train)
-write("t10k", n_test)
-EOF
 cat >"$T/craft.py" <<'EOF'
 # craft.py MODE SRC DST: writes a damaged copy of the model file SRC (or a new file) to DST.
 import gzip, json, struct, sys
@@ -152,7 +125,7 @@ EOF
 DATA=$T/data
 GOOD=$T/models/good.safetensors
 fixtures_ok=1
-python3 "$T/gen_data.py" "$DATA" 256 64 || fixtures_ok=""
+python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 256 64 || fixtures_ok=""
 cat >"$T/good.ini" <<EOF
 [model]
 arch = lenet5

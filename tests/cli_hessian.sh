@@ -15,25 +15,12 @@
 # exits non-zero if anything failed. Fixtures live in a mktemp -d directory removed at the end.
 # Small on purpose (32 samples, one thread, few probes and steps): a few seconds on one core.
 
-HPRUNE=${HPRUNE:-./hprune}
-case $HPRUNE in /*) ;; */*) HPRUNE=$(pwd)/$HPRUNE ;; esac
+. "$(dirname "$0")/tap_lib.sh"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-LIMIT=120  # seconds any single command may take
-TO=""
-command -v timeout >/dev/null 2>&1 && TO="timeout $LIMIT"
-
-if [ ! -x "$HPRUNE" ]; then
-  echo "not ok 1 - $HPRUNE is not an executable (build it with 'make hprune')"
-  exit 1
-fi
-
-T=$(mktemp -d "${TMPDIR:-/tmp}/hprune-cli-hessian.XXXXXX") || exit 1
-trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM HUP PIPE
+tap_begin cli-hessian
 CAP=$T/cap  # captured output of the command under test (not part of the fixtures)
 mkdir -p "$CAP" "$T/data" "$T/out" "$T/json"
 
-. "$(dirname "$0")/tap_lib.sh"
 # pycheck DESC MODE ARGS...: ok if `check.py MODE ARGS...` exits 0, else not ok with its words.
 pycheck() {
   desc=$1; shift
@@ -54,31 +41,6 @@ hess() {
 
 # ---- fixtures: a tiny dataset whose test set is the first 32 training images, a tiny model ----
 
-cat >"$T/gen_data.py" <<'EOF'
-# gen_data.py DIR N_TRAIN N_TEST: gzipped IDX files of 28x28 images in 10 classes (class c: a
-# bright 7x6 block at its own place over noise). The test set is the first N_TEST training
-# images, so `hprune eval` gives the loss on the samples `hprune hessian --samples N_TEST` uses.
-import gzip, random, struct, sys
-out, n_train, n_test = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(2024)
-noise = bytes(b * 60 // 256 for b in range(256))
-bright = bytes(180 + b * 76 // 256 for b in range(256))
-def image(c):
-    px = bytearray(rng.randbytes(784).translate(noise))
-    r0, c0 = 2 + (c // 4) * 9, 2 + (c % 4) * 6
-    for y in range(r0, r0 + 7):
-        px[y * 28 + c0:y * 28 + c0 + 6] = rng.randbytes(6).translate(bright)
-    return bytes(px)
-labels = [rng.randrange(10) for _ in range(n_train)]
-images = [image(c) for c in labels]
-def write(prefix, n):
-    with gzip.open(f"{out}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">IIII", 0x803, n, 28, 28) + b"".join(images[:n]))
-    with gzip.open(f"{out}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
-        f.write(struct.pack(">II", 0x801, n) + bytes(labels[:n]))
-write("train", n_train)
-write("t10k", n_test)
-EOF
 
 cat >"$T/check.py" <<'EOF'
 # check.py MODE ARGS...: the checks on hprune hessian's outputs; exits 1 with the reason.
@@ -220,7 +182,7 @@ EOF
 DATA=$T/data
 MODEL=$T/model.safetensors
 fixtures_ok=1
-python3 "$T/gen_data.py" "$DATA" 256 32 2>"$CAP/err" || fixtures_ok=""
+python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 256 32 --seed 2024 --test-from-train 2>"$CAP/err" || fixtures_ok=""
 cat >"$T/tiny.ini" <<EOF
 # one epoch of LeNet-5 on the synthetic data
 [model]

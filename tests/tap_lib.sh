@@ -1,8 +1,26 @@
-# tap_lib.sh: what the command-line tests share, sourced by tests/cli_*.sh after they set
-#   T    the test's temporary directory (fixtures; commands run in $T/work),
+# tap_lib.sh: what the command-line tests share, sourced first by tests/cli_*.sh, which then
+# call tap_begin and set
+#   (T    the test's temporary directory, from tap_begin; commands run in $T/work)
 #   CAP  where the output of the command under test is captured ($CAP/out, $CAP/err),
 #   TO   the time-limit prefix, and HPRUNE.
 # TAP-like output: "ok N - desc" / "not ok N - desc" with "#" diagnostics.
+
+# tap_begin NAME: resolves HPRUNE (default ./hprune) to an absolute path, sets TO (a 120 s limit
+# per command), stops with "not ok" if HPRUNE is not executable, makes the fixture directory T
+# (removed on exit). The caller then sets CAP.
+tap_begin() {
+  HPRUNE=${HPRUNE:-./hprune}
+  case $HPRUNE in /*) ;; */*) HPRUNE=$(pwd)/$HPRUNE ;; esac
+  TO=""
+  command -v timeout >/dev/null 2>&1 && TO="timeout 120"
+  if [ ! -x "$HPRUNE" ]; then
+    echo "not ok 1 - $HPRUNE is not an executable (build it with 'make hprune')"
+    exit 1
+  fi
+  T=$(mktemp -d "${TMPDIR:-/tmp}/hprune-$1.XXXXXX") || exit 1
+  trap 'rm -rf "$T"' EXIT
+  trap 'exit 130' INT TERM HUP PIPE
+}
 
 n=0
 failed=0
