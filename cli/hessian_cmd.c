@@ -1,5 +1,6 @@
 // hessian_cmd.c: `hprune hessian`: trace (model, layer, channel), top eigenvalues at both ends,
-// spectral density and loss landscape of a model's loss, with CSV, PNG and JSON output.
+// spectral density and loss landscape of a model's loss, and Optimal Brain Surgeon scores from the
+// inverse empirical Fisher (--obs), with CSV, PNG and JSON output.
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "../hessian/groups.h"
 #include "../hessian/hvp.h"
 #include "../hessian/landscape.h"
+#include "../hessian/obs.h"
 #include "../nn/train.h"
 #include "cli.h"
 
@@ -54,10 +56,23 @@ static const char *const HELP_HESSIAN =
     "                          FILE_1d.png and FILE_1d.csv along the top one)\n"
     "      --radius R          landscape half-width along unit eigenvectors (default 0.5)\n"
     "      --points N          landscape points per axis (default 21)\n"
+    "Optimal Brain Surgeon (an analysis of its own; eval-mode batchnorm, its own samples):\n"
+    "      --obs               OBS scores 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q from the block-diagonal\n"
+    "                          inverse empirical Fisher F = damp I + (1/N) sum g g^T (WoodFisher)\n"
+    "      --per channel|weight   score each output channel of every conv and linear (its filter\n"
+    "                          and bias, jointly; default), or every single weight\n"
+    "      --fisher-grads N    gradients N (default 1000), drawn at random from the training set\n"
+    "      --fisher-batch B    images per gradient (default 1: per-sample gradients)\n"
+    "      --block-size S      Fisher blocks of at most S parameters, never straddling a layer\n"
+    "                          (default 2000)\n"
+    "      --damp L            the damp in F, absolute, > 0 (default 1e-5, as WoodFisher's\n"
+    "                          ResNet-20 runs)\n"
+    "      --memory-budget MB  refuse a build needing more MiB (default 4096; 0: no limit): the\n"
+    "                          gradients take 4 N x params bytes, the blocks 4 S x params\n"
     "output:\n"
-    "      --csv FILE          per-group traces (or eigenvalues) as CSV\n"
+    "      --csv FILE          per-group traces (or eigenvalues, or OBS scores) as CSV\n"
     "      --json              one JSON object on stdout (the format is in the README)\n"
-    "      --seed S            probe seed (default 1)\n"
+    "      --seed S            probe seed, and --obs's sample draw (default 1)\n"
     "      --threads N         OpenMP threads (default: all cores)\n"
     "  -h, --help              this text\n";
 
@@ -74,6 +89,15 @@ typedef struct {
     int max_probes, hutchpp, eigs, neg_eigs, max_steps, slq_probes, slq_steps, points, threads;
     const char *density, *landscape, *csv;
     unsigned long long seed;
+    // --obs
+    bool obs, obs_per_weight;
+    const char *per_arg;    // --per as given (checked once --obs is known)
+    const char *obs_flag;   // the first Fisher option given (they need --obs)
+    bool trace_flag;        // --trace itself was given
+    bool batch_flag;        // --batch-size was given
+    int fisher_grads, fisher_batch;
+    long block_size;
+    double damp, budget_mb;
 } HessOpts;
 
 // Results gathered for the summary and the JSON.
@@ -114,13 +138,36 @@ static void hess_defaults(HessOpts *o) {
     o->points = 21;
     o->seed = 1;
     o->neg_eigs = -1;
+    FisherOpts fo = fisher_defaults();
+    o->fisher_grads = fo.n_grads;
+    o->fisher_batch = fo.grad_batch;
+    o->block_size = (long)fo.block_size;
+    o->damp = fo.damp;
+    o->budget_mb = fo.budget_mb;
+}
+
+// The checks of an --obs run's options, or exits: --per channel or weight; no other analysis;
+// none of the curvature operator's data options.
+static void obs_parse_checks(const char *cmd, HessOpts *o) {
+    if (o->per_arg) {
+        if (strcmp(o->per_arg, "channel") != 0 && strcmp(o->per_arg, "weight") != 0)
+            usage_error(cmd, "--per with --obs: '%s' is not channel or weight", o->per_arg);
+        o->obs_per_weight = strcmp(o->per_arg, "weight") == 0;
+    }
+    if (o->trace_flag || o->hutchpp || o->eigs || o->neg_eigs >= 0 || o->density || o->landscape)
+        usage_error(cmd, "--obs is an analysis of its own: drop --trace, --hutchpp, --eigs, --neg-eigs, --density "
+                         "and --landscape");
+    if (o->samples || o->batches || o->batch_flag || o->bn != MODE_EVAL || o->op != CURV_HESSIAN)
+        usage_error(cmd, "--obs draws its own samples (--fisher-grads x --fisher-batch) with eval-mode batchnorm: "
+                         "drop --samples, --batches, --batch-size, --bn and --operator");
+    if (o->csv) check_output_path(o->csv);
 }
 
 // Parses the options into o, or exits.
 static void hess_parse(int argc, char **argv, HessOpts *o) {
     enum { O_DATA = 256, O_DATASET, O_SAMPLES, O_BATCHES, O_BATCH, O_BN, O_OP, O_TRACE, O_PER, O_TOL, O_MAXP, O_HPP,
            O_EIGS, O_NEG, O_EIGTOL, O_STEPS, O_DENS, O_SLQP, O_SLQS, O_LAND, O_RAD, O_PTS, O_CSV, O_JSON, O_SEED,
-           O_THREADS };
+           O_THREADS, O_OBS, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA},         {"dataset", 1, 0, O_DATASET},   {"samples", 1, 0, O_SAMPLES},
         {"batches", 1, 0, O_BATCHES},   {"batch-size", 1, 0, O_BATCH},  {"bn", 1, 0, O_BN},
@@ -131,6 +178,8 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         {"slq-steps", 1, 0, O_SLQS},    {"landscape", 1, 0, O_LAND},    {"radius", 1, 0, O_RAD},
         {"points", 1, 0, O_PTS},        {"csv", 1, 0, O_CSV},           {"json", 0, 0, O_JSON},
         {"seed", 1, 0, O_SEED},         {"threads", 1, 0, O_THREADS},   {"help", 0, 0, 'h'},
+        {"obs", 0, 0, O_OBS},           {"fisher-grads", 1, 0, O_FGRADS}, {"fisher-batch", 1, 0, O_FBATCH},
+        {"block-size", 1, 0, O_BLOCK},  {"damp", 1, 0, O_DAMP},         {"memory-budget", 1, 0, O_BUDGET},
         {0, 0, 0, 0}};
     const char *cmd = "hessian";
     int c;
@@ -143,7 +192,10 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->samples = strcmp(optarg, "all") == 0 ? -1 : parse_int(cmd, "--samples", optarg, 1, 100000000);
             break;
         case O_BATCHES: o->batches = (int)parse_int(cmd, "--batches", optarg, 1, 1000000); break;
-        case O_BATCH: o->batch = (int)parse_int(cmd, "--batch-size", optarg, 1, 65536); break;
+        case O_BATCH:
+            o->batch = (int)parse_int(cmd, "--batch-size", optarg, 1, 65536);
+            o->batch_flag = true;
+            break;
         case O_BN:
             if (strcmp(optarg, "eval") != 0 && strcmp(optarg, "train") != 0)
                 usage_error(cmd, "--bn: '%s' is not eval or train", optarg);
@@ -154,14 +206,8 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
                 usage_error(cmd, "--operator: '%s' is not hessian or ggn", optarg);
             o->op = strcmp(optarg, "hessian") == 0 ? CURV_HESSIAN : CURV_GGN;
             break;
-        case O_TRACE: o->trace = true; break;
-        case O_PER: {
-            int lvl = group_level_parse(optarg);
-            if (lvl < 0) usage_error(cmd, "--per: '%s' is not model, layer or channel", optarg);
-            o->per = (GroupLevel)lvl;
-            o->trace = true;
-            break;
-        }
+        case O_TRACE: o->trace = o->trace_flag = true; break;
+        case O_PER: o->per_arg = optarg; break;
         case O_TOL: o->tol = parse_double(cmd, "--tol", optarg, 1e-12, 1.0); break;
         case O_MAXP: o->max_probes = (int)parse_int(cmd, "--max-probes", optarg, 2, 1000000); break;
         case O_HPP: o->hutchpp = (int)parse_int(cmd, "--hutchpp", optarg, 6, 1000000); break;
@@ -179,6 +225,28 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         case O_JSON: o->json = true; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 1L << 53); break;
         case O_THREADS: o->threads = (int)parse_int(cmd, "--threads", optarg, 0, 1024); break;
+        case O_OBS: o->obs = true; break;
+        case O_FGRADS:
+            o->fisher_grads = (int)parse_int(cmd, "--fisher-grads", optarg, 1, 100000000);
+            if (!o->obs_flag) o->obs_flag = "--fisher-grads";
+            break;
+        case O_FBATCH:
+            o->fisher_batch = (int)parse_int(cmd, "--fisher-batch", optarg, 1, 65536);
+            if (!o->obs_flag) o->obs_flag = "--fisher-batch";
+            break;
+        case O_BLOCK:
+            o->block_size = parse_int(cmd, "--block-size", optarg, 1, 1L << 40);
+            if (!o->obs_flag) o->obs_flag = "--block-size";
+            break;
+        case O_DAMP:
+            o->damp = parse_double(cmd, "--damp", optarg, 0, 1e300);
+            if (!(o->damp > 0)) usage_error(cmd, "--damp: '%s' must be > 0", optarg);
+            if (!o->obs_flag) o->obs_flag = "--damp";
+            break;
+        case O_BUDGET:
+            o->budget_mb = parse_double(cmd, "--memory-budget", optarg, 0, 1e12);
+            if (!o->obs_flag) o->obs_flag = "--memory-budget";
+            break;
         case 'h': fputs(HELP_HESSIAN, stdout); exit(0);
         case ':': usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: bad_option(cmd, argv, opts);
@@ -187,6 +255,19 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
     if (optind != argc - 1) usage_error(cmd, optind >= argc ? "MODEL is required" : "one MODEL only");
     if (o->samples && o->batches) usage_error(cmd, "give --samples or --batches, not both");
     o->model = argv[optind];
+    if (o->obs) {
+        obs_parse_checks(cmd, o);
+        return;
+    }
+    if (o->obs_flag) usage_error(cmd, "%s needs --obs", o->obs_flag);
+    if (o->per_arg) {
+        int lvl = group_level_parse(o->per_arg);
+        if (lvl < 0)
+            usage_error(cmd, "--per: '%s' is not model, layer or channel%s", o->per_arg,
+                        strcmp(o->per_arg, "weight") == 0 ? " (weight needs --obs)" : "");
+        o->per = (GroupLevel)lvl;
+        o->trace = true;
+    }
     if (!o->trace && !o->hutchpp && !o->eigs && !o->density && !o->landscape) {
         o->trace = true;  // the default analysis: trace and top eigenvalue
         o->eigs = 1;
@@ -238,14 +319,19 @@ static void on_products(long done, long total, void *user) { progress_update(use
 // Progress hook for the landscape's loss evaluations.
 static void on_evals(long done, long total, void *user) { progress_update(user, done, total, "loss evaluations"); }
 
-// Picks the samples (first N training images in file order) and builds the curvature operator.
-static void hess_setup(const HessOpts *o, Model *m, Dataset *train, Curvature *c) {
+// Loads the training set (--dataset and --data, else the model's, else Fashion-MNIST), or exits.
+static void load_train(const HessOpts *o, const Model *m, Dataset *train) {
     char name_buf[64], dir_buf[512];
     const char *name = o->dataset ? o->dataset : json_get_string(m->provenance, "dataset", name_buf, sizeof name_buf);
     const char *dir = o->data ? o->data : json_get_string(m->provenance, "data_dir", dir_buf, sizeof dir_buf);
     Dataset test;
     load_dataset_or_die(name ? name : "fashion-mnist", dir ? dir : DEFAULT_DATA_DIR, train, &test);
     dataset_free(&test);
+}
+
+// Picks the samples (first N training images in file order) and builds the curvature operator.
+static void hess_setup(const HessOpts *o, Model *m, Dataset *train, Curvature *c) {
+    load_train(o, m, train);
     long n = o->samples == -1 ? train->n : o->samples > 0 ? o->samples : (long)(o->batches ? o->batches : 1) * o->batch;
     if (n > train->n) die("%s: asked for %ld samples, the training set has %d", o->model, n, train->n);
     int *idx = hp_malloc((size_t)n * sizeof(int));
@@ -612,6 +698,315 @@ static void results_free(HessResults *r) {
     slq_free(&r->slq);
 }
 
+// ---------------------------------------------------------------------------------------------
+// --obs: OBS scores from the WoodFisher inverse.
+
+// What an --obs run computed.
+typedef struct {
+    FisherInv f;
+    FisherOpts fo;
+    double build_seconds, score_seconds;
+    size_t bytes;     // fisher_bytes of the build
+    int n_groups;     // per channel: conv and linear output channels
+    GroupInfo *groups;
+    double *score;    // [n_groups], or per weight [n_params]
+    double *sq_norm;  // per channel: ||w_Q||^2
+} ObsResults;
+
+// The Fisher options of an --obs run.
+static FisherOpts obs_fisher_opts(const HessOpts *o) {
+    FisherOpts fo = fisher_defaults();
+    fo.n_grads = o->fisher_grads;
+    fo.grad_batch = o->fisher_batch;
+    fo.block_size = (size_t)o->block_size;
+    fo.damp = o->damp;
+    fo.budget_mb = o->budget_mb;
+    return fo;
+}
+
+// Exits unless the options fit the model and the budget (the library's check, which says what
+// would fit) and the build fits in the machine's memory: before any data is read.
+static void obs_check(const HessOpts *o, const Model *m, const FisherOpts *fo) {
+    HpErr err;
+    if (fisher_check(m, fo, &err) < 0) die("%s: %s", o->model, err.msg);
+    double need = (double)fisher_bytes(m, fo);
+    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (have > 0 && need > 0.8 * have)
+        die("%s: the Fisher inverse needs about %.1f GB of memory (%d gradients, blocks of %zu); the machine has "
+            "%.1f GB: lower --fisher-grads or --block-size",
+            o->model, need / 1e9, fo->n_grads, fo->block_size, have / 1e9);
+}
+
+// Progress hook for the Fisher build (gradients, then blocks).
+static void on_fisher(long done, long total, void *user) { progress_update(user, done, total, "steps"); }
+
+// Scores every output channel of every conv and linear (filter and bias jointly).
+static void obs_channels(const Model *m, ObsResults *r) {
+    size_t n = m->n_params;
+    uint32_t *group_of = hp_malloc(n * sizeof(uint32_t));
+    GroupInfo *all;
+    int n_all = param_groups(m, GROUP_CHANNEL, group_of, &all);
+    uint32_t *keep = hp_malloc((size_t)n_all * sizeof(uint32_t));
+    r->groups = hp_malloc((size_t)n_all * sizeof(GroupInfo));
+    for (int g = 0; g < n_all; g++) {
+        OpKind op = m->nodes[all[g].node].op;
+        keep[g] = op == OP_CONV2D || op == OP_LINEAR ? (uint32_t)r->n_groups : UINT32_MAX;
+        if (keep[g] != UINT32_MAX) r->groups[r->n_groups++] = all[g];
+    }
+    for (size_t i = 0; i < n; i++) group_of[i] = keep[group_of[i]];
+    r->score = hp_calloc((size_t)r->n_groups, sizeof(double));
+    r->sq_norm = hp_calloc((size_t)r->n_groups, sizeof(double));
+    for (size_t i = 0; i < n; i++)
+        if (group_of[i] != UINT32_MAX) r->sq_norm[group_of[i]] += (double)m->params[i] * m->params[i];
+    HpErr err;
+    if (obs_group_scores(&r->f, m->params, group_of, (size_t)r->n_groups, r->score, &err) < 0) die("%s", err.msg);
+    free(group_of), free(keep), free(all);
+}
+
+// Builds the inverse and the scores.
+static void obs_run(const HessOpts *o, Model *m, const Dataset *train, ObsResults *r) {
+    HpErr err;
+    Rng rng;
+    Progress pr;
+    rng_seed(&rng, o->seed, 401);
+    r->bytes = fisher_bytes(m, &r->fo);
+    progress_init(&pr, "fisher");
+    double t0 = now_s();
+    if (fisher_build(m, train, &r->fo, &rng, on_fisher, &pr, &r->f, &err) < 0) die("%s: %s", o->model, err.msg);
+    progress_done(&pr);
+    double t1 = now_s();
+    r->build_seconds = t1 - t0;
+    if (o->obs_per_weight) {
+        r->score = hp_malloc(m->n_params * sizeof(double));
+        obs_weight_scores(&r->f, m->params, r->score);
+    } else {
+        obs_channels(m, r);
+    }
+    r->score_seconds = now_s() - t1;
+}
+
+// Compares doubles for qsort.
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Minimum, median and maximum of v[0..n) (n >= 1).
+static void summary3(const double *v, size_t n, double out[3]) {
+    double *c = hp_malloc(n * sizeof(double));
+    memcpy(c, v, n * sizeof(double));
+    qsort(c, n, sizeof(double), cmp_double);
+    out[0] = c[0];
+    out[1] = n % 2 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
+    out[2] = c[n - 1];
+    free(c);
+}
+
+// Writes the OBS CSV: per channel (group, params, obs_score, sq_norm) or per weight (tensor,
+// index, weight, obs_score).
+static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r) {
+    HpErr err;
+    if (!o->obs_per_weight) {
+        const char *header[] = {"group", "params", "obs_score", "sq_norm"};
+        const char **labels = hp_malloc((size_t)(r->n_groups ? r->n_groups : 1) * sizeof(char *));
+        double *rows = hp_malloc((size_t)(r->n_groups ? r->n_groups : 1) * 3 * sizeof(double));
+        for (int g = 0; g < r->n_groups; g++) {
+            labels[g] = r->groups[g].name;
+            rows[3 * g] = (double)r->groups[g].n_params;
+            rows[3 * g + 1] = r->score[g];
+            rows[3 * g + 2] = r->sq_norm[g];
+        }
+        if (csv_write_labeled(o->csv, header, 3, labels, rows, r->n_groups, &err) < 0) die("%s", err.msg);
+        free(labels), free(rows);
+        return;
+    }
+    int nt = model_tensors(m, NULL, 0);
+    TensorRef *t = hp_malloc((size_t)nt * sizeof(TensorRef));
+    model_tensors(m, t, nt);
+    const char *header[] = {"tensor", "index", "weight", "obs_score"};
+    const char **labels = hp_malloc(m->n_params * sizeof(char *));
+    double *rows = hp_malloc(m->n_params * 3 * sizeof(double));
+    size_t at = 0;
+    for (int k = 0; k < nt; k++) {
+        if (!t[k].is_param) continue;
+        size_t off = (size_t)(t[k].data - m->params);
+        for (size_t j = 0; j < t[k].numel; j++, at++) {
+            labels[at] = t[k].name;
+            rows[3 * at] = (double)j;
+            rows[3 * at + 1] = m->params[off + j];
+            rows[3 * at + 2] = r->score[off + j];
+        }
+    }
+    HP_ASSERT(at == m->n_params);
+    if (csv_write_labeled(o->csv, header, 3, labels, rows, (int)at, &err) < 0) die("%s", err.msg);
+    free(labels), free(rows), free(t);
+}
+
+// Prints the per-layer table of channel scores.
+static void obs_print_channels(const HessOpts *o, const Model *m, const ObsResults *r) {
+    printf("%-28s %8s %9s %12s %12s %12s  %s\n", "layer", "channels", "params/ch", "min score", "median", "max score",
+           "cheapest");
+    double *v = hp_malloc((size_t)(r->n_groups ? r->n_groups : 1) * sizeof(double));
+    for (int i = 0; i < m->n_nodes; i++) {
+        int cnt = 0, best = -1;
+        for (int g = 0; g < r->n_groups; g++)
+            if (r->groups[g].node == i) {
+                v[cnt++] = r->score[g];
+                if (best < 0 || r->score[g] < r->score[best]) best = g;
+            }
+        if (cnt == 0) continue;
+        double s3[3];
+        summary3(v, (size_t)cnt, s3);
+        printf("%-28s %8d %9zu %12.4g %12.4g %12.4g  %s\n", m->nodes[i].name, cnt, r->groups[best].n_params, s3[0],
+               s3[1], s3[2], r->groups[best].name);
+    }
+    free(v);
+    if (!o->csv) printf("(per-channel scores: add --csv FILE or --json)\n");
+}
+
+// Index of the k smallest scores (k <= n) into idx, ascending by score.
+static void smallest(const double *v, size_t n, size_t *idx, int k) {
+    for (int j = 0; j < k; j++) idx[j] = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        int j = k - 1;
+        if (idx[j] != SIZE_MAX && v[i] >= v[idx[j]]) continue;
+        while (j > 0 && (idx[j - 1] == SIZE_MAX || v[i] < v[idx[j - 1]])) {
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        idx[j] = i;
+    }
+}
+
+// The tensor holding parameter i and its index there.
+static const TensorRef *tensor_of(const Model *m, const TensorRef *t, int nt, size_t i, size_t *j) {
+    for (int k = 0; k < nt; k++) {
+        size_t off = (size_t)(t[k].data - m->params);
+        if (t[k].is_param && i >= off && i < off + t[k].numel) {
+            *j = i - off;
+            return &t[k];
+        }
+    }
+    HP_ASSERT(0 && "parameter outside every tensor");
+    return NULL;
+}
+
+#define OBS_SMALLEST 10  // single-weight scores listed
+
+// Prints the per-tensor table of single-weight scores and the smallest ones.
+static void obs_print_weights(const Model *m, const ObsResults *r) {
+    int nt = model_tensors(m, NULL, 0);
+    TensorRef *t = hp_malloc((size_t)nt * sizeof(TensorRef));
+    model_tensors(m, t, nt);
+    printf("%-36s %9s %12s %12s %12s\n", "tensor", "params", "min score", "median", "max score");
+    for (int k = 0; k < nt; k++) {
+        if (!t[k].is_param || t[k].numel == 0) continue;
+        double s3[3];
+        summary3(r->score + (t[k].data - m->params), t[k].numel, s3);
+        printf("%-36s %9zu %12.4g %12.4g %12.4g\n", t[k].name, t[k].numel, s3[0], s3[1], s3[2]);
+    }
+    int k = m->n_params < OBS_SMALLEST ? (int)m->n_params : OBS_SMALLEST;
+    size_t idx[OBS_SMALLEST];
+    smallest(r->score, m->n_params, idx, k);
+    printf("smallest single-weight scores:");
+    for (int j = 0; j < k; j++) {
+        size_t at;
+        const TensorRef *tr = tensor_of(m, t, nt, idx[j], &at);
+        printf(" %s[%zu] %.4g", tr->name, at, r->score[idx[j]]);
+    }
+    printf("\n");
+    free(t);
+}
+
+// Prints the human-readable OBS summary.
+static void obs_print(const HessOpts *o, const Model *m, const ObsResults *r) {
+    size_t S = 0;
+    for (int b = 0; b < r->f.n_blocks; b++)
+        if (r->f.start[b + 1] - r->f.start[b] > S) S = r->f.start[b + 1] - r->f.start[b];
+    printf("%s: %s, %zu parameters; OBS from the inverse empirical Fisher: %d gradients of %d image%s, %d blocks of "
+           "at most %zu parameters (layer-aligned), damp %g\n",
+           o->model, m->arch, m->n_params, r->fo.n_grads, r->fo.grad_batch, r->fo.grad_batch == 1 ? "" : "s",
+           r->f.n_blocks, S, r->fo.damp);
+    if (o->obs_per_weight)
+        obs_print_weights(m, r);
+    else
+        obs_print_channels(o, m, r);
+    printf("Fisher inverse in %.1f s (about %.0f MiB at the peak), scores in %.2f s\n", r->build_seconds,
+           (double)r->bytes / (1024.0 * 1024.0), r->score_seconds);
+}
+
+// Prints the OBS result as one JSON object (keys in the README).
+static void obs_print_json(const HessOpts *o, const Model *m, const ObsResults *r) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", o->model);
+    cJSON_AddStringToObject(root, "arch", m->arch);
+    cJSON_AddNumberToObject(root, "params", (double)m->n_params);
+    cJSON_AddNumberToObject(root, "seed", (double)o->seed);
+    cJSON *ob = cJSON_AddObjectToObject(root, "obs");
+    cJSON_AddStringToObject(ob, "per", o->obs_per_weight ? "weight" : "channel");
+    cJSON_AddNumberToObject(ob, "grads", r->fo.n_grads);
+    cJSON_AddNumberToObject(ob, "grad_batch", r->fo.grad_batch);
+    cJSON_AddNumberToObject(ob, "block_size", (double)r->fo.block_size);
+    cJSON_AddNumberToObject(ob, "blocks", r->f.n_blocks);
+    cJSON_AddNumberToObject(ob, "damp", r->fo.damp);
+    cJSON_AddNumberToObject(ob, "bytes", (double)r->bytes);
+    if (!o->obs_per_weight) {
+        cJSON *groups = cJSON_AddArrayToObject(ob, "groups");
+        for (int g = 0; g < r->n_groups; g++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "name", r->groups[g].name);
+            cJSON_AddStringToObject(e, "layer", m->nodes[r->groups[g].node].name);
+            cJSON_AddNumberToObject(e, "channel", r->groups[g].channel);
+            cJSON_AddNumberToObject(e, "params", (double)r->groups[g].n_params);
+            cJSON_AddNumberToObject(e, "score", r->score[g]);
+            cJSON_AddNumberToObject(e, "sq_norm", r->sq_norm[g]);
+            cJSON_AddItemToArray(groups, e);
+        }
+    } else {
+        int nt = model_tensors(m, NULL, 0);
+        TensorRef *t = hp_malloc((size_t)nt * sizeof(TensorRef));
+        model_tensors(m, t, nt);
+        cJSON *tensors = cJSON_AddArrayToObject(ob, "tensors");
+        for (int k = 0; k < nt; k++) {
+            if (!t[k].is_param || t[k].numel == 0) continue;
+            double s3[3];
+            summary3(r->score + (t[k].data - m->params), t[k].numel, s3);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "name", t[k].name);
+            cJSON_AddNumberToObject(e, "params", (double)t[k].numel);
+            cJSON_AddNumberToObject(e, "min", s3[0]);
+            cJSON_AddNumberToObject(e, "median", s3[1]);
+            cJSON_AddNumberToObject(e, "max", s3[2]);
+            cJSON_AddItemToArray(tensors, e);
+        }
+        free(t);
+    }
+    cJSON_AddNumberToObject(root, "seconds", round((r->build_seconds + r->score_seconds) * 1000) / 1000);
+    char *text = cJSON_PrintUnformatted(root);
+    puts(text);
+    free(text);
+    cJSON_Delete(root);
+}
+
+// `hprune hessian MODEL --obs ...`: checks, the Fisher inverse, the scores, then the outputs.
+static void obs_command(const HessOpts *o, Model *m) {
+    ObsResults r;
+    memset(&r, 0, sizeof r);
+    r.fo = obs_fisher_opts(o);
+    obs_check(o, m, &r.fo);
+    Dataset train;
+    load_train(o, m, &train);
+    obs_run(o, m, &train, &r);
+    if (o->csv) obs_write_csv(o, m, &r);
+    if (o->json)
+        obs_print_json(o, m, &r);
+    else
+        obs_print(o, m, &r);
+    fisher_free(&r.f);
+    free(r.groups), free(r.score), free(r.sq_norm);
+    dataset_free(&train);
+}
+
 int cmd_hessian(int argc, char **argv) {
     HessOpts o;
     hess_defaults(&o);
@@ -619,6 +1014,11 @@ int cmd_hessian(int argc, char **argv) {
     hp_set_threads(o.threads);
     Model m;
     load_model_or_die(&m, o.model);
+    if (o.obs) {
+        obs_command(&o, &m);
+        model_free(&m);
+        return 0;
+    }
     check_counts(&o, &m);
     Dataset train;
     Curvature c;

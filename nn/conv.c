@@ -80,6 +80,10 @@ static void im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col
     }
 }
 
+void conv2d_im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col, float *plane) {
+    im2col(g, x, c0, Cg, col, plane);
+}
+
 // Folds col (Cg*k*k, Ho*Wo) back onto channels [c0, c0 + Cg) of dx (C, H, W), accumulating,
 // through a zero-padded plane (pad_buf) whose interior is then added to dx.
 static void col2im_acc(const ConvGeom *g, const float *col, int c0, int Cg, float *dx, float *pad_buf) {

@@ -20,6 +20,12 @@ typedef struct {
 // columns plus one zero-padded input plane.
 size_t conv2d_col_len(const ConvGeom *g);
 
+// The classic unfolding of one sample, in a fixed layout whatever the forward pass uses: input
+// channels [c0, c0 + Cg) of x (C, H, W) into col (Cg*k*k, Ho*Wo), row (c - c0)*k*k + ki*k + kj
+// (the weight's column order), zero padding included. plane: scratch of (H + 2 pad) * (W + 2 pad)
+// floats. For a groups-1 conv, col^T w^T is the output: the rows of X in layer-wise OBS.
+void conv2d_im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col, float *plane);
+
 // x is (N, C, H, W), w is (O, C/groups, k, k), b is (O) or NULL, y is (N, O, Ho, Wo).
 // col: per-thread scratch, thread t uses col + t * col_stride.
 void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,

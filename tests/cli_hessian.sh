@@ -3,7 +3,9 @@
 # a synthetic Fashion-MNIST-format dataset. The default analysis; the JSON keys; per-layer and
 # per-channel traces that add up (the same --seed gives the same probes at every level); the
 # Gauss-Newton operator (PSD: positive traces, no negative eigenvalues beyond rounding);
-# determinism; the density, landscape and CSV files; --bn train; and bad input, which must fail
+# determinism; the density, landscape and CSV files; --bn train; OBS scores from the inverse
+# empirical Fisher (--obs: per channel and per weight, JSON, CSV, the channel score bounding its
+# weights' scores, determinism); and bad input, which must fail
 # cleanly: the right exit status (1 runtime, 2 usage), nothing on stdout, one message line
 # ("hprune: error: ..." or "hprune hessian: ..." and the "Try" line), no file left behind,
 # and no product computed first (no progress line).
@@ -175,6 +177,56 @@ elif mode == "csv":  # FILE: the per-channel trace table
     need(sum(int(x[1]) for x in r) == 61706, "params do not add up to 61706")
     for x in r:
         close(float(x[4]), float(x[2]) / int(x[1]), 1e-6, f"{x[0]}: trace_per_param")
+elif mode == "obs":  # JSON: --obs --per channel with blocks of 200 on lenet5
+    d = load(args[0])
+    for k in ("model", "arch", "params", "seed", "obs", "seconds"):
+        need(k in d, f"no key {k!r}: keys are {sorted(d)}")
+    o = d["obs"]
+    for k in ("per", "grads", "grad_batch", "block_size", "blocks", "damp", "bytes", "groups"):
+        need(k in o, f"no key obs.{k}: keys are {sorted(o)}")
+    need(o["per"] == "channel" and o["grads"] == 32 and o["grad_batch"] == 1 and o["block_size"] == 200,
+         f"obs: per {o['per']!r}, grads {o['grads']}, grad_batch {o['grad_batch']}, block_size {o['block_size']}")
+    # layer-aligned blocks of <= 200: conv1 156 -> 1, conv2 2416 -> 13, fc1 48120 -> 241, fc2 10164 -> 51, fc3 850 -> 5
+    need(o["blocks"] == 311, f"{o['blocks']} blocks, expected 311")
+    need(o["damp"] == 1e-5 and o["bytes"] > 32 * 61706 * 4, f"damp {o['damp']}, bytes {o['bytes']}")
+    g = o["groups"]
+    need(len(g) == 236, f"{len(g)} channel groups, expected 236")
+    need(g[0]["name"] == "conv1[0]" and g[0]["layer"] == "conv1" and g[-1]["name"] == "fc3[9]", "group names")
+    need(sum(x["params"] for x in g) == 61706, "group params do not add up to 61706")
+    need(all(number(x["score"]) and x["score"] > 0 and number(x["sq_norm"]) for x in g), "scores not finite and > 0")
+elif mode == "obs_csv":  # CSV JSON: the per-channel CSV holds the JSON's scores
+    head, r = rows(args[0])
+    need(head == "group,params,obs_score,sq_norm", f"header {head!r}")
+    g = load(args[1])["obs"]["groups"]
+    need(len(r) == len(g), f"{len(r)} rows, JSON has {len(g)} groups")
+    for x, y in zip(r, g):
+        need(x[0] == y["name"] and int(x[1]) == y["params"], f"row {x[:2]} vs group {y['name']}")
+        close(float(x[2]), y["score"], 1e-8, f"{x[0]}: CSV score vs JSON")
+elif mode == "obs_weights":  # WEIGHTS.csv CHANNELS.csv MODEL: the weight column is the model's; a
+    # channel's score is at least the largest single-weight score inside it (more constraints)
+    import struct
+    head, r = rows(args[0])
+    need(head == "tensor,index,weight,obs_score", f"header {head!r}")
+    need(len(r) == 61706, f"{len(r)} rows, expected 61706")
+    blob = open(args[2], "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    meta = json.loads(blob[8:8 + n])
+    data = blob[8 + n:]
+    single = {}
+    for t, i, w, s in r:
+        b = meta[t]["data_offsets"][0] + 4 * int(i)
+        (v,) = struct.unpack("<f", data[b:b + 4])
+        need(struct.unpack("<f", struct.pack("<f", float(w)))[0] == v, f"{t}[{i}]: weight {w} vs model {v}")
+        need(number(float(s)) and float(s) >= 0, f"{t}[{i}]: score {s}")
+        single[(t, int(i))] = float(s)
+    _, ch = rows(args[1])
+    for name, params, score, _ in ch:
+        layer, c = name[:-1].split("[")
+        c, params = int(c), int(params)
+        per = params - 1  # the filter (or row) and one bias
+        best = max(single[(layer + ".weight", c * per + j)] for j in range(per))
+        best = max(best, single[(layer + ".bias", c)])
+        need(float(score) >= best * (1 - 1e-6), f"{name}: channel score {score} below its weight's {best}")
 else:
     sys.exit("check.py: unknown mode " + mode)
 EOF
@@ -289,6 +341,33 @@ check "--csv T.csv --per channel: exits 0 and says where the channel traces are"
   'rc_is 0 && [ -s "$T/out/T.csv" ] && ! out_has "per-channel traces: add"'
 pycheck "--csv: header group,params,trace,stderr,trace_per_param and one row per channel" csv "$T/out/T.csv"
 
+# ---- OBS from the inverse empirical Fisher ----
+
+# obsrun NAME ARGS...: hprune hessian MODEL --obs on the fixture data, small; output in $T/json/NAME.
+obsrun() {
+  name=$1; shift
+  run "$HPRUNE" hessian "$MODEL" --data "$DATA" --threads 1 --obs --fisher-grads 32 --block-size 200 "$@"
+  cp "$CAP/out" "$T/json/$name"
+}
+obsrun obs_text
+check "--obs: exits 0, says what it built" eval 'rc_is 0 && out_has "^.*: lenet5, 61706 parameters; OBS from the inverse empirical Fisher: 32 gradients of 1 image, 311 blocks of at most 200 parameters \(layer-aligned\), damp 1e-05$"'
+check "--obs: a row per layer with 6 channels of 26 parameters for conv1, 10 of 85 for fc3" \
+  eval 'out_has "^conv1 +6 +26 " && out_has "^fc3 +10 +85 " && out_has "^\(per-channel scores: add --csv"'
+obsrun obs --json
+check "--obs --json: exits 0 with one line on stdout" eval 'rc_is 0 && [ "$(wc -l <"$CAP/out")" -eq 1 ]'
+pycheck "--obs --json: obs{per, grads, grad_batch, block_size, blocks (311 layer-aligned), damp, bytes, groups (236, > 0)}" \
+  obs "$T/json/obs"
+obsrun obs2 --json
+pycheck "--obs twice with the same seed: identical JSON (but for seconds)" same "$T/json/obs" "$T/json/obs2"
+obsrun obs_csv --csv "$T/out/O.csv" --per channel
+check "--obs --csv O.csv --per channel: exits 0 and writes O.csv" eval 'rc_is 0 && [ -s "$T/out/O.csv" ] && ! out_has "add --csv"'
+pycheck "--obs --csv: group,params,obs_score,sq_norm rows holding the JSON's scores" obs_csv "$T/out/O.csv" "$T/json/obs"
+obsrun obs_w --per weight --csv "$T/out/W.csv"
+check "--obs --per weight: a row per tensor and the smallest single-weight scores" eval \
+  'rc_is 0 && out_has "^fc1.weight +48000 " && out_has "^smallest single-weight scores: [a-z0-9]+\.(weight|bias)\[[0-9]+\] "'
+pycheck "--obs --per weight: W.csv holds the model's weights; each channel's score >= its weights' (same Fisher)" \
+  obs_weights "$T/out/W.csv" "$T/out/O.csv" "$MODEL"
+
 # ---- bad input ----
 
 mkdir -p "$T/bad" "$T/work"
@@ -342,6 +421,27 @@ expect_hessian 2 "--samples and --batches together" "" "--samples or --batches" 
 expect_hessian 1 "a Lanczos basis larger than memory: refused before any work" "--max-steps" "needs about .* GB of memory" "$MODEL" --data "$DATA" $S --eigs 1 --max-steps 60000
 expect_hessian 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
 expect_hessian 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
+OB="--data $DATA --threads 1 --obs"
+expect_hessian 2 "--obs --fisher-grads 0" "--fisher-grads" "'0'" "$MODEL" $OB --fisher-grads 0 --csv "$O.csv"
+expect_hessian 2 "--obs --block-size 0" "--block-size" "'0'" "$MODEL" $OB --block-size 0 --csv "$O.csv"
+expect_hessian 2 "--obs --damp 0" "--damp" "'0'" "$MODEL" $OB --damp 0 --csv "$O.csv"
+expect_hessian 2 "--obs --damp -1" "--damp" "'-1'" "$MODEL" $OB --damp -1
+expect_hessian 1 "--obs --block-size 70000: larger than lenet5's 61706 parameters, before any data" "$MODEL" \
+  "block size 70000 is larger than the model's 61706 parameters" "$MODEL" --data "$T/nodata" --obs --block-size 70000 --csv "$O.csv"
+expect_hessian 1 "--obs --memory-budget 20: over the budget, says which block size would fit, before any data" "$MODEL" \
+  "over the budget of 20 MiB; block size [0-9]+ \(with N 32\) would fit" \
+  "$MODEL" --data "$T/nodata" --obs --fisher-grads 32 --block-size 200 --memory-budget 20 --csv "$O.csv"
+expect_hessian 1 "--obs --memory-budget 1: not even the gradients fit" "$MODEL" "over the budget.*raise the budget" \
+  "$MODEL" $OB --fisher-grads 32 --memory-budget 1 --csv "$O.csv"
+expect_hessian 1 "--obs --fisher-grads 300: more gradients than the 256 training images" "$MODEL" \
+  "300 distinct samples; the data has 256" "$MODEL" $OB --fisher-grads 300 --block-size 200 --csv "$O.csv"
+expect_hessian 2 "--fisher-grads without --obs" "--fisher-grads" "needs --obs" "$MODEL" --data "$DATA" $S --fisher-grads 8
+expect_hessian 2 "--per weight without --obs" "weight" "--per.*weight needs --obs" "$MODEL" --data "$DATA" $S --per weight
+expect_hessian 2 "--obs --per layer" "layer" "--per with --obs.*channel or weight" "$MODEL" $OB --per layer
+expect_hessian 2 "--obs --trace: one analysis at a time" "--obs" "analysis of its own" "$MODEL" $OB --trace
+expect_hessian 2 "--obs --samples 32: --obs draws its own" "--samples" "its own samples" "$MODEL" $OB --samples 32
+expect_hessian 1 "--obs --csv in a directory that does not exist: before any work" "/nonexistent/o.csv" \
+  "cannot write.*/nonexistent.*no such file" "$MODEL" $OB --csv /nonexistent/o.csv
 
 echo "1..$n"
 [ "$failed" -eq 0 ]
