@@ -75,6 +75,46 @@ else
   show_run; sed 's/^/#   python: /' "$T/py"
 fi
 
+# ---- channel groups (info --groups) ----
+
+run "$HPRUNE" info resnet20 --groups --input 3x32x32
+check "info resnet20 --groups: 14 groups, 12 prunable" eval 'rc_is 0 && out_has "^total: 14 groups, 12 prunable with 448 channels$"'
+check "info resnet20 --groups: a block's group is its conv1, bn1 and conv2" eval \
+  'out_has "^layer1\.0\.conv1  *16 ch  prunable  producers: layer1\.0\.conv1; per-channel: layer1\.0\.bn1; consumers: layer1\.0\.conv2$"'
+check "info resnet20 --groups: the layer2 residual group joins the shortcut and every conv2" eval \
+  'out_has "^layer2\.0\.conv2  *32 ch  prunable  producers: layer2\.0\.conv2, layer2\.0\.shortcut\.0, layer2\.1\.conv2, layer2\.2\.conv2; "'
+check "info resnet20 --groups: fc (the output) and the input are not prunable" eval \
+  'out_has "^fc  *10 ch  not prunable (network output)  producers: fc$" && out_has "^input  *3 ch  not prunable (network input)  consumers: conv1$"'
+
+run "$HPRUNE" info lenet5 --groups
+check "info lenet5 --groups: conv2 reaches fc1 through the flatten, 25 features per channel" eval \
+  'rc_is 0 && out_has "^conv2  *16 ch  prunable  producers: conv2; consumers: fc1 (x25)$"'
+
+run "$HPRUNE" info resnet20 --groups --json
+if [ "$rc" -eq 0 ] && python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+g = d["groups"]
+assert isinstance(g, list) and len(g) == 14, "groups is not a list of 14"
+assert sum(1 for x in g if x["prunable"]) == 12, "not 12 prunable groups"
+assert [x["name"] for x in g][:3] == ["input", "conv1", "layer1.0.conv1"], "groups out of order"
+by = {x["name"]: x for x in g}
+assert by["fc"]["why_not"] == "network output" and by["conv1"]["why_not"] is None, "why_not wrong"
+res3 = by["layer3.0.conv2"]
+assert res3["channels"] == 64, "layer3 residual group is not 64 channels"
+assert {"node": "fc", "role": "consumer", "spread": 1} in res3["members"], "fc is not a consumer of the layer3 group"
+roles = [m["role"] for m in by["layer2.1.conv1"]["members"]]
+assert roles == ["producer", "per-channel", "consumer"], "block group roles: %s" % roles
+assert d["params"] > 0 and len(d["layers"]) > 20, "the info fields are missing"
+' <"$T/out" 2>"$T/py"; then
+  ok "info resnet20 --groups --json: a groups array with names, channels, prunability and members"
+else
+  not_ok "info resnet20 --groups --json: a groups array with names, channels, prunability and members"
+  show_run; sed 's/^/#   python: /' "$T/py"
+fi
+run "$HPRUNE" info resnet20 --json
+check "info --json without --groups has no groups array" eval 'rc_is 0 && ! out_has "\"groups\""'
+
 # ---- a tiny synthetic dataset in Fashion-MNIST's format ----
 
 DATA=$T/data
@@ -175,6 +215,8 @@ d = json.load(sys.stdin)
 sys.exit(0 if d[\"params\"] == 61706 and d[\"arch\"] == \"lenet5\" and d[\"provenance\"][\"epochs\"] == 2 else 1)" <"$T/out"'
 run "$HPRUNE" info "$MODEL"
 check "info MODEL: total line says 61706 parameters" eval 'rc_is 0 && out_has "^total: 61706 parameters"'
+run "$HPRUNE" info "$MODEL" --groups
+check "info MODEL --groups: the trained model's 6 groups, 4 prunable" eval 'rc_is 0 && out_has "^total: 6 groups, 4 prunable"'
 
 if [ -x "$TORCH_PY" ] && "$TORCH_PY" -c 'import torch' >/dev/null 2>&1; then
   run "$TORCH_PY" "$CHECK_ST" "$MODEL" --arch lenet5
