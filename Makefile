@@ -80,14 +80,20 @@ sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build-san OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  LDFLAGS="-fopenmp -fsanitize=address,undefined" check-unit
 
-# The main job on Fashion-MNIST: train lenet5, evaluate it, show its layers.
+# The main job on Fashion-MNIST: train lenet5 (or reuse the trained one), remove half of its
+# MACs by Hessian-aware pruning (hap), fine-tune, show the slim model and the report.
 DEMO_MODEL = runs/demo_lenet5.safetensors
+DEMO_SLIM  = runs/demo_lenet5_hap50.safetensors
 demo: deps
 	@$(MAKE) --no-print-directory hprune
 	@mkdir -p runs
-	./hprune train --config configs/lenet5_fmnist.ini -o $(DEMO_MODEL)
-	./hprune eval $(DEMO_MODEL)
-	./hprune info $(DEMO_MODEL)
+	@if [ -f $(DEMO_MODEL) ]; then echo "using the trained $(DEMO_MODEL) (delete it to train again)"; \
+	else echo "./hprune train --config configs/lenet5_fmnist.ini -o $(DEMO_MODEL)"; \
+	  ./hprune train --config configs/lenet5_fmnist.ini -o $(DEMO_MODEL) || exit 1; fi
+	./hprune prune $(DEMO_MODEL) --method hap --target-flops 0.5 --finetune-epochs 3 \
+	  -o $(DEMO_SLIM) --report $(DEMO_SLIM:.safetensors=.md)
+	./hprune info $(DEMO_SLIM)
+	@cat $(DEMO_SLIM:.safetensors=.md)
 
 bench: deps
 	@$(MAKE) --no-print-directory hprune $(BENCH_BIN)

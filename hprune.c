@@ -19,6 +19,7 @@
 #include "nn/data.h"
 #include "nn/nn.h"
 #include "nn/train.h"
+#include "prune/prune.h"
 
 // ---- help texts ----
 
@@ -33,6 +34,12 @@ static const char *const HELP_MAIN =
     "  info    per-layer table of a model: shapes, parameters, MACs\n"
     "  hessian curvature of the loss: trace per model, layer or channel, eigenvalues,\n"
     "          spectral density, loss landscape\n"
+    "  prune   remove the least important channels to a MACs, parameter or channel\n"
+    "          target, fine-tune, write the smaller model and a report\n"
+    "  sweep   a pruning study from a config: methods x targets x seeds, restartable and\n"
+    "          shardable, merged into a CSV, a Markdown table and an accuracy-vs-MACs chart\n"
+    "  sensitivity  each layer pruned alone at a range of ratios, accuracy beside its\n"
+    "          Hessian trace\n"
     "\n"
     "Run 'hprune COMMAND --help' for a command's options.\n"
     "Exit status: 0 success, 1 runtime error, 2 usage error.\n";
@@ -71,53 +78,24 @@ static const char *const HELP_EVAL =
     "  -h, --help            this text\n";
 
 static const char *const HELP_INFO =
-    "usage: hprune info MODEL [--json]\n"
+    "usage: hprune info MODEL [--groups] [--json]\n"
     "\n"
     "Per-layer table of MODEL (name, op, output shape, parameters, MACs per image) and totals.\n"
     "MODEL is a model file, or a built-in architecture name (lenet5, vgg11, resnet20,\n"
     "resnet32, resnet56) shown for --input (default 1x28x28) and --classes (default 10).\n"
     "\n"
     "options:\n"
-    "      --json            one JSON object with top-level \"params\" and \"macs\"\n"
+    "      --groups          the channel groups instead: channels removed together, one line\n"
+    "                        per group (name, channels, prunable or why not, and its members:\n"
+    "                        producers, per-channel layers, consumers; \"(xN)\": N features\n"
+    "                        per channel after a flatten)\n"
+    "      --json            one JSON object with top-level \"params\" and \"macs\" (and with\n"
+    "                        --groups a \"groups\" array)\n"
     "      --input CxHxW     input shape for an architecture name\n"
     "      --classes K       class count for an architecture name\n"
     "  -h, --help            this text\n";
 
 // ---- train ----
-
-// State the training callbacks share.
-typedef struct {
-    bool tty;
-    double last_print;
-    const char *ckpt_path;
-    const TrainConfig *cfg;
-    float last_test_acc, last_test_loss;
-    int epochs_done;
-} TrainUi;
-
-// Prints training progress: a live line on a terminal, one plain line per epoch in a log.
-static void on_progress(const TrainProgress *p, void *user) {
-    TrainUi *ui = user;
-    char eta[32];
-    if (!p->epoch_done) {
-        double t = now_s();
-        if (!ui->tty || (t - ui->last_print < 0.25 && p->step != p->steps)) return;
-        ui->last_print = t;
-        fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  acc %.2f%%  %.0f img/s  ETA %s", p->epoch + 1,
-                p->epochs, p->step, p->steps, p->loss, 100.0 * p->acc, p->images_per_s,
-                fmt_duration(p->eta_s, eta, sizeof eta));
-        fflush(stderr);
-        return;
-    }
-    char val[48] = "";
-    if (p->val_acc >= 0) snprintf(val, sizeof val, "  val-acc %.2f%%", 100.0 * p->val_acc);
-    fprintf(stderr, "%sepoch %d/%d  loss %.4f  train-acc %.2f%%%s  test-acc %.2f%%  test-loss %.4f  %.0f img/s  %.1fs  ETA %s\n",
-            ui->tty ? "\r\033[K" : "", p->epoch + 1, p->epochs, p->loss, 100.0 * p->acc, val, 100.0 * p->test_acc,
-            p->test_loss, p->images_per_s, p->epoch_s, fmt_duration(p->eta_s, eta, sizeof eta));
-    ui->last_test_acc = p->test_acc;
-    ui->last_test_loss = p->test_loss;
-    ui->epochs_done = p->epoch + 1;
-}
 
 // Saves the per-epoch checkpoint (model, momentum, next epoch) atomically.
 static int on_checkpoint(const Model *m, const TrainState *s, void *user, HpErr *err) {
@@ -249,9 +227,9 @@ static int cmd_train(int argc, char **argv) {
 
     fprintf(stderr, "training %s on %s (%d train, %d val, %d test images), %zu parameters, %d threads\n", m.arch,
             cfg.dataset, tr.n, val.n, test.n, m.n_params, threads);
-    TrainUi ui = {.tty = isatty(STDERR_FILENO), .ckpt_path = ckpt, .cfg = &cfg.train, .last_test_acc = -1};
+    TrainUi ui = {.tty = isatty(STDERR_FILENO), .ckpt_path = ckpt, .cfg = &cfg.train, .last_test_acc = -1, .last_val_acc = -1};
     double t0 = now_s();
-    int rc = train(&m, &cfg.train, &tr, &val, &test, &state, on_progress, on_checkpoint, &ui, &err);
+    int rc = train(&m, &cfg.train, &tr, &val, &test, &state, train_progress_print, on_checkpoint, &ui, &err);
     if (rc < 0) die("%s", err.msg);
     if (ui.last_test_acc < 0) {  // nothing left to train: report the model as it is
         Workspace ws;
@@ -306,17 +284,10 @@ static int cmd_eval(int argc, char **argv) {
     threads = hp_set_threads(threads);
     Model m;
     load_model_or_die(&m, path);
-    char prov_buf[2][4096];
-    const char *prov_dataset = json_get_string(m.provenance, "dataset", prov_buf[0], sizeof prov_buf[0]);
-    const char *prov_dir = json_get_string(m.provenance, "data_dir", prov_buf[1], sizeof prov_buf[1]);
-    const char *name = dataset ? dataset : prov_dataset ? prov_dataset : "fashion-mnist";
-    const char *dir = data ? data : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
     Dataset tr, test;
-    load_dataset_or_die(name, dir, &tr, &test);
+    char name[64];
+    load_model_dataset_or_die(&m, path, dataset, data, &tr, &test, name, sizeof name);
     dataset_free(&tr);
-    if (m.input.c != test.c || m.input.h != test.h || m.input.w != test.w || m.n_classes < test.n_classes)
-        die("%s: model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", path, m.input.c, m.input.h,
-            m.input.w, m.n_classes, name, dir, test.c, test.h, test.w, test.n_classes);
     Workspace ws;
     ws_init(&ws, &m, batch, threads);
     double t0 = now_s();
@@ -375,8 +346,84 @@ static void print_info_table(const Model *m, const char *source) {
            (unsigned long long)macs, macs / 1e6);
 }
 
-// Prints the same as one JSON object.
-static void print_info_json(const Model *m, const char *source) {
+// A member role as printed ("producer", "per-channel", "consumer").
+static const char *role_name(MemberRole r) {
+    return r == MEMBER_PRODUCER ? "producer" : r == MEMBER_PERCHANNEL ? "per-channel" : "consumer";
+}
+
+// Features per channel a member sees: 1, or H*W of a flattened map (a conv consumer's spread
+// also counts its kernel's k*k columns, which this leaves out).
+static int member_features(const Model *m, const GroupMember *mb) {
+    const Node *n = &m->nodes[mb->node];
+    int kk = (mb->role == MEMBER_CONSUMER && n->op == OP_CONV2D) ? n->kernel * n->kernel : 1;
+    return mb->spread / kk;
+}
+
+// Prints the members of g with one role as "label: a, b (x25)"; returns whether any were printed.
+static bool print_members(const Model *m, const ChannelGroup *g, MemberRole role, const char *label, bool sep) {
+    bool any = false;
+    for (int j = 0; j < g->n_members; j++) {
+        const GroupMember *mb = &g->members[j];
+        if (mb->role != role) continue;
+        printf("%s%s", any ? ", " : sep ? "; " : "", any ? "" : label);
+        printf("%s", m->nodes[mb->node].name);
+        if (member_features(m, mb) > 1) printf(" (x%d)", member_features(m, mb));
+        any = true;
+    }
+    return any;
+}
+
+// Prints one line per channel group and a total line.
+static void print_groups_table(const Model *m, const char *source, const GroupSet *gs) {
+    int prunable = 0, channels = 0;
+    printf("%s: %s, input %dx%dx%d, %d classes, %d channel groups\n", source, m->arch, m->input.c, m->input.h,
+           m->input.w, m->n_classes, gs->n_groups);
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        char status[64];
+        if (grp->prunable)
+            snprintf(status, sizeof status, "prunable");
+        else
+            snprintf(status, sizeof status, "not prunable (%s)", grp->why_not);
+        printf("%-22s %4d ch  %s  ", grp->name, grp->n_channels, status);
+        bool sep = print_members(m, grp, MEMBER_PRODUCER, "producers: ", false);
+        sep = print_members(m, grp, MEMBER_PERCHANNEL, "per-channel: ", sep) || sep;
+        print_members(m, grp, MEMBER_CONSUMER, "consumers: ", sep);
+        printf("\n");
+        prunable += grp->prunable;
+        channels += grp->prunable ? grp->n_channels : 0;
+    }
+    printf("total: %d groups, %d prunable with %d channels\n", gs->n_groups, prunable, channels);
+}
+
+// The channel groups as a JSON array.
+static cJSON *groups_json(const Model *m, const GroupSet *gs) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        cJSON *o = cJSON_CreateObject(), *members = cJSON_CreateArray();
+        cJSON_AddStringToObject(o, "name", grp->name);
+        cJSON_AddNumberToObject(o, "channels", grp->n_channels);
+        cJSON_AddBoolToObject(o, "prunable", grp->prunable);
+        if (grp->why_not)
+            cJSON_AddStringToObject(o, "why_not", grp->why_not);
+        else
+            cJSON_AddNullToObject(o, "why_not");
+        for (int j = 0; j < grp->n_members; j++) {
+            cJSON *mb = cJSON_CreateObject();
+            cJSON_AddStringToObject(mb, "node", m->nodes[grp->members[j].node].name);
+            cJSON_AddStringToObject(mb, "role", role_name(grp->members[j].role));
+            cJSON_AddNumberToObject(mb, "spread", grp->members[j].spread);
+            cJSON_AddItemToArray(members, mb);
+        }
+        cJSON_AddItemToObject(o, "members", members);
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+// Prints the same as one JSON object (with a "groups" array when gs is not NULL).
+static void print_info_json(const Model *m, const char *source, const GroupSet *gs) {
     cJSON *root = cJSON_CreateObject(), *layers = cJSON_CreateArray();
     uint64_t macs = 0;
     size_t params = 0;
@@ -401,6 +448,7 @@ static void print_info_json(const Model *m, const char *source) {
     cJSON_AddNumberToObject(root, "params", (double)params);
     cJSON_AddNumberToObject(root, "macs", (double)macs);
     cJSON_AddItemToObject(root, "layers", layers);
+    if (gs) cJSON_AddItemToObject(root, "groups", groups_json(m, gs));
     if (m->provenance) {
         cJSON *prov = cJSON_Parse(m->provenance);
         if (prov) cJSON_AddItemToObject(root, "provenance", prov);
@@ -420,15 +468,16 @@ static bool is_arch_name(const char *s) {
 
 static int cmd_info(int argc, char **argv) {
     static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"input", required_argument, 0, 'i'},
-                                         {"classes", required_argument, 0, 'k'}, {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
-    bool json = false;
+                                         {"classes", required_argument, 0, 'k'}, {"groups", no_argument, 0, 'g'},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    bool json = false, groups = false;
     Shape in = {1, 28, 28};
     int classes = 10, c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = true; break;
+        case 'g': groups = true; break;
         case 'i': {
             char tail;
             if (sscanf(optarg, "%5dx%5dx%5d%c", &in.c, &in.h, &in.w, &tail) != 3 || in.c < 1 || in.h < 1 || in.w < 1 ||
@@ -452,10 +501,15 @@ static int cmd_info(int argc, char **argv) {
     } else {
         load_model_or_die(&m, src);
     }
+    GroupSet gs = {0};
+    if (groups && prune_groups(&m, &gs, &err) < 0) die("%s: channel groups: %s", src, err.msg);
     if (json)
-        print_info_json(&m, src);
+        print_info_json(&m, src, groups ? &gs : NULL);
+    else if (groups)
+        print_groups_table(&m, src, &gs);
     else
         print_info_table(&m, src);
+    groupset_free(&gs);
     model_free(&m);
     return 0;
 }
@@ -478,6 +532,9 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "hessian") == 0) return cmd_hessian(argc - 1, argv + 1);
+    if (strcmp(cmd, "prune") == 0) return cmd_prune(argc - 1, argv + 1);
+    if (strcmp(cmd, "sweep") == 0) return cmd_sweep(argc - 1, argv + 1);
+    if (strcmp(cmd, "sensitivity") == 0) return cmd_sensitivity(argc - 1, argv + 1);
     fprintf(stderr, "hprune: unknown command '%s'\nTry 'hprune --help'.\n", cmd);
     return EXIT_USAGE;
 }

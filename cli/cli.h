@@ -9,6 +9,7 @@
 #include "../formats/formats.h"
 #include "../nn/data.h"
 #include "../nn/nn.h"
+#include "../nn/train.h"
 
 #define HPRUNE_VERSION "0.1.0"
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
@@ -36,6 +37,13 @@ void load_model_or_die(Model *m, const char *path);
 // Loads the named dataset from dir or exits with its error.
 void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test);
 
+// Loads the dataset a model names in its provenance (or the one given: name, dir may be NULL;
+// defaults fashion-mnist in DEFAULT_DATA_DIR), or exits; also exits unless the model takes its
+// images and has at least its classes. path names the model in messages. used_name (cap
+// bytes, may be NULL) gets the dataset's name.
+void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,
+                               Dataset *test, char *used_name, size_t cap);
+
 // Exits unless path can be written: it is not a directory and the directory that will hold it
 // exists. Commands check their outputs first, so no long run fails only when it writes.
 void check_output_path(const char *path);
@@ -53,7 +61,24 @@ void progress_update(Progress *p, long done, long total, const char *unit);
 // Clears a live line.
 void progress_done(Progress *p);
 
+// State the training callbacks share (train and prune's fine-tuning).
+typedef struct {
+    bool tty;
+    double last_print;
+    const char *ckpt_path;
+    const TrainConfig *cfg;
+    float last_test_acc, last_test_loss, last_val_acc;
+    int epochs_done;
+} TrainUi;
+
+// Training progress hook (user is a TrainUi): a live line on a terminal, one plain line per
+// epoch in a log.
+void train_progress_print(const TrainProgress *p, void *user);
+
 // The commands.
 int cmd_hessian(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_sensitivity(int argc, char **argv);
 
 #endif

@@ -168,3 +168,41 @@ void check_output_path(const char *path) {
     if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
     if (access(dir, W_OK | X_OK) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
 }
+
+void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,
+                               Dataset *test, char *used_name, size_t cap) {
+    char prov_buf[2][4096];
+    const char *prov_name = json_get_string(m->provenance, "dataset", prov_buf[0], sizeof prov_buf[0]);
+    const char *prov_dir = json_get_string(m->provenance, "data_dir", prov_buf[1], sizeof prov_buf[1]);
+    name = name ? name : prov_name ? prov_name : "fashion-mnist";
+    dir = dir ? dir : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
+    if (used_name) snprintf(used_name, cap, "%s", name);
+    load_dataset_or_die(name, dir, train, test);
+    if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes)
+        die("%s: model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", path, m->input.c,
+            m->input.h, m->input.w, m->n_classes, name, dir, test->c, test->h, test->w, test->n_classes);
+}
+
+void train_progress_print(const TrainProgress *p, void *user) {
+    TrainUi *ui = user;
+    char eta[32];
+    if (!p->epoch_done) {
+        double t = now_s();
+        if (!ui->tty || (t - ui->last_print < 0.25 && p->step != p->steps)) return;
+        ui->last_print = t;
+        fprintf(stderr, "\r\033[Kepoch %d/%d  step %d/%d  loss %.4f  acc %.2f%%  %.0f img/s  ETA %s", p->epoch + 1,
+                p->epochs, p->step, p->steps, p->loss, 100.0 * p->acc, p->images_per_s,
+                fmt_duration(p->eta_s, eta, sizeof eta));
+        fflush(stderr);
+        return;
+    }
+    char val[48] = "";
+    if (p->val_acc >= 0) snprintf(val, sizeof val, "  val-acc %.2f%%", 100.0 * p->val_acc);
+    fprintf(stderr, "%sepoch %d/%d  loss %.4f  train-acc %.2f%%%s  test-acc %.2f%%  test-loss %.4f  %.0f img/s  %.1fs  ETA %s\n",
+            ui->tty ? "\r\033[K" : "", p->epoch + 1, p->epochs, p->loss, 100.0 * p->acc, val, 100.0 * p->test_acc,
+            p->test_loss, p->images_per_s, p->epoch_s, fmt_duration(p->eta_s, eta, sizeof eta));
+    ui->last_test_acc = p->test_acc;
+    ui->last_test_loss = p->test_loss;
+    ui->last_val_acc = p->val_acc;
+    ui->epochs_done = p->epoch + 1;
+}

@@ -780,6 +780,7 @@ typedef struct {
     Frame f;
     double y_floor;      // log y: values at or below are drawn here
     int n_series;
+    bool markers;        // a dot on every finite point
     bool legend;         // drawn for two or more series
     int lx, ly, lw, lh;  // legend box in pixels (left, top, width, height)
 } LineLayout;
@@ -968,6 +969,7 @@ static int line_layout(LineLayout *L, const char *path, const char *title, const
     if (line_ranges(path, s, ns, o, &r, err) < 0) return -1;
     L->y_floor = r.y_floor;
     L->n_series = ns;
+    L->markers = o->markers;
     f->title_scale = pick_title_scale(title, f->w);
     f->y0 = top_margin(title, f->title_scale);
     f->y1 = f->h - bottom_margin(xlabel);
@@ -989,7 +991,7 @@ static int line_layout(LineLayout *L, const char *path, const char *title, const
 // Line charts: PNG
 
 // Draws series s in colour col into the plot area: anti-aliased segments between finite
-// neighbours, a dot for an isolated finite point.
+// neighbours, a dot for an isolated finite point (and for every point with markers).
 static void draw_series(Canvas *c, const LineLayout *L, const PlotSeries *s, Rgb col) {
     IBox clip = {L->f.x0, L->f.y0, L->f.x1, L->f.y1};
     IBox dirty = {c->w, c->h, 0, 0};
@@ -1000,7 +1002,8 @@ static void draw_series(Canvas *c, const LineLayout *L, const PlotSeries *s, Rgb
         bool ok = line_point(L, s, i, &x, &y);
         if (ok && prev_ok) cover_segment(c, px, py, x, y, LINE_WIDTH, clip, &dirty);
         bool next_ok = i + 1 < s->n && isfinite(s->x[i + 1]) && isfinite(s->y[i + 1]);
-        if (ok && !prev_ok && !next_ok) cover_segment(c, x, y, x, y, 2 * LINE_WIDTH, clip, &dirty);
+        if (ok && (L->markers || (!prev_ok && !next_ok)))
+            cover_segment(c, x, y, x, y, 2 * LINE_WIDTH + (L->markers ? 3 : 0), clip, &dirty);
         prev_ok = ok;
         px = x;
         py = y;
@@ -1147,6 +1150,9 @@ static void svg_series(FILE *fp, const LineLayout *L, const PlotSeries *s, Rgb r
         double x, y;
         bool ok = line_point(L, s, i, &x, &y);
         bool next_ok = i + 1 < s->n && isfinite(s->x[i + 1]) && isfinite(s->y[i + 1]);
+        if (ok && L->markers)
+            fprintf(fp, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"%.2f\" fill=\"%s\" stroke=\"none\"/>\n",
+                    x, y, LINE_WIDTH + 1.5, col);
         if (ok && !prev_ok && !next_ok) {
             fprintf(fp, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"%.2f\" fill=\"%s\" stroke=\"none\"/>\n",
                     x, y, LINE_WIDTH, col);

@@ -25,6 +25,7 @@ typedef struct {
     bool log_y;         // logarithmic y axis (decades); values <= y_floor are drawn at y_floor
     double y_floor;     // log y only; 0: max(smallest positive y, largest y * 1e-10)
     double y_min, y_max;  // fixed y range when y_min < y_max (log y: both > 0); else automatic
+    bool markers;       // a dot on every finite point (for lines of few points)
 } PlotOpts;
 
 // Writes a line chart as PNG to path: axes with 1-2-5 ticks (decades on a log axis), grid,

@@ -14,6 +14,29 @@
 // Stream ids of the per-epoch random streams.
 enum { STREAM_SHUFFLE = 1, STREAM_AUGMENT = 2, STREAM_DROPOUT = 3 };
 
+void bn_recalibrate(Model *m, const Dataset *d, const int *idx, int n, int batch, uint64_t seed) {
+    if (n <= 0 || batch <= 0) return;
+    if (batch > n) batch = n;
+    float *saved = hp_malloc((size_t)m->n_nodes * sizeof(float));
+    for (int i = 0; i < m->n_nodes; i++) saved[i] = m->nodes[i].momentum;
+    Workspace ws;
+    ws_init(&ws, m, batch, 0);
+    float *x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));  // (batch, C, H, W)
+    int *y = hp_malloc((size_t)batch * sizeof(int));
+    Rng rng;
+    rng_seed(&rng, seed, 501);
+    for (int k = 0; k * batch < n; k++) {
+        int count = n - k * batch < batch ? n - k * batch : batch;
+        for (int i = 0; i < m->n_nodes; i++)
+            if (m->nodes[i].op == OP_BATCHNORM2D) m->nodes[i].momentum = 1.0f / (float)(k + 1);
+        data_batch(d, idx + k * batch, count, m->norm_mean, m->norm_std, NULL, NULL, x, y);
+        model_forward(m, &ws, x, count, MODE_TRAIN, &rng);
+    }
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].momentum = saved[i];
+    free(y), free(x), free(saved);
+    ws_free(&ws);
+}
+
 int hp_set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);

@@ -1,0 +1,70 @@
+#!/bin/sh
+# prune_resnet20.sh: the pruning measurements of the README on the trained ResNet-20
+# (runs/resnet20_fmnist.safetensors, Fashion-MNIST): each criterion one-shot (no fine-tuning) at
+# 30%, 50% and 70% MACs removed, then the 50% models fine-tuned. One JSON report per run in
+# runs/prune_r20/; a run whose report exists is skipped, so the script can be restarted.
+#
+#   sh bench/prune_resnet20.sh oneshot            about 20-30 minutes on 2 cores
+#   sh bench/prune_resnet20.sh finetune E M...    E epochs at 50% for methods M (about 2 min an epoch)
+#   sh bench/prune_resnet20.sh table              prints the Markdown tables of what exists
+set -e
+MODEL=${MODEL:-runs/resnet20_fmnist.safetensors}
+OUT=${OUT:-runs/prune_r20}
+HPRUNE=${HPRUNE:-./hprune}
+METHODS="l1 taylor hap obs obs-layer"
+mkdir -p "$OUT"
+export OMP_WAIT_POLICY=passive
+
+# one NAME ARGS...: runs hprune prune into $OUT/NAME.json unless it exists
+one() {
+  name=$1; shift
+  [ -f "$OUT/$name.json" ] && return 0
+  echo "== $name" >&2
+  "$HPRUNE" prune "$MODEL" "$@" -o "$OUT/$name.safetensors" --report "$OUT/$name.json" 2>>"$OUT/$name.log" >>"$OUT/$name.log"
+  tail -5 "$OUT/$name.log" >&2
+}
+
+case "$1" in
+oneshot)
+  for t in 0.5 0.3 0.7; do
+    for m in $METHODS; do one "$m-$t" --method "$m" --target-flops "$t"; done
+  done ;;
+finetune)
+  e=$2; shift 2
+  for m in "$@"; do
+    one "$m-0.5-ft$e" --method "$m" --target-flops 0.5 --finetune-epochs "$e" --config configs/finetune_resnet20.ini
+  done ;;
+table)
+  python3 - "$OUT" $METHODS <<'PY'
+import json, os, sys
+out, methods = sys.argv[1], sys.argv[2:]
+def get(name):
+    p = os.path.join(out, name + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+r = get("l1-0.5")
+if r:
+    print(f"unpruned: {100 * r['accuracy_original']:.2f}%, {r['macs_before'] / 1e6:.2f}M MACs, {r['params_before']} params\n")
+print("| method | -30% MACs | -50% MACs | -70% MACs | -50%, fine-tuned |")
+print("|---|---:|---:|---:|---:|")
+for m in methods:
+    cells = []
+    for t in ("0.3", "0.5", "0.7"):
+        r = get(f"{m}-{t}")
+        cells.append(f"{100 * r['accuracy_pruned']:.2f}%" if r else "")
+    ft = [f for f in sorted(os.listdir(out)) if f.startswith(f"{m}-0.5-ft") and f.endswith(".json")]
+    if ft:
+        r = json.load(open(os.path.join(out, ft[-1])))
+        cells.append(f"{100 * r['accuracy_finetuned']:.2f}% ({r['finetune_epochs']} epochs)")
+    else:
+        cells.append("")
+    print(f"| {m} | " + " | ".join(cells) + " |")
+print("\n| method | -50%: params | MACs | speed-up (batch 64) | scoring s |")
+print("|---|---:|---:|---:|---:|")
+for m in methods:
+    r = get(f"{m}-0.5")
+    if r:
+        print(f"| {m} | {r['params_after']} | {r['macs_after'] / 1e6:.2f}M | {r['speedup']:.2f}x | {r['score_seconds']:.0f} |")
+PY
+  ;;
+*) echo "usage: sh bench/prune_resnet20.sh oneshot | finetune E METHOD... | table" >&2; exit 2 ;;
+esac

@@ -1,0 +1,447 @@
+// prune_cmd.c: `hprune prune`: score channels, remove them to a target (one shot or in steps),
+// fine-tune, write the slimmed model and a report.
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "../formats/config.h"
+#include "../nn/train.h"
+#include "../prune/pipeline.h"
+#include "cli.h"
+
+static const char *const HELP_PRUNE =
+    "usage: hprune prune MODEL --method NAME --target-flops R -o SLIM.safetensors [options]\n"
+    "\n"
+    "Removes whole channels of MODEL (with every tensor slice coupled to them, residual\n"
+    "channels together) until the target is met, optionally fine-tunes, and writes a smaller\n"
+    "dense model.\n"
+    "\n"
+    "criterion:\n"
+    "      --method NAME       random, l1, l2, bn, taylor, hap, obd, obs, obs-layer\n"
+    "      --normalize N       auto (default: none for taylor, hap, obd, obs; mean for the\n"
+    "                          others), mean, max, size (per parameter) or none\n"
+    "      --samples N         calibration images from the training set (default 512)\n"
+    "      --batch-size B      calibration batch (default 128)\n"
+    "      --probes P          Hutchinson probes for hap and obd (default 32)\n"
+    "      --ggn               hap and obd on the Gauss-Newton diagonal instead of the\n"
+    "                          Hessian's (positive: no channel scores below zero)\n"
+    "      --fisher-grads N    obs: gradients in the empirical Fisher (default 1000)\n"
+    "      --fisher-batch B    obs: samples per gradient (default 1)\n"
+    "      --block-size S      obs: Fisher block size (default 2000)\n"
+    "      --damp L            obs: Fisher damping (default: fisher_defaults)\n"
+    "      --memory-budget MB  obs: refuse to need more (default 4096)\n"
+    "      --layer-damp D      obs-layer: damping relative to the mean diagonal (default 0.01)\n"
+    "      --no-compensate     obs, obs-layer: scores only, no update of the kept weights\n"
+    "target (exactly one; a fraction of the unpruned model to remove, in (0, 1)):\n"
+    "      --target-flops R    multiply-accumulates (alias --target-macs)\n"
+    "      --target-params R   parameters\n"
+    "      --target-channels R channels of the prunable layers\n"
+    "      --max-layer-frac F  at most this fraction of a layer's channels (default 0.9)\n"
+    "      --round-to N        kept channels a multiple of N where a layer is wider (default 1)\n"
+    "      --steps K           reach the target in K steps, re-scoring in between (default 1)\n"
+    "      --rank score|per-cost   remove the lowest scores first (default), or the lowest\n"
+    "                          scores per MAC (parameter) their removal saves\n"
+    "      --bn-recalibrate N  after pruning, re-estimate batchnorm statistics on N training\n"
+    "                          images (no weight changes; default 1024, 0: off)\n"
+    "fine-tuning (the engine's trainer; the best epoch on the validation split is kept):\n"
+    "      --finetune-epochs E epochs after pruning (default 0: none)\n"
+    "      --between-epochs E  epochs after each intermediate step of --steps (default 0)\n"
+    "      --lr LR             learning rate (default 0.01, cosine schedule)\n"
+    "      --config FILE       a training config whose [data] and [train] sections set the\n"
+    "                          fine-tuning (augmentation, validation split, schedule, ...)\n"
+    "output:\n"
+    "  -o, --output FILE       the slimmed model (safetensors; required)\n"
+    "      --report FILE       the report, Markdown (.md) or JSON (.json)\n"
+    "      --data DIR          dataset directory (default: the model's, else " DEFAULT_DATA_DIR ")\n"
+    "      --dataset NAME      fashion-mnist, mnist or cifar10 (default: the model's)\n"
+    "      --seed S            seed of calibration samples, probes and fine-tuning (default 1)\n"
+    "      --threads N         OpenMP threads (default: all cores)\n"
+    "  -h, --help              this text\n";
+
+#define PCMD "prune"
+
+// Everything the command was asked to do.
+typedef struct {
+    const char *model, *output, *report, *config, *data, *dataset;
+    CritOpts crit;
+    PruneTarget target;
+    int n_targets, steps, bn_samples, finetune_epochs, between_epochs, threads;
+    double lr;
+    bool lr_given, rank_given;
+    unsigned long long seed;
+} PruneOpts;
+
+enum {
+    O_METHOD = 256, O_NORMALIZE, O_SAMPLES, O_BATCH, O_PROBES, O_GGN, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET,
+    O_LDAMP, O_NOCOMP, O_TFLOPS, O_TPARAMS, O_TCHANNELS, O_MAXFRAC, O_ROUND, O_STEPS, O_FT, O_BETWEEN, O_LR,
+    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL
+};
+
+// Sets the one target, or exits if another was given.
+static void set_target(PruneOpts *o, TargetKind kind, const char *flag, const char *value) {
+    o->target.kind = kind;
+    o->target.ratio = parse_double(PCMD, flag, value, -1e300, 1e300);
+    if (!(o->target.ratio > 0 && o->target.ratio < 1))
+        usage_error(PCMD, "%s: the fraction to remove must be in (0, 1), got %s", flag, value);
+    o->n_targets++;
+}
+
+// Parses one option that sets a criterion field; returns false if c is not one.
+static bool parse_crit_option(int c, PruneOpts *o) {
+    CritOpts *k = &o->crit;
+    switch (c) {
+    case O_SAMPLES: k->samples = (int)parse_int(PCMD, "--samples", optarg, 1, 1 << 24); return true;
+    case O_BATCH: k->batch = (int)parse_int(PCMD, "--batch-size", optarg, 1, 65536); return true;
+    case O_PROBES: k->probes = (int)parse_int(PCMD, "--probes", optarg, 2, 100000); return true;
+    case O_GGN: k->ggn = true; return true;
+    case O_FGRADS: k->fisher.n_grads = (int)parse_int(PCMD, "--fisher-grads", optarg, 1, 1 << 24); return true;
+    case O_FBATCH: k->fisher.grad_batch = (int)parse_int(PCMD, "--fisher-batch", optarg, 1, 65536); return true;
+    case O_BLOCK: k->fisher.block_size = (size_t)parse_int(PCMD, "--block-size", optarg, 1, 1L << 30); return true;
+    case O_DAMP:
+        k->fisher.damp = parse_double(PCMD, "--damp", optarg, -1e300, 1e300);
+        if (!(k->fisher.damp > 0)) usage_error(PCMD, "--damp must be greater than 0, got %s", optarg);
+        return true;
+    case O_BUDGET: k->fisher.budget_mb = parse_double(PCMD, "--memory-budget", optarg, 1, 1e9); return true;
+    case O_LDAMP:
+        k->damp_rel = parse_double(PCMD, "--layer-damp", optarg, -1e300, 1e300);
+        if (!(k->damp_rel > 0)) usage_error(PCMD, "--layer-damp must be greater than 0, got %s", optarg);
+        return true;
+    case O_NOCOMP: k->compensate = false; return true;
+    case O_NORMALIZE: {
+        int n = normalize_parse(optarg);
+        if (n < 0) usage_error(PCMD, "--normalize: unknown '%s' (auto, mean, max, size, none)", optarg);
+        k->normalize = (Normalize)n;
+        return true;
+    }
+    case O_METHOD:
+        k->method = criterion_parse(optarg);
+        if (k->method == CRIT_COUNT)
+            usage_error(PCMD, "--method: unknown '%s' (random, l1, l2, bn, taylor, hap, obd, obs, obs-layer)", optarg);
+        return true;
+    }
+    return false;
+}
+
+// Parses the command line into o, or exits.
+static void prune_parse(int argc, char **argv, PruneOpts *o) {
+    static const struct option opts[] = {
+        {"method", 1, 0, O_METHOD}, {"normalize", 1, 0, O_NORMALIZE}, {"samples", 1, 0, O_SAMPLES},
+        {"batch-size", 1, 0, O_BATCH}, {"probes", 1, 0, O_PROBES}, {"ggn", 0, 0, O_GGN},
+        {"fisher-grads", 1, 0, O_FGRADS}, {"fisher-batch", 1, 0, O_FBATCH}, {"block-size", 1, 0, O_BLOCK},
+        {"damp", 1, 0, O_DAMP}, {"memory-budget", 1, 0, O_BUDGET}, {"layer-damp", 1, 0, O_LDAMP},
+        {"no-compensate", 0, 0, O_NOCOMP}, {"target-flops", 1, 0, O_TFLOPS}, {"target-macs", 1, 0, O_TFLOPS},
+        {"target-params", 1, 0, O_TPARAMS}, {"target-channels", 1, 0, O_TCHANNELS},
+        {"max-layer-frac", 1, 0, O_MAXFRAC}, {"rank", 1, 0, O_RANK}, {"bn-recalibrate", 1, 0, O_BNCAL}, {"round-to", 1, 0, O_ROUND}, {"steps", 1, 0, O_STEPS},
+        {"finetune-epochs", 1, 0, O_FT}, {"between-epochs", 1, 0, O_BETWEEN}, {"lr", 1, 0, O_LR},
+        {"config", 1, 0, O_CONFIG}, {"output", 1, 0, 'o'}, {"report", 1, 0, O_REPORT}, {"data", 1, 0, O_DATA},
+        {"dataset", 1, 0, O_DATASET}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    bool method_given = false;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+        if (c == O_METHOD) method_given = true;
+        if (parse_crit_option(c, o)) continue;
+        switch (c) {
+        case O_TFLOPS: set_target(o, TARGET_MACS, "--target-flops", optarg); break;
+        case O_TPARAMS: set_target(o, TARGET_PARAMS, "--target-params", optarg); break;
+        case O_TCHANNELS: set_target(o, TARGET_CHANNELS, "--target-channels", optarg); break;
+        case O_MAXFRAC:
+            o->target.max_layer_frac = parse_double(PCMD, "--max-layer-frac", optarg, -1e300, 1e300);
+            if (!(o->target.max_layer_frac > 0 && o->target.max_layer_frac < 1))
+                usage_error(PCMD, "--max-layer-frac must be in (0, 1), got %s", optarg);
+            break;
+        case O_RANK:
+            if (strcmp(optarg, "per-cost") != 0 && strcmp(optarg, "score") != 0)
+                usage_error(PCMD, "--rank: unknown '%s' (per-cost, score)", optarg);
+            o->target.per_cost = strcmp(optarg, "per-cost") == 0;
+            o->rank_given = true;
+            break;
+        case O_BNCAL: o->bn_samples = (int)parse_int(PCMD, "--bn-recalibrate", optarg, 0, 1 << 24); break;
+        case O_ROUND: o->target.round_to = (int)parse_int(PCMD, "--round-to", optarg, 1, 4096); break;
+        case O_STEPS: o->steps = (int)parse_int(PCMD, "--steps", optarg, 1, 100); break;
+        case O_FT: o->finetune_epochs = (int)parse_int(PCMD, "--finetune-epochs", optarg, 0, 10000); break;
+        case O_BETWEEN: o->between_epochs = (int)parse_int(PCMD, "--between-epochs", optarg, 0, 10000); break;
+        case O_LR:
+            o->lr = parse_double(PCMD, "--lr", optarg, -1e300, 1e300);
+            if (!(o->lr > 0)) usage_error(PCMD, "--lr must be greater than 0, got %s", optarg);
+            o->lr_given = true;
+            break;
+        case O_CONFIG: o->config = optarg; break;
+        case 'o': o->output = optarg; break;
+        case O_REPORT: o->report = optarg; break;
+        case O_DATA: o->data = optarg; break;
+        case O_DATASET: o->dataset = optarg; break;
+        case O_SEED: o->seed = (unsigned long long)parse_int(PCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
+        case O_THREADS: o->threads = (int)parse_int(PCMD, "--threads", optarg, 0, 1024); break;
+        case 'h': fputs(HELP_PRUNE, stdout); exit(0);
+        case ':': usage_error(PCMD, "option '%s' needs a value", argv[optind - 1]);
+        default: bad_option(PCMD, argv, opts);
+        }
+    }
+    if (optind >= argc) usage_error(PCMD, "MODEL is required");
+    if (optind != argc - 1) usage_error(PCMD, "one MODEL only (unexpected '%s')", argv[optind + 1]);
+    o->model = argv[optind];
+    if (!method_given) usage_error(PCMD, "--method NAME is required");
+    if (o->n_targets == 0) usage_error(PCMD, "a target is required: --target-flops, --target-params or --target-channels");
+    if (o->n_targets > 1) usage_error(PCMD, "give one target only (--target-flops, --target-params or --target-channels)");
+    if (!o->output) usage_error(PCMD, "-o SLIM.safetensors is required");
+    if (o->report) {
+        const char *dot = strrchr(o->report, '.');
+        if (!dot || (strcmp(dot, ".md") != 0 && strcmp(dot, ".json") != 0))
+            usage_error(PCMD, "--report %s: the name must end in .md or .json", o->report);
+    }
+    o->crit.seed = o->seed;
+}
+
+// Fills o with defaults.
+static void prune_defaults(PruneOpts *o) {
+    memset(o, 0, sizeof *o);
+    o->crit = crit_defaults();
+    o->target = (PruneTarget){TARGET_MACS, 0, 0.9, 1, false};
+    o->steps = 1;
+    o->bn_samples = 1024;
+    o->lr = 0.01;
+    o->seed = 1;
+}
+
+// ---- hooks ----
+
+// Progress of the scoring passes: a live line on a terminal, nothing in a log.
+static void on_score_progress(long done, long total, void *user) { progress_update(user, done, total, "passes"); }
+
+// Milestone lines of the job, on stderr (clearing a live line first).
+static void on_log(void *user, const char *line) {
+    progress_done(user);
+    fprintf(stderr, "%s\n", line);
+}
+
+// The fine-tuning settings: defaults, then the config's [data] and [train] sections, then the
+// command line.
+static void finetune_config(const PruneOpts *o, TrainConfig *ft) {
+    Config cfg;
+    config_default(&cfg);
+    cfg.train = *ft;
+    HpErr err;
+    if (o->config && config_load(&cfg, o->config, &err) < 0) die("%s", err.msg);
+    *ft = cfg.train;
+    ft->epochs = o->finetune_epochs;
+    if (o->lr_given) ft->lr = (float)o->lr;
+    ft->seed = o->seed;
+    ft->threads = o->threads;
+}
+
+// ---- report ----
+
+// The command line as one string (arguments with spaces quoted).
+static char *command_line(int argc, char **argv) {
+    size_t len = 16;
+    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 3;
+    char *s = hp_malloc(len), *p = s;
+    p += sprintf(p, "hprune");
+    for (int i = 0; i < argc; i++) p += sprintf(p, strchr(argv[i], ' ') ? " '%s'" : " %s", argv[i]);
+    return s;
+}
+
+// Adds one layer's row (a conv or linear node i of both models) to the JSON array.
+static void json_layer(cJSON *layers, const Model *a, const Model *b, int i) {
+    cJSON *l = cJSON_CreateObject();
+    cJSON_AddStringToObject(l, "name", a->nodes[i].name);
+    cJSON_AddNumberToObject(l, "out_before", a->nodes[i].out_features);
+    cJSON_AddNumberToObject(l, "out_after", b->nodes[i].out_features);
+    cJSON_AddNumberToObject(l, "params_before", (double)node_params(a, i));
+    cJSON_AddNumberToObject(l, "params_after", (double)node_params(b, i));
+    cJSON_AddNumberToObject(l, "macs_before", (double)node_macs(a, i));
+    cJSON_AddNumberToObject(l, "macs_after", (double)node_macs(b, i));
+    cJSON_AddItemToArray(layers, l);
+}
+
+// Rounds x to 6 significant decimals for the JSON.
+static double r6(double x) { return round(x * 1e6) / 1e6; }
+
+// Builds the report as JSON.
+static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "command", cmd);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", o->seed);
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddStringToObject(j, "model", o->model);
+    cJSON_AddStringToObject(j, "output", o->output);
+    cJSON_AddStringToObject(j, "method", criterion_name(o->crit.method));
+    cJSON_AddStringToObject(j, "target", target_kind_name(o->target.kind));
+    cJSON_AddNumberToObject(j, "target_ratio", o->target.ratio);
+    cJSON_AddNumberToObject(j, "steps", o->steps);
+    cJSON *layers = cJSON_AddArrayToObject(j, "layers");
+    for (int i = 0; i < a->n_nodes; i++)
+        if (a->nodes[i].op == OP_CONV2D || a->nodes[i].op == OP_LINEAR) json_layer(layers, a, b, i);
+    cJSON_AddNumberToObject(j, "params_before", (double)model_param_count(a));
+    cJSON_AddNumberToObject(j, "params_after", (double)model_param_count(b));
+    cJSON_AddNumberToObject(j, "macs_before", (double)model_macs(a));
+    cJSON_AddNumberToObject(j, "macs_after", (double)model_macs(b));
+    cJSON_AddNumberToObject(j, "accuracy_original", r6(r->acc_orig));
+    cJSON_AddNumberToObject(j, "accuracy_pruned", r6(r->acc_oneshot));
+    cJSON_AddNumberToObject(j, "accuracy_recalibrated", r6(r->acc_recal));
+    cJSON_AddNumberToObject(j, "bn_samples", o->bn_samples);
+    if (r->finetune_epochs > 0) cJSON_AddNumberToObject(j, "accuracy_finetuned", r6(r->acc_final));
+    cJSON_AddNumberToObject(j, "finetune_epochs", r->finetune_epochs);
+    cJSON_AddNumberToObject(j, "latency_ms_before", r6(r->lat_orig_ms));
+    cJSON_AddNumberToObject(j, "latency_ms_after", r6(r->lat_pruned_ms));
+    cJSON_AddNumberToObject(j, "images_per_s_before", round(r->ips_orig));
+    cJSON_AddNumberToObject(j, "images_per_s_after", round(r->ips_pruned));
+    cJSON_AddNumberToObject(j, "speedup", r6(r->lat_orig_ms / r->lat_pruned_ms));
+    cJSON_AddNumberToObject(j, "score_seconds", round(r->score_s * 10) / 10);
+    cJSON_AddNumberToObject(j, "finetune_seconds", round(r->finetune_s * 10) / 10);
+    cJSON_AddNumberToObject(j, "total_seconds", round(r->total_s * 10) / 10);
+    time_t t = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    cJSON_AddStringToObject(j, "date", date);
+    return j;
+}
+
+// Appends printf-formatted text to the growing buffer *s (length *len, capacity *cap).
+static void sb_printf(char **s, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void sb_printf(char **s, size_t *len, size_t *cap, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(*s + *len, *cap - *len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < *cap - *len) {
+            *len += (size_t)n;
+            return;
+        }
+        *cap = *cap * 2 + (size_t)(n > 0 ? n : 0);
+        *s = realloc(*s, *cap);
+        HP_ASSERT(*s);
+    }
+}
+
+// Builds the report as Markdown text (malloc'd).
+static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd) {
+    size_t len = 0, cap = 4096;
+    char *s = hp_malloc(cap);
+    s[0] = '\0';
+    sb_printf(&s, &len, &cap, "# hprune prune: %s, %s -%.0f%%\n\n`%s`\n\nseed %llu, %d step%s\n\n", criterion_name(o->crit.method),
+              target_kind_name(o->target.kind), 100 * o->target.ratio, cmd, o->seed, o->steps, o->steps > 1 ? "s" : "");
+    sb_printf(&s, &len, &cap, "| layer | channels | params | MACs |\n|---|---:|---:|---:|\n");
+    for (int i = 0; i < a->n_nodes; i++) {
+        const Node *na = &a->nodes[i], *nb = &b->nodes[i];
+        if (na->op != OP_CONV2D && na->op != OP_LINEAR) continue;
+        sb_printf(&s, &len, &cap, "| %s | %d → %d | %zu → %zu | %.3fM → %.3fM |\n", na->name, na->out_features,
+                  nb->out_features, node_params(a, i), node_params(b, i), node_macs(a, i) / 1e6, node_macs(b, i) / 1e6);
+    }
+    double pa = (double)model_param_count(a), pb = (double)model_param_count(b);
+    double ma = (double)model_macs(a), mb = (double)model_macs(b);
+    sb_printf(&s, &len, &cap, "| **total** | | %.0f → %.0f (-%.1f%%) | %.3fM → %.3fM (-%.1f%%) |\n\n", pa, pb,
+              100 * (1 - pb / pa), ma / 1e6, mb / 1e6, 100 * (1 - mb / ma));
+    sb_printf(&s, &len, &cap, "| | test accuracy |\n|---|---:|\n| original | %.2f%% |\n| pruned (one-shot) | %.2f%% |\n",
+              100 * r->acc_orig, 100 * r->acc_oneshot);
+    if (o->bn_samples > 0 && r->acc_recal != r->acc_oneshot)
+        sb_printf(&s, &len, &cap, "| pruned, batchnorm statistics re-estimated (%d images) | %.2f%% |\n", o->bn_samples,
+                  100 * r->acc_recal);
+    if (r->finetune_epochs > 0)
+        sb_printf(&s, &len, &cap, "| fine-tuned (%d epochs, best %d) | %.2f%% |\n", r->finetune_epochs, r->best_epoch,
+                  100 * r->acc_final);
+    sb_printf(&s, &len, &cap,
+              "\n| inference (batch 64, median) | ms per batch | images/s |\n|---|---:|---:|\n| original | %.2f | %.0f |\n"
+              "| pruned | %.2f | %.0f |\n| speed-up | %.2fx | |\n\n",
+              r->lat_orig_ms, r->ips_orig, r->lat_pruned_ms, r->ips_pruned, r->lat_orig_ms / r->lat_pruned_ms);
+    sb_printf(&s, &len, &cap, "scoring %.1fs, fine-tuning %.1fs, total %.1fs\n", r->score_s, r->finetune_s, r->total_s);
+    return s;
+}
+
+// Writes the report (Markdown or JSON by extension) atomically, or exits.
+static void write_report(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, int argc, char **argv) {
+    char *cmd = command_line(argc, argv), *text;
+    if (strcmp(strrchr(o->report, '.'), ".json") == 0) {
+        cJSON *j = report_json(o, a, b, r, cmd);
+        text = cJSON_Print(j);
+        cJSON_Delete(j);
+    } else
+        text = report_md(o, a, b, r, cmd);
+    HpErr err;
+    if (write_file_atomic(o->report, text, strlen(text), &err) < 0) die("%s", err.msg);
+    free(text), free(cmd);
+}
+
+// Prints the summary lines.
+static void print_summary(const Model *a, const Model *b, const PruneOutcome *r) {
+    double pa = (double)model_param_count(a), pb = (double)model_param_count(b);
+    double ma = (double)model_macs(a), mb = (double)model_macs(b);
+    printf("params      %10.0f -> %10.0f  (-%.1f%%)\n", pa, pb, 100 * (1 - pb / pa));
+    printf("MACs        %9.3fM -> %9.3fM  (-%.1f%%)\n", ma / 1e6, mb / 1e6, 100 * (1 - mb / ma));
+    printf("accuracy    %9.2f%% -> %9.2f%%  one-shot", 100 * r->acc_orig, 100 * r->acc_oneshot);
+    if (r->acc_recal != r->acc_oneshot) printf(", %.2f%% with batchnorm re-estimated", 100 * r->acc_recal);
+    if (r->finetune_epochs > 0) printf(", %.2f%% after %d fine-tuning epochs", 100 * r->acc_final, r->finetune_epochs);
+    printf("\nlatency     %8.2fms -> %8.2fms  (batch 64, %.2fx faster)\n", r->lat_orig_ms, r->lat_pruned_ms,
+           r->lat_orig_ms / r->lat_pruned_ms);
+}
+
+// Records the pruning in the slim model's provenance JSON.
+static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcome *r, const char *cmd) {
+    cJSON *p = m->provenance ? cJSON_Parse(m->provenance) : NULL;
+    if (!p) p = cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(p, "test_accuracy");
+    cJSON_AddNumberToObject(p, "test_accuracy", r6(r->acc_final));
+    cJSON *q = cJSON_CreateObject();
+    cJSON_AddStringToObject(q, "command", cmd);
+    cJSON_AddStringToObject(q, "source", o->model);
+    cJSON_AddStringToObject(q, "method", criterion_name(o->crit.method));
+    cJSON_AddNumberToObject(q, "accuracy_original", r6(r->acc_orig));
+    cJSON_DeleteItemFromObjectCaseSensitive(p, "prune");
+    cJSON_AddItemToObject(p, "prune", q);
+    free(m->provenance);
+    m->provenance = cJSON_PrintUnformatted(p);
+    cJSON_Delete(p);
+}
+
+int cmd_prune(int argc, char **argv) {
+    PruneOpts o;
+    prune_defaults(&o);
+    prune_parse(argc, argv, &o);
+    check_output_path(o.output);
+    if (o.report) check_output_path(o.report);
+    o.threads = hp_set_threads(o.threads);
+    PruneJob job = prune_job_defaults();
+    job.crit = o.crit;
+    job.target = o.target;
+    job.steps = o.steps;
+    job.between_epochs = o.between_epochs;
+    job.bn_samples = o.bn_samples;
+    finetune_config(&o, &job.finetune);  // a bad config fails here, before any work
+    Progress pr;
+    progress_init(&pr, "scoring");
+    TrainUi ui = {.tty = isatty(STDERR_FILENO), .cfg = &job.finetune, .last_test_acc = -1, .last_val_acc = -1};
+    job.score_progress = on_score_progress;
+    job.train_progress = train_progress_print;
+    job.user = &pr;
+    job.train_user = &ui;
+    job.log = on_log;
+
+    Model m, orig;
+    load_model_or_die(&m, o.model);
+    Dataset train, test;
+    load_model_dataset_or_die(&m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
+    model_copy(&orig, &m);
+    PruneOutcome r;
+    HpErr err;
+    if (prune_run(&job, &m, &train, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
+    char *cmd = command_line(argc, argv);
+    set_prune_provenance(&o, &m, &r, cmd);
+    free(cmd);
+    if (model_save(&m, o.output, NULL, &err) < 0) die("%s", err.msg);
+    if (o.report) write_report(&o, &orig, &m, &r, argc, argv);
+    print_summary(&orig, &m, &r);
+    printf("wrote %s%s%s\n", o.output, o.report ? " and " : "", o.report ? o.report : "");
+    model_free(&orig), model_free(&m);
+    dataset_free(&train), dataset_free(&test);
+    return 0;
+}

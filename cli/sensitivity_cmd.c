@@ -1,0 +1,250 @@
+// sensitivity_cmd.c: `hprune sensitivity`: each layer (prunable channel group) pruned alone at a
+// range of ratios, test accuracy without fine-tuning, beside each layer's Hessian trace; a CSV,
+// a chart and a ranking on stdout.
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../formats/csv.h"
+#include "../formats/plot.h"
+#include "../prune/pipeline.h"
+#include "../prune/sensitivity.h"
+#include "cli.h"
+
+static const char *const HELP_SENS =
+    "usage: hprune sensitivity MODEL [options]\n"
+    "\n"
+    "Prunes each layer (prunable channel group) of MODEL alone, at each ratio, removing its\n"
+    "lowest-scoring channels by --method (obs and obs-layer with their compensating update),\n"
+    "and measures test accuracy without fine-tuning. Beside it, each layer's Hessian trace\n"
+    "(a Hutchinson estimate over every parameter the layer's channels touch), so one sees\n"
+    "whether curvature predicts the sensitive layers. Writes DIR/sensitivity.csv (one row per\n"
+    "layer and ratio: group, channels, params, trace, trace_per_param, ratio, removed,\n"
+    "accuracy, accuracy_drop) and DIR/sensitivity.png and .svg (accuracy against the ratio,\n"
+    "one line per layer), and prints the layers ranked by their mean accuracy drop.\n"
+    "\n"
+    "options:\n"
+    "      --ratios R          a:b:step or a comma list, each in (0, 1) (default 0.1:0.9:0.1)\n"
+    "      --method NAME       l1 (default), hap, obs-layer, or any criterion of hprune prune\n"
+    "      --samples N         training images for the scores and the trace (default 512)\n"
+    "      --batch-size B      batch of those passes (default 128)\n"
+    "      --probes P          Hutchinson probes of the trace (and of hap) (default 32)\n"
+    "      --test-images N     measure accuracy on the first N test images (default: all)\n"
+    "      --data DIR          dataset directory (default: the model's, else " DEFAULT_DATA_DIR ")\n"
+    "      --dataset NAME      fashion-mnist, mnist or cifar10 (default: the model's)\n"
+    "      --seed S            seed of samples and probes (default 1)\n"
+    "      --threads N         OpenMP threads (default: all cores)\n"
+    "  -o, --out DIR           output directory, created if missing (default: .)\n"
+    "  -h, --help              this text\n";
+
+#define NCMD "sensitivity"
+#define MAX_RATIOS 1000
+
+typedef struct {
+    const char *model, *out, *data, *dataset;
+    double ratios[MAX_RATIOS];
+    int n_ratios, test_images, threads;
+    CritOpts crit;
+} SensCli;
+
+// Parses the command line into o, or exits.
+static void sens_parse(int argc, char **argv, SensCli *o) {
+    enum { O_RATIOS = 256, O_METHOD, O_SAMPLES, O_BATCH, O_PROBES, O_TEST, O_DATA, O_DATASET, O_SEED, O_THREADS };
+    static const struct option opts[] = {
+        {"ratios", 1, 0, O_RATIOS}, {"method", 1, 0, O_METHOD},     {"samples", 1, 0, O_SAMPLES},
+        {"batch-size", 1, 0, O_BATCH}, {"probes", 1, 0, O_PROBES},  {"test-images", 1, 0, O_TEST},
+        {"data", 1, 0, O_DATA},     {"dataset", 1, 0, O_DATASET},   {"seed", 1, 0, O_SEED},
+        {"threads", 1, 0, O_THREADS}, {"out", 1, 0, 'o'},           {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    o->crit = crit_defaults();
+    o->out = ".";
+    HpErr err;
+    o->n_ratios = parse_ratios("0.1:0.9:0.1", o->ratios, MAX_RATIOS, &err);
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_RATIOS:
+            o->n_ratios = parse_ratios(optarg, o->ratios, MAX_RATIOS, &err);
+            if (o->n_ratios < 0) usage_error(NCMD, "--ratios: %s", err.msg);
+            break;
+        case O_METHOD:
+            o->crit.method = criterion_parse(optarg);
+            if (o->crit.method == CRIT_COUNT)
+                usage_error(NCMD, "--method: unknown '%s' (random, l1, l2, bn, taylor, hap, obd, obs, obs-layer)",
+                            optarg);
+            break;
+        case O_SAMPLES: o->crit.samples = (int)parse_int(NCMD, "--samples", optarg, 1, 1 << 24); break;
+        case O_BATCH: o->crit.batch = (int)parse_int(NCMD, "--batch-size", optarg, 1, 65536); break;
+        case O_PROBES: o->crit.probes = (int)parse_int(NCMD, "--probes", optarg, 2, 100000); break;
+        case O_TEST: o->test_images = (int)parse_int(NCMD, "--test-images", optarg, 1, 1 << 30); break;
+        case O_DATA: o->data = optarg; break;
+        case O_DATASET: o->dataset = optarg; break;
+        case O_SEED: o->crit.seed = (uint64_t)parse_int(NCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
+        case O_THREADS: o->threads = (int)parse_int(NCMD, "--threads", optarg, 0, 1024); break;
+        case 'o': o->out = optarg; break;
+        case 'h': fputs(HELP_SENS, stdout); exit(0);
+        case ':': usage_error(NCMD, "option '%s' needs a value", argv[optind - 1]);
+        default: bad_option(NCMD, argv, opts);
+        }
+    }
+    if (optind >= argc) usage_error(NCMD, "MODEL is required");
+    if (optind != argc - 1) usage_error(NCMD, "one MODEL only (unexpected '%s')", argv[optind + 1]);
+    o->model = argv[optind];
+}
+
+// Creates the output directory if it is missing (one level), or exits.
+static void make_out_dir(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) die("%s: not a directory", dir);
+        return;
+    }
+    if (mkdir(dir, 0777) != 0) die("%s: cannot create: %s", dir, strerror(errno));
+}
+
+// ---- hooks ----
+
+// A new phase: a fresh progress line labelled with its name.
+static void on_phase(void *user, const char *name) {
+    Progress *p = user;
+    progress_done(p);
+    progress_init(p, name);
+}
+
+// Progress within a phase (user is the Progress).
+static void on_progress(long done, long total, void *user) { progress_update(user, done, total, "steps"); }
+
+// ---- outputs ----
+
+// Mean accuracy drop of group g over the ratios.
+static double mean_drop(const SensResult *r, int g) {
+    double s = 0;
+    for (int i = 0; i < r->n_ratios; i++) s += r->acc_orig - r->groups[g].acc[i];
+    return s / r->n_ratios;
+}
+
+// Trace per parameter of group g.
+static double per_param(const SensGroup *g) { return g->params ? g->trace / (double)g->params : 0; }
+
+// Writes DIR/sensitivity.csv, or exits.
+static void write_csv(const char *path, const SensResult *r, const double *ratios) {
+    static const char *const header[] = {"group", "channels", "params", "trace", "trace_per_param", "ratio",
+                                         "removed", "accuracy", "accuracy_drop"};
+    int n = r->n_groups * r->n_ratios, nc = 8;
+    double *rows = hp_malloc((size_t)n * (size_t)nc * sizeof(double));
+    const char **labels = hp_malloc((size_t)n * sizeof(char *));
+    for (int g = 0, k = 0; g < r->n_groups; g++)
+        for (int i = 0; i < r->n_ratios; i++, k++) {
+            const SensGroup *s = &r->groups[g];
+            labels[k] = s->name;
+            double acc = round(s->acc[i] * 1e6) / 1e6, drop = round((r->acc_orig - s->acc[i]) * 1e6) / 1e6;
+            double row[8] = {s->channels, (double)s->params, s->trace, per_param(s),
+                             ratios[i],   s->removed[i],     acc,      drop};
+            memcpy(rows + (size_t)k * nc, row, sizeof row);
+        }
+    HpErr err;
+    if (csv_write_labeled(path, header, nc, labels, rows, n, &err) < 0) die("%s", err.msg);
+    free(labels), free(rows);
+}
+
+// Writes the chart (PNG and SVG): accuracy against the ratio, one line per group, from the
+// unpruned model at ratio 0. Exits on error.
+static void write_chart(const char *dir, const char *model, const SensResult *r, const double *ratios) {
+    int np = r->n_ratios + 1;
+    double *xy = hp_malloc((size_t)r->n_groups * 2 * (size_t)np * sizeof(double));
+    PlotSeries *s = hp_calloc((size_t)r->n_groups, sizeof *s);
+    for (int g = 0; g < r->n_groups; g++) {
+        double *x = xy + (size_t)g * 2 * np, *y = x + np;
+        x[0] = 0, y[0] = 100 * r->acc_orig;
+        for (int i = 0; i < r->n_ratios; i++) x[i + 1] = 100 * ratios[i], y[i + 1] = 100 * r->groups[g].acc[i];
+        s[g] = (PlotSeries){r->groups[g].name, x, y, (size_t)np};
+    }
+    const char *base = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
+    char title[160], path[4096];
+    snprintf(title, sizeof title, "sensitivity of each layer: %.100s", base);
+    PlotOpts po = {.markers = r->n_ratios <= 20};
+    HpErr err;
+    snprintf(path, sizeof path, "%s/sensitivity.png", dir);
+    const char *xl = "channels of the layer removed (%)", *yl = "test accuracy (%)";
+    if (plot_lines(path, title, xl, yl, s, r->n_groups, &po, &err) < 0) die("%s", err.msg);
+    snprintf(path, sizeof path, "%s/sensitivity.svg", dir);
+    if (plot_svg_lines(path, title, xl, yl, s, r->n_groups, &po, &err) < 0) die("%s", err.msg);
+    free(s), free(xy);
+}
+
+// Prints the groups ranked by mean accuracy drop, with their traces and trace ranks, and the
+// rank correlation of the two.
+static void print_ranking(const SensCli *o, const SensResult *r, int n_test) {
+    int n = r->n_groups;
+    double *drop = hp_malloc((size_t)n * sizeof(double)), *tpp = hp_malloc((size_t)n * sizeof(double));
+    int *order = hp_malloc((size_t)n * sizeof(int)), *trank = hp_malloc((size_t)n * sizeof(int));
+    for (int g = 0; g < n; g++) drop[g] = mean_drop(r, g), tpp[g] = per_param(&r->groups[g]), order[g] = g;
+    for (int g = 0; g < n; g++) {  // rank by drop (descending), and each group's trace rank
+        trank[g] = 1;
+        for (int h = 0; h < n; h++) trank[g] += tpp[h] > tpp[g] || (tpp[h] == tpp[g] && h < g);
+    }
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && drop[order[j]] > drop[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1], order[j - 1] = t;
+        }
+    printf("%s: %s, %d ratios from %g to %g, %d test images, accuracy %.2f%% unpruned; trace from %d probes\n",
+           o->model, criterion_name(o->crit.method), r->n_ratios, o->ratios[0], o->ratios[r->n_ratios - 1], n_test,
+           100 * r->acc_orig, r->probes);
+    printf("%-4s %-24s %8s %10s %10s %13s %10s\n", "rank", "layer", "channels", "mean drop", "max drop",
+           "trace/param", "trace rank");
+    for (int i = 0; i < n; i++) {
+        int g = order[i];
+        double worst = 0;
+        for (int k = 0; k < r->n_ratios; k++) worst = fmax(worst, r->acc_orig - r->groups[g].acc[k]);
+        printf("%-4d %-24s %8d %9.2f%% %9.2f%% %13.4g %10d\n", i + 1, r->groups[g].name, r->groups[g].channels,
+               100 * drop[g], 100 * worst, tpp[g], trank[g]);
+    }
+    double rho = spearman(tpp, drop, n);
+    if (isfinite(rho))
+        printf("Spearman rank correlation of trace per parameter and mean drop: %+.2f (1: the trace ranks the layers "
+               "as pruning does)\n", rho);
+    free(trank), free(order), free(tpp), free(drop);
+}
+
+int cmd_sensitivity(int argc, char **argv) {
+    SensCli o;
+    sens_parse(argc, argv, &o);
+    make_out_dir(o.out);
+    char csv[4096];
+    if (snprintf(csv, sizeof csv, "%s/sensitivity.csv", o.out) >= (int)sizeof csv) die("%s: path too long", o.out);
+    check_output_path(csv);
+    hp_set_threads(o.threads);
+    Model m;
+    load_model_or_die(&m, o.model);
+    Dataset train, test;
+    load_model_dataset_or_die(&m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
+    if (o.test_images && o.test_images < test.n) {
+        Dataset head;
+        dataset_head(&test, o.test_images, &head);
+        dataset_free(&test);
+        test = head;
+    }
+    Progress pr;
+    progress_init(&pr, "sensitivity");
+    SensOpts so = {.crit = o.crit, .ratios = o.ratios, .n_ratios = o.n_ratios, .phase = on_phase,
+                   .progress = on_progress, .user = &pr};
+    so.crit.data = &train;
+    SensResult r;
+    HpErr err;
+    if (sensitivity_run(&so, &m, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
+    progress_done(&pr);
+    write_csv(csv, &r, o.ratios);
+    write_chart(o.out, o.model, &r, o.ratios);
+    print_ranking(&o, &r, test.n);
+    printf("wrote %s and %s/sensitivity.png (.svg)\n", csv, o.out);
+    sensresult_free(&r);
+    model_free(&m);
+    dataset_free(&train), dataset_free(&test);
+    return 0;
+}

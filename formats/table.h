@@ -1,0 +1,28 @@
+// table.h: text reports: a growable string for building Markdown or other text, and a CSV
+// writer for tables of text cells (quoted as in csv.h: RFC 4180 style, "\n" line ends).
+// Output is atomic (temporary file, rename).
+#ifndef HP_TABLE_H
+#define HP_TABLE_H
+
+#include <stddef.h>
+
+#include "../nn/err.h"
+
+// A NUL-terminated string that grows as text is appended (s is NULL until the first append).
+typedef struct {
+    char *s;
+    size_t len, cap;
+} StrBuf;
+
+// Appends printf-formatted text to b (aborts only when out of memory).
+void sb_printf(StrBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Frees b's text and zeroes b.
+void sb_free(StrBuf *b);
+
+// Writes a CSV file: a header line of n_cols names (NULL: none), then n_rows rows of n_cols text
+// cells, cells[r * n_cols + c] (a NULL cell is written empty). n_cols >= 1, n_rows >= 0.
+// Returns 0, or -1 with err naming path.
+int table_write_csv(const char *path, const char *const *header, int n_cols, const char *const *cells, int n_rows,
+                    HpErr *err);
+
+#endif

@@ -1,0 +1,430 @@
+// criteria.c: channel scores. Every criterion reduces to a number per (group, channel) from
+// the channel's parameter indices (group_channel_params), plus, for the curvature criteria, a
+// per-parameter quantity computed once (a Hutchinson diagonal, a gradient, an inverse Fisher,
+// layer Hessians).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../hessian/estimators.h"
+#include "../hessian/hvp.h"
+#include "criteria.h"
+
+static const char *const CRIT_NAMES[CRIT_COUNT] = {"random", "l1", "l2", "bn", "taylor", "hap", "obd", "obs", "obs-layer"};
+static const char *const NORM_NAMES[] = {"auto", "mean", "max", "size", "none"};  // Normalize order
+
+const char *criterion_name(Criterion c) { return (c >= 0 && c < CRIT_COUNT) ? CRIT_NAMES[c] : "?"; }
+
+Criterion criterion_parse(const char *s) {
+    for (int c = 0; c < CRIT_COUNT; c++)
+        if (strcmp(s, CRIT_NAMES[c]) == 0) return (Criterion)c;
+    return CRIT_COUNT;
+}
+
+const char *normalize_name(Normalize n) {
+    return ((int)n >= 0 && (size_t)n < sizeof NORM_NAMES / sizeof NORM_NAMES[0]) ? NORM_NAMES[n] : "?";
+}
+
+int normalize_parse(const char *s) {
+    for (size_t i = 0; i < sizeof NORM_NAMES / sizeof NORM_NAMES[0]; i++)
+        if (strcmp(s, NORM_NAMES[i]) == 0) return (int)i;
+    return -1;
+}
+
+bool criterion_compensates(Criterion c) { return c == CRIT_OBS || c == CRIT_OBS_LAYER; }
+
+CritOpts crit_defaults(void) {
+    CritOpts o = {0};
+    o.method = CRIT_L1;
+    o.normalize = NORM_AUTO;
+    o.samples = 512;
+    o.batch = 128;
+    o.probes = 32;
+    o.fisher = fisher_defaults();
+    o.damp_rel = 0.01;
+    o.compensate = true;
+    o.seed = 1;
+    return o;
+}
+
+// The normalisation NORM_AUTO stands for: none for the criteria that estimate a change of the
+// loss (comparable across layers as they are), mean for the others.
+static Normalize resolve_normalize(const CritOpts *o) {
+    if (o->normalize != NORM_AUTO) return o->normalize;
+    switch (o->method) {
+    case CRIT_TAYLOR:
+    case CRIT_HAP:
+    case CRIT_OBD:
+    case CRIT_OBS: return NORM_NONE;
+    default: return NORM_MEAN;
+    }
+}
+
+// ---- shared machinery ----
+
+// Calls f(ctx, w, idx, count) for channel c of group g and returns its value: the loop every
+// per-parameter criterion shares. idx is scratch of at least the group's largest channel.
+typedef double (*ChannelFn)(const void *ctx, const float *w, const size_t *idx, size_t count);
+
+// Largest parameter count of any channel of g.
+static size_t group_max_channel(const Model *m, const ChannelGroup *g) {
+    size_t most = 0;
+    for (int c = 0; c < g->n_channels; c++) {
+        size_t k = group_channel_params(m, g, c, NULL);
+        if (k > most) most = k;
+    }
+    return most;
+}
+
+// scores[g][c] = f over channel c's parameters, for every prunable group.
+static void score_by_params(const Model *m, const GroupSet *gs, ChannelFn f, const void *ctx, double **scores) {
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        if (!grp->prunable) continue;
+        size_t *idx = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
+        for (int c = 0; c < grp->n_channels; c++) {
+            size_t k = group_channel_params(m, grp, c, idx);
+            scores[g][c] = f(ctx, m->params, idx, k);
+        }
+        free(idx);
+    }
+}
+
+// Sum of |w_i|.
+static double f_l1(const void *ctx, const float *w, const size_t *idx, size_t k) {
+    (void)ctx;
+    double s = 0;
+    for (size_t i = 0; i < k; i++) s += fabs((double)w[idx[i]]);
+    return s;
+}
+
+// Sum of w_i^2.
+static double f_l2(const void *ctx, const float *w, const size_t *idx, size_t k) {
+    (void)ctx;
+    double s = 0;
+    for (size_t i = 0; i < k; i++) s += (double)w[idx[i]] * w[idx[i]];
+    return s;
+}
+
+// HAP: mean of the diagonal over the channel times its squared norm. ctx is the diagonal.
+static double f_hap(const void *ctx, const float *w, const size_t *idx, size_t k) {
+    const float *diag = ctx;
+    double tr = 0, norm2 = 0;
+    for (size_t i = 0; i < k; i++) tr += diag[idx[i]], norm2 += (double)w[idx[i]] * w[idx[i]];
+    return k ? tr / (double)k * norm2 : 0;
+}
+
+// OBD: 1/2 sum diag_i w_i^2. ctx is the diagonal.
+static double f_obd(const void *ctx, const float *w, const size_t *idx, size_t k) {
+    const float *diag = ctx;
+    double s = 0;
+    for (size_t i = 0; i < k; i++) s += 0.5 * diag[idx[i]] * w[idx[i]] * w[idx[i]];
+    return s;
+}
+
+// Fills idx[0..o->samples) with the calibration images: a seeded permutation's start.
+static int *calibration_indices(const CritOpts *o, int *n) {
+    int total = o->data->n;
+    int *perm = hp_malloc((size_t)total * sizeof(int));
+    for (int i = 0; i < total; i++) perm[i] = i;
+    Rng rng;
+    rng_seed(&rng, o->seed, 401);
+    rng_shuffle(&rng, perm, total);
+    *n = o->samples < total ? o->samples : total;
+    return perm;
+}
+
+// Checks the options a data-driven criterion needs.
+static int check_data(const CritOpts *o, const Model *m, HpErr *err) {
+    if (!o->data || o->data->n == 0) return hp_fail(err, "criterion %s needs calibration data", criterion_name(o->method));
+    if (o->samples < 1 || o->batch < 1) return hp_fail(err, "criterion %s: samples and batch must be at least 1", criterion_name(o->method));
+    if (o->data->c != m->input.c || o->data->h != m->input.h || o->data->w != m->input.w)
+        return hp_fail(err, "calibration images are %dx%dx%d, the model takes %dx%dx%d", o->data->c, o->data->h,
+                       o->data->w, m->input.c, m->input.h, m->input.w);
+    return 0;
+}
+
+// ---- criteria ----
+
+// Uniform random scores from the seed.
+static void score_random(const CritOpts *o, const GroupSet *gs, double **scores) {
+    Rng rng;
+    rng_seed(&rng, o->seed, 402);
+    for (int g = 0; g < gs->n_groups; g++)
+        if (gs->groups[g].prunable)
+            for (int c = 0; c < gs->groups[g].n_channels; c++) scores[g][c] = rng_uniform(&rng);
+}
+
+// Sum of |gamma_c| over the group's batchnorms; fails for a group without one.
+static int score_bn(const Model *m, const GroupSet *gs, double **scores, HpErr *err) {
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        if (!grp->prunable) continue;
+        int n_bn = 0;
+        for (int c = 0; c < grp->n_channels; c++) scores[g][c] = 0;
+        for (int k = 0; k < grp->n_members; k++) {
+            const Node *nd = &m->nodes[grp->members[k].node];
+            if (nd->op != OP_BATCHNORM2D) continue;
+            n_bn++;
+            for (int c = 0; c < grp->n_channels; c++) scores[g][c] += fabsf(m->params[nd->w_off + (size_t)c]);
+        }
+        if (n_bn == 0) return hp_fail(err, "criterion bn: channel group '%s' has no batchnorm (use l1, taylor or a Hessian criterion)", grp->name);
+    }
+    return 0;
+}
+
+// Taylor: per calibration batch, the gradient g (eval mode); scores[g][c] += (sum w.g)^2,
+// then divided by the batch count.
+static int score_taylor(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
+    int n;
+    int *idx = calibration_indices(o, &n);
+    int batch = o->batch < n ? o->batch : n, n_batches = (n + batch - 1) / batch;
+    Workspace ws;
+    ws_init(&ws, m, batch, 0);
+    float *x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
+    float *dlogits = hp_malloc((size_t)batch * (size_t)m->n_classes * sizeof(float));
+    int *y = hp_malloc((size_t)batch * sizeof(int));
+    float *grad = hp_malloc(m->n_params * sizeof(float));
+    for (int g = 0; g < gs->n_groups; g++)
+        if (gs->groups[g].prunable) memset(scores[g], 0, (size_t)gs->groups[g].n_channels * sizeof(double));
+    for (int b = 0; b < n_batches; b++) {
+        int count = (b + 1) * batch <= n ? batch : n - b * batch;
+        data_batch(o->data, idx + b * batch, count, m->norm_mean, m->norm_std, NULL, NULL, x, y);
+        const float *logits = model_forward(m, &ws, x, count, MODE_EVAL, NULL);
+        softmax_xent(logits, y, count, m->n_classes, 0, dlogits, NULL);
+        memset(grad, 0, m->n_params * sizeof(float));
+        model_backward(m, &ws, dlogits, grad, NULL);
+        for (int g = 0; g < gs->n_groups; g++) {
+            const ChannelGroup *grp = &gs->groups[g];
+            if (!grp->prunable) continue;
+            size_t *pi = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
+            for (int c = 0; c < grp->n_channels; c++) {
+                size_t k = group_channel_params(m, grp, c, pi);
+                double s = 0;
+                for (size_t i = 0; i < k; i++) s += (double)m->params[pi[i]] * grad[pi[i]];
+                scores[g][c] += s * s / n_batches;
+            }
+            free(pi);
+        }
+        if (o->progress) o->progress(b + 1, n_batches, o->user);
+    }
+    free(grad), free(y), free(dlogits), free(x), free(idx);
+    ws_free(&ws);
+    (void)err;
+    return 0;
+}
+
+// Hutchinson diagonal of the Hessian (or Gauss-Newton matrix) over the calibration images
+// into diag (n_params), eval-mode batchnorm, o->probes probes.
+static int hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, HpErr *err) {
+    int n;
+    int *idx = calibration_indices(o, &n);
+    Curvature cv;
+    int rc = curv_init(&cv, m, o->data, idx, n, o->batch < n ? o->batch : n, MODE_EVAL, ggn ? CURV_GGN : CURV_HESSIAN, err);
+    free(idx);
+    if (rc < 0) return -1;
+    LinOp op = curv_linop(&cv);
+    HutchOpts ho = hutch_defaults();
+    ho.min_probes = ho.max_probes = o->probes < 2 ? 2 : o->probes;
+    ho.progress = o->progress;
+    ho.user = o->user;
+    HutchOut out = {0};
+    out.diag = diag;
+    Rng rng;
+    rng_seed(&rng, o->seed, 403);
+    rc = hutchinson_trace(&op, NULL, 1, &ho, &rng, &out, err);
+    curv_free(&cv);
+    return rc;
+}
+
+// HAP or OBD from the Hutchinson diagonal.
+static int score_diag(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
+    float *diag = hp_malloc(m->n_params * sizeof(float));
+    bool ggn = o->ggn;
+    int rc = hutchinson_diag(o, m, ggn, diag, err);
+    if (rc == 0) score_by_params(m, gs, o->method == CRIT_HAP ? f_hap : f_obd, diag, scores);
+    free(diag);
+    return rc;
+}
+
+// Group OBS scores from the WoodFisher inverse (kept in s for the update).
+static int score_obs(Scorer *s, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
+    Rng rng;
+    rng_seed(&rng, s->o.seed, 404);
+    if (fisher_build(m, s->o.data, &s->o.fisher, &rng, s->o.progress, s->o.user, &s->fisher, err) < 0) return -1;
+    s->has_fisher = true;
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        if (!grp->prunable) continue;
+        size_t *idx = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
+        int rc = 0;
+        for (int c = 0; c < grp->n_channels && rc == 0; c++) {
+            size_t k = group_channel_params(m, grp, c, idx);
+            rc = obs_score(&s->fisher, m->params, idx, k, &scores[g][c], err);
+        }
+        free(idx);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
+// Lists the consumer nodes of prunable groups (conv with groups 1, linear) once each, with the
+// group and column block each reads; returns the count.
+static int consumer_nodes(const GroupSet *gs, int *nodes, int *group, int *block, int cap) {
+    int n = 0;
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        if (!grp->prunable) continue;
+        for (int k = 0; k < grp->n_members; k++) {
+            if (grp->members[k].role != MEMBER_CONSUMER || n >= cap) continue;
+            nodes[n] = grp->members[k].node, group[n] = g, block[n] = grp->members[k].spread, n++;
+        }
+    }
+    return n;
+}
+
+// Layer-wise OBS: scores[g][c] = sum over g's consumers of the cost of removing input channel
+// c there (with compensation of the consumer's other columns).
+static int score_obs_layer(Scorer *s, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
+    int cap = m->n_nodes, *nodes = hp_malloc((size_t)cap * sizeof(int) * 3);
+    int *group = nodes + cap, *block = nodes + 2 * cap;
+    int nc = consumer_nodes(gs, nodes, group, block, cap), n;
+    int *idx = calibration_indices(&s->o, &n);
+    s->layers = calloc((size_t)(nc > 0 ? nc : 1), sizeof(LayerHessian));
+    HP_ASSERT(s->layers);
+    int rc = nc ? layer_hessians(m, s->o.data, idx, n, s->o.batch < n ? s->o.batch : n, nodes, nc, s->layers, err) : 0;
+    free(idx);
+    if (rc == 0) s->n_layers = nc;
+    s->layer_of_node = hp_malloc((size_t)m->n_nodes * sizeof(int));
+    for (int i = 0; i < m->n_nodes; i++) s->layer_of_node[i] = -1;
+    for (int g = 0; g < gs->n_groups; g++)
+        if (gs->groups[g].prunable) memset(scores[g], 0, (size_t)gs->groups[g].n_channels * sizeof(double));
+    for (int l = 0; l < nc && rc == 0; l++) {
+        const Node *nd = &m->nodes[nodes[l]];
+        s->layer_of_node[nodes[l]] = l;
+        int n_ch = gs->groups[group[l]].n_channels;
+        double *sc = hp_malloc((size_t)n_ch * sizeof(double));
+        rc = layer_obs_scores(&s->layers[l], m->params + nd->w_off, nd->out_features, block[l], s->o.damp_rel, sc, err);
+        for (int c = 0; c < n_ch && rc == 0; c++) scores[group[l]][c] += sc[c];
+        free(sc);
+    }
+    free(nodes);
+    return rc;
+}
+
+// Divides each prunable group's scores by its normaliser.
+static void normalise(const Model *m, const GroupSet *gs, Normalize how, double **scores) {
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        if (!grp->prunable || how == NORM_NONE) continue;
+        double sum = 0, most = 0;
+        for (int c = 0; c < grp->n_channels; c++) {
+            double a = fabs(scores[g][c]);
+            sum += a;
+            if (a > most) most = a;
+        }
+        for (int c = 0; c < grp->n_channels; c++) {
+            double d = how == NORM_MEAN ? sum / grp->n_channels
+                     : how == NORM_MAX  ? most
+                                        : (double)group_channel_params(m, grp, c, NULL);
+            if (d > 0) scores[g][c] /= d;
+        }
+    }
+}
+
+int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
+    memset(s, 0, sizeof *s);
+    s->o = *o;
+    bool needs_data = o->method == CRIT_TAYLOR || o->method == CRIT_HAP || o->method == CRIT_OBD ||
+                      o->method == CRIT_OBS || o->method == CRIT_OBS_LAYER;
+    if (needs_data && check_data(o, m, err) < 0) return -1;
+    int rc = 0;
+    switch (o->method) {
+    case CRIT_RANDOM: score_random(o, gs, scores); break;
+    case CRIT_L1: score_by_params(m, gs, f_l1, NULL, scores); break;
+    case CRIT_L2: score_by_params(m, gs, f_l2, NULL, scores); break;
+    case CRIT_BN: rc = score_bn(m, gs, scores, err); break;
+    case CRIT_TAYLOR: rc = score_taylor(o, m, gs, scores, err); break;
+    case CRIT_HAP:
+    case CRIT_OBD: rc = score_diag(o, m, gs, scores, err); break;
+    case CRIT_OBS: rc = score_obs(s, m, gs, scores, err); break;
+    case CRIT_OBS_LAYER: rc = score_obs_layer(s, m, gs, scores, err); break;
+    default: return hp_fail(err, "unknown criterion %d", (int)o->method);
+    }
+    if (rc == 0) normalise(m, gs, resolve_normalize(o), scores);
+    return rc;
+}
+
+// ---- compensation ----
+
+static int size_cmp(const void *a, const void *b) {
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return (x > y) - (x < y);
+}
+
+// OBS: one joint update for every parameter of every removed channel (duplicates merged: a
+// conv weight can belong to a removed output channel and a removed input channel).
+static int compensate_obs(Scorer *s, Model *m, const GroupSet *gs, bool *const *keep, HpErr *err) {
+    size_t q = 0;
+    for (int g = 0; g < gs->n_groups; g++)
+        for (int c = 0; c < gs->groups[g].n_channels; c++)
+            if (!keep[g][c]) q += group_channel_params(m, &gs->groups[g], c, NULL);
+    if (q == 0) return 0;
+    size_t *Q = hp_malloc(q * sizeof(size_t)), at = 0;
+    for (int g = 0; g < gs->n_groups; g++)
+        for (int c = 0; c < gs->groups[g].n_channels; c++)
+            if (!keep[g][c]) at += group_channel_params(m, &gs->groups[g], c, Q + at);
+    qsort(Q, q, sizeof(size_t), size_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < q; i++)
+        if (u == 0 || Q[i] != Q[u - 1]) Q[u++] = Q[i];
+    float *delta = calloc(m->n_params, sizeof(float));
+    HP_ASSERT(delta);
+    int rc = obs_update(&s->fisher, m->params, Q, u, delta, err);
+    if (rc == 0) {
+        for (size_t i = 0; i < m->n_params; i++) m->params[i] += delta[i];
+        for (size_t i = 0; i < u; i++) m->params[Q[i]] = 0;
+    }
+    free(delta), free(Q);
+    return rc;
+}
+
+// Layer-wise OBS: at every consumer, the removed input channels go jointly with the optimal
+// update of the kept columns.
+static int compensate_obs_layer(Scorer *s, Model *m, const GroupSet *gs, bool *const *keep, HpErr *err) {
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        int *ch = hp_malloc((size_t)grp->n_channels * sizeof(int)), k = 0;
+        for (int c = 0; c < grp->n_channels; c++)
+            if (!keep[g][c]) ch[k++] = c;
+        for (int j = 0; j < grp->n_members && k > 0; j++) {
+            const GroupMember *mb = &grp->members[j];
+            int l = mb->role == MEMBER_CONSUMER ? s->layer_of_node[mb->node] : -1;
+            if (l < 0) continue;
+            const Node *nd = &m->nodes[mb->node];
+            double pred;
+            if (layer_obs_remove(&s->layers[l], m->params + nd->w_off, nd->out_features, mb->spread, s->o.damp_rel,
+                                 ch, k, true, &pred, err) < 0) {
+                free(ch);
+                return -1;
+            }
+        }
+        free(ch);
+    }
+    return 0;
+}
+
+int scorer_compensate(Scorer *s, Model *m, const GroupSet *gs, bool *const *keep, HpErr *err) {
+    if (!s->o.compensate) return 0;
+    if (s->o.method == CRIT_OBS && s->has_fisher) return compensate_obs(s, m, gs, keep, err);
+    if (s->o.method == CRIT_OBS_LAYER && s->layer_of_node) return compensate_obs_layer(s, m, gs, keep, err);
+    return 0;
+}
+
+void scorer_free(Scorer *s) {
+    if (s->has_fisher) fisher_free(&s->fisher);
+    for (int l = 0; l < s->n_layers; l++) layer_hessian_free(&s->layers[l]);
+    free(s->layers);
+    free(s->layer_of_node);
+    memset(s, 0, sizeof *s);
+}

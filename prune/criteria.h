@@ -1,0 +1,125 @@
+// criteria.h: channel importance scores over channel groups (one interface for every
+// criterion), their normalisation, the global selection of channels to remove under a target
+// (MACs, parameters or channels) with per-layer caps, and the compensating weight updates of
+// the OBS criteria.
+#ifndef HP_CRITERIA_H
+#define HP_CRITERIA_H
+
+#include "../hessian/layer_obs.h"
+#include "../hessian/linop.h"
+#include "../hessian/obs.h"
+#include "../nn/data.h"
+#include "prune.h"
+
+typedef enum {
+    CRIT_RANDOM,     // uniform random scores (a baseline that knows nothing)
+    CRIT_L1,         // sum of |w| over the channel's parameters (Li et al. 2017)
+    CRIT_L2,         // sum of w^2 over the channel's parameters
+    CRIT_BN,         // |gamma| of the channel's batchnorms (network slimming)
+    CRIT_TAYLOR,     // first-order Taylor: mean over mini-batches of (sum w.g)^2 (Molchanov 2019)
+    CRIT_HAP,        // Tr(H_c) / n_c * ||w_c||^2, Hutchinson diagonal of H (HAP, Yu et al. 2022)
+    CRIT_OBD,        // 1/2 sum diag(A)_i w_i^2, Hutchinson diagonal of H or of the Gauss-Newton A
+    CRIT_OBS,        // 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q with the WoodFisher inverse; update applied
+    CRIT_OBS_LAYER,  // layer-wise OBS at the channel's consumers, with their compensation
+    CRIT_COUNT
+} Criterion;
+
+typedef enum {
+    NORM_AUTO,  // none for the loss-change criteria (taylor, hap, obd, obs), mean for the others
+    NORM_MEAN,  // each group's scores divided by their mean (groups of different sizes compare fairly)
+    NORM_MAX,   // divided by their maximum
+    NORM_SIZE,  // divided by the channel's parameter count (a per-parameter score)
+    NORM_NONE,  // raw scores
+} Normalize;
+
+// Returns the criterion's name ("l1", "obs-layer", ...), or parses one (CRIT_COUNT if unknown).
+const char *criterion_name(Criterion c);
+Criterion criterion_parse(const char *s);
+const char *normalize_name(Normalize n);
+int normalize_parse(const char *s);  // -1 if unknown
+// true for the criteria that change the remaining weights (obs, obs-layer) unless disabled.
+bool criterion_compensates(Criterion c);
+
+// What a criterion needs besides the model.
+typedef struct {
+    Criterion method;
+    Normalize normalize;
+    const Dataset *data;   // calibration images (the training set); not used by random/l1/l2/bn
+    int samples;           // calibration images taken from the start of a seeded permutation
+    int batch;             // batch size of the calibration passes
+    int probes;            // Hutchinson probes (hap, obd)
+    bool ggn;              // hap, obd: Gauss-Newton diagonal instead of the Hessian's (PSD)
+    FisherOpts fisher;     // obs
+    double damp_rel;       // obs-layer: damping relative to the mean diagonal of each layer's H
+    bool compensate;       // obs, obs-layer: apply the optimal update to the remaining weights
+    uint64_t seed;
+    ProgressFn progress;   // called with (done, total) per unit of work; may be NULL
+    void *user;
+} CritOpts;
+
+// Defaults: l1, mean normalisation, 512 samples, batch 128, 32 probes, Hessian diagonal,
+// fisher_defaults(), damping 1%, compensation on, seed 1.
+CritOpts crit_defaults(void);
+
+// A scoring run, kept between scoring and compensation (the OBS criteria need their inverses).
+typedef struct {
+    CritOpts o;
+    FisherInv fisher;       // obs
+    bool has_fisher;
+    LayerHessian *layers;   // obs-layer: one per consumer node
+    int n_layers;
+    int *layer_of_node;     // [n_nodes]: index into layers, or -1
+} Scorer;
+
+// Scores every channel of every prunable group of m: scores[g] (gs->groups[g].n_channels
+// doubles) is filled for prunable groups (lower = less important) and left untouched for the
+// others; raw scores are normalised per group by o->normalize. Returns 0, or -1 with err set.
+int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err);
+// Applies the criterion's compensating update for removing the channels not in keep (obs,
+// obs-layer with compensation on; nothing for the others) to m's parameters. Call before
+// prune_apply, on the model scorer_run saw. Returns 0, or -1 with err set.
+int scorer_compensate(Scorer *s, Model *m, const GroupSet *gs, bool *const *keep, HpErr *err);
+void scorer_free(Scorer *s);
+
+// ---- selection ----
+
+typedef enum { TARGET_MACS, TARGET_PARAMS, TARGET_CHANNELS } TargetKind;
+
+typedef struct {
+    TargetKind kind;
+    double ratio;          // fraction to remove, in (0, 1), of the reference model's total
+    double max_layer_frac; // at most this fraction of a group's reference channels removed (0.9)
+    int round_to;          // kept channels a multiple of this where the group is wider (1: off)
+    bool per_cost;         // rank by score per unit of cost a channel's removal saves (MACs or
+                           // parameters of the unpruned widths; 1 per channel for a channel target)
+} PruneTarget;
+
+const char *target_kind_name(TargetKind k);
+
+// Channel widths of the reference (unpruned) model's groups, so that caps and targets of an
+// iterative run refer to the original model. ref_channels[g] for every group of gs;
+// ref_macs and ref_params of the reference model.
+typedef struct {
+    int *channels;
+    uint64_t macs;
+    size_t params;
+    int n_groups;
+} PruneRef;
+
+void pruneref_init(PruneRef *r, const Model *m, const GroupSet *gs);
+void pruneref_free(PruneRef *r);
+
+// MACs and parameters m would have with group g narrowed to width[g] channels (exact: both are
+// sums of terms linear in a node's input and output widths).
+void widths_cost(const Model *m, const GroupSet *gs, const int *width, uint64_t *macs, size_t *params);
+
+// Chooses the channels to remove: globally lowest scores (divided by each group's cost per
+// channel when t->per_cost) first (in units of round_to channels
+// within a group once its width is a multiple), never more than the cap of a group nor its
+// last channel, until m's cost is at most (1 - ratio) of the reference's. keep[g] (n_channels
+// bools for every group, all true for non-prunable ones) gets the result. If the caps make the
+// target unreachable, fails naming the binding limit and the most that can be removed.
+int prune_select(const Model *m, const GroupSet *gs, double *const *scores, const PruneTarget *t,
+                 const PruneRef *ref, bool **keep, HpErr *err);
+
+#endif

@@ -1,0 +1,310 @@
+// pipeline.c: one pruning job: measure, score, select, compensate, cut, fine-tune, measure.
+#include "pipeline.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+PruneJob prune_job_defaults(void) {
+    PruneJob j;
+    memset(&j, 0, sizeof j);
+    j.crit = crit_defaults();
+    j.target = (PruneTarget){TARGET_MACS, 0.5, 0.9, 1, false};
+    j.steps = 1;
+    train_config_default(&j.finetune);
+    j.finetune.epochs = 0;
+    j.finetune.lr = 0.01f;
+    j.finetune.nesterov = true;
+    j.finetune.val_split = 0.05f;
+    j.bn_samples = 1024;
+    j.latency_batch = 64;
+    j.latency_reps = 9;
+    return j;
+}
+
+// Seconds on a monotonic clock.
+static double clock_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// Sends a formatted line to the job's log hook, if any.
+static void job_log(const PruneJob *job, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void job_log(const PruneJob *job, const char *fmt, ...) {
+    if (!job->log) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    job->log(job->user, line);
+}
+
+void model_test(Model *m, const Dataset *test, double *acc, double *loss) {
+    Workspace ws;
+    ws_init(&ws, m, 256, 0);
+    float a, l;
+    evaluate(m, &ws, test, &l, &a);
+    ws_free(&ws);
+    *acc = a, *loss = l;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double model_latency(Model *m, const Dataset *d, int batch, int reps, double *ips) {
+    Workspace ws;
+    ws_init(&ws, m, batch, 0);
+    float *x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
+    int *y = hp_malloc((size_t)batch * sizeof(int)), *idx = hp_malloc((size_t)batch * sizeof(int));
+    for (int i = 0; i < batch; i++) idx[i] = i % d->n;
+    data_batch(d, idx, batch, m->norm_mean, m->norm_std, NULL, NULL, x, y);
+    double *t = hp_malloc((size_t)reps * sizeof(double));
+    for (int r = -2; r < reps; r++) {
+        double t0 = clock_s();
+        model_forward(m, &ws, x, batch, MODE_EVAL, NULL);
+        if (r >= 0) t[r] = clock_s() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof(double), cmp_double);
+    double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    *ips = batch / med;
+    free(t), free(idx), free(y), free(x);
+    ws_free(&ws);
+    return med * 1e3;
+}
+
+// ---- fine-tuning ----
+
+// The best epoch so far: by validation accuracy, else the last.
+typedef struct {
+    const PruneJob *job;
+    Model best;
+    bool have_best;
+    float best_val;
+    int best_epoch;
+} BestKeeper;
+
+// Checkpoint hook: keeps a copy of the model after an epoch that improved validation accuracy
+// (after every epoch when there is no validation split).
+static int keep_best(const Model *m, const TrainState *s, void *user, HpErr *err) {
+    (void)err;
+    BestKeeper *k = user;
+    bool no_val = k->job->finetune.val_split <= 0;
+    if (!k->have_best || no_val || s->best_val_acc > k->best_val) {
+        if (k->have_best) model_free(&k->best);
+        model_copy(&k->best, m);
+        k->have_best = true;
+        k->best_val = s->best_val_acc;
+        k->best_epoch = s->next_epoch;
+    }
+    return 0;
+}
+
+// Forwards the trainer's progress to the job's hook.
+static void forward_progress(const TrainProgress *p, void *user) {
+    const BestKeeper *k = user;
+    if (k->job->train_progress) k->job->train_progress(p, k->job->train_user);
+}
+
+// Fine-tunes *m for `epochs` epochs with the job's settings and replaces it by its best epoch;
+// *best_epoch gets that epoch (1-based). Returns 0, or -1 with err set.
+static int finetune(const PruneJob *job, Model *m, const Dataset *all, const Dataset *test, int epochs,
+                    int *best_epoch, HpErr *err) {
+    TrainConfig c = job->finetune;
+    c.epochs = epochs;
+    Dataset tr, val;
+    dataset_split(all, c.val_split, c.seed, &tr, &val);
+    job_log(job, "fine-tuning %d epoch%s (lr %g, %d train, %d validation images)", epochs, epochs > 1 ? "s" : "",
+            (double)c.lr, tr.n, val.n);
+    BestKeeper k = {.job = job};
+    TrainState st = {0};
+    st.momentum = hp_calloc(m->n_params, sizeof(float));
+    int rc = train(m, &c, &tr, &val, test, &st, forward_progress, keep_best, &k, err);
+    free(st.momentum);
+    dataset_free(&tr), dataset_free(&val);
+    if (rc < 0 || !k.have_best) {
+        if (k.have_best) model_free(&k.best);
+        return rc < 0 ? -1 : hp_fail(err, "fine-tuning ran no epoch");
+    }
+    model_free(m);
+    *m = k.best;
+    *best_epoch = k.best_epoch;
+    return 0;
+}
+
+// ---- pruning ----
+
+// Score rows and keep masks for every group of gs (freed by free_masks).
+typedef struct {
+    bool **keep;
+    double **scores;
+    int n;
+} Masks;
+
+static void alloc_masks(const GroupSet *gs, Masks *mk) {
+    mk->n = gs->n_groups;
+    mk->keep = hp_calloc((size_t)gs->n_groups + 1, sizeof(bool *));
+    mk->scores = hp_calloc((size_t)gs->n_groups + 1, sizeof(double *));
+    for (int g = 0; g < gs->n_groups; g++) {
+        mk->keep[g] = hp_calloc((size_t)gs->groups[g].n_channels, sizeof(bool));
+        mk->scores[g] = hp_calloc((size_t)gs->groups[g].n_channels, sizeof(double));
+    }
+}
+
+static void free_masks(Masks *mk) {
+    for (int g = 0; g < mk->n; g++) free(mk->keep[g]), free(mk->scores[g]);
+    free(mk->keep), free(mk->scores);
+}
+
+// Fails unless the target can be met at all (scores do not matter for that).
+static int check_reachable(const PruneJob *job, const Model *m, const GroupSet *gs, const PruneRef *ref, HpErr *err) {
+    Masks mk;
+    alloc_masks(gs, &mk);
+    int rc = prune_select(m, gs, mk.scores, &job->target, ref, mk.keep, err);
+    free_masks(&mk);
+    return rc;
+}
+
+// Scores, selects and compensates on m, then builds the smaller model into *slim.
+static int cut(const PruneJob *job, Model *m, const GroupSet *gs, const Dataset *train, const PruneRef *ref,
+               double ratio, Model *slim, HpErr *err) {
+    Masks mk;
+    alloc_masks(gs, &mk);
+    CritOpts co = job->crit;
+    co.data = train;
+    co.progress = job->score_progress;
+    co.user = job->user;
+    Scorer sc;
+    PruneTarget t = job->target;
+    t.ratio = ratio;
+    int rc = scorer_run(&sc, &co, m, gs, mk.scores, err);
+    if (rc == 0) rc = prune_select(m, gs, mk.scores, &t, ref, mk.keep, err);
+    if (rc == 0) rc = scorer_compensate(&sc, m, gs, mk.keep, err);
+    if (rc == 0) rc = prune_apply(m, gs, mk.keep, slim, err);
+    scorer_free(&sc);
+    free_masks(&mk);
+    return rc;
+}
+
+// One step: replaces *m by its pruned version at `ratio` of the reference's cost removed.
+static int prune_step(const PruneJob *job, Model *m, const Dataset *train, const PruneRef *ref, double ratio,
+                      int step, PruneOutcome *out, HpErr *err) {
+    GroupSet gs;
+    if (prune_groups(m, &gs, err) < 0) return -1;
+    if (gs.n_groups != ref->n_groups) {
+        groupset_free(&gs);
+        return hp_fail(err, "step %d: the pruned model has %d channel groups, the original %d", step, gs.n_groups, ref->n_groups);
+    }
+    double t0 = clock_s();
+    Model slim;
+    int rc = cut(job, m, &gs, train, ref, ratio, &slim, err);
+    out->score_s += clock_s() - t0;
+    groupset_free(&gs);
+    if (rc < 0) return -1;
+    model_free(m);
+    *m = slim;
+    uint64_t macs = model_macs(m);
+    job_log(job, "step %d/%d: %s, %.1f%% of the MACs removed (%.3fM left), %zu parameters", step, job->steps,
+            criterion_name(job->crit.method), 100.0 * (1.0 - (double)macs / (double)ref->macs), macs / 1e6,
+            model_param_count(m));
+    return 0;
+}
+
+// Measures the model before pruning.
+static void measure_before(const PruneJob *job, Model *m, const Dataset *test, PruneOutcome *out) {
+    model_test(m, test, &out->acc_orig, &out->loss_orig);
+    out->macs_orig = model_macs(m);
+    out->params_orig = model_param_count(m);
+    if (job->latency_batch > 0) out->lat_orig_ms = model_latency(m, test, job->latency_batch, job->latency_reps, &out->ips_orig);
+    job_log(job, "original: %zu parameters, %.3fM MACs, test accuracy %.2f%%", out->params_orig, out->macs_orig / 1e6,
+            100 * out->acc_orig);
+}
+
+// True if m has a batchnorm.
+static bool has_bn(const Model *m) {
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].op == OP_BATCHNORM2D) return true;
+    return false;
+}
+
+// Re-estimates m's batchnorm statistics on job->bn_samples training images of a seeded
+// permutation. Returns true if it did.
+static bool recalibrate(const PruneJob *job, Model *m, const Dataset *train) {
+    if (job->bn_samples <= 0 || !has_bn(m)) return false;
+    int *perm = hp_malloc((size_t)train->n * sizeof(int));
+    for (int i = 0; i < train->n; i++) perm[i] = i;
+    Rng rng;
+    rng_seed(&rng, job->crit.seed, 502);
+    rng_shuffle(&rng, perm, train->n);
+    int n = job->bn_samples < train->n ? job->bn_samples : train->n;
+    bn_recalibrate(m, train, perm, n, 128, job->crit.seed);
+    free(perm);
+    return true;
+}
+
+// Runs every step (with fine-tuning between them), then measures the one-shot result.
+static int run_steps(const PruneJob *job, Model *m, const Dataset *train, const Dataset *test, const PruneRef *ref,
+                     PruneOutcome *out, HpErr *err) {
+    for (int s = 1; s <= job->steps; s++) {
+        if (prune_step(job, m, train, ref, job->target.ratio * s / job->steps, s, out, err) < 0) return -1;
+        if (s == job->steps) {
+            model_test(m, test, &out->acc_oneshot, &out->loss_oneshot);
+            job_log(job, "pruned: test accuracy %.2f%%", 100 * out->acc_oneshot);
+        }
+        bool recal = recalibrate(job, m, train);
+        if (s == job->steps) {
+            out->acc_recal = out->acc_oneshot, out->loss_recal = out->loss_oneshot;
+            if (recal) {
+                model_test(m, test, &out->acc_recal, &out->loss_recal);
+                job_log(job, "batchnorm statistics re-estimated on %d images: test accuracy %.2f%%",
+                        job->bn_samples < train->n ? job->bn_samples : train->n, 100 * out->acc_recal);
+            }
+        }
+        if (s < job->steps && job->between_epochs > 0) {
+            double t0 = clock_s();
+            int best;
+            if (finetune(job, m, train, test, job->between_epochs, &best, err) < 0) return -1;
+            out->finetune_s += clock_s() - t0;
+        }
+    }
+    return 0;
+}
+
+int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset *test, PruneOutcome *out, HpErr *err) {
+    memset(out, 0, sizeof *out);
+    if (job->steps < 1) return hp_fail(err, "steps must be at least 1, got %d", job->steps);
+    double t_start = clock_s();
+    GroupSet gs;
+    if (prune_groups(m, &gs, err) < 0) return -1;
+    PruneRef ref;
+    pruneref_init(&ref, m, &gs);
+    int rc = check_reachable(job, m, &gs, &ref, err);
+    if (rc == 0 && job->crit.method == CRIT_OBS) rc = fisher_check(m, &job->crit.fisher, err);
+    groupset_free(&gs);
+    if (rc == 0) {
+        measure_before(job, m, test, out);
+        rc = run_steps(job, m, train, test, &ref, out, err);
+    }
+    pruneref_free(&ref);
+    if (rc < 0) return -1;
+    out->acc_final = out->acc_recal, out->loss_final = out->loss_recal;
+    if (job->finetune.epochs > 0) {
+        double t0 = clock_s();
+        if (finetune(job, m, train, test, job->finetune.epochs, &out->best_epoch, err) < 0) return -1;
+        out->finetune_s += clock_s() - t0;
+        out->finetune_epochs = job->finetune.epochs;
+        model_test(m, test, &out->acc_final, &out->loss_final);
+        job_log(job, "fine-tuned: test accuracy %.2f%% (epoch %d of %d kept)", 100 * out->acc_final, out->best_epoch,
+                out->finetune_epochs);
+    }
+    out->macs_pruned = model_macs(m);
+    out->params_pruned = model_param_count(m);
+    if (job->latency_batch > 0) out->lat_pruned_ms = model_latency(m, test, job->latency_batch, job->latency_reps, &out->ips_pruned);
+    out->total_s = clock_s() - t_start;
+    return 0;
+}

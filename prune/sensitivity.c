@@ -1,0 +1,310 @@
+// sensitivity.c: per-group pruning sensitivity and per-group Hessian traces (see sensitivity.h).
+#include "sensitivity.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../hessian/estimators.h"
+#include "../hessian/hvp.h"
+#include "pipeline.h"
+
+// Tells the caller a phase starts.
+static void phase(const SensOpts *o, const char *name) {
+    if (o->phase) o->phase(o->user, name);
+}
+
+// ---- traces ----
+
+// Hutchinson diagonal of the Hessian (eval-mode batchnorm) over crit.samples images of a
+// seeded permutation of crit.data, crit.probes probes, into diag (n_params).
+static int hessian_diag(const SensOpts *o, Model *m, float *diag, int *probes, HpErr *err) {
+    const CritOpts *c = &o->crit;
+    if (!c->data || c->data->n == 0) return hp_fail(err, "the trace needs training images");
+    int total = c->data->n, n = c->samples < total ? c->samples : total;
+    int *perm = hp_malloc((size_t)total * sizeof(int));
+    for (int i = 0; i < total; i++) perm[i] = i;
+    Rng rng;
+    rng_seed(&rng, c->seed, 501);
+    rng_shuffle(&rng, perm, total);
+    Curvature cv;
+    int rc = curv_init(&cv, m, c->data, perm, n, c->batch < n ? c->batch : n, MODE_EVAL, CURV_HESSIAN, err);
+    free(perm);
+    if (rc < 0) return -1;
+    LinOp op = curv_linop(&cv);
+    HutchOpts ho = hutch_defaults();
+    ho.min_probes = ho.max_probes = c->probes < 2 ? 2 : c->probes;
+    ho.progress = o->progress;
+    ho.user = o->user;
+    HutchOut out = {0};
+    out.diag = diag;
+    rng_seed(&rng, c->seed, 502);
+    rc = hutchinson_trace(&op, NULL, 1, &ho, &rng, &out, err);
+    curv_free(&cv);
+    *probes = out.probes;
+    return rc;
+}
+
+// Sums diag over the distinct parameters of group g's channels into s->trace and s->params.
+// mark (n_params, all false) is scratch, left all false.
+static void group_trace(const Model *m, const ChannelGroup *g, const float *diag, bool *mark, SensGroup *s) {
+    size_t total = 0;
+    for (int c = 0; c < g->n_channels; c++) total += group_channel_params(m, g, c, NULL);
+    size_t *idx = hp_malloc((total ? total : 1) * sizeof(size_t)), at = 0;
+    for (int c = 0; c < g->n_channels; c++) at += group_channel_params(m, g, c, idx + at);
+    s->trace = 0;
+    s->params = 0;
+    for (size_t i = 0; i < at; i++) {
+        if (mark[idx[i]]) continue;
+        mark[idx[i]] = true;
+        s->trace += diag[idx[i]];
+        s->params++;
+    }
+    for (size_t i = 0; i < at; i++) mark[idx[i]] = false;
+    free(idx);
+}
+
+// ---- pruning one group ----
+
+// Channel c's score, for sorting a group's channel indices (ties: lower channel first).
+typedef struct {
+    double score;
+    int channel;
+} Ranked;
+
+// qsort order of Ranked: ascending score, then channel.
+static int ranked_cmp(const void *pa, const void *pb) {
+    const Ranked *a = pa, *b = pb;
+    if (a->score != b->score) return a->score < b->score ? -1 : 1;
+    return (a->channel > b->channel) - (a->channel < b->channel);
+}
+
+// Channels removed from a group of n at `ratio`: round(ratio n), at most n - 1.
+static int channels_removed(double ratio, int n) {
+    int k = (int)floor(ratio * n + 0.5);
+    return k > n - 1 ? n - 1 : k;
+}
+
+// Accuracy of m with the k lowest channels (order[0..k)) of group g removed: on a copy, the
+// criterion's compensation for that removal alone, then the channels zeroed (in eval mode the
+// function surgery computes). keep is scratch in gs's shape, all true, left all true.
+static int accuracy_without(Scorer *sc, const Model *m, const GroupSet *gs, int g, const int *order, int k,
+                            bool **keep, const Dataset *test, double *acc, HpErr *err) {
+    Model copy;
+    model_copy(&copy, m);
+    for (int i = 0; i < k; i++) keep[g][order[i]] = false;
+    int rc = scorer_compensate(sc, &copy, gs, keep, err);
+    for (int i = 0; i < k; i++) keep[g][order[i]] = true;
+    if (rc == 0) {
+        for (int i = 0; i < k; i++) group_zero_channel(&copy, &gs->groups[g], order[i]);
+        double loss;
+        model_test(&copy, test, acc, &loss);
+    }
+    model_free(&copy);
+    return rc;
+}
+
+// Prunes every prunable group alone at every ratio and fills the groups' accuracies.
+static int prune_each(const SensOpts *o, Scorer *sc, Model *m, const GroupSet *gs, double **scores,
+                      const Dataset *test, SensResult *r, HpErr *err) {
+    bool **keep = hp_calloc((size_t)gs->n_groups + 1, sizeof(bool *));
+    for (int g = 0; g < gs->n_groups; g++) {
+        keep[g] = hp_malloc((size_t)gs->groups[g].n_channels * sizeof(bool));
+        for (int c = 0; c < gs->groups[g].n_channels; c++) keep[g][c] = true;
+    }
+    long done = 0, total = (long)r->n_groups * r->n_ratios;
+    int rc = 0;
+    for (int g = 0, s = 0; g < gs->n_groups && rc == 0; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        if (!grp->prunable) continue;
+        Ranked *rk = hp_malloc((size_t)grp->n_channels * sizeof *rk);
+        int *order = hp_malloc((size_t)grp->n_channels * sizeof(int));
+        for (int c = 0; c < grp->n_channels; c++) rk[c] = (Ranked){scores[g][c], c};
+        qsort(rk, (size_t)grp->n_channels, sizeof *rk, ranked_cmp);
+        for (int c = 0; c < grp->n_channels; c++) order[c] = rk[c].channel;
+        SensGroup *sg = &r->groups[s++];
+        for (int i = 0; i < r->n_ratios && rc == 0; i++) {
+            int k = channels_removed(o->ratios[i], grp->n_channels);
+            sg->removed[i] = k;
+            sg->acc[i] = r->acc_orig;
+            if (k > 0) rc = accuracy_without(sc, m, gs, g, order, k, keep, test, &sg->acc[i], err);
+            if (o->progress) o->progress(++done, total, o->user);
+        }
+        free(order), free(rk);
+    }
+    for (int g = 0; g < gs->n_groups; g++) free(keep[g]);
+    free(keep);
+    return rc;
+}
+
+// ---- the analysis ----
+
+// Allocates r's groups (the prunable ones of gs) with their names and channel counts.
+static int alloc_result(const GroupSet *gs, int n_ratios, SensResult *r, HpErr *err) {
+    memset(r, 0, sizeof *r);
+    for (int g = 0; g < gs->n_groups; g++) r->n_groups += gs->groups[g].prunable;
+    if (r->n_groups == 0) return hp_fail(err, "the model has no prunable channel group");
+    r->n_ratios = n_ratios;
+    r->groups = hp_calloc((size_t)r->n_groups, sizeof *r->groups);
+    for (int g = 0, s = 0; g < gs->n_groups; g++) {
+        if (!gs->groups[g].prunable) continue;
+        SensGroup *sg = &r->groups[s++];
+        snprintf(sg->name, sizeof sg->name, "%s", gs->groups[g].name);
+        sg->channels = gs->groups[g].n_channels;
+        sg->removed = hp_calloc((size_t)n_ratios, sizeof(int));
+        sg->acc = hp_calloc((size_t)n_ratios, sizeof(double));
+    }
+    return 0;
+}
+
+// Fills every group's trace from a Hutchinson diagonal.
+static int traces(const SensOpts *o, Model *m, const GroupSet *gs, SensResult *r, HpErr *err) {
+    float *diag = hp_malloc(m->n_params * sizeof(float));
+    int rc = hessian_diag(o, m, diag, &r->probes, err);
+    bool *mark = hp_calloc(m->n_params, sizeof(bool));
+    for (int g = 0, s = 0; g < gs->n_groups && rc == 0; g++)
+        if (gs->groups[g].prunable) group_trace(m, &gs->groups[g], diag, mark, &r->groups[s++]);
+    free(mark), free(diag);
+    return rc;
+}
+
+int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult *r, HpErr *err) {
+    if (o->n_ratios < 1) return hp_fail(err, "no ratios");
+    for (int i = 0; i < o->n_ratios; i++)
+        if (!(o->ratios[i] > 0 && o->ratios[i] < 1)) return hp_fail(err, "ratio %g is not in (0, 1)", o->ratios[i]);
+    GroupSet gs;
+    if (prune_groups(m, &gs, err) < 0) return -1;
+    if (alloc_result(&gs, o->n_ratios, r, err) < 0) {
+        groupset_free(&gs);
+        return -1;
+    }
+    double loss;
+    model_test(m, test, &r->acc_orig, &loss);
+    phase(o, "trace");
+    int rc = traces(o, m, &gs, r, err);
+    double **scores = hp_calloc((size_t)gs.n_groups + 1, sizeof(double *));
+    for (int g = 0; g < gs.n_groups; g++) scores[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    Scorer sc = {0};
+    CritOpts co = o->crit;
+    co.progress = o->progress;
+    co.user = o->user;
+    if (rc == 0) phase(o, "scoring");
+    if (rc == 0) rc = scorer_run(&sc, &co, m, &gs, scores, err);
+    if (rc == 0) phase(o, "pruning");
+    if (rc == 0) rc = prune_each(o, &sc, m, &gs, scores, test, r, err);
+    scorer_free(&sc);
+    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
+    free(scores);
+    groupset_free(&gs);
+    if (rc < 0) sensresult_free(r);
+    return rc;
+}
+
+void sensresult_free(SensResult *r) {
+    for (int g = 0; g < r->n_groups; g++) free(r->groups[g].removed), free(r->groups[g].acc);
+    free(r->groups);
+    memset(r, 0, sizeof *r);
+}
+
+// ---- helpers ----
+
+// Parses a whole string as a finite number. Returns 0 or -1.
+static int parse_num(const char *s, double *x) {
+    char *end;
+    errno = 0;
+    *x = strtod(s, &end);
+    return end != s && *end == '\0' && !errno && isfinite(*x) ? 0 : -1;
+}
+
+// Parses "a:b:step" into ratios. Returns the count or -1.
+static int parse_range(const char *s, double *ratios, int max, HpErr *err) {
+    char buf[3][64];
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        size_t len = strcspn(p, ":");
+        if (len >= sizeof buf[i] || (i < 2 && p[len] != ':') || (i == 2 && p[len] != '\0'))
+            return hp_fail(err, "'%s' is not a:b:step", s);
+        memcpy(buf[i], p, len);
+        buf[i][len] = '\0';
+        p += len + 1;
+    }
+    double a, b, step;
+    if (parse_num(buf[0], &a) < 0 || parse_num(buf[1], &b) < 0 || parse_num(buf[2], &step) < 0)
+        return hp_fail(err, "'%s' is not a:b:step (three numbers)", s);
+    if (!(step > 0)) return hp_fail(err, "'%s': the step must be greater than 0", s);
+    if (a > b) return hp_fail(err, "'%s': the start is above the end", s);
+    double count = floor((b - a) / step + 1e-9) + 1;
+    if (count > max) return hp_fail(err, "'%s' gives %.0f ratios, at most %d", s, count, max);
+    for (int i = 0; i < (int)count; i++) ratios[i] = round((a + i * step) * 1e9) / 1e9;
+    return (int)count;
+}
+
+// Parses a comma list into ratios. Returns the count or -1.
+static int parse_list(const char *s, double *ratios, int max, HpErr *err) {
+    int n = 0;
+    for (const char *p = s;;) {
+        size_t len = strcspn(p, ",");
+        char tok[64];
+        if (len == 0 || len >= sizeof tok) return hp_fail(err, "'%s' is not a comma list of ratios", s);
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        if (n == max) return hp_fail(err, "'%s': at most %d ratios", s, max);
+        if (parse_num(tok, &ratios[n++]) < 0) return hp_fail(err, "'%s': '%s' is not a number", s, tok);
+        if (!p[len]) return n;
+        p += len + 1;
+    }
+}
+
+int parse_ratios(const char *s, double *ratios, int max, HpErr *err) {
+    int n = strchr(s, ':') ? parse_range(s, ratios, max, err) : parse_list(s, ratios, max, err);
+    for (int i = 0; i < n; i++)
+        if (!(ratios[i] > 0 && ratios[i] < 1)) return hp_fail(err, "'%s': ratio %g is not in (0, 1)", s, ratios[i]);
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (ratios[i] == ratios[j]) return hp_fail(err, "'%s': ratio %g is given twice", s, ratios[i]);
+    return n;
+}
+
+// Index and value, for ranking.
+typedef struct {
+    double v;
+    int i;
+} Valued;
+
+// qsort order of Valued: ascending value.
+static int valued_cmp(const void *pa, const void *pb) {
+    const Valued *a = pa, *b = pb;
+    return (a->v > b->v) - (a->v < b->v);
+}
+
+// Fills rank[i] (1-based, ties averaged) of x[0..n).
+static void ranks(const double *x, int n, double *rank) {
+    Valued *v = hp_malloc((size_t)n * sizeof *v);
+    for (int i = 0; i < n; i++) v[i] = (Valued){x[i], i};
+    qsort(v, (size_t)n, sizeof *v, valued_cmp);
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && v[j].v == v[i].v) j++;
+        for (int k = i; k < j; k++) rank[v[k].i] = (i + j + 1) / 2.0;
+        i = j;
+    }
+    free(v);
+}
+
+double spearman(const double *x, const double *y, int n) {
+    if (n < 2) return NAN;
+    double *rx = hp_malloc((size_t)n * sizeof(double)), *ry = hp_malloc((size_t)n * sizeof(double));
+    ranks(x, n, rx);
+    ranks(y, n, ry);
+    double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (int i = 0; i < n; i++) mx += rx[i] / n, my += ry[i] / n;
+    for (int i = 0; i < n; i++) {
+        sxy += (rx[i] - mx) * (ry[i] - my);
+        sxx += (rx[i] - mx) * (rx[i] - mx);
+        syy += (ry[i] - my) * (ry[i] - my);
+    }
+    free(rx), free(ry);
+    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
+}

@@ -1,0 +1,543 @@
+// sweep.c: the run list of a sweep, its shards, each run's job and result file, and the merge
+// of the result files into tables and a chart (see sweep.h).
+#include "sweep.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "../formats/formats.h"
+#include "../formats/plot.h"
+#include "../formats/table.h"
+
+// ---- runs ----
+
+// Short name of a target kind in run ids and tables ("flops" for MACs, as on the command line).
+static const char *kind_word(TargetKind k) {
+    return k == TARGET_MACS ? "flops" : k == TARGET_PARAMS ? "params" : "channels";
+}
+
+// Formats a fraction as briefly as reads back exactly: "0.50", then "%.6g", then "%.17g".
+static void fmt_fraction(char *buf, size_t cap, double t) {
+    snprintf(buf, cap, "%.2f", t);
+    if (strtod(buf, NULL) == t) return;
+    snprintf(buf, cap, "%.6g", t);
+    if (strtod(buf, NULL) == t) return;
+    snprintf(buf, cap, "%.17g", t);
+}
+
+int sweep_runs(const SweepConfig *c, SweepRun **runs) {
+    int n = c->n_methods * c->n_targets * c->n_seeds, i = 0;
+    SweepRun *r = hp_calloc((size_t)(n > 0 ? n : 1), sizeof *r);
+    for (int a = 0; a < c->n_methods; a++)
+        for (int b = 0; b < c->n_targets; b++)
+            for (int s = 0; s < c->n_seeds; s++, i++) {
+                char t[32];
+                fmt_fraction(t, sizeof t, c->targets[b]);
+                r[i] = (SweepRun){.index = i, .method = c->methods[a], .target = c->targets[b], .seed = c->seeds[s]};
+                snprintf(r[i].id, sizeof r[i].id, "%s-%s%s-s%llu", criterion_name(c->methods[a]), kind_word(c->kind), t,
+                         (unsigned long long)c->seeds[s]);
+            }
+    *runs = r;
+    return n;
+}
+
+bool sweep_in_shard(int index, int shard, int n_shards) { return index % n_shards == shard; }
+
+int sweep_parse_shard(const char *s, int *shard, int *n_shards, HpErr *err) {
+    char *end;
+    errno = 0;
+    long i = strtol(s, &end, 10);
+    if (end == s || *end != '/' || errno) return hp_fail(err, "'%s' is not I/N (shard I of N, 0-based)", s);
+    const char *q = end + 1;
+    long n = strtol(q, &end, 10);
+    if (end == q || *end || errno || s[0] == '-' || s[0] == '+' || *q == '-' || *q == '+')
+        return hp_fail(err, "'%s' is not I/N (shard I of N, 0-based)", s);
+    if (n < 1 || n > 100000) return hp_fail(err, "'%s': N must be in [1, 100000]", s);
+    if (i < 0 || i >= n) return hp_fail(err, "'%s': I must be in [0, %ld] (shards are numbered from 0)", s, n - 1);
+    *shard = (int)i, *n_shards = (int)n;
+    return 0;
+}
+
+PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads) {
+    PruneJob j = prune_job_defaults();
+    j.crit.method = r->method;
+    j.crit.samples = c->samples;
+    j.crit.probes = c->probes;
+    j.crit.seed = r->seed;
+    j.target.kind = c->kind;
+    j.target.ratio = r->target;
+    j.target.max_layer_frac = c->max_layer_frac;
+    j.steps = c->steps;
+    j.finetune = c->finetune;
+    j.finetune.seed = r->seed;
+    j.finetune.threads = threads;
+    return j;
+}
+
+// Fails unless every target of c can be reached on m (with zero scores: reachability does not
+// depend on them), naming the line of `targets`.
+static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
+    GroupSet gs;
+    if (prune_groups(m, &gs, err) < 0) return -1;
+    PruneRef ref;
+    pruneref_init(&ref, m, &gs);
+    bool **keep = hp_calloc((size_t)gs.n_groups + 1, sizeof(bool *));
+    double **scores = hp_calloc((size_t)gs.n_groups + 1, sizeof(double *));
+    for (int g = 0; g < gs.n_groups; g++) {
+        keep[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(bool));
+        scores[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    }
+    int rc = 0;
+    for (int t = 0; t < c->n_targets && rc == 0; t++) {
+        PruneTarget pt = {c->kind, c->targets[t], c->max_layer_frac, 1, false};
+        HpErr e;
+        if (prune_select(m, &gs, scores, &pt, &ref, keep, &e) == 0) continue;
+        char where[SWEEP_PATH + 16];
+        snprintf(where, sizeof where, c->targets_line ? "%s:%d" : "%s", c->path, c->targets_line);
+        rc = hp_fail(err, "%s: %s", where, e.msg);
+    }
+    for (int g = 0; g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
+    free(keep), free(scores);
+    pruneref_free(&ref);
+    groupset_free(&gs);
+    return rc;
+}
+
+int sweep_check(const SweepConfig *c, const Model *m, HpErr *err) {
+    if (check_targets(c, m, err) < 0) return -1;
+    for (int i = 0; i < c->n_methods; i++) {
+        if (c->methods[i] != CRIT_OBS) continue;
+        PruneJob j = prune_job_defaults();
+        HpErr e;
+        if (fisher_check(m, &j.crit.fisher, &e) < 0) return hp_fail(err, "%s: method obs: %s", c->path, e.msg);
+    }
+    return 0;
+}
+
+// ---- directories and result files ----
+
+int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, HpErr *err) {
+    int n = snprintf(buf, cap, "%s/runs/%s.json", dir, id);
+    if (n < 0 || (size_t)n >= cap) return hp_fail(err, "%s: path too long", dir);
+    return 0;
+}
+
+// Creates directory path (and its missing parents) unless it exists.
+static int make_dir_p(const char *path, HpErr *err) {
+    char buf[SWEEP_PATH * 2];
+    if (strlen(path) >= sizeof buf) return hp_fail(err, "%s: path too long", path);
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        bool end = *p == '\0';
+        if (*p != '/' && !end) continue;
+        *p = '\0';
+        struct stat st;
+        if (stat(buf, &st) != 0) {
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return hp_fail(err, "%s: cannot create: %s", buf, strerror(errno));
+        } else if (!S_ISDIR(st.st_mode)) {
+            return hp_fail(err, "%s: not a directory", buf);
+        }
+        if (end) return 0;
+        *p = '/';
+    }
+}
+
+int sweep_make_dirs(const char *dir, HpErr *err) {
+    char runs[SWEEP_PATH * 2];
+    if (snprintf(runs, sizeof runs, "%s/runs", dir) >= (int)sizeof runs) return hp_fail(err, "%s: path too long", dir);
+    return make_dir_p(runs, err);
+}
+
+// The settings a run's result depends on besides its method, target and seed, as one text:
+// a result made with other settings is not this run's.
+static void run_settings(const SweepConfig *c, char *buf, size_t cap) {
+    snprintf(buf, cap,
+             "model=%s;dataset=%s;dir=%s;target=%s;steps=%d;max_layer_frac=%.17g;samples=%d;probes=%d;"
+             "finetune_epochs=%d;lr=%.9g;batch_size=%d;val_split=%.9g",
+             c->model, c->dataset, c->data_dir, kind_word(c->kind), c->steps, c->max_layer_frac, c->samples, c->probes,
+             c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size, (double)c->finetune.val_split);
+}
+
+int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {
+    char settings[4 * SWEEP_PATH], seed[32];
+    run_settings(c, settings, sizeof settings);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "id", r->id);
+    cJSON_AddStringToObject(j, "method", criterion_name(r->method));
+    cJSON_AddStringToObject(j, "target_kind", kind_word(c->kind));
+    cJSON_AddNumberToObject(j, "target", r->target);
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddStringToObject(j, "model", c->model);
+    cJSON_AddStringToObject(j, "settings", settings);
+    cJSON_AddNumberToObject(j, "params_original", (double)o->params_orig);
+    cJSON_AddNumberToObject(j, "params", (double)o->params_pruned);
+    cJSON_AddNumberToObject(j, "macs_original", (double)o->macs_orig);
+    cJSON_AddNumberToObject(j, "macs", (double)o->macs_pruned);
+    cJSON_AddNumberToObject(j, "accuracy_original", o->acc_orig);
+    cJSON_AddNumberToObject(j, "accuracy_oneshot", o->acc_oneshot);
+    cJSON_AddNumberToObject(j, "accuracy_finetuned", o->acc_final);
+    cJSON_AddNumberToObject(j, "finetune_epochs", o->finetune_epochs);
+    cJSON_AddNumberToObject(j, "best_epoch", o->best_epoch);
+    cJSON_AddNumberToObject(j, "latency_ms_original", o->lat_orig_ms);
+    cJSON_AddNumberToObject(j, "latency_ms", o->lat_pruned_ms);
+    cJSON_AddNumberToObject(j, "score_seconds", o->score_s);
+    cJSON_AddNumberToObject(j, "finetune_seconds", o->finetune_s);
+    cJSON_AddNumberToObject(j, "seconds", o->total_s);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    HP_ASSERT(text);
+    size_t len = strlen(text);
+    text[len] = '\n';  // cJSON_Print leaves room for its NUL: the newline replaces it in the file
+    int rc = write_file_atomic(path, text, len + 1, err);
+    free(text);
+    return rc;
+}
+
+// One result file, read back.
+typedef struct {
+    char id[SWEEP_ID], method[32], kind[16], seed[32];
+    char model[SWEEP_PATH], settings[4 * SWEEP_PATH];
+    double target, params_orig, params, macs_orig, macs, acc_orig, acc_oneshot, acc_final, finetune_epochs,
+        best_epoch, lat_orig, lat, seconds;
+} SweepResult;
+
+// Reads a whole file into a NUL-terminated malloc'd buffer. Returns it, or NULL with err set.
+static char *read_text(const char *path, HpErr *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
+    size_t cap = 4096, len = 0;
+    char *s = hp_malloc(cap);
+    size_t got;
+    while ((got = fread(s + len, 1, cap - len - 1, f)) > 0) {
+        len += got;
+        if (cap - len - 1 == 0) {
+            cap *= 2;
+            s = realloc(s, cap);
+            HP_ASSERT(s);
+        }
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(s);
+        return hp_fail(err, "%s: cannot read", path), NULL;
+    }
+    s[len] = '\0';
+    return s;
+}
+
+// Copies string member key of j into buf (cap bytes). Returns 0, or -1 with err set.
+static int json_str(const cJSON *j, const char *key, char *buf, size_t cap, const char *path, HpErr *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsString(v)) return hp_fail(err, "%s: no string \"%s\"", path, key);
+    if (strlen(v->valuestring) >= cap) return hp_fail(err, "%s: \"%s\" is too long", path, key);
+    snprintf(buf, cap, "%s", v->valuestring);
+    return 0;
+}
+
+// Reads number member key of j into *x. Returns 0, or -1 with err set.
+static int json_num(const cJSON *j, const char *key, double *x, const char *path, HpErr *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return hp_fail(err, "%s: no number \"%s\"", path, key);
+    *x = v->valuedouble;
+    return 0;
+}
+
+// Parses a result file into *r. Returns 0, or -1 with err naming the file and the problem.
+static int result_read(const char *path, SweepResult *r, HpErr *err) {
+    char *text = read_text(path, err);
+    if (!text) return -1;
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return hp_fail(err, "%s: not a JSON object", path);
+    }
+    memset(r, 0, sizeof *r);
+    struct { const char *key; char *buf; size_t cap; } strs[] = {
+        {"id", r->id, sizeof r->id}, {"method", r->method, sizeof r->method}, {"target_kind", r->kind, sizeof r->kind},
+        {"seed", r->seed, sizeof r->seed}, {"model", r->model, sizeof r->model},
+        {"settings", r->settings, sizeof r->settings}};
+    struct { const char *key; double *x; } nums[] = {
+        {"target", &r->target}, {"params_original", &r->params_orig}, {"params", &r->params},
+        {"macs_original", &r->macs_orig}, {"macs", &r->macs}, {"accuracy_original", &r->acc_orig},
+        {"accuracy_oneshot", &r->acc_oneshot}, {"accuracy_finetuned", &r->acc_final},
+        {"finetune_epochs", &r->finetune_epochs}, {"best_epoch", &r->best_epoch},
+        {"latency_ms_original", &r->lat_orig}, {"latency_ms", &r->lat}, {"seconds", &r->seconds}};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0] && rc == 0; i++)
+        rc = json_str(j, strs[i].key, strs[i].buf, strs[i].cap, path, err);
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0] && rc == 0; i++)
+        rc = json_num(j, nums[i].key, nums[i].x, path, err);
+    cJSON_Delete(j);
+    if (rc == 0 && (r->macs_orig <= 0 || r->params_orig <= 0))
+        rc = hp_fail(err, "%s: original MACs or parameters not positive", path);
+    return rc;
+}
+
+// Writes into buf the first ';'-separated item of a that differs from b's.
+static void first_difference(const char *a, const char *b, char *buf, size_t cap) {
+    size_t i = 0, start = 0;
+    for (; a[i] && a[i] == b[i]; i++)
+        if (a[i] == ';') start = i + 1;
+    snprintf(buf, cap, "%.*s", (int)strcspn(a + start, ";"), a + start);
+}
+
+int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r, HpErr *err) {
+    struct stat st;
+    if (stat(path, &st) != 0 && errno == ENOENT) return 0;
+    SweepResult res;
+    if (result_read(path, &res, err) < 0) return -1;
+    char settings[4 * SWEEP_PATH];
+    run_settings(c, settings, sizeof settings);
+    if (strcmp(res.id, r->id) != 0) return hp_fail(err, "%s: holds run '%s', not '%s'", path, res.id, r->id);
+    if (strcmp(res.settings, settings) != 0) {
+        char was[256], now[256];
+        first_difference(res.settings, settings, was, sizeof was);
+        first_difference(settings, res.settings, now, sizeof now);
+        return hp_fail(err, "%s: made with other settings (%s, this config: %s): use another output directory or "
+                            "delete it", path, was, now);
+    }
+    return 1;
+}
+
+// ---- collect ----
+
+// Orders results by method, target kind, target, then seed (numerically).
+static int result_cmp(const void *pa, const void *pb) {
+    const SweepResult *a = pa, *b = pb;
+    int c = strcmp(a->method, b->method);
+    if (!c) c = strcmp(a->kind, b->kind);
+    if (!c) c = (a->target > b->target) - (a->target < b->target);
+    if (!c) c = (strlen(a->seed) > strlen(b->seed)) - (strlen(a->seed) < strlen(b->seed));
+    if (!c) c = strcmp(a->seed, b->seed);
+    return c;
+}
+
+// True for a finished result's file name: "<id>.json" (temporary files end otherwise).
+static bool is_result_name(const char *name) {
+    size_t n = strlen(name);
+    return name[0] != '.' && n > 5 && strcmp(name + n - 5, ".json") == 0;
+}
+
+// Reads every DIR/runs/*.json into *out (sorted). Returns the count, or -1 with err set.
+static int read_results(const char *dir, SweepResult **out, HpErr *err) {
+    char runs[SWEEP_PATH * 2];
+    snprintf(runs, sizeof runs, "%s/runs", dir);
+    DIR *d = opendir(runs);
+    if (!d) return hp_fail(err, "%s: cannot open: %s", runs, strerror(errno));
+    int n = 0, cap = 16, rc = 0;
+    SweepResult *r = hp_malloc((size_t)cap * sizeof *r);
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d))) {
+        if (!is_result_name(e->d_name)) continue;
+        if (n == cap) {
+            cap *= 2;
+            r = realloc(r, (size_t)cap * sizeof *r);
+            HP_ASSERT(r);
+        }
+        char path[SWEEP_PATH * 3];
+        snprintf(path, sizeof path, "%s/%s", runs, e->d_name);
+        rc = result_read(path, &r[n++], err);
+    }
+    closedir(d);
+    if (rc == 0 && n == 0) rc = hp_fail(err, "%s: no result files (*.json) to collect", runs);
+    if (rc < 0) {
+        free(r);
+        return -1;
+    }
+    qsort(r, (size_t)n, sizeof *r, result_cmp);
+    *out = r;
+    return n;
+}
+
+const char *const SWEEP_CSV_HEADER[] = {
+    "id", "method", "target_kind", "target", "seed", "params_original", "params", "macs_original", "macs",
+    "macs_removed", "accuracy_original", "accuracy_oneshot", "accuracy_finetuned", "finetune_epochs", "best_epoch",
+    "latency_ms", "speedup", "seconds"};
+const int SWEEP_CSV_COLS = (int)(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0]);
+
+// Fraction of the original MACs a result removed.
+static double macs_removed(const SweepResult *r) { return 1.0 - r->macs / r->macs_orig; }
+
+#define CELL 80  // bytes per CSV cell
+
+// Writes DIR/results.csv.
+static int write_csv(const char *path, const SweepResult *r, int n, HpErr *err) {
+    enum { NC = 18 };
+    _Static_assert(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0] == NC, "write_csv fills every column");
+    char(*text)[NC][CELL] = hp_malloc((size_t)n * sizeof *text);
+    const char **cells = hp_malloc((size_t)n * NC * sizeof(char *));
+    for (int i = 0; i < n; i++) {
+        char(*c)[CELL] = text[i];
+        const SweepResult *x = &r[i];
+        snprintf(c[0], CELL, "%s", x->id);
+        snprintf(c[1], CELL, "%s", x->method);
+        snprintf(c[2], CELL, "%s", x->kind);
+        fmt_fraction(c[3], CELL, x->target);
+        snprintf(c[4], CELL, "%s", x->seed);
+        snprintf(c[5], CELL, "%.0f", x->params_orig);
+        snprintf(c[6], CELL, "%.0f", x->params);
+        snprintf(c[7], CELL, "%.0f", x->macs_orig);
+        snprintf(c[8], CELL, "%.0f", x->macs);
+        snprintf(c[9], CELL, "%.6f", macs_removed(x));
+        snprintf(c[10], CELL, "%.6f", x->acc_orig);
+        snprintf(c[11], CELL, "%.6f", x->acc_oneshot);
+        snprintf(c[12], CELL, "%.6f", x->acc_final);
+        snprintf(c[13], CELL, "%.0f", x->finetune_epochs);
+        snprintf(c[14], CELL, "%.0f", x->best_epoch);
+        snprintf(c[15], CELL, "%.3f", x->lat);
+        snprintf(c[16], CELL, "%.3f", x->lat > 0 ? x->lat_orig / x->lat : 0.0);
+        snprintf(c[17], CELL, "%.1f", x->seconds);
+        for (int k = 0; k < NC; k++) cells[(size_t)i * NC + k] = c[k];
+    }
+    int rc = table_write_csv(path, SWEEP_CSV_HEADER, NC, cells, n, err);
+    free(cells), free(text);
+    return rc;
+}
+
+// The results of one method at one target (kind and value), averaged over seeds.
+typedef struct {
+    const SweepResult *first;  // its first result (method, kind, target, original figures)
+    int seeds;
+    double removed, oneshot, final, final_sd, params, macs;
+} Point;
+
+// Groups the sorted results by (method, kind, target) into pts (n entries at most); returns the count.
+static int group_points(const SweepResult *r, int n, Point *pts) {
+    int k = 0;
+    for (int i = 0; i < n;) {
+        int j = i;
+        while (j < n && strcmp(r[j].method, r[i].method) == 0 && strcmp(r[j].kind, r[i].kind) == 0 &&
+               r[j].target == r[i].target)
+            j++;
+        Point p = {.first = &r[i], .seeds = j - i};
+        for (int s = i; s < j; s++) {
+            p.removed += macs_removed(&r[s]) / p.seeds;
+            p.oneshot += r[s].acc_oneshot / p.seeds;
+            p.final += r[s].acc_final / p.seeds;
+            p.params += r[s].params / p.seeds;
+            p.macs += r[s].macs / p.seeds;
+        }
+        for (int s = i; s < j && p.seeds > 1; s++) p.final_sd += pow(r[s].acc_final - p.final, 2) / (p.seeds - 1);
+        p.final_sd = sqrt(p.final_sd);
+        pts[k++] = p;
+        i = j;
+    }
+    return k;
+}
+
+// Base name of a path (the part after the last '/').
+static const char *base_name(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+// Appends the per-run table of results.md.
+static void md_runs(StrBuf *b, const SweepResult *r, int n) {
+    sb_printf(b, "| method | target | seed | params | MACs | MACs removed | one-shot | fine-tuned | latency ms | "
+                 "speed-up | time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < n; i++) {
+        const SweepResult *x = &r[i];
+        sb_printf(b, "| %s | %s %.0f%% | %s | %.0f (-%.1f%%) | %.3fM | %.1f%% | %.2f%% | %.2f%% | %.2f | %.2fx | %.0fs"
+                     " |\n",
+                  x->method, x->kind, 100 * x->target, x->seed, x->params, 100 * (1 - x->params / x->params_orig),
+                  x->macs / 1e6, 100 * macs_removed(x), 100 * x->acc_oneshot, 100 * x->acc_final, x->lat,
+                  x->lat > 0 ? x->lat_orig / x->lat : 0.0, x->seconds);
+    }
+}
+
+// Appends the table of means over seeds (when some target has more than one seed).
+static void md_means(StrBuf *b, const Point *p, int np) {
+    bool multi = false;
+    for (int i = 0; i < np; i++) multi |= p[i].seeds > 1;
+    if (!multi) return;
+    sb_printf(b, "\nMeans over seeds:\n\n| method | target | seeds | params | MACs removed | one-shot | fine-tuned |\n"
+                 "|---|---|---:|---:|---:|---:|---:|\n");
+    for (int i = 0; i < np; i++)
+        sb_printf(b, "| %s | %s %.0f%% | %d | %.0f | %.1f%% | %.2f%% | %.2f%% ± %.2f |\n", p[i].first->method,
+                  p[i].first->kind, 100 * p[i].first->target, p[i].seeds, p[i].params, 100 * p[i].removed,
+                  100 * p[i].oneshot, 100 * p[i].final, 100 * p[i].final_sd);
+}
+
+// Writes DIR/results.md: the base model, one row per run, means over seeds, the chart.
+static int write_md(const char *path, const SweepResult *r, int n, const Point *p, int np, HpErr *err) {
+    StrBuf b = {0};
+    sb_printf(&b, "# hprune sweep: %s\n\n", base_name(r[0].model));
+    sb_printf(&b, "%d run%s of `%s`: %.0f parameters, %.3fM MACs, test accuracy %.2f%% before pruning.\n", n,
+              n > 1 ? "s" : "", r[0].model, r[0].params_orig, r[0].macs_orig / 1e6, 100 * r[0].acc_orig);
+    if (r[0].finetune_epochs > 0)
+        sb_printf(&b, "One-shot: right after pruning; fine-tuned: after %.0f epoch%s of fine-tuning (the best epoch on "
+                      "the validation split).",
+                  r[0].finetune_epochs, r[0].finetune_epochs == 1 ? "" : "s");
+    else
+        sb_printf(&b, "One-shot: right after pruning; no fine-tuning (the fine-tuned column repeats one-shot).");
+    sb_printf(&b, " Latency: median time of a forward pass of 64 images; time: the whole run.\n\n");
+    md_runs(&b, r, n);
+    md_means(&b, p, np);
+    sb_printf(&b, "\n![accuracy vs MACs removed](accuracy_vs_macs.png)\n");
+    int rc = write_file_atomic(path, b.s, b.len, err);
+    sb_free(&b);
+    return rc;
+}
+
+// Writes the chart (PNG and SVG): per method, mean accuracy over seeds against the fraction of
+// MACs removed, starting from the unpruned model at 0%.
+static int write_chart(const char *dir, const SweepResult *r, const Point *p, int np, HpErr *err) {
+    PlotSeries *s = hp_calloc((size_t)np, sizeof *s);
+    double *xy = hp_malloc(2 * (size_t)(2 * np) * sizeof(double));
+    int ns = 0, at = 0;
+    bool finetuned = false;
+    for (int i = 0; i < np;) {
+        int j = i;
+        while (j < np && strcmp(p[j].first->method, p[i].first->method) == 0) j++;
+        double *x = xy + at, *y = xy + at + (j - i + 1);
+        x[0] = 0, y[0] = 100 * p[i].first->acc_orig;
+        int k = 1;
+        for (int q = i; q < j; q++, k++) {  // insertion by MACs removed
+            int t = k;
+            while (t > 1 && x[t - 1] > 100 * p[q].removed) x[t] = x[t - 1], y[t] = y[t - 1], t--;
+            x[t] = 100 * p[q].removed, y[t] = 100 * p[q].final;
+            finetuned |= p[q].first->finetune_epochs > 0;
+        }
+        s[ns++] = (PlotSeries){p[i].first->method, x, y, (size_t)k};
+        at += 2 * k;
+        i = j;
+    }
+    char title[160], path[SWEEP_PATH * 2];
+    snprintf(title, sizeof title, "accuracy vs MACs removed: %.100s", base_name(r[0].model));
+    const char *ylabel = finetuned ? "test accuracy after fine-tuning (%)" : "test accuracy, one-shot (%)";
+    PlotOpts po = {.markers = true};
+    snprintf(path, sizeof path, "%s/accuracy_vs_macs.png", dir);
+    int rc = plot_lines(path, title, "MACs removed (%)", ylabel, s, ns, &po, err);
+    snprintf(path, sizeof path, "%s/accuracy_vs_macs.svg", dir);
+    if (rc == 0) rc = plot_svg_lines(path, title, "MACs removed (%)", ylabel, s, ns, &po, err);
+    free(xy), free(s);
+    return rc;
+}
+
+int sweep_collect(const char *dir, int *n_runs, HpErr *err) {
+    SweepResult *r = NULL;
+    int n = read_results(dir, &r, err);
+    if (n < 0) return -1;
+    Point *p = hp_malloc((size_t)n * sizeof *p);
+    int np = group_points(r, n, p);
+    char path[SWEEP_PATH * 2];
+    snprintf(path, sizeof path, "%s/results.csv", dir);
+    int rc = write_csv(path, r, n, err);
+    snprintf(path, sizeof path, "%s/results.md", dir);
+    if (rc == 0) rc = write_md(path, r, n, p, np, err);
+    if (rc == 0) rc = write_chart(dir, r, p, np, err);
+    free(p), free(r);
+    if (rc == 0) *n_runs = n;
+    return rc;
+}

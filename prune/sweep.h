@@ -1,0 +1,108 @@
+// sweep.h: a pruning study from one INI file. Every method x target x seed of the config is one
+// run: prune_run on a fresh copy of the base model. Each finished run is its own JSON file
+// (DIR/runs/<id>.json, written atomically), so a sweep can be killed and restarted without
+// losing a finished run, and split into shards that share DIR; collect merges the result files
+// into DIR/results.csv, DIR/results.md and DIR/accuracy_vs_macs.png (and .svg).
+//
+// The config (every key optional unless marked; unknown sections and keys are errors):
+//   [sweep]    model (required: a trained model file), out (the output directory; the command
+//              line may give it instead), methods (comma list of criterion names), target (flops,
+//              macs, params or channels), targets (comma list of fractions to remove, in (0, 1)),
+//              seeds (comma list), steps, max_layer_frac, samples, probes, threads
+//   [data]     dataset, dir (default: the model's)
+//   [finetune] epochs, lr, batch_size, val_split
+#ifndef HP_SWEEP_H
+#define HP_SWEEP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pipeline.h"
+
+#define SWEEP_MAX_LIST 32  // entries of a comma list (methods, targets, seeds)
+#define SWEEP_PATH 512
+#define SWEEP_ID 64
+
+typedef struct {
+    char path[SWEEP_PATH];      // the config file, as given (for messages)
+    char model[SWEEP_PATH];     // [sweep] model
+    char out[SWEEP_PATH];       // [sweep] out ("" : none)
+    char dataset[32];           // [data] dataset ("": the model's)
+    char data_dir[SWEEP_PATH];  // [data] dir ("": the model's)
+    Criterion methods[SWEEP_MAX_LIST];
+    int n_methods;
+    double targets[SWEEP_MAX_LIST];
+    int n_targets;
+    uint64_t seeds[SWEEP_MAX_LIST];
+    int n_seeds;
+    TargetKind kind;        // [sweep] target
+    double max_layer_frac;  // (0, 1)
+    int steps;              // >= 1
+    int samples, probes;    // calibration images, Hutchinson probes
+    int threads;            // OpenMP threads per run (0: all cores, shared among parallel jobs)
+    TrainConfig finetune;   // [finetune] epochs (0: none), lr, batch_size, val_split
+    int targets_line;       // line of `targets` in the file (0: not given)
+} SweepConfig;
+
+// Defaults: no model, methods l1, target flops 0.5, seed 1, one step, cap 0.9, 512 samples,
+// 32 probes, threads 0, the fine-tuning of prune_job_defaults with 0 epochs.
+void sweep_config_default(SweepConfig *c);
+
+// Reads path over c. Any unknown section or key, malformed value, value out of range, unknown
+// method or repeated list entry is an error naming "path:line"; a missing model is an error
+// naming path. On error c is unchanged. Returns 0, or -1 with err set.
+int sweep_config_load(SweepConfig *c, const char *path, HpErr *err);
+
+// One run of a sweep.
+typedef struct {
+    int index;         // position in the whole run list (0-based)
+    char id[SWEEP_ID]; // stable name: "<method>-<target kind><target>-s<seed>", e.g. "hap-flops0.50-s1"
+    Criterion method;
+    double target;
+    uint64_t seed;
+} SweepRun;
+
+// The run list: methods (outer) x targets x seeds (inner), in config order. Returns the count;
+// *runs is malloc'd.
+int sweep_runs(const SweepConfig *c, SweepRun **runs);
+
+// True if run `index` belongs to shard `shard` (0-based) of n_shards: index % n_shards == shard.
+bool sweep_in_shard(int index, int shard, int n_shards);
+
+// Parses "I/N" (0 <= I < N <= 100000) into *shard, *n_shards. Returns 0, or -1 with err set.
+int sweep_parse_shard(const char *s, int *shard, int *n_shards, HpErr *err);
+
+// The job of one run (hooks unset); threads is the run's OpenMP thread count.
+PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads);
+
+// Checks, before any run, what can be checked on the base model m: every target can be reached
+// (the layer caps allow it; else the error names the config line of `targets` and the most that
+// can be removed) and obs's inverse Fisher fits its memory budget. Returns 0 or -1.
+int sweep_check(const SweepConfig *c, const Model *m, HpErr *err);
+
+// DIR/runs/<id>.json into buf (cap bytes). Returns 0, or -1 if it does not fit.
+int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, HpErr *err);
+
+// Creates DIR and DIR/runs if they do not exist. Returns 0 or -1.
+int sweep_make_dirs(const char *dir, HpErr *err);
+
+// Writes run r's outcome to path (JSON, atomic). Returns 0 or -1.
+int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err);
+
+// Whether run r of c is done: 1 if path holds a complete result of this run with the same
+// settings, 0 if there is no file, -1 (err set) if the file is unreadable, malformed, or made
+// with other settings (a different config into the same directory).
+int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r, HpErr *err);
+
+// Merges every DIR/runs/*.json into DIR/results.csv, DIR/results.md, DIR/accuracy_vs_macs.png
+// and .svg. *n_runs gets the number of results merged. Fails if there are none or one is
+// malformed. Returns 0 or -1.
+int sweep_collect(const char *dir, int *n_runs, HpErr *err);
+
+// The columns of results.csv; the last SWEEP_TIMING_COLS (latency, speed-up, seconds) vary
+// from run to run, the others are reproducible.
+#define SWEEP_TIMING_COLS 3
+extern const char *const SWEEP_CSV_HEADER[];
+extern const int SWEEP_CSV_COLS;
+
+#endif

@@ -1,0 +1,166 @@
+#!/bin/sh
+# cli_prune.sh: `hprune prune` as a user meets it, on a tiny LeNet-5 trained for one epoch on a
+# synthetic Fashion-MNIST-format dataset: every criterion meets a MACs target; the slim model
+# loads, is smaller and evaluates to the accuracy the report states; the Markdown and JSON
+# reports; parameter and channel targets; steps and fine-tuning; `info --groups` of the slim
+# model; determinism; and bad input, which must fail cleanly (exit status 1 runtime, 2 usage,
+# one message line, nothing written).
+#
+#   HPRUNE=./hprune sh tests/cli_prune.sh      (from the repository root)
+#
+# Small on purpose (256 training images, one thread, few probes): seconds on one core.
+
+. "$(dirname "$0")/tap_lib.sh"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+tap_begin cli-prune
+CAP=$T/cap
+mkdir -p "$CAP" "$T/data" "$T/out" "$T/work"
+
+cat >"$T/check.py" <<'EOF'
+# check.py MODE ARGS...: checks of prune's outputs; exits 1 with the reason.
+import json, struct, sys
+mode, args = sys.argv[1], sys.argv[2:]
+def need(cond, msg):
+    if not cond:
+        sys.exit(msg)
+def header(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    return json.loads(b[8:8 + n])
+if mode == "report":  # REPORT.json KIND RATIO: keys, totals, the target met
+    r = json.load(open(args[0]))
+    for k in ("command", "seed", "method", "target", "target_ratio", "layers", "params_before", "params_after",
+              "macs_before", "macs_after", "accuracy_original", "accuracy_pruned", "latency_ms_before",
+              "latency_ms_after", "speedup"):
+        need(k in r, f"no key {k!r}: {sorted(r)}")
+    kind, ratio = args[1], float(args[2])
+    before, after = r[kind + "_before"], r[kind + "_after"]
+    need(after <= (1 - ratio) * before + 1e-9, f"{kind}: {after} of {before} left, target -{ratio}")
+    need(after >= (1 - ratio - 0.25) * before, f"{kind}: {after} of {before} left: far past the target")
+    need(r["params_after"] < r["params_before"] and r["macs_after"] < r["macs_before"], "not smaller")
+    names = [l["name"] for l in r["layers"]]
+    need(names == ["conv1", "conv2", "fc1", "fc2", "fc3"], f"layers {names}")
+    need(r["layers"][-1]["out_after"] == 10, "the output layer lost classes")
+    need(all(1 <= l["out_after"] <= l["out_before"] for l in r["layers"]), "a layer grew or vanished")
+    need(sum(l["params_after"] for l in r["layers"]) == r["params_after"], "layer params do not add up")
+elif mode == "slim":  # SLIM.safetensors REPORT.json: shapes in the file match the report
+    h, r = header(args[0]), json.load(open(args[1]))
+    outs = {l["name"]: l["out_after"] for l in r["layers"]}
+    need(h["conv1.weight"]["shape"][0] == outs["conv1"], f"conv1.weight {h['conv1.weight']['shape']}")
+    need(h["conv2.weight"]["shape"][:2] == [outs["conv2"], outs["conv1"]], f"conv2.weight {h['conv2.weight']['shape']}")
+    need(h["fc1.weight"]["shape"] == [outs["fc1"], outs["conv2"] * 25], f"fc1.weight {h['fc1.weight']['shape']}")
+    need(h["fc3.weight"]["shape"] == [10, outs["fc2"]], f"fc3.weight {h['fc3.weight']['shape']}")
+    prov = json.loads(h["__metadata__"]["hprune.provenance"])
+    need(prov["prune"]["method"] == r["method"], f"provenance {prov.get('prune')}")
+elif mode == "acc":  # REPORT.json EVAL.json: eval's accuracy equals the report's final accuracy
+    r, e = json.load(open(args[0])), json.load(open(args[1]))
+    final = r.get("accuracy_finetuned", r["accuracy_pruned"])
+    need(abs(final - e["accuracy"]) <= 1e-6, f"report {final}, eval {e['accuracy']}")
+elif mode == "same":  # A B: the same report but for timing and the command
+    a, b = json.load(open(args[0])), json.load(open(args[1]))
+    for k in ("command", "date", "latency_ms_before", "latency_ms_after", "images_per_s_before",
+              "images_per_s_after", "speedup", "score_seconds", "finetune_seconds", "total_seconds", "output"):
+        a.pop(k, None), b.pop(k, None)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    need(not diff, f"differ in {diff}")
+elif mode == "nolinear":  # OUT.safetensors: a model with no prunable channel (one linear layer)
+    g = {"format": "hprune-graph", "version": 1, "arch": "custom", "input": [1, 28, 28], "classes": 10,
+         "normalize": {"mean": [0.5], "std": [0.25]},
+         "nodes": [{"name": "flat", "op": "flatten", "inputs": ["input"]},
+                   {"name": "fc", "op": "linear", "inputs": ["flat"], "out_features": 10, "bias": True}]}
+    tensors = [("fc.weight", [10, 784]), ("fc.bias", [10])]
+    head, off = {"__metadata__": {"hprune.graph": json.dumps(g), "format": "pt"}}, 0
+    for name, shape in tensors:
+        n = 4 * (shape[0] * (shape[1] if len(shape) > 1 else 1))
+        head[name] = {"dtype": "F32", "shape": shape, "data_offsets": [off, off + n]}
+        off += n
+    hb = json.dumps(head).encode()
+    hb += b" " * (-len(hb) % 8)
+    open(args[0], "wb").write(struct.pack("<Q", len(hb)) + hb + bytes(off))
+else:
+    sys.exit("check.py: unknown mode " + mode)
+EOF
+pycheck() {
+  desc=$1; shift
+  if python3 "$T/check.py" "$@" >"$CAP/py" 2>&1; then ok "$desc"; else not_ok "$desc"; sed -n '1,8s/^/#   /p' "$CAP/py"; fi
+}
+rc_is() { [ "$rc" -eq "$1" ]; }
+
+DATA=$T/data
+MODEL=$T/model.safetensors
+fixtures_ok=1
+python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 256 64 --seed 2025 --wrong 0.1 2>"$CAP/err" || fixtures_ok=""
+cat >"$T/tiny.ini" <<EOF
+[model]
+arch = lenet5
+[data]
+dataset = fashion-mnist
+dir = $DATA
+[train]
+epochs = 1
+batch_size = 32
+lr = 0.05
+seed = 3
+threads = 1
+output = $MODEL
+EOF
+[ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/tiny.ini" >/dev/null 2>"$CAP/err" || fixtures_ok=""
+if [ -z "$fixtures_ok" ]; then
+  not_ok "fixtures: dataset and a one-epoch model"; sed -n '1,5s/^/#   /p' "$CAP/err"; exit 1
+fi
+python3 "$T/check.py" nolinear "$T/nolinear.safetensors"
+
+# prune METHOD NAME ARGS...: prunes the fixture model with small settings into $T/out/NAME.*
+prune() {
+  method=$1 name=$2; shift 2
+  run "$HPRUNE" prune "$MODEL" --method "$method" --data "$DATA" --samples 64 --batch-size 32 --probes 4 \
+    --fisher-grads 32 --block-size 500 --threads 1 -o "$T/out/$name.safetensors" --report "$T/out/$name.json" "$@"
+}
+
+# ---- every criterion meets a MACs target; the slim model is what the report says ----
+for method in random l1 l2 taylor hap obd obs obs-layer; do
+  prune "$method" "$method" --target-flops 0.5
+  check "$method: prunes 50% of the MACs (exit 0, summary on stdout)" eval 'rc_is 0 && grep -q "^MACs" "$CAP/out"'
+  pycheck "$method: report keys, layers, target met" report "$T/out/$method.json" macs 0.5
+done
+pycheck "slim file: tensor shapes match the report, provenance names the method" slim "$T/out/hap.safetensors" "$T/out/hap.json"
+run "$HPRUNE" eval "$T/out/hap.safetensors" --data "$DATA" --json --threads 1
+cp "$CAP/out" "$T/out/eval.json"
+pycheck "eval of the slim model gives the report's accuracy" acc "$T/out/hap.json" "$T/out/eval.json"
+run "$HPRUNE" info "$T/out/hap.safetensors" --groups
+check "info --groups of the slim model lists its groups" eval 'rc_is 0 && grep -q "conv2" "$CAP/out"'
+
+# ---- other targets, steps, fine-tuning, Markdown report, determinism ----
+prune l1 params --target-params 0.6
+pycheck "parameter target met" report "$T/out/params.json" params 0.6
+prune taylor steps --target-flops 0.4 --steps 2 --between-epochs 1 --finetune-epochs 1 --lr 0.01
+check "two steps with fine-tuning between and after" eval 'rc_is 0 && grep -q "step 2/2" "$CAP/err" && grep -q "after 1 fine-tuning" "$CAP/out"'
+pycheck "stepped run meets its target" report "$T/out/steps.json" macs 0.4
+run "$HPRUNE" prune "$MODEL" --method hap --data "$DATA" --samples 64 --probes 4 --threads 1 --target-channels 0.3 \
+  --round-to 2 -o "$T/out/md.safetensors" --report "$T/out/md.md"
+check "Markdown report with the layer table and accuracies" eval \
+  'rc_is 0 && grep -q "^| conv2 |" "$T/out/md.md" && grep -q "pruned (one-shot)" "$T/out/md.md"'
+prune hap again --target-flops 0.5
+pycheck "the same command gives the same report (but for timing)" same "$T/out/hap.json" "$T/out/again.json"
+
+# ---- bad input: clean failures, nothing written ----
+S="--data $DATA --threads 1 -o $T/work/slim.safetensors"
+expect 2 "a target of 1 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 1 $S
+expect 2 "a target of 0 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0 $S
+expect 2 "an unknown method is refused" "magic" "unknown" "$HPRUNE" prune "$MODEL" --method magic --target-flops 0.5 $S
+expect 2 "no target" "" "target is required" "$HPRUNE" prune "$MODEL" --method l1 $S
+expect 2 "two targets" "" "one target" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --target-params 0.5 $S
+expect 2 "no output" "" "-o" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA"
+expect 2 "a report that is neither .md nor .json" "x.txt" "\.md or \.json" "$HPRUNE" prune "$MODEL" --method l1 \
+  --target-flops 0.5 $S --report x.txt
+expect 1 "a target the per-layer cap makes impossible names the cap" "" "out of reach.*max-layer-frac" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.9 --max-layer-frac 0.5 $S
+expect 1 "a model without prunable channels" "nolinear.safetensors" "no prunable channels" \
+  "$HPRUNE" prune "$T/nolinear.safetensors" --method l1 --target-flops 0.5 $S
+expect 1 "a missing model file" "nothere.safetensors" "" "$HPRUNE" prune nothere.safetensors --method l1 --target-flops 0.5 $S
+expect 1 "a Fisher that does not fit the memory budget says what would" "" "block size|fit" \
+  "$HPRUNE" prune "$MODEL" --method obs --target-flops 0.5 --fisher-grads 100000 --memory-budget 1 $S
+expect 2 "a negative damping is refused" "" "damp" "$HPRUNE" prune "$MODEL" --method obs --damp -1 --target-flops 0.5 $S
+
+echo "# $n checks, $failed failed"
+[ "$failed" -eq 0 ]

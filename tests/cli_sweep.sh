@@ -1,0 +1,272 @@
+#!/bin/sh
+# cli_sweep.sh: `hprune sweep` and `hprune sensitivity` as a user meets them, on a LeNet-5 trained
+# for one epoch on a tiny synthetic Fashion-MNIST-format dataset. A small sweep (2 methods x 2
+# targets, 2 fine-tuning epochs) runs to completion and writes results.csv, .md, .png and .svg;
+# the same sweep killed (SIGKILL) in the middle and restarted, split into two shards and
+# collected, and run as two parallel jobs, gives the same results.csv but for the timing
+# columns; configs with mistakes fail before any run, naming the line; the sensitivity
+# analysis writes its CSV and charts with one row per layer and ratio; bad options are usage
+# errors (exit 2), bad files runtime errors (exit 1), with one message and no file left behind.
+#
+#   HPRUNE=./hprune sh tests/cli_sweep.sh      (from the repository root)
+#   VERBOSE=1 HPRUNE=./hprune sh tests/cli_sweep.sh   also shows every error message
+#
+# Prints "ok N - what" / "not ok N - what" and exits non-zero if anything failed. One thread,
+# about ten seconds on one core.
+
+. "$(dirname "$0")/tap_lib.sh"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+tap_begin cli-sweep
+CAP=$T/cap  # captured output of the command under test (not part of the fixtures)
+mkdir -p "$CAP" "$T/data" "$T/work" "$T/bad"
+
+cat >"$T/check.py" <<'EOF'
+# check.py MODE ARGS...: the checks on the sweep's and the sensitivity analysis' outputs.
+import csv, glob, json, sys
+mode, args = sys.argv[1], sys.argv[2:]
+TIMING = ("latency_ms", "speedup", "seconds")
+HEADER = ["id", "method", "target_kind", "target", "seed", "params_original", "params", "macs_original", "macs",
+          "macs_removed", "accuracy_original", "accuracy_oneshot", "accuracy_finetuned", "finetune_epochs",
+          "best_epoch", "latency_ms", "speedup", "seconds"]
+def need(cond, msg):
+    if not cond:
+        sys.exit(msg)
+def table(path):
+    rows = list(csv.reader(open(path)))
+    need(rows, f"{path} is empty")
+    return rows[0], rows[1:]
+def without_timing(path):
+    head, rows = table(path)
+    keep = [i for i, h in enumerate(head) if h not in TIMING]
+    return [[r[i] for i in keep] for r in [head] + rows]
+
+if mode == "results":  # DIR: the merged outputs of the 2 x 2 sweep
+    d = args[0]
+    head, rows = table(d + "/results.csv")
+    need(head == HEADER, f"header {head}")
+    ids = [r[0] for r in rows]
+    need(ids == ["hap-flops0.30-s1", "hap-flops0.60-s1", "l1-flops0.30-s1", "l1-flops0.60-s1"], f"ids {ids}")
+    for r in rows:
+        x = dict(zip(head, r))
+        need(x["method"] in ("l1", "hap") and x["target_kind"] == "flops" and x["seed"] == "1", f"row {r}")
+        removed, target = float(x["macs_removed"]), float(x["target"])
+        need(removed >= target - 1e-6 and int(x["macs"]) < int(x["macs_original"]) == 416520, f"MACs in {r}")
+        need(abs(removed - (1 - int(x["macs"]) / int(x["macs_original"]))) < 1e-5, f"macs_removed in {r}")
+        need(int(x["params"]) < int(x["params_original"]) == 61706, f"params in {r}")
+        for k in ("accuracy_original", "accuracy_oneshot", "accuracy_finetuned"):
+            need(0 <= float(x[k]) <= 1, f"{k} in {r}")
+        need(x["finetune_epochs"] == "2" and x["best_epoch"] in ("1", "2"), f"epochs in {r}")
+        need(float(x["latency_ms"]) > 0 and float(x["seconds"]) >= 0, f"timing in {r}")
+    md = open(d + "/results.md").read()
+    need(md.startswith("# hprune sweep: "), "results.md title")
+    need(sum(1 for l in md.splitlines() if l.startswith("| hap |") or l.startswith("| l1 |")) == 4, "results.md rows")
+    svg = open(d + "/accuracy_vs_macs.svg").read()
+    need("<svg" in svg and svg.count("<polyline") == 2 and "MACs removed" in svg and ">hap<" in svg and ">l1<" in svg,
+         "the SVG has no two lines with legend and axis label")
+    png = open(d + "/accuracy_vs_macs.png", "rb").read()
+    need(png[:8] == b"\x89PNG\r\n\x1a\n" and png[-8:-4] == b"IEND", "accuracy_vs_macs.png is not a complete PNG")
+    files = sorted(p.split("/")[-1] for p in glob.glob(d + "/runs/*.json"))
+    need(files == sorted(i + ".json" for i in ids), f"run files {files}")
+elif mode == "same":  # A.csv B.csv: equal but for the timing columns
+    a, b = without_timing(args[0]), without_timing(args[1])
+    need(a == b, f"differ: {[(x, y) for x, y in zip(a, b) if x != y][:2]}")
+elif mode == "runs":  # DIR LO HI: between LO and HI result files, each complete JSON
+    files = glob.glob(args[0] + "/runs/*.json")
+    need(int(args[1]) <= len(files) <= int(args[2]), f"{len(files)} result files")
+    for f in files:
+        j = json.load(open(f))
+        need(j["id"] + ".json" == f.split("/")[-1], f"{f}: id {j['id']}")
+elif mode == "sens":  # CSV RATIOS...: one row per layer and ratio
+    head, rows = table(args[0])
+    want = ["group", "channels", "params", "trace", "trace_per_param", "ratio", "removed", "accuracy", "accuracy_drop"]
+    need(head == want, f"header {head}")
+    ratios = [float(r) for r in args[1:]]
+    layers = ["conv1", "conv2", "fc1", "fc2"]
+    need([r[0] for r in rows] == [l for l in layers for _ in ratios], f"groups {[r[0] for r in rows]}")
+    need([float(r[5]) for r in rows] == ratios * len(layers), f"ratios {[r[5] for r in rows]}")
+    for r in rows:
+        x = dict(zip(head, r))
+        ch, rm = int(x["channels"]), int(x["removed"])
+        need(rm == min(ch - 1, int(float(x["ratio"]) * ch + 0.5)), f"removed in {r}")
+        need(0 <= float(x["accuracy"]) <= 1 and int(x["params"]) > 0, f"row {r}")
+        need(abs(float(x["trace_per_param"]) - float(x["trace"]) / int(x["params"])) <= 1e-6 * abs(float(x["trace"]) / int(x["params"])) + 1e-12,
+             f"trace_per_param in {r}")
+    need({r[0]: r[1] for r in rows} == {"conv1": "6", "conv2": "16", "fc1": "120", "fc2": "84"}, "channel counts")
+elif mode == "png":  # FILE...: each a complete PNG
+    for p in args:
+        b = open(p, "rb").read()
+        need(b[:8] == b"\x89PNG\r\n\x1a\n" and b[-8:-4] == b"IEND", f"{p}: not a complete PNG")
+else:
+    sys.exit("check.py: unknown mode " + mode)
+EOF
+
+# pycheck DESC MODE ARGS...: ok if `check.py MODE ARGS...` exits 0, else not ok with its words.
+pycheck() {
+  desc=$1; shift
+  if python3 "$T/check.py" "$@" >"$CAP/py" 2>&1; then
+    ok "$desc"
+  else
+    not_ok "$desc"; sed -n '1,8s/^/#   /p' "$CAP/py"
+  fi
+}
+rc_is() { [ "$rc" -eq "$1" ]; }
+out_has() { grep -q -E -- "$1" "$CAP/out"; }
+err_has() { grep -q -E -- "$1" "$CAP/err"; }
+
+# ---- fixtures: a tiny dataset, a LeNet-5 trained for one epoch, a sweep config ----
+
+DATA=$T/data
+MODEL=$T/model.safetensors
+fixtures_ok=1
+python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 1024 200 --seed 2024 --wrong 0.1 2>"$CAP/err" || fixtures_ok=""
+cat >"$T/train.ini" <<EOF
+[model]
+arch = lenet5
+[data]
+dataset = fashion-mnist
+dir = $DATA
+[train]
+epochs = 1
+batch_size = 32
+lr = 0.05
+seed = 3
+threads = 1
+output = $MODEL
+EOF
+[ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/train.ini" >/dev/null 2>"$CAP/err" || fixtures_ok=""
+if [ -n "$fixtures_ok" ] && [ -s "$MODEL" ]; then
+  ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
+else
+  not_ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
+  sed -n '1,5s/^/#   /p' "$CAP/err"
+  echo "1..$n"
+  exit 1
+fi
+
+# config NAME [LINES...]: writes $T/NAME.ini, the small sweep with LINES added to [sweep].
+config() {
+  name=$1; shift
+  {
+    echo "# a tiny sweep: 2 methods x 2 targets"
+    echo "[sweep]"
+    echo "model = $MODEL"
+    for l in "$@"; do echo "$l"; done
+    echo "methods = l1, hap"
+    echo "targets = 0.3, 0.6"
+    echo "seeds = 1"
+    echo "samples = 64"
+    echo "probes = 4"
+    echo "threads = 1"
+    echo "[finetune]"
+    echo "epochs = 2"
+    echo "batch_size = 64"
+  } >"$T/$name.ini"
+}
+config sweep
+CFG=$T/sweep.ini
+
+# ---- a sweep to completion ----
+
+run "$HPRUNE" sweep "$CFG" --out "$T/a"
+check "sweep: exits 0 and collects the 4 runs" eval 'rc_is 0 && out_has "^collected 4 runs: "'
+pycheck "sweep: results.csv (sorted by method, then target), results.md, the PNG and SVG charts, one file per run" \
+  results "$T/a"
+cp "$T/a/results.csv" "$T/a.csv"
+run "$HPRUNE" sweep "$CFG" --out "$T/a"
+check "sweep again: nothing to run, collects again" eval 'rc_is 0 && err_has "4 done earlier, 0 to run" && out_has "^collected 4 runs"'
+pycheck "sweep again: the same results.csv (timing columns aside)" same "$T/a.csv" "$T/a/results.csv"
+
+# ---- killed in the middle of a run (SIGKILL), then restarted ----
+
+"$HPRUNE" sweep "$CFG" --out "$T/b" >"$CAP/bg_out" 2>"$CAP/bg_err" &
+pid=$!
+i=0
+while [ $i -lt 1200 ] && ! ls "$T/b/runs/"*.json >/dev/null 2>&1; do sleep 0.05; i=$((i + 1)); done
+kill -9 "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+killed=$(ls "$T/b/runs/"*.json 2>/dev/null | wc -l)
+pycheck "SIGKILL after the first result file: $killed complete result file(s), no partial one" runs "$T/b" 1 4
+run "$HPRUNE" sweep "$CFG" --out "$T/b"
+check "restarted: skips the $killed finished run(s), redoes the rest, collects" \
+  eval 'rc_is 0 && err_has "$killed done earlier, $((4 - killed)) to run" && out_has "^collected 4 runs"'
+pycheck "killed and restarted: the same results.csv as the uninterrupted sweep (timing columns aside)" \
+  same "$T/a.csv" "$T/b/results.csv"
+[ "$killed" -lt 4 ] || echo "# (the kill came after the last run: the restart had nothing to redo)"
+
+# ---- two shards into one directory, then --collect ----
+
+run "$HPRUNE" sweep "$CFG" --out "$T/c" --shard 0/2
+check "--shard 0/2: runs 2 of the 4, does not collect yet" \
+  eval 'rc_is 0 && out_has "^2 of 4 runs done" && [ ! -e "$T/c/results.csv" ]'
+run "$HPRUNE" sweep "$CFG" --out "$T/c" --shard 1/2
+check "--shard 1/2: runs the other 2 and, all being done, collects" eval 'rc_is 0 && out_has "^collected 4 runs"'
+rm -f "$T/c/results.csv"
+run "$HPRUNE" sweep --collect "$T/c"
+check "--collect DIR: exits 0 and merges 4 runs" eval 'rc_is 0 && out_has "^collected 4 runs" && [ -s "$T/c/results.csv" ]'
+pycheck "two shards + --collect: the same results.csv as one process (timing columns aside)" \
+  same "$T/a.csv" "$T/c/results.csv"
+
+# ---- two parallel jobs ----
+
+run "$HPRUNE" sweep "$CFG" --out "$T/d" --jobs 2
+check "--jobs 2: exits 0 and collects" eval 'rc_is 0 && out_has "^collected 4 runs"'
+pycheck "--jobs 2: the same results.csv (timing columns aside)" same "$T/a.csv" "$T/d/results.csv"
+
+# ---- configs with mistakes: one message naming file:line, no run, no file ----
+
+# bad NAME LINE...: a config with the lines added to [sweep] (line 4 onwards).
+bad() { name=$1; shift; config "bad/$name" "$@"; }
+bad key "methodz = l1"
+bad range "targets = 0.5, 1.5"
+bad method "methods = l1, magic"
+bad section "[extra]" "x = 1"
+bad frac "max_layer_frac = 0.05"
+bad kind "target = gates"
+printf '[sweep]\nmethods = l1\n' >"$T/bad/nomodel.ini"
+config bad/nomodelfile "model = $T/missing.safetensors"
+O=$T/out_bad  # must not appear
+expect 1 "config: unknown key" "$T/bad/key.ini:4:" "unknown key 'methodz' in \[sweep\]" \
+  "$HPRUNE" sweep "$T/bad/key.ini" --out "$O"
+expect 1 "config: a target out of range" "$T/bad/range.ini:4:" "'1.5' in 'targets'.*\(0, 1\)" \
+  "$HPRUNE" sweep "$T/bad/range.ini" --out "$O"
+expect 1 "config: an unknown method" "$T/bad/method.ini:4:" "unknown method 'magic'" \
+  "$HPRUNE" sweep "$T/bad/method.ini" --out "$O"
+expect 1 "config: an unknown section" "$T/bad/section.ini:4:" "unknown section \[extra\]" \
+  "$HPRUNE" sweep "$T/bad/section.ini" --out "$O"
+expect 1 "config: a bad target kind" "$T/bad/kind.ini:4:" "'gates' for 'target'" \
+  "$HPRUNE" sweep "$T/bad/kind.ini" --out "$O"
+expect 1 "config: no model" "$T/bad/nomodel.ini" "model is required" "$HPRUNE" sweep "$T/bad/nomodel.ini" --out "$O"
+expect 1 "config: targets the layer cap cannot reach, named at the targets line" "$T/bad/frac.ini:6:" "out of reach" \
+  "$HPRUNE" sweep "$T/bad/frac.ini" --out "$O"
+expect 1 "config: a model file that does not exist" "$T/missing.safetensors" "no such file" \
+  "$HPRUNE" sweep "$T/bad/nomodelfile.ini" --out "$O"
+expect 1 "config: a file that does not exist" "$T/bad/none.ini" "cannot open" "$HPRUNE" sweep "$T/bad/none.ini" --out "$O"
+expect 1 "--collect: a directory without results" "$T/bad" "cannot open|no result files" "$HPRUNE" sweep --collect "$T/bad"
+expect 2 "no CONFIG" "" "CONFIG is required" "$HPRUNE" sweep --out "$O"
+expect 2 "--shard 2/2 (shards count from 0)" "2/2" "numbered from 0" "$HPRUNE" sweep "$CFG" --out "$O" --shard 2/2
+expect 2 "--shard 1" "'1'" "I/N" "$HPRUNE" sweep "$CFG" --out "$O" --shard 1
+expect 2 "--jobs 0" "--jobs" "'0'" "$HPRUNE" sweep "$CFG" --out "$O" --jobs 0
+expect 2 "--collect with a CONFIG" "" "takes no CONFIG" "$HPRUNE" sweep --collect "$T/a" "$CFG"
+expect 2 "no output directory" "$CFG" "--out DIR" "$HPRUNE" sweep "$CFG"
+
+# ---- sensitivity ----
+
+S="--samples 64 --probes 4 --threads 1 --test-images 100"
+run "$HPRUNE" sensitivity "$MODEL" --ratios 0.25:0.75:0.25 $S -o "$T/s"
+check "sensitivity: exits 0, ranks the 4 layers with their traces and the rank correlation" \
+  eval 'rc_is 0 && [ "$(grep -c -E "^[1-4] +(conv|fc)[12] +[0-9]+ " "$CAP/out")" -eq 4 ] && out_has "^Spearman rank correlation"'
+pycheck "sensitivity.csv: one row per layer and ratio (0.25, 0.5, 0.75), removed = round(ratio x channels)" \
+  sens "$T/s/sensitivity.csv" 0.25 0.5 0.75
+pycheck "sensitivity.png is a complete PNG" png "$T/s/sensitivity.png"
+run "$HPRUNE" sensitivity "$MODEL" --ratios 0.5 --method obs-layer $S --out "$T/s2"
+check "sensitivity --method obs-layer (with compensation): exits 0" eval 'rc_is 0 && [ -s "$T/s2/sensitivity.png" ]'
+pycheck "sensitivity --ratios 0.5: four rows" sens "$T/s2/sensitivity.csv" 0.5
+expect 2 "sensitivity --ratios with the start above the end" "--ratios" "start is above the end" \
+  "$HPRUNE" sensitivity "$MODEL" --ratios 0.9:0.1:0.1 -o "$O"
+expect 2 "sensitivity --ratios reaching 0" "--ratios" "not in \(0, 1\)" "$HPRUNE" sensitivity "$MODEL" --ratios 0:0.5:0.1 -o "$O"
+expect 2 "sensitivity --ratios not numbers" "--ratios" "not a number" "$HPRUNE" sensitivity "$MODEL" --ratios abc -o "$O"
+expect 2 "sensitivity --method foo" "foo" "unknown" "$HPRUNE" sensitivity "$MODEL" --method foo -o "$O"
+expect 2 "sensitivity without MODEL" "" "MODEL is required" "$HPRUNE" sensitivity -o "$O"
+
+echo "1..$n"
+[ "$failed" -eq 0 ]

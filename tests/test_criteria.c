@@ -1,0 +1,341 @@
+// test_criteria.c: channel criteria rank constructed channels in their known order, the cost of
+// a set of widths is exact, and the global selection meets targets, caps and rounding.
+#include "testutil.h"
+
+#include "nn/nn.h"
+#include "prune/criteria.h"
+
+// A small net: input 1x8x8 -> conv1 (4, 3x3) -> bn1 -> relu -> conv2 (6, 3x3) -> bn2 -> relu
+// -> global pool -> fc (3). Two prunable groups: conv1 (4 channels) and conv2 (6).
+static void small_net(Model *m, Rng *rng) {
+    HpErr err;
+    model_init(m, (Shape){1, 8, 8}, 3);
+    int x = mb_input(m, &err);
+    x = mb_conv(m, "conv1", x, 4, 3, 1, 1, 1, true, &err);
+    x = mb_bn(m, "bn1", x, &err);
+    x = mb_relu(m, "relu1", x, &err);
+    x = mb_conv(m, "conv2", x, 6, 3, 1, 1, 1, false, &err);
+    x = mb_bn(m, "bn2", x, &err);
+    x = mb_relu(m, "relu2", x, &err);
+    x = mb_gap(m, "pool", x, &err);
+    x = mb_linear(m, "fc", x, 3, true, &err);
+    assert_true(x > 0);
+    assert_int_equal(model_finalize(m, &err), 0);
+    model_init_params(m, rng);
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] += 0.05f * rng_normal(rng);  // non-trivial BN and biases
+    for (int i = 0; i < m->n_nodes; i++) {  // running statistics that keep every channel alive
+        const Node *nd = &m->nodes[i];
+        if (nd->op != OP_BATCHNORM2D) continue;
+        for (int c = 0; c < nd->out.c; c++) {
+            m->buffers[nd->mean_off + (size_t)c] = 0.1f * rng_normal(rng);
+            m->buffers[nd->var_off + (size_t)c] = 0.5f + 0.5f * rng_uniform(rng);
+        }
+    }
+}
+
+// Node id by name.
+static int node_id(const Model *m, const char *name) {
+    for (int i = 0; i < m->n_nodes; i++)
+        if (strcmp(m->nodes[i].name, name) == 0) return i;
+    fail_msg("no node %s", name);
+    return -1;
+}
+
+// Random images with labels from a fixed rule (so that gradients are informative).
+static void small_data(Dataset *d, int n, Rng *rng) {
+    dataset_alloc(d, n, 1, 8, 8, 3);
+    for (size_t i = 0; i < (size_t)n * 64; i++) d->images[i] = (uint8_t)rng_below(rng, 256);
+    for (int i = 0; i < n; i++) {
+        int s = 0;
+        for (int k = 0; k < 64; k++) s += d->images[(size_t)i * 64 + k] > 127;
+        d->labels[i] = (uint8_t)(s % 3);
+    }
+}
+
+// Group index by first producer name.
+static int group_id(const GroupSet *gs, const char *name) {
+    for (int g = 0; g < gs->n_groups; g++)
+        if (strcmp(gs->groups[g].name, name) == 0) return g;
+    fail_msg("no group %s", name);
+    return -1;
+}
+
+// Makes channel c of conv1's group exactly zero in every tensor it touches.
+static void zero_whole_channel(Model *m, const GroupSet *gs, int g, int c) {
+    size_t k = group_channel_params(m, &gs->groups[g], c, NULL);
+    size_t *idx = malloc(k * sizeof(size_t));
+    group_channel_params(m, &gs->groups[g], c, idx);
+    for (size_t i = 0; i < k; i++) m->params[idx[i]] = 0;
+    free(idx);
+}
+
+// Makes conv1's channel dst a copy of channel src (filter, bias, batchnorm, running stats).
+static void duplicate_channel(Model *m, int src, int dst) {
+    const Node *c1 = &m->nodes[node_id(m, "conv1")], *b1 = &m->nodes[node_id(m, "bn1")];
+    memcpy(m->params + c1->w_off + (size_t)dst * 9, m->params + c1->w_off + (size_t)src * 9, 9 * sizeof(float));
+    m->params[c1->b_off + (size_t)dst] = m->params[c1->b_off + (size_t)src];
+    m->params[b1->w_off + (size_t)dst] = m->params[b1->w_off + (size_t)src];
+    m->params[b1->b_off + (size_t)dst] = m->params[b1->b_off + (size_t)src];
+    m->buffers[b1->mean_off + (size_t)dst] = m->buffers[b1->mean_off + (size_t)src];
+    m->buffers[b1->var_off + (size_t)dst] = m->buffers[b1->var_off + (size_t)src];
+}
+
+// Runs a criterion with raw scores; scores[g] sized per group.
+static void run_criterion(Model *m, const GroupSet *gs, Criterion c, const Dataset *d, double **scores) {
+    CritOpts o = crit_defaults();
+    o.method = c;
+    o.normalize = NORM_NONE;
+    o.data = d;
+    o.samples = d->n;
+    o.batch = 32;
+    o.probes = 200;
+    o.fisher.n_grads = 64;
+    o.fisher.block_size = 50;
+    o.fisher.damp = 1e-4;
+    o.damp_rel = 1e-6;
+    Scorer s;
+    HpErr err;
+    int rc = scorer_run(&s, &o, m, gs, scores, &err);
+    if (rc != 0) fail_msg("%s: %s", criterion_name(c), err.msg);
+    scorer_free(&s);
+}
+
+// Every criterion scores an all-zero channel exactly 0, below every other channel.
+static void test_zero_channel_first(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 7, 0);
+    Model m;
+    small_net(&m, &rng);
+    Dataset d;
+    small_data(&d, 96, &rng);
+    GroupSet gs;
+    HpErr err;
+    assert_int_equal(prune_groups(&m, &gs, &err), 0);
+    int g1 = group_id(&gs, "conv1");
+    zero_whole_channel(&m, &gs, g1, 2);
+    double *scores[8] = {0};
+    for (int g = 0; g < gs.n_groups; g++) scores[g] = calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    const Criterion crits[] = {CRIT_L1, CRIT_L2, CRIT_BN, CRIT_TAYLOR, CRIT_HAP, CRIT_OBD, CRIT_OBS, CRIT_OBS_LAYER};
+    for (size_t k = 0; k < sizeof crits / sizeof crits[0]; k++) {
+        run_criterion(&m, &gs, crits[k], &d, scores);
+        // hap and obd read a Hutchinson estimate of an indefinite diagonal: their other channels
+        // may score below zero (and so go first, as the formula says); they must not be zero
+        bool signed_scores = crits[k] == CRIT_HAP || crits[k] == CRIT_OBD;
+        for (int c = 0; c < 4; c++) {
+            double v = scores[g1][c];
+            if (c == 2) {
+                if (fabs(v) > 1e-12) fail_msg("%s: zero channel scores %g", criterion_name(crits[k]), v);
+            } else if (!(signed_scores ? fabs(v) > 1e-9 : v > 1e-9))
+                fail_msg("%s: channel %d scores %g, not above the zero channel", criterion_name(crits[k]), c, v);
+        }
+    }
+    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
+    groupset_free(&gs);
+    dataset_free(&d);
+    model_free(&m);
+}
+
+// Layer-wise OBS sees that a duplicated channel costs (almost) nothing: its consumer's columns
+// can move onto the copy. Magnitude criteria order channels by their norms.
+static void test_duplicate_and_magnitude(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 8, 0);
+    Model m;
+    small_net(&m, &rng);
+    Dataset d;
+    small_data(&d, 128, &rng);
+    duplicate_channel(&m, 1, 3);
+    GroupSet gs;
+    HpErr err;
+    assert_int_equal(prune_groups(&m, &gs, &err), 0);
+    int g1 = group_id(&gs, "conv1");
+    double *scores[8] = {0};
+    for (int g = 0; g < gs.n_groups; g++) scores[g] = calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    run_criterion(&m, &gs, CRIT_OBS_LAYER, &d, scores);
+    double others = fmin(scores[g1][0], scores[g1][2]);
+    assert_true(scores[g1][1] < 1e-3 * others);
+    assert_true(scores[g1][3] < 1e-3 * others);
+    // l1: scale channel 0's filter up: it ranks last; channel 2's down: first
+    const Node *c1 = &m.nodes[node_id(&m, "conv1")];
+    for (int k = 0; k < 9; k++) m.params[c1->w_off + k] *= 100, m.params[c1->w_off + 18 + k] *= 1e-3f;
+    run_criterion(&m, &gs, CRIT_L1, &d, scores);
+    for (int c = 0; c < 4; c++) {
+        if (c != 0) assert_true(scores[g1][c] < scores[g1][0]);
+        if (c != 2 && c != 1 && c != 3) assert_true(scores[g1][c] > scores[g1][2]);
+    }
+    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
+    groupset_free(&gs);
+    dataset_free(&d);
+    model_free(&m);
+}
+
+// widths_cost equals the MACs and parameters of the model surgery builds, on resnet20.
+static void test_widths_cost_exact(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 9, 0);
+    Model m, slim;
+    HpErr err;
+    assert_int_equal(arch_build(&m, "resnet20", (Shape){1, 12, 12}, 10, &err), 0);
+    model_init_params(&m, &rng);
+    GroupSet gs;
+    assert_int_equal(prune_groups(&m, &gs, &err), 0);
+    bool *keep[64] = {0};
+    int width[64];
+    assert_true(gs.n_groups <= 64);
+    for (int g = 0; g < gs.n_groups; g++) {
+        int n = gs.groups[g].n_channels;
+        keep[g] = malloc((size_t)n);
+        width[g] = 0;
+        for (int c = 0; c < n; c++) {
+            keep[g][c] = !gs.groups[g].prunable || c == 0 || rng_uniform(&rng) < 0.6f;
+            width[g] += keep[g][c];
+        }
+    }
+    assert_int_equal(prune_apply(&m, &gs, keep, &slim, &err), 0);
+    uint64_t macs;
+    size_t params;
+    widths_cost(&m, &gs, width, &macs, &params);
+    assert_int_equal(macs, model_macs(&slim));
+    assert_int_equal(params, model_param_count(&slim));
+    for (int g = 0; g < gs.n_groups; g++) free(keep[g]);
+    groupset_free(&gs);
+    model_free(&slim);
+    model_free(&m);
+}
+
+// Allocates keep masks and fills scores with c + 10 g (a known global order), or given values.
+static void alloc_sel(const GroupSet *gs, bool **keep, double **scores) {
+    for (int g = 0; g < gs->n_groups; g++) {
+        keep[g] = calloc((size_t)gs->groups[g].n_channels, 1);
+        scores[g] = calloc((size_t)gs->groups[g].n_channels, sizeof(double));
+    }
+}
+
+// Channel targets remove the globally lowest scores; caps and rounding hold; an impossible
+// target fails naming the cap.
+static void test_select(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 10, 0);
+    Model m;
+    small_net(&m, &rng);
+    GroupSet gs;
+    HpErr err;
+    assert_int_equal(prune_groups(&m, &gs, &err), 0);
+    int g1 = group_id(&gs, "conv1"), g2 = group_id(&gs, "conv2");
+    bool *keep[8];
+    double *scores[8];
+    alloc_sel(&gs, keep, scores);
+    const double s1[4] = {0.5, 0.1, 0.9, 0.3}, s2[6] = {0.2, 0.8, 0.05, 0.7, 0.6, 0.4};
+    memcpy(scores[g1], s1, sizeof s1);
+    memcpy(scores[g2], s2, sizeof s2);
+    PruneRef ref;
+    pruneref_init(&ref, &m, &gs);
+    PruneTarget t = {TARGET_CHANNELS, 0.5, 0.9, 1, false};
+    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
+    // the five lowest: 0.05 (g2,2), 0.1 (g1,1), 0.2 (g2,0), 0.3 (g1,3), 0.4 (g2,5)
+    const bool k1[4] = {1, 0, 1, 0}, k2[6] = {0, 1, 0, 1, 1, 0};
+    for (int c = 0; c < 4; c++) assert_int_equal(keep[g1][c], k1[c]);
+    for (int c = 0; c < 6; c++) assert_int_equal(keep[g2][c], k2[c]);
+    // a cap of 50%: conv1 loses at most 2, conv2 at most 3
+    t.max_layer_frac = 0.5;
+    t.ratio = 0.5;
+    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
+    int kept1 = 0, kept2 = 0;
+    for (int c = 0; c < 4; c++) kept1 += keep[g1][c];
+    for (int c = 0; c < 6; c++) kept2 += keep[g2][c];
+    assert_true(kept1 >= 2 && kept2 >= 3 && kept1 + kept2 == 5);
+    // rounding to 2: every kept width even
+    t = (PruneTarget){TARGET_MACS, 0.4, 0.9, 2, false};
+    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
+    int w[8] = {0};
+    for (int g = 0; g < gs.n_groups; g++)
+        for (int c = 0; c < gs.groups[g].n_channels; c++) w[g] += keep[g][c];
+    assert_int_equal(w[g1] % 2, 0);
+    assert_int_equal(w[g2] % 2, 0);
+    uint64_t macs;
+    size_t params;
+    widths_cost(&m, &gs, w, &macs, &params);
+    assert_true((double)macs <= 0.6 * (double)ref.macs);
+    // impossible: 95% of the channels with a 90% cap
+    t = (PruneTarget){TARGET_CHANNELS, 0.95, 0.9, 1, false};
+    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), -1);
+    assert_non_null(strstr(err.msg, "out of reach"));
+    assert_non_null(strstr(err.msg, "max-layer-frac"));
+    t.ratio = 1.0;
+    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), -1);
+    assert_non_null(strstr(err.msg, "(0, 1)"));
+    for (int g = 0; g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
+    pruneref_free(&ref);
+    groupset_free(&gs);
+    model_free(&m);
+}
+
+// After obs-layer compensation and surgery, the network's output is closer to the original's
+// than after plain removal of the same channels.
+static void test_obs_layer_compensation_helps(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 11, 0);
+    Model m;
+    small_net(&m, &rng);
+    Dataset d;
+    small_data(&d, 256, &rng);
+    GroupSet gs;
+    HpErr err;
+    assert_int_equal(prune_groups(&m, &gs, &err), 0);
+    bool *keep[8];
+    double *scores[8];
+    alloc_sel(&gs, keep, scores);
+    CritOpts o = crit_defaults();
+    o.method = CRIT_OBS_LAYER;
+    o.data = &d;
+    o.samples = 256;
+    o.batch = 64;
+    Scorer s;
+    assert_int_equal(scorer_run(&s, &o, &m, &gs, scores, &err), 0);
+    PruneRef ref;
+    pruneref_init(&ref, &m, &gs);
+    PruneTarget t = {TARGET_CHANNELS, 0.3, 0.9, 1, false};
+    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
+    Model comp, a, b;
+    model_copy(&comp, &m);
+    assert_int_equal(scorer_compensate(&s, &comp, &gs, keep, &err), 0);
+    assert_int_equal(prune_apply(&comp, &gs, keep, &a, &err), 0);
+    assert_int_equal(prune_apply(&m, &gs, keep, &b, &err), 0);
+    // logits distance to the original over the calibration images
+    Workspace w0, w1, w2;
+    ws_init(&w0, &m, 256, 0), ws_init(&w1, &a, 256, 0), ws_init(&w2, &b, 256, 0);
+    float *x = malloc(256 * 64 * sizeof(float));
+    int *y = malloc(256 * sizeof(int)), idx[256];
+    for (int i = 0; i < 256; i++) idx[i] = i;
+    data_batch(&d, idx, 256, m.norm_mean, m.norm_std, NULL, NULL, x, y);
+    const float *l0 = model_forward(&m, &w0, x, 256, MODE_EVAL, NULL);
+    const float *l1 = model_forward(&a, &w1, x, 256, MODE_EVAL, NULL);
+    const float *l2 = model_forward(&b, &w2, x, 256, MODE_EVAL, NULL);
+    double e_comp = tu_rel_err(l1, l0, 256 * 3), e_plain = tu_rel_err(l2, l0, 256 * 3);
+    assert_true(e_comp < e_plain);
+    free(x), free(y);
+    ws_free(&w0), ws_free(&w1), ws_free(&w2);
+    model_free(&comp), model_free(&a), model_free(&b);
+    for (int g = 0; g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
+    scorer_free(&s);
+    pruneref_free(&ref);
+    groupset_free(&gs);
+    dataset_free(&d);
+    model_free(&m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_zero_channel_first),
+        cmocka_unit_test(test_duplicate_and_magnitude),
+        cmocka_unit_test(test_widths_cost_exact),
+        cmocka_unit_test(test_select),
+        cmocka_unit_test(test_obs_layer_compensation_helps),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

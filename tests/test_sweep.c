@@ -1,0 +1,261 @@
+// test_sweep.c: the sweep's config file, run list and shards (prune/sweep*.c), result files and
+// collect on made-up outcomes, and the sensitivity helpers (ratio ranges, rank correlation).
+#include "testutil.h"
+
+#include <sys/stat.h>
+
+#include "prune/sensitivity.h"
+#include "prune/sweep.h"
+
+// A temporary directory holding one test's files.
+typedef struct {
+    char dir[64];
+    char path[128];
+} Fixture;
+
+static int setup(void **state) {
+    Fixture *fx = calloc(1, sizeof *fx);
+    tu_tmpdir(fx->dir, sizeof fx->dir);
+    snprintf(fx->path, sizeof fx->path, "%s/s.ini", fx->dir);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state) {
+    Fixture *fx = *state;
+    tu_rmtree(fx->dir);
+    free(fx);
+    return 0;
+}
+
+// Writes text as the fixture's config and loads it over c.
+static int load_text(Fixture *fx, SweepConfig *c, const char *text, HpErr *err) {
+    tu_write(fx->path, text, strlen(text));
+    return sweep_config_load(c, fx->path, err);
+}
+
+// Asserts that text fails to load with "<path>:<line>: " (line 0: "<path>: ") and `words` in
+// the message, leaving the config as it was.
+static void expect_error(Fixture *fx, const char *text, int line, const char *words) {
+    SweepConfig c, before;
+    sweep_config_default(&c);
+    before = c;
+    HpErr err = {{0}};
+    assert_int_equal(load_text(fx, &c, text, &err), -1);
+    char prefix[192];
+    snprintf(prefix, sizeof prefix, line > 0 ? "%s:%d: " : "%s: ", fx->path, line);
+    if (strncmp(err.msg, prefix, strlen(prefix)) != 0 || !strstr(err.msg, words)) {
+        print_error("message '%s'\nwanted prefix '%s' and words '%s'\n", err.msg, prefix, words);
+        fail();
+    }
+    assert_memory_equal(&c, &before, sizeof c);
+}
+
+// A full config loads into every field.
+static void test_config_full(void **state) {
+    Fixture *fx = *state;
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    const char *text = "# a sweep\n[sweep]\nmodel = m.safetensors\nout = o\nmethods = l1, hap ,obs-layer\n"
+                       "target = params\ntargets = 0.3,0.5\nseeds = 1, 7\nsteps = 2\nmax_layer_frac = 0.8\n"
+                       "samples = 64\nprobes = 4\nthreads = 1\n[data]\ndataset = mnist\ndir = /d\n"
+                       "[finetune]\nepochs = 3\nlr = 0.02\nbatch_size = 32\nval_split = 0\n";
+    if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
+    assert_string_equal(c.model, "m.safetensors");
+    assert_string_equal(c.out, "o");
+    assert_int_equal(c.n_methods, 3);
+    assert_int_equal(c.methods[0], CRIT_L1);
+    assert_int_equal(c.methods[1], CRIT_HAP);
+    assert_int_equal(c.methods[2], CRIT_OBS_LAYER);
+    assert_int_equal(c.kind, TARGET_PARAMS);
+    assert_int_equal(c.n_targets, 2);
+    assert_true(c.targets[1] == 0.5);
+    assert_int_equal(c.targets_line, 7);
+    assert_int_equal(c.n_seeds, 2);
+    assert_int_equal(c.seeds[1], 7);
+    assert_int_equal(c.steps, 2);
+    assert_true(c.max_layer_frac == 0.8);
+    assert_int_equal(c.samples, 64);
+    assert_int_equal(c.probes, 4);
+    assert_int_equal(c.threads, 1);
+    assert_string_equal(c.dataset, "mnist");
+    assert_string_equal(c.data_dir, "/d");
+    assert_int_equal(c.finetune.epochs, 3);
+    assert_true(c.finetune.lr == 0.02f);
+    assert_int_equal(c.finetune.batch_size, 32);
+    assert_true(c.finetune.val_split == 0);
+    assert_string_equal(c.path, fx->path);
+}
+
+// Every kind of mistake fails at its line, before anything is applied.
+static void test_config_errors(void **state) {
+    Fixture *fx = *state;
+    expect_error(fx, "[sweep]\nmodel = m\nmethodz = l1\n", 3, "unknown key 'methodz' in [sweep]");
+    expect_error(fx, "[sweep]\nmodel = m\n[train]\nepochs = 1\n", 3, "unknown section [train]");
+    expect_error(fx, "[sweep]\nmodel = m\n[empty]\n", 3, "unknown section [empty]");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, foo\n", 3, "unknown method 'foo'");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = hap, hap\n", 3, "lists 'hap' twice");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1,,hap\n", 3, "empty entry");
+    expect_error(fx, "[sweep]\nmodel = m\ntargets = 0.5, 1\n", 3, "in (0, 1)");
+    expect_error(fx, "[sweep]\nmodel = m\ntargets = 0\n", 3, "in (0, 1)");
+    expect_error(fx, "[sweep]\nmodel = m\ntargets = half\n", 3, "expected comma-separated numbers");
+    expect_error(fx, "[sweep]\nmodel = m\ntargets = 0.5, 0.50\n", 3, "twice");
+    expect_error(fx, "[sweep]\nmodel = m\nseeds = -1\n", 3, "non-negative integers");
+    expect_error(fx, "[sweep]\nmodel = m\ntarget = gates\n", 3, "flops (or macs), params or channels");
+    expect_error(fx, "[sweep]\nmodel = m\nsteps = 0\n", 3, "'steps' must be in [1, 100]");
+    expect_error(fx, "[sweep]\nmodel = m\nmax_layer_frac = 1\n", 3, "'max_layer_frac' must be in (0, 1)");
+    expect_error(fx, "[sweep]\nmodel = m\nprobes = 1\n", 3, "'probes' must be in [2,");
+    expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nlr = 0\n", 4, "'lr' must be in (0,");
+    expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nval_split = 1\n", 4, "'val_split'");
+    expect_error(fx, "[sweep]\nmodel = m\n[data]\ndataset = imagenet\n", 4, "fashion-mnist, mnist or cifar10");
+    expect_error(fx, "[sweep]\nmodel =\n", 2, "must not be empty");
+    expect_error(fx, "model = m\n", 1, "outside any section");
+    expect_error(fx, "[sweep]\nmodel = m\nthis is not ini\n", 3, "syntax error");
+    expect_error(fx, "[sweep]\nmethods = l1\n", 0, "model is required");
+}
+
+// The run list is methods x targets x seeds in config order, with stable ids, and the shards
+// partition it.
+static void test_runs_and_shards(void **state) {
+    Fixture *fx = *state;
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    const char *text = "[sweep]\nmodel = m\nmethods = hap, l1\ntargets = 0.5, 0.25, 0.333\nseeds = 1, 2\n";
+    if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
+    SweepRun *r;
+    int n = sweep_runs(&c, &r);
+    assert_int_equal(n, 12);
+    assert_string_equal(r[0].id, "hap-flops0.50-s1");
+    assert_string_equal(r[1].id, "hap-flops0.50-s2");
+    assert_string_equal(r[2].id, "hap-flops0.25-s1");
+    assert_string_equal(r[4].id, "hap-flops0.333-s1");
+    assert_string_equal(r[11].id, "l1-flops0.333-s2");
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(r[i].index, i);
+        int owners = 0;
+        for (int s = 0; s < 5; s++) owners += sweep_in_shard(i, s, 5);
+        assert_int_equal(owners, 1);
+    }
+    PruneJob j = sweep_job(&c, &r[3], 2);
+    assert_int_equal(j.crit.method, CRIT_HAP);
+    assert_true(j.target.ratio == 0.25);
+    assert_int_equal(j.crit.seed, 2);
+    assert_int_equal(j.finetune.seed, 2);
+    assert_int_equal(j.finetune.threads, 2);
+    free(r);
+    int s, k;
+    assert_int_equal(sweep_parse_shard("1/3", &s, &k, &err), 0);
+    assert_int_equal(s, 1);
+    assert_int_equal(k, 3);
+    assert_int_equal(sweep_parse_shard("3/3", &s, &k, &err), -1);
+    assert_int_equal(sweep_parse_shard("-1/3", &s, &k, &err), -1);
+    assert_int_equal(sweep_parse_shard("1/0", &s, &k, &err), -1);
+    assert_int_equal(sweep_parse_shard("1", &s, &k, &err), -1);
+    assert_int_equal(sweep_parse_shard("1/2x", &s, &k, &err), -1);
+}
+
+// Result files: written, recognised as done for the same settings only, merged by collect
+// into a CSV sorted by method then target, a Markdown table and the charts.
+static void test_results_and_collect(void **state) {
+    Fixture *fx = *state;
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    if (load_text(fx, &c, "[sweep]\nmodel = m\nmethods = l1, hap\ntargets = 0.5, 0.3\n", &err) < 0)
+        fail_msg("%s", err.msg);
+    char dir[128], path[SWEEP_PATH * 3];
+    snprintf(dir, sizeof dir, "%s/out/sub", fx->dir);
+    assert_int_equal(sweep_make_dirs(dir, &err), 0);
+    SweepRun *r;
+    int n = sweep_runs(&c, &r);
+    assert_int_equal(sweep_result_path(dir, r[0].id, path, sizeof path, &err), 0);
+    assert_int_equal(sweep_result_done(path, &c, &r[0], &err), 0);
+    for (int i = 0; i < n; i++) {
+        PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5 + 0.01 * i, .acc_final = 0.8, .macs_orig = 1000,
+                          .macs_pruned = (uint64_t)(1000 * (1 - r[i].target)), .params_orig = 100, .params_pruned = 60,
+                          .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3, .finetune_epochs = 1, .best_epoch = 1};
+        assert_int_equal(sweep_result_path(dir, r[i].id, path, sizeof path, &err), 0);
+        if (sweep_result_write(path, &c, &r[i], &o, &err) < 0) fail_msg("%s", err.msg);
+        assert_int_equal(sweep_result_done(path, &c, &r[i], &err), 1);
+    }
+    SweepConfig other = c;
+    other.finetune.epochs = 2;
+    assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
+    assert_non_null(strstr(err.msg, "finetune_epochs=0"));
+    tu_write(path, "{\"id\": 1", 8);  // a broken result is an error, not a finished run
+    assert_int_equal(sweep_result_done(path, &c, &r[n - 1], &err), -1);
+    tu_write(path, "{}", 2);
+    assert_int_equal(sweep_collect(dir, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "no string \"id\""));
+    unlink(path);
+    int merged = 0;
+    if (sweep_collect(dir, &merged, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(merged, 3);
+    char csv[256];
+    snprintf(csv, sizeof csv, "%s/results.csv", dir);
+    FILE *f = fopen(csv, "r");
+    assert_non_null(f);
+    char line[512];
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_int_equal(strncmp(line, "id,method,target_kind,target,seed,", 34), 0);
+    const char *want[] = {"hap-flops0.50-s1,", "l1-flops0.30-s1,", "l1-flops0.50-s1,"};  // hap 0.3 removed
+    for (int i = 0; i < 3; i++) {
+        assert_non_null(fgets(line, sizeof line, f));
+        assert_int_equal(strncmp(line, want[i], strlen(want[i])), 0);
+    }
+    assert_null(fgets(line, sizeof line, f));
+    fclose(f);
+    const char *files[] = {"results.md", "accuracy_vs_macs.png", "accuracy_vs_macs.svg"};
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        assert_int_equal(stat(path, &st), 0);
+        assert_true(st.st_size > 100);
+    }
+    free(r);
+}
+
+// Ratio ranges and lists, and their errors.
+static void test_ratios(void **state) {
+    (void)state;
+    double r[100];
+    HpErr err;
+    assert_int_equal(parse_ratios("0.1:0.9:0.1", r, 100, &err), 9);
+    assert_true(r[0] == 0.1 && r[2] == 0.3 && r[8] == 0.9);
+    assert_int_equal(parse_ratios("0.25,0.5", r, 100, &err), 2);
+    assert_int_equal(parse_ratios("0.5:0.5:0.1", r, 100, &err), 1);
+    assert_int_equal(parse_ratios("0:0.5:0.1", r, 100, &err), -1);
+    assert_int_equal(parse_ratios("0.5:0.1:0.1", r, 100, &err), -1);
+    assert_int_equal(parse_ratios("0.1:0.9:0", r, 100, &err), -1);
+    assert_int_equal(parse_ratios("0.1:0.9", r, 100, &err), -1);
+    assert_int_equal(parse_ratios("0.1:0.9:0.1:1", r, 100, &err), -1);
+    assert_int_equal(parse_ratios("0.5,,0.6", r, 100, &err), -1);
+    assert_int_equal(parse_ratios("0.5,0.5", r, 100, &err), -1);
+    assert_int_equal(parse_ratios("0.001:0.9:0.001", r, 100, &err), -1);
+}
+
+// Spearman: 1 for the same order, -1 for the reverse, ties averaged, NAN when constant.
+static void test_spearman(void **state) {
+    (void)state;
+    double x[] = {1, 2, 3, 4}, y[] = {10, 20, 30, 40}, z[] = {4, 3, 2, 1}, c[] = {5, 5, 5, 5};
+    assert_true(fabs(spearman(x, y, 4) - 1) < 1e-12);
+    assert_true(fabs(spearman(x, z, 4) + 1) < 1e-12);
+    assert_true(isnan(spearman(x, c, 4)));
+    double t[] = {1, 1, 2, 3};
+    double rho = spearman(t, x, 4);
+    assert_true(rho > 0.9 && rho < 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_config_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_and_shards, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_results_and_collect, setup, teardown),
+        cmocka_unit_test(test_ratios),
+        cmocka_unit_test(test_spearman),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
