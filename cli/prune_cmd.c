@@ -42,6 +42,8 @@ static const char *const HELP_PRUNE =
     "      --target-flops R    multiply-accumulates (alias --target-macs)\n"
     "      --target-params R   parameters\n"
     "      --target-channels R channels of the prunable layers\n"
+    "      --uniform           with --target-channels: every layer loses that fraction of its\n"
+    "                          own channels (local ranking) instead of a global ranking\n"
     "      --max-layer-frac F  at most this fraction of a layer's channels (default 0.9)\n"
     "      --round-to N        kept channels a multiple of N where a layer is wider (default 1)\n"
     "      --steps K           reach the target in K steps, re-scoring in between (default 1)\n"
@@ -80,7 +82,7 @@ typedef struct {
 enum {
     O_METHOD = 256, O_NORMALIZE, O_SAMPLES, O_BATCH, O_PROBES, O_GGN, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET,
     O_LDAMP, O_NOCOMP, O_TFLOPS, O_TPARAMS, O_TCHANNELS, O_MAXFRAC, O_ROUND, O_STEPS, O_FT, O_BETWEEN, O_LR,
-    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL
+    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL, O_UNIFORM
 };
 
 // Sets the one target, or exits if another was given.
@@ -137,7 +139,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
         {"damp", 1, 0, O_DAMP}, {"memory-budget", 1, 0, O_BUDGET}, {"layer-damp", 1, 0, O_LDAMP},
         {"no-compensate", 0, 0, O_NOCOMP}, {"target-flops", 1, 0, O_TFLOPS}, {"target-macs", 1, 0, O_TFLOPS},
         {"target-params", 1, 0, O_TPARAMS}, {"target-channels", 1, 0, O_TCHANNELS},
-        {"max-layer-frac", 1, 0, O_MAXFRAC}, {"rank", 1, 0, O_RANK}, {"bn-recalibrate", 1, 0, O_BNCAL}, {"round-to", 1, 0, O_ROUND}, {"steps", 1, 0, O_STEPS},
+        {"max-layer-frac", 1, 0, O_MAXFRAC}, {"rank", 1, 0, O_RANK}, {"bn-recalibrate", 1, 0, O_BNCAL}, {"uniform", 0, 0, O_UNIFORM}, {"round-to", 1, 0, O_ROUND}, {"steps", 1, 0, O_STEPS},
         {"finetune-epochs", 1, 0, O_FT}, {"between-epochs", 1, 0, O_BETWEEN}, {"lr", 1, 0, O_LR},
         {"config", 1, 0, O_CONFIG}, {"output", 1, 0, 'o'}, {"report", 1, 0, O_REPORT}, {"data", 1, 0, O_DATA},
         {"dataset", 1, 0, O_DATASET}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, 'h'},
@@ -163,6 +165,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
             o->target.per_cost = strcmp(optarg, "per-cost") == 0;
             o->rank_given = true;
             break;
+        case O_UNIFORM: o->target.uniform = true; break;
         case O_BNCAL: o->bn_samples = (int)parse_int(PCMD, "--bn-recalibrate", optarg, 0, 1 << 24); break;
         case O_ROUND: o->target.round_to = (int)parse_int(PCMD, "--round-to", optarg, 1, 4096); break;
         case O_STEPS: o->steps = (int)parse_int(PCMD, "--steps", optarg, 1, 100); break;
@@ -192,6 +195,8 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
     if (o->n_targets == 0) usage_error(PCMD, "a target is required: --target-flops, --target-params or --target-channels");
     if (o->n_targets > 1) usage_error(PCMD, "give one target only (--target-flops, --target-params or --target-channels)");
     if (!o->output) usage_error(PCMD, "-o SLIM.safetensors is required");
+    if (o->target.uniform && o->target.kind != TARGET_CHANNELS)
+        usage_error(PCMD, "--uniform needs --target-channels (the same fraction of every layer's channels)");
     if (o->report) {
         const char *dot = strrchr(o->report, '.');
         if (!dot || (strcmp(dot, ".md") != 0 && strcmp(dot, ".json") != 0))
@@ -204,7 +209,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
 static void prune_defaults(PruneOpts *o) {
     memset(o, 0, sizeof *o);
     o->crit = crit_defaults();
-    o->target = (PruneTarget){TARGET_MACS, 0, 0.9, 1, false};
+    o->target = (PruneTarget){.kind = TARGET_MACS, .max_layer_frac = 0.9, .round_to = 1};
     o->steps = 1;
     o->bn_samples = 1024;
     o->lr = 0.01;

@@ -122,8 +122,7 @@ static double f_obd(const void *ctx, const float *w, const size_t *idx, size_t k
     return s;
 }
 
-// Fills idx[0..o->samples) with the calibration images: a seeded permutation's start.
-static int *calibration_indices(const CritOpts *o, int *n) {
+int *crit_calibration(const CritOpts *o, int *n) {
     int total = o->data->n;
     int *perm = hp_malloc((size_t)total * sizeof(int));
     for (int i = 0; i < total; i++) perm[i] = i;
@@ -177,7 +176,7 @@ static int score_bn(const Model *m, const GroupSet *gs, double **scores, HpErr *
 // then divided by the batch count.
 static int score_taylor(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     int n;
-    int *idx = calibration_indices(o, &n);
+    int *idx = crit_calibration(o, &n);
     int batch = o->batch < n ? o->batch : n, n_batches = (n + batch - 1) / batch;
     Workspace ws;
     ws_init(&ws, m, batch, 0);
@@ -214,11 +213,9 @@ static int score_taylor(const CritOpts *o, Model *m, const GroupSet *gs, double 
     return 0;
 }
 
-// Hutchinson diagonal of the Hessian (or Gauss-Newton matrix) over the calibration images
-// into diag (n_params), eval-mode batchnorm, o->probes probes.
-static int hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, HpErr *err) {
+int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int *probes, HpErr *err) {
     int n;
-    int *idx = calibration_indices(o, &n);
+    int *idx = crit_calibration(o, &n);
     Curvature cv;
     int rc = curv_init(&cv, m, o->data, idx, n, o->batch < n ? o->batch : n, MODE_EVAL, ggn ? CURV_GGN : CURV_HESSIAN, err);
     free(idx);
@@ -234,6 +231,7 @@ static int hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, H
     rng_seed(&rng, o->seed, 403);
     rc = hutchinson_trace(&op, NULL, 1, &ho, &rng, &out, err);
     curv_free(&cv);
+    if (probes) *probes = out.probes;
     return rc;
 }
 
@@ -241,7 +239,7 @@ static int hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, H
 static int score_diag(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     float *diag = hp_malloc(m->n_params * sizeof(float));
     bool ggn = o->ggn;
-    int rc = hutchinson_diag(o, m, ggn, diag, err);
+    int rc = crit_hutchinson_diag(o, m, ggn, diag, NULL, err);
     if (rc == 0) score_by_params(m, gs, o->method == CRIT_HAP ? f_hap : f_obd, diag, scores);
     free(diag);
     return rc;
@@ -289,7 +287,7 @@ static int score_obs_layer(Scorer *s, Model *m, const GroupSet *gs, double **sco
     int cap = m->n_nodes, *nodes = hp_malloc((size_t)cap * sizeof(int) * 3);
     int *group = nodes + cap, *block = nodes + 2 * cap;
     int nc = consumer_nodes(gs, nodes, group, block, cap), n;
-    int *idx = calibration_indices(&s->o, &n);
+    int *idx = crit_calibration(&s->o, &n);
     s->layers = calloc((size_t)(nc > 0 ? nc : 1), sizeof(LayerHessian));
     HP_ASSERT(s->layers);
     int rc = nc ? layer_hessians(m, s->o.data, idx, n, s->o.batch < n ? s->o.batch : n, nodes, nc, s->layers, err) : 0;

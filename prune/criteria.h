@@ -61,6 +61,14 @@ typedef struct {
 // fisher_defaults(), damping 1%, compensation on, seed 1.
 CritOpts crit_defaults(void);
 
+// The calibration images: a permutation of o->data's indices seeded by o->seed (malloc'd, all
+// o->data->n of them) whose first *n = min(o->samples, o->data->n) are the ones used.
+int *crit_calibration(const CritOpts *o, int *n);
+// Hutchinson diagonal (o->probes probes, at least 2) of the Hessian, or of the Gauss-Newton
+// matrix if ggn, of the mean loss over the calibration images in batches of o->batch
+// (eval-mode batchnorm) into diag (n_params floats); *probes (may be NULL) gets the count used.
+int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int *probes, HpErr *err);
+
 // A scoring run, kept between scoring and compensation (the OBS criteria need their inverses).
 typedef struct {
     CritOpts o;
@@ -92,6 +100,8 @@ typedef struct {
     int round_to;          // kept channels a multiple of this where the group is wider (1: off)
     bool per_cost;         // rank by score per unit of cost a channel's removal saves (MACs or
                            // parameters of the unpruned widths; 1 per channel for a channel target)
+    bool uniform;          // TARGET_CHANNELS only: every prunable group loses round(ratio x its
+                           // reference width) channels, its lowest scores (local, not global)
 } PruneTarget;
 
 const char *target_kind_name(TargetKind k);

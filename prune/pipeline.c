@@ -11,7 +11,7 @@ PruneJob prune_job_defaults(void) {
     PruneJob j;
     memset(&j, 0, sizeof j);
     j.crit = crit_defaults();
-    j.target = (PruneTarget){TARGET_MACS, 0.5, 0.9, 1, false};
+    j.target = (PruneTarget){.kind = TARGET_MACS, .ratio = 0.5, .max_layer_frac = 0.9, .round_to = 1};
     j.steps = 1;
     train_config_default(&j.finetune);
     j.finetune.epochs = 0;

@@ -231,12 +231,25 @@ static int select_greedy(Selection *s, double goal, HpErr *err) {
     return 0;
 }
 
+// Uniform selection: each prunable group removes round(ratio x reference width) channels (at
+// least one kept), lowest scores first.
+static void select_uniform(Selection *s) {
+    for (int g = 0; g < s->gs->n_groups; g++) {
+        if (!s->gs->groups[g].prunable) continue;
+        int want = s->gs->groups[g].n_channels - (int)lround((1.0 - s->t->ratio) * s->ref->channels[g]);
+        if (want > s->gs->groups[g].n_channels - 1) want = s->gs->groups[g].n_channels - 1;
+        s->removed[g] = want > 0 ? want : 0;
+    }
+}
+
 // Checks the target's fields.
 static int check_target(const PruneTarget *t, HpErr *err) {
     if (!(t->ratio > 0 && t->ratio < 1)) return hp_fail(err, "target: the fraction to remove must be in (0, 1), got %g", t->ratio);
     if (!(t->max_layer_frac > 0 && t->max_layer_frac < 1))
         return hp_fail(err, "target: the per-layer cap must be in (0, 1), got %g", t->max_layer_frac);
     if (t->round_to < 1) return hp_fail(err, "target: round_to must be at least 1, got %d", t->round_to);
+    if (t->uniform && t->kind != TARGET_CHANNELS)
+        return hp_fail(err, "target: a uniform fraction per layer needs a channel target, not %s", target_kind_name(t->kind));
     return 0;
 }
 
@@ -257,7 +270,11 @@ int prune_select(const Model *m, const GroupSet *gs, double *const *scores, cons
         if (gs->groups[g].prunable) sort_group(&s, g);
     }
     unit_costs(&s);
-    int rc = select_greedy(&s, (1.0 - t->ratio) * ref_cost(&s), err);
+    int rc = 0;
+    if (t->uniform)
+        select_uniform(&s);
+    else
+        rc = select_greedy(&s, (1.0 - t->ratio) * ref_cost(&s), err);
     for (int g = 0; g < gs->n_groups && rc == 0; g++) {
         for (int c = 0; c < gs->groups[g].n_channels; c++) keep[g][c] = true;
         for (int k = 0; k < s.removed[g]; k++) keep[g][s.order[g][k]] = false;

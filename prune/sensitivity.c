@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../hessian/estimators.h"
-#include "../hessian/hvp.h"
 #include "pipeline.h"
 
 // Tells the caller a phase starts.
@@ -21,30 +19,11 @@ static void phase(const SensOpts *o, const char *name) {
 // Hutchinson diagonal of the Hessian (eval-mode batchnorm) over crit.samples images of a
 // seeded permutation of crit.data, crit.probes probes, into diag (n_params).
 static int hessian_diag(const SensOpts *o, Model *m, float *diag, int *probes, HpErr *err) {
-    const CritOpts *c = &o->crit;
-    if (!c->data || c->data->n == 0) return hp_fail(err, "the trace needs training images");
-    int total = c->data->n, n = c->samples < total ? c->samples : total;
-    int *perm = hp_malloc((size_t)total * sizeof(int));
-    for (int i = 0; i < total; i++) perm[i] = i;
-    Rng rng;
-    rng_seed(&rng, c->seed, 501);
-    rng_shuffle(&rng, perm, total);
-    Curvature cv;
-    int rc = curv_init(&cv, m, c->data, perm, n, c->batch < n ? c->batch : n, MODE_EVAL, CURV_HESSIAN, err);
-    free(perm);
-    if (rc < 0) return -1;
-    LinOp op = curv_linop(&cv);
-    HutchOpts ho = hutch_defaults();
-    ho.min_probes = ho.max_probes = c->probes < 2 ? 2 : c->probes;
-    ho.progress = o->progress;
-    ho.user = o->user;
-    HutchOut out = {0};
-    out.diag = diag;
-    rng_seed(&rng, c->seed, 502);
-    rc = hutchinson_trace(&op, NULL, 1, &ho, &rng, &out, err);
-    curv_free(&cv);
-    *probes = out.probes;
-    return rc;
+    if (!o->crit.data || o->crit.data->n == 0) return hp_fail(err, "the trace needs training images");
+    CritOpts c = o->crit;
+    c.progress = o->progress;
+    c.user = o->user;
+    return crit_hutchinson_diag(&c, m, false, diag, probes, err);
 }
 
 // Sums diag over the distinct parameters of group g's channels into s->trace and s->params.

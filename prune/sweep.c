@@ -96,7 +96,7 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
     }
     int rc = 0;
     for (int t = 0; t < c->n_targets && rc == 0; t++) {
-        PruneTarget pt = {c->kind, c->targets[t], c->max_layer_frac, 1, false};
+        PruneTarget pt = {.kind = c->kind, .ratio = c->targets[t], .max_layer_frac = c->max_layer_frac, .round_to = 1};
         HpErr e;
         if (prune_select(m, &gs, scores, &pt, &ref, keep, &e) == 0) continue;
         char where[SWEEP_PATH + 16];

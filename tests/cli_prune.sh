@@ -30,7 +30,7 @@ def header(path):
 if mode == "report":  # REPORT.json KIND RATIO: keys, totals, the target met
     r = json.load(open(args[0]))
     for k in ("command", "seed", "method", "target", "target_ratio", "layers", "params_before", "params_after",
-              "macs_before", "macs_after", "accuracy_original", "accuracy_pruned", "latency_ms_before",
+              "macs_before", "macs_after", "accuracy_original", "accuracy_pruned", "accuracy_recalibrated", "latency_ms_before",
               "latency_ms_after", "speedup"):
         need(k in r, f"no key {k!r}: {sorted(r)}")
     kind, ratio = args[1], float(args[2])
@@ -52,6 +52,11 @@ elif mode == "slim":  # SLIM.safetensors REPORT.json: shapes in the file match t
     need(h["fc3.weight"]["shape"] == [10, outs["fc2"]], f"fc3.weight {h['fc3.weight']['shape']}")
     prov = json.loads(h["__metadata__"]["hprune.provenance"])
     need(prov["prune"]["method"] == r["method"], f"provenance {prov.get('prune')}")
+elif mode == "uniform":  # REPORT.json RATIO: every prunable layer lost round(RATIO x its channels)
+    r, ratio = json.load(open(args[0])), float(args[1])
+    for l in r["layers"][:-1]:
+        want = l["out_before"] - round((1 - ratio) * l["out_before"])
+        need(l["out_before"] - l["out_after"] == want, f"{l['name']}: {l['out_before']} -> {l['out_after']}, expected -{want}")
 elif mode == "acc":  # REPORT.json EVAL.json: eval's accuracy equals the report's final accuracy
     r, e = json.load(open(args[0])), json.load(open(args[1]))
     final = r.get("accuracy_finetuned", r["accuracy_pruned"])
@@ -140,6 +145,8 @@ run "$HPRUNE" prune "$MODEL" --method hap --data "$DATA" --samples 64 --probes 4
   --round-to 2 -o "$T/out/md.safetensors" --report "$T/out/md.md"
 check "Markdown report with the layer table and accuracies" eval \
   'rc_is 0 && grep -q "^| conv2 |" "$T/out/md.md" && grep -q "pruned (one-shot)" "$T/out/md.md"'
+prune l1 uniform --target-channels 0.5 --uniform
+pycheck "--uniform: every layer loses half of its own channels" uniform "$T/out/uniform.json" 0.5
 prune hap again --target-flops 0.5
 pycheck "the same command gives the same report (but for timing)" same "$T/out/hap.json" "$T/out/again.json"
 
@@ -148,6 +155,8 @@ S="--data $DATA --threads 1 -o $T/work/slim.safetensors"
 expect 2 "a target of 1 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 1 $S
 expect 2 "a target of 0 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0 $S
 expect 2 "an unknown method is refused" "magic" "unknown" "$HPRUNE" prune "$MODEL" --method magic --target-flops 0.5 $S
+expect 2 "--uniform with a MACs target" "" "--uniform needs --target-channels" "$HPRUNE" prune "$MODEL" --method l1 \
+  --target-flops 0.5 --uniform $S
 expect 2 "no target" "" "target is required" "$HPRUNE" prune "$MODEL" --method l1 $S
 expect 2 "two targets" "" "one target" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --target-params 0.5 $S
 expect 2 "no output" "" "-o" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA"

@@ -234,7 +234,7 @@ static void test_select(void **state) {
     memcpy(scores[g2], s2, sizeof s2);
     PruneRef ref;
     pruneref_init(&ref, &m, &gs);
-    PruneTarget t = {TARGET_CHANNELS, 0.5, 0.9, 1, false};
+    PruneTarget t = {.kind = TARGET_CHANNELS, .ratio = 0.5, .max_layer_frac = 0.9, .round_to = 1};
     assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
     // the five lowest: 0.05 (g2,2), 0.1 (g1,1), 0.2 (g2,0), 0.3 (g1,3), 0.4 (g2,5)
     const bool k1[4] = {1, 0, 1, 0}, k2[6] = {0, 1, 0, 1, 1, 0};
@@ -249,7 +249,7 @@ static void test_select(void **state) {
     for (int c = 0; c < 6; c++) kept2 += keep[g2][c];
     assert_true(kept1 >= 2 && kept2 >= 3 && kept1 + kept2 == 5);
     // rounding to 2: every kept width even
-    t = (PruneTarget){TARGET_MACS, 0.4, 0.9, 2, false};
+    t = (PruneTarget){.kind = TARGET_MACS, .ratio = 0.4, .max_layer_frac = 0.9, .round_to = 2};
     assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
     int w[8] = {0};
     for (int g = 0; g < gs.n_groups; g++)
@@ -260,8 +260,17 @@ static void test_select(void **state) {
     size_t params;
     widths_cost(&m, &gs, w, &macs, &params);
     assert_true((double)macs <= 0.6 * (double)ref.macs);
+    // uniform: every group loses half of its own channels, its lowest
+    t = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.5, .max_layer_frac = 0.9, .round_to = 1, .uniform = true};
+    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
+    const bool u1[4] = {1, 0, 1, 0}, u2[6] = {0, 1, 0, 1, 1, 0};
+    for (int c = 0; c < 4; c++) assert_int_equal(keep[g1][c], u1[c]);
+    for (int c = 0; c < 6; c++) assert_int_equal(keep[g2][c], u2[c]);
+    t.kind = TARGET_MACS;
+    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), -1);
+    assert_non_null(strstr(err.msg, "channel target"));
     // impossible: 95% of the channels with a 90% cap
-    t = (PruneTarget){TARGET_CHANNELS, 0.95, 0.9, 1, false};
+    t = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.95, .max_layer_frac = 0.9, .round_to = 1};
     assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), -1);
     assert_non_null(strstr(err.msg, "out of reach"));
     assert_non_null(strstr(err.msg, "max-layer-frac"));
@@ -299,7 +308,7 @@ static void test_obs_layer_compensation_helps(void **state) {
     assert_int_equal(scorer_run(&s, &o, &m, &gs, scores, &err), 0);
     PruneRef ref;
     pruneref_init(&ref, &m, &gs);
-    PruneTarget t = {TARGET_CHANNELS, 0.3, 0.9, 1, false};
+    PruneTarget t = {.kind = TARGET_CHANNELS, .ratio = 0.3, .max_layer_frac = 0.9, .round_to = 1};
     assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
     Model comp, a, b;
     model_copy(&comp, &m);
