@@ -11,7 +11,7 @@ set -e
 MODEL=${MODEL:-runs/resnet20_fmnist.safetensors}
 OUT=${OUT:-runs/prune_r20}
 HPRUNE=${HPRUNE:-./hprune}
-METHODS="l1 taylor hap obs obs-layer"
+METHODS=${METHODS:-"l1 taylor hap obs obs-layer"}
 mkdir -p "$OUT"
 export OMP_WAIT_POLICY=passive
 
