@@ -184,6 +184,7 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
     cJSON_AddNumberToObject(j, "macs", (double)o->macs_pruned);
     cJSON_AddNumberToObject(j, "accuracy_original", o->acc_orig);
     cJSON_AddNumberToObject(j, "accuracy_oneshot", o->acc_oneshot);
+    cJSON_AddNumberToObject(j, "accuracy_recalibrated", o->acc_recal);
     cJSON_AddNumberToObject(j, "accuracy_finetuned", o->acc_final);
     cJSON_AddNumberToObject(j, "finetune_epochs", o->finetune_epochs);
     cJSON_AddNumberToObject(j, "best_epoch", o->best_epoch);
@@ -206,7 +207,7 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
 typedef struct {
     char id[SWEEP_ID], method[32], kind[16], seed[32];
     char model[SWEEP_PATH], settings[4 * SWEEP_PATH];
-    double target, params_orig, params, macs_orig, macs, acc_orig, acc_oneshot, acc_final, finetune_epochs,
+    double target, params_orig, params, macs_orig, macs, acc_orig, acc_oneshot, acc_recal, acc_final, finetune_epochs,
         best_epoch, lat_orig, lat, seconds;
 } SweepResult;
 
@@ -270,7 +271,8 @@ static int result_read(const char *path, SweepResult *r, HpErr *err) {
     struct { const char *key; double *x; } nums[] = {
         {"target", &r->target}, {"params_original", &r->params_orig}, {"params", &r->params},
         {"macs_original", &r->macs_orig}, {"macs", &r->macs}, {"accuracy_original", &r->acc_orig},
-        {"accuracy_oneshot", &r->acc_oneshot}, {"accuracy_finetuned", &r->acc_final},
+        {"accuracy_oneshot", &r->acc_oneshot}, {"accuracy_recalibrated", &r->acc_recal},
+        {"accuracy_finetuned", &r->acc_final},
         {"finetune_epochs", &r->finetune_epochs}, {"best_epoch", &r->best_epoch},
         {"latency_ms_original", &r->lat_orig}, {"latency_ms", &r->lat}, {"seconds", &r->seconds}};
     int rc = 0;
@@ -362,7 +364,8 @@ static int read_results(const char *dir, SweepResult **out, HpErr *err) {
 
 const char *const SWEEP_CSV_HEADER[] = {
     "id", "method", "target_kind", "target", "seed", "params_original", "params", "macs_original", "macs",
-    "macs_removed", "accuracy_original", "accuracy_oneshot", "accuracy_finetuned", "finetune_epochs", "best_epoch",
+    "macs_removed", "accuracy_original", "accuracy_oneshot", "accuracy_recalibrated", "accuracy_finetuned",
+    "finetune_epochs", "best_epoch",
     "latency_ms", "speedup", "seconds"};
 const int SWEEP_CSV_COLS = (int)(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0]);
 
@@ -373,7 +376,7 @@ static double macs_removed(const SweepResult *r) { return 1.0 - r->macs / r->mac
 
 // Writes DIR/results.csv.
 static int write_csv(const char *path, const SweepResult *r, int n, HpErr *err) {
-    enum { NC = 18 };
+    enum { NC = 19 };
     _Static_assert(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0] == NC, "write_csv fills every column");
     char(*text)[NC][CELL] = hp_malloc((size_t)n * sizeof *text);
     const char **cells = hp_malloc((size_t)n * NC * sizeof(char *));
@@ -392,12 +395,13 @@ static int write_csv(const char *path, const SweepResult *r, int n, HpErr *err) 
         snprintf(c[9], CELL, "%.6f", macs_removed(x));
         snprintf(c[10], CELL, "%.6f", x->acc_orig);
         snprintf(c[11], CELL, "%.6f", x->acc_oneshot);
-        snprintf(c[12], CELL, "%.6f", x->acc_final);
-        snprintf(c[13], CELL, "%.0f", x->finetune_epochs);
-        snprintf(c[14], CELL, "%.0f", x->best_epoch);
-        snprintf(c[15], CELL, "%.3f", x->lat);
-        snprintf(c[16], CELL, "%.3f", x->lat > 0 ? x->lat_orig / x->lat : 0.0);
-        snprintf(c[17], CELL, "%.1f", x->seconds);
+        snprintf(c[12], CELL, "%.6f", x->acc_recal);
+        snprintf(c[13], CELL, "%.6f", x->acc_final);
+        snprintf(c[14], CELL, "%.0f", x->finetune_epochs);
+        snprintf(c[15], CELL, "%.0f", x->best_epoch);
+        snprintf(c[16], CELL, "%.3f", x->lat);
+        snprintf(c[17], CELL, "%.3f", x->lat > 0 ? x->lat_orig / x->lat : 0.0);
+        snprintf(c[18], CELL, "%.1f", x->seconds);
         for (int k = 0; k < NC; k++) cells[(size_t)i * NC + k] = c[k];
     }
     int rc = table_write_csv(path, SWEEP_CSV_HEADER, NC, cells, n, err);
@@ -444,14 +448,14 @@ static const char *base_name(const char *path) {
 
 // Appends the per-run table of results.md.
 static void md_runs(StrBuf *b, const SweepResult *r, int n) {
-    sb_printf(b, "| method | target | seed | params | MACs | MACs removed | one-shot | fine-tuned | latency ms | "
-                 "speed-up | time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    sb_printf(b, "| method | target | seed | params | MACs | MACs removed | one-shot | BN re-estimated | fine-tuned | "
+                 "latency ms | speed-up | time |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int i = 0; i < n; i++) {
         const SweepResult *x = &r[i];
-        sb_printf(b, "| %s | %s %.0f%% | %s | %.0f (-%.1f%%) | %.3fM | %.1f%% | %.2f%% | %.2f%% | %.2f | %.2fx | %.0fs"
+        sb_printf(b, "| %s | %s %.0f%% | %s | %.0f (-%.1f%%) | %.3fM | %.1f%% | %.2f%% | %.2f%% | %.2f%% | %.2f | %.2fx | %.0fs"
                      " |\n",
                   x->method, x->kind, 100 * x->target, x->seed, x->params, 100 * (1 - x->params / x->params_orig),
-                  x->macs / 1e6, 100 * macs_removed(x), 100 * x->acc_oneshot, 100 * x->acc_final, x->lat,
+                  x->macs / 1e6, 100 * macs_removed(x), 100 * x->acc_oneshot, 100 * x->acc_recal, 100 * x->acc_final, x->lat,
                   x->lat > 0 ? x->lat_orig / x->lat : 0.0, x->seconds);
     }
 }
@@ -476,11 +480,13 @@ static int write_md(const char *path, const SweepResult *r, int n, const Point *
     sb_printf(&b, "%d run%s of `%s`: %.0f parameters, %.3fM MACs, test accuracy %.2f%% before pruning.\n", n,
               n > 1 ? "s" : "", r[0].model, r[0].params_orig, r[0].macs_orig / 1e6, 100 * r[0].acc_orig);
     if (r[0].finetune_epochs > 0)
-        sb_printf(&b, "One-shot: right after pruning; fine-tuned: after %.0f epoch%s of fine-tuning (the best epoch on "
-                      "the validation split).",
+        sb_printf(&b, "One-shot: right after pruning; BN re-estimated: then with batchnorm statistics re-estimated "
+                      "(no weight changes; the same as one-shot without batchnorm); fine-tuned: after %.0f epoch%s of "
+                      "fine-tuning (the best epoch on the validation split).",
                   r[0].finetune_epochs, r[0].finetune_epochs == 1 ? "" : "s");
     else
-        sb_printf(&b, "One-shot: right after pruning; no fine-tuning (the fine-tuned column repeats one-shot).");
+        sb_printf(&b, "One-shot: right after pruning; BN re-estimated: then with batchnorm statistics re-estimated (no "
+                      "weight changes); no fine-tuning (the fine-tuned column repeats the re-estimated one).");
     sb_printf(&b, " Latency: median time of a forward pass of 64 images; time: the whole run.\n\n");
     md_runs(&b, r, n);
     md_means(&b, p, np);

@@ -26,7 +26,7 @@ import csv, glob, json, sys
 mode, args = sys.argv[1], sys.argv[2:]
 TIMING = ("latency_ms", "speedup", "seconds")
 HEADER = ["id", "method", "target_kind", "target", "seed", "params_original", "params", "macs_original", "macs",
-          "macs_removed", "accuracy_original", "accuracy_oneshot", "accuracy_finetuned", "finetune_epochs",
+          "macs_removed", "accuracy_original", "accuracy_oneshot", "accuracy_recalibrated", "accuracy_finetuned", "finetune_epochs",
           "best_epoch", "latency_ms", "speedup", "seconds"]
 def need(cond, msg):
     if not cond:
@@ -53,7 +53,7 @@ if mode == "results":  # DIR: the merged outputs of the 2 x 2 sweep
         need(removed >= target - 1e-6 and int(x["macs"]) < int(x["macs_original"]) == 416520, f"MACs in {r}")
         need(abs(removed - (1 - int(x["macs"]) / int(x["macs_original"]))) < 1e-5, f"macs_removed in {r}")
         need(int(x["params"]) < int(x["params_original"]) == 61706, f"params in {r}")
-        for k in ("accuracy_original", "accuracy_oneshot", "accuracy_finetuned"):
+        for k in ("accuracy_original", "accuracy_oneshot", "accuracy_recalibrated", "accuracy_finetuned"):
             need(0 <= float(x[k]) <= 1, f"{k} in {r}")
         need(x["finetune_epochs"] == "2" and x["best_epoch"] in ("1", "2"), f"epochs in {r}")
         need(float(x["latency_ms"]) > 0 and float(x["seconds"]) >= 0, f"timing in {r}")
