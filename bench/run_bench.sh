@@ -183,3 +183,19 @@ else
   echo
   echo "(no trained model at $EIG_MODEL: train one with configs/resnet20_fmnist.ini to compare Lanczos with power iteration)"
 fi
+# Optimal Brain Surgeon's two inverses on the same model: the WoodFisher block inverse (N 1000
+# per-sample gradients, blocks of 2000) and the layer-wise Hessians of every conv and linear
+# layer from 1024 images, each timed with its peak memory (run separately so that each peak
+# is its own).
+if [ -f "$EIG_MODEL" ] && [ -x "$BUILD/bench/obs_bench" ]; then
+  echo
+  echo "OBS inverses on $EIG_MODEL:"
+  "$BUILD/bench/obs_bench" "$EIG_MODEL" --only fisher --threads "$THREADS"
+  "$BUILD/bench/obs_bench" "$EIG_MODEL" --only layer --threads "$THREADS"
+fi
+# Pruned models against their original, when bench/prune_resnet20.sh has made them.
+SLIM=$(ls runs/prune_r20/*-0.5.safetensors 2>/dev/null)
+if [ -f "$EIG_MODEL" ] && [ -n "$SLIM" ] && [ -x "$BUILD/bench/latency_compare" ]; then
+  echo
+  "$BUILD/bench/latency_compare" "$EIG_MODEL" $SLIM --threads "$THREADS"
+fi
