@@ -235,12 +235,32 @@ int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int
     return rc;
 }
 
+// HAP summed over the group's members: for each tensor slice channel c touches, the mean of
+// the diagonal over the slice times the slice's squared norm (Tr(H_c)/n_c * ||W_c||^2 of that
+// member), so a large consumer slice does not dilute a producer's curvature.
+static void score_hap(const Model *m, const GroupSet *gs, const float *diag, double **scores) {
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        if (!grp->prunable) continue;
+        size_t *idx = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
+        for (int c = 0; c < grp->n_channels; c++) {
+            scores[g][c] = 0;
+            for (int j = 0; j < grp->n_members; j++) {
+                size_t k = member_channel_params(m, &grp->members[j], c, idx);
+                scores[g][c] += f_hap(diag, m->params, idx, k);
+            }
+        }
+        free(idx);
+    }
+}
+
 // HAP or OBD from the Hutchinson diagonal.
 static int score_diag(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     float *diag = hp_malloc(m->n_params * sizeof(float));
     bool ggn = o->ggn;
     int rc = crit_hutchinson_diag(o, m, ggn, diag, NULL, err);
-    if (rc == 0) score_by_params(m, gs, o->method == CRIT_HAP ? f_hap : f_obd, diag, scores);
+    if (rc == 0 && o->method == CRIT_HAP) score_hap(m, gs, diag, scores);
+    if (rc == 0 && o->method == CRIT_OBD) score_by_params(m, gs, f_obd, diag, scores);
     free(diag);
     return rc;
 }

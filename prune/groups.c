@@ -271,6 +271,10 @@ static size_t emit_member(const Model *m, const GroupMember *mb, const GroupMemb
     return emit(idx, k, b0, bn);
 }
 
+size_t member_channel_params(const Model *m, const GroupMember *mb, int c, size_t *idx) {
+    return emit_member(m, mb, NULL, c, idx, 0);
+}
+
 size_t group_channel_params(const Model *m, const ChannelGroup *g, int c, size_t *idx) {
     HP_ASSERT(c >= 0 && c < g->n_channels);
     size_t k = 0;

@@ -56,6 +56,11 @@ void groupset_free(GroupSet *gs);
 // only count. Returns the count.
 size_t group_channel_params(const Model *m, const ChannelGroup *g, int c, size_t *idx);
 
+// Indices into m->params of what member mb alone touches for channel c (a producer's row and
+// bias, a per-channel member's slice, a consumer's columns), ascending; idx may be NULL to
+// only count. Returns the count.
+size_t member_channel_params(const Model *m, const GroupMember *mb, int c, size_t *idx);
+
 // Sets every parameter and running statistic of channel c of g that feeds forward to zero
 // (producer rows and biases, batchnorm gamma and beta, depthwise filters and biases), so the
 // channel carries exact zeros everywhere in eval mode: the function surgery computes.
