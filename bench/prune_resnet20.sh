@@ -44,13 +44,15 @@ def get(name):
 r = get("l1-0.5")
 if r:
     print(f"unpruned: {100 * r['accuracy_original']:.2f}%, {r['macs_before'] / 1e6:.2f}M MACs, {r['params_before']} params\n")
+print("one-shot accuracy / with batchnorm statistics re-estimated on 1024 training images\n")
 print("| method | -30% MACs | -50% MACs | -70% MACs | -50%, fine-tuned |")
 print("|---|---:|---:|---:|---:|")
 for m in methods:
     cells = []
     for t in ("0.3", "0.5", "0.7"):
         r = get(f"{m}-{t}")
-        cells.append(f"{100 * r['accuracy_pruned']:.2f}%" if r else "")
+        recal = f" / {100 * r['accuracy_recalibrated']:.2f}%" if r and "accuracy_recalibrated" in r else ""
+        cells.append(f"{100 * r['accuracy_pruned']:.2f}%{recal}" if r else "")
     ft = [f for f in sorted(os.listdir(out)) if f.startswith(f"{m}-0.5-ft") and f.endswith(".json")]
     if ft:
         r = json.load(open(os.path.join(out, ft[-1])))
