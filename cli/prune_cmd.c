@@ -1,7 +1,6 @@
 // prune_cmd.c: `hprune prune`: score channels, remove them to a target (one shot or in steps),
 // fine-tune, write the slimmed model and a report.
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "../formats/config.h"
+#include "../formats/table.h"
 #include "../nn/train.h"
 #include "../prune/pipeline.h"
 #include "cli.h"
@@ -311,56 +311,36 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     return j;
 }
 
-// Appends printf-formatted text to the growing buffer *s (length *len, capacity *cap).
-static void sb_printf(char **s, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void sb_printf(char **s, size_t *len, size_t *cap, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(*s + *len, *cap - *len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < *cap - *len) {
-            *len += (size_t)n;
-            return;
-        }
-        *cap = *cap * 2 + (size_t)(n > 0 ? n : 0);
-        *s = realloc(*s, *cap);
-        HP_ASSERT(*s);
-    }
-}
-
 // Builds the report as Markdown text (malloc'd).
 static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd) {
-    size_t len = 0, cap = 4096;
-    char *s = hp_malloc(cap);
-    s[0] = '\0';
-    sb_printf(&s, &len, &cap, "# hprune prune: %s, %s -%.0f%%\n\n`%s`\n\nseed %llu, %d step%s\n\n", criterion_name(o->crit.method),
+    StrBuf t = {0};
+    sb_printf(&t, "# hprune prune: %s, %s -%.0f%%\n\n`%s`\n\nseed %llu, %d step%s\n\n", criterion_name(o->crit.method),
               target_kind_name(o->target.kind), 100 * o->target.ratio, cmd, o->seed, o->steps, o->steps > 1 ? "s" : "");
-    sb_printf(&s, &len, &cap, "| layer | channels | params | MACs |\n|---|---:|---:|---:|\n");
+    sb_printf(&t, "| layer | channels | params | MACs |\n|---|---:|---:|---:|\n");
     for (int i = 0; i < a->n_nodes; i++) {
         const Node *na = &a->nodes[i], *nb = &b->nodes[i];
         if (na->op != OP_CONV2D && na->op != OP_LINEAR) continue;
-        sb_printf(&s, &len, &cap, "| %s | %d → %d | %zu → %zu | %.3fM → %.3fM |\n", na->name, na->out_features,
+        sb_printf(&t, "| %s | %d → %d | %zu → %zu | %.3fM → %.3fM |\n", na->name, na->out_features,
                   nb->out_features, node_params(a, i), node_params(b, i), node_macs(a, i) / 1e6, node_macs(b, i) / 1e6);
     }
     double pa = (double)model_param_count(a), pb = (double)model_param_count(b);
     double ma = (double)model_macs(a), mb = (double)model_macs(b);
-    sb_printf(&s, &len, &cap, "| **total** | | %.0f → %.0f (-%.1f%%) | %.3fM → %.3fM (-%.1f%%) |\n\n", pa, pb,
+    sb_printf(&t, "| **total** | | %.0f → %.0f (-%.1f%%) | %.3fM → %.3fM (-%.1f%%) |\n\n", pa, pb,
               100 * (1 - pb / pa), ma / 1e6, mb / 1e6, 100 * (1 - mb / ma));
-    sb_printf(&s, &len, &cap, "| | test accuracy |\n|---|---:|\n| original | %.2f%% |\n| pruned (one-shot) | %.2f%% |\n",
+    sb_printf(&t, "| | test accuracy |\n|---|---:|\n| original | %.2f%% |\n| pruned (one-shot) | %.2f%% |\n",
               100 * r->acc_orig, 100 * r->acc_oneshot);
     if (o->bn_samples > 0 && r->acc_recal != r->acc_oneshot)
-        sb_printf(&s, &len, &cap, "| pruned, batchnorm statistics re-estimated (%d images) | %.2f%% |\n", o->bn_samples,
+        sb_printf(&t, "| pruned, batchnorm statistics re-estimated (%d images) | %.2f%% |\n", o->bn_samples,
                   100 * r->acc_recal);
     if (r->finetune_epochs > 0)
-        sb_printf(&s, &len, &cap, "| fine-tuned (%d epochs, best %d) | %.2f%% |\n", r->finetune_epochs, r->best_epoch,
+        sb_printf(&t, "| fine-tuned (%d epochs, best %d) | %.2f%% |\n", r->finetune_epochs, r->best_epoch,
                   100 * r->acc_final);
-    sb_printf(&s, &len, &cap,
+    sb_printf(&t,
               "\n| inference (batch 64, median) | ms per batch | images/s |\n|---|---:|---:|\n| original | %.2f | %.0f |\n"
               "| pruned | %.2f | %.0f |\n| speed-up | %.2fx | |\n\n",
               r->lat_orig_ms, r->ips_orig, r->lat_pruned_ms, r->ips_pruned, r->lat_orig_ms / r->lat_pruned_ms);
-    sb_printf(&s, &len, &cap, "scoring %.1fs, fine-tuning %.1fs, total %.1fs\n", r->score_s, r->finetune_s, r->total_s);
-    return s;
+    sb_printf(&t, "scoring %.1fs, fine-tuning %.1fs, total %.1fs\n", r->score_s, r->finetune_s, r->total_s);
+    return t.s;
 }
 
 // Writes the report (Markdown or JSON by extension) atomically, or exits.

@@ -16,8 +16,7 @@ static bool csv_needs_quotes(const char *s) {
     return strpbrk(s, ",\"\r\n") != NULL;
 }
 
-// Writes one text field, quoted (with quotes doubled) when needed.
-static void csv_put_text(FILE *fp, const char *s) {
+void csv_put_text(FILE *fp, const char *s) {
     if (!csv_needs_quotes(s)) {
         fputs(s, fp);
         return;

@@ -4,6 +4,8 @@
 #ifndef HP_CSV_H
 #define HP_CSV_H
 
+#include <stdio.h>
+
 #include "../nn/err.h"
 
 // Writes n_rows rows of n_cols numbers (rows[r * n_cols + c]) to path, after a header line of
@@ -15,5 +17,9 @@ int csv_write(const char *path, const char *const *header, int n_cols, const dou
 // header, if not NULL, has 1 + n_cols names, the first naming the label column.
 int csv_write_labeled(const char *path, const char *const *header, int n_cols,
                       const char *const *labels, const double *rows, int n_rows, HpErr *err);
+
+// Writes one text field to fp, quoted (with quotes doubled) when it holds a comma, quote, CR
+// or LF, or starts or ends with a space or tab.
+void csv_put_text(FILE *fp, const char *s);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "csv.h"
 #include "formats.h"
 
 void sb_printf(StrBuf *b, const char *fmt, ...) {
@@ -36,33 +37,11 @@ void sb_free(StrBuf *b) {
     memset(b, 0, sizeof *b);
 }
 
-// True when s must be quoted: it holds a comma, quote, CR or LF, or starts or ends with a space.
-static bool needs_quotes(const char *s) {
-    size_t n = strlen(s);
-    if (n > 0 && (s[0] == ' ' || s[0] == '\t' || s[n - 1] == ' ' || s[n - 1] == '\t')) return true;
-    return strpbrk(s, ",\"\r\n") != NULL;
-}
-
-// Writes one cell, quoted (quotes doubled) when needed.
-static void put_cell(FILE *fp, const char *s) {
-    if (!s) return;
-    if (!needs_quotes(s)) {
-        fputs(s, fp);
-        return;
-    }
-    fputc('"', fp);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', fp);
-        fputc(*s, fp);
-    }
-    fputc('"', fp);
-}
-
 // Writes one line of n cells.
 static void put_line(FILE *fp, const char *const *cells, int n) {
     for (int c = 0; c < n; c++) {
         if (c) fputc(',', fp);
-        put_cell(fp, cells[c]);
+        if (cells[c]) csv_put_text(fp, cells[c]);
     }
     fputc('\n', fp);
 }
