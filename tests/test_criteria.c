@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include "nn/nn.h"
+#include "nn/train.h"
 #include "prune/criteria.h"
 
 // A small net: input 1x8x8 -> conv1 (4, 3x3) -> bn1 -> relu -> conv2 (6, 3x3) -> bn2 -> relu
@@ -338,6 +339,48 @@ static void test_obs_layer_compensation_helps(void **state) {
     model_free(&m);
 }
 
+// bn_recalibrate sets the running means to the calibration images' channel means (exactly the
+// average of equal batches' means), leaves the parameters and the momenta as they were.
+static void test_bn_recalibrate(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 12, 0);
+    Model m, two;
+    small_net(&m, &rng);
+    Dataset d;
+    small_data(&d, 64, &rng);
+    int idx[64];
+    for (int i = 0; i < 64; i++) idx[i] = i;
+    // conv1's output over all 64 images, by an eval-mode forward (it does not depend on the mode)
+    Workspace ws;
+    ws_init(&ws, &m, 64, 0);
+    float *x = malloc(64 * 64 * sizeof(float));
+    int y[64];
+    data_batch(&d, idx, 64, m.norm_mean, m.norm_std, NULL, NULL, x, y);
+    model_forward(&m, &ws, x, 64, MODE_EVAL, NULL);
+    const int c1 = node_id(&m, "conv1"), b1 = node_id(&m, "bn1");
+    double mean[4] = {0};
+    for (int n = 0; n < 64; n++)
+        for (int c = 0; c < 4; c++)
+            for (int k = 0; k < 64; k++) mean[c] += ws.act[c1][((size_t)n * 4 + c) * 64 + k] / (64.0 * 64.0);
+    float *params = malloc(m.n_params * sizeof(float));
+    memcpy(params, m.params, m.n_params * sizeof(float));
+    float momentum = m.nodes[b1].momentum;
+    model_copy(&two, &m);
+    bn_recalibrate(&m, &d, idx, 64, 64, 1);
+    bn_recalibrate(&two, &d, idx, 64, 32, 1);
+    for (int c = 0; c < 4; c++) {
+        assert_float_equal(m.buffers[m.nodes[b1].mean_off + (size_t)c], mean[c], 1e-4 * (1 + fabs(mean[c])));
+        assert_float_equal(two.buffers[two.nodes[b1].mean_off + (size_t)c], mean[c], 1e-4 * (1 + fabs(mean[c])));
+    }
+    assert_memory_equal(params, m.params, m.n_params * sizeof(float));
+    assert_true(m.nodes[b1].momentum == momentum && two.nodes[b1].momentum == momentum);
+    free(params), free(x);
+    ws_free(&ws);
+    model_free(&two), model_free(&m);
+    dataset_free(&d);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_channel_first),
@@ -345,6 +388,7 @@ int main(void) {
         cmocka_unit_test(test_widths_cost_exact),
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_obs_layer_compensation_helps),
+        cmocka_unit_test(test_bn_recalibrate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
