@@ -231,36 +231,7 @@ else:
     sys.exit("check.py: unknown mode " + mode)
 EOF
 
-DATA=$T/data
-MODEL=$T/model.safetensors
-fixtures_ok=1
-python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 256 32 --seed 2024 --test-from-train 2>"$CAP/err" || fixtures_ok=""
-cat >"$T/tiny.ini" <<EOF
-# one epoch of LeNet-5 on the synthetic data
-[model]
-arch = lenet5
-
-[data]
-dataset = fashion-mnist
-dir = $DATA
-
-[train]
-epochs = 1
-batch_size = 32
-lr = 0.05
-seed = 3
-threads = 1
-output = $MODEL
-EOF
-[ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/tiny.ini" >/dev/null 2>"$CAP/err" || fixtures_ok=""
-if [ -n "$fixtures_ok" ] && [ -s "$MODEL" ]; then
-  ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
-else
-  not_ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
-  sed -n '1,5s/^/#   /p' "$CAP/err"
-  echo "1..$n"
-  exit 1
-fi
+tap_tiny_model 256 32 --seed 2024 --test-from-train
 
 # ---- the default analysis: trace and the top eigenvalue at both ends ----
 

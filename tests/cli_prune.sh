@@ -91,28 +91,7 @@ pycheck() {
 }
 rc_is() { [ "$rc" -eq "$1" ]; }
 
-DATA=$T/data
-MODEL=$T/model.safetensors
-fixtures_ok=1
-python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 256 64 --seed 2025 --wrong 0.1 2>"$CAP/err" || fixtures_ok=""
-cat >"$T/tiny.ini" <<EOF
-[model]
-arch = lenet5
-[data]
-dataset = fashion-mnist
-dir = $DATA
-[train]
-epochs = 1
-batch_size = 32
-lr = 0.05
-seed = 3
-threads = 1
-output = $MODEL
-EOF
-[ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/tiny.ini" >/dev/null 2>"$CAP/err" || fixtures_ok=""
-if [ -z "$fixtures_ok" ]; then
-  not_ok "fixtures: dataset and a one-epoch model"; sed -n '1,5s/^/#   /p' "$CAP/err"; exit 1
-fi
+tap_tiny_model 256 64 --seed 2025 --wrong 0.1
 python3 "$T/check.py" nolinear "$T/nolinear.safetensors"
 
 # prune METHOD NAME ARGS...: prunes the fixture model with small settings into $T/out/NAME.*

@@ -115,33 +115,7 @@ err_has() { grep -q -E -- "$1" "$CAP/err"; }
 
 # ---- fixtures: a tiny dataset, a LeNet-5 trained for one epoch, a sweep config ----
 
-DATA=$T/data
-MODEL=$T/model.safetensors
-fixtures_ok=1
-python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 1024 200 --seed 2024 --wrong 0.1 2>"$CAP/err" || fixtures_ok=""
-cat >"$T/train.ini" <<EOF
-[model]
-arch = lenet5
-[data]
-dataset = fashion-mnist
-dir = $DATA
-[train]
-epochs = 1
-batch_size = 32
-lr = 0.05
-seed = 3
-threads = 1
-output = $MODEL
-EOF
-[ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/train.ini" >/dev/null 2>"$CAP/err" || fixtures_ok=""
-if [ -n "$fixtures_ok" ] && [ -s "$MODEL" ]; then
-  ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
-else
-  not_ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
-  sed -n '1,5s/^/#   /p' "$CAP/err"
-  echo "1..$n"
-  exit 1
-fi
+tap_tiny_model 1024 200 --seed 2024 --wrong 0.1
 
 # config NAME [LINES...]: writes $T/NAME.ini, the small sweep with LINES added to [sweep].
 config() {

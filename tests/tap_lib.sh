@@ -95,3 +95,26 @@ check() {
   desc=$1; shift
   if "$@"; then ok "$desc"; else not_ok "$desc"; show_run; fi
 }
+
+# tap_tiny_model N_TRAIN N_TEST GEN_ARGS...: the shared fixture: a synthetic Fashion-MNIST-format
+# dataset in $T/data (tests/gen_fmnist.py N_TRAIN N_TEST GEN_ARGS...) and a LeNet-5 trained on it
+# for one epoch, one thread, into $T/model.safetensors; sets DATA and MODEL. Reports it as a
+# check; if it fails, prints the plan and exits.
+tap_tiny_model() {
+  DATA=$T/data
+  MODEL=$T/model.safetensors
+  mkdir -p "$DATA"
+  fixtures_ok=1
+  python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" "$@" 2>"$CAP/err" || fixtures_ok=""
+  printf '[model]\narch = lenet5\n[data]\ndataset = fashion-mnist\ndir = %s\n[train]\nepochs = 1\nbatch_size = 32\nlr = 0.05\nseed = 3\nthreads = 1\noutput = %s\n' \
+    "$DATA" "$MODEL" >"$T/tiny.ini"
+  [ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/tiny.ini" >/dev/null 2>"$CAP/err" || fixtures_ok=""
+  if [ -n "$fixtures_ok" ] && [ -s "$MODEL" ]; then
+    ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
+  else
+    not_ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
+    sed -n '1,5s/^/#   /p' "$CAP/err"
+    echo "1..$n"
+    exit 1
+  fi
+}
