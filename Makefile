@@ -56,6 +56,9 @@ $(BUILD)/libhprune.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# The direct convolution kernel is written for fused multiply-adds (ISO C mode turns contraction off).
+$(BUILD)/nn/conv_direct.o: CFLAGS += -ffp-contract=fast
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<

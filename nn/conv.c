@@ -7,12 +7,20 @@
 // unfolded row one contiguous run of the zero-padded input (a single copy instead of Ho short
 // ones) and each fold one contiguous add. It costs Wp / Wo more multiply-adds (7% at 28x28).
 //
-// Per-thread scratch: [unfolded columns][one padded plane + k slack][wide rows of dy, dy2].
+// Stride-1 convolutions (groups 1, kernel > 1) skip the unfolding in the forward pass and for the
+// input gradient: conv_direct.c computes them from a zero-padded copy of the input. Their weight
+// gradient runs directly too on large planes; on small ones it unfolds and calls sgemm.
+//
+// Per-thread scratch: [packed weights of the direct kernels (forward, or w and w2 transposed)]
+// then either [unfolded columns][one padded plane + k slack][wide rows of dy, dy2] or the direct
+// kernels' [padded inputs][wide output tiles] (the input gradient runs after the weight
+// gradient of a sample is done, so the two share the space).
 #include <omp.h>
 #include <string.h>
 
 #include <cblas.h>
 
+#include "conv_direct.h"
 #include "ops.h"
 
 // Padded plane of one input channel: (H + 2 pad) x (W + 2 pad).
@@ -37,10 +45,38 @@ static size_t unfolded_len(const ConvGeom *g) {
 // Floats of the padded plane with the slack the last taps of the wide layout read.
 static size_t plane_len(const ConvGeom *g) { return padded_len(g) + (size_t)g->k; }
 
-size_t conv2d_col_len(const ConvGeom *g) {
-    size_t wide_rows = use_wide(g) ? 2 * (size_t)(g->O / g->groups) * col_width(g) : 0;
-    return unfolded_len(g) + plane_len(g) + wide_rows;
+// Floats at the start of each thread's scratch for the direct kernels' packed weights.
+static size_t packed_region(const ConvGeom *g) {
+    size_t fwd = 0, dx = 0;
+    if (direct_fwd_ok(g)) {
+        DirectConv d = direct_fwd(g);
+        fwd = direct_packed_len(&d);
+    }
+    if (direct_bwd_ok(g)) {
+        DirectConv d = direct_dx(g);
+        dx = 2 * direct_packed_len(&d);
+    }
+    return fwd > dx ? fwd : dx;
 }
+
+// Floats after the packed weights: the larger of the unfolding's and the direct kernels' needs.
+static size_t work_region(const ConvGeom *g) {
+    size_t wide_rows = use_wide(g) ? 2 * (size_t)(g->O / g->groups) * col_width(g) : 0;
+    size_t need = unfolded_len(g) + plane_len(g) + wide_rows;
+    if (direct_fwd_ok(g)) {
+        DirectConv d = direct_fwd(g);
+        size_t n = direct_padded_len(&d) + direct_wide_len(&d);
+        if (n > need) need = n;
+    }
+    if (direct_bwd_ok(g)) {
+        DirectConv d = direct_dx(g);
+        size_t n = 2 * direct_padded_len(&d) + direct_wide_len(&d);
+        if (n > need) need = n;
+    }
+    return need;
+}
+
+size_t conv2d_col_len(const ConvGeom *g) { return packed_region(g) + work_region(g); }
 
 // Copies plane xc (H, W) into the middle of pad_buf (H + 2 pad, W + 2 pad), zeroing the border.
 static void pad_plane(const ConvGeom *g, const float *xc, float *pad_buf) {
@@ -196,15 +232,48 @@ static void narrow(const ConvGeom *g, const float *src, int rows, float *dst, bo
 // Threads a kernel may use: one per scratch slot.
 static int slots(const ConvGeom *g) { return g->threads > 0 ? g->threads : omp_get_max_threads(); }
 
+// Adds bias b (O) to every position of one sample's output yn (O, Ho, Wo).
+static void add_bias(const ConvGeom *g, const float *b, float *yn) {
+    const int P = g->Ho * g->Wo;
+    for (int o = 0; o < g->O; o++) {
+        float *yo = yn + (size_t)o * P;
+        for (int p = 0; p < P; p++) yo[p] += b[o];
+    }
+}
+
+// y = conv(x, w) + b, or y += conv(x, w) + b when acc, by the direct kernel (direct_fwd_ok(g)).
+static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *w, const float *b, float *y,
+                                float *col, size_t col_stride, bool acc) {
+    const DirectConv d = direct_fwd(g);
+    const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
+#pragma omp parallel num_threads(slots(g))
+    {
+        float *packed = col + (size_t)omp_get_thread_num() * col_stride;
+        float *padded = packed + packed_region(g), *wide = padded + direct_padded_len(&d);
+        direct_pack(&d, w, false, packed);
+#pragma omp for schedule(static)
+        for (int n = 0; n < g->N; n++) {
+            float *yn = y + (size_t)n * out_len;
+            direct_pad(&d, x + (size_t)n * in_len, padded);
+            direct_run(&d, 1, (const float *const[]){padded}, (const float *const[]){packed}, wide, yn, acc);
+            if (b) add_bias(g, b, yn);
+        }
+    }
+}
+
 // y = conv(x, w) + b, or y += conv(x, w) + b when acc.
 static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                          size_t col_stride, bool acc) {
+    if (direct_fwd_ok(g)) {
+        conv2d_apply_direct(g, x, w, b, y, col, col_stride, acc);
+        return;
+    }
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
     const int width = (int)col_width(g);
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * P;
 #pragma omp parallel for schedule(static) num_threads(slots(g))
     for (int n = 0; n < g->N; n++) {
-        float *my_col = col + (size_t)omp_get_thread_num() * col_stride;
+        float *my_col = col + (size_t)omp_get_thread_num() * col_stride + packed_region(g);
         float *my_plane = my_col + unfolded_len(g), *my_wide = my_plane + plane_len(g);
         const float *xn = x + (size_t)n * in_len;
         float *yn = y + (size_t)n * out_len;
@@ -225,18 +294,111 @@ static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, cons
                             acc ? 1.0f : 0.0f, yg, P);
             }
         }
-        if (b) {
-            for (int o = 0; o < g->O; o++) {
-                float *yo = yn + (size_t)o * P;
-                for (int p = 0; p < P; p++) yo[p] += b[o];
-            }
-        }
+        if (b) add_bias(g, b, yn);
     }
 }
 
 void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                     size_t col_stride) {
     conv2d_apply(g, x, w, b, y, col, col_stride, false);
+}
+
+// db_part (O) += the sums over positions of one sample's output gradient dyn (O, Ho, Wo).
+static void add_bias_grad(const ConvGeom *g, const float *dyn, float *db_part) {
+    const int P = g->Ho * g->Wo;
+    for (int o = 0; o < g->O; o++) {
+        const float *dyo = dyn + (size_t)o * P;
+        float s = 0.0f;
+        for (int p = 0; p < P; p++) s += dyo[p];
+        db_part[o] += s;
+    }
+}
+
+// dw (O, C/groups, k, k) += and db (O) += the per-thread partial sums in wscratch (thread t's at
+// t * ws_stride: dw's then db's), summed in a fixed order (deterministic for a thread count).
+static void reduce_partials(const ConvGeom *g, const float *wscratch, size_t ws_stride, int n_threads, float *dw,
+                            float *db) {
+    const size_t w_len = (size_t)g->O * (size_t)(g->C / g->groups) * (size_t)(g->k * g->k);
+#pragma omp parallel for schedule(static) if (dw != NULL)
+    for (size_t j = 0; j < (dw ? w_len : 0); j++) {
+        float s = 0.0f;
+        for (int t = 0; t < n_threads; t++) s += wscratch[(size_t)t * ws_stride + j];
+        dw[j] += s;
+    }
+    if (db) {
+        for (int o = 0; o < g->O; o++) {
+            float s = 0.0f;
+            for (int t = 0; t < n_threads; t++) s += wscratch[(size_t)t * ws_stride + w_len + (size_t)o];
+            db[o] += s;
+        }
+    }
+}
+
+// dw (O, C, k, k) += dy_n (O, Ho, Wo) (x) the unfolding of x_n (C, H, W), for a groups-1
+// convolution, by sgemm; work: the unfolding's scratch (unfolded columns, plane, wide rows).
+static void unfolded_dw(const ConvGeom *g, const float *xn, const float *dyn, float *work, float *dw) {
+    const int K = g->C * g->k * g->k, width = (int)col_width(g);
+    float *plane = work + unfolded_len(g), *wide = plane + plane_len(g);
+    const float *dys = dyn;
+    if (use_wide(g)) {
+        widen(g, dyn, g->O, wide);
+        dys = wide;
+    }
+    unfold(g, xn, 0, g->C, work, plane);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->O, K, width, 1.0f, dys, width, work, width, 1.0f, dw, K);
+}
+
+// conv2d_backward2 by the direct kernels (direct_bwd_ok(g)): per sample, the weight gradient
+// from the padded input and the widened output gradient, then the input gradient as a
+// transposed convolution of the padded output gradient(s).
+static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const float *w, const float *dy,
+                                    const float *x2, const float *w2, const float *dy2, float *dx, float *dw,
+                                    float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride) {
+    const DirectConv df = direct_fwd(g), dd = direct_dx(g);
+    const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
+    const size_t w_len = (size_t)g->O * g->C * g->k * g->k;
+    int n_threads = 1;
+#pragma omp parallel num_threads(slots(g))
+    {
+        int t = omp_get_thread_num();
+#pragma omp single
+        n_threads = omp_get_num_threads();
+        float *packed[2], *work = col + (size_t)t * col_stride + packed_region(g);
+        packed[0] = col + (size_t)t * col_stride;
+        packed[1] = packed[0] + direct_packed_len(&dd);
+        float *my_dw = wscratch + (size_t)t * ws_stride, *my_db = my_dw + w_len;  // (O, C, k, k) then (O)
+        memset(my_dw, 0, (w_len + (size_t)g->O) * sizeof(float));
+        if (dx) {
+            direct_pack(&dd, w, true, packed[0]);
+            if (dy2) direct_pack(&dd, w2, true, packed[1]);
+        }
+        float *padded[2] = {work, work + direct_padded_len(&dd)}, *wide = work + 2 * direct_padded_len(&dd);
+#pragma omp for schedule(static)
+        for (int n = 0; n < g->N; n++) {
+            const float *dyn = dy + (size_t)n * out_len, *dy2n = dy2 ? dy2 + (size_t)n * out_len : NULL;
+            // dw += dy_n (x) x_n [+ dy2_n (x) x2_n]
+            for (int term = 0; term < 2 && dw; term++) {
+                const float *xs = term ? x2 : x, *dys = term ? dy2n : dyn;
+                if (!xs || !dys) continue;
+                if (direct_dw_pays(&df)) {
+                    direct_pad(&df, xs + (size_t)n * in_len, work);
+                    direct_widen(&df, dys, work + direct_padded_len(&df));
+                    direct_dw(&df, work, work + direct_padded_len(&df), my_dw);
+                } else {
+                    unfolded_dw(g, xs + (size_t)n * in_len, dys, work, my_dw);
+                }
+            }
+            // dx_n += w^T dy_n [+ w2^T dy2_n]
+            if (dx) {
+                direct_pad(&dd, dyn, padded[0]);
+                if (dy2n) direct_pad(&dd, dy2n, padded[1]);
+                direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
+                           dx + (size_t)n * in_len, true);
+            }
+            if (db) add_bias_grad(g, dyn, my_db);
+        }
+    }
+    reduce_partials(g, wscratch, ws_stride, n_threads, dw, db);
 }
 
 // Backward of one or two convolutions sharing geometry and outputs' shapes, in one pass over
@@ -246,6 +408,10 @@ void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const flo
 static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, const float *dy, const float *x2,
                              const float *w2, const float *dy2, float *dx, float *dw, float *db, float *col,
                              size_t col_stride, float *wscratch, size_t ws_stride) {
+    if (direct_bwd_ok(g)) {
+        conv2d_backward2_direct(g, x, w, dy, x2, w2, dy2, dx, dw, db, col, col_stride, wscratch, ws_stride);
+        return;
+    }
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
     const int width = (int)col_width(g);
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * P;
@@ -256,7 +422,7 @@ static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, 
         int t = omp_get_thread_num();
 #pragma omp single
         n_threads = omp_get_num_threads();
-        float *my_col = col + (size_t)t * col_stride;
+        float *my_col = col + (size_t)t * col_stride + packed_region(g);
         float *my_plane = my_col + unfolded_len(g), *my_wide = my_plane + plane_len(g);
         float *my_dw = wscratch + (size_t)t * ws_stride;  // (O, Kg) then db (O)
         float *my_db = my_dw + w_len;
@@ -300,30 +466,10 @@ static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, 
                                 width, 1.0f, dst, width);
                 if (!is_pointwise(g)) fold_acc(g, my_col, gi * Cg, Cg, dxn, my_plane);
             }
-            if (db) {
-                for (int o = 0; o < g->O; o++) {
-                    const float *dyo = dyn + (size_t)o * P;
-                    float s = 0.0f;
-                    for (int p = 0; p < P; p++) s += dyo[p];
-                    my_db[o] += s;
-                }
-            }
+            if (db) add_bias_grad(g, dyn, my_db);
         }
     }
-    // Reduce the per-thread partial sums in a fixed order (deterministic for a thread count).
-#pragma omp parallel for schedule(static) if (dw != NULL)
-    for (size_t j = 0; j < (dw ? w_len : 0); j++) {
-        float s = 0.0f;
-        for (int t = 0; t < n_threads; t++) s += wscratch[(size_t)t * ws_stride + j];
-        dw[j] += s;
-    }
-    if (db) {
-        for (int o = 0; o < g->O; o++) {
-            float s = 0.0f;
-            for (int t = 0; t < n_threads; t++) s += wscratch[(size_t)t * ws_stride + w_len + (size_t)o];
-            db[o] += s;
-        }
-    }
+    reduce_partials(g, wscratch, ws_stride, n_threads, dw, db);
 }
 
 void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,

@@ -1,0 +1,69 @@
+// conv_direct.h: stride-1 convolution of one sample straight from its zero-padded input, with
+// no unfolding (internal to nn/conv.c).
+//
+// Output position q = h * Wp + w of the "wide" output (row stride Wp = Wi + 2 pad, the padded
+// input's) reads the padded planes at q + ki * Wp + kj, so a tile of 16 * nv consecutive
+// positions of DC_OB output channels is a sum of broadcast weights times contiguous loads: the
+// GEMM micro-kernel of im2col without the im2col matrix or BLAS's packing of it. Positions with
+// w >= Wo (and those past Ho * Wp) are computed and dropped when the tile is written out.
+//
+// The same kernel computes the forward pass and, with the weights transposed and flipped and
+// padding k - 1 - pad, the input gradient w^T * dy (a transposed stride-1 convolution).
+#ifndef HP_CONV_DIRECT_H
+#define HP_CONV_DIRECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "ops.h"
+
+#define DC_OB 4  // output channels per tile
+
+// One direct convolution: in (Ci, Hi, Wi) padded by pad, kernel k, into out (Oo, Ho, Wo).
+typedef struct {
+    int Ci, Hi, Wi, pad, k, Oo;
+    int Ho, Wo, Wp;  // output plane; Wp = Wi + 2 pad, the row stride of padded input and wide output
+    int Q;           // wide positions: Ho * Wp
+    int Qr;          // Q rounded up to 16, the positions computed
+    int Or;          // Oo rounded up to DC_OB, the output channels computed
+    size_t plane;    // floats per padded input plane, with the slack the last tiles read
+} DirectConv;
+
+// True when the forward pass of g can run directly (groups 1, stride 1, kernel > 1).
+bool direct_fwd_ok(const ConvGeom *g);
+// True when the backward pass of g can run directly: as forward, pad <= k - 1 (for the input
+// gradient) and k <= 7 (the weight gradient keeps a row of taps in registers).
+bool direct_bwd_ok(const ConvGeom *g);
+// The forward convolution of g (x into y).
+DirectConv direct_fwd(const ConvGeom *g);
+// The input-gradient convolution of g (dy into dx).
+DirectConv direct_dx(const ConvGeom *g);
+
+// Floats of packed weights: Or * Ci * k * k.
+size_t direct_packed_len(const DirectConv *d);
+// Floats of one padded input: Ci * plane.
+size_t direct_padded_len(const DirectConv *d);
+// Floats of the wide output tile buffer: Or * Qr.
+size_t direct_wide_len(const DirectConv *d);
+
+// Packs weights into tiles: packed[ob][ci][ki][kj][DC_OB], zero for channels >= Oo. Forward:
+// w is (Oo, Ci, k, k); transposed: w is the forward weight (Ci, Oo, k, k), read as its
+// transpose with the kernel flipped, as the input gradient needs.
+void direct_pack(const DirectConv *d, const float *w, bool transposed, float *packed);
+// Copies x (Ci, Hi, Wi) into padded (Ci planes of d->plane floats), zero border and slack.
+void direct_pad(const DirectConv *d, const float *x, float *padded);
+// out (Oo, Ho, Wo) = (acc: +=) sum over the n_src (1 or 2) sources of conv(padded[s], packed[s]);
+// wide: scratch of direct_wide_len floats.
+void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
+                float *out, bool acc);
+// Copies dy (Oo, Ho, Wo) into wide rows dy_wide (Or, Qr) (direct_wide_len floats), zero at the
+// positions the wide layout drops and in the rows past Oo.
+void direct_widen(const DirectConv *d, const float *dy, float *dy_wide);
+// dw (Oo, Ci, k, k) += the weight gradient of one sample: dw[o][c][ki][kj] += sum over q of
+// dy_wide[o][q] * padded[c][q + ki * Wp + kj] (padded: direct_pad of the input). Needs k <= 7.
+void direct_dw(const DirectConv *d, const float *padded, const float *dy_wide, float *dw);
+// True when direct_dw is faster than unfolding and sgemm: planes of at least DC_DW_MIN_Q wide
+// positions (on smaller ones the lane sums at the end of each reduction dominate).
+bool direct_dw_pays(const DirectConv *d);
+
+#endif
