@@ -161,9 +161,10 @@ int sweep_make_dirs(const char *dir, HpErr *err) {
 static void run_settings(const SweepConfig *c, char *buf, size_t cap) {
     snprintf(buf, cap,
              "model=%s;dataset=%s;dir=%s;target=%s;steps=%d;max_layer_frac=%.17g;samples=%d;probes=%d;"
-             "finetune_epochs=%d;lr=%.9g;batch_size=%d;val_split=%.9g",
+             "finetune_epochs=%d;lr=%.9g;batch_size=%d;val_split=%.9g;weight_decay=%.9g;crop_pad=%d;hflip=%d",
              c->model, c->dataset, c->data_dir, kind_word(c->kind), c->steps, c->max_layer_frac, c->samples, c->probes,
-             c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size, (double)c->finetune.val_split);
+             c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size, (double)c->finetune.val_split,
+             (double)c->finetune.weight_decay, c->finetune.augment.crop_pad, (int)c->finetune.augment.hflip);
 }
 
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {

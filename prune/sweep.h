@@ -10,7 +10,8 @@
 //              macs, params or channels), targets (comma list of fractions to remove, in (0, 1)),
 //              seeds (comma list), steps, max_layer_frac, samples, probes, threads
 //   [data]     dataset, dir (default: the model's)
-//   [finetune] epochs, lr, batch_size, val_split
+//   [finetune] epochs, lr, batch_size, val_split, weight_decay, crop_pad (random crop from the
+//              image zero-padded by this much; 0: off), hflip (random horizontal flips)
 #ifndef HP_SWEEP_H
 #define HP_SWEEP_H
 

@@ -24,6 +24,7 @@ typedef enum {
     SK_TARGETS,  // comma list of fractions in (0, 1)
     SK_SEEDS,    // comma list of non-negative integers
     SK_KIND,     // flops (macs), params, channels
+    SK_BOOL,     // bool: true/false, yes/no, on/off, 1/0
 } SweepKeyType;
 
 typedef struct {
@@ -58,6 +59,9 @@ static const SweepKey KEYS[] = {
     {"finetune", "lr", SK_FLOAT, SFIELD(finetune.lr), 0, 100, true, false},
     {"finetune", "batch_size", SK_INT, SFIELD(finetune.batch_size), 1, 65536, false, false},
     {"finetune", "val_split", SK_FLOAT, SFIELD(finetune.val_split), 0, 1, false, true},
+    {"finetune", "weight_decay", SK_FLOAT, SFIELD(finetune.weight_decay), 0, 1, false, false},
+    {"finetune", "crop_pad", SK_INT, SFIELD(finetune.augment.crop_pad), 0, 64, false, false},
+    {"finetune", "hflip", SK_BOOL, SFIELD(finetune.augment.hflip), 0, 0, false, false},
 };
 
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
@@ -269,6 +273,18 @@ static int set_kind(SweepConfig *c, const SweepKey *k, const char *v, HpErr *err
     return 0;
 }
 
+// Parses a boolean word into dst.
+static int set_bool(bool *dst, const SweepKey *k, const char *v, HpErr *err) {
+    static const char *const yes[] = {"true", "yes", "on", "1", NULL}, *const no[] = {"false", "no", "off", "0", NULL};
+    if (list_find(yes, v) >= 0)
+        *dst = true;
+    else if (list_find(no, v) >= 0)
+        *dst = false;
+    else
+        return fail_value(k, v, "expected true or false", err);
+    return 0;
+}
+
 // Stores a non-empty string (a dataset name must be a known one).
 static int set_string(char *dst, const SweepKey *k, const char *v, HpErr *err) {
     if (!v[0]) return hp_fail(err, "'%s' must not be empty", k->key);
@@ -291,6 +307,7 @@ static int set_value(SweepConfig *c, const SweepKey *k, const char *v, HpErr *er
     case SK_TARGETS: return set_targets(c, k, v, err);
     case SK_SEEDS: return set_seeds(c, k, v, err);
     case SK_KIND: return set_kind(c, k, v, err);
+    case SK_BOOL: HP_ASSERT(k->size == sizeof(bool)); return set_bool(dst, k, v, err);
     case SK_INT:
         if (parse_integer(v, &i) < 0) return fail_value(k, v, "expected an integer", err);
         HP_ASSERT(k->size == sizeof(int));

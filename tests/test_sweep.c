@@ -60,7 +60,8 @@ static void test_config_full(void **state) {
     const char *text = "# a sweep\n[sweep]\nmodel = m.safetensors\nout = o\nmethods = l1, hap ,obs-layer\n"
                        "target = params\ntargets = 0.3,0.5\nseeds = 1, 7\nsteps = 2\nmax_layer_frac = 0.8\n"
                        "samples = 64\nprobes = 4\nthreads = 1\n[data]\ndataset = mnist\ndir = /d\n"
-                       "[finetune]\nepochs = 3\nlr = 0.02\nbatch_size = 32\nval_split = 0\n";
+                       "[finetune]\nepochs = 3\nlr = 0.02\nbatch_size = 32\nval_split = 0\n"
+                       "weight_decay = 1e-4\ncrop_pad = 2\nhflip = yes\n";
     if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
     assert_string_equal(c.model, "m.safetensors");
     assert_string_equal(c.out, "o");
@@ -85,6 +86,9 @@ static void test_config_full(void **state) {
     assert_true(c.finetune.lr == 0.02f);
     assert_int_equal(c.finetune.batch_size, 32);
     assert_true(c.finetune.val_split == 0);
+    assert_true(c.finetune.weight_decay == 1e-4f);
+    assert_int_equal(c.finetune.augment.crop_pad, 2);
+    assert_true(c.finetune.augment.hflip);
     assert_string_equal(c.path, fx->path);
 }
 
@@ -108,6 +112,8 @@ static void test_config_errors(void **state) {
     expect_error(fx, "[sweep]\nmodel = m\nprobes = 1\n", 3, "'probes' must be in [2,");
     expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nlr = 0\n", 4, "'lr' must be in (0,");
     expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nval_split = 1\n", 4, "'val_split'");
+    expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nhflip = maybe\n", 4, "expected true or false");
+    expect_error(fx, "[sweep]\nmodel = m\n[finetune]\ncrop_pad = -1\n", 4, "'crop_pad' must be in [0, 64]");
     expect_error(fx, "[sweep]\nmodel = m\n[data]\ndataset = imagenet\n", 4, "fashion-mnist, mnist or cifar10");
     expect_error(fx, "[sweep]\nmodel =\n", 2, "must not be empty");
     expect_error(fx, "model = m\n", 1, "outside any section");
