@@ -8,8 +8,8 @@
 // ones) and each fold one contiguous add. It costs Wp / Wo more multiply-adds (7% at 28x28).
 //
 // Stride-1 convolutions (groups 1, kernel > 1) skip the unfolding in the forward pass and for the
-// input gradient: conv_direct.c computes them from a zero-padded copy of the input. Their weight
-// gradient runs directly too on large planes; on small ones it unfolds and calls sgemm.
+// input gradient: conv_direct.c computes them from a zero-padded copy of the input, and their
+// weight gradient as a reduction over the wide positions of several samples at once.
 //
 // Per-thread scratch: [packed weights of the direct kernels (forward, or w and w2 transposed)]
 // then either [unfolded columns][one padded plane + k slack][wide rows of dy, dy2] or the direct
@@ -69,9 +69,11 @@ static size_t work_region(const ConvGeom *g) {
         if (n > need) need = n;
     }
     if (direct_bwd_ok(g)) {
-        DirectConv d = direct_dx(g);
+        DirectConv d = direct_dx(g), f = direct_fwd(g);
         size_t n = 2 * direct_padded_len(&d) + direct_wide_len(&d);
+        size_t n_dw = (size_t)direct_dw_chunk(&f) * (direct_padded_len(&f) + direct_wide_len(&f));
         if (n > need) need = n;
+        if (n_dw > need) need = n_dw;
     }
     return need;
 }
@@ -334,23 +336,9 @@ static void reduce_partials(const ConvGeom *g, const float *wscratch, size_t ws_
     }
 }
 
-// dw (O, C, k, k) += dy_n (O, Ho, Wo) (x) the unfolding of x_n (C, H, W), for a groups-1
-// convolution, by sgemm; work: the unfolding's scratch (unfolded columns, plane, wide rows).
-static void unfolded_dw(const ConvGeom *g, const float *xn, const float *dyn, float *work, float *dw) {
-    const int K = g->C * g->k * g->k, width = (int)col_width(g);
-    float *plane = work + unfolded_len(g), *wide = plane + plane_len(g);
-    const float *dys = dyn;
-    if (use_wide(g)) {
-        widen(g, dyn, g->O, wide);
-        dys = wide;
-    }
-    unfold(g, xn, 0, g->C, work, plane);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->O, K, width, 1.0f, dys, width, work, width, 1.0f, dw, K);
-}
-
-// conv2d_backward2 by the direct kernels (direct_bwd_ok(g)): per sample, the weight gradient
-// from the padded input and the widened output gradient, then the input gradient as a
-// transposed convolution of the padded output gradient(s).
+// conv2d_backward2 by the direct kernels (direct_bwd_ok(g)): the weight gradient from padded
+// inputs and widened output gradients, a chunk of samples at a time, then each sample's input
+// gradient as a transposed convolution of its padded output gradient(s).
 static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const float *w, const float *dy,
                                     const float *x2, const float *w2, const float *dy2, float *dx, float *dw,
                                     float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride) {
@@ -373,29 +361,33 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
             if (dy2) direct_pack(&dd, w2, true, packed[1]);
         }
         float *padded[2] = {work, work + direct_padded_len(&dd)}, *wide = work + 2 * direct_padded_len(&dd);
+        // the weight gradient reduces chunks of S samples: their padded inputs, then their wide dy
+        const int S = direct_dw_chunk(&df), n_chunks = (g->N + S - 1) / S;
+        float *chunk_dy = work + (size_t)S * direct_padded_len(&df);
 #pragma omp for schedule(static)
-        for (int n = 0; n < g->N; n++) {
-            const float *dyn = dy + (size_t)n * out_len, *dy2n = dy2 ? dy2 + (size_t)n * out_len : NULL;
-            // dw += dy_n (x) x_n [+ dy2_n (x) x2_n]
+        for (int ch = 0; ch < n_chunks; ch++) {
+            const int n0 = ch * S, ns = g->N - n0 < S ? g->N - n0 : S;
+            // dw += sum over the chunk of dy_n (x) x_n [+ dy2_n (x) x2_n]
             for (int term = 0; term < 2 && dw; term++) {
-                const float *xs = term ? x2 : x, *dys = term ? dy2n : dyn;
+                const float *xs = term ? x2 : x, *dys = term ? dy2 : dy;
                 if (!xs || !dys) continue;
-                if (direct_dw_pays(&df)) {
-                    direct_pad(&df, xs + (size_t)n * in_len, work);
-                    direct_widen(&df, dys, work + direct_padded_len(&df));
-                    direct_dw(&df, work, work + direct_padded_len(&df), my_dw);
-                } else {
-                    unfolded_dw(g, xs + (size_t)n * in_len, dys, work, my_dw);
+                for (int s = 0; s < ns; s++) {
+                    direct_pad(&df, xs + (size_t)(n0 + s) * in_len, work + (size_t)s * direct_padded_len(&df));
+                    direct_widen(&df, dys + (size_t)(n0 + s) * out_len, chunk_dy + (size_t)s * direct_wide_len(&df));
                 }
+                direct_dw(&df, ns, work, chunk_dy, my_dw);
             }
-            // dx_n += w^T dy_n [+ w2^T dy2_n]
-            if (dx) {
-                direct_pad(&dd, dyn, padded[0]);
-                if (dy2n) direct_pad(&dd, dy2n, padded[1]);
-                direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
-                           dx + (size_t)n * in_len, true);
+            for (int n = n0; n < n0 + ns; n++) {
+                const float *dyn = dy + (size_t)n * out_len, *dy2n = dy2 ? dy2 + (size_t)n * out_len : NULL;
+                // dx_n += w^T dy_n [+ w2^T dy2_n]
+                if (dx) {
+                    direct_pad(&dd, dyn, padded[0]);
+                    if (dy2n) direct_pad(&dd, dy2n, padded[1]);
+                    direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
+                               dx + (size_t)n * in_len, true);
+                }
+                if (db) add_bias_grad(g, dyn, my_db);
             }
-            if (db) add_bias_grad(g, dyn, my_db);
         }
     }
     reduce_partials(g, wscratch, ws_stride, n_threads, dw, db);

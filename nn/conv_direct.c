@@ -178,24 +178,26 @@ static inline float lane_sum(v16 v) {
 }
 
 // The weight gradient of output channels [ob, ob + DC_OB) (those < Oo), input channel c and
-// kernel row ki, all kj < nk: a reduction over the wide positions, kept in registers with a
-// constant nk.
-static inline __attribute__((always_inline)) void dw_row(const DirectConv *d, const float *padded,
+// kernel row ki, all kj < nk, over n samples: a reduction over samples and wide positions, kept
+// in registers with a constant nk.
+static inline __attribute__((always_inline)) void dw_row(const DirectConv *d, int n, const float *padded,
                                                          const float *dy_wide, int ob, int c, int ki, int nk,
                                                          float *dw) {
     v16 acc[DC_OB][7];
     for (int o = 0; o < DC_OB; o++)
         for (int j = 0; j < nk; j++) acc[o][j] = (v16){0};
-    const float *x = padded + (size_t)c * d->plane + (size_t)ki * d->Wp;
-    const float *g = dy_wide + (size_t)ob * d->Qr;
-    for (int q = 0; q < d->Qr; q += DC_VL) {
-        v16 gv[DC_OB];
-        for (int o = 0; o < DC_OB; o++) gv[o] = load16(g + (size_t)o * d->Qr + q);
+    for (int s = 0; s < n; s++) {
+        const float *x = padded + (size_t)s * direct_padded_len(d) + (size_t)c * d->plane + (size_t)ki * d->Wp;
+        const float *g = dy_wide + (size_t)s * direct_wide_len(d) + (size_t)ob * d->Qr;
+        for (int q = 0; q < d->Qr; q += DC_VL) {
+            v16 gv[DC_OB];
+            for (int o = 0; o < DC_OB; o++) gv[o] = load16(g + (size_t)o * d->Qr + q);
 #pragma GCC unroll 7
-        for (int j = 0; j < nk; j++) {
-            v16 xv = load16(x + q + j);
+            for (int j = 0; j < nk; j++) {
+                v16 xv = load16(x + q + j);
 #pragma GCC unroll 4
-            for (int o = 0; o < DC_OB; o++) acc[o][j] += gv[o] * xv;
+                for (int o = 0; o < DC_OB; o++) acc[o][j] += gv[o] * xv;
+            }
         }
     }
     const int kk = d->k * d->k;
@@ -204,10 +206,10 @@ static inline __attribute__((always_inline)) void dw_row(const DirectConv *d, co
 }
 
 // Kernel rows of 1 to 7 taps, each with its own registers.
-#define DC_DW_ROW(nk)                                                                                              \
-    static void dw_row_##nk(const DirectConv *d, const float *padded, const float *dy_wide, int ob, int c, int ki, \
-                            float *dw) {                                                                           \
-        dw_row(d, padded, dy_wide, ob, c, ki, nk, dw);                                                             \
+#define DC_DW_ROW(nk)                                                                                             \
+    static void dw_row_##nk(const DirectConv *d, int n, const float *padded, const float *dy_wide, int ob, int c, \
+                            int ki, float *dw) {                                                                  \
+        dw_row(d, n, padded, dy_wide, ob, c, ki, nk, dw);                                                         \
     }
 DC_DW_ROW(1)
 DC_DW_ROW(2)
@@ -217,18 +219,19 @@ DC_DW_ROW(5)
 DC_DW_ROW(6)
 DC_DW_ROW(7)
 
-typedef void (*DwRowFn)(const DirectConv *, const float *, const float *, int, int, int, float *);
+typedef void (*DwRowFn)(const DirectConv *, int, const float *, const float *, int, int, int, float *);
 
-#ifndef DC_DW_MIN_Q
-#define DC_DW_MIN_Q 512
-#endif
+enum { DC_DW_POSITIONS = 512, DC_DW_MAX_CHUNK = 16 };  // wide positions per reduction; samples at most
 
-bool direct_dw_pays(const DirectConv *d) { return d->Qr >= DC_DW_MIN_Q; }
+int direct_dw_chunk(const DirectConv *d) {
+    int n = (DC_DW_POSITIONS + d->Qr - 1) / d->Qr;
+    return n < DC_DW_MAX_CHUNK ? n : DC_DW_MAX_CHUNK;
+}
 
-void direct_dw(const DirectConv *d, const float *padded, const float *dy_wide, float *dw) {
+void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_wide, float *dw) {
     static const DwRowFn rows[8] = {NULL, dw_row_1, dw_row_2, dw_row_3, dw_row_4, dw_row_5, dw_row_6, dw_row_7};
     HP_ASSERT(d->k >= 1 && d->k <= 7);
     for (int ob = 0; ob < d->Or; ob += DC_OB)
         for (int c = 0; c < d->Ci; c++)
-            for (int ki = 0; ki < d->k; ki++) rows[d->k](d, padded, dy_wide, ob, c, ki, dw);
+            for (int ki = 0; ki < d->k; ki++) rows[d->k](d, n, padded, dy_wide, ob, c, ki, dw);
 }

@@ -59,11 +59,13 @@ void direct_run(const DirectConv *d, int n_src, const float *const *padded, cons
 // Copies dy (Oo, Ho, Wo) into wide rows dy_wide (Or, Qr) (direct_wide_len floats), zero at the
 // positions the wide layout drops and in the rows past Oo.
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide);
-// dw (Oo, Ci, k, k) += the weight gradient of one sample: dw[o][c][ki][kj] += sum over q of
-// dy_wide[o][q] * padded[c][q + ki * Wp + kj] (padded: direct_pad of the input). Needs k <= 7.
-void direct_dw(const DirectConv *d, const float *padded, const float *dy_wide, float *dw);
-// True when direct_dw is faster than unfolding and sgemm: planes of at least DC_DW_MIN_Q wide
-// positions (on smaller ones the lane sums at the end of each reduction dominate).
-bool direct_dw_pays(const DirectConv *d);
+// Samples direct_dw should reduce together: enough wide positions that the lane sums ending
+// each reduction are a small part of the work (1 on large planes, more on small ones).
+int direct_dw_chunk(const DirectConv *d);
+// dw (Oo, Ci, k, k) += the weight gradient of n samples: dw[o][c][ki][kj] += sum over samples s
+// and positions q of dy_wide_s[o][q] * padded_s[c][q + ki * Wp + kj], where padded_s (direct_pad
+// of sample s's input) is at padded + s * direct_padded_len and dy_wide_s (direct_widen of its
+// output gradient) at dy_wide + s * direct_wide_len. Needs k <= 7.
+void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_wide, float *dw);
 
 #endif

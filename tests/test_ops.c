@@ -209,11 +209,12 @@ static void test_conv_wide_layout(void **state) {
 }
 
 // The direct stride-1 kernel (nn/conv_direct.c): several tiles of positions with a short last
-// one, output channels not a multiple of its channel tile, padding up to k - 1 (the input
+// one, weight gradients reduced over chunks of samples with a short last chunk, output channels
+// not a multiple of its channel tile, padding up to k - 1 (the input
 // gradient runs directly too) and beyond it (the input gradient unfolds).
 static void test_conv_direct_tiles(void **state) {
     (void)state;
-    check_conv("direct: 3x3 pad 1, 9 -> 10 channels on 20x22", 2, 9, 20, 22, 10, 3, 1, 1, 1, true, 23);
+    check_conv("direct: 3x3 pad 1, 9 -> 10 channels on 20x22, N=5", 5, 9, 20, 22, 10, 3, 1, 1, 1, true, 23);
     check_conv("direct: 3x3 pad 2 (= k - 1) on 7x9", 2, 3, 7, 9, 5, 3, 1, 2, 1, false, 24);
     check_conv("direct: 3x3 pad 3 (> k - 1) on 5x6", 2, 2, 5, 6, 3, 3, 1, 3, 1, true, 25);
     check_conv("direct: 2x2 no pad on 6x5, one output channel", 3, 4, 6, 5, 1, 2, 1, 0, 1, false, 26);
