@@ -1,7 +1,9 @@
-// test_config.c: INI config files and command-line overrides (formats/config.c).
+// test_config.c: INI config files and command-line overrides (formats/config.c), and the
+// table-driven reader beneath them (formats/ini_table.c).
 #include "testutil.h"
 
 #include "formats/config.h"
+#include "formats/ini_table.h"
 
 // A temporary directory holding the config files of one test.
 typedef struct {
@@ -176,6 +178,7 @@ static void test_errors_named_by_line(void **state) {
     expect_load_error(fx, "[train]\nepochs = 0\n", 2, "'epochs' must be at least 1");
     expect_load_error(fx, "[train]\nepochs = 3\n[model]\nthis line is not ini\n", 4, "syntax error");
     expect_load_error(fx, "[train\nlr = 0.1\n", 1, "syntax error");
+    expect_load_error(fx, "\xEF\xBB\xBF[optim]\n", 1, "unknown section [optim] (known: [model], [data], [train])");
 }
 
 static void test_first_error_wins(void **state) {
@@ -326,6 +329,62 @@ static void test_milestones(void **state) {
     expect_load_error(fx, "[train]\nschedule = step\nmilestones = 10, 5\n", 3, "bad value '10, 5' for 'milestones'");
 }
 
+// The shared reader on a table of its own: the types and messages neither config uses, the
+// range wording of each table style, and the comma-list splitter.
+typedef struct {
+    double d;
+    int e;
+    char name[8];
+} Tiny;
+
+// Returns the names that Tiny's e and name accept.
+static const char *const *tiny_names(void) {
+    static const char *const names[] = {"ab", "cd", NULL};
+    return names;
+}
+
+static void test_ini_table(void **state) {
+    (void)state;
+    static const char *const sections[] = {"s", NULL};
+    static const IniKey keys[] = {
+        {"s", "d", IK_DOUBLE, INI_FIELD(Tiny, d), 0, 2, IK_RANGE | IK_MIN_EXCL},
+        {"s", "e", IK_ENUM, INI_FIELD(Tiny, e), .choices = tiny_names},
+        {"s", "name", IK_NAME, INI_FIELD(Tiny, name), .flags = IK_NONEMPTY, .choices = tiny_names, .expect = "ab or cd"},
+    };
+    IniTable t = {sections, keys, 3, false};
+    Tiny x = {0};
+    HpErr err = {{0}};
+    assert_int_equal(ini_table_set(&t, &x, "s", "d", "1.1", 0, &err), 0);
+    assert_true(x.d == 1.1);  // a double, not rounded to float
+    assert_int_equal(ini_table_set(&t, &x, "s", "d", "0", 0, &err), -1);
+    assert_string_equal(err.msg, "'d' must be greater than 0");
+    t.spans = true;
+    assert_int_equal(ini_table_set(&t, &x, "s", "d", "2.5", 3, &err), -1);
+    assert_string_equal(err.msg, "'d' must be in (0, 2], got 2.5");
+    assert_int_equal(ini_table_set(&t, &x, "s", "e", "cd", 0, &err), 0);
+    assert_int_equal(x.e, 1);
+    assert_int_equal(ini_table_set(&t, &x, "s", "e", "x", 0, &err), -1);
+    assert_string_equal(err.msg, "bad value 'x': expected one of ab, cd");
+    assert_int_equal(ini_table_set(&t, &x, "s", "name", "x", 5, &err), -1);
+    assert_string_equal(err.msg, "bad value 'x' for 'name': expected ab or cd");
+    assert_int_equal(ini_table_set(&t, &x, "s", "name", "", 5, &err), -1);
+    assert_string_equal(err.msg, "'name' must not be empty");
+    assert_int_equal(ini_table_set(&t, &x, "s", "f", "1", 5, &err), -1);
+    assert_string_equal(err.msg, "unknown key 'f' in [s] (known: d, e, name)");
+    assert_true(x.d == 1.1 && x.e == 1 && x.name[0] == '\0');  // failed sets change nothing
+
+    char toks[3][INI_TOKEN], long_entry[INI_TOKEN + 1];
+    assert_int_equal(ini_split(" a ,b,  c", toks, 3), 3);
+    assert_string_equal(toks[0], "a");
+    assert_string_equal(toks[2], "c");
+    assert_int_equal(ini_split("a,b,c,d", toks, 3), INI_SPLIT_MANY);
+    assert_int_equal(ini_split("a, ,c", toks, 3), INI_SPLIT_EMPTY);
+    assert_int_equal(ini_split("", toks, 3), INI_SPLIT_EMPTY);
+    memset(long_entry, 'x', INI_TOKEN);
+    long_entry[INI_TOKEN] = '\0';
+    assert_int_equal(ini_split(long_entry, toks, 3), INI_SPLIT_LONG);
+}
+
 // The shipped configs load (the tests run from the repository root) and say what they claim.
 static void test_shipped_configs(void **state) {
     (void)state;
@@ -356,6 +415,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_file_problems, setup, teardown),
         cmocka_unit_test(test_overrides),
         cmocka_unit_test_setup_teardown(test_milestones, setup, teardown),
+        cmocka_unit_test(test_ini_table),
         cmocka_unit_test(test_shipped_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -112,6 +112,11 @@ static void test_config_errors(void **state) {
     expect_error(fx, "[sweep]\nmodel = m\nprobes = 1\n", 3, "'probes' must be in [2,");
     expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nlr = 0\n", 4, "'lr' must be in (0,");
     expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nval_split = 1\n", 4, "'val_split'");
+    // A float is checked as stored: neither rounded to 0 nor up to an excluded bound.
+    expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nlr = 1e-60\n", 4, "bad value '1e-60' for 'lr': number out of range");
+    expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nval_split = 0.99999999999\n", 4, "'val_split' must be in [0, 1)");
+    expect_error(fx, "[sweep]\nmodel = m\nseeds = 3, 1, 3\n", 3, "'seeds' lists '3' twice");
+    expect_error(fx, "[sweep]\nmodel = m\n[data]\ndataset =\n", 4, "'dataset' must not be empty");
     expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nhflip = maybe\n", 4, "expected true or false");
     expect_error(fx, "[sweep]\nmodel = m\n[finetune]\ncrop_pad = -1\n", 4, "'crop_pad' must be in [0, 64]");
     expect_error(fx, "[sweep]\nmodel = m\n[data]\ndataset = imagenet\n", 4, "fashion-mnist, mnist or cifar10");

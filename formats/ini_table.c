@@ -1,0 +1,315 @@
+// ini_table.c: the table-driven INI reader.
+//
+// inih reports only the line of its first error, so the details travel beside it: the line
+// reader counts lines and checks section headers, the key handler keeps the first message, and
+// ini_table_load joins the two.
+#include "ini_table.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ini.h>
+
+// ---- names and messages ----
+
+// Appends to buf (of size cap, already holding a string) with truncation; never overflows.
+static void append(char *buf, size_t cap, const char *s) {
+    size_t len = strlen(buf);
+    if (len + 1 < cap) snprintf(buf + len, cap - len, "%s", s);
+}
+
+// Returns the index of v in the NULL-terminated list, or -1.
+static int list_index(const char *const *list, const char *v) {
+    for (int i = 0; list[i]; i++)
+        if (strcmp(list[i], v) == 0) return i;
+    return -1;
+}
+
+// Returns the table entry for [section] key, or NULL.
+static const IniKey *key_find(const IniTable *t, const char *section, const char *key) {
+    for (size_t i = 0; i < t->n_keys; i++)
+        if (strcmp(t->keys[i].section, section) == 0 && strcmp(t->keys[i].key, key) == 0) return &t->keys[i];
+    return NULL;
+}
+
+// Fails with "unknown section [name] (known: [a], [b])"; name is the first len bytes of s.
+static int fail_section(const IniTable *t, const char *s, size_t len, HpErr *err) {
+    char known[128] = "";
+    for (int i = 0; t->sections[i]; i++) {
+        append(known, sizeof known, i ? ", [" : "[");
+        append(known, sizeof known, t->sections[i]);
+        append(known, sizeof known, "]");
+    }
+    return hp_fail(err, "unknown section [%.*s] (known: %s)", (int)(len > 64 ? 64 : len), s, known);
+}
+
+// Fails with "unknown section [s] ...", "key 'k' is outside any section" or "unknown key 'k' in
+// [s] (known: a, b)".
+static int fail_unknown(const IniTable *t, const char *section, const char *key, HpErr *err) {
+    if (list_index(t->sections, section) < 0) {
+        if (section[0] == '\0') return hp_fail(err, "key '%.64s' is outside any section", key);
+        return fail_section(t, section, strlen(section), err);
+    }
+    char known[256] = "";
+    for (size_t i = 0; i < t->n_keys; i++) {
+        if (strcmp(t->keys[i].section, section) != 0) continue;
+        if (known[0]) append(known, sizeof known, ", ");
+        append(known, sizeof known, t->keys[i].key);
+    }
+    return hp_fail(err, "unknown key '%.64s' in [%s] (known: %s)", key, section, known);
+}
+
+int ini_bad_value(const IniSet *s, const char *value, const char *what) {
+    const char *dots = strlen(value) > 80 ? "..." : "";
+    if (s->line > 0) return hp_fail(s->err, "bad value '%.80s%s' for '%s': %s", value, dots, s->key->key, what);
+    return hp_fail(s->err, "bad value '%.80s%s': %s", value, dots, what);
+}
+
+int ini_check_range(const IniSet *s, double v) {
+    const IniKey *k = s->key;
+    bool min_x = k->flags & IK_MIN_EXCL, max_x = k->flags & IK_MAX_EXCL;
+    bool low = (k->flags & IK_MIN) && (min_x ? !(v > k->min) : !(v >= k->min));
+    bool high = (k->flags & IK_MAX) && (max_x ? !(v < k->max) : !(v <= k->max));
+    if (!low && !high) return 0;
+    if (s->table->spans)
+        return hp_fail(s->err, "'%s' must be in %c%g, %g%c, got %.17g", k->key, min_x ? '(' : '[', k->min, k->max,
+                       max_x ? ')' : ']', v);
+    if (low) return hp_fail(s->err, "'%s' must be %s %g", k->key, min_x ? "greater than" : "at least", k->min);
+    return hp_fail(s->err, "'%s' must be %s %g", k->key, max_x ? "less than" : "at most", k->max);
+}
+
+// ---- values ----
+
+int ini_int(const char *v, int *out) {
+    const char *d = (v[0] == '-' || v[0] == '+') ? v + 1 : v;
+    if (!isdigit((unsigned char)d[0])) return -1;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (*end != '\0') return -1;
+    if (errno == ERANGE || x < INT_MIN || x > INT_MAX) return -2;
+    *out = (int)x;
+    return 0;
+}
+
+int ini_u64(const char *v, uint64_t *out) {
+    if (!isdigit((unsigned char)v[0])) return -1;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (*end != '\0') return -1;
+    if (errno == ERANGE || x > UINT64_MAX) return -2;
+    *out = (uint64_t)x;
+    return 0;
+}
+
+int ini_number(const char *v, double *out) {
+    if (v[0] == '\0' || strspn(v, "0123456789+-.eE") != strlen(v)) return -1;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (end == v || *end != '\0') return -1;
+    if (errno == ERANGE || !isfinite(x)) return -2;
+    *out = x;
+    return 0;
+}
+
+int ini_split(const char *v, char (*toks)[INI_TOKEN], int max) {
+    for (int n = 0;; n++) {
+        const char *q = v + strcspn(v, ",");
+        if (n == max) return INI_SPLIT_MANY;
+        const char *p = v, *e = q;
+        while (p < e && isspace((unsigned char)*p)) p++;
+        while (e > p && isspace((unsigned char)e[-1])) e--;
+        if (p == e) return INI_SPLIT_EMPTY;
+        if (e - p >= INI_TOKEN) return INI_SPLIT_LONG;
+        memcpy(toks[n], p, (size_t)(e - p));
+        toks[n][e - p] = '\0';
+        if (*q == '\0') return n + 1;
+        v = q + 1;
+    }
+}
+
+// Parses true/false, yes/no, on/off, 1/0 (any case). Returns 0 or -1.
+static int parse_bool(const char *v, bool *out) {
+    static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) return *out = true, 0;
+        if (strcasecmp(v, no[i]) == 0) return *out = false, 0;
+    }
+    return -1;
+}
+
+// Copies the n bytes at x into the key's field dst (which must be n bytes); returns 0.
+static int store(const IniSet *s, void *dst, const void *x, size_t n) {
+    HP_ASSERT(s->key->size == n);
+    memcpy(dst, x, n);
+    return 0;
+}
+
+// Stores a string of at most size-1 characters (not empty with IK_NONEMPTY) at dst.
+static int set_string(const IniSet *s, char *dst, const char *v) {
+    size_t len = strlen(v);
+    if (len == 0 && (s->key->flags & IK_NONEMPTY)) return hp_fail(s->err, "'%s' must not be empty", s->key->key);
+    if (len >= s->key->size) return hp_fail(s->err, "'%s' is too long (at most %zu characters)", s->key->key, s->key->size - 1);
+    memcpy(dst, v, len + 1);
+    return 0;
+}
+
+// Returns the index of v among the key's choices, or -1 with "bad value ...: expected ..." set.
+static int choice_index(const IniSet *s, const char *v) {
+    const char *const *names = s->key->choices();
+    int i = list_index(names, v);
+    if (i >= 0) return i;
+    char what[256] = "expected ";
+    if (s->key->expect)
+        append(what, sizeof what, s->key->expect);
+    else
+        for (int j = 0; names[j]; j++) {
+            append(what, sizeof what, j ? ", " : "one of ");
+            append(what, sizeof what, names[j]);
+        }
+    return ini_bad_value(s, v, what);
+}
+
+// Parses v as a float or double (per the key's type), checks its range and stores it at dst.
+static int set_real(const IniSet *s, void *dst, const char *v) {
+    double x;
+    int rc = ini_number(v, &x);
+    if (rc == 0 && s->key->type == IK_FLOAT && (fabs(x) > FLT_MAX || (x != 0 && (float)x == 0))) rc = -2;
+    if (rc != 0) return ini_bad_value(s, v, rc == -2 ? "number out of range" : "expected a number");
+    if (ini_check_range(s, x) != 0) return -1;
+    if (s->key->type == IK_DOUBLE) return store(s, dst, &x, sizeof x);
+    float f = (float)x;  // checked again: rounding may reach an excluded bound
+    return ini_check_range(s, f) != 0 ? -1 : store(s, dst, &f, sizeof f);
+}
+
+// Parses v as the key's type, checks it and stores it in cfg; cfg is untouched on error.
+static int set_value(void *cfg, const IniSet *s, const char *v) {
+    const IniKey *k = s->key;
+    void *dst = (char *)cfg + k->off;
+    int rc, i;
+    uint64_t u;
+    bool b;
+    switch (k->type) {
+    case IK_INT:
+        if ((rc = ini_int(v, &i)) != 0) return ini_bad_value(s, v, rc == -2 ? "integer out of range" : "expected an integer");
+        return ini_check_range(s, i) != 0 ? -1 : store(s, dst, &i, sizeof i);
+    case IK_U64:
+        if ((rc = ini_u64(v, &u)) != 0)
+            return ini_bad_value(s, v, rc == -2 ? "integer out of range" : "expected a non-negative integer");
+        return store(s, dst, &u, sizeof u);
+    case IK_FLOAT:
+    case IK_DOUBLE: return set_real(s, dst, v);
+    case IK_BOOL:
+        if (parse_bool(v, &b) != 0) return ini_bad_value(s, v, "expected true or false");
+        return store(s, dst, &b, sizeof b);
+    case IK_STR: return set_string(s, dst, v);
+    case IK_NAME:  // with IK_NONEMPTY, "" is "must not be empty" rather than "expected ..."
+        if ((v[0] || !(k->flags & IK_NONEMPTY)) && choice_index(s, v) < 0) return -1;
+        return set_string(s, dst, v);
+    case IK_ENUM: return (i = choice_index(s, v)) < 0 ? -1 : store(s, dst, &i, sizeof i);
+    case IK_CUSTOM: return k->set(cfg, s, v);
+    }
+    HP_ASSERT(0 && "unknown key type");
+    return -1;
+}
+
+int ini_table_set(const IniTable *t, void *cfg, const char *section, const char *key, const char *value, int line,
+                  HpErr *err) {
+    const IniKey *k = key_find(t, section, key);
+    if (!k) return fail_unknown(t, section, key, err);
+    IniSet s = {t, k, line, err};
+    return set_value(cfg, &s, value);
+}
+
+// ---- files ----
+
+// The state of one ini_table_load: the table, the config being written, the line reader's
+// position and the first error found by the reader or the key handler.
+typedef struct {
+    const IniTable *t;
+    void *cfg;
+    FILE *f;
+    int line;        // lines handed to inih so far: the current line while it parses one
+    int err_line;    // line of the first error recorded here (0: none)
+    int read_errno;  // errno of a failed read (0: none)
+    HpErr err;       // message of that error, without file and line
+} LoadCtx;
+
+// Records e as the error at the current line unless an earlier one is already held.
+static void record_error(LoadCtx *ctx, const HpErr *e) {
+    if (ctx->err_line) return;
+    ctx->err_line = ctx->line;
+    ctx->err = *e;
+}
+
+// Checks that a section header line ("[name]" after optional spaces and, on line 1, a UTF-8
+// byte-order mark) names a known section, so even an empty unknown section is reported at
+// its own line. inih takes the name between the brackets as it is, spaces included.
+static void check_header(LoadCtx *ctx, const char *s) {
+    if (ctx->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0) s += 3;
+    while (isspace((unsigned char)*s)) s++;
+    const char *close = *s == '[' ? strchr(s, ']') : NULL;
+    if (!close) return;  // not a header, or one inih reports as a syntax error
+    size_t len = (size_t)(close - s - 1);
+    char name[32];
+    if (len < sizeof name) {
+        memcpy(name, s + 1, len);
+        name[len] = '\0';
+        if (list_index(ctx->t->sections, name) >= 0) return;
+    }
+    HpErr e;
+    fail_section(ctx->t, s + 1, len, &e);
+    record_error(ctx, &e);
+}
+
+// inih's line reader (fgets-like): counts lines, refuses lines longer than inih's buffer
+// (stopping the parse there) and checks section headers.
+static char *read_line(char *str, int num, void *stream) {
+    LoadCtx *ctx = stream;
+    if (!fgets(str, num, ctx->f)) {
+        if (ferror(ctx->f)) ctx->read_errno = errno ? errno : EIO;
+        return NULL;
+    }
+    ctx->line++;
+    size_t len = strlen(str);
+    if (len > 0 && str[len - 1] != '\n' && getc(ctx->f) != EOF) {
+        HpErr e;
+        hp_fail(&e, "line too long (at most %d characters)", num - 2);
+        record_error(ctx, &e);
+        return NULL;
+    }
+    check_header(ctx, str);
+    return str;
+}
+
+// inih's key handler: validates and applies one key; returns 1 on success, 0 on error.
+static int on_key(void *user, const char *section, const char *name, const char *value) {
+    LoadCtx *ctx = user;
+    HpErr e;
+    if (ini_table_set(ctx->t, ctx->cfg, section, name, value, ctx->line, &e) == 0) return 1;
+    record_error(ctx, &e);
+    return 0;
+}
+
+int ini_table_load(const IniTable *t, void *cfg, const char *path, HpErr *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    LoadCtx ctx = {.t = t, .cfg = cfg, .f = f};
+    int ret = ini_parse_stream(read_line, &ctx, on_key, &ctx);
+    fclose(f);
+    if (ctx.read_errno) return hp_fail(err, "%s: cannot read: %s", path, strerror(ctx.read_errno));
+    if (ret > 0 && (ctx.err_line == 0 || ret < ctx.err_line))
+        return hp_fail(err, "%s:%d: syntax error (expected [section], key = value or a comment)", path, ret);
+    if (ctx.err_line) return hp_fail(err, "%s:%d: %s", path, ctx.err_line, ctx.err.msg);
+    if (ret < 0) return hp_fail(err, "%s: cannot parse (inih error %d)", path, ret);
+    return 0;
+}
