@@ -14,7 +14,8 @@
 // Per-thread scratch: [packed weights of the direct kernels (forward, or w and w2 transposed)]
 // then either [unfolded columns][one padded plane + k slack][wide rows of dy, dy2] or the direct
 // kernels' [padded inputs][wide output tiles] (the input gradient runs after the weight
-// gradient of a sample is done, so the two share the space).
+// gradient of a chunk of samples is done, so the two share the space). Each thread packs its
+// own copy of the weights (a shared copy would save memory on wide layers; not done yet).
 #include <omp.h>
 #include <string.h>
 
@@ -362,7 +363,9 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
         }
         float *padded[2] = {work, work + direct_padded_len(&dd)}, *wide = work + 2 * direct_padded_len(&dd);
         // the weight gradient reduces chunks of S samples: their padded inputs, then their wide dy
-        const int S = direct_dw_chunk(&df), n_chunks = (g->N + S - 1) / S;
+        // (at most an equal share of the batch per thread, so that every thread has work)
+        const int share = (g->N + omp_get_num_threads() - 1) / omp_get_num_threads();
+        const int S = direct_dw_chunk(&df) < share ? direct_dw_chunk(&df) : share, n_chunks = (g->N + S - 1) / S;
         float *chunk_dy = work + (size_t)S * direct_padded_len(&df);
 #pragma omp for schedule(static)
         for (int ch = 0; ch < n_chunks; ch++) {

@@ -23,7 +23,11 @@ static inline v16 load16(const float *p) {
 // Rounds n up to a multiple of m.
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
-bool direct_fwd_ok(const ConvGeom *g) { return g->groups == 1 && g->stride == 1 && g->k > 1; }
+enum { DC_MIN_Q = 32 };  // wide positions below which the 16-lane tiles waste most of their work
+
+bool direct_fwd_ok(const ConvGeom *g) {
+    return g->groups == 1 && g->stride == 1 && g->k > 1 && (size_t)g->Ho * (size_t)(g->W + 2 * g->pad) >= DC_MIN_Q;
+}
 
 bool direct_bwd_ok(const ConvGeom *g) { return direct_fwd_ok(g) && g->pad <= g->k - 1 && g->k <= 7; }
 
@@ -38,7 +42,8 @@ static DirectConv direct_make(int Ci, int Hi, int Wi, int pad, int k, int Oo) {
     d.Or = round_up(Oo, DC_OB);
     size_t rows = (size_t)(Hi + 2 * pad) * (size_t)d.Wp;
     size_t reach = (size_t)d.Qr + (size_t)(k - 1) * (size_t)(d.Wp + 1);  // last float a tile reads, plus one
-    d.plane = (size_t)round_up((int)(rows > reach ? rows : reach), DC_VL);
+    size_t need = rows > reach ? rows : reach;
+    d.plane = (need + DC_VL - 1) / DC_VL * DC_VL;
     return d;
 }
 

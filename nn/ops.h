@@ -16,8 +16,9 @@ typedef struct {
     int threads;      // scratch slots: the kernels use at most this many threads (0: all OpenMP threads)
 } ConvGeom;
 
-// Scratch floats one thread needs for im2col of one sample: (C/groups * k * k) * (Ho * Wo)
-// columns plus one zero-padded input plane.
+// Scratch floats one thread needs: the unfolding of one sample (C/groups * k * k rows, a padded
+// plane, wide rows) or, for the direct stride-1 kernels, their packed weights, padded inputs of
+// a chunk of samples and wide output tiles (nn/conv.c says which).
 size_t conv2d_col_len(const ConvGeom *g);
 
 // The classic unfolding of one sample, in a fixed layout whatever the forward pass uses: input

@@ -217,7 +217,10 @@ static void test_conv_direct_tiles(void **state) {
     check_conv("direct: 3x3 pad 1, 9 -> 10 channels on 20x22, N=5", 5, 9, 20, 22, 10, 3, 1, 1, 1, true, 23);
     check_conv("direct: 3x3 pad 2 (= k - 1) on 7x9", 2, 3, 7, 9, 5, 3, 1, 2, 1, false, 24);
     check_conv("direct: 3x3 pad 3 (> k - 1) on 5x6", 2, 2, 5, 6, 3, 3, 1, 3, 1, true, 25);
-    check_conv("direct: 2x2 no pad on 6x5, one output channel", 3, 4, 6, 5, 1, 2, 1, 0, 1, false, 26);
+    check_conv("direct: 2x2 no pad on 9x8, one output channel", 3, 4, 9, 8, 1, 2, 1, 0, 1, false, 26);
+    check_conv("direct: 5x5 pad 2 on 9x11, N=1", 1, 3, 9, 11, 6, 5, 1, 2, 1, true, 27);
+    check_conv("direct: 7x7 pad 3 on 10x8", 2, 2, 10, 8, 5, 7, 1, 3, 1, false, 28);
+    check_conv("tiny plane (im2col): 3x3 pad 1 on 3x3", 2, 3, 3, 3, 4, 3, 1, 1, 1, true, 29);
 }
 
 // ---- batchnorm ----
