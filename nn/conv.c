@@ -276,7 +276,7 @@ static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, cons
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * P;
 #pragma omp parallel for schedule(static) num_threads(slots(g))
     for (int n = 0; n < g->N; n++) {
-        float *my_col = col + (size_t)omp_get_thread_num() * col_stride + packed_region(g);
+        float *my_col = col + (size_t)omp_get_thread_num() * col_stride;  // packed_region(g) is 0 here
         float *my_plane = my_col + unfolded_len(g), *my_wide = my_plane + plane_len(g);
         const float *xn = x + (size_t)n * in_len;
         float *yn = y + (size_t)n * out_len;
@@ -417,6 +417,7 @@ static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, 
         int t = omp_get_thread_num();
 #pragma omp single
         n_threads = omp_get_num_threads();
+        // after the forward direct kernel's packed weights when only the backward unfolds
         float *my_col = col + (size_t)t * col_stride + packed_region(g);
         float *my_plane = my_col + unfolded_len(g), *my_wide = my_plane + plane_len(g);
         float *my_dw = wscratch + (size_t)t * ws_stride;  // (O, Kg) then db (O)

@@ -143,14 +143,7 @@ threads = 1
 output = $T/out/never.safetensors
 EOF
 [ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/good.ini" -o "$GOOD" >/dev/null 2>"$CAP/err" || fixtures_ok=""
-if [ -n "$fixtures_ok" ] && [ -s "$GOOD" ]; then
-  ok "fixtures: a tiny dataset and a trained model"
-else
-  not_ok "fixtures: a tiny dataset and a trained model"
-  sed -n '1,5s/^/#   /p' "$CAP/err"
-  echo "1..$n"
-  exit 1
-fi
+tap_fixtures_made "fixtures: a tiny dataset and a trained model" "$GOOD"
 
 B=$T/bad
 : >"$B/empty.safetensors"

@@ -109,10 +109,16 @@ tap_tiny_model() {
   printf '[model]\narch = lenet5\n[data]\ndataset = fashion-mnist\ndir = %s\n[train]\nepochs = 1\nbatch_size = 32\nlr = 0.05\nseed = 3\nthreads = 1\noutput = %s\n' \
     "$DATA" "$MODEL" >"$T/tiny.ini"
   [ -n "$fixtures_ok" ] && "$HPRUNE" train --config "$T/tiny.ini" >/dev/null 2>"$CAP/err" || fixtures_ok=""
-  if [ -n "$fixtures_ok" ] && [ -s "$MODEL" ]; then
-    ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
+  tap_fixtures_made "fixtures: a tiny dataset and a LeNet-5 trained for one epoch" "$MODEL"
+}
+
+# tap_fixtures_made DESC FILE: ok DESC when fixtures_ok is set and FILE is not empty; otherwise
+# not ok with the first lines of $CAP/err, the plan, and exit 1 (no test can run without them).
+tap_fixtures_made() {
+  if [ -n "$fixtures_ok" ] && [ -s "$2" ]; then
+    ok "$1"
   else
-    not_ok "fixtures: a tiny dataset and a LeNet-5 trained for one epoch"
+    not_ok "$1"
     sed -n '1,5s/^/#   /p' "$CAP/err"
     echo "1..$n"
     exit 1
