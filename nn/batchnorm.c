@@ -80,7 +80,7 @@ void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *g
 }
 
 void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *xhat,
-                        const float *gamma, const float *invstd, float *dx, float *dgamma, float *dbeta) {
+                        const float *gamma, const float *invstd, float *dx, bool acc, float *dgamma, float *dbeta) {
     const double M = (double)N * HW;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -101,8 +101,13 @@ void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy,
             size_t off = ((size_t)n * C + c) * HW;
             const float *dyp = dy + off, *hp = xhat + off;
             float *dxp = dx + off;
+            if (acc) {
 #pragma omp simd
-            for (int p = 0; p < HW; p++) dxp[p] += scale * (dyp[p] - mdy - hp[p] * mdyx);
+                for (int p = 0; p < HW; p++) dxp[p] += scale * (dyp[p] - mdy - hp[p] * mdyx);
+            } else {
+#pragma omp simd
+                for (int p = 0; p < HW; p++) dxp[p] = scale * (dyp[p] - mdy - hp[p] * mdyx);
+            }
         }
     }
 }
@@ -145,7 +150,7 @@ void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *xha
 
 void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy,
                          const float *xhat, const float *rxhat, const float *gamma, const float *invstd,
-                         const float *rc, const float *vgamma, float *rdx, float *rdgamma, float *rdbeta) {
+                         const float *rc, const float *vgamma, float *rdx, bool acc, float *rdgamma, float *rdbeta) {
     const double M = (double)N * HW;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -175,9 +180,15 @@ void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy
             size_t off = ((size_t)n * C + c) * HW;
             const float *d = dy + off, *rd = rdy + off, *h = xhat + off, *rh = rxhat + off;
             float *out = rdx + off;
+            if (acc) {
 #pragma omp simd
-            for (int p = 0; p < HW; p++)
-                out[p] += rg * (d[p] - a - h[p] * b) + g * (rd[p] - ra - rh[p] * b - h[p] * rb);
+                for (int p = 0; p < HW; p++)
+                    out[p] += rg * (d[p] - a - h[p] * b) + g * (rd[p] - ra - rh[p] * b - h[p] * rb);
+            } else {
+#pragma omp simd
+                for (int p = 0; p < HW; p++)
+                    out[p] = rg * (d[p] - a - h[p] * b) + g * (rd[p] - ra - rh[p] * b - h[p] * rb);
+            }
         }
     }
 }

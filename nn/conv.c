@@ -123,9 +123,24 @@ void conv2d_im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col
     im2col(g, x, c0, Cg, col, plane);
 }
 
-// Folds col (Cg*k*k, Ho*Wo) back onto channels [c0, c0 + Cg) of dx (C, H, W), accumulating,
-// through a zero-padded plane (pad_buf) whose interior is then added to dx.
-static void col2im_acc(const ConvGeom *g, const float *col, int c0, int Cg, float *dx, float *pad_buf) {
+// Writes (acc: adds) the interior of a padded plane (H + 2 pad rows of W + 2 pad) to dxc (H, W).
+static void interior_out(const ConvGeom *g, const float *plane, float *dxc, bool acc) {
+    const int H = g->H, W = g->W, p = g->pad, Wp = W + 2 * p;
+    for (int h = 0; h < H; h++) {
+        const float *src = plane + (size_t)(h + p) * Wp + p;
+        float *dst = dxc + (size_t)h * W;
+        if (acc) {
+#pragma omp simd
+            for (int w = 0; w < W; w++) dst[w] += src[w];
+        } else {
+            memcpy(dst, src, (size_t)W * sizeof(float));
+        }
+    }
+}
+
+// Folds col (Cg*k*k, Ho*Wo) back onto channels [c0, c0 + Cg) of dx (C, H, W) through a
+// zero-padded plane (pad_buf) whose interior is then written (acc: added) to dx.
+static void col2im(const ConvGeom *g, const float *col, int c0, int Cg, float *dx, float *pad_buf, bool acc) {
     const int k = g->k, s = g->stride, Ho = g->Ho, Wo = g->Wo, H = g->H, W = g->W, p = g->pad, Wp = W + 2 * p;
     for (int c = 0; c < Cg; c++) {
         memset(pad_buf, 0, padded_len(g) * sizeof(float));
@@ -144,13 +159,7 @@ static void col2im_acc(const ConvGeom *g, const float *col, int c0, int Cg, floa
                 }
             }
         }
-        float *dxc = dx + (size_t)(c0 + c) * H * W;
-        for (int h = 0; h < H; h++) {
-            const float *src = pad_buf + (size_t)(h + p) * Wp + p;
-            float *dst = dxc + (size_t)h * W;
-#pragma omp simd
-            for (int w = 0; w < W; w++) dst[w] += src[w];
-        }
+        interior_out(g, pad_buf, dx + (size_t)(c0 + c) * H * W, acc);
     }
 }
 
@@ -169,9 +178,10 @@ static void wide_unfold(const ConvGeom *g, const float *x, int c0, int Cg, float
     }
 }
 
-// Folds a wide col (Cg*k*k, Ho*Wp) back onto channels [c0, c0 + Cg) of dx (C, H, W), accumulating.
-static void wide_fold_acc(const ConvGeom *g, const float *col, int c0, int Cg, float *dx, float *plane) {
-    const int k = g->k, H = g->H, W = g->W, p = g->pad, Wp = W + 2 * p;
+// Folds a wide col (Cg*k*k, Ho*Wp) back onto channels [c0, c0 + Cg) of dx (C, H, W), written
+// (acc: added).
+static void wide_fold(const ConvGeom *g, const float *col, int c0, int Cg, float *dx, float *plane, bool acc) {
+    const int k = g->k, Wp = g->W + 2 * g->pad;
     const size_t width = col_width(g);
     for (int c = 0; c < Cg; c++) {
         memset(plane, 0, plane_len(g) * sizeof(float));
@@ -182,13 +192,7 @@ static void wide_fold_acc(const ConvGeom *g, const float *col, int c0, int Cg, f
 #pragma omp simd
                 for (size_t i = 0; i < width; i++) dst[i] += src[i];
             }
-        float *dxc = dx + (size_t)(c0 + c) * H * W;
-        for (int h = 0; h < H; h++) {
-            const float *src = plane + (size_t)(h + p) * Wp + p;
-            float *dst = dxc + (size_t)h * W;
-#pragma omp simd
-            for (int w = 0; w < W; w++) dst[w] += src[w];
-        }
+        interior_out(g, plane, dx + (size_t)(c0 + c) * g->H * g->W, acc);
     }
 }
 
@@ -200,12 +204,12 @@ static void unfold(const ConvGeom *g, const float *x, int c0, int Cg, float *col
         im2col(g, x, c0, Cg, col, plane);
 }
 
-// Folds an unfolded gradient back onto dx in the layout of g, accumulating.
-static void fold_acc(const ConvGeom *g, const float *col, int c0, int Cg, float *dx, float *plane) {
+// Folds an unfolded gradient back onto dx in the layout of g, written (acc: added).
+static void fold(const ConvGeom *g, const float *col, int c0, int Cg, float *dx, float *plane, bool acc) {
     if (use_wide(g))
-        wide_fold_acc(g, col, c0, Cg, dx, plane);
+        wide_fold(g, col, c0, Cg, dx, plane, acc);
     else
-        col2im_acc(g, col, c0, Cg, dx, plane);
+        col2im(g, col, c0, Cg, dx, plane, acc);
 }
 
 // Copies `rows` output channels (rows, Ho, Wo) into wide rows (rows, Ho * Wp), zeroing the tails.
@@ -341,8 +345,9 @@ static void reduce_partials(const ConvGeom *g, const float *wscratch, size_t ws_
 // inputs and widened output gradients, a chunk of samples at a time, then each sample's input
 // gradient as a transposed convolution of its padded output gradient(s).
 static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const float *w, const float *dy,
-                                    const float *x2, const float *w2, const float *dy2, float *dx, float *dw,
-                                    float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride) {
+                                    const float *x2, const float *w2, const float *dy2, float *dx, bool acc,
+                                    float *dw, float *db, float *col, size_t col_stride, float *wscratch,
+                                    size_t ws_stride) {
     const DirectConv df = direct_fwd(g), dd = direct_dx(g);
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
     const size_t w_len = (size_t)g->O * g->C * g->k * g->k;
@@ -382,12 +387,12 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
             }
             for (int n = n0; n < n0 + ns; n++) {
                 const float *dyn = dy + (size_t)n * out_len, *dy2n = dy2 ? dy2 + (size_t)n * out_len : NULL;
-                // dx_n += w^T dy_n [+ w2^T dy2_n]
+                // dx_n = (acc: +=) w^T dy_n [+ w2^T dy2_n]
                 if (dx) {
                     direct_pad(&dd, dyn, padded[0]);
                     if (dy2n) direct_pad(&dd, dy2n, padded[1]);
                     direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
-                               dx + (size_t)n * in_len, true);
+                               dx + (size_t)n * in_len, acc);
                 }
                 if (db) add_bias_grad(g, dyn, my_db);
             }
@@ -397,14 +402,14 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
 }
 
 // Backward of one or two convolutions sharing geometry and outputs' shapes, in one pass over
-// the samples: dw += dy (x) x [+ dy2 (x) x2], dx += w^T * dy [+ w2^T * dy2], db += sum dy. The
+// the samples: dw += dy (x) x [+ dy2 (x) x2], dx = (acc: +=) w^T * dy [+ w2^T * dy2], db += sum dy. The
 // second term is skipped when dy2 is NULL; its dw part also when x2 is NULL. (The R-backward of a
 // convolution is such a pair; summing before folding saves a col2im.)
 static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, const float *dy, const float *x2,
-                             const float *w2, const float *dy2, float *dx, float *dw, float *db, float *col,
+                             const float *w2, const float *dy2, float *dx, bool acc, float *dw, float *db, float *col,
                              size_t col_stride, float *wscratch, size_t ws_stride) {
     if (direct_bwd_ok(g)) {
-        conv2d_backward2_direct(g, x, w, dy, x2, w2, dy2, dx, dw, db, col, col_stride, wscratch, ws_stride);
+        conv2d_backward2_direct(g, x, w, dy, x2, w2, dy2, dx, acc, dw, db, col, col_stride, wscratch, ws_stride);
         return;
     }
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
@@ -451,16 +456,16 @@ static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, 
                     }
                 }
                 if (!dx) continue;
-                // dcol (Kg, width) = w_g^T @ dy_g [+ w2_g^T @ dy2_g], added straight to dx when pointwise
+                // dcol (Kg, width) = w_g^T @ dy_g [+ w2_g^T @ dy2_g], straight into dx when pointwise
                 float *dxn = dx + (size_t)n * in_len;
                 float *dst = is_pointwise(g) ? dxn + g_in : my_col;
-                float beta = is_pointwise(g) ? 1.0f : 0.0f;
+                float beta = is_pointwise(g) && acc ? 1.0f : 0.0f;
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, width, Og, 1.0f, w + g_w, Kg, dyg[0], width,
                             beta, dst, width);
                 if (dyg[1])
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, width, Og, 1.0f, w2 + g_w, Kg, dyg[1],
                                 width, 1.0f, dst, width);
-                if (!is_pointwise(g)) fold_acc(g, my_col, gi * Cg, Cg, dxn, my_plane);
+                if (!is_pointwise(g)) fold(g, my_col, gi * Cg, Cg, dxn, my_plane, acc);
             }
             if (db) add_bias_grad(g, dyn, my_db);
         }
@@ -468,9 +473,9 @@ static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, 
     reduce_partials(g, wscratch, ws_stride, n_threads, dw, db);
 }
 
-void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,
-                     float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride) {
-    conv2d_backward2(g, x, w, dy, NULL, NULL, NULL, dx, dw, db, col, col_stride, wscratch, ws_stride);
+void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, bool acc,
+                     float *dw, float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride) {
+    conv2d_backward2(g, x, w, dy, NULL, NULL, NULL, dx, acc, dw, db, col, col_stride, wscratch, ws_stride);
 }
 
 // ---- R-operator (Pearlmutter): directional derivatives along parameter direction V ----
@@ -487,8 +492,8 @@ void conv2d_rforward(const ConvGeom *g, const float *x, const float *w, const fl
 }
 
 void conv2d_rbackward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
-                      const float *dy, const float *rdy, float *rdx, float *rdw, float *rdb, float *col,
+                      const float *dy, const float *rdy, float *rdx, bool acc, float *rdw, float *rdb, float *col,
                       size_t col_stride, float *wscratch, size_t ws_stride) {
     // R{dx} = w^T * R{dy} + V_w^T * dy;  R{dw} = R{dy} (x) x + dy (x) R{x};  R{db} = sum R{dy}
-    conv2d_backward2(g, x, w, rdy, rx, vw, dy, rdx, rdw, rdb, col, col_stride, wscratch, ws_stride);
+    conv2d_backward2(g, x, w, rdy, rx, vw, dy, rdx, acc, rdw, rdb, col, col_stride, wscratch, ws_stride);
 }

@@ -45,6 +45,7 @@ void ws_init(Workspace *ws, const Model *m, int batch, int n_threads) {
     ws->act = hp_calloc((size_t)L, sizeof(float *));
     ws->grad = hp_calloc((size_t)L, sizeof(float *));
     ws->aux = hp_calloc((size_t)L, sizeof(float *));
+    ws->fresh = hp_calloc((size_t)L, sizeof(bool));
     size_t total = 0, col = 0, wsc = 0;
     for (int i = 0; i < L; i++) {
         const Node *n = &m->nodes[i];
@@ -81,10 +82,12 @@ void ws_free(Workspace *ws) {
     free(ws->act);
     free(ws->grad);
     free(ws->aux);
+    free(ws->fresh);
     free(ws->block);
     free(ws->ract);
     free(ws->rgrad);
     free(ws->raux);
+    free(ws->rfresh);
     free(ws->rblock);
     memset(ws, 0, sizeof *ws);
 }
@@ -170,71 +173,101 @@ const float *model_forward(Model *m, Workspace *ws, const float *x, int N, Mode 
     return ws->act[m->n_nodes - 1];
 }
 
-// Gradient buffer of node id, or NULL for the model input when its gradient is not wanted.
-static float *grad_of(Workspace *ws, int id, bool input_grad) { return (id == 0 && !input_grad) ? NULL : ws->grad[id]; }
+// The gradient buffer a backward writes for node id (NULL for the model input when its gradient
+// is not wanted: skip). *acc tells whether the buffer already holds a contribution (add to it)
+// or not (assign); it is marked as holding one from now on.
+static float *grad_for(float **bufs, bool *fresh, int id, bool wanted, bool *acc) {
+    *acc = false;
+    if (!wanted) return NULL;
+    *acc = !fresh[id];
+    fresh[id] = false;
+    return bufs[id];
+}
 
-// Runs node i backward: reads grad[i], accumulates into its inputs' grads (the model input's
-// only when input_grad) and into the parameter gradient g (skipped when g is NULL).
+// Readies grad-like buffer i (n floats) to be read: zeroed if nothing has written it (a node no
+// later node consumes), so that reading it is defined.
+static void settle(float *buf, bool *fresh, int i, size_t n) {
+    if (!fresh[i]) return;
+    zero_fill(n, buf);
+    fresh[i] = false;
+}
+
+// Runs node i backward: reads grad[i], writes or adds into its inputs' grads (the model
+// input's only when input_grad) and accumulates into the parameter gradient g (skipped when g
+// is NULL).
 static void node_backward(const Model *m, Workspace *ws, int i, int N, float *g, bool input_grad) {
     const Node *n = &m->nodes[i];
     Shape in = in_shape(m, n);
     const float *x = ws->act[n->in[0]], *dy = ws->grad[i];
-    float *dx = grad_of(ws, n->in[0], input_grad);
+    bool acc;
+    float *dx = grad_for(ws->grad, ws->fresh, n->in[0], n->in[0] != 0 || input_grad, &acc);
     const float *w = m->params + n->w_off;
     float *dw = g ? g + n->w_off : NULL, *db = (g && n->b_len) ? g + n->b_off : NULL;
     size_t out_len = (size_t)N * shape_numel(n->out);
     switch (n->op) {
     case OP_CONV2D: {
         ConvGeom geo = conv_geom(m, n, N, ws->n_threads);
-        conv2d_backward(&geo, x, w, dy, dx, dw, db, ws->col, ws->col_stride, ws->wscratch, ws->wscratch_stride);
+        conv2d_backward(&geo, x, w, dy, dx, acc, dw, db, ws->col, ws->col_stride, ws->wscratch, ws->wscratch_stride);
         break;
     }
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
         const float *xhat = ws->aux[i], *invstd = xhat + out_len + C;
-        batchnorm_backward(N, C, HW, ws->last_mode != MODE_EVAL, dy, xhat, w, invstd, dx, dw, db);
+        batchnorm_backward(N, C, HW, ws->last_mode != MODE_EVAL, dy, xhat, w, invstd, dx, acc, dw, db);
         break;
     }
     case OP_RELU:
-        if (dx) relu_backward(out_len, x, dy, dx);
+        if (dx) relu_backward(out_len, x, dy, dx, acc);
         break;
     case OP_MAXPOOL2D: {
         PoolGeom geo = pool_geom(m, n, N);
-        if (dx) maxpool_backward(&geo, dy, (const int *)ws->aux[i], dx);
+        if (dx) maxpool_backward(&geo, dy, (const int *)ws->aux[i], dx, acc);
         break;
     }
     case OP_AVGPOOL2D: {
         PoolGeom geo = pool_geom(m, n, N);
-        if (dx) avgpool_backward(&geo, dy, dx);
+        if (dx) avgpool_backward(&geo, dy, dx, acc);
         break;
     }
     case OP_GLOBAL_AVGPOOL:
-        if (dx) gap_backward(N * in.c, in.h * in.w, dy, dx);
+        if (dx) gap_backward(N * in.c, in.h * in.w, dy, dx, acc);
         break;
     case OP_LINEAR:
-        linear_backward(N, in.c, n->out_features, x, w, dy, dx, dw, db);
+        linear_backward(N, in.c, n->out_features, x, w, dy, dx, acc, dw, db);
         break;
     case OP_FLATTEN:
-        if (dx) axpy_acc(out_len, dy, dx);
+        if (dx) pass_grad(out_len, dy, dx, acc);
         break;
-    case OP_ADD:
-        if (dx) axpy_acc(out_len, dy, dx);
-        if (grad_of(ws, n->in[1], input_grad)) axpy_acc(out_len, dy, ws->grad[n->in[1]]);
+    case OP_ADD: {
+        if (dx) pass_grad(out_len, dy, dx, acc);
+        bool acc2;
+        float *dx2 = grad_for(ws->grad, ws->fresh, n->in[1], n->in[1] != 0 || input_grad, &acc2);
+        if (dx2) pass_grad(out_len, dy, dx2, acc2);
         break;
+    }
     case OP_DROPOUT:
-        if (dx) dropout_backward(out_len, dy, ws->aux[i], dx);
+        if (dx) dropout_backward(out_len, dy, ws->aux[i], dx, acc);
         break;
     default:
         HP_ASSERT(0 && "unknown op");
     }
 }
 
+// Floats of node i's output (and gradient) for a batch of N.
+static size_t node_len(const Model *m, int i, int N) { return (size_t)N * shape_numel(m->nodes[i].out); }
+
 void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *grad, float *dx) {
     int N = ws->last_n, L = m->n_nodes;
-    for (int i = 0; i < L; i++) memset(ws->grad[i], 0, (size_t)N * shape_numel(m->nodes[i].out) * sizeof(float));
+    for (int i = 0; i < L - 1; i++) ws->fresh[i] = true;  // each buffer's first writer assigns: no zeroing
+    ws->fresh[L - 1] = false;
     memcpy(ws->grad[L - 1], dlogits, (size_t)N * m->n_classes * sizeof(float));
-    for (int i = L - 1; i >= 1; i--) node_backward(m, ws, i, N, grad, dx != NULL);
-    if (dx) memcpy(dx, ws->grad[0], (size_t)N * shape_numel(m->input) * sizeof(float));
+    for (int i = L - 1; i >= 1; i--) {
+        settle(ws->grad[i], ws->fresh, i, node_len(m, i, N));
+        node_backward(m, ws, i, N, grad, dx != NULL);
+    }
+    if (!dx) return;
+    settle(ws->grad[0], ws->fresh, 0, node_len(m, 0, N));
+    memcpy(dx, ws->grad[0], node_len(m, 0, N) * sizeof(float));
 }
 
 // ---- R-operator over the graph ----
@@ -250,6 +283,7 @@ void ws_enable_rop(Workspace *ws, const Model *m) {
     ws->ract = hp_calloc((size_t)L, sizeof(float *));
     ws->rgrad = hp_calloc((size_t)L, sizeof(float *));
     ws->raux = hp_calloc((size_t)L, sizeof(float *));
+    ws->rfresh = hp_calloc((size_t)L, sizeof(bool));
     size_t total = 0;
     for (int i = 0; i < L; i++) total += 2 * (size_t)B * shape_numel(m->nodes[i].out) + raux_len(&m->nodes[i], B);
     ws->rblock = hp_calloc(total, sizeof(float));  // R{input} stays zero
@@ -330,21 +364,22 @@ const float *model_rforward(const Model *m, Workspace *ws, const float *v) {
     return ws->ract[m->n_nodes - 1];
 }
 
-// R-backward of node i: reads grad[i] and rgrad[i], accumulates R{dx} into its inputs'
-// rgrad (never the network input's) and R{dθ} into hv.
+// R-backward of node i: reads grad[i] and rgrad[i], writes or adds R{dx} into its inputs'
+// rgrad (never the network input's) and accumulates R{dθ} into hv.
 static void node_rbackward(const Model *m, Workspace *ws, int i, int N, const float *v, float *hv) {
     const Node *n = &m->nodes[i];
     Shape in = in_shape(m, n);
     const float *x = ws->act[n->in[0]], *rx = rin_of(ws, n->in[0]);
     const float *dy = ws->grad[i], *rdy = ws->rgrad[i];
-    float *rdx = n->in[0] == 0 ? NULL : ws->rgrad[n->in[0]];
+    bool acc;
+    float *rdx = grad_for(ws->rgrad, ws->rfresh, n->in[0], n->in[0] != 0, &acc);
     const float *w = m->params + n->w_off, *vw = v + n->w_off;
     float *rdw = hv + n->w_off, *rdb = n->b_len ? hv + n->b_off : NULL;
     size_t out_len = (size_t)N * shape_numel(n->out);
     switch (n->op) {
     case OP_CONV2D: {
         ConvGeom g = conv_geom(m, n, N, ws->n_threads);
-        conv2d_rbackward(&g, x, w, rx, vw, dy, rdy, rdx, rdw, rdb, ws->col, ws->col_stride, ws->wscratch,
+        conv2d_rbackward(&g, x, w, rx, vw, dy, rdy, rdx, acc, rdw, rdb, ws->col, ws->col_stride, ws->wscratch,
                          ws->wscratch_stride);
         break;
     }
@@ -352,38 +387,41 @@ static void node_rbackward(const Model *m, Workspace *ws, int i, int N, const fl
         int C = n->out.c, HW = n->out.h * n->out.w;
         const float *xhat = ws->aux[i], *invstd = xhat + out_len + C;
         const float *rxhat = ws->raux[i], *rc = rxhat + out_len;
-        batchnorm_rbackward(N, C, HW, ws->last_mode != MODE_EVAL, dy, rdy, xhat, rxhat, w, invstd, rc, vw, rdx, rdw,
-                            hv + n->b_off);
+        batchnorm_rbackward(N, C, HW, ws->last_mode != MODE_EVAL, dy, rdy, xhat, rxhat, w, invstd, rc, vw, rdx, acc,
+                            rdw, hv + n->b_off);
         break;
     }
     case OP_RELU:
-        if (rdx) relu_backward(out_len, x, rdy, rdx);
+        if (rdx) relu_backward(out_len, x, rdy, rdx, acc);
         break;
     case OP_MAXPOOL2D: {
         PoolGeom g = pool_geom(m, n, N);
-        if (rdx) maxpool_backward(&g, rdy, (const int *)ws->aux[i], rdx);
+        if (rdx) maxpool_backward(&g, rdy, (const int *)ws->aux[i], rdx, acc);
         break;
     }
     case OP_AVGPOOL2D: {
         PoolGeom g = pool_geom(m, n, N);
-        if (rdx) avgpool_backward(&g, rdy, rdx);
+        if (rdx) avgpool_backward(&g, rdy, rdx, acc);
         break;
     }
     case OP_GLOBAL_AVGPOOL:
-        if (rdx) gap_backward(N * in.c, in.h * in.w, rdy, rdx);
+        if (rdx) gap_backward(N * in.c, in.h * in.w, rdy, rdx, acc);
         break;
     case OP_LINEAR:
-        linear_rbackward(N, in.c, n->out_features, x, w, rx, vw, dy, rdy, rdx, rdw, rdb);
+        linear_rbackward(N, in.c, n->out_features, x, w, rx, vw, dy, rdy, rdx, acc, rdw, rdb);
         break;
     case OP_FLATTEN:
-        if (rdx) axpy_acc(out_len, rdy, rdx);
+        if (rdx) pass_grad(out_len, rdy, rdx, acc);
         break;
-    case OP_ADD:
-        if (rdx) axpy_acc(out_len, rdy, rdx);
-        if (n->in[1] != 0) axpy_acc(out_len, rdy, ws->rgrad[n->in[1]]);
+    case OP_ADD: {
+        if (rdx) pass_grad(out_len, rdy, rdx, acc);
+        bool acc2;
+        float *rdx2 = grad_for(ws->rgrad, ws->rfresh, n->in[1], n->in[1] != 0, &acc2);
+        if (rdx2) pass_grad(out_len, rdy, rdx2, acc2);
         break;
+    }
     case OP_DROPOUT:
-        if (rdx) dropout_backward(out_len, rdy, ws->aux[i], rdx);
+        if (rdx) dropout_backward(out_len, rdy, ws->aux[i], rdx, acc);
         break;
     default:
         HP_ASSERT(0 && "unknown op");
@@ -393,16 +431,23 @@ static void node_rbackward(const Model *m, Workspace *ws, int i, int N, const fl
 void model_rbackward(const Model *m, Workspace *ws, const float *v, const float *dlogits, const float *rdlogits,
                      float *hv, float *grad, bool grads_ready) {
     int N = ws->last_n, L = m->n_nodes;
-    for (int i = 0; i < L; i++) {
-        size_t len = (size_t)N * shape_numel(m->nodes[i].out) * sizeof(float);
-        if (!grads_ready) memset(ws->grad[i], 0, len);
-        memset(ws->rgrad[i], 0, len);
+    for (int i = 0; i < L - 1; i++) {
+        if (!grads_ready) ws->fresh[i] = true;
+        ws->rfresh[i] = true;
     }
-    if (!grads_ready) memcpy(ws->grad[L - 1], dlogits, (size_t)N * m->n_classes * sizeof(float));
+    ws->rfresh[L - 1] = false;
+    if (!grads_ready) {
+        ws->fresh[L - 1] = false;
+        memcpy(ws->grad[L - 1], dlogits, (size_t)N * m->n_classes * sizeof(float));
+    }
     memcpy(ws->rgrad[L - 1], rdlogits, (size_t)N * m->n_classes * sizeof(float));
     for (int i = L - 1; i >= 1; i--) {
+        settle(ws->rgrad[i], ws->rfresh, i, node_len(m, i, N));
         // the ordinary backward first: it completes grad[i]'s inputs, which R-backward reads
-        if (!grads_ready) node_backward(m, ws, i, N, grad, false);
+        if (!grads_ready) {
+            settle(ws->grad[i], ws->fresh, i, node_len(m, i, N));
+            node_backward(m, ws, i, N, grad, false);
+        }
         node_rbackward(m, ws, i, N, v, hv);
     }
 }

@@ -28,15 +28,15 @@ void linear_forward(int N, int Fin, int Fout, const float *x, const float *w, co
         for (int o = 0; o < Fout; o++) y[(size_t)n * Fout + o] += b[o];
 }
 
-void linear_backward(int N, int Fin, int Fout, const float *x, const float *w, const float *dy, float *dx, float *dw,
-                     float *db) {
+void linear_backward(int N, int Fin, int Fout, const float *x, const float *w, const float *dy, float *dx, bool acc,
+                     float *dw, float *db) {
     // dw (Fout, Fin) += dy^T (Fout, N) @ x (N, Fin)
     if (dw) gemm_par(true, false, Fout, Fin, N, 1.0f, dy, Fout, x, Fin, 1.0f, dw, Fin);
     if (db)
         for (int n = 0; n < N; n++)
             for (int o = 0; o < Fout; o++) db[o] += dy[(size_t)n * Fout + o];
-    // dx (N, Fin) += dy (N, Fout) @ w (Fout, Fin)
-    if (dx) gemm_par(false, false, N, Fin, Fout, 1.0f, dy, Fout, w, Fin, 1.0f, dx, Fin);
+    // dx (N, Fin) = (acc: +=) dy (N, Fout) @ w (Fout, Fin)
+    if (dx) gemm_par(false, false, N, Fin, Fout, 1.0f, dy, Fout, w, Fin, acc ? 1.0f : 0.0f, dx, Fin);
 }
 
 void linear_rforward(int N, int Fin, int Fout, const float *x, const float *w, const float *rx, const float *vw,
@@ -47,7 +47,7 @@ void linear_rforward(int N, int Fin, int Fout, const float *x, const float *w, c
 }
 
 void linear_rbackward(int N, int Fin, int Fout, const float *x, const float *w, const float *rx, const float *vw,
-                      const float *dy, const float *rdy, float *rdx, float *rdw, float *rdb) {
-    linear_backward(N, Fin, Fout, x, w, rdy, rdx, rdw, rdb);
-    linear_backward(N, Fin, Fout, rx ? rx : x, vw, dy, rdx, rx ? rdw : NULL, NULL);
+                      const float *dy, const float *rdy, float *rdx, bool acc, float *rdw, float *rdb) {
+    linear_backward(N, Fin, Fout, x, w, rdy, rdx, acc, rdw, rdb);
+    linear_backward(N, Fin, Fout, rx ? rx : x, vw, dy, rdx, true, rx ? rdw : NULL, NULL);
 }

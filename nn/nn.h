@@ -151,6 +151,7 @@ typedef struct {
     float **act;      // act[i]: output of node i, (N, out.c, out.h, out.w)
     float **grad;     // grad[i]: loss gradient with respect to act[i]
     float **aux;      // aux[i]: op state saved by forward (bn: xhat, mean, invstd; pool: argmax; dropout: mask)
+    bool *fresh;      // fresh[i]: during backward, grad[i] holds no contribution yet (its next writer assigns)
     float *col;       // per-thread im2col scratch, n_threads * col_stride floats
     size_t col_stride;
     float *wscratch;  // per-thread parameter-gradient partial sums, n_threads * wscratch_stride
@@ -161,6 +162,7 @@ typedef struct {
     int last_n;       // batch size of the last forward pass
     // R-operator state (allocated by ws_enable_rop): R{act}, R{grad}, op R-state (bn: R{xhat}, rc)
     float **ract, **rgrad, **raux;
+    bool *rfresh;  // as fresh, for rgrad
     float *rblock;
 } Workspace;
 

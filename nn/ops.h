@@ -1,5 +1,7 @@
-// ops.h: the kernels of each op family. Every backward ACCUMULATES (+=) into dx and into
-// parameter gradients, so a node feeding several consumers (a residual branch) sums them.
+// ops.h: the kernels of each op family. Every backward ACCUMULATES (+=) into parameter
+// gradients. Into dx it writes (=) or, when its `acc` argument is true, adds (+=): the first
+// consumer of a node to run backward writes its gradient, later ones (a residual branch) add, so
+// no gradient buffer needs zeroing first.
 // Each op file keeps forward and backward side by side; rforward/rbackward (the R-operator
 // for Hessian-vector products) join them there.
 #ifndef HP_OPS_H
@@ -32,19 +34,20 @@ void conv2d_im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col
 void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                     size_t col_stride);
 // dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ... (if not NULL), db (O) += ... (if not NULL),
-// dx (N, C, H, W) += ... (if not NULL). wscratch: per-thread partial sums, thread t uses
+// dx (N, C, H, W) = (acc: +=) ... (if not NULL). wscratch: per-thread partial sums, thread t uses
 // wscratch + t * ws_stride (ws_stride >= w_len + O).
-void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, float *dw,
-                     float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride);
+void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const float *dy, float *dx, bool acc,
+                     float *dw, float *db, float *col, size_t col_stride, float *wscratch, size_t ws_stride);
 
 // R-operator along the parameter direction (vw, vb): R{y} (N, O, Ho, Wo) = conv(R{x}, w) +
 // conv(x, vw) + vb, where rx = R{x} may be NULL (known zero, as for the network input).
 void conv2d_rforward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
                      const float *vb, float *ry, float *col, size_t col_stride);
-// R-backward: given dy and R{dy}, accumulates R{dx} (if not NULL), R{dw} and R{db} (if not NULL):
+// R-backward: given dy and R{dy}, writes (acc: adds) R{dx} (if not NULL), accumulates R{dw} and
+// R{db} (if not NULL):
 // R{dx} = w^T * R{dy} + vw^T * dy, R{dw} = R{dy} (x) x + dy (x) R{x}, R{db} = sum R{dy}.
 void conv2d_rbackward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
-                      const float *dy, const float *rdy, float *rdx, float *rdw, float *rdb, float *col,
+                      const float *dy, const float *rdy, float *rdx, bool acc, float *rdw, float *rdb, float *col,
                       size_t col_stride, float *wscratch, size_t ws_stride);
 
 // Batch normalisation over (N, C, HW) per channel. x, y, xhat are (N, C, HW); gamma, beta,
@@ -60,9 +63,9 @@ void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *g
                             const float *running_mean, const float *running_var, float *y, float *xhat,
                             float *invstd);
 // Backward for either mode (batch_stats selects the coupled train-mode formula). Accumulates
-// dgamma, dbeta (C) and dx (N, C, HW), each if not NULL.
+// dgamma, dbeta (C) and writes (acc: adds) dx (N, C, HW), each if not NULL.
 void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *xhat,
-                        const float *gamma, const float *invstd, float *dx, float *dgamma, float *dbeta);
+                        const float *gamma, const float *invstd, float *dx, bool acc, float *dgamma, float *dbeta);
 
 // R-operator along (vgamma, vbeta) given R{x} (rx), from the forward's xhat and invstd.
 // batch_stats selects train mode (mean and variance depend on x). Writes R{y} and R{xhat}
@@ -70,11 +73,11 @@ void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy,
 void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *xhat, const float *invstd,
                         const float *gamma, const float *rx, const float *vgamma, const float *vbeta, float *ry,
                         float *rxhat, float *rc);
-// R-backward: from dy, R{dy} and the saved state, accumulates R{dx} (if not NULL),
-// R{dgamma} and R{dbeta} (C).
+// R-backward: from dy, R{dy} and the saved state, writes (acc: adds) R{dx} (if not NULL) and
+// accumulates R{dgamma} and R{dbeta} (C).
 void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy,
                          const float *xhat, const float *rxhat, const float *gamma, const float *invstd,
-                         const float *rc, const float *vgamma, float *rdx, float *rdgamma, float *rdbeta);
+                         const float *rc, const float *vgamma, float *rdx, bool acc, float *rdgamma, float *rdbeta);
 
 // Pooling geometry: input (N*C planes of H x W), window k, stride, pad, output Ho x Wo.
 typedef struct {
@@ -83,43 +86,47 @@ typedef struct {
 
 // x is (NC, H, W), y is (NC, Ho, Wo); argmax (NC, Ho, Wo) gets the flat input index of each max.
 void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax);
-// dx (NC, H, W) += dy routed to the argmax positions.
-void maxpool_backward(const PoolGeom *g, const float *dy, const int *argmax, float *dx);
+// dx (NC, H, W) = (acc: +=) dy routed to the argmax positions.
+void maxpool_backward(const PoolGeom *g, const float *dy, const int *argmax, float *dx, bool acc);
 // R{y} = R{x} at the argmax positions of the forward pass.
 void maxpool_rforward(const PoolGeom *g, const float *rx, const int *argmax, float *ry);
 // Average over each window, padding counted (PyTorch's count_include_pad=True).
 void avgpool_forward(const PoolGeom *g, const float *x, float *y);
-void avgpool_backward(const PoolGeom *g, const float *dy, float *dx);
+// dx (NC, H, W) = (acc: +=) each dy spread evenly over its window.
+void avgpool_backward(const PoolGeom *g, const float *dy, float *dx, bool acc);
 // x is (NC, HW), y is (NC): the mean of each plane.
 void gap_forward(int NC, int HW, const float *x, float *y);
-void gap_backward(int NC, int HW, const float *dy, float *dx);
+// dx (NC, HW) = (acc: +=) dy / HW at every position of its plane.
+void gap_backward(int NC, int HW, const float *dy, float *dx, bool acc);
 
 // x is (N, Fin), w is (Fout, Fin), b is (Fout) or NULL, y is (N, Fout): y = x w^T + b.
 void linear_forward(int N, int Fin, int Fout, const float *x, const float *w, const float *b, float *y);
-// dw (Fout, Fin) += dy^T x (if not NULL); db (Fout) += sum_n dy (if not NULL); dx (N, Fin) += dy w
-// (if not NULL).
-void linear_backward(int N, int Fin, int Fout, const float *x, const float *w, const float *dy, float *dx, float *dw,
-                     float *db);
+// dw (Fout, Fin) += dy^T x (if not NULL); db (Fout) += sum_n dy (if not NULL); dx (N, Fin) =
+// (acc: +=) dy w (if not NULL).
+void linear_backward(int N, int Fin, int Fout, const float *x, const float *w, const float *dy, float *dx, bool acc,
+                     float *dw, float *db);
 // R{y} = R{x} w^T + x vw^T + vb; rx may be NULL (zero).
 void linear_rforward(int N, int Fin, int Fout, const float *x, const float *w, const float *rx, const float *vw,
                      const float *vb, float *ry);
-// Accumulates R{dx} = R{dy} w + dy vw (if rdx), R{dw} = R{dy}^T x + dy^T R{x}, R{db} = sum R{dy}.
+// Writes (acc: adds) R{dx} = R{dy} w + dy vw (if rdx); accumulates R{dw} = R{dy}^T x + dy^T R{x}
+// and R{db} = sum R{dy}.
 void linear_rbackward(int N, int Fin, int Fout, const float *x, const float *w, const float *rx, const float *vw,
-                      const float *dy, const float *rdy, float *rdx, float *rdw, float *rdb);
+                      const float *dy, const float *rdy, float *rdx, bool acc, float *rdw, float *rdb);
 
-// y = max(x, 0) over n elements; dx += dy where x > 0.
+// y = max(x, 0) over n elements; dx = (acc: +=) dy where x > 0, 0 elsewhere.
 void relu_forward(size_t n, const float *x, float *y);
-void relu_backward(size_t n, const float *x, const float *dy, float *dx);
+void relu_backward(size_t n, const float *x, const float *dy, float *dx, bool acc);
 // R{y} = R{x} where x > 0 (the second derivative of ReLU is zero almost everywhere).
 void relu_rforward(size_t n, const float *x, const float *rx, float *ry);
-// y = a + b; da += dy and db += dy.
+// y = a + b over n elements.
 void add_forward(size_t n, const float *a, const float *b, float *y);
-void add_backward(size_t n, const float *dy, float *da, float *db);
-// y = x * mask (mask holds 0 or 1/(1-p)); dx += dy * mask.
+// y = x * mask (mask holds 0 or 1/(1-p)); dx = (acc: +=) dy * mask.
 void dropout_forward(size_t n, const float *x, const float *mask, float *y);
-void dropout_backward(size_t n, const float *dy, const float *mask, float *dx);
-// dst += src over n elements.
-void axpy_acc(size_t n, const float *src, float *dst);
+void dropout_backward(size_t n, const float *dy, const float *mask, float *dx, bool acc);
+// dst = (acc: +=) src over n elements: the backward of an identity (flatten, each side of an add).
+void pass_grad(size_t n, const float *src, float *dst, bool acc);
+// dst = 0 over n elements, in parallel.
+void zero_fill(size_t n, float *dst);
 
 // Row-parallel sgemm (row-major): C (M, N) = alpha op(A) op(B) + beta C, rows split over the
 // OpenMP threads, each calling single-threaded BLAS.

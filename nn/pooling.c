@@ -34,11 +34,13 @@ void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax) {
     }
 }
 
-void maxpool_backward(const PoolGeom *g, const float *dy, const int *argmax, float *dx) {
+void maxpool_backward(const PoolGeom *g, const float *dy, const int *argmax, float *dx, bool acc) {
     const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < g->NC; pl++) {
         float *dxp = dx + (size_t)pl * in_plane;
+        if (!acc)
+            for (size_t i = 0; i < in_plane; i++) dxp[i] = 0.0f;
         for (size_t o = 0; o < out_plane; o++) {
             size_t i = (size_t)pl * out_plane + o;
             dxp[argmax[i]] += dy[i];
@@ -81,12 +83,14 @@ void avgpool_forward(const PoolGeom *g, const float *x, float *y) {
     }
 }
 
-void avgpool_backward(const PoolGeom *g, const float *dy, float *dx) {
+void avgpool_backward(const PoolGeom *g, const float *dy, float *dx, bool acc) {
     const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
     const float inv = 1.0f / (float)(g->k * g->k);
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < g->NC; pl++) {
         float *dxp = dx + (size_t)pl * in_plane;
+        if (!acc)
+            for (size_t i = 0; i < in_plane; i++) dxp[i] = 0.0f;
         for (int oh = 0; oh < g->Ho; oh++) {
             for (int ow = 0; ow < g->Wo; ow++) {
                 float d = dy[(size_t)pl * out_plane + (size_t)oh * g->Wo + ow] * inv;
@@ -113,11 +117,11 @@ void gap_forward(int NC, int HW, const float *x, float *y) {
     }
 }
 
-void gap_backward(int NC, int HW, const float *dy, float *dx) {
+void gap_backward(int NC, int HW, const float *dy, float *dx, bool acc) {
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < NC; pl++) {
         float d = dy[pl] / (float)HW;
         float *dxp = dx + (size_t)pl * HW;
-        for (int p = 0; p < HW; p++) dxp[p] += d;
+        for (int p = 0; p < HW; p++) dxp[p] = (acc ? dxp[p] : 0.0f) + d;
     }
 }

@@ -14,7 +14,7 @@
 #define N_THREADS 2
 #define FD_STEP 1e-2f  // central-difference step (float32 engine)
 #define TOL 5e-3       // largest relative error ||fd - an|| / ||fd|| accepted
-#define ACC0 1.0f      // gradient buffers start here: backward must add (+=), not assign
+#define ACC0 1.0f      // gradient buffers start here: backward with acc must add (+=), not assign
 
 // ---- the finite-difference harness ----
 
@@ -89,6 +89,19 @@ static float *nan_buf(size_t n) {
     return a;
 }
 
+// Checks that a backward run without acc into NaN-filled assigned (n) wrote every value, and
+// the same values as the run with acc added to ACC0 in added (n); frees assigned.
+static void check_assigns(const char *label, const float *added, float *assigned, size_t n) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        assert_false(isnan(assigned[i]));
+        worst = fmax(worst, fabs((double)added[i] - ACC0 - assigned[i]) / (1.0 + fabs(assigned[i])));
+    }
+    fprintf(stderr, "  %-34s max diff %.2e\n", label, worst);
+    assert_true(worst < 1e-5);
+    free(assigned);
+}
+
 // ---- conv2d ----
 
 typedef struct {
@@ -144,8 +157,11 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
     size_t ws_stride = nw + (size_t)O;
     float *wscratch = nan_buf(N_THREADS * ws_stride);
     float *dx = acc_buf(nx), *dw = acc_buf(nw), *db = bias ? acc_buf((size_t)O) : NULL;
-    conv2d_backward(&g, c.x, c.w, r, dx, dw, db, c.col, c.col_len, wscratch, ws_stride);
+    conv2d_backward(&g, c.x, c.w, r, dx, true, dw, db, c.col, c.col_len, wscratch, ws_stride);
+    float *dx_set = nan_buf(nx);
+    conv2d_backward(&g, c.x, c.w, r, dx_set, false, NULL, NULL, c.col, c.col_len, wscratch, ws_stride);
     fprintf(stderr, "conv2d %s\n", name);
+    check_assigns("dx assigned (no acc) = added", dx, dx_set, nx);
     double *yref = hp_malloc(ny * sizeof(double)), worst = 0;
     conv_fwd(&c, y);
     conv_direct(&g, c.x, c.w, c.b, yref);
@@ -282,8 +298,11 @@ static void check_bn(bool train, uint64_t seed) {
     Probe p = {bn_fwd, &b, nx, r, y};
     probe_loss(&p);  // forward at the unperturbed point: saves xhat, invstd
     float *dx = acc_buf(nx), *dg = acc_buf((size_t)C), *dbeta = acc_buf((size_t)C);
-    batchnorm_backward(N, C, HW, train, r, b.xhat, b.gamma, b.invstd, dx, dg, dbeta);
+    batchnorm_backward(N, C, HW, train, r, b.xhat, b.gamma, b.invstd, dx, true, dg, dbeta);
+    float *dx_set = nan_buf(nx);
+    batchnorm_backward(N, C, HW, train, r, b.xhat, b.gamma, b.invstd, dx_set, false, NULL, NULL);
     fprintf(stderr, "batchnorm %s\n", train ? "train mode (batch statistics)" : "eval mode (running statistics)");
+    check_assigns("dx assigned (no acc) = added", dx, dx_set, nx);
     check_grad("dx", &p, b.x, nx, dx);
     check_grad("dgamma", &p, b.gamma, (size_t)C, dg);
     check_grad("dbeta", &p, b.beta, (size_t)C, dbeta);
@@ -363,7 +382,7 @@ static void test_bn_dropped_term_fails(void **state) {
     // every dx is computed before any finite difference (which re-runs forward, moving xhat)
     float *dx[4], dg[3] = {0}, dbeta[3] = {0};
     for (int v = 0; v < 4; v++) dx[v] = hp_calloc(nx, sizeof(float));
-    batchnorm_backward(N, C, HW, true, r, b.xhat, b.gamma, b.invstd, dx[0], dg, dbeta);
+    batchnorm_backward(N, C, HW, true, r, b.xhat, b.gamma, b.invstd, dx[0], true, dg, dbeta);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, true, dx[1]);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, false, true, dx[2]);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, false, dx[3]);
@@ -433,13 +452,18 @@ static void check_pool(const char *name, bool max, int NC, int H, int W, int k, 
     float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float)), *dx = acc_buf(nx);
     Probe p = {global ? gap_fwd : max ? maxpool_fwd : avgpool_fwd, &c, ny, r, y};
     probe_loss(&p);  // forward at the unperturbed point: saves argmax
-    if (global)
-        gap_backward(NC, H * W, r, dx);
-    else if (max)
-        maxpool_backward(&g, r, c.argmax, dx);
-    else
-        avgpool_backward(&g, r, dx);
+    float *dx_set = nan_buf(nx);
+    for (int acc = 1; acc >= 0; acc--) {
+        float *d = acc ? dx : dx_set;
+        if (global)
+            gap_backward(NC, H * W, r, d, acc);
+        else if (max)
+            maxpool_backward(&g, r, c.argmax, d, acc);
+        else
+            avgpool_backward(&g, r, d, acc);
+    }
     fprintf(stderr, "%s\n", name);
+    check_assigns("dx assigned (no acc) = added", dx, dx_set, nx);
     check_grad("dx", &p, c.x, nx, dx);
     free(c.x); free(c.argmax); free(r); free(y); free(dx);
 }
@@ -487,8 +511,11 @@ static void test_linear(void **state) {
     float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float));
     Probe p = {lin_fwd, &c, ny, r, y};
     float *dx = acc_buf(nx), *dw = acc_buf(nw), *db = acc_buf((size_t)Fout);
-    linear_backward(N, Fin, Fout, c.x, c.w, r, dx, dw, db);
+    linear_backward(N, Fin, Fout, c.x, c.w, r, dx, true, dw, db);
+    float *dx_set = nan_buf(nx);
+    linear_backward(N, Fin, Fout, c.x, c.w, r, dx_set, false, NULL, NULL);
     fprintf(stderr, "linear with bias\n");
+    check_assigns("dx assigned (no acc) = added", dx, dx_set, nx);
     check_grad("dx", &p, c.x, nx, dx);
     check_grad("dw", &p, c.w, nw, dw);
     check_grad("db", &p, c.b, (size_t)Fout, db);
@@ -528,8 +555,11 @@ static void test_relu(void **state) {
         if (rng_uniform(&rng) < 0.5f) c.a[i] = -c.a[i];  // |x| >= 0.1: no kink within a step
     float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *dx = acc_buf(n);
     Probe p = {relu_fwd, &c, n, r, y};
-    relu_backward(n, c.a, r, dx);
+    relu_backward(n, c.a, r, dx, true);
+    float *dx_set = nan_buf(n);
+    relu_backward(n, c.a, r, dx_set, false);
     fprintf(stderr, "relu\n");
+    check_assigns("dx assigned (no acc) = added", dx, dx_set, n);
     check_grad("dx", &p, c.a, n, dx);
     free(c.a); free(r); free(y); free(dx);
 }
@@ -544,8 +574,12 @@ static void test_add(void **state) {
     c.b = rand_buf(n, -1, 1, &rng);
     float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *da = acc_buf(n), *db = acc_buf(n);
     Probe p = {add_fwd, &c, n, r, y};
-    add_backward(n, r, da, db);
+    pass_grad(n, r, da, true);  // the backward of y = a + b: dy passes to each side
+    pass_grad(n, r, db, true);
+    float *da_set = nan_buf(n);
+    pass_grad(n, r, da_set, false);
     fprintf(stderr, "add\n");
+    check_assigns("da assigned (no acc) = added", da, da_set, n);
     check_grad("da", &p, c.a, n, da);
     check_grad("db", &p, c.b, n, db);
     free(c.a); free(c.b); free(r); free(y); free(da); free(db);
@@ -566,8 +600,11 @@ static void test_dropout(void **state) {
     assert_true(kept > 0 && kept < n);
     float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *dx = acc_buf(n);
     Probe p = {dropout_fwd, &c, n, r, y};
-    dropout_backward(n, r, c.b, dx);
+    dropout_backward(n, r, c.b, dx, true);
+    float *dx_set = nan_buf(n);
+    dropout_backward(n, r, c.b, dx_set, false);
     fprintf(stderr, "dropout (fixed mask, p=%.1f)\n", p_drop);
+    check_assigns("dx assigned (no acc) = added", dx, dx_set, n);
     check_grad("dx", &p, c.a, n, dx);
     free(c.a); free(c.b); free(r); free(y); free(dx);
 }
