@@ -1,6 +1,7 @@
 // batchnorm.c: BatchNorm2d with batch statistics (train mode, samples coupled) and with
 // running statistics (eval mode, samples independent). Parallel over channels; each plane's
-// sums are taken in float by vector lanes and added up across planes in double.
+// sums are taken in float by vector lanes and added up across planes in double. Only the mean
+// and invstd of each channel are saved: backward recomputes xhat from the input.
 #include <math.h>
 
 #include "ops.h"
@@ -21,42 +22,54 @@ static inline float plane_sqdev(const float *p, int n, float mu) {
     return s;
 }
 
-// Sum of a[i] * b[i] over [0, n).
-static inline float plane_dot(const float *a, const float *b, int n) {
+// Sum of a[i] * (x[i] - mu) over [0, n): a dotted with the centred x.
+static inline float plane_dot_centred(const float *a, const float *x, float mu, int n) {
     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    for (int i = 0; i < n; i++) s += a[i] * (x[i] - mu);
     return s;
 }
 
-// Writes xhat = (x - mu) * is and y = gamma * xhat + beta over one plane of n values.
-static inline void plane_normalise(const float *x, int n, float mu, float is, float gamma, float beta, float *xhat,
-                                   float *y) {
+// Writes y = gamma (x - mu) is + beta over one plane of n values.
+static inline void plane_normalise(const float *x, int n, float mu, float is, float gamma, float beta, float *y) {
+    const float scale = gamma * is, shift = beta - gamma * is * mu;
 #pragma omp simd
-    for (int i = 0; i < n; i++) {
-        float h = (x[i] - mu) * is;
-        xhat[i] = h;
-        y[i] = gamma * h + beta;
+    for (int i = 0; i < n; i++) y[i] = scale * x[i] + shift;
+}
+
+// Mean and sum of squared deviations of channel c of x (N, C, HW) in one pass over memory:
+// each plane's mean and squared deviations about it (the plane is in L1 for the second look),
+// merged across planes in double by the pairwise update of Chan et al.
+static void channel_moments(int N, int C, int HW, const float *x, int c, double *mean, double *m2) {
+    double mu = 0.0, ss = 0.0, count = 0.0;
+    for (int n = 0; n < N; n++) {
+        const float *p = x + ((size_t)n * C + c) * HW;
+        float mp = plane_sum(p, HW) / (float)HW;
+        double m2p = plane_sqdev(p, HW, mp), delta = (double)mp - mu, merged = count + HW;
+        mu += delta * HW / merged;
+        ss += m2p + delta * delta * count * HW / merged;
+        count = merged;
     }
+    *mean = mu;
+    *m2 = ss;
 }
 
 void batchnorm_forward_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float eps,
                              float momentum, bool update, float *running_mean, float *running_var, float *y,
-                             float *xhat, float *mean, float *invstd) {
+                             float *mean, float *invstd) {
     const double M = (double)N * HW;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
-        double sum = 0.0, sq = 0.0;
-        for (int n = 0; n < N; n++) sum += plane_sum(x + ((size_t)n * C + c) * HW, HW);
-        float mu = (float)(sum / M);
-        for (int n = 0; n < N; n++) sq += plane_sqdev(x + ((size_t)n * C + c) * HW, HW, mu);
+        double mu_d, sq;
+        channel_moments(N, C, HW, x, c, &mu_d, &sq);
+        float mu = (float)mu_d;
         double var = sq / M;  // biased: what normalisation uses
         float is = (float)(1.0 / sqrt(var + eps));
         mean[c] = mu;
         invstd[c] = is;
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
-            plane_normalise(x + off, HW, mu, is, gamma[c], beta[c], xhat + off, y + off);
+            plane_normalise(x + off, HW, mu, is, gamma[c], beta[c], y + off);
         }
         if (update) {
             double unbiased = M > 1 ? sq / (M - 1) : var;
@@ -67,105 +80,123 @@ void batchnorm_forward_train(int N, int C, int HW, const float *x, const float *
 }
 
 void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float eps,
-                            const float *running_mean, const float *running_var, float *y, float *xhat,
+                            const float *running_mean, const float *running_var, float *y, float *mean,
                             float *invstd) {
-    for (int c = 0; c < C; c++) invstd[c] = 1.0f / sqrtf(running_var[c] + eps);
+    for (int c = 0; c < C; c++) {
+        mean[c] = running_mean[c];
+        invstd[c] = 1.0f / sqrtf(running_var[c] + eps);
+    }
 #pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < N; n++) {
         for (int c = 0; c < C; c++) {
             size_t off = ((size_t)n * C + c) * HW;
-            plane_normalise(x + off, HW, running_mean[c], invstd[c], gamma[c], beta[c], xhat + off, y + off);
+            plane_normalise(x + off, HW, mean[c], invstd[c], gamma[c], beta[c], y + off);
         }
     }
 }
 
-void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *xhat,
-                        const float *gamma, const float *invstd, float *dx, bool acc, float *dgamma, float *dbeta) {
+void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *x, const float *mean,
+                        const float *invstd, const float *gamma, float *dx, bool acc, float *dgamma, float *dbeta) {
     const double M = (double)N * HW;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
-        double sdy = 0.0, sdyx = 0.0;
+        const float mu = mean[c], s = invstd[c];
+        double sdy = 0.0, sdyx = 0.0;  // sums of dy and of dy xhat
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
             sdy += plane_sum(dy + off, HW);
-            sdyx += plane_dot(dy + off, xhat + off, HW);
+            sdyx += plane_dot_centred(dy + off, x + off, mu, HW);
         }
+        sdyx *= s;
         if (dgamma) dgamma[c] += (float)sdyx;
         if (dbeta) dbeta[c] += (float)sdy;
         if (!dx) continue;
-        float scale = gamma[c] * invstd[c];
+        float scale = gamma[c] * s;
         // train mode: dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)); eval: gamma invstd dy
         float mdy = batch_stats ? (float)(sdy / M) : 0.0f;
         float mdyx = batch_stats ? (float)(sdyx / M) : 0.0f;
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
-            const float *dyp = dy + off, *hp = xhat + off;
+            const float *dyp = dy + off, *xp = x + off;
             float *dxp = dx + off;
             if (acc) {
 #pragma omp simd
-                for (int p = 0; p < HW; p++) dxp[p] += scale * (dyp[p] - mdy - hp[p] * mdyx);
+                for (int p = 0; p < HW; p++) dxp[p] += scale * (dyp[p] - mdy - (xp[p] - mu) * s * mdyx);
             } else {
 #pragma omp simd
-                for (int p = 0; p < HW; p++) dxp[p] = scale * (dyp[p] - mdy - hp[p] * mdyx);
+                for (int p = 0; p < HW; p++) dxp[p] = scale * (dyp[p] - mdy - (xp[p] - mu) * s * mdyx);
             }
         }
     }
 }
 
 // ---- R-operator (Pearlmutter) ----
+// xhat = (x - mean) invstd and R{xhat} = invstd (R{x} - mean(R{x}) - xhat mean(xhat R{x})) are
+// recomputed where needed from x, R{x} and two numbers per channel, never stored.
 
-void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *xhat, const float *invstd,
-                        const float *gamma, const float *rx, const float *vgamma, const float *vbeta, float *ry,
-                        float *rxhat, float *rc) {
+void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *x, const float *mean,
+                        const float *invstd, const float *gamma, const float *rx, const float *vgamma,
+                        const float *vbeta, float *ry, float *rstat) {
     const double M = (double)N * HW;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
-        float s = invstd[c], mrx = 0.0f, cc = 0.0f;
+        const float mu = mean[c], s = invstd[c];
+        float mrx = 0.0f, cc = 0.0f;
         if (batch_stats) {
-            // R{xhat} = s (R{x} - mean(R{x}) - xhat mean(xhat R{x}))
             double srx = 0.0, sxr = 0.0;
             for (int n = 0; n < N; n++) {
                 size_t off = ((size_t)n * C + c) * HW;
                 srx += plane_sum(rx + off, HW);
-                sxr += plane_dot(xhat + off, rx + off, HW);
+                sxr += plane_dot_centred(rx + off, x + off, mu, HW);
             }
             mrx = (float)(srx / M);
-            cc = (float)(sxr / M);
+            cc = (float)(sxr * s / M);
         }
-        rc[c] = cc;
-        float g = gamma[c], vg = vgamma[c], vb = vbeta[c];
+        rstat[c] = mrx;
+        rstat[C + c] = cc;
+        const float g = gamma[c], vg = vgamma[c], vb = vbeta[c];
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
-            const float *r = rx + off, *h = xhat + off;
-            float *rh = rxhat + off, *out = ry + off;
+            const float *r = rx + off, *xp = x + off;
+            float *out = ry + off;
 #pragma omp simd
             for (int p = 0; p < HW; p++) {
-                float v = s * (r[p] - mrx - h[p] * cc);
-                rh[p] = v;
-                out[p] = g * v + vg * h[p] + vb;
+                float h = (xp[p] - mu) * s;
+                out[p] = g * (s * (r[p] - mrx - h * cc)) + vg * h + vb;
             }
         }
     }
 }
 
-void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy,
-                         const float *xhat, const float *rxhat, const float *gamma, const float *invstd,
-                         const float *rc, const float *vgamma, float *rdx, bool acc, float *rdgamma, float *rdbeta) {
+void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy, const float *x,
+                         const float *mean, const float *invstd, const float *rx, const float *rstat,
+                         const float *gamma, const float *vgamma, float *rdx, bool acc, float *rdgamma,
+                         float *rdbeta) {
     const double M = (double)N * HW;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
+        const float mu = mean[c], s = invstd[c], mrx = rstat[c], cc = rstat[C + c];
         double sdy = 0.0, sdyx = 0.0, srdy = 0.0, sr = 0.0;  // sums of dy, dy xhat, R{dy}, R{dy xhat}
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
-            sdy += plane_sum(dy + off, HW);
-            sdyx += plane_dot(dy + off, xhat + off, HW);
-            srdy += plane_sum(rdy + off, HW);
-            sr += plane_dot(rdy + off, xhat + off, HW) + plane_dot(dy + off, rxhat + off, HW);
+            const float *d = dy + off, *rd = rdy + off, *xp = x + off, *r = rx + off;
+            float a_dyx = 0.0f, a_rdy = 0.0f, a_r = 0.0f;
+#pragma omp simd reduction(+ : a_dyx, a_rdy, a_r)
+            for (int p = 0; p < HW; p++) {
+                float h = (xp[p] - mu) * s, rh = s * (r[p] - mrx - h * cc);
+                a_dyx += d[p] * h;
+                a_rdy += rd[p];
+                a_r += rd[p] * h + d[p] * rh;
+            }
+            sdy += plane_sum(d, HW);
+            sdyx += a_dyx;
+            srdy += a_rdy;
+            sr += a_r;
         }
         rdgamma[c] += (float)sr;
         rdbeta[c] += (float)srdy;
         if (!rdx) continue;
-        float s = invstd[c], g = gamma[c] * s;
+        float g = gamma[c] * s;
         float a = 0.0f, b = 0.0f, ra = 0.0f, rb = 0.0f;
         float rg = vgamma[c] * s;  // R{gamma s}; train mode adds gamma R{s} = -gamma s^2 c
         if (batch_stats) {
@@ -173,21 +204,18 @@ void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy
             b = (float)(sdyx / M);
             ra = (float)(srdy / M);
             rb = (float)(sr / M);
-            rg -= gamma[c] * s * s * rc[c];
+            rg -= gamma[c] * s * s * cc;
         }
         // R{dx} = R{g} (dy - a - xhat b) + g (R{dy} - R{a} - R{xhat} b - xhat R{b})
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;
-            const float *d = dy + off, *rd = rdy + off, *h = xhat + off, *rh = rxhat + off;
+            const float *d = dy + off, *rd = rdy + off, *xp = x + off, *r = rx + off;
             float *out = rdx + off;
-            if (acc) {
 #pragma omp simd
-                for (int p = 0; p < HW; p++)
-                    out[p] += rg * (d[p] - a - h[p] * b) + g * (rd[p] - ra - rh[p] * b - h[p] * rb);
-            } else {
-#pragma omp simd
-                for (int p = 0; p < HW; p++)
-                    out[p] = rg * (d[p] - a - h[p] * b) + g * (rd[p] - ra - rh[p] * b - h[p] * rb);
+            for (int p = 0; p < HW; p++) {
+                float h = (xp[p] - mu) * s, rh = s * (r[p] - mrx - h * cc);
+                float v = rg * (d[p] - a - h * b) + g * (rd[p] - ra - rh * b - h * rb);
+                out[p] = acc ? out[p] + v : v;
             }
         }
     }

@@ -29,7 +29,7 @@ static PoolGeom pool_geom(const Model *m, const Node *n, int N) {
 static size_t aux_len(const Node *n, int N) {
     size_t out = (size_t)N * shape_numel(n->out);
     switch (n->op) {
-    case OP_BATCHNORM2D: return out + 2 * (size_t)n->out.c;  // xhat, mean, invstd
+    case OP_BATCHNORM2D: return 2 * (size_t)n->out.c;        // mean, invstd
     case OP_MAXPOOL2D: return out;                           // argmax (int32, same size as float)
     case OP_DROPOUT: return out;                             // mask
     default: return 0;
@@ -116,13 +116,13 @@ static void node_forward(Model *m, Workspace *ws, int i, int N, Mode mode, Rng *
     }
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
-        float *xhat = ws->aux[i], *mean = xhat + out_len, *invstd = mean + C;
+        float *mean = ws->aux[i], *invstd = mean + C;
         float *rm = m->buffers + n->mean_off, *rv = m->buffers + n->var_off;
         if (mode == MODE_EVAL)
-            batchnorm_forward_eval(N, C, HW, x, w, m->params + n->b_off, n->eps, rm, rv, y, xhat, invstd);
+            batchnorm_forward_eval(N, C, HW, x, w, m->params + n->b_off, n->eps, rm, rv, y, mean, invstd);
         else
             batchnorm_forward_train(N, C, HW, x, w, m->params + n->b_off, n->eps, n->momentum, mode == MODE_TRAIN, rm,
-                                    rv, y, xhat, mean, invstd);
+                                    rv, y, mean, invstd);
         break;
     }
     case OP_RELU:
@@ -212,8 +212,8 @@ static void node_backward(const Model *m, Workspace *ws, int i, int N, float *g,
     }
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
-        const float *xhat = ws->aux[i], *invstd = xhat + out_len + C;
-        batchnorm_backward(N, C, HW, ws->last_mode != MODE_EVAL, dy, xhat, w, invstd, dx, acc, dw, db);
+        const float *mean = ws->aux[i], *invstd = mean + C;
+        batchnorm_backward(N, C, HW, ws->last_mode != MODE_EVAL, dy, x, mean, invstd, w, dx, acc, dw, db);
         break;
     }
     case OP_RELU:
@@ -272,9 +272,9 @@ void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *
 
 // ---- R-operator over the graph ----
 
-// Floats of R-state node n keeps between rforward and rbackward, per batch of N.
-static size_t raux_len(const Node *n, int N) {
-    return n->op == OP_BATCHNORM2D ? (size_t)N * shape_numel(n->out) + (size_t)n->out.c : 0;  // R{xhat}, rc
+// Floats of R-state node n keeps between rforward and rbackward.
+static size_t raux_len(const Node *n) {
+    return n->op == OP_BATCHNORM2D ? 2 * (size_t)n->out.c : 0;  // mean(R{x}), mean(xhat R{x})
 }
 
 void ws_enable_rop(Workspace *ws, const Model *m) {
@@ -285,11 +285,11 @@ void ws_enable_rop(Workspace *ws, const Model *m) {
     ws->raux = hp_calloc((size_t)L, sizeof(float *));
     ws->rfresh = hp_calloc((size_t)L, sizeof(bool));
     size_t total = 0;
-    for (int i = 0; i < L; i++) total += 2 * (size_t)B * shape_numel(m->nodes[i].out) + raux_len(&m->nodes[i], B);
+    for (int i = 0; i < L; i++) total += 2 * (size_t)B * shape_numel(m->nodes[i].out) + raux_len(&m->nodes[i]);
     ws->rblock = hp_calloc(total, sizeof(float));  // R{input} stays zero
     float *p = ws->rblock;
     for (int i = 0; i < L; i++) {
-        size_t len = (size_t)B * shape_numel(m->nodes[i].out), a = raux_len(&m->nodes[i], B);
+        size_t len = (size_t)B * shape_numel(m->nodes[i].out), a = raux_len(&m->nodes[i]);
         ws->ract[i] = p;
         p += len;
         ws->rgrad[i] = p;
@@ -319,10 +319,9 @@ static void node_rforward(const Model *m, Workspace *ws, int i, int N, const flo
     }
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
-        const float *xhat = ws->aux[i], *invstd = xhat + out_len + C;
-        float *rxhat = ws->raux[i], *rc = rxhat + out_len;
-        batchnorm_rforward(N, C, HW, ws->last_mode != MODE_EVAL, xhat, invstd, w, rxz, vw, v + n->b_off, ry, rxhat,
-                           rc);
+        const float *mean = ws->aux[i], *invstd = mean + C;
+        batchnorm_rforward(N, C, HW, ws->last_mode != MODE_EVAL, x, mean, invstd, w, rxz, vw, v + n->b_off, ry,
+                           ws->raux[i]);
         break;
     }
     case OP_RELU:
@@ -385,10 +384,9 @@ static void node_rbackward(const Model *m, Workspace *ws, int i, int N, const fl
     }
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
-        const float *xhat = ws->aux[i], *invstd = xhat + out_len + C;
-        const float *rxhat = ws->raux[i], *rc = rxhat + out_len;
-        batchnorm_rbackward(N, C, HW, ws->last_mode != MODE_EVAL, dy, rdy, xhat, rxhat, w, invstd, rc, vw, rdx, acc,
-                            rdw, hv + n->b_off);
+        const float *mean = ws->aux[i], *invstd = mean + C;
+        batchnorm_rbackward(N, C, HW, ws->last_mode != MODE_EVAL, dy, rdy, x, mean, invstd, ws->ract[n->in[0]],
+                            ws->raux[i], w, vw, rdx, acc, rdw, hv + n->b_off);
         break;
     }
     case OP_RELU:

@@ -150,7 +150,7 @@ typedef struct {
     int n_threads;    // OpenMP threads it was sized for
     float **act;      // act[i]: output of node i, (N, out.c, out.h, out.w)
     float **grad;     // grad[i]: loss gradient with respect to act[i]
-    float **aux;      // aux[i]: op state saved by forward (bn: xhat, mean, invstd; pool: argmax; dropout: mask)
+    float **aux;      // aux[i]: op state saved by forward (bn: mean, invstd; pool: argmax; dropout: mask)
     bool *fresh;      // fresh[i]: during backward, grad[i] holds no contribution yet (its next writer assigns)
     float *col;       // per-thread im2col scratch, n_threads * col_stride floats
     size_t col_stride;
@@ -160,7 +160,7 @@ typedef struct {
     size_t block_len;
     Mode last_mode;   // mode of the last forward pass
     int last_n;       // batch size of the last forward pass
-    // R-operator state (allocated by ws_enable_rop): R{act}, R{grad}, op R-state (bn: R{xhat}, rc)
+    // R-operator state (allocated by ws_enable_rop): R{act}, R{grad}, op R-state (bn: mean(R{x}), mean(xhat R{x}))
     float **ract, **rgrad, **raux;
     bool *rfresh;  // as fresh, for rgrad
     float *rblock;

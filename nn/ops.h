@@ -50,34 +50,37 @@ void conv2d_rbackward(const ConvGeom *g, const float *x, const float *w, const f
                       const float *dy, const float *rdy, float *rdx, bool acc, float *rdw, float *rdb, float *col,
                       size_t col_stride, float *wscratch, size_t ws_stride);
 
-// Batch normalisation over (N, C, HW) per channel. x, y, xhat are (N, C, HW); gamma, beta,
-// running_mean, running_var, mean, invstd are (C).
-// Training statistics: normalises by the batch mean and biased variance, saves xhat, mean and
-// invstd; if update, running = (1 - momentum) running + momentum batch (unbiased variance).
+// Batch normalisation over (N, C, HW) per channel. x, y are (N, C, HW); gamma, beta,
+// running_mean, running_var, mean, invstd are (C). Forward saves only mean and invstd: the
+// other kernels recompute xhat = (x - mean) invstd from the same x.
+// Training statistics: normalises by the batch mean and biased variance; if update, running =
+// (1 - momentum) running + momentum batch (unbiased variance).
 void batchnorm_forward_train(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float eps,
                              float momentum, bool update, float *running_mean, float *running_var, float *y,
-                             float *xhat, float *mean, float *invstd);
+                             float *mean, float *invstd);
 // Running statistics (eval mode): y = gamma (x - running_mean) / sqrt(running_var + eps) + beta;
-// saves xhat and invstd.
+// mean gets running_mean.
 void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *gamma, const float *beta, float eps,
-                            const float *running_mean, const float *running_var, float *y, float *xhat,
+                            const float *running_mean, const float *running_var, float *y, float *mean,
                             float *invstd);
-// Backward for either mode (batch_stats selects the coupled train-mode formula). Accumulates
-// dgamma, dbeta (C) and writes (acc: adds) dx (N, C, HW), each if not NULL.
-void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *xhat,
-                        const float *gamma, const float *invstd, float *dx, bool acc, float *dgamma, float *dbeta);
+// Backward for either mode (batch_stats selects the coupled train-mode formula), from the
+// forward's input x, mean and invstd. Accumulates dgamma, dbeta (C) and writes (acc: adds) dx
+// (N, C, HW), each if not NULL.
+void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *x, const float *mean,
+                        const float *invstd, const float *gamma, float *dx, bool acc, float *dgamma, float *dbeta);
 
-// R-operator along (vgamma, vbeta) given R{x} (rx), from the forward's xhat and invstd.
-// batch_stats selects train mode (mean and variance depend on x). Writes R{y} and R{xhat}
-// (N, C, HW) and rc (C) = mean(xhat R{x}) per channel (0 in eval mode), for rbackward.
-void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *xhat, const float *invstd,
-                        const float *gamma, const float *rx, const float *vgamma, const float *vbeta, float *ry,
-                        float *rxhat, float *rc);
-// R-backward: from dy, R{dy} and the saved state, writes (acc: adds) R{dx} (if not NULL) and
-// accumulates R{dgamma} and R{dbeta} (C).
-void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy,
-                         const float *xhat, const float *rxhat, const float *gamma, const float *invstd,
-                         const float *rc, const float *vgamma, float *rdx, bool acc, float *rdgamma, float *rdbeta);
+// R-operator along (vgamma, vbeta) given R{x} (rx), from the forward's x, mean and invstd.
+// batch_stats selects train mode (mean and variance depend on x). Writes R{y} (N, C, HW) and
+// rstat (2C): mean(R{x}) then mean(xhat R{x}) per channel (0 in eval mode), for rbackward.
+void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *x, const float *mean,
+                        const float *invstd, const float *gamma, const float *rx, const float *vgamma,
+                        const float *vbeta, float *ry, float *rstat);
+// R-backward: from dy, R{dy}, the forward's x, mean, invstd and R-forward's rx and rstat,
+// writes (acc: adds) R{dx} (if not NULL) and accumulates R{dgamma} and R{dbeta} (C).
+void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy, const float *x,
+                         const float *mean, const float *invstd, const float *rx, const float *rstat,
+                         const float *gamma, const float *vgamma, float *rdx, bool acc, float *rdgamma,
+                         float *rdbeta);
 
 // Pooling geometry: input (N*C planes of H x W), window k, stride, pad, output Ho x Wo.
 typedef struct {

@@ -246,7 +246,8 @@ typedef struct {
     bool train;  // batch statistics (coupled) or running statistics
     float eps;
     float *x, *gamma, *beta, *rm, *rv;  // x (N, C, HW); the rest (C)
-    float *xhat, *mean, *invstd;        // saved by forward: (N, C, HW), (C), (C)
+    float *mean, *invstd;               // saved by forward: (C), (C)
+    float *xhat;                        // (N, C, HW): (x - mean) invstd, for the reference formulas
 } BnCtx;
 
 // Probe forward: y (N, C, HW) = batchnorm(x) with batch or running statistics.
@@ -254,10 +255,16 @@ static void bn_fwd(void *ctx, float *y) {
     BnCtx *b = ctx;
     if (b->train)
         batchnorm_forward_train(b->N, b->C, b->HW, b->x, b->gamma, b->beta, b->eps, 0.1f, false, b->rm, b->rv, y,
-                                b->xhat, b->mean, b->invstd);
+                                b->mean, b->invstd);
     else
-        batchnorm_forward_eval(b->N, b->C, b->HW, b->x, b->gamma, b->beta, b->eps, b->rm, b->rv, y, b->xhat,
+        batchnorm_forward_eval(b->N, b->C, b->HW, b->x, b->gamma, b->beta, b->eps, b->rm, b->rv, y, b->mean,
                                b->invstd);
+    for (int n = 0; n < b->N; n++)
+        for (int c = 0; c < b->C; c++)
+            for (int i = 0; i < b->HW; i++) {
+                size_t o = ((size_t)n * b->C + c) * b->HW + i;
+                b->xhat[o] = (b->x[o] - b->mean[c]) * b->invstd[c];
+            }
 }
 
 // Makes a batchnorm fixture: x with per-channel offsets and scales, random affine parameters
@@ -296,11 +303,11 @@ static void check_bn(bool train, uint64_t seed) {
     BnCtx b = bn_make(N, C, HW, train, &rng);
     float *r = rand_buf(nx, -1, 1, &rng), *y = hp_malloc(nx * sizeof(float));
     Probe p = {bn_fwd, &b, nx, r, y};
-    probe_loss(&p);  // forward at the unperturbed point: saves xhat, invstd
+    probe_loss(&p);  // forward at the unperturbed point: saves mean, invstd
     float *dx = acc_buf(nx), *dg = acc_buf((size_t)C), *dbeta = acc_buf((size_t)C);
-    batchnorm_backward(N, C, HW, train, r, b.xhat, b.gamma, b.invstd, dx, true, dg, dbeta);
+    batchnorm_backward(N, C, HW, train, r, b.x, b.mean, b.invstd, b.gamma, dx, true, dg, dbeta);
     float *dx_set = nan_buf(nx);
-    batchnorm_backward(N, C, HW, train, r, b.xhat, b.gamma, b.invstd, dx_set, false, NULL, NULL);
+    batchnorm_backward(N, C, HW, train, r, b.x, b.mean, b.invstd, b.gamma, dx_set, false, NULL, NULL);
     fprintf(stderr, "batchnorm %s\n", train ? "train mode (batch statistics)" : "eval mode (running statistics)");
     check_assigns("dx assigned (no acc) = added", dx, dx_set, nx);
     check_grad("dx", &p, b.x, nx, dx);
@@ -328,7 +335,7 @@ static void test_bn_running_update(void **state) {
     const int N = 2, C = 2, HW = 4, M = N * HW;
     BnCtx b = bn_make(N, C, HW, true, &rng);
     float rm0[2] = {b.rm[0], b.rm[1]}, rv0[2] = {b.rv[0], b.rv[1]}, y[16];
-    batchnorm_forward_train(N, C, HW, b.x, b.gamma, b.beta, b.eps, 0.1f, true, b.rm, b.rv, y, b.xhat, b.mean, b.invstd);
+    batchnorm_forward_train(N, C, HW, b.x, b.gamma, b.beta, b.eps, 0.1f, true, b.rm, b.rv, y, b.mean, b.invstd);
     for (int c = 0; c < C; c++) {
         double s = 0, sq = 0;
         for (int n = 0; n < N; n++)
@@ -382,7 +389,7 @@ static void test_bn_dropped_term_fails(void **state) {
     // every dx is computed before any finite difference (which re-runs forward, moving xhat)
     float *dx[4], dg[3] = {0}, dbeta[3] = {0};
     for (int v = 0; v < 4; v++) dx[v] = hp_calloc(nx, sizeof(float));
-    batchnorm_backward(N, C, HW, true, r, b.xhat, b.gamma, b.invstd, dx[0], true, dg, dbeta);
+    batchnorm_backward(N, C, HW, true, r, b.x, b.mean, b.invstd, b.gamma, dx[0], true, dg, dbeta);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, true, dx[1]);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, false, true, dx[2]);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, false, dx[3]);
