@@ -4,7 +4,8 @@
 // comparison.
 //
 // One training step = zero the gradient, forward (MODE_TRAIN), softmax cross-entropy, backward,
-// SGD step (momentum 0.9, weight decay 5e-4). One inference step = forward (MODE_EVAL).
+// SGD step (momentum 0.9, weight decay 5e-4). One inference step = forward (MODE_INFER: eval-mode
+// statistics with batchnorm and ReLU folded into the ops before them).
 // Each figure is the median over R timed blocks of k steps, k chosen so a block lasts at least
 // --min-block seconds. FLOPs: 2 x multiply-accumulates (node_macs) per image for inference;
 // a training step counts as 3 x the forward FLOPs (forward + input grad + weight grad).
@@ -96,7 +97,7 @@ static void usage(FILE *f) {
             "             [--min-block SECONDS] [--seed S] [--only train|infer|curv]... [--curv]\n"
             "             [--curv-bn eval|batchstats|both] [--json]\n"
             "Times training steps (forward MODE_TRAIN + softmax_xent + backward + sgd_step),\n"
-            "inference (forward MODE_EVAL) and curvature products (gradient, Hv, Gauss-Newton Gv on\n"
+            "inference (forward MODE_INFER) and curvature products (gradient, Hv, Gauss-Newton Gv on\n"
             "one batch, hessian/hvp.h) on 1x28x28 inputs, 10 classes. All three run by default;\n"
             "--only picks one (repeat it to pick several), --curv adds the curvature section to an\n"
             "--only selection. --curv-bn: batchnorm mode(s) of the curvature section (default eval;\n"
@@ -241,7 +242,7 @@ static void train_step(Bench *b) {
 }
 
 // One inference forward pass on the synthetic batch.
-static void infer_step(Bench *b) { model_forward(&b->m, &b->ws, b->x, b->batch, MODE_EVAL, NULL); }
+static void infer_step(Bench *b) { model_forward(&b->m, &b->ws, b->x, b->batch, MODE_INFER, NULL); }
 
 // Runs `steps` steps of fn; returns the wall time in seconds.
 static double time_steps(Bench *b, StepFn fn, int steps) {

@@ -10,7 +10,8 @@ int curv_init(Curvature *c, Model *m, const Dataset *d, const int *idx, int n, i
     memset(c, 0, sizeof *c);
     if (n < 1) return hp_fail(err, "no samples for the curvature (n = %d)", n);
     if (batch < 1) return hp_fail(err, "batch size %d must be >= 1", batch);
-    if (mode == MODE_TRAIN) return hp_fail(err, "curvature needs MODE_EVAL or MODE_BATCHSTATS, not MODE_TRAIN");
+    if (mode != MODE_EVAL && mode != MODE_BATCHSTATS)
+        return hp_fail(err, "curvature needs MODE_EVAL or MODE_BATCHSTATS, not MODE_TRAIN or MODE_INFER");
     if (d->n_classes > m->n_classes)
         return hp_fail(err, "model has %d classes, data has %d", m->n_classes, d->n_classes);
     if (d->c != m->input.c || d->h != m->input.h || d->w != m->input.w)

@@ -27,6 +27,14 @@ void add_forward(size_t n, const float *a, const float *b, float *y) {
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
+void add_relu_forward(size_t n, const float *a, const float *b, float *y) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float v = a[i] + b[i];
+        y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
 void dropout_forward(size_t n, const float *x, const float *mask, float *y) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = x[i] * mask[i];

@@ -22,6 +22,7 @@
 #include <cblas.h>
 
 #include "conv_direct.h"
+#include "err.h"
 #include "ops.h"
 
 // Padded plane of one input channel: (H + 2 pad) x (W + 2 pad).
@@ -239,18 +240,30 @@ static void narrow(const ConvGeom *g, const float *src, int rows, float *dst, bo
 // Threads a kernel may use: one per scratch slot.
 static int slots(const ConvGeom *g) { return g->threads > 0 ? g->threads : omp_get_max_threads(); }
 
-// Adds bias b (O) to every position of one sample's output yn (O, Ho, Wo).
-static void add_bias(const ConvGeom *g, const float *b, float *yn) {
+// Adds bias b (O) to every position of one sample's output yn (O, Ho, Wo), if b is not NULL,
+// then clamps it at zero if relu: the epilogue of a forward pass, on a plane still in cache.
+static void epilogue(const ConvGeom *g, const float *b, bool relu, float *yn) {
     const int P = g->Ho * g->Wo;
-    for (int o = 0; o < g->O; o++) {
+    for (int o = 0; o < g->O && (b || relu); o++) {
         float *yo = yn + (size_t)o * P;
-        for (int p = 0; p < P; p++) yo[p] += b[o];
+        const float bo = b ? b[o] : 0.0f;
+        if (relu) {
+#pragma omp simd
+            for (int p = 0; p < P; p++) {
+                float v = yo[p] + bo;
+                yo[p] = v > 0.0f ? v : 0.0f;  // not fmaxf: a libm call unless inlined
+            }
+        } else {
+#pragma omp simd
+            for (int p = 0; p < P; p++) yo[p] += bo;
+        }
     }
 }
 
-// y = conv(x, w) + b, or y += conv(x, w) + b when acc, by the direct kernel (direct_fwd_ok(g)).
-static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *w, const float *b, float *y,
-                                float *col, size_t col_stride, bool acc) {
+// y = conv(x, w) + b, or y += conv(x, w) + b when acc, by the direct kernel (direct_fwd_ok(g));
+// relu (only without acc) clamps the result at zero.
+static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *w, const float *b, bool relu,
+                                float *y, float *col, size_t col_stride, bool acc) {
     const DirectConv d = direct_fwd(g);
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
 #pragma omp parallel num_threads(slots(g))
@@ -263,16 +276,18 @@ static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *
             float *yn = y + (size_t)n * out_len;
             direct_pad(&d, x + (size_t)n * in_len, padded);
             direct_run(&d, 1, (const float *const[]){padded}, (const float *const[]){packed}, wide, yn, acc);
-            if (b) add_bias(g, b, yn);
+            epilogue(g, b, relu, yn);
         }
     }
 }
 
-// y = conv(x, w) + b, or y += conv(x, w) + b when acc.
-static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
-                         size_t col_stride, bool acc) {
+// y = conv(x, w) + b, or y += conv(x, w) + b when acc; relu (only without acc) clamps the
+// result at zero.
+static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, const float *b, bool relu, float *y,
+                         float *col, size_t col_stride, bool acc) {
+    HP_ASSERT(!(relu && acc));
     if (direct_fwd_ok(g)) {
-        conv2d_apply_direct(g, x, w, b, y, col, col_stride, acc);
+        conv2d_apply_direct(g, x, w, b, relu, y, col, col_stride, acc);
         return;
     }
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
@@ -301,13 +316,18 @@ static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, cons
                             acc ? 1.0f : 0.0f, yg, P);
             }
         }
-        if (b) add_bias(g, b, yn);
+        epilogue(g, b, relu, yn);
     }
 }
 
 void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                     size_t col_stride) {
-    conv2d_apply(g, x, w, b, y, col, col_stride, false);
+    conv2d_apply(g, x, w, b, false, y, col, col_stride, false);
+}
+
+void conv2d_forward_relu(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
+                         size_t col_stride) {
+    conv2d_apply(g, x, w, b, true, y, col, col_stride, false);
 }
 
 // db_part (O) += the sums over positions of one sample's output gradient dyn (O, Ho, Wo).
@@ -484,10 +504,10 @@ void conv2d_rforward(const ConvGeom *g, const float *x, const float *w, const fl
                      const float *vb, float *ry, float *col, size_t col_stride) {
     // R{y} = conv(R{x}, w) + conv(x, V_w) + V_b
     if (rx) {
-        conv2d_apply(g, rx, w, vb, ry, col, col_stride, false);
-        conv2d_apply(g, x, vw, NULL, ry, col, col_stride, true);
+        conv2d_apply(g, rx, w, vb, false, ry, col, col_stride, false);
+        conv2d_apply(g, x, vw, NULL, false, ry, col, col_stride, true);
     } else {
-        conv2d_apply(g, x, vw, vb, ry, col, col_stride, false);
+        conv2d_apply(g, x, vw, vb, false, ry, col, col_stride, false);
     }
 }
 

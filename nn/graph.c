@@ -1,5 +1,6 @@
 // graph.c: the workspace (all activations in one allocation, sized once per batch size)
 // and the forward and backward passes over the DAG in topological order.
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,24 @@ static size_t aux_len(const Node *n, int N) {
     }
 }
 
+// sole[i] = the node that alone reads node i's output, or -1 when none or several do (an add
+// reading one node twice counts twice). The last node's output is the model's: never fused.
+static void find_sole_consumers(const Model *m, int *sole) {
+    const int L = m->n_nodes;
+    for (int i = 0; i < L; i++) sole[i] = -1;
+    int *uses = hp_calloc((size_t)L, sizeof(int));
+    for (int j = 0; j < L; j++)
+        for (int t = 0; t < m->nodes[j].n_in; t++) {
+            int i = m->nodes[j].in[t];
+            if (i < 0) continue;
+            uses[i]++;
+            sole[i] = j;
+        }
+    for (int i = 0; i < L; i++)
+        if (uses[i] != 1) sole[i] = -1;
+    free(uses);
+}
+
 void ws_init(Workspace *ws, const Model *m, int batch, int n_threads) {
     memset(ws, 0, sizeof *ws);
     ws->batch = batch;
@@ -46,6 +65,9 @@ void ws_init(Workspace *ws, const Model *m, int batch, int n_threads) {
     ws->grad = hp_calloc((size_t)L, sizeof(float *));
     ws->aux = hp_calloc((size_t)L, sizeof(float *));
     ws->fresh = hp_calloc((size_t)L, sizeof(bool));
+    ws->skip = hp_calloc((size_t)L, sizeof(bool));
+    ws->sole = hp_malloc((size_t)L * sizeof(int));
+    find_sole_consumers(m, ws->sole);
     size_t total = 0, col = 0, wsc = 0;
     for (int i = 0; i < L; i++) {
         const Node *n = &m->nodes[i];
@@ -83,6 +105,8 @@ void ws_free(Workspace *ws) {
     free(ws->grad);
     free(ws->aux);
     free(ws->fresh);
+    free(ws->skip);
+    free(ws->sole);
     free(ws->block);
     free(ws->ract);
     free(ws->rgrad);
@@ -118,7 +142,7 @@ static void node_forward(Model *m, Workspace *ws, int i, int N, Mode mode, Rng *
         int C = n->out.c, HW = n->out.h * n->out.w;
         float *mean = ws->aux[i], *invstd = mean + C;
         float *rm = m->buffers + n->mean_off, *rv = m->buffers + n->var_off;
-        if (mode == MODE_EVAL)
+        if (mode == MODE_EVAL || mode == MODE_INFER)
             batchnorm_forward_eval(N, C, HW, x, w, m->params + n->b_off, n->eps, rm, rv, y, mean, invstd);
         else
             batchnorm_forward_train(N, C, HW, x, w, m->params + n->b_off, n->eps, n->momentum, mode == MODE_TRAIN, rm,
@@ -164,10 +188,70 @@ static void node_forward(Model *m, Workspace *ws, int i, int N, Mode mode, Rng *
     }
 }
 
+// The node that alone consumes node i's output if it has op `op`, else -1.
+static int sole_of_op(const Model *m, const Workspace *ws, int i, OpKind op) {
+    int j = ws->sole[i];
+    return j >= 0 && m->nodes[j].op == op ? j : -1;
+}
+
+// Writes into wf (w_len floats) and bf (O) conv node c's weights and bias with eval-mode
+// batchnorm node bn folded in: scale_o = gamma_o / sqrt(var_o + eps), wf_o = scale_o w_o,
+// bf_o = scale_o (b_o - mean_o) + beta_o.
+static void fold_batchnorm(const Model *m, const Node *c, const Node *bn, float *wf, float *bf) {
+    const float *w = m->params + c->w_off, *gamma = m->params + bn->w_off, *beta = m->params + bn->b_off;
+    const float *mean = m->buffers + bn->mean_off, *var = m->buffers + bn->var_off;
+    const size_t per_o = c->w_len / (size_t)c->out_features;
+    for (int o = 0; o < c->out_features; o++) {
+        float scale = gamma[o] / sqrtf(var[o] + bn->eps);
+        for (size_t j = 0; j < per_o; j++) wf[(size_t)o * per_o + j] = scale * w[(size_t)o * per_o + j];
+        float b = c->b_len ? m->params[c->b_off + o] : 0.0f;
+        bf[o] = scale * (b - mean[o]) + beta[o];
+    }
+}
+
+// MODE_INFER: runs node i together with the batchnorm and/or ReLU that alone consume it (a
+// convolution) or the ReLU that alone consumes it (an add), writing the last one's output and
+// marking the others skipped. Returns false when node i has nothing to fuse.
+static bool forward_fused(Model *m, Workspace *ws, int i, int N) {
+    const Node *n = &m->nodes[i];
+    if (n->op == OP_ADD) {
+        int r = sole_of_op(m, ws, i, OP_RELU);
+        if (r < 0) return false;
+        add_relu_forward((size_t)N * shape_numel(n->out), ws->act[n->in[0]], ws->act[n->in[1]], ws->act[r]);
+        ws->skip[r] = true;
+        return true;
+    }
+    if (n->op != OP_CONV2D) return false;
+    int bn = sole_of_op(m, ws, i, OP_BATCHNORM2D), last = bn >= 0 ? bn : i;
+    int r = sole_of_op(m, ws, last, OP_RELU);
+    if (bn < 0 && r < 0) return false;
+    const float *w = m->params + n->w_off, *b = n->b_len ? m->params + n->b_off : NULL;
+    if (bn >= 0) {
+        float *wf = ws->wscratch, *bf = wf + n->w_len;  // forward passes leave wscratch free
+        fold_batchnorm(m, n, &m->nodes[bn], wf, bf);
+        w = wf;
+        b = bf;
+        ws->skip[bn] = true;
+    }
+    ConvGeom g = conv_geom(m, n, N, ws->n_threads);
+    if (r >= 0) {
+        conv2d_forward_relu(&g, ws->act[n->in[0]], w, b, ws->act[r], ws->col, ws->col_stride);
+        ws->skip[r] = true;
+    } else {
+        conv2d_forward(&g, ws->act[n->in[0]], w, b, ws->act[bn], ws->col, ws->col_stride);
+    }
+    return true;
+}
+
 const float *model_forward(Model *m, Workspace *ws, const float *x, int N, Mode mode, Rng *rng) {
     HP_ASSERT(N >= 1 && N <= ws->batch);
     memcpy(ws->act[0], x, (size_t)N * shape_numel(m->input) * sizeof(float));
-    for (int i = 1; i < m->n_nodes; i++) node_forward(m, ws, i, N, mode, rng);
+    for (int i = 0; i < m->n_nodes; i++) ws->skip[i] = false;
+    for (int i = 1; i < m->n_nodes; i++) {
+        if (ws->skip[i]) continue;
+        if (mode == MODE_INFER && forward_fused(m, ws, i, N)) continue;
+        node_forward(m, ws, i, N, mode, rng);
+    }
     ws->last_mode = mode;
     ws->last_n = N;
     return ws->act[m->n_nodes - 1];
@@ -258,6 +342,7 @@ static size_t node_len(const Model *m, int i, int N) { return (size_t)N * shape_
 
 void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *grad, float *dx) {
     int N = ws->last_n, L = m->n_nodes;
+    HP_ASSERT(ws->last_mode != MODE_INFER);
     for (int i = 0; i < L - 1; i++) ws->fresh[i] = true;  // each buffer's first writer assigns: no zeroing
     ws->fresh[L - 1] = false;
     memcpy(ws->grad[L - 1], dlogits, (size_t)N * m->n_classes * sizeof(float));
@@ -358,7 +443,7 @@ static void node_rforward(const Model *m, Workspace *ws, int i, int N, const flo
 }
 
 const float *model_rforward(const Model *m, Workspace *ws, const float *v) {
-    HP_ASSERT(ws->rblock != NULL);
+    HP_ASSERT(ws->rblock != NULL && ws->last_mode != MODE_INFER);
     for (int i = 1; i < m->n_nodes; i++) node_rforward(m, ws, i, ws->last_n, v);
     return ws->ract[m->n_nodes - 1];
 }

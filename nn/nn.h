@@ -142,6 +142,9 @@ typedef enum {
     MODE_EVAL,        // batchnorm uses running statistics; dropout off
     MODE_TRAIN,       // batch statistics, running statistics updated; dropout on
     MODE_BATCHSTATS,  // batch statistics, running statistics untouched; dropout off
+    MODE_INFER,       // as MODE_EVAL for inference only: no backward or R-operator may follow, and only
+                      // the logits are defined (batchnorm is folded into the convolution before it,
+                      // a ReLU into the convolution or add before it)
 } Mode;
 
 // Activations and scratch for one batch size, allocated once and reused for every batch.
@@ -152,6 +155,8 @@ typedef struct {
     float **grad;     // grad[i]: loss gradient with respect to act[i]
     float **aux;      // aux[i]: op state saved by forward (bn: mean, invstd; pool: argmax; dropout: mask)
     bool *fresh;      // fresh[i]: during backward, grad[i] holds no contribution yet (its next writer assigns)
+    int *sole;        // sole[i]: the node that alone consumes node i's output, or -1 (none, several)
+    bool *skip;       // skip[i]: during a MODE_INFER forward, node i was computed by a fused predecessor
     float *col;       // per-thread im2col scratch, n_threads * col_stride floats
     size_t col_stride;
     float *wscratch;  // per-thread parameter-gradient partial sums, n_threads * wscratch_stride
@@ -172,7 +177,8 @@ void ws_free(Workspace *ws);
 
 // Forward pass: x is (N, C, H, W), already normalised; N <= ws->batch. Returns the logits,
 // (N, n_classes), owned by the workspace. rng draws dropout masks (MODE_TRAIN only; may be
-// NULL when the model has no dropout). MODE_TRAIN updates the running statistics.
+// NULL when the model has no dropout). MODE_TRAIN updates the running statistics. MODE_INFER
+// gives MODE_EVAL's logits (to rounding) faster, without what backward would need.
 const float *model_forward(Model *m, Workspace *ws, const float *x, int N, Mode mode, Rng *rng);
 // Backward pass through the last forward: dlogits is (N, n_classes). Accumulates the
 // parameter gradient into grad (n_params floats, added to what is there). If dx is not

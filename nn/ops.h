@@ -33,6 +33,9 @@ void conv2d_im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col
 // col: per-thread scratch, thread t uses col + t * col_stride.
 void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                     size_t col_stride);
+// As conv2d_forward, then y = max(y, 0): a convolution with the ReLU after it folded in.
+void conv2d_forward_relu(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
+                         size_t col_stride);
 // dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ... (if not NULL), db (O) += ... (if not NULL),
 // dx (N, C, H, W) = (acc: +=) ... (if not NULL). wscratch: per-thread partial sums, thread t uses
 // wscratch + t * ws_stride (ws_stride >= w_len + O).
@@ -123,6 +126,8 @@ void relu_backward(size_t n, const float *x, const float *dy, float *dx, bool ac
 void relu_rforward(size_t n, const float *x, const float *rx, float *ry);
 // y = a + b over n elements.
 void add_forward(size_t n, const float *a, const float *b, float *y);
+// y = max(a + b, 0) over n elements: a residual add with the ReLU after it folded in.
+void add_relu_forward(size_t n, const float *a, const float *b, float *y);
 // y = x * mask (mask holds 0 or 1/(1-p)); dx = (acc: +=) dy * mask.
 void dropout_forward(size_t n, const float *x, const float *mask, float *y);
 void dropout_backward(size_t n, const float *dy, const float *mask, float *dx, bool acc);

@@ -62,7 +62,7 @@ void evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc
         int count = d->n - start < B ? d->n - start : B;
         for (int j = 0; j < count; j++) idx[j] = start + j;
         data_batch(d, idx, count, m->norm_mean, m->norm_std, NULL, NULL, x, y);
-        const float *logits = model_forward(m, ws, x, count, MODE_EVAL, NULL);
+        const float *logits = model_forward(m, ws, x, count, MODE_INFER, NULL);
         int correct = 0;
         total += (double)softmax_xent(logits, y, count, m->n_classes, 0.0f, NULL, &correct) * count;
         hits += correct;

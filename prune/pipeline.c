@@ -67,7 +67,7 @@ double model_latency(Model *m, const Dataset *d, int batch, int reps, double *ip
     double *t = hp_malloc((size_t)reps * sizeof(double));
     for (int r = -2; r < reps; r++) {
         double t0 = clock_s();
-        model_forward(m, &ws, x, batch, MODE_EVAL, NULL);
+        model_forward(m, &ws, x, batch, MODE_INFER, NULL);
         if (r >= 0) t[r] = clock_s() - t0;
     }
     qsort(t, (size_t)reps, sizeof(double), cmp_double);

@@ -1,6 +1,6 @@
 // test_model.c: whole graphs through model_forward/model_backward: end-to-end gradient checks
 // (parameters and input, running statistics and batch statistics) on LeNet-5, a small custom
-// ResNet and ResNet-20; training drives a synthetic loss down; determinism; model_copy; graphs
+// ResNet and ResNet-20; MODE_INFER's fused forward against MODE_EVAL; training drives a synthetic loss down; determinism; model_copy; graphs
 // the builder must reject; parameter and MAC counts of the built-in architectures.
 #include <omp.h>
 
@@ -352,6 +352,74 @@ static void test_grad_resnet20(void **state) {
     HpErr err = {{0}};
     expect_ok(arch_build(&m, "resnet20", (Shape){1, 8, 8}, 3, &err), &err);
     grad_check_model(&m, 300);
+    model_free(&m);
+}
+
+// ---- inference with fused ops ----
+
+// Asserts that MODE_INFER gives MODE_EVAL's logits (to float rounding) on m at random
+// parameters with non-trivial batchnorm, and that an eval forward and backward still work after it.
+static void check_infer_matches_eval(Model *m, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed, 9);
+    model_init_params(m, &rng);
+    perturb_bn(m, &rng);
+    for (size_t j = 0; j < m->n_params; j++) m->params[j] += 0.05f * (rng_uniform(&rng) - 0.5f);  // biases too
+    const int N = 3, K = m->n_classes;
+    size_t nx = (size_t)N * shape_numel(m->input);
+    float *x = hp_malloc(nx * sizeof(float)), *z_eval = hp_malloc((size_t)N * K * sizeof(float));
+    tu_fill_uniform(x, nx, -1, 1, &rng);
+    Workspace ws;
+    ws_init(&ws, m, N, N_THREADS);
+    memcpy(z_eval, model_forward(m, &ws, x, N, MODE_EVAL, NULL), (size_t)N * K * sizeof(float));
+    const float *z_infer = model_forward(m, &ws, x, N, MODE_INFER, NULL);
+    int fused = 0;  // nodes computed by the op before them: the fusion really ran
+    for (int i = 0; i < m->n_nodes; i++) fused += ws.skip[i];
+    assert_true(fused > 0);
+    double worst = 0.0, scale = 0.0;
+    for (int i = 0; i < N * K; i++) {
+        worst = fmax(worst, fabs((double)z_infer[i] - z_eval[i]));
+        scale = fmax(scale, fabs(z_eval[i]));
+    }
+    fprintf(stderr, "%-14s MODE_INFER (%d nodes fused away) vs MODE_EVAL logits: max abs diff %.2e (max |z| %.2f)\n",
+            m->arch, fused, worst, scale);
+    assert_true(worst <= 1e-5 * (1.0 + scale));
+    // the eval path is untouched by the fused pass before it
+    model_forward(m, &ws, x, N, MODE_EVAL, NULL);
+    float *dlogits = hp_calloc((size_t)N * K, sizeof(float)), *grad = hp_calloc(m->n_params, sizeof(float));
+    dlogits[0] = 1.0f;
+    model_backward(m, &ws, dlogits, grad, NULL);
+    ws_free(&ws);
+    free(x), free(z_eval), free(dlogits), free(grad);
+}
+
+// Every built-in architecture, a ResNet with a projection shortcut and dropout, and a conv with
+// bias before its batchnorm (the bias folds into the batchnorm shift).
+static void test_infer_matches_eval(void **state) {
+    (void)state;
+    HpErr err = {{0}};
+    uint64_t seed = 400;
+    for (const char *const *a = arch_names(); *a; a++) {
+        Model m;
+        expect_ok(arch_build(&m, *a, (Shape){1, 28, 28}, 10, &err), &err);
+        check_infer_matches_eval(&m, seed++);
+        model_free(&m);
+    }
+    Model m;
+    build_small_resnet(&m, (Shape){2, 8, 8}, 3);
+    check_infer_matches_eval(&m, seed++);
+    model_free(&m);
+    model_init(&m, (Shape){2, 6, 6}, 3);
+    int x = mb_input(&m, &err);
+    expect_ok(x = mb_conv(&m, "conv", x, 5, 3, 1, 1, 1, true, &err), &err);
+    expect_ok(x = mb_bn(&m, "bn", x, &err), &err);
+    expect_ok(x = mb_relu(&m, "relu", x, &err), &err);
+    expect_ok(x = mb_gap(&m, "avgpool", x, &err), &err);
+    expect_ok(x = mb_flatten(&m, "flatten", x, &err), &err);
+    expect_ok(x = mb_linear(&m, "fc", x, 3, true, &err), &err);
+    expect_ok(model_finalize(&m, &err), &err);
+    snprintf(m.arch, sizeof m.arch, "conv_bias_bn");
+    check_infer_matches_eval(&m, seed++);
     model_free(&m);
 }
 
@@ -709,6 +777,7 @@ int main(void) {
         cmocka_unit_test(test_grad_lenet5),
         cmocka_unit_test(test_grad_small_resnet),
         cmocka_unit_test(test_grad_resnet20),
+        cmocka_unit_test(test_infer_matches_eval),
         cmocka_unit_test(test_training_reduces_loss),
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_backward_accumulates),
