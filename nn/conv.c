@@ -11,9 +11,10 @@
 // input gradient: conv_direct.c computes them from a zero-padded copy of the input, and their
 // weight gradient as a reduction over the wide positions of several samples at once.
 //
-// Per-thread scratch: [packed weights of the direct kernels (forward, or w and w2 transposed)]
-// then either [unfolded columns][one padded plane + k slack][wide rows of dy, dy2] or the direct
-// kernels' [padded inputs][wide output tiles] (the input gradient runs after the weight
+// Per-thread scratch: [packed weights of the direct kernels (forward: w and, in the R-forward,
+// V_w; input gradient: w and w2 transposed)] then either [unfolded columns][one padded plane + k
+// slack][wide rows of dy, dy2] or the direct kernels' [padded inputs (one or two sources)][wide
+// output tiles] (the input gradient runs after the weight
 // gradient of a chunk of samples is done, so the two share the space). Each thread packs its
 // own copy of the weights (a shared copy would save memory on wide layers; not done yet).
 #include <omp.h>
@@ -52,7 +53,7 @@ static size_t packed_region(const ConvGeom *g) {
     size_t fwd = 0, dx = 0;
     if (direct_fwd_ok(g)) {
         DirectConv d = direct_fwd(g);
-        fwd = direct_packed_len(&d);
+        fwd = 2 * direct_packed_len(&d);  // w and, for the R-forward, V_w
     }
     if (direct_bwd_ok(g)) {
         DirectConv d = direct_dx(g);
@@ -67,7 +68,7 @@ static size_t work_region(const ConvGeom *g) {
     size_t need = unfolded_len(g) + plane_len(g) + wide_rows;
     if (direct_fwd_ok(g)) {
         DirectConv d = direct_fwd(g);
-        size_t n = direct_padded_len(&d) + direct_wide_len(&d);
+        size_t n = 2 * direct_padded_len(&d) + direct_wide_len(&d);
         if (n > need) need = n;
     }
     if (direct_bwd_ok(g)) {
@@ -260,22 +261,29 @@ static void epilogue(const ConvGeom *g, const float *b, bool relu, float *yn) {
     }
 }
 
-// y = conv(x, w) + b, or y += conv(x, w) + b when acc, by the direct kernel (direct_fwd_ok(g));
-// relu (only without acc) clamps the result at zero.
-static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *w, const float *b, bool relu,
-                                float *y, float *col, size_t col_stride, bool acc) {
+// y = conv(x, w) [+ conv(x2, w2)] + b, or y += ... when acc, by the direct kernel
+// (direct_fwd_ok(g)), the second term only when x2 is not NULL; relu (only without acc) clamps
+// the result at zero. Both terms share each tile's accumulators.
+static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *w, const float *x2, const float *w2,
+                                const float *b, bool relu, float *y, float *col, size_t col_stride, bool acc) {
     const DirectConv d = direct_fwd(g);
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
+    const int n_src = x2 ? 2 : 1;
+    const float *xs[2] = {x, x2}, *ws[2] = {w, w2};
 #pragma omp parallel num_threads(slots(g))
     {
-        float *packed = col + (size_t)omp_get_thread_num() * col_stride;
-        float *padded = packed + packed_region(g), *wide = padded + direct_padded_len(&d);
-        direct_pack(&d, w, false, packed);
+        float *packed[2], *padded[2];
+        packed[0] = col + (size_t)omp_get_thread_num() * col_stride;
+        packed[1] = packed[0] + direct_packed_len(&d);
+        padded[0] = packed[0] + packed_region(g);
+        padded[1] = padded[0] + direct_padded_len(&d);
+        float *wide = padded[0] + (size_t)n_src * direct_padded_len(&d);
+        for (int s = 0; s < n_src; s++) direct_pack(&d, ws[s], false, packed[s]);
 #pragma omp for schedule(static)
         for (int n = 0; n < g->N; n++) {
             float *yn = y + (size_t)n * out_len;
-            direct_pad(&d, x + (size_t)n * in_len, padded);
-            direct_run(&d, 1, (const float *const[]){padded}, (const float *const[]){packed}, wide, yn, acc);
+            for (int s = 0; s < n_src; s++) direct_pad(&d, xs[s] + (size_t)n * in_len, padded[s]);
+            direct_run(&d, n_src, (const float *const *)padded, (const float *const *)packed, wide, yn, acc);
             epilogue(g, b, relu, yn);
         }
     }
@@ -287,7 +295,7 @@ static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, cons
                          float *col, size_t col_stride, bool acc) {
     HP_ASSERT(!(relu && acc));
     if (direct_fwd_ok(g)) {
-        conv2d_apply_direct(g, x, w, b, relu, y, col, col_stride, acc);
+        conv2d_apply_direct(g, x, w, NULL, NULL, b, relu, y, col, col_stride, acc);
         return;
     }
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
@@ -503,7 +511,9 @@ void conv2d_backward(const ConvGeom *g, const float *x, const float *w, const fl
 void conv2d_rforward(const ConvGeom *g, const float *x, const float *w, const float *rx, const float *vw,
                      const float *vb, float *ry, float *col, size_t col_stride) {
     // R{y} = conv(R{x}, w) + conv(x, V_w) + V_b
-    if (rx) {
+    if (rx && direct_fwd_ok(g)) {
+        conv2d_apply_direct(g, rx, w, x, vw, vb, false, ry, col, col_stride, false);
+    } else if (rx) {
         conv2d_apply(g, rx, w, vb, false, ry, col, col_stride, false);
         conv2d_apply(g, x, vw, NULL, false, ry, col, col_stride, true);
     } else {
