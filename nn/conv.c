@@ -18,6 +18,7 @@
 // gradient of a chunk of samples is done, so the two share the space). Each thread packs its
 // own copy of the weights (a shared copy would save memory on wide layers; not done yet).
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -62,6 +63,8 @@ static size_t packed_region(const ConvGeom *g) {
     return fwd > dx ? fwd : dx;
 }
 
+enum { DIRECT_ALIGN_SLACK = 15 };  // floats a work area may move to reach a 64-byte boundary
+
 // Floats after the packed weights: the larger of the unfolding's and the direct kernels' needs.
 static size_t work_region(const ConvGeom *g) {
     size_t wide_rows = use_wide(g) ? 2 * (size_t)(g->O / g->groups) * col_width(g) : 0;
@@ -77,9 +80,13 @@ static size_t work_region(const ConvGeom *g) {
         size_t n_dw = (size_t)direct_dw_chunk(&f) * (direct_padded_len(&f) + direct_wide_len(&f));
         if (n > need) need = n;
         if (n_dw > need) need = n_dw;
+        need += DIRECT_ALIGN_SLACK;  // the backward pass starts its work on a 64-byte boundary
     }
     return need;
 }
+
+// p rounded up to a 64-byte boundary (at most DIRECT_ALIGN_SLACK floats on).
+static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
 size_t conv2d_col_len(const ConvGeom *g) { return packed_region(g) + work_region(g); }
 
@@ -385,7 +392,9 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
         int t = omp_get_thread_num();
 #pragma omp single
         n_threads = omp_get_num_threads();
-        float *packed[2], *work = col + (size_t)t * col_stride + packed_region(g);
+        // the padded inputs and wide rows (multiples of 16 floats each) on 64-byte boundaries, so
+        // that direct_dw's dy loads do not straddle cache lines
+        float *packed[2], *work = align64(col + (size_t)t * col_stride + packed_region(g));
         packed[0] = col + (size_t)t * col_stride;
         packed[1] = packed[0] + direct_packed_len(&dd);
         float *my_dw = wscratch + (size_t)t * ws_stride, *my_db = my_dw + w_len;  // (O, C, k, k) then (O)

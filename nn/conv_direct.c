@@ -5,11 +5,7 @@
 
 #include <string.h>
 
-#include "err.h"
-
 typedef float v16 __attribute__((vector_size(64)));
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
 
 enum { DC_VL = 16, DC_NV = 6 };  // floats per vector; vectors of positions per tile (at most)
 
@@ -169,74 +165,145 @@ void direct_widen(const DirectConv *d, const float *dy, float *dy_wide) {
                    (size_t)d->Wo * sizeof(float));
 }
 
-// Sum of the 16 lanes by halving (a fixed order).
-static inline float lane_sum(v16 v) {
-    v8 lo8, hi8;
-    memcpy(&lo8, &v, sizeof lo8);
-    memcpy(&hi8, (const char *)&v + sizeof lo8, sizeof hi8);
-    v8 s8 = lo8 + hi8;
-    v4 lo4, hi4;
-    memcpy(&lo4, &s8, sizeof lo4);
-    memcpy(&hi4, (const char *)&s8 + sizeof lo4, sizeof hi4);
-    v4 s4 = lo4 + hi4;
-    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+typedef int v16i __attribute__((vector_size(64)));
+
+// Halves the lane groups of x and y: lanes 0-7 = x's lanes i + (i + 8), lanes 8-15 = y's.
+static inline v16 fold16(v16 x, v16 y) {
+    return __builtin_shuffle(x, y, (v16i){0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}) +
+           __builtin_shuffle(x, y, (v16i){8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
 }
 
-// The weight gradient of output channels [ob, ob + DC_OB) (those < Oo), input channel c and
-// kernel row ki, all kj < nk, over n samples: a reduction over samples and wide positions, kept
-// in registers with a constant nk.
-static inline __attribute__((always_inline)) void dw_row(const DirectConv *d, int n, const float *padded,
-                                                         const float *dy_wide, int ob, int c, int ki, int nk,
-                                                         float *dw) {
-    v16 acc[DC_OB][7];
-    for (int o = 0; o < DC_OB; o++)
-        for (int j = 0; j < nk; j++) acc[o][j] = (v16){0};
-    for (int s = 0; s < n; s++) {
-        const float *x = padded + (size_t)s * direct_padded_len(d) + (size_t)c * d->plane + (size_t)ki * d->Wp;
-        const float *g = dy_wide + (size_t)s * direct_wide_len(d) + (size_t)ob * d->Qr;
-        for (int q = 0; q < d->Qr; q += DC_VL) {
-            v16 gv[DC_OB];
-            for (int o = 0; o < DC_OB; o++) gv[o] = load16(g + (size_t)o * d->Qr + q);
-#pragma GCC unroll 7
-            for (int j = 0; j < nk; j++) {
-                v16 xv = load16(x + q + j);
+// Halves groups of 8 lanes: x's groups [a | b] and y's [c | d] become [a' b' c' d'], 4 lanes each.
+static inline v16 fold8(v16 x, v16 y) {
+    return __builtin_shuffle(x, y, (v16i){0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27}) +
+           __builtin_shuffle(x, y, (v16i){4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31});
+}
+
+// Halves groups of 4 lanes (x's 4 groups, then y's), 2 lanes each.
+static inline v16 fold4(v16 x, v16 y) {
+    return __builtin_shuffle(x, y, (v16i){0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29}) +
+           __builtin_shuffle(x, y, (v16i){2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31});
+}
+
+// Halves pairs of lanes (x's 8 pairs, then y's).
+static inline v16 fold2(v16 x, v16 y) {
+    return __builtin_shuffle(x, y, (v16i){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30}) +
+           __builtin_shuffle(x, y, (v16i){1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31});
+}
+
+// Lane i of the result = the sum of a[i]'s 16 lanes, for a[0..15]: a transpose-and-add tree of
+// 15 folds (45 shuffles and adds for 16 sums), each sum by halving: lanes i + (i + 8), then
+// + 4, + 2, + 1 (a fixed order).
+static inline __attribute__((always_inline)) v16 lane_sums16(const v16 *a) {
+    v16 b[8], c[4], e[2];
+    for (int i = 0; i < 8; i++) b[i] = fold16(a[2 * i], a[2 * i + 1]);
+    for (int i = 0; i < 4; i++) c[i] = fold8(b[2 * i], b[2 * i + 1]);
+    for (int i = 0; i < 2; i++) e[i] = fold4(c[2 * i], c[2 * i + 1]);
+    return fold2(e[0], e[1]);
+}
+
+// The weight-gradient tile: DC_DW_OB output channels times DC_DW_TAPS taps, 24 accumulators; per
+// 16 positions it loads the channels' 4 dy vectors (at multiples of 16 floats into their rows) and
+// the taps' 6 input vectors (at any offset), 24 multiply-adds per 10 loads, as the forward tiles.
+enum { DC_DW_OB = 4, DC_DW_TAPS = 6, DC_DW_ACC = 32 };  // DC_DW_ACC: DC_DW_OB * DC_DW_TAPS rounded up to 16
+enum { DC_DW_NQ = 6 };  // vectors of positions per sample up to which full tiles unroll that loop
+
+// acc[o * DC_DW_TAPS + j] += the dy vector g[o * Qr + q] times the input vector x[off[j] + q], for o < no.
+static inline __attribute__((always_inline)) void dw_step(const float *x, const float *g, size_t Qr, const size_t *off,
+                                                          size_t q, int no, v16 *acc) {
+    v16 gv[DC_DW_OB];
 #pragma GCC unroll 4
-                for (int o = 0; o < DC_OB; o++) acc[o][j] += gv[o] * xv;
-            }
+    for (int o = 0; o < no; o++) gv[o] = load16(g + (size_t)o * Qr + q);
+#pragma GCC unroll 6
+    for (int j = 0; j < DC_DW_TAPS; j++) {
+        v16 xv = load16(x + off[j] + q);
+#pragma GCC unroll 4
+        for (int o = 0; o < no; o++) acc[o * DC_DW_TAPS + j] += gv[o] * xv;
+    }
+}
+
+// The weight gradient of output channels [ob, ob + no) and DC_DW_TAPS taps over n samples: tap j
+// reads the padded input at off[j] (c * plane + ki * Wp + kj). dwt[o * Ci k k + j] += the sum over
+// samples s and wide positions q of dy_wide_s[ob + o][q] * padded_s[off[j] + q], for j < valid
+// (the rest are dummies past the last tap). Inlined with a constant no, and a constant nq = Qr / 16
+// (or 0: Qr read from d) for small planes: accumulators in registers, no loop over so few positions.
+static inline __attribute__((always_inline)) void dw_tile(const DirectConv *d, int n, const float *padded,
+                                                          const float *dy_wide, int ob, int no, int nq,
+                                                          const size_t *off, int valid, float *dwt) {
+    const size_t taps = (size_t)d->Ci * (size_t)(d->k * d->k), Qr = nq ? (size_t)nq * DC_VL : (size_t)d->Qr;
+    const size_t plen = direct_padded_len(d), wlen = direct_wide_len(d);
+    v16 acc[DC_DW_ACC];  // acc[o * DC_DW_TAPS + j]
+    for (int i = 0; i < DC_DW_ACC; i++) acc[i] = (v16){0};
+    for (int s = 0; s < n; s++) {
+        const float *x = padded + (size_t)s * plen, *g = dy_wide + (size_t)s * wlen + (size_t)ob * Qr;
+        if (nq) {
+#pragma GCC unroll 6
+            for (int v = 0; v < nq; v++) dw_step(x, g, Qr, off, (size_t)v * DC_VL, no, acc);
+        } else {
+            for (size_t q = 0; q < Qr; q += DC_VL) dw_step(x, g, Qr, off, q, no, acc);
         }
     }
-    const int kk = d->k * d->k;
-    for (int o = 0; o < DC_OB && ob + o < d->Oo; o++)
-        for (int j = 0; j < nk; j++) dw[((size_t)(ob + o) * d->Ci + c) * kk + ki * d->k + j] += lane_sum(acc[o][j]);
+    float sums[DC_DW_ACC] = {0};
+    for (int b = 0; b < no * DC_DW_TAPS; b += 16) {
+        v16 v = lane_sums16(acc + b);
+        memcpy(sums + b, &v, sizeof v);
+    }
+    for (int o = 0; o < no; o++)
+        for (int j = 0; j < valid; j++) dwt[(size_t)o * taps + (size_t)j] += sums[o * DC_DW_TAPS + j];
 }
 
-// Kernel rows of 1 to 7 taps, each with its own registers.
-#define DC_DW_ROW(nk)                                                                                             \
-    static void dw_row_##nk(const DirectConv *d, int n, const float *padded, const float *dy_wide, int ob, int c, \
-                            int ki, float *dw) {                                                                  \
-        dw_row(d, n, padded, dy_wide, ob, c, ki, nk, dw);                                                         \
+// Tiles of no = 1 to DC_DW_OB output channels, each with its own registers, and full tiles for
+// nq = 2 to DC_DW_NQ vectors of positions per sample.
+#define DC_DW_TILE(no, nq)                                                                                      \
+    static void dw_tile_##no##_##nq(const DirectConv *d, int n, const float *padded, const float *dy_wide,     \
+                                    int ob, const size_t *off, int valid, float *dwt) {                        \
+        dw_tile(d, n, padded, dy_wide, ob, no, nq, off, valid, dwt);                                           \
     }
-DC_DW_ROW(1)
-DC_DW_ROW(2)
-DC_DW_ROW(3)
-DC_DW_ROW(4)
-DC_DW_ROW(5)
-DC_DW_ROW(6)
-DC_DW_ROW(7)
+DC_DW_TILE(1, 0)
+DC_DW_TILE(2, 0)
+DC_DW_TILE(3, 0)
+DC_DW_TILE(4, 0)
+DC_DW_TILE(4, 2)
+DC_DW_TILE(4, 3)
+DC_DW_TILE(4, 4)
+DC_DW_TILE(4, 5)
+DC_DW_TILE(4, 6)
 
-typedef void (*DwRowFn)(const DirectConv *, int, const float *, const float *, int, int, int, float *);
+typedef void (*DwTileFn)(const DirectConv *, int, const float *, const float *, int, const size_t *, int, float *);
 
-enum { DC_DW_POSITIONS = 512, DC_DW_MAX_CHUNK = 16 };  // wide positions per reduction; samples at most
+// Wide positions per reduction (at most, unless one sample has more); samples per reduction at most.
+enum { DC_DW_POSITIONS = 1024, DC_DW_MAX_CHUNK = 16 };
 
 int direct_dw_chunk(const DirectConv *d) {
-    int n = (DC_DW_POSITIONS + d->Qr - 1) / d->Qr;
-    return n < DC_DW_MAX_CHUNK ? n : DC_DW_MAX_CHUNK;
+    int n = DC_DW_POSITIONS / d->Qr;
+    return n < 1 ? 1 : n < DC_DW_MAX_CHUNK ? n : DC_DW_MAX_CHUNK;
 }
 
 void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_wide, float *dw) {
-    static const DwRowFn rows[8] = {NULL, dw_row_1, dw_row_2, dw_row_3, dw_row_4, dw_row_5, dw_row_6, dw_row_7};
-    HP_ASSERT(d->k >= 1 && d->k <= 7);
-    for (int ob = 0; ob < d->Or; ob += DC_OB)
-        for (int c = 0; c < d->Ci; c++)
-            for (int ki = 0; ki < d->k; ki++) rows[d->k](d, n, padded, dy_wide, ob, c, ki, dw);
+    static const DwTileFn part[DC_DW_OB] = {NULL, dw_tile_1_0, dw_tile_2_0, dw_tile_3_0};
+    static const DwTileFn full[DC_DW_NQ + 1] = {dw_tile_4_0, dw_tile_4_0, dw_tile_4_2, dw_tile_4_3,
+                                                dw_tile_4_4, dw_tile_4_5, dw_tile_4_6};
+    const int k = d->k, taps = d->Ci * k * k, nq = d->Qr / DC_VL;
+    const DwTileFn full_tile = full[nq <= DC_DW_NQ ? nq : 0];
+    // taps outer: a tile of taps' input rows (of the whole chunk) is reused by all output channels
+    int c = 0, ki = 0, kj = 0;  // the next tap, in dw's (c, ki, kj) order
+    for (int t0 = 0; t0 < taps; t0 += DC_DW_TAPS) {
+        const int valid = taps - t0 < DC_DW_TAPS ? taps - t0 : DC_DW_TAPS;
+        size_t off[DC_DW_TAPS];
+        for (int j = 0; j < DC_DW_TAPS; j++) {
+            off[j] = j < valid ? (size_t)c * d->plane + (size_t)ki * (size_t)d->Wp + (size_t)kj : 0;
+            if (++kj == k) {
+                kj = 0;
+                if (++ki == k) {
+                    ki = 0;
+                    c++;
+                }
+            }
+        }
+        for (int ob = 0; ob < d->Oo; ob += DC_DW_OB) {
+            const int no = d->Oo - ob < DC_DW_OB ? d->Oo - ob : DC_DW_OB;
+            const DwTileFn tile = no == DC_DW_OB ? full_tile : part[no];
+            tile(d, n, padded, dy_wide, ob, off, valid, dw + (size_t)ob * taps + (size_t)t0);
+        }
+    }
 }

@@ -9,6 +9,11 @@
 //
 // The same kernel computes the forward pass and, with the weights transposed and flipped and
 // padding k - 1 - pad, the input gradient w^T * dy (a transposed stride-1 convolution).
+//
+// The weight gradient (direct_dw) is a reduction over the same wide positions: tiles of 4 output
+// channels times 6 taps (c, ki, kj) hold 24 vector accumulators, each 16 positions loading 4 dy
+// vectors and 6 input vectors; a transpose-and-add tree then turns 16 accumulators at once into
+// their 16 lane sums.
 #ifndef HP_CONV_DIRECT_H
 #define HP_CONV_DIRECT_H
 
@@ -33,7 +38,7 @@ typedef struct {
 // least 32 wide positions: on smaller planes most of each 16-lane tile would be dropped).
 bool direct_fwd_ok(const ConvGeom *g);
 // True when the backward pass of g can run directly: as forward, pad <= k - 1 (for the input
-// gradient) and k <= 7 (the weight gradient keeps a row of taps in registers).
+// gradient) and k <= 7 (the kernels are tested up to 7; direct_dw itself takes any k).
 bool direct_bwd_ok(const ConvGeom *g);
 // The forward convolution of g (x into y).
 DirectConv direct_fwd(const ConvGeom *g);
@@ -60,13 +65,15 @@ void direct_run(const DirectConv *d, int n_src, const float *const *padded, cons
 // Copies dy (Oo, Ho, Wo) into wide rows dy_wide (Or, Qr) (direct_wide_len floats), zero at the
 // positions the wide layout drops and in the rows past Oo.
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide);
-// Samples direct_dw should reduce together: enough wide positions that the lane sums ending
-// each reduction are a small part of the work (1 on large planes, more on small ones).
+// Samples direct_dw should reduce together: as many as fit in 1024 wide positions (at least 1,
+// at most 16), so that the lane sums ending each reduction are a small part of the work while
+// the input rows of a tile of taps over the chunk stay in the L1 cache for all output channels.
 int direct_dw_chunk(const DirectConv *d);
 // dw (Oo, Ci, k, k) += the weight gradient of n samples: dw[o][c][ki][kj] += sum over samples s
 // and positions q of dy_wide_s[o][q] * padded_s[c][q + ki * Wp + kj], where padded_s (direct_pad
 // of sample s's input) is at padded + s * direct_padded_len and dy_wide_s (direct_widen of its
-// output gradient) at dy_wide + s * direct_wide_len. Needs k <= 7.
+// output gradient) at dy_wide + s * direct_wide_len. Each dw entry gets one addition per call, of
+// a sum in a fixed order (per lane over samples and positions, then across lanes by halving).
 void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_wide, float *dw);
 
 #endif

@@ -226,8 +226,10 @@ static void test_conv_wide_layout(void **state) {
 
 // The direct stride-1 kernel (nn/conv_direct.c): several tiles of positions with a short last
 // one, weight gradients reduced over chunks of samples with a short last chunk, output channels
-// not a multiple of its channel tile, padding up to k - 1 (the input
-// gradient runs directly too) and beyond it (the input gradient unfolds).
+// not a multiple of its channel tiles (the weight gradient's tiles of 4 channels end in 1 to 3)
+// nor the taps of its 6-tap tiles (C = 1: 9 taps), small planes of 2 to 6 vectors of positions
+// (the weight gradient's unrolled tiles), padding up to k - 1 (the input gradient runs directly
+// too) and beyond it (the input gradient unfolds).
 static void test_conv_direct_tiles(void **state) {
     (void)state;
     check_conv("direct: 3x3 pad 1, 9 -> 10 channels on 20x22, N=5", 5, 9, 20, 22, 10, 3, 1, 1, 1, true, 23);
@@ -236,6 +238,11 @@ static void test_conv_direct_tiles(void **state) {
     check_conv("direct: 2x2 no pad on 9x8, one output channel", 3, 4, 9, 8, 1, 2, 1, 0, 1, false, 26);
     check_conv("direct: 5x5 pad 2 on 9x11, N=1", 1, 3, 9, 11, 6, 5, 1, 2, 1, true, 27);
     check_conv("direct: 7x7 pad 3 on 10x8", 2, 2, 10, 8, 5, 7, 1, 3, 1, false, 28);
+    check_conv("direct: 3x3 pad 1, 1 -> 14 channels on 8x9", 3, 1, 8, 9, 14, 3, 1, 1, 1, false, 30);
+    check_conv("direct: 3x3 pad 1 on 4x6 (2 vectors of positions)", 2, 2, 4, 6, 4, 3, 1, 1, 1, false, 31);
+    check_conv("direct: 3x3 pad 1 on 5x5 (3 vectors)", 2, 3, 5, 5, 5, 3, 1, 1, 1, false, 32);
+    check_conv("direct: 3x3 pad 1 on 7x7, N=9 (4 vectors)", 9, 3, 7, 7, 9, 3, 1, 1, 1, true, 33);
+    check_conv("direct: 3x3 pad 1 on 7x8 (5 vectors)", 2, 2, 7, 8, 4, 3, 1, 1, 1, false, 34);
     check_conv("tiny plane (im2col): 3x3 pad 1 on 3x3", 2, 3, 3, 3, 4, 3, 1, 1, 1, true, 29);
 }
 
