@@ -16,6 +16,11 @@ static inline v16 load16(const float *p) {
     return v;
 }
 
+// f in all 16 lanes. Not (v16){0} + f: adding +0.0 is not an identity (-0.0 + 0.0 = +0.0), so
+// the compiler would keep a scalar add and a register broadcast, both on the FMA ports, instead
+// of one broadcast load.
+static inline v16 splat16(float f) { return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }
+
 // Rounds n up to a multiple of m.
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
@@ -104,7 +109,7 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
                     for (int v = 0; v < nv; v++) xv[v] = load16(x + DC_VL * v);
 #pragma GCC unroll 4
                     for (int o = 0; o < DC_OB; o++) {
-                        v16 wb = (v16){0} + wt[o];
+                        v16 wb = splat16(wt[o]);
 #pragma GCC unroll 6
                         for (int v = 0; v < nv; v++) acc[o][v] += xv[v] * wb;
                     }
