@@ -290,8 +290,7 @@ static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *
         for (int n = 0; n < g->N; n++) {
             float *yn = y + (size_t)n * out_len;
             for (int s = 0; s < n_src; s++) direct_pad(&d, xs[s] + (size_t)n * in_len, padded[s]);
-            direct_run(&d, n_src, (const float *const *)padded, (const float *const *)packed, wide, yn, acc);
-            epilogue(g, b, relu, yn);
+            direct_run(&d, n_src, (const float *const *)padded, (const float *const *)packed, wide, yn, acc, b, relu);
         }
     }
 }
@@ -429,7 +428,7 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
                     direct_pad(&dd, dyn, padded[0]);
                     if (dy2n) direct_pad(&dd, dy2n, padded[1]);
                     direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
-                               dx + (size_t)n * in_len, acc);
+                               dx + (size_t)n * in_len, acc, NULL, false);
                 }
                 if (db) add_bias_grad(g, dyn, my_db);
             }

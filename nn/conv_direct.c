@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "err.h"
+
 typedef float v16 __attribute__((vector_size(64)));
 
 enum { DC_VL = 16, DC_NV = 6 };  // floats per vector; vectors of positions per tile (at most)
@@ -135,31 +137,44 @@ DC_TILE(6)
 
 typedef void (*TileFn)(const DirectConv *, int, const float *const *, const float *const *, int, int, float *);
 
-// Writes (acc: adds) the valid positions of the wide rows (Or, Qr) into out (Oo, Ho, Wo).
-static void narrow_out(const DirectConv *d, const float *wide, float *out, bool acc) {
-    for (int o = 0; o < d->Oo; o++)
+// Writes (acc: adds) the valid positions of the wide rows (Or, Qr) into out (Oo, Ho, Wo), plus
+// bias[o] if bias is not NULL, clamped at zero if relu (not with acc).
+static void narrow_out(const DirectConv *d, const float *wide, float *out, bool acc, const float *bias, bool relu) {
+    for (int o = 0; o < d->Oo; o++) {
+        const float bo = bias ? bias[o] : 0.0f;
         for (int h = 0; h < d->Ho; h++) {
             const float *src = wide + (size_t)o * d->Qr + (size_t)h * d->Wp;
             float *dst = out + ((size_t)o * d->Ho + h) * d->Wo;
             if (acc) {
 #pragma omp simd
-                for (int w = 0; w < d->Wo; w++) dst[w] += src[w];
+                for (int w = 0; w < d->Wo; w++) dst[w] += src[w] + bo;
+            } else if (relu) {
+#pragma omp simd
+                for (int w = 0; w < d->Wo; w++) {
+                    float v = src[w] + bo;
+                    dst[w] = v > 0.0f ? v : 0.0f;
+                }
+            } else if (bias) {
+#pragma omp simd
+                for (int w = 0; w < d->Wo; w++) dst[w] = src[w] + bo;
             } else {
                 memcpy(dst, src, (size_t)d->Wo * sizeof(float));
             }
         }
+    }
 }
 
 void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
-                float *out, bool acc) {
+                float *out, bool acc, const float *bias, bool relu) {
     static const TileFn tiles[DC_NV + 1] = {NULL, tile_1, tile_2, tile_3, tile_4, tile_5, tile_6};
+    HP_ASSERT(!(acc && relu));
     const int full = DC_NV * DC_VL;
     for (int q0 = 0; q0 < d->Qr; q0 += full) {
         int nv = (d->Qr - q0) / DC_VL;
         if (nv > DC_NV) nv = DC_NV;
         for (int ob = 0; ob < d->Or; ob += DC_OB) tiles[nv](d, n_src, padded, packed, ob, q0, wide);
     }
-    narrow_out(d, wide, out, acc);
+    narrow_out(d, wide, out, acc, bias, relu);
 }
 
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide) {

@@ -58,10 +58,11 @@ size_t direct_wide_len(const DirectConv *d);
 void direct_pack(const DirectConv *d, const float *w, bool transposed, float *packed);
 // Copies x (Ci, Hi, Wi) into padded (Ci planes of d->plane floats), zero border and slack.
 void direct_pad(const DirectConv *d, const float *x, float *padded);
-// out (Oo, Ho, Wo) = (acc: +=) sum over the n_src (1 or 2) sources of conv(padded[s], packed[s]);
-// wide: scratch of direct_wide_len floats.
+// out (Oo, Ho, Wo) = (acc: +=) sum over the n_src (1 or 2) sources of conv(padded[s], packed[s])
+// [+ bias (Oo) if not NULL], then max(., 0) if relu (not with acc); wide: scratch of
+// direct_wide_len floats.
 void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
-                float *out, bool acc);
+                float *out, bool acc, const float *bias, bool relu);
 // Copies dy (Oo, Ho, Wo) into wide rows dy_wide (Or, Qr) (direct_wide_len floats), zero at the
 // positions the wide layout drops and in the rows past Oo.
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide);
