@@ -91,11 +91,12 @@ void direct_pad(const DirectConv *d, const float *x, float *padded) {
 }
 
 // One tile: wide[o][q0 + 16 v] for DC_OB channels from ob and nv vectors of positions from q0,
-// summed over the sources. Inlined with a constant nv so the accumulators stay in registers.
+// summed over the sources. Inlined with a constant nv so the accumulators stay in registers, and
+// with a constant kernel size kc (0: d->k) so that the taps unroll.
 static inline __attribute__((always_inline)) void tile(const DirectConv *d, int n_src, const float *const *padded,
-                                                       const float *const *packed, int ob, int q0, int nv,
+                                                       const float *const *packed, int ob, int q0, int nv, int kc,
                                                        float *wide) {
-    const int k = d->k, Wp = d->Wp;
+    const int k = kc ? kc : d->k, Wp = d->Wp;
     const size_t w_tile = (size_t)d->Ci * (size_t)(k * k) * DC_OB;  // packed floats per channel tile
     v16 acc[DC_OB][DC_NV];
     for (int o = 0; o < DC_OB; o++)
@@ -122,11 +123,16 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
         for (int v = 0; v < nv; v++) memcpy(wide + (size_t)(ob + o) * d->Qr + q0 + DC_VL * v, &acc[o][v], sizeof(v16));
 }
 
-// Tiles of 1 to 6 vectors of positions, each with its own registers.
+// Tiles of 1 to 6 vectors of positions, each with its own registers, for any kernel size and
+// for 3x3 kernels (the common case, taps unrolled).
 #define DC_TILE(nv)                                                                                                  \
     static void tile_##nv(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed,    \
                           int ob, int q0, float *wide) {                                                             \
-        tile(d, n_src, padded, packed, ob, q0, nv, wide);                                                            \
+        tile(d, n_src, padded, packed, ob, q0, nv, 0, wide);                                                         \
+    }                                                                                                                \
+    static void tile_##nv##_k3(const DirectConv *d, int n_src, const float *const *padded,                           \
+                               const float *const *packed, int ob, int q0, float *wide) {                            \
+        tile(d, n_src, padded, packed, ob, q0, nv, 3, wide);                                                         \
     }
 DC_TILE(1)
 DC_TILE(2)
@@ -166,7 +172,10 @@ static void narrow_out(const DirectConv *d, const float *wide, float *out, bool 
 
 void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
                 float *out, bool acc, const float *bias, bool relu) {
-    static const TileFn tiles[DC_NV + 1] = {NULL, tile_1, tile_2, tile_3, tile_4, tile_5, tile_6};
+    static const TileFn tiles_any[DC_NV + 1] = {NULL, tile_1, tile_2, tile_3, tile_4, tile_5, tile_6};
+    static const TileFn tiles_k3[DC_NV + 1] = {NULL,       tile_1_k3, tile_2_k3, tile_3_k3,
+                                               tile_4_k3, tile_5_k3, tile_6_k3};
+    const TileFn *tiles = d->k == 3 ? tiles_k3 : tiles_any;
     HP_ASSERT(!(acc && relu));
     const int full = DC_NV * DC_VL;
     for (int q0 = 0; q0 < d->Qr; q0 += full) {
