@@ -90,16 +90,17 @@ void direct_pad(const DirectConv *d, const float *x, float *padded) {
     }
 }
 
-// One tile: wide[o][q0 + 16 v] for DC_OB channels from ob and nv vectors of positions from q0,
-// summed over the sources. Inlined with a constant nv so the accumulators stay in registers, and
-// with a constant kernel size kc (0: d->k) so that the taps unroll.
+// One tile: wide[o][q0 + 16 v] for the no (1 to DC_OB) channels from ob and nv vectors of
+// positions from q0, summed over the sources. Inlined with constant no and nv so the
+// accumulators stay in registers, and with a constant kernel size kc (0: d->k) so that the taps
+// unroll. A last tile of fewer than DC_OB channels (pruned layers) does only their work.
 static inline __attribute__((always_inline)) void tile(const DirectConv *d, int n_src, const float *const *padded,
-                                                       const float *const *packed, int ob, int q0, int nv, int kc,
-                                                       float *wide) {
+                                                       const float *const *packed, int ob, int q0, int no, int nv,
+                                                       int kc, float *wide) {
     const int k = kc ? kc : d->k, Wp = d->Wp;
     const size_t w_tile = (size_t)d->Ci * (size_t)(k * k) * DC_OB;  // packed floats per channel tile
     v16 acc[DC_OB][DC_NV];
-    for (int o = 0; o < DC_OB; o++)
+    for (int o = 0; o < no; o++)
         for (int v = 0; v < nv; v++) acc[o][v] = (v16){0};
     for (int s = 0; s < n_src; s++) {
         const float *wt = packed[s] + (size_t)(ob / DC_OB) * w_tile;
@@ -111,7 +112,7 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
                     v16 xv[DC_NV];
                     for (int v = 0; v < nv; v++) xv[v] = load16(x + DC_VL * v);
 #pragma GCC unroll 4
-                    for (int o = 0; o < DC_OB; o++) {
+                    for (int o = 0; o < no; o++) {
                         v16 wb = splat16(wt[o]);
 #pragma GCC unroll 6
                         for (int v = 0; v < nv; v++) acc[o][v] += xv[v] * wb;
@@ -119,29 +120,36 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
                 }
         }
     }
-    for (int o = 0; o < DC_OB; o++)
+    for (int o = 0; o < no; o++)
         for (int v = 0; v < nv; v++) memcpy(wide + (size_t)(ob + o) * d->Qr + q0 + DC_VL * v, &acc[o][v], sizeof(v16));
 }
 
-// Tiles of 1 to 6 vectors of positions, each with its own registers, for any kernel size and
-// for 3x3 kernels (the common case, taps unrolled).
-#define DC_TILE(nv)                                                                                                  \
-    static void tile_##nv(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed,    \
-                          int ob, int q0, float *wide) {                                                             \
-        tile(d, n_src, padded, packed, ob, q0, nv, 0, wide);                                                         \
-    }                                                                                                                \
-    static void tile_##nv##_k3(const DirectConv *d, int n_src, const float *const *padded,                           \
-                               const float *const *packed, int ob, int q0, float *wide) {                            \
-        tile(d, n_src, padded, packed, ob, q0, nv, 3, wide);                                                         \
-    }
-DC_TILE(1)
-DC_TILE(2)
-DC_TILE(3)
-DC_TILE(4)
-DC_TILE(5)
-DC_TILE(6)
-
 typedef void (*TileFn)(const DirectConv *, int, const float *const *, const float *const *, int, int, float *);
+
+// Tiles of no channels by nv vectors of positions, each with its own registers, for any kernel
+// size and for 3x3 kernels (the common case, taps unrolled).
+#define DC_TILE(no, nv)                                                                                              \
+    static void tile_##no##_##nv(const DirectConv *d, int n_src, const float *const *padded,                         \
+                                 const float *const *packed, int ob, int q0, float *wide) {                          \
+        tile(d, n_src, padded, packed, ob, q0, no, nv, 0, wide);                                                     \
+    }                                                                                                                \
+    static void tile_##no##_##nv##_k3(const DirectConv *d, int n_src, const float *const *padded,                    \
+                                      const float *const *packed, int ob, int q0, float *wide) {                     \
+        tile(d, n_src, padded, packed, ob, q0, no, nv, 3, wide);                                                     \
+    }
+#define DC_TILES(no) DC_TILE(no, 1) DC_TILE(no, 2) DC_TILE(no, 3) DC_TILE(no, 4) DC_TILE(no, 5) DC_TILE(no, 6)
+DC_TILES(1)
+DC_TILES(2)
+DC_TILES(3)
+DC_TILES(4)
+#define DC_ROW(no, sfx) {NULL, tile_##no##_1##sfx, tile_##no##_2##sfx, tile_##no##_3##sfx, tile_##no##_4##sfx, \
+                         tile_##no##_5##sfx, tile_##no##_6##sfx}
+
+// tiles[k3][no][nv]: the tile for no channels and nv vectors, k3 for the 3x3 version.
+static const TileFn DC_TILE_FNS[2][DC_OB + 1][DC_NV + 1] = {
+    {{NULL}, DC_ROW(1, ), DC_ROW(2, ), DC_ROW(3, ), DC_ROW(4, )},
+    {{NULL}, DC_ROW(1, _k3), DC_ROW(2, _k3), DC_ROW(3, _k3), DC_ROW(4, _k3)},
+};
 
 // Writes (acc: adds) the valid positions of the wide rows (Or, Qr) into out (Oo, Ho, Wo), plus
 // bias[o] if bias is not NULL, clamped at zero if relu (not with acc).
@@ -172,16 +180,15 @@ static void narrow_out(const DirectConv *d, const float *wide, float *out, bool 
 
 void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
                 float *out, bool acc, const float *bias, bool relu) {
-    static const TileFn tiles_any[DC_NV + 1] = {NULL, tile_1, tile_2, tile_3, tile_4, tile_5, tile_6};
-    static const TileFn tiles_k3[DC_NV + 1] = {NULL,       tile_1_k3, tile_2_k3, tile_3_k3,
-                                               tile_4_k3, tile_5_k3, tile_6_k3};
-    const TileFn *tiles = d->k == 3 ? tiles_k3 : tiles_any;
     HP_ASSERT(!(acc && relu));
-    const int full = DC_NV * DC_VL;
+    const int full = DC_NV * DC_VL, k3 = d->k == 3;
     for (int q0 = 0; q0 < d->Qr; q0 += full) {
         int nv = (d->Qr - q0) / DC_VL;
         if (nv > DC_NV) nv = DC_NV;
-        for (int ob = 0; ob < d->Or; ob += DC_OB) tiles[nv](d, n_src, padded, packed, ob, q0, wide);
+        for (int ob = 0; ob < d->Oo; ob += DC_OB) {
+            int no = d->Oo - ob < DC_OB ? d->Oo - ob : DC_OB;
+            DC_TILE_FNS[k3][no][nv](d, n_src, padded, packed, ob, q0, wide);
+        }
     }
     narrow_out(d, wide, out, acc, bias, relu);
 }
