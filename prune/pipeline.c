@@ -215,12 +215,28 @@ static int prune_step(const PruneJob *job, Model *m, const Dataset *train, const
     return 0;
 }
 
+// Median ms of the original and the pruned model's forward pass, measured in LATENCY_ROUNDS
+// alternating rounds (each the median of latency_reps passes) so that a change in the machine's
+// load between the two does not show as a speed-up; fills the latency fields of out.
+enum { LATENCY_ROUNDS = 3 };
+static void latency_pair(const PruneJob *job, Model *orig, Model *pruned, const Dataset *test, PruneOutcome *out) {
+    double t[2][LATENCY_ROUNDS], ips;
+    for (int r = 0; r < LATENCY_ROUNDS; r++) {
+        t[0][r] = model_latency(orig, test, job->latency_batch, job->latency_reps, &ips);
+        t[1][r] = model_latency(pruned, test, job->latency_batch, job->latency_reps, &ips);
+    }
+    for (int k = 0; k < 2; k++) qsort(t[k], LATENCY_ROUNDS, sizeof(double), cmp_double);
+    out->lat_orig_ms = t[0][LATENCY_ROUNDS / 2];
+    out->lat_pruned_ms = t[1][LATENCY_ROUNDS / 2];
+    out->ips_orig = job->latency_batch / (out->lat_orig_ms * 1e-3);
+    out->ips_pruned = job->latency_batch / (out->lat_pruned_ms * 1e-3);
+}
+
 // Measures the model before pruning.
 static void measure_before(const PruneJob *job, Model *m, const Dataset *test, PruneOutcome *out) {
     model_test(m, test, &out->acc_orig, &out->loss_orig);
     out->macs_orig = model_macs(m);
     out->params_orig = model_param_count(m);
-    if (job->latency_batch > 0) out->lat_orig_ms = model_latency(m, test, job->latency_batch, job->latency_reps, &out->ips_orig);
     job_log(job, "original: %zu parameters, %.3fM MACs, test accuracy %.2f%%", out->params_orig, out->macs_orig / 1e6,
             100 * out->acc_orig);
 }
@@ -286,16 +302,24 @@ int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset
     int rc = check_reachable(job, m, &gs, &ref, err);
     if (rc == 0 && job->crit.method == CRIT_OBS) rc = fisher_check(m, &job->crit.fisher, err);
     groupset_free(&gs);
+    Model orig = {0};  // kept for the latency comparison at the end
     if (rc == 0) {
         measure_before(job, m, test, out);
+        if (job->latency_batch > 0) model_copy(&orig, m);
         rc = run_steps(job, m, train, test, &ref, out, err);
     }
     pruneref_free(&ref);
-    if (rc < 0) return -1;
+    if (rc < 0) {
+        model_free(&orig);
+        return -1;
+    }
     out->acc_final = out->acc_recal, out->loss_final = out->loss_recal;
     if (job->finetune.epochs > 0) {
         double t0 = clock_s();
-        if (finetune(job, m, train, test, job->finetune.epochs, &out->best_epoch, err) < 0) return -1;
+        if (finetune(job, m, train, test, job->finetune.epochs, &out->best_epoch, err) < 0) {
+            model_free(&orig);
+            return -1;
+        }
         out->finetune_s += clock_s() - t0;
         out->finetune_epochs = job->finetune.epochs;
         model_test(m, test, &out->acc_final, &out->loss_final);
@@ -304,7 +328,8 @@ int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset
     }
     out->macs_pruned = model_macs(m);
     out->params_pruned = model_param_count(m);
-    if (job->latency_batch > 0) out->lat_pruned_ms = model_latency(m, test, job->latency_batch, job->latency_reps, &out->ips_pruned);
+    if (job->latency_batch > 0) latency_pair(job, &orig, m, test, out);
+    model_free(&orig);
     out->total_s = clock_s() - t_start;
     return 0;
 }
