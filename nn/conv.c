@@ -132,19 +132,25 @@ void conv2d_im2col(const ConvGeom *g, const float *x, int c0, int Cg, float *col
     im2col(g, x, c0, Cg, col, plane);
 }
 
-// Writes (acc: adds) the interior of a padded plane (H + 2 pad rows of W + 2 pad) to dxc (H, W).
-static void interior_out(const ConvGeom *g, const float *plane, float *dxc, bool acc) {
-    const int H = g->H, W = g->W, p = g->pad, Wp = W + 2 * p;
-    for (int h = 0; h < H; h++) {
-        const float *src = plane + (size_t)(h + p) * Wp + p;
-        float *dst = dxc + (size_t)h * W;
+// Writes (acc: adds) `rows` rows of `width` floats, src's at a stride of src_stride, into dst
+// (rows, width).
+static void rows_out(const float *src, size_t src_stride, int rows, int width, float *dst, bool acc) {
+    for (int r = 0; r < rows; r++) {
+        const float *s = src + (size_t)r * src_stride;
+        float *d = dst + (size_t)r * width;
         if (acc) {
 #pragma omp simd
-            for (int w = 0; w < W; w++) dst[w] += src[w];
+            for (int i = 0; i < width; i++) d[i] += s[i];
         } else {
-            memcpy(dst, src, (size_t)W * sizeof(float));
+            memcpy(d, s, (size_t)width * sizeof(float));
         }
     }
+}
+
+// Writes (acc: adds) the interior of a padded plane (H + 2 pad rows of W + 2 pad) to dxc (H, W).
+static void interior_out(const ConvGeom *g, const float *plane, float *dxc, bool acc) {
+    const size_t Wp = (size_t)(g->W + 2 * g->pad);
+    rows_out(plane + (size_t)g->pad * Wp + (size_t)g->pad, Wp, g->H, g->W, dxc, acc);
 }
 
 // Folds col (Cg*k*k, Ho*Wo) back onto channels [c0, c0 + Cg) of dx (C, H, W) through a
@@ -232,17 +238,7 @@ static void widen(const ConvGeom *g, const float *src, int rows, float *dst) {
 
 // Writes (acc: adds) wide rows (rows, Ho * Wp) into output channels (rows, Ho, Wo).
 static void narrow(const ConvGeom *g, const float *src, int rows, float *dst, bool acc) {
-    const int Ho = g->Ho, Wo = g->Wo, Wp = g->W + 2 * g->pad;
-    for (int r = 0; r < rows * Ho; r++) {
-        const float *s = src + (size_t)r * Wp;
-        float *d = dst + (size_t)r * Wo;
-        if (acc) {
-#pragma omp simd
-            for (int i = 0; i < Wo; i++) d[i] += s[i];
-        } else {
-            memcpy(d, s, (size_t)Wo * sizeof(float));
-        }
-    }
+    rows_out(src, (size_t)(g->W + 2 * g->pad), rows * g->Ho, g->Wo, dst, acc);
 }
 
 // Threads a kernel may use: one per scratch slot.
