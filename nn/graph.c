@@ -38,7 +38,7 @@ static size_t aux_len(const Node *n, int N) {
 }
 
 // sole[i] = the node that alone reads node i's output, or -1 when none or several do (an add
-// reading one node twice counts twice). The last node's output is the model's: never fused.
+// reading one node twice counts twice; the last node, the model's output, has none).
 static void find_sole_consumers(const Model *m, int *sole) {
     const int L = m->n_nodes;
     for (int i = 0; i < L; i++) sole[i] = -1;
