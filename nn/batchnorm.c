@@ -32,9 +32,9 @@ static inline float plane_dot_centred(const float *a, const float *x, float mu, 
 
 // Writes y = gamma (x - mu) is + beta over one plane of n values.
 static inline void plane_normalise(const float *x, int n, float mu, float is, float gamma, float beta, float *y) {
-    const float scale = gamma * is, shift = beta - gamma * is * mu;
+    const float scale = gamma * is;  // centred first: scale x + (beta - scale mu) cancels when |mu| >> sigma
 #pragma omp simd
-    for (int i = 0; i < n; i++) y[i] = scale * x[i] + shift;
+    for (int i = 0; i < n; i++) y[i] = scale * (x[i] - mu) + beta;
 }
 
 // Mean and sum of squared deviations of channel c of x (N, C, HW) in one pass over memory:
