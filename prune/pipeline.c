@@ -220,7 +220,7 @@ static int prune_step(const PruneJob *job, Model *m, const Dataset *train, const
 // load between the two does not show as a speed-up; fills the latency fields of out.
 enum { LATENCY_ROUNDS = 3 };
 static void latency_pair(const PruneJob *job, Model *orig, Model *pruned, const Dataset *test, PruneOutcome *out) {
-    double t[2][LATENCY_ROUNDS], ips;
+    double t[2][LATENCY_ROUNDS], ips;  // ips: each round's own, unused (recomputed from the medians below)
     for (int r = 0; r < LATENCY_ROUNDS; r++) {
         t[0][r] = model_latency(orig, test, job->latency_batch, job->latency_reps, &ips);
         t[1][r] = model_latency(pruned, test, job->latency_batch, job->latency_reps, &ips);
