@@ -248,7 +248,8 @@ static int slots(const ConvGeom *g) { return g->threads > 0 ? g->threads : omp_g
 // then clamps it at zero if relu: the epilogue of a forward pass, on a plane still in cache.
 static void epilogue(const ConvGeom *g, const float *b, bool relu, float *yn) {
     const int P = g->Ho * g->Wo;
-    for (int o = 0; o < g->O && (b || relu); o++) {
+    if (!b && !relu) return;
+    for (int o = 0; o < g->O; o++) {
         float *yo = yn + (size_t)o * P;
         const float bo = b ? b[o] : 0.0f;
         if (relu) {
