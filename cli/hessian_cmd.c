@@ -44,6 +44,9 @@ static const char *const HELP_HESSIAN =
     "      --per model|layer|channel   also the trace of each layer or output channel\n"
     "      --tol T             stop when the standard error <= T x |trace| (default 0.01)\n"
     "      --max-probes M      at most M probes (default 100)\n"
+    "      --exact             with --operator ggn: the traces from the exact Gauss-Newton\n"
+    "                          diagonal (a backward pass per class and image; no probes,\n"
+    "                          no standard error) instead of Hutchinson's estimate\n"
     "      --hutchpp M         Hutch++ trace with a budget of M products (PSD: use with ggn)\n"
     "      --eigs K            the K largest eigenvalues and the most negative ones (Lanczos)\n"
     "      --neg-eigs K        how many most negative eigenvalues (default 1 with --eigs)\n"
@@ -84,6 +87,7 @@ typedef struct {
     Mode bn;
     CurvKind op;
     bool trace, json;
+    bool exact;             // --exact: traces from the exact Gauss-Newton diagonal
     GroupLevel per;
     double tol, eig_tol, radius;
     int max_probes, hutchpp, eigs, neg_eigs, max_steps, slq_probes, slq_steps, points, threads;
@@ -155,7 +159,7 @@ static void obs_parse_checks(const char *cmd, HessOpts *o) {
         o->obs_per_weight = strcmp(o->per_arg, "weight") == 0;
     }
     if (o->trace_flag || o->hutchpp || o->eigs || o->neg_eigs >= 0 || o->density || o->landscape)
-        usage_error(cmd, "--obs is an analysis of its own: drop --trace, --hutchpp, --eigs, --neg-eigs, --density "
+        usage_error(cmd, "--obs is an analysis of its own: drop --trace, --exact, --hutchpp, --eigs, --neg-eigs, --density "
                          "and --landscape");
     if (o->samples || o->batches || o->batch_flag || o->bn != MODE_EVAL || o->op != CURV_HESSIAN)
         usage_error(cmd, "--obs draws its own samples (--fisher-grads x --fisher-batch) with eval-mode batchnorm: "
@@ -167,7 +171,7 @@ static void obs_parse_checks(const char *cmd, HessOpts *o) {
 static void hess_parse(int argc, char **argv, HessOpts *o) {
     enum { O_DATA = 256, O_DATASET, O_SAMPLES, O_BATCHES, O_BATCH, O_BN, O_OP, O_TRACE, O_PER, O_TOL, O_MAXP, O_HPP,
            O_EIGS, O_NEG, O_EIGTOL, O_STEPS, O_DENS, O_SLQP, O_SLQS, O_LAND, O_RAD, O_PTS, O_CSV, O_JSON, O_SEED,
-           O_THREADS, O_OBS, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET };
+           O_THREADS, O_OBS, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET, O_EXACT };
     static const struct option opts[] = {
         {"data", 1, 0, O_DATA},         {"dataset", 1, 0, O_DATASET},   {"samples", 1, 0, O_SAMPLES},
         {"batches", 1, 0, O_BATCHES},   {"batch-size", 1, 0, O_BATCH},  {"bn", 1, 0, O_BN},
@@ -180,6 +184,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         {"seed", 1, 0, O_SEED},         {"threads", 1, 0, O_THREADS},   {"help", 0, 0, 'h'},
         {"obs", 0, 0, O_OBS},           {"fisher-grads", 1, 0, O_FGRADS}, {"fisher-batch", 1, 0, O_FBATCH},
         {"block-size", 1, 0, O_BLOCK},  {"damp", 1, 0, O_DAMP},         {"memory-budget", 1, 0, O_BUDGET},
+        {"exact", 0, 0, O_EXACT},
         {0, 0, 0, 0}};
     const char *cmd = "hessian";
     int c;
@@ -207,6 +212,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->op = strcmp(optarg, "hessian") == 0 ? CURV_HESSIAN : CURV_GGN;
             break;
         case O_TRACE: o->trace = o->trace_flag = true; break;
+        case O_EXACT: o->exact = o->trace = o->trace_flag = true; break;
         case O_PER: o->per_arg = optarg; break;
         case O_TOL: o->tol = parse_double(cmd, "--tol", optarg, 1e-12, 1.0); break;
         case O_MAXP: o->max_probes = (int)parse_int(cmd, "--max-probes", optarg, 2, 1000000); break;
@@ -273,6 +279,9 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         o->eigs = 1;
     }
     // the most negative eigenvalue comes with --eigs, except for the PSD Gauss-Newton matrix
+    if (o->exact && (o->op != CURV_GGN || o->bn != MODE_EVAL))
+        usage_error(cmd, "--exact gives the Gauss-Newton diagonal with independent samples: it needs --operator ggn "
+                         "and --bn eval");
     if (o->eigs && o->neg_eigs < 0) o->neg_eigs = o->op == CURV_GGN ? 0 : 1;
     if (o->neg_eigs < 0) o->neg_eigs = 0;
     if (o->points % 2 == 0) usage_error(cmd, "--points %d: give an odd count, so the grid passes through the model", o->points);
@@ -341,12 +350,39 @@ static void hess_setup(const HessOpts *o, Model *m, Dataset *train, Curvature *c
     free(idx);
 }
 
-// Hutchinson traces at the requested level (with the model total), or Hutch++.
-static void run_trace(const HessOpts *o, LinOp *op, const Model *m, HessResults *r) {
+static void on_images(long done, long total, void *user) { progress_update(user, done, total, "images"); }
+
+// The exact traces of the Gauss-Newton matrix: r's group traces are sums of its exact diagonal
+// (standard errors zero, no probes).
+static void exact_trace(Curvature *c, const Model *m, const uint32_t *group_of, HessResults *r) {
+    HpErr err;
+    Progress pr;
+    float *diag = hp_malloc(m->n_params * sizeof(float));
+    progress_init(&pr, "exact diagonal");
+    if (curv_ggn_diag(c, diag, on_images, &pr, &err) < 0) die("%s", err.msg);
+    progress_done(&pr);
+    double total = 0;
+    for (size_t i = 0; i < m->n_params; i++) r->group_trace[group_of[i]] += diag[i];
+    for (int g = 0; g < r->n_groups; g++) total += r->group_trace[g];  // in index order, as Hutchinson's
+    r->hutch.trace = total;
+    free(diag);
+}
+
+// Hutchinson traces at the requested level (with the model total), the exact Gauss-Newton ones,
+// or Hutch++.
+static void run_trace(const HessOpts *o, Curvature *c, LinOp *op, const Model *m, HessResults *r) {
     HpErr err;
     Rng rng;
     Progress pr;
-    if (o->trace) {
+    if (o->trace && o->exact) {
+        uint32_t *group_of = hp_malloc(m->n_params * sizeof(uint32_t));
+        r->n_groups = param_groups(m, o->per, group_of, &r->groups);
+        r->group_trace = hp_calloc((size_t)r->n_groups, sizeof(double));
+        r->group_se = hp_calloc((size_t)r->n_groups, sizeof(double));
+        exact_trace(c, m, group_of, r);
+        r->have_trace = true;
+        free(group_of);
+    } else if (o->trace) {
         uint32_t *group_of = hp_malloc(m->n_params * sizeof(uint32_t));
         r->n_groups = param_groups(m, o->per, group_of, &r->groups);
         r->group_trace = hp_calloc((size_t)r->n_groups, sizeof(double));
@@ -568,8 +604,12 @@ static void print_summary(const HessOpts *o, const Model *m, const Curvature *c,
     printf("%s: %s, %zu parameters; %d training images, batch %d, batchnorm %s, %s\n", o->model, m->arch, m->n_params,
            c->n, c->batch, o->bn == MODE_EVAL ? "eval" : "train", o->op == CURV_HESSIAN ? "Hessian" : "Gauss-Newton");
     if (r->have_trace) {
-        printf("trace: %.6g +- %.3g (standard error, %d probes), %.4g per parameter\n", r->hutch.trace, r->hutch.trace_se,
-               r->hutch.probes, r->hutch.trace / (double)m->n_params);
+        if (o->exact)
+            printf("trace: %.6g (exact: the Gauss-Newton diagonal), %.4g per parameter\n", r->hutch.trace,
+                   r->hutch.trace / (double)m->n_params);
+        else
+            printf("trace: %.6g +- %.3g (standard error, %d probes), %.4g per parameter\n", r->hutch.trace,
+                   r->hutch.trace_se, r->hutch.probes, r->hutch.trace / (double)m->n_params);
         if (o->per != GROUP_MODEL) {
             printf("%-28s %9s %14s %12s\n", "layer", "params", "trace", "per param");
             for (int i = 0; i < m->n_nodes; i++) {
@@ -602,7 +642,11 @@ static void print_summary(const HessOpts *o, const Model *m, const Curvature *c,
     if (o->landscape)
         printf("landscape: %s and its _1d.png, .csv, _1d.csv; loss at the centre %.6g (%d loss evaluations in %.1f s)\n",
                o->landscape, r->landscape_center, o->points + o->points * o->points, r->landscape_seconds);
-    printf("%ld products in %.1f s (%.2f per second)\n", r->products, r->seconds, r->products / r->seconds);
+    if (o->exact)
+        printf("%d images x %d classes of backward passes%s in %.1f s\n", c->n, m->n_classes,
+               r->products ? " and the products" : "", r->seconds);
+    if (!o->exact || r->products)
+        printf("%ld products in %.1f s (%.2f per second)\n", r->products, r->seconds, r->products / r->seconds);
 }
 
 // Adds a number array to a JSON object.
@@ -626,6 +670,7 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
         cJSON_AddNumberToObject(t, "estimate", r->hutch.trace);
         cJSON_AddNumberToObject(t, "stderr", r->hutch.trace_se);
         cJSON_AddNumberToObject(t, "probes", r->hutch.probes);
+        cJSON_AddBoolToObject(t, "exact", o->exact);
         cJSON_AddNumberToObject(t, "per_param", r->hutch.trace / (double)m->n_params);
         cJSON_AddStringToObject(t, "per", group_level_name(o->per));
         if (o->per != GROUP_MODEL) {
@@ -1027,7 +1072,7 @@ int cmd_hessian(int argc, char **argv) {
     HessResults r;
     memset(&r, 0, sizeof r);
     double t0 = now_s();
-    run_trace(&o, &op, &m, &r);
+    run_trace(&o, &c, &op, &m, &r);
     run_eigs(&o, &op, &m, &r);
     if (o.density) run_density(&o, &op, &r);
     r.seconds = now_s() - t0;

@@ -23,14 +23,15 @@ static const char *const HELP_PRUNE =
     "dense model.\n"
     "\n"
     "criterion:\n"
-    "      --method NAME       random, l1, l2, bn, taylor, hap, obd, obs, obs-layer\n"
-    "      --normalize N       auto (default: none for taylor, hap, obd, obs; mean for the\n"
+    "      --method NAME       random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer\n"
+    "      --normalize N       auto (default: none for taylor, hap, obd, fisher, obs; mean for the\n"
     "                          others), mean, max, size (per parameter) or none\n"
     "      --samples N         calibration images from the training set (default 512)\n"
     "      --batch-size B      calibration batch (default 128)\n"
     "      --probes P          Hutchinson probes for hap and obd (default 32)\n"
-    "      --ggn               hap and obd on the Gauss-Newton diagonal instead of the\n"
-    "                          Hessian's (positive: no channel scores below zero)\n"
+    "      --ggn               hap and obd on the exact Gauss-Newton diagonal (one backward\n"
+    "                          per class and image, no probes, never below zero) instead of\n"
+    "                          the Hessian's Hutchinson estimate\n"
     "      --fisher-grads N    obs: gradients in the empirical Fisher (default 1000)\n"
     "      --fisher-batch B    obs: samples per gradient (default 1)\n"
     "      --block-size S      obs: Fisher block size (default 2000)\n"
@@ -124,7 +125,7 @@ static bool parse_crit_option(int c, PruneOpts *o) {
     case O_METHOD:
         k->method = criterion_parse(optarg);
         if (k->method == CRIT_COUNT)
-            usage_error(PCMD, "--method: unknown '%s' (random, l1, l2, bn, taylor, hap, obd, obs, obs-layer)", optarg);
+            usage_error(PCMD, "--method: unknown '%s' (random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer)", optarg);
         return true;
     }
     return false;

@@ -75,7 +75,7 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
         case O_METHOD:
             o->crit.method = criterion_parse(optarg);
             if (o->crit.method == CRIT_COUNT)
-                usage_error(NCMD, "--method: unknown '%s' (random, l1, l2, bn, taylor, hap, obd, obs, obs-layer)",
+                usage_error(NCMD, "--method: unknown '%s' (random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer)",
                             optarg);
             break;
         case O_SAMPLES: o->crit.samples = (int)parse_int(NCMD, "--samples", optarg, 1, 1 << 24); break;

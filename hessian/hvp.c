@@ -1,5 +1,7 @@
 // hvp.c: Hessian and Gauss-Newton products over batches (each batch's mean-loss product
 // weighted by its share of the samples), the loss and gradient, per-sample gradients.
+#include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,4 +142,88 @@ void curv_sample_grads(Curvature *c, float *out) {
     free(xs);
     free(dl);
     ws_free(&one);
+}
+
+// p = softmax(logits) (K).
+static void softmax_probs(const float *logits, int K, double *p) {
+    double top = logits[0], sum = 0;
+    for (int k = 1; k < K; k++)
+        if (logits[k] > top) top = logits[k];
+    for (int k = 0; k < K; k++) sum += p[k] = exp((double)logits[k] - top);
+    for (int k = 0; k < K; k++) p[k] /= sum;
+}
+
+// Calls visit(ctx, t, g) for each class k with g = J_s^T a_k, a_k = sqrt(p_k) (e_k - p), the
+// factor columns of sample s's softmax Hessian; ws holds that sample's forward pass. a and g are
+// scratch (n_classes, n_params).
+static void visit_sample(const Model *m, Workspace *ws, const double *p, float *a, float *g, int t, GgnGradFn visit,
+                         void *ctx) {
+    int K = m->n_classes;
+    for (int k = 0; k < K; k++) {
+        if (p[k] == 0.0) continue;  // the column is zero
+        double root = sqrt(p[k]);
+        for (int j = 0; j < K; j++) a[j] = (float)(root * ((j == k) - p[j]));
+        memset(g, 0, m->n_params * sizeof(float));
+        model_backward(m, ws, a, g, NULL);
+        visit(ctx, t, g);
+    }
+}
+
+int curv_ggn_grads(Curvature *c, GgnGradFn visit, void *ctx, ProgressFn progress, void *user, HpErr *err) {
+    Model *m = c->m;
+    if (c->mode != MODE_EVAL)
+        return hp_fail(err, "the exact Gauss-Newton quantities need eval-mode batchnorm (samples independent)");
+    int T = omp_get_max_threads(), K = m->n_classes;
+    size_t n = m->n_params, in_len = shape_numel(m->input);
+    Workspace *ws = hp_malloc((size_t)T * sizeof(Workspace));
+    for (int t = 0; t < T; t++) ws_init(&ws[t], m, 1, 1);  // serially: ws_init sets BLAS threads
+    long done = 0;
+#pragma omp parallel num_threads(T)
+    {
+        int t = omp_get_thread_num();
+        float *x = hp_malloc(in_len * sizeof(float)), *a = hp_malloc((size_t)K * sizeof(float));
+        float *g = hp_malloc(n * sizeof(float));
+        double *p = hp_malloc((size_t)K * sizeof(double));
+        int y;
+#pragma omp for schedule(dynamic, 1)
+        for (int s = 0; s < c->n; s++) {
+            data_batch(c->d, c->idx + s, 1, m->norm_mean, m->norm_std, NULL, NULL, x, &y);
+            softmax_probs(model_forward(m, &ws[t], x, 1, MODE_EVAL, NULL), K, p);
+            visit_sample(m, &ws[t], p, a, g, t, visit, ctx);
+            long now;
+#pragma omp atomic capture
+            now = ++done;
+            if (progress && t == 0) progress(now, c->n, user);
+        }
+        free(x), free(a), free(g), free(p);
+    }
+    for (int t = 0; t < T; t++) ws_free(&ws[t]);
+    free(ws);
+    return 0;
+}
+
+// Per-thread sums of squares for curv_ggn_diag.
+typedef struct {
+    double *acc;  // [threads][n]
+    size_t n;
+} DiagSums;
+
+// acc[t] += g .* g.
+static void add_squares(void *ctx, int t, const float *g) {
+    DiagSums *d = ctx;
+    double *acc = d->acc + (size_t)t * d->n;
+    for (size_t i = 0; i < d->n; i++) acc[i] += (double)g[i] * g[i];
+}
+
+int curv_ggn_diag(Curvature *c, float *diag, ProgressFn progress, void *user, HpErr *err) {
+    int T = omp_get_max_threads();
+    DiagSums d = {hp_calloc((size_t)T * c->m->n_params, sizeof(double)), c->m->n_params};
+    int rc = curv_ggn_grads(c, add_squares, &d, progress, user, err);
+    for (size_t i = 0; i < d.n && rc == 0; i++) {
+        double sum = 0;
+        for (int t = 0; t < T; t++) sum += d.acc[(size_t)t * d.n + i];
+        diag[i] = (float)(sum / c->n);
+    }
+    free(d.acc);
+    return rc;
 }

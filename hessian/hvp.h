@@ -45,5 +45,19 @@ float curv_loss_grad(Curvature *c, float *grad);
 // Per-sample gradients (eval mode): row s of out (n × n_params) is the gradient of sample
 // idx[s]'s own loss. Runs one sample at a time.
 void curv_sample_grads(Curvature *c, float *out);
+// Exact diagonal of the Gauss-Newton matrix G = (1/n) sum_s J_s^T H_s J_s (eval mode; no
+// probes, no noise) into diag (n_params floats). H_s = diag(p) - p p^T of sample s's softmax
+// factors as A A^T with column k of A = sqrt(p_k) (e_k - p), so diag(G) is the mean over
+// samples and classes of (J_s^T a_k)^2: one forward and n_classes backward passes per sample,
+// samples in parallel. progress (may be NULL) gets (samples done, n). Returns 0, or -1 with
+// err set (batch-statistics mode couples the samples).
+int curv_ggn_diag(Curvature *c, float *diag, ProgressFn progress, void *user, HpErr *err);
+// The Gauss-Newton matrix's factor gradients, for exact quantities other than the diagonal:
+// calls visit(ctx, t, g) for every sample s and class k with g = J_s^T a_k (n_params floats,
+// the caller's to read only), so that G = (1/n) sum of g g^T. Runs on omp_get_max_threads()
+// threads; t is the calling thread's index (per-thread accumulators need no locks). Same
+// progress and errors as curv_ggn_diag.
+typedef void (*GgnGradFn)(void *ctx, int thread, const float *g);
+int curv_ggn_grads(Curvature *c, GgnGradFn visit, void *ctx, ProgressFn progress, void *user, HpErr *err);
 
 #endif

@@ -3,6 +3,7 @@
 // per-parameter quantity computed once (a Hutchinson diagonal, a gradient, an inverse Fisher,
 // layer Hessians).
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +11,8 @@
 #include "../hessian/hvp.h"
 #include "criteria.h"
 
-static const char *const CRIT_NAMES[CRIT_COUNT] = {"random", "l1", "l2", "bn", "taylor", "hap", "obd", "obs", "obs-layer"};
+static const char *const CRIT_NAMES[CRIT_COUNT] = {"random", "l1",     "l2",  "bn",  "taylor",
+                                                   "hap",    "obd",    "fisher", "obs", "obs-layer"};
 static const char *const NORM_NAMES[] = {"auto", "mean", "max", "size", "none"};  // Normalize order
 
 const char *criterion_name(Criterion c) { return (c >= 0 && c < CRIT_COUNT) ? CRIT_NAMES[c] : "?"; }
@@ -55,6 +57,7 @@ static Normalize resolve_normalize(const CritOpts *o) {
     case CRIT_TAYLOR:
     case CRIT_HAP:
     case CRIT_OBD:
+    case CRIT_FISHER:
     case CRIT_OBS: return NORM_NONE;
     default: return NORM_MEAN;
     }
@@ -254,14 +257,87 @@ static void score_hap(const Model *m, const GroupSet *gs, const float *diag, dou
     }
 }
 
-// HAP or OBD from the Hutchinson diagonal.
+int crit_ggn_diag(const CritOpts *o, Model *m, float *diag, HpErr *err) {
+    int n;
+    int *idx = crit_calibration(o, &n);
+    Curvature cv;
+    int rc = curv_init(&cv, m, o->data, idx, n, 1, MODE_EVAL, CURV_GGN, err);
+    free(idx);
+    if (rc < 0) return -1;
+    rc = curv_ggn_diag(&cv, diag, o->progress, o->user, err);
+    curv_free(&cv);
+    return rc;
+}
+
+// HAP or OBD from the Hutchinson diagonal of the Hessian, or the exact Gauss-Newton diagonal.
 static int score_diag(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     float *diag = hp_malloc(m->n_params * sizeof(float));
-    bool ggn = o->ggn;
-    int rc = crit_hutchinson_diag(o, m, ggn, diag, NULL, err);
+    int rc = o->ggn ? crit_ggn_diag(o, m, diag, err) : crit_hutchinson_diag(o, m, false, diag, NULL, err);
     if (rc == 0 && o->method == CRIT_HAP) score_hap(m, gs, diag, scores);
     if (rc == 0 && o->method == CRIT_OBD) score_by_params(m, gs, f_obd, diag, scores);
     free(diag);
+    return rc;
+}
+
+// Every prunable channel's parameter indices, channel after channel, for the Fisher criterion.
+typedef struct {
+    const float *w;  // the model's parameters
+    size_t *idx;     // all channels' indices
+    size_t *start;   // [n_ch + 1]: channel j's are idx[start[j] .. start[j + 1])
+    size_t n_ch;
+    double *acc;     // [threads][n_ch]: sums of (w_Q . g)^2
+} ChannelQuads;
+
+// acc[t][j] += (w_Qj . g)^2 for every channel j.
+static void add_channel_quads(void *ctx, int t, const float *g) {
+    ChannelQuads *q = ctx;
+    double *acc = q->acc + (size_t)t * q->n_ch;
+    for (size_t j = 0; j < q->n_ch; j++) {
+        double dot = 0;
+        for (size_t i = q->start[j]; i < q->start[j + 1]; i++) dot += (double)q->w[q->idx[i]] * g[q->idx[i]];
+        acc[j] += dot * dot;
+    }
+}
+
+// Fills q's channel index lists: every prunable channel of gs, group after group.
+static void channel_lists(const Model *m, const GroupSet *gs, ChannelQuads *q) {
+    size_t total = 0, j = 0, at = 0;
+    for (int g = 0; g < gs->n_groups; g++)
+        for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
+            q->n_ch++, total += group_channel_params(m, &gs->groups[g], c, NULL);
+    q->idx = hp_malloc((total + 1) * sizeof(size_t));
+    q->start = hp_malloc((q->n_ch + 1) * sizeof(size_t));
+    for (int g = 0; g < gs->n_groups; g++)
+        for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++) {
+            q->start[j++] = at;
+            at += group_channel_params(m, &gs->groups[g], c, q->idx + at);
+        }
+    q->start[j] = at;
+}
+
+// Fisher: scores[g][c] = 1/2 w_Q^T G w_Q = 1/2 mean over images of sum_k (w_Q . J^T a_k)^2 for
+// channel c's parameters Q, from the exact Gauss-Newton factor gradients (no probes).
+static int score_fisher(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
+    ChannelQuads q = {.w = m->params};
+    channel_lists(m, gs, &q);
+    int T = omp_get_max_threads(), n;
+    q.acc = hp_calloc((size_t)T * (q.n_ch + 1), sizeof(double));
+    int *idx = crit_calibration(o, &n);
+    Curvature cv;
+    int rc = curv_init(&cv, m, o->data, idx, n, 1, MODE_EVAL, CURV_GGN, err);
+    free(idx);
+    if (rc == 0) {
+        rc = curv_ggn_grads(&cv, add_channel_quads, &q, o->progress, o->user, err);
+        curv_free(&cv);
+    }
+    size_t j = 0;
+    for (int g = 0; g < gs->n_groups && rc == 0; g++)
+        for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++, j++) {
+            double sum = 0;
+            for (int t = 0; t < T; t++) sum += q.acc[(size_t)t * q.n_ch + j];
+            scores[g][c] = 0.5 * sum / n;
+        }
+    free(q.idx), free(q.start), free(q.acc);
     return rc;
 }
 
@@ -354,7 +430,7 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     memset(s, 0, sizeof *s);
     s->o = *o;
     bool needs_data = o->method == CRIT_TAYLOR || o->method == CRIT_HAP || o->method == CRIT_OBD ||
-                      o->method == CRIT_OBS || o->method == CRIT_OBS_LAYER;
+                      o->method == CRIT_FISHER || o->method == CRIT_OBS || o->method == CRIT_OBS_LAYER;
     if (needs_data && check_data(o, m, err) < 0) return -1;
     int rc = 0;
     switch (o->method) {
@@ -365,6 +441,7 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     case CRIT_TAYLOR: rc = score_taylor(o, m, gs, scores, err); break;
     case CRIT_HAP:
     case CRIT_OBD: rc = score_diag(o, m, gs, scores, err); break;
+    case CRIT_FISHER: rc = score_fisher(o, m, gs, scores, err); break;
     case CRIT_OBS: rc = score_obs(s, m, gs, scores, err); break;
     case CRIT_OBS_LAYER: rc = score_obs_layer(s, m, gs, scores, err); break;
     default: return hp_fail(err, "unknown criterion %d", (int)o->method);

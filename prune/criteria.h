@@ -19,13 +19,15 @@ typedef enum {
     CRIT_TAYLOR,     // first-order Taylor: mean over mini-batches of (sum w.g)^2 (Molchanov 2019)
     CRIT_HAP,        // Tr(H_c) / n_c * ||w_c||^2, Hutchinson diagonal of H (HAP, Yu et al. 2022)
     CRIT_OBD,        // 1/2 sum diag(A)_i w_i^2, Hutchinson diagonal of H or of the Gauss-Newton A
+    CRIT_FISHER,     // 1/2 w_Q^T G_QQ w_Q, G the exact Gauss-Newton matrix (the Fisher of the
+                     // model's own predictive distribution): every term within the channel
     CRIT_OBS,        // 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q with the WoodFisher inverse; update applied
     CRIT_OBS_LAYER,  // layer-wise OBS at the channel's consumers, with their compensation
     CRIT_COUNT
 } Criterion;
 
 typedef enum {
-    NORM_AUTO,  // none for the loss-change criteria (taylor, hap, obd, obs), mean for the others
+    NORM_AUTO,  // none for the loss-change criteria (taylor, hap, obd, fisher, obs), mean for the others
     NORM_MEAN,  // each group's scores divided by their mean (groups of different sizes compare fairly)
     NORM_MAX,   // divided by their maximum
     NORM_SIZE,  // divided by the channel's parameter count (a per-parameter score)
@@ -48,7 +50,8 @@ typedef struct {
     int samples;           // calibration images taken from the start of a seeded permutation
     int batch;             // batch size of the calibration passes
     int probes;            // Hutchinson probes (hap, obd)
-    bool ggn;              // hap, obd: Gauss-Newton diagonal instead of the Hessian's (PSD)
+    bool ggn;              // hap, obd: the exact Gauss-Newton diagonal (PSD, no probes) instead
+                           // of the Hessian's Hutchinson estimate
     FisherOpts fisher;     // obs
     double damp_rel;       // obs-layer: damping relative to the mean diagonal of each layer's H
     bool compensate;       // obs, obs-layer: apply the optimal update to the remaining weights
@@ -68,6 +71,9 @@ int *crit_calibration(const CritOpts *o, int *n);
 // matrix if ggn, of the mean loss over the calibration images in batches of o->batch
 // (eval-mode batchnorm) into diag (n_params floats); *probes (may be NULL) gets the count used.
 int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int *probes, HpErr *err);
+// The exact diagonal of the Gauss-Newton matrix of the same loss (no probes: one forward and
+// one backward per class for each calibration image) into diag (n_params floats).
+int crit_ggn_diag(const CritOpts *o, Model *m, float *diag, HpErr *err);
 
 // A scoring run, kept between scoring and compensation (the OBS criteria need their inverses).
 typedef struct {

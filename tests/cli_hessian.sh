@@ -135,6 +135,19 @@ elif mode == "same":  # A B KEY...: the same JSON but for KEY... (and "seconds")
     need(not diff, f"differ in {diff}: {[(a.get(k), b.get(k)) for k in diff][:2]}"[:400])
 elif mode == "differ":  # A B KEY: KEY differs
     need(load(args[0]).get(args[2]) != load(args[1]).get(args[2]), f"{args[2]} is the same")
+elif mode == "exact":  # EXACT.json HUTCH.json: exact traces, no error bars, layers adding up,
+    # within 4 standard errors of the Hutchinson estimate (per layer too)
+    E, H = load(args[0])["trace"], load(args[1])["trace"]
+    need(E.get("exact") is True and H.get("exact") is False, f"trace.exact: {E.get('exact')!r}, {H.get('exact')!r}")
+    need(E["stderr"] == 0 and E["probes"] == 0 and E["estimate"] > 0, f"exact trace: {E}")
+    s = sum(g["trace"] for g in E["groups"])
+    close(s, E["estimate"], 1e-9, "exact layer traces sum vs the trace")
+    need(all(g["trace"] > 0 and g["stderr"] == 0 for g in E["groups"]), f"exact layer traces: {E['groups']}")
+    need(abs(E["estimate"] - H["estimate"]) <= 4 * H["stderr"],
+         f"exact {E['estimate']!r}, Hutchinson {H['estimate']!r} +- {H['stderr']!r}")
+    for e, h in zip(E["groups"], H["groups"]):
+        need(e["name"] == h["name"] and abs(e["trace"] - h["trace"]) <= 4 * h["stderr"] + 1e-12,
+             f"{e['name']}: exact {e['trace']!r}, Hutchinson {h['trace']!r} +- {h['stderr']!r}")
 elif mode == "png":  # FILE...: each a complete PNG (signature, IHDR first, IEND last)
     for p in args:
         b = open(p, "rb").read()
@@ -282,6 +295,12 @@ check "--operator ggn --trace --hutchpp 30: exits 0" eval 'rc_is 0 && grep -q "\
 pycheck "--operator ggn --hutchpp 30: the Hutch++ estimate is > 0" positive "$T/json/ggn" hutchpp.estimate
 pycheck "--operator ggn --trace: the Hutchinson estimate is > 0" positive "$T/json/ggn" trace.estimate
 
+hess exact --operator ggn --exact --per layer --json
+check "--operator ggn --exact --per layer: exits 0" rc_is 0
+hess ggn_many --operator ggn --per layer --max-probes 400 --tol 1e-9 --json
+pycheck "--exact: no error bars, layers add up, within 4 standard errors of 400 Hutchinson probes" \
+  exact "$T/json/exact" "$T/json/ggn_many"
+
 hess eigs3 --eigs 3 --json
 check "--eigs 3 --json: exits 0" rc_is 0
 pycheck "--eigs 3: three largest eigenvalues in descending order, and the most negative" eigs "$T/json/eigs3" 3
@@ -386,6 +405,9 @@ expect_hessian 1 "--density in a path through a regular file" "$T/tiny.ini/d.png
   "$MODEL" --data "$DATA" $S --density "$T/tiny.ini/d.png"
 expect_hessian 2 "--bn foo" "foo" "--bn.*eval or train" "$MODEL" --data "$DATA" $S --bn foo
 expect_hessian 2 "--operator foo" "foo" "--operator.*hessian or ggn" "$MODEL" --data "$DATA" $S --operator foo
+expect_hessian 2 "--exact with the Hessian" "--exact" "--operator ggn" "$MODEL" --data "$DATA" $S --exact
+expect_hessian 2 "--exact with batch statistics" "--exact" "--bn eval" "$MODEL" --data "$DATA" $S --operator ggn \
+  --bn train --exact
 expect_hessian 2 "--per foo" "foo" "--per.*model, layer or channel" "$MODEL" --data "$DATA" $S --per foo
 expect_hessian 2 "no MODEL" "" "MODEL is required" --data "$DATA" $S
 expect_hessian 2 "--samples and --batches together" "" "--samples or --batches" "$MODEL" --samples 32 --batches 2

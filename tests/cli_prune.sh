@@ -102,11 +102,14 @@ prune() {
 }
 
 # ---- every criterion meets a MACs target; the slim model is what the report says ----
-for method in random l1 l2 taylor hap obd obs obs-layer; do
+for method in random l1 l2 taylor hap obd fisher obs obs-layer; do
   prune "$method" "$method" --target-flops 0.5
   check "$method: prunes 50% of the MACs (exit 0, summary on stdout)" eval 'rc_is 0 && grep -q "^MACs" "$CAP/out"'
   pycheck "$method: report keys, layers, target met" report "$T/out/$method.json" macs 0.5
 done
+prune hap hap_ggn --target-flops 0.5 --ggn
+check "hap --ggn (exact Gauss-Newton diagonal): prunes 50% of the MACs" eval 'rc_is 0 && grep -q "^MACs" "$CAP/out"'
+pycheck "hap --ggn: report keys, layers, target met" report "$T/out/hap_ggn.json" macs 0.5
 pycheck "slim file: tensor shapes match the report, provenance names the method" slim "$T/out/hap.safetensors" "$T/out/hap.json"
 run "$HPRUNE" eval "$T/out/hap.safetensors" --data "$DATA" --json --threads 1
 cp "$CAP/out" "$T/out/eval.json"

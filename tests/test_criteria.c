@@ -2,6 +2,7 @@
 // a set of widths is exact, and the global selection meets targets, caps and rounding.
 #include "testutil.h"
 
+#include "hessian/hvp.h"
 #include "nn/nn.h"
 #include "nn/train.h"
 #include "prune/criteria.h"
@@ -81,10 +82,12 @@ static void duplicate_channel(Model *m, int src, int dst) {
     m->buffers[b1->var_off + (size_t)dst] = m->buffers[b1->var_off + (size_t)src];
 }
 
-// Runs a criterion with raw scores; scores[g] sized per group.
-static void run_criterion(Model *m, const GroupSet *gs, Criterion c, const Dataset *d, double **scores) {
+// Runs a criterion with raw scores (hap and obd on the exact Gauss-Newton diagonal if ggn);
+// scores[g] sized per group.
+static void run_criterion_ggn(Model *m, const GroupSet *gs, Criterion c, const Dataset *d, bool ggn, double **scores) {
     CritOpts o = crit_defaults();
     o.method = c;
+    o.ggn = ggn;
     o.normalize = NORM_NONE;
     o.data = d;
     o.samples = d->n;
@@ -99,6 +102,11 @@ static void run_criterion(Model *m, const GroupSet *gs, Criterion c, const Datas
     int rc = scorer_run(&s, &o, m, gs, scores, &err);
     if (rc != 0) fail_msg("%s: %s", criterion_name(c), err.msg);
     scorer_free(&s);
+}
+
+// As run_criterion_ggn, with the Hessian's Hutchinson diagonal for hap and obd.
+static void run_criterion(Model *m, const GroupSet *gs, Criterion c, const Dataset *d, double **scores) {
+    run_criterion_ggn(m, gs, c, d, false, scores);
 }
 
 // Every criterion scores an all-zero channel exactly 0, below every other channel.
@@ -117,7 +125,8 @@ static void test_zero_channel_first(void **state) {
     zero_whole_channel(&m, &gs, g1, 2);
     double *scores[8] = {0};
     for (int g = 0; g < gs.n_groups; g++) scores[g] = calloc((size_t)gs.groups[g].n_channels, sizeof(double));
-    const Criterion crits[] = {CRIT_L1, CRIT_L2, CRIT_BN, CRIT_TAYLOR, CRIT_HAP, CRIT_OBD, CRIT_OBS, CRIT_OBS_LAYER};
+    const Criterion crits[] = {CRIT_L1,  CRIT_L2,    CRIT_BN,  CRIT_TAYLOR,   CRIT_HAP,
+                               CRIT_OBD, CRIT_FISHER, CRIT_OBS, CRIT_OBS_LAYER};
     for (size_t k = 0; k < sizeof crits / sizeof crits[0]; k++) {
         run_criterion(&m, &gs, crits[k], &d, scores);
         // hap and obd read a Hutchinson estimate of an indefinite diagonal: their other channels
@@ -131,6 +140,63 @@ static void test_zero_channel_first(void **state) {
                 fail_msg("%s: channel %d scores %g, not above the zero channel", criterion_name(crits[k]), c, v);
         }
     }
+    // on the exact (positive semi-definite) Gauss-Newton diagonal, hap and obd score every live
+    // channel above zero
+    for (int k = 0; k < 2; k++) {
+        Criterion c = k == 0 ? CRIT_HAP : CRIT_OBD;
+        run_criterion_ggn(&m, &gs, c, &d, true, scores);
+        for (int ch = 0; ch < 4; ch++) {
+            double v = scores[g1][ch];
+            if (ch == 2 ? fabs(v) > 1e-12 : !(v > 1e-9))
+                fail_msg("%s --ggn: channel %d scores %g", criterion_name(c), ch, v);
+        }
+    }
+    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
+    groupset_free(&gs);
+    dataset_free(&d);
+    model_free(&m);
+}
+
+// Fisher scores are 1/2 w_Q^T G w_Q with G the Gauss-Newton matrix of the calibration images,
+// checked against Gauss-Newton products (R-operator) with each channel's parameters masked.
+static void test_fisher_quadratic_form(void **state) {
+    (void)state;
+    Rng rng;
+    rng_seed(&rng, 9, 0);
+    Model m;
+    small_net(&m, &rng);
+    Dataset d;
+    small_data(&d, 40, &rng);
+    GroupSet gs;
+    HpErr err;
+    assert_int_equal(prune_groups(&m, &gs, &err), 0);
+    double *scores[8] = {0};
+    for (int g = 0; g < gs.n_groups; g++) scores[g] = calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    run_criterion(&m, &gs, CRIT_FISHER, &d, scores);
+    int *all = malloc((size_t)d.n * sizeof(int));
+    for (int i = 0; i < d.n; i++) all[i] = i;
+    Curvature cv;
+    assert_int_equal(curv_init(&cv, &m, &d, all, d.n, 16, MODE_EVAL, CURV_GGN, &err), 0);
+    size_t P = m.n_params, *idx = malloc(P * sizeof(size_t));
+    float *wq = calloc(P, sizeof(float)), *Gw = malloc(P * sizeof(float));
+    int checked = 0;
+    for (int g = 0; g < gs.n_groups; g++) {
+        if (!gs.groups[g].prunable) continue;
+        for (int c = 0; c < gs.groups[g].n_channels; c++, checked++) {
+            size_t k = group_channel_params(&m, &gs.groups[g], c, idx);
+            memset(wq, 0, P * sizeof(float));
+            for (size_t i = 0; i < k; i++) wq[idx[i]] = m.params[idx[i]];
+            assert_int_equal(curv_apply(&cv, wq, Gw, &err), 0);
+            double want = 0;
+            for (size_t i = 0; i < P; i++) want += 0.5 * (double)wq[i] * Gw[i];
+            double got = scores[g][c];
+            if (!(want > 0) || fabs(got - want) > 1e-4 * want)
+                fail_msg("group %s channel %d: fisher %.8g, 1/2 w'Gw %.8g", gs.groups[g].name, c, got, want);
+        }
+    }
+    assert_int_equal(checked, 10);  // conv1's 4 channels and conv2's 6
+    free(idx), free(wq), free(Gw), free(all);
+    curv_free(&cv);
     for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
     groupset_free(&gs);
     dataset_free(&d);
@@ -385,6 +451,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_channel_first),
         cmocka_unit_test(test_duplicate_and_magnitude),
+        cmocka_unit_test(test_fisher_quadratic_form),
         cmocka_unit_test(test_widths_cost_exact),
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_obs_layer_compensation_helps),

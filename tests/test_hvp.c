@@ -371,6 +371,44 @@ static void test_ggn(void **state) {
     check_ggn(net_residual, "residual", MODE_BATCHSTATS);
 }
 
+// The exact Gauss-Newton diagonal equals the diagonal of the matrix assembled column by column
+// from Gauss-Newton products, on several threads; batch-statistics mode is refused.
+static void test_ggn_diag(void **state) {
+    (void)state;
+    void (*builds[])(Model *) = {net_smooth, net_relu, net_residual};
+    for (int b = 0; b < 3; b++) {
+        Model m;
+        builds[b](&m);
+        randomise(&m, 61 + (uint64_t)b);
+        Dataset d;
+        make_data(&d, 6, m.input.c, m.input.h, m.input.w, m.n_classes, 19);
+        Curvature c;
+        curv_all(&c, &m, &d, MODE_EVAL, CURV_GGN);
+        size_t P = m.n_params;
+        double *G = full_matrix(&c);
+        float *want = hp_malloc(P * sizeof(float)), *got = hp_malloc(P * sizeof(float));
+        for (size_t j = 0; j < P; j++) want[j] = (float)G[j * P + j];
+        HpErr err;
+        int threads = omp_get_max_threads();
+        omp_set_num_threads(2);  // the per-thread accumulators are summed
+        assert_int_equal(curv_ggn_diag(&c, got, NULL, NULL, &err), 0);
+        omp_set_num_threads(threads);
+        double e = tu_rel_err(got, want, P);
+        fprintf(stderr, "  exact GGN diagonal, net %d, P=%zu: rel err %.2e against the assembled matrix\n", b, P, e);
+        assert_true(e < 1e-5);
+        free(G), free(want), free(got);
+        curv_free(&c);
+        curv_all(&c, &m, &d, MODE_BATCHSTATS, CURV_GGN);
+        float *diag = hp_malloc(P * sizeof(float));
+        assert_int_equal(curv_ggn_diag(&c, diag, NULL, NULL, &err), -1);
+        assert_non_null(strstr(err.msg, "eval-mode"));
+        free(diag);
+        curv_free(&c);
+        dataset_free(&d);
+        model_free(&m);
+    }
+}
+
 // u^T (H v) = v^T (H u) on every built-in architecture, in both batchnorm modes.
 static void test_symmetry_builtin(void **state) {
     (void)state;
@@ -492,6 +530,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hessian_smooth),   cmocka_unit_test(test_hessian_relu),
         cmocka_unit_test(test_hessian_residual), cmocka_unit_test(test_ggn),
+        cmocka_unit_test(test_ggn_diag),
         cmocka_unit_test(test_symmetry_builtin), cmocka_unit_test(test_sample_grads),
         cmocka_unit_test(test_batches_and_errors),
     };
