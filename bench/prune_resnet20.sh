@@ -6,6 +6,8 @@
 #
 #   sh bench/prune_resnet20.sh oneshot            about 20-30 minutes on 2 cores
 #   sh bench/prune_resnet20.sh finetune E M...    E epochs at 50% for methods M (about 2 min an epoch)
+#   sh bench/prune_resnet20.sh steps K M...       50% in K steps for methods M, re-scoring after each
+#                                                 step (statistics re-estimated, no training)
 #   sh bench/prune_resnet20.sh table              prints the Markdown tables of what exists
 set -e
 MODEL=${MODEL:-runs/resnet20_fmnist.safetensors}
@@ -29,6 +31,9 @@ oneshot)
   for t in 0.5 0.3 0.7; do
     for m in $METHODS; do one "$m-$t" --method "$m" --target-flops "$t"; done
   done ;;
+steps)
+  k=$2; shift 2
+  for m in "$@"; do one "$m-0.5-s$k" --method "$m" --target-flops 0.5 --steps "$k"; done ;;
 finetune)
   e=$2; shift 2
   for m in "$@"; do
@@ -45,12 +50,12 @@ r = get("l1-0.5")
 if r:
     print(f"unpruned: {100 * r['accuracy_original']:.2f}%, {r['macs_before'] / 1e6:.2f}M MACs, {r['params_before']} params\n")
 print("one-shot accuracy / with batchnorm statistics re-estimated on 1024 training images\n")
-print("| method | -30% MACs | -50% MACs | -70% MACs | -50%, fine-tuned |")
-print("|---|---:|---:|---:|---:|")
+print("| method | -30% MACs | -50% MACs | -70% MACs | -50% in 5 steps | -50%, fine-tuned |")
+print("|---|---:|---:|---:|---:|---:|")
 for m in methods:
     cells = []
-    for t in ("0.3", "0.5", "0.7"):
-        r = get(f"{m}-{t}")
+    for name in (f"{m}-0.3", f"{m}-0.5", f"{m}-0.7", f"{m}-0.5-s5"):
+        r = get(name)
         recal = f" / {100 * r['accuracy_recalibrated']:.2f}%" if r and "accuracy_recalibrated" in r else ""
         cells.append(f"{100 * r['accuracy_pruned']:.2f}%{recal}" if r else "")
     ft = [f for f in sorted(os.listdir(out)) if f.startswith(f"{m}-0.5-ft") and f.endswith(".json")]
@@ -68,5 +73,5 @@ for m in methods:
         print(f"| {m} | {r['params_after']} | {r['macs_after'] / 1e6:.2f}M | {r['speedup']:.2f}x | {r['score_seconds']:.0f} |")
 PY
   ;;
-*) echo "usage: sh bench/prune_resnet20.sh oneshot | finetune E METHOD... | table" >&2; exit 2 ;;
+*) echo "usage: sh bench/prune_resnet20.sh oneshot | steps K METHOD... | finetune E METHOD... | table" >&2; exit 2 ;;
 esac
