@@ -13,7 +13,7 @@ set -e
 MODEL=${MODEL:-runs/resnet20_fmnist.safetensors}
 OUT=${OUT:-runs/prune_r20}
 HPRUNE=${HPRUNE:-./hprune}
-METHODS=${METHODS:-"l1 taylor hap obs obs-layer"}
+METHODS=${METHODS:-"l1 taylor hap fisher obs obs-layer"}
 mkdir -p "$OUT"
 export OMP_WAIT_POLICY=passive
 

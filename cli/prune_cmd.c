@@ -28,7 +28,7 @@ static const char *const HELP_PRUNE =
     "                          others), mean, max, size (per parameter) or none\n"
     "      --samples N         calibration images from the training set (default 512)\n"
     "      --batch-size B      calibration batch (default 128)\n"
-    "      --probes P          Hutchinson probes for hap and obd (default 32)\n"
+    "      --probes P          Hutchinson probes for hap and obd (default 32; not with --ggn)\n"
     "      --ggn               hap and obd on the exact Gauss-Newton diagonal (one backward\n"
     "                          per class and image, no probes, never below zero) instead of\n"
     "                          the Hessian's Hutchinson estimate\n"

@@ -169,11 +169,12 @@ static void visit_sample(const Model *m, Workspace *ws, const double *p, float *
     }
 }
 
-int curv_ggn_grads(Curvature *c, GgnGradFn visit, void *ctx, ProgressFn progress, void *user, HpErr *err) {
+int curv_ggn_grads(Curvature *c, int T, GgnGradFn visit, void *ctx, ProgressFn progress, void *user, HpErr *err) {
     Model *m = c->m;
     if (c->mode != MODE_EVAL)
         return hp_fail(err, "the exact Gauss-Newton quantities need eval-mode batchnorm (samples independent)");
-    int T = omp_get_max_threads(), K = m->n_classes;
+    HP_ASSERT(T >= 1);
+    int K = m->n_classes;
     size_t n = m->n_params, in_len = shape_numel(m->input);
     Workspace *ws = hp_malloc((size_t)T * sizeof(Workspace));
     for (int t = 0; t < T; t++) ws_init(&ws[t], m, 1, 1);  // serially: ws_init sets BLAS threads
@@ -181,11 +182,12 @@ int curv_ggn_grads(Curvature *c, GgnGradFn visit, void *ctx, ProgressFn progress
 #pragma omp parallel num_threads(T)
     {
         int t = omp_get_thread_num();
+        HP_ASSERT(t < T);
         float *x = hp_malloc(in_len * sizeof(float)), *a = hp_malloc((size_t)K * sizeof(float));
         float *g = hp_malloc(n * sizeof(float));
         double *p = hp_malloc((size_t)K * sizeof(double));
         int y;
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static)  // each thread's share fixed: the same sums for the same T
         for (int s = 0; s < c->n; s++) {
             data_batch(c->d, c->idx + s, 1, m->norm_mean, m->norm_std, NULL, NULL, x, &y);
             softmax_probs(model_forward(m, &ws[t], x, 1, MODE_EVAL, NULL), K, p);
@@ -218,7 +220,7 @@ static void add_squares(void *ctx, int t, const float *g) {
 int curv_ggn_diag(Curvature *c, float *diag, ProgressFn progress, void *user, HpErr *err) {
     int T = omp_get_max_threads();
     DiagSums d = {hp_calloc((size_t)T * c->m->n_params, sizeof(double)), c->m->n_params};
-    int rc = curv_ggn_grads(c, add_squares, &d, progress, user, err);
+    int rc = curv_ggn_grads(c, T, add_squares, &d, progress, user, err);
     for (size_t i = 0; i < d.n && rc == 0; i++) {
         double sum = 0;
         for (int t = 0; t < T; t++) sum += d.acc[(size_t)t * d.n + i];

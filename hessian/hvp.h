@@ -54,10 +54,11 @@ void curv_sample_grads(Curvature *c, float *out);
 int curv_ggn_diag(Curvature *c, float *diag, ProgressFn progress, void *user, HpErr *err);
 // The Gauss-Newton matrix's factor gradients, for exact quantities other than the diagonal:
 // calls visit(ctx, t, g) for every sample s and class k with g = J_s^T a_k (n_params floats,
-// the caller's to read only), so that G = (1/n) sum of g g^T. Runs on omp_get_max_threads()
-// threads; t is the calling thread's index (per-thread accumulators need no locks). Same
+// the caller's to read only), so that G = (1/n) sum of g g^T. Runs on at most `threads`
+// threads, t < threads being the calling one (per-thread accumulators need no locks); each
+// thread's samples are fixed by the count, so sums per thread reproduce exactly. Same
 // progress and errors as curv_ggn_diag.
 typedef void (*GgnGradFn)(void *ctx, int thread, const float *g);
-int curv_ggn_grads(Curvature *c, GgnGradFn visit, void *ctx, ProgressFn progress, void *user, HpErr *err);
+int curv_ggn_grads(Curvature *c, int threads, GgnGradFn visit, void *ctx, ProgressFn progress, void *user, HpErr *err);
 
 #endif

@@ -321,13 +321,13 @@ static int score_fisher(const CritOpts *o, Model *m, const GroupSet *gs, double 
     ChannelQuads q = {.w = m->params};
     channel_lists(m, gs, &q);
     int T = omp_get_max_threads(), n;
-    q.acc = hp_calloc((size_t)T * (q.n_ch + 1), sizeof(double));
+    q.acc = hp_calloc((size_t)T * q.n_ch + 1, sizeof(double));
     int *idx = crit_calibration(o, &n);
     Curvature cv;
     int rc = curv_init(&cv, m, o->data, idx, n, 1, MODE_EVAL, CURV_GGN, err);
     free(idx);
     if (rc == 0) {
-        rc = curv_ggn_grads(&cv, add_channel_quads, &q, o->progress, o->user, err);
+        rc = curv_ggn_grads(&cv, T, add_channel_quads, &q, o->progress, o->user, err);
         curv_free(&cv);
     }
     size_t j = 0;

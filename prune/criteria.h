@@ -18,7 +18,7 @@ typedef enum {
     CRIT_BN,         // |gamma| of the channel's batchnorms (network slimming)
     CRIT_TAYLOR,     // first-order Taylor: mean over mini-batches of (sum w.g)^2 (Molchanov 2019)
     CRIT_HAP,        // Tr(H_c) / n_c * ||w_c||^2, Hutchinson diagonal of H (HAP, Yu et al. 2022)
-    CRIT_OBD,        // 1/2 sum diag(A)_i w_i^2, Hutchinson diagonal of H or of the Gauss-Newton A
+    CRIT_OBD,        // 1/2 sum diag(A)_i w_i^2: Hutchinson diagonal of H, or the exact Gauss-Newton one
     CRIT_FISHER,     // 1/2 w_Q^T G_QQ w_Q, G the exact Gauss-Newton matrix (the Fisher of the
                      // model's own predictive distribution): every term within the channel
     CRIT_OBS,        // 1/2 w_Q^T ([F^-1]_QQ)^-1 w_Q with the WoodFisher inverse; update applied

@@ -145,6 +145,7 @@ elif mode == "exact":  # EXACT.json HUTCH.json: exact traces, no error bars, lay
     need(all(g["trace"] > 0 and g["stderr"] == 0 for g in E["groups"]), f"exact layer traces: {E['groups']}")
     need(abs(E["estimate"] - H["estimate"]) <= 4 * H["stderr"],
          f"exact {E['estimate']!r}, Hutchinson {H['estimate']!r} +- {H['stderr']!r}")
+    need(len(E["groups"]) == len(H["groups"]) == 5, f"{len(E['groups'])} and {len(H['groups'])} layer groups, not 5")
     for e, h in zip(E["groups"], H["groups"]):
         need(e["name"] == h["name"] and abs(e["trace"] - h["trace"]) <= 4 * h["stderr"] + 1e-12,
              f"{e['name']}: exact {e['trace']!r}, Hutchinson {h['trace']!r} +- {h['stderr']!r}")

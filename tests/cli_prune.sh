@@ -131,6 +131,10 @@ prune l1 uniform --target-channels 0.5 --uniform
 pycheck "--uniform: every layer loses half of its own channels" uniform "$T/out/uniform.json" 0.5
 prune hap again --target-flops 0.5
 pycheck "the same command gives the same report (but for timing)" same "$T/out/hap.json" "$T/out/again.json"
+prune fisher fisher_t2 --target-flops 0.5 --threads 2
+prune fisher fisher_t2_again --target-flops 0.5 --threads 2
+pycheck "fisher on 2 threads: the same command gives the same report" same "$T/out/fisher_t2.json" \
+  "$T/out/fisher_t2_again.json"
 
 # ---- bad input: clean failures, nothing written ----
 S="--data $DATA --threads 1 -o $T/work/slim.safetensors"
