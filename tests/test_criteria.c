@@ -109,31 +109,50 @@ static void run_criterion(Model *m, const GroupSet *gs, Criterion c, const Datas
     run_criterion_ggn(m, gs, c, d, false, scores);
 }
 
+// A small net to score: the model, calibration images, channel groups and a score array per group.
+typedef struct {
+    Model m;
+    Dataset d;
+    GroupSet gs;
+    double *scores[8];
+} Fixture;
+
+// Builds small_net and n_images of small_data from seed, the groups and zeroed scores.
+static void fixture_init(Fixture *f, uint64_t seed, int n_images) {
+    memset(f, 0, sizeof *f);
+    Rng rng;
+    rng_seed(&rng, seed, 0);
+    small_net(&f->m, &rng);
+    small_data(&f->d, n_images, &rng);
+    HpErr err;
+    assert_int_equal(prune_groups(&f->m, &f->gs, &err), 0);
+    assert_true(f->gs.n_groups <= 8);
+    for (int g = 0; g < f->gs.n_groups; g++) f->scores[g] = calloc((size_t)f->gs.groups[g].n_channels, sizeof(double));
+}
+
+static void fixture_free(Fixture *f) {
+    for (int g = 0; g < f->gs.n_groups; g++) free(f->scores[g]);
+    groupset_free(&f->gs);
+    dataset_free(&f->d);
+    model_free(&f->m);
+}
+
 // Every criterion scores an all-zero channel exactly 0, below every other channel.
 static void test_zero_channel_first(void **state) {
     (void)state;
-    Rng rng;
-    rng_seed(&rng, 7, 0);
-    Model m;
-    small_net(&m, &rng);
-    Dataset d;
-    small_data(&d, 96, &rng);
-    GroupSet gs;
-    HpErr err;
-    assert_int_equal(prune_groups(&m, &gs, &err), 0);
-    int g1 = group_id(&gs, "conv1");
-    zero_whole_channel(&m, &gs, g1, 2);
-    double *scores[8] = {0};
-    for (int g = 0; g < gs.n_groups; g++) scores[g] = calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    Fixture f;
+    fixture_init(&f, 7, 96);
+    int g1 = group_id(&f.gs, "conv1");
+    zero_whole_channel(&f.m, &f.gs, g1, 2);
     const Criterion crits[] = {CRIT_L1,  CRIT_L2,    CRIT_BN,  CRIT_TAYLOR,   CRIT_HAP,
                                CRIT_OBD, CRIT_FISHER, CRIT_OBS, CRIT_OBS_LAYER};
     for (size_t k = 0; k < sizeof crits / sizeof crits[0]; k++) {
-        run_criterion(&m, &gs, crits[k], &d, scores);
+        run_criterion(&f.m, &f.gs, crits[k], &f.d, f.scores);
         // hap and obd read a Hutchinson estimate of an indefinite diagonal: their other channels
         // may score below zero (and so go first, as the formula says); they must not be zero
         bool signed_scores = crits[k] == CRIT_HAP || crits[k] == CRIT_OBD;
         for (int c = 0; c < 4; c++) {
-            double v = scores[g1][c];
+            double v = f.scores[g1][c];
             if (c == 2) {
                 if (fabs(v) > 1e-12) fail_msg("%s: zero channel scores %g", criterion_name(crits[k]), v);
             } else if (!(signed_scores ? fabs(v) > 1e-9 : v > 1e-9))
@@ -144,98 +163,79 @@ static void test_zero_channel_first(void **state) {
     // channel above zero
     for (int k = 0; k < 2; k++) {
         Criterion c = k == 0 ? CRIT_HAP : CRIT_OBD;
-        run_criterion_ggn(&m, &gs, c, &d, true, scores);
+        run_criterion_ggn(&f.m, &f.gs, c, &f.d, true, f.scores);
         for (int ch = 0; ch < 4; ch++) {
-            double v = scores[g1][ch];
+            double v = f.scores[g1][ch];
             if (ch == 2 ? fabs(v) > 1e-12 : !(v > 1e-9))
                 fail_msg("%s --ggn: channel %d scores %g", criterion_name(c), ch, v);
         }
     }
-    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
-    groupset_free(&gs);
-    dataset_free(&d);
-    model_free(&m);
+    fixture_free(&f);
+}
+
+// 1/2 w_Q^T (G w_Q) for the parameters idx[0..k) of m, G by Gauss-Newton products of cv.
+static double masked_quadratic(Curvature *cv, const Model *m, const size_t *idx, size_t k, float *wq, float *Gw) {
+    HpErr err;
+    memset(wq, 0, m->n_params * sizeof(float));
+    for (size_t i = 0; i < k; i++) wq[idx[i]] = m->params[idx[i]];
+    assert_int_equal(curv_apply(cv, wq, Gw, &err), 0);
+    double q = 0;
+    for (size_t i = 0; i < m->n_params; i++) q += 0.5 * (double)wq[i] * Gw[i];
+    return q;
 }
 
 // Fisher scores are 1/2 w_Q^T G w_Q with G the Gauss-Newton matrix of the calibration images,
 // checked against Gauss-Newton products (R-operator) with each channel's parameters masked.
 static void test_fisher_quadratic_form(void **state) {
     (void)state;
-    Rng rng;
-    rng_seed(&rng, 9, 0);
-    Model m;
-    small_net(&m, &rng);
-    Dataset d;
-    small_data(&d, 40, &rng);
-    GroupSet gs;
-    HpErr err;
-    assert_int_equal(prune_groups(&m, &gs, &err), 0);
-    double *scores[8] = {0};
-    for (int g = 0; g < gs.n_groups; g++) scores[g] = calloc((size_t)gs.groups[g].n_channels, sizeof(double));
-    run_criterion(&m, &gs, CRIT_FISHER, &d, scores);
-    int *all = malloc((size_t)d.n * sizeof(int));
-    for (int i = 0; i < d.n; i++) all[i] = i;
+    Fixture f;
+    fixture_init(&f, 9, 40);
+    run_criterion(&f.m, &f.gs, CRIT_FISHER, &f.d, f.scores);
+    int *all = malloc((size_t)f.d.n * sizeof(int));
+    for (int i = 0; i < f.d.n; i++) all[i] = i;
     Curvature cv;
-    assert_int_equal(curv_init(&cv, &m, &d, all, d.n, 16, MODE_EVAL, CURV_GGN, &err), 0);
-    size_t P = m.n_params, *idx = malloc(P * sizeof(size_t));
-    float *wq = calloc(P, sizeof(float)), *Gw = malloc(P * sizeof(float));
+    HpErr err;
+    assert_int_equal(curv_init(&cv, &f.m, &f.d, all, f.d.n, 16, MODE_EVAL, CURV_GGN, &err), 0);
+    size_t P = f.m.n_params, *idx = malloc(P * sizeof(size_t));
+    float *wq = malloc(P * sizeof(float)), *Gw = malloc(P * sizeof(float));
     int checked = 0;
-    for (int g = 0; g < gs.n_groups; g++) {
-        if (!gs.groups[g].prunable) continue;
-        for (int c = 0; c < gs.groups[g].n_channels; c++, checked++) {
-            size_t k = group_channel_params(&m, &gs.groups[g], c, idx);
-            memset(wq, 0, P * sizeof(float));
-            for (size_t i = 0; i < k; i++) wq[idx[i]] = m.params[idx[i]];
-            assert_int_equal(curv_apply(&cv, wq, Gw, &err), 0);
-            double want = 0;
-            for (size_t i = 0; i < P; i++) want += 0.5 * (double)wq[i] * Gw[i];
-            double got = scores[g][c];
+    for (int g = 0; g < f.gs.n_groups; g++) {
+        const ChannelGroup *grp = &f.gs.groups[g];
+        for (int c = 0; grp->prunable && c < grp->n_channels; c++, checked++) {
+            size_t k = group_channel_params(&f.m, grp, c, idx);
+            double want = masked_quadratic(&cv, &f.m, idx, k, wq, Gw), got = f.scores[g][c];
             if (!(want > 0) || fabs(got - want) > 1e-4 * want)
-                fail_msg("group %s channel %d: fisher %.8g, 1/2 w'Gw %.8g", gs.groups[g].name, c, got, want);
+                fail_msg("group %s channel %d: fisher %.8g, 1/2 w'Gw %.8g", grp->name, c, got, want);
         }
     }
     assert_int_equal(checked, 10);  // conv1's 4 channels and conv2's 6
     free(idx), free(wq), free(Gw), free(all);
     curv_free(&cv);
-    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
-    groupset_free(&gs);
-    dataset_free(&d);
-    model_free(&m);
+    fixture_free(&f);
 }
 
 // Layer-wise OBS sees that a duplicated channel costs (almost) nothing: its consumer's columns
 // can move onto the copy. Magnitude criteria order channels by their norms.
 static void test_duplicate_and_magnitude(void **state) {
     (void)state;
-    Rng rng;
-    rng_seed(&rng, 8, 0);
-    Model m;
-    small_net(&m, &rng);
-    Dataset d;
-    small_data(&d, 128, &rng);
-    duplicate_channel(&m, 1, 3);
-    GroupSet gs;
-    HpErr err;
-    assert_int_equal(prune_groups(&m, &gs, &err), 0);
-    int g1 = group_id(&gs, "conv1");
-    double *scores[8] = {0};
-    for (int g = 0; g < gs.n_groups; g++) scores[g] = calloc((size_t)gs.groups[g].n_channels, sizeof(double));
-    run_criterion(&m, &gs, CRIT_OBS_LAYER, &d, scores);
+    Fixture f;
+    fixture_init(&f, 8, 128);
+    duplicate_channel(&f.m, 1, 3);
+    int g1 = group_id(&f.gs, "conv1");
+    double *const *scores = f.scores;
+    run_criterion(&f.m, &f.gs, CRIT_OBS_LAYER, &f.d, f.scores);
     double others = fmin(scores[g1][0], scores[g1][2]);
     assert_true(scores[g1][1] < 1e-3 * others);
     assert_true(scores[g1][3] < 1e-3 * others);
     // l1: scale channel 0's filter up: it ranks last; channel 2's down: first
-    const Node *c1 = &m.nodes[node_id(&m, "conv1")];
-    for (int k = 0; k < 9; k++) m.params[c1->w_off + k] *= 100, m.params[c1->w_off + 18 + k] *= 1e-3f;
-    run_criterion(&m, &gs, CRIT_L1, &d, scores);
+    const Node *c1 = &f.m.nodes[node_id(&f.m, "conv1")];
+    for (int k = 0; k < 9; k++) f.m.params[c1->w_off + k] *= 100, f.m.params[c1->w_off + 18 + k] *= 1e-3f;
+    run_criterion(&f.m, &f.gs, CRIT_L1, &f.d, f.scores);
     for (int c = 0; c < 4; c++) {
         if (c != 0) assert_true(scores[g1][c] < scores[g1][0]);
         if (c != 2 && c != 1 && c != 3) assert_true(scores[g1][c] > scores[g1][2]);
     }
-    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
-    groupset_free(&gs);
-    dataset_free(&d);
-    model_free(&m);
+    fixture_free(&f);
 }
 
 // widths_cost equals the MACs and parameters of the model surgery builds, on resnet20.
