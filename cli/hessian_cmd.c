@@ -372,37 +372,40 @@ static void exact_trace(Curvature *c, const Model *m, const uint32_t *group_of, 
     free(diag);
 }
 
-// Hutchinson traces at the requested level (with the model total), the exact Gauss-Newton ones,
-// or Hutch++.
+// Hutchinson's estimates of r's group traces (and their standard errors).
+static void hutchinson_traces(const HessOpts *o, LinOp *op, const uint32_t *group_of, HessResults *r) {
+    HpErr err;
+    Rng rng;
+    Progress pr;
+    HutchOpts ho = hutch_defaults();
+    ho.tol = o->tol;
+    ho.max_probes = o->max_probes;
+    if (ho.min_probes > ho.max_probes) ho.min_probes = ho.max_probes;
+    progress_init(&pr, "trace");
+    ho.progress = on_products;
+    ho.user = &pr;
+    r->hutch.group_trace = r->group_trace;
+    r->hutch.group_se = r->group_se;
+    rng_seed(&rng, o->seed, 101);
+    if (hutchinson_trace(op, group_of, (size_t)r->n_groups, &ho, &rng, &r->hutch, &err) < 0) die("%s", err.msg);
+    progress_done(&pr);
+}
+
+// The traces at the requested level (with the model total), Hutchinson's or the exact
+// Gauss-Newton ones, and Hutch++'s.
 static void run_trace(const HessOpts *o, Curvature *c, LinOp *op, const Model *m, HessResults *r) {
     HpErr err;
     Rng rng;
     Progress pr;
-    if (o->trace && o->exact) {
+    if (o->trace) {
         uint32_t *group_of = hp_malloc(m->n_params * sizeof(uint32_t));
         r->n_groups = param_groups(m, o->per, group_of, &r->groups);
         r->group_trace = hp_calloc((size_t)r->n_groups, sizeof(double));
         r->group_se = hp_calloc((size_t)r->n_groups, sizeof(double));
-        exact_trace(c, m, group_of, r);
-        r->have_trace = true;
-        free(group_of);
-    } else if (o->trace) {
-        uint32_t *group_of = hp_malloc(m->n_params * sizeof(uint32_t));
-        r->n_groups = param_groups(m, o->per, group_of, &r->groups);
-        r->group_trace = hp_calloc((size_t)r->n_groups, sizeof(double));
-        r->group_se = hp_calloc((size_t)r->n_groups, sizeof(double));
-        HutchOpts ho = hutch_defaults();
-        ho.tol = o->tol;
-        ho.max_probes = o->max_probes;
-        if (ho.min_probes > ho.max_probes) ho.min_probes = ho.max_probes;
-        progress_init(&pr, "trace");
-        ho.progress = on_products;
-        ho.user = &pr;
-        r->hutch.group_trace = r->group_trace;
-        r->hutch.group_se = r->group_se;
-        rng_seed(&rng, o->seed, 101);
-        if (hutchinson_trace(op, group_of, (size_t)r->n_groups, &ho, &rng, &r->hutch, &err) < 0) die("%s", err.msg);
-        progress_done(&pr);
+        if (o->exact)
+            exact_trace(c, m, group_of, r);
+        else
+            hutchinson_traces(o, op, group_of, r);
         r->have_trace = true;
         free(group_of);
     }
