@@ -177,7 +177,7 @@ echo "CPU: ${cpu:-unknown}; $(date -u '+%Y-%m-%d %H:%M UTC'); load average befor
 EIG_MODEL=${EIG_MODEL:-runs/resnet20_fmnist.safetensors}
 if [ -f "$EIG_MODEL" ] && [ -x "$BUILD/bench/eigs_compare" ]; then
   echo
-  echo "top eigenvalue of the loss Hessian to 1e-3 relative (128 training images, eval-mode BN):"
+  echo "top eigenvalues of the loss Hessian to 1e-3 relative (128 training images, eval-mode BN):"
   "$BUILD/bench/eigs_compare" "$EIG_MODEL" --threads "$THREADS"
 else
   echo
