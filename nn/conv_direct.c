@@ -4,6 +4,9 @@
 #include "conv_direct.h"
 
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "err.h"
 
@@ -29,7 +32,8 @@ static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 enum { DC_MIN_Q = 32 };  // wide positions below which the 16-lane tiles waste most of their work
 
 bool direct_fwd_ok(const ConvGeom *g) {
-    return g->groups == 1 && g->stride == 1 && g->k > 1 && (size_t)g->Ho * (size_t)(g->W + 2 * g->pad) >= DC_MIN_Q;
+    return g->groups == 1 && g->stride == 1 && g->k > 1 && g->pad < 16 &&
+           (size_t)g->Ho * (size_t)(g->W + 2 * g->pad) >= DC_MIN_Q;
 }
 
 bool direct_bwd_ok(const ConvGeom *g) { return direct_fwd_ok(g) && g->pad <= g->k - 1 && g->k <= 7; }
@@ -74,17 +78,36 @@ void direct_pack(const DirectConv *d, const float *w, bool transposed, float *pa
                 }
 }
 
+#ifdef __AVX512F__
+// row[0..Wp) = p zeros, src[0..Wi), zeros (Wp = Wi + 2 p, p < 16): 16 lanes at a time, the
+// first vector expanded from src into lanes p and up, the later ones masked loads.
+static inline void pad_row(const float *src, float *row, int Wi, int p, int Wp) {
+    for (int w = 0; w < Wp; w += 16) {
+        const int n = Wp - w < 16 ? Wp - w : 16, lo = w < p ? p - w : 0, hi = Wi + p - w < n ? Wi + p - w : n;
+        const __mmask16 store = (__mmask16)((1u << n) - 1u);
+        const __mmask16 load = hi > lo ? (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0;
+        // (a right-border vector loads nothing: its address stays src, not past the row)
+        __m512 v = w == 0 ? _mm512_maskz_expandloadu_ps(load, src) : _mm512_maskz_loadu_ps(load, load ? src + (w - p) : src);
+        _mm512_mask_storeu_ps(row + w, store, v);
+    }
+}
+#else
+// row[0..Wp) = p zeros, src[0..Wi), zeros (Wp = Wi + 2 p).
+static inline void pad_row(const float *src, float *row, int Wi, int p, int Wp) {
+    (void)Wp;
+    for (int j = 0; j < p; j++) row[j] = row[p + Wi + j] = 0.0f;
+    memcpy(row + p, src, (size_t)Wi * sizeof(float));
+}
+#endif
+
 void direct_pad(const DirectConv *d, const float *x, float *padded) {
     const int p = d->pad, Wi = d->Wi, Wp = d->Wp;
+    HP_ASSERT(p < 16);
     for (int c = 0; c < d->Ci; c++) {
         float *dst = padded + (size_t)c * d->plane;
         const float *src = x + (size_t)c * d->Hi * Wi;
         memset(dst, 0, (size_t)p * Wp * sizeof(float));
-        for (int h = 0; h < d->Hi; h++) {
-            float *row = dst + (size_t)(h + p) * Wp;
-            for (int j = 0; j < p; j++) row[j] = row[p + Wi + j] = 0.0f;
-            memcpy(row + p, src + (size_t)h * Wi, (size_t)Wi * sizeof(float));
-        }
+        for (int h = 0; h < d->Hi; h++) pad_row(src + (size_t)h * Wi, dst + (size_t)(h + p) * Wp, Wi, p, Wp);
         size_t used = (size_t)(d->Hi + p) * Wp;
         memset(dst + used, 0, (d->plane - used) * sizeof(float));
     }
@@ -155,30 +178,53 @@ static const TileFn DC_TILE_FNS[2][DC_OB + 1][DC_NV + 1] = {
     {{NULL}, DC_ROW(1, _k3), DC_ROW(2, _k3), DC_ROW(3, _k3), DC_ROW(4, _k3)},
 };
 
+#ifdef __AVX512F__
+// dst[0..n) = src[0..n) (+ bo if bias), clamped at zero if relu, or dst += src + bo if acc: 16
+// lanes at a time, the last vector masked (no scalar tail: pruned widths such as 7 or 14 are
+// mostly tail). max(v, +0) returns +0 for v = -0 or NaN, as v > 0 ? v : 0 does.
+static inline void narrow_row(const float *src, float *dst, int n, float bo, bool acc, bool bias, bool relu) {
+    const __m512 b = _mm512_set1_ps(bo), zero = _mm512_setzero_ps();
+    for (int w = 0; w < n; w += 16) {
+        const __mmask16 m = n - w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - w)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, src + w);
+        if (acc) {
+            v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + w), _mm512_add_ps(v, b));
+        } else {
+            if (bias) v = _mm512_add_ps(v, b);
+            if (relu) v = _mm512_max_ps(v, zero);
+        }
+        _mm512_mask_storeu_ps(dst + w, m, v);
+    }
+}
+#else
+// dst[0..n) = src[0..n) (+ bo if bias), clamped at zero if relu, or dst += src + bo if acc.
+static inline void narrow_row(const float *src, float *dst, int n, float bo, bool acc, bool bias, bool relu) {
+    if (acc) {
+#pragma omp simd
+        for (int w = 0; w < n; w++) dst[w] += src[w] + bo;
+    } else if (relu) {
+#pragma omp simd
+        for (int w = 0; w < n; w++) {
+            float v = bias ? src[w] + bo : src[w];
+            dst[w] = v > 0.0f ? v : 0.0f;
+        }
+    } else if (bias) {
+#pragma omp simd
+        for (int w = 0; w < n; w++) dst[w] = src[w] + bo;
+    } else {
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    }
+}
+#endif
+
 // Writes (acc: adds) the valid positions of the wide rows (Or, Qr) into out (Oo, Ho, Wo), plus
 // bias[o] if bias is not NULL, clamped at zero if relu (not with acc).
 static void narrow_out(const DirectConv *d, const float *wide, float *out, bool acc, const float *bias, bool relu) {
     for (int o = 0; o < d->Oo; o++) {
         const float bo = bias ? bias[o] : 0.0f;
-        for (int h = 0; h < d->Ho; h++) {
-            const float *src = wide + (size_t)o * d->Qr + (size_t)h * d->Wp;
-            float *dst = out + ((size_t)o * d->Ho + h) * d->Wo;
-            if (acc) {
-#pragma omp simd
-                for (int w = 0; w < d->Wo; w++) dst[w] += src[w] + bo;
-            } else if (relu) {
-#pragma omp simd
-                for (int w = 0; w < d->Wo; w++) {
-                    float v = src[w] + bo;
-                    dst[w] = v > 0.0f ? v : 0.0f;
-                }
-            } else if (bias) {
-#pragma omp simd
-                for (int w = 0; w < d->Wo; w++) dst[w] = src[w] + bo;
-            } else {
-                memcpy(dst, src, (size_t)d->Wo * sizeof(float));
-            }
-        }
+        for (int h = 0; h < d->Ho; h++)
+            narrow_row(wide + (size_t)o * d->Qr + (size_t)h * d->Wp, out + ((size_t)o * d->Ho + h) * d->Wo, d->Wo, bo,
+                       acc, bias != NULL, relu);
     }
 }
 
@@ -198,6 +244,7 @@ void direct_run(const DirectConv *d, int n_src, const float *const *padded, cons
 }
 
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide) {
+    // (one memset and row copies measured faster here than masked row stores)
     memset(dy_wide, 0, direct_wide_len(d) * sizeof(float));
     for (int o = 0; o < d->Oo; o++)
         for (int h = 0; h < d->Ho; h++)

@@ -34,8 +34,8 @@ typedef struct {
     size_t plane;    // floats per padded input plane, with the slack the last tiles read
 } DirectConv;
 
-// True when the forward pass of g can run directly (groups 1, stride 1, kernel > 1, and at
-// least 32 wide positions: on smaller planes most of each 16-lane tile would be dropped).
+// True when the forward pass of g can run directly (groups 1, stride 1, kernel > 1, padding
+// under 16, and at least 32 wide positions: on smaller planes most of each 16-lane tile would be dropped).
 bool direct_fwd_ok(const ConvGeom *g);
 // True when the backward pass of g can run directly: as forward, pad <= k - 1 (for the input
 // gradient) and k <= 7 (the kernels are tested up to 7; direct_dw itself takes any k).
