@@ -1,10 +1,11 @@
 #!/bin/sh
-# run_bench.sh: hprune against PyTorch on the same networks, interleaved per architecture
-# (hprune, then PyTorch, then the next architecture) so machine noise hits both; prints one
+# run_bench.sh: hprune against PyTorch on the same networks, interleaved in rounds per
+# architecture (hprune, then PyTorch, ROUNDS times, then the next architecture) so that machine
+# noise hits both; each figure is the median over the rounds of each round's median. Prints one
 # table of training/inference throughput and one of curvature products (gradient, Hv, Gv on one
 # batch). Called by `make bench` as `BUILD=build sh bench/run_bench.sh`.
 #
-# Settings (environment): THREADS (default: nproc), BATCH (128), REPS (7), WARMUP (2),
+# Settings (environment): THREADS (default: nproc), BATCH (128), ROUNDS (3), REPS (5), WARMUP (2),
 # MIN_BLOCK (0.3 s), ARCHS ("lenet5 resnet20"), BUILD (build), HPRUNE (./hprune, used by
 # torch_ref.py to check parameter counts), TORCH_PY (/usr/bin/python3), CURV (yes: time the
 # curvature products too; no), CURV_BN (both: hprune's curvature in eval and batch-statistics
@@ -15,7 +16,8 @@ BUILD=${BUILD:-build}
 BENCH=$BUILD/bench/bench
 THREADS=${THREADS:-$(nproc 2>/dev/null || echo 1)}
 BATCH=${BATCH:-128}
-REPS=${REPS:-7}
+ROUNDS=${ROUNDS:-3}
+REPS=${REPS:-5}
 WARMUP=${WARMUP:-2}
 MIN_BLOCK=${MIN_BLOCK:-0.3}
 ARCHS=${ARCHS:-"lenet5 resnet20"}
@@ -50,24 +52,38 @@ else
   hp_curv=""
 fi
 for arch in $ARCHS; do
-  echo "run_bench: $arch: hprune..." >&2
-  # shellcheck disable=SC2086  # $common is a list of options
-  if ! "$BENCH" --arch "$arch" $common $hp_curv --json >>"$tmp/hprune.jsonl"; then
-    echo "run_bench: hprune bench failed on $arch" >&2
-    exit 1
-  fi
-  if [ "$have_torch" = yes ]; then
-    echo "run_bench: $arch: PyTorch..." >&2
-    # shellcheck disable=SC2086
-    "$TORCH_PY" "$HERE/torch_ref.py" --arch "$arch" $common $check_args >>"$tmp/torch.jsonl" ||
-      echo "run_bench: torch_ref.py failed on $arch (its column shows -)" >&2
-  fi
+  round=1
+  while [ "$round" -le "$ROUNDS" ]; do
+    echo "run_bench: $arch: round $round/$ROUNDS: hprune..." >&2
+    # shellcheck disable=SC2086  # $common is a list of options
+    if ! "$BENCH" --arch "$arch" $common $hp_curv --json >>"$tmp/hprune.jsonl"; then
+      echo "run_bench: hprune bench failed on $arch" >&2
+      exit 1
+    fi
+    if [ "$have_torch" = yes ]; then
+      echo "run_bench: $arch: round $round/$ROUNDS: PyTorch..." >&2
+      # shellcheck disable=SC2086
+      "$TORCH_PY" "$HERE/torch_ref.py" --arch "$arch" $common $check_args >>"$tmp/torch.jsonl" ||
+        echo "run_bench: torch_ref.py failed on $arch (its column shows -)" >&2
+    fi
+    round=$((round + 1))
+  done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 
-# field FILE ARCH KEY: the number stored under KEY in ARCH's JSON line of FILE (empty if none).
+# values FILE ARCH KEY: the numbers stored under KEY in ARCH's JSON lines of FILE (one per round).
+values() {
+  grep -E "\"arch\": *\"$2\"" "$1" | grep -F "\"$3\"" | sed -n "s/.*\"$3\": *\([-+0-9.eE]*\).*/\1/p"
+}
+
+# field FILE ARCH KEY: the median of KEY over ARCH's rounds in FILE, or its minimum (KEY ending
+# in _min) or maximum (_max) for the spreads; empty if none.
 field() {
-  grep -E "\"arch\": *\"$2\"" "$1" | grep -F "\"$3\"" | head -n 1 | sed -n "s/.*\"$3\": *\([-+0-9.eE]*\).*/\1/p"
+  case $3 in
+    *_min) values "$1" "$2" "$3" | sort -g | head -n 1 ;;
+    *_max) values "$1" "$2" "$3" | sort -g | tail -n 1 ;;
+    *) values "$1" "$2" "$3" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }' ;;
+  esac
 }
 
 cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -n 1)
@@ -169,7 +185,7 @@ if [ "$have_torch" = yes ]; then
 else
   echo "PyTorch not available ($TORCH_PY -c 'import torch' failed): hprune figures only"
 fi
-echo "threads $THREADS, batch $BATCH, median of $REPS blocks of >= $MIN_BLOCK s, 1x28x28 inputs, 10 classes"
+echo "threads $THREADS, batch $BATCH, medians over $ROUNDS interleaved rounds of the medians of $REPS blocks of >= $MIN_BLOCK s; 1x28x28 inputs, 10 classes"
 echo "train step = forward + cross-entropy + backward + SGD (momentum 0.9, wd 5e-4); infer = eval-mode forward (hprune folds batchnorm and ReLU into the convolutions; PyTorch runs model.eval() as is)"
 echo "GFLOP/s: 2 x MACs per image for inference, training counted as 3 x forward FLOPs"
 echo "CPU: ${cpu:-unknown}; $(date -u '+%Y-%m-%d %H:%M UTC'); load average before $load_before, after $load_after"
