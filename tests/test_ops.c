@@ -168,6 +168,12 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
     for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(y[i] - yref[i]));
     fprintf(stderr, "  %-34s max abs err %.2e\n", "forward vs definition", worst);
     assert_true(worst < 1e-5);
+    // the fused epilogue of inference: max(conv + b, 0)
+    conv2d_forward_relu(&g, c.x, c.w, c.b, y, c.col, c.col_len);
+    worst = 0;
+    for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(y[i] - fmax(yref[i], 0.0)));
+    fprintf(stderr, "  %-34s max abs err %.2e\n", "forward + ReLU vs definition", worst);
+    assert_true(worst < 1e-5);
     free(yref);
     check_grad("dx", &p, c.x, nx, dx);
     check_grad("dw", &p, c.w, nw, dw);
@@ -243,6 +249,9 @@ static void test_conv_direct_tiles(void **state) {
     check_conv("direct: 3x3 pad 1 on 5x5 (3 vectors)", 2, 3, 5, 5, 5, 3, 1, 1, 1, false, 32);
     check_conv("direct: 3x3 pad 1 on 7x7, N=9 (4 vectors)", 9, 3, 7, 7, 9, 3, 1, 1, 1, true, 33);
     check_conv("direct: 3x3 pad 1 on 7x8 (5 vectors)", 2, 2, 7, 8, 4, 3, 1, 1, 1, false, 34);
+    check_conv("direct: 3x3 pad 1 on 3x14 (padded rows of 16)", 2, 3, 3, 14, 5, 3, 1, 1, 1, true, 35);
+    check_conv("direct: 3x3 pad 1 on 2x30 (padded rows of 32)", 2, 2, 2, 30, 3, 3, 1, 1, 1, true, 36);
+    check_conv("direct: 5x5 pad 2 on 5x35 (padded rows of 39)", 2, 2, 5, 35, 3, 5, 1, 2, 1, true, 37);
     check_conv("tiny plane (im2col): 3x3 pad 1 on 3x3", 2, 3, 3, 3, 4, 3, 1, 1, 1, true, 29);
 }
 
