@@ -91,8 +91,16 @@ static int lanczos_needed(LinOp *op, double ref, int cap, double *got, HpErr *er
     return hi;
 }
 
-// Largest relative error of got[0..k) against ref[0..k).
-static double max_rel_err(const double *got, const double *ref, int k) {
+// Largest relative error of got[0..k) against ref[0..k), both by decreasing value (got is
+// sorted so first: power iteration finds its pairs by decreasing magnitude, in the order of
+// deflation).
+static double max_rel_err(double *got, const double *ref, int k) {
+    for (int i = 1; i < k; i++)  // insertion sort, decreasing
+        for (int j = i; j > 0 && got[j] > got[j - 1]; j--) {
+            double t = got[j];
+            got[j] = got[j - 1];
+            got[j - 1] = t;
+        }
     double e = 0;
     for (int i = 0; i < k; i++) {
         double r = fabs(got[i] - ref[i]) / fabs(ref[i]);
@@ -120,10 +128,10 @@ static int own_rules(LinOp *op, int k, HpErr *err) {
     PowerOut pout = {.values = pw};
     rng_seed(&rng, 1, 1);
     if (power_eigs(op, &po, &rng, &pout, err) < 0) return -1;
-    printf("top %d, own stopping rules at 1e-3: Lanczos %d products (largest error %.1e), power iteration %ld "
+    printf("top %d, own stopping rules at 1e-3: Lanczos %d products (largest error %.1e%s), power iteration %ld "
            "(%.1e, %d of %d converged); ratio %.2f\n",
-           k, lout.steps, max_rel_err(lz, ref, k), pout.products, max_rel_err(pw, ref, k), pout.converged, k,
-           (double)lout.steps / (double)pout.products);
+           k, lout.steps, max_rel_err(lz, ref, k), lout.converged ? "" : ", NOT converged", pout.products,
+           max_rel_err(pw, ref, k), pout.converged, k, (double)lout.steps / (double)pout.products);
     return 0;
 }
 

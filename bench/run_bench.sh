@@ -1,7 +1,8 @@
 #!/bin/sh
 # run_bench.sh: hprune against PyTorch on the same networks, interleaved in rounds per
 # architecture (hprune, then PyTorch, ROUNDS times, then the next architecture) so that machine
-# noise hits both; each figure is the median over the rounds of each round's median. Prints one
+# noise hits both; each figure is the median over the rounds of each round's median, each ratio
+# the ratio of two such medians. Prints one
 # table of training/inference throughput and one of curvature products (gradient, Hv, Gv on one
 # batch). Called by `make bench` as `BUILD=build sh bench/run_bench.sh`.
 #
@@ -64,7 +65,7 @@ for arch in $ARCHS; do
       echo "run_bench: $arch: round $round/$ROUNDS: PyTorch..." >&2
       # shellcheck disable=SC2086
       "$TORCH_PY" "$HERE/torch_ref.py" --arch "$arch" $common $check_args >>"$tmp/torch.jsonl" ||
-        echo "run_bench: torch_ref.py failed on $arch (its column shows -)" >&2
+        echo "run_bench: torch_ref.py failed on $arch, round $round (its columns use the other rounds, or show -)" >&2
     fi
     round=$((round + 1))
   done
@@ -73,7 +74,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 
 # values FILE ARCH KEY: the numbers stored under KEY in ARCH's JSON lines of FILE (one per round).
 values() {
-  grep -E "\"arch\": *\"$2\"" "$1" | grep -F "\"$3\"" | sed -n "s/.*\"$3\": *\([-+0-9.eE]*\).*/\1/p"
+  grep -E "\"arch\": *\"$2\"" "$1" | grep -F "\"$3\"" | sed -n "s/.*\"$3\": *\([-+0-9.eE]*\).*/\1/p" | grep -v '^$'
 }
 
 # field FILE ARCH KEY: the median of KEY over ARCH's rounds in FILE, or its minimum (KEY ending
@@ -82,7 +83,8 @@ field() {
   case $3 in
     *_min) values "$1" "$2" "$3" | sort -g | head -n 1 ;;
     *_max) values "$1" "$2" "$3" | sort -g | tail -n 1 ;;
-    *) values "$1" "$2" "$3" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }' ;;
+    *) values "$1" "$2" "$3" | sort -g |
+      awk '{ v[NR] = $1 } END { if (NR) printf "%.10g\n", (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }' ;;
   esac
 }
 

@@ -87,7 +87,8 @@ static inline void pad_row(const float *src, float *row, int Wi, int p, int Wp) 
         const __mmask16 store = (__mmask16)((1u << n) - 1u);
         const __mmask16 load = hi > lo ? (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0;
         // (a right-border vector loads nothing: its address stays src, not past the row)
-        __m512 v = w == 0 ? _mm512_maskz_expandloadu_ps(load, src) : _mm512_maskz_loadu_ps(load, load ? src + (w - p) : src);
+        const float *from = w == 0 || !load ? src : src + (w - p);
+        __m512 v = w == 0 ? _mm512_maskz_expandloadu_ps(load, from) : _mm512_maskz_loadu_ps(load, from);
         _mm512_mask_storeu_ps(row + w, store, v);
     }
 }
