@@ -245,14 +245,22 @@ static void narrow(const ConvGeom *g, const float *src, int rows, float *dst, bo
 static int slots(const ConvGeom *g) { return g->threads > 0 ? g->threads : omp_get_max_threads(); }
 
 // Adds bias b (O) to every position of one sample's output yn (O, Ho, Wo), if b is not NULL,
-// then clamps it at zero if relu: the epilogue of a forward pass, on a plane still in cache.
-static void epilogue(const ConvGeom *g, const float *b, bool relu, float *yn) {
+// then resn (O, Ho, Wo) if not NULL, then clamps it at zero if relu: the epilogue of a forward
+// pass, on a plane still in cache.
+static void epilogue(const ConvGeom *g, const float *b, const float *resn, bool relu, float *yn) {
     const int P = g->Ho * g->Wo;
-    if (!b && !relu) return;
+    if (!b && !resn && !relu) return;
     for (int o = 0; o < g->O; o++) {
         float *yo = yn + (size_t)o * P;
         const float bo = b ? b[o] : 0.0f;
-        if (relu) {
+        if (resn) {
+            const float *ro = resn + (size_t)o * P;
+#pragma omp simd
+            for (int p = 0; p < P; p++) {
+                float v = (b ? yo[p] + bo : yo[p]) + ro[p];
+                yo[p] = !relu || v > 0.0f ? v : 0.0f;
+            }
+        } else if (relu) {
 #pragma omp simd
             for (int p = 0; p < P; p++) {
                 float v = yo[p] + bo;
@@ -265,11 +273,13 @@ static void epilogue(const ConvGeom *g, const float *b, bool relu, float *yn) {
     }
 }
 
-// y = conv(x, w) [+ conv(x2, w2)] + b, or y += ... when acc, by the direct kernel
-// (direct_fwd_ok(g)), the second term only when x2 is not NULL; relu (only without acc) clamps
-// the result at zero. Both terms share each tile's accumulators.
+// y = conv(x, w) [+ conv(x2, w2)] + b [+ res], or y += ... when acc, by the direct kernel
+// (direct_fwd_ok(g)), the second term only when x2 is not NULL, res (N, O, Ho, Wo) only when not
+// NULL; relu clamps the result at zero (res and relu only without acc). Both terms share each
+// tile's accumulators.
 static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *w, const float *x2, const float *w2,
-                                const float *b, bool relu, float *y, float *col, size_t col_stride, bool acc) {
+                                const float *b, const float *res, bool relu, float *y, float *col, size_t col_stride,
+                                bool acc) {
     const DirectConv d = direct_fwd(g);
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
     const int n_src = x2 ? 2 : 1;
@@ -287,18 +297,19 @@ static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *
         for (int n = 0; n < g->N; n++) {
             float *yn = y + (size_t)n * out_len;
             for (int s = 0; s < n_src; s++) direct_pad(&d, xs[s] + (size_t)n * in_len, padded[s]);
-            direct_run(&d, n_src, (const float *const *)padded, (const float *const *)packed, wide, yn, acc, b, relu);
+            direct_run(&d, n_src, (const float *const *)padded, (const float *const *)packed, wide, yn, acc, b,
+                       res ? res + (size_t)n * out_len : NULL, relu);
         }
     }
 }
 
-// y = conv(x, w) + b, or y += conv(x, w) + b when acc; relu (only without acc) clamps the
-// result at zero.
-static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, const float *b, bool relu, float *y,
-                         float *col, size_t col_stride, bool acc) {
-    HP_ASSERT(!(relu && acc));
+// y = conv(x, w) + b [+ res (N, O, Ho, Wo) if not NULL], or y += conv(x, w) + b when acc; relu
+// clamps the result at zero (res and relu only without acc).
+static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res,
+                         bool relu, float *y, float *col, size_t col_stride, bool acc) {
+    HP_ASSERT(!(acc && (relu || res)));
     if (direct_fwd_ok(g)) {
-        conv2d_apply_direct(g, x, w, NULL, NULL, b, relu, y, col, col_stride, acc);
+        conv2d_apply_direct(g, x, w, NULL, NULL, b, res, relu, y, col, col_stride, acc);
         return;
     }
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = Cg * g->k * g->k, P = g->Ho * g->Wo;
@@ -327,18 +338,23 @@ static void conv2d_apply(const ConvGeom *g, const float *x, const float *w, cons
                             acc ? 1.0f : 0.0f, yg, P);
             }
         }
-        epilogue(g, b, relu, yn);
+        epilogue(g, b, res ? res + (size_t)n * out_len : NULL, relu, yn);
     }
 }
 
 void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                     size_t col_stride) {
-    conv2d_apply(g, x, w, b, false, y, col, col_stride, false);
+    conv2d_apply(g, x, w, b, NULL, false, y, col, col_stride, false);
 }
 
 void conv2d_forward_relu(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                          size_t col_stride) {
-    conv2d_apply(g, x, w, b, true, y, col, col_stride, false);
+    conv2d_apply(g, x, w, b, NULL, true, y, col, col_stride, false);
+}
+
+void conv2d_forward_res(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
+                        float *y, float *col, size_t col_stride) {
+    conv2d_apply(g, x, w, b, res, relu, y, col, col_stride, false);
 }
 
 // db_part (O) += the sums over positions of one sample's output gradient dyn (O, Ho, Wo).
@@ -425,7 +441,7 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
                     direct_pad(&dd, dyn, padded[0]);
                     if (dy2n) direct_pad(&dd, dy2n, padded[1]);
                     direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
-                               dx + (size_t)n * in_len, acc, NULL, false);
+                               dx + (size_t)n * in_len, acc, NULL, NULL, false);
                 }
                 if (db) add_bias_grad(g, dyn, my_db);
             }
@@ -517,12 +533,12 @@ void conv2d_rforward(const ConvGeom *g, const float *x, const float *w, const fl
                      const float *vb, float *ry, float *col, size_t col_stride) {
     // R{y} = conv(R{x}, w) + conv(x, V_w) + V_b
     if (rx && direct_fwd_ok(g)) {
-        conv2d_apply_direct(g, rx, w, x, vw, vb, false, ry, col, col_stride, false);
+        conv2d_apply_direct(g, rx, w, x, vw, vb, NULL, false, ry, col, col_stride, false);
     } else if (rx) {
-        conv2d_apply(g, rx, w, vb, false, ry, col, col_stride, false);
-        conv2d_apply(g, x, vw, NULL, false, ry, col, col_stride, true);
+        conv2d_apply(g, rx, w, vb, NULL, false, ry, col, col_stride, false);
+        conv2d_apply(g, x, vw, NULL, NULL, false, ry, col, col_stride, true);
     } else {
-        conv2d_apply(g, x, vw, vb, false, ry, col, col_stride, false);
+        conv2d_apply(g, x, vw, vb, NULL, false, ry, col, col_stride, false);
     }
 }
 

@@ -180,10 +180,12 @@ static const TileFn DC_TILE_FNS[2][DC_OB + 1][DC_NV + 1] = {
 };
 
 #ifdef __AVX512F__
-// dst[0..n) = src[0..n) (+ bo if bias), clamped at zero if relu, or dst += src + bo if acc: 16
-// lanes at a time, the last vector masked (no scalar tail: pruned widths such as 7 or 14 are
-// mostly tail). max(v, +0) returns +0 for v = -0 or NaN, as v > 0 ? v : 0 does.
-static inline void narrow_row(const float *src, float *dst, int n, float bo, bool acc, bool bias, bool relu) {
+// dst[0..n) = src[0..n) (+ bo if bias) (+ res[0..n) if res), clamped at zero if relu, or
+// dst += src + bo if acc: 16 lanes at a time, the last vector masked (no scalar tail: pruned
+// widths such as 7 or 14 are mostly tail). max(v, +0) returns +0 for v = -0 or NaN, as
+// v > 0 ? v : 0 does.
+static inline void narrow_row(const float *src, float *dst, int n, float bo, bool acc, bool bias, const float *res,
+                              bool relu) {
     const __m512 b = _mm512_set1_ps(bo), zero = _mm512_setzero_ps();
     for (int w = 0; w < n; w += 16) {
         const __mmask16 m = n - w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - w)) - 1u);
@@ -192,22 +194,26 @@ static inline void narrow_row(const float *src, float *dst, int n, float bo, boo
             v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst + w), _mm512_add_ps(v, b));
         } else {
             if (bias) v = _mm512_add_ps(v, b);
+            if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + w));
             if (relu) v = _mm512_max_ps(v, zero);
         }
         _mm512_mask_storeu_ps(dst + w, m, v);
     }
 }
 #else
-// dst[0..n) = src[0..n) (+ bo if bias), clamped at zero if relu, or dst += src + bo if acc.
-static inline void narrow_row(const float *src, float *dst, int n, float bo, bool acc, bool bias, bool relu) {
+// dst[0..n) = src[0..n) (+ bo if bias) (+ res[0..n) if res), clamped at zero if relu, or
+// dst += src + bo if acc.
+static inline void narrow_row(const float *src, float *dst, int n, float bo, bool acc, bool bias, const float *res,
+                              bool relu) {
     if (acc) {
 #pragma omp simd
         for (int w = 0; w < n; w++) dst[w] += src[w] + bo;
-    } else if (relu) {
+    } else if (relu || res) {
 #pragma omp simd
         for (int w = 0; w < n; w++) {
             float v = bias ? src[w] + bo : src[w];
-            dst[w] = v > 0.0f ? v : 0.0f;
+            if (res) v += res[w];
+            dst[w] = !relu || v > 0.0f ? v : 0.0f;
         }
     } else if (bias) {
 #pragma omp simd
@@ -219,19 +225,23 @@ static inline void narrow_row(const float *src, float *dst, int n, float bo, boo
 #endif
 
 // Writes (acc: adds) the valid positions of the wide rows (Or, Qr) into out (Oo, Ho, Wo), plus
-// bias[o] if bias is not NULL, clamped at zero if relu (not with acc).
-static void narrow_out(const DirectConv *d, const float *wide, float *out, bool acc, const float *bias, bool relu) {
+// bias[o] if bias is not NULL, plus res (Oo, Ho, Wo) if not NULL, clamped at zero if relu
+// (neither res nor relu with acc).
+static void narrow_out(const DirectConv *d, const float *wide, float *out, bool acc, const float *bias,
+                       const float *res, bool relu) {
     for (int o = 0; o < d->Oo; o++) {
         const float bo = bias ? bias[o] : 0.0f;
-        for (int h = 0; h < d->Ho; h++)
-            narrow_row(wide + (size_t)o * d->Qr + (size_t)h * d->Wp, out + ((size_t)o * d->Ho + h) * d->Wo, d->Wo, bo,
-                       acc, bias != NULL, relu);
+        for (int h = 0; h < d->Ho; h++) {
+            const size_t at = ((size_t)o * d->Ho + h) * d->Wo;
+            narrow_row(wide + (size_t)o * d->Qr + (size_t)h * d->Wp, out + at, d->Wo, bo, acc, bias != NULL,
+                       res ? res + at : NULL, relu);
+        }
     }
 }
 
 void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
-                float *out, bool acc, const float *bias, bool relu) {
-    HP_ASSERT(!(acc && relu));
+                float *out, bool acc, const float *bias, const float *res, bool relu) {
+    HP_ASSERT(!(acc && (relu || res)));
     const int full = DC_NV * DC_VL, k3 = d->k == 3;
     for (int q0 = 0; q0 < d->Qr; q0 += full) {
         int nv = (d->Qr - q0) / DC_VL;
@@ -241,7 +251,7 @@ void direct_run(const DirectConv *d, int n_src, const float *const *padded, cons
             DC_TILE_FNS[k3][no][nv](d, n_src, padded, packed, ob, q0, wide);
         }
     }
-    narrow_out(d, wide, out, acc, bias, relu);
+    narrow_out(d, wide, out, acc, bias, res, relu);
 }
 
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide) {

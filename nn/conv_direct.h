@@ -59,10 +59,10 @@ void direct_pack(const DirectConv *d, const float *w, bool transposed, float *pa
 // Copies x (Ci, Hi, Wi) into padded (Ci planes of d->plane floats), zero border and slack.
 void direct_pad(const DirectConv *d, const float *x, float *padded);
 // out (Oo, Ho, Wo) = (acc: +=) sum over the n_src (1 or 2) sources of conv(padded[s], packed[s])
-// [+ bias (Oo) if not NULL], then max(., 0) if relu (not with acc); wide: scratch of
-// direct_wide_len floats.
+// [+ bias (Oo) if not NULL] [+ res (Oo, Ho, Wo) if not NULL], then max(., 0) if relu (neither
+// res nor relu with acc); wide: scratch of direct_wide_len floats.
 void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
-                float *out, bool acc, const float *bias, bool relu);
+                float *out, bool acc, const float *bias, const float *res, bool relu);
 // Copies dy (Oo, Ho, Wo) into wide rows dy_wide (Or, Qr) (direct_wide_len floats), zero at the
 // positions the wide layout drops and in the rows past Oo.
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide);

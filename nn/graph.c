@@ -209,8 +209,20 @@ static void fold_batchnorm(const Model *m, const Node *c, const Node *bn, float 
     }
 }
 
-// MODE_INFER: runs node i together with the batchnorm and/or ReLU that alone consume it (a
-// convolution) or the ReLU that alone consumes it (an add), writing the last one's output and
+// The add that alone consumes node last, if its other input is a node before first (already
+// computed, as nodes run in order and a fused chain writes its last node's output), else -1;
+// *other gets that input.
+static int add_after(const Model *m, const Workspace *ws, int last, int first, int *other) {
+    int a = sole_of_op(m, ws, last, OP_ADD);
+    if (a < 0) return -1;
+    const Node *an = &m->nodes[a];
+    *other = an->in[0] == last ? an->in[1] : an->in[0];
+    return *other < first ? a : -1;
+}
+
+// MODE_INFER: runs node i together with the batchnorm, residual add and/or ReLU that alone
+// consume it in that order (a convolution; the add only when its other input is already
+// computed) or the ReLU that alone consumes it (an add), writing the last one's output and
 // marking the others skipped. Returns false when node i has nothing to fuse.
 static bool forward_fused(Model *m, Workspace *ws, int i, int N) {
     const Node *n = &m->nodes[i];
@@ -222,9 +234,10 @@ static bool forward_fused(Model *m, Workspace *ws, int i, int N) {
         return true;
     }
     if (n->op != OP_CONV2D) return false;
-    int bn = sole_of_op(m, ws, i, OP_BATCHNORM2D), last = bn >= 0 ? bn : i;
-    int r = sole_of_op(m, ws, last, OP_RELU);
-    if (bn < 0 && r < 0) return false;
+    int bn = sole_of_op(m, ws, i, OP_BATCHNORM2D), last = bn >= 0 ? bn : i, other = -1;
+    int add = add_after(m, ws, last, i, &other);
+    int r = sole_of_op(m, ws, add >= 0 ? add : last, OP_RELU);
+    if (bn < 0 && add < 0 && r < 0) return false;
     const float *w = m->params + n->w_off, *b = n->b_len ? m->params + n->b_off : NULL;
     if (bn >= 0) {
         float *wf = ws->wscratch, *bf = wf + n->w_len;  // forward passes leave wscratch free
@@ -234,12 +247,17 @@ static bool forward_fused(Model *m, Workspace *ws, int i, int N) {
         ws->skip[bn] = true;
     }
     ConvGeom g = conv_geom(m, n, N, ws->n_threads);
-    if (r >= 0) {
-        conv2d_forward_relu(&g, ws->act[n->in[0]], w, b, ws->act[r], ws->col, ws->col_stride);
-        ws->skip[r] = true;
+    int out = r >= 0 ? r : add >= 0 ? add : bn;  // the last node of the chain
+    if (add >= 0) {
+        conv2d_forward_res(&g, ws->act[n->in[0]], w, b, ws->act[other], r >= 0, ws->act[out], ws->col,
+                           ws->col_stride);
+        ws->skip[add] = true;
+    } else if (r >= 0) {
+        conv2d_forward_relu(&g, ws->act[n->in[0]], w, b, ws->act[out], ws->col, ws->col_stride);
     } else {
-        conv2d_forward(&g, ws->act[n->in[0]], w, b, ws->act[bn], ws->col, ws->col_stride);
+        conv2d_forward(&g, ws->act[n->in[0]], w, b, ws->act[out], ws->col, ws->col_stride);
     }
+    if (r >= 0) ws->skip[r] = true;
     return true;
 }
 

@@ -36,6 +36,10 @@ void conv2d_forward(const ConvGeom *g, const float *x, const float *w, const flo
 // As conv2d_forward, then y = max(y, 0): a convolution with the ReLU after it folded in.
 void conv2d_forward_relu(const ConvGeom *g, const float *x, const float *w, const float *b, float *y, float *col,
                          size_t col_stride);
+// As conv2d_forward, then y += res (N, O, Ho, Wo), then y = max(y, 0) if relu: a convolution with
+// the residual add (and the ReLU) after it folded in. res must not overlap y.
+void conv2d_forward_res(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
+                        float *y, float *col, size_t col_stride);
 // dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ... (if not NULL), db (O) += ... (if not NULL),
 // dx (N, C, H, W) = (acc: +=) ... (if not NULL). wscratch: per-thread partial sums, thread t uses
 // wscratch + t * ws_stride (ws_stride >= w_len + O).

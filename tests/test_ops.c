@@ -174,6 +174,18 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
     for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(y[i] - fmax(yref[i], 0.0)));
     fprintf(stderr, "  %-34s max abs err %.2e\n", "forward + ReLU vs definition", worst);
     assert_true(worst < 1e-5);
+    // the fused residual add of inference, without and with the ReLU after it
+    for (int relu = 0; relu < 2; relu++) {
+        conv2d_forward_res(&g, c.x, c.w, c.b, r, relu, y, c.col, c.col_len);
+        worst = 0;
+        for (size_t i = 0; i < ny; i++) {
+            double want = yref[i] + r[i];
+            worst = fmax(worst, fabs(y[i] - (relu ? fmax(want, 0.0) : want)));
+        }
+        const char *what = relu ? "forward + res + ReLU vs definition" : "forward + res vs definition";
+        fprintf(stderr, "  %-34s max abs err %.2e\n", what, worst);
+        assert_true(worst < 1e-5);
+    }
     free(yref);
     check_grad("dx", &p, c.x, nx, dx);
     check_grad("dw", &p, c.w, nw, dw);
