@@ -5,7 +5,7 @@
 //
 // One training step = zero the gradient, forward (MODE_TRAIN), softmax cross-entropy, backward,
 // SGD step (momentum 0.9, weight decay 5e-4). One inference step = forward (MODE_INFER: eval-mode
-// statistics with batchnorm and ReLU folded into the ops before them).
+// statistics with batchnorm, residual adds and ReLU folded into the ops before them).
 // Each figure is the median over R timed blocks of k steps, k chosen so a block lasts at least
 // --min-block seconds. FLOPs: 2 x multiply-accumulates (node_macs) per image for inference;
 // a training step counts as 3 x the forward FLOPs (forward + input grad + weight grad).

@@ -188,7 +188,7 @@ else
   echo "PyTorch not available ($TORCH_PY -c 'import torch' failed): hprune figures only"
 fi
 echo "threads $THREADS, batch $BATCH, medians over $ROUNDS interleaved rounds of the medians of $REPS blocks of >= $MIN_BLOCK s; 1x28x28 inputs, 10 classes"
-echo "train step = forward + cross-entropy + backward + SGD (momentum 0.9, wd 5e-4); infer = eval-mode forward (hprune folds batchnorm and ReLU into the convolutions; PyTorch runs model.eval() as is)"
+echo "train step = forward + cross-entropy + backward + SGD (momentum 0.9, wd 5e-4); infer = eval-mode forward (hprune folds batchnorm, residual adds and ReLU into the convolutions; PyTorch runs model.eval() as is)"
 echo "GFLOP/s: 2 x MACs per image for inference, training counted as 3 x forward FLOPs"
 echo "CPU: ${cpu:-unknown}; $(date -u '+%Y-%m-%d %H:%M UTC'); load average before $load_before, after $load_after"
 # Lanczos against power iteration on a trained model, when one has been trained (configs/).

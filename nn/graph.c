@@ -209,9 +209,10 @@ static void fold_batchnorm(const Model *m, const Node *c, const Node *bn, float 
     }
 }
 
-// The add that alone consumes node last, if its other input is a node before first (already
-// computed, as nodes run in order and a fused chain writes its last node's output), else -1;
-// *other gets that input.
+// The add that alone consumes node last, if its other input is a node before first, else -1;
+// *other gets that input. Such a node is computed: nodes run in order, a fused chain writes its
+// last node's output, and an unwritten node inside a chain has its sole consumer in that chain
+// (which cannot hold this add, whose input last is at or after first).
 static int add_after(const Model *m, const Workspace *ws, int last, int first, int *other) {
     int a = sole_of_op(m, ws, last, OP_ADD);
     if (a < 0) return -1;

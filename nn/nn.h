@@ -144,7 +144,8 @@ typedef enum {
     MODE_BATCHSTATS,  // batch statistics, running statistics untouched; dropout off
     MODE_INFER,       // as MODE_EVAL for inference only: no backward or R-operator may follow, and only
                       // the logits are defined (batchnorm is folded into the convolution before it,
-                      // a ReLU into the convolution or add before it)
+                      // a residual add into the convolution before it when its other input is
+                      // already computed, a ReLU into the convolution or add before it)
 } Mode;
 
 // Activations and scratch for one batch size, allocated once and reused for every batch.

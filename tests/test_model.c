@@ -358,8 +358,9 @@ static void test_grad_resnet20(void **state) {
 // ---- inference with fused ops ----
 
 // Asserts that MODE_INFER gives MODE_EVAL's logits (to float rounding) on m at random
-// parameters with non-trivial batchnorm, and that an eval forward and backward still work after it.
-static void check_infer_matches_eval(Model *m, uint64_t seed) {
+// parameters with non-trivial batchnorm, and that an eval forward and backward still work after
+// it; returns the number of residual adds the fused pass folded into a convolution.
+static int check_infer_matches_eval(Model *m, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed, 9);
     model_init_params(m, &rng);
@@ -373,8 +374,11 @@ static void check_infer_matches_eval(Model *m, uint64_t seed) {
     ws_init(&ws, m, N, N_THREADS);
     memcpy(z_eval, model_forward(m, &ws, x, N, MODE_EVAL, NULL), (size_t)N * K * sizeof(float));
     const float *z_infer = model_forward(m, &ws, x, N, MODE_INFER, NULL);
-    int fused = 0;  // nodes computed by the op before them: the fusion really ran
-    for (int i = 0; i < m->n_nodes; i++) fused += ws.skip[i];
+    int fused = 0, adds = 0;  // nodes computed by the op before them: the fusion really ran
+    for (int i = 0; i < m->n_nodes; i++) {
+        fused += ws.skip[i];
+        adds += ws.skip[i] && m->nodes[i].op == OP_ADD;
+    }
     assert_true(fused > 0);
     double worst = 0.0, scale = 0.0;
     for (int i = 0; i < N * K; i++) {
@@ -391,6 +395,7 @@ static void check_infer_matches_eval(Model *m, uint64_t seed) {
     model_backward(m, &ws, dlogits, grad, NULL);
     ws_free(&ws);
     free(x), free(z_eval), free(dlogits), free(grad);
+    return adds;
 }
 
 // Every built-in architecture, a ResNet with a projection shortcut and dropout, and a conv with
@@ -402,12 +407,13 @@ static void test_infer_matches_eval(void **state) {
     for (const char *const *a = arch_names(); *a; a++) {
         Model m;
         expect_ok(arch_build(&m, *a, (Shape){1, 28, 28}, 10, &err), &err);
-        check_infer_matches_eval(&m, seed++);
+        int adds = check_infer_matches_eval(&m, seed++);
+        if (strncmp(*a, "resnet", 6) == 0) assert_true(adds > 0);  // residual adds folded too
         model_free(&m);
     }
     Model m;
     build_small_resnet(&m, (Shape){2, 8, 8}, 3);
-    check_infer_matches_eval(&m, seed++);
+    assert_true(check_infer_matches_eval(&m, seed++) > 0);
     model_free(&m);
     model_init(&m, (Shape){2, 6, 6}, 3);
     int x = mb_input(&m, &err);
