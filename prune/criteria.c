@@ -216,13 +216,20 @@ static int score_taylor(const CritOpts *o, Model *m, const GroupSet *gs, double 
     return 0;
 }
 
-int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int *probes, HpErr *err) {
+// Sets up eval-mode curvature products of the given kind over o's calibration images, in batches
+// of o->batch (or one image each if per_image: the exact Gauss-Newton passes). 0, or -1 with err.
+static int calibration_curv(const CritOpts *o, Model *m, CurvKind kind, bool per_image, Curvature *cv, HpErr *err) {
     int n;
     int *idx = crit_calibration(o, &n);
-    Curvature cv;
-    int rc = curv_init(&cv, m, o->data, idx, n, o->batch < n ? o->batch : n, MODE_EVAL, ggn ? CURV_GGN : CURV_HESSIAN, err);
+    int batch = per_image ? 1 : o->batch < n ? o->batch : n;
+    int rc = curv_init(cv, m, o->data, idx, n, batch, MODE_EVAL, kind, err);
     free(idx);
-    if (rc < 0) return -1;
+    return rc;
+}
+
+int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int *probes, HpErr *err) {
+    Curvature cv;
+    if (calibration_curv(o, m, ggn ? CURV_GGN : CURV_HESSIAN, false, &cv, err) < 0) return -1;
     LinOp op = curv_linop(&cv);
     HutchOpts ho = hutch_defaults();
     ho.min_probes = ho.max_probes = o->probes < 2 ? 2 : o->probes;
@@ -232,7 +239,7 @@ int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int
     out.diag = diag;
     Rng rng;
     rng_seed(&rng, o->seed, 403);
-    rc = hutchinson_trace(&op, NULL, 1, &ho, &rng, &out, err);
+    int rc = hutchinson_trace(&op, NULL, 1, &ho, &rng, &out, err);
     curv_free(&cv);
     if (probes) *probes = out.probes;
     return rc;
@@ -258,13 +265,9 @@ static void score_hap(const Model *m, const GroupSet *gs, const float *diag, dou
 }
 
 int crit_ggn_diag(const CritOpts *o, Model *m, float *diag, HpErr *err) {
-    int n;
-    int *idx = crit_calibration(o, &n);
     Curvature cv;
-    int rc = curv_init(&cv, m, o->data, idx, n, 1, MODE_EVAL, CURV_GGN, err);
-    free(idx);
-    if (rc < 0) return -1;
-    rc = curv_ggn_diag(&cv, diag, o->progress, o->user, err);
+    if (calibration_curv(o, m, CURV_GGN, true, &cv, err) < 0) return -1;
+    int rc = curv_ggn_diag(&cv, diag, o->progress, o->user, err);
     curv_free(&cv);
     return rc;
 }
@@ -320,13 +323,12 @@ static void channel_lists(const Model *m, const GroupSet *gs, ChannelQuads *q) {
 static int score_fisher(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     ChannelQuads q = {.w = m->params};
     channel_lists(m, gs, &q);
-    int T = omp_get_max_threads(), n;
+    int T = omp_get_max_threads(), n = 0;
     q.acc = hp_calloc((size_t)T * q.n_ch + 1, sizeof(double));
-    int *idx = crit_calibration(o, &n);
     Curvature cv;
-    int rc = curv_init(&cv, m, o->data, idx, n, 1, MODE_EVAL, CURV_GGN, err);
-    free(idx);
+    int rc = calibration_curv(o, m, CURV_GGN, true, &cv, err);
     if (rc == 0) {
+        n = cv.n;
         rc = curv_ggn_grads(&cv, T, add_channel_quads, &q, o->progress, o->user, err);
         curv_free(&cv);
     }
