@@ -9,12 +9,14 @@
 //
 // Stride-1 convolutions (groups 1, kernel > 1) skip the unfolding in the forward pass and for the
 // input gradient: conv_direct.c computes them from a zero-padded copy of the input, and their
-// weight gradient as a reduction over the wide positions of several samples at once.
+// weight gradient as a reduction over the wide positions of several samples at once. Stride-2
+// convolutions (groups 1) skip it in the forward pass: conv_direct.c splits the padded input into
+// its four phases, each a stride-1 plane; their backward pass unfolds.
 //
 // Per-thread scratch: [packed weights of the direct kernels (forward: w and, in the R-forward,
 // V_w; input gradient: w and w2 transposed)] then either [unfolded columns][one padded plane + k
 // slack][wide rows of dy, dy2] or the direct kernels' [padded inputs (one or two sources)][wide
-// output tiles] (the input gradient runs after the weight
+// output tiles, then the output map of direct_map] (the input gradient runs after the weight
 // gradient of a chunk of samples is done, so the two share the space). Each thread packs its
 // own copy of the weights (a shared copy would save memory on wide layers; not done yet).
 #include <omp.h>
@@ -281,6 +283,7 @@ static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *
                                 const float *b, const float *res, bool relu, float *y, float *col, size_t col_stride,
                                 bool acc) {
     const DirectConv d = direct_fwd(g);
+    HP_ASSERT(d.Ho == g->Ho && d.Wo == g->Wo);
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
     const int n_src = x2 ? 2 : 1;
     const float *xs[2] = {x, x2}, *ws[2] = {w, w2};
@@ -293,11 +296,12 @@ static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *
         padded[1] = padded[0] + direct_padded_len(&d);
         float *wide = padded[0] + (size_t)n_src * direct_padded_len(&d);
         for (int s = 0; s < n_src; s++) direct_pack(&d, ws[s], false, packed[s]);
+        direct_map(&d, wide);
 #pragma omp for schedule(static)
         for (int n = 0; n < g->N; n++) {
             float *yn = y + (size_t)n * out_len;
             for (int s = 0; s < n_src; s++) direct_pad(&d, xs[s] + (size_t)n * in_len, padded[s]);
-            direct_run(&d, n_src, (const float *const *)padded, (const float *const *)packed, wide, yn, acc, b,
+            direct_run(&d, n_src, (const float *const *)padded, (const float *const *)packed, wide, true, yn, acc, b,
                        res ? res + (size_t)n * out_len : NULL, relu);
         }
     }
@@ -441,7 +445,7 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
                     direct_pad(&dd, dyn, padded[0]);
                     if (dy2n) direct_pad(&dd, dy2n, padded[1]);
                     direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
-                               dx + (size_t)n * in_len, acc, NULL, NULL, false);
+                               false, dx + (size_t)n * in_len, acc, NULL, NULL, false);
                 }
                 if (db) add_bias_grad(g, dyn, my_db);
             }

@@ -1,8 +1,9 @@
-// conv_direct.c: the direct stride-1 convolution of conv_direct.h. Built with contracted
+// conv_direct.c: the direct stride-1 and stride-2 convolution of conv_direct.h. Built with contracted
 // multiply-adds (-ffp-contract=fast in the Makefile); GCC vector types map onto AVX-512 (or
 // pairs of AVX2 registers) with -march=native.
 #include "conv_direct.h"
 
+#include <stdint.h>
 #include <string.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -31,38 +32,64 @@ static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
 enum { DC_MIN_Q = 32 };  // wide positions below which the 16-lane tiles waste most of their work
 
-bool direct_fwd_ok(const ConvGeom *g) {
-    return g->groups == 1 && g->stride == 1 && g->k > 1 && g->pad < 16 &&
-           (size_t)g->Ho * (size_t)(g->W + 2 * g->pad) >= DC_MIN_Q;
-}
-
-bool direct_bwd_ok(const ConvGeom *g) { return direct_fwd_ok(g) && g->pad <= g->k - 1 && g->k <= 7; }
-
-// Fills in the derived sizes of d from its inputs.
-static DirectConv direct_make(int Ci, int Hi, int Wi, int pad, int k, int Oo) {
-    DirectConv d = {.Ci = Ci, .Hi = Hi, .Wi = Wi, .pad = pad, .k = k, .Oo = Oo};
-    d.Ho = Hi + 2 * pad - k + 1;
-    d.Wo = Wi + 2 * pad - k + 1;
-    d.Wp = Wi + 2 * pad;
+// Fills in the derived sizes of d from its inputs (stride 1 or 2).
+static DirectConv direct_make(int Ci, int Hi, int Wi, int pad, int k, int stride, int Oo) {
+    DirectConv d = {.Ci = Ci, .Hi = Hi, .Wi = Wi, .pad = pad, .k = k, .stride = stride, .Oo = Oo};
+    const int Hpad = Hi + 2 * pad, Wpad = Wi + 2 * pad;
+    d.Ho = (Hpad - k) / stride + 1;
+    d.Wo = (Wpad - k) / stride + 1;
+    d.Wp = stride == 1 ? Wpad : (Wpad + 1) / 2;
+    d.nph = stride == 2 && k > 1 ? 2 : 1;
     d.Q = d.Ho * d.Wp;
     d.Qr = round_up(d.Q, DC_VL);
     d.Or = round_up(Oo, DC_OB);
-    size_t rows = (size_t)(Hi + 2 * pad) * (size_t)d.Wp;
-    size_t reach = (size_t)d.Qr + (size_t)(k - 1) * (size_t)(d.Wp + 1);  // last float a tile reads, plus one
+    size_t rows = (size_t)(stride == 1 ? Hpad : (Hpad + 1) / 2) * (size_t)d.Wp;
+    // the last float a tile reads, plus one: taps reach (k - 1) / stride rows and columns on
+    size_t reach = (size_t)d.Qr + (size_t)((k - 1) / stride) * (size_t)(d.Wp + 1);
     size_t need = rows > reach ? rows : reach;
-    d.plane = (need + DC_VL - 1) / DC_VL * DC_VL;
+    d.phase = (need + DC_VL - 1) / DC_VL * DC_VL;
+    d.plane = (size_t)(d.nph * d.nph) * d.phase;
     return d;
 }
 
-DirectConv direct_fwd(const ConvGeom *g) { return direct_make(g->C, g->H, g->W, g->pad, g->k, g->O); }
+bool direct_fwd_ok(const ConvGeom *g) {
+    if (g->groups != 1 || g->pad >= 16 || !((g->stride == 1 && g->k > 1) || g->stride == 2)) return false;
+    return direct_fwd(g).Q >= DC_MIN_Q;
+}
 
-DirectConv direct_dx(const ConvGeom *g) { return direct_make(g->O, g->Ho, g->Wo, g->k - 1 - g->pad, g->k, g->C); }
+bool direct_bwd_ok(const ConvGeom *g) {
+    return g->stride == 1 && direct_fwd_ok(g) && g->pad <= g->k - 1 && g->k <= 7;
+}
+
+DirectConv direct_fwd(const ConvGeom *g) {
+    return direct_make(g->C, g->H, g->W, g->pad, g->k, g->stride, g->O);
+}
+
+DirectConv direct_dx(const ConvGeom *g) { return direct_make(g->O, g->Ho, g->Wo, g->k - 1 - g->pad, g->k, 1, g->C); }
 
 size_t direct_packed_len(const DirectConv *d) { return (size_t)d->Or * (size_t)d->Ci * (size_t)(d->k * d->k); }
 
 size_t direct_padded_len(const DirectConv *d) { return (size_t)d->Ci * d->plane; }
 
-size_t direct_wide_len(const DirectConv *d) { return (size_t)d->Or * (size_t)d->Qr; }
+// Floats of the output map (direct_map): two 32-bit words per vector of wide positions, rounded
+// up to 16 floats.
+static size_t map_len(const DirectConv *d) { return (size_t)round_up(2 * (d->Qr / DC_VL), DC_VL); }
+
+size_t direct_wide_len(const DirectConv *d) { return (size_t)d->Or * (size_t)d->Qr + map_len(d); }
+
+void direct_map(const DirectConv *d, float *wide) {
+    uint32_t *map = (uint32_t *)(wide + (size_t)d->Or * (size_t)d->Qr);
+    int h = 0, w = 0;  // the row and column of wide position q
+    for (int vi = 0; vi < d->Qr / DC_VL; vi++) {
+        uint32_t mask = 0, at = (uint32_t)(h * d->Wo + (w < d->Wo ? w : d->Wo));
+        for (int l = 0; l < DC_VL; l++) {
+            if (h < d->Ho && w < d->Wo) mask |= 1u << l;
+            if (++w == d->Wp) w = 0, h++;
+        }
+        map[2 * vi] = at;
+        map[2 * vi + 1] = mask;
+    }
+}
 
 void direct_pack(const DirectConv *d, const float *w, bool transposed, float *packed) {
     const int kk = d->k * d->k;
@@ -79,17 +106,36 @@ void direct_pack(const DirectConv *d, const float *w, bool transposed, float *pa
 }
 
 #ifdef __AVX512F__
-// row[0..Wp) = p zeros, src[0..Wi), zeros (Wp = Wi + 2 p, p < 16): 16 lanes at a time, the
-// first vector expanded from src into lanes p and up, the later ones masked loads.
+// Columns [s, s + 16) of the row src[0..Wi) padded by p zeros on the left (p < 16) and zeros
+// on the right: a vector starting in the left border is expanded from src into lanes p - s and
+// up, a later one is a masked load (nothing past the row, and no address before src).
+static inline __m512 padded_vec(const float *src, int s, int Wi, int p) {
+    const int lo = s < p ? p - s : 0, hi = Wi + p - s < 16 ? Wi + p - s : 16;
+    if (hi <= lo) return _mm512_setzero_ps();
+    const __mmask16 load = (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+    return s < p ? _mm512_maskz_expandloadu_ps(load, src) : _mm512_maskz_loadu_ps(load, src + (s - p));
+}
+
+// row[0..Wp) = p zeros, src[0..Wi), zeros (Wp = Wi + 2 p, p < 16), 16 lanes at a time.
 static inline void pad_row(const float *src, float *row, int Wi, int p, int Wp) {
     for (int w = 0; w < Wp; w += 16) {
-        const int n = Wp - w < 16 ? Wp - w : 16, lo = w < p ? p - w : 0, hi = Wi + p - w < n ? Wi + p - w : n;
+        const int n = Wp - w < 16 ? Wp - w : 16;
+        _mm512_mask_storeu_ps(row + w, (__mmask16)((1u << n) - 1u), padded_vec(src, w, Wi, p));
+    }
+}
+
+// even[j] = column 2 j and, if odd is not NULL, odd[j] = column 2 j + 1 of the row src[0..Wi)
+// padded by p zeros (p < 16) and zeros after it, for j < Wh: 32 columns at a time, split by two
+// lane permutations.
+static inline void split_row(const float *src, float *even, float *odd, int Wi, int p, int Wh) {
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int j = 0; j < Wh; j += 16) {
+        const int n = Wh - j < 16 ? Wh - j : 16;
         const __mmask16 store = (__mmask16)((1u << n) - 1u);
-        const __mmask16 load = hi > lo ? (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u)) : 0;
-        // (a right-border vector loads nothing: its address stays src, not past the row)
-        const float *from = w == 0 || !load ? src : src + (w - p);
-        __m512 v = w == 0 ? _mm512_maskz_expandloadu_ps(load, from) : _mm512_maskz_loadu_ps(load, from);
-        _mm512_mask_storeu_ps(row + w, store, v);
+        const __m512 lo = padded_vec(src, 2 * j, Wi, p), hi = padded_vec(src, 2 * j + 16, Wi, p);
+        _mm512_mask_storeu_ps(even + j, store, _mm512_permutex2var_ps(lo, evens, hi));
+        if (odd) _mm512_mask_storeu_ps(odd + j, store, _mm512_permutex2var_ps(lo, odds, hi));
     }
 }
 #else
@@ -99,9 +145,21 @@ static inline void pad_row(const float *src, float *row, int Wi, int p, int Wp) 
     for (int j = 0; j < p; j++) row[j] = row[p + Wi + j] = 0.0f;
     memcpy(row + p, src, (size_t)Wi * sizeof(float));
 }
+
+// even[j] = column 2 j and, if odd is not NULL, odd[j] = column 2 j + 1 of the row src[0..Wi)
+// padded by p zeros and zeros after it, for j < Wh.
+static inline void split_row(const float *src, float *even, float *odd, int Wi, int p, int Wh) {
+    for (int j = 0; j < Wh; j++) {
+        const int ce = 2 * j - p, co = ce + 1;
+        even[j] = ce >= 0 && ce < Wi ? src[ce] : 0.0f;
+        if (odd) odd[j] = co >= 0 && co < Wi ? src[co] : 0.0f;
+    }
+}
 #endif
 
-void direct_pad(const DirectConv *d, const float *x, float *padded) {
+// direct_pad at stride 1: each plane the rows of x between pad zero rows, each row between pad
+// zeros, then zero slack.
+static void pad_stride1(const DirectConv *d, const float *x, float *padded) {
     const int p = d->pad, Wi = d->Wi, Wp = d->Wp;
     HP_ASSERT(p < 16);
     for (int c = 0; c < d->Ci; c++) {
@@ -114,17 +172,78 @@ void direct_pad(const DirectConv *d, const float *x, float *padded) {
     }
 }
 
+// direct_pad at stride 2: row i of phase planes (a, 0) and (a, 1) are the even and odd columns of
+// padded row 2 i + a (zero when that row is padding), then zero slack.
+static void pad_stride2(const DirectConv *d, const float *x, float *padded) {
+    const int p = d->pad, Wi = d->Wi, Wh = d->Wp, nph = d->nph, Hh = (d->Hi + 2 * p + 1) / 2;
+    HP_ASSERT(p < 16);
+    const size_t used = (size_t)Hh * (size_t)Wh;
+    for (int c = 0; c < d->Ci; c++)
+        for (int a = 0; a < nph; a++) {
+            float *even = padded + (size_t)c * d->plane + (size_t)(a * nph) * d->phase;
+            float *odd = nph == 2 ? even + d->phase : NULL;
+            for (int i = 0; i < Hh; i++) {
+                const int h = 2 * i + a - p;
+                float *ev = even + (size_t)i * Wh, *od = odd ? odd + (size_t)i * Wh : NULL;
+                if (h >= 0 && h < d->Hi) {
+                    split_row(x + ((size_t)c * d->Hi + h) * Wi, ev, od, Wi, p, Wh);
+                } else {
+                    memset(ev, 0, (size_t)Wh * sizeof(float));
+                    if (od) memset(od, 0, (size_t)Wh * sizeof(float));
+                }
+            }
+            memset(even + used, 0, (d->phase - used) * sizeof(float));
+            if (odd) memset(odd + used, 0, (d->phase - used) * sizeof(float));
+        }
+}
+
+void direct_pad(const DirectConv *d, const float *x, float *padded) {
+    if (d->stride == 1)
+        pad_stride1(d, x, padded);
+    else
+        pad_stride2(d, x, padded);
+}
+
+// Where a tile's results go: to the wide rows, or (AVX-512, no acc) straight into the output
+// with the epilogue applied, through the map of direct_map.
+typedef struct {
+    float *wide;             // (Or, Qr) wide rows, when map is NULL
+    const uint32_t *map;     // per vector of positions: output index of its first valid lane, lane mask
+    float *out;              // (Oo, Ho, Wo)
+    const float *bias, *res; // (Oo) and (Oo, Ho, Wo), or NULL
+    bool relu;
+} TileDst;
+
+#ifdef __AVX512F__
+// Writes the valid lanes of acc (positions from vector vi of channel o) into the output: bias
+// added, then res, then the clamp (the order of narrow_row), compressed into consecutive floats.
+static inline __attribute__((always_inline)) void tile_store(const DirectConv *d, const TileDst *t, int o, int vi,
+                                                             v16 acc) {
+    const __mmask16 m = (__mmask16)t->map[2 * vi + 1];
+    if (!m) return;
+    const size_t at = (size_t)o * (size_t)(d->Ho * d->Wo) + t->map[2 * vi];
+    __m512 v = (__m512)acc;
+    if (t->bias) v = _mm512_add_ps(v, _mm512_set1_ps(t->bias[o]));
+    if (t->res) v = _mm512_add_ps(v, _mm512_maskz_expandloadu_ps(m, t->res + at));
+    if (t->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    const __mmask16 n = (__mmask16)((1u << __builtin_popcount(m)) - 1u);
+    _mm512_mask_storeu_ps(t->out + at, n, _mm512_maskz_compress_ps(m, v));
+}
+#endif
+
 // One tile: wide[o][q0 + 16 v] for the no (1 to DC_OB) channels from ob and nv vectors of
-// positions from q0, summed over the sources. Inlined with constant no and nv so the
-// accumulators stay in registers, and with a constant kernel size kc (0: d->k) so that the taps
-// unroll. A last tile of fewer than DC_OB channels (pruned layers) does only their work. Per tap
-// the weights are broadcast first, then each input vector is loaded and used at once: at most
+// positions from q0, summed over the sources, written as dst says. Inlined with constant no and
+// nv so the accumulators stay in registers, with a constant kernel size kc (0: d->k) so that the
+// taps unroll, and a constant stride sc (1 or 2: the taps read the phase planes). A last tile of
+// fewer than DC_OB channels (pruned layers) does only their work. Per tap the weights are
+// broadcast first, then each input vector is loaded and used at once: at most
 // 24 + 4 + 1 live vectors, so GCC keeps every accumulator in a register (loading all nv input
 // vectors first made it spill some; 4 to 13% slower in a single-process A/B on 16 and 32 channels).
 static inline __attribute__((always_inline)) void tile(const DirectConv *d, int n_src, const float *const *padded,
                                                        const float *const *packed, int ob, int q0, int no, int nv,
-                                                       int kc, float *wide) {
-    const int k = kc ? kc : d->k, Wp = d->Wp;
+                                                       int sc, int kc, const TileDst *dst) {
+    const int k = kc ? kc : d->k, Wp = d->Wp, nph = sc == 2 && k > 1 ? 2 : 1;
+    const size_t phase = d->phase;
     const size_t w_tile = (size_t)d->Ci * (size_t)(k * k) * DC_OB;  // packed floats per channel tile
     v16 acc[DC_OB][DC_NV];
     for (int o = 0; o < no; o++)
@@ -135,7 +254,9 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
             const float *plane = padded[s] + (size_t)c * d->plane + q0;
             for (int ki = 0; ki < k; ki++)
                 for (int kj = 0; kj < k; kj++, wt += DC_OB) {
-                    const float *x = plane + ki * Wp + kj;
+                    const float *x = sc == 1 ? plane + ki * Wp + kj
+                                             : plane + (size_t)((ki & 1) * nph + (kj & 1)) * phase +
+                                                   (size_t)((ki >> 1) * Wp + (kj >> 1));
                     v16 wb[DC_OB];
 #pragma GCC unroll 4
                     for (int o = 0; o < no; o++) wb[o] = splat16(wt[o]);
@@ -148,23 +269,34 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
                 }
         }
     }
+#ifdef __AVX512F__
+    if (dst->map) {
+        for (int o = 0; o < no; o++)
+            for (int v = 0; v < nv; v++) tile_store(d, dst, ob + o, q0 / DC_VL + v, acc[o][v]);
+        return;
+    }
+#endif
     for (int o = 0; o < no; o++)
-        for (int v = 0; v < nv; v++) memcpy(wide + (size_t)(ob + o) * d->Qr + q0 + DC_VL * v, &acc[o][v], sizeof(v16));
+        for (int v = 0; v < nv; v++)
+            memcpy(dst->wide + (size_t)(ob + o) * d->Qr + q0 + DC_VL * v, &acc[o][v], sizeof(v16));
 }
 
-typedef void (*TileFn)(const DirectConv *, int, const float *const *, const float *const *, int, int, float *);
+typedef void (*TileFn)(const DirectConv *, int, const float *const *, const float *const *, int, int,
+                       const TileDst *);
 
-// Tiles of no channels by nv vectors of positions, each with its own registers, for any kernel
-// size and for 3x3 kernels (the common case, taps unrolled).
-#define DC_TILE(no, nv)                                                                                              \
-    static void tile_##no##_##nv(const DirectConv *d, int n_src, const float *const *padded,                         \
-                                 const float *const *packed, int ob, int q0, float *wide) {                          \
-        tile(d, n_src, padded, packed, ob, q0, no, nv, 0, wide);                                                     \
-    }                                                                                                                \
-    static void tile_##no##_##nv##_k3(const DirectConv *d, int n_src, const float *const *padded,                    \
-                                      const float *const *packed, int ob, int q0, float *wide) {                     \
-        tile(d, n_src, padded, packed, ob, q0, no, nv, 3, wide);                                                     \
+// Tiles of no channels by nv vectors of positions, each with its own registers, in 5 variants:
+// any kernel at stride 1, 3x3 at stride 1 (the common case, taps unrolled), any kernel at stride 2,
+// 3x3 at stride 2 and 1x1 at stride 2 (projection shortcuts).
+enum { DC_S1, DC_S1_K3, DC_S2, DC_S2_K3, DC_S2_K1, DC_VARIANTS };
+#define DC_TILE_VARIANT(no, nv, sfx, sc, kc)                                                                         \
+    static void tile_##no##_##nv##sfx(const DirectConv *d, int n_src, const float *const *padded,                    \
+                                      const float *const *packed, int ob, int q0, const TileDst *dst) {              \
+        tile(d, n_src, padded, packed, ob, q0, no, nv, sc, kc, dst);                                                 \
     }
+#define DC_TILE(no, nv)                                                                                              \
+    DC_TILE_VARIANT(no, nv, , 1, 0)                                                                                  \
+    DC_TILE_VARIANT(no, nv, _k3, 1, 3)                                                                               \
+    DC_TILE_VARIANT(no, nv, _s2, 2, 0) DC_TILE_VARIANT(no, nv, _s2k3, 2, 3) DC_TILE_VARIANT(no, nv, _s2k1, 2, 1)
 #define DC_TILES(no) DC_TILE(no, 1) DC_TILE(no, 2) DC_TILE(no, 3) DC_TILE(no, 4) DC_TILE(no, 5) DC_TILE(no, 6)
 DC_TILES(1)
 DC_TILES(2)
@@ -172,12 +304,19 @@ DC_TILES(3)
 DC_TILES(4)
 #define DC_ROW(no, sfx) {NULL, tile_##no##_1##sfx, tile_##no##_2##sfx, tile_##no##_3##sfx, tile_##no##_4##sfx, \
                          tile_##no##_5##sfx, tile_##no##_6##sfx}
+#define DC_VARIANT(sfx) {{NULL}, DC_ROW(1, sfx), DC_ROW(2, sfx), DC_ROW(3, sfx), DC_ROW(4, sfx)}
 
-// tiles[k3][no][nv]: the tile for no channels and nv vectors, k3 for the 3x3 version.
-static const TileFn DC_TILE_FNS[2][DC_OB + 1][DC_NV + 1] = {
-    {{NULL}, DC_ROW(1, ), DC_ROW(2, ), DC_ROW(3, ), DC_ROW(4, )},
-    {{NULL}, DC_ROW(1, _k3), DC_ROW(2, _k3), DC_ROW(3, _k3), DC_ROW(4, _k3)},
+// DC_TILE_FNS[variant][no][nv]: the tile of one variant for no channels and nv vectors.
+static const TileFn DC_TILE_FNS[DC_VARIANTS][DC_OB + 1][DC_NV + 1] = {
+    [DC_S1] = DC_VARIANT(),         [DC_S1_K3] = DC_VARIANT(_k3),   [DC_S2] = DC_VARIANT(_s2),
+    [DC_S2_K3] = DC_VARIANT(_s2k3), [DC_S2_K1] = DC_VARIANT(_s2k1),
 };
+
+// The tile variant of d.
+static int tile_variant(const DirectConv *d) {
+    if (d->stride == 1) return d->k == 3 ? DC_S1_K3 : DC_S1;
+    return d->k == 3 ? DC_S2_K3 : d->k == 1 ? DC_S2_K1 : DC_S2;
+}
 
 #ifdef __AVX512F__
 // dst[0..n) = src[0..n) (+ bo if bias) (+ res[0..n) if res), clamped at zero if relu, or
@@ -240,21 +379,28 @@ static void narrow_out(const DirectConv *d, const float *wide, float *out, bool 
 }
 
 void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
-                float *out, bool acc, const float *bias, const float *res, bool relu) {
+                bool mapped, float *out, bool acc, const float *bias, const float *res, bool relu) {
     HP_ASSERT(!(acc && (relu || res)));
-    const int full = DC_NV * DC_VL, k3 = d->k == 3;
+    const int full = DC_NV * DC_VL, variant = tile_variant(d);
+    TileDst dst = {.wide = wide, .out = out, .bias = bias, .res = res, .relu = relu};
+#ifdef __AVX512F__
+    if (mapped && !acc) dst.map = (const uint32_t *)(wide + (size_t)d->Or * (size_t)d->Qr);
+#else
+    (void)mapped;
+#endif
     for (int q0 = 0; q0 < d->Qr; q0 += full) {
         int nv = (d->Qr - q0) / DC_VL;
         if (nv > DC_NV) nv = DC_NV;
         for (int ob = 0; ob < d->Oo; ob += DC_OB) {
             int no = d->Oo - ob < DC_OB ? d->Oo - ob : DC_OB;
-            DC_TILE_FNS[k3][no][nv](d, n_src, padded, packed, ob, q0, wide);
+            DC_TILE_FNS[variant][no][nv](d, n_src, padded, packed, ob, q0, &dst);
         }
     }
-    narrow_out(d, wide, out, acc, bias, res, relu);
+    if (!dst.map) narrow_out(d, wide, out, acc, bias, res, relu);
 }
 
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide) {
+    HP_ASSERT(d->stride == 1);
     // (one memset and row copies measured faster here than masked row stores)
     memset(dy_wide, 0, direct_wide_len(d) * sizeof(float));
     for (int o = 0; o < d->Oo; o++)
@@ -378,6 +524,7 @@ int direct_dw_chunk(const DirectConv *d) {
 }
 
 void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_wide, float *dw) {
+    HP_ASSERT(d->stride == 1);
     static const DwTileFn part[DC_DW_OB] = {NULL, dw_tile_1_0, dw_tile_2_0, dw_tile_3_0};
     static const DwTileFn full[DC_DW_NQ + 1] = {dw_tile_4_0, dw_tile_4_0, dw_tile_4_2, dw_tile_4_3,
                                                 dw_tile_4_4, dw_tile_4_5, dw_tile_4_6};

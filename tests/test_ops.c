@@ -138,6 +138,34 @@ static void conv_direct(const ConvGeom *g, const float *x, const float *w, const
                 }
 }
 
+// Checks the R-forward R{y} = conv(R{x}, w) + conv(x, V_w) [+ V_b] of c against the definition,
+// with and without R{x}.
+static void check_conv_rforward(const ConvCtx *c, Rng *rng) {
+    const ConvGeom *g = &c->g;
+    size_t nx = (size_t)g->N * g->C * g->H * g->W, nw = (size_t)g->O * (g->C / g->groups) * g->k * g->k;
+    size_t ny = (size_t)g->N * g->O * g->Ho * g->Wo;
+    float *rx = rand_buf(nx, -1, 1, rng);
+    float *vw = rand_buf(nw, -0.5f, 0.5f, rng);
+    float *vb = c->b ? rand_buf((size_t)g->O, -0.5f, 0.5f, rng) : NULL;
+    float *ry = hp_malloc(ny * sizeof(float));
+    double *want = hp_malloc(ny * sizeof(double)), *part = hp_malloc(ny * sizeof(double));
+    for (int with_rx = 1; with_rx >= 0; with_rx--) {
+        for (size_t i = 0; i < ny; i++) ry[i] = NAN;  // every output must be written
+        conv2d_rforward(g, c->x, c->w, with_rx ? rx : NULL, vw, vb, ry, c->col, c->col_len);
+        conv_direct(g, c->x, vw, vb, want);
+        if (with_rx) {
+            conv_direct(g, rx, c->w, NULL, part);
+            for (size_t i = 0; i < ny; i++) want[i] += part[i];
+        }
+        double worst = 0;
+        for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(ry[i] - want[i]));
+        const char *what = with_rx ? "R-forward vs definition" : "R-forward, no R{x}";
+        fprintf(stderr, "  %-34s max abs err %.2e\n", what, worst);
+        assert_true(worst < 1e-5);
+    }
+    free(rx); free(vw); free(vb); free(ry); free(want); free(part);
+}
+
 // Checks the forward against the definition, then dx, dw and db (when bias) of one geometry.
 static void check_conv(const char *name, int N, int C, int H, int W, int O, int k, int stride, int pad, int groups,
                        bool bias, uint64_t seed) {
@@ -187,6 +215,7 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
         assert_true(worst < 1e-5);
     }
     free(yref);
+    check_conv_rforward(&c, &rng);
     check_grad("dx", &p, c.x, nx, dx);
     check_grad("dw", &p, c.w, nw, dw);
     if (bias) check_grad("db", &p, c.b, (size_t)O, db);
@@ -265,6 +294,28 @@ static void test_conv_direct_tiles(void **state) {
     check_conv("direct: 3x3 pad 1 on 2x30 (padded rows of 32)", 2, 2, 2, 30, 3, 3, 1, 1, 1, true, 36);
     check_conv("direct: 5x5 pad 2 on 5x35 (padded rows of 39)", 2, 2, 5, 35, 3, 5, 1, 2, 1, true, 37);
     check_conv("tiny plane (im2col): 3x3 pad 1 on 3x3", 2, 3, 3, 3, 4, 3, 1, 1, 1, true, 29);
+}
+
+// The direct stride-2 forward pass (nn/conv_direct.c, four phase planes): 3x3 (the unrolled
+// taps), 1x1 (one phase), other kernels, even and odd sizes and paddings, partial channel tiles,
+// several tiles of positions.
+static void test_conv_direct_stride2(void **state) {
+    (void)state;
+    check_conv("direct s2: 3x3 pad 1, 16x16 -> 8x8, 5 -> 6", 2, 5, 16, 16, 6, 3, 2, 1, 1, true, 40);
+    check_conv("direct s2: 3x3 pad 1, 15x13 -> 8x7", 3, 3, 15, 13, 5, 3, 2, 1, 1, false, 41);
+    check_conv("direct s2: 3x3 pad 1, 30x26, 2 -> 7, N=5", 5, 2, 30, 26, 7, 3, 2, 1, 1, true, 42);
+    check_conv("direct s2: 3x3 no pad, 17x17 -> 8x8", 2, 3, 17, 17, 4, 3, 2, 0, 1, false, 43);
+    check_conv("direct s2: 1x1 no pad, 14x14 -> 7x7", 3, 6, 14, 14, 9, 1, 2, 0, 1, false, 44);
+    check_conv("direct s2: 1x1 no pad, 13x15 -> 7x8", 2, 4, 13, 15, 3, 1, 2, 0, 1, true, 45);
+    check_conv("direct s2: 1x1 pad 1, 14x14 -> 8x8", 2, 3, 14, 14, 2, 1, 2, 1, 1, true, 46);
+    check_conv("direct s2: 5x5 pad 2, 12x11 -> 6x6", 2, 3, 12, 11, 5, 5, 2, 2, 1, true, 47);
+    check_conv("direct s2: 2x2 no pad, 16x17 -> 8x8", 2, 2, 16, 17, 3, 2, 2, 0, 1, false, 48);
+    check_conv("direct s2: 4x4 pad 1, 12x12 -> 6x6", 2, 2, 12, 12, 4, 4, 2, 1, 1, true, 49);
+    // phase rows wider than one 32-column pass of the padding, vectors within one output row
+    check_conv("direct s2: 3x3 pad 1, 9x70 -> 5x35", 1, 2, 9, 70, 3, 3, 2, 1, 1, true, 50);
+    check_conv("direct s2: 1x1 no pad, 6x67 -> 3x34", 2, 2, 6, 67, 5, 1, 2, 0, 1, false, 51);
+    // the stem's 7x7 pad 3: taps three phase rows down, padding wider than one column
+    check_conv("direct s2: 7x7 pad 3, 20x19 -> 10x10", 1, 2, 20, 19, 3, 7, 2, 3, 1, true, 52);
 }
 
 // ---- batchnorm ----
@@ -715,6 +766,7 @@ int main(void) {
         cmocka_unit_test(test_conv_3x3_pad1_bias),
         cmocka_unit_test(test_conv_3x3_pad1_nobias),
         cmocka_unit_test(test_conv_strided),
+        cmocka_unit_test(test_conv_direct_stride2),
         cmocka_unit_test(test_conv_5x5_nopad),
         cmocka_unit_test(test_conv_grouped),
         cmocka_unit_test(test_conv_depthwise),
