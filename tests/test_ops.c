@@ -8,6 +8,7 @@
 
 #include "testutil.h"
 
+#include "nn/conv_direct.h"
 #include "nn/nn.h"
 #include "nn/ops.h"
 
@@ -301,21 +302,34 @@ static void test_conv_direct_tiles(void **state) {
 // several tiles of positions.
 static void test_conv_direct_stride2(void **state) {
     (void)state;
-    check_conv("direct s2: 3x3 pad 1, 16x16 -> 8x8, 5 -> 6", 2, 5, 16, 16, 6, 3, 2, 1, 1, true, 40);
-    check_conv("direct s2: 3x3 pad 1, 15x13 -> 8x7", 3, 3, 15, 13, 5, 3, 2, 1, 1, false, 41);
-    check_conv("direct s2: 3x3 pad 1, 30x26, 2 -> 7, N=5", 5, 2, 30, 26, 7, 3, 2, 1, 1, true, 42);
-    check_conv("direct s2: 3x3 no pad, 17x17 -> 8x8", 2, 3, 17, 17, 4, 3, 2, 0, 1, false, 43);
-    check_conv("direct s2: 1x1 no pad, 14x14 -> 7x7", 3, 6, 14, 14, 9, 1, 2, 0, 1, false, 44);
-    check_conv("direct s2: 1x1 no pad, 13x15 -> 7x8", 2, 4, 13, 15, 3, 1, 2, 0, 1, true, 45);
-    check_conv("direct s2: 1x1 pad 1, 14x14 -> 8x8", 2, 3, 14, 14, 2, 1, 2, 1, 1, true, 46);
-    check_conv("direct s2: 5x5 pad 2, 12x11 -> 6x6", 2, 3, 12, 11, 5, 5, 2, 2, 1, true, 47);
-    check_conv("direct s2: 2x2 no pad, 16x17 -> 8x8", 2, 2, 16, 17, 3, 2, 2, 0, 1, false, 48);
-    check_conv("direct s2: 4x4 pad 1, 12x12 -> 6x6", 2, 2, 12, 12, 4, 4, 2, 1, 1, true, 49);
-    // phase rows wider than one 32-column pass of the padding, vectors within one output row
-    check_conv("direct s2: 3x3 pad 1, 9x70 -> 5x35", 1, 2, 9, 70, 3, 3, 2, 1, 1, true, 50);
-    check_conv("direct s2: 1x1 no pad, 6x67 -> 3x34", 2, 2, 6, 67, 5, 1, 2, 0, 1, false, 51);
-    // the stem's 7x7 pad 3: taps three phase rows down, padding wider than one column
-    check_conv("direct s2: 7x7 pad 3, 20x19 -> 10x10", 1, 2, 20, 19, 3, 7, 2, 3, 1, true, 52);
+    static const struct {
+        const char *name;
+        int N, C, H, W, O, k, pad;
+        bool bias;
+    } cases[] = {
+        {"direct s2: 3x3 pad 1, 16x16 -> 8x8, 5 -> 6", 2, 5, 16, 16, 6, 3, 1, true},
+        {"direct s2: 3x3 pad 1, 15x13 -> 8x7", 3, 3, 15, 13, 5, 3, 1, false},
+        {"direct s2: 3x3 pad 1, 30x26, 2 -> 7, N=5", 5, 2, 30, 26, 7, 3, 1, true},
+        {"direct s2: 3x3 no pad, 17x17 -> 8x8", 2, 3, 17, 17, 4, 3, 0, false},
+        {"direct s2: 1x1 no pad, 14x14 -> 7x7", 3, 6, 14, 14, 9, 1, 0, false},
+        {"direct s2: 1x1 no pad, 13x15 -> 7x8", 2, 4, 13, 15, 3, 1, 0, true},
+        {"direct s2: 1x1 pad 1, 14x14 -> 8x8", 2, 3, 14, 14, 2, 1, 1, true},
+        {"direct s2: 5x5 pad 2, 12x11 -> 6x6", 2, 3, 12, 11, 5, 5, 2, true},
+        {"direct s2: 2x2 no pad, 16x17 -> 8x8", 2, 2, 16, 17, 3, 2, 0, false},
+        {"direct s2: 4x4 pad 1, 12x12 -> 6x6", 2, 2, 12, 12, 4, 4, 1, true},
+        // phase rows wider than one 32-column pass of the padding, vectors within one output row
+        {"direct s2: 3x3 pad 1, 9x70 -> 5x35", 1, 2, 9, 70, 3, 3, 1, true},
+        {"direct s2: 1x1 no pad, 6x67 -> 3x34", 2, 2, 6, 67, 5, 1, 0, false},
+        // the stem's 7x7 pad 3: taps three phase rows down, padding wider than one column
+        {"direct s2: 7x7 pad 3, 20x19 -> 10x10", 1, 2, 20, 19, 3, 7, 3, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int N = cases[i].N, C = cases[i].C, H = cases[i].H, W = cases[i].W, k = cases[i].k, pad = cases[i].pad;
+        ConvGeom g = {N, C, H, W, cases[i].O, k, 2, pad, 1, (H + 2 * pad - k) / 2 + 1, (W + 2 * pad - k) / 2 + 1,
+                      N_THREADS};
+        assert_true(direct_fwd_ok(&g));  // the case tests the direct kernel, not the im2col fallback
+        check_conv(cases[i].name, N, C, H, W, cases[i].O, k, 2, pad, 1, cases[i].bias, 40 + i);
+    }
 }
 
 // ---- batchnorm ----
