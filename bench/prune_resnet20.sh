@@ -9,11 +9,17 @@
 #   sh bench/prune_resnet20.sh steps K M...       50% in K steps for methods M, re-scoring after each
 #                                                 step (statistics re-estimated, no training)
 #   sh bench/prune_resnet20.sh table              prints the Markdown tables of what exists
+#
+# EXTRA adds options to every run and TAG to its name: TAG=-consumers EXTRA="--slices consumers"
+# METHODS="taylor fisher" ... oneshot writes fisher-consumers-0.5.json and so on, and
+# METHODS="fisher fisher-consumers" ... table shows both rows.
 set -e
 MODEL=${MODEL:-runs/resnet20_fmnist.safetensors}
 OUT=${OUT:-runs/prune_r20}
 HPRUNE=${HPRUNE:-./hprune}
 METHODS=${METHODS:-"l1 taylor hap fisher obs obs-layer"}
+TAG=${TAG:-}
+EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 export OMP_WAIT_POLICY=passive
 
@@ -29,15 +35,15 @@ one() {
 case "$1" in
 oneshot)
   for t in 0.5 0.3 0.7; do
-    for m in $METHODS; do one "$m-$t" --method "$m" --target-flops "$t"; done
+    for m in $METHODS; do one "$m$TAG-$t" --method "$m" --target-flops "$t" $EXTRA; done
   done ;;
 steps)
   k=$2; shift 2
-  for m in "$@"; do one "$m-0.5-s$k" --method "$m" --target-flops 0.5 --steps "$k"; done ;;
+  for m in "$@"; do one "$m$TAG-0.5-s$k" --method "$m" --target-flops 0.5 --steps "$k" $EXTRA; done ;;
 finetune)
   e=$2; shift 2
   for m in "$@"; do
-    one "$m-0.5-ft$e" --method "$m" --target-flops 0.5 --finetune-epochs "$e" --config configs/finetune_resnet20.ini
+    one "$m$TAG-0.5-ft$e" --method "$m" --target-flops 0.5 --finetune-epochs "$e" --config configs/finetune_resnet20.ini $EXTRA
   done ;;
 table)
   python3 - "$OUT" $METHODS <<'PY'

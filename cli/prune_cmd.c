@@ -26,6 +26,9 @@ static const char *const HELP_PRUNE =
     "      --method NAME       random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer\n"
     "      --normalize N       auto (default: none for taylor, hap, obd, fisher, obs; mean for the\n"
     "                          others), mean, max, size (per parameter) or none\n"
+    "      --slices all|consumers  l1, l2, taylor, hap, obd, fisher: score a channel on every\n"
+    "                          tensor slice it touches (default), or on its consumers' input\n"
+    "                          columns alone, whose zeroing is exactly the channel's removal\n"
     "      --samples N         calibration images from the training set (default 512)\n"
     "      --batch-size B      calibration batch (default 128)\n"
     "      --probes P          Hutchinson probes for hap and obd (default 32; not with --ggn)\n"
@@ -83,7 +86,7 @@ typedef struct {
 enum {
     O_METHOD = 256, O_NORMALIZE, O_SAMPLES, O_BATCH, O_PROBES, O_GGN, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET,
     O_LDAMP, O_NOCOMP, O_TFLOPS, O_TPARAMS, O_TCHANNELS, O_MAXFRAC, O_ROUND, O_STEPS, O_FT, O_BETWEEN, O_LR,
-    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL, O_UNIFORM
+    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL, O_UNIFORM, O_SLICES
 };
 
 // Sets the one target, or exits if another was given.
@@ -116,6 +119,11 @@ static bool parse_crit_option(int c, PruneOpts *o) {
         if (!(k->damp_rel > 0)) usage_error(PCMD, "--layer-damp must be greater than 0, got %s", optarg);
         return true;
     case O_NOCOMP: k->compensate = false; return true;
+    case O_SLICES:
+        if (strcmp(optarg, "all") != 0 && strcmp(optarg, "consumers") != 0)
+            usage_error(PCMD, "--slices: unknown '%s' (all, consumers)", optarg);
+        k->consumers_only = strcmp(optarg, "consumers") == 0;
+        return true;
     case O_NORMALIZE: {
         int n = normalize_parse(optarg);
         if (n < 0) usage_error(PCMD, "--normalize: unknown '%s' (auto, mean, max, size, none)", optarg);
@@ -134,7 +142,7 @@ static bool parse_crit_option(int c, PruneOpts *o) {
 // Parses the command line into o, or exits.
 static void prune_parse(int argc, char **argv, PruneOpts *o) {
     static const struct option opts[] = {
-        {"method", 1, 0, O_METHOD}, {"normalize", 1, 0, O_NORMALIZE}, {"samples", 1, 0, O_SAMPLES},
+        {"method", 1, 0, O_METHOD}, {"normalize", 1, 0, O_NORMALIZE}, {"slices", 1, 0, O_SLICES}, {"samples", 1, 0, O_SAMPLES},
         {"batch-size", 1, 0, O_BATCH}, {"probes", 1, 0, O_PROBES}, {"ggn", 0, 0, O_GGN},
         {"fisher-grads", 1, 0, O_FGRADS}, {"fisher-batch", 1, 0, O_FBATCH}, {"block-size", 1, 0, O_BLOCK},
         {"damp", 1, 0, O_DAMP}, {"memory-budget", 1, 0, O_BUDGET}, {"layer-damp", 1, 0, O_LDAMP},
@@ -196,6 +204,9 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
     if (o->n_targets == 0) usage_error(PCMD, "a target is required: --target-flops, --target-params or --target-channels");
     if (o->n_targets > 1) usage_error(PCMD, "give one target only (--target-flops, --target-params or --target-channels)");
     if (!o->output) usage_error(PCMD, "-o SLIM.safetensors is required");
+    Criterion mt = o->crit.method;
+    if (o->crit.consumers_only && (mt == CRIT_RANDOM || mt == CRIT_BN || mt == CRIT_OBS || mt == CRIT_OBS_LAYER))
+        usage_error(PCMD, "--slices consumers applies to l1, l2, taylor, hap, obd and fisher, not %s", criterion_name(mt));
     if (o->target.uniform && o->target.kind != TARGET_CHANNELS)
         usage_error(PCMD, "--uniform needs --target-channels (the same fraction of every layer's channels)");
     if (o->report) {

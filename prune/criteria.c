@@ -79,14 +79,36 @@ static size_t group_max_channel(const Model *m, const ChannelGroup *g) {
     return most;
 }
 
-// scores[g][c] = f over channel c's parameters, for every prunable group.
-static void score_by_params(const Model *m, const GroupSet *gs, ChannelFn f, const void *ctx, double **scores) {
+// true if member mb of g takes part in a channel's score: every member, or with consumers_only
+// the consumers (and every member of a group without one).
+static bool member_scored(const ChannelGroup *g, const GroupMember *mb, bool consumers_only) {
+    if (!consumers_only || mb->role == MEMBER_CONSUMER) return true;
+    for (int j = 0; j < g->n_members; j++)
+        if (g->members[j].role == MEMBER_CONSUMER) return false;
+    return true;
+}
+
+// Indices into m->params of what channel c of g is scored on (idx may be NULL to count): every
+// slice it touches (group_channel_params), or with consumers_only its consumers' input columns,
+// whose zeroing alone removes the channel from the function exactly.
+static size_t scored_params(const Model *m, const ChannelGroup *g, int c, bool consumers_only, size_t *idx) {
+    if (!consumers_only) return group_channel_params(m, g, c, idx);
+    size_t k = 0;
+    for (int j = 0; j < g->n_members; j++)
+        if (member_scored(g, &g->members[j], true))
+            k += member_channel_params(m, &g->members[j], c, idx ? idx + k : NULL);
+    return k;
+}
+
+// scores[g][c] = f over channel c's scored parameters, for every prunable group.
+static void score_by_params(const Model *m, const GroupSet *gs, bool consumers_only, ChannelFn f, const void *ctx,
+                            double **scores) {
     for (int g = 0; g < gs->n_groups; g++) {
         const ChannelGroup *grp = &gs->groups[g];
         if (!grp->prunable) continue;
         size_t *idx = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
         for (int c = 0; c < grp->n_channels; c++) {
-            size_t k = group_channel_params(m, grp, c, idx);
+            size_t k = scored_params(m, grp, c, consumers_only, idx);
             scores[g][c] = f(ctx, m->params, idx, k);
         }
         free(idx);
@@ -201,7 +223,7 @@ static int score_taylor(const CritOpts *o, Model *m, const GroupSet *gs, double 
             if (!grp->prunable) continue;
             size_t *pi = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
             for (int c = 0; c < grp->n_channels; c++) {
-                size_t k = group_channel_params(m, grp, c, pi);
+                size_t k = scored_params(m, grp, c, o->consumers_only, pi);
                 double s = 0;
                 for (size_t i = 0; i < k; i++) s += (double)m->params[pi[i]] * grad[pi[i]];
                 scores[g][c] += s * s / n_batches;
@@ -248,7 +270,7 @@ int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int
 // HAP summed over the group's members: for each tensor slice channel c touches, the mean of
 // the diagonal over the slice times the slice's squared norm (Tr(H_c)/n_c * ||W_c||^2 of that
 // member), so a large consumer slice does not dilute a producer's curvature.
-static void score_hap(const Model *m, const GroupSet *gs, const float *diag, double **scores) {
+static void score_hap(const Model *m, const GroupSet *gs, bool consumers_only, const float *diag, double **scores) {
     for (int g = 0; g < gs->n_groups; g++) {
         const ChannelGroup *grp = &gs->groups[g];
         if (!grp->prunable) continue;
@@ -256,6 +278,7 @@ static void score_hap(const Model *m, const GroupSet *gs, const float *diag, dou
         for (int c = 0; c < grp->n_channels; c++) {
             scores[g][c] = 0;
             for (int j = 0; j < grp->n_members; j++) {
+                if (!member_scored(grp, &grp->members[j], consumers_only)) continue;
                 size_t k = member_channel_params(m, &grp->members[j], c, idx);
                 scores[g][c] += f_hap(diag, m->params, idx, k);
             }
@@ -276,8 +299,8 @@ int crit_ggn_diag(const CritOpts *o, Model *m, float *diag, HpErr *err) {
 static int score_diag(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     float *diag = hp_malloc(m->n_params * sizeof(float));
     int rc = o->ggn ? crit_ggn_diag(o, m, diag, err) : crit_hutchinson_diag(o, m, false, diag, NULL, err);
-    if (rc == 0 && o->method == CRIT_HAP) score_hap(m, gs, diag, scores);
-    if (rc == 0 && o->method == CRIT_OBD) score_by_params(m, gs, f_obd, diag, scores);
+    if (rc == 0 && o->method == CRIT_HAP) score_hap(m, gs, o->consumers_only, diag, scores);
+    if (rc == 0 && o->method == CRIT_OBD) score_by_params(m, gs, o->consumers_only, f_obd, diag, scores);
     free(diag);
     return rc;
 }
@@ -303,17 +326,17 @@ static void add_channel_quads(void *ctx, int t, const float *g) {
 }
 
 // Fills q's channel index lists: every prunable channel of gs, group after group.
-static void channel_lists(const Model *m, const GroupSet *gs, ChannelQuads *q) {
+static void channel_lists(const Model *m, const GroupSet *gs, bool consumers_only, ChannelQuads *q) {
     size_t total = 0, j = 0, at = 0;
     for (int g = 0; g < gs->n_groups; g++)
         for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
-            q->n_ch++, total += group_channel_params(m, &gs->groups[g], c, NULL);
+            q->n_ch++, total += scored_params(m, &gs->groups[g], c, consumers_only, NULL);
     q->idx = hp_malloc((total + 1) * sizeof(size_t));
     q->start = hp_malloc((q->n_ch + 1) * sizeof(size_t));
     for (int g = 0; g < gs->n_groups; g++)
         for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++) {
             q->start[j++] = at;
-            at += group_channel_params(m, &gs->groups[g], c, q->idx + at);
+            at += scored_params(m, &gs->groups[g], c, consumers_only, q->idx + at);
         }
     q->start[j] = at;
 }
@@ -322,7 +345,7 @@ static void channel_lists(const Model *m, const GroupSet *gs, ChannelQuads *q) {
 // channel c's parameters Q, from the exact Gauss-Newton factor gradients (no probes).
 static int score_fisher(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     ChannelQuads q = {.w = m->params};
-    channel_lists(m, gs, &q);
+    channel_lists(m, gs, o->consumers_only, &q);
     int T = omp_get_max_threads(), n = 0;
     q.acc = hp_calloc((size_t)T * q.n_ch + 1, sizeof(double));
     Curvature cv;
@@ -409,7 +432,7 @@ static int score_obs_layer(Scorer *s, Model *m, const GroupSet *gs, double **sco
 }
 
 // Divides each prunable group's scores by its normaliser.
-static void normalise(const Model *m, const GroupSet *gs, Normalize how, double **scores) {
+static void normalise(const Model *m, const GroupSet *gs, Normalize how, bool consumers_only, double **scores) {
     for (int g = 0; g < gs->n_groups; g++) {
         const ChannelGroup *grp = &gs->groups[g];
         if (!grp->prunable || how == NORM_NONE) continue;
@@ -422,7 +445,7 @@ static void normalise(const Model *m, const GroupSet *gs, Normalize how, double 
         for (int c = 0; c < grp->n_channels; c++) {
             double d = how == NORM_MEAN ? sum / grp->n_channels
                      : how == NORM_MAX  ? most
-                                        : (double)group_channel_params(m, grp, c, NULL);
+                                        : (double)scored_params(m, grp, c, consumers_only, NULL);
             if (d > 0) scores[g][c] /= d;
         }
     }
@@ -437,8 +460,8 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     int rc = 0;
     switch (o->method) {
     case CRIT_RANDOM: score_random(o, gs, scores); break;
-    case CRIT_L1: score_by_params(m, gs, f_l1, NULL, scores); break;
-    case CRIT_L2: score_by_params(m, gs, f_l2, NULL, scores); break;
+    case CRIT_L1: score_by_params(m, gs, o->consumers_only, f_l1, NULL, scores); break;
+    case CRIT_L2: score_by_params(m, gs, o->consumers_only, f_l2, NULL, scores); break;
     case CRIT_BN: rc = score_bn(m, gs, scores, err); break;
     case CRIT_TAYLOR: rc = score_taylor(o, m, gs, scores, err); break;
     case CRIT_HAP:
@@ -448,7 +471,7 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     case CRIT_OBS_LAYER: rc = score_obs_layer(s, m, gs, scores, err); break;
     default: return hp_fail(err, "unknown criterion %d", (int)o->method);
     }
-    if (rc == 0) normalise(m, gs, resolve_normalize(o), scores);
+    if (rc == 0) normalise(m, gs, resolve_normalize(o), o->consumers_only, scores);
     return rc;
 }
 

@@ -55,6 +55,9 @@ typedef struct {
     FisherOpts fisher;     // obs
     double damp_rel;       // obs-layer: damping relative to the mean diagonal of each layer's H
     bool compensate;       // obs, obs-layer: apply the optimal update to the remaining weights
+    bool consumers_only;   // l1, l2, taylor, hap, obd, fisher: score a channel on its consumers'
+                           // input columns alone (zeroing them is the channel's removal) instead
+                           // of every tensor slice it touches
     uint64_t seed;
     ProgressFn progress;   // called with (done, total) per unit of work; may be NULL
     void *user;

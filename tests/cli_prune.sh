@@ -107,6 +107,10 @@ for method in random l1 l2 taylor hap obd fisher obs obs-layer; do
   check "$method: prunes 50% of the MACs (exit 0, summary on stdout)" eval 'rc_is 0 && grep -q "^MACs" "$CAP/out"'
   pycheck "$method: report keys, layers, target met" report "$T/out/$method.json" macs 0.5
 done
+for method in taylor fisher; do
+  prune "$method" "${method}_consumers" --target-flops 0.5 --slices consumers
+  pycheck "$method --slices consumers: report keys, layers, target met" report "$T/out/${method}_consumers.json" macs 0.5
+done
 prune hap hap_ggn --target-flops 0.5 --ggn
 check "hap --ggn (exact Gauss-Newton diagonal): prunes 50% of the MACs" eval 'rc_is 0 && grep -q "^MACs" "$CAP/out"'
 pycheck "hap --ggn: report keys, layers, target met" report "$T/out/hap_ggn.json" macs 0.5
@@ -143,6 +147,9 @@ expect 2 "a target of 0 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --met
 expect 2 "an unknown method is refused" "magic" "unknown" "$HPRUNE" prune "$MODEL" --method magic --target-flops 0.5 $S
 expect 2 "--uniform with a MACs target" "" "--uniform needs --target-channels" "$HPRUNE" prune "$MODEL" --method l1 \
   --target-flops 0.5 --uniform $S
+expect 2 "--slices with a criterion it does not apply to" "" "--slices consumers applies to" "$HPRUNE" prune "$MODEL" \
+  --method obs-layer --slices consumers --target-flops 0.5 $S
+expect 2 "an unknown --slices" "some" "unknown" "$HPRUNE" prune "$MODEL" --method l1 --slices some --target-flops 0.5 $S
 expect 2 "no target" "" "target is required" "$HPRUNE" prune "$MODEL" --method l1 $S
 expect 2 "two targets" "" "one target" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --target-params 0.5 $S
 expect 2 "no output" "" "-o" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA"

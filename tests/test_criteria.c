@@ -214,6 +214,97 @@ static void test_fisher_quadratic_form(void **state) {
     fixture_free(&f);
 }
 
+// Mean loss over all of d's images (eval mode).
+static double mean_loss(Model *m, const Dataset *d) {
+    Workspace ws;
+    ws_init(&ws, m, d->n, 0);
+    float *x = malloc((size_t)d->n * 64 * sizeof(float));
+    int *y = malloc((size_t)d->n * sizeof(int)), *all = malloc((size_t)d->n * sizeof(int));
+    for (int i = 0; i < d->n; i++) all[i] = i;
+    data_batch(d, all, d->n, m->norm_mean, m->norm_std, NULL, NULL, x, y);
+    const float *logits = model_forward(m, &ws, x, d->n, MODE_EVAL, NULL);
+    double loss = softmax_xent(logits, y, d->n, m->n_classes, 0, NULL, NULL);
+    free(x), free(y), free(all);
+    ws_free(&ws);
+    return loss;
+}
+
+// Indices of the consumer columns of small_net's groups, from the layer shapes alone: conv2's
+// weight[:, c] (6 x 3x3) for conv1's channel c, fc's weight[:, c] (3) for conv2's.
+static size_t consumer_columns(const Model *m, bool of_conv1, int c, size_t *idx) {
+    size_t k = 0;
+    if (of_conv1) {
+        const Node *c2 = &m->nodes[node_id(m, "conv2")];
+        for (size_t o = 0; o < 6; o++)
+            for (size_t t = 0; t < 9; t++) idx[k++] = c2->w_off + (o * 4 + (size_t)c) * 9 + t;
+    } else {
+        const Node *fc = &m->nodes[node_id(m, "fc")];
+        for (size_t o = 0; o < 3; o++) idx[k++] = fc->w_off + o * 6 + (size_t)c;
+    }
+    return k;
+}
+
+// With consumers_only, a channel is scored on its consumers' input columns alone: fisher is
+// 1/2 w_C^T G w_C over them (Gauss-Newton products), taylor the square of the derivative of the
+// loss as those columns are scaled to zero (central differences, where the loss is smooth in
+// the scale: conv2's channels, read by fc), l1 their absolute sum; a
+// channel whose consumer columns are zero scores 0 even with a live filter.
+static void test_consumer_slices(void **state) {
+    (void)state;
+    Fixture f;
+    fixture_init(&f, 12, 48);
+    int g1 = group_id(&f.gs, "conv1"), g2 = group_id(&f.gs, "conv2");
+    CritOpts o = crit_defaults();
+    o.normalize = NORM_NONE, o.data = &f.d, o.samples = f.d.n, o.batch = f.d.n, o.consumers_only = true;
+    Scorer s;
+    HpErr err;
+    size_t P = f.m.n_params, *idx = malloc(P * sizeof(size_t));
+    float *wq = malloc(P * sizeof(float)), *Gw = malloc(P * sizeof(float)), *saved = malloc(P * sizeof(float));
+    int *all = malloc((size_t)f.d.n * sizeof(int));
+    for (int i = 0; i < f.d.n; i++) all[i] = i;
+    Curvature cv;
+    assert_int_equal(curv_init(&cv, &f.m, &f.d, all, f.d.n, 16, MODE_EVAL, CURV_GGN, &err), 0);
+    const Criterion crits[] = {CRIT_FISHER, CRIT_TAYLOR, CRIT_L1};
+    for (size_t q = 0; q < 3; q++) {
+        o.method = crits[q];
+        if (scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err) != 0) fail_msg("%s: %s", criterion_name(o.method), err.msg);
+        scorer_free(&s);
+        for (int g = 0; g < 2; g++)
+            for (int c = 0; c < f.gs.groups[g == 0 ? g1 : g2].n_channels; c++) {
+                size_t k = consumer_columns(&f.m, g == 0, c, idx);
+                double want = 0, got = f.scores[g == 0 ? g1 : g2][c], h = 1e-2;
+                if (crits[q] == CRIT_FISHER) want = masked_quadratic(&cv, &f.m, idx, k, wq, Gw);
+                if (crits[q] == CRIT_L1)
+                    for (size_t i = 0; i < k; i++) want += fabs(f.m.params[idx[i]]);
+                if (crits[q] == CRIT_TAYLOR && g == 0) continue;  // conv2's columns: L(t) has ReLU kinks
+                if (crits[q] == CRIT_TAYLOR) {  // d/dt L(fc's columns * t) at t = 1: smooth in t
+                    memcpy(saved, f.m.params, P * sizeof(float));
+                    for (size_t i = 0; i < k; i++) f.m.params[idx[i]] = (float)(saved[idx[i]] * (1 + h));
+                    double up = mean_loss(&f.m, &f.d);
+                    for (size_t i = 0; i < k; i++) f.m.params[idx[i]] = (float)(saved[idx[i]] * (1 - h));
+                    double down = mean_loss(&f.m, &f.d);
+                    memcpy(f.m.params, saved, P * sizeof(float));
+                    want = pow((up - down) / (2 * h), 2);
+                }
+                double tol = crits[q] == CRIT_TAYLOR ? 2e-2 * want + 1e-9 : 1e-4 * want;
+                if (!(want > 0) || fabs(got - want) > tol)
+                    fail_msg("%s, group %d channel %d: %.8g, want %.8g", criterion_name(o.method), g, c, got, want);
+            }
+    }
+    // conv1's channel 1 with its consumer columns zeroed: removed from the function, scored 0
+    size_t k = consumer_columns(&f.m, true, 1, idx);
+    for (size_t i = 0; i < k; i++) f.m.params[idx[i]] = 0;
+    for (size_t q = 0; q < 3; q++) {
+        o.method = crits[q];
+        assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err), 0);
+        scorer_free(&s);
+        assert_true(fabs(f.scores[g1][1]) < 1e-12 && f.scores[g1][0] > 1e-9);
+    }
+    curv_free(&cv);
+    free(idx), free(wq), free(Gw), free(saved), free(all);
+    fixture_free(&f);
+}
+
 // Layer-wise OBS sees that a duplicated channel costs (almost) nothing: its consumer's columns
 // can move onto the copy. Magnitude criteria order channels by their norms.
 static void test_duplicate_and_magnitude(void **state) {
@@ -452,6 +543,7 @@ int main(void) {
         cmocka_unit_test(test_zero_channel_first),
         cmocka_unit_test(test_duplicate_and_magnitude),
         cmocka_unit_test(test_fisher_quadratic_form),
+        cmocka_unit_test(test_consumer_slices),
         cmocka_unit_test(test_widths_cost_exact),
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_obs_layer_compensation_helps),
