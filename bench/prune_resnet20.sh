@@ -13,6 +13,7 @@
 # EXTRA adds options to every run and TAG to its name: TAG=-consumers EXTRA="--slices consumers"
 # METHODS="taylor fisher" ... oneshot writes fisher-consumers-0.5.json and so on, and
 # METHODS="fisher fisher-consumers" ... table shows both rows.
+# (--slices consumers is for l1, l2, taylor, hap, obd and fisher: set METHODS to those.)
 set -e
 MODEL=${MODEL:-runs/resnet20_fmnist.safetensors}
 OUT=${OUT:-runs/prune_r20}

@@ -292,6 +292,7 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "output", o->output);
     cJSON_AddStringToObject(j, "method", criterion_name(o->crit.method));
+    cJSON_AddStringToObject(j, "slices", o->crit.consumers_only ? "consumers" : "all");
     cJSON_AddStringToObject(j, "target", target_kind_name(o->target.kind));
     cJSON_AddNumberToObject(j, "target_ratio", o->target.ratio);
     cJSON_AddNumberToObject(j, "steps", o->steps);

@@ -1,5 +1,5 @@
 // criteria.c: channel scores. Every criterion reduces to a number per (group, channel) from
-// the channel's parameter indices (group_channel_params), plus, for the curvature criteria, a
+// the channel's parameter indices (scored_params: every slice, or its consumers' columns), plus, for the curvature criteria, a
 // per-parameter quantity computed once (a Hutchinson diagonal, a gradient, an inverse Fisher,
 // layer Hessians).
 #include <math.h>
@@ -454,6 +454,10 @@ static void normalise(const Model *m, const GroupSet *gs, Normalize how, bool co
 int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     memset(s, 0, sizeof *s);
     s->o = *o;
+    if (o->consumers_only && (o->method == CRIT_RANDOM || o->method == CRIT_BN || o->method == CRIT_OBS ||
+                              o->method == CRIT_OBS_LAYER))
+        return hp_fail(err, "scoring on the consumers' slices applies to l1, l2, taylor, hap, obd and fisher, not %s",
+                       criterion_name(o->method));
     bool needs_data = o->method == CRIT_TAYLOR || o->method == CRIT_HAP || o->method == CRIT_OBD ||
                       o->method == CRIT_FISHER || o->method == CRIT_OBS || o->method == CRIT_OBS_LAYER;
     if (needs_data && check_data(o, m, err) < 0) return -1;

@@ -11,10 +11,12 @@
 #include "../nn/data.h"
 #include "prune.h"
 
+// A channel's scored parameters are every tensor slice it touches, or with consumers_only its
+// consumers' input columns alone.
 typedef enum {
     CRIT_RANDOM,     // uniform random scores (a baseline that knows nothing)
-    CRIT_L1,         // sum of |w| over the channel's parameters (Li et al. 2017)
-    CRIT_L2,         // sum of w^2 over the channel's parameters
+    CRIT_L1,         // sum of |w| over the channel's scored parameters (Li et al. 2017)
+    CRIT_L2,         // sum of w^2 over the channel's scored parameters
     CRIT_BN,         // |gamma| of the channel's batchnorms (network slimming)
     CRIT_TAYLOR,     // first-order Taylor: mean over mini-batches of (sum w.g)^2 (Molchanov 2019)
     CRIT_HAP,        // Tr(H_c) / n_c * ||w_c||^2, Hutchinson diagonal of H (HAP, Yu et al. 2022)
@@ -30,7 +32,7 @@ typedef enum {
     NORM_AUTO,  // none for the loss-change criteria (taylor, hap, obd, fisher, obs), mean for the others
     NORM_MEAN,  // each group's scores divided by their mean (groups of different sizes compare fairly)
     NORM_MAX,   // divided by their maximum
-    NORM_SIZE,  // divided by the channel's parameter count (a per-parameter score)
+    NORM_SIZE,  // divided by the channel's scored parameter count (a per-parameter score)
     NORM_NONE,  // raw scores
 } Normalize;
 

@@ -29,7 +29,7 @@ def header(path):
     return json.loads(b[8:8 + n])
 if mode == "report":  # REPORT.json KIND RATIO: keys, totals, the target met
     r = json.load(open(args[0]))
-    for k in ("command", "seed", "method", "target", "target_ratio", "layers", "params_before", "params_after",
+    for k in ("command", "seed", "method", "slices", "target", "target_ratio", "layers", "params_before", "params_after",
               "macs_before", "macs_after", "accuracy_original", "accuracy_pruned", "accuracy_recalibrated", "latency_ms_before",
               "latency_ms_after", "speedup"):
         need(k in r, f"no key {k!r}: {sorted(r)}")
@@ -110,6 +110,7 @@ done
 for method in taylor fisher; do
   prune "$method" "${method}_consumers" --target-flops 0.5 --slices consumers
   pycheck "$method --slices consumers: report keys, layers, target met" report "$T/out/${method}_consumers.json" macs 0.5
+  check "$method --slices consumers: the report says so" grep -q '"slices":[[:space:]]*"consumers"' "$T/out/${method}_consumers.json"
 done
 prune hap hap_ggn --target-flops 0.5 --ggn
 check "hap --ggn (exact Gauss-Newton diagonal): prunes 50% of the MACs" eval 'rc_is 0 && grep -q "^MACs" "$CAP/out"'

@@ -244,11 +244,47 @@ static size_t consumer_columns(const Model *m, bool of_conv1, int c, size_t *idx
     return k;
 }
 
-// With consumers_only, a channel is scored on its consumers' input columns alone: fisher is
-// 1/2 w_C^T G w_C over them (Gauss-Newton products), taylor the square of the derivative of the
-// loss as those columns are scaled to zero (central differences, where the loss is smooth in
-// the scale: conv2's channels, read by fc), l1 their absolute sum; a
-// channel whose consumer columns are zero scores 0 even with a live filter.
+// The score of one channel from its consumer columns idx[0..k), computed independently of
+// prune/: fisher 1/2 w_C^T G w_C and the Gauss-Newton diagonal by masked Gauss-Newton products,
+// taylor the square of the derivative of the loss as the columns are scaled to zero (central
+// differences; only where the loss is smooth in the scale), l1 and l2 their absolute and squared
+// sums, hap mean(diag) * ||w_C||^2 (one consumer per group here), obd 1/2 sum diag w^2.
+static double consumer_score(Criterion crit, Model *m, const Dataset *d, Curvature *cv, const size_t *idx, size_t k,
+                             float *wq, float *Gw, float *saved) {
+    size_t P = m->n_params;
+    double l1 = 0, l2 = 0, trace = 0, obd = 0, h = 1e-2;
+    for (size_t i = 0; i < k; i++) {
+        double w = m->params[idx[i]];
+        l1 += fabs(w), l2 += w * w;
+        if (crit == CRIT_HAP || crit == CRIT_OBD) {  // G_ii = 2 q(w_i e_i) / w_i^2
+            double q = masked_quadratic(cv, m, idx + i, 1, wq, Gw);
+            trace += 2 * q / (w * w), obd += q;
+        }
+    }
+    switch (crit) {
+    case CRIT_FISHER: return masked_quadratic(cv, m, idx, k, wq, Gw);
+    case CRIT_L1: return l1;
+    case CRIT_L2: return l2;
+    case CRIT_HAP: return trace / (double)k * l2;
+    case CRIT_OBD: return obd;
+    case CRIT_TAYLOR: {  // d/dt L(columns * t) at t = 1
+        memcpy(saved, m->params, P * sizeof(float));
+        for (size_t i = 0; i < k; i++) m->params[idx[i]] = (float)(saved[idx[i]] * (1 + h));
+        double up = mean_loss(m, d);
+        for (size_t i = 0; i < k; i++) m->params[idx[i]] = (float)(saved[idx[i]] * (1 - h));
+        double down = mean_loss(m, d);
+        memcpy(m->params, saved, P * sizeof(float));
+        return pow((up - down) / (2 * h), 2);
+    }
+    default: fail_msg("no independent score for %s", criterion_name(crit));
+    }
+    return 0;
+}
+
+// With consumers_only, every criterion that accepts it scores a channel on its consumers' input
+// columns alone (consumer_score), normalised by their count with NORM_SIZE; a channel whose
+// consumer columns are zero scores 0 even with a live filter; the criteria that do not accept
+// it refuse it.
 static void test_consumer_slices(void **state) {
     (void)state;
     Fixture f;
@@ -256,6 +292,7 @@ static void test_consumer_slices(void **state) {
     int g1 = group_id(&f.gs, "conv1"), g2 = group_id(&f.gs, "conv2");
     CritOpts o = crit_defaults();
     o.normalize = NORM_NONE, o.data = &f.d, o.samples = f.d.n, o.batch = f.d.n, o.consumers_only = true;
+    o.ggn = true;  // hap and obd on the exact Gauss-Newton diagonal: no probe noise
     Scorer s;
     HpErr err;
     size_t P = f.m.n_params, *idx = malloc(P * sizeof(size_t));
@@ -264,28 +301,20 @@ static void test_consumer_slices(void **state) {
     for (int i = 0; i < f.d.n; i++) all[i] = i;
     Curvature cv;
     assert_int_equal(curv_init(&cv, &f.m, &f.d, all, f.d.n, 16, MODE_EVAL, CURV_GGN, &err), 0);
-    const Criterion crits[] = {CRIT_FISHER, CRIT_TAYLOR, CRIT_L1};
-    for (size_t q = 0; q < 3; q++) {
+    const Criterion crits[] = {CRIT_FISHER, CRIT_TAYLOR, CRIT_L1, CRIT_L2, CRIT_HAP, CRIT_OBD, CRIT_L1};
+    const size_t n_crits = sizeof crits / sizeof crits[0];
+    for (size_t q = 0; q < n_crits; q++) {
         o.method = crits[q];
+        o.normalize = q == n_crits - 1 ? NORM_SIZE : NORM_NONE;  // the last: l1 per scored parameter
         if (scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err) != 0) fail_msg("%s: %s", criterion_name(o.method), err.msg);
         scorer_free(&s);
         for (int g = 0; g < 2; g++)
             for (int c = 0; c < f.gs.groups[g == 0 ? g1 : g2].n_channels; c++) {
-                size_t k = consumer_columns(&f.m, g == 0, c, idx);
-                double want = 0, got = f.scores[g == 0 ? g1 : g2][c], h = 1e-2;
-                if (crits[q] == CRIT_FISHER) want = masked_quadratic(&cv, &f.m, idx, k, wq, Gw);
-                if (crits[q] == CRIT_L1)
-                    for (size_t i = 0; i < k; i++) want += fabs(f.m.params[idx[i]]);
                 if (crits[q] == CRIT_TAYLOR && g == 0) continue;  // conv2's columns: L(t) has ReLU kinks
-                if (crits[q] == CRIT_TAYLOR) {  // d/dt L(fc's columns * t) at t = 1: smooth in t
-                    memcpy(saved, f.m.params, P * sizeof(float));
-                    for (size_t i = 0; i < k; i++) f.m.params[idx[i]] = (float)(saved[idx[i]] * (1 + h));
-                    double up = mean_loss(&f.m, &f.d);
-                    for (size_t i = 0; i < k; i++) f.m.params[idx[i]] = (float)(saved[idx[i]] * (1 - h));
-                    double down = mean_loss(&f.m, &f.d);
-                    memcpy(f.m.params, saved, P * sizeof(float));
-                    want = pow((up - down) / (2 * h), 2);
-                }
+                size_t k = consumer_columns(&f.m, g == 0, c, idx);
+                double want = consumer_score(crits[q], &f.m, &f.d, &cv, idx, k, wq, Gw, saved);
+                if (o.normalize == NORM_SIZE) want /= (double)k;
+                double got = f.scores[g == 0 ? g1 : g2][c];
                 double tol = crits[q] == CRIT_TAYLOR ? 2e-2 * want + 1e-9 : 1e-4 * want;
                 if (!(want > 0) || fabs(got - want) > tol)
                     fail_msg("%s, group %d channel %d: %.8g, want %.8g", criterion_name(o.method), g, c, got, want);
@@ -294,11 +323,19 @@ static void test_consumer_slices(void **state) {
     // conv1's channel 1 with its consumer columns zeroed: removed from the function, scored 0
     size_t k = consumer_columns(&f.m, true, 1, idx);
     for (size_t i = 0; i < k; i++) f.m.params[idx[i]] = 0;
-    for (size_t q = 0; q < 3; q++) {
+    o.normalize = NORM_NONE;
+    for (size_t q = 0; q < n_crits - 1; q++) {
         o.method = crits[q];
         assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err), 0);
         scorer_free(&s);
         assert_true(fabs(f.scores[g1][1]) < 1e-12 && f.scores[g1][0] > 1e-9);
+    }
+    const Criterion refused[] = {CRIT_RANDOM, CRIT_BN, CRIT_OBS, CRIT_OBS_LAYER};
+    for (size_t q = 0; q < 4; q++) {
+        o.method = refused[q];
+        assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err), -1);
+        assert_non_null(strstr(err.msg, "consumers"));
+        scorer_free(&s);
     }
     curv_free(&cv);
     free(idx), free(wq), free(Gw), free(saved), free(all);
