@@ -13,12 +13,14 @@
 # EXTRA adds options to every run and TAG to its name: TAG=-consumers EXTRA="--slices consumers"
 # METHODS="taylor fisher" ... oneshot writes fisher-consumers-0.5.json and so on, and
 # METHODS="fisher fisher-consumers" ... table shows both rows.
+# TARGETS="0.5" ... oneshot runs only -50%.
 # (--slices consumers is for l1, l2, taylor, hap, obd and fisher: set METHODS to those.)
 set -e
 MODEL=${MODEL:-runs/resnet20_fmnist.safetensors}
 OUT=${OUT:-runs/prune_r20}
 HPRUNE=${HPRUNE:-./hprune}
 METHODS=${METHODS:-"l1 taylor hap fisher obs obs-layer"}
+TARGETS=${TARGETS:-"0.5 0.3 0.7"}
 TAG=${TAG:-}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
@@ -35,7 +37,7 @@ one() {
 
 case "$1" in
 oneshot)
-  for t in 0.5 0.3 0.7; do
+  for t in $TARGETS; do
     for m in $METHODS; do one "$m$TAG-$t" --method "$m" --target-flops "$t" $EXTRA; done
   done ;;
 steps)
