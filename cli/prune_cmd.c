@@ -142,8 +142,8 @@ static bool parse_crit_option(int c, PruneOpts *o) {
 // Parses the command line into o, or exits.
 static void prune_parse(int argc, char **argv, PruneOpts *o) {
     static const struct option opts[] = {
-        {"method", 1, 0, O_METHOD}, {"normalize", 1, 0, O_NORMALIZE}, {"slices", 1, 0, O_SLICES}, {"samples", 1, 0, O_SAMPLES},
-        {"batch-size", 1, 0, O_BATCH}, {"probes", 1, 0, O_PROBES}, {"ggn", 0, 0, O_GGN},
+        {"method", 1, 0, O_METHOD}, {"normalize", 1, 0, O_NORMALIZE}, {"slices", 1, 0, O_SLICES},
+        {"samples", 1, 0, O_SAMPLES}, {"batch-size", 1, 0, O_BATCH}, {"probes", 1, 0, O_PROBES}, {"ggn", 0, 0, O_GGN},
         {"fisher-grads", 1, 0, O_FGRADS}, {"fisher-batch", 1, 0, O_FBATCH}, {"block-size", 1, 0, O_BLOCK},
         {"damp", 1, 0, O_DAMP}, {"memory-budget", 1, 0, O_BUDGET}, {"layer-damp", 1, 0, O_LDAMP},
         {"no-compensate", 0, 0, O_NOCOMP}, {"target-flops", 1, 0, O_TFLOPS}, {"target-macs", 1, 0, O_TFLOPS},
@@ -204,9 +204,9 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
     if (o->n_targets == 0) usage_error(PCMD, "a target is required: --target-flops, --target-params or --target-channels");
     if (o->n_targets > 1) usage_error(PCMD, "give one target only (--target-flops, --target-params or --target-channels)");
     if (!o->output) usage_error(PCMD, "-o SLIM.safetensors is required");
-    Criterion mt = o->crit.method;
-    if (o->crit.consumers_only && (mt == CRIT_RANDOM || mt == CRIT_BN || mt == CRIT_OBS || mt == CRIT_OBS_LAYER))
-        usage_error(PCMD, "--slices consumers applies to l1, l2, taylor, hap, obd and fisher, not %s", criterion_name(mt));
+    if (o->crit.consumers_only && !criterion_takes_slices(o->crit.method))
+        usage_error(PCMD, "--slices consumers applies to l1, l2, taylor, hap, obd and fisher, not %s",
+                    criterion_name(o->crit.method));
     if (o->target.uniform && o->target.kind != TARGET_CHANNELS)
         usage_error(PCMD, "--uniform needs --target-channels (the same fraction of every layer's channels)");
     if (o->report) {

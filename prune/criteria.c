@@ -1,7 +1,7 @@
 // criteria.c: channel scores. Every criterion reduces to a number per (group, channel) from
-// the channel's parameter indices (scored_params: every slice, or its consumers' columns), plus, for the curvature criteria, a
-// per-parameter quantity computed once (a Hutchinson diagonal, a gradient, an inverse Fisher,
-// layer Hessians).
+// the channel's parameter indices (scored_params: every slice, or its consumers' columns), plus,
+// for the curvature criteria, a per-parameter quantity computed once (a Hutchinson diagonal, a
+// gradient, an inverse Fisher, layer Hessians).
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -77,6 +77,10 @@ static size_t group_max_channel(const Model *m, const ChannelGroup *g) {
         if (k > most) most = k;
     }
     return most;
+}
+
+bool criterion_takes_slices(Criterion c) {
+    return c == CRIT_L1 || c == CRIT_L2 || c == CRIT_TAYLOR || c == CRIT_HAP || c == CRIT_OBD || c == CRIT_FISHER;
 }
 
 // true if member mb of g takes part in a channel's score: every member, or with consumers_only
@@ -454,9 +458,8 @@ static void normalise(const Model *m, const GroupSet *gs, Normalize how, bool co
 int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     memset(s, 0, sizeof *s);
     s->o = *o;
-    if (o->consumers_only && (o->method == CRIT_RANDOM || o->method == CRIT_BN || o->method == CRIT_OBS ||
-                              o->method == CRIT_OBS_LAYER))
-        return hp_fail(err, "scoring on the consumers' slices applies to l1, l2, taylor, hap, obd and fisher, not %s",
+    if (o->consumers_only && !criterion_takes_slices(o->method))
+        return hp_fail(err, "scoring on the consumers' columns applies to l1, l2, taylor, hap, obd and fisher, not %s",
                        criterion_name(o->method));
     bool needs_data = o->method == CRIT_TAYLOR || o->method == CRIT_HAP || o->method == CRIT_OBD ||
                       o->method == CRIT_FISHER || o->method == CRIT_OBS || o->method == CRIT_OBS_LAYER;

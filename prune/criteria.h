@@ -40,6 +40,8 @@ typedef enum {
 const char *criterion_name(Criterion c);
 Criterion criterion_parse(const char *s);
 const char *normalize_name(Normalize n);
+// True if criterion c can score on its consumers' columns alone (CritOpts.consumers_only).
+bool criterion_takes_slices(Criterion c);
 int normalize_parse(const char *s);  // -1 if unknown
 // true for the criteria that change the remaining weights (obs, obs-layer) unless disabled.
 bool criterion_compensates(Criterion c);
