@@ -8,16 +8,17 @@
 #include "prune/criteria.h"
 
 // A small net: input 1x8x8 -> conv1 (4, 3x3) -> bn1 -> relu -> conv2 (6, 3x3) -> bn2 -> relu
-// -> global pool -> fc (3). Two prunable groups: conv1 (4 channels) and conv2 (6).
-static void small_net(Model *m, Rng *rng) {
+// -> global pool -> fc (3). Two prunable groups: conv1 (4 channels) and conv2 (6). Without
+// with_bn, the batchnorms are left out and conv2 has a bias.
+static void small_net(Model *m, Rng *rng, bool with_bn) {
     HpErr err;
     model_init(m, (Shape){1, 8, 8}, 3);
     int x = mb_input(m, &err);
     x = mb_conv(m, "conv1", x, 4, 3, 1, 1, 1, true, &err);
-    x = mb_bn(m, "bn1", x, &err);
+    if (with_bn) x = mb_bn(m, "bn1", x, &err);
     x = mb_relu(m, "relu1", x, &err);
-    x = mb_conv(m, "conv2", x, 6, 3, 1, 1, 1, false, &err);
-    x = mb_bn(m, "bn2", x, &err);
+    x = mb_conv(m, "conv2", x, 6, 3, 1, 1, 1, !with_bn, &err);
+    if (with_bn) x = mb_bn(m, "bn2", x, &err);
     x = mb_relu(m, "relu2", x, &err);
     x = mb_gap(m, "pool", x, &err);
     x = mb_linear(m, "fc", x, 3, true, &err);
@@ -117,18 +118,22 @@ typedef struct {
     double *scores[8];
 } Fixture;
 
-// Builds small_net and n_images of small_data from seed, the groups and zeroed scores.
-static void fixture_init(Fixture *f, uint64_t seed, int n_images) {
+// Builds small_net (with or without batchnorms) and n_images of small_data from seed, the
+// groups and zeroed scores.
+static void fixture_build(Fixture *f, uint64_t seed, int n_images, bool with_bn) {
     memset(f, 0, sizeof *f);
     Rng rng;
     rng_seed(&rng, seed, 0);
-    small_net(&f->m, &rng);
+    small_net(&f->m, &rng, with_bn);
     small_data(&f->d, n_images, &rng);
     HpErr err;
     assert_int_equal(prune_groups(&f->m, &f->gs, &err), 0);
     assert_true(f->gs.n_groups <= 8);
     for (int g = 0; g < f->gs.n_groups; g++) f->scores[g] = calloc((size_t)f->gs.groups[g].n_channels, sizeof(double));
 }
+
+// fixture_build with batchnorms.
+static void fixture_init(Fixture *f, uint64_t seed, int n_images) { fixture_build(f, seed, n_images, true); }
 
 static void fixture_free(Fixture *f) {
     for (int g = 0; g < f->gs.n_groups; g++) free(f->scores[g]);
@@ -342,6 +347,40 @@ static void test_consumer_slices(void **state) {
     fixture_free(&f);
 }
 
+// Without batchnorm, a channel's output (ReLU, then linear pooling) scales with its filter and
+// bias, so to first order scaling them moves the loss as scaling its consumer columns does: the
+// all-slice Taylor and Fisher scores are exactly 4 times the consumers-only ones.
+static void test_slices_without_batchnorm(void **state) {
+    (void)state;
+    Fixture f;
+    fixture_build(&f, 5, 40, false);
+    double *cons[8] = {0};
+    for (int g = 0; g < f.gs.n_groups; g++) cons[g] = calloc((size_t)f.gs.groups[g].n_channels, sizeof(double));
+    CritOpts o = crit_defaults();
+    o.normalize = NORM_NONE, o.data = &f.d, o.samples = f.d.n, o.batch = 20;
+    const Criterion crits[] = {CRIT_TAYLOR, CRIT_FISHER};
+    for (size_t q = 0; q < 2; q++) {
+        Scorer s;
+        HpErr err;
+        o.method = crits[q];
+        o.consumers_only = false;
+        assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err), 0);
+        scorer_free(&s);
+        o.consumers_only = true;
+        assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, cons, &err), 0);
+        scorer_free(&s);
+        int checked = 0;
+        for (int g = 0; g < f.gs.n_groups; g++)
+            for (int c = 0; f.gs.groups[g].prunable && c < f.gs.groups[g].n_channels; c++, checked++)
+                if (!(cons[g][c] > 0) || fabs(f.scores[g][c] - 4 * cons[g][c]) > 1e-3 * 4 * cons[g][c])
+                    fail_msg("%s, group %d channel %d: all slices %.8g, consumers %.8g", criterion_name(crits[q]), g,
+                             c, f.scores[g][c], cons[g][c]);
+        assert_int_equal(checked, 10);
+    }
+    for (int g = 0; g < f.gs.n_groups; g++) free(cons[g]);
+    fixture_free(&f);
+}
+
 // Layer-wise OBS sees that a duplicated channel costs (almost) nothing: its consumer's columns
 // can move onto the copy. Magnitude criteria order channels by their norms.
 static void test_duplicate_and_magnitude(void **state) {
@@ -416,7 +455,7 @@ static void test_select(void **state) {
     Rng rng;
     rng_seed(&rng, 10, 0);
     Model m;
-    small_net(&m, &rng);
+    small_net(&m, &rng, true);
     GroupSet gs;
     HpErr err;
     assert_int_equal(prune_groups(&m, &gs, &err), 0);
@@ -485,7 +524,7 @@ static void test_obs_layer_compensation_helps(void **state) {
     Rng rng;
     rng_seed(&rng, 11, 0);
     Model m;
-    small_net(&m, &rng);
+    small_net(&m, &rng, true);
     Dataset d;
     small_data(&d, 256, &rng);
     GroupSet gs;
@@ -540,7 +579,7 @@ static void test_bn_recalibrate(void **state) {
     Rng rng;
     rng_seed(&rng, 12, 0);
     Model m, two;
-    small_net(&m, &rng);
+    small_net(&m, &rng, true);
     Dataset d;
     small_data(&d, 64, &rng);
     int idx[64];
@@ -581,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_duplicate_and_magnitude),
         cmocka_unit_test(test_fisher_quadratic_form),
         cmocka_unit_test(test_consumer_slices),
+        cmocka_unit_test(test_slices_without_batchnorm),
         cmocka_unit_test(test_widths_cost_exact),
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_obs_layer_compensation_helps),
