@@ -223,7 +223,8 @@ static void test_fisher_quadratic_form(void **state) {
 static double mean_loss(Model *m, const Dataset *d) {
     Workspace ws;
     ws_init(&ws, m, d->n, 0);
-    float *x = malloc((size_t)d->n * 64 * sizeof(float));
+    size_t per_image = (size_t)m->input.c * m->input.h * m->input.w;
+    float *x = malloc((size_t)d->n * per_image * sizeof(float));
     int *y = malloc((size_t)d->n * sizeof(int)), *all = malloc((size_t)d->n * sizeof(int));
     for (int i = 0; i < d->n; i++) all[i] = i;
     data_batch(d, all, d->n, m->norm_mean, m->norm_std, NULL, NULL, x, y);
