@@ -37,8 +37,9 @@ static const char *const HELP_PRUNE =
     "                          the Hessian's Hutchinson estimate\n"
     "      --fisher-grads N    obs: gradients in the empirical Fisher (default 1000)\n"
     "      --fisher-batch B    obs: samples per gradient (default 1)\n"
-    "      --block-size S      obs: Fisher block size (default 2000)\n"
-    "      --damp L            obs: Fisher damping (default: fisher_defaults)\n"
+    "      --block-size S      obs: Fisher block size (default 100)\n"
+    "      --damp L            obs: Fisher damping, absolute (default 1e-2; hessian --obs,\n"
+    "                          which follows WoodFisher, uses blocks of 2000 and 1e-5)\n"
     "      --memory-budget MB  obs: refuse to need more (default 4096)\n"
     "      --layer-damp D      obs-layer: damping relative to the mean diagonal (default 0.01)\n"
     "      --no-compensate     obs, obs-layer: scores only, no update of the kept weights\n"
@@ -282,6 +283,20 @@ static void json_layer(cJSON *layers, const Model *a, const Model *b, int i) {
 // Rounds x to 6 significant decimals for the JSON.
 static double r6(double x) { return round(x * 1e6) / 1e6; }
 
+// Adds the settings of the OBS curvature the criterion used: "fisher" for obs, "layer_damp" for
+// obs-layer, and for both whether the weight update was applied.
+static void json_obs_settings(cJSON *j, const CritOpts *k) {
+    if (k->method == CRIT_OBS) {
+        cJSON *f = cJSON_AddObjectToObject(j, "fisher");
+        cJSON_AddNumberToObject(f, "grads", k->fisher.n_grads);
+        cJSON_AddNumberToObject(f, "batch", k->fisher.grad_batch);
+        cJSON_AddNumberToObject(f, "block_size", (double)k->fisher.block_size);
+        cJSON_AddNumberToObject(f, "damp", k->fisher.damp);
+    }
+    if (k->method == CRIT_OBS_LAYER) cJSON_AddNumberToObject(j, "layer_damp", k->damp_rel);
+    if (criterion_compensates(k->method)) cJSON_AddBoolToObject(j, "compensate", k->compensate);
+}
+
 // Builds the report as JSON.
 static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd) {
     cJSON *j = cJSON_CreateObject();
@@ -293,6 +308,8 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     cJSON_AddStringToObject(j, "output", o->output);
     cJSON_AddStringToObject(j, "method", criterion_name(o->crit.method));
     cJSON_AddStringToObject(j, "slices", o->crit.consumers_only ? "consumers" : "all");
+    cJSON_AddStringToObject(j, "rank", o->target.per_cost ? "per-cost" : "score");
+    json_obs_settings(j, &o->crit);
     cJSON_AddStringToObject(j, "target", target_kind_name(o->target.kind));
     cJSON_AddNumberToObject(j, "target_ratio", o->target.ratio);
     cJSON_AddNumberToObject(j, "steps", o->steps);
@@ -324,11 +341,25 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     return j;
 }
 
+// Appends the scoring settings to the Markdown report: slices and rank, and the OBS curvature.
+static void md_settings(StrBuf *t, const PruneOpts *o) {
+    const CritOpts *k = &o->crit;
+    sb_printf(t, "slices %s, rank by %s", k->consumers_only ? "consumers" : "all",
+              o->target.per_cost ? "score per cost" : "score");
+    if (k->method == CRIT_OBS)
+        sb_printf(t, "; Fisher of %d gradients of %d image%s, blocks of %zu, damp %g", k->fisher.n_grads,
+                  k->fisher.grad_batch, k->fisher.grad_batch > 1 ? "s" : "", k->fisher.block_size, k->fisher.damp);
+    if (k->method == CRIT_OBS_LAYER) sb_printf(t, "; layer damping %g of the mean diagonal", k->damp_rel);
+    if (criterion_compensates(k->method)) sb_printf(t, "; weight update %s", k->compensate ? "applied" : "off");
+    sb_printf(t, "\n\n");
+}
+
 // Builds the report as Markdown text (malloc'd).
 static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd) {
     StrBuf t = {0};
     sb_printf(&t, "# hprune prune: %s, %s -%.0f%%\n\n`%s`\n\nseed %llu, %d step%s\n\n", criterion_name(o->crit.method),
               target_kind_name(o->target.kind), 100 * o->target.ratio, cmd, o->seed, o->steps, o->steps > 1 ? "s" : "");
+    md_settings(&t, o);
     sb_printf(&t, "| layer | channels | params | MACs |\n|---|---:|---:|---:|\n");
     for (int i = 0; i < a->n_nodes; i++) {
         const Node *na = &a->nodes[i], *nb = &b->nodes[i];

@@ -29,7 +29,7 @@ def header(path):
     return json.loads(b[8:8 + n])
 if mode == "report":  # REPORT.json KIND RATIO: keys, totals, the target met
     r = json.load(open(args[0]))
-    for k in ("command", "seed", "method", "slices", "target", "target_ratio", "layers", "params_before", "params_after",
+    for k in ("command", "seed", "method", "slices", "rank", "target", "target_ratio", "layers", "params_before", "params_after",
               "macs_before", "macs_after", "accuracy_original", "accuracy_pruned", "accuracy_recalibrated", "latency_ms_before",
               "latency_ms_after", "speedup"):
         need(k in r, f"no key {k!r}: {sorted(r)}")
@@ -43,6 +43,12 @@ if mode == "report":  # REPORT.json KIND RATIO: keys, totals, the target met
     need(r["layers"][-1]["out_after"] == 10, "the output layer lost classes")
     need(all(1 <= l["out_after"] <= l["out_before"] for l in r["layers"]), "a layer grew or vanished")
     need(sum(l["params_after"] for l in r["layers"]) == r["params_after"], "layer params do not add up")
+elif mode == "obs":  # REPORT.json GRADS BLOCK DAMP COMPENSATE: obs's Fisher settings are recorded
+    r = json.load(open(args[0]))
+    f = r.get("fisher", {})
+    want = {"grads": int(args[1]), "batch": 1, "block_size": int(args[2]), "damp": float(args[3])}
+    need(f == want, f"fisher {f}, expected {want}")
+    need(r.get("compensate") == (args[4] == "true"), f"compensate {r.get('compensate')}")
 elif mode == "slim":  # SLIM.safetensors REPORT.json: shapes in the file match the report
     h, r = header(args[0]), json.load(open(args[1]))
     outs = {l["name"]: l["out_after"] for l in r["layers"]}
@@ -107,6 +113,15 @@ for method in random l1 l2 taylor hap obd fisher obs obs-layer; do
   check "$method: prunes 50% of the MACs (exit 0, summary on stdout)" eval 'rc_is 0 && grep -q "^MACs" "$CAP/out"'
   pycheck "$method: report keys, layers, target met" report "$T/out/$method.json" macs 0.5
 done
+pycheck "obs: the report records the Fisher (block size and grads as given, damp 1e-2 by default)" obs \
+  "$T/out/obs.json" 32 500 0.01 true
+check "obs-layer: the report records its damping" grep -q '"layer_damp":[[:space:]]*0.01' "$T/out/obs-layer.json"
+check "l1: no OBS settings in its report" python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+sys.exit(any(k in r for k in ("fisher", "layer_damp", "compensate")))' "$T/out/l1.json"
+prune obs obs_nocomp --target-flops 0.5 --no-compensate --damp 1e-3 --rank per-cost
+pycheck "obs --no-compensate --damp 1e-3: recorded" obs "$T/out/obs_nocomp.json" 32 500 0.001 false
+check "--rank per-cost: recorded" grep -q '"rank":[[:space:]]*"per-cost"' "$T/out/obs_nocomp.json"
 for method in taylor fisher; do
   prune "$method" "${method}_consumers" --target-flops 0.5 --slices consumers
   pycheck "$method --slices consumers: report keys, layers, target met" report "$T/out/${method}_consumers.json" macs 0.5
@@ -132,6 +147,12 @@ run "$HPRUNE" prune "$MODEL" --method hap --data "$DATA" --samples 64 --probes 4
   --round-to 2 -o "$T/out/md.safetensors" --report "$T/out/md.md"
 check "Markdown report with the layer table and accuracies" eval \
   'rc_is 0 && grep -q "^| conv2 |" "$T/out/md.md" && grep -q "pruned (one-shot)" "$T/out/md.md"'
+check "Markdown report: the scoring settings" grep -q "^slices all, rank by score$" "$T/out/md.md"
+run "$HPRUNE" prune "$MODEL" --method obs --data "$DATA" --fisher-grads 32 --block-size 500 --threads 1 \
+  --target-flops 0.5 -o "$T/out/obs_md.safetensors" --report "$T/out/obs.md"
+check "Markdown report of obs: the Fisher's settings" \
+  grep -q "^slices all, rank by score; Fisher of 32 gradients of 1 image, blocks of 500, damp 0.01; weight update applied$" \
+  "$T/out/obs.md"
 prune l1 uniform --target-channels 0.5 --uniform
 pycheck "--uniform: every layer loses half of its own channels" uniform "$T/out/uniform.json" 0.5
 prune hap again --target-flops 0.5
