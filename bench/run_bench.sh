@@ -202,13 +202,15 @@ else
   echo "(no trained model at $EIG_MODEL: train one with configs/resnet20_fmnist.ini to compare Lanczos with power iteration)"
 fi
 # Optimal Brain Surgeon's two inverses on the same model: the WoodFisher block inverse (N 1000
-# per-sample gradients, blocks of 2000) and the layer-wise Hessians of every conv and linear
+# per-sample gradients, in blocks of 2000 with damping 1e-5 as hessian --obs builds it, and in
+# blocks of 100 with damping 1e-2 as prune --method obs does) and the layer-wise Hessians of every conv and linear
 # layer from 1024 images, each timed with its peak memory (run separately so that each peak
 # is its own).
 if [ -f "$EIG_MODEL" ] && [ -x "$BUILD/bench/obs_bench" ]; then
   echo
   echo "OBS inverses on $EIG_MODEL:"
   "$BUILD/bench/obs_bench" "$EIG_MODEL" --only fisher --threads "$THREADS"
+  "$BUILD/bench/obs_bench" "$EIG_MODEL" --only fisher --threads "$THREADS" --block-size 100 --damp 1e-2
   "$BUILD/bench/obs_bench" "$EIG_MODEL" --only layer --threads "$THREADS"
 fi
 # Pruned models against their original, when bench/prune_resnet20.sh has made them.
