@@ -43,10 +43,10 @@ CritOpts crit_defaults(void) {
     o.batch = 128;
     o.probes = 32;
     o.fisher = fisher_defaults();
-    // obs prunes with small, heavily damped blocks: with N = 1000 gradients, blocks of 2000 leave
-    // at least half of every block's directions at 1/damp, and the joint update of damp 1e-5 ruins
-    // the network (README, "Pruning ResNet-20"); blocks of 100 with damp 1e-2 (about 7 times the
-    // mean diagonal of this Fisher on ResNet-20) do not
+    // obs prunes in small, heavily damped blocks: with N = 1000 gradients and blocks of 2000, the
+    // rest of a block can match every gradient, so a channel's OBS score falls to the order of the
+    // damping and the joint update at damp 1e-5 ruins ResNet-20 (README, "OBS in small, damped
+    // blocks"); blocks of 100 with damp 1e-2 (about 7 times that Fisher's mean diagonal) do not
     o.fisher.block_size = 100;
     o.fisher.damp = 1e-2;
     o.damp_rel = 0.01;

@@ -68,7 +68,8 @@ typedef struct {
 } CritOpts;
 
 // Defaults: l1, mean normalisation, 512 samples, batch 128, 32 probes, Hessian diagonal,
-// fisher_defaults() but for blocks of 100 and damp 1e-2, damping 1%, compensation on, seed 1.
+// fisher_defaults() but for blocks of 100 and damp 1e-2 (obs), obs-layer damping 1%,
+// compensation on, seed 1.
 CritOpts crit_defaults(void);
 
 // The calibration images: a permutation of o->data's indices seeded by o->seed (malloc'd, all

@@ -156,20 +156,26 @@ int sweep_make_dirs(const char *dir, HpErr *err) {
     return make_dir_p(runs, err);
 }
 
-// The settings a run's result depends on besides its method, target and seed, as one text:
-// a result made with other settings is not this run's.
-static void run_settings(const SweepConfig *c, char *buf, size_t cap) {
+// The settings run r's result depends on besides its method, target and seed, as one text: a
+// result made with other settings is not this run's. An obs run adds its Fisher's settings.
+static void run_settings(const SweepConfig *c, const SweepRun *r, char *buf, size_t cap) {
+    char obs[160] = "";
+    if (r->method == CRIT_OBS) {
+        FisherOpts f = sweep_job(c, r, 0).crit.fisher;
+        snprintf(obs, sizeof obs, "obs_fisher=%d gradients of %d, blocks of %zu, damp %.9g;", f.n_grads, f.grad_batch,
+                 f.block_size, f.damp);
+    }
     snprintf(buf, cap,
-             "model=%s;dataset=%s;dir=%s;target=%s;steps=%d;max_layer_frac=%.17g;samples=%d;probes=%d;"
+             "model=%s;dataset=%s;dir=%s;target=%s;steps=%d;max_layer_frac=%.17g;samples=%d;probes=%d;%s"
              "finetune_epochs=%d;lr=%.9g;batch_size=%d;val_split=%.9g;weight_decay=%.9g;crop_pad=%d;hflip=%d",
              c->model, c->dataset, c->data_dir, kind_word(c->kind), c->steps, c->max_layer_frac, c->samples, c->probes,
-             c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size, (double)c->finetune.val_split,
+             obs, c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size, (double)c->finetune.val_split,
              (double)c->finetune.weight_decay, c->finetune.augment.crop_pad, (int)c->finetune.augment.hflip);
 }
 
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {
     char settings[4 * SWEEP_PATH], seed[32];
-    run_settings(c, settings, sizeof settings);
+    run_settings(c, r, settings, sizeof settings);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "id", r->id);
@@ -301,7 +307,7 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
     SweepResult res;
     if (result_read(path, &res, err) < 0) return -1;
     char settings[4 * SWEEP_PATH];
-    run_settings(c, settings, sizeof settings);
+    run_settings(c, r, settings, sizeof settings);
     if (strcmp(res.id, r->id) != 0) return hp_fail(err, "%s: holds run '%s', not '%s'", path, res.id, r->id);
     if (strcmp(res.settings, settings) != 0) {
         char was[256], now[256];

@@ -148,10 +148,10 @@ run "$HPRUNE" prune "$MODEL" --method hap --data "$DATA" --samples 64 --probes 4
 check "Markdown report with the layer table and accuracies" eval \
   'rc_is 0 && grep -q "^| conv2 |" "$T/out/md.md" && grep -q "pruned (one-shot)" "$T/out/md.md"'
 check "Markdown report: the scoring settings" grep -q "^slices all, rank by score$" "$T/out/md.md"
-run "$HPRUNE" prune "$MODEL" --method obs --data "$DATA" --fisher-grads 32 --block-size 500 --threads 1 \
+run "$HPRUNE" prune "$MODEL" --method obs --data "$DATA" --fisher-grads 32 --threads 1 \
   --target-flops 0.5 -o "$T/out/obs_md.safetensors" --report "$T/out/obs.md"
-check "Markdown report of obs: the Fisher's settings" \
-  grep -q "^slices all, rank by score; Fisher of 32 gradients of 1 image, blocks of 500, damp 0.01; weight update applied$" \
+check "Markdown report of obs: the Fisher's settings, by default blocks of 100 and damp 1e-2" \
+  grep -q "^slices all, rank by score; Fisher of 32 gradients of 1 image, blocks of 100, damp 0.01; weight update applied$" \
   "$T/out/obs.md"
 prune l1 uniform --target-channels 0.5 --uniform
 pycheck "--uniform: every layer loses half of its own channels" uniform "$T/out/uniform.json" 0.5

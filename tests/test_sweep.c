@@ -228,6 +228,54 @@ static void test_results_and_collect(void **state) {
     free(r);
 }
 
+// Reads a whole small file into buf (NUL-terminated); fails the test if it cannot.
+static void read_small(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    assert_true(n > 0 && n < cap - 1);
+    buf[n] = 0;
+}
+
+// An obs run's result records the Fisher settings it was made with (prune's defaults: blocks of
+// 100, damp 1e-2), so a result made with other ones (an older default) is refused on restart;
+// other methods' results do not depend on them.
+static void test_obs_result_settings(void **state) {
+    Fixture *fx = *state;
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    if (load_text(fx, &c, "[sweep]\nmodel = m\nmethods = l1, obs\ntargets = 0.5\n", &err) < 0) fail_msg("%s", err.msg);
+    char dir[128], path[2][SWEEP_PATH * 3], text[8192];
+    snprintf(dir, sizeof dir, "%s/out/obs", fx->dir);
+    assert_int_equal(sweep_make_dirs(dir, &err), 0);
+    SweepRun *r;
+    int n = sweep_runs(&c, &r);
+    assert_int_equal(n, 2);
+    PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 500,
+                      .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3};
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sweep_result_path(dir, r[i].id, path[i], sizeof path[i], &err), 0);
+        if (sweep_result_write(path[i], &c, &r[i], &o, &err) < 0) fail_msg("%s", err.msg);
+        assert_int_equal(sweep_result_done(path[i], &c, &r[i], &err), 1);
+        read_small(path[i], text, sizeof text);
+        const char *fisher = "obs_fisher=1000 gradients of 1, blocks of 100, damp 0.01;";
+        if (r[i].method == CRIT_OBS) assert_non_null(strstr(text, fisher));
+        else assert_null(strstr(text, "obs_fisher"));
+    }
+    int k = r[0].method == CRIT_OBS ? 0 : 1;
+    read_small(path[k], text, sizeof text);
+    char *at = strstr(text, "blocks of 100,");
+    assert_non_null(at);
+    memcpy(at, "blocks of 200,", 14);  // as if made with other Fisher blocks
+    tu_write(path[k], text, strlen(text));
+    assert_int_equal(sweep_result_done(path[k], &c, &r[k], &err), -1);
+    assert_non_null(strstr(err.msg, "made with other settings"));
+    assert_non_null(strstr(err.msg, "blocks of 200"));
+    free(r);
+}
+
 // Ratio ranges and lists, and their errors.
 static void test_ratios(void **state) {
     (void)state;
@@ -265,6 +313,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs_and_shards, setup, teardown),
         cmocka_unit_test_setup_teardown(test_results_and_collect, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_obs_result_settings, setup, teardown),
         cmocka_unit_test(test_ratios),
         cmocka_unit_test(test_spearman),
     };
