@@ -203,9 +203,9 @@ else
 fi
 # Optimal Brain Surgeon's two inverses on the same model: the WoodFisher block inverse (N 1000
 # per-sample gradients, in blocks of 2000 with damping 1e-5 as hessian --obs builds it, and in
-# blocks of 100 with damping 1e-2 as prune --method obs does) and the layer-wise Hessians of every conv and linear
-# layer from 1024 images, each timed with its peak memory (run separately so that each peak
-# is its own).
+# blocks of 100 with damping 1e-2 as prune --method obs does) and the layer-wise Hessians of
+# every conv and linear layer from 1024 images, each timed with its peak memory (run separately
+# so that each peak is its own).
 if [ -f "$EIG_MODEL" ] && [ -x "$BUILD/bench/obs_bench" ]; then
   echo
   echo "OBS inverses on $EIG_MODEL:"
