@@ -25,8 +25,11 @@ static inline v16 load16(const float *p) {
 // v, held in a register: the compiler may no longer fold its load into each multiply-add that
 // uses it (one load per use: 24 instead of 6 per tap of a 4 x 6 tile, which costs little where
 // a core loads two 512-bit vectors a cycle, and bounds the tile where it loads one).
+// Only under AVX-512: without it a 16-float vector fits no register, and the loads are not folded.
 static inline __attribute__((always_inline)) v16 in_register(v16 v) {
+#ifdef __AVX512F__
     __asm__("" : "+v"(v));
+#endif
     return v;
 }
 
