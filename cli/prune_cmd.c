@@ -205,9 +205,11 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
     if (o->n_targets == 0) usage_error(PCMD, "a target is required: --target-flops, --target-params or --target-channels");
     if (o->n_targets > 1) usage_error(PCMD, "give one target only (--target-flops, --target-params or --target-channels)");
     if (!o->output) usage_error(PCMD, "-o SLIM.safetensors is required");
-    if (o->crit.consumers_only && !criterion_takes_slices(o->crit.method))
-        usage_error(PCMD, "--slices consumers applies to l1, l2, taylor, hap, obd and fisher, not %s",
-                    criterion_name(o->crit.method));
+    if (o->crit.consumers_only && !criterion_takes_slices(o->crit.method)) {
+        char names[128];
+        criteria_taking_slices(names, sizeof names);
+        usage_error(PCMD, "--slices consumers applies to %s, not %s", names, criterion_name(o->crit.method));
+    }
     if (o->target.uniform && o->target.kind != TARGET_CHANNELS)
         usage_error(PCMD, "--uniform needs --target-channels (the same fraction of every layer's channels)");
     if (o->report) {

@@ -4,6 +4,7 @@
 // gradient, an inverse Fisher, layer Hessians).
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,6 +88,20 @@ static size_t group_max_channel(const Model *m, const ChannelGroup *g) {
 
 bool criterion_takes_slices(Criterion c) {
     return c == CRIT_L1 || c == CRIT_L2 || c == CRIT_TAYLOR || c == CRIT_HAP || c == CRIT_OBD || c == CRIT_FISHER;
+}
+
+void criteria_taking_slices(char *buf, size_t cap) {
+    int n = 0, total = 0;
+    for (int c = 0; c < CRIT_COUNT; c++) total += criterion_takes_slices((Criterion)c);
+    size_t at = 0;
+    buf[0] = 0;
+    for (int c = 0; c < CRIT_COUNT && at < cap; c++) {
+        if (!criterion_takes_slices((Criterion)c)) continue;
+        const char *sep = n == 0 ? "" : n == total - 1 ? " and " : ", ";
+        int w = snprintf(buf + at, cap - at, "%s%s", sep, criterion_name((Criterion)c));
+        at += w > 0 ? (size_t)w : 0;
+        n++;
+    }
 }
 
 // true if member mb of g takes part in a channel's score: every member, or with consumers_only
@@ -464,9 +479,11 @@ static void normalise(const Model *m, const GroupSet *gs, Normalize how, bool co
 int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     memset(s, 0, sizeof *s);
     s->o = *o;
-    if (o->consumers_only && !criterion_takes_slices(o->method))
-        return hp_fail(err, "scoring on the consumers' columns applies to l1, l2, taylor, hap, obd and fisher, not %s",
-                       criterion_name(o->method));
+    if (o->consumers_only && !criterion_takes_slices(o->method)) {
+        char names[128];
+        criteria_taking_slices(names, sizeof names);
+        return hp_fail(err, "scoring on the consumers' columns applies to %s, not %s", names, criterion_name(o->method));
+    }
     bool needs_data = o->method == CRIT_TAYLOR || o->method == CRIT_HAP || o->method == CRIT_OBD ||
                       o->method == CRIT_FISHER || o->method == CRIT_OBS || o->method == CRIT_OBS_LAYER;
     if (needs_data && check_data(o, m, err) < 0) return -1;

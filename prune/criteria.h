@@ -42,6 +42,8 @@ Criterion criterion_parse(const char *s);
 const char *normalize_name(Normalize n);
 // True if criterion c can score on its consumers' columns alone (CritOpts.consumers_only).
 bool criterion_takes_slices(Criterion c);
+// Writes the names of the criteria criterion_takes_slices accepts into buf ("l1, l2, ... and fisher").
+void criteria_taking_slices(char *buf, size_t cap);
 int normalize_parse(const char *s);  // -1 if unknown
 // true for the criteria that change the remaining weights (obs, obs-layer) unless disabled.
 bool criterion_compensates(Criterion c);

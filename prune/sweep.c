@@ -293,12 +293,28 @@ static int result_read(const char *path, SweepResult *r, HpErr *err) {
     return rc;
 }
 
-// Writes into buf the first ';'-separated item of a that differs from b's.
+// true if the ';'-separated list b has the item item[0..len).
+static bool has_item(const char *b, const char *item, size_t len) {
+    for (const char *p = b; *p;) {
+        size_t n = strcspn(p, ";");
+        if (n == len && strncmp(p, item, len) == 0) return true;
+        p += n + (p[n] == ';');
+    }
+    return false;
+}
+
+// Writes into buf the first ';'-separated item of a that b lacks, or "nothing" if none (an item
+// that only b has, such as a setting added since a was written).
 static void first_difference(const char *a, const char *b, char *buf, size_t cap) {
-    size_t i = 0, start = 0;
-    for (; a[i] && a[i] == b[i]; i++)
-        if (a[i] == ';') start = i + 1;
-    snprintf(buf, cap, "%.*s", (int)strcspn(a + start, ";"), a + start);
+    for (const char *p = a; *p;) {
+        size_t n = strcspn(p, ";");
+        if (!has_item(b, p, n)) {
+            snprintf(buf, cap, "%.*s", (int)n, p);
+            return;
+        }
+        p += n + (p[n] == ';');
+    }
+    snprintf(buf, cap, "nothing");
 }
 
 int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r, HpErr *err) {
@@ -313,8 +329,8 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
         char was[256], now[256];
         first_difference(res.settings, settings, was, sizeof was);
         first_difference(settings, res.settings, now, sizeof now);
-        return hp_fail(err, "%s: made with other settings (%s, this config: %s): use another output directory or "
-                            "delete it", path, was, now);
+        return hp_fail(err, "%s: made with other settings (it has %s where this config has %s): use another output "
+                            "directory or delete it", path, was, now);
     }
     return 1;
 }

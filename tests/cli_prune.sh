@@ -169,7 +169,8 @@ expect 2 "a target of 0 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --met
 expect 2 "an unknown method is refused" "magic" "unknown" "$HPRUNE" prune "$MODEL" --method magic --target-flops 0.5 $S
 expect 2 "--uniform with a MACs target" "" "--uniform needs --target-channels" "$HPRUNE" prune "$MODEL" --method l1 \
   --target-flops 0.5 --uniform $S
-expect 2 "--slices with a criterion it does not apply to" "" "--slices consumers applies to" "$HPRUNE" prune "$MODEL" \
+expect 2 "--slices with a criterion it does not apply to" "" \
+  "--slices consumers applies to l1, l2, taylor, hap, obd and fisher, not obs-layer" "$HPRUNE" prune "$MODEL" \
   --method obs-layer --slices consumers --target-flops 0.5 $S
 expect 2 "an unknown --slices" "some" "unknown" "$HPRUNE" prune "$MODEL" --method l1 --slices some --target-flops 0.5 $S
 expect 2 "no target" "" "target is required" "$HPRUNE" prune "$MODEL" --method l1 $S

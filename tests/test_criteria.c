@@ -340,9 +340,14 @@ static void test_consumer_slices(void **state) {
     for (size_t q = 0; q < 4; q++) {
         o.method = refused[q];
         assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err), -1);
-        assert_non_null(strstr(err.msg, "consumers"));
+        char want[96];
+        snprintf(want, sizeof want, "applies to l1, l2, taylor, hap, obd and fisher, not %s", criterion_name(o.method));
+        assert_non_null(strstr(err.msg, want));
         scorer_free(&s);
     }
+    char names[16];  // too small: the list is cut, never overrun
+    criteria_taking_slices(names, sizeof names);
+    assert_string_equal(names, "l1, l2, taylor,");
     curv_free(&cv);
     free(idx), free(wq), free(Gw), free(saved), free(all);
     fixture_free(&f);

@@ -272,7 +272,16 @@ static void test_obs_result_settings(void **state) {
     tu_write(path[k], text, strlen(text));
     assert_int_equal(sweep_result_done(path[k], &c, &r[k], &err), -1);
     assert_non_null(strstr(err.msg, "made with other settings"));
-    assert_non_null(strstr(err.msg, "blocks of 200"));
+    assert_non_null(strstr(err.msg, "it has obs_fisher=1000 gradients of 1, blocks of 200, damp 0.01 where this config "
+                                    "has obs_fisher=1000 gradients of 1, blocks of 100, damp 0.01"));
+    // a result written before obs recorded its Fisher: the setting it lacks is named
+    at = strstr(text, "obs_fisher=");
+    char *end = strchr(at, ';');
+    assert_non_null(end);
+    memmove(at, end + 1, strlen(end + 1) + 1);
+    tu_write(path[k], text, strlen(text));
+    assert_int_equal(sweep_result_done(path[k], &c, &r[k], &err), -1);
+    assert_non_null(strstr(err.msg, "it has nothing where this config has obs_fisher=1000 gradients of 1"));
     free(r);
 }
 
