@@ -67,7 +67,7 @@ static const IniKey KEYS[] = {
     {"train", "output", IK_STR, FIELD(output), 0, 0, IK_NONEMPTY},
 };
 
-static const IniTable TABLE = {SECTION_NAMES, KEYS, sizeof KEYS / sizeof KEYS[0], false};
+static const IniTable TABLE = {.sections = SECTION_NAMES, .keys = KEYS, .n_keys = sizeof KEYS / sizeof KEYS[0]};
 
 void config_default(Config *c) {
     memset(c, 0, sizeof *c);

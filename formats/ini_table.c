@@ -39,7 +39,7 @@ static const IniKey *key_find(const IniTable *t, const char *section, const char
     return NULL;
 }
 
-// Fails with "unknown section [name] (known: [a], [b])"; name is the first len bytes of s.
+// Fails with "unknown section [name] (known: [a], [b], [family NAME])"; name is the first len bytes of s.
 static int fail_section(const IniTable *t, const char *s, size_t len, HpErr *err) {
     char known[128] = "";
     for (int i = 0; t->sections[i]; i++) {
@@ -47,12 +47,24 @@ static int fail_section(const IniTable *t, const char *s, size_t len, HpErr *err
         append(known, sizeof known, t->sections[i]);
         append(known, sizeof known, "]");
     }
+    if (t->family) {
+        append(known, sizeof known, ", [");
+        append(known, sizeof known, t->family);
+        append(known, sizeof known, " NAME]");
+    }
     return hp_fail(err, "unknown section [%.*s] (known: %s)", (int)(len > 64 ? 64 : len), s, known);
 }
 
+// The NAME of a "<family> NAME" section of t, or NULL if section is not one.
+static const char *family_name(const IniTable *t, const char *section) {
+    if (!t->family) return NULL;
+    size_t n = strlen(t->family);
+    return strncmp(section, t->family, n) == 0 && section[n] == ' ' ? section + n + 1 : NULL;
+}
+
 // Fails with "unknown section [s] ...", "key 'k' is outside any section" or "unknown key 'k' in
-// [s] (known: a, b)".
-static int fail_unknown(const IniTable *t, const char *section, const char *key, HpErr *err) {
+// [shown] (known: a, b)", shown being the section as the file names it.
+static int fail_unknown(const IniTable *t, const char *section, const char *shown, const char *key, HpErr *err) {
     if (list_index(t->sections, section) < 0) {
         if (section[0] == '\0') return hp_fail(err, "key '%.64s' is outside any section", key);
         return fail_section(t, section, strlen(section), err);
@@ -63,7 +75,7 @@ static int fail_unknown(const IniTable *t, const char *section, const char *key,
         if (known[0]) append(known, sizeof known, ", ");
         append(known, sizeof known, t->keys[i].key);
     }
-    return hp_fail(err, "unknown key '%.64s' in [%s] (known: %s)", key, section, known);
+    return hp_fail(err, "unknown key '%.64s' in [%.64s] (known: %s)", key, shown, known);
 }
 
 int ini_bad_value(const IniSet *s, const char *value, const char *what) {
@@ -222,12 +234,18 @@ static int set_value(void *cfg, const IniSet *s, const char *v) {
     return -1;
 }
 
-int ini_table_set(const IniTable *t, void *cfg, const char *section, const char *key, const char *value, int line,
-                  HpErr *err) {
+// ini_table_set, with errors naming the section as `shown`.
+static int table_set(const IniTable *t, void *cfg, const char *section, const char *shown, const char *key,
+                     const char *value, int line, HpErr *err) {
     const IniKey *k = key_find(t, section, key);
-    if (!k) return fail_unknown(t, section, key, err);
+    if (!k) return fail_unknown(t, section, shown, key, err);
     IniSet s = {t, k, line, err};
     return set_value(cfg, &s, value);
+}
+
+int ini_table_set(const IniTable *t, void *cfg, const char *section, const char *key, const char *value, int line,
+                  HpErr *err) {
+    return table_set(t, cfg, section, section, key, value, line, err);
 }
 
 // ---- files ----
@@ -237,6 +255,7 @@ int ini_table_set(const IniTable *t, void *cfg, const char *section, const char 
 typedef struct {
     const IniTable *t;
     void *cfg;
+    void *sub;       // what the keys of the current "[<family> NAME]" section go into (NULL: none)
     FILE *f;
     int line;        // lines handed to inih so far: the current line while it parses one
     int err_line;    // line of the first error recorded here (0: none)
@@ -253,20 +272,28 @@ static void record_error(LoadCtx *ctx, const HpErr *e) {
 
 // Checks that a section header line ("[name]" after optional spaces and, on line 1, a UTF-8
 // byte-order mark) names a known section, so even an empty unknown section is reported at
-// its own line. inih takes the name between the brackets as it is, spaces included.
+// its own line, and opens a "[<family> NAME]" section. inih takes the name between the
+// brackets as it is, spaces included.
 static void check_header(LoadCtx *ctx, const char *s) {
     if (ctx->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0) s += 3;
     while (isspace((unsigned char)*s)) s++;
     const char *close = *s == '[' ? strchr(s, ']') : NULL;
     if (!close) return;  // not a header, or one inih reports as a syntax error
     size_t len = (size_t)(close - s - 1);
-    char name[32];
+    char name[128];
+    HpErr e;
+    ctx->sub = NULL;
     if (len < sizeof name) {
         memcpy(name, s + 1, len);
         name[len] = '\0';
         if (list_index(ctx->t->sections, name) >= 0) return;
+        const char *sub = family_name(ctx->t, name);
+        if (sub) {
+            ctx->sub = ctx->t->family_open(ctx->cfg, sub, ctx->line, &e);
+            if (!ctx->sub) record_error(ctx, &e);
+            return;
+        }
     }
-    HpErr e;
     fail_section(ctx->t, s + 1, len, &e);
     record_error(ctx, &e);
 }
@@ -294,8 +321,16 @@ static char *read_line(char *str, int num, void *stream) {
 // inih's key handler: validates and applies one key; returns 1 on success, 0 on error.
 static int on_key(void *user, const char *section, const char *name, const char *value) {
     LoadCtx *ctx = user;
+    const IniTable *t = ctx->t;
     HpErr e;
-    if (ini_table_set(ctx->t, ctx->cfg, section, name, value, ctx->line, &e) == 0) return 1;
+    if (!family_name(t, section)) {
+        if (ini_table_set(t, ctx->cfg, section, name, value, ctx->line, &e) == 0) return 1;
+    } else if (!ctx->sub) {
+        return 0;  // its header failed, and said why
+    } else if (table_set(t->family_table, ctx->sub, t->family, section, name, value, ctx->line, &e) == 0) {
+        if (t->family_seen) t->family_seen(ctx->sub, name, ctx->line);
+        return 1;
+    }
     record_error(ctx, &e);
     return 0;
 }

@@ -64,6 +64,14 @@ struct IniTable {
     const IniKey *keys;
     size_t n_keys;
     bool spans;  // range errors say "'k' must be in [1, 100], got 0" (else "'k' must be at least 1")
+    // Named sections (optional): a header "[<family> NAME]" (e.g. "[method obs-pc]") calls
+    // family_open(cfg, NAME, line, err), which returns the struct that section's keys go into
+    // (or NULL with err set: a bad or repeated name); its keys are family_table's, under the
+    // section name `family`; after each one is set, family_seen (may be NULL) gets its key and line.
+    const char *family;
+    const IniTable *family_table;
+    void *(*family_open)(void *cfg, const char *name, int line, HpErr *err);
+    void (*family_seen)(void *sub, const char *key, int line);
 };
 
 // Reads the file path into cfg through t. Returns 0, or -1 with err set to the file's first

@@ -40,8 +40,8 @@ int sweep_runs(const SweepConfig *c, SweepRun **runs) {
             for (int s = 0; s < c->n_seeds; s++, i++) {
                 char t[32];
                 fmt_fraction(t, sizeof t, c->targets[b]);
-                r[i] = (SweepRun){.index = i, .method = c->methods[a], .target = c->targets[b], .seed = c->seeds[s]};
-                snprintf(r[i].id, sizeof r[i].id, "%s-%s%s-s%llu", criterion_name(c->methods[a]), kind_word(c->kind), t,
+                r[i] = (SweepRun){.index = i, .method = &c->methods[a], .target = c->targets[b], .seed = c->seeds[s]};
+                snprintf(r[i].id, sizeof r[i].id, "%s-%s%s-s%llu", c->methods[a].name, kind_word(c->kind), t,
                          (unsigned long long)c->seeds[s]);
             }
     *runs = r;
@@ -65,16 +65,33 @@ int sweep_parse_shard(const char *s, int *shard, int *n_shards, HpErr *err) {
     return 0;
 }
 
+// The criterion options of method m in sweep c (its own samples and probes, else c's).
+static CritOpts method_crit(const SweepConfig *c, const SweepMethod *m) {
+    CritOpts k = crit_defaults();
+    k.method = m->criterion;
+    k.normalize = m->normalize;
+    k.samples = m->samples ? m->samples : c->samples;
+    k.probes = m->probes ? m->probes : c->probes;
+    k.ggn = m->ggn;
+    k.consumers_only = m->consumers_only;
+    k.fisher.n_grads = m->fisher_grads;
+    k.fisher.grad_batch = m->fisher_batch;
+    k.fisher.block_size = (size_t)m->block_size;
+    k.fisher.damp = m->damp;
+    k.damp_rel = m->layer_damp;
+    k.compensate = m->compensate;
+    return k;
+}
+
 PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads) {
     PruneJob j = prune_job_defaults();
-    j.crit.method = r->method;
-    j.crit.samples = c->samples;
-    j.crit.probes = c->probes;
+    j.crit = method_crit(c, r->method);
     j.crit.seed = r->seed;
     j.target.kind = c->kind;
     j.target.ratio = r->target;
     j.target.max_layer_frac = c->max_layer_frac;
-    j.steps = c->steps;
+    j.target.per_cost = r->method->per_cost;
+    j.steps = r->method->steps ? r->method->steps : c->steps;
     j.finetune = c->finetune;
     j.finetune.seed = r->seed;
     j.finetune.threads = threads;
@@ -113,10 +130,10 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
 int sweep_check(const SweepConfig *c, const Model *m, HpErr *err) {
     if (check_targets(c, m, err) < 0) return -1;
     for (int i = 0; i < c->n_methods; i++) {
-        if (c->methods[i] != CRIT_OBS) continue;
-        PruneJob j = prune_job_defaults();
+        if (c->methods[i].criterion != CRIT_OBS) continue;
+        CritOpts k = method_crit(c, &c->methods[i]);
         HpErr e;
-        if (fisher_check(m, &j.crit.fisher, &e) < 0) return hp_fail(err, "%s: method obs: %s", c->path, e.msg);
+        if (fisher_check(m, &k.fisher, &e) < 0) return hp_fail(err, "%s: method %s: %s", c->path, c->methods[i].name, e.msg);
     }
     return 0;
 }
@@ -156,30 +173,40 @@ int sweep_make_dirs(const char *dir, HpErr *err) {
     return make_dir_p(runs, err);
 }
 
-// The settings run r's result depends on besides its method, target and seed, as one text: a
-// result made with other settings is not this run's. An obs run adds its Fisher's settings.
+// The settings run r's result depends on besides its method's name, target and seed, as one
+// text: a result made with other settings is not this run's. An obs run adds its Fisher's
+// settings; a method that is not its criterion with prune's defaults, its criterion and options.
 static void run_settings(const SweepConfig *c, const SweepRun *r, char *buf, size_t cap) {
-    char obs[160] = "";
-    if (r->method == CRIT_OBS) {
-        FisherOpts f = sweep_job(c, r, 0).crit.fisher;
+    const SweepMethod *m = r->method;
+    PruneJob j = sweep_job(c, r, 0);
+    char obs[160] = "", opts[256], method[320] = "";
+    if (m->criterion == CRIT_OBS) {
+        FisherOpts f = j.crit.fisher;
         snprintf(obs, sizeof obs, "obs_fisher=%d gradients of %d, blocks of %zu, damp %.9g;", f.n_grads, f.grad_batch,
                  f.block_size, f.damp);
     }
+    sweep_method_options(m, opts, sizeof opts);
+    if (opts[0] || strcmp(m->name, criterion_name(m->criterion)) != 0)
+        snprintf(method, sizeof method, "method=%s%s%s;", criterion_name(m->criterion), opts[0] ? ", " : "", opts);
     snprintf(buf, cap,
-             "model=%s;dataset=%s;dir=%s;target=%s;steps=%d;max_layer_frac=%.17g;samples=%d;probes=%d;%s"
+             "model=%s;dataset=%s;dir=%s;target=%s;steps=%d;max_layer_frac=%.17g;samples=%d;probes=%d;%s%s"
              "finetune_epochs=%d;lr=%.9g;batch_size=%d;val_split=%.9g;weight_decay=%.9g;crop_pad=%d;hflip=%d",
-             c->model, c->dataset, c->data_dir, kind_word(c->kind), c->steps, c->max_layer_frac, c->samples, c->probes,
-             obs, c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size, (double)c->finetune.val_split,
-             (double)c->finetune.weight_decay, c->finetune.augment.crop_pad, (int)c->finetune.augment.hflip);
+             c->model, c->dataset, c->data_dir, kind_word(c->kind), j.steps, c->max_layer_frac, j.crit.samples,
+             j.crit.probes, obs, method, c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size,
+             (double)c->finetune.val_split, (double)c->finetune.weight_decay, c->finetune.augment.crop_pad,
+             (int)c->finetune.augment.hflip);
 }
 
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {
-    char settings[4 * SWEEP_PATH], seed[32];
+    char settings[4 * SWEEP_PATH], seed[32], opts[256];
     run_settings(c, r, settings, sizeof settings);
+    sweep_method_options(r->method, opts, sizeof opts);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "id", r->id);
-    cJSON_AddStringToObject(j, "method", criterion_name(r->method));
+    cJSON_AddStringToObject(j, "method", r->method->name);
+    cJSON_AddStringToObject(j, "criterion", criterion_name(r->method->criterion));
+    cJSON_AddStringToObject(j, "options", opts);
     cJSON_AddStringToObject(j, "target_kind", kind_word(c->kind));
     cJSON_AddNumberToObject(j, "target", r->target);
     cJSON_AddStringToObject(j, "seed", seed);
@@ -213,6 +240,7 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
 // One result file, read back.
 typedef struct {
     char id[SWEEP_ID], method[32], kind[16], seed[32];
+    char criterion[32], options[256];  // "" in a result file written before they were recorded
     char model[SWEEP_PATH], settings[4 * SWEEP_PATH];
     double target, params_orig, params, macs_orig, macs, acc_orig, acc_oneshot, acc_recal, acc_final, finetune_epochs,
         best_epoch, lat_orig, lat, seconds;
@@ -287,6 +315,8 @@ static int result_read(const char *path, SweepResult *r, HpErr *err) {
         rc = json_str(j, strs[i].key, strs[i].buf, strs[i].cap, path, err);
     for (size_t i = 0; i < sizeof nums / sizeof nums[0] && rc == 0; i++)
         rc = json_num(j, nums[i].key, nums[i].x, path, err);
+    if (rc == 0 && cJSON_HasObjectItem(j, "criterion")) rc = json_str(j, "criterion", r->criterion, sizeof r->criterion, path, err);
+    if (rc == 0 && cJSON_HasObjectItem(j, "options")) rc = json_str(j, "options", r->options, sizeof r->options, path, err);
     cJSON_Delete(j);
     if (rc == 0 && (r->macs_orig <= 0 || r->params_orig <= 0))
         rc = hp_fail(err, "%s: original MACs or parameters not positive", path);
@@ -496,6 +526,20 @@ static void md_means(StrBuf *b, const Point *p, int np) {
                   100 * p[i].oneshot, 100 * p[i].final, 100 * p[i].final_sd);
 }
 
+// Appends what each method that is not a bare criterion stands for ("`obs-pc`: obs, rank
+// per-cost, 5 steps"), one line each, if there is one.
+static void md_methods(StrBuf *b, const SweepResult *r, int n) {
+    bool any = false;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && strcmp(r[i].method, r[i - 1].method) == 0) continue;  // sorted by method
+        if (!r[i].criterion[0] || (!r[i].options[0] && strcmp(r[i].method, r[i].criterion) == 0)) continue;
+        if (!any) sb_printf(b, "Methods:\n\n");
+        any = true;
+        sb_printf(b, "- `%s`: %s%s%s\n", r[i].method, r[i].criterion, r[i].options[0] ? ", " : "", r[i].options);
+    }
+    if (any) sb_printf(b, "\n");
+}
+
 // Writes DIR/results.md: the base model, one row per run, means over seeds, the chart.
 static int write_md(const char *path, const SweepResult *r, int n, const Point *p, int np, HpErr *err) {
     StrBuf b = {0};
@@ -511,6 +555,7 @@ static int write_md(const char *path, const SweepResult *r, int n, const Point *
         sb_printf(&b, "One-shot: right after pruning; BN re-estimated: then with batchnorm statistics re-estimated (no "
                       "weight changes); no fine-tuning (the fine-tuned column repeats the re-estimated one).");
     sb_printf(&b, " Latency: median time of a forward pass of 64 images; time: the whole run.\n\n");
+    md_methods(&b, r, n);
     md_runs(&b, r, n);
     md_means(&b, p, np);
     sb_printf(&b, "\n![accuracy vs MACs removed](accuracy_vs_macs.png)\n");
@@ -544,7 +589,7 @@ static int write_chart(const char *dir, const SweepResult *r, const Point *p, in
     }
     char title[160], path[SWEEP_PATH * 2];
     snprintf(title, sizeof title, "accuracy vs MACs removed: %.100s", base_name(r[0].model));
-    const char *ylabel = finetuned ? "test accuracy after fine-tuning (%)" : "test accuracy, one-shot (%)";
+    const char *ylabel = finetuned ? "test accuracy after fine-tuning (%)" : "test accuracy, no fine-tuning (%)";
     PlotOpts po = {.markers = true};
     snprintf(path, sizeof path, "%s/accuracy_vs_macs.png", dir);
     int rc = plot_lines(path, title, "MACs removed (%)", ylabel, s, ns, &po, err);

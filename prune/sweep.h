@@ -6,9 +6,15 @@
 //
 // The config (every key optional unless marked; unknown sections and keys are errors):
 //   [sweep]    model (required: a trained model file), out (the output directory; the command
-//              line may give it instead), methods (comma list of criterion names), target (flops,
-//              macs, params or channels), targets (comma list of fractions to remove, in (0, 1)),
-//              seeds (comma list), steps, max_layer_frac, samples, probes, threads
+//              line may give it instead), methods (comma list of criterion names or of the names
+//              of [method NAME] sections), target (flops, macs, params or channels), targets
+//              (comma list of fractions to remove, in (0, 1)), seeds (comma list), steps,
+//              max_layer_frac, samples, probes, threads
+//   [method NAME] a method with options: criterion (required unless NAME is a criterion, whose
+//              defaults the section then changes), rank (score, per-cost), slices (all,
+//              consumers), normalize, ggn, steps, samples, probes, fisher_grads, fisher_batch,
+//              block_size, damp, layer_damp, compensate; an option the criterion does not use is
+//              an error
 //   [data]     dataset, dir (default: the model's)
 //   [finetune] epochs, lr, batch_size, val_split, weight_decay, crop_pad (random crop from the
 //              image zero-padded by this much; 0: off), hflip (random horizontal flips)
@@ -23,6 +29,27 @@
 #define SWEEP_MAX_LIST 32  // entries of a comma list (methods, targets, seeds)
 #define SWEEP_PATH 512
 #define SWEEP_ID 64
+#define SWEEP_NAME 32         // a method's name, with its terminator
+#define SWEEP_METHOD_KEYS 16  // keys a [method NAME] section knows
+
+// A method of a sweep: a criterion with its options. A criterion's name in `methods` is the
+// criterion with prune's defaults; a [method NAME] section defines a method (or, when NAME is
+// a criterion, changes that criterion's defaults for the sweep).
+typedef struct {
+    char name[SWEEP_NAME];        // in run ids, tables and the chart: [A-Za-z0-9._+-]
+    Criterion criterion;          // CRIT_COUNT until given
+    int line;                     // line of its [method NAME] header (0: a bare criterion)
+    int steps, samples, probes;   // 0: [sweep]'s
+    bool per_cost;                // rank = per-cost
+    bool consumers_only;          // slices = consumers
+    bool ggn;                     // hap, obd
+    Normalize normalize;
+    int fisher_grads, fisher_batch, block_size;  // obs
+    double damp;                  // obs: the Fisher's absolute damping
+    double layer_damp;            // obs-layer: relative damping
+    bool compensate;              // obs, obs-layer
+    int key_line[SWEEP_METHOD_KEYS];  // line where each key of the section was set (0: not set)
+} SweepMethod;
 
 typedef struct {
     char path[SWEEP_PATH];      // the config file, as given (for messages)
@@ -30,8 +57,12 @@ typedef struct {
     char out[SWEEP_PATH];       // [sweep] out ("" : none)
     char dataset[32];           // [data] dataset ("": the model's)
     char data_dir[SWEEP_PATH];  // [data] dir ("": the model's)
-    Criterion methods[SWEEP_MAX_LIST];
+    SweepMethod methods[SWEEP_MAX_LIST];  // [sweep] methods, in order, resolved
     int n_methods;
+    SweepMethod defined[SWEEP_MAX_LIST];  // the [method NAME] sections, in file order
+    int n_defined;
+    char method_names[SWEEP_MAX_LIST][SWEEP_NAME];  // [sweep] methods as written
+    int methods_line;       // line of `methods` in the file (0: not given)
     double targets[SWEEP_MAX_LIST];
     int n_targets;
     uint64_t seeds[SWEEP_MAX_LIST];
@@ -50,21 +81,22 @@ typedef struct {
 void sweep_config_default(SweepConfig *c);
 
 // Reads path over c. Any unknown section or key, malformed value, value out of range, unknown
-// method or repeated list entry is an error naming "path:line"; a missing model is an error
-// naming path. On error c is unchanged. Returns 0, or -1 with err set.
+// method, repeated list entry or section, method without a criterion or option its criterion
+// does not use is an error naming "path:line"; a missing model is an error naming path. On
+// error c is unchanged. Returns 0, or -1 with err set.
 int sweep_config_load(SweepConfig *c, const char *path, HpErr *err);
 
 // One run of a sweep.
 typedef struct {
     int index;         // position in the whole run list (0-based)
     char id[SWEEP_ID]; // stable name: "<method>-<target kind><target>-s<seed>", e.g. "hap-flops0.50-s1"
-    Criterion method;
+    const SweepMethod *method;  // in the config's methods
     double target;
     uint64_t seed;
 } SweepRun;
 
 // The run list: methods (outer) x targets x seeds (inner), in config order. Returns the count;
-// *runs is malloc'd.
+// *runs is malloc'd and points into c.
 int sweep_runs(const SweepConfig *c, SweepRun **runs);
 
 // True if run `index` belongs to shard `shard` (0-based) of n_shards: index % n_shards == shard.
@@ -75,6 +107,10 @@ int sweep_parse_shard(const char *s, int *shard, int *n_shards, HpErr *err);
 
 // The job of one run (hooks unset); threads is the run's OpenMP thread count.
 PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads);
+
+// Writes what method m changes from its criterion's defaults in prune into buf, e.g. "rank
+// per-cost, slices consumers, 5 steps" ("" if nothing).
+void sweep_method_options(const SweepMethod *m, char *buf, size_t cap);
 
 // Checks, before any run, what can be checked on the base model m: every target can be reached
 // (the layer caps allow it; else the error names the config line of `targets` and the most that

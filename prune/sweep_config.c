@@ -1,16 +1,38 @@
-// sweep_config.c: the sweep's INI file, read through one key table by formats/ini_table.c. The
-// result replaces the caller's config only when the whole file is good; every error names
-// "file:line".
+// sweep_config.c: the sweep's INI file, read through key tables by formats/ini_table.c (one for
+// [sweep], [data] and [finetune], one for the [method NAME] sections). The result replaces the
+// caller's config only when the whole file is good; every error names "file:line".
+#include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../formats/ini_table.h"
+#include "../formats/table.h"
 #include "sweep.h"
+
+// A method named name, of criterion crit (CRIT_COUNT: not yet known), with prune's defaults.
+static SweepMethod method_default(const char *name, Criterion crit) {
+    SweepMethod m = {.criterion = crit};
+    CritOpts k = crit_defaults();
+    snprintf(m.name, sizeof m.name, "%s", name);
+    m.normalize = k.normalize;
+    m.ggn = k.ggn;
+    m.consumers_only = k.consumers_only;
+    m.fisher_grads = k.fisher.n_grads;
+    m.fisher_batch = k.fisher.grad_batch;
+    m.block_size = (int)k.fisher.block_size;
+    m.damp = k.fisher.damp;
+    m.layer_damp = k.damp_rel;
+    m.compensate = k.compensate;
+    return m;
+}
 
 void sweep_config_default(SweepConfig *c) {
     memset(c, 0, sizeof *c);
     PruneJob j = prune_job_defaults();
-    c->methods[0] = CRIT_L1;
+    c->methods[0] = method_default("l1", CRIT_L1);
+    snprintf(c->method_names[0], sizeof c->method_names[0], "l1");
     c->n_methods = 1;
     c->targets[0] = 0.5;
     c->n_targets = 1;
@@ -34,7 +56,7 @@ typedef int (*EntryFn)(const IniSet *s, const char *v, const char *tok, void *ou
 // entry, too many entries and repeated values; vals and *n are untouched on error.
 static int set_list(const IniSet *s, const char *v, EntryFn parse, void *vals, size_t elem, int *n) {
     char toks[SWEEP_MAX_LIST][INI_TOKEN], what[64];
-    unsigned char x[SWEEP_MAX_LIST][sizeof(double)];  // the parsed entries (a seed or a target at most)
+    unsigned char x[SWEEP_MAX_LIST][SWEEP_NAME];  // the parsed entries (a name, a seed or a target)
     HP_ASSERT(elem <= sizeof x[0]);
     int count = ini_split(v, toks, SWEEP_MAX_LIST);
     snprintf(what, sizeof what, "at most %d entries", SWEEP_MAX_LIST);
@@ -43,7 +65,7 @@ static int set_list(const IniSet *s, const char *v, EntryFn parse, void *vals, s
     if (count == INI_SPLIT_MANY) return ini_bad_value(s, v, what);
     for (int i = 0; i < count; i++) {
         if (parse(s, v, toks[i], x[i]) != 0) return -1;
-        for (int j = 0; j < i; j++)  // equal values have equal bytes here (no zeros, no NaNs)
+        for (int j = 0; j < i; j++)  // equal values have equal bytes here (no zeros, no NaNs, names zero-padded)
             if (memcmp(x[j], x[i], elem) == 0) return hp_fail(s->err, "'%s' lists '%s' twice", s->key->key, toks[i]);
     }
     for (int i = 0; i < count; i++) memcpy((char *)vals + (size_t)i * elem, x[i], elem);
@@ -51,17 +73,34 @@ static int set_list(const IniSet *s, const char *v, EntryFn parse, void *vals, s
     return 0;
 }
 
-// EntryFn of methods: a criterion name.
+// The names of every criterion into buf ("random, l1, ...").
+static void criterion_names(char *buf, size_t cap) {
+    buf[0] = '\0';
+    for (int j = 0; j < CRIT_COUNT; j++) {
+        size_t len = strlen(buf);
+        snprintf(buf + len, cap - len, "%s%s", j ? ", " : "", criterion_name((Criterion)j));
+    }
+}
+
+// Fails unless name can name a method: 1 to SWEEP_NAME - 1 of [A-Za-z0-9._+-] (it goes into
+// file names).
+static int check_method_name(const char *name, HpErr *err) {
+    size_t n = strlen(name);
+    if (n == 0) return hp_fail(err, "a method needs a name");
+    if (n >= SWEEP_NAME) return hp_fail(err, "method name '%.40s...' is too long (at most %d characters)", name, SWEEP_NAME - 1);
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && !strchr("._+-", name[i]))
+            return hp_fail(err, "method name '%s': only letters, digits and . _ + - are allowed", name);
+    return 0;
+}
+
+// EntryFn of methods: a method's name (resolved once the whole file is read).
 static int method_entry(const IniSet *s, const char *v, const char *tok, void *out) {
     (void)v;
-    Criterion m = criterion_parse(tok);
-    if (m != CRIT_COUNT) return memcpy(out, &m, sizeof m), 0;
-    char known[160] = "";
-    for (int j = 0; j < CRIT_COUNT; j++) {
-        size_t len = strlen(known);
-        snprintf(known + len, sizeof known - len, "%s%s", j ? ", " : "", criterion_name((Criterion)j));
-    }
-    return hp_fail(s->err, "unknown method '%s' in 'methods' (known: %s)", tok, known);
+    if (check_method_name(tok, s->err) != 0) return -1;
+    memset(out, 0, SWEEP_NAME);
+    memcpy(out, tok, strlen(tok));
+    return 0;
 }
 
 // EntryFn of targets: a fraction to remove, in (0, 1).
@@ -79,10 +118,12 @@ static int seed_entry(const IniSet *s, const char *v, const char *tok, void *out
     return memcpy(out, &x, sizeof x), 0;
 }
 
-// [sweep] methods.
+// [sweep] methods: names, resolved to methods after the whole file is read.
 static int set_methods(void *cfg, const IniSet *s, const char *v) {
     SweepConfig *c = cfg;
-    return set_list(s, v, method_entry, c->methods, sizeof c->methods[0], &c->n_methods);
+    if (set_list(s, v, method_entry, c->method_names, sizeof c->method_names[0], &c->n_methods) != 0) return -1;
+    c->methods_line = s->line;
+    return 0;
 }
 
 // [sweep] targets; remembers their line for later messages.
@@ -113,6 +154,166 @@ static int set_kind(void *cfg, const IniSet *s, const char *v) {
     return 0;
 }
 
+// ---- [method NAME] sections ----
+
+// [method] criterion.
+static int set_criterion(void *cfg, const IniSet *s, const char *v) {
+    SweepMethod *m = cfg;
+    Criterion k = criterion_parse(v);
+    char known[160], what[200];
+    criterion_names(known, sizeof known);
+    snprintf(what, sizeof what, "expected one of %s", known);
+    if (k == CRIT_COUNT) return ini_bad_value(s, v, what);
+    m->criterion = k;
+    return 0;
+}
+
+// [method] rank: score or per-cost.
+static int set_rank(void *cfg, const IniSet *s, const char *v) {
+    SweepMethod *m = cfg;
+    if (strcmp(v, "score") != 0 && strcmp(v, "per-cost") != 0) return ini_bad_value(s, v, "expected score or per-cost");
+    m->per_cost = strcmp(v, "per-cost") == 0;
+    return 0;
+}
+
+// [method] slices: all or consumers.
+static int set_slices(void *cfg, const IniSet *s, const char *v) {
+    SweepMethod *m = cfg;
+    if (strcmp(v, "all") != 0 && strcmp(v, "consumers") != 0) return ini_bad_value(s, v, "expected all or consumers");
+    m->consumers_only = strcmp(v, "consumers") == 0;
+    return 0;
+}
+
+// [method] normalize: auto, mean, max, size or none.
+static int set_normalize(void *cfg, const IniSet *s, const char *v) {
+    SweepMethod *m = cfg;
+    int n = normalize_parse(v);
+    if (n < 0) return ini_bad_value(s, v, "expected auto, mean, max, size or none");
+    m->normalize = (Normalize)n;
+    return 0;
+}
+
+#define MFIELD(member) INI_FIELD(SweepMethod, member)
+
+// Every key a [method NAME] section knows; their order indexes SweepMethod.key_line.
+static const IniKey METHOD_KEYS[] = {
+    {"method", "criterion", IK_CUSTOM, MFIELD(criterion), .set = set_criterion},
+    {"method", "rank", IK_CUSTOM, MFIELD(per_cost), .set = set_rank},
+    {"method", "slices", IK_CUSTOM, MFIELD(consumers_only), .set = set_slices},
+    {"method", "normalize", IK_CUSTOM, MFIELD(normalize), .set = set_normalize},
+    {"method", "ggn", IK_BOOL, MFIELD(ggn)},
+    {"method", "steps", IK_INT, MFIELD(steps), 1, 100, IK_RANGE},
+    {"method", "samples", IK_INT, MFIELD(samples), 1, 1 << 24, IK_RANGE},
+    {"method", "probes", IK_INT, MFIELD(probes), 2, 100000, IK_RANGE},
+    {"method", "fisher_grads", IK_INT, MFIELD(fisher_grads), 1, 1 << 24, IK_RANGE},
+    {"method", "fisher_batch", IK_INT, MFIELD(fisher_batch), 1, 65536, IK_RANGE},
+    {"method", "block_size", IK_INT, MFIELD(block_size), 1, 1 << 30, IK_RANGE},
+    {"method", "damp", IK_DOUBLE, MFIELD(damp), 0, 1e300, IK_RANGE | IK_MIN_EXCL},
+    {"method", "layer_damp", IK_DOUBLE, MFIELD(layer_damp), 0, 1e300, IK_RANGE | IK_MIN_EXCL},
+    {"method", "compensate", IK_BOOL, MFIELD(compensate)},
+};
+#define N_METHOD_KEYS (sizeof METHOD_KEYS / sizeof METHOD_KEYS[0])
+_Static_assert(N_METHOD_KEYS <= SWEEP_METHOD_KEYS, "SweepMethod.key_line has a line for every key");
+
+static const char *const METHOD_SECTIONS[] = {"method", NULL};
+static const IniTable METHOD_TABLE = {.sections = METHOD_SECTIONS, .keys = METHOD_KEYS, .n_keys = N_METHOD_KEYS,
+                                      .spans = true};
+
+// IniTable.family_open: a new [method NAME] section, refused if NAME is bad or already defined.
+static void *open_method(void *cfg, const char *name, int line, HpErr *err) {
+    SweepConfig *c = cfg;
+    if (check_method_name(name, err) != 0) return NULL;
+    for (int i = 0; i < c->n_defined; i++)
+        if (strcmp(c->defined[i].name, name) == 0)
+            return hp_fail(err, "[method %s] is defined twice (first at line %d)", name, c->defined[i].line), NULL;
+    if (c->n_defined == SWEEP_MAX_LIST) return hp_fail(err, "at most %d [method NAME] sections", SWEEP_MAX_LIST), NULL;
+    SweepMethod *m = &c->defined[c->n_defined++];
+    *m = method_default(name, criterion_parse(name));
+    m->line = line;
+    return m;
+}
+
+// IniTable.family_seen: remembers the line of a [method NAME] key.
+static void saw_method_key(void *sub, const char *key, int line) {
+    SweepMethod *m = sub;
+    for (size_t i = 0; i < N_METHOD_KEYS; i++)
+        if (strcmp(METHOD_KEYS[i].key, key) == 0) m->key_line[i] = line;
+}
+
+// The line where m set key (0: not set).
+static int key_line(const SweepMethod *m, const char *key) {
+    for (size_t i = 0; i < N_METHOD_KEYS; i++)
+        if (strcmp(METHOD_KEYS[i].key, key) == 0) return m->key_line[i];
+    HP_ASSERT(0 && "a key of METHOD_KEYS");
+    return 0;
+}
+
+// True for hap and obd (ggn, probes).
+static bool uses_diag(Criterion c) { return c == CRIT_HAP || c == CRIT_OBD; }
+// True for obs (its Fisher's settings).
+static bool uses_fisher(Criterion c) { return c == CRIT_OBS; }
+// True for obs-layer (layer_damp).
+static bool uses_layer_damp(Criterion c) { return c == CRIT_OBS_LAYER; }
+
+// The options that only some criteria use: the key, which criteria, and their names.
+static const struct {
+    const char *key;
+    bool (*applies)(Criterion);
+    const char *to;  // NULL: the list criteria_taking_slices makes
+} ONLY_FOR[] = {
+    {"slices", criterion_takes_slices, NULL}, {"ggn", uses_diag, "hap and obd"}, {"probes", uses_diag, "hap and obd"},
+    {"fisher_grads", uses_fisher, "obs"},     {"fisher_batch", uses_fisher, "obs"},
+    {"block_size", uses_fisher, "obs"},       {"damp", uses_fisher, "obs"},
+    {"layer_damp", uses_layer_damp, "obs-layer"}, {"compensate", criterion_compensates, "obs and obs-layer"},
+};
+
+// Checks a [method NAME] section of the file path: it has a criterion, and sets no option its
+// criterion does not use. Returns 0, or -1 with err naming "path:line".
+static int check_method(const SweepMethod *m, const char *path, HpErr *err) {
+    char names[160];
+    if (m->criterion == CRIT_COUNT) {
+        criterion_names(names, sizeof names);
+        return hp_fail(err, "%s:%d: [method %s] needs 'criterion = NAME' (one of %s)", path, m->line, m->name, names);
+    }
+    for (size_t i = 0; i < sizeof ONLY_FOR / sizeof ONLY_FOR[0]; i++) {
+        int line = key_line(m, ONLY_FOR[i].key);
+        if (!line || ONLY_FOR[i].applies(m->criterion)) continue;
+        if (ONLY_FOR[i].to)
+            snprintf(names, sizeof names, "%s", ONLY_FOR[i].to);
+        else
+            criteria_taking_slices(names, sizeof names);
+        return hp_fail(err, "%s:%d: '%s' applies to %s, not %s (in [method %s])", path, line, ONLY_FOR[i].key, names,
+                       criterion_name(m->criterion), m->name);
+    }
+    return 0;
+}
+
+// Resolves c->method_names into c->methods: a [method NAME] section of that name, else the
+// criterion of that name with prune's defaults. Returns 0, or -1 naming the line of `methods`.
+static int resolve_methods(SweepConfig *c, const char *path, HpErr *err) {
+    for (int i = 0; i < c->n_defined; i++)
+        if (check_method(&c->defined[i], path, err) != 0) return -1;
+    for (int i = 0; i < c->n_methods; i++) {
+        const char *name = c->method_names[i];
+        const SweepMethod *def = NULL;
+        for (int j = 0; j < c->n_defined && !def; j++)
+            if (strcmp(c->defined[j].name, name) == 0) def = &c->defined[j];
+        if (def) {
+            c->methods[i] = *def;
+            continue;
+        }
+        Criterion k = criterion_parse(name);
+        if (k == CRIT_COUNT) {
+            char known[160];
+            criterion_names(known, sizeof known);
+            return hp_fail(err, "%s:%d: unknown method '%s' in 'methods' (criteria: %s; or define it in a [method %s] "
+                                "section)", path, c->methods_line, name, known, name);
+        }
+        c->methods[i] = method_default(name, k);
+    }
+    return 0;
+}
+
 // ---- the table ----
 
 static const char *const SECTIONS[] = {"sweep", "data", "finetune", NULL};
@@ -123,11 +324,11 @@ static const char *const *dataset_names(void) { return DATASETS; }
 
 #define FIELD(member) INI_FIELD(SweepConfig, member)
 
-// Every key a sweep config knows; the only place that does.
+// Every key of [sweep], [data] and [finetune]; the only place that lists them.
 static const IniKey KEYS[] = {
     {"sweep", "model", IK_STR, FIELD(model), 0, 0, IK_NONEMPTY},
     {"sweep", "out", IK_STR, FIELD(out), 0, 0, IK_NONEMPTY},
-    {"sweep", "methods", IK_CUSTOM, FIELD(methods), .set = set_methods},
+    {"sweep", "methods", IK_CUSTOM, FIELD(method_names), .set = set_methods},
     {"sweep", "target", IK_CUSTOM, FIELD(kind), .set = set_kind},
     {"sweep", "targets", IK_CUSTOM, FIELD(targets), .set = set_targets},
     {"sweep", "seeds", IK_CUSTOM, FIELD(seeds), .set = set_seeds},
@@ -148,15 +349,54 @@ static const IniKey KEYS[] = {
     {"finetune", "hflip", IK_BOOL, FIELD(finetune.augment.hflip)},
 };
 
-static const IniTable TABLE = {SECTIONS, KEYS, sizeof KEYS / sizeof KEYS[0], true};
+static const IniTable TABLE = {.sections = SECTIONS, .keys = KEYS, .n_keys = sizeof KEYS / sizeof KEYS[0],
+                               .spans = true, .family = "method", .family_table = &METHOD_TABLE, .family_open = open_method,
+                               .family_seen = saw_method_key};
 
 int sweep_config_load(SweepConfig *c, const char *path, HpErr *err) {
-    SweepConfig tmp = *c;
-    if (ini_table_load(&TABLE, &tmp, path, err) != 0) return -1;
-    if (!tmp.model[0])
-        return hp_fail(err, "%s: [sweep] model is required (a trained model file, e.g. from hprune train)", path);
-    if (strlen(path) >= sizeof tmp.path) return hp_fail(err, "%s: path too long", path);
-    snprintf(tmp.path, sizeof tmp.path, "%s", path);
-    *c = tmp;
-    return 0;
+    SweepConfig *tmp = hp_malloc(sizeof *tmp);  // tens of kB: not on the stack
+    *tmp = *c;
+    tmp->n_defined = 0;
+    int rc = ini_table_load(&TABLE, tmp, path, err);
+    if (rc == 0) rc = resolve_methods(tmp, path, err);
+    if (rc == 0 && !tmp->model[0])
+        rc = hp_fail(err, "%s: [sweep] model is required (a trained model file, e.g. from hprune train)", path);
+    if (rc == 0 && strlen(path) >= sizeof tmp->path) rc = hp_fail(err, "%s: path too long", path);
+    if (rc == 0) {
+        snprintf(tmp->path, sizeof tmp->path, "%s", path);
+        *c = *tmp;
+    }
+    free(tmp);
+    return rc;
+}
+
+// Appends ", " (unless b is empty) and the formatted text to b.
+__attribute__((format(printf, 2, 3))) static void add_option(StrBuf *b, const char *fmt, ...) {
+    if (b->len) sb_printf(b, ", ");
+    char text[96];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    sb_printf(b, "%s", text);
+}
+
+void sweep_method_options(const SweepMethod *m, char *buf, size_t cap) {
+    SweepMethod d = method_default(m->name, m->criterion);
+    StrBuf b = {0};
+    if (m->per_cost != d.per_cost) add_option(&b, "rank %s", m->per_cost ? "per-cost" : "score");
+    if (m->consumers_only != d.consumers_only) add_option(&b, "slices %s", m->consumers_only ? "consumers" : "all");
+    if (m->normalize != d.normalize) add_option(&b, "normalize %s", normalize_name(m->normalize));
+    if (m->ggn != d.ggn) add_option(&b, "%s", m->ggn ? "ggn" : "no ggn");
+    if (m->steps) add_option(&b, "%d step%s", m->steps, m->steps > 1 ? "s" : "");
+    if (m->samples) add_option(&b, "%d samples", m->samples);
+    if (m->probes) add_option(&b, "%d probes", m->probes);
+    if (m->fisher_grads != d.fisher_grads) add_option(&b, "%d Fisher gradients", m->fisher_grads);
+    if (m->fisher_batch != d.fisher_batch) add_option(&b, "Fisher batch %d", m->fisher_batch);
+    if (m->block_size != d.block_size) add_option(&b, "Fisher blocks of %d", m->block_size);
+    if (m->damp != d.damp) add_option(&b, "damp %g", m->damp);
+    if (m->layer_damp != d.layer_damp) add_option(&b, "layer damp %g", m->layer_damp);
+    if (m->compensate != d.compensate) add_option(&b, "%s", m->compensate ? "compensate" : "no compensation");
+    snprintf(buf, cap, "%s", b.len ? b.s : "");
+    sb_free(&b);
 }

@@ -117,15 +117,17 @@ err_has() { grep -q -E -- "$1" "$CAP/err"; }
 
 tap_tiny_model 1024 200 --seed 2024 --wrong 0.1
 
-# config NAME [LINES...]: writes $T/NAME.ini, the small sweep with LINES added to [sweep].
+# config NAME [LINES...]: writes $T/NAME.ini, the small sweep with LINES added to [sweep] (a
+# `methods` line among them replaces the sweep's).
 config() {
   name=$1; shift
+  methods="methods = l1, hap"
   {
     echo "# a tiny sweep: 2 methods x 2 targets"
     echo "[sweep]"
     echo "model = $MODEL"
-    for l in "$@"; do echo "$l"; done
-    echo "methods = l1, hap"
+    for l in "$@"; do echo "$l"; case $l in methods*) methods="" ;; esac; done
+    [ -z "$methods" ] || echo "$methods"
     echo "targets = 0.3, 0.6"
     echo "seeds = 1"
     echo "samples = 64"
@@ -186,6 +188,55 @@ run "$HPRUNE" sweep "$CFG" --out "$T/d" --jobs 2
 check "--jobs 2: exits 0 and collects" eval 'rc_is 0 && out_has "^collected 4 runs"'
 pycheck "--jobs 2: the same results.csv (timing columns aside)" same "$T/a.csv" "$T/d/results.csv"
 
+# ---- [method NAME] sections: the same runs as hprune prune with those options ----
+
+cat >"$T/methods.ini" <<EOF
+[sweep]
+model = $MODEL
+methods = l1-pc, obs-small
+targets = 0.4
+samples = 64
+threads = 1
+[method l1-pc]
+criterion = l1
+rank = per-cost
+steps = 2
+[method obs-small]
+criterion = obs
+fisher_grads = 48
+block_size = 50
+damp = 0.05
+EOF
+run "$HPRUNE" sweep "$T/methods.ini" --out "$T/m"
+check "[method NAME] sections: exits 0, runs named after the sections" \
+  eval 'rc_is 0 && out_has "^l1-pc-flops0.40-s1 " && out_has "^obs-small-flops0.40-s1 " && out_has "^collected 2 runs"'
+check "results.md says what each method stands for" \
+  eval 'grep -q -F -- "- \`l1-pc\`: l1, rank per-cost, 2 steps" "$T/m/results.md" &&
+        grep -q -F -- "- \`obs-small\`: obs, 48 Fisher gradients, Fisher blocks of 50, damp 0.05" "$T/m/results.md"'
+# same_as_prune ID PRUNE-OPTIONS...: the sweep's run ID removed the same parameters and gave the
+# same accuracies as hprune prune with those options.
+same_as_prune() {
+  id=$1; shift
+  "$HPRUNE" prune "$MODEL" --data "$DATA" --samples 64 --threads 1 --target-flops 0.4 "$@" \
+    -o "$T/m/$id.safetensors" --report "$T/m/$id-prune.json" >/dev/null 2>"$CAP/err" || return 1
+  python3 - "$T/m/runs/$id.json" "$T/m/$id-prune.json" >"$CAP/py" 2>&1 <<'PY'
+import json, sys
+s, p = (json.load(open(f)) for f in sys.argv[1:])
+pairs = [("params", "params_after"), ("accuracy_oneshot", "accuracy_pruned"),
+         ("accuracy_recalibrated", "accuracy_recalibrated")]
+bad = [(a, s[a], p[b]) for a, b in pairs if abs(s[a] - p[b]) > 1e-6]
+sys.exit(f"sweep against prune: {bad}" if bad else 0)
+PY
+}
+check "l1-pc: the same model and accuracies as prune --method l1 --rank per-cost --steps 2" \
+  same_as_prune l1-pc-flops0.40-s1 --method l1 --rank per-cost --steps 2
+check "obs-small: the same as prune --method obs --fisher-grads 48 --block-size 50 --damp 0.05" \
+  same_as_prune obs-small-flops0.40-s1 --method obs --fisher-grads 48 --block-size 50 --damp 0.05
+sed 's/^damp = 0.05$/damp = 0.1/' "$T/methods.ini" >"$T/methods2.ini"
+expect 1 "a changed method option: the earlier result is refused, naming the setting" \
+  "$T/m/runs/obs-small-flops0.40-s1.json" "damp 0.05 where this config has .*damp 0.1" \
+  "$HPRUNE" sweep "$T/methods2.ini" --out "$T/m"
+
 # ---- configs with mistakes: one message naming file:line, no run, no file ----
 
 # bad NAME LINE...: a config with the lines added to [sweep] (line 4 onwards).
@@ -196,6 +247,8 @@ bad method "methods = l1, magic"
 bad section "[extra]" "x = 1"
 bad frac "max_layer_frac = 0.05"
 bad kind "target = gates"
+printf '[sweep]\nmodel = %s\nmethods = l1, fine\n[method fine]\ncriterion = obs\nrank = per-cost\nggn = true\n' "$MODEL" \
+  >"$T/bad/option.ini"
 printf '[sweep]\nmethods = l1\n' >"$T/bad/nomodel.ini"
 config bad/nomodelfile "model = $T/missing.safetensors"
 O=$T/out_bad  # must not appear
@@ -209,6 +262,8 @@ expect 1 "config: an unknown section" "$T/bad/section.ini:4:" "unknown section \
   "$HPRUNE" sweep "$T/bad/section.ini" --out "$O"
 expect 1 "config: a bad target kind" "$T/bad/kind.ini:4:" "'gates' for 'target'" \
   "$HPRUNE" sweep "$T/bad/kind.ini" --out "$O"
+expect 1 "config: an option the method's criterion does not use" "$T/bad/option.ini:7:" \
+  "'ggn' applies to hap and obd, not obs \(in \[method fine\]\)" "$HPRUNE" sweep "$T/bad/option.ini" --out "$O"
 expect 1 "config: no model" "$T/bad/nomodel.ini" "model is required" "$HPRUNE" sweep "$T/bad/nomodel.ini" --out "$O"
 expect 1 "config: targets the layer cap cannot reach, named at the targets line" "$T/bad/frac.ini:6:" "out of reach" \
   "$HPRUNE" sweep "$T/bad/frac.ini" --out "$O"

@@ -351,7 +351,7 @@ static void test_ini_table(void **state) {
         {"s", "e", IK_ENUM, INI_FIELD(Tiny, e), .choices = tiny_names},
         {"s", "name", IK_NAME, INI_FIELD(Tiny, name), .flags = IK_NONEMPTY, .choices = tiny_names, .expect = "ab or cd"},
     };
-    IniTable t = {sections, keys, 3, false};
+    IniTable t = {.sections = sections, .keys = keys, .n_keys = 3};
     Tiny x = {0};
     HpErr err = {{0}};
     assert_int_equal(ini_table_set(&t, &x, "s", "d", "1.1", 0, &err), 0);

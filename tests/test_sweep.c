@@ -3,6 +3,7 @@
 #include "testutil.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "prune/sensitivity.h"
 #include "prune/sweep.h"
@@ -66,9 +67,11 @@ static void test_config_full(void **state) {
     assert_string_equal(c.model, "m.safetensors");
     assert_string_equal(c.out, "o");
     assert_int_equal(c.n_methods, 3);
-    assert_int_equal(c.methods[0], CRIT_L1);
-    assert_int_equal(c.methods[1], CRIT_HAP);
-    assert_int_equal(c.methods[2], CRIT_OBS_LAYER);
+    assert_int_equal(c.methods[0].criterion, CRIT_L1);
+    assert_int_equal(c.methods[1].criterion, CRIT_HAP);
+    assert_int_equal(c.methods[2].criterion, CRIT_OBS_LAYER);
+    assert_string_equal(c.methods[2].name, "obs-layer");
+    assert_int_equal(c.methods_line, 5);
     assert_int_equal(c.kind, TARGET_PARAMS);
     assert_int_equal(c.n_targets, 2);
     assert_true(c.targets[1] == 0.5);
@@ -96,9 +99,12 @@ static void test_config_full(void **state) {
 static void test_config_errors(void **state) {
     Fixture *fx = *state;
     expect_error(fx, "[sweep]\nmodel = m\nmethodz = l1\n", 3, "unknown key 'methodz' in [sweep]");
-    expect_error(fx, "[sweep]\nmodel = m\n[train]\nepochs = 1\n", 3, "unknown section [train]");
+    expect_error(fx, "[sweep]\nmodel = m\n[train]\nepochs = 1\n", 3,
+                 "unknown section [train] (known: [sweep], [data], [finetune], [method NAME])");
     expect_error(fx, "[sweep]\nmodel = m\n[empty]\n", 3, "unknown section [empty]");
-    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, foo\n", 3, "unknown method 'foo'");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, foo\n", 3,
+                 "unknown method 'foo' in 'methods' (criteria: random, l1, l2, bn, taylor, hap, obd, fisher, obs, "
+                 "obs-layer; or define it in a [method foo] section)");
     expect_error(fx, "[sweep]\nmodel = m\nmethods = hap, hap\n", 3, "lists 'hap' twice");
     expect_error(fx, "[sweep]\nmodel = m\nmethods = l1,,hap\n", 3, "empty entry");
     expect_error(fx, "[sweep]\nmodel = m\ntargets = 0.5, 1\n", 3, "in (0, 1)");
@@ -261,10 +267,11 @@ static void test_obs_result_settings(void **state) {
         assert_int_equal(sweep_result_done(path[i], &c, &r[i], &err), 1);
         read_small(path[i], text, sizeof text);
         const char *fisher = "obs_fisher=1000 gradients of 1, blocks of 100, damp 0.01;";
-        if (r[i].method == CRIT_OBS) assert_non_null(strstr(text, fisher));
+        if (r[i].method->criterion == CRIT_OBS) assert_non_null(strstr(text, fisher));
         else assert_null(strstr(text, "obs_fisher"));
+        assert_null(strstr(text, "method="));  // bare criteria: the settings of results made before methods had options
     }
-    int k = r[0].method == CRIT_OBS ? 0 : 1;
+    int k = r[0].method->criterion == CRIT_OBS ? 0 : 1;
     read_small(path[k], text, sizeof text);
     char *at = strstr(text, "blocks of 100,");
     assert_non_null(at);
@@ -283,6 +290,142 @@ static void test_obs_result_settings(void **state) {
     assert_int_equal(sweep_result_done(path[k], &c, &r[k], &err), -1);
     assert_non_null(strstr(err.msg, "it has nothing where this config has obs_fisher=1000 gradients of 1"));
     free(r);
+}
+
+// [method NAME] sections: a named criterion with options, in run ids, jobs, result settings and
+// results.md; a section named after a criterion changes its defaults.
+static void test_method_sections(void **state) {
+    Fixture *fx = *state;
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    const char *text = "[sweep]\nmodel = m\nmethods = l1, obs-pc, fisher\nsteps = 2\nsamples = 64\n"
+                       "[method obs-pc]\ncriterion = obs\nrank = per-cost\nsteps = 5\nblock_size = 250\ndamp = 1e-3\n"
+                       "compensate = false\n"
+                       "[method fisher]\nslices = consumers\nsamples = 32\n"
+                       "[method unused]\ncriterion = hap\nggn = yes\n";
+    if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(c.n_methods, 3);
+    assert_int_equal(c.n_defined, 3);
+    const SweepMethod *obs = &c.methods[1], *fisher = &c.methods[2];
+    assert_string_equal(obs->name, "obs-pc");
+    assert_int_equal(obs->criterion, CRIT_OBS);
+    assert_int_equal(obs->line, 6);
+    assert_true(obs->per_cost && !obs->compensate);
+    assert_int_equal(fisher->criterion, CRIT_FISHER);
+    assert_true(fisher->consumers_only && !fisher->per_cost);
+    char opts[256];
+    sweep_method_options(obs, opts, sizeof opts);
+    assert_string_equal(opts, "rank per-cost, 5 steps, Fisher blocks of 250, damp 0.001, no compensation");
+    sweep_method_options(&c.methods[0], opts, sizeof opts);
+    assert_string_equal(opts, "");
+    SweepRun *r;
+    int n = sweep_runs(&c, &r);
+    assert_int_equal(n, 3);
+    assert_string_equal(r[1].id, "obs-pc-flops0.50-s1");
+    assert_string_equal(r[2].id, "fisher-flops0.50-s1");
+    PruneJob j = sweep_job(&c, &r[1], 1);  // the section's options, [sweep]'s for the rest
+    assert_int_equal(j.crit.method, CRIT_OBS);
+    assert_true(j.target.per_cost);
+    assert_int_equal(j.steps, 5);
+    assert_int_equal(j.crit.fisher.block_size, 250);
+    assert_true(j.crit.fisher.damp == 1e-3);
+    assert_int_equal(j.crit.fisher.n_grads, crit_defaults().fisher.n_grads);
+    assert_false(j.crit.compensate);
+    assert_int_equal(j.crit.samples, 64);
+    j = sweep_job(&c, &r[2], 1);
+    assert_true(j.crit.consumers_only && !j.target.per_cost);
+    assert_int_equal(j.steps, 2);
+    assert_int_equal(j.crit.samples, 32);
+    j = sweep_job(&c, &r[0], 1);
+    assert_true(!j.crit.consumers_only && !j.target.per_cost && j.crit.method == CRIT_L1);
+    // results: a method's options are part of its settings; results.md says what it stands for
+    char dir[128], path[3][SWEEP_PATH * 3], md[8192];
+    snprintf(dir, sizeof dir, "%s/out", fx->dir);
+    assert_int_equal(sweep_make_dirs(dir, &err), 0);
+    PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 500,
+                      .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3};
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sweep_result_path(dir, r[i].id, path[i], sizeof path[i], &err), 0);
+        if (sweep_result_write(path[i], &c, &r[i], &o, &err) < 0) fail_msg("%s", err.msg);
+        assert_int_equal(sweep_result_done(path[i], &c, &r[i], &err), 1);
+    }
+    read_small(path[1], md, sizeof md);
+    assert_non_null(strstr(md, "\"method\":\t\"obs-pc\""));
+    assert_non_null(strstr(md, "\"criterion\":\t\"obs\""));
+    assert_non_null(strstr(md, "steps=5;"));
+    SweepConfig other = c;
+    other.methods[1].damp = 1e-2;
+    SweepRun *ro;
+    assert_int_equal(sweep_runs(&other, &ro), n);  // its runs point into other's methods
+    assert_int_equal(sweep_result_done(path[1], &other, &ro[1], &err), -1);
+    free(ro);
+    assert_non_null(strstr(err.msg, "it has obs_fisher=1000 gradients of 1, blocks of 250, damp 0.001 where this "
+                                    "config has obs_fisher=1000 gradients of 1, blocks of 250, damp 0.01"));
+    int merged;
+    if (sweep_collect(dir, &merged, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(merged, 3);
+    char mdpath[256];
+    snprintf(mdpath, sizeof mdpath, "%s/results.md", dir);
+    read_small(mdpath, md, sizeof md);
+    assert_non_null(strstr(md, "Methods:\n\n- `fisher`: fisher, slices consumers, 32 samples\n"
+                               "- `obs-pc`: obs, rank per-cost, 5 steps, Fisher blocks of 250, damp 0.001, no compensation\n\n"));
+    assert_null(strstr(md, "- `l1`"));
+    free(r);
+}
+
+// The mistakes a [method NAME] section can hold, each at its line.
+static void test_method_errors(void **state) {
+    Fixture *fx = *state;
+    const char *head = "[sweep]\nmodel = m\nmethods = x\n";  // sections start at line 4
+    char text[512];
+    struct { const char *body; int line; const char *words; } cases[] = {
+        {"[method x]\nrank = per-cost\n", 4, "[method x] needs 'criterion = NAME' (one of random, l1, l2, bn"},
+        {"[method x]\n", 4, "[method x] needs 'criterion = NAME'"},
+        {"[method x]\ncriterion = obs\nrank = per-cost\nggn = true\n", 7,
+         "'ggn' applies to hap and obd, not obs (in [method x])"},
+        {"[method x]\ncriterion = obs\nslices = consumers\n", 6,
+         "'slices' applies to l1, l2, taylor, hap, obd and fisher, not obs (in [method x])"},
+        {"[method x]\ncriterion = l1\ndamp = 0.1\n", 6, "'damp' applies to obs, not l1"},
+        {"[method x]\ncriterion = obs\nlayer_damp = 0.1\n", 6, "'layer_damp' applies to obs-layer, not obs"},
+        {"[method x]\ncriterion = hap\ncompensate = no\n", 6, "'compensate' applies to obs and obs-layer, not hap"},
+        {"[method x]\ncriterion = l1\nfoo = 1\n", 6, "unknown key 'foo' in [method x] (known: criterion, rank, slices"},
+        {"[method x]\ncriterion = l1\n[method x]\ncriterion = l2\n", 6, "[method x] is defined twice (first at line 4)"},
+        {"[method a/b]\ncriterion = l1\n", 4, "method name 'a/b': only letters, digits and . _ + - are allowed"},
+        {"[method x]\ncriterion = magic\n", 5, "bad value 'magic' for 'criterion': expected one of random, l1"},
+        {"[method x]\ncriterion = obs\nrank = cheap\n", 6, "bad value 'cheap' for 'rank': expected score or per-cost"},
+        {"[method x]\ncriterion = obs\ndamp = 0\n", 6, "'damp' must be in (0,"},
+        {"[method x]\ncriterion = obs\nsteps = 0\n", 6, "'steps' must be in [1, 100]"},
+        {"[method x]\ncriterion = fisher\nnormalize = best\n", 6, "expected auto, mean, max, size or none"},
+        {"[method y]\ncriterion = l1\n", 3, "unknown method 'x' in 'methods'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(text, sizeof text, "%s%s", head, cases[i].body);
+        expect_error(fx, text, cases[i].line, cases[i].words);
+    }
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, a:b\n", 3, "method name 'a:b': only letters");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, abcdefghijklmnopqrstuvwxyz0123456789\n", 3, "is too long");
+}
+
+// The shipped sweep configs load (the tests run from the repository root) and say what they claim.
+static void test_shipped_sweeps(void **state) {
+    (void)state;
+    if (access("configs/sweep_resnet20_steps.ini", R_OK) != 0) skip();
+    const char *files[] = {"configs/sweep_lenet5_fmnist.ini", "configs/sweep_resnet20_fmnist.ini",
+                           "configs/sweep_resnet20_steps.ini"};
+    SweepConfig c;
+    HpErr err;
+    for (int i = 0; i < 3; i++) {
+        sweep_config_default(&c);
+        if (sweep_config_load(&c, files[i], &err) != 0) fail_msg("%s", err.msg);
+    }
+    assert_int_equal(c.n_methods, 4);  // the steps sweep: l1, fisher-pc, obs-pc, obs-layer in 5 steps, no training
+    assert_int_equal(c.steps, 5);
+    assert_int_equal(c.finetune.epochs, 0);
+    const SweepMethod *f = &c.methods[1], *o = &c.methods[2];
+    assert_true(f->criterion == CRIT_FISHER && f->consumers_only && f->per_cost);
+    assert_true(o->criterion == CRIT_OBS && o->per_cost && o->compensate);
+    assert_true(o->block_size == 100 && o->damp == 1e-2 && o->fisher_grads == 1000);
 }
 
 // Ratio ranges and lists, and their errors.
@@ -323,6 +466,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_runs_and_shards, setup, teardown),
         cmocka_unit_test_setup_teardown(test_results_and_collect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_obs_result_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_method_sections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_method_errors, setup, teardown),
+        cmocka_unit_test(test_shipped_sweeps),
         cmocka_unit_test(test_ratios),
         cmocka_unit_test(test_spearman),
     };
