@@ -58,7 +58,7 @@ $(BUILD)/libhprune.a: $(LIB_OBJ)
 
 # The direct convolution kernel is written for fused multiply-adds (ISO C mode turns contraction
 # off); its 16-float vectors stay inside the file, so the ABI note for targets without AVX-512 is moot.
-$(BUILD)/nn/conv_direct.o: CFLAGS += -ffp-contract=fast -Wno-psabi
+$(BUILD)/nn/conv_direct.o $(BUILD)/nn/conv_winograd.o: CFLAGS += -ffp-contract=fast -Wno-psabi
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

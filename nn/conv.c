@@ -26,6 +26,7 @@
 #include <cblas.h>
 
 #include "conv_direct.h"
+#include "conv_winograd.h"
 #include "err.h"
 #include "ops.h"
 
@@ -90,7 +91,15 @@ static size_t work_region(const ConvGeom *g) {
 // p rounded up to a 64-byte boundary (at most DIRECT_ALIGN_SLACK floats on).
 static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-size_t conv2d_col_len(const ConvGeom *g) { return packed_region(g) + work_region(g); }
+size_t conv2d_col_len(const ConvGeom *g) {
+    size_t n = packed_region(g) + work_region(g);
+    if (wino_ok(g)) {  // conv2d_infer's transformed weights and work area
+        Wino w = wino_make(g);
+        size_t nw = wino_packed_len(&w) + wino_work_len(&w);
+        if (nw > n) n = nw;
+    }
+    return n;
+}
 
 // Copies plane xc (H, W) into the middle of pad_buf (H + 2 pad, W + 2 pad), zeroing the border.
 static void pad_plane(const ConvGeom *g, const float *xc, float *pad_buf) {
@@ -359,6 +368,31 @@ void conv2d_forward_relu(const ConvGeom *g, const float *x, const float *w, cons
 void conv2d_forward_res(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
                         float *y, float *col, size_t col_stride) {
     conv2d_apply(g, x, w, b, res, relu, y, col, col_stride, false);
+}
+
+// conv2d_infer by Winograd (wino_ok(g)): each thread transforms the weights into its scratch,
+// then runs its share of the samples.
+static void conv2d_apply_wino(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res,
+                              bool relu, float *y, float *col, size_t col_stride) {
+    const Wino wg = wino_make(g);
+    const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
+#pragma omp parallel num_threads(slots(g))
+    {
+        float *packed = col + (size_t)omp_get_thread_num() * col_stride, *work = packed + wino_packed_len(&wg);
+        wino_pack(&wg, w, packed);
+#pragma omp for schedule(static)
+        for (int n = 0; n < g->N; n++)
+            wino_run(&wg, x + (size_t)n * in_len, packed, work, y + (size_t)n * out_len, b,
+                     res ? res + (size_t)n * out_len : NULL, relu);
+    }
+}
+
+void conv2d_infer(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
+                  float *y, float *col, size_t col_stride) {
+    if (wino_ok(g))
+        conv2d_apply_wino(g, x, w, b, res, relu, y, col, col_stride);
+    else
+        conv2d_apply(g, x, w, b, res, relu, y, col, col_stride, false);
 }
 
 // db_part (O) += the sums over positions of one sample's output gradient dyn (O, Ho, Wo).

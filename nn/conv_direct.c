@@ -10,33 +10,9 @@
 #endif
 
 #include "err.h"
+#include "simd16.h"
 
-typedef float v16 __attribute__((vector_size(64)));
-
-enum { DC_VL = 16, DC_NV = 6 };  // floats per vector; vectors of positions per tile (at most)
-
-// Unaligned load of 16 floats.
-static inline v16 load16(const float *p) {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-// v, held in a register: the compiler may no longer fold its load into each multiply-add that
-// uses it (one load per use: 24 instead of 6 per tap of a 4 x 6 tile, which costs little where
-// a core loads two 512-bit vectors a cycle, and bounds the tile where it loads one).
-// Only under AVX-512: without it a 16-float vector fits no register, and the loads are not folded.
-static inline __attribute__((always_inline)) v16 in_register(v16 v) {
-#ifdef __AVX512F__
-    __asm__("" : "+v"(v));
-#endif
-    return v;
-}
-
-// f in all 16 lanes. Not (v16){0} + f: adding +0.0 is not an identity (-0.0 + 0.0 = +0.0), so
-// the compiler would keep a scalar add and a register broadcast, both on the FMA ports, instead
-// of one broadcast load.
-static inline v16 splat16(float f) { return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }
+enum { DC_VL = V16_LANES, DC_NV = 6 };  // floats per vector; vectors of positions per tile (at most)
 
 // Rounds n up to a multiple of m.
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }

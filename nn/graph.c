@@ -249,15 +249,9 @@ static bool forward_fused(Model *m, Workspace *ws, int i, int N) {
     }
     ConvGeom g = conv_geom(m, n, N, ws->n_threads);
     int out = r >= 0 ? r : add >= 0 ? add : bn;  // the last node of the chain
-    if (add >= 0) {
-        conv2d_forward_res(&g, ws->act[n->in[0]], w, b, ws->act[other], r >= 0, ws->act[out], ws->col,
-                           ws->col_stride);
-        ws->skip[add] = true;
-    } else if (r >= 0) {
-        conv2d_forward_relu(&g, ws->act[n->in[0]], w, b, ws->act[out], ws->col, ws->col_stride);
-    } else {
-        conv2d_forward(&g, ws->act[n->in[0]], w, b, ws->act[out], ws->col, ws->col_stride);
-    }
+    conv2d_infer(&g, ws->act[n->in[0]], w, b, add >= 0 ? ws->act[other] : NULL, r >= 0, ws->act[out], ws->col,
+                 ws->col_stride);
+    if (add >= 0) ws->skip[add] = true;
     if (r >= 0) ws->skip[r] = true;
     return true;
 }

@@ -40,6 +40,12 @@ void conv2d_forward_relu(const ConvGeom *g, const float *x, const float *w, cons
 // the residual add (and the ReLU) after it folded in. res must not overlap y.
 void conv2d_forward_res(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
                         float *y, float *col, size_t col_stride);
+// Inference: as conv2d_forward_res (res may be NULL), by Winograd's F(2x2, 3x3) where that is
+// faster (3x3, stride 1, pad 1, planes of 14x14 and more: nn/conv_winograd.h), which rounds
+// differently: equal to conv2d_forward_res up to a few units in the last place of the output's
+// scale, not bit for bit. The training and curvature passes do not use it.
+void conv2d_infer(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
+                  float *y, float *col, size_t col_stride);
 // dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ... (if not NULL), db (O) += ... (if not NULL),
 // dx (N, C, H, W) = (acc: +=) ... (if not NULL). wscratch: per-thread partial sums, thread t uses
 // wscratch + t * ws_stride (ws_stride >= w_len + O).

@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include "nn/conv_direct.h"
+#include "nn/conv_winograd.h"
 #include "nn/nn.h"
 #include "nn/ops.h"
 
@@ -158,13 +159,39 @@ static void check_conv_rforward(const ConvCtx *c, Rng *rng) {
             conv_direct(g, rx, c->w, NULL, part);
             for (size_t i = 0; i < ny; i++) want[i] += part[i];
         }
-        double worst = 0;
-        for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(ry[i] - want[i]));
+        double worst = 0, scale = 0;
+        for (size_t i = 0; i < ny; i++) worst = fmax(worst, fabs(ry[i] - want[i])), scale = fmax(scale, fabs(want[i]));
         const char *what = with_rx ? "R-forward vs definition" : "R-forward, no R{x}";
-        fprintf(stderr, "  %-34s max abs err %.2e\n", what, worst);
-        assert_true(worst < 1e-5);
+        fprintf(stderr, "  %-34s max abs err %.2e of %.1f\n", what, worst, scale);
+        assert_true(worst < fmax(1e-5, 2e-6 * scale));  // float sums of up to 2 x 144 terms
     }
     free(rx); free(vw); free(vb); free(ry); free(want); free(part);
+}
+
+
+// conv2d_infer (Winograd where wino_ok, else the fused direct kernel) against the definition
+// yref, with and without the residual r, the bias and the ReLU: within 2e-6 of the output's
+// largest magnitude (Winograd rounds differently from the direct sum). y: scratch.
+static void check_conv_infer(ConvCtx *c, const float *r, const double *yref, float *y) {
+    const ConvGeom *g = &c->g;
+    const size_t ny = (size_t)g->N * g->O * g->Ho * g->Wo;
+    double scale = 1;
+    for (size_t i = 0; i < ny; i++) scale = fmax(scale, fabs(yref[i]) + fabs(r[i]));
+    for (int variant = 0; variant < 3; variant++) {
+        const float *res = variant == 2 ? r : NULL;
+        const bool relu = variant >= 1;
+        conv2d_infer(g, c->x, c->w, c->b, res, relu, y, c->col, c->col_len);
+        double worst = 0;
+        for (size_t i = 0; i < ny; i++) {
+            double want = yref[i] + (res ? res[i] : 0.0);
+            worst = fmax(worst, fabs(y[i] - (relu ? fmax(want, 0.0) : want)));
+        }
+        static const char *const what[] = {"infer vs definition", "infer + ReLU vs definition",
+                                           "infer + res + ReLU vs definition"};
+        fprintf(stderr, "  %-34s max abs err %.2e of %.1f%s\n", what[variant], worst, scale,
+                wino_ok(g) ? " (Winograd)" : "");
+        assert_true(worst <= 2e-6 * scale);
+    }
 }
 
 // Checks the forward against the definition, then dx, dw and db (when bias) of one geometry.
@@ -215,6 +242,7 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
         fprintf(stderr, "  %-34s max abs err %.2e\n", what, worst);
         assert_true(worst < 1e-5);
     }
+    check_conv_infer(&c, r, yref, y);
     free(yref);
     check_conv_rforward(&c, &rng);
     check_grad("dx", &p, c.x, nx, dx);
@@ -295,6 +323,38 @@ static void test_conv_direct_tiles(void **state) {
     check_conv("direct: 3x3 pad 1 on 2x30 (padded rows of 32)", 2, 2, 2, 30, 3, 3, 1, 1, 1, true, 36);
     check_conv("direct: 5x5 pad 2 on 5x35 (padded rows of 39)", 2, 2, 5, 35, 3, 5, 1, 2, 1, true, 37);
     check_conv("tiny plane (im2col): 3x3 pad 1 on 3x3", 2, 3, 3, 3, 4, 3, 1, 1, 1, true, 29);
+}
+
+// Inference by Winograd F(2x2, 3x3) (nn/conv_winograd.c), where wino_ok picks it: even and odd
+// planes (a half tile at the right and bottom edges), output channels not a multiple of 4,
+// one input channel, several vectors of tiles and several tile rows per vector, with and without
+// bias; and the shapes it leaves to the direct kernel.
+static void test_conv_winograd(void **state) {
+    (void)state;
+    static const struct {
+        const char *name;
+        int N, C, H, W, O;
+        bool bias;
+    } cases[] = {
+        {"winograd: 28x28, 16 -> 16, N=3", 3, 16, 28, 28, 16, true},
+        {"winograd: 14x14, 5 -> 7", 2, 5, 14, 14, 7, false},
+        {"winograd: 15x17 (odd), 3 -> 6", 3, 3, 15, 17, 6, true},
+        {"winograd: 16x40, 1 -> 1", 2, 1, 16, 40, 1, true},
+        {"winograd: 21x13, 9 -> 5, N=5", 5, 9, 21, 13, 5, false},
+        {"winograd: 30x30, 2 -> 9 (200+ tiles)", 2, 2, 30, 30, 9, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ConvGeom g = {cases[i].N, cases[i].C, cases[i].H, cases[i].W, cases[i].O, 3, 1, 1, 1, cases[i].H, cases[i].W,
+                      N_THREADS};
+        assert_true(wino_ok(&g));  // else the case would test the direct kernel
+        check_conv(cases[i].name, cases[i].N, cases[i].C, cases[i].H, cases[i].W, cases[i].O, 3, 1, 1, 1,
+                   cases[i].bias, 40 + (int)i);
+    }
+    // left to the direct kernel: 7x7 (too few tiles per vector), stride 2, 5x5, pad 0, groups
+    const ConvGeom no[] = {{2, 64, 7, 7, 64, 3, 1, 1, 1, 7, 7, 2},   {2, 16, 28, 28, 32, 3, 2, 1, 1, 14, 14, 2},
+                           {2, 16, 28, 28, 16, 5, 1, 2, 1, 28, 28, 2}, {2, 16, 28, 28, 16, 3, 1, 0, 1, 26, 26, 2},
+                           {2, 16, 28, 28, 16, 3, 1, 1, 2, 28, 28, 2}};
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) assert_false(wino_ok(&no[i]));
 }
 
 // The direct stride-2 forward pass (nn/conv_direct.c, four phase planes): 3x3 (the unrolled
@@ -788,6 +848,7 @@ int main(void) {
         cmocka_unit_test(test_conv_projection),
         cmocka_unit_test(test_conv_wide_layout),
         cmocka_unit_test(test_conv_direct_tiles),
+        cmocka_unit_test(test_conv_winograd),
         cmocka_unit_test(test_bn_train),
         cmocka_unit_test(test_bn_eval),
         cmocka_unit_test(test_bn_running_update),
