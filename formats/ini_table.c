@@ -256,6 +256,7 @@ typedef struct {
     const IniTable *t;
     void *cfg;
     void *sub;       // what the keys of the current "[<family> NAME]" section go into (NULL: none)
+    bool after_key;  // a key has been read in this section: an indented line continues its value
     FILE *f;
     int line;        // lines handed to inih so far: the current line while it parses one
     int err_line;    // line of the first error recorded here (0: none)
@@ -276,11 +277,13 @@ static void record_error(LoadCtx *ctx, const HpErr *e) {
 // brackets as it is, spaces included.
 static void check_header(LoadCtx *ctx, const char *s) {
     if (ctx->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0) s += 3;
+    if (ctx->after_key && isspace((unsigned char)*s)) return;  // inih reads it as a continuation line
     while (isspace((unsigned char)*s)) s++;
     const char *close = *s == '[' ? strchr(s, ']') : NULL;
     if (!close) return;  // not a header, or one inih reports as a syntax error
+    ctx->after_key = false;
     size_t len = (size_t)(close - s - 1);
-    char name[128];
+    char name[256];  // longer than any line the reader accepts
     HpErr e;
     ctx->sub = NULL;
     if (len < sizeof name) {
@@ -323,6 +326,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
     LoadCtx *ctx = user;
     const IniTable *t = ctx->t;
     HpErr e;
+    ctx->after_key = true;
     if (!family_name(t, section)) {
         if (ini_table_set(t, ctx->cfg, section, name, value, ctx->line, &e) == 0) return 1;
     } else if (!ctx->sub) {

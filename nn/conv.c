@@ -19,6 +19,8 @@
 // output tiles, then the output map of direct_map] (the input gradient runs after the weight
 // gradient of a chunk of samples is done, so the two share the space). Each thread packs its
 // own copy of the weights (a shared copy would save memory on wide layers; not done yet).
+// conv2d_infer by Winograd uses the same scratch for its transformed weights and one sample's
+// work area (nn/conv_winograd.h); conv2d_col_len covers the larger of the two layouts.
 #include <omp.h>
 #include <stdint.h>
 #include <string.h>

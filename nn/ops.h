@@ -20,7 +20,8 @@ typedef struct {
 
 // Scratch floats one thread needs: the unfolding of one sample (C/groups * k * k rows, a padded
 // plane, wide rows) or, for the direct stride-1 kernels, their packed weights, padded inputs of
-// a chunk of samples and wide output tiles (nn/conv.c says which).
+// a chunk of samples and wide output tiles, or conv2d_infer's Winograd weights and work area,
+// whichever is largest (nn/conv.c says which).
 size_t conv2d_col_len(const ConvGeom *g);
 
 // The classic unfolding of one sample, in a fixed layout whatever the forward pass uses: input
@@ -40,10 +41,11 @@ void conv2d_forward_relu(const ConvGeom *g, const float *x, const float *w, cons
 // the residual add (and the ReLU) after it folded in. res must not overlap y.
 void conv2d_forward_res(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
                         float *y, float *col, size_t col_stride);
-// Inference: as conv2d_forward_res (res may be NULL), by Winograd's F(2x2, 3x3) where that is
-// faster (3x3, stride 1, pad 1, planes of 14x14 and more: nn/conv_winograd.h), which rounds
-// differently: equal to conv2d_forward_res up to a few units in the last place of the output's
-// scale, not bit for bit. The training and curvature passes do not use it.
+// Inference: as conv2d_forward_res (res may be NULL), by Winograd's F(2x2, 3x3) where its cost
+// model says that is faster (3x3, stride 1, pad 1; wino_ok in nn/conv_winograd.h: on ResNet-20
+// the 28x28 and 14x14 layers, not the 7x7 ones), which rounds differently: equal to
+// conv2d_forward_res up to a few units in the last place of the output's scale, not bit for
+// bit. The training and curvature passes do not use it.
 void conv2d_infer(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
                   float *y, float *col, size_t col_stride);
 // dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ... (if not NULL), db (O) += ... (if not NULL),

@@ -41,8 +41,9 @@ int sweep_runs(const SweepConfig *c, SweepRun **runs) {
                 char t[32];
                 fmt_fraction(t, sizeof t, c->targets[b]);
                 r[i] = (SweepRun){.index = i, .method = &c->methods[a], .target = c->targets[b], .seed = c->seeds[s]};
-                snprintf(r[i].id, sizeof r[i].id, "%s-%s%s-s%llu", c->methods[a].name, kind_word(c->kind), t,
-                         (unsigned long long)c->seeds[s]);
+                int len = snprintf(r[i].id, sizeof r[i].id, "%s-%s%s-s%llu", c->methods[a].name, kind_word(c->kind),
+                                   t, (unsigned long long)c->seeds[s]);
+                HP_ASSERT(len > 0 && (size_t)len < sizeof r[i].id);  // SWEEP_ID holds the longest id
             }
     *runs = r;
     return n;
@@ -425,7 +426,7 @@ const int SWEEP_CSV_COLS = (int)(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEAD
 // Fraction of the original MACs a result removed.
 static double macs_removed(const SweepResult *r) { return 1.0 - r->macs / r->macs_orig; }
 
-#define CELL 80  // bytes per CSV cell
+#define CELL SWEEP_ID  // bytes per CSV cell: the longest is an id
 
 // Writes DIR/results.csv.
 static int write_csv(const char *path, const SweepResult *r, int n, HpErr *err) {

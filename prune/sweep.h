@@ -11,10 +11,10 @@
 //              (comma list of fractions to remove, in (0, 1)), seeds (comma list), steps,
 //              max_layer_frac, samples, probes, threads
 //   [method NAME] a method with options: criterion (required unless NAME is a criterion, whose
-//              defaults the section then changes), rank (score, per-cost), slices (all,
-//              consumers), normalize, ggn, steps, samples, probes, fisher_grads, fisher_batch,
-//              block_size, damp, layer_damp, compensate; an option the criterion does not use is
-//              an error
+//              defaults the section then changes: it may not name another), rank (score,
+//              per-cost), slices (all, consumers), normalize, ggn, steps, samples, probes,
+//              fisher_grads, fisher_batch, block_size, damp, layer_damp, compensate; an option
+//              the criterion does not use (or probes with ggn) is an error
 //   [data]     dataset, dir (default: the model's)
 //   [finetune] epochs, lr, batch_size, val_split, weight_decay, crop_pad (random crop from the
 //              image zero-padded by this much; 0: off), hflip (random horizontal flips)
@@ -28,7 +28,7 @@
 
 #define SWEEP_MAX_LIST 32  // entries of a comma list (methods, targets, seeds)
 #define SWEEP_PATH 512
-#define SWEEP_ID 64
+#define SWEEP_ID 128  // a run id: a method name (31), a target kind and a fraction (%.17g), a 20-digit seed
 #define SWEEP_NAME 32         // a method's name, with its terminator
 #define SWEEP_METHOD_KEYS 16  // keys a [method NAME] section knows
 
@@ -36,7 +36,7 @@
 // criterion with prune's defaults; a [method NAME] section defines a method (or, when NAME is
 // a criterion, changes that criterion's defaults for the sweep).
 typedef struct {
-    char name[SWEEP_NAME];        // in run ids, tables and the chart: [A-Za-z0-9._+-]
+    char name[SWEEP_NAME];        // in run ids, tables and the chart: [A-Za-z0-9._+-], not starting with . _ + -
     Criterion criterion;          // CRIT_COUNT until given
     int line;                     // line of its [method NAME] header (0: a bare criterion)
     int steps, samples, probes;   // 0: [sweep]'s
@@ -108,8 +108,9 @@ int sweep_parse_shard(const char *s, int *shard, int *n_shards, HpErr *err);
 // The job of one run (hooks unset); threads is the run's OpenMP thread count.
 PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads);
 
-// Writes what method m changes from its criterion's defaults in prune into buf, e.g. "rank
-// per-cost, slices consumers, 5 steps" ("" if nothing).
+// Writes what method m changes from its criterion's defaults in prune, and the steps, samples
+// and probes it sets instead of [sweep]'s, into buf, e.g. "rank per-cost, slices consumers, 5
+// steps" ("" if nothing).
 void sweep_method_options(const SweepMethod *m, char *buf, size_t cap);
 
 // Checks, before any run, what can be checked on the base model m: every target can be reached

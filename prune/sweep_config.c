@@ -82,8 +82,8 @@ static void criterion_names(char *buf, size_t cap) {
     }
 }
 
-// Fails unless name can name a method: 1 to SWEEP_NAME - 1 of [A-Za-z0-9._+-] (it goes into
-// file names).
+// Fails unless name can name a method: 1 to SWEEP_NAME - 1 of [A-Za-z0-9._+-], starting with a
+// letter or digit (it goes into file names, and collect skips names starting with a dot).
 static int check_method_name(const char *name, HpErr *err) {
     size_t n = strlen(name);
     if (n == 0) return hp_fail(err, "a method needs a name");
@@ -91,6 +91,7 @@ static int check_method_name(const char *name, HpErr *err) {
     for (size_t i = 0; i < n; i++)
         if (!isalnum((unsigned char)name[i]) && !strchr("._+-", name[i]))
             return hp_fail(err, "method name '%s': only letters, digits and . _ + - are allowed", name);
+    if (!isalnum((unsigned char)name[0])) return hp_fail(err, "method name '%s' must start with a letter or a digit", name);
     return 0;
 }
 
@@ -250,6 +251,11 @@ static int key_line(const SweepMethod *m, const char *key) {
 
 // True for hap and obd (ggn, probes).
 static bool uses_diag(Criterion c) { return c == CRIT_HAP || c == CRIT_OBD; }
+// True for the criteria that read calibration images (samples): taylor, hap, obd, fisher,
+// obs-layer (obs reads fisher_grads images instead).
+static bool uses_samples(Criterion c) {
+    return c == CRIT_TAYLOR || uses_diag(c) || c == CRIT_FISHER || c == CRIT_OBS_LAYER;
+}
 // True for obs (its Fisher's settings).
 static bool uses_fisher(Criterion c) { return c == CRIT_OBS; }
 // True for obs-layer (layer_damp).
@@ -262,29 +268,42 @@ static const struct {
     const char *to;  // NULL: the list criteria_taking_slices makes
 } ONLY_FOR[] = {
     {"slices", criterion_takes_slices, NULL}, {"ggn", uses_diag, "hap and obd"}, {"probes", uses_diag, "hap and obd"},
+    {"samples", uses_samples, "taylor, hap, obd, fisher and obs-layer"},
     {"fisher_grads", uses_fisher, "obs"},     {"fisher_batch", uses_fisher, "obs"},
     {"block_size", uses_fisher, "obs"},       {"damp", uses_fisher, "obs"},
     {"layer_damp", uses_layer_damp, "obs-layer"}, {"compensate", criterion_compensates, "obs and obs-layer"},
 };
 
-// Checks a [method NAME] section of the file path: it has a criterion, and sets no option its
-// criterion does not use. Returns 0, or -1 with err naming "path:line".
+// Checks a [method NAME] section of the file path: it has a criterion (the one NAME names, if
+// NAME is a criterion), and sets no option its criterion does not use, nor probes with ggn.
+// The first offending key in the file is named. Returns 0, or -1 with err naming "path:line".
 static int check_method(const SweepMethod *m, const char *path, HpErr *err) {
     char names[160];
+    Criterion named = criterion_parse(m->name);
     if (m->criterion == CRIT_COUNT) {
         criterion_names(names, sizeof names);
         return hp_fail(err, "%s:%d: [method %s] needs 'criterion = NAME' (one of %s)", path, m->line, m->name, names);
     }
-    for (size_t i = 0; i < sizeof ONLY_FOR / sizeof ONLY_FOR[0]; i++) {
+    if (named != CRIT_COUNT && m->criterion != named)
+        return hp_fail(err, "%s:%d: [method %s] changes %s's defaults: its criterion cannot be %s (name the section "
+                            "otherwise)", path, key_line(m, "criterion"), m->name, m->name, criterion_name(m->criterion));
+    int first = -1, first_line = 0;  // the offending key that comes first in the file
+    for (int i = 0; i < (int)(sizeof ONLY_FOR / sizeof ONLY_FOR[0]); i++) {
         int line = key_line(m, ONLY_FOR[i].key);
-        if (!line || ONLY_FOR[i].applies(m->criterion)) continue;
-        if (ONLY_FOR[i].to)
-            snprintf(names, sizeof names, "%s", ONLY_FOR[i].to);
+        if (line && !ONLY_FOR[i].applies(m->criterion) && (first < 0 || line < first_line)) first = i, first_line = line;
+    }
+    if (first >= 0) {
+        if (ONLY_FOR[first].to)
+            snprintf(names, sizeof names, "%s", ONLY_FOR[first].to);
         else
             criteria_taking_slices(names, sizeof names);
-        return hp_fail(err, "%s:%d: '%s' applies to %s, not %s (in [method %s])", path, line, ONLY_FOR[i].key, names,
-                       criterion_name(m->criterion), m->name);
+        return hp_fail(err, "%s:%d: '%s' applies to %s, not %s (in [method %s])", path, first_line, ONLY_FOR[first].key,
+                       names, criterion_name(m->criterion), m->name);
     }
+    int probes = key_line(m, "probes"), ggn = key_line(m, "ggn");
+    if (probes && ggn && m->ggn)
+        return hp_fail(err, "%s:%d: 'probes' does not apply with 'ggn = true' (the exact Gauss-Newton diagonal has no "
+                            "probes; in [method %s])", path, probes > ggn ? probes : ggn, m->name);
     return 0;
 }
 

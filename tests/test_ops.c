@@ -342,6 +342,8 @@ static void test_conv_winograd(void **state) {
         {"winograd: 16x40, 1 -> 1", 2, 1, 16, 40, 1, true},
         {"winograd: 21x13, 9 -> 5, N=5", 5, 9, 21, 13, 5, false},
         {"winograd: 30x30, 2 -> 9 (200+ tiles)", 2, 2, 30, 30, 9, true},
+        {"winograd: 10x10, 6 -> 4 (2 vectors of tiles)", 3, 6, 10, 10, 4, true},
+        {"winograd: 12x12, 4 -> 3 (3 vectors of tiles)", 2, 4, 12, 12, 3, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ConvGeom g = {cases[i].N, cases[i].C, cases[i].H, cases[i].W, cases[i].O, 3, 1, 1, 1, cases[i].H, cases[i].W,

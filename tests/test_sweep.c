@@ -372,6 +372,14 @@ static void test_method_sections(void **state) {
                                "- `obs-pc`: obs, rank per-cost, 5 steps, Fisher blocks of 250, damp 0.001, no compensation\n\n"));
     assert_null(strstr(md, "- `l1`"));
     free(r);
+    // the longest id: a 31-character name, a target of 17 digits, a 20-digit seed
+    const char *longest = "[sweep]\nmodel = m\nmethods = abcdefghijklmnopqrstuvwxyz01234\ntarget = channels\n"
+                          "targets = 0.12345678901234567\nseeds = 18446744073709551615\n"
+                          "[method abcdefghijklmnopqrstuvwxyz01234]\ncriterion = l1\n";
+    if (load_text(fx, &c, longest, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(sweep_runs(&c, &r), 1);
+    assert_string_equal(r[0].id, "abcdefghijklmnopqrstuvwxyz01234-channels0.12345678901234566-s18446744073709551615");
+    free(r);
 }
 
 // The mistakes a [method NAME] section can hold, each at its line.
@@ -398,12 +406,24 @@ static void test_method_errors(void **state) {
         {"[method x]\ncriterion = obs\nsteps = 0\n", 6, "'steps' must be in [1, 100]"},
         {"[method x]\ncriterion = fisher\nnormalize = best\n", 6, "expected auto, mean, max, size or none"},
         {"[method y]\ncriterion = l1\n", 3, "unknown method 'x' in 'methods'"},
+        {"[method x]\ncriterion = obs\nggn = true\nslices = consumers\n", 6, "'ggn' applies"},  // the first in the file
+        {"[method x]\ncriterion = l1\nsamples = 100\n", 6,
+         "'samples' applies to taylor, hap, obd, fisher and obs-layer, not l1"},
+        {"[method x]\ncriterion = hap\nggn = true\nprobes = 8\n", 7, "'probes' does not apply with 'ggn = true'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(text, sizeof text, "%s%s", head, cases[i].body);
         expect_error(fx, text, cases[i].line, cases[i].words);
     }
     expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, a:b\n", 3, "method name 'a:b': only letters");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, .pc\n", 3, "method name '.pc' must start with a letter or a digit");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = obs\n[method obs]\ncriterion = hap\n", 5,
+                 "[method obs] changes obs's defaults: its criterion cannot be hap");
+    char longer[256];  // a header name longer than any fixed buffer: still named as too long
+    snprintf(longer, sizeof longer, "[sweep]\nmodel = m\n[method %0140d]\ncriterion = l1\n", 7);
+    expect_error(fx, longer, 3, "is too long (at most 31 characters)");
+    // an indented header after a key is, for inih, a continuation of that key's value: no section
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1\n  [method l1]\n", 4, "method name '[method l1]'");
     expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, abcdefghijklmnopqrstuvwxyz0123456789\n", 3, "is too long");
 }
 
