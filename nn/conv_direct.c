@@ -12,7 +12,8 @@
 #include "err.h"
 #include "simd16.h"
 
-enum { DC_VL = V16_LANES, DC_NV = 6 };  // floats per vector; vectors of positions per tile (at most)
+enum { DC_VL = V16_LANES, DC_NV = TILE_NV };  // floats per vector; vectors of positions per tile (at most)
+_Static_assert(DC_OB == TILE_OB, "the direct tiles are tile_step's");
 
 // Rounds n up to a multiple of m.
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
@@ -244,15 +245,7 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
                     const float *x = sc == 1 ? plane + ki * Wp + kj
                                              : plane + (size_t)((ki & 1) * nph + (kj & 1)) * phase +
                                                    (size_t)((ki >> 1) * Wp + (kj >> 1));
-                    v16 wb[DC_OB];
-#pragma GCC unroll 4
-                    for (int o = 0; o < no; o++) wb[o] = splat16(wt[o]);
-#pragma GCC unroll 6
-                    for (int v = 0; v < nv; v++) {
-                        v16 xv = in_register(load16(x + DC_VL * v));
-#pragma GCC unroll 4
-                        for (int o = 0; o < no; o++) acc[o][v] += xv * wb[o];
-                    }
+                    tile_step(acc, wt, x, no, nv);
                 }
         }
     }

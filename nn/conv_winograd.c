@@ -16,9 +16,9 @@
 #include "simd16.h"
 
 enum {
-    WG_XI = 16,  // transform points: the 4x4 entries of a transformed patch
-    WG_OB = 4,   // output channels per tile
-    WG_NV = 6,   // vectors of 16 tiles per tile (at most)
+    WG_XI = 16,       // transform points: the 4x4 entries of a transformed patch
+    WG_OB = TILE_OB,  // output channels per tile
+    WG_NV = TILE_NV,  // vectors of 16 tiles per tile (at most)
 };
 
 // Rounds n up to a multiple of m.
@@ -138,17 +138,7 @@ static inline __attribute__((always_inline)) void tile(const Wino *w, const floa
             for (int v = 0; v < nv; v++) acc[o][v] = (v16){0};
         const float *u = U + ((size_t)xi * (w->Kr / WG_OB) + kb) * (size_t)C * WG_OB;
         const float *x = V + (size_t)xi * C * Qr + t0;
-        for (int c = 0; c < C; c++, u += WG_OB, x += Qr) {
-            v16 wb[WG_OB];
-#pragma GCC unroll 4
-            for (int o = 0; o < WG_OB; o++) wb[o] = splat16(u[o]);
-#pragma GCC unroll 6
-            for (int v = 0; v < nv; v++) {
-                v16 xv = in_register(load16(x + V16_LANES * v));
-#pragma GCC unroll 4
-                for (int o = 0; o < WG_OB; o++) acc[o][v] += xv * wb[o];
-            }
-        }
+        for (int c = 0; c < C; c++, u += WG_OB, x += Qr) tile_step(acc, u, x, WG_OB, nv);
         for (int o = 0; o < WG_OB; o++)
             for (int v = 0; v < nv; v++) store16(mbuf + ((size_t)(xi * WG_OB + o) * WG_NV + v) * V16_LANES, acc[o][v]);
     }

@@ -35,4 +35,25 @@ static inline __attribute__((always_inline)) v16 in_register(v16 v) {
 // of one broadcast load.
 static inline v16 splat16(float f) { return (v16){f, f, f, f, f, f, f, f, f, f, f, f, f, f, f, f}; }
 
+// The register tile of the convolution kernels: up to 4 output channels by 6 vectors of 16
+// positions, 24 accumulators.
+enum { TILE_OB = 4, TILE_NV = 6 };
+
+// acc[o][v] += w[o] * x[16 v] for o < no and v < nv: one tap of a broadcast-and-multiply-add
+// tile. The no weights are broadcast first, then each input vector is loaded, held in a
+// register and used at once (at most 24 + 4 + 1 live vectors: the accumulators stay in
+// registers). Inline with constant no and nv so that the loops unroll.
+static inline __attribute__((always_inline)) void tile_step(v16 acc[][TILE_NV], const float *w, const float *x, int no,
+                                                            int nv) {
+    v16 wb[TILE_OB];
+#pragma GCC unroll 4
+    for (int o = 0; o < no; o++) wb[o] = splat16(w[o]);
+#pragma GCC unroll 6
+    for (int v = 0; v < nv; v++) {
+        v16 xv = in_register(load16(x + V16_LANES * v));
+#pragma GCC unroll 4
+        for (int o = 0; o < no; o++) acc[o][v] += xv * wb[o];
+    }
+}
+
 #endif
