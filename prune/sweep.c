@@ -541,6 +541,29 @@ static void md_methods(StrBuf *b, const SweepResult *r, int n) {
     if (any) sb_printf(b, "\n");
 }
 
+// The pruning steps a result's settings record ("steps=5;"), or 0 if they do not.
+static int settings_steps(const char *settings) {
+    for (const char *p = settings; *p;) {
+        if (strncmp(p, "steps=", 6) == 0) return atoi(p + 6);
+        p += strcspn(p, ";");
+        p += *p == ';';
+    }
+    return 0;
+}
+
+// Appends how many steps the runs took to reach their targets, when that is more than one: one
+// count if every run shares it, else a pointer to the per-run column of the methods' options.
+static void md_steps(StrBuf *b, const SweepResult *r, int n) {
+    int steps = settings_steps(r[0].settings);
+    bool same = true;
+    for (int i = 1; i < n; i++) same &= settings_steps(r[i].settings) == steps;
+    if (same && steps > 1)
+        sb_printf(b, " Each run reached its target in %d steps, re-scoring the model between them (one-shot: after "
+                     "the last step).", steps);
+    else if (!same)
+        sb_printf(b, " The runs took different numbers of pruning steps (the methods' options below say which).");
+}
+
 // Writes DIR/results.md: the base model, one row per run, means over seeds, the chart.
 static int write_md(const char *path, const SweepResult *r, int n, const Point *p, int np, HpErr *err) {
     StrBuf b = {0};
@@ -555,7 +578,9 @@ static int write_md(const char *path, const SweepResult *r, int n, const Point *
     else
         sb_printf(&b, "One-shot: right after pruning; BN re-estimated: then with batchnorm statistics re-estimated (no "
                       "weight changes); no fine-tuning (the fine-tuned column repeats the re-estimated one).");
-    sb_printf(&b, " Latency: median time of a forward pass of 64 images; time: the whole run.\n\n");
+    sb_printf(&b, " Latency: median time of a forward pass of 64 images; time: the whole run.");
+    md_steps(&b, r, n);
+    sb_printf(&b, "\n\n");
     md_methods(&b, r, n);
     md_runs(&b, r, n);
     md_means(&b, p, np);

@@ -368,6 +368,7 @@ static void test_method_sections(void **state) {
     char mdpath[256];
     snprintf(mdpath, sizeof mdpath, "%s/results.md", dir);
     read_small(mdpath, md, sizeof md);
+    assert_non_null(strstr(md, "The runs took different numbers of pruning steps"));  // obs-pc 5, the others 2
     assert_non_null(strstr(md, "Methods:\n\n- `fisher`: fisher, slices consumers, 32 samples\n"
                                "- `obs-pc`: obs, rank per-cost, 5 steps, Fisher blocks of 250, damp 0.001, no compensation\n\n"));
     assert_null(strstr(md, "- `l1`"));
