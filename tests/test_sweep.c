@@ -423,6 +423,11 @@ static void test_method_errors(void **state) {
     char longer[256];  // a header name longer than any fixed buffer: still named as too long
     snprintf(longer, sizeof longer, "[sweep]\nmodel = m\n[method %0140d]\ncriterion = l1\n", 7);
     expect_error(fx, longer, 3, "is too long (at most 31 characters)");
+    expect_error(fx, "[sweep]\nmodel = m\n[method ]\ncriterion = l1\n", 3, "a method needs a name");
+    char many[4096];  // one section more than a sweep holds
+    int at = snprintf(many, sizeof many, "[sweep]\nmodel = m\n");
+    for (int i = 0; i <= SWEEP_MAX_LIST; i++) at += snprintf(many + at, sizeof many - (size_t)at, "[method m%d]\ncriterion = l1\n", i);
+    expect_error(fx, many, 3 + 2 * SWEEP_MAX_LIST, "at most 32 [method NAME] sections");
     // an indented header after a key is, for inih, a continuation of that key's value: no section
     expect_error(fx, "[sweep]\nmodel = m\nmethods = l1\n  [method l1]\n", 4, "method name '[method l1]'");
     expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, abcdefghijklmnopqrstuvwxyz0123456789\n", 3, "is too long");
