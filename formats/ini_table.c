@@ -90,7 +90,7 @@ int ini_check_range(const IniSet *s, double v) {
     bool low = (k->flags & IK_MIN) && (min_x ? !(v > k->min) : !(v >= k->min));
     bool high = (k->flags & IK_MAX) && (max_x ? !(v < k->max) : !(v <= k->max));
     if (!low && !high) return 0;
-    if (s->table->spans)
+    if (s->table->spans && (k->flags & IK_MIN) && (k->flags & IK_MAX))
         return hp_fail(s->err, "'%s' must be in %c%g, %g%c, got %.17g", k->key, min_x ? '(' : '[', k->min, k->max,
                        max_x ? ')' : ']', v);
     if (low) return hp_fail(s->err, "'%s' must be %s %g", k->key, min_x ? "greater than" : "at least", k->min);

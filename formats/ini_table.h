@@ -63,7 +63,8 @@ struct IniTable {
     const char *const *sections;  // NULL-terminated
     const IniKey *keys;
     size_t n_keys;
-    bool spans;  // range errors say "'k' must be in [1, 100], got 0" (else "'k' must be at least 1")
+    bool spans;  // range errors of keys with both bounds say "'k' must be in [1, 100], got 0" (else,
+                 // and always for one bound, "'k' must be at least 1")
     // Named sections (optional): a header "[<family> NAME]" (e.g. "[method obs-pc]") calls
     // family_open(cfg, NAME, line, err), which returns the struct that section's keys go into
     // (or NULL with err set: a bad or repeated name); its keys are family_table's, under the
