@@ -133,8 +133,11 @@ static bool parse_crit_option(int c, PruneOpts *o) {
     }
     case O_METHOD:
         k->method = criterion_parse(optarg);
-        if (k->method == CRIT_COUNT)
-            usage_error(PCMD, "--method: unknown '%s' (random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer)", optarg);
+        if (k->method == CRIT_COUNT) {
+            char names[160];
+            criteria_names(names, sizeof names);
+            usage_error(PCMD, "--method: unknown '%s' (%s)", optarg, names);
+        }
         return true;
     }
     return false;

@@ -74,9 +74,11 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
             break;
         case O_METHOD:
             o->crit.method = criterion_parse(optarg);
-            if (o->crit.method == CRIT_COUNT)
-                usage_error(NCMD, "--method: unknown '%s' (random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer)",
-                            optarg);
+            if (o->crit.method == CRIT_COUNT) {
+                char names[160];
+                criteria_names(names, sizeof names);
+                usage_error(NCMD, "--method: unknown '%s' (%s)", optarg, names);
+            }
             break;
         case O_SAMPLES: o->crit.samples = (int)parse_int(NCMD, "--samples", optarg, 1, 1 << 24); break;
         case O_BATCH: o->crit.batch = (int)parse_int(NCMD, "--batch-size", optarg, 1, 65536); break;

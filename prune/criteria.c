@@ -46,8 +46,9 @@ CritOpts crit_defaults(void) {
     o.fisher = fisher_defaults();
     // obs prunes in small, heavily damped blocks: with N = 1000 gradients and blocks of 2000, the
     // rest of a block can match every gradient, so a channel's OBS score falls to the order of the
-    // damping and the joint update at damp 1e-5 ruins ResNet-20 (README, "OBS in small, damped
-    // blocks"); blocks of 100 with damp 1e-2 (about 7 times that Fisher's mean diagonal) do not
+    // damping and the joint update at damp 1e-5 ruins ResNet-20 (docs/pruning_resnet20.md, "OBS in
+    // small, damped blocks"); blocks of 100 with damp 1e-2 (about 7 times that Fisher's mean
+    // diagonal) do not
     o.fisher.block_size = 100;
     o.fisher.damp = 1e-2;
     o.damp_rel = 0.01;
@@ -90,19 +91,35 @@ bool criterion_takes_slices(Criterion c) {
     return c == CRIT_L1 || c == CRIT_L2 || c == CRIT_TAYLOR || c == CRIT_HAP || c == CRIT_OBD || c == CRIT_FISHER;
 }
 
-void criteria_taking_slices(char *buf, size_t cap) {
+bool criterion_reads_samples(Criterion c) {
+    return c == CRIT_TAYLOR || c == CRIT_HAP || c == CRIT_OBD || c == CRIT_FISHER || c == CRIT_OBS_LAYER;
+}
+
+// True for every criterion (criteria_names' filter).
+static bool any_criterion(Criterion c) {
+    (void)c;
+    return true;
+}
+
+// Writes the names of the criteria `which` accepts into buf, separated by ", " and the last by
+// last_sep; truncated to cap bytes.
+static void list_criteria(char *buf, size_t cap, bool (*which)(Criterion), const char *last_sep) {
     int n = 0, total = 0;
-    for (int c = 0; c < CRIT_COUNT; c++) total += criterion_takes_slices((Criterion)c);
+    for (int c = 0; c < CRIT_COUNT; c++) total += which((Criterion)c);
     size_t at = 0;
     buf[0] = 0;
     for (int c = 0; c < CRIT_COUNT && at < cap; c++) {
-        if (!criterion_takes_slices((Criterion)c)) continue;
-        const char *sep = n == 0 ? "" : n == total - 1 ? " and " : ", ";
+        if (!which((Criterion)c)) continue;
+        const char *sep = n == 0 ? "" : n == total - 1 ? last_sep : ", ";
         int w = snprintf(buf + at, cap - at, "%s%s", sep, criterion_name((Criterion)c));
         at += w > 0 ? (size_t)w : 0;
         n++;
     }
 }
+
+void criteria_taking_slices(char *buf, size_t cap) { list_criteria(buf, cap, criterion_takes_slices, " and "); }
+
+void criteria_names(char *buf, size_t cap) { list_criteria(buf, cap, any_criterion, ", "); }
 
 // true if member mb of g takes part in a channel's score: every member, or with consumers_only
 // the consumers (and every member of a group without one).
@@ -484,8 +501,7 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
         criteria_taking_slices(names, sizeof names);
         return hp_fail(err, "scoring on the consumers' columns applies to %s, not %s", names, criterion_name(o->method));
     }
-    bool needs_data = o->method == CRIT_TAYLOR || o->method == CRIT_HAP || o->method == CRIT_OBD ||
-                      o->method == CRIT_FISHER || o->method == CRIT_OBS || o->method == CRIT_OBS_LAYER;
+    bool needs_data = criterion_reads_samples(o->method) || o->method == CRIT_OBS;  // obs: its Fisher's gradients
     if (needs_data && check_data(o, m, err) < 0) return -1;
     int rc = 0;
     switch (o->method) {

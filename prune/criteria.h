@@ -44,6 +44,11 @@ const char *normalize_name(Normalize n);
 bool criterion_takes_slices(Criterion c);
 // Writes the names of the criteria criterion_takes_slices accepts into buf ("l1, l2, ... and fisher").
 void criteria_taking_slices(char *buf, size_t cap);
+// Writes the names of every criterion into buf ("random, l1, ..., obs-layer").
+void criteria_names(char *buf, size_t cap);
+// True for the criteria that score on CritOpts.samples calibration images: taylor, hap, obd,
+// fisher, obs-layer (obs reads its Fisher's fisher.n_grads images instead).
+bool criterion_reads_samples(Criterion c);
 int normalize_parse(const char *s);  // -1 if unknown
 // true for the criteria that change the remaining weights (obs, obs-layer) unless disabled.
 bool criterion_compensates(Criterion c);

@@ -73,15 +73,6 @@ static int set_list(const IniSet *s, const char *v, EntryFn parse, void *vals, s
     return 0;
 }
 
-// The names of every criterion into buf ("random, l1, ...").
-static void criterion_names(char *buf, size_t cap) {
-    buf[0] = '\0';
-    for (int j = 0; j < CRIT_COUNT; j++) {
-        size_t len = strlen(buf);
-        snprintf(buf + len, cap - len, "%s%s", j ? ", " : "", criterion_name((Criterion)j));
-    }
-}
-
 // Fails unless name can name a method: 1 to SWEEP_NAME - 1 of [A-Za-z0-9._+-], starting with a
 // letter or digit (it goes into file names, and collect skips names starting with a dot).
 static int check_method_name(const char *name, HpErr *err) {
@@ -162,7 +153,7 @@ static int set_criterion(void *cfg, const IniSet *s, const char *v) {
     SweepMethod *m = cfg;
     Criterion k = criterion_parse(v);
     char known[160], what[200];
-    criterion_names(known, sizeof known);
+    criteria_names(known, sizeof known);
     snprintf(what, sizeof what, "expected one of %s", known);
     if (k == CRIT_COUNT) return ini_bad_value(s, v, what);
     m->criterion = k;
@@ -251,11 +242,6 @@ static int key_line(const SweepMethod *m, const char *key) {
 
 // True for hap and obd (ggn, probes).
 static bool uses_diag(Criterion c) { return c == CRIT_HAP || c == CRIT_OBD; }
-// True for the criteria that read calibration images (samples): taylor, hap, obd, fisher,
-// obs-layer (obs reads fisher_grads images instead).
-static bool uses_samples(Criterion c) {
-    return c == CRIT_TAYLOR || uses_diag(c) || c == CRIT_FISHER || c == CRIT_OBS_LAYER;
-}
 // True for obs (its Fisher's settings).
 static bool uses_fisher(Criterion c) { return c == CRIT_OBS; }
 // True for obs-layer (layer_damp).
@@ -268,7 +254,7 @@ static const struct {
     const char *to;  // NULL: the list criteria_taking_slices makes
 } ONLY_FOR[] = {
     {"slices", criterion_takes_slices, NULL}, {"ggn", uses_diag, "hap and obd"}, {"probes", uses_diag, "hap and obd"},
-    {"samples", uses_samples, "taylor, hap, obd, fisher and obs-layer"},
+    {"samples", criterion_reads_samples, "taylor, hap, obd, fisher and obs-layer"},
     {"fisher_grads", uses_fisher, "obs"},     {"fisher_batch", uses_fisher, "obs"},
     {"block_size", uses_fisher, "obs"},       {"damp", uses_fisher, "obs"},
     {"layer_damp", uses_layer_damp, "obs-layer"}, {"compensate", criterion_compensates, "obs and obs-layer"},
@@ -281,7 +267,7 @@ static int check_method(const SweepMethod *m, const char *path, HpErr *err) {
     char names[160];
     Criterion named = criterion_parse(m->name);
     if (m->criterion == CRIT_COUNT) {
-        criterion_names(names, sizeof names);
+        criteria_names(names, sizeof names);
         return hp_fail(err, "%s:%d: [method %s] needs 'criterion = NAME' (one of %s)", path, m->line, m->name, names);
     }
     if (named != CRIT_COUNT && m->criterion != named)
@@ -324,7 +310,7 @@ static int resolve_methods(SweepConfig *c, const char *path, HpErr *err) {
         Criterion k = criterion_parse(name);
         if (k == CRIT_COUNT) {
             char known[160];
-            criterion_names(known, sizeof known);
+            criteria_names(known, sizeof known);
             return hp_fail(err, "%s:%d: unknown method '%s' in 'methods' (criteria: %s; or define it in a [method %s] "
                                 "section)", path, c->methods_line, name, known, name);
         }

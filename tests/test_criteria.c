@@ -348,6 +348,13 @@ static void test_consumer_slices(void **state) {
     char names[16];  // too small: the list is cut, never overrun
     criteria_taking_slices(names, sizeof names);
     assert_string_equal(names, "l1, l2, taylor,");
+    char every[160];  // every criterion, in the order criterion_name numbers them
+    criteria_names(every, sizeof every);
+    assert_string_equal(every, "random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer");
+    for (int c = 0; c < CRIT_COUNT; c++) {  // the criteria that read o.samples calibration images
+        bool reads = c == CRIT_TAYLOR || c == CRIT_HAP || c == CRIT_OBD || c == CRIT_FISHER || c == CRIT_OBS_LAYER;
+        assert_int_equal(criterion_reads_samples((Criterion)c), reads);
+    }
     curv_free(&cv);
     free(idx), free(wq), free(Gw), free(saved), free(all);
     fixture_free(&f);
