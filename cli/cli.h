@@ -18,6 +18,8 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 // Prints "hprune: error: <msg>" and exits with status 1.
 void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+// Prints "hprune: warning: <msg>" and goes on.
+void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.
 void usage_error(const char *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 // Parses a whole decimal integer in [lo, hi] for option opt, or exits with a usage error.

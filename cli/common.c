@@ -27,6 +27,17 @@ void die(const char *fmt, ...) {
     exit(EXIT_RUNTIME);
 }
 
+// Prints "hprune: warning: <msg>" and goes on.
+void warn(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr);  // a live progress line may be showing
+    fputs("hprune: warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
 // Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.
 void usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;

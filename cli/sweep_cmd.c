@@ -44,6 +44,7 @@ static const char *const HELP_SWEEP =
     "                                    --jobs); results reproduce exactly for the same count\n"
     "  [method NAME]                     a method with options, used as NAME in methods, run\n"
     "                                    ids and tables (NAME a criterion: changes its defaults)\n"
+    "                                    (a section methods does not list is not run: a warning)\n"
     "              criterion = obs       required unless NAME is a criterion\n"
     "              rank = per-cost       score (default) or per-cost, as prune --rank\n"
     "              slices = consumers    all (default) or consumers (l1, l2, taylor, hap, obd,\n"
@@ -258,6 +259,16 @@ static void load_config(const SweepOpts *o, SweepConfig *cfg, const char **dir, 
     HpErr err;
     sweep_config_default(cfg);
     if (sweep_config_load(cfg, o->config, &err) < 0) die("%s", err.msg);
+    for (int i = 0; i < cfg->n_defined; i++) {
+        const SweepMethod *d = &cfg->defined[i];
+        if (sweep_method_listed(cfg, i)) continue;
+        if (cfg->methods_line)
+            warn("%s:%d: [method %s] is not run: 'methods' (line %d) does not list it", o->config, d->line, d->name,
+                 cfg->methods_line);
+        else
+            warn("%s:%d: [method %s] is not run: [sweep] has no 'methods' (the default runs l1 alone)", o->config,
+                 d->line, d->name);
+    }
     *dir = o->out ? o->out : cfg->out[0] ? cfg->out : NULL;
     if (!*dir) usage_error(SCMD, "no output directory: give --out DIR or 'out' in [sweep] of %s", o->config);
     *threads = o->threads_given ? o->threads : cfg->threads;

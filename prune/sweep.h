@@ -86,6 +86,10 @@ void sweep_config_default(SweepConfig *c);
 // error c is unchanged. Returns 0, or -1 with err set.
 int sweep_config_load(SweepConfig *c, const char *path, HpErr *err);
 
+// Whether [method NAME] section i of c->defined is run, i.e. `methods` lists NAME (a section
+// that is not listed is checked like the others but runs nothing: the CLI warns of it).
+bool sweep_method_listed(const SweepConfig *c, int i);
+
 // One run of a sweep.
 typedef struct {
     int index;         // position in the whole run list (0-based)

@@ -319,6 +319,13 @@ static int resolve_methods(SweepConfig *c, const char *path, HpErr *err) {
     return 0;
 }
 
+bool sweep_method_listed(const SweepConfig *c, int i) {
+    HP_ASSERT(i >= 0 && i < c->n_defined);
+    for (int j = 0; j < c->n_methods; j++)
+        if (strcmp(c->method_names[j], c->defined[i].name) == 0) return true;
+    return false;
+}
+
 // ---- the table ----
 
 static const char *const SECTIONS[] = {"sweep", "data", "finetune", NULL};

@@ -233,6 +233,12 @@ check "l1-pc: the same model and accuracies as prune --method l1 --rank per-cost
 check "obs-small: the same as prune --method obs --fisher-grads 48 --block-size 50 --damp 0.05" \
   same_as_prune obs-small-flops0.40-s1 --method obs --fisher-grads 48 --block-size 50 --damp 0.05
 sed 's/^damp = 0.05$/damp = 0.1/' "$T/methods.ini" >"$T/methods2.ini"
+{ cat "$T/methods.ini"; printf '[method spare]\ncriterion = taylor\n'; } >"$T/methods3.ini"
+run "$HPRUNE" sweep "$T/methods3.ini" --out "$T/m" --list
+check "a [method] section 'methods' does not list: one warning naming its line, not run" \
+  eval 'rc_is 0 && [ "$(grep -c "warning" "$CAP/err")" = 1 ] &&
+        grep -q "^hprune: warning: $T/methods3.ini:16: \[method spare\] is not run: .methods. (line 3) does not list it$" "$CAP/err" &&
+        ! grep -q spare "$CAP/out" && out_has "obs-small-flops0.40-s1 +done"'
 expect 1 "a changed method option: the earlier result is refused, naming the setting" \
   "$T/m/runs/obs-small-flops0.40-s1.json" "damp 0.05 where this config has .*damp 0.1" \
   "$HPRUNE" sweep "$T/methods2.ini" --out "$T/m"

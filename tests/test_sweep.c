@@ -307,6 +307,8 @@ static void test_method_sections(void **state) {
     if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
     assert_int_equal(c.n_methods, 3);
     assert_int_equal(c.n_defined, 3);
+    assert_true(sweep_method_listed(&c, 0) && sweep_method_listed(&c, 1));
+    assert_false(sweep_method_listed(&c, 2));  // [method unused]: checked, not run
     const SweepMethod *obs = &c.methods[1], *fisher = &c.methods[2];
     assert_string_equal(obs->name, "obs-pc");
     assert_int_equal(obs->criterion, CRIT_OBS);
