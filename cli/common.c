@@ -15,14 +15,26 @@
 
 #include "cli.h"
 
+// Writes prefix and the formatted message to stderr as one line: bytes below 0x20 and 0x7f
+// (a newline or a terminal escape in a file name or a config value) are shown as \xNN.
+static void put_message(const char *prefix, const char *fmt, va_list ap) {
+    char msg[8192];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fputs(prefix, stderr);
+    for (const unsigned char *c = (const unsigned char *)msg; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            fprintf(stderr, "\\x%02x", *c);
+        else
+            fputc(*c, stderr);
+    fputc('\n', stderr);
+}
+
 // Prints "hprune: error: <msg>" and exits with status 1.
 void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr);  // a live progress line may be showing
-    fputs("hprune: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    put_message("hprune: error: ", fmt, ap);
     va_end(ap);
     exit(EXIT_RUNTIME);
 }
@@ -32,20 +44,19 @@ void warn(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr);  // a live progress line may be showing
-    fputs("hprune: warning: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    put_message("hprune: warning: ", fmt, ap);
     va_end(ap);
 }
 
 // Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.
 void usage_error(const char *cmd, const char *fmt, ...) {
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "hprune %s: ", cmd);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "hprune %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\nTry 'hprune %s --help'.\n", cmd);
+    put_message(prefix, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "Try 'hprune %s --help'.\n", cmd);
     exit(EXIT_USAGE);
 }
 
@@ -185,10 +196,15 @@ void load_model_dataset_or_die(const Model *m, const char *path, const char *nam
     char prov_buf[2][4096];
     const char *prov_name = json_get_string(m->provenance, "dataset", prov_buf[0], sizeof prov_buf[0]);
     const char *prov_dir = json_get_string(m->provenance, "data_dir", prov_buf[1], sizeof prov_buf[1]);
+    const bool named_by_model = !name && prov_name;
     name = name ? name : prov_name ? prov_name : "fashion-mnist";
     dir = dir ? dir : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
     if (used_name) snprintf(used_name, cap, "%s", name);
-    load_dataset_or_die(name, dir, train, test);
+    HpErr err;
+    if (dataset_load(name, dir, train, test, &err) < 0) {
+        if (named_by_model) die("%s: its provenance names dataset '%s' (--dataset chooses another): %s", path, name, err.msg);
+        die("%s", err.msg);
+    }
     if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes)
         die("%s: model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", path, m->input.c,
             m->input.h, m->input.w, m->n_classes, name, dir, test->c, test->h, test->w, test->n_classes);

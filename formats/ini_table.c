@@ -301,17 +301,29 @@ static void check_header(LoadCtx *ctx, const char *s) {
     record_error(ctx, &e);
 }
 
-// inih's line reader (fgets-like): counts lines, refuses lines longer than inih's buffer
+// inih's line reader (fgets-like): counts lines, refuses NUL bytes and lines longer than inih's buffer
 // (stopping the parse there) and checks section headers.
 static char *read_line(char *str, int num, void *stream) {
     LoadCtx *ctx = stream;
-    if (!fgets(str, num, ctx->f)) {
+    int len = 0, ch = 0;
+    while (len < num - 1 && (ch = getc(ctx->f)) != EOF) {
+        if (ch == '\0') {  // fgets would keep reading, and the text would end at the NUL unseen
+            HpErr e;
+            ctx->line++;
+            hp_fail(&e, "NUL byte at column %d (not a text file)", len + 1);
+            record_error(ctx, &e);
+            return NULL;
+        }
+        str[len++] = (char)ch;
+        if (ch == '\n') break;
+    }
+    if (len == 0) {
         if (ferror(ctx->f)) ctx->read_errno = errno ? errno : EIO;
         return NULL;
     }
+    str[len] = '\0';
     ctx->line++;
-    size_t len = strlen(str);
-    if (len > 0 && str[len - 1] != '\n' && getc(ctx->f) != EOF) {
+    if (str[len - 1] != '\n' && len == num - 1 && getc(ctx->f) != EOF) {
         HpErr e;
         hp_fail(&e, "line too long (at most %d characters)", num - 2);
         record_error(ctx, &e);

@@ -51,6 +51,7 @@
 #define MAX_ATTR_INT (1 << 24)           // largest integer attribute accepted
 #define MAX_NODE_NUMEL (1u << 28)        // largest per-sample activation of one node, in floats
 #define MAX_PARAMS ((double)(1u << 30))  // largest parameter count of a graph read from a file
+#define MAX_NODES 10000                  // most nodes of a graph read from a file (ResNet-56: about 200)
 
 // ---- attribute tables ----
 
@@ -346,6 +347,8 @@ static int build_graph(const cJSON *root, Model *m, HpErr *err) {
     if (mb_input(m, err) != 0) return hp_prefix(err, "graph");
     const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(root, "nodes");
     if (!cJSON_IsArray(nodes)) return hp_fail(err, "graph: 'nodes' must be an array");
+    const int n_nodes = cJSON_GetArraySize(nodes);
+    if (n_nodes > MAX_NODES) return hp_fail(err, "graph: %d nodes, at most %d", n_nodes, MAX_NODES);
     double params = 0;
     int id = 1;
     const cJSON *c;

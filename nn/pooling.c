@@ -4,6 +4,15 @@
 
 #include "ops.h"
 
+// The kernel offsets [*lo, *hi) of the window at output index o that fall inside an axis of n
+// inputs (offset t reads input o * stride - pad + t): padding positions are never visited, so
+// a window far larger than its input costs only what it covers.
+static inline void window_span(int o, int stride, int pad, int k, int n, int *lo, int *hi) {
+    const long start = (long)o * stride - pad;
+    *lo = start < 0 ? (int)-start : 0;
+    *hi = start + k > n ? (int)(n - start) : k;
+}
+
 void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax) {
     const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
 #pragma omp parallel for schedule(static)
@@ -12,13 +21,13 @@ void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax) {
         for (int oh = 0; oh < g->Ho; oh++) {
             for (int ow = 0; ow < g->Wo; ow++) {
                 float best = -FLT_MAX;
-                int best_i = -1;
-                for (int ki = 0; ki < g->k; ki++) {
+                int best_i = -1, ki0, ki1, kj0, kj1;
+                window_span(oh, g->stride, g->pad, g->k, g->H, &ki0, &ki1);
+                window_span(ow, g->stride, g->pad, g->k, g->W, &kj0, &kj1);
+                for (int ki = ki0; ki < ki1; ki++) {
                     int ih = oh * g->stride - g->pad + ki;
-                    if (ih < 0 || ih >= g->H) continue;
-                    for (int kj = 0; kj < g->k; kj++) {
+                    for (int kj = kj0; kj < kj1; kj++) {
                         int iw = ow * g->stride - g->pad + kj;
-                        if (iw < 0 || iw >= g->W) continue;
                         float v = xp[ih * g->W + iw];
                         if (best_i < 0 || v > best) {
                             best = v;
@@ -62,20 +71,19 @@ void maxpool_rforward(const PoolGeom *g, const float *rx, const int *argmax, flo
 
 void avgpool_forward(const PoolGeom *g, const float *x, float *y) {
     const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
-    const float inv = 1.0f / (float)(g->k * g->k);
+    const float inv = 1.0f / ((float)g->k * (float)g->k);  // padding counted
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < g->NC; pl++) {
         const float *xp = x + (size_t)pl * in_plane;
         for (int oh = 0; oh < g->Ho; oh++) {
             for (int ow = 0; ow < g->Wo; ow++) {
                 float s = 0.0f;
-                for (int ki = 0; ki < g->k; ki++) {
+                int ki0, ki1, kj0, kj1;
+                window_span(oh, g->stride, g->pad, g->k, g->H, &ki0, &ki1);
+                window_span(ow, g->stride, g->pad, g->k, g->W, &kj0, &kj1);
+                for (int ki = ki0; ki < ki1; ki++) {
                     int ih = oh * g->stride - g->pad + ki;
-                    if (ih < 0 || ih >= g->H) continue;
-                    for (int kj = 0; kj < g->k; kj++) {
-                        int iw = ow * g->stride - g->pad + kj;
-                        if (iw >= 0 && iw < g->W) s += xp[ih * g->W + iw];
-                    }
+                    for (int kj = kj0; kj < kj1; kj++) s += xp[ih * g->W + ow * g->stride - g->pad + kj];
                 }
                 y[(size_t)pl * out_plane + (size_t)oh * g->Wo + ow] = s * inv;
             }
@@ -85,7 +93,7 @@ void avgpool_forward(const PoolGeom *g, const float *x, float *y) {
 
 void avgpool_backward(const PoolGeom *g, const float *dy, float *dx, bool acc) {
     const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
-    const float inv = 1.0f / (float)(g->k * g->k);
+    const float inv = 1.0f / ((float)g->k * (float)g->k);  // padding counted
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < g->NC; pl++) {
         float *dxp = dx + (size_t)pl * in_plane;
@@ -94,13 +102,12 @@ void avgpool_backward(const PoolGeom *g, const float *dy, float *dx, bool acc) {
         for (int oh = 0; oh < g->Ho; oh++) {
             for (int ow = 0; ow < g->Wo; ow++) {
                 float d = dy[(size_t)pl * out_plane + (size_t)oh * g->Wo + ow] * inv;
-                for (int ki = 0; ki < g->k; ki++) {
+                int ki0, ki1, kj0, kj1;
+                window_span(oh, g->stride, g->pad, g->k, g->H, &ki0, &ki1);
+                window_span(ow, g->stride, g->pad, g->k, g->W, &kj0, &kj1);
+                for (int ki = ki0; ki < ki1; ki++) {
                     int ih = oh * g->stride - g->pad + ki;
-                    if (ih < 0 || ih >= g->H) continue;
-                    for (int kj = 0; kj < g->k; kj++) {
-                        int iw = ow * g->stride - g->pad + kj;
-                        if (iw >= 0 && iw < g->W) dxp[ih * g->W + iw] += d;
-                    }
+                    for (int kj = kj0; kj < kj1; kj++) dxp[ih * g->W + ow * g->stride - g->pad + kj] += d;
                 }
             }
         }

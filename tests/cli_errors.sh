@@ -62,6 +62,15 @@ elif mode == "gap":             # 4 unused bytes between two tensors
 elif mode == "shape-vs-offsets":  # a shape that needs fewer bytes than its offsets span
     h["conv1.weight"]["shape"] = [6, 1, 5, 4]
     write(dst, h, d)
+elif mode in ("state-epoch", "state-best"):  # a checkpoint whose train state is out of range
+    bad = {"state-epoch": {"next_epoch": 1e10, "best_val_acc": 0.5}, "state-best": {"next_epoch": 1, "best_val_acc": 1e300}}
+    h["__metadata__"]["hprune.train_state"] = json.dumps(bad[mode])
+    write(dst, h, d)
+elif mode == "prov-imagenet":   # the provenance names a dataset hprune does not know
+    p = json.loads(h["__metadata__"]["hprune.provenance"])
+    p["dataset"] = "imagenet"
+    h["__metadata__"]["hprune.provenance"] = json.dumps(p)
+    write(dst, h, d)
 elif mode == "no-graph":        # valid safetensors, but not an hprune model
     del h["__metadata__"]["hprune.graph"]
     write(dst, h, d)
@@ -188,6 +197,10 @@ expect 1 "eval: a CIFAR-10 directory read as Fashion-MNIST" "$T/cifar" "no such 
   "$HPRUNE" eval "$GOOD" --data "$T/cifar" --threads 1
 expect 1 "eval: --data /nonexistent" "/nonexistent" "no such directory" \
   "$HPRUNE" eval "$GOOD" --data /nonexistent --threads 1
+python3 "$T/craft.py" prov-imagenet "$GOOD" "$T/models/imagenet.safetensors"
+expect 1 "eval: a model whose provenance names an unknown dataset" "$T/models/imagenet.safetensors" \
+  "its provenance names dataset 'imagenet' \(--dataset chooses another\): unknown dataset" \
+  "$HPRUNE" eval "$T/models/imagenet.safetensors" --data "$DATA" --threads 1
 expect 2 "eval: --dataset unknown" "imagenet" "dataset" \
   "$HPRUNE" eval "$GOOD" --data "$DATA" --dataset imagenet
 expect 2 "eval: --batch-size 0" "--batch-size" "'0'" \
@@ -208,6 +221,12 @@ L=$((good_lines + 1))
 cfg unknown_key "lr_decay = 0.1"
 expect 1 "train: unknown key" "$T/cfg_unknown_key.ini:$L:" "unknown key 'lr_decay' in \[train\]" \
   "$HPRUNE" train --config "$T/cfg_unknown_key.ini" -o "$OUT"
+cfg escape_key "$(printf '\033[2Jlr')= 0.1"
+expect 1 "train: a key with a terminal escape is shown escaped, on one line" "$T/cfg_escape_key.ini:$L:" \
+  "unknown key '\\\\x1b\\[2Jlr' in \\[train\\]" "$HPRUNE" train --config "$T/cfg_escape_key.ini" -o "$OUT"
+expect 1 "train: an output path with a newline in it, on one line" "nodir\\x0a" "director" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/nodir
+x/model.safetensors"
 cfg unknown_section "" "[optimizer]" "kind = sgd"
 expect 1 "train: unknown section" "$T/cfg_unknown_section.ini:$((L + 1)):" "unknown section \[optimizer\]" \
   "$HPRUNE" train --config "$T/cfg_unknown_section.ini" -o "$OUT"
@@ -271,6 +290,13 @@ cp "$GOOD" "$T/out/plain.safetensors.ckpt"
 expect 1 "train: --resume from a model file that is not a checkpoint" "$T/out/plain.safetensors.ckpt" "not a training checkpoint" \
   "$HPRUNE" train --config "$T/good.ini" -o "$T/out/plain.safetensors" --resume
 rm -f "$T/out/plain.safetensors.ckpt"
+python3 "$T/craft.py" state-epoch "$GOOD" "$T/out/epoch.safetensors.ckpt"
+expect 1 "train: --resume with next_epoch out of range" "$T/out/epoch.safetensors.ckpt" "next_epoch 1e\\+10 is not a whole number" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/epoch.safetensors" --resume
+python3 "$T/craft.py" state-best "$GOOD" "$T/out/best.safetensors.ckpt"
+expect 1 "train: --resume with best_val_acc out of range" "$T/out/best.safetensors.ckpt" "best_val_acc 1e\\+300 is not an accuracy" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/best.safetensors" --resume
+rm -f "$T/out/epoch.safetensors.ckpt" "$T/out/best.safetensors.ckpt"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]

@@ -248,6 +248,32 @@ static void test_file_problems(void **state) {
     char text[600];
     snprintf(text, sizeof text, "[data]\n\ndir = /%0400d\n", 0);
     expect_load_error(fx, text, 3, "line too long");
+    // The longest line inih holds (198 characters and the newline) is read whole.
+    snprintf(text, sizeof text, "[data]\ndir = /%0191d\n", 0);
+    assert_int_equal(strlen(text), 7 + 198 + 1);
+    Config longest;
+    config_default(&longest);
+    if (load_text(fx, &longest, text, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(strlen(longest.data_dir), 192);
+    // A NUL byte (a binary file) is refused at its line, whether the line goes on after it or
+    // starts with it, and not taken for the end of the file.
+    static const char nul_mid[] = "[model]\narch = lenet5\0junk\n[train]\nepochs = 1\n";
+    static const char nul_start[] = "[model]\narch = lenet5\n\0[train]\nepochs = 1\n";
+    const struct {
+        const char *bytes;
+        size_t len;
+        const char *want;
+    } nul[] = {{nul_mid, sizeof nul_mid - 1, ":2: NUL byte at column 14 (not a text file)"},
+               {nul_start, sizeof nul_start - 1, ":3: NUL byte at column 1 (not a text file)"}};
+    for (size_t i = 0; i < sizeof nul / sizeof nul[0]; i++) {
+        tu_write(fx->path, nul[i].bytes, nul[i].len);
+        Config before = c;
+        assert_int_equal(config_load(&c, fx->path, &err), -1);
+        char want[256];
+        snprintf(want, sizeof want, "%s%s", fx->path, nul[i].want);
+        assert_string_equal(err.msg, want);
+        assert_memory_equal(&c, &before, sizeof c);
+    }
     // A value too long for its field.
     char name[80];
     memset(name, 'a', sizeof name - 1);

@@ -6,6 +6,7 @@
 
 #include "formats/formats.h"
 #include "formats/safetensors.h"
+#include "formats/table.h"
 
 // Builds a small finalized model with every kind of node that carries state, and an add.
 static void build_small(Model *m) {
@@ -298,6 +299,19 @@ static void test_graph_json_errors(void **state) {
         assert_non_null(strstr(err.msg, cases[i].want));
         assert_null(ok.nodes);
     }
+
+    // more nodes than a graph may have (name lookups are linear: a limit keeps loading fast)
+    StrBuf many = {0};
+    sb_printf(&many, "%s", HDR);
+    sb_printf(&many, "{\"name\":\"r0\",\"op\":\"relu\",\"inputs\":[\"input\"]},");
+    for (int i = 1; i < 10001; i++)
+        sb_printf(&many, "{\"name\":\"r%d\",\"op\":\"relu\",\"inputs\":[\"r%d\"]},", i, i - 1);
+    sb_printf(&many, "%s]}", FLAT);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(graph_from_json(&ok, many.s, &err), -1);
+    assert_string_equal(err.msg, "graph: 10002 nodes, at most 10000");
+    assert_null(ok.nodes);
+    sb_free(&many);
 }
 
 // Writes m's tensors as a safetensors file, with one tensor renamed/reshaped/dropped/added

@@ -2,6 +2,7 @@
 // finite differences of the scalar L = sum(r * y), r fixed and random (so dL/dy = r), on
 // small random tensors, with 2 OpenMP threads and per-thread scratch. Also shows that the
 // tolerance is tight enough to catch one dropped term of the batchnorm train-mode derivative.
+#include <float.h>
 #include <omp.h>
 
 #include <cblas.h>
@@ -600,8 +601,28 @@ static void fill_distinct(float *x, size_t n, Rng *rng) {
     free(perm);
 }
 
-// Checks dx of max pooling (max), average pooling (!max) for one geometry; k = 0 means global
-// average pooling over the whole H x W plane.
+// y (NC, Ho, Wo) by the definition: the max, or the sum over k * k (padding counted), of every
+// window's positions inside the input.
+static void pool_reference(const PoolGeom *g, bool max, const float *x, float *y) {
+    for (int pl = 0; pl < g->NC; pl++)
+        for (int oh = 0; oh < g->Ho; oh++)
+            for (int ow = 0; ow < g->Wo; ow++) {
+                float best = -FLT_MAX, sum = 0.0f;
+                for (int ki = 0; ki < g->k; ki++)
+                    for (int kj = 0; kj < g->k; kj++) {
+                        int ih = oh * g->stride - g->pad + ki, iw = ow * g->stride - g->pad + kj;
+                        if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                        float v = x[((size_t)pl * g->H + ih) * g->W + iw];
+                        best = v > best ? v : best;
+                        sum += v;
+                    }
+                y[((size_t)pl * g->Ho + oh) * g->Wo + ow] = max ? best : sum / (float)(g->k * g->k);
+            }
+}
+
+// Checks y against the definition and dx by finite differences, of max pooling (max) or
+// average pooling (!max) for one geometry; k = 0 means global average pooling over the whole
+// H x W plane.
 static void check_pool(const char *name, bool max, int NC, int H, int W, int k, int stride, int pad, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed, 3);
@@ -614,6 +635,15 @@ static void check_pool(const char *name, bool max, int NC, int H, int W, int k, 
     float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float)), *dx = acc_buf(nx);
     Probe p = {global ? gap_fwd : max ? maxpool_fwd : avgpool_fwd, &c, ny, r, y};
     probe_loss(&p);  // forward at the unperturbed point: saves argmax
+    if (!global) {
+        float *y_ref = hp_malloc(ny * sizeof(float));
+        p.fwd(&c, y);
+        pool_reference(&g, max, c.x, y_ref);
+        for (size_t i = 0; i < ny; i++)
+            if (fabsf(y[i] - y_ref[i]) > 1e-6f * (1.0f + fabsf(y_ref[i])))
+                fail_msg("%s: y[%zu] = %g, by the definition %g", name, i, (double)y[i], (double)y_ref[i]);
+        free(y_ref);
+    }
     float *dx_set = nan_buf(nx);
     for (int acc = 1; acc >= 0; acc--) {
         float *d = acc ? dx : dx_set;
@@ -634,12 +664,14 @@ static void test_maxpool(void **state) {
     (void)state;
     check_pool("maxpool k2 s2", true, 6, 6, 8, 2, 2, 0, 31);
     check_pool("maxpool k3 s2 pad 1 (overlapping)", true, 6, 7, 7, 3, 2, 1, 32);
+    check_pool("maxpool k7 s1 pad 3 (windows wider than the 3x4 input)", true, 2, 3, 4, 7, 1, 3, 36);
 }
 
 static void test_avgpool(void **state) {
     (void)state;
     check_pool("avgpool k2 s2", false, 5, 6, 6, 2, 2, 0, 33);
     check_pool("avgpool k3 s2 pad 1 (padding counted)", false, 5, 7, 6, 3, 2, 1, 34);
+    check_pool("avgpool k9 s4 pad 4 (windows wider than the 5x3 input)", false, 2, 5, 3, 9, 4, 4, 37);
 }
 
 static void test_gap(void **state) {
