@@ -196,15 +196,13 @@ void load_model_dataset_or_die(const Model *m, const char *path, const char *nam
     char prov_buf[2][4096];
     const char *prov_name = json_get_string(m->provenance, "dataset", prov_buf[0], sizeof prov_buf[0]);
     const char *prov_dir = json_get_string(m->provenance, "data_dir", prov_buf[1], sizeof prov_buf[1]);
-    const bool named_by_model = !name && prov_name;
+    if (!name && prov_name && !dataset_known(prov_name))
+        die("%s: its provenance names dataset '%s', which hprune does not know (--dataset chooses another)", path,
+            prov_name);
     name = name ? name : prov_name ? prov_name : "fashion-mnist";
     dir = dir ? dir : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
     if (used_name) snprintf(used_name, cap, "%s", name);
-    HpErr err;
-    if (dataset_load(name, dir, train, test, &err) < 0) {
-        if (named_by_model) die("%s: its provenance names dataset '%s' (--dataset chooses another): %s", path, name, err.msg);
-        die("%s", err.msg);
-    }
+    load_dataset_or_die(name, dir, train, test);
     if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes)
         die("%s: model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", path, m->input.c,
             m->input.h, m->input.w, m->n_classes, name, dir, test->c, test->h, test->w, test->n_classes);

@@ -361,8 +361,8 @@ int cmd_sweep(int argc, char **argv) {
     int threads;
     load_config(&o, &cfg, &dir, &threads);
     Model base;
-    load_model_or_die(&base, cfg.model);
     HpErr err;
+    if (model_load(&base, cfg.model, NULL, NULL, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
     if (sweep_check(&cfg, &base, &err) < 0) die("%s", err.msg);
     SweepRun *runs;
     int n = sweep_runs(&cfg, &runs);

@@ -28,6 +28,8 @@ int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err)
 
 // Loads the dataset named by `name` ("fashion-mnist", "mnist", "cifar10") from dir.
 int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err);
+// Whether dataset_load knows the dataset name (fashion-mnist, mnist, cifar10).
+bool dataset_known(const char *name);
 
 // ---- model files (safetensors) ----
 

@@ -256,6 +256,10 @@ int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
     return 0;
 }
 
+bool dataset_known(const char *name) {
+    return strcmp(name, "fashion-mnist") == 0 || strcmp(name, "mnist") == 0 || strcmp(name, "cifar10") == 0;
+}
+
 int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err) {
     if (strcmp(name, "fashion-mnist") == 0 || strcmp(name, "mnist") == 0)
         return mnist_load_dir(dir, train, test, err);

@@ -199,7 +199,7 @@ expect 1 "eval: --data /nonexistent" "/nonexistent" "no such directory" \
   "$HPRUNE" eval "$GOOD" --data /nonexistent --threads 1
 python3 "$T/craft.py" prov-imagenet "$GOOD" "$T/models/imagenet.safetensors"
 expect 1 "eval: a model whose provenance names an unknown dataset" "$T/models/imagenet.safetensors" \
-  "its provenance names dataset 'imagenet' \(--dataset chooses another\): unknown dataset" \
+  "its provenance names dataset 'imagenet', which hprune does not know \(--dataset chooses another\)" \
   "$HPRUNE" eval "$T/models/imagenet.safetensors" --data "$DATA" --threads 1
 expect 2 "eval: --dataset unknown" "imagenet" "dataset" \
   "$HPRUNE" eval "$GOOD" --data "$DATA" --dataset imagenet

@@ -273,7 +273,8 @@ expect 1 "config: an option the method's criterion does not use" "$T/bad/option.
 expect 1 "config: no model" "$T/bad/nomodel.ini" "model is required" "$HPRUNE" sweep "$T/bad/nomodel.ini" --out "$O"
 expect 1 "config: targets the layer cap cannot reach, named at the targets line" "$T/bad/frac.ini:6:" "out of reach" \
   "$HPRUNE" sweep "$T/bad/frac.ini" --out "$O"
-expect 1 "config: a model file that does not exist" "$T/missing.safetensors" "no such file" \
+expect 1 "config: a model file that does not exist, named with the config" "$T/missing.safetensors" \
+  "nomodelfile.ini: \\[sweep\\] model: .*no such file" \
   "$HPRUNE" sweep "$T/bad/nomodelfile.ini" --out "$O"
 expect 1 "config: a file that does not exist" "$T/bad/none.ini" "cannot open" "$HPRUNE" sweep "$T/bad/none.ini" --out "$O"
 expect 1 "--collect: a directory without results" "$T/bad" "cannot open|no result files" "$HPRUNE" sweep --collect "$T/bad"
