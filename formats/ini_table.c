@@ -257,6 +257,9 @@ typedef struct {
     void *cfg;
     void *sub;       // what the keys of the current "[<family> NAME]" section go into (NULL: none)
     bool after_key;  // a key has been read in this section: an indented line continues its value
+    bool continued;  // the current line is such a continuation (refused: values are one line)
+    int *key_line;   // [t->n_keys]: line where each key was set (0: not yet)
+    int *sub_line;   // [family_table->n_keys]: the same for the current [<family> NAME] section
     FILE *f;
     int line;        // lines handed to inih so far: the current line while it parses one
     int err_line;    // line of the first error recorded here (0: none)
@@ -277,8 +280,10 @@ static void record_error(LoadCtx *ctx, const HpErr *e) {
 // brackets as it is, spaces included.
 static void check_header(LoadCtx *ctx, const char *s) {
     if (ctx->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0) s += 3;
-    if (ctx->after_key && isspace((unsigned char)*s)) return;  // inih reads it as a continuation line
+    const bool indented = isspace((unsigned char)*s);
     while (isspace((unsigned char)*s)) s++;
+    ctx->continued = ctx->after_key && indented && *s && *s != ';' && *s != '#';
+    if (ctx->continued) return;  // inih hands it to the key handler under the key above
     const char *close = *s == '[' ? strchr(s, ']') : NULL;
     if (!close) return;  // not a header, or one inih reports as a syntax error
     ctx->after_key = false;
@@ -294,6 +299,7 @@ static void check_header(LoadCtx *ctx, const char *s) {
         if (sub) {
             ctx->sub = ctx->t->family_open(ctx->cfg, sub, ctx->line, &e);
             if (!ctx->sub) record_error(ctx, &e);
+            memset(ctx->sub_line, 0, ctx->t->family_table->n_keys * sizeof(int));
             return;
         }
     }
@@ -333,16 +339,36 @@ static char *read_line(char *str, int num, void *stream) {
     return str;
 }
 
+// Whether [section] name is set for the first time (in this [<family> NAME] section when
+// in_family): records the line and returns true, or fails e naming the earlier line. Unknown
+// keys pass, for the setter to refuse.
+static bool first_setting(LoadCtx *ctx, bool in_family, const char *section, const char *name, HpErr *e) {
+    const IniTable *t = in_family ? ctx->t->family_table : ctx->t;
+    const IniKey *k = key_find(t, in_family ? ctx->t->family : section, name);
+    if (!k) return true;
+    int *at = (in_family ? ctx->sub_line : ctx->key_line) + (k - t->keys);
+    if (*at) {
+        hp_fail(e, "'%s' is set twice in [%s] (first at line %d)", name, section, *at);
+        return false;
+    }
+    *at = ctx->line;
+    return true;
+}
+
 // inih's key handler: validates and applies one key; returns 1 on success, 0 on error.
 static int on_key(void *user, const char *section, const char *name, const char *value) {
     LoadCtx *ctx = user;
     const IniTable *t = ctx->t;
     HpErr e;
     ctx->after_key = true;
-    if (!family_name(t, section)) {
+    const bool in_family = family_name(t, section) != NULL;
+    if (in_family && !ctx->sub) return 0;  // its header failed, and said why
+    if (ctx->continued) {
+        hp_fail(&e, "an indented line continues the value of '%s' above: write each value on one line", name);
+    } else if (!first_setting(ctx, in_family, section, name, &e)) {
+        // e says where the key was set before
+    } else if (!in_family) {
         if (ini_table_set(t, ctx->cfg, section, name, value, ctx->line, &e) == 0) return 1;
-    } else if (!ctx->sub) {
-        return 0;  // its header failed, and said why
     } else if (table_set(t->family_table, ctx->sub, t->family, section, name, value, ctx->line, &e) == 0) {
         if (t->family_seen) t->family_seen(ctx->sub, name, ctx->line);
         return 1;
@@ -355,7 +381,17 @@ int ini_table_load(const IniTable *t, void *cfg, const char *path, HpErr *err) {
     FILE *f = fopen(path, "r");
     if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     LoadCtx ctx = {.t = t, .cfg = cfg, .f = f};
+    ctx.key_line = calloc(t->n_keys + 1, sizeof(int));
+    ctx.sub_line = calloc((t->family_table ? t->family_table->n_keys : 0) + 1, sizeof(int));
+    if (!ctx.key_line || !ctx.sub_line) {
+        free(ctx.key_line);
+        free(ctx.sub_line);
+        fclose(f);
+        return hp_fail(err, "%s: out of memory", path);
+    }
     int ret = ini_parse_stream(read_line, &ctx, on_key, &ctx);
+    free(ctx.key_line);
+    free(ctx.sub_line);
     fclose(f);
     if (ctx.read_errno) return hp_fail(err, "%s: cannot read: %s", path, strerror(ctx.read_errno));
     if (ret > 0 && (ctx.err_line == 0 || ret < ctx.err_line))

@@ -210,11 +210,16 @@ expect 2 "eval: --batch-size 0" "--batch-size" "'0'" \
 
 OUT=$T/out/model.safetensors
 mkdir -p "$T/out"
-# cfg NAME LINE...: a config file holding the good one with LINE... appended to [train].
+# cfg NAME LINE...: a config file holding the good one with LINE... appended to [train]; a key
+# the good one sets is commented out there (a key set twice is an error of its own).
 cfg() {
   f=$T/cfg_$1.ini; shift
   cp "$T/good.ini" "$f"
-  for l in "$@"; do printf '%s\n' "$l" >>"$f"; done
+  for l in "$@"; do
+    k=$(printf '%s\n' "$l" | sed -n 's/^\([a-z_]*\) *=.*/\1/p')
+    [ -z "$k" ] || sed -i "s/^$k *=/; &/" "$f"
+    printf '%s\n' "$l" >>"$f"
+  done
 }
 good_lines=$(wc -l <"$T/good.ini")
 L=$((good_lines + 1))

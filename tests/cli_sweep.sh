@@ -118,21 +118,19 @@ err_has() { grep -q -E -- "$1" "$CAP/err"; }
 tap_tiny_model 1024 200 --seed 2024 --wrong 0.1
 
 # config NAME [LINES...]: writes $T/NAME.ini, the small sweep with LINES added to [sweep] (a
-# `methods` line among them replaces the sweep's).
+# line among them setting one of the sweep's keys replaces the sweep's: a key set twice is an
+# error of its own).
 config() {
   name=$1; shift
-  methods="methods = l1, hap"
+  lines=$(printf '%s\n' "$@")
   {
     echo "# a tiny sweep: 2 methods x 2 targets"
     echo "[sweep]"
-    echo "model = $MODEL"
-    for l in "$@"; do echo "$l"; case $l in methods*) methods="" ;; esac; done
-    [ -z "$methods" ] || echo "$methods"
-    echo "targets = 0.3, 0.6"
-    echo "seeds = 1"
-    echo "samples = 64"
-    echo "probes = 4"
-    echo "threads = 1"
+    printf '%s\n' "$lines" | grep -q "^model =" || echo "model = $MODEL"
+    for l in "$@"; do echo "$l"; done  # from line 4 (line 3 if they set the model)
+    for kv in "methods = l1, hap" "targets = 0.3, 0.6" "seeds = 1" "samples = 64" "probes = 4" "threads = 1"; do
+      printf '%s\n' "$lines" | grep -q "^${kv%% =*} =" || echo "$kv"
+    done
     echo "[finetune]"
     echo "epochs = 2"
     echo "batch_size = 64"

@@ -248,6 +248,11 @@ static void test_file_problems(void **state) {
     char text[600];
     snprintf(text, sizeof text, "[data]\n\ndir = /%0400d\n", 0);
     expect_load_error(fx, text, 3, "line too long");
+    // A key set twice, even in a second [train] section, and an indented continuation line
+    // (inih would hand it over as a new value of the key above) are refused at their line.
+    expect_load_error(fx, "[train]\nlr = 0.1\n[data]\nhflip = true\n[train]\nlr = 0.2\n", 6,
+                      "'lr' is set twice in [train] (first at line 2)");
+    expect_load_error(fx, "[train]\nlr = 0.1\n  0.2\n", 3, "an indented line continues the value of 'lr' above");
     // The longest line inih holds (198 characters and the newline) is read whole.
     snprintf(text, sizeof text, "[data]\ndir = /%0191d\n", 0);
     assert_int_equal(strlen(text), 7 + 198 + 1);

@@ -431,8 +431,23 @@ static void test_method_errors(void **state) {
     int at = snprintf(many, sizeof many, "[sweep]\nmodel = m\n");
     for (int i = 0; i <= SWEEP_MAX_LIST; i++) at += snprintf(many + at, sizeof many - (size_t)at, "[method m%d]\ncriterion = l1\n", i);
     expect_error(fx, many, 3 + 2 * SWEEP_MAX_LIST, "at most 32 [method NAME] sections");
-    // an indented header after a key is, for inih, a continuation of that key's value: no section
-    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1\n  [method l1]\n", 4, "method name '[method l1]'");
+    // an indented line after a key is, for inih, a continuation of that key's value (which would
+    // replace it): refused, a header too
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1\n  [method l1]\n", 4,
+                 "an indented line continues the value of 'methods' above: write each value on one line");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, hap\n    obs\n", 4, "continues the value of 'methods'");
+    // a key set twice: in [sweep], and in one [method NAME] section (two sections may share keys)
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = l1\ntargets = 0.3\n[data]\n[sweep]\ntargets = 0.5\n", 7,
+                 "'targets' is set twice in [sweep] (first at line 4)");
+    expect_error(fx, "[sweep]\nmodel = m\nmethods = x\n[method x]\ncriterion = obs\ndamp = 0.1\ndamp = 0.2\n", 7,
+                 "'damp' is set twice in [method x] (first at line 6)");
+    SweepConfig ok;
+    sweep_config_default(&ok);
+    HpErr err;
+    if (load_text(fx, &ok, "[sweep]\nmodel = m\nmethods = x, y\n[method x]\ncriterion = obs\ndamp = 0.1\n"
+                           "; a comment\n  ; an indented comment\n\n[method y]\ncriterion = obs\ndamp = 0.2\n", &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_true(ok.methods[0].damp == 0.1 && ok.methods[1].damp == 0.2);
     expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, abcdefghijklmnopqrstuvwxyz0123456789\n", 3, "is too long");
 }
 
