@@ -247,8 +247,9 @@ int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
         return -1;
     }
     if (test->h != train->h || test->w != train->w) {
-        hp_fail(err, "%s: images are %dx%d but the training images are %dx%d", paths[2], test->h,
-                test->w, train->h, train->w);
+        const char *train_name = strrchr(paths[0], '/') ? strrchr(paths[0], '/') + 1 : paths[0];
+        hp_fail(err, "%s: images are %dx%d but the training images (%s) are %dx%d", paths[2], test->h, test->w,
+                train_name, train->h, train->w);
         dataset_free(train);
         dataset_free(test);
         return -1;

@@ -390,7 +390,7 @@ static void test_mismatched_shapes(void **state) {
     tu_tmpdir(dir, sizeof dir);
     make_mnist(dir, false, 4, 3, 3, 3);
     put_file(dir, TEST_IMAGES, idx_images(2, 3, 4, 3), false);
-    expect_fail(dir, TEST_IMAGES, "4x3 but the training images are 3x3");
+    expect_fail(dir, TEST_IMAGES, "4x3 but the training images (train-images-idx3-ubyte) are 3x3");
     tu_rmtree(dir);
 }
 
