@@ -17,9 +17,11 @@
 
 // Writes prefix and the formatted message to stderr as one line: bytes below 0x20 and 0x7f
 // (a newline or a terminal escape in a file name or a config value) are shown as \xNN.
+// A live progress line that may be showing on a terminal is cleared first.
 static void put_message(const char *prefix, const char *fmt, va_list ap) {
     char msg[8192];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr);
     fputs(prefix, stderr);
     for (const unsigned char *c = (const unsigned char *)msg; *c; c++)
         if (*c < 0x20 || *c == 0x7f)
@@ -33,7 +35,6 @@ static void put_message(const char *prefix, const char *fmt, va_list ap) {
 void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr);  // a live progress line may be showing
     put_message("hprune: error: ", fmt, ap);
     va_end(ap);
     exit(EXIT_RUNTIME);
@@ -43,7 +44,6 @@ void die(const char *fmt, ...) {
 void warn(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr);  // a live progress line may be showing
     put_message("hprune: warning: ", fmt, ap);
     va_end(ap);
 }
