@@ -665,6 +665,8 @@ static void test_maxpool(void **state) {
     check_pool("maxpool k2 s2", true, 6, 6, 8, 2, 2, 0, 31);
     check_pool("maxpool k3 s2 pad 1 (overlapping)", true, 6, 7, 7, 3, 2, 1, 32);
     check_pool("maxpool k7 s1 pad 3 (windows wider than the 3x4 input)", true, 2, 3, 4, 7, 1, 3, 36);
+    check_pool("maxpool k3 s2 (overlapping, no padding, odd sizes)", true, 3, 9, 7, 3, 2, 0, 38);
+    check_pool("maxpool k2 s2 on odd sizes (the last row and column dropped)", true, 3, 7, 5, 2, 2, 0, 39);
 }
 
 static void test_avgpool(void **state) {
