@@ -112,22 +112,16 @@ static void parse_train_state(const char *path, const char *json, TrainState *s)
     cJSON *root = json ? cJSON_Parse(json) : NULL;
     const cJSON *ne = cJSON_GetObjectItemCaseSensitive(root, "next_epoch");
     const cJSON *bv = cJSON_GetObjectItemCaseSensitive(root, "best_val_acc");
-    if (!cJSON_IsNumber(ne) || !cJSON_IsNumber(bv)) {
-        cJSON_Delete(root);
-        die("%s: not a training checkpoint: no valid 'hprune.train_state' in __metadata__", path);
-    }
-    const double next = ne->valuedouble, best = bv->valuedouble;
-    if (!(next >= 0 && next <= 1e6 && next == floor(next))) {
-        cJSON_Delete(root);
-        die("%s: hprune.train_state: next_epoch %g is not a whole number in [0, 1000000]", path, next);
-    }
-    if (!(best >= 0 && best <= 1)) {
-        cJSON_Delete(root);
-        die("%s: hprune.train_state: best_val_acc %g is not an accuracy in [0, 1]", path, best);
-    }
-    s->next_epoch = ne->valueint;
-    s->best_val_acc = (float)bv->valuedouble;
+    const double next = cJSON_IsNumber(ne) ? ne->valuedouble : -1, best = cJSON_IsNumber(bv) ? bv->valuedouble : -1;
+    const bool numbers = cJSON_IsNumber(ne) && cJSON_IsNumber(bv);
     cJSON_Delete(root);
+    if (!numbers) die("%s: not a training checkpoint: no valid 'hprune.train_state' in __metadata__", path);
+    if (!(next >= 0 && next <= 1e6 && next == floor(next)))
+        die("%s: hprune.train_state: next_epoch %g is not a whole number in [0, 1000000]", path, next);
+    if (!(best >= 0 && best <= 1))
+        die("%s: hprune.train_state: best_val_acc %g is not an accuracy in [0, 1]", path, best);
+    s->next_epoch = (int)next;
+    s->best_val_acc = (float)best;
 }
 
 // Writes the provenance JSON of a finished run into m->provenance.

@@ -262,10 +262,11 @@ bool dataset_known(const char *name) {
 }
 
 int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err) {
-    if (strcmp(name, "fashion-mnist") == 0 || strcmp(name, "mnist") == 0)
-        return mnist_load_dir(dir, train, test, err);
+    if (!dataset_known(name)) {
+        memset(train, 0, sizeof *train);
+        memset(test, 0, sizeof *test);
+        return hp_fail(err, "unknown dataset '%s' (known: fashion-mnist, mnist, cifar10)", name);
+    }
     if (strcmp(name, "cifar10") == 0) return cifar10_load_dir(dir, train, test, err);
-    memset(train, 0, sizeof *train);
-    memset(test, 0, sizeof *test);
-    return hp_fail(err, "unknown dataset '%s' (known: fashion-mnist, mnist, cifar10)", name);
+    return mnist_load_dir(dir, train, test, err);  // fashion-mnist and mnist share the IDX layout
 }
