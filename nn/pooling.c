@@ -1,6 +1,9 @@
 // pooling.c: max pooling (argmax routing), average pooling (padding counted) and global
 // average pooling. Parallel over the N*C planes.
 #include <float.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "ops.h"
 
@@ -35,6 +38,42 @@ static void maxpool_plane_padded(const PoolGeom *g, const float *xp, float *yp, 
     }
 }
 
+#ifdef __AVX512F__
+// Max pooling of one plane by 2x2 windows at stride 2 without padding, 16 outputs at a time:
+// lane permutations split the window rows' even and odd columns, and the four candidates are
+// taken in the scalar loop's order (the first wins a tie; a NaN first stays), so the outputs
+// and argmax are the scalar loop's to the bit.
+static void maxpool2_plane(const PoolGeom *g, const float *xp, float *yp, int *ap) {
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    for (int oh = 0; oh < g->Ho; oh++) {
+        const float *r0 = xp + (size_t)(2 * oh) * g->W, *r1 = r0 + g->W;
+        for (int ow = 0; ow < g->Wo; ow += 16) {
+            const int n = g->Wo - ow < 16 ? g->Wo - ow : 16, cols = 2 * n;  // outputs, inputs per row
+            const __mmask16 out = (__mmask16)((1u << n) - 1u);
+            const __mmask16 lo = (__mmask16)(cols >= 16 ? 0xffffu : (1u << cols) - 1u);
+            const __mmask16 hi = (__mmask16)(cols > 16 ? (1u << (cols - 16)) - 1u : 0u);
+            const __m512 a0 = _mm512_maskz_loadu_ps(lo, r0 + 2 * ow), a1 = _mm512_maskz_loadu_ps(hi, r0 + 2 * ow + 16);
+            const __m512 b0 = _mm512_maskz_loadu_ps(lo, r1 + 2 * ow), b1 = _mm512_maskz_loadu_ps(hi, r1 + 2 * ow + 16);
+            const __m512 cand[4] = {_mm512_permutex2var_ps(a0, evens, a1), _mm512_permutex2var_ps(a0, odds, a1),
+                                    _mm512_permutex2var_ps(b0, evens, b1), _mm512_permutex2var_ps(b0, odds, b1)};
+            const __m512i i00 = _mm512_add_epi32(_mm512_set1_epi32(2 * oh * g->W + 2 * ow), lane2);
+            const int step[4] = {0, 1, g->W, g->W + 1};  // the candidates' offsets in the plane
+            __m512 best = cand[0];
+            __m512i at = i00;
+            for (int c = 1; c < 4; c++) {
+                const __mmask16 gt = _mm512_cmp_ps_mask(cand[c], best, _CMP_GT_OQ);
+                best = _mm512_mask_mov_ps(best, gt, cand[c]);
+                at = _mm512_mask_mov_epi32(at, gt, _mm512_add_epi32(i00, _mm512_set1_epi32(step[c])));
+            }
+            _mm512_mask_storeu_ps(yp + (size_t)oh * g->Wo + ow, out, best);
+            _mm512_mask_storeu_epi32(ap + (size_t)oh * g->Wo + ow, out, at);
+        }
+    }
+}
+#endif
+
 void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax) {
     const size_t in_plane = (size_t)g->H * g->W, out_plane = (size_t)g->Ho * g->Wo;
     if (g->pad > 0) {
@@ -44,8 +83,16 @@ void maxpool_forward(const PoolGeom *g, const float *x, float *y, int *argmax) {
                                  argmax + (size_t)pl * out_plane);
         return;
     }
-    // no padding (LeNet-5's): the loop of every window position as it was before the padded
-    // path above; a k = 2 special case and a form without the bounds tests measured slower
+#ifdef __AVX512F__
+    if (g->k == 2 && g->stride == 2) {  // LeNet-5's
+#pragma omp parallel for schedule(static)
+        for (int pl = 0; pl < g->NC; pl++)
+            maxpool2_plane(g, x + (size_t)pl * in_plane, y + (size_t)pl * out_plane, argmax + (size_t)pl * out_plane);
+        return;
+    }
+#endif
+    // other windows without padding (and no AVX-512): the loop of every window position; on
+    // LeNet-5's windows a form of it without the bounds tests and a scalar k = 2 case were slower
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < g->NC; pl++) {
         const float *xp = x + (size_t)pl * in_plane;

@@ -603,22 +603,43 @@ static void fill_distinct(float *x, size_t n, Rng *rng) {
 }
 
 // y (NC, Ho, Wo) by the definition: the max, or the sum over k * k (padding counted), of every
-// window's positions inside the input.
-static void pool_reference(const PoolGeom *g, bool max, const float *x, float *y) {
+// window's positions inside the input; for the max, a (NC, Ho, Wo) gets the plane index of the
+// first largest value in the window's row order.
+static void pool_reference(const PoolGeom *g, bool max, const float *x, float *y, int *a) {
     for (int pl = 0; pl < g->NC; pl++)
         for (int oh = 0; oh < g->Ho; oh++)
             for (int ow = 0; ow < g->Wo; ow++) {
                 float best = -FLT_MAX, sum = 0.0f;
+                int best_at = -1;
                 for (int ki = 0; ki < g->k; ki++)
                     for (int kj = 0; kj < g->k; kj++) {
                         int ih = oh * g->stride - g->pad + ki, iw = ow * g->stride - g->pad + kj;
                         if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
                         float v = x[((size_t)pl * g->H + ih) * g->W + iw];
-                        best = v > best ? v : best;
+                        if (best_at < 0 || v > best) best = v, best_at = ih * g->W + iw;
                         sum += v;
                     }
-                y[((size_t)pl * g->Ho + oh) * g->Wo + ow] = max ? best : sum / (float)(g->k * g->k);
+                size_t o = ((size_t)pl * g->Ho + oh) * g->Wo + ow;
+                y[o] = max ? best : sum / (float)(g->k * g->k);
+                if (max) a[o] = best_at;
             }
+}
+
+// Checks y (and for max pooling argmax) against pool_reference.
+static void check_pool_forward(const char *name, const PoolGeom *g, bool max, const float *x, const float *y,
+                               const int *argmax) {
+    size_t ny = (size_t)g->NC * g->Ho * g->Wo;
+    float *y_ref = hp_malloc(ny * sizeof(float));
+    int *a_ref = hp_malloc(ny * sizeof(int));
+    pool_reference(g, max, x, y_ref, a_ref);
+    for (size_t i = 0; i < ny; i++) {
+        if (fabsf(y[i] - y_ref[i]) > 1e-6f * (1.0f + fabsf(y_ref[i])))
+            fail_msg("%s: y[%zu] = %g, by the definition %g", name, i, (double)y[i], (double)y_ref[i]);
+        if (max && argmax[i] != a_ref[i])
+            fail_msg("%s: argmax[%zu] = %d, by the definition %d", name, i, argmax[i], a_ref[i]);
+    }
+    free(y_ref);
+    free(a_ref);
 }
 
 // Checks y against the definition and dx by finite differences, of max pooling (max) or
@@ -636,14 +657,7 @@ static void check_pool(const char *name, bool max, int NC, int H, int W, int k, 
     float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float)), *dx = acc_buf(nx);
     Probe p = {global ? gap_fwd : max ? maxpool_fwd : avgpool_fwd, &c, ny, r, y};
     probe_loss(&p);  // forward at the unperturbed point into y: saves argmax
-    if (!global) {
-        float *y_ref = hp_malloc(ny * sizeof(float));
-        pool_reference(&g, max, c.x, y_ref);
-        for (size_t i = 0; i < ny; i++)
-            if (fabsf(y[i] - y_ref[i]) > 1e-6f * (1.0f + fabsf(y_ref[i])))
-                fail_msg("%s: y[%zu] = %g, by the definition %g", name, i, (double)y[i], (double)y_ref[i]);
-        free(y_ref);
-    }
+    if (!global) check_pool_forward(name, &g, max, c.x, y, c.argmax);
     float *dx_set = nan_buf(nx);
     for (int acc = 1; acc >= 0; acc--) {
         float *d = acc ? dx : dx_set;
@@ -667,6 +681,35 @@ static void test_maxpool(void **state) {
     check_pool("maxpool k7 s1 pad 3 (windows wider than the 3x4 input)", true, 2, 3, 4, 7, 1, 3, 36);
     check_pool("maxpool k3 s2 (overlapping, no padding, odd sizes)", true, 3, 9, 7, 3, 2, 0, 38);
     check_pool("maxpool k2 s2 on odd sizes (the last row and column dropped)", true, 3, 7, 5, 2, 2, 0, 39);
+    check_pool("maxpool k2 s2, rows of 19 outputs (16 and a tail)", true, 2, 4, 38, 2, 2, 0, 40);
+    check_pool("maxpool k2 s2, rows of 32 outputs", true, 2, 3, 65, 2, 2, 0, 42);
+}
+
+// Max pooling of planes full of ties (ReLU outputs: most windows hold several zeros, and some
+// equal positive values): the value and the first largest position in the window's row order,
+// whichever path the geometry takes.
+static void test_maxpool_ties(void **state) {
+    (void)state;
+    const int geoms[][6] = {{3, 6, 40, 2, 2, 0}, {3, 7, 33, 2, 2, 0}, {2, 7, 7, 3, 2, 1}, {2, 9, 8, 3, 2, 0}};
+    Rng rng;
+    rng_seed(&rng, 43, 3);
+    for (size_t t = 0; t < sizeof geoms / sizeof geoms[0]; t++) {
+        const int *q = geoms[t];
+        PoolGeom g = {q[0], q[1], q[2], q[3], q[4], q[5], (q[1] + 2 * q[5] - q[3]) / q[4] + 1,
+                      (q[2] + 2 * q[5] - q[3]) / q[4] + 1};
+        size_t nx = (size_t)g.NC * g.H * g.W, ny = (size_t)g.NC * g.Ho * g.Wo;
+        float *x = hp_malloc(nx * sizeof(float)), *y = hp_malloc(ny * sizeof(float));
+        int *argmax = hp_malloc(ny * sizeof(int));
+        for (size_t i = 0; i < nx; i++) {
+            int r = (int)(rng_uniform(&rng) * 4.0f);  // 0, 1: zero; 2: 0.5; 3: -0.0 (ties with zero)
+            x[i] = r < 2 ? 0.0f : r == 2 ? 0.5f : -0.0f;
+        }
+        maxpool_forward(&g, x, y, argmax);
+        char name[96];
+        snprintf(name, sizeof name, "maxpool ties, k%d s%d pad %d on %dx%d", g.k, g.stride, g.pad, g.H, g.W);
+        check_pool_forward(name, &g, true, x, y, argmax);
+        free(x); free(y); free(argmax);
+    }
 }
 
 static void test_avgpool(void **state) {
@@ -890,6 +933,7 @@ int main(void) {
         cmocka_unit_test(test_bn_running_update),
         cmocka_unit_test(test_bn_dropped_term_fails),
         cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_maxpool_ties),
         cmocka_unit_test(test_avgpool),
         cmocka_unit_test(test_gap),
         cmocka_unit_test(test_linear),
