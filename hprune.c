@@ -517,27 +517,38 @@ static int cmd_info(int argc, char **argv) {
     return 0;
 }
 
+// The command argv[1] names, or NULL.
+static int (*command_of(const char *cmd))(int, char **) {
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } commands[] = {{"train", cmd_train},     {"eval", cmd_eval},   {"info", cmd_info},
+                    {"hessian", cmd_hessian}, {"prune", cmd_prune}, {"sweep", cmd_sweep},
+                    {"sensitivity", cmd_sensitivity}};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0) return commands[i].run;
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fputs(HELP_MAIN, stderr);
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    int rc;
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(HELP_MAIN, stdout);
-        return 0;
-    }
-    if (strcmp(cmd, "--version") == 0) {
+        rc = 0;
+    } else if (strcmp(cmd, "--version") == 0) {
         puts("hprune " HPRUNE_VERSION);
-        return 0;
+        rc = 0;
+    } else if (command_of(cmd)) {
+        rc = command_of(cmd)(argc - 1, argv + 1);
+    } else {
+        fprintf(stderr, "hprune: unknown command '%s'\nTry 'hprune --help'.\n", cmd);
+        return EXIT_USAGE;
     }
-    if (strcmp(cmd, "train") == 0) return cmd_train(argc - 1, argv + 1);
-    if (strcmp(cmd, "eval") == 0) return cmd_eval(argc - 1, argv + 1);
-    if (strcmp(cmd, "info") == 0) return cmd_info(argc - 1, argv + 1);
-    if (strcmp(cmd, "hessian") == 0) return cmd_hessian(argc - 1, argv + 1);
-    if (strcmp(cmd, "prune") == 0) return cmd_prune(argc - 1, argv + 1);
-    if (strcmp(cmd, "sweep") == 0) return cmd_sweep(argc - 1, argv + 1);
-    if (strcmp(cmd, "sensitivity") == 0) return cmd_sensitivity(argc - 1, argv + 1);
-    fprintf(stderr, "hprune: unknown command '%s'\nTry 'hprune --help'.\n", cmd);
-    return EXIT_USAGE;
+    check_stdout();  // a result that did not reach its file or pipe is a failure
+    return rc;
 }

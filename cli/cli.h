@@ -46,9 +46,37 @@ void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Data
 void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,
                                Dataset *test, char *used_name, size_t cap);
 
-// Exits unless path can be written: it is not a directory and the directory that will hold it
-// exists. Commands check their outputs first, so no long run fails only when it writes.
+// Exits unless path can be written: it is not empty nor a directory, its name fits the file
+// system, and a file can be created in the directory that will hold it (one is, and removed).
+// Commands check their outputs first, so no long run fails only when it writes.
 void check_output_path(const char *path);
+// check_output_path for each of the n paths (NULL entries skipped), after a usage error if two
+// of them name the same file: paths[i] is the output of the option labels[i] ("--csv",
+// "--density's CSV").
+void check_outputs(const char *cmd, const char *const *paths, const char *const *labels, int n);
+
+// The files one command writes, written together: each is written first to a temporary file
+// beside its target, and all are renamed into place only once every one is complete, so a
+// failure leaves none of them (and no temporary) behind.
+enum { OUTPUTS_MAX = 8 };
+typedef struct {
+    int n;
+    const char *target[OUTPUTS_MAX];
+    char *tmp[OUTPUTS_MAX];
+} Outputs;
+
+// Returns the temporary file (already created, empty) to write target's content to; on
+// failure removes the others and exits with the error.
+const char *outputs_stage(Outputs *o, const char *target);
+// Removes every staged file, prints "hprune: error: <msg>" with each temporary name in msg
+// replaced by its target's, and exits with status 1.
+void outputs_fail(Outputs *o, const char *msg) __attribute__((noreturn));
+// Renames every staged file onto its target; on failure removes those not yet renamed and exits.
+void outputs_commit(Outputs *o);
+
+// Exits with status 1 if standard output could not be written (a full disk, a closed pipe):
+// commands call it last, so a script never takes a truncated result for a success.
+void check_stdout(void);
 
 // A progress display: a live line (rate, ETA) on a terminal, plain lines in a log.
 typedef struct {

@@ -1,6 +1,7 @@
 // common.c: what every command shares: errors and exit codes, option parsing, timing, and
 // loading models and datasets (exiting with the error on failure).
 #include <errno.h>
+#include <limits.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
@@ -176,19 +177,98 @@ void progress_done(Progress *p) {
 }
 
 void check_output_path(const char *path) {
-    const char *slash = strrchr(path, '/');
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
     char dir[1024];
     struct stat st;
+    if (!*path) die("an output path is empty");
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
-    if (!slash) {  // the current directory
-        if (access(".", W_OK | X_OK) != 0) die("%s: cannot write: current directory: %s", path, strerror(errno));
-        return;
+    if (!*base) die("%s: cannot write: the path ends with '/'", path);
+    if (strlen(base) > NAME_MAX) die("%s: cannot write: the file name is longer than %d bytes", path, NAME_MAX);
+    if (slash) {
+        if ((size_t)(slash - path) >= sizeof dir) die("%s: path too long", path);
+        snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+        if (stat(dir, &st) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
+        if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
     }
-    if ((size_t)(slash - path) >= sizeof dir) die("%s: path too long", path);
-    snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-    if (stat(dir, &st) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
-    if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", path, dir);
-    if (access(dir, W_OK | X_OK) != 0) die("%s: cannot write: directory %s: %s", path, dir, strerror(errno));
+    // creating a file is the test that also catches read-only file systems and /proc
+    HpErr err;
+    char *probe;
+    if (atomic_reserve(path, &probe, &err) < 0) die("%s", err.msg);
+    unlink(probe);
+    free(probe);
+}
+
+// True when a and b name the same file: the same text, the same existing file, or the same
+// name in the same directory.
+static bool same_file(const char *a, const char *b) {
+    if (strcmp(a, b) == 0) return true;
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    const char *ba = strrchr(a, '/'), *bb = strrchr(b, '/');
+    if (strcmp(ba ? ba + 1 : a, bb ? bb + 1 : b) != 0) return false;
+    char da[1024], db[1024];
+    snprintf(da, sizeof da, "%.*s", ba ? (ba == a ? 1 : (int)(ba - a)) : 1, ba ? a : ".");
+    snprintf(db, sizeof db, "%.*s", bb ? (bb == b ? 1 : (int)(bb - b)) : 1, bb ? b : ".");
+    return stat(da, &sa) == 0 && stat(db, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+void check_outputs(const char *cmd, const char *const *paths, const char *const *labels, int n) {
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n && paths[i]; j++)
+            if (paths[j] && same_file(paths[i], paths[j]))
+                usage_error(cmd, "%s and %s would both write %s", labels[i], labels[j], paths[j]);
+    for (int i = 0; i < n; i++)
+        if (paths[i]) check_output_path(paths[i]);
+}
+
+// Removes the staged files from index from on.
+static void outputs_remove(Outputs *o, int from) {
+    for (int i = from; i < o->n; i++) {
+        unlink(o->tmp[i]);
+        free(o->tmp[i]);
+    }
+    o->n = from;
+}
+
+const char *outputs_stage(Outputs *o, const char *target) {
+    HpErr err;
+    if (o->n == OUTPUTS_MAX) outputs_fail(o, "too many output files");
+    if (atomic_reserve(target, &o->tmp[o->n], &err) < 0) outputs_fail(o, err.msg);
+    o->target[o->n] = target;
+    return o->tmp[o->n++];
+}
+
+void outputs_fail(Outputs *o, const char *msg) {
+    char out[8192];
+    snprintf(out, sizeof out, "%s", msg);
+    for (int i = 0; i < o->n; i++) {  // a writer's error names the temporary file
+        char *at = strstr(out, o->tmp[i]);
+        if (!at) continue;
+        char rest[8192];
+        snprintf(rest, sizeof rest, "%s", at + strlen(o->tmp[i]));
+        snprintf(at, sizeof out - (size_t)(at - out), "%s%s", o->target[i], rest);
+    }
+    outputs_remove(o, 0);
+    die("%s", out);
+}
+
+void outputs_commit(Outputs *o) {
+    for (int i = 0; i < o->n; i++) {
+        if (rename(o->tmp[i], o->target[i]) != 0) {
+            int e = errno;
+            char msg[2048];
+            snprintf(msg, sizeof msg, "%s: cannot write: %s", o->target[i], strerror(e));
+            outputs_remove(o, i);
+            die("%s", msg);
+        }
+        free(o->tmp[i]);
+    }
+    o->n = 0;
+}
+
+void check_stdout(void) {
+    if (fflush(stdout) != 0 || ferror(stdout))
+        die("standard output: cannot write: %s", strerror(errno ? errno : EIO));
 }
 
 void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,

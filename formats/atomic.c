@@ -1,6 +1,7 @@
 // atomic.c: atomic file output. Data goes to a temporary file beside the target
-// ("path.tmp.XXXXXX"), is flushed and fsync'd, then renamed over the target, so readers see
-// either the old file or the complete new one, and a failure leaves nothing behind.
+// ("DIR/.hprune-XXXXXX": a short name, so that a target of the longest legal name still gets
+// one), is flushed and fsync'd, then renamed over the target, so readers see either the old
+// file or the complete new one, and a failure leaves nothing behind.
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -11,7 +12,7 @@
 
 #include "formats.h"
 
-#define TMP_SUFFIX ".tmp.XXXXXX"
+#define TMP_NAME ".hprune-XXXXXX"
 #define OUTPUT_MODE 0644  // mkstemp creates 0600; outputs are ordinary readable files
 
 // Flushes the directory holding path so that a rename into it is durable (best effort:
@@ -27,15 +28,15 @@ static void sync_parent_dir(const char *path) {
     free(copy);
 }
 
-// Opens a temporary file beside path; *tmp_path gets its malloc'd name and *fp the stream.
-// On failure nothing is left on disk and both are NULL.
-int atomic_open(const char *path, char **tmp_path, FILE **fp, HpErr *err) {
+// Creates an empty temporary file beside path, open for writing: returns its descriptor and
+// its malloc'd name in *tmp_path, or -1 (nothing on disk, *tmp_path NULL).
+static int make_temp(const char *path, char **tmp_path, HpErr *err) {
     *tmp_path = NULL;
-    *fp = NULL;
-    size_t len = strlen(path);
-    char *tmp = hp_malloc(len + sizeof TMP_SUFFIX);
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, TMP_SUFFIX, sizeof TMP_SUFFIX);
+    const char *slash = strrchr(path, '/');
+    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;  // with its '/'
+    char *tmp = hp_malloc(dir_len + sizeof TMP_NAME);
+    memcpy(tmp, path, dir_len);
+    memcpy(tmp + dir_len, TMP_NAME, sizeof TMP_NAME);
     int fd = mkstemp(tmp);
     if (fd < 0) {
         int e = errno;
@@ -43,6 +44,33 @@ int atomic_open(const char *path, char **tmp_path, FILE **fp, HpErr *err) {
         return hp_fail(err, "%s: cannot write: %s", path, strerror(e));
     }
     (void)fchmod(fd, OUTPUT_MODE);
+    *tmp_path = tmp;
+    return fd;
+}
+
+int atomic_reserve(const char *path, char **tmp_path, HpErr *err) {
+    int fd = make_temp(path, tmp_path, err);
+    if (fd < 0) return -1;
+    if (close(fd) != 0) {
+        int e = errno;
+        unlink(*tmp_path);
+        free(*tmp_path);
+        *tmp_path = NULL;
+        return hp_fail(err, "%s: cannot write: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+// Opens a temporary file beside path; *tmp_path gets its malloc'd name and *fp the stream.
+// On failure nothing is left on disk and both are NULL.
+int atomic_open(const char *path, char **tmp_path, FILE **fp, HpErr *err) {
+    *fp = NULL;
+    char *tmp = NULL;
+    int fd = make_temp(path, &tmp, err);
+    if (fd < 0) {
+        *tmp_path = NULL;
+        return -1;
+    }
     FILE *f = fdopen(fd, "wb");
     if (!f) {
         int e = errno;
@@ -86,8 +114,8 @@ void atomic_abort(FILE *fp, char *tmp_path) {
 
 // Writes data[0..len) to path atomically.
 int write_file_atomic(const char *path, const void *data, size_t len, HpErr *err) {
-    char *tmp;
-    FILE *fp;
+    char *tmp = NULL;
+    FILE *fp = NULL;
     if (atomic_open(path, &tmp, &fp, err) < 0) return -1;
     errno = 0;  // so that a short write without a cause reads as EIO, not a stale errno
     if (len > 0 && fwrite(data, 1, len, fp) != len) {

@@ -65,6 +65,10 @@ int write_file_atomic(const char *path, const void *data, size_t len, HpErr *err
 // Opens a temporary file beside path for writing; *tmp_path (caller frees) names it.
 // Finish with atomic_commit (rename into place) or atomic_abort (unlink).
 int atomic_open(const char *path, char **tmp_path, FILE **fp, HpErr *err);
+// Creates an empty temporary file beside path (the same directory, a short hidden name) and
+// returns its malloc'd name in *tmp_path: a place to write path's content before renaming it
+// into place. On failure nothing is left on disk and *tmp_path is NULL.
+int atomic_reserve(const char *path, char **tmp_path, HpErr *err);
 int atomic_commit(FILE *fp, char *tmp_path, const char *path, HpErr *err);
 void atomic_abort(FILE *fp, char *tmp_path);
 

@@ -524,7 +524,19 @@ static int check_running_var(const Model *m, HpErr *err) {
     return 0;
 }
 
-// Copies every model tensor from f into m (shapes checked), and checks for unknown ones.
+// Checks that every value of the n tensors is finite: a NaN weight would not show as NaN
+// everywhere (a ReLU turns it into 0 and silently removes its channel).
+static int check_finite(const TensorRef *refs, int n, HpErr *err) {
+    for (int i = 0; i < n; i++)
+        for (size_t j = 0; j < refs[i].numel; j++)
+            if (!isfinite(refs[i].data[j]))
+                return hp_fail(err, "tensor '%s': value %zu is %g (not finite)", refs[i].name, j,
+                               (double)refs[i].data[j]);
+    return 0;
+}
+
+// Copies every model tensor from f into m (shapes checked; values finite), and checks for
+// unknown ones.
 static int load_tensors(const StFile *f, Model *m, float **momentum, HpErr *err) {
     int n = model_tensors(m, NULL, 0);
     TensorRef *refs = hp_malloc((size_t)(n ? n : 1) * sizeof *refs);
@@ -536,6 +548,7 @@ static int load_tensors(const StFile *f, Model *m, float **momentum, HpErr *err)
         if (rc == 0) st_copy_f32(f, e, refs[i].data);
     }
     if (rc == 0) rc = check_unknown(f, refs, n, err);
+    if (rc == 0) rc = check_finite(refs, n, err);
     if (rc == 0) rc = check_running_var(m, err);
     if (rc == 0) rc = load_momentum(f, m, refs, n, momentum, err);
     free(refs);

@@ -100,10 +100,10 @@ static void buffers_free(TrainBuffers *b) {
 }
 
 // Runs one epoch of SGD, reporting progress after every step; leaves the epoch's mean loss,
-// accuracy, wall time and throughput in *pr.
-static void train_epoch(Model *m, const TrainConfig *c, const Dataset *train, TrainBuffers *b, TrainState *s,
+// accuracy, wall time and throughput in *pr. Fails at the first step whose loss is not finite.
+static int train_epoch(Model *m, const TrainConfig *c, const Dataset *train, TrainBuffers *b, TrainState *s,
                         int epoch, double run_start, int epochs_before, TrainProgress *pr, TrainCallback progress,
-                        void *user) {
+                        void *user, HpErr *err) {
     Rng shuffle, augment, dropout;
     rng_seed(&shuffle, c->seed, (uint64_t)epoch * 16 + STREAM_SHUFFLE);
     rng_seed(&augment, c->seed, (uint64_t)epoch * 16 + STREAM_AUGMENT);
@@ -119,11 +119,15 @@ static void train_epoch(Model *m, const TrainConfig *c, const Dataset *train, Tr
                    &augment, b->x, b->y);
         const float *logits = model_forward(m, &b->ws, b->x, B, MODE_TRAIN, &dropout);
         int correct = 0;
-        loss_sum += softmax_xent(logits, b->y, B, m->n_classes, c->label_smoothing, b->dlogits, &correct);
+        float loss = softmax_xent(logits, b->y, B, m->n_classes, c->label_smoothing, b->dlogits, &correct);
+        float lr = lr_at(c, epoch + (double)step / steps);
+        if (!isfinite(loss))
+            return hp_fail(err, "training diverged: the loss is %g at step %d of epoch %d (learning rate %g)",
+                           (double)fabsf(loss), step + 1, epoch + 1, (double)lr);
+        loss_sum += loss;
         hits += correct;
         memset(b->grad, 0, m->n_params * sizeof(float));
         model_backward(m, &b->ws, b->dlogits, b->grad, NULL);
-        float lr = lr_at(c, epoch + (double)step / steps);
         sgd_step(m->params, b->grad, s->momentum, m->n_params, lr, c->momentum, c->weight_decay, c->nesterov);
         if (progress) {
             double el = now_s() - t0;
@@ -141,6 +145,7 @@ static void train_epoch(Model *m, const TrainConfig *c, const Dataset *train, Tr
     pr->acc = steps ? (float)hits / (float)((long)steps * B) : 0.0f;
     pr->epoch_s = now_s() - t0;
     pr->images_per_s = (double)steps * B / (pr->epoch_s > 0 ? pr->epoch_s : 1e-9);
+    return 0;
 }
 
 int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *val, const Dataset *test,
@@ -153,7 +158,10 @@ int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *v
     int first = state->next_epoch, rc = 0;
     for (int epoch = first; epoch < c->epochs && rc == 0; epoch++) {
         TrainProgress pr = {0};
-        train_epoch(m, c, train, &b, state, epoch, run_start, first, &pr, progress, user);
+        if (train_epoch(m, c, train, &b, state, epoch, run_start, first, &pr, progress, user, err) < 0) {
+            rc = -1;
+            break;
+        }
         pr.val_acc = pr.val_loss = -1.0f;
         if (val && val->n > 0) evaluate(m, &b.ws, val, &pr.val_loss, &pr.val_acc);
         pr.test_acc = pr.test_loss = -1.0f;

@@ -184,7 +184,7 @@ cp "$T/out" "$T/train.out"
 check "train --config: exits 0" rc_is 0
 check "train: writes the model file" test -s "$MODEL"
 check "train: the checkpoint OUTPUT.ckpt does not remain" test ! -e "$MODEL.ckpt"
-check "train: no temporary files remain" eval '[ -z "$(find "$T/run" -name "*.tmp.*")" ]'
+check "train: no temporary files remain" eval '[ -z "$(find "$T/run" -name ".hprune-*")" ]'
 check "train: logs one line per epoch" eval '[ "$(grep -c "^epoch [12]/2 " "$T/err")" -eq 2 ]'
 train_acc=$(sed -n 's/^wrote .*: test accuracy \([0-9.]*\)%.*/\1/p' "$T/train.out")
 check "train: prints the final test accuracy" test -n "$train_acc"

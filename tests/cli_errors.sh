@@ -3,7 +3,7 @@
 # (1 runtime error, 2 usage error), no crash (status < 128), nothing on stdout, exactly one
 # message line on stderr ("hprune: error: ..." naming the file and the problem; a usage error
 # is "hprune CMD: ..." followed only by the "Try 'hprune CMD --help'." hint), and no file
-# left behind (no output, no checkpoint, no *.tmp.*).
+# left behind (no output, no checkpoint, no .hprune-* temporary).
 #
 #   HPRUNE=./hprune sh tests/cli_errors.sh      (from the repository root)
 #   VERBOSE=1 HPRUNE=./hprune sh tests/cli_errors.sh   also shows every message
@@ -70,6 +70,10 @@ elif mode == "prov-imagenet":   # the provenance names a dataset hprune does not
     p = json.loads(h["__metadata__"]["hprune.provenance"])
     p["dataset"] = "imagenet"
     h["__metadata__"]["hprune.provenance"] = json.dumps(p)
+    write(dst, h, d)
+elif mode == "nan-weight":      # one weight is NaN: a ReLU would hide it (0), so it is refused
+    b = h["conv2.weight"]["data_offsets"][0] + 4 * 7
+    d = d[:b] + struct.pack("<f", float("nan")) + d[b + 4:]
     write(dst, h, d)
 elif mode == "no-graph":        # valid safetensors, but not an hprune model
     del h["__metadata__"]["hprune.graph"]
@@ -157,7 +161,8 @@ tap_fixtures_made "fixtures: a tiny dataset and a trained model" "$GOOD"
 B=$T/bad
 : >"$B/empty.safetensors"
 printf 'hprune!' >"$B/seven.safetensors"
-for mode in hdr-too-long bad-json f16 gap shape-vs-offsets no-graph unknown-op graph-json wrong-shape missing-tensor; do
+for mode in hdr-too-long bad-json f16 gap shape-vs-offsets no-graph unknown-op graph-json wrong-shape missing-tensor \
+  nan-weight; do
   python3 "$T/craft.py" $mode "$GOOD" "$B/$mode.safetensors" || not_ok "craft $mode"
 done
 
@@ -182,6 +187,7 @@ bad_model "graph naming an unknown op" "$B/unknown-op.safetensors" "hprune.graph
 bad_model "graph that is not JSON" "$B/graph-json.safetensors" "hprune.graph.*not valid JSON"
 bad_model "tensor shaped otherwise than the graph says" "$B/wrong-shape.safetensors" "fc3.bias.*expected shape \[10\], found \[2, 5\]"
 bad_model "tensor of the graph missing" "$B/missing-tensor.safetensors" "fc3.bias.*missing"
+bad_model "a NaN weight" "$B/nan-weight.safetensors" "tensor 'conv2.weight': value 7 is nan \(not finite\)"
 
 # ---- eval: data that does not fit the model ----
 
@@ -257,6 +263,19 @@ expect 2 "train: --threads abc" "--threads" "abc" \
   "$HPRUNE" train --config "$T/good.ini" --threads abc -o "$OUT"
 expect 2 "train: an extra argument" "stray" "unexpected argument" \
   "$HPRUNE" train --config "$T/good.ini" stray -o "$OUT"
+# (training prints its header line first, so not `expect`'s one line)
+run "$HPRUNE" train --config "$T/good.ini" --lr 1e9 -o "$OUT"
+check "train: a rate that makes the loss diverge stops at its first NaN step, exit 1, no model" \
+  sh -c '[ "$0" -eq 1 ] && tail -n 1 "$1" | grep -q -E "^hprune: error: training diverged: the loss is (nan|inf) at step [0-9]+ of epoch 1 \(learning rate" &&
+    [ ! -e "$2" ] && [ ! -e "$2.ckpt" ]' "$rc" "$CAP/err" "$OUT"
+
+# ---- a result that cannot reach standard output is a failure ----
+
+run "$HPRUNE" eval "$GOOD" --data "$DATA" --threads 1 --json
+check "eval --json to a full device: exit 1, one line naming standard output" \
+  sh -c '"$0" eval "$1" --data "$2" --threads 1 --json >/dev/full 2>"$3"; [ $? -eq 1 ] &&
+    [ "$(wc -l <"$3")" -eq 1 ] && grep -q "^hprune: error: standard output: cannot write: No space left" "$3"' \
+  "$HPRUNE" "$GOOD" "$DATA" "$CAP/full_err"
 
 # ---- train: bad data ----
 

@@ -6,14 +6,14 @@
 
 #include "formats/formats.h"
 
-// Returns the number of entries of dir whose name contains ".tmp.".
+// Returns the number of entries of dir whose name starts with ".hprune-" (a temporary file).
 static int count_tmp(const char *dir) {
     DIR *d = opendir(dir);
     assert_non_null(d);
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL)
-        if (strstr(e->d_name, ".tmp.")) n++;
+        if (strncmp(e->d_name, ".hprune-", 8) == 0) n++;
     closedir(d);
     return n;
 }
@@ -70,7 +70,7 @@ static void test_open_commit_abort(void **state) {
     char *tmp;
     FILE *fp;
     assert_int_equal(atomic_open(path, &tmp, &fp, &err), 0);
-    assert_non_null(strstr(tmp, "report.csv.tmp."));
+    assert_non_null(strstr(tmp, "/.hprune-"));
     fprintf(fp, "a,b\n1,2\n");
     assert_int_equal(count_tmp(dir), 1);
     assert_int_equal(access(path, F_OK), -1);  // nothing visible before the commit
@@ -142,8 +142,35 @@ static void test_write_error(void **state) {
     tu_rmtree(dir);
 }
 
+// A target of the longest name a directory entry takes (255 bytes) is written: its temporary
+// has a short name of its own. atomic_reserve leaves an empty temporary beside its target.
+static void test_long_name_and_reserve(void **state) {
+    (void)state;
+    char dir[64], path[512], *tmp = NULL;
+    tu_tmpdir(dir, sizeof dir);
+    int at = snprintf(path, sizeof path, "%s/", dir);
+    memset(path + at, 'a', 255);
+    path[at + 255] = '\0';
+    HpErr err = {{0}};
+    assert_int_equal(write_file_atomic(path, "x", 1, &err), 0);
+    expect_contents(path, "x", 1);
+    assert_int_equal(atomic_reserve(path, &tmp, &err), 0);
+    assert_non_null(strstr(tmp, "/.hprune-"));
+    expect_contents(tmp, "", 0);
+    assert_int_equal(count_tmp(dir), 1);
+    unlink(tmp);
+    free(tmp);
+    snprintf(path, sizeof path, "%s/none/x.csv", dir);
+    assert_int_equal(atomic_reserve(path, &tmp, &err), -1);
+    assert_null(tmp);
+    assert_non_null(strstr(err.msg, "none/x.csv: cannot write: "));
+    assert_int_equal(count_entries(dir), 1);
+    tu_rmtree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_long_name_and_reserve),
         cmocka_unit_test(test_write_and_replace), cmocka_unit_test(test_open_commit_abort),
         cmocka_unit_test(test_missing_dir),       cmocka_unit_test(test_rename_fails),
         cmocka_unit_test(test_write_error),

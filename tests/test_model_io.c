@@ -402,6 +402,18 @@ static void test_load_errors(void **state) {
     assert_int_equal(model_load(&r, path, NULL, NULL, &err), 0);
     model_free(&r);
 
+    // a weight that is not finite is refused, naming its tensor and place
+    TensorRef refs[16];
+    int n_refs = model_tensors(&m, NULL, 0);
+    assert_true(n_refs <= 16);
+    model_tensors(&m, refs, n_refs);
+    for (int i = 0; i < n_refs; i++)
+        if (strcmp(refs[i].name, "fc.weight") == 0) refs[i].data[3] = INFINITY;
+    assert_int_equal(model_save(&m, path, NULL, &err), 0);
+    expect_load_error(path, "tensor 'fc.weight': value 3 is inf (not finite)");
+    for (int i = 0; i < n_refs; i++)
+        if (strcmp(refs[i].name, "fc.weight") == 0) refs[i].data[3] = 0.5f;
+
     // provenance and train state must be JSON
     m.provenance = strdup("not json");
     assert_int_equal(model_save(&m, path, NULL, &err), -1);

@@ -91,7 +91,7 @@ static void expect_chart(const char *path, int w, int h, long min_colour) {
     free(img.px);
 }
 
-// Returns the number of entries of dir other than "." and "..", and of those with ".tmp.".
+// Returns the number of entries of dir other than "." and "..", and of those named ".hprune-*" (temporary files).
 static int count_entries(const char *dir, int *n_tmp) {
     DIR *d = opendir(dir);
     assert_non_null(d);
@@ -101,7 +101,7 @@ static int count_entries(const char *dir, int *n_tmp) {
     while ((e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         n++;
-        if (strstr(e->d_name, ".tmp.")) (*n_tmp)++;
+        if (strncmp(e->d_name, ".hprune-", 8) == 0) (*n_tmp)++;
     }
     closedir(d);
     return n;
