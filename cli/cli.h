@@ -39,6 +39,19 @@ void load_model_or_die(Model *m, const char *path);
 // Loads the named dataset from dir or exits with its error.
 void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test);
 
+// The dataset a command on a model reads: name and dir as the user gave them (NULL if not),
+// filled in by model_dataset; the prov_* buffers hold what the model's provenance names.
+typedef struct {
+    const char *name, *dir;
+    char prov_name[64], prov_dir[4096];
+} DatasetChoice;
+
+// Fills in c->name and c->dir: as given, else the model's provenance, else fashion-mnist in
+// DEFAULT_DATA_DIR. The provenance's directory is used only for the dataset it names: another
+// dataset without --data exits (its files could be read from the wrong directory: MNIST and
+// Fashion-MNIST share file names). path names the model in messages.
+void model_dataset(const Model *m, const char *path, DatasetChoice *c);
+
 // Loads the dataset a model names in its provenance (or the one given: name, dir may be NULL;
 // defaults fashion-mnist in DEFAULT_DATA_DIR), or exits; also exits unless the model takes its
 // images and has at least its classes. path names the model in messages. used_name (cap

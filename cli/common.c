@@ -271,21 +271,35 @@ void check_stdout(void) {
         die("standard output: cannot write: %s", strerror(errno ? errno : EIO));
 }
 
-void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,
-                               Dataset *test, char *used_name, size_t cap) {
-    char prov_buf[2][4096];
-    const char *prov_name = json_get_string(m->provenance, "dataset", prov_buf[0], sizeof prov_buf[0]);
-    const char *prov_dir = json_get_string(m->provenance, "data_dir", prov_buf[1], sizeof prov_buf[1]);
-    if (!name && prov_name && !dataset_known(prov_name))
+void model_dataset(const Model *m, const char *path, DatasetChoice *c) {
+    const char *prov_name = json_get_string(m->provenance, "dataset", c->prov_name, sizeof c->prov_name);
+    const char *prov_dir = json_get_string(m->provenance, "data_dir", c->prov_dir, sizeof c->prov_dir);
+    if (!c->name && prov_name && !dataset_known(prov_name))
         die("%s: its provenance names dataset '%s', which hprune does not know (--dataset chooses another)", path,
             prov_name);
-    name = name ? name : prov_name ? prov_name : "fashion-mnist";
-    dir = dir ? dir : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
-    if (used_name) snprintf(used_name, cap, "%s", name);
-    load_dataset_or_die(name, dir, train, test);
+    bool same = !c->name || (prov_name && strcmp(c->name, prov_name) == 0);
+    if (!c->name) c->name = prov_name ? prov_name : "fashion-mnist";
+    if (c->dir) return;
+    if (same && prov_dir) {
+        c->dir = prov_dir;
+    } else if (strcmp(c->name, "fashion-mnist") == 0) {
+        c->dir = DEFAULT_DATA_DIR;
+    } else {  // the provenance's directory holds another dataset (IDX files of MNIST and
+              // Fashion-MNIST even share their names)
+        die("%s: --dataset %s: give its directory with --data DIR (the model was trained on %s%s%s)", path, c->name,
+            prov_name ? prov_name : "an unrecorded dataset", prov_dir ? " in " : "", prov_dir ? prov_dir : "");
+    }
+}
+
+void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,
+                               Dataset *test, char *used_name, size_t cap) {
+    DatasetChoice c = {.name = name, .dir = dir};
+    model_dataset(m, path, &c);
+    if (used_name) snprintf(used_name, cap, "%s", c.name);
+    load_dataset_or_die(c.name, c.dir, train, test);
     if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes)
         die("%s: model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", path, m->input.c,
-            m->input.h, m->input.w, m->n_classes, name, dir, test->c, test->h, test->w, test->n_classes);
+            m->input.h, m->input.w, m->n_classes, c.name, c.dir, test->c, test->h, test->w, test->n_classes);
 }
 
 void train_progress_print(const TrainProgress *p, void *user) {

@@ -207,6 +207,9 @@ python3 "$T/craft.py" prov-imagenet "$GOOD" "$T/models/imagenet.safetensors"
 expect 1 "eval: a model whose provenance names an unknown dataset" "$T/models/imagenet.safetensors" \
   "its provenance names dataset 'imagenet', which hprune does not know \(--dataset chooses another\)" \
   "$HPRUNE" eval "$T/models/imagenet.safetensors" --data "$DATA" --threads 1
+expect 1 "eval: --dataset other than the model's, without --data: not read from the model's directory" "$GOOD" \
+  "--dataset mnist: give its directory with --data DIR \(the model was trained on fashion-mnist in " \
+  "$HPRUNE" eval "$GOOD" --dataset mnist --threads 1
 expect 2 "eval: --dataset unknown" "imagenet" "dataset" \
   "$HPRUNE" eval "$GOOD" --data "$DATA" --dataset imagenet
 expect 2 "eval: --batch-size 0" "--batch-size" "'0'" \
