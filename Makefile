@@ -89,7 +89,7 @@ sanitize: deps
 DEMO_MODEL = runs/demo_lenet5.safetensors
 DEMO_SLIM  = runs/demo_lenet5_hap50.safetensors
 demo: deps
-	@$(MAKE) --no-print-directory hprune
+	@$(MAKE) --no-print-directory -s hprune
 	@mkdir -p runs
 	@if [ -f $(DEMO_MODEL) ]; then echo "using the trained $(DEMO_MODEL) (delete it to train again)"; \
 	else echo "./hprune train --config configs/lenet5_fmnist.ini -o $(DEMO_MODEL)"; \
