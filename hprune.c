@@ -195,7 +195,10 @@ static int cmd_train(int argc, char **argv) {
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         if (values[k]) override(&cfg, keys[k].section, keys[k].key, values[k], keys[k].flag);
     if (!cfg.output[0]) usage_error("train", "no output file: give -o FILE or [train] output");
+    char ckpt[600];
+    if ((size_t)snprintf(ckpt, sizeof ckpt, "%s.ckpt", cfg.output) >= sizeof ckpt) die("%s: path too long", cfg.output);
     check_output_path(cfg.output);
+    check_output_path(ckpt);  // written after every epoch: its name must fit too
     int threads = hp_set_threads(cfg.train.threads);
 
     Dataset all, test, tr, val;
@@ -203,8 +206,6 @@ static int cmd_train(int argc, char **argv) {
     dataset_split(&all, cfg.train.val_split, cfg.train.seed, &tr, &val);
     dataset_free(&all);
 
-    char ckpt[600];
-    snprintf(ckpt, sizeof ckpt, "%s.ckpt", cfg.output);
     Model m;
     TrainState state = {0};
     if (resume) {

@@ -266,6 +266,10 @@ expect 2 "train: --threads abc" "--threads" "abc" \
   "$HPRUNE" train --config "$T/good.ini" --threads abc -o "$OUT"
 expect 2 "train: an extra argument" "stray" "unexpected argument" \
   "$HPRUNE" train --config "$T/good.ini" stray -o "$OUT"
+long_name=$(printf '%0240d' 0 | tr 0 a).safetensors  # 252 bytes: the model fits, its .ckpt (257) does not
+expect 1 "train: an output whose checkpoint's name would be too long, refused before training" \
+  "$long_name.ckpt" "file name is longer than 255 bytes" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/$long_name"
 # (training prints its header line first, so not `expect`'s one line)
 run "$HPRUNE" train --config "$T/good.ini" --lr 1e9 -o "$OUT"
 check "train: a rate that makes the loss diverge stops at its first NaN step, exit 1, no model" \
