@@ -294,26 +294,76 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
     if (o->csv) check_output_path(o->csv);
 }
 
-// Exits unless the eigenvalue counts fit the model: checked right after loading it, before any
-// data is read or product computed. (Lanczos needs min(n, steps) x n doubles: keep k small.)
-// Exits before any work if the largest estimator's basis (Lanczos: one double vector per step;
-// SLQ: per step; Hutch++: per third of its budget) and the activations of a batch would not fit
-// in the machine's memory.
-static void check_memory(const HessOpts *o, const Model *m) {
-    double n = (double)m->n_params, vectors = 0;
-    if (o->eigs || o->neg_eigs || o->landscape) vectors = fmin(o->max_steps, n);
-    if (o->density) vectors = fmax(vectors, fmin(o->slq_steps, n));
-    if (o->hutchpp) vectors = fmax(vectors, 2.0 * (o->hutchpp / 3));
-    double act = 0;
-    for (int i = 0; i < m->n_nodes; i++) act += (double)shape_numel(m->nodes[i].out);
-    double need = 8.0 * n * vectors + 4.0 * 5.0 * act * o->batch;  // activations, gradients and R-state
-    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    if (have > 0 && need > 0.8 * have)
-        die("%s: this analysis needs about %.1f GB of memory (%.0f basis vectors of %zu parameters, batch %d); "
-            "the machine has %.1f GB: lower --max-steps, --slq-steps, --hutchpp or --batch-size",
-            o->model, need / 1e9, vectors, m->n_params, o->batch, have / 1e9);
+// Bytes a Lanczos run of `steps` steps holds on n parameters: its basis (one double vector per
+// step, at most n of them) and the eigenvectors of its tridiagonal matrix (steps x steps).
+static double lanczos_bytes(double n, int steps) {
+    double cap = fmin((double)steps, n);
+    return 8.0 * (cap * n + cap * cap);
 }
 
+// The largest estimator's memory, what sets it (why: "--eigs 50000: 50000 Lanczos steps") and
+// the option that would lower it (knob).
+typedef struct {
+    double bytes;
+    char why[96];
+    const char *knob;
+} MemNeed;
+
+// Makes need the larger of itself and a run of `bytes` described by opt, value and what.
+static void mem_max(MemNeed *need, double bytes, const char *opt, long value, const char *what, long count) {
+    if (bytes <= need->bytes) return;
+    need->bytes = bytes;
+    need->knob = opt;
+    snprintf(need->why, sizeof need->why, "%s %ld: %ld %s", opt, value, count, what);
+}
+
+// The Lanczos step limit of one end asking for k eigenpairs (run_lanczos raises --max-steps to
+// k), into mem_max with the option that sets it: `opt` when k is over --max-steps.
+static void mem_lanczos(MemNeed *need, const HessOpts *o, double n, int k, const char *opt) {
+    int steps = o->max_steps > k ? o->max_steps : k;
+    long shown = (long)fmin(steps, n);
+    if (k > o->max_steps)
+        mem_max(need, lanczos_bytes(n, steps), opt, k, "Lanczos steps", shown);
+    else
+        mem_max(need, lanczos_bytes(n, steps), "--max-steps", o->max_steps, "Lanczos steps", shown);
+}
+
+// Exits before any data is read or product computed if the largest estimator (Lanczos at
+// either end, with the steps it will really take; SLQ; Hutch++'s basis), the top vectors kept
+// for the landscape and the activations of one real batch would exceed 80% of the machine's
+// memory.
+static void check_memory(const HessOpts *o, const Model *m) {
+    double n = (double)m->n_params;
+    MemNeed need = {0, "", "--max-steps"};
+    int k_top = o->landscape && o->eigs < 2 ? 2 : o->eigs;
+    if (k_top) mem_lanczos(&need, o, n, k_top, "--eigs");
+    if (o->neg_eigs) mem_lanczos(&need, o, n, o->neg_eigs, "--neg-eigs");
+    if (o->density) mem_max(&need, lanczos_bytes(n, o->slq_steps), "--slq-steps", o->slq_steps, "Lanczos steps",
+                            (long)fmin(o->slq_steps, n));
+    if (o->hutchpp) {
+        double k = fmin(o->hutchpp / 3, n);
+        mem_max(&need, 8.0 * n * 2.0 * k, "--hutchpp", o->hutchpp, "basis vectors", (long)(2 * k));
+    }
+    if (o->landscape) need.bytes += 4.0 * n * k_top;  // the top vectors, kept for the landscape
+    double act = 0;
+    for (int i = 0; i < m->n_nodes; i++) act += (double)shape_numel(m->nodes[i].out);
+    int batch = o->samples > 0 && o->samples < o->batch ? (int)o->samples : o->batch;  // curv_init's
+    double act_bytes = 4.0 * 5.0 * act * batch;  // activations, gradients and R-state
+    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), limit = 0.8 * have;
+    if (have <= 0 || need.bytes + act_bytes <= limit) return;
+    char lower[64];  // the larger part's option first
+    if (!need.why[0])
+        snprintf(lower, sizeof lower, "--batch-size");
+    else
+        snprintf(lower, sizeof lower, need.bytes >= act_bytes ? "%s or --batch-size" : "--batch-size or %s", need.knob);
+    die("%s: this analysis needs about %.1f GB of memory (%s%s%zu parameters, batch %d), over the limit of %.1f GB "
+        "(80%% of the machine's %.1f GB): lower %s",
+        o->model, (need.bytes + act_bytes) / 1e9, need.why, need.why[0] ? " on " : "", m->n_params, batch, limit / 1e9,
+        have / 1e9, lower);
+}
+
+// Exits unless the eigenvalue counts fit the model and the analysis fits in memory: right after
+// loading the model, before any data is read or product computed.
 static void check_counts(const HessOpts *o, const Model *m) {
     if ((size_t)o->eigs > m->n_params)
         die("%s: --eigs %d is more than the model's %zu parameters", o->model, o->eigs, m->n_params);
