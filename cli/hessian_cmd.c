@@ -28,7 +28,9 @@ static const char *const HELP_HESSIAN =
     "\n"
     "Curvature of MODEL's mean cross-entropy loss on training images (in file order, no\n"
     "augmentation): exact Hessian-vector products by the R-operator, or Gauss-Newton products.\n"
-    "With no analysis option it estimates the trace and the top eigenvalue.\n"
+    "Each analysis option runs that analysis only; with none, it estimates the trace, the\n"
+    "largest eigenvalue and the most negative one (not for --operator ggn, which is PSD).\n"
+    "An option tuning an analysis (--tol, --max-steps, --slq-steps, --radius, ...) needs it.\n"
     "\n"
     "data:\n"
     "      --data DIR          dataset directory (default: the model's, else " DEFAULT_DATA_DIR ")\n"
@@ -50,9 +52,11 @@ static const char *const HELP_HESSIAN =
     "                          apply) instead of Hutchinson's estimate\n"
     "      --hutchpp M         Hutch++ trace with a budget of M products (PSD: use with ggn)\n"
     "      --eigs K            the K largest eigenvalues and the most negative ones (Lanczos)\n"
-    "      --neg-eigs K        how many most negative eigenvalues (default 1 with --eigs)\n"
+    "      --neg-eigs K        the K most negative eigenvalues (default 1 with --eigs, 0 with\n"
+    "                          --operator ggn; --neg-eigs 0 turns them off)\n"
     "      --eig-tol T         relative Ritz residual to stop at (default 1e-3)\n"
-    "      --max-steps S       Lanczos steps at most (default 100)\n"
+    "      --max-steps S       Lanczos steps at most (default 100; K if --eigs or --neg-eigs K\n"
+    "                          is larger)\n"
     "      --density FILE.png  spectral density by stochastic Lanczos quadrature (and FILE.csv)\n"
     "      --slq-probes P      SLQ runs (default 5)\n"
     "      --slq-steps S       Lanczos steps per SLQ run (default 90)\n"
@@ -98,6 +102,10 @@ typedef struct {
     bool obs, obs_per_weight;
     const char *per_arg;    // --per as given (checked once --obs is known)
     const char *obs_flag;   // the first Fisher option given (they need --obs)
+    const char *probe_opt;  // the first of --tol, --max-probes given (Hutchinson's trace)
+    const char *lanczos_opt;  // the first of --eig-tol, --max-steps given (Lanczos)
+    const char *slq_opt;    // the first of --slq-probes, --slq-steps given (--density)
+    const char *land_opt;   // the first of --radius, --points given (--landscape)
     bool trace_flag;        // --trace itself was given
     bool batch_flag;        // --batch-size was given
     int fisher_grads, fisher_batch;
@@ -152,6 +160,30 @@ static void hess_defaults(HessOpts *o) {
     o->budget_mb = fo.budget_mb;
 }
 
+// Records opt in *slot unless an earlier option is there already.
+static void given(const char **slot, const char *opt) {
+    if (!*slot) *slot = opt;
+}
+
+// The first option given that tunes an analysis of the curvature operator, or NULL.
+static const char *curvature_tuning(const HessOpts *o) {
+    return o->probe_opt ? o->probe_opt : o->lanczos_opt ? o->lanczos_opt : o->slq_opt ? o->slq_opt : o->land_opt;
+}
+
+// Exits with a usage error naming an option that tunes an analysis which is not running (all
+// of them are resolved: the default analysis included).
+static void check_tuning_applies(const char *cmd, const HessOpts *o) {
+    if (o->probe_opt && o->exact)
+        usage_error(cmd, "%s does not apply to --exact, which uses no probes: drop it", o->probe_opt);
+    if (o->probe_opt && !o->trace)
+        usage_error(cmd, "%s tunes the Hutchinson trace: it needs --trace or --per", o->probe_opt);
+    if (o->lanczos_opt && !o->eigs && !o->neg_eigs && !o->landscape)
+        usage_error(cmd, "%s tunes the Lanczos eigenvalues: it needs --eigs, --neg-eigs or --landscape",
+                    o->lanczos_opt);
+    if (o->slq_opt && !o->density) usage_error(cmd, "%s tunes the spectral density: it needs --density", o->slq_opt);
+    if (o->land_opt && !o->landscape) usage_error(cmd, "%s tunes the loss landscape: it needs --landscape", o->land_opt);
+}
+
 // The checks of an --obs run's options, or exits: --per channel or weight; no other analysis;
 // none of the curvature operator's data options.
 static void obs_parse_checks(const char *cmd, HessOpts *o) {
@@ -166,6 +198,7 @@ static void obs_parse_checks(const char *cmd, HessOpts *o) {
     if (o->samples || o->batches || o->batch_flag || o->bn != MODE_EVAL || o->op != CURV_HESSIAN)
         usage_error(cmd, "--obs draws its own samples (--fisher-grads x --fisher-batch) with eval-mode batchnorm: "
                          "drop --samples, --batches, --batch-size, --bn and --operator");
+    if (curvature_tuning(o)) usage_error(cmd, "%s does not apply to --obs: drop it", curvature_tuning(o));
     if (o->csv) check_output_path(o->csv);
 }
 
@@ -216,19 +249,43 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         case O_TRACE: o->trace = o->trace_flag = true; break;
         case O_EXACT: o->exact = o->trace = o->trace_flag = true; break;
         case O_PER: o->per_arg = optarg; break;
-        case O_TOL: o->tol = parse_double(cmd, "--tol", optarg, 1e-12, 1.0); break;
-        case O_MAXP: o->max_probes = (int)parse_int(cmd, "--max-probes", optarg, 2, 1000000); break;
+        case O_TOL:
+            o->tol = parse_double(cmd, "--tol", optarg, 1e-12, 1.0);
+            given(&o->probe_opt, "--tol");
+            break;
+        case O_MAXP:
+            o->max_probes = (int)parse_int(cmd, "--max-probes", optarg, 2, 1000000);
+            given(&o->probe_opt, "--max-probes");
+            break;
         case O_HPP: o->hutchpp = (int)parse_int(cmd, "--hutchpp", optarg, 6, 1000000); break;
         case O_EIGS: o->eigs = (int)parse_int(cmd, "--eigs", optarg, 1, 100000000); break;
         case O_NEG: o->neg_eigs = (int)parse_int(cmd, "--neg-eigs", optarg, 0, 100000000); break;
-        case O_EIGTOL: o->eig_tol = parse_double(cmd, "--eig-tol", optarg, 1e-12, 1.0); break;
-        case O_STEPS: o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000); break;
+        case O_EIGTOL:
+            o->eig_tol = parse_double(cmd, "--eig-tol", optarg, 1e-12, 1.0);
+            given(&o->lanczos_opt, "--eig-tol");
+            break;
+        case O_STEPS:
+            o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000);
+            given(&o->lanczos_opt, "--max-steps");
+            break;
         case O_DENS: o->density = optarg; break;
-        case O_SLQP: o->slq_probes = (int)parse_int(cmd, "--slq-probes", optarg, 1, 1000); break;
-        case O_SLQS: o->slq_steps = (int)parse_int(cmd, "--slq-steps", optarg, 2, 10000); break;
+        case O_SLQP:
+            o->slq_probes = (int)parse_int(cmd, "--slq-probes", optarg, 1, 1000);
+            given(&o->slq_opt, "--slq-probes");
+            break;
+        case O_SLQS:
+            o->slq_steps = (int)parse_int(cmd, "--slq-steps", optarg, 2, 10000);
+            given(&o->slq_opt, "--slq-steps");
+            break;
         case O_LAND: o->landscape = optarg; break;
-        case O_RAD: o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e9); break;
-        case O_PTS: o->points = (int)parse_int(cmd, "--points", optarg, 2, 1001); break;
+        case O_RAD:
+            o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e9);
+            given(&o->land_opt, "--radius");
+            break;
+        case O_PTS:
+            o->points = (int)parse_int(cmd, "--points", optarg, 2, 1001);
+            given(&o->land_opt, "--points");
+            break;
         case O_CSV: o->csv = optarg; break;
         case O_JSON: o->json = true; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 1L << 53); break;
@@ -236,24 +293,24 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         case O_OBS: o->obs = true; break;
         case O_FGRADS:
             o->fisher_grads = (int)parse_int(cmd, "--fisher-grads", optarg, 1, 100000000);
-            if (!o->obs_flag) o->obs_flag = "--fisher-grads";
+            given(&o->obs_flag, "--fisher-grads");
             break;
         case O_FBATCH:
             o->fisher_batch = (int)parse_int(cmd, "--fisher-batch", optarg, 1, 65536);
-            if (!o->obs_flag) o->obs_flag = "--fisher-batch";
+            given(&o->obs_flag, "--fisher-batch");
             break;
         case O_BLOCK:
             o->block_size = parse_int(cmd, "--block-size", optarg, 1, 1L << 40);
-            if (!o->obs_flag) o->obs_flag = "--block-size";
+            given(&o->obs_flag, "--block-size");
             break;
         case O_DAMP:
             o->damp = parse_double(cmd, "--damp", optarg, 0, 1e300);
             if (!(o->damp > 0)) usage_error(cmd, "--damp: '%s' must be > 0", optarg);
-            if (!o->obs_flag) o->obs_flag = "--damp";
+            given(&o->obs_flag, "--damp");
             break;
         case O_BUDGET:
             o->budget_mb = parse_double(cmd, "--memory-budget", optarg, 0, 1e12);
-            if (!o->obs_flag) o->obs_flag = "--memory-budget";
+            given(&o->obs_flag, "--memory-budget");
             break;
         case 'h': fputs(HELP_HESSIAN, stdout); exit(0);
         case ':': usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
@@ -276,19 +333,23 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         o->per = (GroupLevel)lvl;
         o->trace = true;
     }
-    if (!o->trace && !o->hutchpp && !o->eigs && !o->density && !o->landscape) {
-        o->trace = true;  // the default analysis: trace and top eigenvalue
+    if (o->neg_eigs == 0 && !o->eigs)
+        usage_error(cmd, "--neg-eigs 0 turns off the most negative eigenvalue of --eigs: it needs --eigs");
+    // only what was asked; with no analysis option, the trace and the largest eigenvalue
+    if (!o->trace && !o->hutchpp && !o->eigs && o->neg_eigs < 0 && !o->density && !o->landscape) {
+        o->trace = true;
         o->eigs = 1;
     }
-    // the most negative eigenvalue comes with --eigs, except for the PSD Gauss-Newton matrix
     if (o->exact && (o->op != CURV_GGN || o->bn != MODE_EVAL))
         usage_error(cmd, "--exact gives the Gauss-Newton diagonal with independent samples: it needs --operator ggn "
                          "and --bn eval");
+    // the most negative eigenvalue comes with --eigs, except for the PSD Gauss-Newton matrix
     if (o->eigs && o->neg_eigs < 0) o->neg_eigs = o->op == CURV_GGN ? 0 : 1;
     if (o->neg_eigs < 0) o->neg_eigs = 0;
+    check_tuning_applies(cmd, o);
     if (o->points % 2 == 0) usage_error(cmd, "--points %d: give an odd count, so the grid passes through the model", o->points);
     if (o->csv && !o->trace && !o->eigs && !o->neg_eigs)
-        usage_error(cmd, "--csv writes the traces (--trace, --per) or the eigenvalues (--eigs): ask for one");
+        usage_error(cmd, "--csv writes the traces (--trace, --per) or the eigenvalues (--eigs, --neg-eigs): ask for one");
     if (o->density) check_output_path(o->density);
     if (o->landscape) check_output_path(o->landscape);
     if (o->csv) check_output_path(o->csv);

@@ -127,6 +127,19 @@ elif mode == "eigs":  # FILE K [psd]: K largest in descending order; psd: most n
     need(neg[0] <= top[-1], f"most negative {neg[0]} above the largest {top}")
     if len(args) > 2:
         need(top[0] > 0 and neg[0] >= -1e-3 * top[0], f"Gauss-Newton: most negative {neg[0]!r}, largest {top[0]!r}")
+elif mode == "only":  # FILE TRACE K K2: what ran: a trace iff TRACE is 1, K largest and K2 most
+    # negative eigenvalues, nothing else, and no product beyond theirs
+    d = load(args[0])
+    want_trace, nt, nn = int(args[1]), int(args[2]), int(args[3])
+    need(("trace" in d) == (want_trace == 1), f"trace present: {'trace' in d}, wanted: {want_trace == 1}")
+    extra = [k for k in ("hutchpp", "density", "landscape") if k in d]
+    need(not extra, f"analyses not asked for: {extra}")
+    e = d.get("eigenvalues", {})
+    top, neg = e.get("largest", []), e.get("most_negative", [])
+    need(len(top) == nt and len(neg) == nn, f"{len(top)} largest and {len(neg)} most negative, wanted {nt} and {nn}")
+    probes = d["trace"]["probes"] if want_trace else 0
+    need(d["products"] == e.get("steps", 0) + probes,
+         f"products {d['products']}, Lanczos steps {e.get('steps')}, trace probes {probes}")
 elif mode == "same":  # A B KEY...: the same JSON but for KEY... (and "seconds")
     a, b = load(args[0]), load(args[1])
     for k in ["seconds"] + args[2:]:
@@ -310,6 +323,24 @@ check "--eigs 3 --operator ggn: exits 0" rc_is 0
 pycheck "--eigs 3 --operator ggn: descending, most negative >= -1e-3 x largest (PSD up to rounding)" \
   eigs "$T/json/eigs3_ggn" 3 psd
 
+# ---- each analysis option runs its analysis only; tuning options tune the default analysis ----
+
+hess neg_only --neg-eigs 2 --max-steps 40 --json
+check "--neg-eigs 2 alone: exits 0" rc_is 0
+pycheck "--neg-eigs 2 alone: the two most negative eigenvalues only (no trace, no largest)" only "$T/json/neg_only" 0 0 2
+hess ggn_default --operator ggn --json
+pycheck "--operator ggn, no analysis option: the trace and the largest eigenvalue (PSD: no most negative)" \
+  only "$T/json/ggn_default" 1 1 0
+hess tuned_default --tol 0.5 --max-steps 30 --json
+pycheck "--tol 0.5 --max-steps 30, no analysis option: the default trace, largest and most negative" \
+  only "$T/json/tuned_default" 1 1 1
+check "--tol 0.5 stops the default trace early (fewer than the 100 probes of --tol 0.01)" \
+  python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["trace"]; sys.exit(not 2 <= t["probes"] < 100)' \
+  "$T/json/tuned_default"
+run "$HPRUNE" hessian --help
+check "--help says what no analysis option computes: the trace, the largest and the most negative eigenvalue" \
+  eval 'rc_is 0 && tr "\n" " " <"$CAP/out" | grep -q "with none, it estimates the trace, the *largest eigenvalue and the most negative one"'
+
 # ---- files: spectral density, loss landscape, per-channel CSV ----
 
 hess density --density "$T/out/D.png" --slq-probes 2 --slq-steps 20 --json
@@ -423,7 +454,27 @@ expect_hessian 1 "--neg-eigs 50000: the most negative end sized by its own steps
   "$MODEL" --data "$T/nodata" $S --eigs 1 --neg-eigs 50000
 expect_hessian 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
 expect_hessian 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
+# an option tuning an analysis that does not run is refused, naming it and what it needs
+expect_hessian 2 "--tol with --eigs only: no trace runs" "--tol" "--tol tunes the Hutchinson trace: it needs --trace or --per" \
+  "$MODEL" --data "$DATA" $S --eigs 2 --tol 1e-6
+expect_hessian 2 "--max-probes with --eigs only" "--max-probes" "needs --trace or --per" \
+  "$MODEL" --data "$DATA" $S --eigs 2 --max-probes 50 --csv "$O.csv"
+expect_hessian 2 "--tol with --exact: no probes to stop" "--tol" "does not apply to --exact" \
+  "$MODEL" --data "$DATA" $S --operator ggn --exact --tol 0.1
+expect_hessian 2 "--max-steps with --trace only: no Lanczos runs" "--max-steps" "needs --eigs, --neg-eigs or --landscape" \
+  "$MODEL" --data "$DATA" $S --trace --max-steps 10
+expect_hessian 2 "--eig-tol with --hutchpp only" "--eig-tol" "needs --eigs, --neg-eigs or --landscape" \
+  "$MODEL" --data "$DATA" $S --operator ggn --hutchpp 30 --eig-tol 0.1
+expect_hessian 2 "--slq-steps without --density" "--slq-steps" "tunes the spectral density: it needs --density" \
+  "$MODEL" --data "$DATA" $S --eigs 1 --slq-steps 10
+expect_hessian 2 "--radius without --landscape" "--radius" "tunes the loss landscape: it needs --landscape" \
+  "$MODEL" --data "$DATA" $S --radius 3
+expect_hessian 2 "--points 5 without --landscape, as --points 4" "--points" "it needs --landscape" \
+  "$MODEL" --data "$DATA" $S --points 5
+expect_hessian 2 "--neg-eigs 0 alone: nothing to compute" "--neg-eigs 0" "it needs --eigs" "$MODEL" --data "$DATA" $S --neg-eigs 0
 OB="--data $DATA --threads 1 --obs"
+expect_hessian 2 "--obs --tol: not an option of --obs" "--tol" "--tol does not apply to --obs" "$MODEL" $OB --tol 0.1
+expect_hessian 2 "--obs --radius" "--radius" "does not apply to --obs" "$MODEL" $OB --radius 1 --csv "$O.csv"
 expect_hessian 2 "--obs --fisher-grads 0" "--fisher-grads" "'0'" "$MODEL" $OB --fisher-grads 0 --csv "$O.csv"
 expect_hessian 2 "--obs --block-size 0" "--block-size" "'0'" "$MODEL" $OB --block-size 0 --csv "$O.csv"
 expect_hessian 2 "--obs --damp 0" "--damp" "'0'" "$MODEL" $OB --damp 0 --csv "$O.csv"
