@@ -97,6 +97,8 @@ typedef struct {
     double tol, eig_tol, radius;
     int max_probes, hutchpp, eigs, neg_eigs, max_steps, slq_probes, slq_steps, points, threads;
     const char *density, *landscape, *csv;
+    char density_csv[PATH_CAP];                // FILE.csv beside --density FILE.png
+    char land_csv[PATH_CAP], land_1d_png[PATH_CAP], land_1d_csv[PATH_CAP];  // beside --landscape's
     unsigned long long seed;
     // --obs
     bool obs, obs_per_weight;
@@ -160,6 +162,42 @@ static void hess_defaults(HessOpts *o) {
     o->budget_mb = fo.budget_mb;
 }
 
+// Replaces a ".png" ending of path (or appends) with suffix into buf (PATH_CAP bytes), or exits
+// if the name does not fit.
+static const char *sibling(const char *path, const char *suffix, char buf[PATH_CAP]) {
+    size_t len = strlen(path);
+    if (len > 4 && strcmp(path + len - 4, ".png") == 0) len -= 4;
+    if ((size_t)snprintf(buf, PATH_CAP, "%.*s%s", (int)len, path, suffix) >= PATH_CAP) die("%s: path too long", path);
+    return buf;
+}
+
+// Fills in the files --density and --landscape write beside theirs, and exits unless every
+// output can be written and no two of them are one file.
+static void check_hess_outputs(const char *cmd, HessOpts *o) {
+    if (o->density) sibling(o->density, ".csv", o->density_csv);
+    if (o->landscape) {
+        sibling(o->landscape, ".csv", o->land_csv);
+        sibling(o->landscape, "_1d.png", o->land_1d_png);
+        sibling(o->landscape, "_1d.csv", o->land_1d_csv);
+    }
+    bool d = o->density, l = o->landscape;
+    const char *paths[] = {o->csv,
+                           o->density,
+                           d ? o->density_csv : NULL,
+                           o->landscape,
+                           l ? o->land_csv : NULL,
+                           l ? o->land_1d_png : NULL,
+                           l ? o->land_1d_csv : NULL};
+    const char *labels[] = {"--csv",
+                            "--density",
+                            "--density's CSV",
+                            "--landscape",
+                            "--landscape's CSV",
+                            "--landscape's 1-D plot",
+                            "--landscape's 1-D CSV"};
+    check_outputs(cmd, paths, labels, 7);
+}
+
 // Records opt in *slot unless an earlier option is there already.
 static void given(const char **slot, const char *opt) {
     if (!*slot) *slot = opt;
@@ -199,7 +237,8 @@ static void obs_parse_checks(const char *cmd, HessOpts *o) {
         usage_error(cmd, "--obs draws its own samples (--fisher-grads x --fisher-batch) with eval-mode batchnorm: "
                          "drop --samples, --batches, --batch-size, --bn and --operator");
     if (curvature_tuning(o)) usage_error(cmd, "%s does not apply to --obs: drop it", curvature_tuning(o));
-    if (o->csv) check_output_path(o->csv);
+    const char *label = "--csv";
+    check_outputs(cmd, &o->csv, &label, 1);
 }
 
 // Parses the options into o, or exits.
@@ -350,9 +389,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
     if (o->points % 2 == 0) usage_error(cmd, "--points %d: give an odd count, so the grid passes through the model", o->points);
     if (o->csv && !o->trace && !o->eigs && !o->neg_eigs)
         usage_error(cmd, "--csv writes the traces (--trace, --per) or the eigenvalues (--eigs, --neg-eigs): ask for one");
-    if (o->density) check_output_path(o->density);
-    if (o->landscape) check_output_path(o->landscape);
-    if (o->csv) check_output_path(o->csv);
+    check_hess_outputs(cmd, o);
 }
 
 // Bytes a Lanczos run of `steps` steps holds on n parameters: its basis (one double vector per
@@ -570,15 +607,6 @@ static void run_eigs(const HessOpts *o, LinOp *op, const Model *m, HessResults *
     }
 }
 
-// Replaces a ".png" ending of path (or appends) with suffix into buf (PATH_CAP bytes), or exits
-// if the name does not fit.
-static const char *sibling(const char *path, const char *suffix, char buf[PATH_CAP]) {
-    size_t len = strlen(path);
-    if (len > 4 && strcmp(path + len - 4, ".png") == 0) len -= 4;
-    if ((size_t)snprintf(buf, PATH_CAP, "%.*s%s", (int)len, path, suffix) >= PATH_CAP) die("%s: path too long", path);
-    return buf;
-}
-
 // Spectral density by SLQ, with its derived figures.
 static void run_density(const HessOpts *o, LinOp *op, HessResults *r) {
     HpErr err;
@@ -602,7 +630,7 @@ static void write_density(const HessOpts *o, const HessResults *r) {
     HpErr err;
     PlotSeries s = {.name = "density", .x = r->slq.grid, .y = r->slq.density, .n = (size_t)r->slq.grid_points};
     PlotOpts po = {.log_y = true};
-    char title[160], csv[PATH_CAP];
+    char title[160];
     snprintf(title, sizeof title, "%s spectral density (SLQ, %d x %d steps)", o->op == CURV_GGN ? "Gauss-Newton" : "Hessian",
              r->slq.n_probes, r->slq.steps);
     if (plot_lines(o->density, title, "eigenvalue", "density", &s, 1, &po, &err) < 0) die("%s", err.msg);
@@ -612,7 +640,7 @@ static void write_density(const HessOpts *o, const HessResults *r) {
         rows[2 * i] = r->slq.grid[i];
         rows[2 * i + 1] = r->slq.density[i];
     }
-    if (csv_write(sibling(o->density, ".csv", csv), header, 2, rows, r->slq.grid_points, &err) < 0) die("%s", err.msg);
+    if (csv_write(o->density_csv, header, 2, rows, r->slq.grid_points, &err) < 0) die("%s", err.msg);
     free(rows);
 }
 
@@ -639,12 +667,11 @@ static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
 static void write_landscape(const HessOpts *o, const HessResults *r) {
     HpErr err;
     int n = o->points;
-    char path[PATH_CAP];
     if (plot_heatmap(o->landscape, "loss on the plane of the top two eigenvectors", "step along v1", "step along v2",
                      r->loss_2d, (size_t)n, (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
         die("%s", err.msg);
     PlotSeries s = {.name = "loss", .x = r->alpha, .y = r->loss_1d, .n = (size_t)n};
-    if (plot_lines(sibling(o->landscape, "_1d.png", path), "loss along the top eigenvector", "step along v1", "loss",
+    if (plot_lines(o->land_1d_png, "loss along the top eigenvector", "step along v1", "loss",
                    &s, 1, NULL, &err) < 0)
         die("%s", err.msg);
     const char *h1[] = {"alpha", "loss"};
@@ -653,7 +680,7 @@ static void write_landscape(const HessOpts *o, const HessResults *r) {
         rows[2 * i] = r->alpha[i];
         rows[2 * i + 1] = r->loss_1d[i];
     }
-    if (csv_write(sibling(o->landscape, "_1d.csv", path), h1, 2, rows, n, &err) < 0) die("%s", err.msg);
+    if (csv_write(o->land_1d_csv, h1, 2, rows, n, &err) < 0) die("%s", err.msg);
     const char *h2[] = {"alpha", "beta", "loss"};
     for (int j = 0; j < n; j++)
         for (int i = 0; i < n; i++) {
@@ -662,7 +689,7 @@ static void write_landscape(const HessOpts *o, const HessResults *r) {
             row[1] = r->alpha[j];
             row[2] = r->loss_2d[(size_t)j * n + i];
         }
-    if (csv_write(sibling(o->landscape, ".csv", path), h2, 3, rows, n * n, &err) < 0) die("%s", err.msg);
+    if (csv_write(o->land_csv, h2, 3, rows, n * n, &err) < 0) die("%s", err.msg);
     free(rows);
 }
 

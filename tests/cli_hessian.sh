@@ -454,6 +454,18 @@ expect_hessian 1 "--neg-eigs 50000: the most negative end sized by its own steps
   "$MODEL" --data "$T/nodata" $S --eigs 1 --neg-eigs 50000
 expect_hessian 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
 expect_hessian 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
+# two outputs naming one file (the files --density and --landscape write beside theirs included)
+touch "$T/out/keep.csv"
+expect_hessian 2 "--csv and --density's CSV naming one file: refused before any work" "$T/out/X.csv" \
+  "--csv and --density's CSV would both write" "$MODEL" --data "$DATA" $S --trace --density "$T/out/X.png" --csv "$T/out/X.csv"
+expect_hessian 2 "--density and --landscape naming one file" "$T/out/dl.png" "--density and --landscape would both write" \
+  "$MODEL" --data "$DATA" $S --density "$T/out/dl.png" --landscape "$T/out/dl.png"
+expect_hessian 2 "--density naming --landscape's 1-D plot" "L_1d.png" "--density and --landscape's 1-D plot would both write" \
+  "$MODEL" --data "$DATA" $S --density "$T/out/L_1d.png" --landscape "$T/out/L.png"
+expect_hessian 2 "--csv naming --landscape's CSV through another spelling (an existing file)" "keep.csv" \
+  "--csv and --landscape's CSV would both write" \
+  "$MODEL" --data "$DATA" $S --eigs 1 --landscape "$T/out/keep.png" --csv "$T/out/../out/keep.csv"
+check "the existing file a refused run named is untouched" eval '[ -f "$T/out/keep.csv" ] && [ ! -s "$T/out/keep.csv" ]'
 # an option tuning an analysis that does not run is refused, naming it and what it needs
 expect_hessian 2 "--tol with --eigs only: no trace runs" "--tol" "--tol tunes the Hutchinson trace: it needs --trace or --per" \
   "$MODEL" --data "$DATA" $S --eigs 2 --tol 1e-6
