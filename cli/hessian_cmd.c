@@ -625,22 +625,24 @@ static void run_density(const HessOpts *o, LinOp *op, HessResults *r) {
     r->have_slq = true;
 }
 
-// Writes the FILE.png plot (log density) and FILE.csv of the density.
-static void write_density(const HessOpts *o, const HessResults *r) {
+// Stages the FILE.png plot (log density) and FILE.csv of the density in outs.
+static void write_density(const HessOpts *o, const HessResults *r, Outputs *outs) {
     HpErr err;
     PlotSeries s = {.name = "density", .x = r->slq.grid, .y = r->slq.density, .n = (size_t)r->slq.grid_points};
     PlotOpts po = {.log_y = true};
     char title[160];
     snprintf(title, sizeof title, "%s spectral density (SLQ, %d x %d steps)", o->op == CURV_GGN ? "Gauss-Newton" : "Hessian",
              r->slq.n_probes, r->slq.steps);
-    if (plot_lines(o->density, title, "eigenvalue", "density", &s, 1, &po, &err) < 0) die("%s", err.msg);
+    if (plot_lines(outputs_stage(outs, o->density), title, "eigenvalue", "density", &s, 1, &po, &err) < 0)
+        outputs_fail(outs, err.msg);
     const char *header[] = {"eigenvalue", "density"};
     double *rows = hp_malloc((size_t)r->slq.grid_points * 2 * sizeof(double));
     for (int i = 0; i < r->slq.grid_points; i++) {
         rows[2 * i] = r->slq.grid[i];
         rows[2 * i + 1] = r->slq.density[i];
     }
-    if (csv_write(o->density_csv, header, 2, rows, r->slq.grid_points, &err) < 0) die("%s", err.msg);
+    if (csv_write(outputs_stage(outs, o->density_csv), header, 2, rows, r->slq.grid_points, &err) < 0)
+        outputs_fail(outs, err.msg);
     free(rows);
 }
 
@@ -663,24 +665,24 @@ static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
     progress_done(&pr);
 }
 
-// Writes the landscape: FILE.png (2-D) and FILE_1d.png, then FILE.csv and FILE_1d.csv.
-static void write_landscape(const HessOpts *o, const HessResults *r) {
+// Stages the landscape in outs: FILE.png (2-D) and FILE_1d.png, then FILE_1d.csv and FILE.csv.
+static void write_landscape(const HessOpts *o, const HessResults *r, Outputs *outs) {
     HpErr err;
     int n = o->points;
-    if (plot_heatmap(o->landscape, "loss on the plane of the top two eigenvectors", "step along v1", "step along v2",
+    if (plot_heatmap(outputs_stage(outs, o->landscape), "loss on the plane of the top two eigenvectors", "step along v1", "step along v2",
                      r->loss_2d, (size_t)n, (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
-        die("%s", err.msg);
+        outputs_fail(outs, err.msg);
     PlotSeries s = {.name = "loss", .x = r->alpha, .y = r->loss_1d, .n = (size_t)n};
-    if (plot_lines(o->land_1d_png, "loss along the top eigenvector", "step along v1", "loss",
-                   &s, 1, NULL, &err) < 0)
-        die("%s", err.msg);
+    if (plot_lines(outputs_stage(outs, o->land_1d_png), "loss along the top eigenvector", "step along v1", "loss", &s, 1,
+                   NULL, &err) < 0)
+        outputs_fail(outs, err.msg);
     const char *h1[] = {"alpha", "loss"};
     double *rows = hp_malloc((size_t)n * n * 3 * sizeof(double));
     for (int i = 0; i < n; i++) {
         rows[2 * i] = r->alpha[i];
         rows[2 * i + 1] = r->loss_1d[i];
     }
-    if (csv_write(o->land_1d_csv, h1, 2, rows, n, &err) < 0) die("%s", err.msg);
+    if (csv_write(outputs_stage(outs, o->land_1d_csv), h1, 2, rows, n, &err) < 0) outputs_fail(outs, err.msg);
     const char *h2[] = {"alpha", "beta", "loss"};
     for (int j = 0; j < n; j++)
         for (int i = 0; i < n; i++) {
@@ -689,12 +691,12 @@ static void write_landscape(const HessOpts *o, const HessResults *r) {
             row[1] = r->alpha[j];
             row[2] = r->loss_2d[(size_t)j * n + i];
         }
-    if (csv_write(o->land_csv, h2, 3, rows, n * n, &err) < 0) die("%s", err.msg);
+    if (csv_write(outputs_stage(outs, o->land_csv), h2, 3, rows, n * n, &err) < 0) outputs_fail(outs, err.msg);
     free(rows);
 }
 
-// Writes the per-group trace table (or the eigenvalues) as CSV.
-static void write_csv(const HessOpts *o, const Model *m, const HessResults *r) {
+// Stages the per-group trace table (or the eigenvalues) as CSV in outs.
+static void write_csv(const HessOpts *o, const HessResults *r, Outputs *outs) {
     HpErr err;
     if (r->have_trace) {
         const char *header[] = {"group", "params", "trace", "stderr", "trace_per_param"};
@@ -709,12 +711,12 @@ static void write_csv(const HessOpts *o, const Model *m, const HessResults *r) {
             row[2] = r->group_se[g];
             row[3] = np > 0 ? r->group_trace[g] / np : 0.0;
         }
-        if (csv_write_labeled(o->csv, header, 4, labels, rows, r->n_groups, &err) < 0) die("%s", err.msg);
+        if (csv_write_labeled(outputs_stage(outs, o->csv), header, 4, labels, rows, r->n_groups, &err) < 0)
+            outputs_fail(outs, err.msg);
         free(labels);
         free(rows);
         return;
     }
-    (void)m;
     const char *header[] = {"end", "index", "eigenvalue", "residual"};
     int n = r->n_top + r->n_neg;
     const char **labels = hp_malloc((size_t)(n ? n : 1) * sizeof(char *));
@@ -727,7 +729,7 @@ static void write_csv(const HessOpts *o, const Model *m, const HessResults *r) {
         rows[3 * i + 1] = top ? r->top[j] : r->neg[j];
         rows[3 * i + 2] = top ? r->top_res[j] : r->neg_res[j];
     }
-    if (csv_write_labeled(o->csv, header, 3, labels, rows, n, &err) < 0) die("%s", err.msg);
+    if (csv_write_labeled(outputs_stage(outs, o->csv), header, 3, labels, rows, n, &err) < 0) outputs_fail(outs, err.msg);
     free(labels);
     free(rows);
 }
@@ -871,6 +873,18 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
     cJSON_Delete(root);
 }
 
+// Flushes standard output, then renames the staged files into place: a run whose result did
+// not reach standard output (a full disk, a closed pipe) leaves no file behind either.
+static void finish_outputs(Outputs *outs) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "standard output: cannot write: %s", strerror(errno ? errno : EIO));
+        outputs_fail(outs, msg);
+    }
+    outputs_commit(outs);
+}
+
 // Frees the results.
 static void results_free(HessResults *r) {
     free(r->groups);
@@ -991,9 +1005,9 @@ static void summary3(const double *v, size_t n, double out[3]) {
     free(c);
 }
 
-// Writes the OBS CSV: per channel (group, params, obs_score, sq_norm) or per weight (tensor,
-// index, weight, obs_score).
-static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r) {
+// Stages the OBS CSV in outs: per channel (group, params, obs_score, sq_norm) or per weight
+// (tensor, index, weight, obs_score).
+static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r, Outputs *outs) {
     HpErr err;
     if (!o->obs_per_weight) {
         const char *header[] = {"group", "params", "obs_score", "sq_norm"};
@@ -1005,7 +1019,8 @@ static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r
             rows[3 * g + 1] = r->score[g];
             rows[3 * g + 2] = r->sq_norm[g];
         }
-        if (csv_write_labeled(o->csv, header, 3, labels, rows, r->n_groups, &err) < 0) die("%s", err.msg);
+        if (csv_write_labeled(outputs_stage(outs, o->csv), header, 3, labels, rows, r->n_groups, &err) < 0)
+            outputs_fail(outs, err.msg);
         free(labels), free(rows);
         return;
     }
@@ -1027,7 +1042,8 @@ static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r
         }
     }
     HP_ASSERT(at == m->n_params);
-    if (csv_write_labeled(o->csv, header, 3, labels, rows, (int)at, &err) < 0) die("%s", err.msg);
+    if (csv_write_labeled(outputs_stage(outs, o->csv), header, 3, labels, rows, (int)at, &err) < 0)
+        outputs_fail(outs, err.msg);
     free(labels), free(rows), free(t);
 }
 
@@ -1186,11 +1202,13 @@ static void obs_command(const HessOpts *o, Model *m) {
     Dataset train;
     load_train(o, m, &train);
     obs_run(o, m, &train, &r);
-    if (o->csv) obs_write_csv(o, m, &r);
+    Outputs outs = {0};
+    if (o->csv) obs_write_csv(o, m, &r, &outs);
     if (o->json)
         obs_print_json(o, m, &r);
     else
         obs_print(o, m, &r);
+    finish_outputs(&outs);
     fisher_free(&r.f);
     free(r.groups), free(r.score), free(r.sq_norm);
     dataset_free(&train);
@@ -1224,14 +1242,17 @@ int cmd_hessian(int argc, char **argv) {
     double t1 = now_s();
     if (o.landscape) run_landscape(&o, &c, &r);
     r.landscape_seconds = now_s() - t1;
-    // every analysis done: now the files (plots first, the likelier to refuse their data)
-    if (o.density) write_density(&o, &r);
-    if (o.landscape) write_landscape(&o, &r);
-    if (o.csv) write_csv(&o, &m, &r);
+    // every analysis done: now the files, staged (plots first, the likelier to refuse their
+    // data), then standard output, then all files into place together
+    Outputs outs = {0};
+    if (o.density) write_density(&o, &r, &outs);
+    if (o.landscape) write_landscape(&o, &r, &outs);
+    if (o.csv) write_csv(&o, &r, &outs);
     if (o.json)
         print_json(&o, &m, &c, &r);
     else
         print_summary(&o, &m, &c, &r);
+    finish_outputs(&outs);
     results_free(&r);
     curv_free(&c);
     dataset_free(&train);

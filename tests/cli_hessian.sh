@@ -466,6 +466,29 @@ expect_hessian 2 "--csv naming --landscape's CSV through another spelling (an ex
   "--csv and --landscape's CSV would both write" \
   "$MODEL" --data "$DATA" $S --eigs 1 --landscape "$T/out/keep.png" --csv "$T/out/../out/keep.csv"
 check "the existing file a refused run named is untouched" eval '[ -f "$T/out/keep.csv" ] && [ ! -s "$T/out/keep.csv" ]'
+# a failure while writing leaves none of the outputs behind: every file is staged and renamed
+# into place only once all of them and standard output are written. errlines.sh passes on only
+# the "hprune..." lines of standard error (these runs fail late, after their progress lines).
+cat >"$T/errlines.sh" <<'EOF'
+# errlines.sh STDOUT CMD...: CMD with its standard output to the file STDOUT; its exit status,
+# and the lines of its standard error that start with "hprune".
+out=$1; shift
+{ { "$@" 2>&1 >"$out"; echo $? >&3; } | grep '^hprune' >&2; } 3>&1 | { read -r rc; exit "$rc"; }
+EOF
+# A file size limit (SIGXFSZ ignored, so the write fails) that --landscape's 71 KB big.png,
+# big_1d.png and big_1d.csv fit but not its 250 KB big.csv
+expect 1 "a write failing (big.csv over the file size limit): the files written before it are removed too" \
+  "$T/out/big.csv" "cannot write" sh -c 'trap "" XFSZ; ulimit -f 200; exec sh "$@"' sh "$T/errlines.sh" /dev/null \
+  "$HPRUNE" hessian "$MODEL" --data "$DATA" --samples 8 --threads 1 --landscape "$T/out/big.png" --points 101 \
+  --radius 0.1 --eigs 2 --max-steps 20 --csv "$T/out/big_eigs.csv"
+if [ -w /dev/full ]; then
+  expect 1 "standard output full: no file is left (the density, its CSV and the trace CSV were complete)" "" \
+    "standard output: cannot write" sh "$T/errlines.sh" /dev/full "$HPRUNE" hessian "$MODEL" --data "$DATA" $S \
+    --trace --max-probes 4 --density "$T/out/full_d.png" --slq-probes 1 --slq-steps 10 --csv "$T/out/full_t.csv"
+  expect 1 "--obs with standard output full: no --csv left" "" "standard output: cannot write" \
+    sh "$T/errlines.sh" /dev/full "$HPRUNE" hessian "$MODEL" --data "$DATA" --threads 1 --obs --fisher-grads 8 \
+    --block-size 200 --csv "$T/out/full_obs.csv"
+fi
 # an option tuning an analysis that does not run is refused, naming it and what it needs
 expect_hessian 2 "--tol with --eigs only: no trace runs" "--tol" "--tol tunes the Hutchinson trace: it needs --trace or --per" \
   "$MODEL" --data "$DATA" $S --eigs 2 --tol 1e-6
