@@ -845,7 +845,11 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
         json_array(e, "largest_residuals", r->top_res, r->n_top);
         json_array(e, "most_negative", r->neg, r->n_neg);
         json_array(e, "most_negative_residuals", r->neg_res, r->n_neg);
-        cJSON_AddNumberToObject(e, "steps", r->top_steps + r->neg_steps);
+        cJSON_AddNumberToObject(e, "steps", r->top_steps + r->neg_steps);  // both ends' (kept for old readers)
+        cJSON_AddNumberToObject(e, "largest_steps", r->top_steps);
+        cJSON_AddBoolToObject(e, "largest_converged", !r->n_top || r->top_converged);
+        cJSON_AddNumberToObject(e, "most_negative_steps", r->neg_steps);
+        cJSON_AddBoolToObject(e, "most_negative_converged", !r->n_neg || r->neg_converged);
     }
     if (r->have_slq) {
         cJSON *d = cJSON_AddObjectToObject(root, "density");

@@ -82,8 +82,12 @@ if mode == "keys":  # the default analysis' JSON: every documented key, sensible
     need(isinstance(t["probes"], int) and t["probes"] >= 2 and t["stderr"] >= 0, f"trace: {t}")
     close(t["per_param"], t["estimate"] / 61706, 1e-12, "trace.per_param vs estimate / params")
     e = d["eigenvalues"]
-    for k in ("largest", "largest_residuals", "most_negative", "most_negative_residuals", "steps"):
+    for k in ("largest", "largest_residuals", "most_negative", "most_negative_residuals", "steps", "largest_steps",
+              "largest_converged", "most_negative_steps", "most_negative_converged"):
         need(k in e, f"no key eigenvalues.{k}: keys are {sorted(e)}")
+    need(e["steps"] == e["largest_steps"] + e["most_negative_steps"] and e["largest_steps"] >= 1
+         and e["most_negative_steps"] >= 1, f"steps {e['steps']}: not largest_steps + most_negative_steps: {e}")
+    need(e["largest_converged"] is True and e["most_negative_converged"] is True, f"not converged at 1e-3: {e}")
     need(len(e["largest"]) == 1 and len(e["most_negative"]) == 1, f"eigenvalues: {e}")
     need(all(number(x) for x in e["largest"] + e["most_negative"]), f"eigenvalues: {e}")
     need(e["most_negative"][0] <= e["largest"][0], f"most negative above largest: {e}")
@@ -140,6 +144,17 @@ elif mode == "only":  # FILE TRACE K K2: what ran: a trace iff TRACE is 1, K lar
     probes = d["trace"]["probes"] if want_trace else 0
     need(d["products"] == e.get("steps", 0) + probes,
          f"products {d['products']}, Lanczos steps {e.get('steps')}, trace probes {probes}")
+elif mode == "unconverged":  # FILE TEXT STEPS: both ends stopped at STEPS steps, not converged, as
+    # the text output TEXT says
+    e = load(args[0])["eigenvalues"]
+    n = int(args[2])
+    for end in ("largest", "most_negative"):
+        need(e[end + "_steps"] == n and e[end + "_converged"] is False, f"{end} end: {e}")
+    need(e["steps"] == 2 * n, f"steps {e['steps']}, not both ends' {2 * n}")
+    text = open(args[1]).read()
+    for line in (f"largest eigenvalues ({n} Lanczos steps, not converged):",
+                 f"most negative eigenvalues ({n} steps, not converged):"):
+        need(line in text, f"no {line!r} in the text: {text!r}"[:300])
 elif mode == "same":  # A B KEY...: the same JSON but for KEY... (and "seconds")
     a, b = load(args[0]), load(args[1])
     for k in ["seconds"] + args[2:]:
@@ -322,6 +337,14 @@ hess eigs3_ggn --eigs 3 --neg-eigs 1 --operator ggn --max-steps 40 --json
 check "--eigs 3 --operator ggn: exits 0" rc_is 0
 pycheck "--eigs 3 --operator ggn: descending, most negative >= -1e-3 x largest (PSD up to rounding)" \
   eigs "$T/json/eigs3_ggn" 3 psd
+
+# ---- convergence at each end, in the JSON as in the text ----
+
+hess unconv_text --eigs 3 --neg-eigs 1 --max-steps 4 --eig-tol 1e-12
+check "--eigs 3 --max-steps 4 --eig-tol 1e-12: exits 0" rc_is 0
+hess unconv --eigs 3 --neg-eigs 1 --max-steps 4 --eig-tol 1e-12 --json
+pycheck "--max-steps 4 --eig-tol 1e-12: each end's steps and converged flag (false) in the JSON, as in the text" \
+  unconverged "$T/json/unconv" "$T/json/unconv_text" 4
 
 # ---- each analysis option runs its analysis only; tuning options tune the default analysis ----
 
