@@ -3,12 +3,14 @@
 # a synthetic Fashion-MNIST-format dataset. The default analysis; the JSON keys; per-layer and
 # per-channel traces that add up (the same --seed gives the same probes at every level); the
 # Gauss-Newton operator (PSD: positive traces, no negative eigenvalues beyond rounding);
-# determinism; the density, landscape and CSV files; --bn train; OBS scores from the inverse
-# empirical Fisher (--obs: per channel and per weight, JSON, CSV, the channel score bounding its
-# weights' scores, determinism); and bad input, which must fail
-# cleanly: the right exit status (1 runtime, 2 usage), nothing on stdout, one message line
-# ("hprune: error: ..." or "hprune hessian: ..." and the "Try" line), no file left behind,
-# and no product computed first (no progress line).
+# determinism; each end's Lanczos steps and convergence; each analysis option running alone;
+# the density, landscape and CSV files; --bn train; OBS scores from the inverse empirical
+# Fisher (--obs: per channel and per weight, JSON, CSV, the channel score bounding its
+# weights' scores, determinism); and bad input (options of an analysis that does not run, two
+# outputs naming one file, analyses too big for memory), which must fail cleanly: the right
+# exit status (1 runtime, 2 usage), nothing on stdout, one message line ("hprune: error: ..." or
+# "hprune hessian: ..." and the "Try" line), no file left behind, and no product computed first
+# (no progress line); a failure while writing (or a full stdout) leaves none of the outputs.
 #
 #   HPRUNE=./hprune sh tests/cli_hessian.sh      (from the repository root)
 #   VERBOSE=1 HPRUNE=./hprune sh tests/cli_hessian.sh   also shows every error message
@@ -155,6 +157,30 @@ elif mode == "unconverged":  # FILE TEXT STEPS: both ends stopped at STEPS steps
     for line in (f"largest eigenvalues ({n} Lanczos steps, not converged):",
                  f"most negative eigenvalues ({n} steps, not converged):"):
         need(line in text, f"no {line!r} in the text: {text!r}"[:300])
+elif mode == "eig_csv":  # CSV JSON: end,index,eigenvalue,residual rows holding the JSON's eigenvalues
+    head, r = rows(args[0])
+    need(head == "end,index,eigenvalue,residual", f"header {head!r}")
+    e = load(args[1])["eigenvalues"]
+    want = [("largest", i + 1, v, res) for i, (v, res) in enumerate(zip(e["largest"], e["largest_residuals"]))]
+    want += [("most_negative", i + 1, v, res)
+             for i, (v, res) in enumerate(zip(e["most_negative"], e["most_negative_residuals"]))]
+    need(len(r) == len(want), f"{len(r)} rows, the JSON has {len(want)} eigenvalues")
+    for x, (end, i, v, res) in zip(r, want):
+        need(x[0] == end and int(x[1]) == i, f"row {x} where {end},{i} was due")
+        close(float(x[2]), v, 1e-8, f"{end} {i}: CSV eigenvalue vs JSON")
+        close(float(x[3]), res, 1e-8, f"{end} {i}: CSV residual vs JSON")
+elif mode == "obs_tensors":  # JSON: --obs --per weight: a summary per parameter tensor
+    d = load(args[0])
+    o = d["obs"]
+    need(o["per"] == "weight" and "groups" not in o and "tensors" in o, f"obs keys {sorted(o)}, per {o['per']!r}")
+    t = o["tensors"]
+    names = [x["name"] for x in t]
+    need(names == [f"{l}.{k}" for l in ("conv1", "conv2", "fc1", "fc2", "fc3") for k in ("weight", "bias")],
+         f"tensors {names}")
+    need(sum(x["params"] for x in t) == 61706, "tensor params do not add up to 61706")
+    for x in t:
+        need(sorted(x) == ["max", "median", "min", "name", "params"], f"{x['name']}: keys {sorted(x)}")
+        need(0 <= x["min"] <= x["median"] <= x["max"], f"{x['name']}: min {x['min']}, median {x['median']}, max {x['max']}")
 elif mode == "same":  # A B KEY...: the same JSON but for KEY... (and "seconds")
     a, b = load(args[0]), load(args[1])
     for k in ["seconds"] + args[2:]:
@@ -333,6 +359,9 @@ pycheck "--exact: no error bars, layers add up, within 4 standard errors of 400 
 hess eigs3 --eigs 3 --json
 check "--eigs 3 --json: exits 0" rc_is 0
 pycheck "--eigs 3: three largest eigenvalues in descending order, and the most negative" eigs "$T/json/eigs3" 3
+hess eigs3_csv --eigs 3 --json --csv "$T/out/E.csv"
+pycheck "--eigs 3 --csv: end,index,eigenvalue,residual rows holding the JSON's eigenvalues and residuals" \
+  eig_csv "$T/out/E.csv" "$T/json/eigs3_csv"
 hess eigs3_ggn --eigs 3 --neg-eigs 1 --operator ggn --max-steps 40 --json
 check "--eigs 3 --operator ggn: exits 0" rc_is 0
 pycheck "--eigs 3 --operator ggn: descending, most negative >= -1e-3 x largest (PSD up to rounding)" \
@@ -412,6 +441,9 @@ check "--obs --per weight: a row per tensor and the smallest single-weight score
   'rc_is 0 && out_has "^fc1.weight +48000 " && out_has "^smallest single-weight scores: [a-z0-9]+\.(weight|bias)\[[0-9]+\] "'
 pycheck "--obs --per weight: W.csv holds the model's weights; each channel's score >= its weights' (same Fisher)" \
   obs_weights "$T/out/W.csv" "$T/out/O.csv" "$MODEL"
+obsrun obs_wj --per weight --json
+pycheck "--obs --per weight --json: obs.tensors, one {name, params, min, median, max} per parameter tensor" \
+  obs_tensors "$T/json/obs_wj"
 
 # ---- bad input ----
 
