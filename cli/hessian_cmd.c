@@ -219,7 +219,8 @@ static void check_tuning_applies(const char *cmd, const HessOpts *o) {
         usage_error(cmd, "%s tunes the Lanczos eigenvalues: it needs --eigs, --neg-eigs or --landscape",
                     o->lanczos_opt);
     if (o->slq_opt && !o->density) usage_error(cmd, "%s tunes the spectral density: it needs --density", o->slq_opt);
-    if (o->land_opt && !o->landscape) usage_error(cmd, "%s tunes the loss landscape: it needs --landscape", o->land_opt);
+    if (o->land_opt && !o->landscape)
+        usage_error(cmd, "%s tunes the loss landscape: it needs --landscape", o->land_opt);
 }
 
 // The checks of an --obs run's options, or exits: --per channel or weight; no other analysis;
@@ -388,7 +389,8 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
     check_tuning_applies(cmd, o);
     if (o->points % 2 == 0) usage_error(cmd, "--points %d: give an odd count, so the grid passes through the model", o->points);
     if (o->csv && !o->trace && !o->eigs && !o->neg_eigs)
-        usage_error(cmd, "--csv writes the traces (--trace, --per) or the eigenvalues (--eigs, --neg-eigs): ask for one");
+        usage_error(cmd, "--csv writes the traces (--trace, --per) or the eigenvalues (--eigs, --neg-eigs): ask for "
+                         "one");
     check_hess_outputs(cmd, o);
 }
 
@@ -432,7 +434,7 @@ static void mem_lanczos(MemNeed *need, const HessOpts *o, double n, int k, const
 // memory.
 static void check_memory(const HessOpts *o, const Model *m) {
     double n = (double)m->n_params;
-    MemNeed need = {0, "", "--max-steps"};
+    MemNeed need = {0, "", NULL};
     int k_top = o->landscape && o->eigs < 2 ? 2 : o->eigs;
     if (k_top) mem_lanczos(&need, o, n, k_top, "--eigs");
     if (o->neg_eigs) mem_lanczos(&need, o, n, o->neg_eigs, "--neg-eigs");
@@ -669,12 +671,13 @@ static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
 static void write_landscape(const HessOpts *o, const HessResults *r, Outputs *outs) {
     HpErr err;
     int n = o->points;
-    if (plot_heatmap(outputs_stage(outs, o->landscape), "loss on the plane of the top two eigenvectors", "step along v1", "step along v2",
-                     r->loss_2d, (size_t)n, (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
+    const char *title = "loss on the plane of the top two eigenvectors";
+    if (plot_heatmap(outputs_stage(outs, o->landscape), title, "step along v1", "step along v2", r->loss_2d, (size_t)n,
+                     (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
         outputs_fail(outs, err.msg);
     PlotSeries s = {.name = "loss", .x = r->alpha, .y = r->loss_1d, .n = (size_t)n};
-    if (plot_lines(outputs_stage(outs, o->land_1d_png), "loss along the top eigenvector", "step along v1", "loss", &s, 1,
-                   NULL, &err) < 0)
+    if (plot_lines(outputs_stage(outs, o->land_1d_png), "loss along the top eigenvector", "step along v1", "loss", &s,
+                   1, NULL, &err) < 0)
         outputs_fail(outs, err.msg);
     const char *h1[] = {"alpha", "loss"};
     double *rows = hp_malloc((size_t)n * n * 3 * sizeof(double));
@@ -729,7 +732,8 @@ static void write_csv(const HessOpts *o, const HessResults *r, Outputs *outs) {
         rows[3 * i + 1] = top ? r->top[j] : r->neg[j];
         rows[3 * i + 2] = top ? r->top_res[j] : r->neg_res[j];
     }
-    if (csv_write_labeled(outputs_stage(outs, o->csv), header, 3, labels, rows, n, &err) < 0) outputs_fail(outs, err.msg);
+    if (csv_write_labeled(outputs_stage(outs, o->csv), header, 3, labels, rows, n, &err) < 0)
+        outputs_fail(outs, err.msg);
     free(labels);
     free(rows);
 }
