@@ -28,7 +28,9 @@ static const char *const HELP_HESSIAN =
     "\n"
     "Curvature of MODEL's mean cross-entropy loss on training images (in file order, no\n"
     "augmentation): exact Hessian-vector products by the R-operator, or Gauss-Newton products.\n"
-    "With no analysis option it estimates the trace and the top eigenvalue.\n"
+    "Each analysis option runs that analysis only; with none, it estimates the trace, the\n"
+    "largest eigenvalue and the most negative one (not for --operator ggn, which is PSD).\n"
+    "An option tuning an analysis (--tol, --max-steps, --slq-steps, --radius, ...) needs it.\n"
     "\n"
     "data:\n"
     "      --data DIR          dataset directory (default: the model's, else " DEFAULT_DATA_DIR ")\n"
@@ -50,9 +52,11 @@ static const char *const HELP_HESSIAN =
     "                          apply) instead of Hutchinson's estimate\n"
     "      --hutchpp M         Hutch++ trace with a budget of M products (PSD: use with ggn)\n"
     "      --eigs K            the K largest eigenvalues and the most negative ones (Lanczos)\n"
-    "      --neg-eigs K        how many most negative eigenvalues (default 1 with --eigs)\n"
+    "      --neg-eigs K        the K most negative eigenvalues (default 1 with --eigs, 0 with\n"
+    "                          --operator ggn; --neg-eigs 0 turns them off)\n"
     "      --eig-tol T         relative Ritz residual to stop at (default 1e-3)\n"
-    "      --max-steps S       Lanczos steps at most (default 100)\n"
+    "      --max-steps S       Lanczos steps at most (default 100; K if --eigs or --neg-eigs K\n"
+    "                          is larger)\n"
     "      --density FILE.png  spectral density by stochastic Lanczos quadrature (and FILE.csv)\n"
     "      --slq-probes P      SLQ runs (default 5)\n"
     "      --slq-steps S       Lanczos steps per SLQ run (default 90)\n"
@@ -93,11 +97,17 @@ typedef struct {
     double tol, eig_tol, radius;
     int max_probes, hutchpp, eigs, neg_eigs, max_steps, slq_probes, slq_steps, points, threads;
     const char *density, *landscape, *csv;
+    char density_csv[PATH_CAP];                // FILE.csv beside --density FILE.png
+    char land_csv[PATH_CAP], land_1d_png[PATH_CAP], land_1d_csv[PATH_CAP];  // beside --landscape's
     unsigned long long seed;
     // --obs
     bool obs, obs_per_weight;
     const char *per_arg;    // --per as given (checked once --obs is known)
     const char *obs_flag;   // the first Fisher option given (they need --obs)
+    const char *probe_opt;  // the first of --tol, --max-probes given (Hutchinson's trace)
+    const char *lanczos_opt;  // the first of --eig-tol, --max-steps given (Lanczos)
+    const char *slq_opt;    // the first of --slq-probes, --slq-steps given (--density)
+    const char *land_opt;   // the first of --radius, --points given (--landscape)
     bool trace_flag;        // --trace itself was given
     bool batch_flag;        // --batch-size was given
     int fisher_grads, fisher_batch;
@@ -152,6 +162,67 @@ static void hess_defaults(HessOpts *o) {
     o->budget_mb = fo.budget_mb;
 }
 
+// Replaces a ".png" ending of path (or appends) with suffix into buf (PATH_CAP bytes), or exits
+// if the name does not fit.
+static const char *sibling(const char *path, const char *suffix, char buf[PATH_CAP]) {
+    size_t len = strlen(path);
+    if (len > 4 && strcmp(path + len - 4, ".png") == 0) len -= 4;
+    if ((size_t)snprintf(buf, PATH_CAP, "%.*s%s", (int)len, path, suffix) >= PATH_CAP) die("%s: path too long", path);
+    return buf;
+}
+
+// Fills in the files --density and --landscape write beside theirs, and exits unless every
+// output can be written and no two of them are one file.
+static void check_hess_outputs(const char *cmd, HessOpts *o) {
+    if (o->density) sibling(o->density, ".csv", o->density_csv);
+    if (o->landscape) {
+        sibling(o->landscape, ".csv", o->land_csv);
+        sibling(o->landscape, "_1d.png", o->land_1d_png);
+        sibling(o->landscape, "_1d.csv", o->land_1d_csv);
+    }
+    bool d = o->density, l = o->landscape;
+    const char *paths[] = {o->csv,
+                           o->density,
+                           d ? o->density_csv : NULL,
+                           o->landscape,
+                           l ? o->land_csv : NULL,
+                           l ? o->land_1d_png : NULL,
+                           l ? o->land_1d_csv : NULL};
+    const char *labels[] = {"--csv",
+                            "--density",
+                            "--density's CSV",
+                            "--landscape",
+                            "--landscape's CSV",
+                            "--landscape's 1-D plot",
+                            "--landscape's 1-D CSV"};
+    check_outputs(cmd, paths, labels, 7);
+}
+
+// Records opt in *slot unless an earlier option is there already.
+static void given(const char **slot, const char *opt) {
+    if (!*slot) *slot = opt;
+}
+
+// The first option given that tunes an analysis of the curvature operator, or NULL.
+static const char *curvature_tuning(const HessOpts *o) {
+    return o->probe_opt ? o->probe_opt : o->lanczos_opt ? o->lanczos_opt : o->slq_opt ? o->slq_opt : o->land_opt;
+}
+
+// Exits with a usage error naming an option that tunes an analysis which is not running (all
+// of them are resolved: the default analysis included).
+static void check_tuning_applies(const char *cmd, const HessOpts *o) {
+    if (o->probe_opt && o->exact)
+        usage_error(cmd, "%s does not apply to --exact, which uses no probes: drop it", o->probe_opt);
+    if (o->probe_opt && !o->trace)
+        usage_error(cmd, "%s tunes the Hutchinson trace: it needs --trace or --per", o->probe_opt);
+    if (o->lanczos_opt && !o->eigs && !o->neg_eigs && !o->landscape)
+        usage_error(cmd, "%s tunes the Lanczos eigenvalues: it needs --eigs, --neg-eigs or --landscape",
+                    o->lanczos_opt);
+    if (o->slq_opt && !o->density) usage_error(cmd, "%s tunes the spectral density: it needs --density", o->slq_opt);
+    if (o->land_opt && !o->landscape)
+        usage_error(cmd, "%s tunes the loss landscape: it needs --landscape", o->land_opt);
+}
+
 // The checks of an --obs run's options, or exits: --per channel or weight; no other analysis;
 // none of the curvature operator's data options.
 static void obs_parse_checks(const char *cmd, HessOpts *o) {
@@ -166,7 +237,9 @@ static void obs_parse_checks(const char *cmd, HessOpts *o) {
     if (o->samples || o->batches || o->batch_flag || o->bn != MODE_EVAL || o->op != CURV_HESSIAN)
         usage_error(cmd, "--obs draws its own samples (--fisher-grads x --fisher-batch) with eval-mode batchnorm: "
                          "drop --samples, --batches, --batch-size, --bn and --operator");
-    if (o->csv) check_output_path(o->csv);
+    if (curvature_tuning(o)) usage_error(cmd, "%s does not apply to --obs: drop it", curvature_tuning(o));
+    const char *label = "--csv";
+    check_outputs(cmd, &o->csv, &label, 1);
 }
 
 // Parses the options into o, or exits.
@@ -216,19 +289,43 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         case O_TRACE: o->trace = o->trace_flag = true; break;
         case O_EXACT: o->exact = o->trace = o->trace_flag = true; break;
         case O_PER: o->per_arg = optarg; break;
-        case O_TOL: o->tol = parse_double(cmd, "--tol", optarg, 1e-12, 1.0); break;
-        case O_MAXP: o->max_probes = (int)parse_int(cmd, "--max-probes", optarg, 2, 1000000); break;
+        case O_TOL:
+            o->tol = parse_double(cmd, "--tol", optarg, 1e-12, 1.0);
+            given(&o->probe_opt, "--tol");
+            break;
+        case O_MAXP:
+            o->max_probes = (int)parse_int(cmd, "--max-probes", optarg, 2, 1000000);
+            given(&o->probe_opt, "--max-probes");
+            break;
         case O_HPP: o->hutchpp = (int)parse_int(cmd, "--hutchpp", optarg, 6, 1000000); break;
         case O_EIGS: o->eigs = (int)parse_int(cmd, "--eigs", optarg, 1, 100000000); break;
         case O_NEG: o->neg_eigs = (int)parse_int(cmd, "--neg-eigs", optarg, 0, 100000000); break;
-        case O_EIGTOL: o->eig_tol = parse_double(cmd, "--eig-tol", optarg, 1e-12, 1.0); break;
-        case O_STEPS: o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000); break;
+        case O_EIGTOL:
+            o->eig_tol = parse_double(cmd, "--eig-tol", optarg, 1e-12, 1.0);
+            given(&o->lanczos_opt, "--eig-tol");
+            break;
+        case O_STEPS:
+            o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000);
+            given(&o->lanczos_opt, "--max-steps");
+            break;
         case O_DENS: o->density = optarg; break;
-        case O_SLQP: o->slq_probes = (int)parse_int(cmd, "--slq-probes", optarg, 1, 1000); break;
-        case O_SLQS: o->slq_steps = (int)parse_int(cmd, "--slq-steps", optarg, 2, 10000); break;
+        case O_SLQP:
+            o->slq_probes = (int)parse_int(cmd, "--slq-probes", optarg, 1, 1000);
+            given(&o->slq_opt, "--slq-probes");
+            break;
+        case O_SLQS:
+            o->slq_steps = (int)parse_int(cmd, "--slq-steps", optarg, 2, 10000);
+            given(&o->slq_opt, "--slq-steps");
+            break;
         case O_LAND: o->landscape = optarg; break;
-        case O_RAD: o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e9); break;
-        case O_PTS: o->points = (int)parse_int(cmd, "--points", optarg, 2, 1001); break;
+        case O_RAD:
+            o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e9);
+            given(&o->land_opt, "--radius");
+            break;
+        case O_PTS:
+            o->points = (int)parse_int(cmd, "--points", optarg, 2, 1001);
+            given(&o->land_opt, "--points");
+            break;
         case O_CSV: o->csv = optarg; break;
         case O_JSON: o->json = true; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 1L << 53); break;
@@ -236,24 +333,24 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         case O_OBS: o->obs = true; break;
         case O_FGRADS:
             o->fisher_grads = (int)parse_int(cmd, "--fisher-grads", optarg, 1, 100000000);
-            if (!o->obs_flag) o->obs_flag = "--fisher-grads";
+            given(&o->obs_flag, "--fisher-grads");
             break;
         case O_FBATCH:
             o->fisher_batch = (int)parse_int(cmd, "--fisher-batch", optarg, 1, 65536);
-            if (!o->obs_flag) o->obs_flag = "--fisher-batch";
+            given(&o->obs_flag, "--fisher-batch");
             break;
         case O_BLOCK:
             o->block_size = parse_int(cmd, "--block-size", optarg, 1, 1L << 40);
-            if (!o->obs_flag) o->obs_flag = "--block-size";
+            given(&o->obs_flag, "--block-size");
             break;
         case O_DAMP:
             o->damp = parse_double(cmd, "--damp", optarg, 0, 1e300);
             if (!(o->damp > 0)) usage_error(cmd, "--damp: '%s' must be > 0", optarg);
-            if (!o->obs_flag) o->obs_flag = "--damp";
+            given(&o->obs_flag, "--damp");
             break;
         case O_BUDGET:
             o->budget_mb = parse_double(cmd, "--memory-budget", optarg, 0, 1e12);
-            if (!o->obs_flag) o->obs_flag = "--memory-budget";
+            given(&o->obs_flag, "--memory-budget");
             break;
         case 'h': fputs(HELP_HESSIAN, stdout); exit(0);
         case ':': usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
@@ -276,44 +373,97 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         o->per = (GroupLevel)lvl;
         o->trace = true;
     }
-    if (!o->trace && !o->hutchpp && !o->eigs && !o->density && !o->landscape) {
-        o->trace = true;  // the default analysis: trace and top eigenvalue
+    if (o->neg_eigs == 0 && !o->eigs)
+        usage_error(cmd, "--neg-eigs 0 turns off the most negative eigenvalue of --eigs: it needs --eigs");
+    // only what was asked; with no analysis option, the trace and the largest eigenvalue
+    if (!o->trace && !o->hutchpp && !o->eigs && o->neg_eigs < 0 && !o->density && !o->landscape) {
+        o->trace = true;
         o->eigs = 1;
     }
-    // the most negative eigenvalue comes with --eigs, except for the PSD Gauss-Newton matrix
     if (o->exact && (o->op != CURV_GGN || o->bn != MODE_EVAL))
         usage_error(cmd, "--exact gives the Gauss-Newton diagonal with independent samples: it needs --operator ggn "
                          "and --bn eval");
+    // the most negative eigenvalue comes with --eigs, except for the PSD Gauss-Newton matrix
     if (o->eigs && o->neg_eigs < 0) o->neg_eigs = o->op == CURV_GGN ? 0 : 1;
     if (o->neg_eigs < 0) o->neg_eigs = 0;
+    check_tuning_applies(cmd, o);
     if (o->points % 2 == 0) usage_error(cmd, "--points %d: give an odd count, so the grid passes through the model", o->points);
     if (o->csv && !o->trace && !o->eigs && !o->neg_eigs)
-        usage_error(cmd, "--csv writes the traces (--trace, --per) or the eigenvalues (--eigs): ask for one");
-    if (o->density) check_output_path(o->density);
-    if (o->landscape) check_output_path(o->landscape);
-    if (o->csv) check_output_path(o->csv);
+        usage_error(cmd, "--csv writes the traces (--trace, --per) or the eigenvalues (--eigs, --neg-eigs): ask for "
+                         "one");
+    check_hess_outputs(cmd, o);
 }
 
-// Exits unless the eigenvalue counts fit the model: checked right after loading it, before any
-// data is read or product computed. (Lanczos needs min(n, steps) x n doubles: keep k small.)
-// Exits before any work if the largest estimator's basis (Lanczos: one double vector per step;
-// SLQ: per step; Hutch++: per third of its budget) and the activations of a batch would not fit
-// in the machine's memory.
+// Bytes a Lanczos run of `steps` steps holds on n parameters: its basis (one double vector per
+// step, at most n of them) and the eigenvectors of its tridiagonal matrix (steps x steps).
+static double lanczos_bytes(double n, int steps) {
+    double cap = fmin((double)steps, n);
+    return 8.0 * (cap * n + cap * cap);
+}
+
+// The largest estimator's memory, what sets it (why: "--eigs 50000: 50000 Lanczos steps") and
+// the option that would lower it (knob).
+typedef struct {
+    double bytes;
+    char why[96];
+    const char *knob;
+} MemNeed;
+
+// Makes need the larger of itself and a run of `bytes` described by opt, value and what.
+static void mem_max(MemNeed *need, double bytes, const char *opt, long value, const char *what, long count) {
+    if (bytes <= need->bytes) return;
+    need->bytes = bytes;
+    need->knob = opt;
+    snprintf(need->why, sizeof need->why, "%s %ld: %ld %s", opt, value, count, what);
+}
+
+// The Lanczos step limit of one end asking for k eigenpairs (run_lanczos raises --max-steps to
+// k), into mem_max with the option that sets it: `opt` when k is over --max-steps.
+static void mem_lanczos(MemNeed *need, const HessOpts *o, double n, int k, const char *opt) {
+    int steps = o->max_steps > k ? o->max_steps : k;
+    long shown = (long)fmin(steps, n);
+    if (k > o->max_steps)
+        mem_max(need, lanczos_bytes(n, steps), opt, k, "Lanczos steps", shown);
+    else
+        mem_max(need, lanczos_bytes(n, steps), "--max-steps", o->max_steps, "Lanczos steps", shown);
+}
+
+// Exits before any data is read or product computed if the largest estimator (Lanczos at
+// either end, with the steps it will really take; SLQ; Hutch++'s basis), the top vectors kept
+// for the landscape and the activations of one real batch would exceed 80% of the machine's
+// memory.
 static void check_memory(const HessOpts *o, const Model *m) {
-    double n = (double)m->n_params, vectors = 0;
-    if (o->eigs || o->neg_eigs || o->landscape) vectors = fmin(o->max_steps, n);
-    if (o->density) vectors = fmax(vectors, fmin(o->slq_steps, n));
-    if (o->hutchpp) vectors = fmax(vectors, 2.0 * (o->hutchpp / 3));
+    double n = (double)m->n_params;
+    MemNeed need = {0, "", NULL};
+    int k_top = o->landscape && o->eigs < 2 ? 2 : o->eigs;
+    if (k_top) mem_lanczos(&need, o, n, k_top, "--eigs");
+    if (o->neg_eigs) mem_lanczos(&need, o, n, o->neg_eigs, "--neg-eigs");
+    if (o->density) mem_max(&need, lanczos_bytes(n, o->slq_steps), "--slq-steps", o->slq_steps, "Lanczos steps",
+                            (long)fmin(o->slq_steps, n));
+    if (o->hutchpp) {
+        double k = fmin(o->hutchpp / 3, n);
+        mem_max(&need, 8.0 * n * 2.0 * k, "--hutchpp", o->hutchpp, "basis vectors", (long)(2 * k));
+    }
+    if (o->landscape) need.bytes += 4.0 * n * k_top;  // the top vectors, kept for the landscape
     double act = 0;
     for (int i = 0; i < m->n_nodes; i++) act += (double)shape_numel(m->nodes[i].out);
-    double need = 8.0 * n * vectors + 4.0 * 5.0 * act * o->batch;  // activations, gradients and R-state
-    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    if (have > 0 && need > 0.8 * have)
-        die("%s: this analysis needs about %.1f GB of memory (%.0f basis vectors of %zu parameters, batch %d); "
-            "the machine has %.1f GB: lower --max-steps, --slq-steps, --hutchpp or --batch-size",
-            o->model, need / 1e9, vectors, m->n_params, o->batch, have / 1e9);
+    int batch = o->samples > 0 && o->samples < o->batch ? (int)o->samples : o->batch;  // curv_init's
+    double act_bytes = 4.0 * 5.0 * act * batch;  // activations, gradients and R-state
+    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), limit = 0.8 * have;
+    if (have <= 0 || need.bytes + act_bytes <= limit) return;
+    char lower[64];  // the larger part's option first
+    if (!need.why[0])
+        snprintf(lower, sizeof lower, "--batch-size");
+    else
+        snprintf(lower, sizeof lower, need.bytes >= act_bytes ? "%s or --batch-size" : "--batch-size or %s", need.knob);
+    die("%s: this analysis needs about %.1f GB of memory (%s%s%zu parameters, batch %d), over the limit of %.1f GB "
+        "(80%% of the machine's %.1f GB): lower %s",
+        o->model, (need.bytes + act_bytes) / 1e9, need.why, need.why[0] ? " on " : "", m->n_params, batch, limit / 1e9,
+        have / 1e9, lower);
 }
 
+// Exits unless the eigenvalue counts fit the model and the analysis fits in memory: right after
+// loading the model, before any data is read or product computed.
 static void check_counts(const HessOpts *o, const Model *m) {
     if ((size_t)o->eigs > m->n_params)
         die("%s: --eigs %d is more than the model's %zu parameters", o->model, o->eigs, m->n_params);
@@ -459,15 +609,6 @@ static void run_eigs(const HessOpts *o, LinOp *op, const Model *m, HessResults *
     }
 }
 
-// Replaces a ".png" ending of path (or appends) with suffix into buf (PATH_CAP bytes), or exits
-// if the name does not fit.
-static const char *sibling(const char *path, const char *suffix, char buf[PATH_CAP]) {
-    size_t len = strlen(path);
-    if (len > 4 && strcmp(path + len - 4, ".png") == 0) len -= 4;
-    if ((size_t)snprintf(buf, PATH_CAP, "%.*s%s", (int)len, path, suffix) >= PATH_CAP) die("%s: path too long", path);
-    return buf;
-}
-
 // Spectral density by SLQ, with its derived figures.
 static void run_density(const HessOpts *o, LinOp *op, HessResults *r) {
     HpErr err;
@@ -486,22 +627,24 @@ static void run_density(const HessOpts *o, LinOp *op, HessResults *r) {
     r->have_slq = true;
 }
 
-// Writes the FILE.png plot (log density) and FILE.csv of the density.
-static void write_density(const HessOpts *o, const HessResults *r) {
+// Stages the FILE.png plot (log density) and FILE.csv of the density in outs.
+static void write_density(const HessOpts *o, const HessResults *r, Outputs *outs) {
     HpErr err;
     PlotSeries s = {.name = "density", .x = r->slq.grid, .y = r->slq.density, .n = (size_t)r->slq.grid_points};
     PlotOpts po = {.log_y = true};
-    char title[160], csv[PATH_CAP];
+    char title[160];
     snprintf(title, sizeof title, "%s spectral density (SLQ, %d x %d steps)", o->op == CURV_GGN ? "Gauss-Newton" : "Hessian",
              r->slq.n_probes, r->slq.steps);
-    if (plot_lines(o->density, title, "eigenvalue", "density", &s, 1, &po, &err) < 0) die("%s", err.msg);
+    if (plot_lines(outputs_stage(outs, o->density), title, "eigenvalue", "density", &s, 1, &po, &err) < 0)
+        outputs_fail(outs, err.msg);
     const char *header[] = {"eigenvalue", "density"};
     double *rows = hp_malloc((size_t)r->slq.grid_points * 2 * sizeof(double));
     for (int i = 0; i < r->slq.grid_points; i++) {
         rows[2 * i] = r->slq.grid[i];
         rows[2 * i + 1] = r->slq.density[i];
     }
-    if (csv_write(sibling(o->density, ".csv", csv), header, 2, rows, r->slq.grid_points, &err) < 0) die("%s", err.msg);
+    if (csv_write(outputs_stage(outs, o->density_csv), header, 2, rows, r->slq.grid_points, &err) < 0)
+        outputs_fail(outs, err.msg);
     free(rows);
 }
 
@@ -524,25 +667,25 @@ static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
     progress_done(&pr);
 }
 
-// Writes the landscape: FILE.png (2-D) and FILE_1d.png, then FILE.csv and FILE_1d.csv.
-static void write_landscape(const HessOpts *o, const HessResults *r) {
+// Stages the landscape in outs: FILE.png (2-D) and FILE_1d.png, then FILE_1d.csv and FILE.csv.
+static void write_landscape(const HessOpts *o, const HessResults *r, Outputs *outs) {
     HpErr err;
     int n = o->points;
-    char path[PATH_CAP];
-    if (plot_heatmap(o->landscape, "loss on the plane of the top two eigenvectors", "step along v1", "step along v2",
-                     r->loss_2d, (size_t)n, (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
-        die("%s", err.msg);
+    const char *title = "loss on the plane of the top two eigenvectors";
+    if (plot_heatmap(outputs_stage(outs, o->landscape), title, "step along v1", "step along v2", r->loss_2d, (size_t)n,
+                     (size_t)n, -o->radius, o->radius, -o->radius, o->radius, &err) < 0)
+        outputs_fail(outs, err.msg);
     PlotSeries s = {.name = "loss", .x = r->alpha, .y = r->loss_1d, .n = (size_t)n};
-    if (plot_lines(sibling(o->landscape, "_1d.png", path), "loss along the top eigenvector", "step along v1", "loss",
-                   &s, 1, NULL, &err) < 0)
-        die("%s", err.msg);
+    if (plot_lines(outputs_stage(outs, o->land_1d_png), "loss along the top eigenvector", "step along v1", "loss", &s,
+                   1, NULL, &err) < 0)
+        outputs_fail(outs, err.msg);
     const char *h1[] = {"alpha", "loss"};
     double *rows = hp_malloc((size_t)n * n * 3 * sizeof(double));
     for (int i = 0; i < n; i++) {
         rows[2 * i] = r->alpha[i];
         rows[2 * i + 1] = r->loss_1d[i];
     }
-    if (csv_write(sibling(o->landscape, "_1d.csv", path), h1, 2, rows, n, &err) < 0) die("%s", err.msg);
+    if (csv_write(outputs_stage(outs, o->land_1d_csv), h1, 2, rows, n, &err) < 0) outputs_fail(outs, err.msg);
     const char *h2[] = {"alpha", "beta", "loss"};
     for (int j = 0; j < n; j++)
         for (int i = 0; i < n; i++) {
@@ -551,12 +694,12 @@ static void write_landscape(const HessOpts *o, const HessResults *r) {
             row[1] = r->alpha[j];
             row[2] = r->loss_2d[(size_t)j * n + i];
         }
-    if (csv_write(sibling(o->landscape, ".csv", path), h2, 3, rows, n * n, &err) < 0) die("%s", err.msg);
+    if (csv_write(outputs_stage(outs, o->land_csv), h2, 3, rows, n * n, &err) < 0) outputs_fail(outs, err.msg);
     free(rows);
 }
 
-// Writes the per-group trace table (or the eigenvalues) as CSV.
-static void write_csv(const HessOpts *o, const Model *m, const HessResults *r) {
+// Stages the per-group trace table (or the eigenvalues) as CSV in outs.
+static void write_csv(const HessOpts *o, const HessResults *r, Outputs *outs) {
     HpErr err;
     if (r->have_trace) {
         const char *header[] = {"group", "params", "trace", "stderr", "trace_per_param"};
@@ -571,12 +714,12 @@ static void write_csv(const HessOpts *o, const Model *m, const HessResults *r) {
             row[2] = r->group_se[g];
             row[3] = np > 0 ? r->group_trace[g] / np : 0.0;
         }
-        if (csv_write_labeled(o->csv, header, 4, labels, rows, r->n_groups, &err) < 0) die("%s", err.msg);
+        if (csv_write_labeled(outputs_stage(outs, o->csv), header, 4, labels, rows, r->n_groups, &err) < 0)
+            outputs_fail(outs, err.msg);
         free(labels);
         free(rows);
         return;
     }
-    (void)m;
     const char *header[] = {"end", "index", "eigenvalue", "residual"};
     int n = r->n_top + r->n_neg;
     const char **labels = hp_malloc((size_t)(n ? n : 1) * sizeof(char *));
@@ -589,7 +732,8 @@ static void write_csv(const HessOpts *o, const Model *m, const HessResults *r) {
         rows[3 * i + 1] = top ? r->top[j] : r->neg[j];
         rows[3 * i + 2] = top ? r->top_res[j] : r->neg_res[j];
     }
-    if (csv_write_labeled(o->csv, header, 3, labels, rows, n, &err) < 0) die("%s", err.msg);
+    if (csv_write_labeled(outputs_stage(outs, o->csv), header, 3, labels, rows, n, &err) < 0)
+        outputs_fail(outs, err.msg);
     free(labels);
     free(rows);
 }
@@ -705,7 +849,11 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
         json_array(e, "largest_residuals", r->top_res, r->n_top);
         json_array(e, "most_negative", r->neg, r->n_neg);
         json_array(e, "most_negative_residuals", r->neg_res, r->n_neg);
-        cJSON_AddNumberToObject(e, "steps", r->top_steps + r->neg_steps);
+        cJSON_AddNumberToObject(e, "steps", r->top_steps + r->neg_steps);  // both ends' (kept for old readers)
+        cJSON_AddNumberToObject(e, "largest_steps", r->top_steps);
+        cJSON_AddBoolToObject(e, "largest_converged", !r->n_top || r->top_converged);
+        cJSON_AddNumberToObject(e, "most_negative_steps", r->neg_steps);
+        cJSON_AddBoolToObject(e, "most_negative_converged", !r->n_neg || r->neg_converged);
     }
     if (r->have_slq) {
         cJSON *d = cJSON_AddObjectToObject(root, "density");
@@ -731,6 +879,18 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
     puts(text);
     free(text);
     cJSON_Delete(root);
+}
+
+// Flushes standard output, then renames the staged files into place: a run whose result did
+// not reach standard output (a full disk, a closed pipe) leaves no file behind either.
+static void finish_outputs(Outputs *outs) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "standard output: cannot write: %s", strerror(errno ? errno : EIO));
+        outputs_fail(outs, msg);
+    }
+    outputs_commit(outs);
 }
 
 // Frees the results.
@@ -853,9 +1013,9 @@ static void summary3(const double *v, size_t n, double out[3]) {
     free(c);
 }
 
-// Writes the OBS CSV: per channel (group, params, obs_score, sq_norm) or per weight (tensor,
-// index, weight, obs_score).
-static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r) {
+// Stages the OBS CSV in outs: per channel (group, params, obs_score, sq_norm) or per weight
+// (tensor, index, weight, obs_score).
+static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r, Outputs *outs) {
     HpErr err;
     if (!o->obs_per_weight) {
         const char *header[] = {"group", "params", "obs_score", "sq_norm"};
@@ -867,7 +1027,8 @@ static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r
             rows[3 * g + 1] = r->score[g];
             rows[3 * g + 2] = r->sq_norm[g];
         }
-        if (csv_write_labeled(o->csv, header, 3, labels, rows, r->n_groups, &err) < 0) die("%s", err.msg);
+        if (csv_write_labeled(outputs_stage(outs, o->csv), header, 3, labels, rows, r->n_groups, &err) < 0)
+            outputs_fail(outs, err.msg);
         free(labels), free(rows);
         return;
     }
@@ -889,7 +1050,8 @@ static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r
         }
     }
     HP_ASSERT(at == m->n_params);
-    if (csv_write_labeled(o->csv, header, 3, labels, rows, (int)at, &err) < 0) die("%s", err.msg);
+    if (csv_write_labeled(outputs_stage(outs, o->csv), header, 3, labels, rows, (int)at, &err) < 0)
+        outputs_fail(outs, err.msg);
     free(labels), free(rows), free(t);
 }
 
@@ -1048,11 +1210,13 @@ static void obs_command(const HessOpts *o, Model *m) {
     Dataset train;
     load_train(o, m, &train);
     obs_run(o, m, &train, &r);
-    if (o->csv) obs_write_csv(o, m, &r);
+    Outputs outs = {0};
+    if (o->csv) obs_write_csv(o, m, &r, &outs);
     if (o->json)
         obs_print_json(o, m, &r);
     else
         obs_print(o, m, &r);
+    finish_outputs(&outs);
     fisher_free(&r.f);
     free(r.groups), free(r.score), free(r.sq_norm);
     dataset_free(&train);
@@ -1086,14 +1250,17 @@ int cmd_hessian(int argc, char **argv) {
     double t1 = now_s();
     if (o.landscape) run_landscape(&o, &c, &r);
     r.landscape_seconds = now_s() - t1;
-    // every analysis done: now the files (plots first, the likelier to refuse their data)
-    if (o.density) write_density(&o, &r);
-    if (o.landscape) write_landscape(&o, &r);
-    if (o.csv) write_csv(&o, &m, &r);
+    // every analysis done: now the files, staged (plots first, the likelier to refuse their
+    // data), then standard output, then all files into place together
+    Outputs outs = {0};
+    if (o.density) write_density(&o, &r, &outs);
+    if (o.landscape) write_landscape(&o, &r, &outs);
+    if (o.csv) write_csv(&o, &r, &outs);
     if (o.json)
         print_json(&o, &m, &c, &r);
     else
         print_summary(&o, &m, &c, &r);
+    finish_outputs(&outs);
     results_free(&r);
     curv_free(&c);
     dataset_free(&train);

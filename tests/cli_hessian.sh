@@ -3,12 +3,14 @@
 # a synthetic Fashion-MNIST-format dataset. The default analysis; the JSON keys; per-layer and
 # per-channel traces that add up (the same --seed gives the same probes at every level); the
 # Gauss-Newton operator (PSD: positive traces, no negative eigenvalues beyond rounding);
-# determinism; the density, landscape and CSV files; --bn train; OBS scores from the inverse
-# empirical Fisher (--obs: per channel and per weight, JSON, CSV, the channel score bounding its
-# weights' scores, determinism); and bad input, which must fail
-# cleanly: the right exit status (1 runtime, 2 usage), nothing on stdout, one message line
-# ("hprune: error: ..." or "hprune hessian: ..." and the "Try" line), no file left behind,
-# and no product computed first (no progress line).
+# determinism; each end's Lanczos steps and convergence; each analysis option running alone;
+# the density, landscape and CSV files; --bn train; OBS scores from the inverse empirical
+# Fisher (--obs: per channel and per weight, JSON, CSV, the channel score bounding its
+# weights' scores, determinism); and bad input (options of an analysis that does not run, two
+# outputs naming one file, analyses too big for memory), which must fail cleanly: the right
+# exit status (1 runtime, 2 usage), nothing on stdout, one message line ("hprune: error: ..." or
+# "hprune hessian: ..." and the "Try" line), no file left behind, and no product computed first
+# (no progress line); a failure while writing (or a full stdout) leaves none of the outputs.
 #
 #   HPRUNE=./hprune sh tests/cli_hessian.sh      (from the repository root)
 #   VERBOSE=1 HPRUNE=./hprune sh tests/cli_hessian.sh   also shows every error message
@@ -82,8 +84,12 @@ if mode == "keys":  # the default analysis' JSON: every documented key, sensible
     need(isinstance(t["probes"], int) and t["probes"] >= 2 and t["stderr"] >= 0, f"trace: {t}")
     close(t["per_param"], t["estimate"] / 61706, 1e-12, "trace.per_param vs estimate / params")
     e = d["eigenvalues"]
-    for k in ("largest", "largest_residuals", "most_negative", "most_negative_residuals", "steps"):
+    for k in ("largest", "largest_residuals", "most_negative", "most_negative_residuals", "steps", "largest_steps",
+              "largest_converged", "most_negative_steps", "most_negative_converged"):
         need(k in e, f"no key eigenvalues.{k}: keys are {sorted(e)}")
+    need(e["steps"] == e["largest_steps"] + e["most_negative_steps"] and e["largest_steps"] >= 1
+         and e["most_negative_steps"] >= 1, f"steps {e['steps']}: not largest_steps + most_negative_steps: {e}")
+    need(e["largest_converged"] is True and e["most_negative_converged"] is True, f"not converged at 1e-3: {e}")
     need(len(e["largest"]) == 1 and len(e["most_negative"]) == 1, f"eigenvalues: {e}")
     need(all(number(x) for x in e["largest"] + e["most_negative"]), f"eigenvalues: {e}")
     need(e["most_negative"][0] <= e["largest"][0], f"most negative above largest: {e}")
@@ -127,6 +133,54 @@ elif mode == "eigs":  # FILE K [psd]: K largest in descending order; psd: most n
     need(neg[0] <= top[-1], f"most negative {neg[0]} above the largest {top}")
     if len(args) > 2:
         need(top[0] > 0 and neg[0] >= -1e-3 * top[0], f"Gauss-Newton: most negative {neg[0]!r}, largest {top[0]!r}")
+elif mode == "only":  # FILE TRACE K K2: what ran: a trace iff TRACE is 1, K largest and K2 most
+    # negative eigenvalues, nothing else, and no product beyond theirs
+    d = load(args[0])
+    want_trace, nt, nn = int(args[1]), int(args[2]), int(args[3])
+    need(("trace" in d) == (want_trace == 1), f"trace present: {'trace' in d}, wanted: {want_trace == 1}")
+    extra = [k for k in ("hutchpp", "density", "landscape") if k in d]
+    need(not extra, f"analyses not asked for: {extra}")
+    e = d.get("eigenvalues", {})
+    top, neg = e.get("largest", []), e.get("most_negative", [])
+    need(len(top) == nt and len(neg) == nn, f"{len(top)} largest and {len(neg)} most negative, wanted {nt} and {nn}")
+    probes = d["trace"]["probes"] if want_trace else 0
+    need(d["products"] == e.get("steps", 0) + probes,
+         f"products {d['products']}, Lanczos steps {e.get('steps')}, trace probes {probes}")
+elif mode == "unconverged":  # FILE TEXT STEPS: both ends stopped at STEPS steps, not converged, as
+    # the text output TEXT says
+    e = load(args[0])["eigenvalues"]
+    n = int(args[2])
+    for end in ("largest", "most_negative"):
+        need(e[end + "_steps"] == n and e[end + "_converged"] is False, f"{end} end: {e}")
+    need(e["steps"] == 2 * n, f"steps {e['steps']}, not both ends' {2 * n}")
+    text = open(args[1]).read()
+    for line in (f"largest eigenvalues ({n} Lanczos steps, not converged):",
+                 f"most negative eigenvalues ({n} steps, not converged):"):
+        need(line in text, f"no {line!r} in the text: {text!r}"[:300])
+elif mode == "eig_csv":  # CSV JSON: end,index,eigenvalue,residual rows holding the JSON's eigenvalues
+    head, r = rows(args[0])
+    need(head == "end,index,eigenvalue,residual", f"header {head!r}")
+    e = load(args[1])["eigenvalues"]
+    want = [("largest", i + 1, v, res) for i, (v, res) in enumerate(zip(e["largest"], e["largest_residuals"]))]
+    want += [("most_negative", i + 1, v, res)
+             for i, (v, res) in enumerate(zip(e["most_negative"], e["most_negative_residuals"]))]
+    need(len(r) == len(want), f"{len(r)} rows, the JSON has {len(want)} eigenvalues")
+    for x, (end, i, v, res) in zip(r, want):
+        need(x[0] == end and int(x[1]) == i, f"row {x} where {end},{i} was due")
+        close(float(x[2]), v, 1e-8, f"{end} {i}: CSV eigenvalue vs JSON")
+        close(float(x[3]), res, 1e-8, f"{end} {i}: CSV residual vs JSON")
+elif mode == "obs_tensors":  # JSON: --obs --per weight: a summary per parameter tensor
+    d = load(args[0])
+    o = d["obs"]
+    need(o["per"] == "weight" and "groups" not in o and "tensors" in o, f"obs keys {sorted(o)}, per {o['per']!r}")
+    t = o["tensors"]
+    names = [x["name"] for x in t]
+    need(names == [f"{l}.{k}" for l in ("conv1", "conv2", "fc1", "fc2", "fc3") for k in ("weight", "bias")],
+         f"tensors {names}")
+    need(sum(x["params"] for x in t) == 61706, "tensor params do not add up to 61706")
+    for x in t:
+        need(sorted(x) == ["max", "median", "min", "name", "params"], f"{x['name']}: keys {sorted(x)}")
+        need(0 <= x["min"] <= x["median"] <= x["max"], f"{x['name']}: min {x['min']}, median {x['median']}, max {x['max']}")
 elif mode == "same":  # A B KEY...: the same JSON but for KEY... (and "seconds")
     a, b = load(args[0]), load(args[1])
     for k in ["seconds"] + args[2:]:
@@ -305,10 +359,39 @@ pycheck "--exact: no error bars, layers add up, within 4 standard errors of 400 
 hess eigs3 --eigs 3 --json
 check "--eigs 3 --json: exits 0" rc_is 0
 pycheck "--eigs 3: three largest eigenvalues in descending order, and the most negative" eigs "$T/json/eigs3" 3
+hess eigs3_csv --eigs 3 --json --csv "$T/out/E.csv"
+pycheck "--eigs 3 --csv: end,index,eigenvalue,residual rows holding the JSON's eigenvalues and residuals" \
+  eig_csv "$T/out/E.csv" "$T/json/eigs3_csv"
 hess eigs3_ggn --eigs 3 --neg-eigs 1 --operator ggn --max-steps 40 --json
 check "--eigs 3 --operator ggn: exits 0" rc_is 0
 pycheck "--eigs 3 --operator ggn: descending, most negative >= -1e-3 x largest (PSD up to rounding)" \
   eigs "$T/json/eigs3_ggn" 3 psd
+
+# ---- convergence at each end, in the JSON as in the text ----
+
+hess unconv_text --eigs 3 --neg-eigs 1 --max-steps 4 --eig-tol 1e-12
+check "--eigs 3 --max-steps 4 --eig-tol 1e-12: exits 0" rc_is 0
+hess unconv --eigs 3 --neg-eigs 1 --max-steps 4 --eig-tol 1e-12 --json
+pycheck "--max-steps 4 --eig-tol 1e-12: each end's steps and converged flag (false) in the JSON, as in the text" \
+  unconverged "$T/json/unconv" "$T/json/unconv_text" 4
+
+# ---- each analysis option runs its analysis only; tuning options tune the default analysis ----
+
+hess neg_only --neg-eigs 2 --max-steps 40 --json
+check "--neg-eigs 2 alone: exits 0" rc_is 0
+pycheck "--neg-eigs 2 alone: the two most negative eigenvalues only (no trace, no largest)" only "$T/json/neg_only" 0 0 2
+hess ggn_default --operator ggn --json
+pycheck "--operator ggn, no analysis option: the trace and the largest eigenvalue (PSD: no most negative)" \
+  only "$T/json/ggn_default" 1 1 0
+hess tuned_default --tol 0.5 --max-steps 30 --json
+pycheck "--tol 0.5 --max-steps 30, no analysis option: the default trace, largest and most negative" \
+  only "$T/json/tuned_default" 1 1 1
+check "--tol 0.5 stops the default trace early (fewer than the 100 probes of --tol 0.01)" \
+  python3 -c 'import json, sys; t = json.load(open(sys.argv[1]))["trace"]; sys.exit(not 2 <= t["probes"] < 100)' \
+  "$T/json/tuned_default"
+run "$HPRUNE" hessian --help
+check "--help says what no analysis option computes: the trace, the largest and the most negative eigenvalue" \
+  eval 'rc_is 0 && tr "\n" " " <"$CAP/out" | grep -q "with none, it estimates the trace, the *largest eigenvalue and the most negative one"'
 
 # ---- files: spectral density, loss landscape, per-channel CSV ----
 
@@ -358,6 +441,9 @@ check "--obs --per weight: a row per tensor and the smallest single-weight score
   'rc_is 0 && out_has "^fc1.weight +48000 " && out_has "^smallest single-weight scores: [a-z0-9]+\.(weight|bias)\[[0-9]+\] "'
 pycheck "--obs --per weight: W.csv holds the model's weights; each channel's score >= its weights' (same Fisher)" \
   obs_weights "$T/out/W.csv" "$T/out/O.csv" "$MODEL"
+obsrun obs_wj --per weight --json
+pycheck "--obs --per weight --json: obs.tensors, one {name, params, min, median, max} per parameter tensor" \
+  obs_tensors "$T/json/obs_wj"
 
 # ---- bad input ----
 
@@ -413,9 +499,72 @@ expect_hessian 2 "--per foo" "foo" "--per.*model, layer or channel" "$MODEL" --d
 expect_hessian 2 "no MODEL" "" "MODEL is required" --data "$DATA" $S
 expect_hessian 2 "--samples and --batches together" "" "--samples or --batches" "$MODEL" --samples 32 --batches 2
 expect_hessian 1 "a Lanczos basis larger than memory: refused before any work" "--max-steps" "needs about .* GB of memory" "$MODEL" --data "$DATA" $S --eigs 1 --max-steps 60000
+# Lanczos takes max(--max-steps, K) steps: the check must count K's (lenet5 at K 50000: about
+# 45 GB; on a machine with over 56 GB of memory these fail on the missing data instead)
+expect_hessian 1 "--eigs 50000: sized by its 50000 Lanczos steps, not --max-steps' 100, before any data" "--eigs 50000" \
+  "needs about [0-9.]+ GB of memory \(--eigs 50000: 50000 Lanczos steps on 61706 parameters, batch 8\), over the limit of [0-9.]+ GB \(80% of the machine's [0-9.]+ GB\): lower --eigs" \
+  "$MODEL" --data "$T/nodata" --samples 8 --threads 1 --eigs 50000 --neg-eigs 0
+expect_hessian 1 "--neg-eigs 50000: the most negative end sized by its own steps" "--neg-eigs 50000" \
+  "needs about [0-9.]+ GB of memory \(--neg-eigs 50000: 50000 Lanczos steps .*batch 16\).*lower --neg-eigs" \
+  "$MODEL" --data "$T/nodata" $S --eigs 1 --neg-eigs 50000
 expect_hessian 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
 expect_hessian 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
+# two outputs naming one file (the files --density and --landscape write beside theirs included)
+touch "$T/out/keep.csv"
+expect_hessian 2 "--csv and --density's CSV naming one file: refused before any work" "$T/out/X.csv" \
+  "--csv and --density's CSV would both write" "$MODEL" --data "$DATA" $S --trace --density "$T/out/X.png" --csv "$T/out/X.csv"
+expect_hessian 2 "--density and --landscape naming one file" "$T/out/dl.png" "--density and --landscape would both write" \
+  "$MODEL" --data "$DATA" $S --density "$T/out/dl.png" --landscape "$T/out/dl.png"
+expect_hessian 2 "--density naming --landscape's 1-D plot" "L_1d.png" "--density and --landscape's 1-D plot would both write" \
+  "$MODEL" --data "$DATA" $S --density "$T/out/L_1d.png" --landscape "$T/out/L.png"
+expect_hessian 2 "--csv naming --landscape's CSV through another spelling (an existing file)" "keep.csv" \
+  "--csv and --landscape's CSV would both write" \
+  "$MODEL" --data "$DATA" $S --eigs 1 --landscape "$T/out/keep.png" --csv "$T/out/../out/keep.csv"
+check "the existing file a refused run named is untouched" eval '[ -f "$T/out/keep.csv" ] && [ ! -s "$T/out/keep.csv" ]'
+# a failure while writing leaves none of the outputs behind: every file is staged and renamed
+# into place only once all of them and standard output are written. errlines.sh passes on only
+# the "hprune..." lines of standard error (these runs fail late, after their progress lines).
+cat >"$T/errlines.sh" <<'EOF'
+# errlines.sh STDOUT CMD...: CMD with its standard output to the file STDOUT; its exit status,
+# and the lines of its standard error that start with "hprune".
+out=$1; shift
+{ { "$@" 2>&1 >"$out"; echo $? >&3; } | grep '^hprune' >&2; } 3>&1 | { read -r rc; exit "$rc"; }
+EOF
+# A file size limit (SIGXFSZ ignored, so the write fails) that --landscape's 71 KB big.png,
+# big_1d.png and big_1d.csv fit but not its 250 KB big.csv
+expect 1 "a write failing (big.csv over the file size limit): the files written before it are removed too" \
+  "$T/out/big.csv" "cannot write" sh -c 'trap "" XFSZ; ulimit -f 200; exec sh "$@"' sh "$T/errlines.sh" /dev/null \
+  "$HPRUNE" hessian "$MODEL" --data "$DATA" --samples 8 --threads 1 --landscape "$T/out/big.png" --points 101 \
+  --radius 0.1 --eigs 2 --max-steps 20 --csv "$T/out/big_eigs.csv"
+if [ -w /dev/full ]; then
+  expect 1 "standard output full: no file is left (the density, its CSV and the trace CSV were complete)" "" \
+    "standard output: cannot write" sh "$T/errlines.sh" /dev/full "$HPRUNE" hessian "$MODEL" --data "$DATA" $S \
+    --trace --max-probes 4 --density "$T/out/full_d.png" --slq-probes 1 --slq-steps 10 --csv "$T/out/full_t.csv"
+  expect 1 "--obs with standard output full: no --csv left" "" "standard output: cannot write" \
+    sh "$T/errlines.sh" /dev/full "$HPRUNE" hessian "$MODEL" --data "$DATA" --threads 1 --obs --fisher-grads 8 \
+    --block-size 200 --csv "$T/out/full_obs.csv"
+fi
+# an option tuning an analysis that does not run is refused, naming it and what it needs
+expect_hessian 2 "--tol with --eigs only: no trace runs" "--tol" "--tol tunes the Hutchinson trace: it needs --trace or --per" \
+  "$MODEL" --data "$DATA" $S --eigs 2 --tol 1e-6
+expect_hessian 2 "--max-probes with --eigs only" "--max-probes" "needs --trace or --per" \
+  "$MODEL" --data "$DATA" $S --eigs 2 --max-probes 50 --csv "$O.csv"
+expect_hessian 2 "--tol with --exact: no probes to stop" "--tol" "does not apply to --exact" \
+  "$MODEL" --data "$DATA" $S --operator ggn --exact --tol 0.1
+expect_hessian 2 "--max-steps with --trace only: no Lanczos runs" "--max-steps" "needs --eigs, --neg-eigs or --landscape" \
+  "$MODEL" --data "$DATA" $S --trace --max-steps 10
+expect_hessian 2 "--eig-tol with --hutchpp only" "--eig-tol" "needs --eigs, --neg-eigs or --landscape" \
+  "$MODEL" --data "$DATA" $S --operator ggn --hutchpp 30 --eig-tol 0.1
+expect_hessian 2 "--slq-steps without --density" "--slq-steps" "tunes the spectral density: it needs --density" \
+  "$MODEL" --data "$DATA" $S --eigs 1 --slq-steps 10
+expect_hessian 2 "--radius without --landscape" "--radius" "tunes the loss landscape: it needs --landscape" \
+  "$MODEL" --data "$DATA" $S --radius 3
+expect_hessian 2 "--points 5 without --landscape, as --points 4" "--points" "it needs --landscape" \
+  "$MODEL" --data "$DATA" $S --points 5
+expect_hessian 2 "--neg-eigs 0 alone: nothing to compute" "--neg-eigs 0" "it needs --eigs" "$MODEL" --data "$DATA" $S --neg-eigs 0
 OB="--data $DATA --threads 1 --obs"
+expect_hessian 2 "--obs --tol: not an option of --obs" "--tol" "--tol does not apply to --obs" "$MODEL" $OB --tol 0.1
+expect_hessian 2 "--obs --radius" "--radius" "does not apply to --obs" "$MODEL" $OB --radius 1 --csv "$O.csv"
 expect_hessian 2 "--obs --fisher-grads 0" "--fisher-grads" "'0'" "$MODEL" $OB --fisher-grads 0 --csv "$O.csv"
 expect_hessian 2 "--obs --block-size 0" "--block-size" "'0'" "$MODEL" $OB --block-size 0 --csv "$O.csv"
 expect_hessian 2 "--obs --damp 0" "--damp" "'0'" "$MODEL" $OB --damp 0 --csv "$O.csv"
