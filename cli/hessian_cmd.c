@@ -482,11 +482,10 @@ static void on_evals(long done, long total, void *user) { progress_update(user, 
 
 // Loads the training set (--dataset and --data, else the model's, else Fashion-MNIST), or exits.
 static void load_train(const HessOpts *o, const Model *m, Dataset *train) {
-    char name_buf[64], dir_buf[512];
-    const char *name = o->dataset ? o->dataset : json_get_string(m->provenance, "dataset", name_buf, sizeof name_buf);
-    const char *dir = o->data ? o->data : json_get_string(m->provenance, "data_dir", dir_buf, sizeof dir_buf);
+    DatasetChoice c = {.name = o->dataset, .dir = o->data};
+    model_dataset(m, o->model, &c);
     Dataset test;
-    load_dataset_or_die(name ? name : "fashion-mnist", dir ? dir : DEFAULT_DATA_DIR, train, &test);
+    load_dataset_or_die(c.name, c.dir, train, &test);
     dataset_free(&test);
 }
 

@@ -469,6 +469,8 @@ expect_hessian 1 "a model file with a corrupt header" "$T/bad/corrupt.safetensor
   "$T/bad/corrupt.safetensors" --data "$DATA" $S --csv "$O.csv"
 expect_hessian 1 "a data directory that does not exist" "$T/nodata" "no such directory" \
   "$MODEL" --data "$T/nodata" $S --density "$O.png"
+expect_hessian 1 "--dataset other than the model's, without --data: not read from the model's directory" "$MODEL" \
+  "--dataset mnist: give its directory with --data DIR" "$MODEL" $S --eigs 1 --dataset mnist
 expect_hessian 1 "--eigs 70000: more than lenet5's 61706 parameters, said before any product or data" "$MODEL" \
   "--eigs 70000 .*61706 parameters" "$MODEL" --data "$T/nodata" $S --trace --eigs 70000 --csv "$O.csv"
 expect_hessian 1 "--eigs 70000 --trace: fails before the trace runs" "$MODEL" "--eigs 70000 .*61706 parameters" \
