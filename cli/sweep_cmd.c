@@ -21,11 +21,13 @@ static const char *const HELP_SWEEP =
     "Runs a pruning study: every method x target x seed of CONFIG is one run (prune a fresh\n"
     "copy of the base model to the target, fine-tune, measure), named like hap-flops0.50-s1.\n"
     "Each finished run is written atomically to DIR/runs/<id>.json; a restarted sweep skips the\n"
-    "runs whose file exists and redoes the ones it was interrupted in. When every run of CONFIG\n"
-    "is done the results are merged (as --collect does) into DIR/results.csv (one row per run;\n"
-    "its last three columns, latency_ms, speedup and seconds, are timings and vary between\n"
-    "runs, the others are reproducible for the same config), DIR/results.md (tables) and\n"
-    "DIR/accuracy_vs_macs.png and .svg (accuracy against MACs removed, one line per method).\n"
+    "runs whose file exists and redoes the ones it was interrupted in; a file made with other\n"
+    "settings, or from a model file whose CRC-32 differs (the model was replaced), is an error.\n"
+    "When every run of CONFIG is done the results are merged (as --collect does) into\n"
+    "DIR/results.csv (one row per run; its last three columns, latency_ms, speedup and\n"
+    "seconds, are timings and vary between runs, the others are reproducible for the same\n"
+    "config), DIR/results.md (tables) and DIR/accuracy_vs_macs.png and .svg (accuracy against\n"
+    "MACs removed, one line per method).\n"
     "\n"
     "CONFIG (INI; paths are relative to the current directory; unknown keys are errors):\n"
     "  [sweep]     model = FILE          trained base model (required)\n"
@@ -76,7 +78,9 @@ static const char *const HELP_SWEEP =
     "      --threads N       override [sweep] threads\n"
     "      --list            check CONFIG and the model, list the runs (of this shard) with\n"
     "                        their state in DIR, and stop\n"
-    "      --collect DIR     only merge DIR/runs/*.json into the tables and charts\n"
+    "      --collect DIR     only merge DIR/runs/*.json into the tables and charts (they\n"
+    "                        must come from one base model: CRC-32, parameters, MACs and\n"
+    "                        accuracy before pruning)\n"
     "  -h, --help            this text\n";
 
 #define SCMD "sweep"
@@ -279,18 +283,37 @@ static void load_config(const SweepOpts *o, SweepConfig *cfg, const char **dir, 
 }
 
 // Whether every run of the list has its result file; exits on a foreign or broken one.
-static int count_done(const SweepConfig *cfg, const char *dir, const SweepRun *runs, int n, bool *done) {
+// *unchecked (may be NULL) gets how many were written before results recorded the model's
+// CRC-32 (reused; see sweep_result_done), and one of their paths goes into example.
+static int count_done(const SweepConfig *cfg, const char *dir, const SweepRun *runs, int n, bool *done, int *unchecked,
+                      char *example, size_t cap) {
     int k = 0;
+    if (unchecked) *unchecked = 0;
     for (int i = 0; i < n; i++) {
         char path[SWEEP_PATH * 3];
         HpErr err;
         if (sweep_result_path(dir, runs[i].id, path, sizeof path, &err) < 0) die("%s", err.msg);
         int rc = sweep_result_done(path, cfg, &runs[i], &err);
         if (rc < 0) die("%s", err.msg);
-        done[i] = rc == 1;
+        if (rc == SWEEP_DONE_UNCHECKED && unchecked && (*unchecked)++ == 0) snprintf(example, cap, "%s", path);
+        done[i] = rc > 0;
         k += done[i];
     }
     return k;
+}
+
+// Counts the finished runs into done, and warns once if some cannot be checked against the model.
+static void find_done(const SweepConfig *cfg, const char *dir, const SweepRun *runs, int n, bool *done) {
+    int unchecked;
+    char example[SWEEP_PATH * 3] = "";
+    count_done(cfg, dir, runs, n, done, &unchecked, example, sizeof example);
+    if (unchecked == 1)
+        warn("%s: written before sweeps recorded the model's CRC-32, so whether it was made from %s as it is now "
+             "cannot be checked: reused (delete it to redo the run)", example, cfg->model);
+    else if (unchecked > 1)
+        warn("%s and %d other result files: written before sweeps recorded the model's CRC-32, so whether they were "
+             "made from %s as it is now cannot be checked: reused (delete them to redo the runs)", example,
+             unchecked - 1, cfg->model);
 }
 
 // Prints the runs of this shard, one line each: index, id, done or pending.
@@ -340,7 +363,7 @@ static void execute(const SweepOpts *o, SweepCtx *ctx, SweepRun *runs, int n, bo
     ctx->live = jobs == 1;
     int failed = jobs == 1 ? run_share(ctx, pending, n_pending, 0, 1) : run_forked(ctx, pending, n_pending, jobs);
     free(pending);
-    int n_done = count_done(ctx->cfg, ctx->dir, runs, n, done);
+    int n_done = count_done(ctx->cfg, ctx->dir, runs, n, done, NULL, NULL, 0);
     if (n_done == n)
         collect(ctx->dir);
     else
@@ -363,11 +386,12 @@ int cmd_sweep(int argc, char **argv) {
     Model base;
     HpErr err;
     if (model_load(&base, cfg.model, NULL, NULL, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
+    if (sweep_fingerprint(&cfg, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
     if (sweep_check(&cfg, &base, &err) < 0) die("%s", err.msg);
     SweepRun *runs;
     int n = sweep_runs(&cfg, &runs);
     bool *done = hp_calloc((size_t)n, sizeof(bool));
-    count_done(&cfg, dir, runs, n, done);
+    find_done(&cfg, dir, runs, n, done);
     if (o.list) {
         list_runs(&o, runs, n, done, dir);
     } else {

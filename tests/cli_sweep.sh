@@ -4,7 +4,8 @@
 # targets, 2 fine-tuning epochs) runs to completion and writes results.csv, .md, .png and .svg;
 # the same sweep killed (SIGKILL) in the middle and restarted, split into two shards and
 # collected, and run as two parallel jobs, gives the same results.csv but for the timing
-# columns; configs with mistakes fail before any run, naming the line; the sensitivity
+# columns; a model file replaced between two runs of a sweep is refused on restart and at
+# --collect; configs with mistakes fail before any run, naming the line; the sensitivity
 # analysis writes its CSV and charts with one row per layer and ratio; bad options are usage
 # errors (exit 2), bad files runtime errors (exit 1), with one message and no file left behind.
 #
@@ -12,7 +13,7 @@
 #   VERBOSE=1 HPRUNE=./hprune sh tests/cli_sweep.sh   also shows every error message
 #
 # Prints "ok N - what" / "not ok N - what" and exits non-zero if anything failed. One thread,
-# about ten seconds on one core.
+# about fifteen seconds on one core.
 
 . "$(dirname "$0")/tap_lib.sh"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
@@ -240,6 +241,43 @@ check "a [method] section 'methods' does not list: one warning naming its line, 
 expect 1 "a changed method option: the earlier result is refused, naming the setting" \
   "$T/m/runs/obs-small-flops0.40-s1.json" "damp 0.05 where this config has .*damp 0.1" \
   "$HPRUNE" sweep "$T/methods2.ini" --out "$T/m"
+
+# ---- the base model replaced between two runs of a sweep ----
+
+sed -e "s/^seed = .*/seed = 4/" -e "s|^output = .*|output = $T/other.safetensors|" "$T/tiny.ini" >"$T/other.ini"
+"$HPRUNE" train --config "$T/other.ini" >/dev/null 2>"$CAP/err"
+check "fixtures: a second LeNet-5 (another seed) of the same shape" eval '[ -s "$T/other.safetensors" ] && ! cmp -s "$MODEL" "$T/other.safetensors"'
+cp "$MODEL" "$T/base.safetensors"
+config base "model = $T/base.safetensors" "methods = l1" "targets = 0.3, 0.5"
+run "$HPRUNE" sweep "$T/base.ini" --out "$T/e" --shard 0/2
+check "a result file records the CRC-32 of the model file it was made from" \
+  eval 'rc_is 0 && [ "$(sed -n "s/.*\"model_crc32\":.*\"\([0-9a-f]*\)\".*/\1/p" "$T/e/runs/l1-flops0.30-s1.json")" = \
+        "$(python3 -c "import sys, zlib; print(\"%08x\" % zlib.crc32(open(sys.argv[1], \"rb\").read()))" "$T/base.safetensors")" ]'
+cp "$T/other.safetensors" "$T/base.safetensors"
+expect 1 "the model file replaced: the earlier run is refused, naming the run file and the model" \
+  "$T/e/runs/l1-flops0.30-s1.json" "made from another model: $T/base.safetensors with CRC-32 [0-9a-f]{8}, where this sweep's model $T/base.safetensors has CRC-32 [0-9a-f]{8} \(the file changed since\)" \
+  "$HPRUNE" sweep "$T/base.ini" --out "$T/e" --shard 1/2
+expect 1 "the model file replaced: --list refuses it too" "$T/e/runs/l1-flops0.30-s1.json" "made from another model" \
+  "$HPRUNE" sweep "$T/base.ini" --out "$T/e" --list
+run "$HPRUNE" sweep "$T/base.ini" --out "$T/e2" --shard 1/2
+cp "$T/e2/runs/l1-flops0.50-s1.json" "$T/e/runs/"
+expect 1 "--collect: runs of two models are not merged, naming both files and models" \
+  "$T/e/runs: l1-flops0.30-s1.json and l1-flops0.50-s1.json" "come from different base models, .*base.safetensors \(CRC-32 [0-9a-f]{8}, 61706 parameters, 416520 MACs, test accuracy [0-9.]+%\) and .*: collect the runs of one model only" \
+  "$HPRUNE" sweep --collect "$T/e"
+rm "$T/e/runs/l1-flops0.50-s1.json"
+for f in "$T/e/runs/"*.json; do grep -v '"model_crc32"' "$f" >"$f.old" && mv "$f.old" "$f"; done
+cp "$MODEL" "$T/base.safetensors"
+run "$HPRUNE" sweep "$T/base.ini" --out "$T/e"
+check "a result written before results recorded the CRC-32: reused with one warning naming it, the sweep completes" \
+  eval 'rc_is 0 && [ "$(grep -c "warning" "$CAP/err")" = 1 ] && err_has "^hprune: warning: $T/e/runs/l1-flops0.30-s1.json: written before sweeps recorded the model.s CRC-32" &&
+        err_has "1 done earlier, 1 to run" && out_has "^collected 2 runs"'
+for f in "$T/e/runs/"*.json; do grep -v '"model_crc32"' "$f" >"$f.old" && mv "$f.old" "$f"; done
+run "$HPRUNE" sweep "$T/base.ini" --out "$T/e2"
+cp "$T/e/runs/l1-flops0.30-s1.json" "$T/e2/runs/"
+rm -f "$T/e2/results.csv"
+expect 1 "--collect: an older result (no CRC-32) of another model is caught by its accuracy before pruning" \
+  "l1-flops0.30-s1.json and l1-flops0.50-s1.json" "CRC-32 not recorded.*CRC-32 [0-9a-f]{8}" \
+  "$HPRUNE" sweep --collect "$T/e2"
 
 # ---- configs with mistakes: one message naming file:line, no run, no file ----
 
