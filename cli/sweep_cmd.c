@@ -23,11 +23,13 @@ static const char *const HELP_SWEEP =
     "Each finished run is written atomically to DIR/runs/<id>.json; a restarted sweep skips the\n"
     "runs whose file exists and redoes the ones it was interrupted in; a file made with other\n"
     "settings, or from a model file whose CRC-32 differs (the model was replaced), is an error.\n"
-    "When every run of CONFIG is done the results are merged (as --collect does) into\n"
-    "DIR/results.csv (one row per run; its last three columns, latency_ms, speedup and\n"
-    "seconds, are timings and vary between runs, the others are reproducible for the same\n"
-    "config), DIR/results.md (tables) and DIR/accuracy_vs_macs.png and .svg (accuracy against\n"
-    "MACs removed, one line per method).\n"
+    "Before the first run (and with --list) every method scores the model once on a few\n"
+    "images, so a criterion the model cannot use (bn without batchnorm) is named at its line of\n"
+    "CONFIG, as is data that cannot be loaded. When every run of CONFIG is done the results\n"
+    "are merged (as --collect does) into DIR/results.csv (one row per run; its last three\n"
+    "columns, latency_ms, speedup and seconds, are timings and vary between runs, the others\n"
+    "are reproducible for the same config), DIR/results.md (tables) and\n"
+    "DIR/accuracy_vs_macs.png and .svg (accuracy against MACs removed, one line per method).\n"
     "\n"
     "CONFIG (INI; paths are relative to the current directory; unknown keys are errors):\n"
     "  [sweep]     model = FILE          trained base model (required)\n"
@@ -76,8 +78,9 @@ static const char *const HELP_SWEEP =
     "                        with threads/J threads when threads is 0; on a small machine\n"
     "                        one job with all threads is usually as fast\n"
     "      --threads N       override [sweep] threads\n"
-    "      --list            check CONFIG and the model, list the runs (of this shard) with\n"
-    "                        their state in DIR, and stop\n"
+    "      --list            check CONFIG, the model and the data (as a sweep does before\n"
+    "                        its first run), list the runs (of this shard) with their state\n"
+    "                        in DIR, and stop\n"
     "      --collect DIR     only merge DIR/runs/*.json into the tables and charts (they\n"
     "                        must come from one base model: CRC-32, parameters, MACs and\n"
     "                        accuracy before pruning)\n"
@@ -372,6 +375,39 @@ static void execute(const SweepOpts *o, SweepCtx *ctx, SweepRun *runs, int n, bo
     if (failed) die("%d %s failed (see above); run the sweep again to retry", failed, jobs == 1 ? "runs" : "jobs");
 }
 
+// Exits with "CONFIG:LINE: what: cannot load NAME: problem", naming the config line that chose
+// the data (its [data] dir, else its [data] dataset, else its model, whose provenance names them).
+__attribute__((noreturn)) static void data_error(const SweepConfig *cfg, bool prov_dir, const char *name,
+                                                 const char *problem) {
+    int line = cfg->data_dir[0] ? cfg->data_dir_line : cfg->dataset[0] ? cfg->dataset_line : cfg->model_line;
+    const char *what = cfg->data_dir[0]   ? "[data] dir"
+                       : cfg->dataset[0]  ? "[data] dataset"
+                       : prov_dir         ? "the data [sweep] model names ([data] dir chooses other)"
+                                          : "no [data] dir, and [sweep] model names none";
+    die("%s:%d: %s: cannot load %s: %s", cfg->path, line, what, name, problem);
+}
+
+// Loads the training and test images, or exits naming the config line: [data] dataset and
+// dir, else those the model's provenance names, else fashion-mnist in DEFAULT_DATA_DIR (as
+// hprune prune); the model must take the images and have at least their classes.
+static void load_data(const SweepConfig *cfg, const Model *m, Dataset *train, Dataset *test) {
+    char prov[2][4096];
+    const char *prov_name = json_get_string(m->provenance, "dataset", prov[0], sizeof prov[0]);
+    const char *prov_dir = json_get_string(m->provenance, "data_dir", prov[1], sizeof prov[1]);
+    const char *name = cfg->dataset[0] ? cfg->dataset : prov_name ? prov_name : "fashion-mnist";
+    const char *dir = cfg->data_dir[0] ? cfg->data_dir : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
+    if (!cfg->dataset[0] && prov_name && !dataset_known(prov_name))
+        die("%s:%d: [sweep] model: its provenance names dataset '%s', which hprune does not know ([data] dataset "
+            "chooses another)", cfg->path, cfg->model_line, prov_name);
+    HpErr err;
+    if (dataset_load(name, dir, train, test, &err) < 0) data_error(cfg, prov_dir != NULL, name, err.msg);
+    if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes) {
+        hp_fail(&err, "the model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", m->input.c,
+                m->input.h, m->input.w, m->n_classes, name, dir, test->c, test->h, test->w, test->n_classes);
+        data_error(cfg, prov_dir != NULL, name, err.msg);
+    }
+}
+
 int cmd_sweep(int argc, char **argv) {
     SweepOpts o;
     sweep_parse(argc, argv, &o);
@@ -387,7 +423,10 @@ int cmd_sweep(int argc, char **argv) {
     HpErr err;
     if (model_load(&base, cfg.model, NULL, NULL, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
     if (sweep_fingerprint(&cfg, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
-    if (sweep_check(&cfg, &base, &err) < 0) die("%s", err.msg);
+    Dataset train, test;
+    load_data(&cfg, &base, &train, &test);
+    hp_set_threads(threads);  // the checks score on a tiny calibration
+    if (sweep_check(&cfg, &base, &train, &err) < 0) die("%s", err.msg);
     SweepRun *runs;
     int n = sweep_runs(&cfg, &runs);
     bool *done = hp_calloc((size_t)n, sizeof(bool));
@@ -395,14 +434,11 @@ int cmd_sweep(int argc, char **argv) {
     if (o.list) {
         list_runs(&o, runs, n, done, dir);
     } else {
-        Dataset train, test;
-        load_model_dataset_or_die(&base, cfg.model, cfg.dataset[0] ? cfg.dataset : NULL,
-                                  cfg.data_dir[0] ? cfg.data_dir : NULL, &train, &test, NULL, 0);
         if (sweep_make_dirs(dir, &err) < 0) die("%s", err.msg);
         SweepCtx ctx = {&cfg, dir, &base, &train, &test, threads, true, n};
         execute(&o, &ctx, runs, n, done);
-        dataset_free(&train), dataset_free(&test);
     }
+    dataset_free(&train), dataset_free(&test);
     free(done), free(runs);
     model_free(&base);
     return 0;

@@ -100,6 +100,11 @@ PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads) {
     return j;
 }
 
+// Writes "path:line" (or "path" for line 0) into buf.
+static void config_place(const SweepConfig *c, int line, char *buf, size_t cap) {
+    snprintf(buf, cap, line ? "%s:%d" : "%s", c->path, line);
+}
+
 // Fails unless every target of c can be reached on m (with zero scores: reachability does not
 // depend on them), naming the line of `targets`.
 static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
@@ -119,7 +124,7 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
         HpErr e;
         if (prune_select(m, &gs, scores, &pt, &ref, keep, &e) == 0) continue;
         char where[SWEEP_PATH + 16];
-        snprintf(where, sizeof where, c->targets_line ? "%s:%d" : "%s", c->path, c->targets_line);
+        config_place(c, c->targets_line, where, sizeof where);
         rc = hp_fail(err, "%s: %s", where, e.msg);
     }
     for (int g = 0; g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
@@ -129,7 +134,40 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
     return rc;
 }
 
-int sweep_check(const SweepConfig *c, const Model *m, HpErr *err) {
+// Fails unless method m's criterion can score model m on train: it scores a copy of the model
+// once with the method's options but a tiny calibration (the budgets shrink, the criterion's
+// checks and code paths stay), so anything the criterion refuses on this model is found now.
+static int check_method_scores(const SweepConfig *c, const SweepMethod *sm, const Model *m, const Dataset *train,
+                               HpErr *err) {
+    CritOpts k = method_crit(c, sm);
+    k.data = train;
+    k.seed = c->seeds[0];
+    k.samples = k.samples < SWEEP_PROBE_SAMPLES ? k.samples : SWEEP_PROBE_SAMPLES;
+    k.batch = k.samples;
+    k.probes = 2;
+    k.fisher.n_grads = k.fisher.n_grads < SWEEP_PROBE_SAMPLES ? k.fisher.n_grads : SWEEP_PROBE_SAMPLES;
+    k.fisher.block_size = k.fisher.block_size < SWEEP_PROBE_BLOCK ? k.fisher.block_size : SWEEP_PROBE_BLOCK;
+    GroupSet gs;
+    if (prune_groups(m, &gs, err) < 0) return -1;
+    double **scores = hp_calloc((size_t)gs.n_groups + 1, sizeof(double *));
+    for (int g = 0; g < gs.n_groups; g++) scores[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    Model copy;
+    model_copy(&copy, m);
+    Scorer sc;
+    HpErr e;
+    int rc = scorer_run(&sc, &k, &copy, &gs, scores, &e);
+    scorer_free(&sc);
+    model_free(&copy);
+    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
+    free(scores);
+    groupset_free(&gs);
+    if (rc == 0) return 0;
+    char where[SWEEP_PATH + 16];
+    config_place(c, sweep_method_line(c, sm), where, sizeof where);
+    return hp_fail(err, "%s: method %s cannot run on %s: %s", where, sm->name, c->model, e.msg);
+}
+
+int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpErr *err) {
     if (check_targets(c, m, err) < 0) return -1;
     for (int i = 0; i < c->n_methods; i++) {
         if (c->methods[i].criterion != CRIT_OBS) continue;
@@ -137,6 +175,8 @@ int sweep_check(const SweepConfig *c, const Model *m, HpErr *err) {
         HpErr e;
         if (fisher_check(m, &k.fisher, &e) < 0) return hp_fail(err, "%s: method %s: %s", c->path, c->methods[i].name, e.msg);
     }
+    for (int i = 0; i < c->n_methods; i++)
+        if (check_method_scores(c, &c->methods[i], m, train, err) < 0) return -1;
     return 0;
 }
 

@@ -75,6 +75,7 @@ typedef struct {
     int threads;            // OpenMP threads per run (0: all cores, shared among parallel jobs)
     TrainConfig finetune;   // [finetune] epochs (0: none), lr, batch_size, val_split
     int targets_line;       // line of `targets` in the file (0: not given)
+    int model_line, dataset_line, data_dir_line;  // lines of [sweep] model, [data] dataset and dir (0: not given)
     uint32_t model_crc;     // CRC-32 of the model file's bytes (sweep_fingerprint), recorded in every result
     bool model_crc_known;   // set by sweep_fingerprint; false: results are written and checked without it
 } SweepConfig;
@@ -88,6 +89,11 @@ void sweep_config_default(SweepConfig *c);
 // does not use is an error naming "path:line"; a missing model is an error naming path. On
 // error c is unchanged. Returns 0, or -1 with err set.
 int sweep_config_load(SweepConfig *c, const char *path, HpErr *err);
+
+// The config line that chose method m's criterion, for messages about it: its section's
+// `criterion` line, else its [method NAME] header (NAME is the criterion), else the line of
+// `methods` (a bare criterion); 0 if none (the default l1).
+int sweep_method_line(const SweepConfig *c, const SweepMethod *m);
 
 // Whether [method NAME] section i of c->defined is run, i.e. `methods` lists NAME (a section
 // that is not listed is checked like the others but runs nothing: the CLI warns of it).
@@ -124,10 +130,17 @@ void sweep_method_options(const SweepMethod *m, char *buf, size_t cap);
 // that every result records the model it was made from. Returns 0, or -1 with err naming the file.
 int sweep_fingerprint(SweepConfig *c, HpErr *err);
 
-// Checks, before any run, what can be checked on the base model m: every target can be reached
-// (the layer caps allow it; else the error names the config line of `targets` and the most that
-// can be removed) and obs's inverse Fisher fits its memory budget. Returns 0 or -1.
-int sweep_check(const SweepConfig *c, const Model *m, HpErr *err);
+// Checks, before any run, what can be checked on the base model m with the training images
+// train: every target can be reached (the layer caps allow it; else the error names the config
+// line of `targets` and the most that can be removed), obs's inverse Fisher fits its memory
+// budget, and every method's criterion can score m: each scores a copy of m once on a tiny
+// calibration (SWEEP_PROBE_SAMPLES images of train, 2 probes, SWEEP_PROBE_SAMPLES Fisher
+// gradients in blocks of at most SWEEP_PROBE_BLOCK), so whatever the criterion refuses (bn
+// without batchnorm, calibration images the model does not take) is named at the method's line
+// (sweep_method_line) with the model. Returns 0 or -1.
+#define SWEEP_PROBE_SAMPLES 4
+#define SWEEP_PROBE_BLOCK 64
+int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpErr *err);
 
 // DIR/runs/<id>.json into buf (cap bytes). Returns 0, or -1 if it does not fit.
 int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, HpErr *err);

@@ -5,7 +5,8 @@
 # the same sweep killed (SIGKILL) in the middle and restarted, split into two shards and
 # collected, and run as two parallel jobs, gives the same results.csv but for the timing
 # columns; a model file replaced between two runs of a sweep is refused on restart and at
-# --collect; configs with mistakes fail before any run, naming the line; the sensitivity
+# --collect; configs with mistakes (a criterion the model cannot use, data that cannot be
+# loaded among them) fail before any run and in --list, naming the line; the sensitivity
 # analysis writes its CSV and charts with one row per layer and ratio; bad options are usage
 # errors (exit 2), bad files runtime errors (exit 1), with one message and no file left behind.
 #
@@ -312,6 +313,23 @@ expect 1 "config: targets the layer cap cannot reach, named at the targets line"
 expect 1 "config: a model file that does not exist, named with the config" "$T/missing.safetensors" \
   "nomodelfile.ini: \\[sweep\\] model: .*no such file" \
   "$HPRUNE" sweep "$T/bad/nomodelfile.ini" --out "$O"
+config bad/bn "methods = l1, bn"
+expect 1 "config: a criterion the model cannot use (bn, no batchnorm), named at the methods line, before any run" \
+  "$T/bad/bn.ini:4:" "method bn cannot run on $MODEL: criterion bn: channel group 'conv1' has no batchnorm" \
+  "$HPRUNE" sweep "$T/bad/bn.ini" --out "$O"
+expect 1 "--list: the same criterion the model cannot use" "$T/bad/bn.ini:4:" "method bn cannot run" \
+  "$HPRUNE" sweep "$T/bad/bn.ini" --out "$O" --list
+printf '[sweep]\nmodel = %s\nmethods = l1, slim\n[method slim]\ncriterion = bn\n' "$MODEL" >"$T/bad/slim.ini"
+expect 1 "config: a [method] section whose criterion the model cannot use, named at its criterion line" \
+  "$T/bad/slim.ini:5:" "method slim cannot run on .*: criterion bn" "$HPRUNE" sweep "$T/bad/slim.ini" --out "$O" --list
+{ cat "$CFG"; printf '[data]\ndir = %s/nonexistent\n' "$T"; } >"$T/bad/nodata.ini"
+expect 1 "config: a [data] dir that does not exist, named at its line" "$T/bad/nodata.ini:14:" \
+  "\[data\] dir: cannot load fashion-mnist: .*nonexistent" "$HPRUNE" sweep "$T/bad/nodata.ini" --out "$O"
+expect 1 "--list: the same [data] dir" "$T/bad/nodata.ini:14:" "\[data\] dir: cannot load" \
+  "$HPRUNE" sweep "$T/bad/nodata.ini" --out "$O" --list
+{ cat "$CFG"; printf '[data]\ndataset = cifar10\n'; } >"$T/bad/cifar.ini"
+expect 1 "config: a [data] dataset not in the model's data dir, named at its line" "$T/bad/cifar.ini:14:" \
+  "\[data\] dataset: cannot load cifar10" "$HPRUNE" sweep "$T/bad/cifar.ini" --out "$O" --list
 expect 1 "config: a file that does not exist" "$T/bad/none.ini" "cannot open" "$HPRUNE" sweep "$T/bad/none.ini" --out "$O"
 expect 1 "--collect: a directory without results" "$T/bad" "cannot open|no result files" "$HPRUNE" sweep --collect "$T/bad"
 expect 2 "no CONFIG" "" "CONFIG is required" "$HPRUNE" sweep --out "$O"

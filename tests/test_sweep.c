@@ -1,6 +1,6 @@
 // test_sweep.c: the sweep's config file, run list and shards (prune/sweep*.c), result files and
-// collect on made-up outcomes (the model's CRC-32 among their checks), and the sensitivity
-// helpers (ratio ranges, rank correlation).
+// collect on made-up outcomes (the model's CRC-32 among their checks), the checks before the
+// first run on a small net, and the sensitivity helpers (ratio ranges, rank correlation).
 #include "testutil.h"
 
 #include <sys/stat.h>
@@ -454,6 +454,106 @@ static void test_collect_one_base(void **state) {
     assert_non_null(strstr(err.msg, "l1-flops0.50-s1.json and l1-flops0.70-s1.json come from different base models"));
 }
 
+// A small conv net (with or without batchnorm) on 1x8x8 images of 3 classes, and a few images.
+static void small_net(Model *m, Dataset *d, bool with_bn) {
+    HpErr err;
+    Rng rng;
+    rng_seed(&rng, 7, 0);
+    model_init(m, (Shape){1, 8, 8}, 3);
+    int x = mb_input(m, &err);
+    x = mb_conv(m, "conv1", x, 4, 3, 1, 1, 1, !with_bn, &err);
+    if (with_bn) x = mb_bn(m, "bn1", x, &err);
+    x = mb_relu(m, "relu1", x, &err);
+    x = mb_conv(m, "conv2", x, 6, 3, 1, 1, 1, !with_bn, &err);
+    if (with_bn) x = mb_bn(m, "bn2", x, &err);
+    x = mb_relu(m, "relu2", x, &err);
+    x = mb_gap(m, "pool", x, &err);
+    x = mb_linear(m, "fc", x, 3, true, &err);
+    assert_true(x > 0);
+    assert_int_equal(model_finalize(m, &err), 0);
+    model_init_params(m, &rng);
+    dataset_alloc(d, 16, 1, 8, 8, 3);
+    for (int i = 0; i < 16 * 64; i++) d->images[i] = (uint8_t)rng_below(&rng, 256);
+    for (int i = 0; i < 16; i++) d->labels[i] = (uint8_t)(i % 3);
+}
+
+// Loads text as the fixture's config and runs sweep_check on m and d; returns its status.
+static int check_text(Fixture *fx, const char *text, const Model *m, const Dataset *d, HpErr *err) {
+    SweepConfig c;
+    sweep_config_default(&c);
+    if (load_text(fx, &c, text, err) < 0) fail_msg("%s", err->msg);
+    return sweep_check(&c, m, d, err);
+}
+
+// Before any run, every method's criterion scores the base model once on a tiny calibration:
+// one it cannot use (bn without batchnorm) is named at the line that chose it, with the model.
+static void test_check_methods(void **state) {
+    Fixture *fx = *state;
+    Model plain, bn;
+    Dataset d;
+    small_net(&plain, &d, false);
+    Dataset d2;
+    small_net(&bn, &d2, true);
+    dataset_free(&d2);
+    HpErr err;
+    const char *all = "[sweep]\nmodel = m\nmethods = random, l1, l2, taylor, hap, obd, fisher, obs, obs-layer, hap-ggn\n"
+                      "targets = 0.3\nsamples = 64\n[method hap-ggn]\ncriterion = hap\nggn = true\n";
+    if (check_text(fx, all, &plain, &d, &err) != 0) fail_msg("%s", err.msg);  // every criterion but bn runs here
+    if (check_text(fx, "[sweep]\nmodel = m\nmethods = l1, bn\ntargets = 0.3\n", &bn, &d, &err) != 0) fail_msg("%s", err.msg);
+    struct { const char *text; int line; } cases[] = {
+        {"[sweep]\nmodel = m\nmethods = l1, bn\ntargets = 0.3\n", 3},                              // the methods line
+        {"[sweep]\nmodel = m\nmethods = l1, slim\ntargets = 0.3\n[method slim]\nrank = per-cost\ncriterion = bn\n", 7},  // criterion =
+        {"[sweep]\nmodel = m\ntargets = 0.3\nmethods = bn\n[method bn]\nnormalize = max\n", 5},    // [method bn]
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(check_text(fx, cases[i].text, &plain, &d, &err), -1);
+        char want[512];
+        snprintf(want, sizeof want, "%s:%d: method %s cannot run on m: criterion bn: channel group 'conv1' has no "
+                 "batchnorm", fx->path, cases[i].line, i == 1 ? "slim" : "bn");
+        if (strncmp(err.msg, want, strlen(want)) != 0) fail_msg("case %zu: '%s'\nwanted '%s'", i, err.msg, want);
+    }
+    // the default method needs no line: l1 runs everywhere; a target out of reach comes first
+    if (check_text(fx, "[sweep]\nmodel = m\ntargets = 0.3\n", &plain, &d, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = bn\nmax_layer_frac = 0.1\ntargets = 0.95\n", &plain,
+                                &d, &err), -1);
+    assert_non_null(strstr(err.msg, ":5: "));
+    // calibration images the model does not take: the criteria that read them say so
+    Dataset wrong;
+    dataset_alloc(&wrong, 4, 1, 6, 6, 3);
+    memset(wrong.images, 0, 4 * 36);
+    memset(wrong.labels, 0, 4);
+    assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = l1, taylor\ntargets = 0.3\n", &plain, &wrong, &err), -1);
+    assert_non_null(strstr(err.msg, ":3: method taylor cannot run on m: calibration images are 1x6x6"));
+    dataset_free(&wrong);
+    dataset_free(&d);
+    model_free(&plain), model_free(&bn);
+}
+
+// The lines the config's keys were read at: the model, the data, a method's criterion.
+static void test_config_lines(void **state) {
+    Fixture *fx = *state;
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    const char *text = "[sweep]\nmethods = l1, bn, x\nmodel = m\n[data]\ndir = /d\ndataset = mnist\n"
+                       "[method x]\ncriterion = obs\n[method bn]\nnormalize = max\n";
+    if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(c.model_line, 3);
+    assert_int_equal(c.data_dir_line, 5);
+    assert_int_equal(c.dataset_line, 6);
+    assert_string_equal(c.dataset, "mnist");
+    assert_string_equal(c.data_dir, "/d");
+    assert_int_equal(sweep_method_line(&c, &c.methods[0]), 2);  // a bare criterion: the methods line
+    assert_int_equal(sweep_method_line(&c, &c.methods[1]), 9);  // [method bn]: its header
+    assert_int_equal(sweep_method_line(&c, &c.methods[2]), 8);  // criterion = obs
+    sweep_config_default(&c);
+    if (load_text(fx, &c, "[sweep]\nmodel = m\n", &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(c.dataset_line + c.data_dir_line, 0);
+    assert_int_equal(sweep_method_line(&c, &c.methods[0]), 0);  // the default l1
+    expect_error(fx, "[sweep]\nmodel = m\n[data]\ndir =\n", 4, "'dir' must not be empty");
+    expect_error(fx, "[sweep]\nmodel = m\nmodel = n\n", 3, "'model' is set twice in [sweep] (first at line 2)");
+}
+
 // [method NAME] sections: a named criterion with options, in run ids, jobs, result settings and
 // results.md; a section named after a criterion changes its defaults.
 static void test_method_sections(void **state) {
@@ -674,6 +774,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_obs_result_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_fingerprint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collect_one_base, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_methods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_errors, setup, teardown),
         cmocka_unit_test(test_shipped_sweeps),
