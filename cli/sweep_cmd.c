@@ -369,10 +369,14 @@ static void execute(const SweepOpts *o, SweepCtx *ctx, SweepRun *runs, int n, bo
     int n_done = count_done(ctx->cfg, ctx->dir, runs, n, done, NULL, NULL, 0);
     if (n_done == n)
         collect(ctx->dir);
-    else
+    else if (o->n_shards > 1)
         printf("%d of %d runs done in %s; when the other shards finish: hprune sweep --collect %s\n", n_done, n,
                ctx->dir, ctx->dir);
-    if (failed) die("%d %s failed (see above); run the sweep again to retry", failed, jobs == 1 ? "runs" : "jobs");
+    else
+        printf("%d of %d runs done in %s\n", n_done, n, ctx->dir);
+    if (failed)
+        die("%d %s%s failed (see above); run the sweep again to retry", failed, jobs == 1 ? "run" : "job",
+            failed > 1 ? "s" : "");
 }
 
 // Exits with "CONFIG:LINE: what: cannot load NAME: problem", naming the config line that chose

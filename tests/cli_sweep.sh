@@ -5,8 +5,9 @@
 # the same sweep killed (SIGKILL) in the middle and restarted, split into two shards and
 # collected, and run as two parallel jobs, gives the same results.csv but for the timing
 # columns; a model file replaced between two runs of a sweep is refused on restart and at
-# --collect; configs with mistakes (a criterion the model cannot use, data that cannot be
-# loaded among them) fail before any run and in --list, naming the line; the sensitivity
+# --collect; failed runs of an unsharded sweep are counted without talk of shards; configs
+# with mistakes (a criterion the model cannot use, data that cannot be loaded among them) fail
+# before any run and in --list, naming the line; the sensitivity
 # analysis writes its CSV and charts with one row per layer and ratio; bad options are usage
 # errors (exit 2), bad files runtime errors (exit 1), with one message and no file left behind.
 #
@@ -279,6 +280,16 @@ rm -f "$T/e2/results.csv"
 expect 1 "--collect: an older result (no CRC-32) of another model is caught by its accuracy before pruning" \
   "l1-flops0.30-s1.json and l1-flops0.50-s1.json" "CRC-32 not recorded.*CRC-32 [0-9a-f]{8}" \
   "$HPRUNE" sweep --collect "$T/e2"
+
+# ---- runs that fail in an unsharded sweep ----
+
+config diverge "methods = l1" "targets = 0.3, 0.6"
+sed -i 's/^epochs = 2$/epochs = 3\nlr = 100/' "$T/diverge.ini"  # a learning rate that diverges
+run "$HPRUNE" sweep "$T/diverge.ini" --out "$T/f"
+check "failed runs (training diverged) without --shard: counts the runs done, says nothing of shards" \
+  eval 'rc_is 1 && err_has "^hprune: error: run l1-flops0.[36]0-s1: training diverged" &&
+        out_has "^[01] of 2 runs done in $T/f$" && ! grep -q -i shard "$CAP/out" "$CAP/err" &&
+        err_has "^hprune: error: [12] runs? failed \(see above\); run the sweep again to retry$"'
 
 # ---- configs with mistakes: one message naming file:line, no run, no file ----
 
