@@ -21,10 +21,14 @@ static const char *const HELP_SWEEP =
     "Runs a pruning study: every method x target x seed of CONFIG is one run (prune a fresh\n"
     "copy of the base model to the target, fine-tune, measure), named like hap-flops0.50-s1.\n"
     "Each finished run is written atomically to DIR/runs/<id>.json; a restarted sweep skips the\n"
-    "runs whose file exists and redoes the ones it was interrupted in. When every run of CONFIG\n"
-    "is done the results are merged (as --collect does) into DIR/results.csv (one row per run;\n"
-    "its last three columns, latency_ms, speedup and seconds, are timings and vary between\n"
-    "runs, the others are reproducible for the same config), DIR/results.md (tables) and\n"
+    "runs whose file exists and redoes the ones it was interrupted in; a file made with other\n"
+    "settings, or from a model file whose CRC-32 differs (the model was replaced), is an error.\n"
+    "Before the first run (and with --list) every method scores the model once on a few\n"
+    "images, so a criterion the model cannot use (bn without batchnorm) is named at its line of\n"
+    "CONFIG, as is data that cannot be loaded. When every run of CONFIG is done the results\n"
+    "are merged (as --collect does) into DIR/results.csv (one row per run; its last three\n"
+    "columns, latency_ms, speedup and seconds, are timings and vary between runs, the others\n"
+    "are reproducible for the same config), DIR/results.md (tables) and\n"
     "DIR/accuracy_vs_macs.png and .svg (accuracy against MACs removed, one line per method).\n"
     "\n"
     "CONFIG (INI; paths are relative to the current directory; unknown keys are errors):\n"
@@ -74,9 +78,12 @@ static const char *const HELP_SWEEP =
     "                        with threads/J threads when threads is 0; on a small machine\n"
     "                        one job with all threads is usually as fast\n"
     "      --threads N       override [sweep] threads\n"
-    "      --list            check CONFIG and the model, list the runs (of this shard) with\n"
-    "                        their state in DIR, and stop\n"
-    "      --collect DIR     only merge DIR/runs/*.json into the tables and charts\n"
+    "      --list            check CONFIG, the model and the data (as a sweep does before\n"
+    "                        its first run), list the runs (of this shard) with their state\n"
+    "                        in DIR, and stop\n"
+    "      --collect DIR     only merge DIR/runs/*.json into the tables and charts (they\n"
+    "                        must come from one base model: CRC-32, parameters, MACs and\n"
+    "                        accuracy before pruning)\n"
     "  -h, --help            this text\n";
 
 #define SCMD "sweep"
@@ -279,18 +286,37 @@ static void load_config(const SweepOpts *o, SweepConfig *cfg, const char **dir, 
 }
 
 // Whether every run of the list has its result file; exits on a foreign or broken one.
-static int count_done(const SweepConfig *cfg, const char *dir, const SweepRun *runs, int n, bool *done) {
+// *unchecked (may be NULL) gets how many were written before results recorded the model's
+// CRC-32 (reused; see sweep_result_done), and one of their paths goes into example.
+static int count_done(const SweepConfig *cfg, const char *dir, const SweepRun *runs, int n, bool *done, int *unchecked,
+                      char *example, size_t cap) {
     int k = 0;
+    if (unchecked) *unchecked = 0;
     for (int i = 0; i < n; i++) {
         char path[SWEEP_PATH * 3];
         HpErr err;
         if (sweep_result_path(dir, runs[i].id, path, sizeof path, &err) < 0) die("%s", err.msg);
         int rc = sweep_result_done(path, cfg, &runs[i], &err);
         if (rc < 0) die("%s", err.msg);
-        done[i] = rc == 1;
+        if (rc == SWEEP_DONE_UNCHECKED && unchecked && (*unchecked)++ == 0) snprintf(example, cap, "%s", path);
+        done[i] = rc > 0;
         k += done[i];
     }
     return k;
+}
+
+// Counts the finished runs into done, and warns once if some cannot be checked against the model.
+static void find_done(const SweepConfig *cfg, const char *dir, const SweepRun *runs, int n, bool *done) {
+    int unchecked;
+    char example[SWEEP_PATH * 3] = "";
+    count_done(cfg, dir, runs, n, done, &unchecked, example, sizeof example);
+    if (unchecked == 1)
+        warn("%s: written before sweeps recorded the model's CRC-32, so whether it was made from %s as it is now "
+             "cannot be checked: reused (delete it to redo the run)", example, cfg->model);
+    else if (unchecked > 1)
+        warn("%s and %d other result files: written before sweeps recorded the model's CRC-32, so whether they were "
+             "made from %s as it is now cannot be checked: reused (delete them to redo the runs)", example,
+             unchecked - 1, cfg->model);
 }
 
 // Prints the runs of this shard, one line each: index, id, done or pending.
@@ -340,13 +366,50 @@ static void execute(const SweepOpts *o, SweepCtx *ctx, SweepRun *runs, int n, bo
     ctx->live = jobs == 1;
     int failed = jobs == 1 ? run_share(ctx, pending, n_pending, 0, 1) : run_forked(ctx, pending, n_pending, jobs);
     free(pending);
-    int n_done = count_done(ctx->cfg, ctx->dir, runs, n, done);
+    int n_done = count_done(ctx->cfg, ctx->dir, runs, n, done, NULL, NULL, 0);
     if (n_done == n)
         collect(ctx->dir);
-    else
+    else if (o->n_shards > 1)
         printf("%d of %d runs done in %s; when the other shards finish: hprune sweep --collect %s\n", n_done, n,
                ctx->dir, ctx->dir);
-    if (failed) die("%d %s failed (see above); run the sweep again to retry", failed, jobs == 1 ? "runs" : "jobs");
+    else
+        printf("%d of %d runs done in %s\n", n_done, n, ctx->dir);
+    if (failed)
+        die("%d %s%s failed (see above); run the sweep again to retry", failed, jobs == 1 ? "run" : "job",
+            failed > 1 ? "s" : "");
+}
+
+// Exits with "CONFIG:LINE: what: cannot load NAME: problem", naming the config line that chose
+// the data (its [data] dir, else its [data] dataset, else its model, whose provenance names them).
+__attribute__((noreturn)) static void data_error(const SweepConfig *cfg, bool prov_dir, const char *name,
+                                                 const char *problem) {
+    int line = cfg->data_dir[0] ? cfg->data_dir_line : cfg->dataset[0] ? cfg->dataset_line : cfg->model_line;
+    const char *what = cfg->data_dir[0]   ? "[data] dir"
+                       : cfg->dataset[0]  ? "[data] dataset"
+                       : prov_dir         ? "the data [sweep] model names ([data] dir chooses other)"
+                                          : "no [data] dir, and [sweep] model names none";
+    die("%s:%d: %s: cannot load %s: %s", cfg->path, line, what, name, problem);
+}
+
+// Loads the training and test images, or exits naming the config line: [data] dataset and
+// dir, else those the model's provenance names, else fashion-mnist in DEFAULT_DATA_DIR (as
+// hprune prune); the model must take the images and have at least their classes.
+static void load_data(const SweepConfig *cfg, const Model *m, Dataset *train, Dataset *test) {
+    char prov[2][4096];
+    const char *prov_name = json_get_string(m->provenance, "dataset", prov[0], sizeof prov[0]);
+    const char *prov_dir = json_get_string(m->provenance, "data_dir", prov[1], sizeof prov[1]);
+    const char *name = cfg->dataset[0] ? cfg->dataset : prov_name ? prov_name : "fashion-mnist";
+    const char *dir = cfg->data_dir[0] ? cfg->data_dir : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
+    if (!cfg->dataset[0] && prov_name && !dataset_known(prov_name))
+        die("%s:%d: [sweep] model: its provenance names dataset '%s', which hprune does not know ([data] dataset "
+            "chooses another)", cfg->path, cfg->model_line, prov_name);
+    HpErr err;
+    if (dataset_load(name, dir, train, test, &err) < 0) data_error(cfg, prov_dir != NULL, name, err.msg);
+    if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes) {
+        hp_fail(&err, "the model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", m->input.c,
+                m->input.h, m->input.w, m->n_classes, name, dir, test->c, test->h, test->w, test->n_classes);
+        data_error(cfg, prov_dir != NULL, name, err.msg);
+    }
 }
 
 int cmd_sweep(int argc, char **argv) {
@@ -363,22 +426,23 @@ int cmd_sweep(int argc, char **argv) {
     Model base;
     HpErr err;
     if (model_load(&base, cfg.model, NULL, NULL, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
-    if (sweep_check(&cfg, &base, &err) < 0) die("%s", err.msg);
+    if (sweep_fingerprint(&cfg, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
+    Dataset train, test;
+    load_data(&cfg, &base, &train, &test);
+    hp_set_threads(threads);  // the checks score on a tiny calibration
+    if (sweep_check(&cfg, &base, &train, &err) < 0) die("%s", err.msg);
     SweepRun *runs;
     int n = sweep_runs(&cfg, &runs);
     bool *done = hp_calloc((size_t)n, sizeof(bool));
-    count_done(&cfg, dir, runs, n, done);
+    find_done(&cfg, dir, runs, n, done);
     if (o.list) {
         list_runs(&o, runs, n, done, dir);
     } else {
-        Dataset train, test;
-        load_model_dataset_or_die(&base, cfg.model, cfg.dataset[0] ? cfg.dataset : NULL,
-                                  cfg.data_dir[0] ? cfg.data_dir : NULL, &train, &test, NULL, 0);
         if (sweep_make_dirs(dir, &err) < 0) die("%s", err.msg);
         SweepCtx ctx = {&cfg, dir, &base, &train, &test, threads, true, n};
         execute(&o, &ctx, runs, n, done);
-        dataset_free(&train), dataset_free(&test);
     }
+    dataset_free(&train), dataset_free(&test);
     free(done), free(runs);
     model_free(&base);
     return 0;

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <cjson/cJSON.h>
+#include <zlib.h>
 
 #include "../formats/formats.h"
 #include "../formats/plot.h"
@@ -99,6 +100,11 @@ PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads) {
     return j;
 }
 
+// Writes "path:line" (or "path" for line 0) into buf.
+static void config_place(const SweepConfig *c, int line, char *buf, size_t cap) {
+    snprintf(buf, cap, line ? "%s:%d" : "%s", c->path, line);
+}
+
 // Fails unless every target of c can be reached on m (with zero scores: reachability does not
 // depend on them), naming the line of `targets`.
 static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
@@ -118,7 +124,7 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
         HpErr e;
         if (prune_select(m, &gs, scores, &pt, &ref, keep, &e) == 0) continue;
         char where[SWEEP_PATH + 16];
-        snprintf(where, sizeof where, c->targets_line ? "%s:%d" : "%s", c->path, c->targets_line);
+        config_place(c, c->targets_line, where, sizeof where);
         rc = hp_fail(err, "%s: %s", where, e.msg);
     }
     for (int g = 0; g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
@@ -128,7 +134,40 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
     return rc;
 }
 
-int sweep_check(const SweepConfig *c, const Model *m, HpErr *err) {
+// Fails unless method m's criterion can score model m on train: it scores a copy of the model
+// once with the method's options but a tiny calibration (the budgets shrink, the criterion's
+// checks and code paths stay), so anything the criterion refuses on this model is found now.
+static int check_method_scores(const SweepConfig *c, const SweepMethod *sm, const Model *m, const Dataset *train,
+                               HpErr *err) {
+    CritOpts k = method_crit(c, sm);
+    k.data = train;
+    k.seed = c->seeds[0];
+    k.samples = k.samples < SWEEP_PROBE_SAMPLES ? k.samples : SWEEP_PROBE_SAMPLES;
+    k.batch = k.samples;
+    k.probes = 2;
+    k.fisher.n_grads = k.fisher.n_grads < SWEEP_PROBE_SAMPLES ? k.fisher.n_grads : SWEEP_PROBE_SAMPLES;
+    k.fisher.block_size = k.fisher.block_size < SWEEP_PROBE_BLOCK ? k.fisher.block_size : SWEEP_PROBE_BLOCK;
+    GroupSet gs;
+    if (prune_groups(m, &gs, err) < 0) return -1;
+    double **scores = hp_calloc((size_t)gs.n_groups + 1, sizeof(double *));
+    for (int g = 0; g < gs.n_groups; g++) scores[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    Model copy;
+    model_copy(&copy, m);
+    Scorer sc;
+    HpErr e;
+    int rc = scorer_run(&sc, &k, &copy, &gs, scores, &e);
+    scorer_free(&sc);
+    model_free(&copy);
+    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
+    free(scores);
+    groupset_free(&gs);
+    if (rc == 0) return 0;
+    char where[SWEEP_PATH + 16];
+    config_place(c, sweep_method_line(c, sm), where, sizeof where);
+    return hp_fail(err, "%s: method %s cannot run on %s: %s", where, sm->name, c->model, e.msg);
+}
+
+int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpErr *err) {
     if (check_targets(c, m, err) < 0) return -1;
     for (int i = 0; i < c->n_methods; i++) {
         if (c->methods[i].criterion != CRIT_OBS) continue;
@@ -136,10 +175,27 @@ int sweep_check(const SweepConfig *c, const Model *m, HpErr *err) {
         HpErr e;
         if (fisher_check(m, &k.fisher, &e) < 0) return hp_fail(err, "%s: method %s: %s", c->path, c->methods[i].name, e.msg);
     }
+    for (int i = 0; i < c->n_methods; i++)
+        if (check_method_scores(c, &c->methods[i], m, train, err) < 0) return -1;
     return 0;
 }
 
 // ---- directories and result files ----
+
+int sweep_fingerprint(SweepConfig *c, HpErr *err) {
+    FILE *f = fopen(c->model, "rb");
+    if (!f) return hp_fail(err, "%s: cannot open: %s", c->model, strerror(errno));
+    unsigned char buf[1 << 16];
+    uLong crc = crc32(0L, Z_NULL, 0);
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0) crc = crc32(crc, buf, (uInt)got);
+    bool bad = ferror(f);
+    fclose(f);
+    if (bad) return hp_fail(err, "%s: cannot read", c->model);
+    c->model_crc = (uint32_t)crc;
+    c->model_crc_known = true;
+    return 0;
+}
 
 int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, HpErr *err) {
     int n = snprintf(buf, cap, "%s/runs/%s.json", dir, id);
@@ -212,6 +268,11 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
     cJSON_AddNumberToObject(j, "target", r->target);
     cJSON_AddStringToObject(j, "seed", seed);
     cJSON_AddStringToObject(j, "model", c->model);
+    if (c->model_crc_known) {
+        char crc[9];
+        snprintf(crc, sizeof crc, "%08x", (unsigned)c->model_crc);
+        cJSON_AddStringToObject(j, "model_crc32", crc);
+    }
     cJSON_AddStringToObject(j, "settings", settings);
     cJSON_AddNumberToObject(j, "params_original", (double)o->params_orig);
     cJSON_AddNumberToObject(j, "params", (double)o->params_pruned);
@@ -243,6 +304,8 @@ typedef struct {
     char id[SWEEP_ID], method[32], kind[16], seed[32];
     char criterion[32], options[256];  // "" in a result file written before they were recorded
     char model[SWEEP_PATH], settings[4 * SWEEP_PATH];
+    char crc[9];  // the model's CRC-32, 8 hex digits ("" in a result written before it was recorded)
+    char file[SWEEP_PATH * 3];  // where it was read from
     double target, params_orig, params, macs_orig, macs, acc_orig, acc_oneshot, acc_recal, acc_final, finetune_epochs,
         best_epoch, lat_orig, lat, seconds;
 } SweepResult;
@@ -318,7 +381,17 @@ static int result_read(const char *path, SweepResult *r, HpErr *err) {
         rc = json_num(j, nums[i].key, nums[i].x, path, err);
     if (rc == 0 && cJSON_HasObjectItem(j, "criterion")) rc = json_str(j, "criterion", r->criterion, sizeof r->criterion, path, err);
     if (rc == 0 && cJSON_HasObjectItem(j, "options")) rc = json_str(j, "options", r->options, sizeof r->options, path, err);
+    const cJSON *crc = cJSON_GetObjectItemCaseSensitive(j, "model_crc32");  // absent in older results
+    if (rc == 0 && crc) {
+        const char *v = cJSON_GetStringValue(crc);
+        if (!v || strlen(v) != 8 || strspn(v, "0123456789abcdef") != 8)
+            rc = hp_fail(err, "%s: \"model_crc32\" is not a CRC-32 (8 hex digits)", path);
+        else
+            memcpy(r->crc, v, sizeof r->crc);
+    }
     cJSON_Delete(j);
+    if (rc == 0 && strlen(path) >= sizeof r->file) rc = hp_fail(err, "%s: path too long", path);
+    if (rc == 0) snprintf(r->file, sizeof r->file, "%s", path);
     if (rc == 0 && (r->macs_orig <= 0 || r->params_orig <= 0))
         rc = hp_fail(err, "%s: original MACs or parameters not positive", path);
     return rc;
@@ -356,6 +429,12 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
     char settings[4 * SWEEP_PATH];
     run_settings(c, r, settings, sizeof settings);
     if (strcmp(res.id, r->id) != 0) return hp_fail(err, "%s: holds run '%s', not '%s'", path, res.id, r->id);
+    char crc[9];
+    snprintf(crc, sizeof crc, "%08x", (unsigned)c->model_crc);
+    if (c->model_crc_known && res.crc[0] && strcmp(res.crc, crc) != 0)
+        return hp_fail(err, "%s: made from another model: %s with CRC-32 %s, where this sweep's model %s has CRC-32 %s%s: "
+                            "use another output directory or delete it", path, res.model, res.crc, c->model, crc,
+                       strcmp(res.model, c->model) == 0 ? " (the file changed since)" : "");
     if (strcmp(res.settings, settings) != 0) {
         char was[256], now[256];
         first_difference(res.settings, settings, was, sizeof was);
@@ -363,7 +442,7 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
         return hp_fail(err, "%s: made with other settings (it has %s where this config has %s): use another output "
                             "directory or delete it", path, was, now);
     }
-    return 1;
+    return c->model_crc_known && !res.crc[0] ? SWEEP_DONE_UNCHECKED : 1;
 }
 
 // ---- collect ----
@@ -625,10 +704,48 @@ static int write_chart(const char *dir, const SweepResult *r, const Point *p, in
     return rc;
 }
 
+// Writes what result r says of its base model into buf: "M (CRC-32 X, 61706 parameters,
+// 416520 MACs, test accuracy 90.85%)".
+static void describe_base(const SweepResult *r, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s (CRC-32 %s, %.0f parameters, %.0f MACs, test accuracy %.6g%%)", r->model,
+             r->crc[0] ? r->crc : "not recorded", r->params_orig, r->macs_orig, 100 * r->acc_orig);
+}
+
+// Fails unless the n results read from runs (DIR/runs) were made from one base model: the same
+// CRC-32 where two record one, the same parameters, MACs and test accuracy before pruning; the
+// error names two files that differ and what each says of its model.
+static int check_same_base(const char *runs, const SweepResult *r, int n, HpErr *err) {
+    const SweepResult *with_crc = r[0].crc[0] ? &r[0] : NULL;  // the first result recording a CRC-32
+    for (int i = 1; i < n; i++) {
+        const SweepResult *a = NULL, *b = &r[i];
+        if (b->params_orig != r[0].params_orig || b->macs_orig != r[0].macs_orig || b->acc_orig != r[0].acc_orig)
+            a = &r[0];
+        else if (b->crc[0] && with_crc && strcmp(with_crc->crc, b->crc) != 0)
+            a = with_crc;
+        if (!a) {
+            if (!with_crc && b->crc[0]) with_crc = b;
+            continue;
+        }
+        char da[SWEEP_PATH + 128], db[SWEEP_PATH + 128];
+        describe_base(a, da, sizeof da);
+        describe_base(b, db, sizeof db);
+        return hp_fail(err, "%s: %s and %s come from different base models, %s and %s: collect the runs of one model "
+                            "only (move the others to another directory)", runs, base_name(a->file),
+                       base_name(b->file), da, db);
+    }
+    return 0;
+}
+
 int sweep_collect(const char *dir, int *n_runs, HpErr *err) {
     SweepResult *r = NULL;
     int n = read_results(dir, &r, err);
     if (n < 0) return -1;
+    char runs[SWEEP_PATH * 2];
+    snprintf(runs, sizeof runs, "%s/runs", dir);
+    if (check_same_base(runs, r, n, err) < 0) {
+        free(r);
+        return -1;
+    }
     Point *p = hp_malloc((size_t)n * sizeof *p);
     int np = group_points(r, n, p);
     char path[SWEEP_PATH * 2];

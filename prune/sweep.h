@@ -1,8 +1,9 @@
 // sweep.h: a pruning study from one INI file. Every method x target x seed of the config is one
 // run: prune_run on a fresh copy of the base model. Each finished run is its own JSON file
-// (DIR/runs/<id>.json, written atomically), so a sweep can be killed and restarted without
-// losing a finished run, and split into shards that share DIR; collect merges the result files
-// into DIR/results.csv, DIR/results.md and DIR/accuracy_vs_macs.png (and .svg).
+// (DIR/runs/<id>.json, written atomically, with the settings and the CRC-32 of the model file
+// it was made from), so a sweep can be killed and restarted without losing a finished run, and
+// split into shards that share DIR; collect merges the result files into DIR/results.csv,
+// DIR/results.md and DIR/accuracy_vs_macs.png (and .svg).
 //
 // The config (every key optional unless marked; unknown sections and keys are errors):
 //   [sweep]    model (required: a trained model file), out (the output directory; the command
@@ -74,6 +75,9 @@ typedef struct {
     int threads;            // OpenMP threads per run (0: all cores, shared among parallel jobs)
     TrainConfig finetune;   // [finetune] epochs (0: none), lr, batch_size, val_split
     int targets_line;       // line of `targets` in the file (0: not given)
+    int model_line, dataset_line, data_dir_line;  // lines of [sweep] model, [data] dataset and dir (0: not given)
+    uint32_t model_crc;     // CRC-32 of the model file's bytes (sweep_fingerprint), recorded in every result
+    bool model_crc_known;   // set by sweep_fingerprint; false: results are written and checked without it
 } SweepConfig;
 
 // Defaults: no model, methods l1, target flops 0.5, seed 1, one step, cap 0.9, 512 samples,
@@ -85,6 +89,11 @@ void sweep_config_default(SweepConfig *c);
 // does not use is an error naming "path:line"; a missing model is an error naming path. On
 // error c is unchanged. Returns 0, or -1 with err set.
 int sweep_config_load(SweepConfig *c, const char *path, HpErr *err);
+
+// The config line that chose method m's criterion, for messages about it: its section's
+// `criterion` line, else its [method NAME] header (NAME is the criterion), else the line of
+// `methods` (a bare criterion); 0 if none (the default l1).
+int sweep_method_line(const SweepConfig *c, const SweepMethod *m);
 
 // Whether [method NAME] section i of c->defined is run, i.e. `methods` lists NAME (a section
 // that is not listed is checked like the others but runs nothing: the CLI warns of it).
@@ -117,10 +126,21 @@ PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads);
 // steps" ("" if nothing).
 void sweep_method_options(const SweepMethod *m, char *buf, size_t cap);
 
-// Checks, before any run, what can be checked on the base model m: every target can be reached
-// (the layer caps allow it; else the error names the config line of `targets` and the most that
-// can be removed) and obs's inverse Fisher fits its memory budget. Returns 0 or -1.
-int sweep_check(const SweepConfig *c, const Model *m, HpErr *err);
+// Reads the bytes of c->model into c->model_crc (zlib's CRC-32) and sets c->model_crc_known, so
+// that every result records the model it was made from. Returns 0, or -1 with err naming the file.
+int sweep_fingerprint(SweepConfig *c, HpErr *err);
+
+// Checks, before any run, what can be checked on the base model m with the training images
+// train: every target can be reached (the layer caps allow it; else the error names the config
+// line of `targets` and the most that can be removed), obs's inverse Fisher fits its memory
+// budget, and every method's criterion can score m: each scores a copy of m once on a tiny
+// calibration (SWEEP_PROBE_SAMPLES images of train, 2 probes, SWEEP_PROBE_SAMPLES Fisher
+// gradients in blocks of at most SWEEP_PROBE_BLOCK), so whatever the criterion refuses (bn
+// without batchnorm, calibration images the model does not take) is named at the method's line
+// (sweep_method_line) with the model. Returns 0 or -1.
+#define SWEEP_PROBE_SAMPLES 4
+#define SWEEP_PROBE_BLOCK 64
+int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpErr *err);
 
 // DIR/runs/<id>.json into buf (cap bytes). Returns 0, or -1 if it does not fit.
 int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, HpErr *err);
@@ -132,13 +152,20 @@ int sweep_make_dirs(const char *dir, HpErr *err);
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err);
 
 // Whether run r of c is done: 1 if path holds a complete result of this run with the same
-// settings, 0 if there is no file, -1 (err set) if the file is unreadable, malformed, or made
-// with other settings (a different config into the same directory).
+// settings and model, 0 if there is no file, -1 (err set) if the file is unreadable, malformed,
+// made with other settings (a different config into the same directory) or, c's model having
+// its CRC-32 (sweep_fingerprint), made from a model with another one (the file was replaced).
+// SWEEP_DONE_UNCHECKED: a result of this run with the same settings, but written before results
+// recorded the model's CRC-32, so whether its model is c's as it is now cannot be told (the
+// caller reuses it and warns; collect still refuses results whose base models disagree).
+enum { SWEEP_DONE_UNCHECKED = 2 };
 int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r, HpErr *err);
 
 // Merges every DIR/runs/*.json into DIR/results.csv, DIR/results.md, DIR/accuracy_vs_macs.png
-// and .svg. *n_runs gets the number of results merged. Fails if there are none or one is
-// malformed. Returns 0 or -1.
+// and .svg. *n_runs gets the number of results merged. Fails if there are none, one is
+// malformed, or two were made from different base models: another CRC-32 (where both record
+// one), or other parameters, MACs or test accuracy before pruning (the error names both files
+// and their models). Returns 0 or -1.
 int sweep_collect(const char *dir, int *n_runs, HpErr *err);
 
 // The columns of results.csv; the last SWEEP_TIMING_COLS (latency, speed-up, seconds) vary

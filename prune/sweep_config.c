@@ -319,6 +319,11 @@ static int resolve_methods(SweepConfig *c, const char *path, HpErr *err) {
     return 0;
 }
 
+int sweep_method_line(const SweepConfig *c, const SweepMethod *m) {
+    if (m->line) return key_line(m, "criterion") ? key_line(m, "criterion") : m->line;
+    return c->methods_line;
+}
+
 bool sweep_method_listed(const SweepConfig *c, int i) {
     HP_ASSERT(i >= 0 && i < c->n_defined);
     for (int j = 0; j < c->n_methods; j++)
@@ -336,9 +341,30 @@ static const char *const *dataset_names(void) { return DATASETS; }
 
 #define FIELD(member) INI_FIELD(SweepConfig, member)
 
+// The keys naming files (the model, the data), read as these types; set_located also keeps
+// their lines, so that an error found in the file a key names points at the key.
+static const IniKey LOCATED_KEYS[] = {
+    {"sweep", "model", IK_STR, FIELD(model), 0, 0, IK_NONEMPTY},
+    {"data", "dataset", IK_NAME, FIELD(dataset), .flags = IK_NONEMPTY, .choices = dataset_names,
+     .expect = "fashion-mnist, mnist or cifar10"},
+    {"data", "dir", IK_STR, FIELD(data_dir), 0, 0, IK_NONEMPTY},
+};
+static const IniTable LOCATED_TABLE = {.sections = SECTIONS, .keys = LOCATED_KEYS,
+                                       .n_keys = sizeof LOCATED_KEYS / sizeof LOCATED_KEYS[0], .spans = true};
+
+// [sweep] model, [data] dataset and dir: the value as LOCATED_KEYS reads it, and its line.
+static int set_located(void *cfg, const IniSet *s, const char *v) {
+    SweepConfig *c = cfg;
+    if (ini_table_set(&LOCATED_TABLE, cfg, s->key->section, s->key->key, v, s->line, s->err) != 0) return -1;
+    int *line = strcmp(s->key->key, "model") == 0 ? &c->model_line
+                : strcmp(s->key->key, "dataset") == 0 ? &c->dataset_line : &c->data_dir_line;
+    *line = s->line;
+    return 0;
+}
+
 // Every key of [sweep], [data] and [finetune]; the only place that lists them.
 static const IniKey KEYS[] = {
-    {"sweep", "model", IK_STR, FIELD(model), 0, 0, IK_NONEMPTY},
+    {"sweep", "model", IK_CUSTOM, FIELD(model), .set = set_located},
     {"sweep", "out", IK_STR, FIELD(out), 0, 0, IK_NONEMPTY},
     {"sweep", "methods", IK_CUSTOM, FIELD(method_names), .set = set_methods},
     {"sweep", "target", IK_CUSTOM, FIELD(kind), .set = set_kind},
@@ -349,9 +375,8 @@ static const IniKey KEYS[] = {
     {"sweep", "samples", IK_INT, FIELD(samples), 1, 1 << 24, IK_RANGE},
     {"sweep", "probes", IK_INT, FIELD(probes), 2, 100000, IK_RANGE},
     {"sweep", "threads", IK_INT, FIELD(threads), 0, 1024, IK_RANGE},
-    {"data", "dataset", IK_NAME, FIELD(dataset), .flags = IK_NONEMPTY, .choices = dataset_names,
-     .expect = "fashion-mnist, mnist or cifar10"},
-    {"data", "dir", IK_STR, FIELD(data_dir), 0, 0, IK_NONEMPTY},
+    {"data", "dataset", IK_CUSTOM, FIELD(dataset), .set = set_located},
+    {"data", "dir", IK_CUSTOM, FIELD(data_dir), .set = set_located},
     {"finetune", "epochs", IK_INT, FIELD(finetune.epochs), 0, 10000, IK_RANGE},
     {"finetune", "lr", IK_FLOAT, FIELD(finetune.lr), 0, 100, IK_RANGE | IK_MIN_EXCL},
     {"finetune", "batch_size", IK_INT, FIELD(finetune.batch_size), 1, 65536, IK_RANGE},

@@ -4,7 +4,10 @@
 # targets, 2 fine-tuning epochs) runs to completion and writes results.csv, .md, .png and .svg;
 # the same sweep killed (SIGKILL) in the middle and restarted, split into two shards and
 # collected, and run as two parallel jobs, gives the same results.csv but for the timing
-# columns; configs with mistakes fail before any run, naming the line; the sensitivity
+# columns; a model file replaced between two runs of a sweep is refused on restart and at
+# --collect; failed runs of an unsharded sweep are counted without talk of shards; configs
+# with mistakes (a criterion the model cannot use, data that cannot be loaded among them) fail
+# before any run and in --list, naming the line; the sensitivity
 # analysis writes its CSV and charts with one row per layer and ratio; bad options are usage
 # errors (exit 2), bad files runtime errors (exit 1), with one message and no file left behind.
 #
@@ -12,7 +15,7 @@
 #   VERBOSE=1 HPRUNE=./hprune sh tests/cli_sweep.sh   also shows every error message
 #
 # Prints "ok N - what" / "not ok N - what" and exits non-zero if anything failed. One thread,
-# about ten seconds on one core.
+# about fifteen seconds on one core.
 
 . "$(dirname "$0")/tap_lib.sh"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
@@ -241,6 +244,53 @@ expect 1 "a changed method option: the earlier result is refused, naming the set
   "$T/m/runs/obs-small-flops0.40-s1.json" "damp 0.05 where this config has .*damp 0.1" \
   "$HPRUNE" sweep "$T/methods2.ini" --out "$T/m"
 
+# ---- the base model replaced between two runs of a sweep ----
+
+sed -e "s/^seed = .*/seed = 4/" -e "s|^output = .*|output = $T/other.safetensors|" "$T/tiny.ini" >"$T/other.ini"
+"$HPRUNE" train --config "$T/other.ini" >/dev/null 2>"$CAP/err"
+check "fixtures: a second LeNet-5 (another seed) of the same shape" eval '[ -s "$T/other.safetensors" ] && ! cmp -s "$MODEL" "$T/other.safetensors"'
+cp "$MODEL" "$T/base.safetensors"
+config base "model = $T/base.safetensors" "methods = l1" "targets = 0.3, 0.5"
+run "$HPRUNE" sweep "$T/base.ini" --out "$T/e" --shard 0/2
+check "a result file records the CRC-32 of the model file it was made from" \
+  eval 'rc_is 0 && [ "$(sed -n "s/.*\"model_crc32\":.*\"\([0-9a-f]*\)\".*/\1/p" "$T/e/runs/l1-flops0.30-s1.json")" = \
+        "$(python3 -c "import sys, zlib; print(\"%08x\" % zlib.crc32(open(sys.argv[1], \"rb\").read()))" "$T/base.safetensors")" ]'
+cp "$T/other.safetensors" "$T/base.safetensors"
+expect 1 "the model file replaced: the earlier run is refused, naming the run file and the model" \
+  "$T/e/runs/l1-flops0.30-s1.json" "made from another model: $T/base.safetensors with CRC-32 [0-9a-f]{8}, where this sweep's model $T/base.safetensors has CRC-32 [0-9a-f]{8} \(the file changed since\)" \
+  "$HPRUNE" sweep "$T/base.ini" --out "$T/e" --shard 1/2
+expect 1 "the model file replaced: --list refuses it too" "$T/e/runs/l1-flops0.30-s1.json" "made from another model" \
+  "$HPRUNE" sweep "$T/base.ini" --out "$T/e" --list
+run "$HPRUNE" sweep "$T/base.ini" --out "$T/e2" --shard 1/2
+cp "$T/e2/runs/l1-flops0.50-s1.json" "$T/e/runs/"
+expect 1 "--collect: runs of two models are not merged, naming both files and models" \
+  "$T/e/runs: l1-flops0.30-s1.json and l1-flops0.50-s1.json" "come from different base models, .*base.safetensors \(CRC-32 [0-9a-f]{8}, 61706 parameters, 416520 MACs, test accuracy [0-9.]+%\) and .*: collect the runs of one model only" \
+  "$HPRUNE" sweep --collect "$T/e"
+rm "$T/e/runs/l1-flops0.50-s1.json"
+for f in "$T/e/runs/"*.json; do grep -v '"model_crc32"' "$f" >"$f.old" && mv "$f.old" "$f"; done
+cp "$MODEL" "$T/base.safetensors"
+run "$HPRUNE" sweep "$T/base.ini" --out "$T/e"
+check "a result written before results recorded the CRC-32: reused with one warning naming it, the sweep completes" \
+  eval 'rc_is 0 && [ "$(grep -c "warning" "$CAP/err")" = 1 ] && err_has "^hprune: warning: $T/e/runs/l1-flops0.30-s1.json: written before sweeps recorded the model.s CRC-32" &&
+        err_has "1 done earlier, 1 to run" && out_has "^collected 2 runs"'
+for f in "$T/e/runs/"*.json; do grep -v '"model_crc32"' "$f" >"$f.old" && mv "$f.old" "$f"; done
+run "$HPRUNE" sweep "$T/base.ini" --out "$T/e2"
+cp "$T/e/runs/l1-flops0.30-s1.json" "$T/e2/runs/"
+rm -f "$T/e2/results.csv"
+expect 1 "--collect: an older result (no CRC-32) of another model is caught by its accuracy before pruning" \
+  "l1-flops0.30-s1.json and l1-flops0.50-s1.json" "CRC-32 not recorded.*CRC-32 [0-9a-f]{8}" \
+  "$HPRUNE" sweep --collect "$T/e2"
+
+# ---- runs that fail in an unsharded sweep ----
+
+config diverge "methods = l1" "targets = 0.3, 0.6"
+sed -i 's/^epochs = 2$/epochs = 3\nlr = 100/' "$T/diverge.ini"  # a learning rate that diverges
+run "$HPRUNE" sweep "$T/diverge.ini" --out "$T/f"
+check "failed runs (training diverged) without --shard: counts the runs done, says nothing of shards" \
+  eval 'rc_is 1 && err_has "^hprune: error: run l1-flops0.[36]0-s1: training diverged" &&
+        out_has "^[01] of 2 runs done in $T/f$" && ! grep -q -i shard "$CAP/out" "$CAP/err" &&
+        err_has "^hprune: error: [12] runs? failed \(see above\); run the sweep again to retry$"'
+
 # ---- configs with mistakes: one message naming file:line, no run, no file ----
 
 # bad NAME LINE...: a config with the lines added to [sweep] (line 4 onwards).
@@ -274,6 +324,23 @@ expect 1 "config: targets the layer cap cannot reach, named at the targets line"
 expect 1 "config: a model file that does not exist, named with the config" "$T/missing.safetensors" \
   "nomodelfile.ini: \\[sweep\\] model: .*no such file" \
   "$HPRUNE" sweep "$T/bad/nomodelfile.ini" --out "$O"
+config bad/bn "methods = l1, bn"
+expect 1 "config: a criterion the model cannot use (bn, no batchnorm), named at the methods line, before any run" \
+  "$T/bad/bn.ini:4:" "method bn cannot run on $MODEL: criterion bn: channel group 'conv1' has no batchnorm" \
+  "$HPRUNE" sweep "$T/bad/bn.ini" --out "$O"
+expect 1 "--list: the same criterion the model cannot use" "$T/bad/bn.ini:4:" "method bn cannot run" \
+  "$HPRUNE" sweep "$T/bad/bn.ini" --out "$O" --list
+printf '[sweep]\nmodel = %s\nmethods = l1, slim\n[method slim]\ncriterion = bn\n' "$MODEL" >"$T/bad/slim.ini"
+expect 1 "config: a [method] section whose criterion the model cannot use, named at its criterion line" \
+  "$T/bad/slim.ini:5:" "method slim cannot run on .*: criterion bn" "$HPRUNE" sweep "$T/bad/slim.ini" --out "$O" --list
+{ cat "$CFG"; printf '[data]\ndir = %s/nonexistent\n' "$T"; } >"$T/bad/nodata.ini"
+expect 1 "config: a [data] dir that does not exist, named at its line" "$T/bad/nodata.ini:14:" \
+  "\[data\] dir: cannot load fashion-mnist: .*nonexistent" "$HPRUNE" sweep "$T/bad/nodata.ini" --out "$O"
+expect 1 "--list: the same [data] dir" "$T/bad/nodata.ini:14:" "\[data\] dir: cannot load" \
+  "$HPRUNE" sweep "$T/bad/nodata.ini" --out "$O" --list
+{ cat "$CFG"; printf '[data]\ndataset = cifar10\n'; } >"$T/bad/cifar.ini"
+expect 1 "config: a [data] dataset not in the model's data dir, named at its line" "$T/bad/cifar.ini:14:" \
+  "\[data\] dataset: cannot load cifar10" "$HPRUNE" sweep "$T/bad/cifar.ini" --out "$O" --list
 expect 1 "config: a file that does not exist" "$T/bad/none.ini" "cannot open" "$HPRUNE" sweep "$T/bad/none.ini" --out "$O"
 expect 1 "--collect: a directory without results" "$T/bad" "cannot open|no result files" "$HPRUNE" sweep --collect "$T/bad"
 expect 2 "no CONFIG" "" "CONFIG is required" "$HPRUNE" sweep --out "$O"

@@ -1,9 +1,11 @@
 // test_sweep.c: the sweep's config file, run list and shards (prune/sweep*.c), result files and
-// collect on made-up outcomes, and the sensitivity helpers (ratio ranges, rank correlation).
+// collect on made-up outcomes (the model's CRC-32 among their checks), the checks before the
+// first run on a small net, and the sensitivity helpers (ratio ranges, rank correlation).
 #include "testutil.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "prune/sensitivity.h"
 #include "prune/sweep.h"
@@ -292,6 +294,266 @@ static void test_obs_result_settings(void **state) {
     free(r);
 }
 
+// Writes text into the file path inside the fixture, replacing the first occurrence of from
+// (which must be there) by to.
+static void edit_file(const char *path, const char *from, const char *to) {
+    char text[8192], out[8192];
+    read_small(path, text, sizeof text);
+    char *at = strstr(text, from);
+    assert_non_null(at);
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    tu_write(path, out, strlen(out));
+}
+
+// Removes the line holding key from the JSON file path (a result written before key existed).
+static void drop_line(const char *path, const char *key) {
+    char text[8192];
+    read_small(path, text, sizeof text);
+    char *at = strstr(text, key);
+    assert_non_null(at);
+    char *start = at, *end = strchr(at, '\n');
+    while (start > text && start[-1] != '\n') start--;
+    assert_non_null(end);
+    memmove(start, end + 1, strlen(end + 1) + 1);
+    tu_write(path, text, strlen(text));
+}
+
+// The model's CRC-32 goes into every result; a result made from a model file whose bytes have
+// changed since is refused, naming the file and the model; a result written before the CRC was
+// recorded is reused but said to be unchecked.
+static void test_model_fingerprint(void **state) {
+    Fixture *fx = *state;
+    char model[128], text[256], dir[128], path[2][SWEEP_PATH * 3], json[8192];
+    snprintf(model, sizeof model, "%s/base.safetensors", fx->dir);
+    tu_write(model, "model A bytes", 13);
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    snprintf(text, sizeof text, "[sweep]\nmodel = %s\nmethods = l1\ntargets = 0.3, 0.5\n", model);
+    if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
+    assert_false(c.model_crc_known);
+    assert_int_equal(sweep_fingerprint(&c, &err), 0);
+    assert_true(c.model_crc_known);
+    assert_int_equal(c.model_crc, (uint32_t)crc32(0L, (const Bytef *)"model A bytes", 13));
+    snprintf(dir, sizeof dir, "%s/out", fx->dir);
+    assert_int_equal(sweep_make_dirs(dir, &err), 0);
+    SweepRun *r;
+    int n = sweep_runs(&c, &r);
+    assert_int_equal(n, 2);
+    PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 500,
+                      .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3};
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sweep_result_path(dir, r[i].id, path[i], sizeof path[i], &err), 0);
+        if (sweep_result_write(path[i], &c, &r[i], &o, &err) < 0) fail_msg("%s", err.msg);
+        assert_int_equal(sweep_result_done(path[i], &c, &r[i], &err), 1);
+    }
+    read_small(path[0], json, sizeof json);
+    char want[64];
+    snprintf(want, sizeof want, "\"model_crc32\":\t\"%08x\"", (unsigned)c.model_crc);
+    assert_non_null(strstr(json, want));
+    // the model file replaced by another of the same name: its runs are not this sweep's
+    SweepConfig now = c;
+    tu_write(model, "model B bytes", 13);
+    assert_int_equal(sweep_fingerprint(&now, &err), 0);
+    assert_int_not_equal(now.model_crc, c.model_crc);
+    assert_int_equal(sweep_result_done(path[0], &now, &r[0], &err), -1);
+    char words[4096];
+    snprintf(words, sizeof words, "%s: made from another model: %s with CRC-32 %08x, where this sweep's model %s has "
+             "CRC-32 %08x (the file changed since): use another output directory or delete it", path[0], model,
+             (unsigned)c.model_crc, model, (unsigned)now.model_crc);
+    assert_string_equal(err.msg, words);
+    // a result written before results recorded the CRC: reused, but unchecked
+    drop_line(path[0], "\"model_crc32\"");
+    assert_int_equal(sweep_result_done(path[0], &now, &r[0], &err), SWEEP_DONE_UNCHECKED);
+    SweepConfig plain = c;  // a config whose model was not read (no CRC to compare): done
+    plain.model_crc_known = false;
+    assert_int_equal(sweep_result_done(path[0], &plain, &r[0], &err), 1);
+    assert_int_equal(sweep_result_done(path[1], &plain, &r[1], &err), 1);
+    // a CRC that is not one
+    edit_file(path[1], "\"model_crc32\":\t\"", "\"model_crc32\":\t\"zz");
+    assert_int_equal(sweep_result_done(path[1], &c, &r[1], &err), -1);
+    assert_non_null(strstr(err.msg, "\"model_crc32\" is not a CRC-32 (8 hex digits)"));
+    // a model that cannot be read
+    SweepConfig gone = c;
+    snprintf(gone.model, sizeof gone.model, "%s/missing.safetensors", fx->dir);
+    assert_int_equal(sweep_fingerprint(&gone, &err), -1);
+    assert_non_null(strstr(err.msg, "missing.safetensors: cannot open"));
+    free(r);
+}
+
+// Writes the results of c's runs into dir with outcome o, as made from a model of CRC crc
+// (0: as written before results recorded it).
+static void write_results(const char *dir, SweepConfig *c, const PruneOutcome *o, uint32_t crc) {
+    HpErr err;
+    assert_int_equal(sweep_make_dirs(dir, &err), 0);
+    c->model_crc = crc, c->model_crc_known = crc != 0;
+    SweepRun *r;
+    int n = sweep_runs(c, &r);
+    for (int i = 0; i < n; i++) {
+        char path[SWEEP_PATH * 3];
+        assert_int_equal(sweep_result_path(dir, r[i].id, path, sizeof path, &err), 0);
+        if (sweep_result_write(path, c, &r[i], o, &err) < 0) fail_msg("%s", err.msg);
+    }
+    free(r);
+}
+
+// collect merges only results of one base model: the same CRC-32 where recorded, the same
+// parameters, MACs and accuracy before pruning; otherwise it names two files and their models.
+static void test_collect_one_base(void **state) {
+    Fixture *fx = *state;
+    SweepConfig a, b;
+    sweep_config_default(&a);
+    HpErr err;
+    if (load_text(fx, &a, "[sweep]\nmodel = m.safetensors\nmethods = l1\ntargets = 0.3\n", &err) < 0) fail_msg("%s", err.msg);
+    sweep_config_default(&b);
+    if (load_text(fx, &b, "[sweep]\nmodel = m.safetensors\nmethods = l1\ntargets = 0.5\n", &err) < 0) fail_msg("%s", err.msg);
+    PruneOutcome o = {.acc_orig = 0.9085, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 416520, .macs_pruned = 200000,
+                      .params_orig = 61706, .params_pruned = 40000, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3};
+    char dir[128];
+    int n;
+    struct { uint32_t crc_a, crc_b; double acc_b; size_t params_b; const char *words; } cases[] = {
+        {0x1234abcd, 0x1234abcd, 0.9085, 61706, NULL},  // one model
+        {0, 0x1234abcd, 0.9085, 61706, NULL},           // an older result, the same figures
+        {0, 0, 0.9085, 61706, NULL},
+        {0x1234abcd, 0x9999aaaa, 0.9085, 61706,
+         "l1-flops0.30-s1.json and l1-flops0.50-s1.json come from different base models, m.safetensors (CRC-32 "
+         "1234abcd, 61706 parameters, 416520 MACs, test accuracy 90.85%) and m.safetensors (CRC-32 9999aaaa, 61706 "
+         "parameters, 416520 MACs, test accuracy 90.85%): collect the runs of one model only"},
+        {0x1234abcd, 0x1234abcd, 0.8350, 61706, "(CRC-32 1234abcd, 61706 parameters, 416520 MACs, test accuracy 83.5%)"},
+        {0, 0x1234abcd, 0.8350, 61706, "m.safetensors (CRC-32 not recorded, 61706 parameters"},
+        {0x1234abcd, 0, 0.9085, 60000, "(CRC-32 not recorded, 60000 parameters"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(dir, sizeof dir, "%s/c%zu", fx->dir, i);
+        write_results(dir, &a, &o, cases[i].crc_a);
+        PruneOutcome ob = o;
+        ob.acc_orig = cases[i].acc_b, ob.params_orig = cases[i].params_b;
+        write_results(dir, &b, &ob, cases[i].crc_b);
+        int rc = sweep_collect(dir, &n, &err);
+        if (!cases[i].words) {
+            if (rc != 0) fail_msg("case %zu: %s", i, err.msg);
+            assert_int_equal(n, 2);
+            continue;
+        }
+        char prefix[160];
+        snprintf(prefix, sizeof prefix, "%s/runs: ", dir);
+        if (rc != -1 || strncmp(err.msg, prefix, strlen(prefix)) != 0 || !strstr(err.msg, cases[i].words))
+            fail_msg("case %zu: rc %d, message '%s'", i, rc, rc ? err.msg : "");
+        char csv[192];
+        snprintf(csv, sizeof csv, "%s/results.csv", dir);
+        assert_int_equal(access(csv, F_OK), -1);  // nothing written
+    }
+    // three results: the odd one out among those recording a CRC is named against the first such
+    snprintf(dir, sizeof dir, "%s/three", fx->dir);
+    write_results(dir, &a, &o, 0);
+    write_results(dir, &b, &o, 0x1234abcd);
+    SweepConfig d = b;
+    if (load_text(fx, &d, "[sweep]\nmodel = m.safetensors\nmethods = l1\ntargets = 0.7\n", &err) < 0) fail_msg("%s", err.msg);
+    write_results(dir, &d, &o, 0x5555eeee);
+    assert_int_equal(sweep_collect(dir, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "l1-flops0.50-s1.json and l1-flops0.70-s1.json come from different base models"));
+}
+
+// A small conv net (with or without batchnorm) on 1x8x8 images of 3 classes, and a few images.
+static void small_net(Model *m, Dataset *d, bool with_bn) {
+    HpErr err;
+    Rng rng;
+    rng_seed(&rng, 7, 0);
+    model_init(m, (Shape){1, 8, 8}, 3);
+    int x = mb_input(m, &err);
+    x = mb_conv(m, "conv1", x, 4, 3, 1, 1, 1, !with_bn, &err);
+    if (with_bn) x = mb_bn(m, "bn1", x, &err);
+    x = mb_relu(m, "relu1", x, &err);
+    x = mb_conv(m, "conv2", x, 6, 3, 1, 1, 1, !with_bn, &err);
+    if (with_bn) x = mb_bn(m, "bn2", x, &err);
+    x = mb_relu(m, "relu2", x, &err);
+    x = mb_gap(m, "pool", x, &err);
+    x = mb_linear(m, "fc", x, 3, true, &err);
+    assert_true(x > 0);
+    assert_int_equal(model_finalize(m, &err), 0);
+    model_init_params(m, &rng);
+    dataset_alloc(d, 16, 1, 8, 8, 3);
+    for (int i = 0; i < 16 * 64; i++) d->images[i] = (uint8_t)rng_below(&rng, 256);
+    for (int i = 0; i < 16; i++) d->labels[i] = (uint8_t)(i % 3);
+}
+
+// Loads text as the fixture's config and runs sweep_check on m and d; returns its status.
+static int check_text(Fixture *fx, const char *text, const Model *m, const Dataset *d, HpErr *err) {
+    SweepConfig c;
+    sweep_config_default(&c);
+    if (load_text(fx, &c, text, err) < 0) fail_msg("%s", err->msg);
+    return sweep_check(&c, m, d, err);
+}
+
+// Before any run, every method's criterion scores the base model once on a tiny calibration:
+// one it cannot use (bn without batchnorm) is named at the line that chose it, with the model.
+static void test_check_methods(void **state) {
+    Fixture *fx = *state;
+    Model plain, bn;
+    Dataset d;
+    small_net(&plain, &d, false);
+    Dataset d2;
+    small_net(&bn, &d2, true);
+    dataset_free(&d2);
+    HpErr err;
+    const char *all = "[sweep]\nmodel = m\nmethods = random, l1, l2, taylor, hap, obd, fisher, obs, obs-layer, hap-ggn\n"
+                      "targets = 0.3\nsamples = 64\n[method hap-ggn]\ncriterion = hap\nggn = true\n";
+    if (check_text(fx, all, &plain, &d, &err) != 0) fail_msg("%s", err.msg);  // every criterion but bn runs here
+    if (check_text(fx, "[sweep]\nmodel = m\nmethods = l1, bn\ntargets = 0.3\n", &bn, &d, &err) != 0) fail_msg("%s", err.msg);
+    struct { const char *text; int line; } cases[] = {
+        {"[sweep]\nmodel = m\nmethods = l1, bn\ntargets = 0.3\n", 3},                              // the methods line
+        {"[sweep]\nmodel = m\nmethods = l1, slim\ntargets = 0.3\n[method slim]\nrank = per-cost\ncriterion = bn\n", 7},  // criterion =
+        {"[sweep]\nmodel = m\ntargets = 0.3\nmethods = bn\n[method bn]\nnormalize = max\n", 5},    // [method bn]
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(check_text(fx, cases[i].text, &plain, &d, &err), -1);
+        char want[512];
+        snprintf(want, sizeof want, "%s:%d: method %s cannot run on m: criterion bn: channel group 'conv1' has no "
+                 "batchnorm", fx->path, cases[i].line, i == 1 ? "slim" : "bn");
+        if (strncmp(err.msg, want, strlen(want)) != 0) fail_msg("case %zu: '%s'\nwanted '%s'", i, err.msg, want);
+    }
+    // the default method needs no line: l1 runs everywhere; a target out of reach comes first
+    if (check_text(fx, "[sweep]\nmodel = m\ntargets = 0.3\n", &plain, &d, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = bn\nmax_layer_frac = 0.1\ntargets = 0.95\n", &plain,
+                                &d, &err), -1);
+    assert_non_null(strstr(err.msg, ":5: "));
+    // calibration images the model does not take: the criteria that read them say so
+    Dataset wrong;
+    dataset_alloc(&wrong, 4, 1, 6, 6, 3);
+    memset(wrong.images, 0, 4 * 36);
+    memset(wrong.labels, 0, 4);
+    assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = l1, taylor\ntargets = 0.3\n", &plain, &wrong, &err), -1);
+    assert_non_null(strstr(err.msg, ":3: method taylor cannot run on m: calibration images are 1x6x6"));
+    dataset_free(&wrong);
+    dataset_free(&d);
+    model_free(&plain), model_free(&bn);
+}
+
+// The lines the config's keys were read at: the model, the data, a method's criterion.
+static void test_config_lines(void **state) {
+    Fixture *fx = *state;
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    const char *text = "[sweep]\nmethods = l1, bn, x\nmodel = m\n[data]\ndir = /d\ndataset = mnist\n"
+                       "[method x]\ncriterion = obs\n[method bn]\nnormalize = max\n";
+    if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(c.model_line, 3);
+    assert_int_equal(c.data_dir_line, 5);
+    assert_int_equal(c.dataset_line, 6);
+    assert_string_equal(c.dataset, "mnist");
+    assert_string_equal(c.data_dir, "/d");
+    assert_int_equal(sweep_method_line(&c, &c.methods[0]), 2);  // a bare criterion: the methods line
+    assert_int_equal(sweep_method_line(&c, &c.methods[1]), 9);  // [method bn]: its header
+    assert_int_equal(sweep_method_line(&c, &c.methods[2]), 8);  // criterion = obs
+    sweep_config_default(&c);
+    if (load_text(fx, &c, "[sweep]\nmodel = m\n", &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(c.dataset_line + c.data_dir_line, 0);
+    assert_int_equal(sweep_method_line(&c, &c.methods[0]), 0);  // the default l1
+    expect_error(fx, "[sweep]\nmodel = m\n[data]\ndir =\n", 4, "'dir' must not be empty");
+    expect_error(fx, "[sweep]\nmodel = m\nmodel = n\n", 3, "'model' is set twice in [sweep] (first at line 2)");
+}
+
 // [method NAME] sections: a named criterion with options, in run ids, jobs, result settings and
 // results.md; a section named after a criterion changes its defaults.
 static void test_method_sections(void **state) {
@@ -510,6 +772,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_runs_and_shards, setup, teardown),
         cmocka_unit_test_setup_teardown(test_results_and_collect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_obs_result_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_model_fingerprint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_collect_one_base, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_methods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_errors, setup, teardown),
         cmocka_unit_test(test_shipped_sweeps),
