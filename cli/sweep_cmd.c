@@ -399,10 +399,16 @@ static void load_data(const SweepConfig *cfg, const Model *m, Dataset *train, Da
     const char *prov_name = json_get_string(m->provenance, "dataset", prov[0], sizeof prov[0]);
     const char *prov_dir = json_get_string(m->provenance, "data_dir", prov[1], sizeof prov[1]);
     const char *name = cfg->dataset[0] ? cfg->dataset : prov_name ? prov_name : "fashion-mnist";
-    const char *dir = cfg->data_dir[0] ? cfg->data_dir : prov_dir ? prov_dir : DEFAULT_DATA_DIR;
     if (!cfg->dataset[0] && prov_name && !dataset_known(prov_name))
         die("%s:%d: [sweep] model: its provenance names dataset '%s', which hprune does not know ([data] dataset "
             "chooses another)", cfg->path, cfg->model_line, prov_name);
+    // the model's directory only for its own dataset (MNIST and Fashion-MNIST files share names)
+    bool own = !cfg->dataset[0] || (prov_name && strcmp(cfg->dataset, prov_name) == 0);
+    if (!cfg->data_dir[0] && !own && strcmp(name, "fashion-mnist") != 0)
+        die("%s:%d: [data] dataset %s: give its directory with [data] dir (the model was trained on %s%s%s)",
+            cfg->path, cfg->dataset_line, name, prov_name ? prov_name : "an unrecorded dataset", prov_dir ? " in " : "",
+            prov_dir ? prov_dir : "");
+    const char *dir = cfg->data_dir[0] ? cfg->data_dir : own && prov_dir ? prov_dir : DEFAULT_DATA_DIR;
     HpErr err;
     if (dataset_load(name, dir, train, test, &err) < 0) data_error(cfg, prov_dir != NULL, name, err.msg);
     if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes) {

@@ -339,8 +339,9 @@ expect 1 "config: a [data] dir that does not exist, named at its line" "$T/bad/n
 expect 1 "--list: the same [data] dir" "$T/bad/nodata.ini:14:" "\[data\] dir: cannot load" \
   "$HPRUNE" sweep "$T/bad/nodata.ini" --out "$O" --list
 { cat "$CFG"; printf '[data]\ndataset = cifar10\n'; } >"$T/bad/cifar.ini"
-expect 1 "config: a [data] dataset not in the model's data dir, named at its line" "$T/bad/cifar.ini:14:" \
-  "\[data\] dataset: cannot load cifar10" "$HPRUNE" sweep "$T/bad/cifar.ini" --out "$O" --list
+expect 1 "config: a [data] dataset other than the model's, without [data] dir: named at its line" \
+  "$T/bad/cifar.ini:14:" "\[data\] dataset cifar10: give its directory with \[data\] dir \(the model was trained on fashion-mnist in " \
+  "$HPRUNE" sweep "$T/bad/cifar.ini" --out "$O" --list
 expect 1 "config: a file that does not exist" "$T/bad/none.ini" "cannot open" "$HPRUNE" sweep "$T/bad/none.ini" --out "$O"
 expect 1 "--collect: a directory without results" "$T/bad" "cannot open|no result files" "$HPRUNE" sweep --collect "$T/bad"
 expect 2 "no CONFIG" "" "CONFIG is required" "$HPRUNE" sweep --out "$O"
