@@ -121,8 +121,10 @@ typedef struct {
     int round_to;          // kept channels a multiple of this where the group is wider (1: off)
     bool per_cost;         // rank by score per unit of cost a channel's removal saves (MACs or
                            // parameters of the unpruned widths; 1 per channel for a channel target)
-    bool uniform;          // TARGET_CHANNELS only: every prunable group loses round(ratio x its
-                           // reference width) channels, its lowest scores (local, not global)
+    bool uniform;          // TARGET_CHANNELS only: every prunable group keeps round((1 - ratio) x
+                           // its reference width) channels, its highest scores (local, not
+                           // global), that count rounded to the nearest multiple of round_to and
+                           // raised to what the cap keeps; a ratio above the cap is out of reach
 } PruneTarget;
 
 const char *target_kind_name(TargetKind k);
@@ -147,9 +149,11 @@ void widths_cost(const Model *m, const GroupSet *gs, const int *width, uint64_t 
 // Chooses the channels to remove: globally lowest scores (divided by each group's cost per
 // channel when t->per_cost) first (in units of round_to channels
 // within a group once its width is a multiple), never more than the cap of a group nor its
-// last channel, until m's cost is at most (1 - ratio) of the reference's. keep[g] (n_channels
-// bools for every group, all true for non-prunable ones) gets the result. If the caps make the
-// target unreachable, fails naming the binding limit and the most that can be removed.
+// last channel, until m's cost is at most (1 - ratio) of the reference's (t->uniform: see
+// PruneTarget). keep[g] (n_channels bools for every group, all true for non-prunable ones) gets
+// the result. Fails if a prunable group's score is not finite, or if the target is out of reach,
+// saying the most that can be removed and which limit binds (the per-layer cap, the rounding,
+// both, or the layers that cannot be pruned and the channel each keeps).
 int prune_select(const Model *m, const GroupSet *gs, double *const *scores, const PruneTarget *t,
                  const PruneRef *ref, bool **keep, HpErr *err);
 

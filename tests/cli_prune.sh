@@ -18,7 +18,7 @@ mkdir -p "$CAP" "$T/data" "$T/out" "$T/work"
 
 cat >"$T/check.py" <<'EOF'
 # check.py MODE ARGS...: checks of prune's outputs; exits 1 with the reason.
-import json, struct, sys
+import json, math, struct, sys
 mode, args = sys.argv[1], sys.argv[2:]
 def need(cond, msg):
     if not cond:
@@ -58,11 +58,22 @@ elif mode == "slim":  # SLIM.safetensors REPORT.json: shapes in the file match t
     need(h["fc3.weight"]["shape"] == [10, outs["fc2"]], f"fc3.weight {h['fc3.weight']['shape']}")
     prov = json.loads(h["__metadata__"]["hprune.provenance"])
     need(prov["prune"]["method"] == r["method"], f"provenance {prov.get('prune')}")
-elif mode == "uniform":  # REPORT.json RATIO: every prunable layer lost round(RATIO x its channels)
+elif mode == "uniform":  # REPORT.json RATIO [CAP]: every prunable layer lost round(RATIO x its channels),
+    # or with CAP kept at least what the cap keeps, ceil((1 - CAP) x its channels)
     r, ratio = json.load(open(args[0])), float(args[1])
+    cap = float(args[2]) if len(args) > 2 else 0.9
     for l in r["layers"][:-1]:
-        want = l["out_before"] - round((1 - ratio) * l["out_before"])
+        keep = max(round((1 - ratio) * l["out_before"]), math.ceil((1 - cap) * l["out_before"] - 1e-9))
+        want = l["out_before"] - keep
         need(l["out_before"] - l["out_after"] == want, f"{l['name']}: {l['out_before']} -> {l['out_after']}, expected -{want}")
+elif mode == "uniform_round":  # REPORT.json RATIO R: every prunable layer wider than R keeps the
+    # multiple of R nearest to round((1 - RATIO) x its channels); the others round((1 - RATIO) x ...)
+    r, ratio, q = json.load(open(args[0])), float(args[1]), int(args[2])
+    for l in r["layers"][:-1]:
+        want = int((1 - ratio) * l["out_before"] + 0.5)
+        if l["out_before"] > q:
+            want = max(q, q * int(want / q + 0.5))
+        need(l["out_after"] == want, f"{l['name']}: {l['out_before']} -> {l['out_after']}, expected {want}")
 elif mode == "acc":  # REPORT.json EVAL.json: eval's accuracy equals the report's final accuracy
     r, e = json.load(open(args[0])), json.load(open(args[1]))
     final = r.get("accuracy_finetuned", r["accuracy_pruned"])
@@ -155,6 +166,12 @@ check "Markdown report of obs: the Fisher's settings, by default blocks of 100 a
   "$T/out/obs.md"
 prune l1 uniform --target-channels 0.5 --uniform
 pycheck "--uniform: every layer loses half of its own channels" uniform "$T/out/uniform.json" 0.5
+prune l1 uniform8 --target-channels 0.5 --uniform --round-to 8
+pycheck "--uniform --round-to 8: kept widths the nearest multiples of 8 (fc1 120 -> 64, fc2 84 -> 40)" uniform_round \
+  "$T/out/uniform8.json" 0.5 8
+prune l1 uniform_cap --target-channels 0.6 --uniform --max-layer-frac 0.6
+pycheck "--uniform at the cap: every layer loses 60% of its channels, no more than the cap (conv1 6 -> 3, not 2)" \
+  uniform "$T/out/uniform_cap.json" 0.6 0.6
 prune hap again --target-flops 0.5
 pycheck "the same command gives the same report (but for timing)" same "$T/out/hap.json" "$T/out/again.json"
 prune fisher fisher_t2 --target-flops 0.5 --threads 2
@@ -178,8 +195,18 @@ expect 2 "two targets" "" "one target" "$HPRUNE" prune "$MODEL" --method l1 --ta
 expect 2 "no output" "" "-o" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA"
 expect 2 "a report that is neither .md nor .json" "x.txt" "\.md or \.json" "$HPRUNE" prune "$MODEL" --method l1 \
   --target-flops 0.5 $S --report x.txt
-expect 1 "a target the per-layer cap makes impossible names the cap" "" "out of reach.*max-layer-frac" \
+expect 1 "a target the per-layer cap makes impossible: the cap binds, and what could be removed without it" "" \
+  "out of reach: at most [0-9.]+% can be removed; the per-layer cap of 0.5 \(--max-layer-frac.*binds: without it [0-9.]+% could be removed$" \
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.9 --max-layer-frac 0.5 $S
+expect 1 "a target the rounding makes impossible: the rounding binds" "" \
+  "out of reach.*the rounding of kept widths to multiples of 64 binds: without it [0-9.]+% could be removed$" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-params 0.9 --round-to 64 $S
+expect 1 "a target beyond every layer's last channel: neither the cap nor the rounding binds" "" \
+  "out of reach.*the layers that cannot be pruned and the channel every layer keeps bind" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.99 $S
+expect 1 "--uniform above the per-layer cap is out of reach (conv2 is not left 1 channel of 16)" "" \
+  "removing 95.0% of every layer's channels \(uniform\) is out of reach: the per-layer cap of 0.9" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-channels 0.95 --uniform $S
 expect 1 "a model without prunable channels" "nolinear.safetensors" "no prunable channels" \
   "$HPRUNE" prune "$T/nolinear.safetensors" --method l1 --target-flops 0.5 $S
 expect 1 "a missing model file" "nothere.safetensors" "" "$HPRUNE" prune nothere.safetensors --method l1 --target-flops 0.5 $S
