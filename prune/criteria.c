@@ -493,6 +493,17 @@ static void normalise(const Model *m, const GroupSet *gs, Normalize how, bool co
     }
 }
 
+// Fails naming the criterion, a group and a channel if a prunable group's score is not finite.
+static int check_finite(const CritOpts *o, const GroupSet *gs, double **scores, HpErr *err) {
+    for (int g = 0; g < gs->n_groups; g++)
+        for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
+            if (!isfinite(scores[g][c]))
+                return hp_fail(err, "criterion %s: the scores are not finite (channel %d of %s: %s), so they cannot rank "
+                                    "the channels", criterion_name(o->method), c, gs->groups[g].name,
+                               isnan(scores[g][c]) ? "NaN" : scores[g][c] > 0 ? "+inf" : "-inf");
+    return 0;
+}
+
 int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     memset(s, 0, sizeof *s);
     s->o = *o;
@@ -518,6 +529,7 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     default: return hp_fail(err, "unknown criterion %d", (int)o->method);
     }
     if (rc == 0) normalise(m, gs, resolve_normalize(o), o->consumers_only, scores);
+    if (rc == 0) rc = check_finite(o, gs, scores, err);
     return rc;
 }
 

@@ -102,7 +102,8 @@ typedef struct {
 
 // Scores every channel of every prunable group of m: scores[g] (gs->groups[g].n_channels
 // doubles) is filled for prunable groups (lower = less important) and left untouched for the
-// others; raw scores are normalised per group by o->normalize. Returns 0, or -1 with err set.
+// others; raw scores are normalised per group by o->normalize. Returns 0, or -1 with err set
+// (naming the criterion and a channel if a score is not finite).
 int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err);
 // Applies the criterion's compensating update for removing the channels not in keep (obs,
 // obs-layer with compensation on; nothing for the others) to m's parameters. Call before

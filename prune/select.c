@@ -316,8 +316,8 @@ static int check_scores(const GroupSet *gs, double *const *scores, HpErr *err) {
     for (int g = 0; g < gs->n_groups; g++)
         for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
             if (!isfinite(scores[g][c]))
-                return hp_fail(err, "the scores are not finite: channel %d of %s has %g (no ranking can order it)", c,
-                               gs->groups[g].name, scores[g][c]);
+                return hp_fail(err, "the scores are not finite: channel %d of %s has %s (no ranking can order it)", c,
+                               gs->groups[g].name, isnan(scores[g][c]) ? "NaN" : scores[g][c] > 0 ? "+inf" : "-inf");
     return 0;
 }
 

@@ -85,6 +85,13 @@ elif mode == "same":  # A B: the same report but for timing and the command
         a.pop(k, None), b.pop(k, None)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     need(not diff, f"differ in {diff}")
+elif mode == "huge":  # MODEL OUT TENSOR: MODEL with every value of TENSOR 1e38 (finite; its forward
+    # pass overflows, so gradients, and the criteria made of them, are not finite)
+    b = bytearray(open(args[0], "rb").read())
+    n = struct.unpack("<Q", b[:8])[0]
+    lo, hi = json.loads(b[8:8 + n])[args[2]]["data_offsets"]
+    b[8 + n + lo:8 + n + hi] = struct.pack("<f", 1e38) * ((hi - lo) // 4)
+    open(args[1], "wb").write(b)
 elif mode == "nolinear":  # OUT.safetensors: a model with no prunable channel (one linear layer)
     g = {"format": "hprune-graph", "version": 1, "arch": "custom", "input": [1, 28, 28], "classes": 10,
          "normalize": {"mean": [0.5], "std": [0.25]},
@@ -110,6 +117,7 @@ rc_is() { [ "$rc" -eq "$1" ]; }
 
 tap_tiny_model 256 64 --seed 2025 --wrong 0.1
 python3 "$T/check.py" nolinear "$T/nolinear.safetensors"
+python3 "$T/check.py" huge "$MODEL" "$T/huge.safetensors" fc1.weight
 
 # prune METHOD NAME ARGS...: prunes the fixture model with small settings into $T/out/NAME.*
 prune() {
@@ -209,6 +217,10 @@ expect 1 "--uniform above the per-layer cap is out of reach (conv2 is not left 1
   "$HPRUNE" prune "$MODEL" --method l1 --target-channels 0.95 --uniform $S
 expect 1 "a model without prunable channels" "nolinear.safetensors" "no prunable channels" \
   "$HPRUNE" prune "$T/nolinear.safetensors" --method l1 --target-flops 0.5 $S
+run "$HPRUNE" prune "$T/huge.safetensors" --method taylor --samples 64 --target-flops 0.5 $S
+check "a criterion whose scores are not finite says so, naming it and a channel (not 'out of reach'); nothing written" \
+  eval 'rc_is 1 && [ ! -e "$T/work/slim.safetensors" ] && tail -1 "$CAP/err" |
+        grep -q -E "^hprune: error: .*huge.safetensors: criterion taylor: the scores are not finite \(channel [0-9]+ of fc1: (NaN|[+-]inf)\)"'
 expect 1 "a missing model file" "nothere.safetensors" "" "$HPRUNE" prune nothere.safetensors --method l1 --target-flops 0.5 $S
 expect 1 "a Fisher that does not fit the memory budget says what would" "" "block size|fit" \
   "$HPRUNE" prune "$MODEL" --method obs --target-flops 0.5 --fisher-grads 100000 --memory-budget 1 $S

@@ -621,6 +621,24 @@ static void test_select_binding_limit(void **state) {
     fixture_free(&f);
 }
 
+// A criterion whose scores are not finite (l1 of a channel holding a NaN gamma) fails naming
+// itself, the group and the channel, instead of leaving the selection to find no channel.
+static void test_scores_not_finite(void **state) {
+    (void)state;
+    Fixture f;
+    fixture_init(&f, 12, 4);
+    f.m.params[f.m.nodes[node_id(&f.m, "bn2")].w_off + 3] = NAN;  // gamma of conv2's channel 3 alone
+    CritOpts o = crit_defaults();
+    Scorer s;
+    HpErr err = {{0}};
+    assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err), -1);
+    scorer_free(&s);
+    const char *want[] = {"criterion l1", "not finite", "channel 3 of conv2"};
+    for (int i = 0; i < 3; i++)
+        if (!strstr(err.msg, want[i])) fail_msg("'%s' not in: %s", want[i], err.msg);
+    fixture_free(&f);
+}
+
 // After obs-layer compensation and surgery, the network's output is closer to the original's
 // than after plain removal of the same channels.
 static void test_obs_layer_compensation_helps(void **state) {
@@ -729,6 +747,7 @@ int main(void) {
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_select_uniform_limits),
         cmocka_unit_test(test_select_binding_limit),
+        cmocka_unit_test(test_scores_not_finite),
         cmocka_unit_test(test_obs_layer_compensation_helps),
         cmocka_unit_test(test_bn_recalibrate),
     };
