@@ -22,7 +22,7 @@ static const char *const HELP_PRUNE =
     "channels together) until the target is met, optionally fine-tunes, and writes a smaller\n"
     "dense model.\n"
     "\n"
-    "criterion:\n"
+    "criterion (an option that the criterion does not use is refused):\n"
     "      --method NAME       random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer\n"
     "      --normalize N       auto (default: none for taylor, hap, obd, fisher, obs; mean for the\n"
     "                          others), mean, max, size (per parameter) or none\n"
@@ -60,7 +60,7 @@ static const char *const HELP_PRUNE =
     "                          images (no weight changes; default 1024, 0: off)\n"
     "fine-tuning (the engine's trainer; the best epoch on the validation split is kept):\n"
     "      --finetune-epochs E epochs after pruning (default 0: none)\n"
-    "      --between-epochs E  epochs after each intermediate step of --steps (default 0)\n"
+    "      --between-epochs E  epochs after each intermediate step of --steps K, K >= 2 (default 0)\n"
     "      --lr LR             learning rate (default 0.01, cosine schedule)\n"
     "      --config FILE       a training config whose [data] and [train] sections set the\n"
     "                          fine-tuning (augmentation, validation split, schedule, ...)\n"
@@ -75,6 +75,12 @@ static const char *const HELP_PRUNE =
 
 #define PCMD "prune"
 
+enum {
+    O_METHOD = 256, O_NORMALIZE, O_SAMPLES, O_BATCH, O_PROBES, O_GGN, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET,
+    O_LDAMP, O_NOCOMP, O_TFLOPS, O_TPARAMS, O_TCHANNELS, O_MAXFRAC, O_ROUND, O_STEPS, O_FT, O_BETWEEN, O_LR,
+    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL, O_UNIFORM, O_SLICES, O_END
+};
+
 // Everything the command was asked to do.
 typedef struct {
     const char *model, *output, *report, *config, *data, *dataset;
@@ -84,13 +90,8 @@ typedef struct {
     double lr;
     bool lr_given, rank_given;
     unsigned long long seed;
+    int given[O_END - O_METHOD];  // per long option: where it first came among the options (1-based; 0: absent)
 } PruneOpts;
-
-enum {
-    O_METHOD = 256, O_NORMALIZE, O_SAMPLES, O_BATCH, O_PROBES, O_GGN, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET,
-    O_LDAMP, O_NOCOMP, O_TFLOPS, O_TPARAMS, O_TCHANNELS, O_MAXFRAC, O_ROUND, O_STEPS, O_FT, O_BETWEEN, O_LR,
-    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL, O_UNIFORM, O_SLICES
-};
 
 // Sets the one target, or exits if another was given.
 static void set_target(PruneOpts *o, TargetKind kind, const char *flag, const char *value) {
@@ -145,6 +146,47 @@ static bool parse_crit_option(int c, PruneOpts *o) {
     return false;
 }
 
+// The options only some criteria use: the option and its key for criterion_option_applies.
+static const struct {
+    int code;
+    const char *flag, *key;
+} CRIT_ONLY[] = {
+    {O_SLICES, "--slices", "slices"},         {O_GGN, "--ggn", "ggn"},
+    {O_PROBES, "--probes", "probes"},         {O_FGRADS, "--fisher-grads", "fisher_grads"},
+    {O_FBATCH, "--fisher-batch", "fisher_batch"}, {O_BLOCK, "--block-size", "block_size"},
+    {O_DAMP, "--damp", "damp"},               {O_BUDGET, "--memory-budget", "memory_budget"},
+    {O_LDAMP, "--layer-damp", "layer_damp"},  {O_NOCOMP, "--no-compensate", "compensate"},
+};
+
+// Position of option code among the options given (0: not given).
+static int given_at(const PruneOpts *o, int code) { return o->given[code - O_METHOD]; }
+
+// Exits with a usage error naming the first option given (in command-line order) that does not
+// apply: one the criterion does not use, --probes with --ggn, --between-epochs without steps
+// to go between.
+static void check_applicable(const PruneOpts *o) {
+    Criterion k = o->crit.method;
+    int first = -1, n = (int)(sizeof CRIT_ONLY / sizeof CRIT_ONLY[0]);
+    for (int i = 0; i < n; i++) {
+        int at = given_at(o, CRIT_ONLY[i].code);
+        if (at && !criterion_option_applies(CRIT_ONLY[i].key, k, NULL, 0) &&
+            (first < 0 || at < given_at(o, CRIT_ONLY[first].code)))
+            first = i;
+    }
+    if (first >= 0) {
+        char users[160], flag[40];
+        criterion_option_applies(CRIT_ONLY[first].key, k, users, sizeof users);
+        snprintf(flag, sizeof flag, "%s%s", CRIT_ONLY[first].flag, CRIT_ONLY[first].code != O_SLICES ? ""
+                                                                   : o->crit.consumers_only ? " consumers" : " all");
+        usage_error(PCMD, "%s applies to %s, not %s", flag, users, criterion_name(k));
+    }
+    if (given_at(o, O_PROBES) && o->crit.ggn)
+        usage_error(PCMD, "--probes does not apply with --ggn (the exact Gauss-Newton diagonal has no probes)");
+    if (given_at(o, O_BETWEEN) && o->steps < 2)
+        usage_error(PCMD, "--between-epochs applies between the steps of --steps K, K at least 2 (%s)",
+                    given_at(o, O_STEPS) ? "--steps 1 has none" : "one step by default");
+}
+
 // Parses the command line into o, or exits.
 static void prune_parse(int argc, char **argv, PruneOpts *o) {
     static const struct option opts[] = {
@@ -159,11 +201,11 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
         {"config", 1, 0, O_CONFIG}, {"output", 1, 0, 'o'}, {"report", 1, 0, O_REPORT}, {"data", 1, 0, O_DATA},
         {"dataset", 1, 0, O_DATASET}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
-    bool method_given = false;
-    int c;
+    int c, pos = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
-        if (c == O_METHOD) method_given = true;
+        pos++;
+        if (c >= O_METHOD && c < O_END && !o->given[c - O_METHOD]) o->given[c - O_METHOD] = pos;
         if (parse_crit_option(c, o)) continue;
         switch (c) {
         case O_TFLOPS: set_target(o, TARGET_MACS, "--target-flops", optarg); break;
@@ -206,15 +248,11 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
     if (optind >= argc) usage_error(PCMD, "MODEL is required");
     if (optind != argc - 1) usage_error(PCMD, "one MODEL only (unexpected '%s')", argv[optind + 1]);
     o->model = argv[optind];
-    if (!method_given) usage_error(PCMD, "--method NAME is required");
+    if (!given_at(o, O_METHOD)) usage_error(PCMD, "--method NAME is required");
     if (o->n_targets == 0) usage_error(PCMD, "a target is required: --target-flops, --target-params or --target-channels");
     if (o->n_targets > 1) usage_error(PCMD, "give one target only (--target-flops, --target-params or --target-channels)");
     if (!o->output) usage_error(PCMD, "-o SLIM.safetensors is required");
-    if (o->crit.consumers_only && !criterion_takes_slices(o->crit.method)) {
-        char names[128];
-        criteria_taking_slices(names, sizeof names);
-        usage_error(PCMD, "--slices consumers applies to %s, not %s", names, criterion_name(o->crit.method));
-    }
+    check_applicable(o);
     if (o->target.uniform && o->target.kind != TARGET_CHANNELS)
         usage_error(PCMD, "--uniform needs --target-channels (the same fraction of every layer's channels)");
     if (o->report) {

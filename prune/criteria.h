@@ -50,6 +50,11 @@ void criteria_names(char *buf, size_t cap);
 // fisher, obs-layer (obs reads its Fisher's fisher.n_grads images instead).
 bool criterion_reads_samples(Criterion c);
 int normalize_parse(const char *s);  // -1 if unknown
+// True if the option key, one that only some criteria use, applies to criterion c. Keys (a
+// sweep config's names): slices, ggn, probes, samples, fisher_grads, fisher_batch, block_size,
+// damp, memory_budget, layer_damp, compensate; any other is a programming error. users (cap
+// bytes; may be NULL) gets the criteria it applies to ("hap and obd").
+bool criterion_option_applies(const char *key, Criterion c, char *users, size_t cap);
 // true for the criteria that change the remaining weights (obs, obs-layer) unless disabled.
 bool criterion_compensates(Criterion c);
 

@@ -119,11 +119,17 @@ tap_tiny_model 256 64 --seed 2025 --wrong 0.1
 python3 "$T/check.py" nolinear "$T/nolinear.safetensors"
 python3 "$T/check.py" huge "$MODEL" "$T/huge.safetensors" fc1.weight
 
-# prune METHOD NAME ARGS...: prunes the fixture model with small settings into $T/out/NAME.*
+# prune METHOD NAME ARGS...: prunes the fixture model with small settings (those METHOD uses:
+# the others are refused) into $T/out/NAME.*
 prune() {
   method=$1 name=$2; shift 2
-  run "$HPRUNE" prune "$MODEL" --method "$method" --data "$DATA" --samples 64 --batch-size 32 --probes 4 \
-    --fisher-grads 32 --block-size 500 --threads 1 -o "$T/out/$name.safetensors" --report "$T/out/$name.json" "$@"
+  case $method in
+  hap | obd) case " $* " in *" --ggn "*) small="" ;; *) small="--probes 4" ;; esac ;;
+  obs) small="--fisher-grads 32 --block-size 500" ;;
+  *) small="" ;;
+  esac
+  run "$HPRUNE" prune "$MODEL" --method "$method" --data "$DATA" --samples 64 --batch-size 32 $small \
+    --threads 1 -o "$T/out/$name.safetensors" --report "$T/out/$name.json" "$@"
 }
 
 # ---- every criterion meets a MACs target; the slim model is what the report says ----
@@ -197,6 +203,29 @@ expect 2 "--uniform with a MACs target" "" "--uniform needs --target-channels" "
 expect 2 "--slices with a criterion it does not apply to" "" \
   "--slices consumers applies to l1, l2, taylor, hap, obd and fisher, not obs-layer" "$HPRUNE" prune "$MODEL" \
   --method obs-layer --slices consumers --target-flops 0.5 $S
+expect 2 "--slices all with a criterion it does not apply to" "" \
+  "--slices all applies to l1, l2, taylor, hap, obd and fisher, not obs" "$HPRUNE" prune "$MODEL" \
+  --method obs --slices all --target-flops 0.5 $S
+expect 2 "--probes with --ggn (no probes there)" "" "--probes does not apply with --ggn" \
+  "$HPRUNE" prune "$MODEL" --method hap --ggn --probes 4 --target-flops 0.5 $S
+expect 2 "--ggn with l1" "" "--ggn applies to hap and obd, not l1" \
+  "$HPRUNE" prune "$MODEL" --method l1 --ggn --target-flops 0.5 $S
+expect 2 "--probes with l1" "" "--probes applies to hap and obd, not l1" \
+  "$HPRUNE" prune "$MODEL" --method l1 --probes 8 --target-flops 0.5 $S
+expect 2 "--no-compensate with l1" "" "--no-compensate applies to obs and obs-layer, not l1" \
+  "$HPRUNE" prune "$MODEL" --method l1 --no-compensate --target-flops 0.5 $S
+expect 2 "--fisher-grads with l1" "" "--fisher-grads applies to obs, not l1" \
+  "$HPRUNE" prune "$MODEL" --method l1 --fisher-grads 16 --target-flops 0.5 $S
+expect 2 "--memory-budget with obs-layer" "" "--memory-budget applies to obs, not obs-layer" \
+  "$HPRUNE" prune "$MODEL" --method obs-layer --memory-budget 100 --target-flops 0.5 $S
+expect 2 "--layer-damp with obs" "" "--layer-damp applies to obs-layer, not obs" \
+  "$HPRUNE" prune "$MODEL" --method obs --layer-damp 0.1 --target-flops 0.5 $S
+expect 2 "two options l1 does not use: the first given is named" "" "--layer-damp applies to obs-layer, not l1" \
+  "$HPRUNE" prune "$MODEL" --layer-damp 0.1 --block-size 50 --method l1 --target-flops 0.5 $S
+expect 2 "--between-epochs without --steps" "" "--between-epochs applies between the steps of --steps K.*one step by default" \
+  "$HPRUNE" prune "$MODEL" --method l1 --between-epochs 1 --target-flops 0.5 $S
+expect 2 "--between-epochs with --steps 1" "" "--between-epochs applies between the steps.*--steps 1 has none" \
+  "$HPRUNE" prune "$MODEL" --method l1 --steps 1 --between-epochs 1 --target-flops 0.5 $S
 expect 2 "an unknown --slices" "some" "unknown" "$HPRUNE" prune "$MODEL" --method l1 --slices some --target-flops 0.5 $S
 expect 2 "no target" "" "target is required" "$HPRUNE" prune "$MODEL" --method l1 $S
 expect 2 "two targets" "" "one target" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --target-params 0.5 $S

@@ -639,6 +639,30 @@ static void test_scores_not_finite(void **state) {
     fixture_free(&f);
 }
 
+// The options only some criteria use apply to those criteria, named as a sweep's messages name
+// them.
+static void test_option_applies(void **state) {
+    (void)state;
+    char users[160];
+    assert_true(criterion_option_applies("ggn", CRIT_HAP, users, sizeof users));
+    assert_true(criterion_option_applies("probes", CRIT_OBD, NULL, 0));
+    assert_false(criterion_option_applies("probes", CRIT_L1, users, sizeof users));
+    assert_string_equal(users, "hap and obd");
+    assert_false(criterion_option_applies("samples", CRIT_L1, users, sizeof users));
+    assert_string_equal(users, "taylor, hap, obd, fisher and obs-layer");
+    assert_false(criterion_option_applies("damp", CRIT_OBS_LAYER, users, sizeof users));
+    assert_string_equal(users, "obs");
+    assert_true(criterion_option_applies("memory_budget", CRIT_OBS, NULL, 0));
+    assert_false(criterion_option_applies("layer_damp", CRIT_OBS, users, sizeof users));
+    assert_string_equal(users, "obs-layer");
+    assert_false(criterion_option_applies("compensate", CRIT_FISHER, users, sizeof users));
+    assert_string_equal(users, "obs and obs-layer");
+    assert_false(criterion_option_applies("slices", CRIT_BN, users, sizeof users));
+    assert_string_equal(users, "l1, l2, taylor, hap, obd and fisher");
+    for (int c = 0; c < CRIT_COUNT; c++)  // slices follows criterion_takes_slices
+        assert_int_equal(criterion_option_applies("slices", (Criterion)c, NULL, 0), criterion_takes_slices((Criterion)c));
+}
+
 // After obs-layer compensation and surgery, the network's output is closer to the original's
 // than after plain removal of the same channels.
 static void test_obs_layer_compensation_helps(void **state) {
@@ -748,6 +772,7 @@ int main(void) {
         cmocka_unit_test(test_select_uniform_limits),
         cmocka_unit_test(test_select_binding_limit),
         cmocka_unit_test(test_scores_not_finite),
+        cmocka_unit_test(test_option_applies),
         cmocka_unit_test(test_obs_layer_compensation_helps),
         cmocka_unit_test(test_bn_recalibrate),
     };
