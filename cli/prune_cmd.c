@@ -432,9 +432,11 @@ static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const
     return t.s;
 }
 
-// Writes the report (Markdown or JSON by extension) atomically, or exits.
-static void write_report(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, int argc, char **argv) {
-    char *cmd = command_line(argc, argv), *text;
+// Writes the report (Markdown or JSON by o->report's extension) to path, its staged file in
+// out; on failure removes every staged file and exits.
+static void write_report(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd,
+                         const char *path, Outputs *out) {
+    char *text;
     if (strcmp(strrchr(o->report, '.'), ".json") == 0) {
         cJSON *j = report_json(o, a, b, r, cmd);
         text = cJSON_Print(j);
@@ -442,8 +444,22 @@ static void write_report(const PruneOpts *o, const Model *a, const Model *b, con
     } else
         text = report_md(o, a, b, r, cmd);
     HpErr err;
-    if (write_file_atomic(o->report, text, strlen(text), &err) < 0) die("%s", err.msg);
-    free(text), free(cmd);
+    int rc = write_file_atomic(path, text, strlen(text), &err);
+    free(text);
+    if (rc < 0) outputs_fail(out, err.msg);
+}
+
+// Writes the slim model and the report (if asked) together: both staged, the report first,
+// then renamed into place only once both are complete; on failure neither is left, nor a
+// temporary file, and the command exits.
+static void write_outputs(const PruneOpts *o, const Model *orig, const Model *slim, const PruneOutcome *r,
+                          const char *cmd) {
+    Outputs out = {0};
+    const char *model_tmp = outputs_stage(&out, o->output);
+    if (o->report) write_report(o, orig, slim, r, cmd, outputs_stage(&out, o->report), &out);
+    HpErr err;
+    if (model_save(slim, model_tmp, NULL, &err) < 0) outputs_fail(&out, err.msg);
+    outputs_commit(&out);
 }
 
 // Prints the summary lines.
@@ -481,8 +497,8 @@ int cmd_prune(int argc, char **argv) {
     PruneOpts o;
     prune_defaults(&o);
     prune_parse(argc, argv, &o);
-    check_output_path(o.output);
-    if (o.report) check_output_path(o.report);
+    const char *paths[] = {o.output, o.report}, *labels[] = {"-o", "--report"};
+    check_outputs(PCMD, paths, labels, 2);
     o.threads = hp_set_threads(o.threads);
     PruneJob job = prune_job_defaults();
     job.crit = o.crit;
@@ -510,9 +526,8 @@ int cmd_prune(int argc, char **argv) {
     if (prune_run(&job, &m, &train, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
     char *cmd = command_line(argc, argv);
     set_prune_provenance(&o, &m, &r, cmd);
+    write_outputs(&o, &orig, &m, &r, cmd);
     free(cmd);
-    if (model_save(&m, o.output, NULL, &err) < 0) die("%s", err.msg);
-    if (o.report) write_report(&o, &orig, &m, &r, argc, argv);
     print_summary(&orig, &m, &r);
     printf("wrote %s%s%s\n", o.output, o.report ? " and " : "", o.report ? o.report : "");
     model_free(&orig), model_free(&m);

@@ -232,6 +232,23 @@ expect 2 "two targets" "" "one target" "$HPRUNE" prune "$MODEL" --method l1 --ta
 expect 2 "no output" "" "-o" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA"
 expect 2 "a report that is neither .md nor .json" "x.txt" "\.md or \.json" "$HPRUNE" prune "$MODEL" --method l1 \
   --target-flops 0.5 $S --report x.txt
+expect 2 "-o and --report naming the same file" "" "-o and --report would both write same.json" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report same.json
+expect 2 "-o and --report naming the same file in two spellings" "" "-o and --report would both write" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report ./same.json
+expect 1 "a report under /sys: refused before any work" "/sys/r.md" "" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S --report /sys/r.md
+# a write that fails part-way (a file size limit the report fits in and the model does not): the
+# report, written first, and every temporary are removed
+run sh -c 'trap "" XFSZ; ulimit -f 40; exec "$@"' sh "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S \
+  --report "$T/work/slim.json"
+check "a write that fails part-way leaves neither the model nor the report, nor a temporary" \
+  eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: .*slim.safetensors: .*too large" &&
+        [ -z "$(ls -A "$T/work")" ]'
+long=$(printf 'r%.0s' $(seq 250)).md
+prune l1 long --target-flops 0.5 --report "$T/work/$long"
+check "a report named with 253 characters is written (with the model)" eval 'rc_is 0 && [ -s "$T/work/$long" ]'
+rm -f "$T/work/$long"
 expect 1 "a target the per-layer cap makes impossible: the cap binds, and what could be removed without it" "" \
   "out of reach: at most [0-9.]+% can be removed; the per-layer cap of 0.5 \(--max-layer-frac.*binds: without it [0-9.]+% could be removed$" \
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.9 --max-layer-frac 0.5 $S
