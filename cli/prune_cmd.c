@@ -475,12 +475,15 @@ static void print_summary(const Model *a, const Model *b, const PruneOutcome *r)
            r->lat_orig_ms / r->lat_pruned_ms);
 }
 
-// Records the pruning in the slim model's provenance JSON.
+// Records the pruning in the slim model's provenance JSON: its own test accuracy and loss, and
+// what was done.
 static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcome *r, const char *cmd) {
     cJSON *p = m->provenance ? cJSON_Parse(m->provenance) : NULL;
     if (!p) p = cJSON_CreateObject();
     cJSON_DeleteItemFromObjectCaseSensitive(p, "test_accuracy");
     cJSON_AddNumberToObject(p, "test_accuracy", r6(r->acc_final));
+    cJSON_DeleteItemFromObjectCaseSensitive(p, "test_loss");
+    cJSON_AddNumberToObject(p, "test_loss", r6(r->loss_final));
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "command", cmd);
     cJSON_AddStringToObject(q, "source", o->model);

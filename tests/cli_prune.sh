@@ -74,10 +74,15 @@ elif mode == "uniform_round":  # REPORT.json RATIO R: every prunable layer wider
         if l["out_before"] > q:
             want = max(q, q * int(want / q + 0.5))
         need(l["out_after"] == want, f"{l['name']}: {l['out_before']} -> {l['out_after']}, expected {want}")
-elif mode == "acc":  # REPORT.json EVAL.json: eval's accuracy equals the report's final accuracy
+elif mode == "acc":  # REPORT.json EVAL.json [SLIM.safetensors]: eval's accuracy equals the report's final
+    # accuracy; the slim model's provenance has eval's accuracy and loss, not the unpruned model's
     r, e = json.load(open(args[0])), json.load(open(args[1]))
-    final = r.get("accuracy_finetuned", r["accuracy_pruned"])
+    final = r.get("accuracy_finetuned", r["accuracy_recalibrated"])
     need(abs(final - e["accuracy"]) <= 1e-6, f"report {final}, eval {e['accuracy']}")
+    if len(args) > 2:
+        prov = json.loads(header(args[2])["__metadata__"]["hprune.provenance"])
+        for k, ek in (("test_accuracy", "accuracy"), ("test_loss", "loss")):
+            need(abs(prov[k] - e[ek]) <= 1e-6, f"provenance {k} {prov[k]}, eval {e[ek]}")
 elif mode == "same":  # A B: the same report but for timing and the command
     a, b = json.load(open(args[0])), json.load(open(args[1]))
     for k in ("command", "date", "latency_ms_before", "latency_ms_after", "images_per_s_before",
@@ -168,6 +173,10 @@ pycheck "parameter target met" report "$T/out/params.json" params 0.6
 prune taylor steps --target-flops 0.4 --steps 2 --between-epochs 1 --finetune-epochs 1 --lr 0.01
 check "two steps with fine-tuning between and after" eval 'rc_is 0 && grep -q "step 2/2" "$CAP/err" && grep -q "after 1 fine-tuning" "$CAP/out"'
 pycheck "stepped run meets its target" report "$T/out/steps.json" macs 0.4
+run "$HPRUNE" eval "$T/out/steps.safetensors" --data "$DATA" --json --threads 1
+cp "$CAP/out" "$T/out/eval_steps.json"
+pycheck "fine-tuned slim model: its provenance has its own test accuracy and loss (eval's)" acc "$T/out/steps.json" \
+  "$T/out/eval_steps.json" "$T/out/steps.safetensors"
 run "$HPRUNE" prune "$MODEL" --method hap --data "$DATA" --samples 64 --probes 4 --threads 1 --target-channels 0.3 \
   --round-to 2 -o "$T/out/md.safetensors" --report "$T/out/md.md"
 check "Markdown report with the layer table and accuracies" eval \
