@@ -1,5 +1,6 @@
 // prune_cmd.c: `hprune prune`: score channels, remove them to a target (one shot or in steps),
 // fine-tune, write the slimmed model and a report.
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -302,14 +303,35 @@ static void finetune_config(const PruneOpts *o, TrainConfig *ft) {
 
 // ---- report ----
 
-// The command line as one string (arguments with spaces quoted).
-static char *command_line(int argc, char **argv) {
-    size_t len = 16;
-    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 3;
-    char *s = hp_malloc(len), *p = s;
-    p += sprintf(p, "hprune");
-    for (int i = 0; i < argc; i++) p += sprintf(p, strchr(argv[i], ' ') ? " '%s'" : " %s", argv[i]);
-    return s;
+// Appends s to b as one word of a POSIX shell command: as it is when no character of it is
+// special to the shell, else in single quotes, a ' inside written as '\''.
+static void sb_shell_word(StrBuf *b, const char *s) {
+    bool plain = *s != '\0';
+    for (const char *p = s; *p && plain; p++) plain = isalnum((unsigned char)*p) || strchr("_-./:=,+@%", *p);
+    if (plain) {
+        sb_printf(b, "%s", s);
+        return;
+    }
+    sb_printf(b, "'");
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'')
+            sb_printf(b, "'\\''");
+        else
+            sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "'");
+}
+
+// The command line as typed: "hprune" and argv in the order given (call it before getopt
+// reorders argv), each argument quoted for a POSIX shell where it needs it (malloc'd).
+static char *command_line(int argc, char *const *argv) {
+    StrBuf b = {0};
+    sb_printf(&b, "hprune");
+    for (int i = 0; i < argc; i++) {
+        sb_printf(&b, " ");
+        sb_shell_word(&b, argv[i]);
+    }
+    return b.s;
 }
 
 // Adds one layer's row (a conv or linear node i of both models) to the JSON array.
@@ -349,6 +371,7 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", o->seed);
     cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddNumberToObject(j, "threads", o->threads);
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "output", o->output);
     cJSON_AddStringToObject(j, "method", criterion_name(o->crit.method));
@@ -399,11 +422,27 @@ static void md_settings(StrBuf *t, const PruneOpts *o) {
     sb_printf(t, "\n\n");
 }
 
+// Appends s to t as a Markdown code span, its fence one backtick longer than any run of
+// backticks in s (and padded with spaces when there is one).
+static void md_code(StrBuf *t, const char *s) {
+    int longest = 0, run = 0;
+    for (const char *p = s; *p; p++) {
+        run = *p == '`' ? run + 1 : 0;
+        if (run > longest) longest = run;
+    }
+    for (int k = 0; k <= longest; k++) sb_printf(t, "`");
+    sb_printf(t, longest ? " %s " : "%s", s);
+    for (int k = 0; k <= longest; k++) sb_printf(t, "`");
+}
+
 // Builds the report as Markdown text (malloc'd).
 static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd) {
     StrBuf t = {0};
-    sb_printf(&t, "# hprune prune: %s, %s -%.0f%%\n\n`%s`\n\nseed %llu, %d step%s\n\n", criterion_name(o->crit.method),
-              target_kind_name(o->target.kind), 100 * o->target.ratio, cmd, o->seed, o->steps, o->steps > 1 ? "s" : "");
+    sb_printf(&t, "# hprune prune: %s, %s -%.0f%%\n\n", criterion_name(o->crit.method), target_kind_name(o->target.kind),
+              100 * o->target.ratio);
+    md_code(&t, cmd);
+    sb_printf(&t, "\n\nseed %llu, %d step%s, %d thread%s\n\n", o->seed, o->steps, o->steps > 1 ? "s" : "", o->threads,
+              o->threads > 1 ? "s" : "");
     md_settings(&t, o);
     sb_printf(&t, "| layer | channels | params | MACs |\n|---|---:|---:|---:|\n");
     for (int i = 0; i < a->n_nodes; i++) {
@@ -486,6 +525,7 @@ static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcom
     cJSON_AddNumberToObject(p, "test_loss", r6(r->loss_final));
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "command", cmd);
+    cJSON_AddNumberToObject(q, "threads", o->threads);
     cJSON_AddStringToObject(q, "source", o->model);
     cJSON_AddStringToObject(q, "method", criterion_name(o->crit.method));
     cJSON_AddNumberToObject(q, "accuracy_original", r6(r->acc_orig));
@@ -497,6 +537,7 @@ static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcom
 }
 
 int cmd_prune(int argc, char **argv) {
+    char *cmd = command_line(argc, argv);  // before getopt moves MODEL to the end
     PruneOpts o;
     prune_defaults(&o);
     prune_parse(argc, argv, &o);
@@ -527,7 +568,6 @@ int cmd_prune(int argc, char **argv) {
     PruneOutcome r;
     HpErr err;
     if (prune_run(&job, &m, &train, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
-    char *cmd = command_line(argc, argv);
     set_prune_provenance(&o, &m, &r, cmd);
     write_outputs(&o, &orig, &m, &r, cmd);
     free(cmd);

@@ -97,6 +97,19 @@ elif mode == "huge":  # MODEL OUT TENSOR: MODEL with every value of TENSOR 1e38 
     lo, hi = json.loads(b[8:8 + n])[args[2]]["data_offsets"]
     b[8 + n + lo:8 + n + hi] = struct.pack("<f", 1e38) * ((hi - lo) // 4)
     open(args[1], "wb").write(b)
+elif mode == "command":  # REPORT.json ARG...: the recorded command, run by sh with a stand-in hprune,
+    # gives back ARG... exactly (in the order typed); MODEL before the options stays there
+    import subprocess
+    cmd = json.load(open(args[0]))["command"]
+    out = subprocess.run(["sh", "-c", 'hprune() { for a; do printf "%s\\0" "$a"; done; }; ' + cmd],
+                         capture_output=True, check=True).stdout.decode()
+    got = out.split("\0")[:-1]
+    need(got == ["prune"] + args[1:], f"command {cmd!r} gives {got}, typed {['prune'] + args[1:]}")
+elif mode == "threads":  # REPORT.json N: the report records N threads (N "cpus": the processors there are)
+    import os
+    r, n = json.load(open(args[0])), args[1]
+    want = len(os.sched_getaffinity(0)) if n == "cpus" else int(n)
+    need(r.get("threads") == want, f"threads {r.get('threads')}, expected {want}")
 elif mode == "nolinear":  # OUT.safetensors: a model with no prunable channel (one linear layer)
     g = {"format": "hprune-graph", "version": 1, "arch": "custom", "input": [1, 28, 28], "classes": 10,
          "normalize": {"mean": [0.5], "std": [0.25]},
@@ -197,6 +210,21 @@ pycheck "--uniform at the cap: every layer loses 60% of its channels, no more th
   uniform "$T/out/uniform_cap.json" 0.6 0.6
 prune hap again --target-flops 0.5
 pycheck "the same command gives the same report (but for timing)" same "$T/out/hap.json" "$T/out/again.json"
+pycheck "the report records the threads used (--threads 1)" threads "$T/out/hap.json" 1
+set -- prune "$MODEL" --method l1 --data "$DATA" --target-flops 0.3 -o "$T/work/it's a.safetensors" \
+  --report "$T/work/r\$x \`y\`.json" --seed=7 --rank per-cost
+run "$HPRUNE" "$@"
+shift
+check "MODEL first, a quote, \$ and backquotes in the names: exit 0" rc_is 0
+pycheck "the report's command is what was typed, in order, and sh reads it back to the same arguments" command \
+  "$T/work/r\$x \`y\`.json" "$@"
+pycheck "without --threads, the report records the threads used (every processor)" threads "$T/work/r\$x \`y\`.json" cpus
+run "$HPRUNE" prune "$MODEL" --method l1 --data "$DATA" --target-flops 0.3 --threads 1 -o "$T/work/md.safetensors" \
+  --report "$T/work/a\`b.md"
+check "Markdown report: the command in a code span that holds its backquote; the thread count" eval \
+  'rc_is 0 && grep -q -F "\`\` hprune prune " "$T/work/a\`b.md" && grep -q -F "'"'"'$T/work/a\`b.md'"'"' \`\`" "$T/work/a\`b.md" &&
+   grep -q "^seed 1, 1 step, 1 thread$" "$T/work/a\`b.md"'
+rm -f "$T/work/"*
 prune fisher fisher_t2 --target-flops 0.5 --threads 2
 prune fisher fisher_t2_again --target-flops 0.5 --threads 2
 pycheck "fisher on 2 threads: the same command gives the same report" same "$T/out/fisher_t2.json" \
