@@ -309,5 +309,26 @@ expect 1 "a Fisher that does not fit the memory budget says what would" "" "bloc
   "$HPRUNE" prune "$MODEL" --method obs --target-flops 0.5 --fisher-grads 100000 --memory-budget 1 $S
 expect 2 "a negative damping is refused" "" "damp" "$HPRUNE" prune "$MODEL" --method obs --damp -1 --target-flops 0.5 $S
 
+# ---- sensitivity: its directory only when there is something to write ----
+SENS="--ratios 0.5 --samples 32 --probes 2 --test-images 50 --data $DATA --threads 1"
+head -c 1000 "$MODEL" >"$T/trunc.safetensors"
+expect 1 "sensitivity of a model that fails to load creates no directory" "trunc.safetensors" "" \
+  "$HPRUNE" sensitivity "$T/trunc.safetensors" $SENS -o "$T/work/x"
+expect 1 "sensitivity of a model without prunable channels creates no directory" "nolinear.safetensors" \
+  "no prunable" "$HPRUNE" sensitivity "$T/nolinear.safetensors" $SENS -o "$T/work/x"
+expect 1 "sensitivity into a directory whose parent is missing: refused first" "nodir" "No such file" \
+  "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work/nodir/x"
+expect 1 "sensitivity into a file: refused first" "l1.json" "not a directory" \
+  "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/out/l1.json"
+run "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work/new/"
+check "sensitivity creates its missing directory at the end, with the CSV and the charts" \
+  eval 'rc_is 0 && [ "$(ls "$T/work/new" | tr "\n" " ")" = "sensitivity.csv sensitivity.png sensitivity.svg " ]'
+rm -rf "$T/work/new"
+# a file size limit (2 kB) the CSV (300 bytes) fits in and the PNG chart (6 kB) does not: none
+# of the three is left
+run sh -c 'trap "" XFSZ; ulimit -f 4; exec "$@"' sh "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work"
+check "sensitivity: a write that fails part-way leaves none of its files, nor a temporary" \
+  eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: .*/work/sensitivity.png: " && [ -z "$(ls -A "$T/work")" ]'
+
 echo "# $n checks, $failed failed"
 [ "$failed" -eq 0 ]
