@@ -1,5 +1,6 @@
 // prune_cmd.c: `hprune prune`: score channels, remove them to a target (one shot or in steps),
 // fine-tune, write the slimmed model and a report.
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@ static const char *const HELP_PRUNE =
     "channels together) until the target is met, optionally fine-tunes, and writes a smaller\n"
     "dense model.\n"
     "\n"
-    "criterion:\n"
+    "criterion (an option that the criterion does not use is refused):\n"
     "      --method NAME       random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer\n"
     "      --normalize N       auto (default: none for taylor, hap, obd, fisher, obs; mean for the\n"
     "                          others), mean, max, size (per parameter) or none\n"
@@ -48,7 +49,9 @@ static const char *const HELP_PRUNE =
     "      --target-params R   parameters\n"
     "      --target-channels R channels of the prunable layers\n"
     "      --uniform           with --target-channels: every layer loses that fraction of its\n"
-    "                          own channels (local ranking) instead of a global ranking\n"
+    "                          own channels (local ranking) instead of a global ranking; its\n"
+    "                          kept width rounded to the nearest multiple of --round-to,\n"
+    "                          never below what --max-layer-frac keeps\n"
     "      --max-layer-frac F  at most this fraction of a layer's channels (default 0.9)\n"
     "      --round-to N        kept channels a multiple of N where a layer is wider (default 1)\n"
     "      --steps K           reach the target in K steps, re-scoring in between (default 1)\n"
@@ -58,7 +61,7 @@ static const char *const HELP_PRUNE =
     "                          images (no weight changes; default 1024, 0: off)\n"
     "fine-tuning (the engine's trainer; the best epoch on the validation split is kept):\n"
     "      --finetune-epochs E epochs after pruning (default 0: none)\n"
-    "      --between-epochs E  epochs after each intermediate step of --steps (default 0)\n"
+    "      --between-epochs E  epochs after each intermediate step of --steps K, K >= 2 (default 0)\n"
     "      --lr LR             learning rate (default 0.01, cosine schedule)\n"
     "      --config FILE       a training config whose [data] and [train] sections set the\n"
     "                          fine-tuning (augmentation, validation split, schedule, ...)\n"
@@ -73,6 +76,12 @@ static const char *const HELP_PRUNE =
 
 #define PCMD "prune"
 
+enum {
+    O_METHOD = 256, O_NORMALIZE, O_SAMPLES, O_BATCH, O_PROBES, O_GGN, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET,
+    O_LDAMP, O_NOCOMP, O_TFLOPS, O_TPARAMS, O_TCHANNELS, O_MAXFRAC, O_ROUND, O_STEPS, O_FT, O_BETWEEN, O_LR,
+    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL, O_UNIFORM, O_SLICES, O_END
+};
+
 // Everything the command was asked to do.
 typedef struct {
     const char *model, *output, *report, *config, *data, *dataset;
@@ -82,13 +91,8 @@ typedef struct {
     double lr;
     bool lr_given, rank_given;
     unsigned long long seed;
+    int given[O_END - O_METHOD];  // per long option: where it first came among the options (1-based; 0: absent)
 } PruneOpts;
-
-enum {
-    O_METHOD = 256, O_NORMALIZE, O_SAMPLES, O_BATCH, O_PROBES, O_GGN, O_FGRADS, O_FBATCH, O_BLOCK, O_DAMP, O_BUDGET,
-    O_LDAMP, O_NOCOMP, O_TFLOPS, O_TPARAMS, O_TCHANNELS, O_MAXFRAC, O_ROUND, O_STEPS, O_FT, O_BETWEEN, O_LR,
-    O_CONFIG, O_REPORT, O_DATA, O_DATASET, O_SEED, O_THREADS, O_RANK, O_BNCAL, O_UNIFORM, O_SLICES
-};
 
 // Sets the one target, or exits if another was given.
 static void set_target(PruneOpts *o, TargetKind kind, const char *flag, const char *value) {
@@ -143,6 +147,47 @@ static bool parse_crit_option(int c, PruneOpts *o) {
     return false;
 }
 
+// The options only some criteria use: the option and its key for criterion_option_applies.
+static const struct {
+    int code;
+    const char *flag, *key;
+} CRIT_ONLY[] = {
+    {O_SLICES, "--slices", "slices"},         {O_GGN, "--ggn", "ggn"},
+    {O_PROBES, "--probes", "probes"},         {O_FGRADS, "--fisher-grads", "fisher_grads"},
+    {O_FBATCH, "--fisher-batch", "fisher_batch"}, {O_BLOCK, "--block-size", "block_size"},
+    {O_DAMP, "--damp", "damp"},               {O_BUDGET, "--memory-budget", "memory_budget"},
+    {O_LDAMP, "--layer-damp", "layer_damp"},  {O_NOCOMP, "--no-compensate", "compensate"},
+};
+
+// Position of option code among the options given (0: not given).
+static int given_at(const PruneOpts *o, int code) { return o->given[code - O_METHOD]; }
+
+// Exits with a usage error naming the first option given (in command-line order) that does not
+// apply: one the criterion does not use, --probes with --ggn, --between-epochs without steps
+// to go between.
+static void check_applicable(const PruneOpts *o) {
+    Criterion k = o->crit.method;
+    int first = -1, n = (int)(sizeof CRIT_ONLY / sizeof CRIT_ONLY[0]);
+    for (int i = 0; i < n; i++) {
+        int at = given_at(o, CRIT_ONLY[i].code);
+        if (at && !criterion_option_applies(CRIT_ONLY[i].key, k, NULL, 0) &&
+            (first < 0 || at < given_at(o, CRIT_ONLY[first].code)))
+            first = i;
+    }
+    if (first >= 0) {
+        char users[160], flag[40];
+        criterion_option_applies(CRIT_ONLY[first].key, k, users, sizeof users);
+        snprintf(flag, sizeof flag, "%s%s", CRIT_ONLY[first].flag, CRIT_ONLY[first].code != O_SLICES ? ""
+                                                                   : o->crit.consumers_only ? " consumers" : " all");
+        usage_error(PCMD, "%s applies to %s, not %s", flag, users, criterion_name(k));
+    }
+    if (given_at(o, O_PROBES) && o->crit.ggn)
+        usage_error(PCMD, "--probes does not apply with --ggn (the exact Gauss-Newton diagonal has no probes)");
+    if (given_at(o, O_BETWEEN) && o->steps < 2)
+        usage_error(PCMD, "--between-epochs applies between the steps of --steps K, K at least 2 (%s)",
+                    given_at(o, O_STEPS) ? "--steps 1 has none" : "one step by default");
+}
+
 // Parses the command line into o, or exits.
 static void prune_parse(int argc, char **argv, PruneOpts *o) {
     static const struct option opts[] = {
@@ -157,11 +202,11 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
         {"config", 1, 0, O_CONFIG}, {"output", 1, 0, 'o'}, {"report", 1, 0, O_REPORT}, {"data", 1, 0, O_DATA},
         {"dataset", 1, 0, O_DATASET}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
-    bool method_given = false;
-    int c;
+    int c, pos = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
-        if (c == O_METHOD) method_given = true;
+        pos++;
+        if (c >= O_METHOD && c < O_END && !o->given[c - O_METHOD]) o->given[c - O_METHOD] = pos;
         if (parse_crit_option(c, o)) continue;
         switch (c) {
         case O_TFLOPS: set_target(o, TARGET_MACS, "--target-flops", optarg); break;
@@ -204,15 +249,11 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
     if (optind >= argc) usage_error(PCMD, "MODEL is required");
     if (optind != argc - 1) usage_error(PCMD, "one MODEL only (unexpected '%s')", argv[optind + 1]);
     o->model = argv[optind];
-    if (!method_given) usage_error(PCMD, "--method NAME is required");
+    if (!given_at(o, O_METHOD)) usage_error(PCMD, "--method NAME is required");
     if (o->n_targets == 0) usage_error(PCMD, "a target is required: --target-flops, --target-params or --target-channels");
     if (o->n_targets > 1) usage_error(PCMD, "give one target only (--target-flops, --target-params or --target-channels)");
     if (!o->output) usage_error(PCMD, "-o SLIM.safetensors is required");
-    if (o->crit.consumers_only && !criterion_takes_slices(o->crit.method)) {
-        char names[128];
-        criteria_taking_slices(names, sizeof names);
-        usage_error(PCMD, "--slices consumers applies to %s, not %s", names, criterion_name(o->crit.method));
-    }
+    check_applicable(o);
     if (o->target.uniform && o->target.kind != TARGET_CHANNELS)
         usage_error(PCMD, "--uniform needs --target-channels (the same fraction of every layer's channels)");
     if (o->report) {
@@ -262,14 +303,35 @@ static void finetune_config(const PruneOpts *o, TrainConfig *ft) {
 
 // ---- report ----
 
-// The command line as one string (arguments with spaces quoted).
-static char *command_line(int argc, char **argv) {
-    size_t len = 16;
-    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 3;
-    char *s = hp_malloc(len), *p = s;
-    p += sprintf(p, "hprune");
-    for (int i = 0; i < argc; i++) p += sprintf(p, strchr(argv[i], ' ') ? " '%s'" : " %s", argv[i]);
-    return s;
+// Appends s to b as one word of a POSIX shell command: as it is when no character of it is
+// special to the shell, else in single quotes, a ' inside written as '\''.
+static void sb_shell_word(StrBuf *b, const char *s) {
+    bool plain = *s != '\0';
+    for (const char *p = s; *p && plain; p++) plain = isalnum((unsigned char)*p) || strchr("_-./:=,+@%", *p);
+    if (plain) {
+        sb_printf(b, "%s", s);
+        return;
+    }
+    sb_printf(b, "'");
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'')
+            sb_printf(b, "'\\''");
+        else
+            sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "'");
+}
+
+// The command line as typed: "hprune" and argv in the order given (call it before getopt
+// reorders argv), each argument quoted for a POSIX shell where it needs it (malloc'd).
+static char *command_line(int argc, char *const *argv) {
+    StrBuf b = {0};
+    sb_printf(&b, "hprune");
+    for (int i = 0; i < argc; i++) {
+        sb_printf(&b, " ");
+        sb_shell_word(&b, argv[i]);
+    }
+    return b.s;
 }
 
 // Adds one layer's row (a conv or linear node i of both models) to the JSON array.
@@ -309,6 +371,7 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", o->seed);
     cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddNumberToObject(j, "threads", o->threads);
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "output", o->output);
     cJSON_AddStringToObject(j, "method", criterion_name(o->crit.method));
@@ -359,11 +422,27 @@ static void md_settings(StrBuf *t, const PruneOpts *o) {
     sb_printf(t, "\n\n");
 }
 
+// Appends s to t as a Markdown code span, its fence one backtick longer than any run of
+// backticks in s (and padded with spaces when there is one).
+static void md_code(StrBuf *t, const char *s) {
+    int longest = 0, run = 0;
+    for (const char *p = s; *p; p++) {
+        run = *p == '`' ? run + 1 : 0;
+        if (run > longest) longest = run;
+    }
+    for (int k = 0; k <= longest; k++) sb_printf(t, "`");
+    sb_printf(t, longest ? " %s " : "%s", s);
+    for (int k = 0; k <= longest; k++) sb_printf(t, "`");
+}
+
 // Builds the report as Markdown text (malloc'd).
 static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd) {
     StrBuf t = {0};
-    sb_printf(&t, "# hprune prune: %s, %s -%.0f%%\n\n`%s`\n\nseed %llu, %d step%s\n\n", criterion_name(o->crit.method),
-              target_kind_name(o->target.kind), 100 * o->target.ratio, cmd, o->seed, o->steps, o->steps > 1 ? "s" : "");
+    sb_printf(&t, "# hprune prune: %s, %s -%.0f%%\n\n", criterion_name(o->crit.method), target_kind_name(o->target.kind),
+              100 * o->target.ratio);
+    md_code(&t, cmd);
+    sb_printf(&t, "\n\nseed %llu, %d step%s, %d thread%s\n\n", o->seed, o->steps, o->steps > 1 ? "s" : "", o->threads,
+              o->threads > 1 ? "s" : "");
     md_settings(&t, o);
     sb_printf(&t, "| layer | channels | params | MACs |\n|---|---:|---:|---:|\n");
     for (int i = 0; i < a->n_nodes; i++) {
@@ -392,9 +471,11 @@ static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const
     return t.s;
 }
 
-// Writes the report (Markdown or JSON by extension) atomically, or exits.
-static void write_report(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, int argc, char **argv) {
-    char *cmd = command_line(argc, argv), *text;
+// Writes the report (Markdown or JSON by o->report's extension) to path, its staged file in
+// out; on failure removes every staged file and exits.
+static void write_report(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd,
+                         const char *path, Outputs *out) {
+    char *text;
     if (strcmp(strrchr(o->report, '.'), ".json") == 0) {
         cJSON *j = report_json(o, a, b, r, cmd);
         text = cJSON_Print(j);
@@ -402,8 +483,22 @@ static void write_report(const PruneOpts *o, const Model *a, const Model *b, con
     } else
         text = report_md(o, a, b, r, cmd);
     HpErr err;
-    if (write_file_atomic(o->report, text, strlen(text), &err) < 0) die("%s", err.msg);
-    free(text), free(cmd);
+    int rc = write_file_atomic(path, text, strlen(text), &err);
+    free(text);
+    if (rc < 0) outputs_fail(out, err.msg);
+}
+
+// Writes the slim model and the report (if asked) together: both staged, the report first,
+// then renamed into place only once both are complete; on failure neither is left, nor a
+// temporary file, and the command exits.
+static void write_outputs(const PruneOpts *o, const Model *orig, const Model *slim, const PruneOutcome *r,
+                          const char *cmd) {
+    Outputs out = {0};
+    const char *model_tmp = outputs_stage(&out, o->output);
+    if (o->report) write_report(o, orig, slim, r, cmd, outputs_stage(&out, o->report), &out);
+    HpErr err;
+    if (model_save(slim, model_tmp, NULL, &err) < 0) outputs_fail(&out, err.msg);
+    outputs_commit(&out);
 }
 
 // Prints the summary lines.
@@ -419,14 +514,18 @@ static void print_summary(const Model *a, const Model *b, const PruneOutcome *r)
            r->lat_orig_ms / r->lat_pruned_ms);
 }
 
-// Records the pruning in the slim model's provenance JSON.
+// Records the pruning in the slim model's provenance JSON: its own test accuracy and loss, and
+// what was done.
 static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcome *r, const char *cmd) {
     cJSON *p = m->provenance ? cJSON_Parse(m->provenance) : NULL;
     if (!p) p = cJSON_CreateObject();
     cJSON_DeleteItemFromObjectCaseSensitive(p, "test_accuracy");
     cJSON_AddNumberToObject(p, "test_accuracy", r6(r->acc_final));
+    cJSON_DeleteItemFromObjectCaseSensitive(p, "test_loss");
+    cJSON_AddNumberToObject(p, "test_loss", r6(r->loss_final));
     cJSON *q = cJSON_CreateObject();
     cJSON_AddStringToObject(q, "command", cmd);
+    cJSON_AddNumberToObject(q, "threads", o->threads);
     cJSON_AddStringToObject(q, "source", o->model);
     cJSON_AddStringToObject(q, "method", criterion_name(o->crit.method));
     cJSON_AddNumberToObject(q, "accuracy_original", r6(r->acc_orig));
@@ -438,11 +537,12 @@ static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcom
 }
 
 int cmd_prune(int argc, char **argv) {
+    char *cmd = command_line(argc, argv);  // before getopt moves MODEL to the end
     PruneOpts o;
     prune_defaults(&o);
     prune_parse(argc, argv, &o);
-    check_output_path(o.output);
-    if (o.report) check_output_path(o.report);
+    const char *paths[] = {o.output, o.report}, *labels[] = {"-o", "--report"};
+    check_outputs(PCMD, paths, labels, 2);
     o.threads = hp_set_threads(o.threads);
     PruneJob job = prune_job_defaults();
     job.crit = o.crit;
@@ -468,11 +568,9 @@ int cmd_prune(int argc, char **argv) {
     PruneOutcome r;
     HpErr err;
     if (prune_run(&job, &m, &train, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
-    char *cmd = command_line(argc, argv);
     set_prune_provenance(&o, &m, &r, cmd);
+    write_outputs(&o, &orig, &m, &r, cmd);
     free(cmd);
-    if (model_save(&m, o.output, NULL, &err) < 0) die("%s", err.msg);
-    if (o.report) write_report(&o, &orig, &m, &r, argc, argv);
     print_summary(&orig, &m, &r);
     printf("wrote %s%s%s\n", o.output, o.report ? " and " : "", o.report ? o.report : "");
     model_free(&orig), model_free(&m);

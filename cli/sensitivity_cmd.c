@@ -37,7 +37,8 @@ static const char *const HELP_SENS =
     "      --dataset NAME      fashion-mnist, mnist or cifar10 (default: the model's)\n"
     "      --seed S            seed of samples and probes (default 1)\n"
     "      --threads N         OpenMP threads (default: all cores)\n"
-    "  -o, --out DIR           output directory, created if missing (default: .)\n"
+    "  -o, --out DIR           output directory, created if missing once the results are\n"
+    "                          ready (default: .)\n"
     "  -h, --help              this text\n";
 
 #define NCMD "sensitivity"
@@ -99,6 +100,36 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
     o->model = argv[optind];
 }
 
+// The files written into the output directory.
+typedef struct {
+    char csv[4096], png[4096], svg[4096];
+} SensPaths;
+
+// Fills p with the output files of dir, or exits if a path would be too long.
+static void sens_paths(const char *dir, SensPaths *p) {
+    if (snprintf(p->csv, sizeof p->csv, "%s/sensitivity.csv", dir) >= (int)sizeof p->csv) die("%s: path too long", dir);
+    snprintf(p->png, sizeof p->png, "%s/sensitivity.png", dir);
+    snprintf(p->svg, sizeof p->svg, "%s/sensitivity.svg", dir);
+}
+
+// Exits unless the outputs can be written, creating nothing: dir an existing directory where
+// the three files can be created, or a missing one that can be created (a file can be in its
+// parent).
+static void check_out_dir(const char *dir, const SensPaths *p) {
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) die("%s: not a directory", dir);
+        const char *paths[] = {p->csv, p->png, p->svg}, *labels[] = {"the CSV", "the PNG chart", "the SVG chart"};
+        check_outputs(NCMD, paths, labels, 3);
+        return;
+    }
+    if (errno != ENOENT) die("%s: cannot use as the output directory: %s", dir, strerror(errno));
+    char bare[4096];  // without trailing slashes: the name the directory will have
+    snprintf(bare, sizeof bare, "%s", dir);
+    for (size_t n = strlen(bare); n > 1 && bare[n - 1] == '/'; n--) bare[n - 1] = '\0';
+    check_output_path(bare);
+}
+
 // Creates the output directory if it is missing (one level), or exits.
 static void make_out_dir(const char *dir) {
     struct stat st;
@@ -133,8 +164,8 @@ static double mean_drop(const SensResult *r, int g) {
 // Trace per parameter of group g.
 static double per_param(const SensGroup *g) { return g->params ? g->trace / (double)g->params : 0; }
 
-// Writes DIR/sensitivity.csv, or exits.
-static void write_csv(const char *path, const SensResult *r, const double *ratios) {
+// Writes the CSV to path (its staged file in out), or fails the outputs.
+static void write_csv(const char *path, const SensResult *r, const double *ratios, Outputs *out) {
     static const char *const header[] = {"group", "channels", "params", "trace", "trace_per_param", "ratio",
                                          "removed", "accuracy", "accuracy_drop"};
     int n = r->n_groups * r->n_ratios, nc = 8;
@@ -150,13 +181,15 @@ static void write_csv(const char *path, const SensResult *r, const double *ratio
             memcpy(rows + (size_t)k * nc, row, sizeof row);
         }
     HpErr err;
-    if (csv_write_labeled(path, header, nc, labels, rows, n, &err) < 0) die("%s", err.msg);
+    int rc = csv_write_labeled(path, header, nc, labels, rows, n, &err);
     free(labels), free(rows);
+    if (rc < 0) outputs_fail(out, err.msg);
 }
 
-// Writes the chart (PNG and SVG): accuracy against the ratio, one line per group, from the
-// unpruned model at ratio 0. Exits on error.
-static void write_chart(const char *dir, const char *model, const SensResult *r, const double *ratios) {
+// Writes the chart to png and svg (staged files in out): accuracy against the ratio, one line
+// per group, from the unpruned model at ratio 0. Fails the outputs on error.
+static void write_chart(const char *png, const char *svg, const char *model, const SensResult *r, const double *ratios,
+                        Outputs *out) {
     int np = r->n_ratios + 1;
     double *xy = hp_malloc((size_t)r->n_groups * 2 * (size_t)np * sizeof(double));
     PlotSeries *s = hp_calloc((size_t)r->n_groups, sizeof *s);
@@ -167,16 +200,26 @@ static void write_chart(const char *dir, const char *model, const SensResult *r,
         s[g] = (PlotSeries){r->groups[g].name, x, y, (size_t)np};
     }
     const char *base = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
-    char title[160], path[4096];
+    char title[160];
     snprintf(title, sizeof title, "sensitivity of each layer: %.100s", base);
     PlotOpts po = {.markers = r->n_ratios <= 20};
     HpErr err;
-    snprintf(path, sizeof path, "%s/sensitivity.png", dir);
     const char *xl = "channels of the layer removed (%)", *yl = "test accuracy (%)";
-    if (plot_lines(path, title, xl, yl, s, r->n_groups, &po, &err) < 0) die("%s", err.msg);
-    snprintf(path, sizeof path, "%s/sensitivity.svg", dir);
-    if (plot_svg_lines(path, title, xl, yl, s, r->n_groups, &po, &err) < 0) die("%s", err.msg);
+    int rc = plot_lines(png, title, xl, yl, s, r->n_groups, &po, &err);
+    if (rc == 0) rc = plot_svg_lines(svg, title, xl, yl, s, r->n_groups, &po, &err);
     free(s), free(xy);
+    if (rc < 0) outputs_fail(out, err.msg);
+}
+
+// Creates the output directory if needed and writes the CSV and the chart together (all
+// renamed into place once all are complete), or exits leaving none of them.
+static void write_outputs(const SensCli *o, const SensPaths *p, const SensResult *r) {
+    make_out_dir(o->out);
+    Outputs out = {0};
+    const char *csv = outputs_stage(&out, p->csv), *png = outputs_stage(&out, p->png), *svg = outputs_stage(&out, p->svg);
+    write_csv(csv, r, o->ratios, &out);
+    write_chart(png, svg, o->model, r, o->ratios, &out);
+    outputs_commit(&out);
 }
 
 // Prints the groups ranked by mean accuracy drop, with their traces and trace ranks, and the
@@ -217,10 +260,9 @@ static void print_ranking(const SensCli *o, const SensResult *r, int n_test) {
 int cmd_sensitivity(int argc, char **argv) {
     SensCli o;
     sens_parse(argc, argv, &o);
-    make_out_dir(o.out);
-    char csv[4096];
-    if (snprintf(csv, sizeof csv, "%s/sensitivity.csv", o.out) >= (int)sizeof csv) die("%s: path too long", o.out);
-    check_output_path(csv);
+    SensPaths paths;
+    sens_paths(o.out, &paths);
+    check_out_dir(o.out, &paths);  // the directory is made only when there is something to write
     hp_set_threads(o.threads);
     Model m;
     load_model_or_die(&m, o.model);
@@ -241,10 +283,9 @@ int cmd_sensitivity(int argc, char **argv) {
     HpErr err;
     if (sensitivity_run(&so, &m, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
     progress_done(&pr);
-    write_csv(csv, &r, o.ratios);
-    write_chart(o.out, o.model, &r, o.ratios);
+    write_outputs(&o, &paths, &r);
     print_ranking(&o, &r, test.n);
-    printf("wrote %s and %s/sensitivity.png (.svg)\n", csv, o.out);
+    printf("wrote %s and %s (.svg)\n", paths.csv, paths.png);
     sensresult_free(&r);
     model_free(&m);
     dataset_free(&train), dataset_free(&test);

@@ -121,6 +121,34 @@ void criteria_taking_slices(char *buf, size_t cap) { list_criteria(buf, cap, cri
 
 void criteria_names(char *buf, size_t cap) { list_criteria(buf, cap, any_criterion, ", "); }
 
+// True for hap and obd (the diagonal's options).
+static bool uses_diag(Criterion c) { return c == CRIT_HAP || c == CRIT_OBD; }
+// True for obs (its Fisher's options).
+static bool uses_fisher(Criterion c) { return c == CRIT_OBS; }
+// True for obs-layer (its damping).
+static bool uses_layer_damp(Criterion c) { return c == CRIT_OBS_LAYER; }
+
+// The options only some criteria use, by key, and which criteria.
+static const struct {
+    const char *key;
+    bool (*applies)(Criterion);
+} ONLY_FOR[] = {
+    {"slices", criterion_takes_slices},  {"ggn", uses_diag},           {"probes", uses_diag},
+    {"samples", criterion_reads_samples}, {"fisher_grads", uses_fisher}, {"fisher_batch", uses_fisher},
+    {"block_size", uses_fisher},         {"damp", uses_fisher},        {"memory_budget", uses_fisher},
+    {"layer_damp", uses_layer_damp},     {"compensate", criterion_compensates},
+};
+
+bool criterion_option_applies(const char *key, Criterion c, char *users, size_t cap) {
+    for (size_t i = 0; i < sizeof ONLY_FOR / sizeof ONLY_FOR[0]; i++) {
+        if (strcmp(ONLY_FOR[i].key, key) != 0) continue;
+        if (users) list_criteria(users, cap, ONLY_FOR[i].applies, " and ");
+        return ONLY_FOR[i].applies(c);
+    }
+    HP_ASSERT(0 && "a key of ONLY_FOR");
+    return true;
+}
+
 // true if member mb of g takes part in a channel's score: every member, or with consumers_only
 // the consumers (and every member of a group without one).
 static bool member_scored(const ChannelGroup *g, const GroupMember *mb, bool consumers_only) {
@@ -493,6 +521,17 @@ static void normalise(const Model *m, const GroupSet *gs, Normalize how, bool co
     }
 }
 
+// Fails naming the criterion, a group and a channel if a prunable group's score is not finite.
+static int check_finite(const CritOpts *o, const GroupSet *gs, double **scores, HpErr *err) {
+    for (int g = 0; g < gs->n_groups; g++)
+        for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
+            if (!isfinite(scores[g][c]))
+                return hp_fail(err, "criterion %s: the scores are not finite (channel %d of %s: %s), so they cannot rank "
+                                    "the channels", criterion_name(o->method), c, gs->groups[g].name,
+                               isnan(scores[g][c]) ? "NaN" : scores[g][c] > 0 ? "+inf" : "-inf");
+    return 0;
+}
+
 int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     memset(s, 0, sizeof *s);
     s->o = *o;
@@ -518,6 +557,7 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     default: return hp_fail(err, "unknown criterion %d", (int)o->method);
     }
     if (rc == 0) normalise(m, gs, resolve_normalize(o), o->consumers_only, scores);
+    if (rc == 0) rc = check_finite(o, gs, scores, err);
     return rc;
 }
 

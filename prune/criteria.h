@@ -50,6 +50,11 @@ void criteria_names(char *buf, size_t cap);
 // fisher, obs-layer (obs reads its Fisher's fisher.n_grads images instead).
 bool criterion_reads_samples(Criterion c);
 int normalize_parse(const char *s);  // -1 if unknown
+// True if the option key, one that only some criteria use, applies to criterion c. Keys (a
+// sweep config's names): slices, ggn, probes, samples, fisher_grads, fisher_batch, block_size,
+// damp, memory_budget, layer_damp, compensate; any other is a programming error. users (cap
+// bytes; may be NULL) gets the criteria it applies to ("hap and obd").
+bool criterion_option_applies(const char *key, Criterion c, char *users, size_t cap);
 // true for the criteria that change the remaining weights (obs, obs-layer) unless disabled.
 bool criterion_compensates(Criterion c);
 
@@ -102,7 +107,8 @@ typedef struct {
 
 // Scores every channel of every prunable group of m: scores[g] (gs->groups[g].n_channels
 // doubles) is filled for prunable groups (lower = less important) and left untouched for the
-// others; raw scores are normalised per group by o->normalize. Returns 0, or -1 with err set.
+// others; raw scores are normalised per group by o->normalize. Returns 0, or -1 with err set
+// (naming the criterion and a channel if a score is not finite).
 int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err);
 // Applies the criterion's compensating update for removing the channels not in keep (obs,
 // obs-layer with compensation on; nothing for the others) to m's parameters. Call before
@@ -121,8 +127,10 @@ typedef struct {
     int round_to;          // kept channels a multiple of this where the group is wider (1: off)
     bool per_cost;         // rank by score per unit of cost a channel's removal saves (MACs or
                            // parameters of the unpruned widths; 1 per channel for a channel target)
-    bool uniform;          // TARGET_CHANNELS only: every prunable group loses round(ratio x its
-                           // reference width) channels, its lowest scores (local, not global)
+    bool uniform;          // TARGET_CHANNELS only: every prunable group keeps round((1 - ratio) x
+                           // its reference width) channels, its highest scores (local, not
+                           // global), that count rounded to the nearest multiple of round_to and
+                           // raised to what the cap keeps; a ratio above the cap is out of reach
 } PruneTarget;
 
 const char *target_kind_name(TargetKind k);
@@ -147,9 +155,11 @@ void widths_cost(const Model *m, const GroupSet *gs, const int *width, uint64_t 
 // Chooses the channels to remove: globally lowest scores (divided by each group's cost per
 // channel when t->per_cost) first (in units of round_to channels
 // within a group once its width is a multiple), never more than the cap of a group nor its
-// last channel, until m's cost is at most (1 - ratio) of the reference's. keep[g] (n_channels
-// bools for every group, all true for non-prunable ones) gets the result. If the caps make the
-// target unreachable, fails naming the binding limit and the most that can be removed.
+// last channel, until m's cost is at most (1 - ratio) of the reference's (t->uniform: see
+// PruneTarget). keep[g] (n_channels bools for every group, all true for non-prunable ones) gets
+// the result. Fails if a prunable group's score is not finite, or if the target is out of reach,
+// saying the most that can be removed and which limit binds (the per-layer cap, the rounding,
+// both, or the layers that cannot be pruned and the channel each keeps).
 int prune_select(const Model *m, const GroupSet *gs, double *const *scores, const PruneTarget *t,
                  const PruneRef *ref, bool **keep, HpErr *err);
 

@@ -4,6 +4,7 @@
 // or proportional to its output width (everything else), so the cost of any set of group
 // widths follows exactly from the unpruned model's per-node figures.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,13 +111,16 @@ static double ref_cost(const Selection *s) {
     return s->t->kind == TARGET_MACS ? (double)s->ref->macs : (double)s->ref->params;
 }
 
-// Channels group g removes next: the remainder down to a multiple of round_to, else round_to
-// (1 when the group is no wider than round_to).
-static int next_unit(const Selection *s, int g) {
-    int w = s->width[g], r = s->t->round_to > 1 ? s->t->round_to : 1;
+// Channels a group of width w removes next when kept widths are rounded to multiples of r: the
+// remainder down to a multiple of r, else r (1 when the group is no wider than r).
+static int unit_at(int w, int r) {
+    if (r < 1) r = 1;
     if (w <= r) return 1;
     return (w % r) ? (w % r) : r;
 }
+
+// Channels group g removes next under the target's rounding.
+static int next_unit(const Selection *s, int g) { return unit_at(s->width[g], s->t->round_to); }
 
 // Mean normalised score of group g's next unit (per unit of cost when asked); INFINITY if the
 // caps forbid it.
@@ -153,13 +157,12 @@ static int ranked_cmp(const void *a, const void *b) {
     return x->channel - y->channel;  // ties: lower channel first (deterministic)
 }
 
-// Fills order[g] with group g's channels by ascending score (NaN scores last).
+// Fills order[g] with group g's channels by ascending score (finite: check_scores).
 static void sort_group(const Selection *s, int g) {
     int n = s->gs->groups[g].n_channels;
     Ranked *r = hp_malloc((size_t)n * sizeof(Ranked));
     for (int c = 0; c < n; c++) {
-        double v = s->scores[g][c];
-        r[c] = (Ranked){isnan(v) ? INFINITY : v, c};
+        r[c] = (Ranked){s->scores[g][c], c};
     }
     qsort(r, (size_t)n, sizeof(Ranked), ranked_cmp);
     s->order[g] = hp_malloc((size_t)n * sizeof(int));
@@ -167,27 +170,79 @@ static void sort_group(const Selection *s, int g) {
     free(r);
 }
 
-// Fewest channels group g may keep: the cap on the reference width, at least one channel, and
-// at least round_to where the group is wider than that.
-static int group_min_keep(const Selection *s, int g) {
-    int ref_c = s->ref->channels[g], r = s->t->round_to > 1 ? s->t->round_to : 1;
-    int keep = (int)ceil((double)ref_c * (1.0 - s->t->max_layer_frac) - 1e-9);
+// Fewest channels group g may keep with at most frac of its reference channels removed (frac 1:
+// no cap) and kept widths rounded to multiples of r: at least one channel, and at least r where
+// the group is wider than that.
+static int min_keep_with(const Selection *s, int g, double frac, int r) {
+    int ref_c = s->ref->channels[g];
+    int keep = (int)ceil((double)ref_c * (1.0 - frac) - 1e-9);
     if (keep < 1) keep = 1;
-    if (s->gs->groups[g].n_channels > r && keep < r) keep = r;
+    if (r > 1 && s->gs->groups[g].n_channels > r && keep < r) keep = r;
     return keep;
 }
 
-// Fails with the most the caps allow to remove.
-static int fail_unreachable(Selection *s, double goal_frac, HpErr *err) {
-    for (int g = 0; g < s->gs->n_groups; g++)
-        if (s->gs->groups[g].prunable) s->width[g] = s->min_keep[g];
-    double best = 1.0 - sel_cost(s) / ref_cost(s);
-    return hp_fail(err,
-                   "target: removing %.1f%% of %s is out of reach: with at most %.0f%% of each layer's channels "
-                   "removed (--max-layer-frac %g)%s, at most %.1f%% can be removed; the layers that cannot be "
-                   "pruned and the kept channels bind",
-                   100 * goal_frac, target_kind_name(s->t->kind), 100 * s->t->max_layer_frac, s->t->max_layer_frac,
-                   s->t->round_to > 1 ? " and widths rounded to multiples" : "", 100 * best);
+// Fewest channels group g may keep under the target's cap and rounding.
+static int group_min_keep(const Selection *s, int g) { return min_keep_with(s, g, s->t->max_layer_frac, s->t->round_to); }
+
+// The cost the target counts when every prunable group is as narrow as the cap frac and the
+// rounding r let the selection make it, from the widths it starts with (the greedy's end when
+// it runs out of removable units). Leaves those widths in s->width.
+static double floor_cost(Selection *s, double frac, int r) {
+    for (int g = 0; g < s->gs->n_groups; g++) {
+        int w = s->gs->groups[g].n_channels;
+        if (s->gs->groups[g].prunable) {
+            int keep = min_keep_with(s, g, frac, r);
+            while (w - unit_at(w, r) >= keep) w -= unit_at(w, r);
+        }
+        s->width[g] = w;
+    }
+    return sel_cost(s);
+}
+
+// The per-layer cap as both the prune option and the sweep key name it.
+#define CAP_NAME "--max-layer-frac; max_layer_frac in a sweep config"
+
+// What the selection can reach (as the cost the target counts): as asked, without the cap,
+// without the rounding, and without both.
+typedef struct {
+    double best, no_cap, no_round, neither;
+} Reach;
+
+// Writes into why (cap bytes) which limit keeps the cost above goal: the per-layer cap, the
+// rounding of widths, both together, or neither (the layers that cannot be pruned and the
+// channel every layer keeps), with what could be removed without the binding one.
+static void binding_limit(const PruneTarget *t, const Reach *q, double goal, double ref, char *why, size_t cap) {
+    double pct_cap = 100 * (1 - q->no_cap / ref), pct_round = 100 * (1 - q->no_round / ref);
+    bool rounds = t->round_to > 1, cap_binds = q->no_cap <= goal, round_binds = rounds && q->no_round <= goal;
+    if (cap_binds && round_binds)
+        snprintf(why, cap, "the per-layer cap of %g (" CAP_NAME ") binds: without it %.1f%% could be removed; without "
+                 "the rounding to multiples of %d, %.1f%%", t->max_layer_frac, pct_cap, t->round_to, pct_round);
+    else if (cap_binds)
+        snprintf(why, cap, "the per-layer cap of %g (" CAP_NAME ") binds: without it %.1f%% could be removed",
+                 t->max_layer_frac, pct_cap);
+    else if (round_binds)
+        snprintf(why, cap, "the rounding of kept widths to multiples of %d binds: without it %.1f%% could be removed",
+                 t->round_to, pct_round);
+    else if (rounds && q->neither <= goal)
+        snprintf(why, cap, "the per-layer cap of %g (" CAP_NAME ") and the rounding to multiples of %d bind together: "
+                 "without both %.1f%% could be removed", t->max_layer_frac, t->round_to, 100 * (1 - q->neither / ref));
+    else
+        snprintf(why, cap, "the layers that cannot be pruned and the channel every layer keeps bind: even without the "
+                 "per-layer cap%s at most %.1f%% could be removed", rounds ? " and the rounding" : "",
+                 100 * (1 - q->neither / ref));
+}
+
+// Fails saying how much of the target's cost can be removed at most, and which limit binds.
+static int fail_unreachable(Selection *s, double goal, HpErr *err) {
+    const PruneTarget *t = s->t;
+    int r = t->round_to > 1 ? t->round_to : 1;
+    Reach q = {floor_cost(s, t->max_layer_frac, r), floor_cost(s, 1.0, r), floor_cost(s, t->max_layer_frac, 1),
+               floor_cost(s, 1.0, 1)};
+    double ref = ref_cost(s);
+    char why[400];
+    binding_limit(t, &q, goal, ref, why, sizeof why);
+    return hp_fail(err, "target: removing %.1f%% of %s is out of reach: at most %.1f%% can be removed; %s",
+                   100 * (1 - goal / ref), target_kind_name(t->kind), 100 * (1 - q.best / ref), why);
 }
 
 // Removes units, lowest score first, until the cost meets the goal, then gives back the last
@@ -209,7 +264,7 @@ static int select_greedy(Selection *s, double goal, HpErr *err) {
         }
         if (best_g < 0) {
             free(hist_g);
-            return fail_unreachable(s, 1.0 - goal / ref_cost(s), err);
+            return fail_unreachable(s, goal, err);
         }
         s->removed[best_g] += best_unit;
         s->width[best_g] -= best_unit;
@@ -231,15 +286,39 @@ static int select_greedy(Selection *s, double goal, HpErr *err) {
     return 0;
 }
 
-// Uniform selection: each prunable group removes round(ratio x reference width) channels (at
-// least one kept), lowest scores first.
-static void select_uniform(Selection *s) {
-    for (int g = 0; g < s->gs->n_groups; g++) {
-        if (!s->gs->groups[g].prunable) continue;
-        int want = s->gs->groups[g].n_channels - (int)lround((1.0 - s->t->ratio) * s->ref->channels[g]);
-        if (want > s->gs->groups[g].n_channels - 1) want = s->gs->groups[g].n_channels - 1;
-        s->removed[g] = want > 0 ? want : 0;
-    }
+// Channels group g keeps under a uniform target: round((1 - ratio) x its reference width), to
+// the nearest multiple of round_to where the group is wider than that, raised to what the cap
+// keeps, at most its width.
+static int uniform_keep(const Selection *s, int g) {
+    int n = s->gs->groups[g].n_channels, r = s->t->round_to > 1 ? s->t->round_to : 1;
+    int keep = (int)lround((1.0 - s->t->ratio) * s->ref->channels[g]);
+    if (n > r) keep = r * (int)lround((double)keep / r);
+    while (keep < s->min_keep[g]) keep += n > r ? r : 1;
+    return keep < n ? keep : n;
+}
+
+// Uniform selection: each prunable group keeps uniform_keep channels, its highest scores; fails
+// if the fraction itself is above the per-layer cap.
+static int select_uniform(Selection *s, HpErr *err) {
+    const PruneTarget *t = s->t;
+    if (t->ratio > t->max_layer_frac)
+        return hp_fail(err, "target: removing %.1f%% of every layer's channels (uniform) is out of reach: the per-layer "
+                            "cap of %g (" CAP_NAME ") binds: at most %.1f%% of a layer's channels can be removed",
+                       100 * t->ratio, t->max_layer_frac, 100 * t->max_layer_frac);
+    for (int g = 0; g < s->gs->n_groups; g++)
+        if (s->gs->groups[g].prunable) s->removed[g] = s->gs->groups[g].n_channels - uniform_keep(s, g);
+    return 0;
+}
+
+// Fails naming a channel of a prunable group whose score is not a finite number (no ranking
+// can order it).
+static int check_scores(const GroupSet *gs, double *const *scores, HpErr *err) {
+    for (int g = 0; g < gs->n_groups; g++)
+        for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
+            if (!isfinite(scores[g][c]))
+                return hp_fail(err, "the scores are not finite: channel %d of %s has %s (no ranking can order it)", c,
+                               gs->groups[g].name, isnan(scores[g][c]) ? "NaN" : scores[g][c] > 0 ? "+inf" : "-inf");
+    return 0;
 }
 
 // Checks the target's fields.
@@ -260,6 +339,7 @@ int prune_select(const Model *m, const GroupSet *gs, double *const *scores, cons
     int n_prunable = 0;
     for (int g = 0; g < gs->n_groups; g++) n_prunable += gs->groups[g].prunable;
     if (n_prunable == 0) return hp_fail(err, "the model has no prunable channels (every channel reaches the input or the output)");
+    if (check_scores(gs, scores, err) < 0) return -1;
     size_t ng = (size_t)gs->n_groups;
     Selection s = {m, gs, scores, t, ref, hp_malloc(ng * sizeof(int)), hp_malloc(ng * sizeof(int)),
                    calloc(ng, sizeof(int *)), calloc(ng, sizeof(int)), hp_malloc(ng * sizeof(double))};
@@ -272,7 +352,7 @@ int prune_select(const Model *m, const GroupSet *gs, double *const *scores, cons
     unit_costs(&s);
     int rc = 0;
     if (t->uniform)
-        select_uniform(&s);
+        rc = select_uniform(&s, err);
     else
         rc = select_greedy(&s, (1.0 - t->ratio) * ref_cost(&s), err);
     for (int g = 0; g < gs->n_groups && rc == 0; g++) {

@@ -18,7 +18,7 @@ mkdir -p "$CAP" "$T/data" "$T/out" "$T/work"
 
 cat >"$T/check.py" <<'EOF'
 # check.py MODE ARGS...: checks of prune's outputs; exits 1 with the reason.
-import json, struct, sys
+import json, math, struct, sys
 mode, args = sys.argv[1], sys.argv[2:]
 def need(cond, msg):
     if not cond:
@@ -58,15 +58,31 @@ elif mode == "slim":  # SLIM.safetensors REPORT.json: shapes in the file match t
     need(h["fc3.weight"]["shape"] == [10, outs["fc2"]], f"fc3.weight {h['fc3.weight']['shape']}")
     prov = json.loads(h["__metadata__"]["hprune.provenance"])
     need(prov["prune"]["method"] == r["method"], f"provenance {prov.get('prune')}")
-elif mode == "uniform":  # REPORT.json RATIO: every prunable layer lost round(RATIO x its channels)
+elif mode == "uniform":  # REPORT.json RATIO [CAP]: every prunable layer lost round(RATIO x its channels),
+    # or with CAP kept at least what the cap keeps, ceil((1 - CAP) x its channels)
     r, ratio = json.load(open(args[0])), float(args[1])
+    cap = float(args[2]) if len(args) > 2 else 0.9
     for l in r["layers"][:-1]:
-        want = l["out_before"] - round((1 - ratio) * l["out_before"])
+        keep = max(round((1 - ratio) * l["out_before"]), math.ceil((1 - cap) * l["out_before"] - 1e-9))
+        want = l["out_before"] - keep
         need(l["out_before"] - l["out_after"] == want, f"{l['name']}: {l['out_before']} -> {l['out_after']}, expected -{want}")
-elif mode == "acc":  # REPORT.json EVAL.json: eval's accuracy equals the report's final accuracy
+elif mode == "uniform_round":  # REPORT.json RATIO R: every prunable layer wider than R keeps the
+    # multiple of R nearest to round((1 - RATIO) x its channels); the others round((1 - RATIO) x ...)
+    r, ratio, q = json.load(open(args[0])), float(args[1]), int(args[2])
+    for l in r["layers"][:-1]:
+        want = int((1 - ratio) * l["out_before"] + 0.5)
+        if l["out_before"] > q:
+            want = max(q, q * int(want / q + 0.5))
+        need(l["out_after"] == want, f"{l['name']}: {l['out_before']} -> {l['out_after']}, expected {want}")
+elif mode == "acc":  # REPORT.json EVAL.json [SLIM.safetensors]: eval's accuracy equals the report's final
+    # accuracy; the slim model's provenance has eval's accuracy and loss, not the unpruned model's
     r, e = json.load(open(args[0])), json.load(open(args[1]))
-    final = r.get("accuracy_finetuned", r["accuracy_pruned"])
+    final = r.get("accuracy_finetuned", r["accuracy_recalibrated"])
     need(abs(final - e["accuracy"]) <= 1e-6, f"report {final}, eval {e['accuracy']}")
+    if len(args) > 2:
+        prov = json.loads(header(args[2])["__metadata__"]["hprune.provenance"])
+        for k, ek in (("test_accuracy", "accuracy"), ("test_loss", "loss")):
+            need(abs(prov[k] - e[ek]) <= 1e-6, f"provenance {k} {prov[k]}, eval {e[ek]}")
 elif mode == "same":  # A B: the same report but for timing and the command
     a, b = json.load(open(args[0])), json.load(open(args[1]))
     for k in ("command", "date", "latency_ms_before", "latency_ms_after", "images_per_s_before",
@@ -74,6 +90,26 @@ elif mode == "same":  # A B: the same report but for timing and the command
         a.pop(k, None), b.pop(k, None)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     need(not diff, f"differ in {diff}")
+elif mode == "huge":  # MODEL OUT TENSOR: MODEL with every value of TENSOR 1e38 (finite; its forward
+    # pass overflows, so gradients, and the criteria made of them, are not finite)
+    b = bytearray(open(args[0], "rb").read())
+    n = struct.unpack("<Q", b[:8])[0]
+    lo, hi = json.loads(b[8:8 + n])[args[2]]["data_offsets"]
+    b[8 + n + lo:8 + n + hi] = struct.pack("<f", 1e38) * ((hi - lo) // 4)
+    open(args[1], "wb").write(b)
+elif mode == "command":  # REPORT.json ARG...: the recorded command, run by sh with a stand-in hprune,
+    # gives back ARG... exactly (in the order typed); MODEL before the options stays there
+    import subprocess
+    cmd = json.load(open(args[0]))["command"]
+    out = subprocess.run(["sh", "-c", 'hprune() { for a; do printf "%s\\0" "$a"; done; }; ' + cmd],
+                         capture_output=True, check=True).stdout.decode()
+    got = out.split("\0")[:-1]
+    need(got == ["prune"] + args[1:], f"command {cmd!r} gives {got}, typed {['prune'] + args[1:]}")
+elif mode == "threads":  # REPORT.json N: the report records N threads (N "cpus": the processors there are)
+    import os
+    r, n = json.load(open(args[0])), args[1]
+    want = len(os.sched_getaffinity(0)) if n == "cpus" else int(n)
+    need(r.get("threads") == want, f"threads {r.get('threads')}, expected {want}")
 elif mode == "nolinear":  # OUT.safetensors: a model with no prunable channel (one linear layer)
     g = {"format": "hprune-graph", "version": 1, "arch": "custom", "input": [1, 28, 28], "classes": 10,
          "normalize": {"mean": [0.5], "std": [0.25]},
@@ -99,12 +135,19 @@ rc_is() { [ "$rc" -eq "$1" ]; }
 
 tap_tiny_model 256 64 --seed 2025 --wrong 0.1
 python3 "$T/check.py" nolinear "$T/nolinear.safetensors"
+python3 "$T/check.py" huge "$MODEL" "$T/huge.safetensors" fc1.weight
 
-# prune METHOD NAME ARGS...: prunes the fixture model with small settings into $T/out/NAME.*
+# prune METHOD NAME ARGS...: prunes the fixture model with small settings (those METHOD uses:
+# the others are refused) into $T/out/NAME.*
 prune() {
   method=$1 name=$2; shift 2
-  run "$HPRUNE" prune "$MODEL" --method "$method" --data "$DATA" --samples 64 --batch-size 32 --probes 4 \
-    --fisher-grads 32 --block-size 500 --threads 1 -o "$T/out/$name.safetensors" --report "$T/out/$name.json" "$@"
+  case $method in
+  hap | obd) case " $* " in *" --ggn "*) small="" ;; *) small="--probes 4" ;; esac ;;
+  obs) small="--fisher-grads 32 --block-size 500" ;;
+  *) small="" ;;
+  esac
+  run "$HPRUNE" prune "$MODEL" --method "$method" --data "$DATA" --samples 64 --batch-size 32 $small \
+    --threads 1 -o "$T/out/$name.safetensors" --report "$T/out/$name.json" "$@"
 }
 
 # ---- every criterion meets a MACs target; the slim model is what the report says ----
@@ -143,6 +186,10 @@ pycheck "parameter target met" report "$T/out/params.json" params 0.6
 prune taylor steps --target-flops 0.4 --steps 2 --between-epochs 1 --finetune-epochs 1 --lr 0.01
 check "two steps with fine-tuning between and after" eval 'rc_is 0 && grep -q "step 2/2" "$CAP/err" && grep -q "after 1 fine-tuning" "$CAP/out"'
 pycheck "stepped run meets its target" report "$T/out/steps.json" macs 0.4
+run "$HPRUNE" eval "$T/out/steps.safetensors" --data "$DATA" --json --threads 1
+cp "$CAP/out" "$T/out/eval_steps.json"
+pycheck "fine-tuned slim model: its provenance has its own test accuracy and loss (eval's)" acc "$T/out/steps.json" \
+  "$T/out/eval_steps.json" "$T/out/steps.safetensors"
 run "$HPRUNE" prune "$MODEL" --method hap --data "$DATA" --samples 64 --probes 4 --threads 1 --target-channels 0.3 \
   --round-to 2 -o "$T/out/md.safetensors" --report "$T/out/md.md"
 check "Markdown report with the layer table and accuracies" eval \
@@ -155,8 +202,29 @@ check "Markdown report of obs: the Fisher's settings, by default blocks of 100 a
   "$T/out/obs.md"
 prune l1 uniform --target-channels 0.5 --uniform
 pycheck "--uniform: every layer loses half of its own channels" uniform "$T/out/uniform.json" 0.5
+prune l1 uniform8 --target-channels 0.5 --uniform --round-to 8
+pycheck "--uniform --round-to 8: kept widths the nearest multiples of 8 (fc1 120 -> 64, fc2 84 -> 40)" uniform_round \
+  "$T/out/uniform8.json" 0.5 8
+prune l1 uniform_cap --target-channels 0.6 --uniform --max-layer-frac 0.6
+pycheck "--uniform at the cap: every layer loses 60% of its channels, no more than the cap (conv1 6 -> 3, not 2)" \
+  uniform "$T/out/uniform_cap.json" 0.6 0.6
 prune hap again --target-flops 0.5
 pycheck "the same command gives the same report (but for timing)" same "$T/out/hap.json" "$T/out/again.json"
+pycheck "the report records the threads used (--threads 1)" threads "$T/out/hap.json" 1
+set -- prune "$MODEL" --method l1 --data "$DATA" --target-flops 0.3 -o "$T/work/it's a.safetensors" \
+  --report "$T/work/r\$x \`y\`.json" --seed=7 --rank per-cost
+run "$HPRUNE" "$@"
+shift
+check "MODEL first, a quote, \$ and backquotes in the names: exit 0" rc_is 0
+pycheck "the report's command is what was typed, in order, and sh reads it back to the same arguments" command \
+  "$T/work/r\$x \`y\`.json" "$@"
+pycheck "without --threads, the report records the threads used (every processor)" threads "$T/work/r\$x \`y\`.json" cpus
+run "$HPRUNE" prune "$MODEL" --method l1 --data "$DATA" --target-flops 0.3 --threads 1 -o "$T/work/md.safetensors" \
+  --report "$T/work/a\`b.md"
+check "Markdown report: the command in a code span that holds its backquote; the thread count" eval \
+  'rc_is 0 && grep -q -F "\`\` hprune prune " "$T/work/a\`b.md" && grep -q -F "'"'"'$T/work/a\`b.md'"'"' \`\`" "$T/work/a\`b.md" &&
+   grep -q "^seed 1, 1 step, 1 thread$" "$T/work/a\`b.md"'
+rm -f "$T/work/"*
 prune fisher fisher_t2 --target-flops 0.5 --threads 2
 prune fisher fisher_t2_again --target-flops 0.5 --threads 2
 pycheck "fisher on 2 threads: the same command gives the same report" same "$T/out/fisher_t2.json" \
@@ -172,20 +240,95 @@ expect 2 "--uniform with a MACs target" "" "--uniform needs --target-channels" "
 expect 2 "--slices with a criterion it does not apply to" "" \
   "--slices consumers applies to l1, l2, taylor, hap, obd and fisher, not obs-layer" "$HPRUNE" prune "$MODEL" \
   --method obs-layer --slices consumers --target-flops 0.5 $S
+expect 2 "--slices all with a criterion it does not apply to" "" \
+  "--slices all applies to l1, l2, taylor, hap, obd and fisher, not obs" "$HPRUNE" prune "$MODEL" \
+  --method obs --slices all --target-flops 0.5 $S
+expect 2 "--probes with --ggn (no probes there)" "" "--probes does not apply with --ggn" \
+  "$HPRUNE" prune "$MODEL" --method hap --ggn --probes 4 --target-flops 0.5 $S
+expect 2 "--ggn with l1" "" "--ggn applies to hap and obd, not l1" \
+  "$HPRUNE" prune "$MODEL" --method l1 --ggn --target-flops 0.5 $S
+expect 2 "--probes with l1" "" "--probes applies to hap and obd, not l1" \
+  "$HPRUNE" prune "$MODEL" --method l1 --probes 8 --target-flops 0.5 $S
+expect 2 "--no-compensate with l1" "" "--no-compensate applies to obs and obs-layer, not l1" \
+  "$HPRUNE" prune "$MODEL" --method l1 --no-compensate --target-flops 0.5 $S
+expect 2 "--fisher-grads with l1" "" "--fisher-grads applies to obs, not l1" \
+  "$HPRUNE" prune "$MODEL" --method l1 --fisher-grads 16 --target-flops 0.5 $S
+expect 2 "--memory-budget with obs-layer" "" "--memory-budget applies to obs, not obs-layer" \
+  "$HPRUNE" prune "$MODEL" --method obs-layer --memory-budget 100 --target-flops 0.5 $S
+expect 2 "--layer-damp with obs" "" "--layer-damp applies to obs-layer, not obs" \
+  "$HPRUNE" prune "$MODEL" --method obs --layer-damp 0.1 --target-flops 0.5 $S
+expect 2 "two options l1 does not use: the first given is named" "" "--layer-damp applies to obs-layer, not l1" \
+  "$HPRUNE" prune "$MODEL" --layer-damp 0.1 --block-size 50 --method l1 --target-flops 0.5 $S
+expect 2 "--between-epochs without --steps" "" "--between-epochs applies between the steps of --steps K.*one step by default" \
+  "$HPRUNE" prune "$MODEL" --method l1 --between-epochs 1 --target-flops 0.5 $S
+expect 2 "--between-epochs with --steps 1" "" "--between-epochs applies between the steps.*--steps 1 has none" \
+  "$HPRUNE" prune "$MODEL" --method l1 --steps 1 --between-epochs 1 --target-flops 0.5 $S
 expect 2 "an unknown --slices" "some" "unknown" "$HPRUNE" prune "$MODEL" --method l1 --slices some --target-flops 0.5 $S
 expect 2 "no target" "" "target is required" "$HPRUNE" prune "$MODEL" --method l1 $S
 expect 2 "two targets" "" "one target" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --target-params 0.5 $S
 expect 2 "no output" "" "-o" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA"
 expect 2 "a report that is neither .md nor .json" "x.txt" "\.md or \.json" "$HPRUNE" prune "$MODEL" --method l1 \
   --target-flops 0.5 $S --report x.txt
-expect 1 "a target the per-layer cap makes impossible names the cap" "" "out of reach.*max-layer-frac" \
+expect 2 "-o and --report naming the same file" "" "-o and --report would both write same.json" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report same.json
+expect 2 "-o and --report naming the same file in two spellings" "" "-o and --report would both write" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report ./same.json
+expect 1 "a report under /sys: refused before any work" "/sys/r.md" "" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S --report /sys/r.md
+# a write that fails part-way (a file size limit the report fits in and the model does not): the
+# report, written first, and every temporary are removed
+run sh -c 'trap "" XFSZ; ulimit -f 40; exec "$@"' sh "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S \
+  --report "$T/work/slim.json"
+check "a write that fails part-way leaves neither the model nor the report, nor a temporary" \
+  eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: .*slim.safetensors: .*too large" &&
+        [ -z "$(ls -A "$T/work")" ]'
+long=$(printf 'r%.0s' $(seq 250)).md
+prune l1 long --target-flops 0.5 --report "$T/work/$long"
+check "a report named with 253 characters is written (with the model)" eval 'rc_is 0 && [ -s "$T/work/$long" ]'
+rm -f "$T/work/$long"
+expect 1 "a target the per-layer cap makes impossible: the cap binds, and what could be removed without it" "" \
+  "out of reach: at most [0-9.]+% can be removed; the per-layer cap of 0.5 \(--max-layer-frac.*binds: without it [0-9.]+% could be removed$" \
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.9 --max-layer-frac 0.5 $S
+expect 1 "a target the rounding makes impossible: the rounding binds" "" \
+  "out of reach.*the rounding of kept widths to multiples of 64 binds: without it [0-9.]+% could be removed$" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-params 0.9 --round-to 64 $S
+expect 1 "a target beyond every layer's last channel: neither the cap nor the rounding binds" "" \
+  "out of reach.*the layers that cannot be pruned and the channel every layer keeps bind" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.99 $S
+expect 1 "--uniform above the per-layer cap is out of reach (conv2 is not left 1 channel of 16)" "" \
+  "removing 95.0% of every layer's channels \(uniform\) is out of reach: the per-layer cap of 0.9" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-channels 0.95 --uniform $S
 expect 1 "a model without prunable channels" "nolinear.safetensors" "no prunable channels" \
   "$HPRUNE" prune "$T/nolinear.safetensors" --method l1 --target-flops 0.5 $S
+run "$HPRUNE" prune "$T/huge.safetensors" --method taylor --samples 64 --target-flops 0.5 $S
+check "a criterion whose scores are not finite says so, naming it and a channel (not 'out of reach'); nothing written" \
+  eval 'rc_is 1 && [ ! -e "$T/work/slim.safetensors" ] && tail -1 "$CAP/err" |
+        grep -q -E "^hprune: error: .*huge.safetensors: criterion taylor: the scores are not finite \(channel [0-9]+ of fc1: (NaN|[+-]inf)\)"'
 expect 1 "a missing model file" "nothere.safetensors" "" "$HPRUNE" prune nothere.safetensors --method l1 --target-flops 0.5 $S
 expect 1 "a Fisher that does not fit the memory budget says what would" "" "block size|fit" \
   "$HPRUNE" prune "$MODEL" --method obs --target-flops 0.5 --fisher-grads 100000 --memory-budget 1 $S
 expect 2 "a negative damping is refused" "" "damp" "$HPRUNE" prune "$MODEL" --method obs --damp -1 --target-flops 0.5 $S
+
+# ---- sensitivity: its directory only when there is something to write ----
+SENS="--ratios 0.5 --samples 32 --probes 2 --test-images 50 --data $DATA --threads 1"
+head -c 1000 "$MODEL" >"$T/trunc.safetensors"
+expect 1 "sensitivity of a model that fails to load creates no directory" "trunc.safetensors" "" \
+  "$HPRUNE" sensitivity "$T/trunc.safetensors" $SENS -o "$T/work/x"
+expect 1 "sensitivity of a model without prunable channels creates no directory" "nolinear.safetensors" \
+  "no prunable" "$HPRUNE" sensitivity "$T/nolinear.safetensors" $SENS -o "$T/work/x"
+expect 1 "sensitivity into a directory whose parent is missing: refused first" "nodir" "No such file" \
+  "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work/nodir/x"
+expect 1 "sensitivity into a file: refused first" "l1.json" "not a directory" \
+  "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/out/l1.json"
+run "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work/new/"
+check "sensitivity creates its missing directory at the end, with the CSV and the charts" \
+  eval 'rc_is 0 && [ "$(ls "$T/work/new" | tr "\n" " ")" = "sensitivity.csv sensitivity.png sensitivity.svg " ]'
+rm -rf "$T/work/new"
+# a file size limit (2 kB) the CSV (300 bytes) fits in and the PNG chart (6 kB) does not: none
+# of the three is left
+run sh -c 'trap "" XFSZ; ulimit -f 4; exec "$@"' sh "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work"
+check "sensitivity: a write that fails part-way leaves none of its files, nor a temporary" \
+  eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: .*/work/sensitivity.png: " && [ -z "$(ls -A "$T/work")" ]'
 
 echo "# $n checks, $failed failed"
 [ "$failed" -eq 0 ]

@@ -461,8 +461,8 @@ static void alloc_sel(const GroupSet *gs, bool **keep, double **scores) {
     }
 }
 
-// Channel targets remove the globally lowest scores; caps and rounding hold; an impossible
-// target fails naming the cap.
+// Channel targets remove the globally lowest scores; caps and rounding hold; a bad target is
+// refused.
 static void test_select(void **state) {
     (void)state;
     Rng rng;
@@ -516,11 +516,6 @@ static void test_select(void **state) {
     t.kind = TARGET_MACS;
     assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), -1);
     assert_non_null(strstr(err.msg, "channel target"));
-    // impossible: 95% of the channels with a 90% cap
-    t = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.95, .max_layer_frac = 0.9, .round_to = 1};
-    assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), -1);
-    assert_non_null(strstr(err.msg, "out of reach"));
-    assert_non_null(strstr(err.msg, "max-layer-frac"));
     t.ratio = 1.0;
     assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), -1);
     assert_non_null(strstr(err.msg, "(0, 1)"));
@@ -528,6 +523,144 @@ static void test_select(void **state) {
     pruneref_free(&ref);
     groupset_free(&gs);
     model_free(&m);
+}
+
+// Kept widths of keep for small_net's two groups.
+static void kept_widths(const GroupSet *gs, bool **keep, int g1, int g2, int *w1, int *w2) {
+    *w1 = *w2 = 0;
+    for (int c = 0; c < gs->groups[g1].n_channels; c++) *w1 += keep[g1][c];
+    for (int c = 0; c < gs->groups[g2].n_channels; c++) *w2 += keep[g2][c];
+}
+
+// Asserts that prune_select fails on t with a message containing every one of the n texts.
+static void expect_select_error(const Model *m, const GroupSet *gs, double **scores, const PruneTarget *t,
+                                const PruneRef *ref, bool **keep, int n, ...) {
+    HpErr err = {{0}};
+    assert_int_equal(prune_select(m, gs, scores, t, ref, keep, &err), -1);
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n; i++) {
+        const char *want = va_arg(ap, const char *);
+        if (!strstr(err.msg, want)) fail_msg("'%s' not in: %s", want, err.msg);
+    }
+    va_end(ap);
+}
+
+// --uniform honours the per-layer cap and the rounding: a fraction above the cap is out of
+// reach naming the cap; a layer the cap holds keeps what the cap keeps; kept widths are the
+// nearest multiples of round_to (conv1 4 -> 2, conv2 6 -> 3 -> 4 at 2).
+static void test_select_uniform_limits(void **state) {
+    (void)state;
+    Fixture f;
+    fixture_init(&f, 10, 4);
+    int g1 = group_id(&f.gs, "conv1"), g2 = group_id(&f.gs, "conv2"), w1, w2;
+    bool *keep[8];
+    double *sc[8];
+    alloc_sel(&f.gs, keep, sc);
+    PruneRef ref;
+    pruneref_init(&ref, &f.m, &f.gs);
+    HpErr err;
+    PruneTarget t = {.kind = TARGET_CHANNELS, .ratio = 0.95, .max_layer_frac = 0.9, .round_to = 1, .uniform = true};
+    expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 3, "out of reach", "per-layer cap of 0.9", "max_layer_frac");
+    t.ratio = 0.6, t.max_layer_frac = 0.5;
+    expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 2, "out of reach", "per-layer cap of 0.5");
+    t.ratio = 0.6, t.max_layer_frac = 0.6;  // conv2: round(0.4 x 6) = 2, the cap keeps ceil(2.4) = 3
+    assert_int_equal(prune_select(&f.m, &f.gs, sc, &t, &ref, keep, &err), 0);
+    kept_widths(&f.gs, keep, g1, g2, &w1, &w2);
+    assert_int_equal(w1, 2);
+    assert_int_equal(w2, 3);
+    t = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.5, .max_layer_frac = 0.9, .round_to = 4, .uniform = true};
+    assert_int_equal(prune_select(&f.m, &f.gs, sc, &t, &ref, keep, &err), 0);
+    kept_widths(&f.gs, keep, g1, g2, &w1, &w2);
+    assert_int_equal(w1, 2);  // no wider than 4: not rounded
+    assert_int_equal(w2, 4);  // 3 -> the nearest multiple of 4
+    t.round_to = 2;
+    assert_int_equal(prune_select(&f.m, &f.gs, sc, &t, &ref, keep, &err), 0);
+    kept_widths(&f.gs, keep, g1, g2, &w1, &w2);
+    assert_int_equal(w1, 2);
+    assert_int_equal(w2, 4);  // 3 -> 4 (1.5 rounds up)
+    for (int g = 0; g < f.gs.n_groups; g++) free(keep[g]), free(sc[g]);
+    pruneref_free(&ref);
+    fixture_free(&f);
+}
+
+// An impossible target names the limit that binds and what could be removed without it; on
+// the two groups of 4 and 6 channels (10 in all), a channel target: with a cap of 0.5 the
+// floors are 2 + 3 (50%), rounding to 4 keeps conv2 at 4 (1 + 4: 50%), both 2 + 4 (40%),
+// neither 1 + 1 (80%). Scores that are not finite are refused, naming the channel.
+static void test_select_binding_limit(void **state) {
+    (void)state;
+    Fixture f;
+    fixture_init(&f, 11, 4);
+    bool *keep[8];
+    double *sc[8];
+    alloc_sel(&f.gs, keep, sc);
+    PruneRef ref;
+    pruneref_init(&ref, &f.m, &f.gs);
+    PruneTarget t = {.kind = TARGET_CHANNELS, .ratio = 0.7, .max_layer_frac = 0.5, .round_to = 1};
+    expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 4, "removing 70.0% of channels is out of reach",
+                        "at most 50.0% can be removed", "the per-layer cap of 0.5 (--max-layer-frac; max_layer_frac",
+                        "binds: without it 80.0% could be removed");
+    t = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.7, .max_layer_frac = 0.9, .round_to = 4};
+    expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 2, "at most 50.0% can be removed",
+                        "the rounding of kept widths to multiples of 4 binds: without it 80.0% could be removed");
+    t = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.6, .max_layer_frac = 0.5, .round_to = 4};
+    expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 2, "at most 40.0% can be removed",
+                        "the rounding to multiples of 4 bind together: without both 80.0% could be removed");
+    t.ratio = 0.45;  // either alone would do
+    expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 2, "cap of 0.5 (--max-layer-frac; max_layer_frac in a sweep "
+                        "config) binds: without it 50.0% could be removed", "without the rounding to multiples of 4, 50.0%");
+    t = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.85, .max_layer_frac = 0.9, .round_to = 1};
+    expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 2, "at most 80.0% can be removed",
+                        "the layers that cannot be pruned and the channel every layer keeps bind");
+    t.ratio = 0.5;
+    sc[group_id(&f.gs, "conv2")][4] = NAN;
+    expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 2, "not finite", "channel 4 of conv2");
+    for (int g = 0; g < f.gs.n_groups; g++) free(keep[g]), free(sc[g]);
+    pruneref_free(&ref);
+    fixture_free(&f);
+}
+
+// A criterion whose scores are not finite (l1 of a channel holding a NaN gamma) fails naming
+// itself, the group and the channel, instead of leaving the selection to find no channel.
+static void test_scores_not_finite(void **state) {
+    (void)state;
+    Fixture f;
+    fixture_init(&f, 12, 4);
+    f.m.params[f.m.nodes[node_id(&f.m, "bn2")].w_off + 3] = NAN;  // gamma of conv2's channel 3 alone
+    CritOpts o = crit_defaults();
+    Scorer s;
+    HpErr err = {{0}};
+    assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err), -1);
+    scorer_free(&s);
+    const char *want[] = {"criterion l1", "not finite", "channel 3 of conv2"};
+    for (int i = 0; i < 3; i++)
+        if (!strstr(err.msg, want[i])) fail_msg("'%s' not in: %s", want[i], err.msg);
+    fixture_free(&f);
+}
+
+// The options only some criteria use apply to those criteria, named as a sweep's messages name
+// them.
+static void test_option_applies(void **state) {
+    (void)state;
+    char users[160];
+    assert_true(criterion_option_applies("ggn", CRIT_HAP, users, sizeof users));
+    assert_true(criterion_option_applies("probes", CRIT_OBD, NULL, 0));
+    assert_false(criterion_option_applies("probes", CRIT_L1, users, sizeof users));
+    assert_string_equal(users, "hap and obd");
+    assert_false(criterion_option_applies("samples", CRIT_L1, users, sizeof users));
+    assert_string_equal(users, "taylor, hap, obd, fisher and obs-layer");
+    assert_false(criterion_option_applies("damp", CRIT_OBS_LAYER, users, sizeof users));
+    assert_string_equal(users, "obs");
+    assert_true(criterion_option_applies("memory_budget", CRIT_OBS, NULL, 0));
+    assert_false(criterion_option_applies("layer_damp", CRIT_OBS, users, sizeof users));
+    assert_string_equal(users, "obs-layer");
+    assert_false(criterion_option_applies("compensate", CRIT_FISHER, users, sizeof users));
+    assert_string_equal(users, "obs and obs-layer");
+    assert_false(criterion_option_applies("slices", CRIT_BN, users, sizeof users));
+    assert_string_equal(users, "l1, l2, taylor, hap, obd and fisher");
+    for (int c = 0; c < CRIT_COUNT; c++)  // slices follows criterion_takes_slices
+        assert_int_equal(criterion_option_applies("slices", (Criterion)c, NULL, 0), criterion_takes_slices((Criterion)c));
 }
 
 // After obs-layer compensation and surgery, the network's output is closer to the original's
@@ -636,6 +769,10 @@ int main(void) {
         cmocka_unit_test(test_slices_without_batchnorm),
         cmocka_unit_test(test_widths_cost_exact),
         cmocka_unit_test(test_select),
+        cmocka_unit_test(test_select_uniform_limits),
+        cmocka_unit_test(test_select_binding_limit),
+        cmocka_unit_test(test_scores_not_finite),
+        cmocka_unit_test(test_option_applies),
         cmocka_unit_test(test_obs_layer_compensation_helps),
         cmocka_unit_test(test_bn_recalibrate),
     };
