@@ -240,25 +240,9 @@ static int key_line(const SweepMethod *m, const char *key) {
     return 0;
 }
 
-// True for hap and obd (ggn, probes).
-static bool uses_diag(Criterion c) { return c == CRIT_HAP || c == CRIT_OBD; }
-// True for obs (its Fisher's settings).
-static bool uses_fisher(Criterion c) { return c == CRIT_OBS; }
-// True for obs-layer (layer_damp).
-static bool uses_layer_damp(Criterion c) { return c == CRIT_OBS_LAYER; }
-
-// The options that only some criteria use: the key, which criteria, and their names.
-static const struct {
-    const char *key;
-    bool (*applies)(Criterion);
-    const char *to;  // NULL: the list criteria_taking_slices makes
-} ONLY_FOR[] = {
-    {"slices", criterion_takes_slices, NULL}, {"ggn", uses_diag, "hap and obd"}, {"probes", uses_diag, "hap and obd"},
-    {"samples", criterion_reads_samples, "taylor, hap, obd, fisher and obs-layer"},
-    {"fisher_grads", uses_fisher, "obs"},     {"fisher_batch", uses_fisher, "obs"},
-    {"block_size", uses_fisher, "obs"},       {"damp", uses_fisher, "obs"},
-    {"layer_damp", uses_layer_damp, "obs-layer"}, {"compensate", criterion_compensates, "obs and obs-layer"},
-};
+// The [method NAME] keys that only some criteria use (criterion_option_applies says which).
+static const char *const ONLY_FOR[] = {"slices",       "ggn",   "probes", "samples",    "fisher_grads",
+                                       "fisher_batch", "block_size", "damp", "layer_damp", "compensate"};
 
 // Checks a [method NAME] section of the file path: it has a criterion (the one NAME names, if
 // NAME is a criterion), and sets no option its criterion does not use, nor probes with ggn.
@@ -275,15 +259,13 @@ static int check_method(const SweepMethod *m, const char *path, HpErr *err) {
                             "otherwise)", path, key_line(m, "criterion"), m->name, m->name, criterion_name(m->criterion));
     int first = -1, first_line = 0;  // the offending key that comes first in the file
     for (int i = 0; i < (int)(sizeof ONLY_FOR / sizeof ONLY_FOR[0]); i++) {
-        int line = key_line(m, ONLY_FOR[i].key);
-        if (line && !ONLY_FOR[i].applies(m->criterion) && (first < 0 || line < first_line)) first = i, first_line = line;
+        int line = key_line(m, ONLY_FOR[i]);
+        if (line && !criterion_option_applies(ONLY_FOR[i], m->criterion, NULL, 0) && (first < 0 || line < first_line))
+            first = i, first_line = line;
     }
     if (first >= 0) {
-        if (ONLY_FOR[first].to)
-            snprintf(names, sizeof names, "%s", ONLY_FOR[first].to);
-        else
-            criteria_taking_slices(names, sizeof names);
-        return hp_fail(err, "%s:%d: '%s' applies to %s, not %s (in [method %s])", path, first_line, ONLY_FOR[first].key,
+        criterion_option_applies(ONLY_FOR[first], m->criterion, names, sizeof names);
+        return hp_fail(err, "%s:%d: '%s' applies to %s, not %s (in [method %s])", path, first_line, ONLY_FOR[first],
                        names, criterion_name(m->criterion), m->name);
     }
     int probes = key_line(m, "probes"), ggn = key_line(m, "ggn");
