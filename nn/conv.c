@@ -79,12 +79,15 @@ static size_t work_region(const ConvGeom *g) {
         size_t n = 2 * direct_padded_len(&d) + direct_wide_len(&d);
         if (n > need) need = n;
     }
-    if (direct_bwd_ok(g)) {
-        DirectConv d = direct_dx(g), f = direct_fwd(g);
-        size_t n = 2 * direct_padded_len(&d) + direct_wide_len(&d);
+    if (direct_dw_ok(g)) {
+        DirectConv f = direct_fwd(g);
         size_t n_dw = (size_t)direct_dw_chunk(&f) * (direct_padded_len(&f) + direct_wide_len(&f));
-        if (n > need) need = n;
         if (n_dw > need) need = n_dw;
+        if (direct_bwd_ok(g)) {
+            DirectConv d = direct_dx(g);
+            size_t n = 2 * direct_padded_len(&d) + direct_wide_len(&d);
+            if (n > need) need = n;
+        }
         need += DIRECT_ALIGN_SLACK;  // the backward pass starts its work on a 64-byte boundary
     }
     return need;
@@ -428,14 +431,28 @@ static void reduce_partials(const ConvGeom *g, const float *wscratch, size_t ws_
     }
 }
 
-// conv2d_backward2 by the direct kernels (direct_bwd_ok(g)): the weight gradient from padded
+// dx_n (C, H, W) = (acc: +=) w^T dy_n [+ w2^T dy2_n] by the unfolding, for a g without a direct
+// input gradient (groups 1, not pointwise, not the wide layout: the stride-2 convolutions):
+// dcol (C k k, Ho Wo) by one or two GEMMs, folded back into the input's positions. col and plane
+// are scratch of unfolded_len(g) and plane_len(g) floats.
+static void dx_by_unfolding(const ConvGeom *g, const float *w, const float *dyn, const float *w2, const float *dy2n,
+                            float *dxn, bool acc, float *col, float *plane) {
+    const int K = g->C * g->k * g->k, P = g->Ho * g->Wo;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, g->O, 1.0f, w, K, dyn, P, 0.0f, col, P);
+    if (dy2n) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, g->O, 1.0f, w2, K, dy2n, P, 1.0f, col, P);
+    fold(g, col, 0, g->C, dxn, plane, acc);
+}
+
+// conv2d_backward2 by the direct kernels (direct_dw_ok(g)): the weight gradient from padded
 // inputs and widened output gradients, a chunk of samples at a time, then each sample's input
-// gradient as a transposed convolution of its padded output gradient(s).
+// gradient as a transposed convolution of its padded output gradient(s) (direct_bwd_ok(g)), or
+// by the unfolding (the stride-2 convolutions).
 static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const float *w, const float *dy,
                                     const float *x2, const float *w2, const float *dy2, float *dx, bool acc,
                                     float *dw, float *db, float *col, size_t col_stride, float *wscratch,
                                     size_t ws_stride) {
-    const DirectConv df = direct_fwd(g), dd = direct_dx(g);
+    const bool dx_direct = direct_bwd_ok(g);
+    const DirectConv df = direct_fwd(g), dd = dx_direct ? direct_dx(g) : df;
     const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
     const size_t w_len = (size_t)g->O * g->C * g->k * g->k;
     int n_threads = 1;
@@ -451,7 +468,9 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
         packed[1] = packed[0] + direct_packed_len(&dd);
         float *my_dw = wscratch + (size_t)t * ws_stride, *my_db = my_dw + w_len;  // (O, C, k, k) then (O)
         memset(my_dw, 0, (w_len + (size_t)g->O) * sizeof(float));
-        if (dx) {
+        // the unfolding's scratch, for an input gradient not by the direct kernel
+        float *my_col = col + (size_t)t * col_stride + packed_region(g), *my_plane = my_col + unfolded_len(g);
+        if (dx && dx_direct) {
             direct_pack(&dd, w, true, packed[0]);
             if (dy2) direct_pack(&dd, w2, true, packed[1]);
         }
@@ -477,7 +496,9 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
             for (int n = n0; n < n0 + ns; n++) {
                 const float *dyn = dy + (size_t)n * out_len, *dy2n = dy2 ? dy2 + (size_t)n * out_len : NULL;
                 // dx_n = (acc: +=) w^T dy_n [+ w2^T dy2_n]
-                if (dx) {
+                if (dx && !dx_direct) {
+                    dx_by_unfolding(g, w, dyn, w2, dy2n, dx + (size_t)n * in_len, acc, my_col, my_plane);
+                } else if (dx) {
                     direct_pad(&dd, dyn, padded[0]);
                     if (dy2n) direct_pad(&dd, dy2n, padded[1]);
                     direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
@@ -497,7 +518,7 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
 static void conv2d_backward2(const ConvGeom *g, const float *x, const float *w, const float *dy, const float *x2,
                              const float *w2, const float *dy2, float *dx, bool acc, float *dw, float *db, float *col,
                              size_t col_stride, float *wscratch, size_t ws_stride) {
-    if (direct_bwd_ok(g)) {
+    if (direct_dw_ok(g)) {
         conv2d_backward2_direct(g, x, w, dy, x2, w2, dy2, dx, acc, dw, db, col, col_stride, wscratch, ws_stride);
         return;
     }

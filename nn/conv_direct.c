@@ -49,6 +49,8 @@ bool direct_bwd_ok(const ConvGeom *g) {
     return g->stride == 1 && direct_fwd_ok(g) && g->pad <= g->k - 1 && g->k <= 7;
 }
 
+bool direct_dw_ok(const ConvGeom *g) { return g->stride == 1 ? direct_bwd_ok(g) : direct_fwd_ok(g) && g->k <= 7; }
+
 DirectConv direct_fwd(const ConvGeom *g) {
     return direct_make(g->C, g->H, g->W, g->pad, g->k, g->stride, g->O);
 }
@@ -380,7 +382,6 @@ void direct_run(const DirectConv *d, int n_src, const float *const *padded, cons
 }
 
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide) {
-    HP_ASSERT(d->stride == 1);
     // (one memset and row copies measured faster here than masked row stores)
     memset(dy_wide, 0, direct_wide_len(d) * sizeof(float));
     for (int o = 0; o < d->Oo; o++)
@@ -503,8 +504,17 @@ int direct_dw_chunk(const DirectConv *d) {
     return n < 1 ? 1 : n < DC_DW_MAX_CHUNK ? n : DC_DW_MAX_CHUNK;
 }
 
+// Offset of tap (c, ki, kj) in a padded input: the run of wide positions it multiplies (at
+// stride 2 in its phase plane, as the forward tiles read it).
+static size_t tap_offset(const DirectConv *d, int c, int ki, int kj) {
+    size_t at = (size_t)c * d->plane;
+    if (d->stride == 1) return at + (size_t)ki * (size_t)d->Wp + (size_t)kj;
+    return at + (size_t)((ki & 1) * d->nph + (kj & 1)) * d->phase + (size_t)(ki >> 1) * (size_t)d->Wp +
+           (size_t)(kj >> 1);
+}
+
 void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_wide, float *dw) {
-    HP_ASSERT(d->stride == 1);
+    HP_ASSERT(d->stride == 1 || d->stride == 2);
     static const DwTileFn part[DC_DW_OB] = {NULL, dw_tile_1_0, dw_tile_2_0, dw_tile_3_0};
     static const DwTileFn full[DC_DW_NQ + 1] = {dw_tile_4_0, dw_tile_4_0, dw_tile_4_2, dw_tile_4_3,
                                                 dw_tile_4_4, dw_tile_4_5, dw_tile_4_6};
@@ -516,7 +526,7 @@ void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_
         const int valid = taps - t0 < DC_DW_TAPS ? taps - t0 : DC_DW_TAPS;
         size_t off[DC_DW_TAPS];
         for (int j = 0; j < DC_DW_TAPS; j++) {
-            off[j] = j < valid ? (size_t)c * d->plane + (size_t)ki * (size_t)d->Wp + (size_t)kj : 0;
+            off[j] = j < valid ? tap_offset(d, c, ki, kj) : 0;
             if (++kj == k) {
                 kj = 0;
                 if (++ki == k) {

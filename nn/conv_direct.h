@@ -44,6 +44,10 @@ typedef struct {
     size_t plane;    // floats per input channel: nph * nph phase planes
 } DirectConv;
 
+// True when the weight gradient of g can run directly (direct_dw): as direct_bwd_ok at stride 1;
+// at stride 2 whenever the forward can, with k <= 7 (the input gradient of a stride-2
+// convolution stays on the unfolding).
+bool direct_dw_ok(const ConvGeom *g);
 // True when the forward pass of g can run directly (groups 1; stride 1 with kernel > 1, or stride
 // 2; padding under 16; at least 32 wide positions: on smaller planes most of each 16-lane tile
 // would be dropped).
@@ -81,15 +85,16 @@ void direct_pad(const DirectConv *d, const float *x, float *padded);
 // epilogue applied, instead of through the wide rows.
 void direct_run(const DirectConv *d, int n_src, const float *const *padded, const float *const *packed, float *wide,
                 bool mapped, float *out, bool acc, const float *bias, const float *res, bool relu);
-// (Stride 1 only, as direct_dw.) Copies dy (Oo, Ho, Wo) into wide rows dy_wide (Or, Qr)
+// Copies dy (Oo, Ho, Wo) into wide rows dy_wide (Or, Qr)
 // (direct_wide_len floats), zero at the positions the wide layout drops and in the rows past Oo.
 void direct_widen(const DirectConv *d, const float *dy, float *dy_wide);
 // Samples direct_dw should reduce together: as many as fit in 1024 wide positions (at least 1,
 // at most 16), so that the lane sums ending each reduction are a small part of the work while
 // the input rows of a tile of taps over the chunk stay in the L1 cache for all output channels.
 int direct_dw_chunk(const DirectConv *d);
-// (Stride 1 only.) dw (Oo, Ci, k, k) += the weight gradient of n samples: dw[o][c][ki][kj] +=
-// sum over samples s and positions q of dy_wide_s[o][q] * padded_s[c][q + ki * Wp + kj], where
+// dw (Oo, Ci, k, k) += the weight gradient of n samples: dw[o][c][ki][kj] += sum over samples s
+// and positions q of dy_wide_s[o][q] * padded_s[c][q + ki * Wp + kj] (at stride 2, of the tap's
+// phase plane at q + (ki / 2) Wp + kj / 2, as the forward reads it), where
 // padded_s (direct_pad of sample s's input) is at padded + s * direct_padded_len and dy_wide_s
 // (direct_widen of its output gradient) at dy_wide + s * direct_wide_len. Each dw entry gets one
 // addition per call, of a sum in a fixed order (per lane over samples and positions, then across
