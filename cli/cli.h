@@ -87,6 +87,10 @@ void outputs_fail(Outputs *o, const char *msg) __attribute__((noreturn));
 // Renames every staged file onto its target; on failure removes those not yet renamed and exits.
 void outputs_commit(Outputs *o);
 
+// Bytes of memory this process may use: the machine's physical memory, or the memory limit of
+// its cgroup (a container) when that is smaller; 0 if unknown.
+double machine_memory(void);
+
 // Exits with status 1 if standard output could not be written (a full disk, a closed pipe):
 // commands call it last, so a script never takes a truncated result for a success.
 void check_stdout(void);

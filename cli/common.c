@@ -266,6 +266,28 @@ void outputs_commit(Outputs *o) {
     o->n = 0;
 }
 
+// The limit in bytes a cgroup file holds ("max" or unreadable: none, 0).
+static double cgroup_limit(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char buf[64] = "";
+    bool got = fgets(buf, sizeof buf, f) != NULL;
+    fclose(f);
+    char *end;
+    double v = got ? strtod(buf, &end) : 0;
+    return got && end != buf && v > 0 ? v : 0;
+}
+
+double machine_memory(void) {
+    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    const char *limits[] = {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        double v = cgroup_limit(limits[i]);
+        if (v > 0 && (have <= 0 || v < have)) have = v;
+    }
+    return have > 0 ? have : 0;
+}
+
 void check_stdout(void) {
     if (fflush(stdout) != 0 || ferror(stdout))
         die("standard output: cannot write: %s", strerror(errno ? errno : EIO));

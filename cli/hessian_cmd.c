@@ -76,7 +76,9 @@ static const char *const HELP_HESSIAN =
     "      --damp L            the damp in F, absolute, > 0 (default 1e-5, as WoodFisher's\n"
     "                          ResNet-20 runs)\n"
     "      --memory-budget MB  refuse a build needing more MiB (default 4096; 0: no limit): the\n"
-    "                          gradients take 4 N x params bytes, the blocks 4 S x params\n"
+    "                          gradients take 4 N x params bytes, the blocks 4 S x params;\n"
+    "                          without --obs, the memory the analyses may plan for (default\n"
+    "                          80% of the machine's, or of its container's limit)\n"
     "output:\n"
     "      --csv FILE          per-group traces (or eigenvalues, or OBS scores) as CSV\n"
     "      --json              one JSON object on stdout (the format is in the README)\n"
@@ -113,6 +115,7 @@ typedef struct {
     int fisher_grads, fisher_batch;
     long block_size;
     double damp, budget_mb;
+    bool budget_flag;  // --memory-budget was given
 } HessOpts;
 
 // Results gathered for the summary and the JSON.
@@ -350,7 +353,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             break;
         case O_BUDGET:
             o->budget_mb = parse_double(cmd, "--memory-budget", optarg, 0, 1e12);
-            given(&o->obs_flag, "--memory-budget");
+            o->budget_flag = true;  // the Fisher's budget with --obs, else the analyses' limit
             break;
         case 'h': fputs(HELP_HESSIAN, stdout); exit(0);
         case ':': usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
@@ -430,8 +433,8 @@ static void mem_lanczos(MemNeed *need, const HessOpts *o, double n, int k, const
 
 // Exits before any data is read or product computed if the largest estimator (Lanczos at
 // either end, with the steps it will really take; SLQ; Hutch++'s basis), the top vectors kept
-// for the landscape and the activations of one real batch would exceed 80% of the machine's
-// memory.
+// for the landscape and the activations of one real batch would exceed --memory-budget, else
+// 80% of the memory this process may use (machine_memory).
 static void check_memory(const HessOpts *o, const Model *m) {
     double n = (double)m->n_params;
     MemNeed need = {0, "", NULL};
@@ -449,17 +452,22 @@ static void check_memory(const HessOpts *o, const Model *m) {
     for (int i = 0; i < m->n_nodes; i++) act += (double)shape_numel(m->nodes[i].out);
     int batch = o->samples > 0 && o->samples < o->batch ? (int)o->samples : o->batch;  // curv_init's
     double act_bytes = 4.0 * 5.0 * act * batch;  // activations, gradients and R-state
-    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE), limit = 0.8 * have;
-    if (have <= 0 || need.bytes + act_bytes <= limit) return;
+    double have = machine_memory(), limit = o->budget_flag ? o->budget_mb * 1048576.0 : 0.8 * have;
+    char of[96];
+    if (o->budget_flag)
+        snprintf(of, sizeof of, "--memory-budget %g", o->budget_mb);
+    else
+        snprintf(of, sizeof of, "80%% of the machine's %.1f GB", have / 1e9);
+    if (limit <= 0 || need.bytes + act_bytes <= limit) return;
     char lower[64];  // the larger part's option first
     if (!need.why[0])
         snprintf(lower, sizeof lower, "--batch-size");
     else
         snprintf(lower, sizeof lower, need.bytes >= act_bytes ? "%s or --batch-size" : "--batch-size or %s", need.knob);
     die("%s: this analysis needs about %.1f GB of memory (%s%s%zu parameters, batch %d), over the limit of %.1f GB "
-        "(80%% of the machine's %.1f GB): lower %s",
+        "(%s): lower %s",
         o->model, (need.bytes + act_bytes) / 1e9, need.why, need.why[0] ? " on " : "", m->n_params, batch, limit / 1e9,
-        have / 1e9, lower);
+        of, lower);
 }
 
 // Exits unless the eigenvalue counts fit the model and the analysis fits in memory: right after
@@ -940,7 +948,7 @@ static void obs_check(const HessOpts *o, const Model *m, const FisherOpts *fo) {
     HpErr err;
     if (fisher_check(m, fo, &err) < 0) die("%s: %s", o->model, err.msg);
     double need = (double)fisher_bytes(m, fo);
-    double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    double have = machine_memory();
     if (have > 0 && need > 0.8 * have)
         die("%s: the Fisher inverse needs about %.1f GB of memory (%d gradients, blocks of %zu); the machine has "
             "%.1f GB: lower --fisher-grads or --block-size",
