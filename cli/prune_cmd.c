@@ -59,7 +59,8 @@ static const char *const HELP_PRUNE =
     "                          scores per MAC (parameter) their removal saves\n"
     "      --bn-recalibrate N  after pruning, re-estimate batchnorm statistics on N training\n"
     "                          images (no weight changes; default 1024, 0: off)\n"
-    "fine-tuning (the engine's trainer; the best epoch on the validation split is kept):\n"
+    "fine-tuning (the engine's trainer; the best epoch on the validation split is kept;\n"
+    "--lr and --config need --finetune-epochs or --between-epochs):\n"
     "      --finetune-epochs E epochs after pruning (default 0: none)\n"
     "      --between-epochs E  epochs after each intermediate step of --steps K, K >= 2 (default 0)\n"
     "      --lr LR             learning rate (default 0.01, cosine schedule)\n"
@@ -183,6 +184,12 @@ static void check_applicable(const PruneOpts *o) {
     }
     if (given_at(o, O_PROBES) && o->crit.ggn)
         usage_error(PCMD, "--probes does not apply with --ggn (the exact Gauss-Newton diagonal has no probes)");
+    int ft_opt = given_at(o, O_LR) && (!given_at(o, O_CONFIG) || given_at(o, O_LR) < given_at(o, O_CONFIG)) ? O_LR
+                 : given_at(o, O_CONFIG)                                                                  ? O_CONFIG
+                                                                                                          : 0;
+    if (ft_opt && o->finetune_epochs == 0 && o->between_epochs == 0)
+        usage_error(PCMD, "%s applies to fine-tuning (--finetune-epochs E, or --between-epochs E with --steps)",
+                    ft_opt == O_LR ? "--lr" : "--config");
     if (given_at(o, O_BETWEEN) && o->steps < 2)
         usage_error(PCMD, "--between-epochs applies between the steps of --steps K, K at least 2 (%s)",
                     given_at(o, O_STEPS) ? "--steps 1 has none" : "one step by default");

@@ -259,6 +259,10 @@ expect 2 "--layer-damp with obs" "" "--layer-damp applies to obs-layer, not obs"
   "$HPRUNE" prune "$MODEL" --method obs --layer-damp 0.1 --target-flops 0.5 $S
 expect 2 "two options l1 does not use: the first given is named" "" "--layer-damp applies to obs-layer, not l1" \
   "$HPRUNE" prune "$MODEL" --layer-damp 0.1 --block-size 50 --method l1 --target-flops 0.5 $S
+expect 2 "--lr without fine-tuning" "" "--lr applies to fine-tuning \(--finetune-epochs E, or --between-epochs E with --steps\)" \
+  "$HPRUNE" prune "$MODEL" --method l1 --lr 0.1 --target-flops 0.5 $S
+expect 2 "--config without fine-tuning (named when it comes before --lr)" "" "--config applies to fine-tuning" \
+  "$HPRUNE" prune "$MODEL" --method l1 --config "$T/none.ini" --lr 0.1 --target-flops 0.5 $S
 expect 2 "--between-epochs without --steps" "" "--between-epochs applies between the steps of --steps K.*one step by default" \
   "$HPRUNE" prune "$MODEL" --method l1 --between-epochs 1 --target-flops 0.5 $S
 expect 2 "--between-epochs with --steps 1" "" "--between-epochs applies between the steps.*--steps 1 has none" \
