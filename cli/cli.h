@@ -36,7 +36,7 @@ const char *fmt_duration(double s, char *buf, size_t cap);
 const char *json_get_string(const char *json, const char *key, char *buf, size_t cap);
 // Loads a model file or exits with its error.
 void load_model_or_die(Model *m, const char *path);
-// Loads the named dataset from dir or exits with its error.
+// Loads the named dataset from dir (test may be NULL: the training set alone) or exits.
 void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test);
 
 // The dataset a command on a model reads: name and dir as the user gave them (NULL if not),

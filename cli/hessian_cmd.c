@@ -492,9 +492,7 @@ static void on_evals(long done, long total, void *user) { progress_update(user, 
 static void load_train(const HessOpts *o, const Model *m, Dataset *train) {
     DatasetChoice c = {.name = o->dataset, .dir = o->data};
     model_dataset(m, o->model, &c);
-    Dataset test;
-    load_dataset_or_die(c.name, c.dir, train, &test);
-    dataset_free(&test);
+    load_dataset_or_die(c.name, c.dir, train, NULL);  // the test files need not exist
 }
 
 // Picks the samples (first N training images in file order) and builds the curvature operator.

@@ -130,7 +130,7 @@ int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err)
         "data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"};
     static const char *const test_names[1] = {"test_batch.bin"};
     memset(train, 0, sizeof *train);
-    memset(test, 0, sizeof *test);
+    if (test) memset(test, 0, sizeof *test);
     struct stat st;
     if (stat(dir, &st) != 0) {
         if (errno == ENOENT) return hp_fail(err, "%s: no such directory", dir);
@@ -146,7 +146,7 @@ int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err)
     n = snprintf(base, sizeof base, "%s/%s", dir, CIFAR_SUBDIR);
     if (in_dir || n < 0 || (size_t)n >= sizeof base || !is_dir(base)) snprintf(base, sizeof base, "%s", dir);
     if (load_set(base, train_names, CIFAR_TRAIN_FILES, train, err) < 0) return -1;
-    if (load_set(base, test_names, 1, test, err) < 0) {
+    if (test && load_set(base, test_names, 1, test, err) < 0) {
         dataset_free(train);
         return -1;
     }

@@ -26,7 +26,9 @@ int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err);
 // one label byte and 3072 bytes of R, G, B planes of 32x32.
 int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err);
 
-// Loads the dataset named by `name` ("fashion-mnist", "mnist", "cifar10") from dir.
+// Loads the dataset named by `name` ("fashion-mnist", "mnist", "cifar10") from dir. test may
+// be NULL (as for mnist_load_dir and cifar10_load_dir): the training set alone is read, and
+// the test files need not exist.
 int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err);
 // Whether dataset_load knows the dataset name (fashion-mnist, mnist, cifar10).
 bool dataset_known(const char *name);

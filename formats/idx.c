@@ -234,14 +234,15 @@ static int find_idx_file(const char *dir, const char *name, char *out, size_t ca
 
 int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
     memset(train, 0, sizeof *train);
-    memset(test, 0, sizeof *test);
+    if (test) memset(test, 0, sizeof *test);
     if (check_dir(dir, err) < 0) return -1;
     static const char *const names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
     char paths[4][4096];
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < (test ? 4 : 2); i++)
         if (find_idx_file(dir, names[i], paths[i], sizeof paths[i], err) < 0) return -1;
     if (idx_load_classes(paths[0], paths[1], MNIST_CLASSES, train, err) < 0) return -1;
+    if (!test) return 0;
     if (idx_load_classes(paths[2], paths[3], MNIST_CLASSES, test, err) < 0) {
         dataset_free(train);
         return -1;
@@ -264,7 +265,7 @@ bool dataset_known(const char *name) {
 int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err) {
     if (!dataset_known(name)) {
         memset(train, 0, sizeof *train);
-        memset(test, 0, sizeof *test);
+        if (test) memset(test, 0, sizeof *test);
         return hp_fail(err, "unknown dataset '%s' (known: fashion-mnist, mnist, cifar10)", name);
     }
     if (strcmp(name, "cifar10") == 0) return cifar10_load_dir(dir, train, test, err);

@@ -469,6 +469,12 @@ expect_hessian 1 "a model file with a corrupt header" "$T/bad/corrupt.safetensor
   "$T/bad/corrupt.safetensors" --data "$DATA" $S --csv "$O.csv"
 expect_hessian 1 "a data directory that does not exist" "$T/nodata" "no such directory" \
   "$MODEL" --data "$T/nodata" $S --density "$O.png"
+# hessian reads training images only: a directory without the test files is enough
+mkdir -p "$T/trainonly"
+cp "$DATA"/train-* "$T/trainonly/"
+run "$HPRUNE" hessian "$MODEL" --data "$T/trainonly" $S --eigs 1 --neg-eigs 0 --json
+check "a data directory without the test files: the analysis runs on the training images" \
+  sh -c '[ "$0" -eq 0 ] && python3 -c "import json,sys; json.load(open(sys.argv[1]))[\"eigenvalues\"]" "$1"' "$rc" "$CAP/out"
 expect_hessian 1 "--dataset other than the model's, without --data: not read from the model's directory" "$MODEL" \
   "--dataset mnist: give its directory with --data DIR" "$MODEL" $S --eigs 1 --dataset mnist
 expect_hessian 1 "--eigs 70000: more than lenet5's 61706 parameters, said before any product or data" "$MODEL" \

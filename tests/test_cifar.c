@@ -73,6 +73,14 @@ static void test_load(void **state) {
     check_set(&tr, 0, 5);
     dataset_free(&tr);
     dataset_free(&te);
+    // the training set alone (test NULL) does not need the test batch
+    char path[128];
+    snprintf(path, sizeof path, "%s/test_batch.bin", dir);
+    assert_int_equal(unlink(path), 0);
+    if (dataset_load("cifar10", dir, &tr, NULL, &err) != 0) fail_msg("%s", err.msg);
+    check_set(&tr, 0, 5);
+    dataset_free(&tr);
+    assert_int_equal(dataset_load("cifar10", dir, &tr, &te, &err), -1);
     tu_rmtree(dir);
 }
 

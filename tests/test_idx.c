@@ -410,6 +410,27 @@ static void test_missing(void **state) {
     tu_rmtree(dir);
 }
 
+// Without a test set to fill (test NULL) only the training files are read: the test files
+// may be missing, or broken.
+static void test_train_only(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    make_mnist(dir, true, 5, 3, 3, 3);
+    snprintf(path, sizeof path, "%s/%s.gz", dir, TEST_LABELS);
+    assert_int_equal(unlink(path), 0);
+    Buf junk = {0};
+    buf_u32(&junk, 0xdeadbeef);
+    put_file(dir, TEST_IMAGES, junk, true);
+    Dataset tr;
+    HpErr err = {{0}};
+    if (dataset_load("fashion-mnist", dir, &tr, NULL, &err) != 0) fail_msg("%s", err.msg);
+    check_set(&tr, 1, 5, 3, 3);
+    dataset_free(&tr);
+    expect_fail(dir, TEST_LABELS, "no such file");  // with a test set to fill, it is read
+    tu_rmtree(dir);
+}
+
 static void test_unknown_dataset(void **state) {
     (void)state;
     Dataset tr, te;
@@ -422,6 +443,7 @@ static void test_unknown_dataset(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_plain),  cmocka_unit_test(test_roundtrip_gzip),
+        cmocka_unit_test(test_train_only),
         cmocka_unit_test(test_mixed_and_prefer_gz), cmocka_unit_test(test_idx_load_classes),
         cmocka_unit_test(test_truncated_data),   cmocka_unit_test(test_truncated_header),
         cmocka_unit_test(test_truncated_gzip),   cmocka_unit_test(test_corrupt_gzip),
