@@ -246,6 +246,20 @@ static void read_small(const char *path, char *buf, size_t cap) {
     buf[n] = 0;
 }
 
+// Writes a result for each of c's n runs r into dir (paths into path[i]) with one made-up
+// outcome, each then read back as done.
+static void write_run_results(const SweepConfig *c, const SweepRun *r, int n, const char *dir,
+                          char path[][SWEEP_PATH * 3]) {
+    HpErr err;
+    PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 500,
+                      .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3};
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sweep_result_path(dir, r[i].id, path[i], SWEEP_PATH * 3, &err), 0);
+        if (sweep_result_write(path[i], c, &r[i], &o, &err) < 0) fail_msg("%s", err.msg);
+        assert_int_equal(sweep_result_done(path[i], c, &r[i], &err), 1);
+    }
+}
+
 // An obs run's result records the Fisher settings it was made with (prune's defaults: blocks of
 // 100, damp 1e-2), so a result made with other ones (an older default) is refused on restart;
 // other methods' results do not depend on them.
@@ -261,12 +275,8 @@ static void test_obs_result_settings(void **state) {
     SweepRun *r;
     int n = sweep_runs(&c, &r);
     assert_int_equal(n, 2);
-    PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 500,
-                      .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3};
+    write_run_results(&c, r, n, dir, path);
     for (int i = 0; i < n; i++) {
-        assert_int_equal(sweep_result_path(dir, r[i].id, path[i], sizeof path[i], &err), 0);
-        if (sweep_result_write(path[i], &c, &r[i], &o, &err) < 0) fail_msg("%s", err.msg);
-        assert_int_equal(sweep_result_done(path[i], &c, &r[i], &err), 1);
         read_small(path[i], text, sizeof text);
         const char *fisher = "obs_fisher=1000 gradients of 1, blocks of 100, damp 0.01;";
         if (r[i].method->criterion == CRIT_OBS) assert_non_null(strstr(text, fisher));
@@ -340,13 +350,7 @@ static void test_model_fingerprint(void **state) {
     SweepRun *r;
     int n = sweep_runs(&c, &r);
     assert_int_equal(n, 2);
-    PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 500,
-                      .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3};
-    for (int i = 0; i < n; i++) {
-        assert_int_equal(sweep_result_path(dir, r[i].id, path[i], sizeof path[i], &err), 0);
-        if (sweep_result_write(path[i], &c, &r[i], &o, &err) < 0) fail_msg("%s", err.msg);
-        assert_int_equal(sweep_result_done(path[i], &c, &r[i], &err), 1);
-    }
+    write_run_results(&c, r, n, dir, path);
     read_small(path[0], json, sizeof json);
     char want[64];
     snprintf(want, sizeof want, "\"model_crc32\":\t\"%08x\"", (unsigned)c.model_crc);
