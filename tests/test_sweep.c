@@ -249,7 +249,7 @@ static void read_small(const char *path, char *buf, size_t cap) {
 // Writes a result for each of c's n runs r into dir (paths into path[i]) with one made-up
 // outcome, each then read back as done.
 static void write_run_results(const SweepConfig *c, const SweepRun *r, int n, const char *dir,
-                          char path[][SWEEP_PATH * 3]) {
+                              char path[][SWEEP_PATH * 3]) {
     HpErr err;
     PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 500,
                       .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3};
