@@ -148,6 +148,16 @@ static int train_epoch(Model *m, const TrainConfig *c, const Dataset *train, Tra
     return 0;
 }
 
+// Fails if a weight is not finite after epoch (0-based): the last step's update diverged
+// (each step's loss is checked before its update).
+static int check_weights(const Model *m, int epoch, HpErr *err) {
+    for (size_t i = 0; i < m->n_params; i++)
+        if (!isfinite(m->params[i]))
+            return hp_fail(err, "training diverged: a weight is %g after epoch %d (its last update)",
+                           (double)fabsf(m->params[i]), epoch + 1);
+    return 0;
+}
+
 int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *val, const Dataset *test,
           TrainState *state, TrainCallback progress, CheckpointFn checkpoint, void *user, HpErr *err) {
     if (train->n < c->batch_size)
@@ -158,7 +168,8 @@ int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *v
     int first = state->next_epoch, rc = 0;
     for (int epoch = first; epoch < c->epochs && rc == 0; epoch++) {
         TrainProgress pr = {0};
-        if (train_epoch(m, c, train, &b, state, epoch, run_start, first, &pr, progress, user, err) < 0) {
+        if (train_epoch(m, c, train, &b, state, epoch, run_start, first, &pr, progress, user, err) < 0 ||
+            check_weights(m, epoch, err) < 0) {
             rc = -1;
             break;
         }
@@ -173,6 +184,12 @@ int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *v
         pr.epoch_done = true;
         pr.eta_s = (now_s() - run_start) / (epoch + 1 - first) * (c->epochs - epoch - 1);
         if (progress) progress(&pr, user);
+        if (!isfinite(pr.val_loss) || !isfinite(pr.test_loss)) {  // -1 when there is no such set
+            rc = hp_fail(err, "training diverged: the %s loss is %g after epoch %d (its last updates)",
+                         isfinite(pr.val_loss) ? "test" : "validation",
+                         (double)fabsf(isfinite(pr.val_loss) ? pr.test_loss : pr.val_loss), epoch + 1);
+            break;
+        }
         if (checkpoint) rc = checkpoint(m, state, user, err);
     }
     buffers_free(&b);
