@@ -68,6 +68,11 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libhprune.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libhprune.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# the command line's shared helpers (cli/common.c) have a unit test of their own
+$(BUILD)/tests/test_outputs: tests/test_outputs.c tests/testutil.h $(BUILD)/cli/common.o $(BUILD)/libhprune.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/cli/common.o $(BUILD)/libhprune.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libhprune.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libhprune.a $(LDFLAGS) $(LDLIBS)

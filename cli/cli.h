@@ -32,6 +32,8 @@ void bad_option(const char *cmd, char **argv, const struct option *opts) __attri
 double now_s(void);
 // Formats a duration as "1h02m", "3m05s" or "12s" into buf; returns buf.
 const char *fmt_duration(double s, char *buf, size_t cap);
+// Formats a byte count as "12.3 GB", or "456 MB" under a gigabyte, into buf; returns buf.
+const char *fmt_bytes(double bytes, char *buf, size_t cap);
 // Copies a string member of a JSON object text into buf; returns buf, or NULL if absent.
 const char *json_get_string(const char *json, const char *key, char *buf, size_t cap);
 // Loads a model file or exits with its error.
@@ -43,7 +45,7 @@ void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Data
 // filled in by model_dataset; the prov_* buffers hold what the model's provenance names.
 typedef struct {
     const char *name, *dir;
-    char prov_name[64], prov_dir[4096];
+    char prov_name[4096], prov_dir[4096];
 } DatasetChoice;
 
 // Fills in c->name and c->dir: as given, else the model's provenance, else fashion-mnist in
@@ -70,12 +72,14 @@ void check_outputs(const char *cmd, const char *const *paths, const char *const 
 
 // The files one command writes, written together: each is written first to a temporary file
 // beside its target, and all are renamed into place only once every one is complete, so a
-// failure leaves none of them (and no temporary) behind.
+// failure leaves none of them (and no temporary) behind; a target's earlier file is kept aside
+// (a hard link) while they are renamed, and put back if a later rename fails.
 enum { OUTPUTS_MAX = 8 };
 typedef struct {
     int n;
     const char *target[OUTPUTS_MAX];
     char *tmp[OUTPUTS_MAX];
+    const char *made_dir;  // a directory the command made for them: removed on failure (if empty)
 } Outputs;
 
 // Returns the temporary file (already created, empty) to write target's content to; on
@@ -84,8 +88,12 @@ const char *outputs_stage(Outputs *o, const char *target);
 // Removes every staged file, prints "hprune: error: <msg>" with each temporary name in msg
 // replaced by its target's, and exits with status 1.
 void outputs_fail(Outputs *o, const char *msg) __attribute__((noreturn));
-// Renames every staged file onto its target; on failure removes those not yet renamed and exits.
+// Renames every staged file onto its target; if one fails, puts back the targets' earlier files
+// (or removes the new ones), removes the rest and exits.
 void outputs_commit(Outputs *o);
+// The end of a command: flushes standard output (the summary printed before), then commits;
+// a standard output that cannot be written fails the outputs too.
+void outputs_finish(Outputs *o);
 
 // Bytes of memory this process may use: the machine's physical memory, or the memory limit of
 // its cgroup (a container) when that is smaller; 0 if unknown.

@@ -105,6 +105,14 @@ const char *fmt_duration(double s, char *buf, size_t cap) {
 }
 
 
+const char *fmt_bytes(double bytes, char *buf, size_t cap) {
+    if (bytes >= 1e9)
+        snprintf(buf, cap, "%.1f GB", bytes / 1e9);
+    else
+        snprintf(buf, cap, "%.0f MB", bytes / 1e6);
+    return buf;
+}
+
 // Copies a string member of a JSON object text into buf (cap bytes) and returns buf, or NULL
 // if there is none or it does not fit. (A buffer, not malloc: die() may exit while it is in use.)
 const char *json_get_string(const char *json, const char *key, char *buf, size_t cap) {
@@ -221,13 +229,15 @@ void check_outputs(const char *cmd, const char *const *paths, const char *const 
         if (paths[i]) check_output_path(paths[i]);
 }
 
-// Removes the staged files from index from on.
+// Removes the staged files from index from on, and the directory made for them if they were
+// all (from 0).
 static void outputs_remove(Outputs *o, int from) {
     for (int i = from; i < o->n; i++) {
         unlink(o->tmp[i]);
         free(o->tmp[i]);
     }
     o->n = from;
+    if (from == 0 && o->made_dir) rmdir(o->made_dir);
 }
 
 const char *outputs_stage(Outputs *o, const char *target) {
@@ -252,18 +262,57 @@ void outputs_fail(Outputs *o, const char *msg) {
     die("%s", out);
 }
 
+// A fresh name beside path for a hard link to its present file (malloc'd), or NULL when path
+// does not exist as a file (nothing to keep) or no link can be made.
+static char *keep_old(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || S_ISDIR(st.st_mode)) return NULL;
+    HpErr err;
+    char *name;
+    if (atomic_reserve(path, &name, &err) < 0) return NULL;
+    unlink(name);  // the name was free a moment ago: link the old file there
+    if (link(path, name) != 0) {
+        free(name);
+        return NULL;
+    }
+    return name;
+}
+
 void outputs_commit(Outputs *o) {
+    char *old[OUTPUTS_MAX] = {0};  // hard links to the files the targets held, to put back on failure
+    for (int i = 0; i < o->n; i++) old[i] = keep_old(o->target[i]);
     for (int i = 0; i < o->n; i++) {
-        if (rename(o->tmp[i], o->target[i]) != 0) {
-            int e = errno;
-            char msg[2048];
-            snprintf(msg, sizeof msg, "%s: cannot write: %s", o->target[i], strerror(e));
-            outputs_remove(o, i);
-            die("%s", msg);
+        if (rename(o->tmp[i], o->target[i]) == 0) continue;
+        int e = errno;
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s: cannot write: %s", o->target[i], strerror(e));
+        for (int j = 0; j < i; j++) {  // the targets already renamed into place get their old files back
+            if (!old[j] || rename(old[j], o->target[j]) != 0) unlink(o->target[j]);
+            free(o->tmp[j]);
+            o->tmp[j] = NULL;
         }
+        for (int j = 0; j < o->n; j++)
+            if (old[j]) unlink(old[j]), free(old[j]);
+        for (int j = i; j < o->n; j++) unlink(o->tmp[j]), free(o->tmp[j]);
+        o->n = 0;
+        if (o->made_dir) rmdir(o->made_dir);
+        die("%s", msg);
+    }
+    for (int i = 0; i < o->n; i++) {
         free(o->tmp[i]);
+        if (old[i]) unlink(old[i]), free(old[i]);
     }
     o->n = 0;
+}
+
+void outputs_finish(Outputs *o) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "standard output: cannot write: %s", strerror(errno ? errno : EIO));
+        outputs_fail(o, msg);
+    }
+    outputs_commit(o);
 }
 
 // The limit in bytes a cgroup file holds ("max" or unreadable: none, 0).
@@ -278,13 +327,57 @@ static double cgroup_limit(const char *path) {
     return got && end != buf && v > 0 ? v : 0;
 }
 
+// The smallest memory limit of the cgroup directories from root + path up to root (each one's
+// file), or 0: a limit set on a parent applies to its children.
+static double limit_up_tree(const char *root, const char *path, const char *file) {
+    char dir[4096];
+    if ((size_t)snprintf(dir, sizeof dir, "%s%s", root, strcmp(path, "/") == 0 ? "" : path) >= sizeof dir) return 0;
+    size_t root_len = strlen(root);
+    double best = 0;
+    for (;;) {
+        char at[4200];
+        snprintf(at, sizeof at, "%s/%s", dir, file);
+        double v = cgroup_limit(at);
+        if (v > 0 && (best == 0 || v < best)) best = v;
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < root_len) break;
+        *slash = '\0';
+    }
+    return best;
+}
+
+// The smallest memory limit of this process's cgroups, v2 (the "0::PATH" line of
+// /proc/self/cgroup: memory.max) or v1 (the memory controller's line: memory.limit_in_bytes),
+// or 0 when none is set.
+static double own_cgroup_limit(void) {
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return 0;
+    char line[4096];
+    double best = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2) continue;
+        *c1 = *c2 = '\0';
+        const char *controllers = c1 + 1, *path = c2 + 1;
+        double v = 0;
+        if (strcmp(line, "0") == 0 && !*controllers) {
+            v = limit_up_tree("/sys/fs/cgroup", path, "memory.max");
+        } else {
+            char list[256];
+            snprintf(list, sizeof list, ",%s,", controllers);
+            if (strstr(list, ",memory,")) v = limit_up_tree("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes");
+        }
+        if (v > 0 && (best == 0 || v < best)) best = v;
+    }
+    fclose(f);
+    return best;
+}
+
 double machine_memory(void) {
     double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    const char *limits[] = {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
-    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
-        double v = cgroup_limit(limits[i]);
-        if (v > 0 && (have <= 0 || v < have)) have = v;
-    }
+    double limit = own_cgroup_limit();
+    if (limit > 0 && (have <= 0 || limit < have)) have = limit;
     return have > 0 ? have : 0;
 }
 

@@ -355,7 +355,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->budget_mb = parse_double(cmd, "--memory-budget", optarg, 0, 1e12);
             o->budget_flag = true;  // the Fisher's budget with --obs, else the analyses' limit
             break;
-        case 'h': fputs(HELP_HESSIAN, stdout); exit(0);
+        case 'h': fputs(HELP_HESSIAN, stdout), check_stdout(), exit(0);
         case ':': usage_error(cmd, "option '%s' needs a value", argv[optind - 1]);
         default: bad_option(cmd, argv, opts);
         }
@@ -464,10 +464,11 @@ static void check_memory(const HessOpts *o, const Model *m) {
         snprintf(lower, sizeof lower, "--batch-size");
     else
         snprintf(lower, sizeof lower, need.bytes >= act_bytes ? "%s or --batch-size" : "--batch-size or %s", need.knob);
-    die("%s: this analysis needs about %.1f GB of memory (%s%s%zu parameters, batch %d), over the limit of %.1f GB "
-        "(%s): lower %s",
-        o->model, (need.bytes + act_bytes) / 1e9, need.why, need.why[0] ? " on " : "", m->n_params, batch, limit / 1e9,
-        of, lower);
+    char need_s[32], limit_s[32];
+    die("%s: this analysis needs about %s of memory (%s%s%zu parameters, batch %d), over the limit of %s (%s): lower "
+        "%s",
+        o->model, fmt_bytes(need.bytes + act_bytes, need_s, sizeof need_s), need.why, need.why[0] ? " on " : "",
+        m->n_params, batch, fmt_bytes(limit, limit_s, sizeof limit_s), of, lower);
 }
 
 // Exits unless the eigenvalue counts fit the model and the analysis fits in memory: right after
@@ -886,17 +887,6 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
     cJSON_Delete(root);
 }
 
-// Flushes standard output, then renames the staged files into place: a run whose result did
-// not reach standard output (a full disk, a closed pipe) leaves no file behind either.
-static void finish_outputs(Outputs *outs) {
-    errno = 0;
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "standard output: cannot write: %s", strerror(errno ? errno : EIO));
-        outputs_fail(outs, msg);
-    }
-    outputs_commit(outs);
-}
 
 // Frees the results.
 static void results_free(HessResults *r) {
@@ -1221,7 +1211,7 @@ static void obs_command(const HessOpts *o, Model *m) {
         obs_print_json(o, m, &r);
     else
         obs_print(o, m, &r);
-    finish_outputs(&outs);
+    outputs_finish(&outs);
     fisher_free(&r.f);
     free(r.groups), free(r.score), free(r.sq_norm);
     dataset_free(&train);
@@ -1265,7 +1255,7 @@ int cmd_hessian(int argc, char **argv) {
         print_json(&o, &m, &c, &r);
     else
         print_summary(&o, &m, &c, &r);
-    finish_outputs(&outs);
+    outputs_finish(&outs);
     results_free(&r);
     curv_free(&c);
     dataset_free(&train);

@@ -23,7 +23,8 @@ static const char *const HELP_PRUNE =
     "channels together) until the target is met, optionally fine-tunes, and writes a smaller\n"
     "dense model.\n"
     "\n"
-    "criterion (an option that the criterion does not use is refused):\n"
+    "criterion (an option that the criterion does not use is refused, but for --samples and\n"
+    "--batch-size, which every criterion accepts, as a sweep's [sweep] samples):\n"
     "      --method NAME       random, l1, l2, bn, taylor, hap, obd, fisher, obs, obs-layer\n"
     "      --normalize N       auto (default: none for taylor, hap, obd, fisher, obs; mean for the\n"
     "                          others), mean, max, size (per parameter) or none\n"
@@ -248,7 +249,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
         case O_DATASET: o->dataset = optarg; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(PCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
         case O_THREADS: o->threads = (int)parse_int(PCMD, "--threads", optarg, 0, 1024); break;
-        case 'h': fputs(HELP_PRUNE, stdout); exit(0);
+        case 'h': fputs(HELP_PRUNE, stdout), check_stdout(), exit(0);
         case ':': usage_error(PCMD, "option '%s' needs a value", argv[optind - 1]);
         default: bad_option(PCMD, argv, opts);
         }
@@ -495,19 +496,6 @@ static void write_report(const PruneOpts *o, const Model *a, const Model *b, con
     if (rc < 0) outputs_fail(out, err.msg);
 }
 
-// Writes the slim model and the report (if asked) together: both staged, the report first,
-// then renamed into place only once both are complete; on failure neither is left, nor a
-// temporary file, and the command exits.
-static void write_outputs(const PruneOpts *o, const Model *orig, const Model *slim, const PruneOutcome *r,
-                          const char *cmd) {
-    Outputs out = {0};
-    const char *model_tmp = outputs_stage(&out, o->output);
-    if (o->report) write_report(o, orig, slim, r, cmd, outputs_stage(&out, o->report), &out);
-    HpErr err;
-    if (model_save(slim, model_tmp, NULL, &err) < 0) outputs_fail(&out, err.msg);
-    outputs_commit(&out);
-}
-
 // Prints the summary lines.
 static void print_summary(const Model *a, const Model *b, const PruneOutcome *r) {
     double pa = (double)model_param_count(a), pb = (double)model_param_count(b);
@@ -519,6 +507,22 @@ static void print_summary(const Model *a, const Model *b, const PruneOutcome *r)
     if (r->finetune_epochs > 0) printf(", %.2f%% after %d fine-tuning epochs", 100 * r->acc_final, r->finetune_epochs);
     printf("\nlatency     %8.2fms -> %8.2fms  (batch 64, %.2fx faster)\n", r->lat_orig_ms, r->lat_pruned_ms,
            r->lat_orig_ms / r->lat_pruned_ms);
+}
+
+// Writes the slim model and the report (if asked) together, after the summary: both staged,
+// the report first, then renamed into place only once both are complete and the summary has
+// reached standard output; on failure neither is left, nor a temporary file, and the command
+// exits.
+static void write_outputs(const PruneOpts *o, const Model *orig, const Model *slim, const PruneOutcome *r,
+                          const char *cmd) {
+    Outputs out = {0};
+    const char *model_tmp = outputs_stage(&out, o->output);
+    if (o->report) write_report(o, orig, slim, r, cmd, outputs_stage(&out, o->report), &out);
+    HpErr err;
+    if (model_save(slim, model_tmp, NULL, &err) < 0) outputs_fail(&out, err.msg);
+    print_summary(orig, slim, r);
+    printf("wrote %s%s%s\n", o->output, o->report ? " and " : "", o->report ? o->report : "");
+    outputs_finish(&out);
 }
 
 // Records the pruning in the slim model's provenance JSON: its own test accuracy and loss, and
@@ -578,8 +582,6 @@ int cmd_prune(int argc, char **argv) {
     set_prune_provenance(&o, &m, &r, cmd);
     write_outputs(&o, &orig, &m, &r, cmd);
     free(cmd);
-    print_summary(&orig, &m, &r);
-    printf("wrote %s%s%s\n", o.output, o.report ? " and " : "", o.report ? o.report : "");
     model_free(&orig), model_free(&m);
     dataset_free(&train), dataset_free(&test);
     return 0;

@@ -90,7 +90,7 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
         case O_SEED: o->crit.seed = (uint64_t)parse_int(NCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
         case O_THREADS: o->threads = (int)parse_int(NCMD, "--threads", optarg, 0, 1024); break;
         case 'o': o->out = optarg; break;
-        case 'h': fputs(HELP_SENS, stdout); exit(0);
+        case 'h': fputs(HELP_SENS, stdout), check_stdout(), exit(0);
         case ':': usage_error(NCMD, "option '%s' needs a value", argv[optind - 1]);
         default: bad_option(NCMD, argv, opts);
         }
@@ -130,14 +130,16 @@ static void check_out_dir(const char *dir, const SensPaths *p) {
     check_output_path(bare);
 }
 
-// Creates the output directory if it is missing (one level), or exits.
-static void make_out_dir(const char *dir) {
+// Creates the output directory if it is missing (one level), or exits; returns whether it
+// made it.
+static bool make_out_dir(const char *dir) {
     struct stat st;
     if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) die("%s: not a directory", dir);
-        return;
+        return false;
     }
     if (mkdir(dir, 0777) != 0) die("%s: cannot create: %s", dir, strerror(errno));
+    return true;
 }
 
 // ---- hooks ----
@@ -211,17 +213,6 @@ static void write_chart(const char *png, const char *svg, const char *model, con
     if (rc < 0) outputs_fail(out, err.msg);
 }
 
-// Creates the output directory if needed and writes the CSV and the chart together (all
-// renamed into place once all are complete), or exits leaving none of them.
-static void write_outputs(const SensCli *o, const SensPaths *p, const SensResult *r) {
-    make_out_dir(o->out);
-    Outputs out = {0};
-    const char *csv = outputs_stage(&out, p->csv), *png = outputs_stage(&out, p->png), *svg = outputs_stage(&out, p->svg);
-    write_csv(csv, r, o->ratios, &out);
-    write_chart(png, svg, o->model, r, o->ratios, &out);
-    outputs_commit(&out);
-}
-
 // Prints the groups ranked by mean accuracy drop, with their traces and trace ranks, and the
 // rank correlation of the two.
 static void print_ranking(const SensCli *o, const SensResult *r, int n_test) {
@@ -257,6 +248,21 @@ static void print_ranking(const SensCli *o, const SensResult *r, int n_test) {
     free(trank), free(order), free(tpp), free(drop);
 }
 
+// Creates the output directory if needed, writes the CSV and the chart, prints the ranking
+// and renames them all into place together once all are complete and the ranking reached
+// standard output; or exits leaving none of them (nor the directory, if it made it).
+static void write_outputs(const SensCli *o, const SensPaths *p, const SensResult *r, int n_test) {
+    Outputs out = {0};
+    if (make_out_dir(o->out)) out.made_dir = o->out;
+    const char *csv = outputs_stage(&out, p->csv), *png = outputs_stage(&out, p->png), *svg = outputs_stage(&out, p->svg);
+    write_csv(csv, r, o->ratios, &out);
+    write_chart(png, svg, o->model, r, o->ratios, &out);
+    print_ranking(o, r, n_test);
+    printf("wrote %s and %s (.svg)\n", p->csv, p->png);
+    outputs_finish(&out);
+}
+
+
 int cmd_sensitivity(int argc, char **argv) {
     SensCli o;
     sens_parse(argc, argv, &o);
@@ -283,9 +289,7 @@ int cmd_sensitivity(int argc, char **argv) {
     HpErr err;
     if (sensitivity_run(&so, &m, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
     progress_done(&pr);
-    write_outputs(&o, &paths, &r);
-    print_ranking(&o, &r, test.n);
-    printf("wrote %s and %s (.svg)\n", paths.csv, paths.png);
+    write_outputs(&o, &paths, &r, test.n);
     sensresult_free(&r);
     model_free(&m);
     dataset_free(&train), dataset_free(&test);

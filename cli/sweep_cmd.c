@@ -138,7 +138,7 @@ static void sweep_parse(int argc, char **argv, SweepOpts *o) {
             break;
         case O_COLLECT: o->collect = optarg; break;
         case O_LIST: o->list = true; break;
-        case 'h': fputs(HELP_SWEEP, stdout); exit(0);
+        case 'h': fputs(HELP_SWEEP, stdout), check_stdout(), exit(0);
         case ':': usage_error(SCMD, "option '%s' needs a value", argv[optind - 1]);
         default: bad_option(SCMD, argv, opts);
         }

@@ -276,7 +276,19 @@ check "train: a rate that makes the loss diverge stops at its first NaN step, ex
   sh -c '[ "$0" -eq 1 ] && tail -n 1 "$1" | grep -q -E "^hprune: error: training diverged: the loss is (nan|inf) at step [0-9]+ of epoch 1 \(learning rate" &&
     [ ! -e "$2" ] && [ ! -e "$2.ckpt" ]' "$rc" "$CAP/err" "$OUT"
 
+# one step an epoch: the step's loss is finite, its update is what diverges (caught by the
+# evaluation after the epoch)
+run "$HPRUNE" train --config "$T/good.ini" --batch-size 256 --lr 3e38 -o "$OUT"
+check "train: a last update that diverges is caught after its epoch, exit 1, no model" \
+  sh -c '[ "$0" -eq 1 ] && tail -n 1 "$1" | grep -q -E "^hprune: error: training diverged: the (test|validation) loss is (nan|inf) after epoch 1" &&
+    [ ! -e "$2" ] && [ ! -e "$2.ckpt" ]' "$rc" "$CAP/err" "$OUT"
+
 # ---- a result that cannot reach standard output is a failure ----
+
+for c in train eval info hessian prune sweep sensitivity; do
+  run sh -c 'exec "$@" >/dev/full' sh "$HPRUNE" $c --help
+  check "$c --help to a full device: exit 1" eval '[ "$rc" -eq 1 ] && grep -q "^hprune: error: standard output" "$CAP/err"'
+done
 
 run "$HPRUNE" eval "$GOOD" --data "$DATA" --threads 1 --json
 check "eval --json to a full device: exit 1, one line naming standard output" \

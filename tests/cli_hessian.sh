@@ -507,14 +507,14 @@ expect_hessian 2 "--per foo" "foo" "--per.*model, layer or channel" "$MODEL" --d
 expect_hessian 2 "no MODEL" "" "MODEL is required" --data "$DATA" $S
 expect_hessian 2 "--samples and --batches together" "" "--samples or --batches" "$MODEL" --samples 32 --batches 2
 # The memory checks, machine-independent with --memory-budget (500 MiB: lenet5's 61706
-# parameters at 3000 Lanczos steps take about 3 GB); the data directory is missing, so a check
+# parameters at 3000 Lanczos steps take about 1.6 GB); the data directory is missing, so a check
 # that let the analysis through would fail on the data, never run it.
 expect_hessian 1 "a Lanczos basis over --memory-budget: refused before any work" "--max-steps 3000" \
-  "needs about [0-9.]+ GB of memory \(--max-steps 3000: .*\), over the limit of 0.5 GB \(--memory-budget 500\)" \
+  "needs about [0-9.]+ GB of memory \(--max-steps 3000: .*\), over the limit of 524 MB \(--memory-budget 500\)" \
   "$MODEL" --data "$T/nodata" $S --eigs 1 --max-steps 3000 --memory-budget 500
 # Lanczos takes max(--max-steps, K) steps: the check must count K's
 expect_hessian 1 "--eigs 3000: sized by its 3000 Lanczos steps, not --max-steps' 100, before any data" "--eigs 3000" \
-  "needs about [0-9.]+ GB of memory \(--eigs 3000: 3000 Lanczos steps on 61706 parameters, batch 8\), over the limit of 0.5 GB \(--memory-budget 500\): lower --eigs" \
+  "needs about [0-9.]+ GB of memory \(--eigs 3000: 3000 Lanczos steps on 61706 parameters, batch 8\), over the limit of 524 MB \(--memory-budget 500\): lower --eigs" \
   "$MODEL" --data "$T/nodata" --samples 8 --threads 1 --eigs 3000 --neg-eigs 0 --memory-budget 500
 expect_hessian 1 "--neg-eigs 3000: the most negative end sized by its own steps" "--neg-eigs 3000" \
   "needs about [0-9.]+ GB of memory \(--neg-eigs 3000: 3000 Lanczos steps .*batch 16\).*lower --neg-eigs" \

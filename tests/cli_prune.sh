@@ -333,6 +333,16 @@ rm -rf "$T/work/new"
 run sh -c 'trap "" XFSZ; ulimit -f 4; exec "$@"' sh "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work"
 check "sensitivity: a write that fails part-way leaves none of its files, nor a temporary" \
   eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: .*/work/sensitivity.png: " && [ -z "$(ls -A "$T/work")" ]'
+run sh -c 'trap "" XFSZ; ulimit -f 4; exec "$@"' sh "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work/made"
+check "sensitivity: ... and removes the directory it made for them" \
+  eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: .*/work/made/sensitivity.png: " && [ -z "$(ls -A "$T/work")" ]'
+# a summary that cannot reach standard output: the model and the report are not written either
+run sh -c 'exec "$@" >/dev/full' sh "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S --report "$T/work/slim.json"
+check "a full standard output: exit 1, neither the model nor the report written" \
+  eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: standard output: cannot write" && [ -z "$(ls -A "$T/work")" ]'
+run sh -c 'exec "$@" >/dev/full' sh "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work"
+check "sensitivity with a full standard output: exit 1, none of its files" \
+  eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: standard output: cannot write" && [ -z "$(ls -A "$T/work")" ]'
 
 echo "# $n checks, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,0 +1,127 @@
+// test_outputs.c: the command line's outputs written together (cli/common.c: Outputs): all
+// renamed into place, or, when one rename fails, the targets' earlier files put back and no
+// temporary left. outputs_commit exits on failure, so those cases run in a child process.
+#include "tests/testutil.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "cli/cli.h"
+
+// Returns the number of entries of dir other than "." and "..".
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+    closedir(d);
+    return n;
+}
+
+// Checks that path holds exactly text.
+static void expect_text(const char *path, const char *text) {
+    char buf[64] = "";
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    assert_string_equal(buf, text);
+}
+
+// Stages target in o with content text.
+static void stage_text(Outputs *o, const char *target, const char *text) {
+    tu_write(outputs_stage(o, target), text, strlen(text));
+}
+
+// Runs outputs_commit(o) in a child process; returns its exit status.
+static int commit_in_child(Outputs *o) {
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        outputs_commit(o);
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+// Two files replace their earlier versions; nothing else is left in the directory.
+static void test_commit(void **state) {
+    (void)state;
+    char dir[64], a[128], b[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(a, sizeof a, "%s/a.csv", dir);
+    snprintf(b, sizeof b, "%s/b.png", dir);
+    tu_write(a, "old a", 5);
+    Outputs o = {0};
+    stage_text(&o, a, "new a");
+    stage_text(&o, b, "new b");
+    assert_int_equal(count_entries(dir), 3);  // a.csv and the two staged files
+    outputs_commit(&o);
+    expect_text(a, "new a");
+    expect_text(b, "new b");
+    assert_int_equal(count_entries(dir), 2);
+    tu_rmtree(dir);
+}
+
+// The second rename fails (its target became a directory after the checks): the first target
+// gets its earlier file back, a target that had none is removed, and no temporary remains.
+static void test_commit_fails_midway(void **state) {
+    (void)state;
+    char dir[64], a[128], n[128], b[128], inside[160];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(a, sizeof a, "%s/a.csv", dir);
+    snprintf(n, sizeof n, "%s/new.json", dir);
+    snprintf(b, sizeof b, "%s/b.png", dir);
+    tu_write(a, "old a", 5);
+    Outputs o = {0};
+    stage_text(&o, a, "new a");
+    stage_text(&o, n, "new n");
+    stage_text(&o, b, "new b");
+    assert_int_equal(mkdir(b, 0755), 0);
+    snprintf(inside, sizeof inside, "%s/x", b);
+    tu_write(inside, "x", 1);
+    assert_int_equal(commit_in_child(&o), 1);
+    expect_text(a, "old a");
+    assert_int_equal(access(n, F_OK), -1);
+    assert_int_equal(count_entries(dir), 2);  // a.csv and the directory b.png
+    tu_rmtree(dir);
+}
+
+// outputs_fail removes every staged file and the directory made for them.
+static void test_fail_removes_made_dir(void **state) {
+    (void)state;
+    char dir[64], sub[128], a[160];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(sub, sizeof sub, "%s/made", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    snprintf(a, sizeof a, "%s/a.csv", sub);
+    Outputs o = {.made_dir = sub};
+    stage_text(&o, a, "new a");
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) outputs_fail(&o, "a writer failed");
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    assert_int_equal(access(sub, F_OK), -1);
+    assert_int_equal(count_entries(dir), 0);
+    tu_rmtree(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_commit),
+        cmocka_unit_test(test_commit_fails_midway),
+        cmocka_unit_test(test_fail_removes_made_dir),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
