@@ -521,14 +521,12 @@ static void normalise(const Model *m, const GroupSet *gs, Normalize how, bool co
     }
 }
 
-// Fails naming the criterion, a group and a channel if a prunable group's score is not finite.
-static int check_finite(const CritOpts *o, const GroupSet *gs, double **scores, HpErr *err) {
+int scores_finite(const GroupSet *gs, double *const *scores, HpErr *err) {
     for (int g = 0; g < gs->n_groups; g++)
         for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
             if (!isfinite(scores[g][c]))
-                return hp_fail(err, "criterion %s: the scores are not finite (channel %d of %s: %s), so they cannot rank "
-                                    "the channels", criterion_name(o->method), c, gs->groups[g].name,
-                               isnan(scores[g][c]) ? "NaN" : scores[g][c] > 0 ? "+inf" : "-inf");
+                return hp_fail(err, "the scores are not finite (channel %d of %s: %s), so they cannot rank the channels",
+                               c, gs->groups[g].name, isnan(scores[g][c]) ? "NaN" : scores[g][c] > 0 ? "+inf" : "-inf");
     return 0;
 }
 
@@ -557,7 +555,11 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     default: return hp_fail(err, "unknown criterion %d", (int)o->method);
     }
     if (rc == 0) normalise(m, gs, resolve_normalize(o), o->consumers_only, scores);
-    if (rc == 0) rc = check_finite(o, gs, scores, err);
+    if (rc == 0 && scores_finite(gs, scores, err) < 0) {
+        char who[64];
+        snprintf(who, sizeof who, "criterion %s", criterion_name(o->method));
+        rc = hp_prefix(err, who);
+    }
     return rc;
 }
 

@@ -55,6 +55,9 @@ int normalize_parse(const char *s);  // -1 if unknown
 // damp, memory_budget, layer_damp, compensate; any other is a programming error. users (cap
 // bytes; may be NULL) gets the criteria it applies to ("hap and obd").
 bool criterion_option_applies(const char *key, Criterion c, char *users, size_t cap);
+// Fails naming a channel of a prunable group whose score is not a finite number (no ranking can
+// order it); 0 when every one is finite.
+int scores_finite(const GroupSet *gs, double *const *scores, HpErr *err);
 // true for the criteria that change the remaining weights (obs, obs-layer) unless disabled.
 bool criterion_compensates(Criterion c);
 

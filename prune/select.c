@@ -157,7 +157,7 @@ static int ranked_cmp(const void *a, const void *b) {
     return x->channel - y->channel;  // ties: lower channel first (deterministic)
 }
 
-// Fills order[g] with group g's channels by ascending score (finite: check_scores).
+// Fills order[g] with group g's channels by ascending score (finite: scores_finite).
 static void sort_group(const Selection *s, int g) {
     int n = s->gs->groups[g].n_channels;
     Ranked *r = hp_malloc((size_t)n * sizeof(Ranked));
@@ -310,17 +310,6 @@ static int select_uniform(Selection *s, HpErr *err) {
     return 0;
 }
 
-// Fails naming a channel of a prunable group whose score is not a finite number (no ranking
-// can order it).
-static int check_scores(const GroupSet *gs, double *const *scores, HpErr *err) {
-    for (int g = 0; g < gs->n_groups; g++)
-        for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
-            if (!isfinite(scores[g][c]))
-                return hp_fail(err, "the scores are not finite: channel %d of %s has %s (no ranking can order it)", c,
-                               gs->groups[g].name, isnan(scores[g][c]) ? "NaN" : scores[g][c] > 0 ? "+inf" : "-inf");
-    return 0;
-}
-
 // Checks the target's fields.
 static int check_target(const PruneTarget *t, HpErr *err) {
     if (!(t->ratio > 0 && t->ratio < 1)) return hp_fail(err, "target: the fraction to remove must be in (0, 1), got %g", t->ratio);
@@ -339,7 +328,7 @@ int prune_select(const Model *m, const GroupSet *gs, double *const *scores, cons
     int n_prunable = 0;
     for (int g = 0; g < gs->n_groups; g++) n_prunable += gs->groups[g].prunable;
     if (n_prunable == 0) return hp_fail(err, "the model has no prunable channels (every channel reaches the input or the output)");
-    if (check_scores(gs, scores, err) < 0) return -1;
+    if (scores_finite(gs, scores, err) < 0) return -1;
     size_t ng = (size_t)gs->n_groups;
     Selection s = {m, gs, scores, t, ref, hp_malloc(ng * sizeof(int)), hp_malloc(ng * sizeof(int)),
                    calloc(ng, sizeof(int *)), calloc(ng, sizeof(int)), hp_malloc(ng * sizeof(double))};
