@@ -46,12 +46,21 @@ void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Data
 typedef struct {
     const char *name, *dir;
     char prov_name[4096], prov_dir[4096];
+    bool has_prov_name, has_prov_dir;  // the provenance names them (and they fit the buffers)
 } DatasetChoice;
+
+// What dataset_pick found: a choice, or the rule that forbids one.
+typedef enum { PICK_OK, PICK_UNKNOWN_PROVENANCE, PICK_NEEDS_DIR } DatasetPick;
 
 // Fills in c->name and c->dir: as given, else the model's provenance, else fashion-mnist in
 // DEFAULT_DATA_DIR. The provenance's directory is used only for the dataset it names: another
-// dataset without --data exits (its files could be read from the wrong directory: MNIST and
-// Fashion-MNIST share file names). path names the model in messages.
+// dataset without a directory is PICK_NEEDS_DIR (its files could be read from the wrong
+// directory: MNIST and Fashion-MNIST share file names); a provenance naming a dataset hprune
+// does not know, with none given, is PICK_UNKNOWN_PROVENANCE.
+DatasetPick dataset_pick(const Model *m, DatasetChoice *c);
+// "fashion-mnist in DIR", what the model's provenance says it was trained on, into buf.
+const char *trained_on(const DatasetChoice *c, char *buf, size_t cap);
+// dataset_pick, or exits with its refusal (for --dataset and --data); path names the model.
 void model_dataset(const Model *m, const char *path, DatasetChoice *c);
 
 // Loads the dataset a model names in its provenance (or the one given: name, dir may be NULL;

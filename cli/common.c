@@ -386,23 +386,40 @@ void check_stdout(void) {
         die("standard output: cannot write: %s", strerror(errno ? errno : EIO));
 }
 
-void model_dataset(const Model *m, const char *path, DatasetChoice *c) {
+DatasetPick dataset_pick(const Model *m, DatasetChoice *c) {
     const char *prov_name = json_get_string(m->provenance, "dataset", c->prov_name, sizeof c->prov_name);
     const char *prov_dir = json_get_string(m->provenance, "data_dir", c->prov_dir, sizeof c->prov_dir);
-    if (!c->name && prov_name && !dataset_known(prov_name))
-        die("%s: its provenance names dataset '%s', which hprune does not know (--dataset chooses another)", path,
-            prov_name);
+    c->has_prov_name = prov_name != NULL;
+    c->has_prov_dir = prov_dir != NULL;
+    if (!c->name && prov_name && !dataset_known(prov_name)) return PICK_UNKNOWN_PROVENANCE;
     bool same = !c->name || (prov_name && strcmp(c->name, prov_name) == 0);
     if (!c->name) c->name = prov_name ? prov_name : "fashion-mnist";
-    if (c->dir) return;
-    if (same && prov_dir) {
+    if (c->dir) return PICK_OK;
+    if (same && prov_dir)
         c->dir = prov_dir;
-    } else if (strcmp(c->name, "fashion-mnist") == 0) {
+    else if (strcmp(c->name, "fashion-mnist") == 0)
         c->dir = DEFAULT_DATA_DIR;
-    } else {  // the provenance's directory holds another dataset (IDX files of MNIST and
-              // Fashion-MNIST even share their names)
-        die("%s: --dataset %s: give its directory with --data DIR (the model was trained on %s%s%s)", path, c->name,
-            prov_name ? prov_name : "an unrecorded dataset", prov_dir ? " in " : "", prov_dir ? prov_dir : "");
+    else  // the provenance's directory holds another dataset (MNIST and Fashion-MNIST files share names)
+        return PICK_NEEDS_DIR;
+    return PICK_OK;
+}
+
+const char *trained_on(const DatasetChoice *c, char *buf, size_t cap) {
+    snprintf(buf, cap, "%s%s%s", c->has_prov_name ? c->prov_name : "an unrecorded dataset",
+             c->has_prov_dir ? " in " : "", c->has_prov_dir ? c->prov_dir : "");
+    return buf;
+}
+
+void model_dataset(const Model *m, const char *path, DatasetChoice *c) {
+    char on[8300];
+    switch (dataset_pick(m, c)) {
+    case PICK_OK: return;
+    case PICK_UNKNOWN_PROVENANCE:
+        die("%s: its provenance names dataset '%s', which hprune does not know (--dataset chooses another)", path,
+            c->prov_name);
+    case PICK_NEEDS_DIR:
+        die("%s: --dataset %s: give its directory with --data DIR (the model was trained on %s)", path, c->name,
+            trained_on(c, on, sizeof on));
     }
 }
 

@@ -395,26 +395,24 @@ __attribute__((noreturn)) static void data_error(const SweepConfig *cfg, bool pr
 // dir, else those the model's provenance names, else fashion-mnist in DEFAULT_DATA_DIR (as
 // hprune prune); the model must take the images and have at least their classes.
 static void load_data(const SweepConfig *cfg, const Model *m, Dataset *train, Dataset *test) {
-    char prov[2][4096];
-    const char *prov_name = json_get_string(m->provenance, "dataset", prov[0], sizeof prov[0]);
-    const char *prov_dir = json_get_string(m->provenance, "data_dir", prov[1], sizeof prov[1]);
-    const char *name = cfg->dataset[0] ? cfg->dataset : prov_name ? prov_name : "fashion-mnist";
-    if (!cfg->dataset[0] && prov_name && !dataset_known(prov_name))
+    DatasetChoice c = {.name = cfg->dataset[0] ? cfg->dataset : NULL, .dir = cfg->data_dir[0] ? cfg->data_dir : NULL};
+    char on[8300];
+    switch (dataset_pick(m, &c)) {
+    case PICK_OK: break;
+    case PICK_UNKNOWN_PROVENANCE:
         die("%s:%d: [sweep] model: its provenance names dataset '%s', which hprune does not know ([data] dataset "
-            "chooses another)", cfg->path, cfg->model_line, prov_name);
-    // the model's directory only for its own dataset (MNIST and Fashion-MNIST files share names)
-    bool own = !cfg->dataset[0] || (prov_name && strcmp(cfg->dataset, prov_name) == 0);
-    if (!cfg->data_dir[0] && !own && strcmp(name, "fashion-mnist") != 0)
-        die("%s:%d: [data] dataset %s: give its directory with [data] dir (the model was trained on %s%s%s)",
-            cfg->path, cfg->dataset_line, name, prov_name ? prov_name : "an unrecorded dataset", prov_dir ? " in " : "",
-            prov_dir ? prov_dir : "");
-    const char *dir = cfg->data_dir[0] ? cfg->data_dir : own && prov_dir ? prov_dir : DEFAULT_DATA_DIR;
+            "chooses another)", cfg->path, cfg->model_line, c.prov_name);
+    case PICK_NEEDS_DIR:
+        die("%s:%d: [data] dataset %s: give its directory with [data] dir (the model was trained on %s)", cfg->path,
+            cfg->dataset_line, c.name, trained_on(&c, on, sizeof on));
+    }
     HpErr err;
-    if (dataset_load(name, dir, train, test, &err) < 0) data_error(cfg, prov_dir != NULL, name, err.msg);
+    bool from_model = c.has_prov_dir && c.dir == c.prov_dir;
+    if (dataset_load(c.name, c.dir, train, test, &err) < 0) data_error(cfg, from_model, c.name, err.msg);
     if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes) {
         hp_fail(&err, "the model takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", m->input.c,
-                m->input.h, m->input.w, m->n_classes, name, dir, test->c, test->h, test->w, test->n_classes);
-        data_error(cfg, prov_dir != NULL, name, err.msg);
+                m->input.h, m->input.w, m->n_classes, c.name, c.dir, test->c, test->h, test->w, test->n_classes);
+        data_error(cfg, from_model, c.name, err.msg);
     }
 }
 
