@@ -18,18 +18,6 @@ static int count_tmp(const char *dir) {
     return n;
 }
 
-// Returns the number of entries of dir other than "." and "..".
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
-    closedir(d);
-    return n;
-}
-
 // Checks that path holds exactly data[0..len).
 static void expect_contents(const char *path, const void *data, size_t len) {
     FILE *f = fopen(path, "rb");
@@ -57,7 +45,7 @@ static void test_write_and_replace(void **state) {
     assert_int_equal(write_file_atomic(path, NULL, 0, &err), 0);  // empty file
     expect_contents(path, "", 0);
     assert_int_equal(count_tmp(dir), 0);
-    assert_int_equal(count_entries(dir), 1);
+    assert_int_equal(tu_count_entries(dir), 1);
     tu_rmtree(dir);
 }
 
@@ -95,7 +83,7 @@ static void test_missing_dir(void **state) {
     char want[256];
     snprintf(want, sizeof want, "%s: cannot write: No such file or directory", path);
     assert_string_equal(err.msg, want);
-    assert_int_equal(count_entries(dir), 0);
+    assert_int_equal(tu_count_entries(dir), 0);
     tu_rmtree(dir);
 }
 
@@ -111,7 +99,7 @@ static void test_rename_fails(void **state) {
     assert_non_null(strstr(err.msg, path));
     assert_non_null(strstr(err.msg, "cannot write: Is a directory"));
     assert_int_equal(count_tmp(dir), 0);
-    assert_int_equal(count_entries(dir), 1);
+    assert_int_equal(tu_count_entries(dir), 1);
     tu_rmtree(dir);
 }
 
@@ -164,7 +152,7 @@ static void test_long_name_and_reserve(void **state) {
     assert_int_equal(atomic_reserve(path, &tmp, &err), -1);
     assert_null(tmp);
     assert_non_null(strstr(err.msg, "none/x.csv: cannot write: "));
-    assert_int_equal(count_entries(dir), 1);
+    assert_int_equal(tu_count_entries(dir), 1);
     tu_rmtree(dir);
 }
 

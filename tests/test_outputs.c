@@ -9,18 +9,6 @@
 
 #include "cli/cli.h"
 
-// Returns the number of entries of dir other than "." and "..".
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
-    closedir(d);
-    return n;
-}
-
 // Checks that path holds exactly text.
 static void expect_text(const char *path, const char *text) {
     char buf[64] = "";
@@ -70,11 +58,11 @@ static void test_commit(void **state) {
     Outputs o = {0};
     stage_text(&o, a, "new a");
     stage_text(&o, b, "new b");
-    assert_int_equal(count_entries(dir), 3);  // a.csv and the two staged files
+    assert_int_equal(tu_count_entries(dir), 3);  // a.csv and the two staged files
     outputs_commit(&o);
     expect_text(a, "new a");
     expect_text(b, "new b");
-    assert_int_equal(count_entries(dir), 2);
+    assert_int_equal(tu_count_entries(dir), 2);
     tu_rmtree(dir);
 }
 
@@ -98,7 +86,7 @@ static void test_commit_fails_midway(void **state) {
     assert_int_equal(commit_in_child(&o), 1);
     expect_text(a, "old a");
     assert_int_equal(access(n, F_OK), -1);
-    assert_int_equal(count_entries(dir), 2);  // a.csv and the directory b.png
+    assert_int_equal(tu_count_entries(dir), 2);  // a.csv and the directory b.png
     tu_rmtree(dir);
 }
 
@@ -121,7 +109,7 @@ static void test_fail_removes_made_dir(void **state) {
     forget(&o);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 1);
     assert_int_equal(access(sub, F_OK), -1);
-    assert_int_equal(count_entries(dir), 0);
+    assert_int_equal(tu_count_entries(dir), 0);
     tu_rmtree(dir);
 }
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -48,6 +49,18 @@ static inline void tu_write(const char *path, const void *data, size_t len) {
         perror(path);
         abort();
     }
+}
+
+// Returns the number of entries of dir other than "." and ".." (-1 if it cannot be read).
+static inline int tu_count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
+    closedir(d);
+    return n;
 }
 
 // Removes a directory tree made by tu_tmpdir.
