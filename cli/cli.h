@@ -50,13 +50,14 @@ typedef struct {
 } DatasetChoice;
 
 // What dataset_pick found: a choice, or the rule that forbids one.
-typedef enum { PICK_OK, PICK_UNKNOWN_PROVENANCE, PICK_NEEDS_DIR } DatasetPick;
+typedef enum { PICK_OK, PICK_UNKNOWN_PROVENANCE, PICK_NEEDS_DIR, PICK_PROVENANCE_NO_DIR } DatasetPick;
 
 // Fills in c->name and c->dir: as given, else the model's provenance, else fashion-mnist in
 // DEFAULT_DATA_DIR. The provenance's directory is used only for the dataset it names: another
 // dataset without a directory is PICK_NEEDS_DIR (its files could be read from the wrong
-// directory: MNIST and Fashion-MNIST share file names); a provenance naming a dataset hprune
-// does not know, with none given, is PICK_UNKNOWN_PROVENANCE.
+// directory: MNIST and Fashion-MNIST share file names), or PICK_PROVENANCE_NO_DIR when the
+// provenance chose that dataset itself; a provenance naming a dataset hprune does not know, with
+// none given, is PICK_UNKNOWN_PROVENANCE.
 DatasetPick dataset_pick(const Model *m, DatasetChoice *c);
 // "fashion-mnist in DIR", what the model's provenance says it was trained on, into buf.
 const char *trained_on(const DatasetChoice *c, char *buf, size_t cap);
@@ -89,6 +90,8 @@ typedef struct {
     const char *target[OUTPUTS_MAX];
     char *tmp[OUTPUTS_MAX];
     const char *made_dir;  // a directory the command made for them: removed on failure (if empty)
+    bool guarded;                // SIGPIPE ignored while files are staged
+    void (*saved_sigpipe)(int);  // its handler before
 } Outputs;
 
 // Returns the temporary file (already created, empty) to write target's content to; on

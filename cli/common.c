@@ -2,6 +2,7 @@
 // loading models and datasets (exiting with the error on failure).
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
@@ -240,8 +241,24 @@ static void outputs_remove(Outputs *o, int from) {
     if (from == 0 && o->made_dir) rmdir(o->made_dir);
 }
 
+// While files are staged, a reader of standard output that goes away must not kill the process
+// (SIGPIPE) before it removes them: writes to it fail instead (EPIPE), and outputs_finish or
+// check_stdout reports it. The default comes back once they are committed or removed.
+static void outputs_guard(Outputs *o) {
+    if (o->guarded) return;
+    o->saved_sigpipe = signal(SIGPIPE, SIG_IGN);
+    o->guarded = true;
+}
+
+static void outputs_unguard(Outputs *o) {
+    if (!o->guarded) return;
+    signal(SIGPIPE, o->saved_sigpipe);
+    o->guarded = false;
+}
+
 const char *outputs_stage(Outputs *o, const char *target) {
     HpErr err;
+    outputs_guard(o);
     if (o->n == OUTPUTS_MAX) outputs_fail(o, "too many output files");
     if (atomic_reserve(target, &o->tmp[o->n], &err) < 0) outputs_fail(o, err.msg);
     o->target[o->n] = target;
@@ -278,22 +295,44 @@ static char *keep_old(const char *path) {
     return name;
 }
 
+// Puts the targets [0, n) of o back as they were before outputs_commit renamed the new files
+// onto them: the earlier file from its link old[j], or no file where there was none (existed
+// false). Appends to msg (cap bytes) what could not be put back; frees the links.
+static void outputs_roll_back(Outputs *o, int n, char **old, const bool *existed, char *msg, size_t cap) {
+    for (int j = 0; j < n; j++) {
+        size_t at = strlen(msg);
+        if (old[j] && rename(old[j], o->target[j]) != 0)  // the earlier file stays under its link's name
+            snprintf(msg + at, cap - at, "; %s holds this run's file, its earlier one is kept as %s", o->target[j],
+                     old[j]);
+        else if (!old[j] && existed[j])  // no link could be made: the new file stays
+            snprintf(msg + at, cap - at, "; %s holds this run's file (its earlier one could not be kept aside)",
+                     o->target[j]);
+        else if (!old[j])
+            unlink(o->target[j]);
+        free(old[j]);
+        old[j] = NULL;
+    }
+}
+
 void outputs_commit(Outputs *o) {
     char *old[OUTPUTS_MAX] = {0};  // hard links to the files the targets held, to put back on failure
-    for (int i = 0; i < o->n; i++) old[i] = keep_old(o->target[i]);
+    bool existed[OUTPUTS_MAX] = {0};
+    for (int i = 0; i < o->n; i++) {
+        struct stat st;
+        existed[i] = lstat(o->target[i], &st) == 0;
+        old[i] = keep_old(o->target[i]);
+    }
     for (int i = 0; i < o->n; i++) {
         if (rename(o->tmp[i], o->target[i]) == 0) continue;
-        int e = errno;
-        char msg[2048];
-        snprintf(msg, sizeof msg, "%s: cannot write: %s", o->target[i], strerror(e));
-        for (int j = 0; j < i; j++) {  // the targets already renamed into place get their old files back
-            if (!old[j] || rename(old[j], o->target[j]) != 0) unlink(o->target[j]);
-            free(o->tmp[j]);
-            o->tmp[j] = NULL;
-        }
-        for (int j = 0; j < o->n; j++)
+        char msg[4096];
+        snprintf(msg, sizeof msg, "%s: cannot write: %s; the run's other files were not written either",
+                 o->target[i], strerror(errno));
+        outputs_roll_back(o, i, old, existed, msg, sizeof msg);
+        for (int j = i; j < o->n; j++) {
             if (old[j]) unlink(old[j]), free(old[j]);
-        for (int j = i; j < o->n; j++) unlink(o->tmp[j]), free(o->tmp[j]);
+            unlink(o->tmp[j]);
+        }
+        for (int j = 0; j < o->n; j++) free(o->tmp[j]);
         o->n = 0;
         if (o->made_dir) rmdir(o->made_dir);
         die("%s", msg);
@@ -303,6 +342,7 @@ void outputs_commit(Outputs *o) {
         if (old[i]) unlink(old[i]), free(old[i]);
     }
     o->n = 0;
+    outputs_unguard(o);
 }
 
 void outputs_finish(Outputs *o) {
@@ -391,6 +431,7 @@ DatasetPick dataset_pick(const Model *m, DatasetChoice *c) {
     const char *prov_dir = json_get_string(m->provenance, "data_dir", c->prov_dir, sizeof c->prov_dir);
     c->has_prov_name = prov_name != NULL;
     c->has_prov_dir = prov_dir != NULL;
+    bool named = c->name != NULL;  // the user chose the dataset
     if (!c->name && prov_name && !dataset_known(prov_name)) return PICK_UNKNOWN_PROVENANCE;
     bool same = !c->name || (prov_name && strcmp(c->name, prov_name) == 0);
     if (!c->name) c->name = prov_name ? prov_name : "fashion-mnist";
@@ -399,8 +440,9 @@ DatasetPick dataset_pick(const Model *m, DatasetChoice *c) {
         c->dir = prov_dir;
     else if (strcmp(c->name, "fashion-mnist") == 0)
         c->dir = DEFAULT_DATA_DIR;
-    else  // the provenance's directory holds another dataset (MNIST and Fashion-MNIST files share names)
-        return PICK_NEEDS_DIR;
+    else  // the provenance's directory holds another dataset (MNIST and Fashion-MNIST files share
+          // names), or it names none for its own
+        return named ? PICK_NEEDS_DIR : PICK_PROVENANCE_NO_DIR;
     return PICK_OK;
 }
 
@@ -420,6 +462,8 @@ void model_dataset(const Model *m, const char *path, DatasetChoice *c) {
     case PICK_NEEDS_DIR:
         die("%s: --dataset %s: give its directory with --data DIR (the model was trained on %s)", path, c->name,
             trained_on(c, on, sizeof on));
+    case PICK_PROVENANCE_NO_DIR:
+        die("%s: its provenance names dataset %s but no directory: give it with --data DIR", path, c->name);
     }
 }
 

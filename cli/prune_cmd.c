@@ -521,8 +521,8 @@ static void write_outputs(const PruneOpts *o, const Model *orig, const Model *sl
     HpErr err;
     if (model_save(slim, model_tmp, NULL, &err) < 0) outputs_fail(&out, err.msg);
     print_summary(orig, slim, r);
-    printf("wrote %s%s%s\n", o->output, o->report ? " and " : "", o->report ? o->report : "");
     outputs_finish(&out);
+    printf("wrote %s%s%s\n", o->output, o->report ? " and " : "", o->report ? o->report : "");
 }
 
 // Records the pruning in the slim model's provenance JSON: its own test accuracy and loss, and

@@ -258,8 +258,8 @@ static void write_outputs(const SensCli *o, const SensPaths *p, const SensResult
     write_csv(csv, r, o->ratios, &out);
     write_chart(png, svg, o->model, r, o->ratios, &out);
     print_ranking(o, r, n_test);
-    printf("wrote %s and %s (.svg)\n", p->csv, p->png);
     outputs_finish(&out);
+    printf("wrote %s and %s (.svg)\n", p->csv, p->png);
 }
 
 

@@ -405,6 +405,9 @@ static void load_data(const SweepConfig *cfg, const Model *m, Dataset *train, Da
     case PICK_NEEDS_DIR:
         die("%s:%d: [data] dataset %s: give its directory with [data] dir (the model was trained on %s)", cfg->path,
             cfg->dataset_line, c.name, trained_on(&c, on, sizeof on));
+    case PICK_PROVENANCE_NO_DIR:
+        die("%s:%d: [sweep] model: its provenance names dataset %s but no directory ([data] dir gives it)", cfg->path,
+            cfg->model_line, c.name);
     }
     HpErr err;
     bool from_model = c.has_prov_dir && c.dir == c.prov_dir;

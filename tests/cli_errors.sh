@@ -75,6 +75,12 @@ elif mode == "nan-weight":      # one weight is NaN: a ReLU would hide it (0), s
     b = h["conv2.weight"]["data_offsets"][0] + 4 * 7
     d = d[:b] + struct.pack("<f", float("nan")) + d[b + 4:]
     write(dst, h, d)
+elif mode == "prov-mnist-nodir":  # the provenance names mnist and no directory
+    p = json.loads(h["__metadata__"]["hprune.provenance"])
+    p["dataset"] = "mnist"
+    p.pop("data_dir", None)
+    h["__metadata__"]["hprune.provenance"] = json.dumps(p)
+    write(dst, h, d)
 elif mode == "no-graph":        # valid safetensors, but not an hprune model
     del h["__metadata__"]["hprune.graph"]
     write(dst, h, d)
@@ -210,6 +216,10 @@ expect 1 "eval: a model whose provenance names an unknown dataset" "$T/models/im
 expect 1 "eval: --dataset other than the model's, without --data: not read from the model's directory" "$GOOD" \
   "--dataset mnist: give its directory with --data DIR \(the model was trained on fashion-mnist in " \
   "$HPRUNE" eval "$GOOD" --dataset mnist --threads 1
+python3 "$T/craft.py" prov-mnist-nodir "$GOOD" "$T/models/mnist-nodir.safetensors"
+expect 1 "eval: a provenance naming mnist and no directory (not read from Fashion-MNIST's)" \
+  "$T/models/mnist-nodir.safetensors" "its provenance names dataset mnist but no directory: give it with --data DIR" \
+  "$HPRUNE" eval "$T/models/mnist-nodir.safetensors" --threads 1
 expect 2 "eval: --dataset unknown" "imagenet" "dataset" \
   "$HPRUNE" eval "$GOOD" --data "$DATA" --dataset imagenet
 expect 2 "eval: --batch-size 0" "--batch-size" "'0'" \

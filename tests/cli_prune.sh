@@ -340,6 +340,9 @@ check "sensitivity: ... and removes the directory it made for them" \
 run sh -c 'exec "$@" >/dev/full' sh "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S --report "$T/work/slim.json"
 check "a full standard output: exit 1, neither the model nor the report written" \
   eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: standard output: cannot write" && [ -z "$(ls -A "$T/work")" ]'
+# a reader of standard output that goes away (SIGPIPE) while the files are staged: none is left
+sh -c '"$@" 2>/dev/null | true' sh "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S --report "$T/work/slim.json"
+check "a closed pipe on standard output: neither the model, the report nor a temporary is left" eval '[ -z "$(ls -A "$T/work")" ]'
 run sh -c 'exec "$@" >/dev/full' sh "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work"
 check "sensitivity with a full standard output: exit 1, none of its files" \
   eval 'rc_is 1 && tail -1 "$CAP/err" | grep -q "^hprune: error: standard output: cannot write" && [ -z "$(ls -A "$T/work")" ]'
