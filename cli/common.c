@@ -230,15 +230,14 @@ void check_outputs(const char *cmd, const char *const *paths, const char *const 
         if (paths[i]) check_output_path(paths[i]);
 }
 
-// Removes the staged files from index from on, and the directory made for them if they were
-// all (from 0).
-static void outputs_remove(Outputs *o, int from) {
-    for (int i = from; i < o->n; i++) {
+// Removes the staged files (those not renamed into place) and the directory made for them.
+static void outputs_remove(Outputs *o) {
+    for (int i = 0; i < o->n; i++) {
         unlink(o->tmp[i]);
         free(o->tmp[i]);
     }
-    o->n = from;
-    if (from == 0 && o->made_dir) rmdir(o->made_dir);
+    o->n = 0;
+    if (o->made_dir) rmdir(o->made_dir);
 }
 
 // While files are staged, a reader of standard output that goes away must not kill the process
@@ -275,7 +274,7 @@ void outputs_fail(Outputs *o, const char *msg) {
         snprintf(rest, sizeof rest, "%s", at + strlen(o->tmp[i]));
         snprintf(at, sizeof out - (size_t)(at - out), "%s%s", o->target[i], rest);
     }
-    outputs_remove(o, 0);
+    outputs_remove(o);
     die("%s", out);
 }
 
@@ -328,13 +327,9 @@ void outputs_commit(Outputs *o) {
         snprintf(msg, sizeof msg, "%s: cannot write: %s; the run's other files were not written either",
                  o->target[i], strerror(errno));
         outputs_roll_back(o, i, old, existed, msg, sizeof msg);
-        for (int j = i; j < o->n; j++) {
+        for (int j = i; j < o->n; j++)
             if (old[j]) unlink(old[j]), free(old[j]);
-            unlink(o->tmp[j]);
-        }
-        for (int j = 0; j < o->n; j++) free(o->tmp[j]);
-        o->n = 0;
-        if (o->made_dir) rmdir(o->made_dir);
+        outputs_remove(o);  // the temporaries not yet renamed (the others' names are gone)
         die("%s", msg);
     }
     for (int i = 0; i < o->n; i++) {
@@ -345,13 +340,17 @@ void outputs_commit(Outputs *o) {
     outputs_unguard(o);
 }
 
-void outputs_finish(Outputs *o) {
+// Flushes standard output; false, with the error in msg (cap bytes), if it could not be written.
+static bool stdout_written(char *msg, size_t cap) {
     errno = 0;
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "standard output: cannot write: %s", strerror(errno ? errno : EIO));
-        outputs_fail(o, msg);
-    }
+    if (fflush(stdout) == 0 && !ferror(stdout)) return true;
+    snprintf(msg, cap, "standard output: cannot write: %s", strerror(errno ? errno : EIO));
+    return false;
+}
+
+void outputs_finish(Outputs *o) {
+    char msg[128];
+    if (!stdout_written(msg, sizeof msg)) outputs_fail(o, msg);
     outputs_commit(o);
 }
 
@@ -422,8 +421,8 @@ double machine_memory(void) {
 }
 
 void check_stdout(void) {
-    if (fflush(stdout) != 0 || ferror(stdout))
-        die("standard output: cannot write: %s", strerror(errno ? errno : EIO));
+    char msg[128];
+    if (!stdout_written(msg, sizeof msg)) die("%s", msg);
 }
 
 DatasetPick dataset_pick(const Model *m, DatasetChoice *c) {

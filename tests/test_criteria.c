@@ -7,35 +7,6 @@
 #include "nn/train.h"
 #include "prune/criteria.h"
 
-// A small net: input 1x8x8 -> conv1 (4, 3x3) -> bn1 -> relu -> conv2 (6, 3x3) -> bn2 -> relu
-// -> global pool -> fc (3). Two prunable groups: conv1 (4 channels) and conv2 (6). Without
-// with_bn, the batchnorms are left out and conv2 has a bias.
-static void small_net(Model *m, Rng *rng, bool with_bn) {
-    HpErr err;
-    model_init(m, (Shape){1, 8, 8}, 3);
-    int x = mb_input(m, &err);
-    x = mb_conv(m, "conv1", x, 4, 3, 1, 1, 1, true, &err);
-    if (with_bn) x = mb_bn(m, "bn1", x, &err);
-    x = mb_relu(m, "relu1", x, &err);
-    x = mb_conv(m, "conv2", x, 6, 3, 1, 1, 1, !with_bn, &err);
-    if (with_bn) x = mb_bn(m, "bn2", x, &err);
-    x = mb_relu(m, "relu2", x, &err);
-    x = mb_gap(m, "pool", x, &err);
-    x = mb_linear(m, "fc", x, 3, true, &err);
-    assert_true(x > 0);
-    assert_int_equal(model_finalize(m, &err), 0);
-    model_init_params(m, rng);
-    for (size_t i = 0; i < m->n_params; i++) m->params[i] += 0.05f * rng_normal(rng);  // non-trivial BN and biases
-    for (int i = 0; i < m->n_nodes; i++) {  // running statistics that keep every channel alive
-        const Node *nd = &m->nodes[i];
-        if (nd->op != OP_BATCHNORM2D) continue;
-        for (int c = 0; c < nd->out.c; c++) {
-            m->buffers[nd->mean_off + (size_t)c] = 0.1f * rng_normal(rng);
-            m->buffers[nd->var_off + (size_t)c] = 0.5f + 0.5f * rng_uniform(rng);
-        }
-    }
-}
-
 // Node id by name.
 static int node_id(const Model *m, const char *name) {
     for (int i = 0; i < m->n_nodes; i++)
@@ -118,13 +89,13 @@ typedef struct {
     double *scores[8];
 } Fixture;
 
-// Builds small_net (with or without batchnorms) and n_images of small_data from seed, the
+// Builds tu_small_net (with or without batchnorms) and n_images of small_data from seed, the
 // groups and zeroed scores.
 static void fixture_build(Fixture *f, uint64_t seed, int n_images, bool with_bn) {
     memset(f, 0, sizeof *f);
     Rng rng;
     rng_seed(&rng, seed, 0);
-    small_net(&f->m, &rng, with_bn);
+    tu_small_net(&f->m, &rng, with_bn);
     small_data(&f->d, n_images, &rng);
     HpErr err;
     assert_int_equal(prune_groups(&f->m, &f->gs, &err), 0);
@@ -235,7 +206,7 @@ static double mean_loss(Model *m, const Dataset *d) {
     return loss;
 }
 
-// Indices of the consumer columns of small_net's groups, from the layer shapes alone: conv2's
+// Indices of the consumer columns of tu_small_net's groups, from the layer shapes alone: conv2's
 // weight[:, c] (6 x 3x3) for conv1's channel c, fc's weight[:, c] (3) for conv2's.
 static size_t consumer_columns(const Model *m, bool of_conv1, int c, size_t *idx) {
     size_t k = 0;
@@ -468,7 +439,7 @@ static void test_select(void **state) {
     Rng rng;
     rng_seed(&rng, 10, 0);
     Model m;
-    small_net(&m, &rng, true);
+    tu_small_net(&m, &rng, true);
     GroupSet gs;
     HpErr err;
     assert_int_equal(prune_groups(&m, &gs, &err), 0);
@@ -525,7 +496,7 @@ static void test_select(void **state) {
     model_free(&m);
 }
 
-// Kept widths of keep for small_net's two groups.
+// Kept widths of keep for tu_small_net's two groups.
 static void kept_widths(const GroupSet *gs, bool **keep, int g1, int g2, int *w1, int *w2) {
     *w1 = *w2 = 0;
     for (int c = 0; c < gs->groups[g1].n_channels; c++) *w1 += keep[g1][c];
@@ -670,7 +641,7 @@ static void test_obs_layer_compensation_helps(void **state) {
     Rng rng;
     rng_seed(&rng, 11, 0);
     Model m;
-    small_net(&m, &rng, true);
+    tu_small_net(&m, &rng, true);
     Dataset d;
     small_data(&d, 256, &rng);
     GroupSet gs;
@@ -725,7 +696,7 @@ static void test_bn_recalibrate(void **state) {
     Rng rng;
     rng_seed(&rng, 12, 0);
     Model m, two;
-    small_net(&m, &rng, true);
+    tu_small_net(&m, &rng, true);
     Dataset d;
     small_data(&d, 64, &rng);
     int idx[64];

@@ -458,24 +458,11 @@ static void test_collect_one_base(void **state) {
     assert_non_null(strstr(err.msg, "l1-flops0.50-s1.json and l1-flops0.70-s1.json come from different base models"));
 }
 
-// A small conv net (with or without batchnorm) on 1x8x8 images of 3 classes, and a few images.
+// tu_small_net (with or without batchnorm) and 16 random 1x8x8 images of its 3 classes.
 static void small_net(Model *m, Dataset *d, bool with_bn) {
-    HpErr err;
     Rng rng;
     rng_seed(&rng, 7, 0);
-    model_init(m, (Shape){1, 8, 8}, 3);
-    int x = mb_input(m, &err);
-    x = mb_conv(m, "conv1", x, 4, 3, 1, 1, 1, !with_bn, &err);
-    if (with_bn) x = mb_bn(m, "bn1", x, &err);
-    x = mb_relu(m, "relu1", x, &err);
-    x = mb_conv(m, "conv2", x, 6, 3, 1, 1, 1, !with_bn, &err);
-    if (with_bn) x = mb_bn(m, "bn2", x, &err);
-    x = mb_relu(m, "relu2", x, &err);
-    x = mb_gap(m, "pool", x, &err);
-    x = mb_linear(m, "fc", x, 3, true, &err);
-    assert_true(x > 0);
-    assert_int_equal(model_finalize(m, &err), 0);
-    model_init_params(m, &rng);
+    tu_small_net(m, &rng, with_bn);
     dataset_alloc(d, 16, 1, 8, 8, 3);
     for (int i = 0; i < 16 * 64; i++) d->images[i] = (uint8_t)rng_below(&rng, 256);
     for (int i = 0; i < 16; i++) d->labels[i] = (uint8_t)(i % 3);

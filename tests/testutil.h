@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "nn/nn.h"
 #include "nn/rng.h"
 
 // Fills a[0..n) with uniform values in [lo, hi).
@@ -48,6 +49,35 @@ static inline void tu_write(const char *path, const void *data, size_t len) {
     if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
         perror(path);
         abort();
+    }
+}
+
+// A small net: input 1x8x8 -> conv1 (4, 3x3) -> bn1 -> relu -> conv2 (6, 3x3) -> bn2 -> relu
+// -> global pool -> fc (3). Two prunable groups: conv1 (4 channels) and conv2 (6). Without
+// with_bn, the batchnorms are left out and conv2 has a bias.
+static inline void tu_small_net(Model *m, Rng *rng, bool with_bn) {
+    HpErr err;
+    model_init(m, (Shape){1, 8, 8}, 3);
+    int x = mb_input(m, &err);
+    x = mb_conv(m, "conv1", x, 4, 3, 1, 1, 1, true, &err);
+    if (with_bn) x = mb_bn(m, "bn1", x, &err);
+    x = mb_relu(m, "relu1", x, &err);
+    x = mb_conv(m, "conv2", x, 6, 3, 1, 1, 1, !with_bn, &err);
+    if (with_bn) x = mb_bn(m, "bn2", x, &err);
+    x = mb_relu(m, "relu2", x, &err);
+    x = mb_gap(m, "pool", x, &err);
+    x = mb_linear(m, "fc", x, 3, true, &err);
+    assert_true(x > 0);
+    assert_int_equal(model_finalize(m, &err), 0);
+    model_init_params(m, rng);
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] += 0.05f * rng_normal(rng);  // non-trivial BN and biases
+    for (int i = 0; i < m->n_nodes; i++) {  // running statistics that keep every channel alive
+        const Node *nd = &m->nodes[i];
+        if (nd->op != OP_BATCHNORM2D) continue;
+        for (int c = 0; c < nd->out.c; c++) {
+            m->buffers[nd->mean_off + (size_t)c] = 0.1f * rng_normal(rng);
+            m->buffers[nd->var_off + (size_t)c] = 0.5f + 0.5f * rng_uniform(rng);
+        }
     }
 }
 
