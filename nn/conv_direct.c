@@ -235,9 +235,10 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
     const int k = kc ? kc : d->k, Wp = d->Wp, nph = sc == 2 && k > 1 ? 2 : 1;
     const size_t phase = d->phase;
     const size_t w_tile = (size_t)d->Ci * (size_t)(k * k) * DC_OB;  // packed floats per channel tile
-    v16 acc[DC_OB][DC_NV];
+    const int nn = nv * VN_PER_16;  // native vectors of positions
+    vn acc[DC_OB][TILE_NN];
     for (int o = 0; o < no; o++)
-        for (int v = 0; v < nv; v++) acc[o][v] = (v16){0};
+        for (int v = 0; v < nn; v++) acc[o][v] = (vn){0};
     for (int s = 0; s < n_src; s++) {
         const float *wt = packed[s] + (size_t)(ob / DC_OB) * w_tile;
         for (int c = 0; c < d->Ci; c++) {
@@ -247,7 +248,7 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
                     const float *x = sc == 1 ? plane + ki * Wp + kj
                                              : plane + (size_t)((ki & 1) * nph + (kj & 1)) * phase +
                                                    (size_t)((ki >> 1) * Wp + (kj >> 1));
-                    tile_step(acc, wt, x, no, nv);
+                    tile_step(acc, wt, x, no, nn);
                 }
         }
     }
@@ -259,8 +260,7 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
     }
 #endif
     for (int o = 0; o < no; o++)
-        for (int v = 0; v < nv; v++)
-            memcpy(dst->wide + (size_t)(ob + o) * d->Qr + q0 + DC_VL * v, &acc[o][v], sizeof(v16));
+        for (int v = 0; v < nn; v++) storen(dst->wide + (size_t)(ob + o) * d->Qr + q0 + VN_LANES * v, acc[o][v]);
 }
 
 typedef void (*TileFn)(const DirectConv *, int, const float *const *, const float *const *, int, int,
@@ -279,13 +279,20 @@ enum { DC_S1, DC_S1_K3, DC_S2, DC_S2_K3, DC_S2_K1, DC_VARIANTS };
     DC_TILE_VARIANT(no, nv, , 1, 0)                                                                                  \
     DC_TILE_VARIANT(no, nv, _k3, 1, 3)                                                                               \
     DC_TILE_VARIANT(no, nv, _s2, 2, 0) DC_TILE_VARIANT(no, nv, _s2k3, 2, 3) DC_TILE_VARIANT(no, nv, _s2k1, 2, 1)
+#if TILE_NV == 6
 #define DC_TILES(no) DC_TILE(no, 1) DC_TILE(no, 2) DC_TILE(no, 3) DC_TILE(no, 4) DC_TILE(no, 5) DC_TILE(no, 6)
+#define DC_ROW(no, sfx) {NULL, tile_##no##_1##sfx, tile_##no##_2##sfx, tile_##no##_3##sfx, tile_##no##_4##sfx, \
+                         tile_##no##_5##sfx, tile_##no##_6##sfx}
+#elif TILE_NV == 1
+#define DC_TILES(no) DC_TILE(no, 1)
+#define DC_ROW(no, sfx) {NULL, tile_##no##_1##sfx}
+#else
+#error "the tiles are instantiated for TILE_NV 6 or 1"
+#endif
 DC_TILES(1)
 DC_TILES(2)
 DC_TILES(3)
 DC_TILES(4)
-#define DC_ROW(no, sfx) {NULL, tile_##no##_1##sfx, tile_##no##_2##sfx, tile_##no##_3##sfx, tile_##no##_4##sfx, \
-                         tile_##no##_5##sfx, tile_##no##_6##sfx}
 #define DC_VARIANT(sfx) {{NULL}, DC_ROW(1, sfx), DC_ROW(2, sfx), DC_ROW(3, sfx), DC_ROW(4, sfx)}
 
 // DC_TILE_FNS[variant][no][nv]: the tile of one variant for no channels and nv vectors.
@@ -390,6 +397,7 @@ void direct_widen(const DirectConv *d, const float *dy, float *dy_wide) {
                    (size_t)d->Wo * sizeof(float));
 }
 
+#ifdef __AVX512F__
 typedef int v16i __attribute__((vector_size(64)));
 
 // Halves the lane groups of x and y: lanes 0-7 = x's lanes i + (i + 8), lanes 8-15 = y's.
@@ -427,24 +435,50 @@ static inline __attribute__((always_inline)) v16 lane_sums16(const v16 *a) {
     return fold2(e[0], e[1]);
 }
 
-// The weight-gradient tile: DC_DW_OB output channels times DC_DW_TAPS taps, 24 accumulators; per
-// 16 positions it loads the channels' 4 dy vectors (at multiples of 16 floats into their rows) and
-// the taps' 6 input vectors (at any offset), 24 multiply-adds per 10 loads, as the forward tiles.
-enum { DC_DW_OB = 4, DC_DW_TAPS = 6, DC_DW_ACC = 32 };  // DC_DW_ACC: DC_DW_OB * DC_DW_TAPS rounded up to 16
-enum { DC_DW_NQ = 6 };  // vectors of positions per sample up to which full tiles unroll that loop
+#endif
 
-// acc[o * DC_DW_TAPS + j] += the dy vector g[o * Qr + q] times the input vector x[off[j] + q], for o < no.
+// The weight-gradient tile: DC_DW_OB output channels times DC_DW_TAPS taps; per native vector of
+// positions it loads the channels' dy vectors (at multiples of 16 floats into their rows) and the
+// taps' input vectors (at any offset). AVX-512: 4 x 6, 24 accumulators, 24 multiply-adds per 10
+// loads, as the forward tiles. AVX2 (16 registers): 4 x 2, 8 accumulators, 4 dy and 1 input register.
+#define DC_DW_OB 4
+#ifdef __AVX512F__
+enum { DC_DW_TAPS = 6, DC_DW_ACC = 32 };  // DC_DW_ACC: DC_DW_OB * DC_DW_TAPS rounded up to 16
+#else
+enum { DC_DW_TAPS = 2, DC_DW_ACC = 8 };
+#endif
+enum { DC_DW_NQ = 6 };  // vectors of 16 positions per sample up to which full tiles unroll that loop
+
+// acc[o * DC_DW_TAPS + j] += the dy vector g[o * Qr + q] times the input vector x[off[j] + q], for
+// o < no (VN_LANES positions from q).
 static inline __attribute__((always_inline)) void dw_step(const float *x, const float *g, size_t Qr, const size_t *off,
-                                                          size_t q, int no, v16 *acc) {
-    v16 gv[DC_DW_OB];
+                                                          size_t q, int no, vn *acc) {
+    vn gv[DC_DW_OB];
 #pragma GCC unroll 4
-    for (int o = 0; o < no; o++) gv[o] = load16(g + (size_t)o * Qr + q);
+    for (int o = 0; o < no; o++) gv[o] = loadn(g + (size_t)o * Qr + q);
 #pragma GCC unroll 6
     for (int j = 0; j < DC_DW_TAPS; j++) {
-        v16 xv = in_register(load16(x + off[j] + q));
+        vn xv = in_register(loadn(x + off[j] + q));
 #pragma GCC unroll 4
         for (int o = 0; o < no; o++) acc[o * DC_DW_TAPS + j] += gv[o] * xv;
     }
+}
+
+// sums[i] = the sum of acc[i]'s lanes for i < n: by lane_sums16, 16 at a time, with AVX-512
+// (n rounded up to 16 within acc), else lane by lane in order.
+static inline __attribute__((always_inline)) void dw_lane_sums(const vn *acc, int n, float *sums) {
+#ifdef __AVX512F__
+    for (int b = 0; b < n; b += 16) {
+        v16 v = lane_sums16(acc + b);
+        memcpy(sums + b, &v, sizeof v);
+    }
+#else
+    for (int i = 0; i < n; i++) {
+        float t = 0.0f;
+        for (int l = 0; l < VN_LANES; l++) t += acc[i][l];
+        sums[i] = t;
+    }
+#endif
 }
 
 // The weight gradient of output channels [ob, ob + no) and DC_DW_TAPS taps over n samples: tap j
@@ -457,22 +491,19 @@ static inline __attribute__((always_inline)) void dw_tile(const DirectConv *d, i
                                                           const size_t *off, int valid, float *dwt) {
     const size_t taps = (size_t)d->Ci * (size_t)(d->k * d->k), Qr = nq ? (size_t)nq * DC_VL : (size_t)d->Qr;
     const size_t plen = direct_padded_len(d), wlen = direct_wide_len(d);
-    v16 acc[DC_DW_ACC];  // acc[o * DC_DW_TAPS + j]
-    for (int i = 0; i < DC_DW_ACC; i++) acc[i] = (v16){0};
+    vn acc[DC_DW_ACC];  // acc[o * DC_DW_TAPS + j]
+    for (int i = 0; i < DC_DW_ACC; i++) acc[i] = (vn){0};
     for (int s = 0; s < n; s++) {
         const float *x = padded + (size_t)s * plen, *g = dy_wide + (size_t)s * wlen + (size_t)ob * Qr;
         if (nq) {
-#pragma GCC unroll 6
-            for (int v = 0; v < nq; v++) dw_step(x, g, Qr, off, (size_t)v * DC_VL, no, acc);
+#pragma GCC unroll 12
+            for (int v = 0; v < nq * VN_PER_16; v++) dw_step(x, g, Qr, off, (size_t)v * VN_LANES, no, acc);
         } else {
-            for (size_t q = 0; q < Qr; q += DC_VL) dw_step(x, g, Qr, off, q, no, acc);
+            for (size_t q = 0; q < Qr; q += VN_LANES) dw_step(x, g, Qr, off, q, no, acc);
         }
     }
     float sums[DC_DW_ACC] = {0};
-    for (int b = 0; b < no * DC_DW_TAPS; b += 16) {
-        v16 v = lane_sums16(acc + b);
-        memcpy(sums + b, &v, sizeof v);
-    }
+    dw_lane_sums(acc, no * DC_DW_TAPS, sums);
     for (int o = 0; o < no; o++)
         for (int j = 0; j < valid; j++) dwt[(size_t)o * taps + (size_t)j] += sums[o * DC_DW_TAPS + j];
 }

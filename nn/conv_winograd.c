@@ -93,35 +93,35 @@ static void input_transform(const Wino *w, const float *padded, float *V) {
     const int Wp = p->Wp, Qr = p->Qr;
     for (int c = 0; c < w->C; c++) {
         const float *plane = padded + (size_t)c * p->plane;
-        for (int t0 = 0; t0 < Qr; t0 += V16_LANES) {
-            v16 u[4][4];  // B^T d
+        for (int t0 = 0; t0 < Qr; t0 += VN_LANES) {
+            vn u[4][4];  // B^T d
             for (int s = 0; s < 4; s++) {
-                v16 d[4];
+                vn d[4];
                 for (int r = 0; r < 4; r++)
-                    d[r] = load16(plane + (size_t)((r & 1) * 2 + (s & 1)) * p->phase + (r >> 1) * Wp + (s >> 1) + t0);
+                    d[r] = loadn(plane + (size_t)((r & 1) * 2 + (s & 1)) * p->phase + (r >> 1) * Wp + (s >> 1) + t0);
                 u[0][s] = d[0] - d[2];
                 u[1][s] = d[1] + d[2];
                 u[2][s] = d[2] - d[1];
                 u[3][s] = d[1] - d[3];
             }
             for (int r = 0; r < 4; r++) {
-                const v16 v[4] = {u[r][0] - u[r][2], u[r][1] + u[r][2], u[r][2] - u[r][1], u[r][1] - u[r][3]};
-                for (int s = 0; s < 4; s++) store16(V + ((size_t)(r * 4 + s) * w->C + c) * Qr + t0, v[s]);
+                const vn v[4] = {u[r][0] - u[r][2], u[r][1] + u[r][2], u[r][2] - u[r][1], u[r][1] - u[r][3]};
+                for (int s = 0; s < 4; s++) storen(V + ((size_t)(r * 4 + s) * w->C + c) * Qr + t0, v[s]);
             }
         }
     }
 }
 
 // Yw[k][ab][t] for ab = 2 a + b: (A^T M A)[a][b] of the 16 points m[xi] of one vector of tiles.
-static inline __attribute__((always_inline)) void output_transform(const v16 m[WG_XI], float *yw, size_t qr) {
-    v16 p[2][4];  // A^T M
+static inline __attribute__((always_inline)) void output_transform(const vn m[WG_XI], float *yw, size_t qr) {
+    vn p[2][4];  // A^T M
     for (int s = 0; s < 4; s++) {
         p[0][s] = m[s] + m[4 + s] + m[8 + s];
         p[1][s] = m[4 + s] - m[8 + s] - m[12 + s];
     }
     for (int a = 0; a < 2; a++) {
-        store16(yw + (size_t)(2 * a) * qr, p[a][0] + p[a][1] + p[a][2]);
-        store16(yw + (size_t)(2 * a + 1) * qr, p[a][1] - p[a][2] - p[a][3]);
+        storen(yw + (size_t)(2 * a) * qr, p[a][0] + p[a][1] + p[a][2]);
+        storen(yw + (size_t)(2 * a + 1) * qr, p[a][1] - p[a][2] - p[a][3]);
     }
 }
 
@@ -131,22 +131,22 @@ static inline __attribute__((always_inline)) void output_transform(const v16 m[W
 // them back. Inlined with constant nv so that the accumulators stay in registers.
 static inline __attribute__((always_inline)) void tile(const Wino *w, const float *V, const float *U, int kb, int t0,
                                                        int nv, float *mbuf, float *Yw) {
-    const int C = w->C, Qr = w->phases.Qr;
+    const int C = w->C, Qr = w->phases.Qr, nn = nv * VN_PER_16;  // nn native vectors
     for (int xi = 0; xi < WG_XI; xi++) {
-        v16 acc[WG_OB][WG_NV];
+        vn acc[WG_OB][TILE_NN];
         for (int o = 0; o < WG_OB; o++)
-            for (int v = 0; v < nv; v++) acc[o][v] = (v16){0};
+            for (int v = 0; v < nn; v++) acc[o][v] = (vn){0};
         const float *u = U + ((size_t)xi * (w->Kr / WG_OB) + kb) * (size_t)C * WG_OB;
         const float *x = V + (size_t)xi * C * Qr + t0;
-        for (int c = 0; c < C; c++, u += WG_OB, x += Qr) tile_step(acc, u, x, WG_OB, nv);
+        for (int c = 0; c < C; c++, u += WG_OB, x += Qr) tile_step(acc, u, x, WG_OB, nn);
         for (int o = 0; o < WG_OB; o++)
-            for (int v = 0; v < nv; v++) store16(mbuf + ((size_t)(xi * WG_OB + o) * WG_NV + v) * V16_LANES, acc[o][v]);
+            for (int v = 0; v < nn; v++) storen(mbuf + (size_t)(xi * WG_OB + o) * WG_NV * V16_LANES + VN_LANES * v, acc[o][v]);
     }
     for (int o = 0; o < WG_OB && kb * WG_OB + o < w->K; o++)
-        for (int v = 0; v < nv; v++) {
-            v16 m[WG_XI];
-            for (int xi = 0; xi < WG_XI; xi++) m[xi] = load16(mbuf + ((size_t)(xi * WG_OB + o) * WG_NV + v) * V16_LANES);
-            output_transform(m, Yw + (size_t)(kb * WG_OB + o) * 4 * Qr + t0 + V16_LANES * v, (size_t)Qr);
+        for (int v = 0; v < nn; v++) {
+            vn m[WG_XI];
+            for (int xi = 0; xi < WG_XI; xi++) m[xi] = loadn(mbuf + (size_t)(xi * WG_OB + o) * WG_NV * V16_LANES + VN_LANES * v);
+            output_transform(m, Yw + (size_t)(kb * WG_OB + o) * 4 * Qr + t0 + VN_LANES * v, (size_t)Qr);
         }
 }
 
@@ -156,16 +156,22 @@ typedef void (*TileFn)(const Wino *, const float *, const float *, int, int, flo
     static void tile_##nv(const Wino *w, const float *V, const float *U, int kb, int t0, float *mbuf, float *Yw) { \
         tile(w, V, U, kb, t0, nv, mbuf, Yw);                                                                 \
     }
+// TILE_FNS[nv]: the tile of nv vectors of 16 tiles.
+#if TILE_NV == 6
 WG_TILE(1)
 WG_TILE(2)
 WG_TILE(3)
 WG_TILE(4)
 WG_TILE(5)
 WG_TILE(6)
-#undef WG_TILE
-
-// TILE_FNS[nv]: the tile of nv vectors.
 static const TileFn TILE_FNS[WG_NV + 1] = {NULL, tile_1, tile_2, tile_3, tile_4, tile_5, tile_6};
+#elif TILE_NV == 1
+WG_TILE(1)
+static const TileFn TILE_FNS[WG_NV + 1] = {NULL, tile_1};
+#else
+#error "the tiles are instantiated for TILE_NV 6 or 1"
+#endif
+#undef WG_TILE
 
 // row[0..W) = the even columns E and odd columns O of one output row interleaved (E[0], O[0],
 // E[1], ...), plus bo, plus res[0..W) if not NULL, clamped at zero if relu.
