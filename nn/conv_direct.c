@@ -136,14 +136,33 @@ static inline void pad_row(const float *src, float *row, int Wi, int p, int Wp) 
     memcpy(row + p, src, (size_t)Wi * sizeof(float));
 }
 
-// even[j] = column 2 j and, if odd is not NULL, odd[j] = column 2 j + 1 of the row src[0..Wi)
-// padded by p zeros and zeros after it, for j < Wh.
-static inline void split_row(const float *src, float *even, float *odd, int Wi, int p, int Wh) {
-    for (int j = 0; j < Wh; j++) {
+// split_row's even[j] and odd[j] for j in [j0, j1), each column tested against the row's ends.
+static inline void split_tested(const float *src, float *even, float *odd, int Wi, int p, int j0, int j1) {
+    for (int j = j0; j < j1; j++) {
         const int ce = 2 * j - p, co = ce + 1;
         even[j] = ce >= 0 && ce < Wi ? src[ce] : 0.0f;
         if (odd) odd[j] = co >= 0 && co < Wi ? src[co] : 0.0f;
     }
+}
+
+// even[j] = column 2 j and, if odd is not NULL, odd[j] = column 2 j + 1 of the row src[0..Wi)
+// padded by p zeros and zeros after it, for j < Wh. The columns inside the row go in a loop
+// without tests, which GCC vectorises (with the tests in it, padding the stride-2 inputs was a
+// tenth of ResNet-20's inference on AVX2).
+static inline void split_row(const float *src, float *even, float *odd, int Wi, int p, int Wh) {
+    int lo = (p + 1) / 2, hi = (Wi + p) / 2;  // j in [lo, hi): both 2 j - p and 2 j - p + 1 in the row
+    if (hi > Wh) hi = Wh;
+    if (hi < lo) hi = lo;
+    split_tested(src, even, odd, Wi, p, 0, lo < Wh ? lo : Wh);
+    if (odd) {
+        for (int j = lo; j < hi; j++) {
+            even[j] = src[2 * j - p];
+            odd[j] = src[2 * j - p + 1];
+        }
+    } else {
+        for (int j = lo; j < hi; j++) even[j] = src[2 * j - p];
+    }
+    split_tested(src, even, odd, Wi, p, hi, Wh);
 }
 #endif
 

@@ -193,10 +193,20 @@ static void interleave_row(const float *E, const float *O, float *row, int W, fl
         }
     }
 #else
-    for (int x = 0; x < W; x++) {
-        float v = ((x & 1) ? O : E)[x >> 1] + bo;
-        if (res) v += res[x];
-        row[x] = relu ? (v > 0 ? v : 0.0f) : v;
+    // pairs of columns in a loop GCC vectorises (per column, with the test of its parity, this
+    // was a tenth of ResNet-20's inference on AVX2), then the last column of an odd width
+    const int pairs = W / 2;
+    for (int j = 0; j < pairs; j++) {
+        float e = E[j] + bo, o = O[j] + bo;
+        if (res) e += res[2 * j], o += res[2 * j + 1];
+        if (relu) e = e > 0 ? e : 0.0f, o = o > 0 ? o : 0.0f;
+        row[2 * j] = e;
+        row[2 * j + 1] = o;
+    }
+    if (W & 1) {
+        float v = E[pairs] + bo;
+        if (res) v += res[W - 1];
+        row[W - 1] = relu ? (v > 0 ? v : 0.0f) : v;
     }
 #endif
 }
