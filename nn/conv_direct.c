@@ -279,7 +279,8 @@ static inline __attribute__((always_inline)) void tile(const DirectConv *d, int 
     }
 #endif
     for (int o = 0; o < no; o++)
-        for (int v = 0; v < nn; v++) storen(dst->wide + (size_t)(ob + o) * d->Qr + q0 + VN_LANES * v, acc[o][v]);
+        for (int v = 0; v < nn; v++)
+            memcpy(dst->wide + (size_t)(ob + o) * d->Qr + q0 + VN_LANES * v, &acc[o][v], sizeof(vn));
 }
 
 typedef void (*TileFn)(const DirectConv *, int, const float *const *, const float *const *, int, int,

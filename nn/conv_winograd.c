@@ -19,6 +19,7 @@ enum {
     WG_XI = 16,       // transform points: the 4x4 entries of a transformed patch
     WG_OB = TILE_OB,  // output channels per tile
     WG_NV = TILE_NV,  // vectors of 16 tiles per tile (at most)
+    WG_NN = TILE_NN,  // native vectors per tile (at most)
 };
 
 // Rounds n up to a multiple of m.
@@ -140,12 +141,12 @@ static inline __attribute__((always_inline)) void tile(const Wino *w, const floa
         const float *x = V + (size_t)xi * C * Qr + t0;
         for (int c = 0; c < C; c++, u += WG_OB, x += Qr) tile_step(acc, u, x, WG_OB, nn);
         for (int o = 0; o < WG_OB; o++)
-            for (int v = 0; v < nn; v++) storen(mbuf + (size_t)(xi * WG_OB + o) * WG_NV * V16_LANES + VN_LANES * v, acc[o][v]);
+            for (int v = 0; v < nn; v++) storen(mbuf + ((size_t)(xi * WG_OB + o) * WG_NN + v) * VN_LANES, acc[o][v]);
     }
     for (int o = 0; o < WG_OB && kb * WG_OB + o < w->K; o++)
         for (int v = 0; v < nn; v++) {
             vn m[WG_XI];
-            for (int xi = 0; xi < WG_XI; xi++) m[xi] = loadn(mbuf + (size_t)(xi * WG_OB + o) * WG_NV * V16_LANES + VN_LANES * v);
+            for (int xi = 0; xi < WG_XI; xi++) m[xi] = loadn(mbuf + ((size_t)(xi * WG_OB + o) * WG_NN + v) * VN_LANES);
             output_transform(m, Yw + (size_t)(kb * WG_OB + o) * 4 * Qr + t0 + VN_LANES * v, (size_t)Qr);
         }
 }
