@@ -1,6 +1,6 @@
 // conv_direct.c: the direct stride-1 and stride-2 convolution of conv_direct.h. Built with contracted
-// multiply-adds (-ffp-contract=fast in the Makefile); GCC vector types map onto AVX-512 (or
-// pairs of AVX2 registers) with -march=native.
+// multiply-adds (-ffp-contract=fast in the Makefile); the tiles' GCC vector type vn is one AVX-512
+// or one AVX2 register with -march=native (simd16.h).
 #include "conv_direct.h"
 
 #include <stdint.h>
@@ -245,9 +245,10 @@ static inline __attribute__((always_inline)) void tile_store(const DirectConv *d
 // nv so the accumulators stay in registers, with a constant kernel size kc (0: d->k) so that the
 // taps unroll, and a constant stride sc (1 or 2: the taps read the phase planes). A last tile of
 // fewer than DC_OB channels (pruned layers) does only their work. Per tap the weights are
-// broadcast first, then each input vector is loaded and used at once: at most
-// 24 + 4 + 1 live vectors, so GCC keeps every accumulator in a register (loading all nv input
-// vectors first made it spill some; 4 to 13% slower in a single-process A/B on 16 and 32 channels).
+// broadcast first, then each input vector is loaded and used at once (tile_step: at most 29 live
+// vectors with AVX-512, 13 on AVX2), so GCC keeps every accumulator in a register (loading all nv
+// input vectors first made it spill some; 4 to 13% slower in a single-process A/B on 16 and 32
+// channels, AVX-512).
 static inline __attribute__((always_inline)) void tile(const DirectConv *d, int n_src, const float *const *padded,
                                                        const float *const *packed, int ob, int q0, int no, int nv,
                                                        int sc, int kc, const TileDst *dst) {
@@ -458,14 +459,14 @@ static inline __attribute__((always_inline)) v16 lane_sums16(const v16 *a) {
 #endif
 
 // The weight-gradient tile: DC_DW_OB output channels times DC_DW_TAPS taps; per native vector of
-// positions it loads the channels' dy vectors (at multiples of 16 floats into their rows) and the
-// taps' input vectors (at any offset). AVX-512: 4 x 6, 24 accumulators, 24 multiply-adds per 10
+// positions it loads the channels' dy vectors (at multiples of VN_LANES floats into their rows)
+// and the taps' input vectors (at any offset). AVX-512: 4 x 6, 24 accumulators, 24 multiply-adds per 10
 // loads, as the forward tiles. AVX2 (16 registers): 4 x 2, 8 accumulators, 4 dy and 1 input register.
 #define DC_DW_OB 4
 #ifdef __AVX512F__
 enum { DC_DW_TAPS = 6, DC_DW_ACC = 32 };  // DC_DW_ACC: DC_DW_OB * DC_DW_TAPS rounded up to 16
 #else
-enum { DC_DW_TAPS = 2, DC_DW_ACC = 8 };
+enum { DC_DW_TAPS = 2, DC_DW_ACC = 8 };  // DC_DW_ACC: DC_DW_OB * DC_DW_TAPS, summed lane by lane
 #endif
 enum { DC_DW_NQ = 6 };  // vectors of 16 positions per sample up to which full tiles unroll that loop
 

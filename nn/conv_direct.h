@@ -16,10 +16,11 @@
 // is again a contiguous run at q + (ki/2) Wp + kj/2 of one phase plane: the same tiles, with 9
 // taps for a 3x3 kernel (no zero taps) and one phase for a 1x1 kernel (a projection shortcut).
 //
-// The weight gradient (direct_dw) is a reduction over the same wide positions: tiles of 4 output
-// channels times 6 taps (c, ki, kj) hold 24 vector accumulators, each 16 positions loading 4 dy
-// vectors and 6 input vectors; a transpose-and-add tree then turns 16 accumulators at once into
-// their 16 lane sums.
+// The weight gradient (direct_dw) is a reduction over the same wide positions: with AVX-512,
+// tiles of 4 output channels times 6 taps (c, ki, kj) hold 24 vector accumulators, each 16
+// positions loading 4 dy vectors and 6 input vectors, and a transpose-and-add tree turns 16
+// accumulators at once into their 16 lane sums; on AVX2, 4 channels times 2 taps, 8 accumulators
+// of 8 positions, each summed lane by lane.
 #ifndef HP_CONV_DIRECT_H
 #define HP_CONV_DIRECT_H
 

@@ -53,7 +53,7 @@ static size_t v_len(const Wino *w) { return (size_t)WG_XI * (size_t)w->C * (size
 // output pass reads past the last tile row.
 static size_t yw_len(const Wino *w) { return (size_t)w->Kr * 4 * (size_t)w->phases.Qr + V16_LANES; }
 
-// Floats of a tile's M: 16 points x 4 channels x 6 vectors.
+// Floats of a tile's M: 16 points x 4 channels x WG_NV vectors of 16 tiles.
 static size_t m_len(void) { return (size_t)WG_XI * WG_OB * WG_NV * V16_LANES; }
 
 size_t wino_work_len(const Wino *w) { return direct_padded_len(&w->phases) + v_len(w) + yw_len(w) + m_len(); }
@@ -127,9 +127,9 @@ static inline __attribute__((always_inline)) void output_transform(const vn m[WG
 }
 
 // One tile: the outputs Yw of channels [4 kb, 4 kb + 4) (those below K) for nv vectors of tiles
-// from t0. For each point xi, the 4 x nv accumulators of M = U V stay in registers over the
-// input channels (as the direct kernel's taps), then go to mbuf; the output transform reads
-// them back. Inlined with constant nv so that the accumulators stay in registers.
+// from t0. For each point xi, the 4 x nn accumulators (nn native vectors) of M = U V stay in
+// registers over the input channels (as the direct kernel's taps), then go to mbuf; the output
+// transform reads them back. Inlined with constant nv so that the accumulators stay in registers.
 static inline __attribute__((always_inline)) void tile(const Wino *w, const float *V, const float *U, int kb, int t0,
                                                        int nv, float *mbuf, float *Yw) {
     const int C = w->C, Qr = w->phases.Qr, nn = nv * VN_PER_16;  // nn native vectors
@@ -219,7 +219,7 @@ void wino_run(const Wino *w, const float *x, const float *packed, float *work, f
     float *padded = work, *V = padded + direct_padded_len(p), *Yw = V + v_len(w), *mbuf = Yw + yw_len(w);
     direct_pad(p, x, padded);
     input_transform(w, padded, V);
-    const int chunks = (nvec + WG_NV - 1) / WG_NV;  // as even as possible: 14 vectors are 5 + 5 + 4
+    const int chunks = (nvec + WG_NV - 1) / WG_NV;  // as even as possible: with AVX-512, 14 vectors are 5 + 5 + 4
     for (int kb = 0; kb < w->Kr / WG_OB; kb++)
         for (int ch = 0, v0 = 0; ch < chunks; ch++) {
             const int nv = (nvec - v0 + (chunks - ch) - 1) / (chunks - ch);

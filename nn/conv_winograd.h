@@ -14,7 +14,7 @@
 // "wide" layout): tiles with j >= Tw are computed and dropped.
 //
 // Per sample: V[xi][c][t] = (B^T d_c B)[xi] for every channel and tile; then for each block of
-// 4 output channels and up to 96 tiles, M[xi] = sum_c U[xi][k][c] V[xi][c][t] (16 small GEMMs,
+// 4 output channels and up to 96 tiles (16 on AVX2), M[xi] = sum_c U[xi][k][c] V[xi][c][t] (16 small GEMMs,
 // as the direct kernel's broadcast-and-multiply-add tiles), turned at once into the tiles'
 // outputs Yw[k][a][b][t] = (A^T M A)[a][b]; a last pass interleaves them into the output rows
 // with the bias, the residual and the ReLU.

@@ -1,5 +1,7 @@
-// simd16.h: 16-float vectors for the convolution kernels (GCC vector types: one AVX-512
-// register with -march=native on such a CPU, else pairs of narrower ones). Internal to nn/.
+// simd16.h: the vectors of the convolution kernels (GCC vector types): v16, 16 floats, the unit
+// of the layouts; vn, the machine's own register (16 floats with AVX-512, 8 with AVX2 under
+// -march=native), the unit of the register tiles, whose shape follows the register count.
+// Internal to nn/.
 #ifndef HP_SIMD16_H
 #define HP_SIMD16_H
 
@@ -27,7 +29,8 @@ static inline v16 splat16(float f) { return (v16){f, f, f, f, f, f, f, f, f, f, 
 // The machine's own vector: 16 floats (one register) with AVX-512, else 8 (one AVX2 register).
 // The layouts keep 16-float granularity (V16_LANES); the register tiles count native vectors,
 // VN_PER_16 to each 16 positions. (With 16-float vectors on AVX2, each a pair of registers, GCC
-// kept the tiles' accumulators on the stack: ResNet-20 trained at 49 images/s instead of 240.)
+// kept the tiles' accumulators on the stack: ResNet-20 trained at 49 images/s, against 345 to 419
+// with these tiles, docs/performance.md.)
 #ifdef __AVX512F__
 typedef v16 vn;
 #define VN_LANES 16
@@ -69,7 +72,7 @@ static inline __attribute__((always_inline)) vn in_register(vn v) {
 
 // The register tile of the convolution kernels: up to TILE_OB output channels by TILE_NV vectors
 // of 16 positions, TILE_NN native vectors. AVX-512 (32 registers): 4 x 6, 24 accumulators.
-// AVX2 (16 registers): 4 x 1, 8 accumulators, 4 broadcast weights, 2 input vectors.
+// AVX2 (16 registers): 4 x 1, 8 accumulators, 4 broadcast weights, 1 input vector live (2 loads a tap).
 #ifdef __AVX512F__
 #define TILE_NV 6
 #else
@@ -79,8 +82,9 @@ enum { TILE_OB = 4, TILE_NN = TILE_NV * VN_PER_16 };
 
 // acc[o][v] += w[o] * x[VN_LANES v] for o < no and v < nn: one tap of a broadcast-and-multiply-add
 // tile. The no weights are broadcast first, then each input vector is loaded, held in a
-// register and used at once (at most 24 + 4 + 1 live vectors: the accumulators stay in
-// registers). Inline with constant no and nn so that the loops unroll.
+// register and used at once (at most TILE_OB * TILE_NN + TILE_OB + 1 live vectors: 29 of 32
+// with AVX-512, 13 of 16 on AVX2, so the accumulators stay in registers). Inline with constant
+// no and nn so that the loops unroll.
 static inline __attribute__((always_inline)) void tile_step(vn acc[][TILE_NN], const float *w, const float *x, int no,
                                                             int nn) {
     vn wb[TILE_OB];

@@ -305,7 +305,7 @@ static void test_conv_wide_layout(void **state) {
 // The direct stride-1 kernel (nn/conv_direct.c): several tiles of positions with a short last
 // one, weight gradients reduced over chunks of samples with a short last chunk, output channels
 // not a multiple of its channel tiles (the weight gradient's tiles of 4 channels end in 1 to 3)
-// nor the taps of its 6-tap tiles (C = 1: 9 taps), small planes of 2 to 6 vectors of positions
+// nor the taps of its 6-tap (AVX-512) or 2-tap (AVX2) tiles (C = 1: 9 taps), small planes of 2 to 6 vectors of positions
 // (the weight gradient's unrolled tiles), padding up to k - 1 (the input gradient runs directly
 // too) and beyond it (the input gradient unfolds).
 static void test_conv_direct_tiles(void **state) {
