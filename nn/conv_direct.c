@@ -460,9 +460,10 @@ static inline __attribute__((always_inline)) v16 lane_sums16(const v16 *a) {
 
 // The weight-gradient tile: DC_DW_OB output channels times DC_DW_TAPS taps; per native vector of
 // positions it loads the channels' dy vectors (at multiples of VN_LANES floats into their rows)
-// and the taps' input vectors (at any offset). AVX-512: 4 x 6, 24 accumulators, 24 multiply-adds per 10
-// loads, as the forward tiles. AVX2 (16 registers): 4 x 2, 8 accumulators, 4 dy and 1 input register.
-#define DC_DW_OB 4
+// and the taps' input vectors (at any offset). AVX-512: 4 x 6, 24 accumulators, 24 multiply-adds
+// per 10 loads, as the forward tiles. AVX2 (16 registers): 4 x 2, 8 accumulators, 4 dy and 1
+// input register.
+enum { DC_DW_OB = 4 };
 #ifdef __AVX512F__
 enum { DC_DW_TAPS = 6, DC_DW_ACC = 32 };  // DC_DW_ACC: DC_DW_OB * DC_DW_TAPS rounded up to 16
 #else
