@@ -34,14 +34,26 @@ Wino wino_make(const ConvGeom *g) {
     return w;
 }
 
+bool wino_fits(const ConvGeom *g) {
+    return g->k == 3 && g->stride == 1 && g->pad == 1 && g->groups == 1 && direct_fwd_ok(g);
+}
+
 bool wino_ok(const ConvGeom *g) {
-    if (g->k != 3 || g->stride != 1 || g->pad != 1 || g->groups != 1 || !direct_fwd_ok(g)) return false;
+    if (!wino_fits(g)) return false;
+#ifdef __AVX512F__
     const Wino w = wino_make(g);
     // vector multiply-adds per input and output channel: 16 per vector of tiles, times the cost
     // of the transforms and the layout changes (measured on ResNet-20's 16-channel 28x28 and
     // 32-channel 14x14 layers: 1.7 to 1.8), against 9 per vector of the direct kernel's positions
     const double winograd = 1.75 * WG_XI * (double)w.phases.Qr, direct = 9.0 * (double)direct_fwd(g).Qr;
     return winograd < direct;
+#else
+    // Without AVX-512 the tiles of M = U V (4 channels x 16 tiles, 8 accumulators, restarted for
+    // each of the 16 transform points) ran at about half the direct tiles' rate, and every
+    // ResNet-20 geometry, pruned widths included, ran faster by the direct kernel
+    // (docs/performance.md, "Without AVX-512").
+    return false;
+#endif
 }
 
 size_t wino_packed_len(const Wino *w) { return (size_t)WG_XI * (size_t)w->Kr * (size_t)w->C; }

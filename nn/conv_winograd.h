@@ -36,10 +36,14 @@ typedef struct {
                        // (its Wp is the tiles' row stride, its Qr the tiles computed)
 } Wino;
 
-// True when g runs faster by Winograd than by the direct kernel: 3x3, stride 1, pad 1, groups 1,
-// direct_fwd_ok(g), and 16 products per tile over the tiles computed (times 1.75 for the
-// transforms) fewer than 9 per position over the direct kernel's wide positions. On 28x28 and
-// 14x14 planes it is; on 7x7, where the 16 tiles of 49 outputs take 32 lanes, it is not.
+// True when Winograd can compute g: 3x3, stride 1, pad 1, groups 1 and direct_fwd_ok(g).
+bool wino_fits(const ConvGeom *g);
+// True when g runs faster by Winograd than by the direct kernel on this machine, which
+// conv2d_infer then uses. With AVX-512: wino_fits(g), and 16 products per tile over the tiles
+// computed (times 1.75 for the transforms) fewer than 9 per position over the direct kernel's
+// wide positions; on 28x28 and 14x14 planes it is, on 7x7 (the 16 tiles of 49 outputs take 32
+// lanes) it is not. Without AVX-512 never: there the direct kernel was the faster on every
+// ResNet-20 layer (conv_winograd.c).
 bool wino_ok(const ConvGeom *g);
 Wino wino_make(const ConvGeom *g);
 

@@ -171,29 +171,50 @@ static void check_conv_rforward(const ConvCtx *c, Rng *rng) {
 }
 
 
-// conv2d_infer (Winograd where wino_ok, else the fused direct kernel) against the definition
-// yref, with and without the residual r, the bias and the ReLU: within 2e-6 of the output's
-// largest magnitude (Winograd rounds differently from the direct sum). y: scratch.
+// out (N, O, H, W) = Winograd's wino_run on every sample of c, whether or not conv2d_infer
+// picks it on this machine (wino_fits(&c->g)), with c's bias, res (or NULL) and relu.
+static void wino_infer(const ConvCtx *c, const float *res, bool relu, float *out) {
+    const ConvGeom *g = &c->g;
+    const Wino w = wino_make(g);
+    const size_t in_len = (size_t)g->C * g->H * g->W, out_len = (size_t)g->O * g->Ho * g->Wo;
+    float *packed = nan_buf(wino_packed_len(&w)), *work = nan_buf(wino_work_len(&w));
+    wino_pack(&w, c->w, packed);
+    for (int n = 0; n < g->N; n++)
+        wino_run(&w, c->x + (size_t)n * in_len, packed, work, out + (size_t)n * out_len, c->b,
+                 res ? res + (size_t)n * out_len : NULL, relu);
+    free(packed);
+    free(work);
+}
+
+// conv2d_infer (Winograd where wino_ok, else the fused direct kernel) and, where wino_fits,
+// Winograd itself, against the definition yref, with and without the residual r, the bias and
+// the ReLU: within 2e-6 of the output's largest magnitude (Winograd rounds differently from
+// the direct sum). y: scratch.
 static void check_conv_infer(ConvCtx *c, const float *r, const double *yref, float *y) {
     const ConvGeom *g = &c->g;
     const size_t ny = (size_t)g->N * g->O * g->Ho * g->Wo;
     double scale = 1;
     for (size_t i = 0; i < ny; i++) scale = fmax(scale, fabs(yref[i]) + fabs(r[i]));
-    for (int variant = 0; variant < 3; variant++) {
-        const float *res = variant == 2 ? r : NULL;
-        const bool relu = variant >= 1;
-        conv2d_infer(g, c->x, c->w, c->b, res, relu, y, c->col, c->col_len);
-        double worst = 0;
-        for (size_t i = 0; i < ny; i++) {
-            double want = yref[i] + (res ? res[i] : 0.0);
-            worst = fmax(worst, fabs(y[i] - (relu ? fmax(want, 0.0) : want)));
+    for (int path = 0; path < (wino_fits(g) ? 2 : 1); path++)
+        for (int variant = 0; variant < 3; variant++) {
+            const float *res = variant == 2 ? r : NULL;
+            const bool relu = variant >= 1;
+            for (size_t i = 0; i < ny; i++) y[i] = NAN;  // every output must be written
+            if (path == 0)
+                conv2d_infer(g, c->x, c->w, c->b, res, relu, y, c->col, c->col_len);
+            else
+                wino_infer(c, res, relu, y);
+            double worst = 0;
+            for (size_t i = 0; i < ny; i++) {
+                double want = yref[i] + (res ? res[i] : 0.0);
+                worst = fmax(worst, fabs(y[i] - (relu ? fmax(want, 0.0) : want)));
+            }
+            static const char *const what[] = {"infer vs definition", "infer + ReLU vs definition",
+                                               "infer + res + ReLU vs definition"};
+            const char *how = path == 1 ? " (Winograd)" : wino_ok(g) ? " (conv2d_infer: Winograd)" : "";
+            fprintf(stderr, "  %-34s max abs err %.2e of %.1f%s\n", what[variant], worst, scale, how);
+            assert_true(worst <= 2e-6 * scale);
         }
-        static const char *const what[] = {"infer vs definition", "infer + ReLU vs definition",
-                                           "infer + res + ReLU vs definition"};
-        fprintf(stderr, "  %-34s max abs err %.2e of %.1f%s\n", what[variant], worst, scale,
-                wino_ok(g) ? " (Winograd)" : "");
-        assert_true(worst <= 2e-6 * scale);
-    }
 }
 
 // Checks the forward against the definition, then dx, dw and db (when bias) of one geometry.
@@ -324,13 +345,17 @@ static void test_conv_direct_tiles(void **state) {
     check_conv("direct: 3x3 pad 1 on 3x14 (padded rows of 16)", 2, 3, 3, 14, 5, 3, 1, 1, 1, true, 35);
     check_conv("direct: 3x3 pad 1 on 2x30 (padded rows of 32)", 2, 2, 2, 30, 3, 3, 1, 1, 1, true, 36);
     check_conv("direct: 5x5 pad 2 on 5x35 (padded rows of 39)", 2, 2, 5, 35, 3, 5, 1, 2, 1, true, 37);
+    // narrow planes: several runs of valid positions in each vector the tiles write out
+    check_conv("direct: 3x3 pad 1 on 40x1 (padded rows of 3)", 2, 2, 40, 1, 5, 3, 1, 1, 1, true, 38);
+    check_conv("direct: 3x3 pad 1 on 17x2 (padded rows of 4)", 2, 3, 17, 2, 6, 3, 1, 1, 1, false, 39);
     check_conv("tiny plane (im2col): 3x3 pad 1 on 3x3", 2, 3, 3, 3, 4, 3, 1, 1, 1, true, 29);
 }
 
-// Inference by Winograd F(2x2, 3x3) (nn/conv_winograd.c), where wino_ok picks it: even and odd
-// planes (a half tile at the right and bottom edges), output channels not a multiple of 4,
-// one input channel, several vectors of tiles and several tile rows per vector, with and without
-// bias; and the shapes it leaves to the direct kernel.
+// Inference by Winograd F(2x2, 3x3) (nn/conv_winograd.c), on the shapes it can compute
+// (wino_fits; check_conv_infer runs it whether or not wino_ok picks it on this machine): even
+// and odd planes (a half tile at the right and bottom edges), output channels not a multiple of
+// 4, one input channel, several vectors of tiles and several tile rows per vector, with and
+// without bias; and the shapes it leaves to the direct kernel.
 static void test_conv_winograd(void **state) {
     (void)state;
     static const struct {
@@ -350,15 +375,20 @@ static void test_conv_winograd(void **state) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ConvGeom g = {cases[i].N, cases[i].C, cases[i].H, cases[i].W, cases[i].O, 3, 1, 1, 1, cases[i].H, cases[i].W,
                       N_THREADS};
-        assert_true(wino_ok(&g));  // else the case would test the direct kernel
+        assert_true(wino_fits(&g));  // else the case would test the direct kernel only
         check_conv(cases[i].name, cases[i].N, cases[i].C, cases[i].H, cases[i].W, cases[i].O, 3, 1, 1, 1,
                    cases[i].bias, 40 + (int)i);
     }
-    // left to the direct kernel: 7x7 (too few tiles per vector), stride 2, 5x5, pad 0, groups
+    // left to the direct kernel: 7x7 (Winograd fits, but too few tiles per vector), and the
+    // shapes it does not fit: stride 2, 5x5, pad 0, groups
     const ConvGeom no[] = {{2, 64, 7, 7, 64, 3, 1, 1, 1, 7, 7, 2},   {2, 16, 28, 28, 32, 3, 2, 1, 1, 14, 14, 2},
                            {2, 16, 28, 28, 16, 5, 1, 2, 1, 28, 28, 2}, {2, 16, 28, 28, 16, 3, 1, 0, 1, 26, 26, 2},
                            {2, 16, 28, 28, 16, 3, 1, 1, 2, 28, 28, 2}};
-    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) assert_false(wino_ok(&no[i]));
+    assert_true(wino_fits(&no[0]));
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+        assert_false(wino_ok(&no[i]));
+        if (i > 0) assert_false(wino_fits(&no[i]));
+    }
 }
 
 // The direct stride-2 forward pass (nn/conv_direct.c, four phase planes): 3x3 (the unrolled
