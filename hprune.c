@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -537,6 +538,9 @@ int main(int argc, char **argv) {
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
+    // past a file-size limit (ulimit -f) a write fails with EFBIG, which is reported and its
+    // temporary file removed, instead of the signal killing the process and leaving that file
+    signal(SIGXFSZ, SIG_IGN);
     int rc;
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(HELP_MAIN, stdout);

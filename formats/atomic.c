@@ -15,6 +15,56 @@
 #define TMP_NAME ".hprune-XXXXXX"
 #define OUTPUT_MODE 0644  // mkstemp creates 0600; outputs are ordinary readable files
 
+// The temporary file behind an atomic stream (a glibc cookie stream): its descriptor and the
+// cause of its first failed write, which a FILE's error flag does not keep, so that a write that
+// fails before the commit still reads "No space left on device", not "Input/output error".
+typedef struct {
+    int fd;
+    int first_errno;  // 0 while every write has succeeded
+} Sink;
+
+// The stream's write: all of buf[0..n) to the descriptor (short writes and EINTR retried).
+// On failure records the cause (once) and returns the bytes written, fewer than n, which sets
+// the stream's error flag.
+static ssize_t sink_write(void *cookie, const char *buf, size_t n) {
+    Sink *s = cookie;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = write(s->fd, buf + done, n - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            if (!s->first_errno) s->first_errno = k < 0 ? errno : EIO;
+            errno = s->first_errno;
+            return (ssize_t)done;
+        }
+        done += (size_t)k;
+    }
+    return (ssize_t)n;
+}
+
+// The stream's close: fsyncs and closes the descriptor and frees the sink. 0, or -1 with errno
+// the first failed write's cause, else fsync's, else close's.
+static int sink_close(void *cookie) {
+    Sink *s = cookie;
+    int e = s->first_errno;
+    if (!e && fsync(s->fd) != 0) e = errno;
+    if (close(s->fd) != 0 && !e) e = errno;
+    free(s);
+    errno = e;
+    return e ? -1 : 0;
+}
+
+// A write-only stream over fd that reports its first write error's cause when closed (Sink);
+// NULL (fd left open) if it cannot be made.
+static FILE *sink_open(int fd) {
+    Sink *s = malloc(sizeof *s);
+    if (!s) return NULL;
+    *s = (Sink){.fd = fd};
+    FILE *f = fopencookie(s, "w", (cookie_io_functions_t){.write = sink_write, .close = sink_close});
+    if (!f) free(s);
+    return f;
+}
+
 // Flushes the directory holding path so that a rename into it is durable (best effort:
 // some file systems do not support fsync on directories).
 static void sync_parent_dir(const char *path) {
@@ -71,7 +121,7 @@ int atomic_open(const char *path, char **tmp_path, FILE **fp, HpErr *err) {
         *tmp_path = NULL;
         return -1;
     }
-    FILE *f = fdopen(fd, "wb");
+    FILE *f = sink_open(fd);
     if (!f) {
         int e = errno;
         close(fd);
@@ -84,14 +134,14 @@ int atomic_open(const char *path, char **tmp_path, FILE **fp, HpErr *err) {
     return 0;
 }
 
-// Flushes, fsyncs and closes fp, then renames tmp_path to path. Always closes fp and frees
-// tmp_path; on failure unlinks the temporary file and returns -1 naming path.
+// Flushes, fsyncs and closes fp (sink_close), then renames tmp_path to path. Always closes fp
+// and frees tmp_path; on failure unlinks the temporary file and returns -1 naming path and the
+// cause: the first failed write's, even one long before the commit.
 int atomic_commit(FILE *fp, char *tmp_path, const char *path, HpErr *err) {
-    int e = 0;
-    if (ferror(fp)) e = EIO;  // an earlier write failed (its errno is long gone)
-    if (!e && fflush(fp) != 0) e = errno;
-    if (!e && fsync(fileno(fp)) != 0) e = errno;
-    if (fclose(fp) != 0 && !e) e = errno;
+    const bool failed = ferror(fp);  // a write failed before (the sink kept its cause)
+    errno = 0;
+    int e = fclose(fp) != 0 ? (errno ? errno : EIO) : 0;
+    if (!e && failed) e = EIO;  // an error flag without a failed write (not expected)
     if (!e && rename(tmp_path, path) != 0) e = errno;
     if (e) {
         unlink(tmp_path);
