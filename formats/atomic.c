@@ -153,7 +153,8 @@ int atomic_commit(FILE *fp, char *tmp_path, const char *path, HpErr *err) {
     return 0;
 }
 
-// Closes fp (if not NULL), removes the temporary file and frees tmp_path.
+// Closes fp (if not NULL; its close flushes and fsyncs as any sink's does), removes the temporary
+// file and frees tmp_path.
 void atomic_abort(FILE *fp, char *tmp_path) {
     if (fp) fclose(fp);
     if (tmp_path) {

@@ -65,7 +65,9 @@ int graph_from_json(Model *m, const char *json, HpErr *err);
 int write_file_atomic(const char *path, const void *data, size_t len, HpErr *err);
 
 // Opens a temporary file beside path for writing; *tmp_path (caller frees) names it.
-// Finish with atomic_commit (rename into place) or atomic_abort (unlink).
+// Finish with atomic_commit (rename into place) or atomic_abort (unlink). *fp is a write-only
+// stream that keeps the cause of its first failed write for the commit's message: it has no
+// file descriptor (fileno is -1) and cannot seek.
 int atomic_open(const char *path, char **tmp_path, FILE **fp, HpErr *err);
 // Creates an empty temporary file beside path (the same directory, a short hidden name) and
 // returns its malloc'd name in *tmp_path: a place to write path's content before renaming it

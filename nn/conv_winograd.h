@@ -42,8 +42,8 @@ bool wino_fits(const ConvGeom *g);
 // conv2d_infer then uses. With AVX-512: wino_fits(g), and 16 products per tile over the tiles
 // computed (times 1.75 for the transforms) fewer than 9 per position over the direct kernel's
 // wide positions; on 28x28 and 14x14 planes it is, on 7x7 (the 16 tiles of 49 outputs take 32
-// lanes) it is not. Without AVX-512 never: there the direct kernel was the faster on every
-// ResNet-20 layer (conv_winograd.c).
+// lanes) it is not. Without AVX-512 never: there the direct kernel was the faster on most of
+// ResNet-20's layers, and on the whole network (conv_winograd.c).
 bool wino_ok(const ConvGeom *g);
 Wino wino_make(const ConvGeom *g);
 

@@ -42,10 +42,10 @@ void conv2d_forward_relu(const ConvGeom *g, const float *x, const float *w, cons
 void conv2d_forward_res(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
                         float *y, float *col, size_t col_stride);
 // Inference: as conv2d_forward_res (res may be NULL), by Winograd's F(2x2, 3x3) where its cost
-// model says that is faster (3x3, stride 1, pad 1; wino_ok in nn/conv_winograd.h: on ResNet-20
-// the 28x28 and 14x14 layers, not the 7x7 ones), which rounds differently: equal to
-// conv2d_forward_res up to a few units in the last place of the output's scale, not bit for
-// bit. The training and curvature passes do not use it.
+// model says that is faster (3x3, stride 1, pad 1; wino_ok in nn/conv_winograd.h: with AVX-512
+// ResNet-20's 28x28 and 14x14 layers, not the 7x7 ones; without AVX-512 none), which rounds
+// differently: equal to conv2d_forward_res up to a few units in the last place of the output's
+// scale, not bit for bit. The training and curvature passes do not use it.
 void conv2d_infer(const ConvGeom *g, const float *x, const float *w, const float *b, const float *res, bool relu,
                   float *y, float *col, size_t col_stride);
 // dy is (N, O, Ho, Wo). dw (O, C/groups, k, k) += ... (if not NULL), db (O) += ... (if not NULL),
