@@ -82,7 +82,7 @@ test: deps
 	@$(MAKE) --no-print-directory check-unit
 
 check-unit: $(BUILD)/hprune $(TEST_BIN)
-	@HPRUNE=$(BUILD)/hprune sh tests/run_all.sh $(TEST_BIN)
+	@CC="$(CC)" HPRUNE=$(BUILD)/hprune sh tests/run_all.sh $(TEST_BIN)
 
 # The same suite built with AddressSanitizer and UndefinedBehaviorSanitizer.
 sanitize: deps

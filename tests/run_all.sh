@@ -1,6 +1,6 @@
 #!/bin/sh
-# Runs every cmocka test binary given, then every tests/cli_*.sh; prints one summary line
-# "N passed, M failed" (counting test cases) and exits non-zero on any failure.
+# Runs every cmocka test binary given, then every tests/cli_*.sh and tests/build_*.sh; prints
+# one summary line "N passed, M failed" (counting test cases) and exits non-zero on any failure.
 # OpenMP threads sleep rather than spin while waiting, so a loaded machine does not stall the suite.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 passed=0; failed=0; failed_units=""
@@ -13,7 +13,7 @@ for t in "$@"; do
   passed=$((passed + p)); failed=$((failed + f))
   [ "$f" -gt 0 ] && failed_units="$failed_units $(basename "$t")" && printf '%s\n' "$out" | tail -40
 done
-for s in tests/cli_*.sh; do
+for s in tests/cli_*.sh tests/build_*.sh; do
   [ -f "$s" ] || continue
   out=$(HPRUNE="${HPRUNE:-./hprune}" sh "$s" 2>&1); rc=$?
   p=$(printf '%s\n' "$out" | grep -c '^ok ')
