@@ -158,6 +158,17 @@ for method in random l1 l2 taylor hap obd fisher obs obs-layer; do
 done
 pycheck "obs: the report records the Fisher (block size and grads as given, damp 1e-2 by default)" obs \
   "$T/out/obs.json" 32 500 0.01 true
+
+# ---- the log says how many channels score below zero (they go first): hap's Hutchinson
+# estimates can be negative; the Gauss-Newton diagonal and the filter norms cannot ----
+prune hap hap-neg --target-flops 0.5
+check "hap (4 probes): the log counts the channels scoring below zero, among the prunable ones" \
+  eval 'rc_is 0 && grep -E -q "^hap: [1-9][0-9]* of [0-9]+ channels score below zero and go first \(negative curvature estimates" "$CAP/err"'
+prune hap hap-ggn-neg --target-flops 0.5 --ggn
+check "hap --ggn: no channel scores below zero, and the log says nothing of it" \
+  eval 'rc_is 0 && ! grep -q "below zero" "$CAP/err"'
+prune l1 l1-neg --target-flops 0.5
+check "l1: no channel scores below zero, and the log says nothing of it" eval 'rc_is 0 && ! grep -q "below zero" "$CAP/err"'
 check "obs-layer: the report records its damping" grep -q '"layer_damp":[[:space:]]*0.01' "$T/out/obs-layer.json"
 check "l1: no OBS settings in its report" python3 -c 'import json, sys
 r = json.load(open(sys.argv[1]))
