@@ -172,7 +172,7 @@ static int check_reachable(const PruneJob *job, const Model *m, const GroupSet *
 
 // Logs how many prunable channels scored below zero, when any did: the selection removes them
 // first. For hap and obd on the Hutchinson diagonal a negative score is a curvature estimate
-// below zero, which at few probes is mostly noise (on a trained ResNet-20, 135 of 528 channels
+// below zero, which at few probes is mostly noise (on a trained ResNet-20, 135 of 448 channels
 // at 32 probes, nearly half the MACs: docs/pruning_resnet20.md).
 static void log_negative(const PruneJob *job, const GroupSet *gs, double *const *scores) {
     int neg = 0, all = 0;
