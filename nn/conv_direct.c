@@ -573,51 +573,37 @@ static size_t tap_offset(const DirectConv *d, int c, int ki, int kj) {
            (size_t)(kj >> 1);
 }
 
-void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_wide, float *dw) {
-    HP_ASSERT(d->stride == 1 || d->stride == 2);
+// The weight gradient of output channels [ob, ob + DC_DW_OB) (those below Oo) for taps
+// [t0, t0 + DC_DW_TAPS) (those below the count), by the tile that fits them.
+static void dw_block(const DirectConv *d, int n, const float *padded, const float *dy_wide, int ob, int t0,
+                     float *dw) {
     static const DwTileFn part[DC_DW_OB] = {NULL, dw_tile_1_0, dw_tile_2_0, dw_tile_3_0};
     static const DwTileFn full[DC_DW_NQ + 1] = {dw_tile_4_0, dw_tile_4_0, dw_tile_4_2, dw_tile_4_3,
                                                 dw_tile_4_4, dw_tile_4_5, dw_tile_4_6};
     const int k = d->k, taps = d->Ci * k * k, nq = d->Qr / DC_VL;
-    const DwTileFn full_tile = full[nq <= DC_DW_NQ ? nq : 0];
+    const int no = d->Oo - ob < DC_DW_OB ? d->Oo - ob : DC_DW_OB;
+    const int valid = taps - t0 < DC_DW_TAPS ? taps - t0 : DC_DW_TAPS;
+    size_t off[DC_DW_TAPS];
+    for (int j = 0; j < DC_DW_TAPS; j++) {
+        const int t = t0 + j;  // tap (c, ki, kj) in dw's order
+        off[j] = j < valid ? tap_offset(d, t / (k * k), t / k % k, t % k) : 0;
+    }
+    const DwTileFn tile = no < DC_DW_OB ? part[no] : full[nq <= DC_DW_NQ ? nq : 0];
+    tile(d, n, padded, dy_wide, ob, off, valid, dw + (size_t)ob * taps + (size_t)t0);
+}
+
+void direct_dw(const DirectConv *d, int n, const float *padded, const float *dy_wide, float *dw) {
+    HP_ASSERT(d->stride == 1 || d->stride == 2);
+    const int taps = d->Ci * d->k * d->k;
 #ifdef __AVX512F__
     // taps outer: a tile of taps' input rows (of the whole chunk) is reused by all output channels
-    int c = 0, ki = 0, kj = 0;  // the next tap, in dw's (c, ki, kj) order
-    for (int t0 = 0; t0 < taps; t0 += DC_DW_TAPS) {
-        const int valid = taps - t0 < DC_DW_TAPS ? taps - t0 : DC_DW_TAPS;
-        size_t off[DC_DW_TAPS];
-        for (int j = 0; j < DC_DW_TAPS; j++) {
-            off[j] = j < valid ? tap_offset(d, c, ki, kj) : 0;
-            if (++kj == k) {
-                kj = 0;
-                if (++ki == k) {
-                    ki = 0;
-                    c++;
-                }
-            }
-        }
-        for (int ob = 0; ob < d->Oo; ob += DC_DW_OB) {
-            const int no = d->Oo - ob < DC_DW_OB ? d->Oo - ob : DC_DW_OB;
-            const DwTileFn tile = no == DC_DW_OB ? full_tile : part[no];
-            tile(d, n, padded, dy_wide, ob, off, valid, dw + (size_t)ob * taps + (size_t)t0);
-        }
-    }
+    for (int t0 = 0; t0 < taps; t0 += DC_DW_TAPS)
+        for (int ob = 0; ob < d->Oo; ob += DC_DW_OB) dw_block(d, n, padded, dy_wide, ob, t0, dw);
 #else
     // output channels outer: a tile's dy rows (4 channels of the chunk) stay in the L1 cache over
     // all the taps, and an input channel's rows over its k * k taps. (Taps outer, the 2-tap tiles
     // read every channel's dy rows from L2 once per 2 taps: ResNet-20 training 3% slower.)
-    for (int ob = 0; ob < d->Oo; ob += DC_DW_OB) {
-        const int no = d->Oo - ob < DC_DW_OB ? d->Oo - ob : DC_DW_OB;
-        const DwTileFn tile = no == DC_DW_OB ? full_tile : part[no];
-        for (int t0 = 0; t0 < taps; t0 += DC_DW_TAPS) {
-            const int valid = taps - t0 < DC_DW_TAPS ? taps - t0 : DC_DW_TAPS;
-            size_t off[DC_DW_TAPS];
-            for (int j = 0; j < DC_DW_TAPS; j++) {
-                const int t = t0 + j;  // tap (c, ki, kj) in dw's order
-                off[j] = j < valid ? tap_offset(d, t / (k * k), t / k % k, t % k) : 0;
-            }
-            tile(d, n, padded, dy_wide, ob, off, valid, dw + (size_t)ob * taps + (size_t)t0);
-        }
-    }
+    for (int ob = 0; ob < d->Oo; ob += DC_DW_OB)
+        for (int t0 = 0; t0 < taps; t0 += DC_DW_TAPS) dw_block(d, n, padded, dy_wide, ob, t0, dw);
 #endif
 }
