@@ -146,7 +146,7 @@ static void set_provenance(Model *m, const Config *cfg, const char *config_path,
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
     cJSON_AddStringToObject(p, "date", date);
     free(m->provenance);
-    m->provenance = cJSON_PrintUnformatted(p);
+    m->provenance = json_text(p, false, NULL);
     cJSON_Delete(p);
 }
 
@@ -204,7 +204,7 @@ static int cmd_train(int argc, char **argv) {
 
     Dataset all, test, tr, val;
     load_dataset_or_die(cfg.dataset, cfg.data_dir, &all, &test);
-    dataset_split(&all, cfg.train.val_split, cfg.train.seed, &tr, &val);
+    if (dataset_split(&all, cfg.train.val_split, cfg.train.seed, &tr, &val, &err) < 0) die("%s", err.msg);
     dataset_free(&all);
 
     Model m;
@@ -215,7 +215,7 @@ static int cmd_train(int argc, char **argv) {
         parse_train_state(ckpt, ts, &state);
         free(ts);
         if (strcmp(m.arch, cfg.arch) != 0) die("%s: checkpoint is a %s, the config trains a %s", ckpt, m.arch, cfg.arch);
-        if (!state.momentum) state.momentum = hp_calloc(m.n_params, sizeof(float));
+        if (!state.momentum) state.momentum = xcalloc(m.n_params, sizeof(float));
         fprintf(stderr, "resuming %s from epoch %d of %d\n", ckpt, state.next_epoch + 1, cfg.train.epochs);
     } else {
         Shape in = {tr.c, tr.h, tr.w};
@@ -224,7 +224,7 @@ static int cmd_train(int argc, char **argv) {
         rng_seed(&rng, cfg.train.seed, 0);
         model_init_params(&m, &rng);
         dataset_channel_stats(&tr, m.norm_mean, m.norm_std);
-        state.momentum = hp_calloc(m.n_params, sizeof(float));
+        state.momentum = xcalloc(m.n_params, sizeof(float));
     }
     if (m.input.c != tr.c || m.input.h != tr.h || m.input.w != tr.w)
         die("%s: model takes %dx%dx%d inputs, dataset has %dx%dx%d", resume ? ckpt : config_path, m.input.c, m.input.h,
@@ -238,8 +238,9 @@ static int cmd_train(int argc, char **argv) {
     if (rc < 0) die("%s", err.msg);
     if (ui.last_test_acc < 0) {  // nothing left to train: report the model as it is
         Workspace ws;
-        ws_init(&ws, &m, 256, threads);
-        evaluate(&m, &ws, &test, &ui.last_test_loss, &ui.last_test_acc);
+        if (ws_init(&ws, &m, 256, threads, &err) < 0 ||
+            evaluate(&m, &ws, &test, &ui.last_test_loss, &ui.last_test_acc, &err) < 0)
+            die("%s", err.msg);
         ws_free(&ws);
     }
     set_provenance(&m, &cfg, config_path, ui.last_test_acc, ui.last_test_loss, now_s() - t0);
@@ -294,10 +295,11 @@ static int cmd_eval(int argc, char **argv) {
     load_model_dataset_or_die(&m, path, dataset, data, &tr, &test, name, sizeof name);
     dataset_free(&tr);
     Workspace ws;
-    ws_init(&ws, &m, batch, threads);
+    HpErr err;
+    if (ws_init(&ws, &m, batch, threads, &err) < 0) die("%s: %s (lower --batch-size)", path, err.msg);
     double t0 = now_s();
     float loss, acc;
-    evaluate(&m, &ws, &test, &loss, &acc);
+    if (evaluate(&m, &ws, &test, &loss, &acc, &err) < 0) die("%s: %s", path, err.msg);
     double dt = now_s() - t0;
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -307,7 +309,7 @@ static int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "accuracy", round(acc * 1e6) / 1e6);
         cJSON_AddNumberToObject(o, "loss", round(loss * 1e6) / 1e6);
         cJSON_AddNumberToObject(o, "seconds", round(dt * 1e3) / 1e3);
-        char *text = cJSON_PrintUnformatted(o);
+        char *text = json_text(o, false, NULL);
         puts(text);
         free(text);
         cJSON_Delete(o);
@@ -458,7 +460,7 @@ static void print_info_json(const Model *m, const char *source, const GroupSet *
         cJSON *prov = cJSON_Parse(m->provenance);
         if (prov) cJSON_AddItemToObject(root, "provenance", prov);
     }
-    char *text = cJSON_PrintUnformatted(root);
+    char *text = json_text(root, false, NULL);
     puts(text);
     free(text);
     cJSON_Delete(root);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/xalloc.h"
 #include "hessian/hvp.h"
 #include "nn/data.h"
 #include "nn/nn.h"
@@ -204,16 +205,16 @@ static int bench_init(Bench *b, const char *arch, int batch, int threads, uint64
     if (arch_build(&b->m, arch, (Shape){1, 28, 28}, 10, err) < 0) return -1;
     rng_seed(&b->rng, seed, 0);
     model_init_params(&b->m, &b->rng);
-    ws_init(&b->ws, &b->m, batch, threads);
+    if (ws_init(&b->ws, &b->m, batch, threads, err) < 0) return -1;
     b->batch = batch;
     size_t in_len = (size_t)batch * shape_numel(b->m.input);
-    b->x = hp_malloc(in_len * sizeof(float));
+    b->x = xmalloc(in_len * sizeof(float));
     for (size_t i = 0; i < in_len; i++) b->x[i] = rng_normal(&b->rng);
-    b->labels = hp_malloc((size_t)batch * sizeof(int));
+    b->labels = xmalloc((size_t)batch * sizeof(int));
     for (int i = 0; i < batch; i++) b->labels[i] = (int)rng_below(&b->rng, (uint64_t)b->m.n_classes);
-    b->dlogits = hp_malloc((size_t)batch * (size_t)b->m.n_classes * sizeof(float));
-    b->grad = hp_calloc(b->m.n_params, sizeof(float));
-    b->mom = hp_calloc(b->m.n_params, sizeof(float));
+    b->dlogits = xmalloc((size_t)batch * (size_t)b->m.n_classes * sizeof(float));
+    b->grad = xcalloc(b->m.n_params, sizeof(float));
+    b->mom = xcalloc(b->m.n_params, sizeof(float));
     return 0;
 }
 
@@ -287,7 +288,7 @@ static int calibrate(Bench *b, StepFn fn, double min_block) {
 static Timing measure(Bench *b, StepFn fn, const Options *o) {
     time_steps(b, fn, o->warmup);
     Timing tm = {.steps_per_block = calibrate(b, fn, o->min_block)};
-    double *ips = hp_malloc((size_t)o->reps * sizeof(double));
+    double *ips = xmalloc((size_t)o->reps * sizeof(double));
     for (int r = 0; r < o->reps; r++) {
         double t = time_steps(b, fn, tm.steps_per_block);
         ips[r] = (double)tm.steps_per_block * b->batch / t;
@@ -312,7 +313,7 @@ static bool has_batchnorm(const Model *m) {
 // the curvature batch (momentum 1 for that pass), so eval-mode activations keep a trained-like scale.
 static void calibrate_bn(Bench *b) {
     Model *m = &b->m;
-    float *saved = hp_malloc((size_t)m->n_nodes * sizeof(float));
+    float *saved = xmalloc((size_t)m->n_nodes * sizeof(float));
     for (int i = 0; i < m->n_nodes; i++) {
         saved[i] = m->nodes[i].momentum;
         if (m->nodes[i].op == OP_BATCHNORM2D) m->nodes[i].momentum = 1.0f;
@@ -332,19 +333,23 @@ static void curv_prepare(Bench *b, uint64_t seed) {
     model_init_params(m, &b->rng);
     Rng r;
     rng_seed(&r, seed, CURV_STREAM);
-    dataset_alloc(&b->data, b->batch, m->input.c, m->input.h, m->input.w, m->n_classes);
+    HpErr err;
+    if (dataset_alloc(&b->data, b->batch, m->input.c, m->input.h, m->input.w, m->n_classes, &err) < 0) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        exit(1);
+    }
     size_t n_bytes = (size_t)b->batch * shape_numel(m->input);
     for (size_t i = 0; i < n_bytes; i++) b->data.images[i] = (uint8_t)rng_below(&r, 256);
     for (int i = 0; i < b->batch; i++) b->data.labels[i] = (uint8_t)rng_below(&r, (uint64_t)m->n_classes);
-    b->idx = hp_malloc((size_t)b->batch * sizeof(int));
+    b->idx = xmalloc((size_t)b->batch * sizeof(int));
     for (int i = 0; i < b->batch; i++) b->idx[i] = i;
     for (int c = 0; c < m->input.c; c++) {
         m->norm_mean[c] = 0.5f;
         m->norm_std[c] = 0.25f;
     }
     calibrate_bn(b);
-    b->v = hp_malloc(m->n_params * sizeof(float));
-    b->out = hp_malloc(m->n_params * sizeof(float));
+    b->v = xmalloc(m->n_params * sizeof(float));
+    b->out = xmalloc(m->n_params * sizeof(float));
     for (size_t j = 0; j < m->n_params; j++) b->v[j] = rng_normal(&r);
 }
 

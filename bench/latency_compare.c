@@ -55,7 +55,11 @@ int main(int argc, char **argv) {
     }
     double *t = malloc((size_t)n * (size_t)rounds * sizeof(double)), ips;
     for (int r = 0; r < rounds; r++)
-        for (int k = 0; k < n; k++) t[k * rounds + r] = model_latency(&m[k], &test, batch, 5, &ips);
+        for (int k = 0; k < n; k++)
+            if (model_latency(&m[k], &test, batch, 5, &t[k * rounds + r], &ips, &err) < 0) {
+                fprintf(stderr, "latency_compare: %s\n", err.msg);
+                return 1;
+            }
     printf("inference, batch %d, %d threads, median of %d interleaved rounds (each the median of 5 passes);\n"
            "speed-up: the median of the rounds' ratios to the first model (their range)\n",
            batch, threads, rounds);

@@ -10,6 +10,7 @@
 #include "../nn/data.h"
 #include "../nn/nn.h"
 #include "../nn/train.h"
+#include "xalloc.h"
 
 #define HPRUNE_VERSION "0.1.0"
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
@@ -103,6 +104,13 @@ void outputs_fail(Outputs *o, const char *msg) __attribute__((noreturn));
 // Renames every staged file onto its target; if one fails, puts back the targets' earlier files
 // (or removes the new ones), removes the rest and exits.
 void outputs_commit(Outputs *o);
+// count * size bytes (zeroed if zero), or, out of memory, fails o (removes its staged files,
+// prints the error, exits with status 1).
+void *outputs_alloc(Outputs *o, size_t count, size_t size, bool zero);
+// The text of j, formatted (cJSON_Print) or on one line, to free; out of memory, fails o (when
+// files are staged) or exits with the error.
+struct cJSON;
+char *json_text(const struct cJSON *j, bool formatted, Outputs *o);
 // The end of a command: flushes standard output (the summary printed before), then commits;
 // a standard output that cannot be written fails the outputs too.
 void outputs_finish(Outputs *o);

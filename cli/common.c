@@ -278,6 +278,20 @@ void outputs_fail(Outputs *o, const char *msg) {
     die("%s", out);
 }
 
+void *outputs_alloc(Outputs *o, size_t count, size_t size, bool zero) {
+    HpErr err;
+    void *p = zero ? hp_zalloc(count, size, &err) : hp_alloc(count, size, &err);
+    if (!p) outputs_fail(o, err.msg);
+    return p;
+}
+
+char *json_text(const cJSON *j, bool formatted, Outputs *o) {
+    char *text = formatted ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
+    if (text) return text;
+    if (o) outputs_fail(o, "out of memory: cannot format the JSON text");
+    die("out of memory: cannot format the JSON text");
+}
+
 // A fresh name beside path for a hard link to its present file (malloc'd), or NULL when path
 // does not exist as a file (nothing to keep) or no link can be made.
 static char *keep_old(const char *path) {

@@ -501,7 +501,7 @@ static void hess_setup(const HessOpts *o, Model *m, Dataset *train, Curvature *c
     load_train(o, m, train);
     long n = o->samples == -1 ? train->n : o->samples > 0 ? o->samples : (long)(o->batches ? o->batches : 1) * o->batch;
     if (n > train->n) die("%s: asked for %ld samples, the training set has %d", o->model, n, train->n);
-    int *idx = hp_malloc((size_t)n * sizeof(int));
+    int *idx = xmalloc((size_t)n * sizeof(int));
     for (long i = 0; i < n; i++) idx[i] = (int)i;
     HpErr err;
     if (curv_init(c, m, train, idx, (int)n, o->batch, o->bn, o->op, &err) < 0) die("%s: %s", o->model, err.msg);
@@ -515,7 +515,7 @@ static void on_images(long done, long total, void *user) { progress_update(user,
 static void exact_trace(Curvature *c, const Model *m, const uint32_t *group_of, HessResults *r) {
     HpErr err;
     Progress pr;
-    float *diag = hp_malloc(m->n_params * sizeof(float));
+    float *diag = xmalloc(m->n_params * sizeof(float));
     double t0 = now_s();
     progress_init(&pr, "exact diagonal");
     if (curv_ggn_diag(c, diag, on_images, &pr, &err) < 0) die("%s", err.msg);
@@ -554,10 +554,11 @@ static void run_trace(const HessOpts *o, Curvature *c, LinOp *op, const Model *m
     Rng rng;
     Progress pr;
     if (o->trace) {
-        uint32_t *group_of = hp_malloc(m->n_params * sizeof(uint32_t));
-        r->n_groups = param_groups(m, o->per, group_of, &r->groups);
-        r->group_trace = hp_calloc((size_t)r->n_groups, sizeof(double));
-        r->group_se = hp_calloc((size_t)r->n_groups, sizeof(double));
+        uint32_t *group_of = xmalloc(m->n_params * sizeof(uint32_t));
+        r->n_groups = param_groups(m, o->per, group_of, &r->groups, &err);
+        if (r->n_groups < 0) die("%s", err.msg);
+        r->group_trace = xcalloc((size_t)r->n_groups, sizeof(double));
+        r->group_se = xcalloc((size_t)r->n_groups, sizeof(double));
         if (o->exact)
             exact_trace(c, m, group_of, r);
         else
@@ -602,15 +603,15 @@ static void run_eigs(const HessOpts *o, LinOp *op, const Model *m, HessResults *
     if (o->landscape && k < 2) k = 2;
     if (k > 0) {  // k fits the model: check_counts
         r->n_top = k;
-        r->top = hp_calloc((size_t)k, sizeof(double));
-        r->top_res = hp_calloc((size_t)k, sizeof(double));
-        r->top_vecs = o->landscape ? hp_malloc((size_t)k * m->n_params * sizeof(float)) : NULL;
+        r->top = xcalloc((size_t)k, sizeof(double));
+        r->top_res = xcalloc((size_t)k, sizeof(double));
+        r->top_vecs = o->landscape ? xmalloc((size_t)k * m->n_params * sizeof(float)) : NULL;
         run_lanczos(o, op, EIG_LARGEST, k, r->top, r->top_res, r->top_vecs, &r->top_steps, &r->top_converged, 201);
     }
     if (o->neg_eigs > 0) {
         r->n_neg = o->neg_eigs;
-        r->neg = hp_calloc((size_t)r->n_neg, sizeof(double));
-        r->neg_res = hp_calloc((size_t)r->n_neg, sizeof(double));
+        r->neg = xcalloc((size_t)r->n_neg, sizeof(double));
+        r->neg_res = xcalloc((size_t)r->n_neg, sizeof(double));
         run_lanczos(o, op, EIG_SMALLEST, r->n_neg, r->neg, r->neg_res, NULL, &r->neg_steps, &r->neg_converged, 202);
     }
 }
@@ -644,7 +645,7 @@ static void write_density(const HessOpts *o, const HessResults *r, Outputs *outs
     if (plot_lines(outputs_stage(outs, o->density), title, "eigenvalue", "density", &s, 1, &po, &err) < 0)
         outputs_fail(outs, err.msg);
     const char *header[] = {"eigenvalue", "density"};
-    double *rows = hp_malloc((size_t)r->slq.grid_points * 2 * sizeof(double));
+    double *rows = outputs_alloc(outs, (size_t)r->slq.grid_points * 2, sizeof(double), false);
     for (int i = 0; i < r->slq.grid_points; i++) {
         rows[2 * i] = r->slq.grid[i];
         rows[2 * i + 1] = r->slq.density[i];
@@ -660,9 +661,9 @@ static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
     Progress pr;
     size_t P = c->m->n_params;
     int n = o->points;
-    r->alpha = hp_malloc((size_t)n * sizeof(double));
-    r->loss_1d = hp_malloc((size_t)n * sizeof(double));
-    r->loss_2d = hp_malloc((size_t)n * n * sizeof(double));
+    r->alpha = xmalloc((size_t)n * sizeof(double));
+    r->loss_1d = xmalloc((size_t)n * sizeof(double));
+    r->loss_2d = xmalloc((size_t)n * n * sizeof(double));
     progress_init(&pr, "landscape 1-D");
     if (landscape_1d(c, r->top_vecs, o->radius, n, r->alpha, r->loss_1d, on_evals, &pr, &err) < 0) die("%s", err.msg);
     progress_done(&pr);
@@ -686,7 +687,7 @@ static void write_landscape(const HessOpts *o, const HessResults *r, Outputs *ou
                    1, NULL, &err) < 0)
         outputs_fail(outs, err.msg);
     const char *h1[] = {"alpha", "loss"};
-    double *rows = hp_malloc((size_t)n * n * 3 * sizeof(double));
+    double *rows = outputs_alloc(outs, (size_t)n * n * 3, sizeof(double), false);
     for (int i = 0; i < n; i++) {
         rows[2 * i] = r->alpha[i];
         rows[2 * i + 1] = r->loss_1d[i];
@@ -709,8 +710,8 @@ static void write_csv(const HessOpts *o, const HessResults *r, Outputs *outs) {
     HpErr err;
     if (r->have_trace) {
         const char *header[] = {"group", "params", "trace", "stderr", "trace_per_param"};
-        const char **labels = hp_malloc((size_t)r->n_groups * sizeof(char *));
-        double *rows = hp_malloc((size_t)r->n_groups * 4 * sizeof(double));
+        const char **labels = outputs_alloc(outs, (size_t)r->n_groups, sizeof(char *), false);
+        double *rows = outputs_alloc(outs, (size_t)r->n_groups * 4, sizeof(double), false);
         for (int g = 0; g < r->n_groups; g++) {
             labels[g] = r->groups[g].name;
             double np = (double)r->groups[g].n_params;
@@ -728,8 +729,8 @@ static void write_csv(const HessOpts *o, const HessResults *r, Outputs *outs) {
     }
     const char *header[] = {"end", "index", "eigenvalue", "residual"};
     int n = r->n_top + r->n_neg;
-    const char **labels = hp_malloc((size_t)(n ? n : 1) * sizeof(char *));
-    double *rows = hp_malloc((size_t)(n ? n : 1) * 3 * sizeof(double));
+    const char **labels = outputs_alloc(outs, (size_t)(n ? n : 1), sizeof(char *), false);
+    double *rows = outputs_alloc(outs, (size_t)(n ? n : 1) * 3, sizeof(double), false);
     for (int i = 0; i < n; i++) {
         bool top = i < r->n_top;
         int j = top ? i : i - r->n_top;
@@ -811,7 +812,7 @@ static void json_array(cJSON *obj, const char *key, const double *v, int n) {
 }
 
 // Prints the JSON result (stable keys, documented in the README).
-static void print_json(const HessOpts *o, const Model *m, const Curvature *c, const HessResults *r) {
+static void print_json(const HessOpts *o, const Model *m, const Curvature *c, const HessResults *r, Outputs *outs) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", o->model);
     cJSON_AddStringToObject(root, "arch", m->arch);
@@ -881,7 +882,7 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
     }
     cJSON_AddNumberToObject(root, "products", (double)r->products);
     cJSON_AddNumberToObject(root, "seconds", round(r->seconds * 1000) / 1000);
-    char *text = cJSON_PrintUnformatted(root);
+    char *text = json_text(root, false, outs);
     puts(text);
     free(text);
     cJSON_Delete(root);
@@ -949,22 +950,23 @@ static void on_fisher(long done, long total, void *user) { progress_update(user,
 // Scores every output channel of every conv and linear (filter and bias jointly).
 static void obs_channels(const Model *m, ObsResults *r) {
     size_t n = m->n_params;
-    uint32_t *group_of = hp_malloc(n * sizeof(uint32_t));
+    uint32_t *group_of = xmalloc(n * sizeof(uint32_t));
     GroupInfo *all;
-    int n_all = param_groups(m, GROUP_CHANNEL, group_of, &all);
-    uint32_t *keep = hp_malloc((size_t)n_all * sizeof(uint32_t));
-    r->groups = hp_malloc((size_t)n_all * sizeof(GroupInfo));
+    HpErr err;
+    int n_all = param_groups(m, GROUP_CHANNEL, group_of, &all, &err);
+    if (n_all < 0) die("%s", err.msg);
+    uint32_t *keep = xmalloc((size_t)n_all * sizeof(uint32_t));
+    r->groups = xmalloc((size_t)n_all * sizeof(GroupInfo));
     for (int g = 0; g < n_all; g++) {
         OpKind op = m->nodes[all[g].node].op;
         keep[g] = op == OP_CONV2D || op == OP_LINEAR ? (uint32_t)r->n_groups : UINT32_MAX;
         if (keep[g] != UINT32_MAX) r->groups[r->n_groups++] = all[g];
     }
     for (size_t i = 0; i < n; i++) group_of[i] = keep[group_of[i]];
-    r->score = hp_calloc((size_t)r->n_groups, sizeof(double));
-    r->sq_norm = hp_calloc((size_t)r->n_groups, sizeof(double));
+    r->score = xcalloc((size_t)r->n_groups, sizeof(double));
+    r->sq_norm = xcalloc((size_t)r->n_groups, sizeof(double));
     for (size_t i = 0; i < n; i++)
         if (group_of[i] != UINT32_MAX) r->sq_norm[group_of[i]] += (double)m->params[i] * m->params[i];
-    HpErr err;
     if (obs_group_scores(&r->f, m->params, group_of, (size_t)r->n_groups, r->score, &err) < 0) die("%s", err.msg);
     free(group_of), free(keep), free(all);
 }
@@ -983,7 +985,7 @@ static void obs_run(const HessOpts *o, Model *m, const Dataset *train, ObsResult
     double t1 = now_s();
     r->build_seconds = t1 - t0;
     if (o->obs_per_weight) {
-        r->score = hp_malloc(m->n_params * sizeof(double));
+        r->score = xmalloc(m->n_params * sizeof(double));
         obs_weight_scores(&r->f, m->params, r->score);
     } else {
         obs_channels(m, r);
@@ -999,7 +1001,7 @@ static int cmp_double(const void *a, const void *b) {
 
 // Minimum, median and maximum of v[0..n) (n >= 1).
 static void summary3(const double *v, size_t n, double out[3]) {
-    double *c = hp_malloc(n * sizeof(double));
+    double *c = xmalloc(n * sizeof(double));
     memcpy(c, v, n * sizeof(double));
     qsort(c, n, sizeof(double), cmp_double);
     out[0] = c[0];
@@ -1014,8 +1016,8 @@ static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r
     HpErr err;
     if (!o->obs_per_weight) {
         const char *header[] = {"group", "params", "obs_score", "sq_norm"};
-        const char **labels = hp_malloc((size_t)(r->n_groups ? r->n_groups : 1) * sizeof(char *));
-        double *rows = hp_malloc((size_t)(r->n_groups ? r->n_groups : 1) * 3 * sizeof(double));
+        const char **labels = outputs_alloc(outs, (size_t)(r->n_groups ? r->n_groups : 1), sizeof(char *), false);
+        double *rows = outputs_alloc(outs, (size_t)(r->n_groups ? r->n_groups : 1) * 3, sizeof(double), false);
         for (int g = 0; g < r->n_groups; g++) {
             labels[g] = r->groups[g].name;
             rows[3 * g] = (double)r->groups[g].n_params;
@@ -1028,11 +1030,11 @@ static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r
         return;
     }
     int nt = model_tensors(m, NULL, 0);
-    TensorRef *t = hp_malloc((size_t)nt * sizeof(TensorRef));
+    TensorRef *t = outputs_alloc(outs, (size_t)nt, sizeof(TensorRef), false);
     model_tensors(m, t, nt);
     const char *header[] = {"tensor", "index", "weight", "obs_score"};
-    const char **labels = hp_malloc(m->n_params * sizeof(char *));
-    double *rows = hp_malloc(m->n_params * 3 * sizeof(double));
+    const char **labels = outputs_alloc(outs, m->n_params, sizeof(char *), false);
+    double *rows = outputs_alloc(outs, m->n_params * 3, sizeof(double), false);
     size_t at = 0;
     for (int k = 0; k < nt; k++) {
         if (!t[k].is_param) continue;
@@ -1051,10 +1053,10 @@ static void obs_write_csv(const HessOpts *o, const Model *m, const ObsResults *r
 }
 
 // Prints the per-layer table of channel scores.
-static void obs_print_channels(const HessOpts *o, const Model *m, const ObsResults *r) {
+static void obs_print_channels(const HessOpts *o, const Model *m, const ObsResults *r, Outputs *outs) {
     printf("%-28s %8s %9s %12s %12s %12s  %s\n", "layer", "channels", "params/ch", "min score", "median", "max score",
            "cheapest");
-    double *v = hp_malloc((size_t)(r->n_groups ? r->n_groups : 1) * sizeof(double));
+    double *v = outputs_alloc(outs, (size_t)(r->n_groups ? r->n_groups : 1), sizeof(double), false);
     for (int i = 0; i < m->n_nodes; i++) {
         int cnt = 0, best = -1;
         for (int g = 0; g < r->n_groups; g++)
@@ -1102,9 +1104,9 @@ static const TensorRef *tensor_of(const Model *m, const TensorRef *t, int nt, si
 #define OBS_SMALLEST 10  // single-weight scores listed
 
 // Prints the per-tensor table of single-weight scores and the smallest ones.
-static void obs_print_weights(const Model *m, const ObsResults *r) {
+static void obs_print_weights(const Model *m, const ObsResults *r, Outputs *outs) {
     int nt = model_tensors(m, NULL, 0);
-    TensorRef *t = hp_malloc((size_t)nt * sizeof(TensorRef));
+    TensorRef *t = outputs_alloc(outs, (size_t)nt, sizeof(TensorRef), false);
     model_tensors(m, t, nt);
     printf("%-36s %9s %12s %12s %12s\n", "tensor", "params", "min score", "median", "max score");
     for (int k = 0; k < nt; k++) {
@@ -1127,7 +1129,7 @@ static void obs_print_weights(const Model *m, const ObsResults *r) {
 }
 
 // Prints the human-readable OBS summary.
-static void obs_print(const HessOpts *o, const Model *m, const ObsResults *r) {
+static void obs_print(const HessOpts *o, const Model *m, const ObsResults *r, Outputs *outs) {
     size_t S = 0;
     for (int b = 0; b < r->f.n_blocks; b++)
         if (r->f.start[b + 1] - r->f.start[b] > S) S = r->f.start[b + 1] - r->f.start[b];
@@ -1136,15 +1138,15 @@ static void obs_print(const HessOpts *o, const Model *m, const ObsResults *r) {
            o->model, m->arch, m->n_params, r->fo.n_grads, r->fo.grad_batch, r->fo.grad_batch == 1 ? "" : "s",
            r->f.n_blocks, S, r->fo.damp);
     if (o->obs_per_weight)
-        obs_print_weights(m, r);
+        obs_print_weights(m, r, outs);
     else
-        obs_print_channels(o, m, r);
+        obs_print_channels(o, m, r, outs);
     printf("Fisher inverse in %.1f s (about %.0f MiB at the peak), scores in %.2f s\n", r->build_seconds,
            (double)r->bytes / (1024.0 * 1024.0), r->score_seconds);
 }
 
 // Prints the OBS result as one JSON object (keys in the README).
-static void obs_print_json(const HessOpts *o, const Model *m, const ObsResults *r) {
+static void obs_print_json(const HessOpts *o, const Model *m, const ObsResults *r, Outputs *outs) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", o->model);
     cJSON_AddStringToObject(root, "arch", m->arch);
@@ -1172,7 +1174,7 @@ static void obs_print_json(const HessOpts *o, const Model *m, const ObsResults *
         }
     } else {
         int nt = model_tensors(m, NULL, 0);
-        TensorRef *t = hp_malloc((size_t)nt * sizeof(TensorRef));
+        TensorRef *t = outputs_alloc(outs, (size_t)nt, sizeof(TensorRef), false);
         model_tensors(m, t, nt);
         cJSON *tensors = cJSON_AddArrayToObject(ob, "tensors");
         for (int k = 0; k < nt; k++) {
@@ -1190,7 +1192,7 @@ static void obs_print_json(const HessOpts *o, const Model *m, const ObsResults *
         free(t);
     }
     cJSON_AddNumberToObject(root, "seconds", round((r->build_seconds + r->score_seconds) * 1000) / 1000);
-    char *text = cJSON_PrintUnformatted(root);
+    char *text = json_text(root, false, outs);
     puts(text);
     free(text);
     cJSON_Delete(root);
@@ -1208,9 +1210,9 @@ static void obs_command(const HessOpts *o, Model *m) {
     Outputs outs = {0};
     if (o->csv) obs_write_csv(o, m, &r, &outs);
     if (o->json)
-        obs_print_json(o, m, &r);
+        obs_print_json(o, m, &r, &outs);
     else
-        obs_print(o, m, &r);
+        obs_print(o, m, &r, &outs);
     outputs_finish(&outs);
     fisher_free(&r.f);
     free(r.groups), free(r.score), free(r.sq_norm);
@@ -1252,7 +1254,7 @@ int cmd_hessian(int argc, char **argv) {
     if (o.landscape) write_landscape(&o, &r, &outs);
     if (o.csv) write_csv(&o, &r, &outs);
     if (o.json)
-        print_json(&o, &m, &c, &r);
+        print_json(&o, &m, &c, &r, &outs);
     else
         print_summary(&o, &m, &c, &r);
     outputs_finish(&outs);

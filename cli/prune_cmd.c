@@ -339,6 +339,8 @@ static char *command_line(int argc, char *const *argv) {
         sb_printf(&b, " ");
         sb_shell_word(&b, argv[i]);
     }
+    HpErr err;
+    if (sb_status(&b, &err) < 0) die("%s", err.msg);
     return b.s;
 }
 
@@ -444,7 +446,8 @@ static void md_code(StrBuf *t, const char *s) {
 }
 
 // Builds the report as Markdown text (malloc'd).
-static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd) {
+static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd,
+                       Outputs *out) {
     StrBuf t = {0};
     sb_printf(&t, "# hprune prune: %s, %s -%.0f%%\n\n", criterion_name(o->crit.method), target_kind_name(o->target.kind),
               100 * o->target.ratio);
@@ -476,6 +479,8 @@ static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const
               "| pruned | %.2f | %.0f |\n| speed-up | %.2fx | |\n\n",
               r->lat_orig_ms, r->ips_orig, r->lat_pruned_ms, r->ips_pruned, r->lat_orig_ms / r->lat_pruned_ms);
     sb_printf(&t, "scoring %.1fs, fine-tuning %.1fs, total %.1fs\n", r->score_s, r->finetune_s, r->total_s);
+    HpErr err;
+    if (sb_status(&t, &err) < 0) outputs_fail(out, err.msg);
     return t.s;
 }
 
@@ -486,10 +491,10 @@ static void write_report(const PruneOpts *o, const Model *a, const Model *b, con
     char *text;
     if (strcmp(strrchr(o->report, '.'), ".json") == 0) {
         cJSON *j = report_json(o, a, b, r, cmd);
-        text = cJSON_Print(j);
+        text = json_text(j, true, out);
         cJSON_Delete(j);
     } else
-        text = report_md(o, a, b, r, cmd);
+        text = report_md(o, a, b, r, cmd, out);
     HpErr err;
     int rc = write_file_atomic(path, text, strlen(text), &err);
     free(text);
@@ -543,7 +548,7 @@ static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcom
     cJSON_DeleteItemFromObjectCaseSensitive(p, "prune");
     cJSON_AddItemToObject(p, "prune", q);
     free(m->provenance);
-    m->provenance = cJSON_PrintUnformatted(p);
+    m->provenance = json_text(p, false, NULL);
     cJSON_Delete(p);
 }
 
@@ -575,9 +580,9 @@ int cmd_prune(int argc, char **argv) {
     load_model_or_die(&m, o.model);
     Dataset train, test;
     load_model_dataset_or_die(&m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
-    model_copy(&orig, &m);
     PruneOutcome r;
     HpErr err;
+    if (model_copy(&orig, &m, &err) < 0) die("%s: %s", o.model, err.msg);
     if (prune_run(&job, &m, &train, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
     set_prune_provenance(&o, &m, &r, cmd);
     write_outputs(&o, &orig, &m, &r, cmd);

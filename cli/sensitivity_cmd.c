@@ -171,8 +171,8 @@ static void write_csv(const char *path, const SensResult *r, const double *ratio
     static const char *const header[] = {"group", "channels", "params", "trace", "trace_per_param", "ratio",
                                          "removed", "accuracy", "accuracy_drop"};
     int n = r->n_groups * r->n_ratios, nc = 8;
-    double *rows = hp_malloc((size_t)n * (size_t)nc * sizeof(double));
-    const char **labels = hp_malloc((size_t)n * sizeof(char *));
+    double *rows = outputs_alloc(out, (size_t)n * (size_t)nc, sizeof(double), false);
+    const char **labels = outputs_alloc(out, (size_t)n, sizeof(char *), false);
     for (int g = 0, k = 0; g < r->n_groups; g++)
         for (int i = 0; i < r->n_ratios; i++, k++) {
             const SensGroup *s = &r->groups[g];
@@ -193,8 +193,8 @@ static void write_csv(const char *path, const SensResult *r, const double *ratio
 static void write_chart(const char *png, const char *svg, const char *model, const SensResult *r, const double *ratios,
                         Outputs *out) {
     int np = r->n_ratios + 1;
-    double *xy = hp_malloc((size_t)r->n_groups * 2 * (size_t)np * sizeof(double));
-    PlotSeries *s = hp_calloc((size_t)r->n_groups, sizeof *s);
+    double *xy = outputs_alloc(out, (size_t)r->n_groups * 2 * (size_t)np, sizeof(double), false);
+    PlotSeries *s = outputs_alloc(out, (size_t)r->n_groups, sizeof *s, true);
     for (int g = 0; g < r->n_groups; g++) {
         double *x = xy + (size_t)g * 2 * np, *y = x + np;
         x[0] = 0, y[0] = 100 * r->acc_orig;
@@ -214,11 +214,13 @@ static void write_chart(const char *png, const char *svg, const char *model, con
 }
 
 // Prints the groups ranked by mean accuracy drop, with their traces and trace ranks, and the
-// rank correlation of the two.
-static void print_ranking(const SensCli *o, const SensResult *r, int n_test) {
+// rank correlation of the two; out of memory, fails out (its staged files).
+static void print_ranking(const SensCli *o, const SensResult *r, int n_test, Outputs *out) {
     int n = r->n_groups;
-    double *drop = hp_malloc((size_t)n * sizeof(double)), *tpp = hp_malloc((size_t)n * sizeof(double));
-    int *order = hp_malloc((size_t)n * sizeof(int)), *trank = hp_malloc((size_t)n * sizeof(int));
+    double *drop = outputs_alloc(out, (size_t)n, sizeof(double), false);
+    double *tpp = outputs_alloc(out, (size_t)n, sizeof(double), false);
+    int *order = outputs_alloc(out, (size_t)n, sizeof(int), false);
+    int *trank = outputs_alloc(out, (size_t)n, sizeof(int), false);
     for (int g = 0; g < n; g++) drop[g] = mean_drop(r, g), tpp[g] = per_param(&r->groups[g]), order[g] = g;
     for (int g = 0; g < n; g++) {  // rank by drop (descending), and each group's trace rank
         trank[g] = 1;
@@ -241,7 +243,9 @@ static void print_ranking(const SensCli *o, const SensResult *r, int n_test) {
         printf("%-4d %-24s %8d %9.2f%% %9.2f%% %13.4g %10d\n", i + 1, r->groups[g].name, r->groups[g].channels,
                100 * drop[g], 100 * worst, tpp[g], trank[g]);
     }
-    double rho = spearman(tpp, drop, n);
+    double rho;
+    HpErr err;
+    if (spearman(tpp, drop, n, &rho, &err) < 0) outputs_fail(out, err.msg);
     if (isfinite(rho))
         printf("Spearman rank correlation of trace per parameter and mean drop: %+.2f (1: the trace ranks the layers "
                "as pruning does)\n", rho);
@@ -257,7 +261,7 @@ static void write_outputs(const SensCli *o, const SensPaths *p, const SensResult
     const char *csv = outputs_stage(&out, p->csv), *png = outputs_stage(&out, p->png), *svg = outputs_stage(&out, p->svg);
     write_csv(csv, r, o->ratios, &out);
     write_chart(png, svg, o->model, r, o->ratios, &out);
-    print_ranking(o, r, n_test);
+    print_ranking(o, r, n_test, &out);
     outputs_finish(&out);
     printf("wrote %s and %s (.svg)\n", p->csv, p->png);
 }
@@ -276,7 +280,8 @@ int cmd_sensitivity(int argc, char **argv) {
     load_model_dataset_or_die(&m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     if (o.test_images && o.test_images < test.n) {
         Dataset head;
-        dataset_head(&test, o.test_images, &head);
+        HpErr err;
+        if (dataset_head(&test, o.test_images, &head, &err) < 0) die("%s", err.msg);
         dataset_free(&test);
         test = head;
     }

@@ -202,9 +202,9 @@ static int run_one(const SweepCtx *ctx, const SweepRun *r, int pos, int n_pendin
     job.train_user = ctx->live ? (void *)&ui : (void *)&u;
     fprintf(stderr, "[%d/%d] %s (run %d of %d)\n", pos, n_pending, r->id, r->index + 1, ctx->total);
     Model m;
-    model_copy(&m, ctx->base);
     PruneOutcome o;
-    int rc = prune_run(&job, &m, ctx->train, ctx->test, &o, &err);
+    int rc = model_copy(&m, ctx->base, &err);
+    if (rc == 0) rc = prune_run(&job, &m, ctx->train, ctx->test, &o, &err);
     model_free(&m);
     progress_done(&u.pr);
     if (rc == 0) rc = sweep_result_write(path, ctx->cfg, r, &o, &err);
@@ -231,7 +231,7 @@ static int run_share(const SweepCtx *ctx, SweepRun *const *pending, int n_pendin
 // Runs the pending runs in `jobs` child processes (child k takes every jobs-th run from k);
 // returns how many children failed.
 static int run_forked(const SweepCtx *ctx, SweepRun *const *pending, int n_pending, int jobs) {
-    pid_t *pids = hp_calloc((size_t)jobs, sizeof(pid_t));
+    pid_t *pids = xcalloc((size_t)jobs, sizeof(pid_t));
     fflush(stdout), fflush(stderr);  // a child must not repeat buffered output
     pid_t parent = getpid();
     for (int k = 0; k < jobs; k++) {
@@ -360,7 +360,7 @@ static int pick_pending(const SweepOpts *o, SweepRun *runs, int n, const bool *d
 // Runs this shard's pending runs (in this process, or in --jobs processes), then merges the
 // results if the whole sweep is done, or says what is missing. Exits if a run failed.
 static void execute(const SweepOpts *o, SweepCtx *ctx, SweepRun *runs, int n, bool *done) {
-    SweepRun **pending = hp_calloc((size_t)n, sizeof(SweepRun *));
+    SweepRun **pending = xcalloc((size_t)n, sizeof(SweepRun *));
     int n_pending = pick_pending(o, runs, n, done, ctx->dir, pending);
     int jobs = o->jobs < n_pending ? o->jobs : (n_pending > 0 ? n_pending : 1);
     ctx->live = jobs == 1;
@@ -439,8 +439,9 @@ int cmd_sweep(int argc, char **argv) {
     hp_set_threads(threads);  // the checks score on a tiny calibration
     if (sweep_check(&cfg, &base, &train, &err) < 0) die("%s", err.msg);
     SweepRun *runs;
-    int n = sweep_runs(&cfg, &runs);
-    bool *done = hp_calloc((size_t)n, sizeof(bool));
+    int n = sweep_runs(&cfg, &runs, &err);
+    if (n < 0) die("%s", err.msg);
+    bool *done = xcalloc((size_t)n, sizeof(bool));
     find_done(&cfg, dir, runs, n, done);
     if (o.list) {
         list_runs(&o, runs, n, done, dir);

@@ -84,7 +84,8 @@ static int make_temp(const char *path, char **tmp_path, HpErr *err) {
     *tmp_path = NULL;
     const char *slash = strrchr(path, '/');
     size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;  // with its '/'
-    char *tmp = hp_malloc(dir_len + sizeof TMP_NAME);
+    char *tmp = hp_alloc(dir_len + sizeof TMP_NAME, 1, err);
+    if (!tmp) return hp_prefix(err, path);
     memcpy(tmp, path, dir_len);
     memcpy(tmp + dir_len, TMP_NAME, sizeof TMP_NAME);
     int fd = mkstemp(tmp);

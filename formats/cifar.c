@@ -110,7 +110,10 @@ static int load_set(const char *base, const char *const *names, int n_files, Dat
         if (batch_open(paths[i], &fps[i], &records[i], err) < 0) goto fail;
         total += records[i];  // at most 5 * 2^20: no overflow
     }
-    dataset_alloc(d, total, CIFAR_C, CIFAR_HW, CIFAR_HW, CIFAR_CLASSES);
+    if (dataset_alloc(d, total, CIFAR_C, CIFAR_HW, CIFAR_HW, CIFAR_CLASSES, err) < 0) {
+        hp_prefix(err, n_files == 1 ? paths[0] : base);
+        goto fail;
+    }
     for (int i = 0; i < n_files; i++) {
         FILE *fp = fps[i];
         fps[i] = NULL;  // batch_read closes it

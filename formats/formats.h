@@ -54,8 +54,9 @@ int model_save(const Model *m, const char *path, const CheckpointExtra *extra, H
 // "hprune.train_state" metadata text or NULL.
 int model_load(Model *m, const char *path, float **momentum, char **train_state, HpErr *err);
 
-// Graph <-> JSON text (the "hprune.graph" metadata value). graph_to_json returns malloc'd text.
-char *graph_to_json(const Model *m);
+// Graph <-> JSON text (the "hprune.graph" metadata value). graph_to_json returns malloc'd text,
+// or NULL with err set (out of memory).
+char *graph_to_json(const Model *m, HpErr *err);
 // Builds and finalizes m from JSON text; unknown ops, missing or bad attributes are errors.
 int graph_from_json(Model *m, const char *json, HpErr *err);
 

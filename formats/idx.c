@@ -177,7 +177,10 @@ static int idx_load_classes(const char *images_path, const char *labels_path, in
         gzclose(fi.gz);
         return hp_fail(err, "%s: header: sizes too large", images_path);
     }
-    dataset_alloc(d, (int)fi.dims[0], 1, (int)fi.dims[1], (int)fi.dims[2], 1);
+    if (dataset_alloc(d, (int)fi.dims[0], 1, (int)fi.dims[1], (int)fi.dims[2], 1, err) < 0) {
+        gzclose(fi.gz);
+        return hp_prefix(err, images_path);
+    }
     snprintf(desc, sizeof desc, "%u images of %ux%u", fi.dims[0], fi.dims[1], fi.dims[2]);
     if (idx_read_data(&fi, d->images, desc, err) < 0) goto fail;
 

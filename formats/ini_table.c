@@ -381,13 +381,13 @@ int ini_table_load(const IniTable *t, void *cfg, const char *path, HpErr *err) {
     FILE *f = fopen(path, "r");
     if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     LoadCtx ctx = {.t = t, .cfg = cfg, .f = f};
-    ctx.key_line = calloc(t->n_keys + 1, sizeof(int));
-    ctx.sub_line = calloc((t->family_table ? t->family_table->n_keys : 0) + 1, sizeof(int));
-    if (!ctx.key_line || !ctx.sub_line) {
+    const size_t n_sub = t->family_table ? t->family_table->n_keys : 0;
+    ctx.key_line = hp_zalloc(t->n_keys + 1, sizeof(int), err);
+    ctx.sub_line = ctx.key_line ? hp_zalloc(n_sub + 1, sizeof(int), err) : NULL;
+    if (!ctx.sub_line) {
         free(ctx.key_line);
-        free(ctx.sub_line);
         fclose(f);
-        return hp_fail(err, "%s: out of memory", path);
+        return hp_prefix(err, path);
     }
     int ret = ini_parse_stream(read_line, &ctx, on_key, &ctx);
     free(ctx.key_line);

@@ -110,53 +110,77 @@ static cJSON *json_float(float f) {
     return cJSON_CreateRaw(buf);
 }
 
-// Returns a cJSON array of n floats.
+// Appends item to array a; false if item is NULL or cannot be added (then it is deleted).
+static bool push(cJSON *a, cJSON *item) {
+    if (item && cJSON_AddItemToArray(a, item)) return true;
+    cJSON_Delete(item);
+    return false;
+}
+
+// Adds item to object o under key; false if item is NULL or cannot be added (then it is deleted).
+static bool put(cJSON *o, const char *key, cJSON *item) {
+    if (item && cJSON_AddItemToObject(o, key, item)) return true;
+    cJSON_Delete(item);
+    return false;
+}
+
+// Returns a cJSON array of n floats, or NULL if out of memory.
 static cJSON *json_floats(const float *v, int n) {
     cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, json_float(v[i]));
-    return a;
+    bool ok = a != NULL;
+    for (int i = 0; i < n && ok; i++) ok = push(a, json_float(v[i]));
+    if (ok) return a;
+    cJSON_Delete(a);
+    return NULL;
 }
 
 // Name by which the graph JSON refers to node id (the implicit input node is "input").
 static const char *ref_name(const Model *m, int id) { return id == 0 ? "input" : m->nodes[id].name; }
 
-// Returns the JSON object of node i (i >= 1).
+// Returns the JSON object of node i (i >= 1), or NULL if out of memory.
 static cJSON *node_to_json(const Model *m, int i) {
     const Node *n = &m->nodes[i];
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "name", n->name);
-    cJSON_AddStringToObject(o, "op", op_kind_name(n->op));
-    cJSON *in = cJSON_AddArrayToObject(o, "inputs");
-    for (int k = 0; k < n->n_in; k++) cJSON_AddItemToArray(in, cJSON_CreateString(ref_name(m, n->in[k])));
+    bool ok = o && cJSON_AddStringToObject(o, "name", n->name) && cJSON_AddStringToObject(o, "op", op_kind_name(n->op));
+    cJSON *in = ok ? cJSON_AddArrayToObject(o, "inputs") : NULL;
+    ok = in != NULL;
+    for (int k = 0; k < n->n_in && ok; k++) ok = push(in, cJSON_CreateString(ref_name(m, n->in[k])));
     int na;
     const Attr *a = op_attrs(n->op, &na);
-    for (int k = 0; k < na; k++) {
+    for (int k = 0; k < na && ok; k++) {
         const char *p = (const char *)n + a[k].off;
-        if (a[k].type == A_INT) cJSON_AddNumberToObject(o, a[k].key, *(const int *)p);
-        else if (a[k].type == A_BOOL) cJSON_AddBoolToObject(o, a[k].key, *(const bool *)p);
-        else cJSON_AddItemToObject(o, a[k].key, json_float(*(const float *)p));
+        if (a[k].type == A_INT) ok = cJSON_AddNumberToObject(o, a[k].key, *(const int *)p) != NULL;
+        else if (a[k].type == A_BOOL) ok = cJSON_AddBoolToObject(o, a[k].key, *(const bool *)p) != NULL;
+        else ok = put(o, a[k].key, json_float(*(const float *)p));
     }
-    return o;
+    if (ok) return o;
+    cJSON_Delete(o);
+    return NULL;
 }
 
-char *graph_to_json(const Model *m) {
+// Adds the graph's fields before "nodes" (format, version, arch, input, classes, normalize) to
+// root; false if out of memory.
+static bool graph_header(cJSON *root, const Model *m) {
+    const int shape[3] = {m->input.c, m->input.h, m->input.w};
+    bool ok = cJSON_AddStringToObject(root, "format", GRAPH_FORMAT) &&
+              cJSON_AddNumberToObject(root, "version", GRAPH_VERSION) &&
+              cJSON_AddStringToObject(root, "arch", m->arch) &&
+              put(root, "input", cJSON_CreateIntArray(shape, 3)) &&
+              cJSON_AddNumberToObject(root, "classes", m->n_classes);
+    cJSON *norm = ok ? cJSON_AddObjectToObject(root, "normalize") : NULL;
+    int c = m->input.c < HP_MAX_CHANNELS_IN ? m->input.c : HP_MAX_CHANNELS_IN;
+    return norm && put(norm, "mean", json_floats(m->norm_mean, c)) && put(norm, "std", json_floats(m->norm_std, c));
+}
+
+char *graph_to_json(const Model *m, HpErr *err) {
     HP_ASSERT(m->n_nodes >= 1 && m->nodes[0].op == OP_INPUT);
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "format", GRAPH_FORMAT);
-    cJSON_AddNumberToObject(root, "version", GRAPH_VERSION);
-    cJSON_AddStringToObject(root, "arch", m->arch);
-    const int shape[3] = {m->input.c, m->input.h, m->input.w};
-    cJSON_AddItemToObject(root, "input", cJSON_CreateIntArray(shape, 3));
-    cJSON_AddNumberToObject(root, "classes", m->n_classes);
-    cJSON *norm = cJSON_AddObjectToObject(root, "normalize");
-    int c = m->input.c < HP_MAX_CHANNELS_IN ? m->input.c : HP_MAX_CHANNELS_IN;
-    cJSON_AddItemToObject(norm, "mean", json_floats(m->norm_mean, c));
-    cJSON_AddItemToObject(norm, "std", json_floats(m->norm_std, c));
-    cJSON *nodes = cJSON_AddArrayToObject(root, "nodes");
-    for (int i = 1; i < m->n_nodes; i++) cJSON_AddItemToArray(nodes, node_to_json(m, i));
-    char *text = cJSON_PrintUnformatted(root);
+    cJSON *nodes = root && graph_header(root, m) ? cJSON_AddArrayToObject(root, "nodes") : NULL;
+    bool ok = nodes != NULL;
+    for (int i = 1; i < m->n_nodes && ok; i++) ok = push(nodes, node_to_json(m, i));
+    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
-    HP_ASSERT(text);
+    if (!text) hp_fail(err, "out of memory: cannot build the graph JSON");
     return text;
 }
 
@@ -405,10 +429,17 @@ int model_save(const Model *m, const char *path, const CheckpointExtra *extra, H
         check_json_text(train_state, "train state", err) != 0)
         return hp_prefix(err, path);
     int n = model_tensors(m, NULL, 0);
-    TensorRef *refs = hp_malloc((size_t)(n ? n : 1) * sizeof *refs);
+    TensorRef *refs = hp_alloc((size_t)n, sizeof *refs, err);
+    StTensorOut *outs = refs ? hp_alloc((size_t)(2 * n + 1), sizeof *outs, err) : NULL;
+    char(*mom_names)[MOM_NAME_CAP] = outs ? hp_alloc((size_t)n, sizeof *mom_names, err) : NULL;
+    char *graph = mom_names ? graph_to_json(m, err) : NULL;
+    if (!graph) {
+        free(mom_names);
+        free(outs);
+        free(refs);
+        return hp_prefix(err, path);
+    }
     model_tensors(m, refs, n);
-    StTensorOut *outs = hp_malloc((size_t)(2 * n + 1) * sizeof *outs);
-    char(*mom_names)[MOM_NAME_CAP] = hp_malloc((size_t)(n ? n : 1) * sizeof *mom_names);
     int k = 0;
     for (int i = 0; i < n; i++) outs[k++] = tensor_out(&refs[i], refs[i].name, refs[i].data);
     for (int i = 0; mom && i < n; i++) {
@@ -416,7 +447,6 @@ int model_save(const Model *m, const char *path, const CheckpointExtra *extra, H
         momentum_name(refs[i].name, mom_names[i]);
         outs[k++] = tensor_out(&refs[i], mom_names[i], mom + (refs[i].data - m->params));
     }
-    char *graph = graph_to_json(m);
     const char *keys[4] = {"format", "hprune.graph"}, *vals[4] = {"pt", graph};
     int nm = 2;
     if (m->provenance) {
@@ -481,7 +511,8 @@ static int load_momentum(const StFile *f, const Model *m, const TensorRef *refs,
     int n_param = 0, found = 0;
     const char *first_missing = NULL;
     char name[MOM_NAME_CAP];
-    float *mom = out ? hp_calloc(m->n_params ? m->n_params : 1, sizeof *mom) : NULL;
+    float *mom = out ? hp_zalloc(m->n_params, sizeof *mom, err) : NULL;
+    if (out && !mom) return -1;
     for (int i = 0; i < n; i++) {
         if (!refs[i].is_param) continue;
         n_param++;
@@ -539,7 +570,8 @@ static int check_finite(const TensorRef *refs, int n, HpErr *err) {
 // unknown ones.
 static int load_tensors(const StFile *f, Model *m, float **momentum, HpErr *err) {
     int n = model_tensors(m, NULL, 0);
-    TensorRef *refs = hp_malloc((size_t)(n ? n : 1) * sizeof *refs);
+    TensorRef *refs = hp_alloc((size_t)n, sizeof *refs, err);
+    if (!refs) return -1;
     model_tensors(m, refs, n);
     int rc = 0;
     for (int i = 0; i < n && rc == 0; i++) {
@@ -555,13 +587,14 @@ static int load_tensors(const StFile *f, Model *m, float **momentum, HpErr *err)
     return rc;
 }
 
-// Returns a malloc'd copy of s, or NULL if s is NULL.
-static char *dup_or_null(const char *s) {
-    if (!s) return NULL;
+// Sets *out to a malloc'd copy of s, or NULL if s is NULL; -1 (*out NULL) if out of memory.
+static int dup_or_null(const char *s, char **out, HpErr *err) {
+    *out = NULL;
+    if (!s) return 0;
     size_t n = strlen(s) + 1;
-    char *d = hp_malloc(n);
-    memcpy(d, s, n);
-    return d;
+    if (!(*out = hp_alloc(n, 1, err))) return -1;
+    memcpy(*out, s, n);
+    return 0;
 }
 
 // model_load without the path prefix on errors.
@@ -573,10 +606,8 @@ static int load_file(Model *m, const char *path, float **momentum, char **train_
     if (!graph) rc = hp_fail(err, "not an hprune model: no 'hprune.graph' in __metadata__");
     else if (graph_from_json(m, graph, err) != 0) rc = hp_prefix(err, "hprune.graph");
     if (rc == 0) rc = load_tensors(&f, m, momentum, err);
-    if (rc == 0) {
-        m->provenance = dup_or_null(st_meta(&f, "hprune.provenance"));
-        if (train_state) *train_state = dup_or_null(st_meta(&f, "hprune.train_state"));
-    }
+    if (rc == 0) rc = dup_or_null(st_meta(&f, "hprune.provenance"), &m->provenance, err);
+    if (rc == 0 && train_state) rc = dup_or_null(st_meta(&f, "hprune.train_state"), train_state, err);
     st_free(&f);
     return rc;
 }

@@ -93,18 +93,24 @@ typedef struct {
     int x0, y0, x1, y1;
 } IBox;
 
-// Allocates a w x h canvas filled with bg.
-static void canvas_init(Canvas *c, int w, int h, Rgb bg) {
+// Allocates a w x h canvas filled with bg; -1 (nothing allocated) if out of memory.
+static int canvas_init(Canvas *c, int w, int h, Rgb bg, HpErr *err) {
     size_t n = (size_t)w * (size_t)h;
     c->w = w;
     c->h = h;
-    c->px = hp_malloc(n * 3);
-    c->cov = hp_calloc(n, sizeof(float));
+    c->px = hp_alloc(n, 3, err);
+    c->cov = c->px ? hp_zalloc(n, sizeof(float), err) : NULL;
+    if (!c->cov) {
+        free(c->px);
+        c->px = NULL;
+        return -1;
+    }
     for (size_t i = 0; i < n; i++) {
         c->px[3 * i] = bg.r;
         c->px[3 * i + 1] = bg.g;
         c->px[3 * i + 2] = bg.b;
     }
+    return 0;
 }
 
 // Frees the canvas buffers.
@@ -761,7 +767,12 @@ static int canvas_write_png(const Canvas *c, const char *path, HpErr *err) {
         atomic_abort(fp, tmp);
         return hp_fail(err, "%s: cannot write PNG: libpng initialisation failed", path);
     }
-    png_bytep *rows = hp_malloc((size_t)c->h * sizeof *rows);
+    png_bytep *rows = hp_alloc((size_t)c->h, sizeof *rows, err);
+    if (!rows) {
+        png_destroy_write_struct(&png, &info);
+        atomic_abort(fp, tmp);
+        return hp_prefix(err, path);
+    }
     for (int y = 0; y < c->h; y++) rows[y] = c->px + (size_t)y * (size_t)c->w * 3;
     int rc = png_encode(png, info, fp, c, rows);
     png_destroy_write_struct(&png, &info);
@@ -1035,7 +1046,7 @@ int plot_lines(const char *path, const char *title, const char *xlabel, const ch
     LineLayout L;
     if (line_layout(&L, path, title, xlabel, ylabel, series, n_series, opts, err) < 0) return -1;
     Canvas c;
-    canvas_init(&c, L.f.w, L.f.h, WHITE);
+    if (canvas_init(&c, L.f.w, L.f.h, WHITE, err) < 0) return hp_prefix(err, path);
     draw_grid(&c, &L.f);
     for (int k = 0; k < n_series; k++) draw_series(&c, &L, &series[k], PALETTE[k % N_PALETTE]);
     draw_axes(&c, &L.f, title, xlabel, ylabel);
@@ -1299,12 +1310,13 @@ static double heat_band(const HeatLayout *H, double v) {
 }
 
 // Paints the interpolated values over the plot area, then light contour lines where the
-// value crosses one of the colour bar's tick values.
-static void draw_heat_cells(Canvas *c, const HeatLayout *H, const double *z, size_t nx,
-                            size_t ny) {
+// value crosses one of the colour bar's tick values. -1 (nothing drawn) if out of memory.
+static int draw_heat_cells(Canvas *c, const HeatLayout *H, const double *z, size_t nx,
+                           size_t ny, HpErr *err) {
     const Frame *f = &H->f;
     int pw = f->x1 - f->x0, ph = f->y1 - f->y0;
-    double *val = hp_malloc((size_t)pw * (size_t)ph * sizeof *val);
+    double *val = hp_alloc((size_t)pw * (size_t)ph, sizeof *val, err);
+    if (!val) return -1;
     for (int py = 0; py < ph; py++) {
         double gy = (ph - (py + 0.5)) / ph * (double)(ny - 1);
         for (int px = 0; px < pw; px++) {
@@ -1328,6 +1340,7 @@ static void draw_heat_cells(Canvas *c, const HeatLayout *H, const double *z, siz
         }
     }
     free(val);
+    return 0;
 }
 
 // Draws the colour bar beside the plot area with its frame, ticks and tick labels.
@@ -1354,8 +1367,11 @@ int plot_heatmap(const char *path, const char *title, const char *xlabel, const 
     if (heat_layout(&H, path, title, xlabel, ylabel, z, nx, ny, x0, x1, y0, y1, err) < 0)
         return -1;
     Canvas c;
-    canvas_init(&c, H.f.w, H.f.h, WHITE);
-    draw_heat_cells(&c, &H, z, nx, ny);
+    if (canvas_init(&c, H.f.w, H.f.h, WHITE, err) < 0) return hp_prefix(err, path);
+    if (draw_heat_cells(&c, &H, z, nx, ny, err) < 0) {
+        canvas_free(&c);
+        return hp_prefix(err, path);
+    }
     draw_axes(&c, &H.f, title, xlabel, ylabel);
     draw_colour_bar(&c, &H);
     int rc = canvas_write_png(&c, path, err);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +31,11 @@ static void store_le64(uint8_t *p, uint64_t v) {
     for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-// Returns a malloc'd copy of s.
-static char *str_dup(const char *s) {
+// Returns a malloc'd copy of s, or NULL with err set (out of memory).
+static char *str_dup(const char *s, HpErr *err) {
     size_t n = strlen(s) + 1;
-    char *d = hp_malloc(n);
-    memcpy(d, s, n);
+    char *d = hp_alloc(n, 1, err);
+    if (d) memcpy(d, s, n);
     return d;
 }
 
@@ -63,7 +64,8 @@ static int cmp_strp(const void *a, const void *b) {
 // Fails naming the first name that occurs twice among names[0..n) (what: "tensor", "key").
 static int check_unique(const char *const *names, int n, const char *what, HpErr *err) {
     if (n < 2) return 0;
-    const char **s = hp_malloc((size_t)n * sizeof *s);
+    const char **s = hp_alloc((size_t)n, sizeof *s, err);
+    if (!s) return -1;
     memcpy(s, names, (size_t)n * sizeof *s);
     qsort(s, (size_t)n, sizeof *s, cmp_strp);
     int rc = 0;
@@ -143,7 +145,8 @@ static int parse_entry(const cJSON *item, StEntry *e, HpErr *err) {
 static int check_metadata(const cJSON *meta, HpErr *err) {
     if (!cJSON_IsObject(meta)) return hp_fail(err, "__metadata__ is not an object");
     int n = cJSON_GetArraySize(meta), k = 0;
-    const char **keys = hp_malloc((size_t)(n > 0 ? n : 1) * sizeof *keys);
+    const char **keys = hp_alloc((size_t)(n > 0 ? n : 0), sizeof *keys, err);
+    if (!keys) return -1;
     const cJSON *c;
     int rc = 0;
     cJSON_ArrayForEach(c, meta) {
@@ -172,7 +175,8 @@ static int check_tiling(const StEntry *entries, int n, size_t data_len, HpErr *e
         if (data_len != 0) return hp_fail(err, "no tensors but %zu bytes of data", data_len);
         return 0;
     }
-    const StEntry **s = hp_malloc((size_t)n * sizeof *s);
+    const StEntry **s = hp_alloc((size_t)n, sizeof *s, err);
+    if (!s) return -1;
     for (int i = 0; i < n; i++) s[i] = &entries[i];
     qsort(s, (size_t)n, sizeof *s, cmp_entry_pos);
     int rc = 0;
@@ -234,10 +238,15 @@ static cJSON *parse_header_json(const char *hdr, size_t len, HpErr *err) {
 }
 
 // Fills f->entries and f->metadata from the parsed header root (which keeps its other items).
+// On failure f holds what was filled in so far (for st_free).
 static int parse_root(cJSON *root, StFile *f, HpErr *err) {
-    int n_items = cJSON_GetArraySize(root);
-    const char **names = hp_malloc((size_t)(n_items > 0 ? n_items : 1) * sizeof *names);
-    f->entries = hp_calloc((size_t)(n_items > 0 ? n_items : 1), sizeof *f->entries);
+    size_t n_items = (size_t)cJSON_GetArraySize(root);
+    const char **names = hp_alloc(n_items, sizeof *names, err);
+    f->entries = names ? hp_zalloc(n_items, sizeof *f->entries, err) : NULL;
+    if (!f->entries) {
+        free(names);
+        return -1;
+    }
     int k = 0, rc = 0;
     cJSON *c;
     cJSON_ArrayForEach(c, root) {
@@ -253,7 +262,10 @@ static int parse_root(cJSON *root, StFile *f, HpErr *err) {
         }
         StEntry *e = &f->entries[f->n];
         if ((rc = parse_entry(c, e, err)) != 0) break;
-        e->name = str_dup(c->string);
+        if (!(e->name = str_dup(c->string, err))) {
+            rc = -1;
+            break;
+        }
         f->n++;
     }
     if (rc == 0) rc = check_unique(names, k, "tensor", err);
@@ -279,7 +291,11 @@ int st_parse(uint8_t *bytes, size_t len, StFile *f, HpErr *err) {
         st_free(f);
         return hp_fail(err, "header length %" PRIu64 " is larger than the %zu bytes after it", hlen, len - 8);
     }
-    char *hdr = hp_malloc((size_t)hlen + 1);
+    char *hdr = hp_alloc((size_t)hlen + 1, 1, err);
+    if (!hdr) {
+        st_free(f);
+        return -1;
+    }
     if (hlen) memcpy(hdr, bytes + 8, (size_t)hlen);
     hdr[hlen] = '\0';
     cJSON *root = parse_header_json(hdr, (size_t)hlen, err);
@@ -307,7 +323,11 @@ int st_read(const char *path, StFile *f, HpErr *err) {
         return hp_fail(err, "not a regular file");
     }
     size_t len = (size_t)st.st_size;
-    uint8_t *bytes = hp_malloc(len ? len : 1);
+    uint8_t *bytes = hp_alloc(len, 1, err);
+    if (!bytes) {
+        fclose(fp);
+        return -1;
+    }
     size_t got = len ? fread(bytes, 1, len, fp) : 0;
     int bad = ferror(fp);
     fclose(fp);
@@ -368,32 +388,41 @@ static int check_out(const StTensorOut *t, int n, size_t *numel, HpErr *err) {
     return 0;
 }
 
-// Builds the header JSON text (unpadded, malloc'd by cJSON) for the tensors and metadata.
+// Returns the header entry of tensor t (numel floats at byte off of the data), or NULL if out
+// of memory.
+static cJSON *entry_json(const StTensorOut *t, size_t numel, size_t off) {
+    char shape[ST_MAX_DIMS * 24 + 8], offs[ST_MAX_DIMS * 24 + 8];
+    uint64_t dims[ST_MAX_DIMS], be[2] = {off, off + 4 * numel};
+    for (int d = 0; d < t->ndim; d++) dims[d] = (uint64_t)t->shape[d];
+    int_array(dims, t->ndim, shape, sizeof shape);
+    int_array(be, 2, offs, sizeof offs);
+    cJSON *e = cJSON_CreateObject();
+    if (e && cJSON_AddStringToObject(e, "dtype", "F32") && cJSON_AddRawToObject(e, "shape", shape) &&
+        cJSON_AddRawToObject(e, "data_offsets", offs))
+        return e;
+    cJSON_Delete(e);
+    return NULL;
+}
+
+// Builds the header JSON text (unpadded, malloc'd by cJSON) for the tensors and metadata, or
+// returns NULL with err set (out of memory).
 static char *build_header(const StTensorOut *t, int n, const size_t *numel, const char *const *mk,
-                          const char *const *mv, int n_meta) {
+                          const char *const *mv, int n_meta, HpErr *err) {
     cJSON *root = cJSON_CreateObject();
+    bool ok = root != NULL;
     size_t off = 0;
-    char buf[ST_MAX_DIMS * 24 + 8];
-    for (int i = 0; i < n; i++) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "dtype", "F32");
-        uint64_t dims[ST_MAX_DIMS];
-        for (int d = 0; d < t[i].ndim; d++) dims[d] = (uint64_t)t[i].shape[d];
-        int_array(dims, t[i].ndim, buf, sizeof buf);
-        cJSON_AddRawToObject(e, "shape", buf);
-        uint64_t be[2] = {off, off + 4 * numel[i]};
-        int_array(be, 2, buf, sizeof buf);
-        cJSON_AddRawToObject(e, "data_offsets", buf);
-        cJSON_AddItemToObject(root, t[i].name, e);
+    for (int i = 0; i < n && ok; i++) {
+        cJSON *e = entry_json(&t[i], numel[i], off);
+        ok = e && cJSON_AddItemToObject(root, t[i].name, e);
+        if (e && !ok) cJSON_Delete(e);  // not attached
         off += 4 * numel[i];
     }
-    if (n_meta > 0) {
-        cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
-        for (int i = 0; i < n_meta; i++) cJSON_AddStringToObject(meta, mk[i], mv[i]);
-    }
-    char *text = cJSON_PrintUnformatted(root);
+    cJSON *meta = ok && n_meta > 0 ? cJSON_AddObjectToObject(root, "__metadata__") : NULL;
+    if (n_meta > 0) ok = ok && meta;
+    for (int i = 0; i < n_meta && ok; i++) ok = cJSON_AddStringToObject(meta, mk[i], mv[i]) != NULL;
+    char *text = ok ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
-    HP_ASSERT(text);
+    if (!text) hp_fail(err, "out of memory: cannot build the header");
     return text;
 }
 
@@ -413,8 +442,12 @@ static int write_body(FILE *fp, const char *hdr, const StTensorOut *t, int n, co
 
 int st_write(const char *path, const StTensorOut *tensors, int n, const char *const *meta_keys,
              const char *const *meta_values, int n_meta, HpErr *err) {
-    size_t *numel = hp_malloc((size_t)(n > 0 ? n : 1) * sizeof *numel);
-    const char **names = hp_malloc((size_t)(n > 0 ? n : 1) * sizeof *names);
+    size_t *numel = hp_alloc((size_t)(n > 0 ? n : 0), sizeof *numel, err);
+    const char **names = numel ? hp_alloc((size_t)(n > 0 ? n : 0), sizeof *names, err) : NULL;
+    if (!names) {
+        free(numel);
+        return -1;
+    }
     int rc = check_out(tensors, n, numel, err);
     for (int i = 0; i < n && rc == 0; i++) names[i] = tensors[i].name;
     if (rc == 0) rc = check_unique(names, n, "tensor", err);
@@ -426,7 +459,11 @@ int st_write(const char *path, const StTensorOut *tensors, int n, const char *co
         free(numel);
         return -1;
     }
-    char *hdr = build_header(tensors, n, numel, meta_keys, meta_values, n_meta);
+    char *hdr = build_header(tensors, n, numel, meta_keys, meta_values, n_meta, err);
+    if (!hdr) {
+        free(numel);
+        return -1;
+    }
     char *tmp = NULL;
     FILE *fp = NULL;
     if (atomic_open(path, &tmp, &fp, err) != 0) {

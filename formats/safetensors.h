@@ -49,7 +49,7 @@ typedef struct {
 // problem but not the file (the caller adds it with hp_prefix).
 int st_read(const char *path, StFile *f, HpErr *err);
 // Validates an in-memory file image of len bytes and takes ownership of bytes (which must
-// come from hp_malloc; it is freed on failure too).
+// come from malloc, e.g. hp_alloc; it is freed on failure too).
 int st_parse(uint8_t *bytes, size_t len, StFile *f, HpErr *err);
 // Returns the entry named name, or NULL.
 const StEntry *st_find(const StFile *f, const char *name);

@@ -11,6 +11,7 @@
 #include "formats.h"
 
 void sb_printf(StrBuf *b, const char *fmt, ...) {
+    if (b->failed) return;
     for (;;) {
         size_t room = b->cap - b->len;
         va_list ap;
@@ -25,11 +26,20 @@ void sb_printf(StrBuf *b, const char *fmt, ...) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap - b->len <= (size_t)n) cap *= 2;
         char *s = realloc(b->s, cap);
-        HP_ASSERT(s);
+        if (!s) {
+            if (b->s) b->s[b->len] = '\0';  // the failed vsnprintf wrote part of the new text
+            b->failed = cap;
+            return;
+        }
         if (!b->s) s[0] = '\0';
         b->s = s;
         b->cap = cap;
     }
+}
+
+int sb_status(const StrBuf *b, HpErr *err) {
+    if (!b->failed) return 0;
+    return hp_fail(err, "out of memory: cannot allocate %zu bytes", b->failed);
 }
 
 void sb_free(StrBuf *b) {

@@ -12,10 +12,15 @@
 typedef struct {
     char *s;
     size_t len, cap;
+    size_t failed;  // bytes an append could not get (0: none failed); see sb_status
 } StrBuf;
 
-// Appends printf-formatted text to b (aborts only when out of memory).
+// Appends printf-formatted text to b. When memory runs out the text stays as it was, and this and
+// every later append do nothing: check sb_status before using the text.
 void sb_printf(StrBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// Returns 0 if every append to b succeeded, else -1 with err set ("out of memory: cannot allocate
+// 4096 bytes").
+int sb_status(const StrBuf *b, HpErr *err);
 // Frees b's text and zeroes b.
 void sb_free(StrBuf *b);
 

@@ -158,14 +158,16 @@ int hutchinson_trace(LinOp *op, const uint32_t *group_of, size_t n_groups, const
     int minp = 0;
     if (hutch_check(op, group_of, &n_groups, opts, rng, out, &minp, err)) return -1;
     size_t n = op->n;
-    float *z = hp_malloc(n * sizeof *z), *az = hp_malloc(n * sizeof *az);
-    double *gsum = hp_calloc(n_groups, sizeof *gsum), *gmean = hp_calloc(n_groups, sizeof *gmean);
-    double *gm2 = hp_calloc(n_groups, sizeof *gm2);
-    double *dacc = out->diag ? hp_calloc(n, sizeof *dacc) : NULL;
+    float *z = hp_alloc(n, sizeof *z, err);
+    float *az = z ? hp_alloc(n, sizeof *az, err) : NULL;
+    double *gsum = az ? hp_zalloc(n_groups, sizeof *gsum, err) : NULL;
+    double *gmean = gsum ? hp_zalloc(n_groups, sizeof *gmean, err) : NULL;
+    double *gm2 = gmean ? hp_zalloc(n_groups, sizeof *gm2, err) : NULL;
+    double *dacc = gm2 && out->diag ? hp_zalloc(n, sizeof *dacc, err) : NULL;
     Counter c = {op, opts->progress, opts->user, 0, opts->max_probes, "hutchinson"};
     double tmean = 0, tm2 = 0;
-    int p = 0, rc = 0;
-    while (p < opts->max_probes) {
+    int p = 0, rc = gm2 && (dacc || !out->diag) ? 0 : hp_prefix(err, "hutchinson");
+    while (rc == 0 && p < opts->max_probes) {
         rademacher(rng, z, n);
         if (cnt_apply(&c, z, az, err)) { rc = -1; break; }
         hutch_accumulate(z, az, n, group_of, gsum, n_groups, dacc);
@@ -208,7 +210,8 @@ static int hutchpp_range(Counter *c, double *Y, size_t n, int k, Rng *rng, float
         if (cnt_apply(c, vf, wf, err)) return -1;
         to_double(wf, Y + (size_t)j * n, n);
     }
-    double *tau = hp_malloc((size_t)k * sizeof *tau);
+    double *tau = hp_alloc((size_t)k, sizeof *tau, err);
+    if (!tau) return hp_prefix(err, "hutchpp");
     int info = LAPACKE_dgeqrf(LAPACK_COL_MAJOR, (int)n, k, Y, (int)n, tau);
     if (info == 0) info = LAPACKE_dorgqr(LAPACK_COL_MAJOR, (int)n, k, k, Y, (int)n, tau);
     free(tau);
@@ -234,7 +237,11 @@ static int hutchpp_lowrank(Counter *c, const double *Q, size_t n, int k, float *
 // Hutchinson on (I - QQ^T) A (I - QQ^T) with l probes: mean and its standard error.
 static int hutchpp_residual(Counter *c, const double *Q, size_t n, int k, int l, Rng *rng,
                             float *vf, float *wf, double *mean, double *se, HpErr *err) {
-    double *g = hp_malloc(n * sizeof *g), *h = hp_malloc((size_t)k * sizeof *h);
+    double *g = hp_alloc(n, sizeof *g, err), *h = g ? hp_alloc((size_t)k, sizeof *h, err) : NULL;
+    if (!h) {
+        free(g);
+        return hp_prefix(err, "hutchpp");
+    }
     double m2 = 0;
     int rc = 0;
     *mean = 0;
@@ -264,10 +271,11 @@ int hutchpp_trace(LinOp *op, int m, Rng *rng, ProgressFn progress, void *user, H
     if ((size_t)k > n) k = (int)n;
     int l = m - 2 * k;
     Counter c = {op, progress, user, 0, m, "hutchpp"};
-    double *Q = hp_malloc(n * (size_t)k * sizeof *Q);
-    float *vf = hp_malloc(n * sizeof *vf), *wf = hp_malloc(n * sizeof *wf);
+    double *Q = hp_alloc(n * (size_t)k, sizeof *Q, err);
+    float *vf = Q ? hp_alloc(n, sizeof *vf, err) : NULL, *wf = vf ? hp_alloc(n, sizeof *wf, err) : NULL;
     double low = 0, mean = 0, se = 0;
-    int rc = hutchpp_range(&c, Q, n, k, rng, vf, wf, err);
+    int rc = wf ? 0 : hp_prefix(err, "hutchpp");
+    if (rc == 0) rc = hutchpp_range(&c, Q, n, k, rng, vf, wf, err);
     if (rc == 0) rc = hutchpp_lowrank(&c, Q, n, k, vf, wf, &low, err);
     if (rc == 0) rc = hutchpp_residual(&c, Q, n, k, l, rng, vf, wf, &mean, &se, err);
     if (rc == 0 && !isfinite(low + mean))
@@ -291,22 +299,29 @@ typedef struct {
     double tnorm;  // running Gershgorin bound of ||T||
 } Lanczos;
 
-// Allocates a run of at most cap steps on vectors of n.
-static void lz_init(Lanczos *lz, size_t n, int cap) {
-    *lz = (Lanczos){.n = n, .cap = cap};
-    lz->Q = hp_malloc((size_t)cap * n * sizeof *lz->Q);
-    lz->alpha = hp_calloc((size_t)cap, sizeof *lz->alpha);
-    lz->beta = hp_calloc((size_t)cap, sizeof *lz->beta);
-    lz->h = hp_malloc((size_t)cap * sizeof *lz->h);
-    lz->w = hp_malloc(n * sizeof *lz->w);
-    lz->vf = hp_malloc(n * sizeof *lz->vf);
-    lz->wf = hp_malloc(n * sizeof *lz->wf);
-}
-
 // Frees a run's buffers.
 static void lz_free(Lanczos *lz) {
     free(lz->Q), free(lz->alpha), free(lz->beta), free(lz->h), free(lz->w), free(lz->vf);
     free(lz->wf);
+}
+
+// Allocates a run of at most cap steps on vectors of n; returns 0, or -1 with err set and
+// nothing to free.
+static int lz_init(Lanczos *lz, size_t n, int cap, HpErr *err) {
+    *lz = (Lanczos){.n = n, .cap = cap};
+    lz->Q = hp_alloc((size_t)cap * n, sizeof *lz->Q, err);
+    lz->alpha = lz->Q ? hp_zalloc((size_t)cap, sizeof *lz->alpha, err) : NULL;
+    lz->beta = lz->alpha ? hp_zalloc((size_t)cap, sizeof *lz->beta, err) : NULL;
+    lz->h = lz->beta ? hp_alloc((size_t)cap, sizeof *lz->h, err) : NULL;
+    lz->w = lz->h ? hp_alloc(n, sizeof *lz->w, err) : NULL;
+    lz->vf = lz->w ? hp_alloc(n, sizeof *lz->vf, err) : NULL;
+    lz->wf = lz->vf ? hp_alloc(n, sizeof *lz->wf, err) : NULL;
+    if (!lz->wf) {
+        lz_free(lz);
+        *lz = (Lanczos){.n = n, .cap = cap};
+        return -1;
+    }
+    return 0;
 }
 
 // Sets q_0 = v / ||v|| (v nonzero) and forgets earlier steps.
@@ -403,10 +418,12 @@ static int ritz_converged(const Lanczos *lz, const LanczosOpts *o, int m, const 
     return 1;
 }
 
-// Writes the k wanted Ritz values, residuals and (unit) vectors Q^T s of the m-step run.
-static void ritz_output(const Lanczos *lz, const LanczosOpts *o, int m, const double *theta,
-                        const double *S, LanczosOut *out) {
-    double *v = out->vectors ? hp_malloc(lz->n * sizeof *v) : NULL;
+// Writes the k wanted Ritz values, residuals and (unit) vectors Q^T s of the m-step run;
+// returns 0, or -1 with err set (out of memory) and nothing written.
+static int ritz_output(const Lanczos *lz, const LanczosOpts *o, int m, const double *theta,
+                       const double *S, LanczosOut *out, HpErr *err) {
+    double *v = out->vectors ? hp_alloc(lz->n, sizeof *v, err) : NULL;
+    if (out->vectors && !v) return hp_prefix(err, "lanczos");
     for (int i = 0; i < o->k; i++) {
         int col = wanted(o->which, m, i);
         const double *s = S + (size_t)col * m;
@@ -419,15 +436,22 @@ static void ritz_output(const Lanczos *lz, const LanczosOpts *o, int m, const do
         to_float(v, out->vectors + (size_t)i * lz->n, lz->n);
     }
     free(v);
+    return 0;
 }
 
 int lanczos_eigs(LinOp *op, const LanczosOpts *opts, Rng *rng, LanczosOut *out, HpErr *err) {
     int cap = 0;
     if (lanczos_check(op, opts, rng, out, &cap, err)) return -1;
     Lanczos lz;
-    lz_init(&lz, op->n, cap);
-    double *theta = hp_malloc((size_t)cap * sizeof *theta), *e = hp_malloc((size_t)cap * sizeof *e);
-    double *S = hp_malloc((size_t)cap * cap * sizeof *S);
+    if (lz_init(&lz, op->n, cap, err)) return hp_prefix(err, "lanczos");
+    double *theta = hp_alloc((size_t)cap, sizeof *theta, err);
+    double *e = theta ? hp_alloc((size_t)cap, sizeof *e, err) : NULL;
+    double *S = e ? hp_alloc((size_t)cap * cap, sizeof *S, err) : NULL;
+    if (!S) {
+        lz_free(&lz);
+        free(theta), free(e);
+        return hp_prefix(err, "lanczos");
+    }
     Counter c = {op, opts->progress, opts->user, 0, cap, "lanczos"};
     do normal_vec(rng, lz.w, op->n); while (normalise(lz.w, op->n) == 0);
     lz_start(&lz, lz.w);
@@ -444,8 +468,8 @@ int lanczos_eigs(LinOp *op, const LanczosOpts *opts, Rng *rng, LanczosOut *out, 
         if (lz.beta[j] == 0) lz_restart(&lz, j, rng);
         else lz_next(&lz, j);
     }
+    if (rc == 0) rc = ritz_output(&lz, opts, m, theta, S, out, err);
     if (rc == 0) {
-        ritz_output(&lz, opts, m, theta, S, out);
         out->steps = m;
         out->converged = conv;
     }
@@ -505,9 +529,10 @@ int power_eigs(LinOp *op, const PowerOpts *opts, Rng *rng, PowerOut *out, HpErr 
         return hp_fail(err, "power: tolerance must be positive (got %g)", opts->tol);
     size_t n = op->n;
     int k = opts->k, rc = 0, nconv = 0;
-    double *V = hp_malloc((size_t)k * n * sizeof *V), *lam = hp_calloc((size_t)k, sizeof *lam);
-    double *w = hp_malloc(n * sizeof *w), *h = hp_malloc((size_t)k * sizeof *h);
-    float *vf = hp_malloc(n * sizeof *vf), *wf = hp_malloc(n * sizeof *wf);
+    double *V = hp_alloc((size_t)k * n, sizeof *V, err), *lam = V ? hp_zalloc((size_t)k, sizeof *lam, err) : NULL;
+    double *w = lam ? hp_alloc(n, sizeof *w, err) : NULL, *h = w ? hp_alloc((size_t)k, sizeof *h, err) : NULL;
+    float *vf = h ? hp_alloc(n, sizeof *vf, err) : NULL, *wf = vf ? hp_alloc(n, sizeof *wf, err) : NULL;
+    if (!wf) rc = hp_prefix(err, "power");
     Counter c = {op, opts->progress, opts->user, 0, (long)k * opts->max_iters, "power"};
     for (int p = 0; p < k && rc == 0; p++) {
         int conv;
@@ -576,8 +601,9 @@ static int slq_probe(Lanczos *lz, Counter *c, const SlqOpts *o, Rng *rng, double
     return 0;
 }
 
-// Fills res's grid and density from its nodes and weights (sigma2 set).
-static void slq_smooth(SlqResult *res, const SlqOpts *o) {
+// Fills res's grid and density from its nodes and weights (sigma2 set); returns 0, or -1 with
+// err set (out of memory; res's arrays are then for slq_free).
+static int slq_smooth(SlqResult *res, const SlqOpts *o, HpErr *err) {
     double sigma = sqrt(res->sigma2), lo = o->t_min, hi = o->t_max;
     if (lo == 0 && hi == 0) lo = res->lambda_min - 8 * sigma, hi = res->lambda_max + 8 * sigma;
     int g = o->grid_points;
@@ -587,8 +613,9 @@ static void slq_smooth(SlqResult *res, const SlqOpts *o) {
             : want > SLQ_AUTO_MAX_POINTS ? SLQ_AUTO_MAX_POINTS : (int)want;
     }
     res->grid_points = g;
-    res->grid = hp_malloc((size_t)g * sizeof *res->grid);
-    res->density = hp_calloc((size_t)g, sizeof *res->density);
+    res->grid = hp_alloc((size_t)g, sizeof *res->grid, err);
+    res->density = res->grid ? hp_zalloc((size_t)g, sizeof *res->density, err) : NULL;
+    if (!res->density) return -1;
     double norm = 1.0 / (sqrt(2 * M_PI * res->sigma2) * res->n_probes);
     for (int t = 0; t < g; t++) res->grid[t] = lo + (hi - lo) * t / (g - 1);
     for (int p = 0; p < res->n_probes; p++) {
@@ -601,20 +628,24 @@ static void slq_smooth(SlqResult *res, const SlqOpts *o) {
             }
         }
     }
+    return 0;
 }
 
 int slq_density(LinOp *op, const SlqOpts *opts, Rng *rng, SlqResult *res, HpErr *err) {
     if (slq_check(op, opts, rng, res, err)) return -1;
     int cap = (size_t)opts->steps < op->n ? opts->steps : (int)op->n, np = opts->n_probes;
     *res = (SlqResult){.n_probes = np, .steps = cap};
-    res->n_nodes = hp_calloc((size_t)np, sizeof *res->n_nodes);
-    res->nodes = hp_calloc((size_t)np * cap, sizeof *res->nodes);
-    res->weights = hp_calloc((size_t)np * cap, sizeof *res->weights);
+    res->n_nodes = hp_zalloc((size_t)np, sizeof *res->n_nodes, err);
+    res->nodes = res->n_nodes ? hp_zalloc((size_t)np * cap, sizeof *res->nodes, err) : NULL;
+    res->weights = res->nodes ? hp_zalloc((size_t)np * cap, sizeof *res->weights, err) : NULL;
     Lanczos lz;
-    lz_init(&lz, op->n, cap);
-    double *S = hp_malloc((size_t)cap * cap * sizeof *S), *e = hp_malloc((size_t)cap * sizeof *e);
+    if (!res->weights || lz_init(&lz, op->n, cap, err)) {
+        slq_free(res);
+        return hp_prefix(err, "slq");
+    }
+    double *S = hp_alloc((size_t)cap * cap, sizeof *S, err), *e = S ? hp_alloc((size_t)cap, sizeof *e, err) : NULL;
     Counter c = {op, opts->progress, opts->user, 0, (long)np * cap, "slq"};
-    int rc = 0;
+    int rc = e ? 0 : hp_prefix(err, "slq");
     for (int p = 0; p < np && rc == 0; p++)
         rc = slq_probe(&lz, &c, opts, rng, res->nodes + (size_t)p * cap,
                        res->weights + (size_t)p * cap, &res->n_nodes[p], S, e, err);
@@ -634,7 +665,10 @@ int slq_density(LinOp *op, const SlqOpts *opts, Rng *rng, SlqResult *res, HpErr 
     double width = res->lambda_max - res->lambda_min;
     if (!(width > 0)) width = fabs(res->lambda_max) > 0 ? fabs(res->lambda_max) : 1.0;
     res->sigma2 = (opts->sigma2_frac > 0 ? opts->sigma2_frac : 1e-5) * width * width;
-    slq_smooth(res, opts);
+    if (slq_smooth(res, opts, err)) {
+        slq_free(res);
+        return hp_prefix(err, "slq");
+    }
     return 0;
 }
 

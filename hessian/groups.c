@@ -13,13 +13,16 @@ static int node_channels(const Node *n, size_t *per_channel) {
     return C;
 }
 
-// Appends a group description; returns its id.
-static uint32_t add_group(GroupInfo **info, int *count, int *cap, const char *name, int node, int channel) {
+// Appends a group description; returns its id, or -1 with err set (out of memory).
+static int add_group(GroupInfo **info, int *count, int *cap, const char *name, int node, int channel, HpErr *err) {
     if (*count == *cap) {
-        *cap = *cap ? 2 * *cap : 64;
-        GroupInfo *grown = realloc(*info, (size_t)*cap * sizeof **info);
-        HP_ASSERT(grown != NULL);
+        int grown_cap = *cap ? 2 * *cap : 64;
+        GroupInfo *grown = hp_alloc((size_t)grown_cap, sizeof **info, err);
+        if (!grown) return hp_prefix(err, "the parameter groups");
+        if (*count) memcpy(grown, *info, (size_t)*count * sizeof **info);
+        free(*info);
         *info = grown;
+        *cap = grown_cap;
     }
     GroupInfo *g = &(*info)[*count];
     memset(g, 0, sizeof *g);
@@ -29,35 +32,43 @@ static uint32_t add_group(GroupInfo **info, int *count, int *cap, const char *na
         snprintf(g->name, sizeof g->name, "%s", name);
     g->node = node;
     g->channel = channel;
-    return (uint32_t)(*count)++;
+    return (*count)++;
 }
 
-int param_groups(const Model *m, GroupLevel level, uint32_t *group_of, GroupInfo **info) {
+int param_groups(const Model *m, GroupLevel level, uint32_t *group_of, GroupInfo **info, HpErr *err) {
     int count = 0, cap = 0;
     *info = NULL;
     if (level == GROUP_MODEL) {
-        add_group(info, &count, &cap, "model", -1, -1);
+        if (add_group(info, &count, &cap, "model", -1, -1, err) < 0) return -1;
         (*info)[0].n_params = m->n_params;
         memset(group_of, 0, m->n_params * sizeof *group_of);
         return count;
     }
-    for (int i = 0; i < m->n_nodes; i++) {
+    int g = 0;  // the last group's id, or -1 once one could not be added
+    for (int i = 0; i < m->n_nodes && g >= 0; i++) {
         const Node *n = &m->nodes[i];
         if (n->w_len + n->b_len == 0) continue;
         if (level == GROUP_LAYER) {
-            uint32_t g = add_group(info, &count, &cap, n->name, i, -1);
-            for (size_t j = 0; j < n->w_len + n->b_len; j++) group_of[n->w_off + j] = g;  // bias follows weight
+            g = add_group(info, &count, &cap, n->name, i, -1, err);
+            if (g < 0) break;
+            for (size_t j = 0; j < n->w_len + n->b_len; j++) group_of[n->w_off + j] = (uint32_t)g;  // bias follows
             (*info)[g].n_params = n->w_len + n->b_len;
             continue;
         }
         size_t per;
         int C = node_channels(n, &per);
         for (int c = 0; c < C; c++) {
-            uint32_t g = add_group(info, &count, &cap, n->name, i, c);
-            for (size_t j = 0; j < per; j++) group_of[n->w_off + (size_t)c * per + j] = g;
-            if (n->b_len) group_of[n->b_off + (size_t)c] = g;
+            g = add_group(info, &count, &cap, n->name, i, c, err);
+            if (g < 0) break;
+            for (size_t j = 0; j < per; j++) group_of[n->w_off + (size_t)c * per + j] = (uint32_t)g;
+            if (n->b_len) group_of[n->b_off + (size_t)c] = (uint32_t)g;
             (*info)[g].n_params = per + (n->b_len ? 1 : 0);
         }
+    }
+    if (g < 0) {
+        free(*info);
+        *info = NULL;
+        return -1;
     }
     return count;
 }

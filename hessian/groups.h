@@ -18,8 +18,9 @@ typedef struct {
 } GroupInfo;
 
 // Assigns every parameter to a group at the given level: group_of (n_params entries) gets the
-// group ids; returns the group count and *info (malloc'd, one entry per group).
-int param_groups(const Model *m, GroupLevel level, uint32_t *group_of, GroupInfo **info);
+// group ids; returns the group count and *info (malloc'd, one entry per group), or -1 with err
+// set (out of memory) and *info NULL.
+int param_groups(const Model *m, GroupLevel level, uint32_t *group_of, GroupInfo **info, HpErr *err);
 // Parses "model", "layer" or "channel"; returns -1 if it is none of them.
 int group_level_parse(const char *s);
 const char *group_level_name(GroupLevel level);

@@ -2,6 +2,7 @@
 // weighted by its share of the samples), the loss and gradient, per-sample gradients.
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,15 +29,21 @@ int curv_init(Curvature *c, Model *m, const Dataset *d, const int *idx, int n, i
     c->batch = batch;
     c->mode = mode;
     c->kind = kind;
-    c->idx = hp_malloc((size_t)n * sizeof(int));
+    if (ws_init(&c->ws, m, batch, 0, err) < 0 || ws_enable_rop(&c->ws, m, err) < 0) {
+        curv_free(c);
+        return -1;
+    }
+    c->idx = hp_alloc((size_t)n, sizeof(int), err);
+    c->x = c->idx ? hp_alloc((size_t)batch * shape_numel(m->input), sizeof(float), err) : NULL;
+    c->y = c->x ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
+    c->dlogits = c->y ? hp_alloc((size_t)batch * m->n_classes, sizeof(float), err) : NULL;
+    c->rdlogits = c->dlogits ? hp_alloc((size_t)batch * m->n_classes, sizeof(float), err) : NULL;
+    c->part = c->rdlogits ? hp_alloc(m->n_params, sizeof(float), err) : NULL;
+    if (!c->part) {
+        curv_free(c);
+        return -1;
+    }
     memcpy(c->idx, idx, (size_t)n * sizeof(int));
-    ws_init(&c->ws, m, batch, 0);
-    ws_enable_rop(&c->ws, m);
-    c->x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
-    c->y = hp_malloc((size_t)batch * sizeof(int));
-    c->dlogits = hp_malloc((size_t)batch * m->n_classes * sizeof(float));
-    c->rdlogits = hp_malloc((size_t)batch * m->n_classes * sizeof(float));
-    c->part = hp_malloc(m->n_params * sizeof(float));
     curv_invalidate(c);
     return 0;
 }
@@ -124,12 +131,18 @@ float curv_loss_grad(Curvature *c, float *grad) {
     return (float)(total / c->n);
 }
 
-void curv_sample_grads(Curvature *c, float *out) {
+int curv_sample_grads(Curvature *c, float *out, HpErr *err) {
     Model *m = c->m;
     HP_ASSERT(c->mode == MODE_EVAL);  // per-sample gradients need independent samples
     Workspace one;
-    ws_init(&one, m, 1, 0);
-    float *xs = hp_malloc(shape_numel(m->input) * sizeof(float)), *dl = hp_malloc((size_t)m->n_classes * sizeof(float));
+    if (ws_init(&one, m, 1, 0, err) < 0) return -1;
+    float *xs = hp_alloc(shape_numel(m->input), sizeof(float), err);
+    float *dl = xs ? hp_alloc((size_t)m->n_classes, sizeof(float), err) : NULL;
+    if (!dl) {
+        free(xs);
+        ws_free(&one);
+        return -1;
+    }
     int y;
     for (int s = 0; s < c->n; s++) {
         data_batch(c->d, c->idx + s, 1, m->norm_mean, m->norm_std, NULL, NULL, xs, &y);
@@ -142,6 +155,7 @@ void curv_sample_grads(Curvature *c, float *out) {
     free(xs);
     free(dl);
     ws_free(&one);
+    return 0;
 }
 
 // p = softmax(logits) (K).
@@ -176,19 +190,30 @@ int curv_ggn_grads(Curvature *c, int T, GgnGradFn visit, void *ctx, ProgressFn p
     HP_ASSERT(T >= 1);
     int K = m->n_classes;
     size_t n = m->n_params, in_len = shape_numel(m->input);
-    Workspace *ws = hp_malloc((size_t)T * sizeof(Workspace));
-    for (int t = 0; t < T; t++) ws_init(&ws[t], m, 1, 1);  // serially: ws_init sets BLAS threads
+    Workspace *ws = hp_zalloc((size_t)T, sizeof(Workspace), err);
+    if (!ws) return -1;
+    int rc = 0;
+    for (int t = 0; t < T && rc == 0; t++) rc = ws_init(&ws[t], m, 1, 1, err);  // serially: ws_init sets BLAS threads
     long done = 0;
-#pragma omp parallel num_threads(T)
+    bool short_of_memory = false;  // a thread's buffers failed: it does no samples, the call fails
+#pragma omp parallel num_threads(T) if (rc == 0)
     {
         int t = omp_get_thread_num();
         HP_ASSERT(t < T);
-        float *x = hp_malloc(in_len * sizeof(float)), *a = hp_malloc((size_t)K * sizeof(float));
-        float *g = hp_malloc(n * sizeof(float));
-        double *p = hp_malloc((size_t)K * sizeof(double));
+        float *x = malloc(in_len * sizeof(float)), *a = malloc((size_t)K * sizeof(float));
+        float *g = malloc(n * sizeof(float));
+        double *p = malloc((size_t)K * sizeof(double));
+        if (!(x && a && g && p)) {
+#pragma omp atomic write
+            short_of_memory = true;
+        }
         int y;
 #pragma omp for schedule(static)  // each thread's share fixed: the same sums for the same T
         for (int s = 0; s < c->n; s++) {
+            bool stop;
+#pragma omp atomic read
+            stop = short_of_memory;
+            if (stop || rc != 0) continue;
             data_batch(c->d, c->idx + s, 1, m->norm_mean, m->norm_std, NULL, NULL, x, &y);
             softmax_probs(model_forward(m, &ws[t], x, 1, MODE_EVAL, NULL), K, p);
             visit_sample(m, &ws[t], p, a, g, t, visit, ctx);
@@ -201,7 +226,8 @@ int curv_ggn_grads(Curvature *c, int T, GgnGradFn visit, void *ctx, ProgressFn p
     }
     for (int t = 0; t < T; t++) ws_free(&ws[t]);
     free(ws);
-    return 0;
+    if (rc == 0 && short_of_memory) rc = hp_fail(err, "out of memory: cannot allocate a thread's sample buffers");
+    return rc;
 }
 
 // Per-thread sums of squares for curv_ggn_diag.
@@ -219,7 +245,8 @@ static void add_squares(void *ctx, int t, const float *g) {
 
 int curv_ggn_diag(Curvature *c, float *diag, ProgressFn progress, void *user, HpErr *err) {
     int T = omp_get_max_threads();
-    DiagSums d = {hp_calloc((size_t)T * c->m->n_params, sizeof(double)), c->m->n_params};
+    DiagSums d = {hp_zalloc((size_t)T * c->m->n_params, sizeof(double), err), c->m->n_params};
+    if (!d.acc) return -1;
     int rc = curv_ggn_grads(c, T, add_squares, &d, progress, user, err);
     for (size_t i = 0; i < d.n && rc == 0; i++) {
         double sum = 0;

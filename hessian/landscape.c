@@ -24,7 +24,8 @@ int landscape_1d(Curvature *c, const float *d, double radius, int n, double *alp
                  void *user, HpErr *err) {
     if (check_grid(radius, n, err)) return -1;
     Model *m = c->m;
-    float *theta = hp_malloc(m->n_params * sizeof(float));
+    float *theta = hp_alloc(m->n_params, sizeof(float), err);
+    if (!theta) return hp_prefix(err, "landscape");
     memcpy(theta, m->params, m->n_params * sizeof(float));
     for (int i = 0; i < n; i++) {
         alpha[i] = grid_at(radius, n, i);
@@ -42,7 +43,8 @@ int landscape_2d(Curvature *c, const float *d1, const float *d2, double radius, 
                  ProgressFn progress, void *user, HpErr *err) {
     if (check_grid(radius, n, err)) return -1;
     Model *m = c->m;
-    float *theta = hp_malloc(m->n_params * sizeof(float));
+    float *theta = hp_alloc(m->n_params, sizeof(float), err);
+    if (!theta) return hp_prefix(err, "landscape");
     memcpy(theta, m->params, m->n_params * sizeof(float));
     for (int j = 0; j < n; j++) {
         for (int i = 0; i < n; i++) {

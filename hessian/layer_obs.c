@@ -82,11 +82,22 @@ typedef struct {
     float *col;          // T x col_len
 } Accum;
 
-// Sizes and allocates acc for the nodes described in h.
-static void accum_init(Accum *acc, const Model *m, const LayerHessian *h, const int *nodes, int n_nodes) {
+// Frees acc's buffers and zeroes it.
+static void accum_free(Accum *acc) {
+    free(acc->part_off);
+    free(acc->part);
+    free(acc->tmp);
+    free(acc->col);
+    memset(acc, 0, sizeof *acc);
+}
+
+// Sizes and allocates acc for the nodes described in h; returns 0, or -1 with err set and acc
+// zeroed.
+static int accum_init(Accum *acc, const Model *m, const LayerHessian *h, const int *nodes, int n_nodes, HpErr *err) {
     memset(acc, 0, sizeof *acc);
     acc->T = omp_get_max_threads();
-    acc->part_off = hp_malloc((size_t)n_nodes * sizeof(size_t));
+    acc->part_off = hp_alloc((size_t)n_nodes, sizeof(size_t), err);
+    if (!acc->part_off) return -1;
     for (int i = 0; i < n_nodes; i++) {
         size_t dd = (size_t)h[i].d * h[i].d;
         acc->part_off[i] = acc->part_len;
@@ -99,17 +110,14 @@ static void accum_init(Accum *acc, const Model *m, const LayerHessian *h, const 
             if (c > acc->col_len) acc->col_len = c;
         }
     }
-    acc->part = hp_calloc((size_t)acc->T * acc->part_len, sizeof(double));
-    acc->tmp = hp_malloc((size_t)acc->T * acc->tmp_len * sizeof(float));
-    acc->col = hp_malloc((size_t)acc->T * (acc->col_len ? acc->col_len : 1) * sizeof(float));
-}
-
-static void accum_free(Accum *acc) {
-    free(acc->part_off);
-    free(acc->part);
-    free(acc->tmp);
-    free(acc->col);
-    memset(acc, 0, sizeof *acc);
+    acc->part = hp_zalloc((size_t)acc->T * acc->part_len, sizeof(double), err);
+    acc->tmp = acc->part ? hp_alloc((size_t)acc->T * acc->tmp_len, sizeof(float), err) : NULL;
+    acc->col = acc->tmp ? hp_alloc((size_t)acc->T * (acc->col_len ? acc->col_len : 1), sizeof(float), err) : NULL;
+    if (!acc->col) {
+        accum_free(acc);
+        return -1;
+    }
+    return 0;
 }
 
 // Adds the batch's X X^T (upper triangles) of every node to the calling thread's partial sums:
@@ -194,26 +202,39 @@ int layer_hessians(Model *m, const Dataset *d, const int *idx, int n, int batch,
         }
         out[i].n_rows = (long)n * positions;
     }
-    for (int i = 0; i < n_nodes; i++) out[i].H = hp_calloc((size_t)out[i].d * out[i].d, sizeof(double));
+    int rc = 0;
+    for (int i = 0; i < n_nodes && rc == 0; i++) {
+        out[i].H = hp_zalloc((size_t)out[i].d * out[i].d, sizeof(double), err);
+        if (!out[i].H) rc = -1;
+    }
     if (batch > n) batch = n;
-    Accum acc;
-    accum_init(&acc, m, out, nodes, n_nodes);
-    Workspace ws;
-    ws_init(&ws, m, batch, 0);
-    float *x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
-    int *y = hp_malloc((size_t)batch * sizeof(int));
-    for (int start = 0; start < n; start += batch) {
+    Accum acc = {0};
+    Workspace ws = {0};
+    float *x = NULL;
+    int *y = NULL;
+    if (rc == 0) rc = accum_init(&acc, m, out, nodes, n_nodes, err);
+    if (rc == 0) rc = ws_init(&ws, m, batch, 0, err);
+    if (rc == 0) {
+        x = hp_alloc((size_t)batch * shape_numel(m->input), sizeof(float), err);
+        y = x ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
+        if (!y) rc = -1;
+    }
+    for (int start = 0; start < n && rc == 0; start += batch) {
         int cnt = n - start < batch ? n - start : batch;
         data_batch(d, idx + start, cnt, m->norm_mean, m->norm_std, NULL, NULL, x, y);
         model_forward(m, &ws, x, cnt, MODE_EVAL, NULL);
 #pragma omp parallel num_threads(acc.T)
         accumulate_batch(m, &ws, cnt, nodes, n_nodes, out, &acc);
     }
-    accum_finish(&acc, out, n_nodes);
+    if (rc == 0) accum_finish(&acc, out, n_nodes);
     accum_free(&acc);
     ws_free(&ws);
     free(x);
     free(y);
+    if (rc != 0) {
+        for (int i = 0; i < n_nodes; i++) layer_hessian_free(&out[i]);
+        return hp_prefix(err, "layer OBS");
+    }
     return 0;
 }
 
@@ -302,9 +323,10 @@ static void channel_cols(const int *ch, int k, int block, int *cols) {
         for (int t = 0; t < block; t++) cols[j * block + t] = ch[j] * block + t;
 }
 
-// W (out x d, float) into a new double array.
-static double *to_double(const float *W, size_t len) {
-    double *Wd = hp_malloc(len * sizeof(double));
+// W (out x d, float) into a new double array; NULL with err set when out of memory.
+static double *to_double(const float *W, size_t len, HpErr *err) {
+    double *Wd = hp_alloc(len, sizeof(double), err);
+    if (!Wd) return NULL;
     for (size_t i = 0; i < len; i++) Wd[i] = W[i];
     return Wd;
 }
@@ -313,11 +335,12 @@ int layer_obs_scores(const LayerHessian *h, const float *W, int out, int block, 
                      HpErr *err) {
     if (check_layer(h, out, block, damp_rel, err) < 0) return -1;
     const int d = h->d, n_ch = d / block;
-    double *Hinv = hp_malloc((size_t)d * d * sizeof(double));
-    int rc = damped_inverse(h, damp_rel, Hinv, err);
-    double *Wd = to_double(W, (size_t)out * d), *A = hp_malloc((size_t)block * block * sizeof(double));
-    double *Y = hp_malloc((size_t)block * out * sizeof(double));
-    int *cols = hp_malloc((size_t)block * sizeof(int));
+    double *Hinv = hp_alloc((size_t)d * d, sizeof(double), err);
+    double *Wd = Hinv ? to_double(W, (size_t)out * d, err) : NULL;
+    double *A = Wd ? hp_alloc((size_t)block * block, sizeof(double), err) : NULL;
+    double *Y = A ? hp_alloc((size_t)block * out, sizeof(double), err) : NULL;
+    int *cols = Y ? hp_alloc((size_t)block, sizeof(int), err) : NULL;
+    int rc = cols ? damped_inverse(h, damp_rel, Hinv, err) : hp_prefix(err, "layer OBS");
     for (int c = 0; c < n_ch && rc == 0; c++) {
         channel_cols(&c, 1, block, cols);
         rc = factor_qq(Hinv, d, cols, block, A, h->node, err);
@@ -330,7 +353,8 @@ int layer_obs_scores(const LayerHessian *h, const float *W, int out, int block, 
 // Checks a channel list: k >= 1 channels, distinct, each < n_ch.
 static int check_channels(const int *ch, int k, int n_ch, int node, HpErr *err) {
     if (k < 1 || !ch) return hp_fail(err, "layer OBS: node %d: no channels to remove", node);
-    bool *seen = hp_calloc((size_t)n_ch, sizeof(bool));
+    bool *seen = hp_zalloc((size_t)n_ch, sizeof(bool), err);
+    if (!seen) return hp_prefix(err, "layer OBS");
     int rc = 0;
     for (int j = 0; j < k && rc == 0; j++) {
         if (ch[j] < 0 || ch[j] >= n_ch)
@@ -365,7 +389,8 @@ int layer_obs_remove(const LayerHessian *h, float *W, int out, int block, double
     if (check_layer(h, out, block, damp_rel, err) < 0) return -1;
     const int d = h->d, q = k * block;
     if (check_channels(ch, k, d / block, h->node, err) < 0) return -1;
-    int *cols = hp_malloc((size_t)q * sizeof(int));
+    int *cols = hp_alloc((size_t)q, sizeof(int), err);
+    if (!cols) return hp_prefix(err, "layer OBS");
     channel_cols(ch, k, block, cols);
     if (!compensate) {
         double e = plain_error(h, damp_rel, W, out, cols, q);
@@ -375,15 +400,21 @@ int layer_obs_remove(const LayerHessian *h, float *W, int out, int block, double
         free(cols);
         return 0;
     }
-    double *Hinv = hp_malloc((size_t)d * d * sizeof(double)), *A = hp_malloc((size_t)q * q * sizeof(double));
-    int rc = damped_inverse(h, damp_rel, Hinv, err);
+    double *Hinv = hp_alloc((size_t)d * d, sizeof(double), err);
+    double *A = Hinv ? hp_alloc((size_t)q * q, sizeof(double), err) : NULL;
+    int rc = A ? damped_inverse(h, damp_rel, Hinv, err) : hp_prefix(err, "layer OBS");
     if (rc == 0) rc = factor_qq(Hinv, d, cols, q, A, h->node, err);
     if (rc == 0) {
-        double *Wd = to_double(W, (size_t)out * d);
-        double *X = hp_malloc((size_t)out * q * sizeof(double)), *HQ = hp_malloc((size_t)q * d * sizeof(double));
-        double e = remove_cols(A, q, Hinv, d, cols, Wd, out, X, HQ);
-        for (size_t i = 0; i < (size_t)out * d; i++) W[i] = (float)Wd[i];
-        if (err_pred) *err_pred = e;
+        double *Wd = to_double(W, (size_t)out * d, err);
+        double *X = Wd ? hp_alloc((size_t)out * q, sizeof(double), err) : NULL;
+        double *HQ = X ? hp_alloc((size_t)q * d, sizeof(double), err) : NULL;
+        if (HQ) {
+            double e = remove_cols(A, q, Hinv, d, cols, Wd, out, X, HQ);
+            for (size_t i = 0; i < (size_t)out * d; i++) W[i] = (float)Wd[i];
+            if (err_pred) *err_pred = e;
+        } else {
+            rc = hp_prefix(err, "layer OBS");
+        }
         free(Wd), free(X), free(HQ);
     }
     free(Hinv), free(A), free(cols);
@@ -410,13 +441,15 @@ int layer_obs_greedy(const LayerHessian *h, float *W, int out, int block, double
     if (check_layer(h, out, block, damp_rel, err) < 0) return -1;
     const int d = h->d, n_ch = d / block;
     if (k < 1 || k > n_ch) return hp_fail(err, "layer OBS: node %d: greedy removal of %d of %d channels", h->node, k, n_ch);
-    double *Hinv = hp_malloc((size_t)d * d * sizeof(double));
-    int rc = damped_inverse(h, damp_rel, Hinv, err);
-    double *Wd = to_double(W, (size_t)out * d), *A = hp_malloc((size_t)block * block * sizeof(double));
-    double *Y = hp_malloc((size_t)block * (out > d ? out : d) * sizeof(double));
-    double *X = hp_malloc((size_t)out * block * sizeof(double)), *HQ = hp_malloc((size_t)block * d * sizeof(double));
-    int *cols = hp_malloc((size_t)block * sizeof(int));
-    bool *removed = hp_calloc((size_t)n_ch, sizeof(bool));
+    double *Hinv = hp_alloc((size_t)d * d, sizeof(double), err);
+    double *Wd = Hinv ? to_double(W, (size_t)out * d, err) : NULL;
+    double *A = Wd ? hp_alloc((size_t)block * block, sizeof(double), err) : NULL;
+    double *Y = A ? hp_alloc((size_t)block * (out > d ? out : d), sizeof(double), err) : NULL;
+    double *X = Y ? hp_alloc((size_t)out * block, sizeof(double), err) : NULL;
+    double *HQ = X ? hp_alloc((size_t)block * d, sizeof(double), err) : NULL;
+    int *cols = HQ ? hp_alloc((size_t)block, sizeof(int), err) : NULL;
+    bool *removed = cols ? hp_zalloc((size_t)n_ch, sizeof(bool), err) : NULL;
+    int rc = removed ? damped_inverse(h, damp_rel, Hinv, err) : hp_prefix(err, "layer OBS");
     for (int step = 0; step < k && rc == 0; step++) {
         int best = -1;
         double best_score = INFINITY;

@@ -52,7 +52,8 @@ int fisher_blocks(const Model *m, size_t S, bool align, size_t **start, HpErr *e
     if (m->n_params == 0) return hp_fail(err, "fisher: the model has no parameters");
     size_t n = m->n_params, cap = (size_t)m->n_nodes + n / S + 2;
     HP_ASSERT(cap < (size_t)1 << 31);
-    size_t *s = hp_malloc(cap * sizeof *s);
+    size_t *s = hp_alloc(cap, sizeof *s, err);
+    if (!s) return hp_prefix(err, "fisher");
     int nb = 0;
     if (!align) {
         for (size_t a = 0; a < n; a += S) s[nb++] = a;
@@ -111,25 +112,26 @@ typedef struct {
     double grads, blocks, scratch, total;
 } FisherCost;
 
-// The cost of a build of N gradients of batch B with blocks of S (o gives alignment and method).
-static FisherCost cost_of(const Model *m, const FisherOpts *o, int N, size_t S) {
-    FisherCost c = {0};
+// *c = the cost of a build of N gradients of batch B with blocks of S (o gives alignment and
+// method). Returns 0, or -1 with err set (out of memory for the block list).
+static int cost_of(const Model *m, const FisherOpts *o, int N, size_t S, FisherCost *c, HpErr *err) {
+    *c = (FisherCost){0};
     size_t *start;
-    int nb = fisher_blocks(m, S, o->align_layers, &start, NULL);
-    HP_ASSERT(nb > 0);
+    int nb = fisher_blocks(m, S, o->align_layers, &start, err);
+    if (nb < 0) return -1;
     size_t scratch = 0;
     for (int b = 0; b < nb; b++) {
         size_t len = start[b + 1] - start[b];
-        c.blocks += 4.0 * (double)len * (double)len;
+        c->blocks += 4.0 * (double)len * (double)len;
         size_t sd = scratch_doubles(N, len, o->method);
         if (sd > scratch) scratch = sd;
     }
     free(start);
     double T = omp_get_max_threads();
-    c.grads = 4.0 * N * (double)m->n_params;
-    c.scratch = T * fmax(8.0 * (double)scratch, grad_ws_bytes(m, o->grad_batch)) + 24.0 * (nb + 1);
-    c.total = c.grads + c.blocks + c.scratch;
-    return c;
+    c->grads = 4.0 * N * (double)m->n_params;
+    c->scratch = T * fmax(8.0 * (double)scratch, grad_ws_bytes(m, o->grad_batch)) + 24.0 * (nb + 1);
+    c->total = c->grads + c->blocks + c->scratch;
+    return 0;
 }
 
 // Checks the options that need no memory estimate.
@@ -150,37 +152,52 @@ static int check_opts(const Model *m, const FisherOpts *o, HpErr *err) {
 }
 
 size_t fisher_bytes(const Model *m, const FisherOpts *o) {
-    if (check_opts(m, o, NULL) < 0) return 0;
-    return (size_t)cost_of(m, o, o->n_grads, o->block_size).total;
+    FisherCost c;
+    if (check_opts(m, o, NULL) < 0 || cost_of(m, o, o->n_grads, o->block_size, &c, NULL) < 0) return 0;
+    return (size_t)c.total;
 }
 
-// Largest S in [1, hi] whose build fits `budget` bytes with N gradients (0 if none), by bisection
-// (the cost grows with S, up to the rounding of the last block).
-static size_t fitting_block(const Model *m, const FisherOpts *o, size_t hi, double budget) {
-    if (hi < 1 || cost_of(m, o, o->n_grads, 1).total > budget) return 0;
+// *fit = the largest S in [1, hi] whose build fits `budget` bytes with N gradients (0 if none), by
+// bisection (the cost grows with S, up to the rounding of the last block). Returns 0, or -1 with
+// err set (out of memory).
+static int fitting_block(const Model *m, const FisherOpts *o, size_t hi, double budget, size_t *fit, HpErr *err) {
+    FisherCost c;
+    *fit = 0;
+    if (hi < 1) return 0;
+    if (cost_of(m, o, o->n_grads, 1, &c, err) < 0) return -1;
+    if (c.total > budget) return 0;
     size_t lo = 1;
     while (lo < hi) {
         size_t mid = lo + (hi - lo + 1) / 2;
-        if (cost_of(m, o, o->n_grads, mid).total <= budget)
+        if (cost_of(m, o, o->n_grads, mid, &c, err) < 0) return -1;
+        if (c.total <= budget)
             lo = mid;
         else
             hi = mid - 1;
     }
-    return lo;
+    *fit = lo;
+    return 0;
 }
 
-// Largest N in [1, hi] whose build fits `budget` bytes with the options' block size (0 if none).
-static int fitting_grads(const Model *m, const FisherOpts *o, int hi, double budget) {
-    if (hi < 1 || cost_of(m, o, 1, o->block_size).total > budget) return 0;
+// *fit = the largest N in [1, hi] whose build fits `budget` bytes with the options' block size (0 if
+// none). Returns 0, or -1 with err set (out of memory).
+static int fitting_grads(const Model *m, const FisherOpts *o, int hi, double budget, int *fit, HpErr *err) {
+    FisherCost c;
+    *fit = 0;
+    if (hi < 1) return 0;
+    if (cost_of(m, o, 1, o->block_size, &c, err) < 0) return -1;
+    if (c.total > budget) return 0;
     int lo = 1;
     while (lo < hi) {
         int mid = lo + (hi - lo + 1) / 2;
-        if (cost_of(m, o, mid, o->block_size).total <= budget)
+        if (cost_of(m, o, mid, o->block_size, &c, err) < 0) return -1;
+        if (c.total <= budget)
             lo = mid;
         else
             hi = mid - 1;
     }
-    return lo;
+    *fit = lo;
+    return 0;
 }
 
 // Formats bytes as MiB into buf: whole MiB from 100 on, else 3 significant digits.
@@ -194,10 +211,14 @@ int fisher_check(const Model *m, const FisherOpts *o, HpErr *err) {
     if (check_opts(m, o, err) < 0) return -1;
     if (o->budget_mb == 0) return 0;
     double budget = o->budget_mb * MIB;
-    FisherCost c = cost_of(m, o, o->n_grads, o->block_size);
+    FisherCost c;
+    if (cost_of(m, o, o->n_grads, o->block_size, &c, err) < 0) return -1;
     if (c.total <= budget) return 0;
-    size_t s_fit = fitting_block(m, o, o->block_size - 1, budget);
-    int n_fit = fitting_grads(m, o, o->n_grads - 1, budget);
+    size_t s_fit;
+    int n_fit;
+    if (fitting_block(m, o, o->block_size - 1, budget, &s_fit, err) < 0 ||
+        fitting_grads(m, o, o->n_grads - 1, budget, &n_fit, err) < 0)
+        return -1;
     char hint[200], a[4][32];
     if (s_fit && n_fit)
         snprintf(hint, sizeof hint, "block size %zu (with N %d) or N %d (with block size %zu) would fit", s_fit,
@@ -293,7 +314,8 @@ int fisher_block_inverse(const float *G, int N, size_t ldg, size_t S, double dam
                          HpErr *err) {
     if (N < 1 || S < 1 || ldg < S) return hp_fail(err, "fisher: block of %zu columns from %d gradients (row stride %zu)", S, N, ldg);
     if (!(damp > 0) || !isfinite(damp)) return hp_fail(err, "fisher: damp %g: must be > 0 and finite", damp);
-    double *scratch = hp_malloc(scratch_doubles(N, S, method) * sizeof(double));
+    double *scratch = hp_alloc(scratch_doubles(N, S, method), sizeof(double), err);
+    if (!scratch) return hp_prefix(err, "fisher");
     int info = invert_one(G, N, ldg, S, damp, method, scratch);
     if (info == 0) memcpy(inv, scratch, S * S * sizeof(double));
     free(scratch);
@@ -328,19 +350,24 @@ static int by_len_desc(const void *a, const void *b) {
 
 // Sets out's layout for blocks start[0..nb] (copied) from N gradients: offsets, the float store,
 // and returns the blocks ordered largest first; *scratch gets the doubles one thread needs.
+// Returns NULL with err set (out of memory) and out zeroed.
 static BlockJob *layout_blocks(const size_t *start, int nb, int N, double damp, FisherMethod method,
-                               FisherInv *out, size_t *scratch) {
+                               FisherInv *out, size_t *scratch, HpErr *err) {
     memset(out, 0, sizeof *out);
     out->n = start[nb];
     out->n_blocks = nb;
     out->damp = damp;
     out->n_grads = N;
-    out->start = hp_malloc((size_t)(nb + 1) * sizeof(size_t));
+    out->start = hp_alloc((size_t)(nb + 1), sizeof(size_t), err);
+    out->off = out->start ? hp_alloc((size_t)nb, sizeof(size_t), err) : NULL;
+    BlockJob *order = out->off ? hp_alloc((size_t)nb, sizeof(BlockJob), err) : NULL;
+    if (!order) {
+        fisher_free(out);
+        return NULL;
+    }
     memcpy(out->start, start, (size_t)(nb + 1) * sizeof(size_t));
-    out->off = hp_malloc((size_t)nb * sizeof(size_t));
     size_t floats = 0;
     *scratch = 0;
-    BlockJob *order = hp_malloc((size_t)nb * sizeof(BlockJob));
     for (int b = 0; b < nb; b++) {
         size_t S = start[b + 1] - start[b];
         out->off[b] = floats;
@@ -350,7 +377,13 @@ static BlockJob *layout_blocks(const size_t *start, int nb, int N, double damp, 
         order[b] = (BlockJob){S, b};
     }
     qsort(order, (size_t)nb, sizeof *order, by_len_desc);
-    out->inv = hp_malloc(floats * sizeof(float));
+    out->inv = hp_alloc(floats, sizeof(float), err);
+    if (!out->inv) {
+        free(order);
+        fisher_free(out);
+        hp_prefix(err, "the inverse blocks");
+        return NULL;
+    }
     return order;
 }
 
@@ -361,9 +394,15 @@ static int invert_blocks(const float *G, int N, size_t n, const size_t *start, i
                          FisherMethod method, ProgressFn progress, void *user, long done0, long total,
                          FisherInv *out, HpErr *err) {
     size_t scratch;
-    BlockJob *order = layout_blocks(start, nb, N, damp, method, out, &scratch);
+    BlockJob *order = layout_blocks(start, nb, N, damp, method, out, &scratch, err);
+    if (!order) return hp_prefix(err, "fisher");
     int T = omp_get_max_threads();
-    double *scr = hp_malloc((size_t)T * scratch * sizeof(double));
+    double *scr = hp_alloc((size_t)T * scratch, sizeof(double), err);
+    if (!scr) {
+        free(order);
+        fisher_free(out);
+        return hp_prefix(err, "fisher: the inversion scratch");
+    }
     int bad = -1, bad_info = 0;
     long done = done0;
 #pragma omp parallel num_threads(T)
@@ -449,22 +488,34 @@ static int check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpE
 }
 
 // Row k of G (N x n) = the mean-loss gradient over samples idx[k B .. (k+1) B) (eval mode), in
-// parallel over k with one workspace per thread. progress gets (gradients done, total).
-static void compute_grads(Model *m, const Dataset *d, const int *idx, int N, int B, float *G, ProgressFn progress,
-                          void *user, long total) {
+// parallel over k with one workspace per thread. progress gets (gradients done, total). Returns 0,
+// or -1 with err set (out of memory).
+static int compute_grads(Model *m, const Dataset *d, const int *idx, int N, int B, float *G, ProgressFn progress,
+                         void *user, long total, HpErr *err) {
     size_t n = m->n_params, in_len = shape_numel(m->input);
     int T = omp_get_max_threads();
-    Workspace *ws = hp_malloc((size_t)T * sizeof(Workspace));
-    for (int t = 0; t < T; t++) ws_init(&ws[t], m, B, 1);  // serially: ws_init sets BLAS threads
+    Workspace *ws = hp_zalloc((size_t)T, sizeof(Workspace), err);
+    if (!ws) return -1;
+    int rc = 0;
+    for (int t = 0; t < T && rc == 0; t++) rc = ws_init(&ws[t], m, B, 1, err);  // serially: ws_init sets BLAS threads
     long done = 0;
-#pragma omp parallel num_threads(T)
+    bool short_of_memory = false;  // a thread's buffers failed: it does no gradients, the call fails
+#pragma omp parallel num_threads(T) if (rc == 0)
     {
         Workspace *my = &ws[omp_get_thread_num()];
-        float *x = hp_malloc((size_t)B * in_len * sizeof(float));
-        float *dl = hp_malloc((size_t)B * m->n_classes * sizeof(float));
-        int *y = hp_malloc((size_t)B * sizeof(int));
+        float *x = malloc((size_t)B * in_len * sizeof(float));
+        float *dl = malloc((size_t)B * m->n_classes * sizeof(float));
+        int *y = malloc((size_t)B * sizeof(int));
+        if (!(x && dl && y)) {
+#pragma omp atomic write
+            short_of_memory = true;
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int k = 0; k < N; k++) {
+            bool stop;
+#pragma omp atomic read
+            stop = short_of_memory;
+            if (stop || rc != 0) continue;
             data_batch(d, idx + (size_t)k * B, B, m->norm_mean, m->norm_std, NULL, NULL, x, y);
             const float *logits = model_forward(m, my, x, B, MODE_EVAL, NULL);
             softmax_xent(logits, y, B, m->n_classes, 0.0f, dl, NULL);
@@ -482,6 +533,8 @@ static void compute_grads(Model *m, const Dataset *d, const int *idx, int N, int
     }
     for (int t = 0; t < T; t++) ws_free(&ws[t]);
     free(ws);
+    if (rc == 0 && short_of_memory) rc = hp_fail(err, "out of memory: cannot allocate a thread's gradient buffers");
+    return rc;
 }
 
 int fisher_build(Model *m, const Dataset *d, const FisherOpts *o, Rng *rng, ProgressFn progress, void *user,
@@ -493,14 +546,21 @@ int fisher_build(Model *m, const Dataset *d, const FisherOpts *o, Rng *rng, Prog
     if (nb < 0) return -1;
     int N = o->n_grads;
     size_t n = m->n_params;
-    int *perm = hp_malloc((size_t)d->n * sizeof(int));
+    int *perm = hp_alloc((size_t)d->n, sizeof(int), err);
+    float *G = perm ? hp_alloc((size_t)N * n, sizeof(float), err) : NULL;
+    if (!G) {
+        const char *what = perm ? "fisher: the gradients" : "fisher";
+        free(perm);
+        free(start);
+        return hp_prefix(err, what);
+    }
     for (int i = 0; i < d->n; i++) perm[i] = i;
     rng_shuffle(rng, perm, d->n);
-    float *G = hp_malloc((size_t)N * n * sizeof(float));
     long total = (long)N + nb;
-    compute_grads(m, d, perm, N, o->grad_batch, G, progress, user, total);
+    int rc = compute_grads(m, d, perm, N, o->grad_batch, G, progress, user, total, err);
     free(perm);
-    int rc = check_finite(G, N, n, err);
+    if (rc != 0) hp_prefix(err, "fisher");
+    if (rc == 0) rc = check_finite(G, N, n, err);
     if (rc == 0) rc = invert_blocks(G, N, n, start, nb, o->damp, o->method, progress, user, N, total, out, err);
     free(G);
     free(start);
@@ -551,7 +611,11 @@ static size_t *sorted_set(const size_t *Q, size_t q, size_t n, HpErr *err) {
         hp_fail(err, "obs: the set Q is empty");
         return NULL;
     }
-    size_t *s = hp_malloc(q * sizeof *s);
+    size_t *s = hp_alloc(q, sizeof *s, err);
+    if (!s) {
+        hp_prefix(err, "obs");
+        return NULL;
+    }
     memcpy(s, Q, q * sizeof *s);
     qsort(s, q, sizeof *s, cmp_size);
     const char *why = s[q - 1] >= n ? "out of range" : NULL;
@@ -608,9 +672,9 @@ int obs_score(const FisherInv *f, const float *w, const size_t *Q, size_t q, dou
     size_t *s = sorted_set(Q, q, f->n, err);
     if (!s) return -1;
     size_t r_max = longest_run(f, s, q);
-    double *A = hp_malloc(r_max * r_max * sizeof(double)), *x = hp_malloc(r_max * sizeof(double));
+    double *A = hp_alloc(r_max * r_max, sizeof(double), err), *x = A ? hp_alloc(r_max, sizeof(double), err) : NULL;
     double total = 0;
-    int rc = 0;
+    int rc = x ? 0 : hp_prefix(err, "obs");
     for (size_t i = 0; i < q && rc == 0;) {
         int b = block_of(f, s[i]);
         size_t j = run_end(f, s, i, q, b);
@@ -631,9 +695,9 @@ int obs_update(const FisherInv *f, const float *w, const size_t *Q, size_t q, fl
     size_t r_max = longest_run(f, s, q), S_max = 0;
     for (int b = 0; b < f->n_blocks; b++)
         if (f->start[b + 1] - f->start[b] > S_max) S_max = f->start[b + 1] - f->start[b];
-    double *A = hp_malloc(r_max * r_max * sizeof(double)), *x = hp_malloc(r_max * sizeof(double));
-    double *acc = hp_malloc(S_max * sizeof(double));
-    int rc = 0;
+    double *A = hp_alloc(r_max * r_max, sizeof(double), err), *x = A ? hp_alloc(r_max, sizeof(double), err) : NULL;
+    double *acc = x ? hp_alloc(S_max, sizeof(double), err) : NULL;
+    int rc = acc ? 0 : hp_prefix(err, "obs");
     for (size_t i = 0; i < q && rc == 0;) {
         int b = block_of(f, s[i]);
         size_t j = run_end(f, s, i, q, b), S = f->start[b + 1] - f->start[b], s0 = f->start[b];
@@ -670,7 +734,8 @@ void obs_weight_scores(const FisherInv *f, const float *w, double *score) {
 
 int obs_group_scores(const FisherInv *f, const float *w, const uint32_t *group_of, size_t n_groups, double *score,
                      HpErr *err) {
-    size_t *first = hp_calloc(n_groups + 1, sizeof(size_t));
+    size_t *first = hp_zalloc(n_groups + 1, sizeof(size_t), err);
+    if (!first) return hp_prefix(err, "obs");
     for (size_t i = 0; i < f->n; i++) {
         if (group_of[i] == UINT32_MAX) continue;
         if (group_of[i] >= n_groups) {
@@ -680,8 +745,13 @@ int obs_group_scores(const FisherInv *f, const float *w, const uint32_t *group_o
         first[group_of[i] + 1]++;
     }
     for (size_t g = 0; g < n_groups; g++) first[g + 1] += first[g];
-    size_t *members = hp_malloc((first[n_groups] ? first[n_groups] : 1) * sizeof(size_t));
-    size_t *fill = hp_malloc((n_groups ? n_groups : 1) * sizeof(size_t));
+    size_t *members = hp_alloc(first[n_groups] ? first[n_groups] : 1, sizeof(size_t), err);
+    size_t *fill = members ? hp_alloc(n_groups ? n_groups : 1, sizeof(size_t), err) : NULL;
+    if (!fill) {
+        free(first);
+        free(members);
+        return hp_prefix(err, "obs");
+    }
     memcpy(fill, first, n_groups * sizeof(size_t));
     for (size_t i = 0; i < f->n; i++)
         if (group_of[i] != UINT32_MAX) members[fill[group_of[i]]++] = i;

@@ -70,7 +70,8 @@ int fisher_blocks(const Model *m, size_t S, bool align, size_t **start, HpErr *e
 // Bytes the build needs for model m with these options: N x n floats of gradients, sum S_b^2
 // floats of blocks, and the larger of (a) per thread, one gradient's model workspace (estimated
 // from the activations) and (b) per thread, the double scratch of the largest block's inversion.
-// Threads: omp_get_max_threads(). Returns 0 for options fisher_check would refuse.
+// Threads: omp_get_max_threads(). Returns 0 for options fisher_check would refuse (or when the
+// block list cannot be allocated).
 size_t fisher_bytes(const Model *m, const FisherOpts *o);
 
 // Checks the options against m: N, batch, S >= 1, S <= n_params, damp > 0 and finite, budget >= 0

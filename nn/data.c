@@ -22,7 +22,7 @@ void dataset_free(Dataset *d) {
     memset(d, 0, sizeof *d);
 }
 
-void dataset_alloc(Dataset *d, int n, int c, int h, int w, int n_classes) {
+int dataset_alloc(Dataset *d, int n, int c, int h, int w, int n_classes, HpErr *err) {
     HP_ASSERT(n >= 0 && c > 0 && h > 0 && w > 0 && n_classes > 0);
     memset(d, 0, sizeof *d);
     d->n = n;
@@ -30,8 +30,13 @@ void dataset_alloc(Dataset *d, int n, int c, int h, int w, int n_classes) {
     d->h = h;
     d->w = w;
     d->n_classes = n_classes;
-    d->images = hp_calloc((size_t)n, image_bytes(d));
-    d->labels = hp_calloc((size_t)n, 1);
+    d->images = hp_zalloc((size_t)n, image_bytes(d), err);
+    d->labels = d->images ? hp_zalloc((size_t)n, 1, err) : NULL;
+    if (!d->labels) {
+        dataset_free(d);
+        return hp_prefix(err, "the images");
+    }
+    return 0;
 }
 
 // Copies image i of src into slot j of dst (same image shape).
@@ -41,18 +46,29 @@ static void copy_image(const Dataset *src, int i, Dataset *dst, int j) {
     dst->labels[j] = src->labels[i];
 }
 
-void dataset_split(const Dataset *src, double val_fraction, uint64_t seed, Dataset *train, Dataset *val) {
+int dataset_split(const Dataset *src, double val_fraction, uint64_t seed, Dataset *train, Dataset *val,
+                  HpErr *err) {
     HP_ASSERT(val_fraction >= 0.0 && val_fraction <= 1.0);
     int n = src->n;
     int n_val = (int)llround((double)n * val_fraction);
     if (n_val > n) n_val = n;
-    dataset_alloc(train, n - n_val, src->c, src->h, src->w, src->n_classes);
-    dataset_alloc(val, n_val, src->c, src->h, src->w, src->n_classes);
-    if (n == 0) return;
+    memset(val, 0, sizeof *val);
+    if (dataset_alloc(train, n - n_val, src->c, src->h, src->w, src->n_classes, err) < 0) return -1;
+    if (dataset_alloc(val, n_val, src->c, src->h, src->w, src->n_classes, err) < 0) {
+        dataset_free(train);
+        return -1;
+    }
+    if (n == 0) return 0;
     // The first n_val entries of a seeded permutation go to validation; both parts keep
     // the original (file) order.
-    int *perm = hp_malloc((size_t)n * sizeof *perm);
-    uint8_t *is_val = hp_calloc((size_t)n, 1);
+    int *perm = hp_alloc((size_t)n, sizeof *perm, err);
+    uint8_t *is_val = perm ? hp_zalloc((size_t)n, 1, err) : NULL;
+    if (!is_val) {
+        free(perm);
+        dataset_free(train);
+        dataset_free(val);
+        return -1;
+    }
     for (int i = 0; i < n; i++) perm[i] = i;
     Rng rng;
     rng_seed(&rng, seed, SPLIT_STREAM);
@@ -68,14 +84,16 @@ void dataset_split(const Dataset *src, double val_fraction, uint64_t seed, Datas
     HP_ASSERT(jt == train->n && jv == val->n);
     free(perm);
     free(is_val);
+    return 0;
 }
 
-void dataset_head(const Dataset *src, int n, Dataset *dst) {
+int dataset_head(const Dataset *src, int n, Dataset *dst, HpErr *err) {
     HP_ASSERT(n >= 0 && n <= src->n);
-    dataset_alloc(dst, n, src->c, src->h, src->w, src->n_classes);
-    if (n == 0) return;
+    if (dataset_alloc(dst, n, src->c, src->h, src->w, src->n_classes, err) < 0) return -1;
+    if (n == 0) return 0;
     memcpy(dst->images, src->images, (size_t)n * image_bytes(src));
     memcpy(dst->labels, src->labels, (size_t)n);
+    return 0;
 }
 
 // mean[c], std[c]: population mean and standard deviation of pixel/255 over every pixel of

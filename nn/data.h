@@ -22,13 +22,17 @@ typedef struct {
 } Augment;
 
 void dataset_free(Dataset *d);
-// Allocates an empty dataset of n images of shape (c, h, w).
-void dataset_alloc(Dataset *d, int n, int c, int h, int w, int n_classes);
+// Allocates an empty (zeroed) dataset of n images of shape (c, h, w). Returns 0, or -1 with err
+// set (out of memory; d is then empty).
+int dataset_alloc(Dataset *d, int n, int c, int h, int w, int n_classes, HpErr *err);
 // Splits src into a training part and a validation part of round(n * val_fraction) images,
-// chosen by a permutation seeded by seed. Both are new copies.
-void dataset_split(const Dataset *src, double val_fraction, uint64_t seed, Dataset *train, Dataset *val);
-// Copies the first n images of src (n <= src->n) into dst.
-void dataset_head(const Dataset *src, int n, Dataset *dst);
+// chosen by a permutation seeded by seed. Both are new copies. Returns 0, or -1 with err set
+// (out of memory; both are then empty).
+int dataset_split(const Dataset *src, double val_fraction, uint64_t seed, Dataset *train, Dataset *val,
+                  HpErr *err);
+// Copies the first n images of src (n <= src->n) into dst. Returns 0, or -1 with err set (out
+// of memory; dst is then empty).
+int dataset_head(const Dataset *src, int n, Dataset *dst, HpErr *err);
 // Per-channel mean and standard deviation of pixel/255 over the whole dataset.
 void dataset_channel_stats(const Dataset *d, float *mean, float *std);
 

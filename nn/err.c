@@ -1,7 +1,8 @@
-// err.c: error message helpers and checked allocation.
+// err.c: error message helpers and allocation that reports out-of-memory.
 #include "err.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,22 +29,32 @@ void hp_assert_fail(const char *cond, const char *file, int line) {
     abort();
 }
 
-void *hp_malloc(size_t bytes) {
-    if (bytes == 0) return NULL;
-    void *p = malloc(bytes);
-    if (!p) {
-        fprintf(stderr, "hprune: out of memory allocating %zu bytes\n", bytes);
-        abort();
+// Sets err to the out-of-memory message for count * size bytes; returns NULL.
+static void *no_memory(size_t count, size_t size, HpErr *err) {
+    if (size && count > SIZE_MAX / size) {
+        hp_fail(err, "out of memory: cannot allocate %zu x %zu bytes (more than the address space)", count, size);
+        return NULL;
     }
-    return p;
+    double bytes = (double)count * (double)size;
+    static const char *const units[] = {"bytes", "kB", "MB", "GB", "TB", "PB", "EB"};
+    int u = 0;
+    while (bytes >= 1000.0 && u < 6) bytes /= 1000.0, u++;
+    if (u == 0)
+        hp_fail(err, "out of memory: cannot allocate %zu bytes", count * size);
+    else
+        hp_fail(err, "out of memory: cannot allocate %.1f %s", bytes, units[u]);
+    return NULL;
 }
 
-void *hp_calloc(size_t count, size_t size) {
-    if (count == 0 || size == 0) return NULL;
-    void *p = calloc(count, size);
-    if (!p) {
-        fprintf(stderr, "hprune: out of memory allocating %zu x %zu bytes\n", count, size);
-        abort();
-    }
-    return p;
+void *hp_alloc(size_t count, size_t size, HpErr *err) {
+    if (size && count > SIZE_MAX / size) return no_memory(count, size, err);
+    size_t bytes = count * size;
+    void *p = malloc(bytes ? bytes : 1);
+    return p ? p : no_memory(count, size, err);
+}
+
+void *hp_zalloc(size_t count, size_t size, HpErr *err) {
+    if (size && count > SIZE_MAX / size) return no_memory(count, size, err);
+    void *p = count && size ? calloc(count, size) : calloc(1, 1);
+    return p ? p : no_memory(count, size, err);
 }

@@ -22,8 +22,10 @@ int hp_prefix(HpErr *err, const char *prefix);
     } while (0)
 void hp_assert_fail(const char *cond, const char *file, int line) __attribute__((noreturn));
 
-// malloc/calloc that return NULL only for a zero size; abort on out-of-memory.
-void *hp_malloc(size_t bytes);
-void *hp_calloc(size_t count, size_t size);
+// count * size bytes, uninitialised (hp_alloc) or zeroed (hp_zalloc); at least one byte, so
+// NULL always means failure. Returns NULL with err set ("out of memory: cannot allocate 6.8 GB")
+// when the product overflows or the system refuses.
+void *hp_alloc(size_t count, size_t size, HpErr *err);
+void *hp_zalloc(size_t count, size_t size, HpErr *err);
 
 #endif

@@ -2,6 +2,7 @@
 // and the forward and backward passes over the DAG in topological order.
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,11 +39,11 @@ static size_t aux_len(const Node *n, int N) {
 }
 
 // sole[i] = the node that alone reads node i's output, or -1 when none or several do (an add
-// reading one node twice counts twice; the last node, the model's output, has none).
-static void find_sole_consumers(const Model *m, int *sole) {
+// reading one node twice counts twice; the last node, the model's output, has none); uses is
+// scratch of n_nodes ints.
+static void find_sole_consumers(const Model *m, int *sole, int *uses) {
     const int L = m->n_nodes;
-    for (int i = 0; i < L; i++) sole[i] = -1;
-    int *uses = hp_calloc((size_t)L, sizeof(int));
+    for (int i = 0; i < L; i++) sole[i] = -1, uses[i] = 0;
     for (int j = 0; j < L; j++)
         for (int t = 0; t < m->nodes[j].n_in; t++) {
             int i = m->nodes[j].in[t];
@@ -52,22 +53,25 @@ static void find_sole_consumers(const Model *m, int *sole) {
         }
     for (int i = 0; i < L; i++)
         if (uses[i] != 1) sole[i] = -1;
-    free(uses);
 }
 
-void ws_init(Workspace *ws, const Model *m, int batch, int n_threads) {
+int ws_init(Workspace *ws, const Model *m, int batch, int n_threads, HpErr *err) {
     memset(ws, 0, sizeof *ws);
     ws->batch = batch;
     ws->n_threads = n_threads > 0 ? n_threads : omp_get_max_threads();
     openblas_set_num_threads(1);  // each OpenMP thread runs its own single-threaded BLAS calls
     int L = m->n_nodes;
-    ws->act = hp_calloc((size_t)L, sizeof(float *));
-    ws->grad = hp_calloc((size_t)L, sizeof(float *));
-    ws->aux = hp_calloc((size_t)L, sizeof(float *));
-    ws->fresh = hp_calloc((size_t)L, sizeof(bool));
-    ws->skip = hp_calloc((size_t)L, sizeof(bool));
-    ws->sole = hp_malloc((size_t)L * sizeof(int));
-    find_sole_consumers(m, ws->sole);
+    ws->act = hp_zalloc((size_t)L, sizeof(float *), err);
+    ws->grad = ws->act ? hp_zalloc((size_t)L, sizeof(float *), err) : NULL;
+    ws->aux = ws->grad ? hp_zalloc((size_t)L, sizeof(float *), err) : NULL;
+    ws->fresh = ws->aux ? hp_zalloc((size_t)L, sizeof(bool), err) : NULL;
+    ws->skip = ws->fresh ? hp_zalloc((size_t)L, sizeof(bool), err) : NULL;
+    ws->sole = ws->skip ? hp_alloc((size_t)L, 2 * sizeof(int), err) : NULL;  // sole, then scratch
+    if (!ws->sole) {
+        ws_free(ws);
+        return -1;
+    }
+    find_sole_consumers(m, ws->sole, ws->sole + L);
     size_t total = 0, col = 0, wsc = 0;
     for (int i = 0; i < L; i++) {
         const Node *n = &m->nodes[i];
@@ -82,7 +86,13 @@ void ws_init(Workspace *ws, const Model *m, int batch, int n_threads) {
     ws->col_stride = col;
     ws->wscratch_stride = wsc;
     total += (size_t)ws->n_threads * (col + wsc);
-    ws->block = hp_calloc(total ? total : 1, sizeof(float));
+    ws->block = hp_zalloc(total, sizeof(float), err);
+    if (!ws->block) {
+        ws_free(ws);
+        char what[64];
+        snprintf(what, sizeof what, "the workspace for batches of %d", batch);
+        return hp_prefix(err, what);
+    }
     ws->block_len = total;
     float *p = ws->block;
     for (int i = 0; i < L; i++) {
@@ -98,6 +108,7 @@ void ws_init(Workspace *ws, const Model *m, int batch, int n_threads) {
     ws->col = p;
     p += (size_t)ws->n_threads * col;
     ws->wscratch = p;
+    return 0;
 }
 
 void ws_free(Workspace *ws) {
@@ -375,16 +386,21 @@ static size_t raux_len(const Node *n) {
     return n->op == OP_BATCHNORM2D ? 2 * (size_t)n->out.c : 0;  // mean(R{x}), mean(xhat R{x})
 }
 
-void ws_enable_rop(Workspace *ws, const Model *m) {
-    if (ws->rblock) return;
+int ws_enable_rop(Workspace *ws, const Model *m, HpErr *err) {
+    if (ws->rblock) return 0;
     int L = m->n_nodes, B = ws->batch;
-    ws->ract = hp_calloc((size_t)L, sizeof(float *));
-    ws->rgrad = hp_calloc((size_t)L, sizeof(float *));
-    ws->raux = hp_calloc((size_t)L, sizeof(float *));
-    ws->rfresh = hp_calloc((size_t)L, sizeof(bool));
+    ws->ract = hp_zalloc((size_t)L, sizeof(float *), err);
+    ws->rgrad = ws->ract ? hp_zalloc((size_t)L, sizeof(float *), err) : NULL;
+    ws->raux = ws->rgrad ? hp_zalloc((size_t)L, sizeof(float *), err) : NULL;
+    ws->rfresh = ws->raux ? hp_zalloc((size_t)L, sizeof(bool), err) : NULL;
     size_t total = 0;
     for (int i = 0; i < L; i++) total += 2 * (size_t)B * shape_numel(m->nodes[i].out) + raux_len(&m->nodes[i]);
-    ws->rblock = hp_calloc(total, sizeof(float));  // R{input} stays zero
+    ws->rblock = ws->rfresh ? hp_zalloc(total, sizeof(float), err) : NULL;  // R{input} stays zero
+    if (!ws->rblock) {
+        free(ws->ract), free(ws->rgrad), free(ws->raux), free(ws->rfresh);
+        ws->ract = ws->rgrad = ws->raux = NULL, ws->rfresh = NULL;
+        return hp_prefix(err, "the R-operator's workspace");
+    }
     float *p = ws->rblock;
     for (int i = 0; i < L; i++) {
         size_t len = (size_t)B * shape_numel(m->nodes[i].out), a = raux_len(&m->nodes[i]);
@@ -395,6 +411,7 @@ void ws_enable_rop(Workspace *ws, const Model *m) {
         ws->raux[i] = a ? p : NULL;
         p += a;
     }
+    return 0;
 }
 
 // R{x} of node id, or NULL when it is the network input (whose R{x} is zero).

@@ -140,10 +140,13 @@ int model_add(Model *m, const Node *spec, HpErr *err) {
         if (strcmp(m->nodes[i].name, n.name) == 0) return hp_fail(err, "node '%s': duplicate name", n.name);
     if (infer_shape(m, &n, err)) return -1;
     if (m->n_nodes == m->cap_nodes) {
-        m->cap_nodes = m->cap_nodes ? 2 * m->cap_nodes : 32;
-        Node *grown = realloc(m->nodes, (size_t)m->cap_nodes * sizeof *grown);
-        HP_ASSERT(grown != NULL);
+        int cap = m->cap_nodes ? 2 * m->cap_nodes : 32;
+        Node *grown = hp_alloc((size_t)cap, sizeof *grown, err);
+        if (!grown) return hp_prefix(err, "the graph");
+        if (m->n_nodes) memcpy(grown, m->nodes, (size_t)m->n_nodes * sizeof *grown);
+        free(m->nodes);
         m->nodes = grown;
+        m->cap_nodes = cap;
     }
     n.w_off = n.w_len = n.b_off = n.b_len = n.mean_off = n.var_off = 0;
     m->nodes[m->n_nodes] = n;
@@ -189,8 +192,13 @@ int model_finalize(Model *m, HpErr *err) {
     free(m->buffers);
     m->n_params = p;
     m->n_buffers = b;
-    m->params = hp_calloc(p ? p : 1, sizeof(float));
-    m->buffers = hp_calloc(b ? b : 1, sizeof(float));
+    m->params = hp_zalloc(p, sizeof(float), err);
+    m->buffers = m->params ? hp_zalloc(b, sizeof(float), err) : NULL;
+    if (!m->buffers) {
+        free(m->params);
+        m->params = NULL;
+        return hp_prefix(err, "the parameters");
+    }
     for (int i = 0; i < m->n_nodes; i++) {
         const Node *n = &m->nodes[i];
         if (n->op != OP_BATCHNORM2D) continue;
@@ -227,21 +235,34 @@ void model_init_params(Model *m, Rng *rng) {
     }
 }
 
-// Returns a malloc'd copy of n floats (NULL for n == 0).
-static float *dup_floats(const float *src, size_t n) {
-    float *dst = hp_malloc((n ? n : 1) * sizeof(float));
-    if (n) memcpy(dst, src, n * sizeof(float));
+// Returns a malloc'd copy of n floats, or NULL with err set.
+static float *dup_floats(const float *src, size_t n, HpErr *err) {
+    float *dst = hp_alloc(n, sizeof(float), err);
+    if (dst && n) memcpy(dst, src, n * sizeof(float));
     return dst;
 }
 
-void model_copy(Model *dst, const Model *src) {
+int model_copy(Model *dst, const Model *src, HpErr *err) {
     *dst = *src;
-    dst->nodes = hp_malloc((size_t)src->cap_nodes * sizeof(Node));
+    dst->params = dst->buffers = NULL, dst->provenance = NULL;
+    dst->nodes = hp_alloc((size_t)src->cap_nodes, sizeof(Node), err);
+    if (!dst->nodes) {
+        memset(dst, 0, sizeof *dst);
+        return -1;
+    }
     memcpy(dst->nodes, src->nodes, (size_t)src->n_nodes * sizeof(Node));
-    dst->params = dup_floats(src->params, src->n_params);
-    dst->buffers = dup_floats(src->buffers, src->n_buffers);
-    dst->provenance = src->provenance ? strdup(src->provenance) : NULL;
-    HP_ASSERT(!src->provenance || dst->provenance);
+    dst->params = dup_floats(src->params, src->n_params, err);
+    dst->buffers = dst->params ? dup_floats(src->buffers, src->n_buffers, err) : NULL;
+    bool copied = dst->buffers != NULL;
+    if (copied && src->provenance) {
+        dst->provenance = strdup(src->provenance);
+        if (!dst->provenance) copied = hp_fail(err, "out of memory: cannot copy the provenance") == 0;
+    }
+    if (!copied) {
+        model_free(dst);
+        return -1;
+    }
+    return 0;
 }
 
 // ---- builders ----

@@ -93,8 +93,9 @@ int model_finalize(Model *m, HpErr *err);
 // Initialises parameters: Kaiming-normal (fan_out, ReLU) for conv, PyTorch's uniform for
 // linear, zero biases, batchnorm weight 1 and bias 0. Running statistics reset to 0/1.
 void model_init_params(Model *m, Rng *rng);
-// Deep copy of src into dst (dst is overwritten, not freed first).
-void model_copy(Model *dst, const Model *src);
+// Deep copy of src into dst (dst is overwritten, not freed first). Returns 0, or -1 with err
+// set (out of memory; dst is then empty).
+int model_copy(Model *dst, const Model *src, HpErr *err);
 
 // Shorthand builders: each returns the node id or -1 with err set.
 int mb_input(Model *m, HpErr *err);
@@ -172,8 +173,9 @@ typedef struct {
     float *rblock;
 } Workspace;
 
-// Sizes a workspace for batches of up to `batch` samples on `n_threads` threads.
-void ws_init(Workspace *ws, const Model *m, int batch, int n_threads);
+// Sizes a workspace for batches of up to `batch` samples on `n_threads` threads. Returns 0, or
+// -1 with err set (out of memory; ws is then empty, and ws_free on it is harmless).
+int ws_init(Workspace *ws, const Model *m, int batch, int n_threads, HpErr *err);
 void ws_free(Workspace *ws);
 
 // Forward pass: x is (N, C, H, W), already normalised; N <= ws->batch. Returns the logits,
@@ -188,8 +190,9 @@ void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *
 
 // ---- curvature products (Pearlmutter's R-operator) ----
 
-// Allocates the R-operator buffers of a workspace (once; later calls do nothing).
-void ws_enable_rop(Workspace *ws, const Model *m);
+// Allocates the R-operator buffers of a workspace (once; later calls do nothing). Returns 0,
+// or -1 with err set (out of memory; the workspace is as it was).
+int ws_enable_rop(Workspace *ws, const Model *m, HpErr *err);
 // R-forward through the last forward pass along the parameter direction v (n_params floats):
 // fills R{act} for every node (R{input} = 0). Returns R{logits}, (N, n_classes).
 const float *model_rforward(const Model *m, Workspace *ws, const float *v);

@@ -14,15 +14,20 @@
 // Stream ids of the per-epoch random streams.
 enum { STREAM_SHUFFLE = 1, STREAM_AUGMENT = 2, STREAM_DROPOUT = 3 };
 
-void bn_recalibrate(Model *m, const Dataset *d, const int *idx, int n, int batch, uint64_t seed) {
-    if (n <= 0 || batch <= 0) return;
+int bn_recalibrate(Model *m, const Dataset *d, const int *idx, int n, int batch, uint64_t seed, HpErr *err) {
+    if (n <= 0 || batch <= 0) return 0;
     if (batch > n) batch = n;
-    float *saved = hp_malloc((size_t)m->n_nodes * sizeof(float));
-    for (int i = 0; i < m->n_nodes; i++) saved[i] = m->nodes[i].momentum;
     Workspace ws;
-    ws_init(&ws, m, batch, 0);
-    float *x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));  // (batch, C, H, W)
-    int *y = hp_malloc((size_t)batch * sizeof(int));
+    if (ws_init(&ws, m, batch, 0, err) < 0) return -1;
+    float *saved = hp_alloc((size_t)m->n_nodes, sizeof(float), err);
+    float *x = saved ? hp_alloc((size_t)batch * shape_numel(m->input), sizeof(float), err) : NULL;  // (batch, C, H, W)
+    int *y = x ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
+    if (!y) {
+        free(x), free(saved);
+        ws_free(&ws);
+        return -1;
+    }
+    for (int i = 0; i < m->n_nodes; i++) saved[i] = m->nodes[i].momentum;
     Rng rng;
     rng_seed(&rng, seed, 501);
     for (int k = 0; k * batch < n; k++) {
@@ -35,6 +40,7 @@ void bn_recalibrate(Model *m, const Dataset *d, const int *idx, int n, int batch
     for (int i = 0; i < m->n_nodes; i++) m->nodes[i].momentum = saved[i];
     free(y), free(x), free(saved);
     ws_free(&ws);
+    return 0;
 }
 
 int hp_set_threads(int n) {
@@ -51,11 +57,15 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc) {
+int evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc, HpErr *err) {
     int B = ws->batch;
     size_t in_len = shape_numel(m->input);
-    float *x = hp_malloc((size_t)B * in_len * sizeof(float));
-    int *y = hp_malloc((size_t)B * sizeof(int)), *idx = hp_malloc((size_t)B * sizeof(int));
+    float *x = hp_alloc((size_t)B * in_len, sizeof(float), err);
+    int *y = x ? hp_alloc((size_t)B, 2 * sizeof(int), err) : NULL, *idx = y ? y + B : NULL;  // labels, then indices
+    if (!y) {
+        free(x);
+        return -1;
+    }
     double total = 0.0;
     long hits = 0;
     for (int start = 0; start < d->n; start += B) {
@@ -71,23 +81,27 @@ void evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc
     *acc = d->n ? (float)hits / (float)d->n : 0.0f;
     free(x);
     free(y);
-    free(idx);
+    return 0;
 }
 
-// Buffers one training run needs, allocated once.
+// Buffers one training run needs, allocated once (buffers_free frees what buffers_init got).
 typedef struct {
     Workspace ws;
     float *x, *grad, *dlogits;
     int *y, *order;
 } TrainBuffers;
 
-static void buffers_init(TrainBuffers *b, const Model *m, int batch, int n_train) {
-    ws_init(&b->ws, m, batch, 0);
-    b->x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
-    b->grad = hp_malloc(m->n_params * sizeof(float));
-    b->dlogits = hp_malloc((size_t)batch * m->n_classes * sizeof(float));
-    b->y = hp_malloc((size_t)batch * sizeof(int));
-    b->order = hp_malloc((size_t)n_train * sizeof(int));
+// Allocates b for batches of `batch` out of n_train images. Returns 0, or -1 with err set (b
+// is then empty).
+static int buffers_init(TrainBuffers *b, const Model *m, int batch, int n_train, HpErr *err) {
+    memset(b, 0, sizeof *b);
+    if (ws_init(&b->ws, m, batch, 0, err) < 0) return -1;
+    b->x = hp_alloc((size_t)batch * shape_numel(m->input), sizeof(float), err);
+    b->grad = b->x ? hp_alloc(m->n_params, sizeof(float), err) : NULL;
+    b->dlogits = b->grad ? hp_alloc((size_t)batch * m->n_classes, sizeof(float), err) : NULL;
+    b->y = b->dlogits ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
+    b->order = b->y ? hp_alloc((size_t)n_train, sizeof(int), err) : NULL;
+    return b->order ? 0 : -1;
 }
 
 static void buffers_free(TrainBuffers *b) {
@@ -163,7 +177,10 @@ int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *v
     if (train->n < c->batch_size)
         return hp_fail(err, "training set has %d images, fewer than one batch of %d", train->n, c->batch_size);
     TrainBuffers b;
-    buffers_init(&b, m, c->batch_size, train->n);
+    if (buffers_init(&b, m, c->batch_size, train->n, err) < 0) {
+        buffers_free(&b);
+        return -1;
+    }
     double run_start = now_s();
     int first = state->next_epoch, rc = 0;
     for (int epoch = first; epoch < c->epochs && rc == 0; epoch++) {
@@ -174,9 +191,12 @@ int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *v
             break;
         }
         pr.val_acc = pr.val_loss = -1.0f;
-        if (val && val->n > 0) evaluate(m, &b.ws, val, &pr.val_loss, &pr.val_acc);
         pr.test_acc = pr.test_loss = -1.0f;
-        if (test && test->n > 0) evaluate(m, &b.ws, test, &pr.test_loss, &pr.test_acc);
+        if ((val && val->n > 0 && evaluate(m, &b.ws, val, &pr.val_loss, &pr.val_acc, err) < 0) ||
+            (test && test->n > 0 && evaluate(m, &b.ws, test, &pr.test_loss, &pr.test_acc, err) < 0)) {
+            rc = -1;
+            break;
+        }
         if (pr.val_acc > state->best_val_acc) state->best_val_acc = pr.val_acc;
         state->next_epoch = epoch + 1;
         pr.epoch = epoch;

@@ -52,14 +52,16 @@ typedef struct {
 
 typedef void (*TrainCallback)(const TrainProgress *p, void *user);
 
-// Evaluates the model (MODE_EVAL) on a dataset; writes mean loss and accuracy.
-void evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc);
+// Evaluates the model (MODE_EVAL) on a dataset; writes mean loss and accuracy. Returns 0, or
+// -1 with err set (out of memory).
+int evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc, HpErr *err);
 
 // Re-estimates every batchnorm's running statistics as the plain average over batches of
 // `batch` images idx[0..n) of d (no augmentation; the k-th batch enters with momentum 1/k, as
 // PyTorch's momentum=None), so they match the current weights. Trainable parameters are not
-// changed; dropout masks (if any) are drawn from a stream of seed.
-void bn_recalibrate(Model *m, const Dataset *d, const int *idx, int n, int batch, uint64_t seed);
+// changed; dropout masks (if any) are drawn from a stream of seed. Returns 0, or -1 with err set
+// (out of memory; the statistics are then unchanged).
+int bn_recalibrate(Model *m, const Dataset *d, const int *idx, int n, int batch, uint64_t seed, HpErr *err);
 
 // A training run's state that a checkpoint must hold to resume exactly.
 typedef struct {

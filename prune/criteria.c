@@ -170,19 +170,22 @@ static size_t scored_params(const Model *m, const ChannelGroup *g, int c, bool c
     return k;
 }
 
-// scores[g][c] = f over channel c's scored parameters, for every prunable group.
-static void score_by_params(const Model *m, const GroupSet *gs, bool consumers_only, ChannelFn f, const void *ctx,
-                            double **scores) {
+// scores[g][c] = f over channel c's scored parameters, for every prunable group. Returns 0, or
+// -1 with err set.
+static int score_by_params(const Model *m, const GroupSet *gs, bool consumers_only, ChannelFn f, const void *ctx,
+                           double **scores, HpErr *err) {
     for (int g = 0; g < gs->n_groups; g++) {
         const ChannelGroup *grp = &gs->groups[g];
         if (!grp->prunable) continue;
-        size_t *idx = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
+        size_t *idx = hp_alloc(group_max_channel(m, grp) + 1, sizeof(size_t), err);
+        if (!idx) return -1;
         for (int c = 0; c < grp->n_channels; c++) {
             size_t k = scored_params(m, grp, c, consumers_only, idx);
             scores[g][c] = f(ctx, m->params, idx, k);
         }
         free(idx);
     }
+    return 0;
 }
 
 // Sum of |w_i|.
@@ -217,9 +220,10 @@ static double f_obd(const void *ctx, const float *w, const size_t *idx, size_t k
     return s;
 }
 
-int *crit_calibration(const CritOpts *o, int *n) {
+int *crit_calibration(const CritOpts *o, int *n, HpErr *err) {
     int total = o->data->n;
-    int *perm = hp_malloc((size_t)total * sizeof(int));
+    int *perm = hp_alloc((size_t)total, sizeof(int), err);
+    if (!perm) return NULL;
     for (int i = 0; i < total; i++) perm[i] = i;
     Rng rng;
     rng_seed(&rng, o->seed, 401);
@@ -271,27 +275,36 @@ static int score_bn(const Model *m, const GroupSet *gs, double **scores, HpErr *
 // then divided by the batch count.
 static int score_taylor(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     int n;
-    int *idx = crit_calibration(o, &n);
+    int *idx = crit_calibration(o, &n, err);
+    if (!idx) return -1;
     int batch = o->batch < n ? o->batch : n, n_batches = (n + batch - 1) / batch;
     Workspace ws;
-    ws_init(&ws, m, batch, 0);
-    float *x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
-    float *dlogits = hp_malloc((size_t)batch * (size_t)m->n_classes * sizeof(float));
-    int *y = hp_malloc((size_t)batch * sizeof(int));
-    float *grad = hp_malloc(m->n_params * sizeof(float));
-    for (int g = 0; g < gs->n_groups; g++)
+    if (ws_init(&ws, m, batch, 0, err) < 0) {
+        free(idx);
+        return -1;
+    }
+    float *x = hp_alloc((size_t)batch * shape_numel(m->input), sizeof(float), err);
+    float *dlogits = x ? hp_alloc((size_t)batch * (size_t)m->n_classes, sizeof(float), err) : NULL;
+    int *y = dlogits ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
+    float *grad = y ? hp_alloc(m->n_params, sizeof(float), err) : NULL;
+    int rc = grad ? 0 : -1;
+    for (int g = 0; g < gs->n_groups && rc == 0; g++)
         if (gs->groups[g].prunable) memset(scores[g], 0, (size_t)gs->groups[g].n_channels * sizeof(double));
-    for (int b = 0; b < n_batches; b++) {
+    for (int b = 0; b < n_batches && rc == 0; b++) {
         int count = (b + 1) * batch <= n ? batch : n - b * batch;
         data_batch(o->data, idx + b * batch, count, m->norm_mean, m->norm_std, NULL, NULL, x, y);
         const float *logits = model_forward(m, &ws, x, count, MODE_EVAL, NULL);
         softmax_xent(logits, y, count, m->n_classes, 0, dlogits, NULL);
         memset(grad, 0, m->n_params * sizeof(float));
         model_backward(m, &ws, dlogits, grad, NULL);
-        for (int g = 0; g < gs->n_groups; g++) {
+        for (int g = 0; g < gs->n_groups && rc == 0; g++) {
             const ChannelGroup *grp = &gs->groups[g];
             if (!grp->prunable) continue;
-            size_t *pi = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
+            size_t *pi = hp_alloc(group_max_channel(m, grp) + 1, sizeof(size_t), err);
+            if (!pi) {
+                rc = -1;
+                break;
+            }
             for (int c = 0; c < grp->n_channels; c++) {
                 size_t k = scored_params(m, grp, c, o->consumers_only, pi);
                 double s = 0;
@@ -300,19 +313,22 @@ static int score_taylor(const CritOpts *o, Model *m, const GroupSet *gs, double 
             }
             free(pi);
         }
-        if (o->progress) o->progress(b + 1, n_batches, o->user);
+        if (rc == 0 && o->progress) o->progress(b + 1, n_batches, o->user);
     }
     free(grad), free(y), free(dlogits), free(x), free(idx);
     ws_free(&ws);
-    (void)err;
-    return 0;
+    return rc;
 }
 
 // Sets up eval-mode curvature products of the given kind over o's calibration images, in batches
 // of o->batch (or one image each if per_image: the exact Gauss-Newton passes). 0, or -1 with err.
 static int calibration_curv(const CritOpts *o, Model *m, CurvKind kind, bool per_image, Curvature *cv, HpErr *err) {
     int n;
-    int *idx = crit_calibration(o, &n);
+    int *idx = crit_calibration(o, &n, err);
+    if (!idx) {
+        memset(cv, 0, sizeof *cv);  // empty, as curv_init leaves it on failure
+        return -1;
+    }
     int batch = per_image ? 1 : o->batch < n ? o->batch : n;
     int rc = curv_init(cv, m, o->data, idx, n, batch, MODE_EVAL, kind, err);
     free(idx);
@@ -339,12 +355,15 @@ int crit_hutchinson_diag(const CritOpts *o, Model *m, bool ggn, float *diag, int
 
 // HAP summed over the group's members: for each tensor slice channel c touches, the mean of
 // the diagonal over the slice times the slice's squared norm (Tr(H_c)/n_c * ||W_c||^2 of that
-// member), so a large consumer slice does not dilute a producer's curvature.
-static void score_hap(const Model *m, const GroupSet *gs, bool consumers_only, const float *diag, double **scores) {
+// member), so a large consumer slice does not dilute a producer's curvature. Returns 0, or -1
+// with err set.
+static int score_hap(const Model *m, const GroupSet *gs, bool consumers_only, const float *diag, double **scores,
+                     HpErr *err) {
     for (int g = 0; g < gs->n_groups; g++) {
         const ChannelGroup *grp = &gs->groups[g];
         if (!grp->prunable) continue;
-        size_t *idx = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
+        size_t *idx = hp_alloc(group_max_channel(m, grp) + 1, sizeof(size_t), err);
+        if (!idx) return -1;
         for (int c = 0; c < grp->n_channels; c++) {
             scores[g][c] = 0;
             for (int j = 0; j < grp->n_members; j++) {
@@ -355,6 +374,7 @@ static void score_hap(const Model *m, const GroupSet *gs, bool consumers_only, c
         }
         free(idx);
     }
+    return 0;
 }
 
 int crit_ggn_diag(const CritOpts *o, Model *m, float *diag, HpErr *err) {
@@ -367,10 +387,11 @@ int crit_ggn_diag(const CritOpts *o, Model *m, float *diag, HpErr *err) {
 
 // HAP or OBD from the Hutchinson diagonal of the Hessian, or the exact Gauss-Newton diagonal.
 static int score_diag(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
-    float *diag = hp_malloc(m->n_params * sizeof(float));
+    float *diag = hp_alloc(m->n_params, sizeof(float), err);
+    if (!diag) return -1;
     int rc = o->ggn ? crit_ggn_diag(o, m, diag, err) : crit_hutchinson_diag(o, m, false, diag, NULL, err);
-    if (rc == 0 && o->method == CRIT_HAP) score_hap(m, gs, o->consumers_only, diag, scores);
-    if (rc == 0 && o->method == CRIT_OBD) score_by_params(m, gs, o->consumers_only, f_obd, diag, scores);
+    if (rc == 0 && o->method == CRIT_HAP) rc = score_hap(m, gs, o->consumers_only, diag, scores, err);
+    if (rc == 0 && o->method == CRIT_OBD) rc = score_by_params(m, gs, o->consumers_only, f_obd, diag, scores, err);
     free(diag);
     return rc;
 }
@@ -395,29 +416,40 @@ static void add_channel_quads(void *ctx, int t, const float *g) {
     }
 }
 
-// Fills q's channel index lists: every prunable channel of gs, group after group.
-static void channel_lists(const Model *m, const GroupSet *gs, bool consumers_only, ChannelQuads *q) {
+// Fills q's channel index lists: every prunable channel of gs, group after group. Returns 0, or
+// -1 with err set (q->idx and q->start then NULL).
+static int channel_lists(const Model *m, const GroupSet *gs, bool consumers_only, ChannelQuads *q, HpErr *err) {
     size_t total = 0, j = 0, at = 0;
     for (int g = 0; g < gs->n_groups; g++)
         for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++)
             q->n_ch++, total += scored_params(m, &gs->groups[g], c, consumers_only, NULL);
-    q->idx = hp_malloc((total + 1) * sizeof(size_t));
-    q->start = hp_malloc((q->n_ch + 1) * sizeof(size_t));
+    q->idx = hp_alloc(total + 1, sizeof(size_t), err);
+    q->start = q->idx ? hp_alloc(q->n_ch + 1, sizeof(size_t), err) : NULL;
+    if (!q->start) {
+        free(q->idx);
+        q->idx = NULL;
+        return -1;
+    }
     for (int g = 0; g < gs->n_groups; g++)
         for (int c = 0; gs->groups[g].prunable && c < gs->groups[g].n_channels; c++) {
             q->start[j++] = at;
             at += scored_params(m, &gs->groups[g], c, consumers_only, q->idx + at);
         }
     q->start[j] = at;
+    return 0;
 }
 
 // Fisher: scores[g][c] = 1/2 w_Q^T G w_Q = 1/2 mean over images of sum_k (w_Q . J^T a_k)^2 for
 // channel c's parameters Q, from the exact Gauss-Newton factor gradients (no probes).
 static int score_fisher(const CritOpts *o, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
     ChannelQuads q = {.w = m->params};
-    channel_lists(m, gs, o->consumers_only, &q);
+    if (channel_lists(m, gs, o->consumers_only, &q, err) < 0) return -1;
     int T = omp_get_max_threads(), n = 0;
-    q.acc = hp_calloc((size_t)T * q.n_ch + 1, sizeof(double));
+    q.acc = hp_zalloc((size_t)T * q.n_ch + 1, sizeof(double), err);
+    if (!q.acc) {
+        free(q.idx), free(q.start);
+        return -1;
+    }
     Curvature cv;
     int rc = calibration_curv(o, m, CURV_GGN, true, &cv, err);
     if (rc == 0) {
@@ -445,7 +477,8 @@ static int score_obs(Scorer *s, Model *m, const GroupSet *gs, double **scores, H
     for (int g = 0; g < gs->n_groups; g++) {
         const ChannelGroup *grp = &gs->groups[g];
         if (!grp->prunable) continue;
-        size_t *idx = hp_malloc((group_max_channel(m, grp) + 1) * sizeof(size_t));
+        size_t *idx = hp_alloc(group_max_channel(m, grp) + 1, sizeof(size_t), err);
+        if (!idx) return -1;
         int rc = 0;
         for (int c = 0; c < grp->n_channels && rc == 0; c++) {
             size_t k = group_channel_params(m, grp, c, idx);
@@ -475,16 +508,21 @@ static int consumer_nodes(const GroupSet *gs, int *nodes, int *group, int *block
 // Layer-wise OBS: scores[g][c] = sum over g's consumers of the cost of removing input channel
 // c there (with compensation of the consumer's other columns).
 static int score_obs_layer(Scorer *s, Model *m, const GroupSet *gs, double **scores, HpErr *err) {
-    int cap = m->n_nodes, *nodes = hp_malloc((size_t)cap * sizeof(int) * 3);
+    int cap = m->n_nodes, *nodes = hp_alloc((size_t)cap * 3, sizeof(int), err);
+    if (!nodes) return -1;
     int *group = nodes + cap, *block = nodes + 2 * cap;
     int nc = consumer_nodes(gs, nodes, group, block, cap), n;
-    int *idx = crit_calibration(&s->o, &n);
-    s->layers = calloc((size_t)(nc > 0 ? nc : 1), sizeof(LayerHessian));
-    HP_ASSERT(s->layers);
+    int *idx = crit_calibration(&s->o, &n, err);
+    s->layers = idx ? hp_zalloc((size_t)nc, sizeof(LayerHessian), err) : NULL;
+    s->layer_of_node = s->layers ? hp_alloc((size_t)m->n_nodes, sizeof(int), err) : NULL;
+    if (!s->layer_of_node) {
+        free(s->layers), free(idx), free(nodes);
+        s->layers = NULL;
+        return -1;
+    }
     int rc = nc ? layer_hessians(m, s->o.data, idx, n, s->o.batch < n ? s->o.batch : n, nodes, nc, s->layers, err) : 0;
     free(idx);
     if (rc == 0) s->n_layers = nc;
-    s->layer_of_node = hp_malloc((size_t)m->n_nodes * sizeof(int));
     for (int i = 0; i < m->n_nodes; i++) s->layer_of_node[i] = -1;
     for (int g = 0; g < gs->n_groups; g++)
         if (gs->groups[g].prunable) memset(scores[g], 0, (size_t)gs->groups[g].n_channels * sizeof(double));
@@ -492,7 +530,11 @@ static int score_obs_layer(Scorer *s, Model *m, const GroupSet *gs, double **sco
         const Node *nd = &m->nodes[nodes[l]];
         s->layer_of_node[nodes[l]] = l;
         int n_ch = gs->groups[group[l]].n_channels;
-        double *sc = hp_malloc((size_t)n_ch * sizeof(double));
+        double *sc = hp_alloc((size_t)n_ch, sizeof(double), err);
+        if (!sc) {
+            rc = -1;
+            break;
+        }
         rc = layer_obs_scores(&s->layers[l], m->params + nd->w_off, nd->out_features, block[l], s->o.damp_rel, sc, err);
         for (int c = 0; c < n_ch && rc == 0; c++) scores[group[l]][c] += sc[c];
         free(sc);
@@ -543,8 +585,8 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     int rc = 0;
     switch (o->method) {
     case CRIT_RANDOM: score_random(o, gs, scores); break;
-    case CRIT_L1: score_by_params(m, gs, o->consumers_only, f_l1, NULL, scores); break;
-    case CRIT_L2: score_by_params(m, gs, o->consumers_only, f_l2, NULL, scores); break;
+    case CRIT_L1: rc = score_by_params(m, gs, o->consumers_only, f_l1, NULL, scores, err); break;
+    case CRIT_L2: rc = score_by_params(m, gs, o->consumers_only, f_l2, NULL, scores, err); break;
     case CRIT_BN: rc = score_bn(m, gs, scores, err); break;
     case CRIT_TAYLOR: rc = score_taylor(o, m, gs, scores, err); break;
     case CRIT_HAP:
@@ -578,7 +620,8 @@ static int compensate_obs(Scorer *s, Model *m, const GroupSet *gs, bool *const *
         for (int c = 0; c < gs->groups[g].n_channels; c++)
             if (!keep[g][c]) q += group_channel_params(m, &gs->groups[g], c, NULL);
     if (q == 0) return 0;
-    size_t *Q = hp_malloc(q * sizeof(size_t)), at = 0;
+    size_t *Q = hp_alloc(q, sizeof(size_t), err), at = 0;
+    if (!Q) return -1;
     for (int g = 0; g < gs->n_groups; g++)
         for (int c = 0; c < gs->groups[g].n_channels; c++)
             if (!keep[g][c]) at += group_channel_params(m, &gs->groups[g], c, Q + at);
@@ -586,8 +629,11 @@ static int compensate_obs(Scorer *s, Model *m, const GroupSet *gs, bool *const *
     size_t u = 0;
     for (size_t i = 0; i < q; i++)
         if (u == 0 || Q[i] != Q[u - 1]) Q[u++] = Q[i];
-    float *delta = calloc(m->n_params, sizeof(float));
-    HP_ASSERT(delta);
+    float *delta = hp_zalloc(m->n_params, sizeof(float), err);
+    if (!delta) {
+        free(Q);
+        return -1;
+    }
     int rc = obs_update(&s->fisher, m->params, Q, u, delta, err);
     if (rc == 0) {
         for (size_t i = 0; i < m->n_params; i++) m->params[i] += delta[i];
@@ -602,7 +648,8 @@ static int compensate_obs(Scorer *s, Model *m, const GroupSet *gs, bool *const *
 static int compensate_obs_layer(Scorer *s, Model *m, const GroupSet *gs, bool *const *keep, HpErr *err) {
     for (int g = 0; g < gs->n_groups; g++) {
         const ChannelGroup *grp = &gs->groups[g];
-        int *ch = hp_malloc((size_t)grp->n_channels * sizeof(int)), k = 0;
+        int *ch = hp_alloc((size_t)grp->n_channels, sizeof(int), err), k = 0;
+        if (!ch) return -1;
         for (int c = 0; c < grp->n_channels; c++)
             if (!keep[g][c]) ch[k++] = c;
         for (int j = 0; j < grp->n_members && k > 0; j++) {

@@ -88,8 +88,9 @@ typedef struct {
 CritOpts crit_defaults(void);
 
 // The calibration images: a permutation of o->data's indices seeded by o->seed (malloc'd, all
-// o->data->n of them) whose first *n = min(o->samples, o->data->n) are the ones used.
-int *crit_calibration(const CritOpts *o, int *n);
+// o->data->n of them) whose first *n = min(o->samples, o->data->n) are the ones used. NULL with
+// err set if out of memory.
+int *crit_calibration(const CritOpts *o, int *n, HpErr *err);
 // Hutchinson diagonal (o->probes probes, at least 2) of the Hessian, or of the Gauss-Newton
 // matrix if ggn, of the mean loss over the calibration images in batches of o->batch
 // (eval-mode batchnorm) into diag (n_params floats); *probes (may be NULL) gets the count used.
@@ -148,12 +149,13 @@ typedef struct {
     int n_groups;
 } PruneRef;
 
-void pruneref_init(PruneRef *r, const Model *m, const GroupSet *gs);
+// Returns 0, or -1 with err set (r is then empty).
+int pruneref_init(PruneRef *r, const Model *m, const GroupSet *gs, HpErr *err);
 void pruneref_free(PruneRef *r);
 
 // MACs and parameters m would have with group g narrowed to width[g] channels (exact: both are
-// sums of terms linear in a node's input and output widths).
-void widths_cost(const Model *m, const GroupSet *gs, const int *width, uint64_t *macs, size_t *params);
+// sums of terms linear in a node's input and output widths). Returns 0, or -1 with err set.
+int widths_cost(const Model *m, const GroupSet *gs, const int *width, uint64_t *macs, size_t *params, HpErr *err);
 
 // Chooses the channels to remove: globally lowest scores (divided by each group's cost per
 // channel when t->per_cost) first (in units of round_to channels

@@ -172,12 +172,19 @@ static int check_layout(Walk *w, const Model *m, HpErr *err) {
     return 0;
 }
 
-// Turns the walk's sets into gs->groups, ordered by their first producer (input first).
-static void collect_groups(Walk *w, const Model *m, GroupSet *gs) {
-    int *group_of = hp_malloc((size_t)w->n_spaces * sizeof(int));
+// Turns the walk's sets into gs->groups, ordered by their first producer (input first). Returns
+// 0, or -1 with err set (gs is then empty).
+static int collect_groups(Walk *w, const Model *m, GroupSet *gs, HpErr *err) {
+    int *group_of = hp_alloc((size_t)w->n_spaces, sizeof(int), err);
+    if (!group_of) return -1;
     gs->n_groups = 0;
     for (int e = 0; e < w->n_spaces; e++) group_of[e] = space_find(w, e) == e ? gs->n_groups++ : -1;
-    gs->groups = hp_calloc((size_t)gs->n_groups, sizeof(ChannelGroup));
+    gs->groups = hp_zalloc((size_t)gs->n_groups, sizeof(ChannelGroup), err);
+    if (!gs->groups) {
+        free(group_of);
+        gs->n_groups = 0;
+        return -1;
+    }
     for (int e = 0; e < w->n_spaces; e++) {
         if (group_of[e] < 0) continue;
         ChannelGroup *g = &gs->groups[group_of[e]];
@@ -188,31 +195,37 @@ static void collect_groups(Walk *w, const Model *m, GroupSet *gs) {
     }
     for (int k = 0; k < w->n_raw; k++) gs->groups[group_of[space_find(w, w->raw[k].space)]].n_members++;
     for (int g = 0; g < gs->n_groups; g++) {
-        gs->groups[g].members = hp_malloc((size_t)gs->groups[g].n_members * sizeof(GroupMember));
+        gs->groups[g].members = hp_alloc((size_t)gs->groups[g].n_members, sizeof(GroupMember), err);
         gs->groups[g].n_members = 0;
+        if (!gs->groups[g].members) {
+            free(group_of);
+            groupset_free(gs);
+            return -1;
+        }
     }
     for (int k = 0; k < w->n_raw; k++) {  // raw members are in node order, so each group's are too
         ChannelGroup *g = &gs->groups[group_of[space_find(w, w->raw[k].space)]];
         g->members[g->n_members++] = w->raw[k].mb;
     }
     free(group_of);
+    return 0;
 }
 
 int prune_groups(const Model *m, GroupSet *gs, HpErr *err) {
     memset(gs, 0, sizeof *gs);
     if (m->n_nodes < 2 || m->nodes[0].op != OP_INPUT) return hp_fail(err, "graph has no layers");
     size_t n = (size_t)m->n_nodes;
-    Walk w = {.spaces = hp_malloc(n * sizeof(Space)),
-              .space_of = hp_malloc(n * sizeof(int)),
-              .mult = hp_malloc(n * sizeof(int)),
-              .raw = hp_malloc(2 * n * sizeof(RawMember))};
-    int rc = 0;
+    Walk w = {.spaces = hp_alloc(n, sizeof(Space), err)};
+    w.space_of = w.spaces ? hp_alloc(n, sizeof(int), err) : NULL;
+    w.mult = w.space_of ? hp_alloc(n, sizeof(int), err) : NULL;
+    w.raw = w.mult ? hp_alloc(2 * n, sizeof(RawMember), err) : NULL;
+    int rc = w.raw ? 0 : -1;
     for (int i = 0; i < m->n_nodes && rc == 0; i++) rc = visit(&w, m, i, err);
     if (rc == 0) {
         space_block(&w, w.space_of[m->n_nodes - 1], "network output");
         rc = check_layout(&w, m, err);
     }
-    if (rc == 0) collect_groups(&w, m, gs);
+    if (rc == 0) rc = collect_groups(&w, m, gs, err);
     free(w.spaces);
     free(w.space_of);
     free(w.mult);

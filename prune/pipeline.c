@@ -43,13 +43,15 @@ static void job_log(const PruneJob *job, const char *fmt, ...) {
     job->log(job->user, line);
 }
 
-void model_test(Model *m, const Dataset *test, double *acc, double *loss) {
+int model_test(Model *m, const Dataset *test, double *acc, double *loss, HpErr *err) {
     Workspace ws;
-    ws_init(&ws, m, 256, 0);
+    if (ws_init(&ws, m, 256, 0, err) < 0) return -1;
     float a, l;
-    evaluate(m, &ws, test, &l, &a);
+    int rc = evaluate(m, &ws, test, &l, &a, err);
     ws_free(&ws);
+    if (rc < 0) return -1;
     *acc = a, *loss = l;
+    return 0;
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -57,14 +59,20 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-double model_latency(Model *m, const Dataset *d, int batch, int reps, double *ips) {
+int model_latency(Model *m, const Dataset *d, int batch, int reps, double *ms, double *ips, HpErr *err) {
     Workspace ws;
-    ws_init(&ws, m, batch, 0);
-    float *x = hp_malloc((size_t)batch * shape_numel(m->input) * sizeof(float));
-    int *y = hp_malloc((size_t)batch * sizeof(int)), *idx = hp_malloc((size_t)batch * sizeof(int));
+    if (ws_init(&ws, m, batch, 0, err) < 0) return -1;
+    float *x = hp_alloc((size_t)batch * shape_numel(m->input), sizeof(float), err);
+    int *y = x ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
+    int *idx = y ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
+    double *t = idx ? hp_alloc((size_t)reps, sizeof(double), err) : NULL;
+    if (!t) {
+        free(idx), free(y), free(x);
+        ws_free(&ws);
+        return -1;
+    }
     for (int i = 0; i < batch; i++) idx[i] = i % d->n;
     data_batch(d, idx, batch, m->norm_mean, m->norm_std, NULL, NULL, x, y);
-    double *t = hp_malloc((size_t)reps * sizeof(double));
     for (int r = -2; r < reps; r++) {
         double t0 = clock_s();
         model_forward(m, &ws, x, batch, MODE_INFER, NULL);
@@ -73,9 +81,10 @@ double model_latency(Model *m, const Dataset *d, int batch, int reps, double *ip
     qsort(t, (size_t)reps, sizeof(double), cmp_double);
     double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
     *ips = batch / med;
+    *ms = med * 1e3;
     free(t), free(idx), free(y), free(x);
     ws_free(&ws);
-    return med * 1e3;
+    return 0;
 }
 
 // ---- fine-tuning ----
@@ -92,12 +101,12 @@ typedef struct {
 // Checkpoint hook: keeps a copy of the model after an epoch that improved validation accuracy
 // (after every epoch when there is no validation split).
 static int keep_best(const Model *m, const TrainState *s, void *user, HpErr *err) {
-    (void)err;
     BestKeeper *k = user;
     bool no_val = k->job->finetune.val_split <= 0;
     if (!k->have_best || no_val || s->best_val_acc > k->best_val) {
         if (k->have_best) model_free(&k->best);
-        model_copy(&k->best, m);
+        k->have_best = false;
+        if (model_copy(&k->best, m, err) < 0) return hp_prefix(err, "keeping the best epoch");
         k->have_best = true;
         k->best_val = s->best_val_acc;
         k->best_epoch = s->next_epoch;
@@ -118,12 +127,16 @@ static int finetune(const PruneJob *job, Model *m, const Dataset *all, const Dat
     TrainConfig c = job->finetune;
     c.epochs = epochs;
     Dataset tr, val;
-    dataset_split(all, c.val_split, c.seed, &tr, &val);
+    if (dataset_split(all, c.val_split, c.seed, &tr, &val, err) < 0) return hp_prefix(err, "fine-tuning");
     job_log(job, "fine-tuning %d epoch%s (lr %g, %d train, %d validation images)", epochs, epochs > 1 ? "s" : "",
             (double)c.lr, tr.n, val.n);
     BestKeeper k = {.job = job};
     TrainState st = {0};
-    st.momentum = hp_calloc(m->n_params, sizeof(float));
+    st.momentum = hp_zalloc(m->n_params, sizeof(float), err);
+    if (!st.momentum) {
+        dataset_free(&tr), dataset_free(&val);
+        return hp_prefix(err, "fine-tuning");
+    }
     int rc = train(m, &c, &tr, &val, test, &st, forward_progress, keep_best, &k, err);
     free(st.momentum);
     dataset_free(&tr), dataset_free(&val);
@@ -146,25 +159,36 @@ typedef struct {
     int n;
 } Masks;
 
-static void alloc_masks(const GroupSet *gs, Masks *mk) {
-    mk->n = gs->n_groups;
-    mk->keep = hp_calloc((size_t)gs->n_groups + 1, sizeof(bool *));
-    mk->scores = hp_calloc((size_t)gs->n_groups + 1, sizeof(double *));
-    for (int g = 0; g < gs->n_groups; g++) {
-        mk->keep[g] = hp_calloc((size_t)gs->groups[g].n_channels, sizeof(bool));
-        mk->scores[g] = hp_calloc((size_t)gs->groups[g].n_channels, sizeof(double));
-    }
-}
-
 static void free_masks(Masks *mk) {
     for (int g = 0; g < mk->n; g++) free(mk->keep[g]), free(mk->scores[g]);
     free(mk->keep), free(mk->scores);
 }
 
+// Allocates zeroed masks for gs. Returns 0, or -1 with err set (nothing is then allocated).
+static int alloc_masks(const GroupSet *gs, Masks *mk, HpErr *err) {
+    mk->n = 0;
+    mk->keep = hp_zalloc((size_t)gs->n_groups + 1, sizeof(bool *), err);
+    mk->scores = mk->keep ? hp_zalloc((size_t)gs->n_groups + 1, sizeof(double *), err) : NULL;
+    if (!mk->scores) {
+        free(mk->keep);
+        return -1;
+    }
+    mk->n = gs->n_groups;
+    for (int g = 0; g < gs->n_groups; g++) {
+        mk->keep[g] = hp_zalloc((size_t)gs->groups[g].n_channels, sizeof(bool), err);
+        mk->scores[g] = mk->keep[g] ? hp_zalloc((size_t)gs->groups[g].n_channels, sizeof(double), err) : NULL;
+        if (!mk->scores[g]) {
+            free_masks(mk);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 // Fails unless the target can be met at all (scores do not matter for that).
 static int check_reachable(const PruneJob *job, const Model *m, const GroupSet *gs, const PruneRef *ref, HpErr *err) {
     Masks mk;
-    alloc_masks(gs, &mk);
+    if (alloc_masks(gs, &mk, err) < 0) return -1;
     int rc = prune_select(m, gs, mk.scores, &job->target, ref, mk.keep, err);
     free_masks(&mk);
     return rc;
@@ -193,7 +217,7 @@ static void log_negative(const PruneJob *job, const GroupSet *gs, double *const 
 static int cut(const PruneJob *job, Model *m, const GroupSet *gs, const Dataset *train, const PruneRef *ref,
                double ratio, Model *slim, HpErr *err) {
     Masks mk;
-    alloc_masks(gs, &mk);
+    if (alloc_masks(gs, &mk, err) < 0) return -1;
     CritOpts co = job->crit;
     co.data = train;
     co.progress = job->score_progress;
@@ -237,28 +261,33 @@ static int prune_step(const PruneJob *job, Model *m, const Dataset *train, const
 
 // Median ms of the original and the pruned model's forward pass, measured in LATENCY_ROUNDS
 // alternating rounds (each the median of latency_reps passes) so that a change in the machine's
-// load between the two does not show as a speed-up; fills the latency fields of out.
+// load between the two does not show as a speed-up; fills the latency fields of out. Returns 0,
+// or -1 with err set.
 enum { LATENCY_ROUNDS = 3 };
-static void latency_pair(const PruneJob *job, Model *orig, Model *pruned, const Dataset *test, PruneOutcome *out) {
+static int latency_pair(const PruneJob *job, Model *orig, Model *pruned, const Dataset *test, PruneOutcome *out,
+                        HpErr *err) {
     double t[2][LATENCY_ROUNDS], ips;  // ips: each round's own, unused (recomputed from the medians below)
     for (int r = 0; r < LATENCY_ROUNDS; r++) {
-        t[0][r] = model_latency(orig, test, job->latency_batch, job->latency_reps, &ips);
-        t[1][r] = model_latency(pruned, test, job->latency_batch, job->latency_reps, &ips);
+        if (model_latency(orig, test, job->latency_batch, job->latency_reps, &t[0][r], &ips, err) < 0 ||
+            model_latency(pruned, test, job->latency_batch, job->latency_reps, &t[1][r], &ips, err) < 0)
+            return hp_prefix(err, "latency");
     }
     for (int k = 0; k < 2; k++) qsort(t[k], LATENCY_ROUNDS, sizeof(double), cmp_double);
     out->lat_orig_ms = t[0][LATENCY_ROUNDS / 2];
     out->lat_pruned_ms = t[1][LATENCY_ROUNDS / 2];
     out->ips_orig = job->latency_batch / (out->lat_orig_ms * 1e-3);
     out->ips_pruned = job->latency_batch / (out->lat_pruned_ms * 1e-3);
+    return 0;
 }
 
-// Measures the model before pruning.
-static void measure_before(const PruneJob *job, Model *m, const Dataset *test, PruneOutcome *out) {
-    model_test(m, test, &out->acc_orig, &out->loss_orig);
+// Measures the model before pruning. Returns 0, or -1 with err set.
+static int measure_before(const PruneJob *job, Model *m, const Dataset *test, PruneOutcome *out, HpErr *err) {
+    if (model_test(m, test, &out->acc_orig, &out->loss_orig, err) < 0) return -1;
     out->macs_orig = model_macs(m);
     out->params_orig = model_param_count(m);
     job_log(job, "original: %zu parameters, %.3fM MACs, test accuracy %.2f%%", out->params_orig, out->macs_orig / 1e6,
             100 * out->acc_orig);
+    return 0;
 }
 
 // True if m has a batchnorm.
@@ -269,18 +298,22 @@ static bool has_bn(const Model *m) {
 }
 
 // Re-estimates m's batchnorm statistics on job->bn_samples training images of a seeded
-// permutation. Returns true if it did.
-static bool recalibrate(const PruneJob *job, Model *m, const Dataset *train) {
-    if (job->bn_samples <= 0 || !has_bn(m)) return false;
-    int *perm = hp_malloc((size_t)train->n * sizeof(int));
+// permutation; *done gets whether it did. Returns 0, or -1 with err set.
+static int recalibrate(const PruneJob *job, Model *m, const Dataset *train, bool *done, HpErr *err) {
+    *done = false;
+    if (job->bn_samples <= 0 || !has_bn(m)) return 0;
+    int *perm = hp_alloc((size_t)train->n, sizeof(int), err);
+    if (!perm) return hp_prefix(err, "batchnorm recalibration");
     for (int i = 0; i < train->n; i++) perm[i] = i;
     Rng rng;
     rng_seed(&rng, job->crit.seed, 502);
     rng_shuffle(&rng, perm, train->n);
     int n = job->bn_samples < train->n ? job->bn_samples : train->n;
-    bn_recalibrate(m, train, perm, n, 128, job->crit.seed);
+    int rc = bn_recalibrate(m, train, perm, n, 128, job->crit.seed, err);
     free(perm);
-    return true;
+    if (rc < 0) return hp_prefix(err, "batchnorm recalibration");
+    *done = true;
+    return 0;
 }
 
 // Runs every step (with fine-tuning between them), then measures the one-shot result.
@@ -289,14 +322,15 @@ static int run_steps(const PruneJob *job, Model *m, const Dataset *train, const 
     for (int s = 1; s <= job->steps; s++) {
         if (prune_step(job, m, train, ref, job->target.ratio * s / job->steps, s, out, err) < 0) return -1;
         if (s == job->steps) {
-            model_test(m, test, &out->acc_oneshot, &out->loss_oneshot);
+            if (model_test(m, test, &out->acc_oneshot, &out->loss_oneshot, err) < 0) return -1;
             job_log(job, "pruned: test accuracy %.2f%%", 100 * out->acc_oneshot);
         }
-        bool recal = recalibrate(job, m, train);
+        bool recal;
+        if (recalibrate(job, m, train, &recal, err) < 0) return -1;
         if (s == job->steps) {
             out->acc_recal = out->acc_oneshot, out->loss_recal = out->loss_oneshot;
             if (recal) {
-                model_test(m, test, &out->acc_recal, &out->loss_recal);
+                if (model_test(m, test, &out->acc_recal, &out->loss_recal, err) < 0) return -1;
                 job_log(job, "batchnorm statistics re-estimated on %d images: test accuracy %.2f%%",
                         job->bn_samples < train->n ? job->bn_samples : train->n, 100 * out->acc_recal);
             }
@@ -318,16 +352,14 @@ int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset
     GroupSet gs;
     if (prune_groups(m, &gs, err) < 0) return -1;
     PruneRef ref;
-    pruneref_init(&ref, m, &gs);
-    int rc = check_reachable(job, m, &gs, &ref, err);
+    int rc = pruneref_init(&ref, m, &gs, err);
+    if (rc == 0) rc = check_reachable(job, m, &gs, &ref, err);
     if (rc == 0 && job->crit.method == CRIT_OBS) rc = fisher_check(m, &job->crit.fisher, err);
     groupset_free(&gs);
     Model orig = {0};  // kept for the latency comparison at the end
-    if (rc == 0) {
-        measure_before(job, m, test, out);
-        if (job->latency_batch > 0) model_copy(&orig, m);
-        rc = run_steps(job, m, train, test, &ref, out, err);
-    }
+    if (rc == 0) rc = measure_before(job, m, test, out, err);
+    if (rc == 0 && job->latency_batch > 0) rc = model_copy(&orig, m, err);
+    if (rc == 0) rc = run_steps(job, m, train, test, &ref, out, err);
     pruneref_free(&ref);
     if (rc < 0) {
         model_free(&orig);
@@ -342,13 +374,19 @@ int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset
         }
         out->finetune_s += clock_s() - t0;
         out->finetune_epochs = job->finetune.epochs;
-        model_test(m, test, &out->acc_final, &out->loss_final);
+        if (model_test(m, test, &out->acc_final, &out->loss_final, err) < 0) {
+            model_free(&orig);
+            return -1;
+        }
         job_log(job, "fine-tuned: test accuracy %.2f%% (epoch %d of %d kept)", 100 * out->acc_final, out->best_epoch,
                 out->finetune_epochs);
     }
     out->macs_pruned = model_macs(m);
     out->params_pruned = model_param_count(m);
-    if (job->latency_batch > 0) latency_pair(job, &orig, m, test, out);
+    if (job->latency_batch > 0 && latency_pair(job, &orig, m, test, out, err) < 0) {
+        model_free(&orig);
+        return -1;
+    }
     model_free(&orig);
     out->total_s = clock_s() - t_start;
     return 0;

@@ -50,11 +50,11 @@ typedef struct {
 // Returns 0, or -1 with err set (*m is then unchanged or a valid intermediate model).
 int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset *test, PruneOutcome *out, HpErr *err);
 
-// Test-set accuracy and mean loss of m (eval mode).
-void model_test(Model *m, const Dataset *test, double *acc, double *loss);
+// Test-set accuracy and mean loss of m (eval mode). Returns 0, or -1 with err set.
+int model_test(Model *m, const Dataset *test, double *acc, double *loss, HpErr *err);
 
-// Median ms of `reps` eval-mode forward passes of `batch` images of d (after two warm-ups);
-// *ips gets the matching images per second.
-double model_latency(Model *m, const Dataset *d, int batch, int reps, double *ips);
+// Median ms of `reps` eval-mode forward passes of `batch` images of d (after two warm-ups) into
+// *ms; *ips gets the matching images per second. Returns 0, or -1 with err set.
+int model_latency(Model *m, const Dataset *d, int batch, int reps, double *ms, double *ips, HpErr *err);
 
 #endif

@@ -41,9 +41,9 @@ static long double width_ratio(const GroupSet *gs, const int *width, int g) {
     return (long double)width[g] / (long double)gs->groups[g].n_channels;
 }
 
-void widths_cost(const Model *m, const GroupSet *gs, const int *width, uint64_t *macs, size_t *params) {
-    int *og = hp_malloc((size_t)m->n_nodes * sizeof(int));
-    node_out_groups(m, gs, og);
+// widths_cost with og (m->n_nodes) from node_out_groups.
+static void cost_of_widths(const Model *m, const GroupSet *gs, const int *og, const int *width, uint64_t *macs,
+                           size_t *params) {
     long double total_macs = 0, total_params = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         const Node *nd = &m->nodes[i];
@@ -53,16 +53,30 @@ void widths_cost(const Model *m, const GroupSet *gs, const int *width, uint64_t 
         total_macs += (long double)node_macs(m, i) * fo * fi;
         total_params += (long double)nd->w_len * fo * fi + (long double)nd->b_len * fo;
     }
-    free(og);
     *macs = (uint64_t)llroundl(total_macs);
     *params = (size_t)llroundl(total_params);
 }
 
-void pruneref_init(PruneRef *r, const Model *m, const GroupSet *gs) {
+int widths_cost(const Model *m, const GroupSet *gs, const int *width, uint64_t *macs, size_t *params, HpErr *err) {
+    int *og = hp_alloc((size_t)m->n_nodes, sizeof(int), err);
+    if (!og) return -1;
+    node_out_groups(m, gs, og);
+    cost_of_widths(m, gs, og, width, macs, params);
+    free(og);
+    return 0;
+}
+
+int pruneref_init(PruneRef *r, const Model *m, const GroupSet *gs, HpErr *err) {
+    memset(r, 0, sizeof *r);
+    r->channels = hp_alloc((size_t)gs->n_groups, sizeof(int), err);
+    if (!r->channels) return -1;
     r->n_groups = gs->n_groups;
-    r->channels = hp_malloc((size_t)(gs->n_groups > 0 ? gs->n_groups : 1) * sizeof(int));
     for (int g = 0; g < gs->n_groups; g++) r->channels[g] = gs->groups[g].n_channels;
-    widths_cost(m, gs, r->channels, &r->macs, &r->params);
+    if (widths_cost(m, gs, r->channels, &r->macs, &r->params, err) < 0) {
+        pruneref_free(r);
+        return -1;
+    }
+    return 0;
 }
 
 void pruneref_free(PruneRef *r) {
@@ -84,6 +98,7 @@ typedef struct {
     int **order;     // [n_groups] prunable groups: channels by ascending score
     int *removed;    // [n_groups] how many of order[g] are removed
     double *unit_cost;  // [n_groups] cost one channel saves (per_cost), else 1
+    int *out_group;     // [n_nodes] node_out_groups of m
 } Selection;
 
 // The cost the target counts for the given widths.
@@ -96,7 +111,7 @@ static double sel_cost(const Selection *s) {
     }
     uint64_t macs;
     size_t params;
-    widths_cost(s->m, s->gs, s->width, &macs, &params);
+    cost_of_widths(s->m, s->gs, s->out_group, s->width, &macs, &params);
     return s->t->kind == TARGET_MACS ? (double)macs : (double)params;
 }
 
@@ -157,17 +172,20 @@ static int ranked_cmp(const void *a, const void *b) {
     return x->channel - y->channel;  // ties: lower channel first (deterministic)
 }
 
-// Fills order[g] with group g's channels by ascending score (finite: scores_finite).
-static void sort_group(const Selection *s, int g) {
+// Fills order[g] with group g's channels by ascending score (finite: scores_finite). Returns 0,
+// or -1 with err set (order[g] then NULL).
+static int sort_group(const Selection *s, int g, HpErr *err) {
     int n = s->gs->groups[g].n_channels;
-    Ranked *r = hp_malloc((size_t)n * sizeof(Ranked));
+    Ranked *r = hp_alloc((size_t)n, sizeof(Ranked), err);
+    if (!r) return -1;
     for (int c = 0; c < n; c++) {
         r[c] = (Ranked){s->scores[g][c], c};
     }
     qsort(r, (size_t)n, sizeof(Ranked), ranked_cmp);
-    s->order[g] = hp_malloc((size_t)n * sizeof(int));
-    for (int c = 0; c < n; c++) s->order[g][c] = r[c].channel;
+    s->order[g] = hp_alloc((size_t)n, sizeof(int), err);
+    for (int c = 0; c < n && s->order[g]; c++) s->order[g][c] = r[c].channel;
     free(r);
+    return s->order[g] ? 0 : -1;
 }
 
 // Fewest channels group g may keep with at most frac of its reference channels removed (frac 1:
@@ -247,12 +265,18 @@ static int fail_unreachable(Selection *s, double goal, HpErr *err) {
 
 // Removes units, lowest score first, until the cost meets the goal, then gives back the last
 // removed units (latest first) that the goal does not need: the greedy's last step can remove a
-// wide unit when a narrower earlier one would have sufficed. Returns 0, or -1 if the caps run
-// out first.
+// wide unit when a narrower earlier one would have sufficed. Returns 0, or -1 with err set if the
+// caps run out first (or memory does).
 static int select_greedy(Selection *s, double goal, HpErr *err) {
     int cap = 0, n = 0;
     for (int g = 0; g < s->gs->n_groups; g++) cap += s->gs->groups[g].n_channels;
-    int *hist_g = hp_malloc((size_t)(cap + 1) * 2 * sizeof(int)), *hist_u = hist_g + cap + 1;
+    int *hist_g = hp_alloc((size_t)(cap + 1) * 2, sizeof(int), err);
+    bool *blocked = hist_g ? hp_zalloc((size_t)s->gs->n_groups + 1, 1, err) : NULL;  // a later unit stays removed
+    if (!blocked) {
+        free(hist_g);
+        return -1;
+    }
+    int *hist_u = hist_g + cap + 1;
     double cost = sel_cost(s);
     while (cost > goal) {
         int best_g = -1, best_unit = 0;
@@ -263,7 +287,7 @@ static int select_greedy(Selection *s, double goal, HpErr *err) {
             if (v < best) best = v, best_g = g, best_unit = unit;
         }
         if (best_g < 0) {
-            free(hist_g);
+            free(blocked), free(hist_g);
             return fail_unreachable(s, goal, err);
         }
         s->removed[best_g] += best_unit;
@@ -271,8 +295,6 @@ static int select_greedy(Selection *s, double goal, HpErr *err) {
         hist_g[n] = best_g, hist_u[n++] = best_unit;
         cost = sel_cost(s);
     }
-    bool *blocked = calloc((size_t)s->gs->n_groups + 1, 1);  // a later unit of the group stays removed
-    HP_ASSERT(blocked);
     for (int k = n - 1; k >= 0; k--) {
         int g = hist_g[k];
         if (blocked[g]) continue;
@@ -330,25 +352,32 @@ int prune_select(const Model *m, const GroupSet *gs, double *const *scores, cons
     if (n_prunable == 0) return hp_fail(err, "the model has no prunable channels (every channel reaches the input or the output)");
     if (scores_finite(gs, scores, err) < 0) return -1;
     size_t ng = (size_t)gs->n_groups;
-    Selection s = {m, gs, scores, t, ref, hp_malloc(ng * sizeof(int)), hp_malloc(ng * sizeof(int)),
-                   calloc(ng, sizeof(int *)), calloc(ng, sizeof(int)), hp_malloc(ng * sizeof(double))};
-    HP_ASSERT(s.order && s.removed);
-    for (int g = 0; g < gs->n_groups; g++) {
+    Selection s = {.m = m, .gs = gs, .scores = scores, .t = t, .ref = ref};
+    s.width = hp_alloc(ng, sizeof(int), err);
+    s.min_keep = s.width ? hp_alloc(ng, sizeof(int), err) : NULL;
+    s.order = s.min_keep ? hp_zalloc(ng, sizeof(int *), err) : NULL;
+    s.removed = s.order ? hp_zalloc(ng, sizeof(int), err) : NULL;
+    s.unit_cost = s.removed ? hp_alloc(ng, sizeof(double), err) : NULL;
+    s.out_group = s.unit_cost ? hp_alloc((size_t)m->n_nodes, sizeof(int), err) : NULL;
+    int rc = s.out_group ? 0 : -1;
+    if (rc == 0) node_out_groups(m, gs, s.out_group);
+    for (int g = 0; g < gs->n_groups && rc == 0; g++) {
         s.width[g] = gs->groups[g].n_channels;
         s.min_keep[g] = group_min_keep(&s, g);
-        if (gs->groups[g].prunable) sort_group(&s, g);
+        if (gs->groups[g].prunable) rc = sort_group(&s, g, err);
     }
-    unit_costs(&s);
-    int rc = 0;
-    if (t->uniform)
-        rc = select_uniform(&s, err);
-    else
-        rc = select_greedy(&s, (1.0 - t->ratio) * ref_cost(&s), err);
+    if (rc == 0) {
+        unit_costs(&s);
+        if (t->uniform)
+            rc = select_uniform(&s, err);
+        else
+            rc = select_greedy(&s, (1.0 - t->ratio) * ref_cost(&s), err);
+    }
     for (int g = 0; g < gs->n_groups && rc == 0; g++) {
         for (int c = 0; c < gs->groups[g].n_channels; c++) keep[g][c] = true;
         for (int k = 0; k < s.removed[g]; k++) keep[g][s.order[g][k]] = false;
     }
-    for (int g = 0; g < gs->n_groups; g++) free(s.order[g]);
-    free(s.order), free(s.removed), free(s.width), free(s.min_keep), free(s.unit_cost);
+    for (int g = 0; s.order && g < gs->n_groups; g++) free(s.order[g]);
+    free(s.order), free(s.removed), free(s.width), free(s.min_keep), free(s.unit_cost), free(s.out_group);
     return rc;
 }

@@ -27,11 +27,13 @@ static int hessian_diag(const SensOpts *o, Model *m, float *diag, int *probes, H
 }
 
 // Sums diag over the distinct parameters of group g's channels into s->trace and s->params.
-// mark (n_params, all false) is scratch, left all false.
-static void group_trace(const Model *m, const ChannelGroup *g, const float *diag, bool *mark, SensGroup *s) {
+// mark (n_params, all false) is scratch, left all false. Returns 0, or -1 with err set.
+static int group_trace(const Model *m, const ChannelGroup *g, const float *diag, bool *mark, SensGroup *s,
+                       HpErr *err) {
     size_t total = 0;
     for (int c = 0; c < g->n_channels; c++) total += group_channel_params(m, g, c, NULL);
-    size_t *idx = hp_malloc((total ? total : 1) * sizeof(size_t)), at = 0;
+    size_t *idx = hp_alloc(total, sizeof(size_t), err), at = 0;
+    if (!idx) return -1;
     for (int c = 0; c < g->n_channels; c++) at += group_channel_params(m, g, c, idx + at);
     s->trace = 0;
     s->params = 0;
@@ -43,6 +45,7 @@ static void group_trace(const Model *m, const ChannelGroup *g, const float *diag
     }
     for (size_t i = 0; i < at; i++) mark[idx[i]] = false;
     free(idx);
+    return 0;
 }
 
 // ---- pruning one group ----
@@ -72,14 +75,14 @@ static int channels_removed(double ratio, int n) {
 static int accuracy_without(Scorer *sc, const Model *m, const GroupSet *gs, int g, const int *order, int k,
                             bool **keep, const Dataset *test, double *acc, HpErr *err) {
     Model copy;
-    model_copy(&copy, m);
+    if (model_copy(&copy, m, err) < 0) return -1;
     for (int i = 0; i < k; i++) keep[g][order[i]] = false;
     int rc = scorer_compensate(sc, &copy, gs, keep, err);
     for (int i = 0; i < k; i++) keep[g][order[i]] = true;
     if (rc == 0) {
         for (int i = 0; i < k; i++) group_zero_channel(&copy, &gs->groups[g], order[i]);
         double loss;
-        model_test(&copy, test, acc, &loss);
+        rc = model_test(&copy, test, acc, &loss, err);
     }
     model_free(&copy);
     return rc;
@@ -88,18 +91,25 @@ static int accuracy_without(Scorer *sc, const Model *m, const GroupSet *gs, int 
 // Prunes every prunable group alone at every ratio and fills the groups' accuracies.
 static int prune_each(const SensOpts *o, Scorer *sc, Model *m, const GroupSet *gs, double **scores,
                       const Dataset *test, SensResult *r, HpErr *err) {
-    bool **keep = hp_calloc((size_t)gs->n_groups + 1, sizeof(bool *));
-    for (int g = 0; g < gs->n_groups; g++) {
-        keep[g] = hp_malloc((size_t)gs->groups[g].n_channels * sizeof(bool));
-        for (int c = 0; c < gs->groups[g].n_channels; c++) keep[g][c] = true;
+    bool **keep = hp_zalloc((size_t)gs->n_groups + 1, sizeof(bool *), err);
+    if (!keep) return -1;
+    int rc = 0;
+    for (int g = 0; g < gs->n_groups && rc == 0; g++) {
+        keep[g] = hp_alloc((size_t)gs->groups[g].n_channels, sizeof(bool), err);
+        if (!keep[g]) rc = -1;
+        for (int c = 0; c < gs->groups[g].n_channels && rc == 0; c++) keep[g][c] = true;
     }
     long done = 0, total = (long)r->n_groups * r->n_ratios;
-    int rc = 0;
     for (int g = 0, s = 0; g < gs->n_groups && rc == 0; g++) {
         const ChannelGroup *grp = &gs->groups[g];
         if (!grp->prunable) continue;
-        Ranked *rk = hp_malloc((size_t)grp->n_channels * sizeof *rk);
-        int *order = hp_malloc((size_t)grp->n_channels * sizeof(int));
+        Ranked *rk = hp_alloc((size_t)grp->n_channels, sizeof *rk, err);
+        int *order = rk ? hp_alloc((size_t)grp->n_channels, sizeof(int), err) : NULL;
+        if (!order) {
+            free(rk);
+            rc = -1;
+            break;
+        }
         for (int c = 0; c < grp->n_channels; c++) rk[c] = (Ranked){scores[g][c], c};
         qsort(rk, (size_t)grp->n_channels, sizeof *rk, ranked_cmp);
         for (int c = 0; c < grp->n_channels; c++) order[c] = rk[c].channel;
@@ -120,31 +130,42 @@ static int prune_each(const SensOpts *o, Scorer *sc, Model *m, const GroupSet *g
 
 // ---- the analysis ----
 
-// Allocates r's groups (the prunable ones of gs) with their names and channel counts.
+// Allocates r's groups (the prunable ones of gs) with their names and channel counts. Returns 0,
+// or -1 with err set (r is then empty).
 static int alloc_result(const GroupSet *gs, int n_ratios, SensResult *r, HpErr *err) {
     memset(r, 0, sizeof *r);
     for (int g = 0; g < gs->n_groups; g++) r->n_groups += gs->groups[g].prunable;
     if (r->n_groups == 0) return hp_fail(err, "the model has no prunable channel group");
     r->n_ratios = n_ratios;
-    r->groups = hp_calloc((size_t)r->n_groups, sizeof *r->groups);
+    r->groups = hp_zalloc((size_t)r->n_groups, sizeof *r->groups, err);
+    if (!r->groups) {
+        memset(r, 0, sizeof *r);
+        return -1;
+    }
     for (int g = 0, s = 0; g < gs->n_groups; g++) {
         if (!gs->groups[g].prunable) continue;
         SensGroup *sg = &r->groups[s++];
         snprintf(sg->name, sizeof sg->name, "%s", gs->groups[g].name);
         sg->channels = gs->groups[g].n_channels;
-        sg->removed = hp_calloc((size_t)n_ratios, sizeof(int));
-        sg->acc = hp_calloc((size_t)n_ratios, sizeof(double));
+        sg->removed = hp_zalloc((size_t)n_ratios, sizeof(int), err);
+        sg->acc = sg->removed ? hp_zalloc((size_t)n_ratios, sizeof(double), err) : NULL;
+        if (!sg->acc) {
+            sensresult_free(r);
+            return -1;
+        }
     }
     return 0;
 }
 
 // Fills every group's trace from a Hutchinson diagonal.
 static int traces(const SensOpts *o, Model *m, const GroupSet *gs, SensResult *r, HpErr *err) {
-    float *diag = hp_malloc(m->n_params * sizeof(float));
+    float *diag = hp_alloc(m->n_params, sizeof(float), err);
+    if (!diag) return -1;
     int rc = hessian_diag(o, m, diag, &r->probes, err);
-    bool *mark = hp_calloc(m->n_params, sizeof(bool));
+    bool *mark = rc == 0 ? hp_zalloc(m->n_params, sizeof(bool), err) : NULL;
+    if (!mark) rc = -1;
     for (int g = 0, s = 0; g < gs->n_groups && rc == 0; g++)
-        if (gs->groups[g].prunable) group_trace(m, &gs->groups[g], diag, mark, &r->groups[s++]);
+        if (gs->groups[g].prunable) rc = group_trace(m, &gs->groups[g], diag, mark, &r->groups[s++], err);
     free(mark), free(diag);
     return rc;
 }
@@ -160,11 +181,15 @@ int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult
         return -1;
     }
     double loss;
-    model_test(m, test, &r->acc_orig, &loss);
-    phase(o, "trace");
-    int rc = traces(o, m, &gs, r, err);
-    double **scores = hp_calloc((size_t)gs.n_groups + 1, sizeof(double *));
-    for (int g = 0; g < gs.n_groups; g++) scores[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    int rc = model_test(m, test, &r->acc_orig, &loss, err);
+    if (rc == 0) phase(o, "trace");
+    if (rc == 0) rc = traces(o, m, &gs, r, err);
+    double **scores = rc == 0 ? hp_zalloc((size_t)gs.n_groups + 1, sizeof(double *), err) : NULL;
+    if (!scores) rc = -1;
+    for (int g = 0; g < gs.n_groups && rc == 0; g++) {
+        scores[g] = hp_zalloc((size_t)gs.groups[g].n_channels, sizeof(double), err);
+        if (!scores[g]) rc = -1;
+    }
     Scorer sc = {0};
     CritOpts co = o->crit;
     co.progress = o->progress;
@@ -174,7 +199,7 @@ int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult
     if (rc == 0) phase(o, "pruning");
     if (rc == 0) rc = prune_each(o, &sc, m, &gs, scores, test, r, err);
     scorer_free(&sc);
-    for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
+    for (int g = 0; scores && g < gs.n_groups; g++) free(scores[g]);
     free(scores);
     groupset_free(&gs);
     if (rc < 0) sensresult_free(r);
@@ -258,9 +283,10 @@ static int valued_cmp(const void *pa, const void *pb) {
     return (a->v > b->v) - (a->v < b->v);
 }
 
-// Fills rank[i] (1-based, ties averaged) of x[0..n).
-static void ranks(const double *x, int n, double *rank) {
-    Valued *v = hp_malloc((size_t)n * sizeof *v);
+// Fills rank[i] (1-based, ties averaged) of x[0..n). Returns 0, or -1 with err set.
+static int ranks(const double *x, int n, double *rank, HpErr *err) {
+    Valued *v = hp_alloc((size_t)n, sizeof *v, err);
+    if (!v) return -1;
     for (int i = 0; i < n; i++) v[i] = (Valued){x[i], i};
     qsort(v, (size_t)n, sizeof *v, valued_cmp);
     for (int i = 0; i < n;) {
@@ -270,13 +296,18 @@ static void ranks(const double *x, int n, double *rank) {
         i = j;
     }
     free(v);
+    return 0;
 }
 
-double spearman(const double *x, const double *y, int n) {
-    if (n < 2) return NAN;
-    double *rx = hp_malloc((size_t)n * sizeof(double)), *ry = hp_malloc((size_t)n * sizeof(double));
-    ranks(x, n, rx);
-    ranks(y, n, ry);
+int spearman(const double *x, const double *y, int n, double *rho, HpErr *err) {
+    *rho = NAN;
+    if (n < 2) return 0;
+    double *rx = hp_alloc((size_t)n, sizeof(double), err);
+    double *ry = rx ? hp_alloc((size_t)n, sizeof(double), err) : NULL;
+    if (!ry || ranks(x, n, rx, err) < 0 || ranks(y, n, ry, err) < 0) {
+        free(rx), free(ry);
+        return -1;
+    }
     double mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
     for (int i = 0; i < n; i++) mx += rx[i] / n, my += ry[i] / n;
     for (int i = 0; i < n; i++) {
@@ -285,5 +316,6 @@ double spearman(const double *x, const double *y, int n) {
         syy += (ry[i] - my) * (ry[i] - my);
     }
     free(rx), free(ry);
-    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
+    *rho = sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
+    return 0;
 }

@@ -46,8 +46,8 @@ void sensresult_free(SensResult *r);
 // must be in (0, 1), at most max of them. Returns the count (ratios[] filled), or -1 with err.
 int parse_ratios(const char *s, double *ratios, int max, HpErr *err);
 
-// Spearman rank correlation of x and y (n >= 2; ties get their mean rank); NAN if either is
-// constant or n < 2.
-double spearman(const double *x, const double *y, int n);
+// Spearman rank correlation of x and y (n >= 2; ties get their mean rank) into *rho; NAN if
+// either is constant or n < 2. Returns 0, or -1 with err set.
+int spearman(const double *x, const double *y, int n, double *rho, HpErr *err);
 
 #endif

@@ -161,7 +161,8 @@ static int build_graph(const Model *src, const NodePlan *plan, Model *dst, HpErr
 int prune_apply(const Model *src, const GroupSet *gs, bool *const *keep, Model *dst, HpErr *err) {
     memset(dst, 0, sizeof *dst);
     if (check_keep(gs, keep, err) < 0) return -1;
-    NodePlan *plan = hp_calloc((size_t)src->n_nodes, sizeof(NodePlan));
+    NodePlan *plan = hp_zalloc((size_t)src->n_nodes, sizeof(NodePlan), err);
+    if (!plan) return hp_prefix(err, "pruned model");
     if (make_plan(src, gs, keep, plan, err) < 0 || build_graph(src, plan, dst, err) < 0) {
         free(plan);
         model_free(dst);
@@ -179,7 +180,10 @@ int prune_apply(const Model *src, const GroupSet *gs, bool *const *keep, Model *
     memcpy(dst->norm_mean, src->norm_mean, sizeof dst->norm_mean);
     memcpy(dst->norm_std, src->norm_std, sizeof dst->norm_std);
     dst->provenance = src->provenance ? strdup(src->provenance) : NULL;
-    HP_ASSERT(!src->provenance || dst->provenance);
+    if (src->provenance && !dst->provenance) {
+        model_free(dst);
+        return hp_fail(err, "out of memory: cannot copy the provenance");
+    }
     return 0;
 }
 

@@ -33,9 +33,10 @@ static void fmt_fraction(char *buf, size_t cap, double t) {
     snprintf(buf, cap, "%.17g", t);
 }
 
-int sweep_runs(const SweepConfig *c, SweepRun **runs) {
+int sweep_runs(const SweepConfig *c, SweepRun **runs, HpErr *err) {
     int n = c->n_methods * c->n_targets * c->n_seeds, i = 0;
-    SweepRun *r = hp_calloc((size_t)(n > 0 ? n : 1), sizeof *r);
+    SweepRun *r = hp_zalloc((size_t)n, sizeof *r, err);
+    if (!r) return -1;
     for (int a = 0; a < c->n_methods; a++)
         for (int b = 0; b < c->n_targets; b++)
             for (int s = 0; s < c->n_seeds; s++, i++) {
@@ -111,14 +112,15 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
     GroupSet gs;
     if (prune_groups(m, &gs, err) < 0) return -1;
     PruneRef ref;
-    pruneref_init(&ref, m, &gs);
-    bool **keep = hp_calloc((size_t)gs.n_groups + 1, sizeof(bool *));
-    double **scores = hp_calloc((size_t)gs.n_groups + 1, sizeof(double *));
-    for (int g = 0; g < gs.n_groups; g++) {
-        keep[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(bool));
-        scores[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    int rc = pruneref_init(&ref, m, &gs, err);
+    bool **keep = rc == 0 ? hp_zalloc((size_t)gs.n_groups + 1, sizeof(bool *), err) : NULL;
+    double **scores = keep ? hp_zalloc((size_t)gs.n_groups + 1, sizeof(double *), err) : NULL;
+    if (!scores) rc = -1;
+    for (int g = 0; g < gs.n_groups && rc == 0; g++) {
+        keep[g] = hp_zalloc((size_t)gs.groups[g].n_channels, sizeof(bool), err);
+        scores[g] = keep[g] ? hp_zalloc((size_t)gs.groups[g].n_channels, sizeof(double), err) : NULL;
+        if (!scores[g]) rc = -1;
     }
-    int rc = 0;
     for (int t = 0; t < c->n_targets && rc == 0; t++) {
         PruneTarget pt = {.kind = c->kind, .ratio = c->targets[t], .max_layer_frac = c->max_layer_frac, .round_to = 1};
         HpErr e;
@@ -127,7 +129,7 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
         config_place(c, c->targets_line, where, sizeof where);
         rc = hp_fail(err, "%s: %s", where, e.msg);
     }
-    for (int g = 0; g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
+    for (int g = 0; scores && g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
     free(keep), free(scores);
     pruneref_free(&ref);
     groupset_free(&gs);
@@ -149,13 +151,23 @@ static int check_method_scores(const SweepConfig *c, const SweepMethod *sm, cons
     k.fisher.block_size = k.fisher.block_size < SWEEP_PROBE_BLOCK ? k.fisher.block_size : SWEEP_PROBE_BLOCK;
     GroupSet gs;
     if (prune_groups(m, &gs, err) < 0) return -1;
-    double **scores = hp_calloc((size_t)gs.n_groups + 1, sizeof(double *));
-    for (int g = 0; g < gs.n_groups; g++) scores[g] = hp_calloc((size_t)gs.groups[g].n_channels, sizeof(double));
+    double **scores = hp_zalloc((size_t)gs.n_groups + 1, sizeof(double *), err);
+    int rc = scores ? 0 : -1;
+    for (int g = 0; g < gs.n_groups && rc == 0; g++) {
+        scores[g] = hp_zalloc((size_t)gs.groups[g].n_channels, sizeof(double), err);
+        if (!scores[g]) rc = -1;
+    }
     Model copy;
-    model_copy(&copy, m);
+    if (rc == 0) rc = model_copy(&copy, m, err);
+    if (rc < 0) {  // out of memory before scoring: err says so
+        for (int g = 0; scores && g < gs.n_groups; g++) free(scores[g]);
+        free(scores);
+        groupset_free(&gs);
+        return -1;
+    }
     Scorer sc;
     HpErr e;
-    int rc = scorer_run(&sc, &k, &copy, &gs, scores, &e);
+    rc = scorer_run(&sc, &k, &copy, &gs, scores, &e);
     scorer_free(&sc);
     model_free(&copy);
     for (int g = 0; g < gs.n_groups; g++) free(scores[g]);
@@ -260,38 +272,39 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
     sweep_method_options(r->method, opts, sizeof opts);
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)r->seed);
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "id", r->id);
-    cJSON_AddStringToObject(j, "method", r->method->name);
-    cJSON_AddStringToObject(j, "criterion", criterion_name(r->method->criterion));
-    cJSON_AddStringToObject(j, "options", opts);
-    cJSON_AddStringToObject(j, "target_kind", kind_word(c->kind));
-    cJSON_AddNumberToObject(j, "target", r->target);
-    cJSON_AddStringToObject(j, "seed", seed);
-    cJSON_AddStringToObject(j, "model", c->model);
+    bool ok = j != NULL;  // every member added (cJSON fails only when out of memory)
+    ok = ok && cJSON_AddStringToObject(j, "id", r->id);
+    ok = ok && cJSON_AddStringToObject(j, "method", r->method->name);
+    ok = ok && cJSON_AddStringToObject(j, "criterion", criterion_name(r->method->criterion));
+    ok = ok && cJSON_AddStringToObject(j, "options", opts);
+    ok = ok && cJSON_AddStringToObject(j, "target_kind", kind_word(c->kind));
+    ok = ok && cJSON_AddNumberToObject(j, "target", r->target);
+    ok = ok && cJSON_AddStringToObject(j, "seed", seed);
+    ok = ok && cJSON_AddStringToObject(j, "model", c->model);
     if (c->model_crc_known) {
         char crc[9];
         snprintf(crc, sizeof crc, "%08x", (unsigned)c->model_crc);
-        cJSON_AddStringToObject(j, "model_crc32", crc);
+        ok = ok && cJSON_AddStringToObject(j, "model_crc32", crc);
     }
-    cJSON_AddStringToObject(j, "settings", settings);
-    cJSON_AddNumberToObject(j, "params_original", (double)o->params_orig);
-    cJSON_AddNumberToObject(j, "params", (double)o->params_pruned);
-    cJSON_AddNumberToObject(j, "macs_original", (double)o->macs_orig);
-    cJSON_AddNumberToObject(j, "macs", (double)o->macs_pruned);
-    cJSON_AddNumberToObject(j, "accuracy_original", o->acc_orig);
-    cJSON_AddNumberToObject(j, "accuracy_oneshot", o->acc_oneshot);
-    cJSON_AddNumberToObject(j, "accuracy_recalibrated", o->acc_recal);
-    cJSON_AddNumberToObject(j, "accuracy_finetuned", o->acc_final);
-    cJSON_AddNumberToObject(j, "finetune_epochs", o->finetune_epochs);
-    cJSON_AddNumberToObject(j, "best_epoch", o->best_epoch);
-    cJSON_AddNumberToObject(j, "latency_ms_original", o->lat_orig_ms);
-    cJSON_AddNumberToObject(j, "latency_ms", o->lat_pruned_ms);
-    cJSON_AddNumberToObject(j, "score_seconds", o->score_s);
-    cJSON_AddNumberToObject(j, "finetune_seconds", o->finetune_s);
-    cJSON_AddNumberToObject(j, "seconds", o->total_s);
-    char *text = cJSON_Print(j);
+    ok = ok && cJSON_AddStringToObject(j, "settings", settings);
+    ok = ok && cJSON_AddNumberToObject(j, "params_original", (double)o->params_orig);
+    ok = ok && cJSON_AddNumberToObject(j, "params", (double)o->params_pruned);
+    ok = ok && cJSON_AddNumberToObject(j, "macs_original", (double)o->macs_orig);
+    ok = ok && cJSON_AddNumberToObject(j, "macs", (double)o->macs_pruned);
+    ok = ok && cJSON_AddNumberToObject(j, "accuracy_original", o->acc_orig);
+    ok = ok && cJSON_AddNumberToObject(j, "accuracy_oneshot", o->acc_oneshot);
+    ok = ok && cJSON_AddNumberToObject(j, "accuracy_recalibrated", o->acc_recal);
+    ok = ok && cJSON_AddNumberToObject(j, "accuracy_finetuned", o->acc_final);
+    ok = ok && cJSON_AddNumberToObject(j, "finetune_epochs", o->finetune_epochs);
+    ok = ok && cJSON_AddNumberToObject(j, "best_epoch", o->best_epoch);
+    ok = ok && cJSON_AddNumberToObject(j, "latency_ms_original", o->lat_orig_ms);
+    ok = ok && cJSON_AddNumberToObject(j, "latency_ms", o->lat_pruned_ms);
+    ok = ok && cJSON_AddNumberToObject(j, "score_seconds", o->score_s);
+    ok = ok && cJSON_AddNumberToObject(j, "finetune_seconds", o->finetune_s);
+    ok = ok && cJSON_AddNumberToObject(j, "seconds", o->total_s);
+    char *text = ok ? cJSON_Print(j) : NULL;
     cJSON_Delete(j);
-    HP_ASSERT(text);
+    if (!text) return hp_fail(err, "%s: out of memory: cannot format the result", path);
     size_t len = strlen(text);
     text[len] = '\n';  // cJSON_Print leaves room for its NUL: the newline replaces it in the file
     int rc = write_file_atomic(path, text, len + 1, err);
@@ -315,14 +328,23 @@ static char *read_text(const char *path, HpErr *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
     size_t cap = 4096, len = 0;
-    char *s = hp_malloc(cap);
+    char *s = hp_alloc(cap, 1, err);
+    if (!s) {
+        fclose(f);
+        return hp_prefix(err, path), NULL;
+    }
     size_t got;
     while ((got = fread(s + len, 1, cap - len - 1, f)) > 0) {
         len += got;
         if (cap - len - 1 == 0) {
+            char *t = cap <= SIZE_MAX / 2 ? realloc(s, cap * 2) : NULL;
+            if (!t) {
+                free(s);
+                fclose(f);
+                return hp_fail(err, "%s: out of memory: cannot read the file (%zu bytes so far)", path, len), NULL;
+            }
+            s = t;
             cap *= 2;
-            s = realloc(s, cap);
-            HP_ASSERT(s);
         }
     }
     bool bad = ferror(f);
@@ -471,14 +493,24 @@ static int read_results(const char *dir, SweepResult **out, HpErr *err) {
     DIR *d = opendir(runs);
     if (!d) return hp_fail(err, "%s: cannot open: %s", runs, strerror(errno));
     int n = 0, cap = 16, rc = 0;
-    SweepResult *r = hp_malloc((size_t)cap * sizeof *r);
+    SweepResult *r = hp_alloc((size_t)cap, sizeof *r, err);
+    if (!r) {
+        closedir(d);
+        return -1;
+    }
     struct dirent *e;
     while (rc == 0 && (e = readdir(d))) {
         if (!is_result_name(e->d_name)) continue;
         if (n == cap) {
+            SweepResult *t = hp_alloc((size_t)cap * 2, sizeof *r, err);
+            if (!t) {
+                rc = -1;
+                break;
+            }
+            memcpy(t, r, (size_t)n * sizeof *r);
+            free(r);
+            r = t;
             cap *= 2;
-            r = realloc(r, (size_t)cap * sizeof *r);
-            HP_ASSERT(r);
         }
         char path[SWEEP_PATH * 3];
         snprintf(path, sizeof path, "%s/%s", runs, e->d_name);
@@ -511,8 +543,12 @@ static double macs_removed(const SweepResult *r) { return 1.0 - r->macs / r->mac
 static int write_csv(const char *path, const SweepResult *r, int n, HpErr *err) {
     enum { NC = 19 };
     _Static_assert(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0] == NC, "write_csv fills every column");
-    char(*text)[NC][CELL] = hp_malloc((size_t)n * sizeof *text);
-    const char **cells = hp_malloc((size_t)n * NC * sizeof(char *));
+    char(*text)[NC][CELL] = hp_alloc((size_t)n, sizeof *text, err);
+    const char **cells = text ? hp_alloc((size_t)n * NC, sizeof(char *), err) : NULL;
+    if (!cells) {
+        free(text);
+        return hp_prefix(err, path);
+    }
     for (int i = 0; i < n; i++) {
         char(*c)[CELL] = text[i];
         const SweepResult *x = &r[i];
@@ -664,7 +700,7 @@ static int write_md(const char *path, const SweepResult *r, int n, const Point *
     md_runs(&b, r, n);
     md_means(&b, p, np);
     sb_printf(&b, "\n![accuracy vs MACs removed](accuracy_vs_macs.png)\n");
-    int rc = write_file_atomic(path, b.s, b.len, err);
+    int rc = sb_status(&b, err) < 0 ? hp_prefix(err, path) : write_file_atomic(path, b.s, b.len, err);
     sb_free(&b);
     return rc;
 }
@@ -672,8 +708,12 @@ static int write_md(const char *path, const SweepResult *r, int n, const Point *
 // Writes the chart (PNG and SVG): per method, mean accuracy over seeds against the fraction of
 // MACs removed, starting from the unpruned model at 0%.
 static int write_chart(const char *dir, const SweepResult *r, const Point *p, int np, HpErr *err) {
-    PlotSeries *s = hp_calloc((size_t)np, sizeof *s);
-    double *xy = hp_malloc(2 * (size_t)(2 * np) * sizeof(double));
+    PlotSeries *s = hp_zalloc((size_t)np, sizeof *s, err);
+    double *xy = s ? hp_alloc(2 * (size_t)(2 * np), sizeof(double), err) : NULL;
+    if (!xy) {
+        free(s);
+        return hp_prefix(err, "accuracy_vs_macs chart");
+    }
     int ns = 0, at = 0;
     bool finetuned = false;
     for (int i = 0; i < np;) {
@@ -746,7 +786,11 @@ int sweep_collect(const char *dir, int *n_runs, HpErr *err) {
         free(r);
         return -1;
     }
-    Point *p = hp_malloc((size_t)n * sizeof *p);
+    Point *p = hp_alloc((size_t)n, sizeof *p, err);
+    if (!p) {
+        free(r);
+        return -1;
+    }
     int np = group_points(r, n, p);
     char path[SWEEP_PATH * 2];
     snprintf(path, sizeof path, "%s/results.csv", dir);

@@ -109,8 +109,8 @@ typedef struct {
 } SweepRun;
 
 // The run list: methods (outer) x targets x seeds (inner), in config order. Returns the count;
-// *runs is malloc'd and points into c.
-int sweep_runs(const SweepConfig *c, SweepRun **runs);
+// *runs is malloc'd and points into c. -1 with err set if out of memory.
+int sweep_runs(const SweepConfig *c, SweepRun **runs, HpErr *err);
 
 // True if run `index` belongs to shard `shard` (0-based) of n_shards: index % n_shards == shard.
 bool sweep_in_shard(int index, int shard, int n_shards);

@@ -373,7 +373,8 @@ static const IniTable TABLE = {.sections = SECTIONS, .keys = KEYS, .n_keys = siz
                                .family_seen = saw_method_key};
 
 int sweep_config_load(SweepConfig *c, const char *path, HpErr *err) {
-    SweepConfig *tmp = hp_malloc(sizeof *tmp);  // tens of kB: not on the stack
+    SweepConfig *tmp = hp_alloc(1, sizeof *tmp, err);  // tens of kB: not on the stack
+    if (!tmp) return hp_prefix(err, path);
     *tmp = *c;
     tmp->n_defined = 0;
     int rc = ini_table_load(&TABLE, tmp, path, err);

@@ -316,6 +316,18 @@ check "prune under a file-size limit of 8 blocks: exit 1, 'File too large' namin
   sh -c '[ "$0" -eq 1 ] && tail -n 1 "$1" | grep -q "^hprune: error: $2: .*File too large$" &&
     [ -z "$(ls -A "$3")" ]' "$rc" "$CAP/err" "$T/out/limit.safetensors" "$T/out"
 
+# ---- an address-space limit (ulimit -v, in kB): a workspace that does not fit is one error
+# line naming the model and the size, not a crash (skipped when the binary cannot run under the
+# limit at all, as a sanitizer build cannot) ----
+
+if sh -c 'ulimit -v 1000000 && exec "$@"' sh "$HPRUNE" eval "$GOOD" --data "$DATA" --threads 1 >/dev/null 2>&1; then
+  expect 1 "eval: a batch whose workspace exceeds the address-space limit" "$GOOD" \
+    "the workspace for batches of 65536: out of memory: cannot allocate [0-9.]+ GB \(lower --batch-size\)$" \
+    sh -c 'ulimit -v 1000000 && exec "$@"' sh "$HPRUNE" eval "$GOOD" --data "$DATA" --batch-size 65536 --threads 1
+else
+  ok "eval: a batch whose workspace exceeds the address-space limit # skip eval does not run under ulimit -v"
+fi
+
 # ---- train: bad data ----
 
 expect 1 "train: --data /nonexistent" "/nonexistent" "no such directory" \

@@ -17,7 +17,7 @@ static int node_id(const Model *m, const char *name) {
 
 // Random images with labels from a fixed rule (so that gradients are informative).
 static void small_data(Dataset *d, int n, Rng *rng) {
-    dataset_alloc(d, n, 1, 8, 8, 3);
+    assert_int_equal(dataset_alloc(d, n, 1, 8, 8, 3, NULL), 0);
     for (size_t i = 0; i < (size_t)n * 64; i++) d->images[i] = (uint8_t)rng_below(rng, 256);
     for (int i = 0; i < n; i++) {
         int s = 0;
@@ -193,7 +193,7 @@ static void test_fisher_quadratic_form(void **state) {
 // Mean loss over all of d's images (eval mode).
 static double mean_loss(Model *m, const Dataset *d) {
     Workspace ws;
-    ws_init(&ws, m, d->n, 0);
+    assert_int_equal(ws_init(&ws, m, d->n, 0, NULL), 0);
     size_t per_image = (size_t)m->input.c * m->input.h * m->input.w;
     float *x = malloc((size_t)d->n * per_image * sizeof(float));
     int *y = malloc((size_t)d->n * sizeof(int)), *all = malloc((size_t)d->n * sizeof(int));
@@ -415,7 +415,7 @@ static void test_widths_cost_exact(void **state) {
     assert_int_equal(prune_apply(&m, &gs, keep, &slim, &err), 0);
     uint64_t macs;
     size_t params;
-    widths_cost(&m, &gs, width, &macs, &params);
+    assert_int_equal(widths_cost(&m, &gs, width, &macs, &params, &err), 0);
     assert_int_equal(macs, model_macs(&slim));
     assert_int_equal(params, model_param_count(&slim));
     for (int g = 0; g < gs.n_groups; g++) free(keep[g]);
@@ -451,7 +451,7 @@ static void test_select(void **state) {
     memcpy(scores[g1], s1, sizeof s1);
     memcpy(scores[g2], s2, sizeof s2);
     PruneRef ref;
-    pruneref_init(&ref, &m, &gs);
+    assert_int_equal(pruneref_init(&ref, &m, &gs, &err), 0);
     PruneTarget t = {.kind = TARGET_CHANNELS, .ratio = 0.5, .max_layer_frac = 0.9, .round_to = 1};
     assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
     // the five lowest: 0.05 (g2,2), 0.1 (g1,1), 0.2 (g2,0), 0.3 (g1,3), 0.4 (g2,5)
@@ -476,7 +476,7 @@ static void test_select(void **state) {
     assert_int_equal(w[g2] % 2, 0);
     uint64_t macs;
     size_t params;
-    widths_cost(&m, &gs, w, &macs, &params);
+    assert_int_equal(widths_cost(&m, &gs, w, &macs, &params, &err), 0);
     assert_true((double)macs <= 0.6 * (double)ref.macs);
     // uniform: every group loses half of its own channels, its lowest
     t = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.5, .max_layer_frac = 0.9, .round_to = 1, .uniform = true};
@@ -529,8 +529,8 @@ static void test_select_uniform_limits(void **state) {
     double *sc[8];
     alloc_sel(&f.gs, keep, sc);
     PruneRef ref;
-    pruneref_init(&ref, &f.m, &f.gs);
     HpErr err;
+    assert_int_equal(pruneref_init(&ref, &f.m, &f.gs, &err), 0);
     PruneTarget t = {.kind = TARGET_CHANNELS, .ratio = 0.95, .max_layer_frac = 0.9, .round_to = 1, .uniform = true};
     expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 3, "out of reach", "per-layer cap of 0.9", "max_layer_frac");
     t.ratio = 0.6, t.max_layer_frac = 0.5;
@@ -567,7 +567,8 @@ static void test_select_binding_limit(void **state) {
     double *sc[8];
     alloc_sel(&f.gs, keep, sc);
     PruneRef ref;
-    pruneref_init(&ref, &f.m, &f.gs);
+    HpErr err;
+    assert_int_equal(pruneref_init(&ref, &f.m, &f.gs, &err), 0);
     PruneTarget t = {.kind = TARGET_CHANNELS, .ratio = 0.7, .max_layer_frac = 0.5, .round_to = 1};
     expect_select_error(&f.m, &f.gs, sc, &t, &ref, keep, 4, "removing 70.0% of channels is out of reach",
                         "at most 50.0% can be removed", "the per-layer cap of 0.5 (--max-layer-frac; max_layer_frac",
@@ -658,17 +659,19 @@ static void test_obs_layer_compensation_helps(void **state) {
     Scorer s;
     assert_int_equal(scorer_run(&s, &o, &m, &gs, scores, &err), 0);
     PruneRef ref;
-    pruneref_init(&ref, &m, &gs);
+    assert_int_equal(pruneref_init(&ref, &m, &gs, &err), 0);
     PruneTarget t = {.kind = TARGET_CHANNELS, .ratio = 0.3, .max_layer_frac = 0.9, .round_to = 1};
     assert_int_equal(prune_select(&m, &gs, scores, &t, &ref, keep, &err), 0);
     Model comp, a, b;
-    model_copy(&comp, &m);
+    assert_int_equal(model_copy(&comp, &m, NULL), 0);
     assert_int_equal(scorer_compensate(&s, &comp, &gs, keep, &err), 0);
     assert_int_equal(prune_apply(&comp, &gs, keep, &a, &err), 0);
     assert_int_equal(prune_apply(&m, &gs, keep, &b, &err), 0);
     // logits distance to the original over the calibration images
     Workspace w0, w1, w2;
-    ws_init(&w0, &m, 256, 0), ws_init(&w1, &a, 256, 0), ws_init(&w2, &b, 256, 0);
+    assert_int_equal(ws_init(&w0, &m, 256, 0, NULL), 0);
+    assert_int_equal(ws_init(&w1, &a, 256, 0, NULL), 0);
+    assert_int_equal(ws_init(&w2, &b, 256, 0, NULL), 0);
     float *x = malloc(256 * 64 * sizeof(float));
     int *y = malloc(256 * sizeof(int)), idx[256];
     for (int i = 0; i < 256; i++) idx[i] = i;
@@ -703,7 +706,7 @@ static void test_bn_recalibrate(void **state) {
     for (int i = 0; i < 64; i++) idx[i] = i;
     // conv1's output over all 64 images, by an eval-mode forward (it does not depend on the mode)
     Workspace ws;
-    ws_init(&ws, &m, 64, 0);
+    assert_int_equal(ws_init(&ws, &m, 64, 0, NULL), 0);
     float *x = malloc(64 * 64 * sizeof(float));
     int y[64];
     data_batch(&d, idx, 64, m.norm_mean, m.norm_std, NULL, NULL, x, y);
@@ -716,9 +719,9 @@ static void test_bn_recalibrate(void **state) {
     float *params = malloc(m.n_params * sizeof(float));
     memcpy(params, m.params, m.n_params * sizeof(float));
     float momentum = m.nodes[b1].momentum;
-    model_copy(&two, &m);
-    bn_recalibrate(&m, &d, idx, 64, 64, 1);
-    bn_recalibrate(&two, &d, idx, 64, 32, 1);
+    assert_int_equal(model_copy(&two, &m, NULL), 0);
+    assert_int_equal(bn_recalibrate(&m, &d, idx, 64, 64, 1, NULL), 0);
+    assert_int_equal(bn_recalibrate(&two, &d, idx, 64, 32, 1, NULL), 0);
     for (int c = 0; c < 4; c++) {
         assert_float_equal(m.buffers[m.nodes[b1].mean_off + (size_t)c], mean[c], 1e-4 * (1 + fabs(mean[c])));
         assert_float_equal(two.buffers[two.nodes[b1].mean_off + (size_t)c], mean[c], 1e-4 * (1 + fabs(mean[c])));

@@ -7,7 +7,7 @@
 
 // A dataset of n images of (c, h, w) whose bytes are (i * 37 + k * 11) % 256, labels i % k.
 static void make_set(Dataset *d, int n, int c, int h, int w, int classes) {
-    dataset_alloc(d, n, c, h, w, classes);
+    assert_int_equal(dataset_alloc(d, n, c, h, w, classes, NULL), 0);
     size_t nb = (size_t)c * h * w;
     for (int i = 0; i < n; i++) {
         d->labels[i] = (uint8_t)(i % classes);
@@ -34,7 +34,7 @@ static void test_split(void **state) {
     (void)state;
     Dataset src, tr, va, tr2, va2;
     tag_set(&src, 1003);
-    dataset_split(&src, 0.1, 7, &tr, &va);
+    assert_int_equal(dataset_split(&src, 0.1, 7, &tr, &va, NULL), 0);
     assert_int_equal(va.n, 100);  // round(100.3)
     assert_int_equal(tr.n, 903);
     assert_int_equal(tr.h, 2);
@@ -54,11 +54,11 @@ static void test_split(void **state) {
     for (int i = 0; i < 1003; i++) assert_int_equal(seen[i], 1);
     free(seen);
     // The same seed gives the same split; another seed another one.
-    dataset_split(&src, 0.1, 7, &tr2, &va2);
+    assert_int_equal(dataset_split(&src, 0.1, 7, &tr2, &va2, NULL), 0);
     assert_memory_equal(va.images, va2.images, (size_t)va.n * 4);
     dataset_free(&tr2);
     dataset_free(&va2);
-    dataset_split(&src, 0.1, 8, &tr2, &va2);
+    assert_int_equal(dataset_split(&src, 0.1, 8, &tr2, &va2, NULL), 0);
     assert_int_equal(va2.n, 100);
     assert_true(memcmp(va.images, va2.images, (size_t)va.n * 4) != 0);
     dataset_free(&tr2);
@@ -66,21 +66,20 @@ static void test_split(void **state) {
     dataset_free(&tr);
     dataset_free(&va);
     // Rounding and the edges.
-    dataset_split(&src, 0.0, 1, &tr, &va);
+    assert_int_equal(dataset_split(&src, 0.0, 1, &tr, &va, NULL), 0);
     assert_int_equal(va.n, 0);
-    assert_null(va.images);
     assert_int_equal(tr.n, 1003);
     assert_memory_equal(tr.images, src.images, 1003 * 4);
     dataset_free(&tr);
     dataset_free(&va);
-    dataset_split(&src, 1.0, 1, &tr, &va);
+    assert_int_equal(dataset_split(&src, 1.0, 1, &tr, &va, NULL), 0);
     assert_int_equal(tr.n, 0);
     assert_int_equal(va.n, 1003);
     dataset_free(&tr);
     dataset_free(&va);
     dataset_free(&src);
     tag_set(&src, 10);
-    dataset_split(&src, 0.25, 3, &tr, &va);
+    assert_int_equal(dataset_split(&src, 0.25, 3, &tr, &va, NULL), 0);
     assert_int_equal(va.n, 3);  // round(2.5) = 3
     assert_int_equal(tr.n, 7);
     dataset_free(&tr);
@@ -92,7 +91,7 @@ static void test_head(void **state) {
     (void)state;
     Dataset src, h;
     make_set(&src, 20, 3, 4, 5, 7);
-    dataset_head(&src, 6, &h);
+    assert_int_equal(dataset_head(&src, 6, &h, NULL), 0);
     assert_int_equal(h.n, 6);
     assert_int_equal(h.c, 3);
     assert_int_equal(h.n_classes, 7);
@@ -102,10 +101,23 @@ static void test_head(void **state) {
     dataset_free(&src);
 }
 
+// A dataset the machine cannot hold: -1 with the message, and d left empty.
+static void test_alloc_out_of_memory(void **state) {
+    (void)state;
+    Dataset d;
+    HpErr err = {{0}};
+    assert_int_equal(dataset_alloc(&d, 1 << 30, 3, 4096, 4096, 10, &err), -1);  // 54 PB of images
+    assert_string_equal(err.msg, "the images: out of memory: cannot allocate 54.0 PB");
+    assert_null(d.images);
+    assert_null(d.labels);
+    assert_int_equal(d.n, 0);
+    dataset_free(&d);
+}
+
 static void test_channel_stats(void **state) {
     (void)state;
     Dataset d;
-    dataset_alloc(&d, 2, 3, 1, 2, 10);
+    assert_int_equal(dataset_alloc(&d, 2, 3, 1, 2, 10, NULL), 0);
     // Image 0 then image 1; channels 0, 1, 2 of two pixels each.
     const uint8_t px[12] = {0, 0, 0, 255, 51, 51, /**/ 0, 0, 255, 0, 51, 51};
     memcpy(d.images, px, 12);
@@ -287,7 +299,7 @@ static void test_determinism(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_split),     cmocka_unit_test(test_head),
+        cmocka_unit_test(test_split),     cmocka_unit_test(test_head), cmocka_unit_test(test_alloc_out_of_memory),
         cmocka_unit_test(test_channel_stats), cmocka_unit_test(test_normalise),
         cmocka_unit_test(test_crop_pad0_identity), cmocka_unit_test(test_crop),
         cmocka_unit_test(test_flip),      cmocka_unit_test(test_determinism),

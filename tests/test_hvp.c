@@ -12,7 +12,7 @@
 static void make_data(Dataset *d, int n, int c, int h, int w, int classes, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed, 7);
-    dataset_alloc(d, n, c, h, w, classes);
+    assert_int_equal(dataset_alloc(d, n, c, h, w, classes, NULL), 0);
     for (size_t i = 0; i < (size_t)n * c * h * w; i++) d->images[i] = (uint8_t)rng_below(&rng, 256);
     for (int i = 0; i < n; i++) d->labels[i] = (uint8_t)(i % classes);
 }
@@ -104,8 +104,8 @@ static void curv_all(Curvature *c, Model *m, const Dataset *d, Mode mode, CurvKi
 // Full matrix (P x P, row-major, column j = A e_j) of the curvature operator.
 static double *full_matrix(Curvature *c) {
     size_t P = c->m->n_params;
-    double *A = hp_malloc(P * P * sizeof(double));
-    float *e = hp_calloc(P, sizeof(float)), *col = hp_malloc(P * sizeof(float));
+    double *A = xmalloc(P * P * sizeof(double));
+    float *e = xcalloc(P, sizeof(float)), *col = xmalloc(P * sizeof(float));
     HpErr err;
     for (size_t j = 0; j < P; j++) {
         e[j] = 1.0f;
@@ -134,8 +134,8 @@ static double vec_disagree(const double *a, const double *b, size_t n) {
 // differences must agree, else the step shrinks (up to 3 times). Returns false if no step did.
 static bool fd_column(Curvature *c, size_t j, float h, const float *g0, double *col) {
     size_t P = c->m->n_params;
-    float *gp = hp_malloc(P * sizeof(float)), *gm = hp_malloc(P * sizeof(float));
-    double *fwd = hp_malloc(P * sizeof(double)), *bwd = hp_malloc(P * sizeof(double));
+    float *gp = xmalloc(P * sizeof(float)), *gm = xmalloc(P * sizeof(float));
+    double *fwd = xmalloc(P * sizeof(double)), *bwd = xmalloc(P * sizeof(double));
     float *theta = c->m->params, t0 = theta[j];
     bool ok = false;
     for (int tries = 0; tries < 4 && !ok; tries++, h *= 0.25f) {
@@ -161,8 +161,8 @@ static bool fd_column(Curvature *c, size_t j, float h, const float *g0, double *
 // Hessian by finite differences (see fd_column); used[j] tells which columns had a kink-free step.
 static double *fd_hessian(Curvature *c, float h, bool *used) {
     size_t P = c->m->n_params;
-    double *A = hp_malloc(P * P * sizeof(double)), *col = hp_malloc(P * sizeof(double));
-    float *g0 = hp_malloc(P * sizeof(float));
+    double *A = xmalloc(P * P * sizeof(double)), *col = xmalloc(P * sizeof(double));
+    float *g0 = xmalloc(P * sizeof(float));
     curv_loss_grad(c, g0);
     for (size_t j = 0; j < P; j++) {
         used[j] = fd_column(c, j, h, g0, col);
@@ -221,7 +221,7 @@ static void check_hessian(void (*build)(Model *), const char *name, Mode mode, f
     curv_all(&c, &m, &d, mode, CURV_HESSIAN);
     curv_all(&g, &m, &d, mode, CURV_GGN);
     size_t P = m.n_params;
-    bool *used = hp_malloc(P * sizeof(bool));
+    bool *used = xmalloc(P * sizeof(bool));
     double *H = full_matrix(&c), *F = fd_hessian(&c, h, used), *G = full_matrix(&g);
     size_t n_used = 0;
     for (size_t j = 0; j < P; j++) n_used += used[j];
@@ -270,11 +270,11 @@ static void logits_at(Model *m, Workspace *ws, const float *x, int N, Mode mode,
 // each column with a kink-free step (one-sided differences agree; the step shrinks if not).
 static double *fd_jacobian(Model *m, const float *x, int N, Mode mode, float h0) {
     size_t P = m->n_params, R = (size_t)N * m->n_classes;
-    double *J = hp_malloc(R * P * sizeof(double));
-    double *z0 = hp_malloc(R * sizeof(double)), *zp = hp_malloc(R * sizeof(double)), *zm = hp_malloc(R * sizeof(double));
-    double *fwd = hp_malloc(R * sizeof(double)), *bwd = hp_malloc(R * sizeof(double));
+    double *J = xmalloc(R * P * sizeof(double));
+    double *z0 = xmalloc(R * sizeof(double)), *zp = xmalloc(R * sizeof(double)), *zm = xmalloc(R * sizeof(double));
+    double *fwd = xmalloc(R * sizeof(double)), *bwd = xmalloc(R * sizeof(double));
     Workspace ws;
-    ws_init(&ws, m, N, 0);
+    assert_int_equal(ws_init(&ws, m, N, 0, NULL), 0);
     logits_at(m, &ws, x, N, mode, z0);
     for (size_t j = 0; j < P; j++) {
         float t0 = m->params[j], h = h0;
@@ -315,14 +315,14 @@ static void check_ggn(void (*build)(Model *), const char *name, Mode mode) {
     size_t P = m.n_params, K = (size_t)m.n_classes;
     double *G = full_matrix(&g);
     // inputs and logits at θ
-    float *x = hp_malloc((size_t)N * shape_numel(m.input) * sizeof(float));
+    float *x = xmalloc((size_t)N * shape_numel(m.input) * sizeof(float));
     int idx[8], y[8];
     for (int i = 0; i < N; i++) idx[i] = i;
     data_batch(&d, idx, N, m.norm_mean, m.norm_std, NULL, NULL, x, y);
     Workspace ws;
-    ws_init(&ws, &m, N, 0);
+    assert_int_equal(ws_init(&ws, &m, N, 0, NULL), 0);
     const float *z = model_forward(&m, &ws, x, N, mode, NULL);
-    double *p = hp_malloc((size_t)N * K * sizeof(double));
+    double *p = xmalloc((size_t)N * K * sizeof(double));
     for (int n = 0; n < N; n++) {
         double mx = z[n * K], s = 0;
         for (size_t k = 1; k < K; k++) mx = fmax(mx, z[n * K + k]);
@@ -331,7 +331,7 @@ static void check_ggn(void (*build)(Model *), const char *name, Mode mode) {
     }
     ws_free(&ws);
     double *J = fd_jacobian(&m, x, N, mode, 3e-3f);
-    double *ref = hp_calloc(P * P, sizeof(double)), *HJ = hp_malloc(K * P * sizeof(double));
+    double *ref = xcalloc(P * P, sizeof(double)), *HJ = xmalloc(K * P * sizeof(double));
     for (int n = 0; n < N; n++) {
         const double *Jn = J + (size_t)n * K * P, *pn = p + (size_t)n * K;
         for (size_t a = 0; a < K; a++)
@@ -386,7 +386,7 @@ static void test_ggn_diag(void **state) {
         curv_all(&c, &m, &d, MODE_EVAL, CURV_GGN);
         size_t P = m.n_params;
         double *G = full_matrix(&c);
-        float *want = hp_malloc(P * sizeof(float)), *got = hp_malloc(P * sizeof(float));
+        float *want = xmalloc(P * sizeof(float)), *got = xmalloc(P * sizeof(float));
         for (size_t j = 0; j < P; j++) want[j] = (float)G[j * P + j];
         HpErr err;
         int threads = omp_get_max_threads();
@@ -399,7 +399,7 @@ static void test_ggn_diag(void **state) {
         free(G), free(want), free(got);
         curv_free(&c);
         curv_all(&c, &m, &d, MODE_BATCHSTATS, CURV_GGN);
-        float *diag = hp_malloc(P * sizeof(float));
+        float *diag = xmalloc(P * sizeof(float));
         assert_int_equal(curv_ggn_diag(&c, diag, NULL, NULL, &err), -1);
         assert_non_null(strstr(err.msg, "eval-mode"));
         free(diag);
@@ -425,8 +425,8 @@ static void test_symmetry_builtin(void **state) {
             Curvature c;
             curv_all(&c, &m, &d, mode == 0 ? MODE_EVAL : MODE_BATCHSTATS, CURV_HESSIAN);
             size_t P = m.n_params;
-            float *u = hp_malloc(P * sizeof(float)), *v = hp_malloc(P * sizeof(float));
-            float *Hu = hp_malloc(P * sizeof(float)), *Hv = hp_malloc(P * sizeof(float));
+            float *u = xmalloc(P * sizeof(float)), *v = xmalloc(P * sizeof(float));
+            float *Hu = xmalloc(P * sizeof(float)), *Hv = xmalloc(P * sizeof(float));
             Rng rng;
             rng_seed(&rng, 77, (uint64_t)a);
             for (size_t j = 0; j < P; j++) {
@@ -470,8 +470,8 @@ static void test_sample_grads(void **state) {
     HpErr err;
     assert_int_equal(curv_init(&c, &m, &d, idx, 7, 3, MODE_EVAL, CURV_HESSIAN, &err), 0);
     size_t P = m.n_params;
-    float *G = hp_malloc(7 * P * sizeof(float)), *g = hp_malloc(P * sizeof(float)), *mean = hp_calloc(P, sizeof(float));
-    curv_sample_grads(&c, G);
+    float *G = xmalloc(7 * P * sizeof(float)), *g = xmalloc(P * sizeof(float)), *mean = xcalloc(P, sizeof(float));
+    assert_int_equal(curv_sample_grads(&c, G, NULL), 0);
     curv_loss_grad(&c, g);
     for (int s = 0; s < 7; s++)
         for (size_t j = 0; j < P; j++) mean[j] += G[s * P + j] / 7.0f;
@@ -503,7 +503,7 @@ static void test_batches_and_errors(void **state) {
     assert_int_equal(curv_init(&one, &m, &d, idx, 9, 9, MODE_EVAL, CURV_HESSIAN, &err), 0);
     assert_int_equal(curv_init(&many, &m, &d, idx, 9, 4, MODE_EVAL, CURV_HESSIAN, &err), 0);
     size_t P = m.n_params;
-    float *v = hp_malloc(P * sizeof(float)), *a = hp_malloc(P * sizeof(float)), *b = hp_malloc(P * sizeof(float));
+    float *v = xmalloc(P * sizeof(float)), *a = xmalloc(P * sizeof(float)), *b = xmalloc(P * sizeof(float));
     Rng rng;
     rng_seed(&rng, 5, 5);
     for (size_t j = 0; j < P; j++) v[j] = rng_normal(&rng);

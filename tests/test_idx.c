@@ -2,6 +2,7 @@
 // the loader must reject with a message naming the file and the problem.
 #include "tests/testutil.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <zlib.h>
 
@@ -384,6 +385,55 @@ static void test_bad_dims(void **state) {
     tu_rmtree(dir);
 }
 
+// The process's address space in bytes (from /proc/self/statm), or 0 if unknown.
+static size_t address_space(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (f && fscanf(f, "%lu", &pages) != 1) pages = 0;
+    if (f) fclose(f);
+    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+// A header that declares the largest data block accepted (2^31 bytes) is read before the data,
+// so the loader allocates first: with the address space limited, that allocation fails and
+// the loader returns a clean error naming the file (not an abort). Skipped under AddressSanitizer,
+// whose allocator aborts rather than return NULL.
+static void test_alloc_fails(void **state) {
+    (void)state;
+#ifdef __SANITIZE_ADDRESS__
+    skip();
+#endif
+    char dir[64], images[128], labels[128];
+    tu_tmpdir(dir, sizeof dir);
+    Buf b = {0};
+    buf_u32(&b, 0x00000803);
+    buf_u32(&b, 1u << 15);
+    buf_u32(&b, 1u << 8);
+    buf_u32(&b, 1u << 8);  // 2^31 bytes of data declared, none present
+    put_file(dir, TRAIN_IMAGES, b, false);
+    put_file(dir, TRAIN_LABELS, idx_labels(0, 4), false);
+    snprintf(images, sizeof images, "%s/%s", dir, TRAIN_IMAGES);
+    snprintf(labels, sizeof labels, "%s/%s", dir, TRAIN_LABELS);
+    struct rlimit old, low;
+    size_t used = address_space();
+    if (used == 0 || getrlimit(RLIMIT_AS, &old) != 0) skip();
+    low = old;
+    low.rlim_cur = (rlim_t)(used + ((size_t)512 << 20));  // room for the small allocations only
+    if (old.rlim_cur != RLIM_INFINITY && old.rlim_cur < low.rlim_cur) skip();
+    assert_int_equal(setrlimit(RLIMIT_AS, &low), 0);
+    Dataset d;
+    HpErr err = {{0}};
+    int rc = idx_load(images, labels, &d, &err);
+    assert_int_equal(setrlimit(RLIMIT_AS, &old), 0);
+    char want[256];
+    snprintf(want, sizeof want, "%s: the images: out of memory: cannot allocate 2.1 GB", images);
+    assert_int_equal(rc, -1);
+    assert_string_equal(err.msg, want);
+    assert_null(d.images);
+    assert_null(d.labels);
+    tu_rmtree(dir);
+}
+
 static void test_mismatched_shapes(void **state) {
     (void)state;
     char dir[64];
@@ -450,6 +500,7 @@ int main(void) {
         cmocka_unit_test(test_bad_magic),        cmocka_unit_test(test_wrong_type),
         cmocka_unit_test(test_label_count),      cmocka_unit_test(test_label_range),
         cmocka_unit_test(test_trailing),         cmocka_unit_test(test_bad_dims),
+        cmocka_unit_test(test_alloc_fails),
         cmocka_unit_test(test_mismatched_shapes), cmocka_unit_test(test_missing),
         cmocka_unit_test(test_unknown_dataset),
     };

@@ -59,7 +59,7 @@ static void perturb_bn(Model *m, Rng *rng) {
 // Returns the count (<= cap).
 static size_t pick_params(const Model *m, Rng *rng, size_t total, size_t *idx, size_t cap) {
     int nt = model_tensors(m, NULL, 0);
-    TensorRef *t = hp_malloc((size_t)nt * sizeof *t);
+    TensorRef *t = xmalloc((size_t)nt * sizeof *t);
     model_tensors(m, t, nt);
     size_t k = 0;
     for (int i = 0; i < nt; i++) {
@@ -74,7 +74,7 @@ static size_t pick_params(const Model *m, Rng *rng, size_t total, size_t *idx, s
 
 // Fills idx with n distinct random coordinates of a vector of length len (n <= len).
 static size_t pick_distinct(Rng *rng, size_t len, size_t n, size_t *idx) {
-    int *perm = hp_malloc(len * sizeof(int));
+    int *perm = xmalloc(len * sizeof(int));
     for (size_t i = 0; i < len; i++) perm[i] = (int)i;
     rng_shuffle(rng, perm, (int)len);
     if (n > len) n = len;
@@ -112,20 +112,20 @@ typedef struct {
 // Saves the kink state of the last forward and backward passes of a batch of N.
 static void kinks_save(Kinks *k, const Model *m, const Workspace *ws, int N) {
     k->n_nodes = m->n_nodes;
-    k->on = hp_calloc((size_t)m->n_nodes, sizeof *k->on);
-    k->arg = hp_calloc((size_t)m->n_nodes, sizeof *k->arg);
-    k->g = hp_calloc((size_t)m->n_nodes, sizeof *k->g);
+    k->on = xcalloc((size_t)m->n_nodes, sizeof *k->on);
+    k->arg = xcalloc((size_t)m->n_nodes, sizeof *k->arg);
+    k->g = xcalloc((size_t)m->n_nodes, sizeof *k->g);
     for (int i = 1; i < m->n_nodes; i++) {
         const Node *n = &m->nodes[i];
         size_t len = (size_t)N * shape_numel(n->out);
         if (n->op != OP_RELU && n->op != OP_MAXPOOL2D) continue;
-        k->g[i] = hp_malloc(len * sizeof(float));
+        k->g[i] = xmalloc(len * sizeof(float));
         memcpy(k->g[i], ws->grad[i], len * sizeof(float));
         if (n->op == OP_RELU) {
-            k->on[i] = hp_malloc(len);
+            k->on[i] = xmalloc(len);
             for (size_t j = 0; j < len; j++) k->on[i][j] = ws->act[n->in[0]][j] > 0.0f;
         } else {
-            k->arg[i] = hp_malloc(len * sizeof(int));
+            k->arg[i] = xmalloc(len * sizeof(int));
             memcpy(k->arg[i], ws->aux[i], len * sizeof(int));
         }
     }
@@ -211,7 +211,7 @@ static double fd_at(const GcCase *gc, float *a, size_t i, float h, int *flips) {
 static double fd_compare(const GcCase *gc, const char *label, float *a, const float *an, size_t len,
                          const size_t *idx, size_t n) {
     double scale = GC_SCALE_FRAC * rms(an, len), worst = 0.0;
-    float *fd = hp_malloc(n * sizeof(float)), *sel = hp_malloc(n * sizeof(float));
+    float *fd = xmalloc(n * sizeof(float)), *sel = xmalloc(n * sizeof(float));
     size_t pass = 0, retried = 0, kinked = 0;
     int flips = 0;
     for (size_t j = 0; j < n; j++) {
@@ -249,23 +249,23 @@ static void grad_check_mode(Model *m, Mode mode, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed, 7);
     Workspace ws;
-    ws_init(&ws, m, GC_BATCH, N_THREADS);
+    assert_int_equal(ws_init(&ws, m, GC_BATCH, N_THREADS, NULL), 0);
     size_t nx = (size_t)GC_BATCH * shape_numel(m->input);
-    float *x = hp_malloc(nx * sizeof(float)), *dx = hp_malloc(nx * sizeof(float));
+    float *x = xmalloc(nx * sizeof(float)), *dx = xmalloc(nx * sizeof(float));
     for (size_t i = 0; i < nx; i++) x[i] = rng_normal(&rng);
     int labels[GC_BATCH];
     for (int n = 0; n < GC_BATCH; n++) labels[n] = (int)rng_below(&rng, (uint64_t)m->n_classes);
     // analytic gradient: dlogits from softmax_xent, backward into a zeroed gradient
     const float *z = model_forward(m, &ws, x, GC_BATCH, mode, NULL);
-    float *dz = hp_malloc((size_t)GC_BATCH * m->n_classes * sizeof(float));
+    float *dz = xmalloc((size_t)GC_BATCH * m->n_classes * sizeof(float));
     float loss = softmax_xent(z, labels, GC_BATCH, m->n_classes, 0.0f, dz, NULL);
     assert_float_equal(loss, xent_d(z, labels, GC_BATCH, m->n_classes), 1e-5);
-    float *grad = hp_calloc(m->n_params, sizeof(float));
+    float *grad = xcalloc(m->n_params, sizeof(float));
     model_backward(m, &ws, dz, grad, dx);
     Kinks kinks;
     kinks_save(&kinks, m, &ws, GC_BATCH);
     GcCase gc = {m, &ws, x, labels, GC_BATCH, mode, &kinks};
-    size_t cap = 512, *idx = hp_malloc(cap * sizeof(size_t));
+    size_t cap = 512, *idx = xmalloc(cap * sizeof(size_t));
     fprintf(stderr, "%s in %s (%zu params, loss %.4f)\n", m->arch, mode == MODE_EVAL ? "MODE_EVAL" : "MODE_BATCHSTATS",
             m->n_params, (double)loss);
     size_t n = pick_params(m, &rng, GC_N_PARAMS, idx, cap);
@@ -368,10 +368,10 @@ static int check_infer_matches_eval(Model *m, uint64_t seed) {
     for (size_t j = 0; j < m->n_params; j++) m->params[j] += 0.05f * (rng_uniform(&rng) - 0.5f);  // biases too
     const int N = 3, K = m->n_classes;
     size_t nx = (size_t)N * shape_numel(m->input);
-    float *x = hp_malloc(nx * sizeof(float)), *z_eval = hp_malloc((size_t)N * K * sizeof(float));
+    float *x = xmalloc(nx * sizeof(float)), *z_eval = xmalloc((size_t)N * K * sizeof(float));
     tu_fill_uniform(x, nx, -1, 1, &rng);
     Workspace ws;
-    ws_init(&ws, m, N, N_THREADS);
+    assert_int_equal(ws_init(&ws, m, N, N_THREADS, NULL), 0);
     memcpy(z_eval, model_forward(m, &ws, x, N, MODE_EVAL, NULL), (size_t)N * K * sizeof(float));
     const float *z_infer = model_forward(m, &ws, x, N, MODE_INFER, NULL);
     int fused = 0, adds = 0;  // nodes computed by the op before them: the fusion really ran
@@ -390,7 +390,7 @@ static int check_infer_matches_eval(Model *m, uint64_t seed) {
     assert_true(worst <= 1e-5 * (1.0 + scale));
     // the eval path is untouched by the fused pass before it
     model_forward(m, &ws, x, N, MODE_EVAL, NULL);
-    float *dlogits = hp_calloc((size_t)N * K, sizeof(float)), *grad = hp_calloc(m->n_params, sizeof(float));
+    float *dlogits = xcalloc((size_t)N * K, sizeof(float)), *grad = xcalloc(m->n_params, sizeof(float));
     dlogits[0] = 1.0f;
     model_backward(m, &ws, dlogits, grad, NULL);
     ws_free(&ws);
@@ -476,8 +476,8 @@ static double synthetic_loss(Model *m, Workspace *ws, const float *x, const int 
 static void train_steps(Model *m, Workspace *ws, const float *x, const int *y, int steps, Rng *rng, float *momentum) {
     const size_t P = (size_t)SYN_HW * SYN_HW;
     int order[SYN_N], by[SYN_BATCH];
-    float *bx = hp_malloc(SYN_BATCH * P * sizeof(float)), dz[SYN_BATCH * SYN_CLASSES];
-    float *grad = hp_malloc(m->n_params * sizeof(float));
+    float *bx = xmalloc(SYN_BATCH * P * sizeof(float)), dz[SYN_BATCH * SYN_CLASSES];
+    float *grad = xmalloc(m->n_params * sizeof(float));
     for (int i = 0; i < SYN_N; i++) order[i] = i;
     for (int s = 0; s < steps; s++) {
         int b0 = (s * SYN_BATCH) % SYN_N;
@@ -499,7 +499,7 @@ static void train_steps(Model *m, Workspace *ws, const float *x, const int *y, i
 // 100 SGD steps take the loss on the synthetic set below 0.3 of its initial value.
 static void test_training_reduces_loss(void **state) {
     (void)state;
-    float *x = hp_malloc((size_t)SYN_N * SYN_HW * SYN_HW * sizeof(float));
+    float *x = xmalloc((size_t)SYN_N * SYN_HW * SYN_HW * sizeof(float));
     int y[SYN_N];
     make_synthetic(x, y, 5);
     Model m;
@@ -508,8 +508,8 @@ static void test_training_reduces_loss(void **state) {
     rng_seed(&rng, 6, 10);
     model_init_params(&m, &rng);
     Workspace ws;
-    ws_init(&ws, &m, SYN_N, N_THREADS);
-    float *mom = hp_calloc(m.n_params, sizeof(float));
+    assert_int_equal(ws_init(&ws, &m, SYN_N, N_THREADS, NULL), 0);
+    float *mom = xcalloc(m.n_params, sizeof(float));
     double l0 = synthetic_loss(&m, &ws, x, y);
     train_steps(&m, &ws, x, y, 100, &rng, mom);
     double l1 = synthetic_loss(&m, &ws, x, y);
@@ -528,8 +528,8 @@ static void train_five(Model *m, const float *x, const int *y, uint64_t seed) {
     rng_seed(&rng, seed, 11);
     model_init_params(m, &rng);
     Workspace ws;
-    ws_init(&ws, m, SYN_BATCH, N_THREADS);
-    float *mom = hp_calloc(m->n_params, sizeof(float));
+    assert_int_equal(ws_init(&ws, m, SYN_BATCH, N_THREADS, NULL), 0);
+    float *mom = xcalloc(m->n_params, sizeof(float));
     train_steps(m, &ws, x, y, 5, &rng, mom);
     free(mom);
     ws_free(&ws);
@@ -538,7 +538,7 @@ static void train_five(Model *m, const float *x, const int *y, uint64_t seed) {
 // Same seed and thread count: bit-identical parameters and running statistics after 5 steps.
 static void test_determinism(void **state) {
     (void)state;
-    float *x = hp_malloc((size_t)SYN_N * SYN_HW * SYN_HW * sizeof(float));
+    float *x = xmalloc((size_t)SYN_N * SYN_HW * SYN_HW * sizeof(float));
     int y[SYN_N];
     make_synthetic(x, y, 7);
     Model a, b, c;
@@ -567,15 +567,15 @@ static void test_backward_accumulates(void **state) {
     model_init_params(&m, &rng);
     perturb_bn(&m, &rng);
     Workspace ws;
-    ws_init(&ws, &m, 3, N_THREADS);
+    assert_int_equal(ws_init(&ws, &m, 3, N_THREADS, NULL), 0);
     size_t nx = 3 * shape_numel(m.input);
-    float *x = hp_malloc(nx * sizeof(float)), *dx1 = hp_malloc(nx * sizeof(float));
-    float *dx2 = hp_malloc(nx * sizeof(float));
+    float *x = xmalloc(nx * sizeof(float)), *dx1 = xmalloc(nx * sizeof(float));
+    float *dx2 = xmalloc(nx * sizeof(float));
     tu_fill_uniform(x, nx, -1, 1, &rng);
     const int labels[3] = {0, 2, 1};
     float dz[9];
     softmax_xent(model_forward(&m, &ws, x, 3, MODE_BATCHSTATS, NULL), labels, 3, 3, 0.0f, dz, NULL);
-    float *g1 = hp_calloc(m.n_params, sizeof(float)), *g2 = hp_calloc(m.n_params, sizeof(float));
+    float *g1 = xcalloc(m.n_params, sizeof(float)), *g2 = xcalloc(m.n_params, sizeof(float));
     model_backward(&m, &ws, dz, g1, dx1);
     for (size_t i = 0; i < nx; i++) dx2[i] = NAN;
     model_backward(&m, &ws, dz, g2, NULL);
@@ -603,13 +603,13 @@ static void test_model_copy(void **state) {
     rng_seed(&rng, 12, 12);
     model_init_params(&m, &rng);
     perturb_bn(&m, &rng);
-    model_copy(&c, &m);
+    assert_int_equal(model_copy(&c, &m, NULL), 0);
     size_t nx = 3 * shape_numel(m.input), nz = 3 * (size_t)m.n_classes;
-    float *x = hp_malloc(nx * sizeof(float)), za[9];
+    float *x = xmalloc(nx * sizeof(float)), za[9];
     tu_fill_uniform(x, nx, -1, 1, &rng);
     Workspace wa, wc;
-    ws_init(&wa, &m, 3, N_THREADS);
-    ws_init(&wc, &c, 3, N_THREADS);
+    assert_int_equal(ws_init(&wa, &m, 3, N_THREADS, NULL), 0);
+    assert_int_equal(ws_init(&wc, &c, 3, N_THREADS, NULL), 0);
     memcpy(za, model_forward(&m, &wa, x, 3, MODE_EVAL, NULL), nz * sizeof(float));
     assert_memory_equal(za, model_forward(&c, &wc, x, 3, MODE_EVAL, NULL), nz * sizeof(float));
     assert_int_equal(c.n_nodes, m.n_nodes);
@@ -625,6 +625,40 @@ static void test_model_copy(void **state) {
     ws_free(&wc);
     model_free(&m);
     model_free(&c);
+}
+
+// ---- out of memory ----
+
+// hp_alloc and hp_zalloc: at least one byte for a zero size; NULL with the size in the message
+// when the system refuses, or when count * size overflows.
+static void test_alloc_errors(void **state) {
+    (void)state;
+    HpErr err = {{0}};
+    void *p = hp_alloc(0, 4, &err), *q = hp_zalloc(3, 0, &err);
+    assert_non_null(p);
+    assert_non_null(q);
+    free(p), free(q);
+    assert_null(hp_alloc((size_t)1 << 50, 1, &err));  // a petabyte
+    assert_string_equal(err.msg, "out of memory: cannot allocate 1.1 PB");
+    assert_null(hp_zalloc(SIZE_MAX / 2, 4, &err));
+    assert_non_null(strstr(err.msg, "more than the address space"));
+    assert_null(hp_alloc(SIZE_MAX / 2, 4, NULL));  // err may be NULL
+}
+
+// A workspace the machine cannot hold: ws_init returns -1, says which batch, and leaves ws
+// empty (ws_free on it is harmless).
+static void test_ws_init_out_of_memory(void **state) {
+    (void)state;
+    Model m;
+    build_small_resnet(&m, (Shape){2, 8, 8}, 3);
+    Workspace ws;
+    HpErr err = {{0}};
+    assert_int_equal(ws_init(&ws, &m, 1 << 30, N_THREADS, &err), -1);  // about 1.5 PB of activations
+    assert_non_null(strstr(err.msg, "the workspace for batches of 1073741824: out of memory: cannot allocate"));
+    assert_null(ws.block);
+    assert_null(ws.act);
+    ws_free(&ws);
+    model_free(&m);
 }
 
 // ---- graphs the builder rejects ----
@@ -796,6 +830,8 @@ int main(void) {
         cmocka_unit_test(test_reject_bad_head),
         cmocka_unit_test(test_counts_resnet20),
         cmocka_unit_test(test_counts_lenet5),
+        cmocka_unit_test(test_alloc_errors),
+        cmocka_unit_test(test_ws_init_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -159,13 +159,15 @@ static void test_graph_json_round_trip(void **state) {
     Model m, r;
     build_small(&m);
     snprintf(m.arch, sizeof m.arch, "resnet20");
-    char *text = graph_to_json(&m);
+    char *text = graph_to_json(&m, NULL);
+    assert_non_null(text);
     HpErr err = {{0}};
     int rc = graph_from_json(&r, text, &err);
     if (rc != 0) fprintf(stderr, "%s\n", err.msg);
     assert_int_equal(rc, 0);
     assert_same_graph(&m, &r);
-    char *again = graph_to_json(&r);
+    char *again = graph_to_json(&r, NULL);
+    assert_non_null(again);
     assert_string_equal(text, again);
     // documented shape of the text
     cJSON *j = cJSON_Parse(text);
@@ -206,7 +208,8 @@ static void test_graph_json_errors(void **state) {
     (void)state;
     Model m, ok;
     build_small(&m);
-    char *text = graph_to_json(&m);
+    char *text = graph_to_json(&m, NULL);
+    assert_non_null(text);
     char *bad = replace(text, "\"op\":\"relu\"", "\"op\":\"conv3d\"");
     HpErr err = {{0}};
     assert_int_equal(graph_from_json(&ok, bad, &err), -1);
@@ -371,7 +374,8 @@ static void test_load_errors(void **state) {
     snprintf(path, sizeof path, "%s/bad.safetensors", dir);
     Model m;
     build_small(&m);
-    char *graph = graph_to_json(&m);
+    char *graph = graph_to_json(&m, NULL);
+    assert_non_null(graph);
 
     write_variant(path, &m, graph, NULL, NULL, 0, false, false);  // conv1.weight as [8, 27]
     expect_load_error(path, "tensor 'conv1.weight': expected shape [8, 3, 3, 3], found [8, 27]");

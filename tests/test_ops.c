@@ -56,7 +56,7 @@ static void fd_grad(const Probe *p, float *a, size_t n, float *fd) {
 
 // Relative error of the analytic gradient an (n) of array a against finite differences.
 static double fd_rel_err(const Probe *p, float *a, size_t n, const float *an) {
-    float *fd = hp_malloc(n * sizeof(float));
+    float *fd = xmalloc(n * sizeof(float));
     fd_grad(p, a, n, fd);
     double e = tu_rel_err(an, fd, n);
     free(fd);
@@ -74,21 +74,21 @@ static void check_grad(const char *label, const Probe *p, float *a, size_t n, fl
 
 // Returns n floats, uniform in [lo, hi).
 static float *rand_buf(size_t n, float lo, float hi, Rng *rng) {
-    float *a = hp_malloc(n * sizeof(float));
+    float *a = xmalloc(n * sizeof(float));
     tu_fill_uniform(a, n, lo, hi, rng);
     return a;
 }
 
 // Returns n floats, all ACC0 (a gradient buffer for backward to accumulate into).
 static float *acc_buf(size_t n) {
-    float *a = hp_malloc(n * sizeof(float));
+    float *a = xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) a[i] = ACC0;
     return a;
 }
 
 // Returns n floats, all NaN (scratch the kernel must initialise itself).
 static float *nan_buf(size_t n) {
-    float *a = hp_malloc(n * sizeof(float));
+    float *a = xmalloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) a[i] = NAN;
     return a;
 }
@@ -155,8 +155,8 @@ static void check_conv_rforward(const ConvCtx *c, Rng *rng) {
     float *rx = rand_buf(nx, -1, 1, rng);
     float *vw = rand_buf(nw, -0.5f, 0.5f, rng);
     float *vb = c->b ? rand_buf((size_t)g->O, -0.5f, 0.5f, rng) : NULL;
-    float *ry = hp_malloc(ny * sizeof(float));
-    double *want = hp_malloc(ny * sizeof(double)), *part = hp_malloc(ny * sizeof(double));
+    float *ry = xmalloc(ny * sizeof(float));
+    double *want = xmalloc(ny * sizeof(double)), *part = xmalloc(ny * sizeof(double));
     for (int with_rx = 1; with_rx >= 0; with_rx--) {
         for (size_t i = 0; i < ny; i++) ry[i] = NAN;  // every output must be written
         conv2d_rforward(g, c->x, c->w, with_rx ? rx : NULL, vw, vb, ry, c->col, c->col_len);
@@ -234,7 +234,7 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
     c.w = rand_buf(nw, -0.5f, 0.5f, &rng);
     c.b = bias ? rand_buf((size_t)O, -0.5f, 0.5f, &rng) : NULL;
     c.col = nan_buf(N_THREADS * c.col_len);
-    float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float));
+    float *r = rand_buf(ny, -1, 1, &rng), *y = xmalloc(ny * sizeof(float));
     Probe p = {conv_fwd, &c, ny, r, y};
     // backward with dL/dy = r; wscratch per thread (w_len + O), deliberately dirty
     size_t ws_stride = nw + (size_t)O;
@@ -245,7 +245,7 @@ static void check_conv(const char *name, int N, int C, int H, int W, int O, int 
     conv2d_backward(&g, c.x, c.w, r, dx_set, false, NULL, NULL, c.col, c.col_len, wscratch, ws_stride);
     fprintf(stderr, "conv2d %s\n", name);
     check_assigns("dx assigned (no acc) = added", dx, dx_set, nx);
-    double *yref = hp_malloc(ny * sizeof(double)), worst = 0;
+    double *yref = xmalloc(ny * sizeof(double)), worst = 0;
     conv_fwd(&c, y);
     conv_direct(&g, c.x, c.w, c.b, yref);
     for (size_t i = 0; i < ny; i++) worst = worse(worst, fabs(y[i] - yref[i]));
@@ -473,9 +473,9 @@ static BnCtx bn_make(int N, int C, int HW, bool train, Rng *rng) {
     b.beta = rand_buf((size_t)C, -0.5f, 0.5f, rng);
     b.rm = rand_buf((size_t)C, -0.3f, 0.3f, rng);
     b.rv = rand_buf((size_t)C, 0.5f, 2.0f, rng);
-    b.xhat = hp_malloc(nx * sizeof(float));
-    b.mean = hp_malloc((size_t)C * sizeof(float));
-    b.invstd = hp_malloc((size_t)C * sizeof(float));
+    b.xhat = xmalloc(nx * sizeof(float));
+    b.mean = xmalloc((size_t)C * sizeof(float));
+    b.invstd = xmalloc((size_t)C * sizeof(float));
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++)
             for (int i = 0; i < HW; i++) {
@@ -497,7 +497,7 @@ static void check_bn(bool train, uint64_t seed) {
     const int N = 3, C = 3, HW = 5;
     size_t nx = (size_t)N * C * HW;
     BnCtx b = bn_make(N, C, HW, train, &rng);
-    float *r = rand_buf(nx, -1, 1, &rng), *y = hp_malloc(nx * sizeof(float));
+    float *r = rand_buf(nx, -1, 1, &rng), *y = xmalloc(nx * sizeof(float));
     Probe p = {bn_fwd, &b, nx, r, y};
     probe_loss(&p);  // forward at the unperturbed point: saves mean, invstd
     float *dx = acc_buf(nx), *dg = acc_buf((size_t)C), *dbeta = acc_buf((size_t)C);
@@ -579,12 +579,12 @@ static void test_bn_dropped_term_fails(void **state) {
     const int N = 3, C = 3, HW = 5;
     size_t nx = (size_t)N * C * HW;
     BnCtx b = bn_make(N, C, HW, true, &rng);
-    float *r = rand_buf(nx, -1, 1, &rng), *y = hp_malloc(nx * sizeof(float));
+    float *r = rand_buf(nx, -1, 1, &rng), *y = xmalloc(nx * sizeof(float));
     Probe p = {bn_fwd, &b, nx, r, y};
     probe_loss(&p);
     // every dx is computed before any finite difference (which re-runs forward, moving xhat)
     float *dx[4], dg[3] = {0}, dbeta[3] = {0};
-    for (int v = 0; v < 4; v++) dx[v] = hp_calloc(nx, sizeof(float));
+    for (int v = 0; v < 4; v++) dx[v] = xcalloc(nx, sizeof(float));
     batchnorm_backward(N, C, HW, true, r, b.x, b.mean, b.invstd, b.gamma, dx[0], true, dg, dbeta);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, true, dx[1]);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, false, true, dx[2]);
@@ -634,7 +634,7 @@ static void gap_fwd(void *ctx, float *y) {
 // Fills x (n) with distinct values 0.05 apart in random order, so that a step of FD_STEP
 // never changes which element of a window is the largest.
 static void fill_distinct(float *x, size_t n, Rng *rng) {
-    int *perm = hp_malloc(n * sizeof(int));
+    int *perm = xmalloc(n * sizeof(int));
     for (size_t i = 0; i < n; i++) perm[i] = (int)i;
     rng_shuffle(rng, perm, (int)n);
     for (size_t i = 0; i < n; i++) x[i] = 0.05f * (float)(perm[i] - (int)n / 2);
@@ -668,8 +668,8 @@ static void pool_reference(const PoolGeom *g, bool max, const float *x, float *y
 static void check_pool_forward(const char *name, const PoolGeom *g, bool max, const float *x, const float *y,
                                const int *argmax) {
     size_t ny = (size_t)g->NC * g->Ho * g->Wo;
-    float *y_ref = hp_malloc(ny * sizeof(float));
-    int *a_ref = hp_malloc(ny * sizeof(int));
+    float *y_ref = xmalloc(ny * sizeof(float));
+    int *a_ref = xmalloc(ny * sizeof(int));
     pool_reference(g, max, x, y_ref, a_ref);
     for (size_t i = 0; i < ny; i++) {
         if (fabsf(y[i] - y_ref[i]) > 1e-6f * (1.0f + fabsf(y_ref[i])))
@@ -691,9 +691,9 @@ static void check_pool(const char *name, bool max, int NC, int H, int W, int k, 
     PoolGeom g = {NC, H, W, k, stride, pad, global ? 1 : (H + 2 * pad - k) / stride + 1,
                   global ? 1 : (W + 2 * pad - k) / stride + 1};
     size_t nx = (size_t)NC * H * W, ny = (size_t)NC * g.Ho * g.Wo;
-    PoolCtx c = {g, hp_malloc(nx * sizeof(float)), hp_malloc(ny * sizeof(int))};
+    PoolCtx c = {g, xmalloc(nx * sizeof(float)), xmalloc(ny * sizeof(int))};
     fill_distinct(c.x, nx, &rng);
-    float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float)), *dx = acc_buf(nx);
+    float *r = rand_buf(ny, -1, 1, &rng), *y = xmalloc(ny * sizeof(float)), *dx = acc_buf(nx);
     Probe p = {global ? gap_fwd : max ? maxpool_fwd : avgpool_fwd, &c, ny, r, y};
     probe_loss(&p);  // forward at the unperturbed point into y: saves argmax
     if (!global) check_pool_forward(name, &g, max, c.x, y, c.argmax);
@@ -737,8 +737,8 @@ static void test_maxpool_ties(void **state) {
         PoolGeom g = {q[0], q[1], q[2], q[3], q[4], q[5], (q[1] + 2 * q[5] - q[3]) / q[4] + 1,
                       (q[2] + 2 * q[5] - q[3]) / q[4] + 1};
         size_t nx = (size_t)g.NC * g.H * g.W, ny = (size_t)g.NC * g.Ho * g.Wo;
-        float *x = hp_malloc(nx * sizeof(float)), *y = hp_malloc(ny * sizeof(float));
-        int *argmax = hp_malloc(ny * sizeof(int));
+        float *x = xmalloc(nx * sizeof(float)), *y = xmalloc(ny * sizeof(float));
+        int *argmax = xmalloc(ny * sizeof(int));
         for (size_t i = 0; i < nx; i++) {
             int r = (int)(rng_uniform(&rng) * 4.0f);  // 0, 1: zero; 2: 0.5; 3: -0.0 (ties with zero)
             x[i] = r < 2 ? 0.0f : r == 2 ? 0.5f : -0.0f;
@@ -786,7 +786,7 @@ static void test_linear(void **state) {
     c.x = rand_buf(nx, -1, 1, &rng);
     c.w = rand_buf(nw, -0.5f, 0.5f, &rng);
     c.b = rand_buf((size_t)Fout, -0.5f, 0.5f, &rng);
-    float *r = rand_buf(ny, -1, 1, &rng), *y = hp_malloc(ny * sizeof(float));
+    float *r = rand_buf(ny, -1, 1, &rng), *y = xmalloc(ny * sizeof(float));
     Probe p = {lin_fwd, &c, ny, r, y};
     float *dx = acc_buf(nx), *dw = acc_buf(nw), *db = acc_buf((size_t)Fout);
     linear_backward(N, Fin, Fout, c.x, c.w, r, dx, true, dw, db);
@@ -831,7 +831,7 @@ static void test_relu(void **state) {
     EwCtx c = {n, rand_buf(n, 0.1f, 1.0f, &rng), NULL};
     for (size_t i = 0; i < n; i++)
         if (rng_uniform(&rng) < 0.5f) c.a[i] = -c.a[i];  // |x| >= 0.1: no kink within a step
-    float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *dx = acc_buf(n);
+    float *r = rand_buf(n, -1, 1, &rng), *y = xmalloc(n * sizeof(float)), *dx = acc_buf(n);
     Probe p = {relu_fwd, &c, n, r, y};
     relu_backward(n, c.a, r, dx, true);
     float *dx_set = nan_buf(n);
@@ -850,7 +850,7 @@ static void test_add(void **state) {
     EwCtx c = {.n = n};
     c.a = rand_buf(n, -1, 1, &rng);
     c.b = rand_buf(n, -1, 1, &rng);
-    float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *da = acc_buf(n), *db = acc_buf(n);
+    float *r = rand_buf(n, -1, 1, &rng), *y = xmalloc(n * sizeof(float)), *da = acc_buf(n), *db = acc_buf(n);
     Probe p = {add_fwd, &c, n, r, y};
     pass_grad(n, r, da, true);  // the backward of y = a + b: dy passes to each side
     pass_grad(n, r, db, true);
@@ -869,14 +869,14 @@ static void test_dropout(void **state) {
     rng_seed(&rng, 53, 5);
     const size_t n = 200;
     const float p_drop = 0.3f;
-    EwCtx c = {n, rand_buf(n, -1, 1, &rng), hp_malloc(n * sizeof(float))};
+    EwCtx c = {n, rand_buf(n, -1, 1, &rng), xmalloc(n * sizeof(float))};
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
         c.b[i] = rng_uniform(&rng) >= p_drop ? 1.0f / (1.0f - p_drop) : 0.0f;
         kept += c.b[i] != 0.0f;
     }
     assert_true(kept > 0 && kept < n);
-    float *r = rand_buf(n, -1, 1, &rng), *y = hp_malloc(n * sizeof(float)), *dx = acc_buf(n);
+    float *r = rand_buf(n, -1, 1, &rng), *y = xmalloc(n * sizeof(float)), *dx = acc_buf(n);
     Probe p = {dropout_fwd, &c, n, r, y};
     dropout_backward(n, r, c.b, dx, true);
     float *dx_set = nan_buf(n);
@@ -910,7 +910,7 @@ static void check_xent(float smoothing) {
     static const int labels[4] = {0, 3, 4, 1};
     size_t nz = (size_t)N * K;
     XentCtx c = {N, K, smoothing, rand_buf(nz, -2, 2, &rng), labels};
-    float one = 1.0f, y, *dz = hp_malloc(nz * sizeof(float));
+    float one = 1.0f, y, *dz = xmalloc(nz * sizeof(float));
     Probe p = {xent_fwd, &c, 1, &one, &y};
     softmax_xent(c.logits, labels, N, K, smoothing, dz, NULL);
     double e = fd_rel_err(&p, c.logits, nz, dz);

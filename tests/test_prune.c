@@ -152,7 +152,7 @@ static void expect_channel_count(const Model *m, const ChannelGroup *g, int c, s
     size_t n = group_channel_params(m, g, c, NULL);
     if (n != want) fprintf(stderr, "group '%s' channel %d: %zu parameters, expected %zu\n", g->name, c, n, want);
     assert_int_equal(n, want);
-    size_t *idx = hp_malloc(n * sizeof(size_t));
+    size_t *idx = xmalloc(n * sizeof(size_t));
     assert_int_equal(group_channel_params(m, g, c, idx), n);
     for (size_t j = 1; j < n; j++) assert_true(idx[j - 1] < idx[j]);
     assert_true(idx[n - 1] < m->n_params);
@@ -168,11 +168,11 @@ typedef struct {
 // Draws a random selection: each channel of a prunable group kept with probability 0.6, at
 // least one kept and (for groups of 2 or more) at least one removed.
 static Keep random_keep(const GroupSet *gs, Rng *rng) {
-    Keep k = {hp_calloc((size_t)gs->n_groups, sizeof(bool *)), gs->n_groups};
+    Keep k = {xcalloc((size_t)gs->n_groups, sizeof(bool *)), gs->n_groups};
     for (int g = 0; g < gs->n_groups; g++) {
         int C = gs->groups[g].n_channels;
         if (!gs->groups[g].prunable) continue;
-        k.keep[g] = hp_malloc((size_t)C * sizeof(bool));
+        k.keep[g] = xmalloc((size_t)C * sizeof(bool));
         int kept = 0;
         for (int c = 0; c < C; c++) kept += (k.keep[g][c] = rng_uniform(rng) < 0.6f);
         if (kept == 0) k.keep[g][rng_below(rng, (uint64_t)C)] = true;
@@ -184,10 +184,10 @@ static Keep random_keep(const GroupSet *gs, Rng *rng) {
 // A selection that keeps only the first kept[g] channels of the prunable groups (all of the
 // others); kept[g] < 0 keeps all.
 static Keep first_keep(const GroupSet *gs, const int *kept) {
-    Keep k = {hp_calloc((size_t)gs->n_groups, sizeof(bool *)), gs->n_groups};
+    Keep k = {xcalloc((size_t)gs->n_groups, sizeof(bool *)), gs->n_groups};
     for (int g = 0; g < gs->n_groups; g++) {
         if (kept[g] < 0) continue;
-        k.keep[g] = hp_malloc((size_t)gs->groups[g].n_channels * sizeof(bool));
+        k.keep[g] = xmalloc((size_t)gs->groups[g].n_channels * sizeof(bool));
         for (int c = 0; c < gs->groups[g].n_channels; c++) k.keep[g][c] = c < kept[g];
     }
     return k;
@@ -208,9 +208,9 @@ static void zero_removed(Model *m, const GroupSet *gs, const Keep *k) {
 // Eval-mode logits of m on x (N samples), malloc'd (N, n_classes).
 static float *logits_of(Model *m, const float *x, int N) {
     Workspace ws;
-    ws_init(&ws, m, N, N_THREADS);
+    assert_int_equal(ws_init(&ws, m, N, N_THREADS, NULL), 0);
     const float *z = model_forward(m, &ws, x, N, MODE_EVAL, NULL);
-    float *out = hp_malloc((size_t)N * (size_t)m->n_classes * sizeof(float));
+    float *out = xmalloc((size_t)N * (size_t)m->n_classes * sizeof(float));
     memcpy(out, z, (size_t)N * (size_t)m->n_classes * sizeof(float));
     ws_free(&ws);
     return out;
@@ -246,12 +246,12 @@ static void check_equivalence(Model *src, int N, uint64_t seed) {
     rng_seed(&rng, seed, 2);
     Keep k = random_keep(&gs, &rng);
     Model zeroed, pruned;
-    model_copy(&zeroed, src);
+    assert_int_equal(model_copy(&zeroed, src, NULL), 0);
     zero_removed(&zeroed, &gs, &k);
     expect_ok(prune_apply(src, &gs, k.keep, &pruned, &err), &err);
 
     size_t numel = shape_numel(src->input) * (size_t)N;
-    float *x = hp_malloc(numel * sizeof(float));
+    float *x = xmalloc(numel * sizeof(float));
     tu_fill_uniform(x, numel, -2, 2, &rng);
     float *z0 = logits_of(src, x, N), *zz = logits_of(&zeroed, x, N), *zp = logits_of(&pruned, x, N);
     size_t nz = (size_t)N * (size_t)src->n_classes;
@@ -612,18 +612,18 @@ static void check_listed_equals_removed(Model *m) {
     expect_ok(prune_groups(m, &gs, &err), &err);
     Rng rng;
     rng_seed(&rng, 5, 3);
-    int *none = hp_malloc((size_t)gs.n_groups * sizeof(int));
+    int *none = xmalloc((size_t)gs.n_groups * sizeof(int));
     for (int g = 0; g < gs.n_groups; g++) {
         if (!gs.groups[g].prunable || gs.groups[g].n_channels < 2) continue;
         int c = (int)rng_below(&rng, (uint64_t)gs.groups[g].n_channels);
         size_t n = group_channel_params(m, &gs.groups[g], c, NULL);
-        size_t *idx = hp_malloc(n * sizeof(size_t));
+        size_t *idx = xmalloc(n * sizeof(size_t));
         group_channel_params(m, &gs.groups[g], c, idx);
         for (size_t j = 0; j < m->n_params; j++) m->params[j] = 1.0f;
         for (size_t j = 0; j < n; j++) m->params[idx[j]] = 0.0f;
         for (int h = 0; h < gs.n_groups; h++) none[h] = -1;
         Keep k = first_keep(&gs, none);
-        k.keep[g] = hp_malloc((size_t)gs.groups[g].n_channels * sizeof(bool));
+        k.keep[g] = xmalloc((size_t)gs.groups[g].n_channels * sizeof(bool));
         for (int j = 0; j < gs.groups[g].n_channels; j++) k.keep[g][j] = j != c;
         Model p;
         expect_ok(prune_apply(m, &gs, k.keep, &p, &err), &err);
@@ -665,7 +665,7 @@ static void test_zero_channel(void **state) {
     GroupSet gs;
     HpErr err = {{0}};
     expect_ok(prune_groups(&m, &gs, &err), &err);
-    model_copy(&ref, &m);
+    assert_int_equal(model_copy(&ref, &m, NULL), 0);
     const ChannelGroup *g = find_group(&gs, "layer2.1.conv1");
     group_zero_channel(&m, g, 5);
     const Node *conv = &m.nodes[node_id(&m, "layer2.1.conv1")], *bn = &m.nodes[node_id(&m, "layer2.1.bn1")];

@@ -144,7 +144,8 @@ static void test_runs_and_shards(void **state) {
     const char *text = "[sweep]\nmodel = m\nmethods = hap, l1\ntargets = 0.5, 0.25, 0.333\nseeds = 1, 2\n";
     if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
     SweepRun *r;
-    int n = sweep_runs(&c, &r);
+    int n = sweep_runs(&c, &r, &err);
+    if (n < 0) fail_msg("%s", err.msg);
     assert_int_equal(n, 12);
     assert_string_equal(r[0].id, "hap-flops0.50-s1");
     assert_string_equal(r[1].id, "hap-flops0.50-s2");
@@ -188,7 +189,8 @@ static void test_results_and_collect(void **state) {
     snprintf(dir, sizeof dir, "%s/out/sub", fx->dir);
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
     SweepRun *r;
-    int n = sweep_runs(&c, &r);
+    int n = sweep_runs(&c, &r, &err);
+    if (n < 0) fail_msg("%s", err.msg);
     assert_int_equal(sweep_result_path(dir, r[0].id, path, sizeof path, &err), 0);
     assert_int_equal(sweep_result_done(path, &c, &r[0], &err), 0);
     for (int i = 0; i < n; i++) {
@@ -273,7 +275,8 @@ static void test_obs_result_settings(void **state) {
     snprintf(dir, sizeof dir, "%s/out/obs", fx->dir);
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
     SweepRun *r;
-    int n = sweep_runs(&c, &r);
+    int n = sweep_runs(&c, &r, &err);
+    if (n < 0) fail_msg("%s", err.msg);
     assert_int_equal(n, 2);
     write_run_results(&c, r, n, dir, path);
     for (int i = 0; i < n; i++) {
@@ -348,7 +351,8 @@ static void test_model_fingerprint(void **state) {
     snprintf(dir, sizeof dir, "%s/out", fx->dir);
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
     SweepRun *r;
-    int n = sweep_runs(&c, &r);
+    int n = sweep_runs(&c, &r, &err);
+    if (n < 0) fail_msg("%s", err.msg);
     assert_int_equal(n, 2);
     write_run_results(&c, r, n, dir, path);
     read_small(path[0], json, sizeof json);
@@ -392,7 +396,8 @@ static void write_results(const char *dir, SweepConfig *c, const PruneOutcome *o
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
     c->model_crc = crc, c->model_crc_known = crc != 0;
     SweepRun *r;
-    int n = sweep_runs(c, &r);
+    int n = sweep_runs(c, &r, &err);
+    if (n < 0) fail_msg("%s", err.msg);
     for (int i = 0; i < n; i++) {
         char path[SWEEP_PATH * 3];
         assert_int_equal(sweep_result_path(dir, r[i].id, path, sizeof path, &err), 0);
@@ -463,7 +468,7 @@ static void small_net(Model *m, Dataset *d, bool with_bn) {
     Rng rng;
     rng_seed(&rng, 7, 0);
     tu_small_net(m, &rng, with_bn);
-    dataset_alloc(d, 16, 1, 8, 8, 3);
+    assert_int_equal(dataset_alloc(d, 16, 1, 8, 8, 3, NULL), 0);
     for (int i = 0; i < 16 * 64; i++) d->images[i] = (uint8_t)rng_below(&rng, 256);
     for (int i = 0; i < 16; i++) d->labels[i] = (uint8_t)(i % 3);
 }
@@ -510,7 +515,7 @@ static void test_check_methods(void **state) {
     assert_non_null(strstr(err.msg, ":5: "));
     // calibration images the model does not take: the criteria that read them say so
     Dataset wrong;
-    dataset_alloc(&wrong, 4, 1, 6, 6, 3);
+    assert_int_equal(dataset_alloc(&wrong, 4, 1, 6, 6, 3, NULL), 0);
     memset(wrong.images, 0, 4 * 36);
     memset(wrong.labels, 0, 4);
     assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = l1, taylor\ntargets = 0.3\n", &plain, &wrong, &err), -1);
@@ -575,7 +580,8 @@ static void test_method_sections(void **state) {
     sweep_method_options(&c.methods[0], opts, sizeof opts);
     assert_string_equal(opts, "");
     SweepRun *r;
-    int n = sweep_runs(&c, &r);
+    int n = sweep_runs(&c, &r, &err);
+    if (n < 0) fail_msg("%s", err.msg);
     assert_int_equal(n, 3);
     assert_string_equal(r[1].id, "obs-pc-flops0.50-s1");
     assert_string_equal(r[2].id, "fisher-flops0.50-s1");
@@ -612,7 +618,7 @@ static void test_method_sections(void **state) {
     SweepConfig other = c;
     other.methods[1].damp = 1e-2;
     SweepRun *ro;
-    assert_int_equal(sweep_runs(&other, &ro), n);  // its runs point into other's methods
+    assert_int_equal(sweep_runs(&other, &ro, &err), n);  // its runs point into other's methods
     assert_int_equal(sweep_result_done(path[1], &other, &ro[1], &err), -1);
     free(ro);
     assert_non_null(strstr(err.msg, "it has obs_fisher=1000 gradients of 1, blocks of 250, damp 0.001 where this "
@@ -633,7 +639,7 @@ static void test_method_sections(void **state) {
                           "targets = 0.12345678901234567\nseeds = 18446744073709551615\n"
                           "[method abcdefghijklmnopqrstuvwxyz01234]\ncriterion = l1\n";
     if (load_text(fx, &c, longest, &err) < 0) fail_msg("%s", err.msg);
-    assert_int_equal(sweep_runs(&c, &r), 1);
+    assert_int_equal(sweep_runs(&c, &r, &err), 1);
     assert_string_equal(r[0].id, "abcdefghijklmnopqrstuvwxyz01234-channels0.12345678901234566-s18446744073709551615");
     free(r);
 }
@@ -747,12 +753,16 @@ static void test_ratios(void **state) {
 // Spearman: 1 for the same order, -1 for the reverse, ties averaged, NAN when constant.
 static void test_spearman(void **state) {
     (void)state;
-    double x[] = {1, 2, 3, 4}, y[] = {10, 20, 30, 40}, z[] = {4, 3, 2, 1}, c[] = {5, 5, 5, 5};
-    assert_true(fabs(spearman(x, y, 4) - 1) < 1e-12);
-    assert_true(fabs(spearman(x, z, 4) + 1) < 1e-12);
-    assert_true(isnan(spearman(x, c, 4)));
+    double x[] = {1, 2, 3, 4}, y[] = {10, 20, 30, 40}, z[] = {4, 3, 2, 1}, c[] = {5, 5, 5, 5}, rho;
+    HpErr err;
+    assert_int_equal(spearman(x, y, 4, &rho, &err), 0);
+    assert_true(fabs(rho - 1) < 1e-12);
+    assert_int_equal(spearman(x, z, 4, &rho, &err), 0);
+    assert_true(fabs(rho + 1) < 1e-12);
+    assert_int_equal(spearman(x, c, 4, &rho, &err), 0);
+    assert_true(isnan(rho));
     double t[] = {1, 1, 2, 3};
-    double rho = spearman(t, x, 4);
+    assert_int_equal(spearman(t, x, 4, &rho, &err), 0);
     assert_true(rho > 0.9 && rho < 1);
 }
 

@@ -15,8 +15,16 @@
 
 #include <cmocka.h>
 
+#include "cli/xalloc.h"
 #include "nn/nn.h"
 #include "nn/rng.h"
+
+#ifdef __SANITIZE_ADDRESS__
+// AddressSanitizer aborts on an allocation it cannot serve unless told to return NULL, as
+// malloc does: the out-of-memory tests check what the library does then.
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
+#endif
 
 // Fills a[0..n) with uniform values in [lo, hi).
 static inline void tu_fill_uniform(float *a, size_t n, float lo, float hi, Rng *rng) {
