@@ -9,15 +9,17 @@
 
 #include "../nn/err.h"
 
+// p, or (p NULL) exits with "hprune: error: <err's message>".
+static inline void *x_or_exit(void *p, const HpErr *err) {
+    if (p) return p;
+    fprintf(stderr, "hprune: error: %s\n", err->msg);
+    exit(1);
+}
+
 // count * size bytes (uninitialised), or exits with "hprune: error: out of memory: ...".
 static inline void *xalloc(size_t count, size_t size) {
     HpErr err;
-    void *p = hp_alloc(count, size, &err);
-    if (!p) {
-        fprintf(stderr, "hprune: error: %s\n", err.msg);
-        exit(1);
-    }
-    return p;
+    return x_or_exit(hp_alloc(count, size, &err), &err);
 }
 
 // bytes (uninitialised), or exits as xalloc does.
@@ -26,12 +28,7 @@ static inline void *xmalloc(size_t bytes) { return xalloc(bytes, 1); }
 // count * size zeroed bytes, or exits as xalloc does.
 static inline void *xcalloc(size_t count, size_t size) {
     HpErr err;
-    void *p = hp_zalloc(count, size, &err);
-    if (!p) {
-        fprintf(stderr, "hprune: error: %s\n", err.msg);
-        exit(1);
-    }
-    return p;
+    return x_or_exit(hp_zalloc(count, size, &err), &err);
 }
 
 #endif
