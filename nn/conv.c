@@ -311,10 +311,13 @@ static void conv2d_apply_direct(const ConvGeom *g, const float *x, const float *
         float *wide = padded[0] + (size_t)n_src * direct_padded_len(&d);
         for (int s = 0; s < n_src; s++) direct_pack(&d, ws[s], false, packed[s]);
         direct_map(&d, wide);
+        bool first = true;  // after a thread's first sample, its padded buffers' borders are zero
 #pragma omp for schedule(static)
         for (int n = 0; n < g->N; n++) {
             float *yn = y + (size_t)n * out_len;
-            for (int s = 0; s < n_src; s++) direct_pad(&d, xs[s] + (size_t)n * in_len, padded[s]);
+            for (int s = 0; s < n_src; s++)
+                (first ? direct_pad : direct_pad_inner)(&d, xs[s] + (size_t)n * in_len, padded[s]);
+            first = false;
             direct_run(&d, n_src, (const float *const *)padded, (const float *const *)packed, wide, true, yn, acc, b,
                        res ? res + (size_t)n * out_len : NULL, relu);
         }

@@ -79,6 +79,9 @@ void direct_pack(const DirectConv *d, const float *w, bool transposed, float *pa
 // Copies x (Ci, Hi, Wi) into padded (Ci planes of d->plane floats), zero border and slack; at
 // stride 2 split into the phase planes P_ab, ab = a * nph + b, of d->phase floats each.
 void direct_pad(const DirectConv *d, const float *x, float *padded);
+// direct_pad into a padded buffer whose border and slack are zero already (an earlier direct_pad
+// of the same geometry left them so): writes only the rows that come from x.
+void direct_pad_inner(const DirectConv *d, const float *x, float *padded);
 // out (Oo, Ho, Wo) = (acc: +=) sum over the n_src (1 or 2) sources of conv(padded[s], packed[s])
 // [+ bias (Oo) if not NULL] [+ res (Oo, Ho, Wo) if not NULL], then max(., 0) if relu (neither
 // res nor relu with acc); wide: scratch of direct_wide_len floats. mapped: direct_map(d, wide) has
