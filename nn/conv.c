@@ -70,24 +70,30 @@ static size_t packed_region(const ConvGeom *g) {
 
 enum { DIRECT_ALIGN_SLACK = 15 };  // floats a work area may move to reach a 64-byte boundary
 
-// Floats after the packed weights: the larger of the unfolding's and the direct kernels' needs.
+// Floats of the direct weight gradient's chunk area: a chunk's padded inputs and wide dy.
+static size_t dw_chunk_len(const ConvGeom *g) {
+    DirectConv f = direct_fwd(g);
+    return (size_t)direct_dw_chunk(&f) * (direct_padded_len(&f) + direct_wide_len(&f));
+}
+
+// Floats after the packed weights: the larger of the unfolding's and the direct forward's needs,
+// or, for a backward by the direct weight gradient, its chunk area and after it the input
+// gradient's (direct or by unfolding), apart so that both keep their zero borders.
 static size_t work_region(const ConvGeom *g) {
     size_t wide_rows = use_wide(g) ? 2 * (size_t)(g->O / g->groups) * col_width(g) : 0;
-    size_t need = unfolded_len(g) + plane_len(g) + wide_rows;
+    size_t unfold = unfolded_len(g) + plane_len(g) + wide_rows, need = unfold;
     if (direct_fwd_ok(g)) {
         DirectConv d = direct_fwd(g);
         size_t n = 2 * direct_padded_len(&d) + direct_wide_len(&d);
         if (n > need) need = n;
     }
     if (direct_dw_ok(g)) {
-        DirectConv f = direct_fwd(g);
-        size_t n_dw = (size_t)direct_dw_chunk(&f) * (direct_padded_len(&f) + direct_wide_len(&f));
-        if (n_dw > need) need = n_dw;
+        size_t dx = unfold;
         if (direct_bwd_ok(g)) {
             DirectConv d = direct_dx(g);
-            size_t n = 2 * direct_padded_len(&d) + direct_wide_len(&d);
-            if (n > need) need = n;
+            dx = 2 * direct_padded_len(&d) + direct_wide_len(&d);
         }
+        if (dw_chunk_len(g) + dx > need) need = dw_chunk_len(g) + dx;
         need += DIRECT_ALIGN_SLACK;  // the backward pass starts its work on a 64-byte boundary
     }
     return need;
@@ -471,13 +477,17 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
         packed[1] = packed[0] + direct_packed_len(&dd);
         float *my_dw = wscratch + (size_t)t * ws_stride, *my_db = my_dw + w_len;  // (O, C, k, k) then (O)
         memset(my_dw, 0, (w_len + (size_t)g->O) * sizeof(float));
-        // the unfolding's scratch, for an input gradient not by the direct kernel
-        float *my_col = col + (size_t)t * col_stride + packed_region(g), *my_plane = my_col + unfolded_len(g);
+        // after the weight gradient's chunk area: the input gradient's padded dy and wide rows, or
+        // the unfolding's scratch for an input gradient not by the direct kernel
+        float *dx_work = work + dw_chunk_len(g);
+        float *my_col = dx_work, *my_plane = my_col + unfolded_len(g);
         if (dx && dx_direct) {
             direct_pack(&dd, w, true, packed[0]);
             if (dy2) direct_pack(&dd, w2, true, packed[1]);
         }
-        float *padded[2] = {work, work + direct_padded_len(&dd)}, *wide = work + 2 * direct_padded_len(&dd);
+        float *padded[2] = {dx_work, dx_work + direct_padded_len(&dd)}, *wide = dx_work + 2 * direct_padded_len(&dd);
+        // after a thread's first chunk (sample), the borders of its padded buffers are zero
+        bool dw_first = true, dx_first = true;
         // the weight gradient reduces chunks of S samples: their padded inputs, then their wide dy
         // (at most an equal share of the batch per thread, so that every thread has work)
         const int share = (g->N + omp_get_num_threads() - 1) / omp_get_num_threads();
@@ -491,19 +501,22 @@ static void conv2d_backward2_direct(const ConvGeom *g, const float *x, const flo
                 const float *xs = term ? x2 : x, *dys = term ? dy2 : dy;
                 if (!xs || !dys) continue;
                 for (int s = 0; s < ns; s++) {
-                    direct_pad(&df, xs + (size_t)(n0 + s) * in_len, work + (size_t)s * direct_padded_len(&df));
+                    (dw_first ? direct_pad : direct_pad_inner)(&df, xs + (size_t)(n0 + s) * in_len,
+                                                               work + (size_t)s * direct_padded_len(&df));
                     direct_widen(&df, dys + (size_t)(n0 + s) * out_len, chunk_dy + (size_t)s * direct_wide_len(&df));
                 }
                 direct_dw(&df, ns, work, chunk_dy, my_dw);
             }
+            dw_first = dw_first && ns < S;  // a short chunk leaves slots whose borders were never written
             for (int n = n0; n < n0 + ns; n++) {
                 const float *dyn = dy + (size_t)n * out_len, *dy2n = dy2 ? dy2 + (size_t)n * out_len : NULL;
                 // dx_n = (acc: +=) w^T dy_n [+ w2^T dy2_n]
                 if (dx && !dx_direct) {
                     dx_by_unfolding(g, w, dyn, w2, dy2n, dx + (size_t)n * in_len, acc, my_col, my_plane);
                 } else if (dx) {
-                    direct_pad(&dd, dyn, padded[0]);
-                    if (dy2n) direct_pad(&dd, dy2n, padded[1]);
+                    (dx_first ? direct_pad : direct_pad_inner)(&dd, dyn, padded[0]);
+                    if (dy2n) (dx_first ? direct_pad : direct_pad_inner)(&dd, dy2n, padded[1]);
+                    dx_first = false;
                     direct_run(&dd, dy2n ? 2 : 1, (const float *const *)padded, (const float *const *)packed, wide,
                                false, dx + (size_t)n * in_len, acc, NULL, NULL, false);
                 }
