@@ -196,33 +196,35 @@ int curv_ggn_grads(Curvature *c, int T, GgnGradFn visit, void *ctx, ProgressFn p
     for (int t = 0; t < T && rc == 0; t++) rc = ws_init(&ws[t], m, 1, 1, err);  // serially: ws_init sets BLAS threads
     long done = 0;
     bool short_of_memory = false;  // a thread's buffers failed: it does no samples, the call fails
-#pragma omp parallel num_threads(T) if (rc == 0)
-    {
-        int t = omp_get_thread_num();
-        HP_ASSERT(t < T);
-        float *x = malloc(in_len * sizeof(float)), *a = malloc((size_t)K * sizeof(float));
-        float *g = malloc(n * sizeof(float));
-        double *p = malloc((size_t)K * sizeof(double));
-        if (!(x && a && g && p)) {
+    if (rc == 0) {
+#pragma omp parallel num_threads(T)
+        {
+            int t = omp_get_thread_num();
+            HP_ASSERT(t < T);
+            float *x = malloc(in_len * sizeof(float)), *a = malloc((size_t)K * sizeof(float));
+            float *g = malloc(n * sizeof(float));
+            double *p = malloc((size_t)K * sizeof(double));
+            if (!(x && a && g && p)) {
 #pragma omp atomic write
-            short_of_memory = true;
-        }
-        int y;
+                short_of_memory = true;
+            }
+            int y;
 #pragma omp for schedule(static)  // each thread's share fixed: the same sums for the same T
-        for (int s = 0; s < c->n; s++) {
-            bool stop;
+            for (int s = 0; s < c->n; s++) {
+                bool stop;
 #pragma omp atomic read
-            stop = short_of_memory;
-            if (stop || rc != 0) continue;
-            data_batch(c->d, c->idx + s, 1, m->norm_mean, m->norm_std, NULL, NULL, x, &y);
-            softmax_probs(model_forward(m, &ws[t], x, 1, MODE_EVAL, NULL), K, p);
-            visit_sample(m, &ws[t], p, a, g, t, visit, ctx);
-            long now;
+                stop = short_of_memory;
+                if (stop) continue;
+                data_batch(c->d, c->idx + s, 1, m->norm_mean, m->norm_std, NULL, NULL, x, &y);
+                softmax_probs(model_forward(m, &ws[t], x, 1, MODE_EVAL, NULL), K, p);
+                visit_sample(m, &ws[t], p, a, g, t, visit, ctx);
+                long now;
 #pragma omp atomic capture
-            now = ++done;
-            if (progress && t == 0) progress(now, c->n, user);
+                now = ++done;
+                if (progress && t == 0) progress(now, c->n, user);
+            }
+            free(x), free(a), free(g), free(p);
         }
-        free(x), free(a), free(g), free(p);
     }
     for (int t = 0; t < T; t++) ws_free(&ws[t]);
     free(ws);

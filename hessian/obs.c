@@ -500,36 +500,38 @@ static int compute_grads(Model *m, const Dataset *d, const int *idx, int N, int 
     for (int t = 0; t < T && rc == 0; t++) rc = ws_init(&ws[t], m, B, 1, err);  // serially: ws_init sets BLAS threads
     long done = 0;
     bool short_of_memory = false;  // a thread's buffers failed: it does no gradients, the call fails
-#pragma omp parallel num_threads(T) if (rc == 0)
-    {
-        Workspace *my = &ws[omp_get_thread_num()];
-        float *x = malloc((size_t)B * in_len * sizeof(float));
-        float *dl = malloc((size_t)B * m->n_classes * sizeof(float));
-        int *y = malloc((size_t)B * sizeof(int));
-        if (!(x && dl && y)) {
+    if (rc == 0) {
+#pragma omp parallel num_threads(T)
+        {
+            Workspace *my = &ws[omp_get_thread_num()];
+            float *x = malloc((size_t)B * in_len * sizeof(float));
+            float *dl = malloc((size_t)B * m->n_classes * sizeof(float));
+            int *y = malloc((size_t)B * sizeof(int));
+            if (!(x && dl && y)) {
 #pragma omp atomic write
-            short_of_memory = true;
-        }
+                short_of_memory = true;
+            }
 #pragma omp for schedule(dynamic, 1)
-        for (int k = 0; k < N; k++) {
-            bool stop;
+            for (int k = 0; k < N; k++) {
+                bool stop;
 #pragma omp atomic read
-            stop = short_of_memory;
-            if (stop || rc != 0) continue;
-            data_batch(d, idx + (size_t)k * B, B, m->norm_mean, m->norm_std, NULL, NULL, x, y);
-            const float *logits = model_forward(m, my, x, B, MODE_EVAL, NULL);
-            softmax_xent(logits, y, B, m->n_classes, 0.0f, dl, NULL);
-            float *row = G + (size_t)k * n;
-            memset(row, 0, n * sizeof(float));
-            model_backward(m, my, dl, row, NULL);
-            long now;
+                stop = short_of_memory;
+                if (stop) continue;
+                data_batch(d, idx + (size_t)k * B, B, m->norm_mean, m->norm_std, NULL, NULL, x, y);
+                const float *logits = model_forward(m, my, x, B, MODE_EVAL, NULL);
+                softmax_xent(logits, y, B, m->n_classes, 0.0f, dl, NULL);
+                float *row = G + (size_t)k * n;
+                memset(row, 0, n * sizeof(float));
+                model_backward(m, my, dl, row, NULL);
+                long now;
 #pragma omp atomic capture
-            now = ++done;
-            if (progress && omp_get_thread_num() == 0) progress(now, total, user);
+                now = ++done;
+                if (progress && omp_get_thread_num() == 0) progress(now, total, user);
+            }
+            free(x);
+            free(dl);
+            free(y);
         }
-        free(x);
-        free(dl);
-        free(y);
     }
     for (int t = 0; t < T; t++) ws_free(&ws[t]);
     free(ws);

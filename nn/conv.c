@@ -16,9 +16,10 @@
 // Per-thread scratch: [packed weights of the direct kernels (forward: w and, in the R-forward,
 // V_w; input gradient: w and w2 transposed)] then either [unfolded columns][one padded plane + k
 // slack][wide rows of dy, dy2] or the direct kernels' [padded inputs (one or two sources)][wide
-// output tiles, then the output map of direct_map] (the input gradient runs after the weight
-// gradient of a chunk of samples is done, so the two share the space). Each thread packs its
-// own copy of the weights (a shared copy would save memory on wide layers; not done yet).
+// output tiles, then the output map of direct_map]. A backward pass by the direct weight gradient
+// has its chunk of padded inputs and wide dy first, then the input gradient's area (direct or by
+// unfolding) after it, so that each keeps the zero borders its first sample wrote. Each thread
+// packs its own copy of the weights (a shared copy would save memory on wide layers; not done).
 // conv2d_infer by Winograd uses the same scratch for its transformed weights and one sample's
 // work area (nn/conv_winograd.h); conv2d_col_len covers the larger of the two layouts.
 #include <omp.h>

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "../formats/ini_table.h"
-#include "../formats/table.h"
 #include "sweep.h"
 
 // A method named name, of criterion crit (CRIT_COUNT: not yet known), with prune's defaults.
@@ -390,33 +389,33 @@ int sweep_config_load(SweepConfig *c, const char *path, HpErr *err) {
     return rc;
 }
 
-// Appends ", " (unless b is empty) and the formatted text to b.
-__attribute__((format(printf, 2, 3))) static void add_option(StrBuf *b, const char *fmt, ...) {
-    if (b->len) sb_printf(b, ", ");
-    char text[96];
+// Appends ", " (unless buf is empty) and the formatted text to buf (cap bytes, NUL-terminated;
+// cut short when full).
+__attribute__((format(printf, 3, 4))) static void add_option(char *buf, size_t cap, const char *fmt, ...) {
+    size_t len = strlen(buf);
+    if (len && len + 2 < cap) memcpy(buf + len, ", ", 3), len += 2;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
+    vsnprintf(buf + len, cap - len, fmt, ap);
     va_end(ap);
-    sb_printf(b, "%s", text);
 }
 
 void sweep_method_options(const SweepMethod *m, char *buf, size_t cap) {
     SweepMethod d = method_default(m->name, m->criterion);
-    StrBuf b = {0};
-    if (m->per_cost != d.per_cost) add_option(&b, "rank %s", m->per_cost ? "per-cost" : "score");
-    if (m->consumers_only != d.consumers_only) add_option(&b, "slices %s", m->consumers_only ? "consumers" : "all");
-    if (m->normalize != d.normalize) add_option(&b, "normalize %s", normalize_name(m->normalize));
-    if (m->ggn != d.ggn) add_option(&b, "%s", m->ggn ? "ggn" : "no ggn");
-    if (m->steps) add_option(&b, "%d step%s", m->steps, m->steps > 1 ? "s" : "");
-    if (m->samples) add_option(&b, "%d samples", m->samples);
-    if (m->probes) add_option(&b, "%d probes", m->probes);
-    if (m->fisher_grads != d.fisher_grads) add_option(&b, "%d Fisher gradients", m->fisher_grads);
-    if (m->fisher_batch != d.fisher_batch) add_option(&b, "Fisher batch %d", m->fisher_batch);
-    if (m->block_size != d.block_size) add_option(&b, "Fisher blocks of %d", m->block_size);
-    if (m->damp != d.damp) add_option(&b, "damp %g", m->damp);
-    if (m->layer_damp != d.layer_damp) add_option(&b, "layer damp %g", m->layer_damp);
-    if (m->compensate != d.compensate) add_option(&b, "%s", m->compensate ? "compensate" : "no compensation");
-    snprintf(buf, cap, "%s", b.len ? b.s : "");
-    sb_free(&b);
+    HP_ASSERT(cap > 0);
+    buf[0] = '\0';
+    if (m->per_cost != d.per_cost) add_option(buf, cap, "rank %s", m->per_cost ? "per-cost" : "score");
+    if (m->consumers_only != d.consumers_only)
+        add_option(buf, cap, "slices %s", m->consumers_only ? "consumers" : "all");
+    if (m->normalize != d.normalize) add_option(buf, cap, "normalize %s", normalize_name(m->normalize));
+    if (m->ggn != d.ggn) add_option(buf, cap, "%s", m->ggn ? "ggn" : "no ggn");
+    if (m->steps) add_option(buf, cap, "%d step%s", m->steps, m->steps > 1 ? "s" : "");
+    if (m->samples) add_option(buf, cap, "%d samples", m->samples);
+    if (m->probes) add_option(buf, cap, "%d probes", m->probes);
+    if (m->fisher_grads != d.fisher_grads) add_option(buf, cap, "%d Fisher gradients", m->fisher_grads);
+    if (m->fisher_batch != d.fisher_batch) add_option(buf, cap, "Fisher batch %d", m->fisher_batch);
+    if (m->block_size != d.block_size) add_option(buf, cap, "Fisher blocks of %d", m->block_size);
+    if (m->damp != d.damp) add_option(buf, cap, "damp %g", m->damp);
+    if (m->layer_damp != d.layer_damp) add_option(buf, cap, "layer damp %g", m->layer_damp);
+    if (m->compensate != d.compensate) add_option(buf, cap, "%s", m->compensate ? "compensate" : "no compensation");
 }
