@@ -68,6 +68,12 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libhprune.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libhprune.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
+# the out-of-memory test makes the library's allocations fail through its wrappers of these
+$(BUILD)/tests/test_oom: tests/test_oom.c tests/testutil.h $(BUILD)/libhprune.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libhprune.a $(LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
+	  $(LDLIBS) -lcmocka
+
 # the command line's shared helpers (cli/common.c) have a unit test of their own
 $(BUILD)/tests/test_outputs: tests/test_outputs.c tests/testutil.h $(BUILD)/cli/common.o $(BUILD)/libhprune.a
 	@mkdir -p $(dir $@)
