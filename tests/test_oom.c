@@ -49,7 +49,7 @@ static void fail_each_allocation(Criterion method) {
     Model base;
     assert_int_equal(arch_build(&base, "lenet5", (Shape){1, 28, 28}, 10, NULL), 0);
     model_init_params(&base, &rng);
-    for (int c = 0; c < 1; c++) base.norm_mean[c] = 0.5f, base.norm_std[c] = 0.25f;
+    base.norm_mean[0] = 0.5f, base.norm_std[0] = 0.25f;  // the one input channel
     Dataset train, test;
     random_data(&train, 48, &rng);
     random_data(&test, 16, &rng);
