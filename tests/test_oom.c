@@ -91,27 +91,16 @@ static void fail_each_allocation(Criterion method) {
     model_free(&base);
 }
 
-static void test_oom_l1(void **state) {
-    (void)state;
-    fail_each_allocation(CRIT_L1);
-}
-
-static void test_oom_fisher(void **state) {
-    (void)state;
-    fail_each_allocation(CRIT_FISHER);
-}
-
-static void test_oom_obs_layer(void **state) {
-    (void)state;
-    fail_each_allocation(CRIT_OBS_LAYER);
-}
+// One pruning job's allocations, each failed in turn; *state is the criterion.
+static void test_oom(void **state) { fail_each_allocation(*(const Criterion *)*state); }
 
 int main(void) {
     hp_set_threads(2);
+    static Criterion methods[] = {CRIT_L1, CRIT_FISHER, CRIT_OBS_LAYER};  // the cases' states
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_oom_l1),
-        cmocka_unit_test(test_oom_fisher),
-        cmocka_unit_test(test_oom_obs_layer),
+        cmocka_unit_test_prestate(test_oom, &methods[0]),
+        cmocka_unit_test_prestate(test_oom, &methods[1]),
+        cmocka_unit_test_prestate(test_oom, &methods[2]),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
