@@ -198,6 +198,8 @@ static int cmd_train(int argc, char **argv) {
     if (!cfg.output[0]) usage_error("train", "no output file: give -o FILE or [train] output");
     char ckpt[600];
     if ((size_t)snprintf(ckpt, sizeof ckpt, "%s.ckpt", cfg.output) >= sizeof ckpt) die("%s: path too long", cfg.output);
+    const char *outs[] = {cfg.output, ckpt}, *labels[] = {"the output model", "its checkpoint"};
+    check_spares_inputs("train", outs, labels, 2, &config_path, (const char *const[]){"the config"}, 1);
     check_output_path(cfg.output);
     check_output_path(ckpt);  // written after every epoch: its name must fit too
     int threads = hp_set_threads(cfg.train.threads);

@@ -72,14 +72,20 @@ void model_dataset(const Model *m, const char *path, DatasetChoice *c);
 void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,
                                Dataset *test, char *used_name, size_t cap);
 
-// Exits unless path can be written: it is not empty nor a directory, its name fits the file
-// system, and a file can be created in the directory that will hold it (one is, and removed).
+// Exits unless path can be written: it is not empty, not a directory nor any other file that is
+// not regular (a device, FIFO or socket: the rename that writes it would replace it), its name
+// fits the file system, and a file can be created in the directory that will hold it (one is,
+// and removed).
 // Commands check their outputs first, so no long run fails only when it writes.
 void check_output_path(const char *path);
 // check_output_path for each of the n paths (NULL entries skipped), after a usage error if two
 // of them name the same file: paths[i] is the output of the option labels[i] ("--csv",
 // "--density's CSV").
 void check_outputs(const char *cmd, const char *const *paths, const char *const *labels, int n);
+// Exits with a usage error if one of the n outputs (paths[i], of option labels[i]; NULL skipped)
+// names one of the n_in input files (inputs[k], NULL skipped, described by what[k]: "the model").
+void check_spares_inputs(const char *cmd, const char *const *paths, const char *const *labels, int n,
+                         const char *const *inputs, const char *const *what, int n_in);
 
 // The files one command writes, written together: each is written first to a temporary file
 // beside its target, and all are renamed into place only once every one is complete, so a

@@ -191,6 +191,9 @@ void check_output_path(const char *path) {
     struct stat st;
     if (!*path) die("an output path is empty");
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
+    // the file is replaced by a rename: that would turn a device, FIFO or socket into a plain file
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        die("%s: cannot write: it is not a regular file (a device, FIFO or socket)", path);
     if (!*base) die("%s: cannot write: the path ends with '/'", path);
     if (strlen(base) > NAME_MAX) die("%s: cannot write: the file name is longer than %d bytes", path, NAME_MAX);
     if (slash) {
@@ -228,6 +231,14 @@ void check_outputs(const char *cmd, const char *const *paths, const char *const 
                 usage_error(cmd, "%s and %s would both write %s", labels[i], labels[j], paths[j]);
     for (int i = 0; i < n; i++)
         if (paths[i]) check_output_path(paths[i]);
+}
+
+void check_spares_inputs(const char *cmd, const char *const *paths, const char *const *labels, int n,
+                         const char *const *inputs, const char *const *what, int n_in) {
+    for (int k = 0; k < n_in; k++)
+        for (int i = 0; i < n && inputs[k]; i++)
+            if (paths[i] && same_file(paths[i], inputs[k]))
+                usage_error(cmd, "%s would overwrite %s %s: write it elsewhere", labels[i], what[k], inputs[k]);
 }
 
 // Removes the staged files (those not renamed into place) and the directory made for them.

@@ -198,6 +198,7 @@ static void check_hess_outputs(const char *cmd, HessOpts *o) {
                             "--landscape's CSV",
                             "--landscape's 1-D plot",
                             "--landscape's 1-D CSV"};
+    check_spares_inputs(cmd, paths, labels, 7, &o->model, (const char *const[]){"the model"}, 1);
     check_outputs(cmd, paths, labels, 7);
 }
 
@@ -242,6 +243,7 @@ static void obs_parse_checks(const char *cmd, HessOpts *o) {
                          "drop --samples, --batches, --batch-size, --bn and --operator");
     if (curvature_tuning(o)) usage_error(cmd, "%s does not apply to --obs: drop it", curvature_tuning(o));
     const char *label = "--csv";
+    check_spares_inputs(cmd, &o->csv, &label, 1, &o->model, (const char *const[]){"the model"}, 1);
     check_outputs(cmd, &o->csv, &label, 1);
 }
 

@@ -558,6 +558,8 @@ int cmd_prune(int argc, char **argv) {
     prune_defaults(&o);
     prune_parse(argc, argv, &o);
     const char *paths[] = {o.output, o.report}, *labels[] = {"-o", "--report"};
+    const char *inputs[] = {o.model, o.config}, *what[] = {"the model", "the config"};
+    check_spares_inputs(PCMD, paths, labels, 2, inputs, what, 2);
     check_outputs(PCMD, paths, labels, 2);
     o.threads = hp_set_threads(o.threads);
     PruneJob job = prune_job_defaults();

@@ -113,13 +113,14 @@ static void sens_paths(const char *dir, SensPaths *p) {
 }
 
 // Exits unless the outputs can be written, creating nothing: dir an existing directory where
-// the three files can be created, or a missing one that can be created (a file can be in its
-// parent).
-static void check_out_dir(const char *dir, const SensPaths *p) {
+// the three files can be created (none of them the input model), or a missing one that can be
+// created (a file can be in its parent).
+static void check_out_dir(const char *dir, const SensPaths *p, const char *model) {
     struct stat st;
     if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) die("%s: not a directory", dir);
         const char *paths[] = {p->csv, p->png, p->svg}, *labels[] = {"the CSV", "the PNG chart", "the SVG chart"};
+        check_spares_inputs(NCMD, paths, labels, 3, &model, (const char *const[]){"the model"}, 1);
         check_outputs(NCMD, paths, labels, 3);
         return;
     }
@@ -272,7 +273,7 @@ int cmd_sensitivity(int argc, char **argv) {
     sens_parse(argc, argv, &o);
     SensPaths paths;
     sens_paths(o.out, &paths);
-    check_out_dir(o.out, &paths);  // the directory is made only when there is something to write
+    check_out_dir(o.out, &paths, o.model);  // the directory is made only when there is something to write
     hp_set_threads(o.threads);
     Model m;
     load_model_or_die(&m, o.model);

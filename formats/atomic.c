@@ -79,9 +79,14 @@ static void sync_parent_dir(const char *path) {
 }
 
 // Creates an empty temporary file beside path, open for writing: returns its descriptor and
-// its malloc'd name in *tmp_path, or -1 (nothing on disk, *tmp_path NULL).
+// its malloc'd name in *tmp_path, or -1 (nothing on disk, *tmp_path NULL). Refuses a path that
+// exists and is not a regular file: the rename would replace a device, FIFO or socket.
 static int make_temp(const char *path, char **tmp_path, HpErr *err) {
     *tmp_path = NULL;
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return hp_fail(err, "%s: cannot write: it is %s", path,
+                       S_ISDIR(st.st_mode) ? "a directory" : "not a regular file (a device, FIFO or socket)");
     const char *slash = strrchr(path, '/');
     size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;  // with its '/'
     char *tmp = hp_alloc(dir_len + sizeof TMP_NAME, 1, err);

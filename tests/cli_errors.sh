@@ -251,6 +251,13 @@ expect 1 "train: a key with a terminal escape is shown escaped, on one line" "$T
 expect 1 "train: an output path with a newline in it, on one line" "nodir\\x0a" "director" \
   "$HPRUNE" train --config "$T/good.ini" -o "$T/nodir
 x/model.safetensors"
+expect 2 "train: an output model that would overwrite the config" "$T/good.ini" "would overwrite the config" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/good.ini"
+mkfifo "$T/fifo"
+expect 1 "train: an output that is a FIFO (a rename would replace it)" "$T/fifo" "not a regular file" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/fifo"
+check "the FIFO is still a FIFO" test -p "$T/fifo"
+rm -f "$T/fifo"
 cfg unknown_section "" "[optimizer]" "kind = sgd"
 expect 1 "train: unknown section" "$T/cfg_unknown_section.ini:$((L + 1)):" "unknown section \[optimizer\]" \
   "$HPRUNE" train --config "$T/cfg_unknown_section.ini" -o "$OUT"

@@ -534,6 +534,10 @@ expect_hessian 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.
 touch "$T/out/keep.csv"
 expect_hessian 2 "--csv and --density's CSV naming one file: refused before any work" "$T/out/X.csv" \
   "--csv and --density's CSV would both write" "$MODEL" --data "$DATA" $S --trace --density "$T/out/X.png" --csv "$T/out/X.csv"
+expect_hessian 2 "--csv naming the model" "$MODEL" "--csv would overwrite the model" \
+  "$MODEL" --data "$DATA" $S --trace --csv "$MODEL"
+expect_hessian 2 "--obs --csv naming the model" "$MODEL" "--csv would overwrite the model" \
+  "$MODEL" --data "$DATA" --obs --fisher-grads 8 --csv "$MODEL"
 expect_hessian 2 "--density and --landscape naming one file" "$T/out/dl.png" "--density and --landscape would both write" \
   "$MODEL" --data "$DATA" $S --density "$T/out/dl.png" --landscape "$T/out/dl.png"
 expect_hessian 2 "--density naming --landscape's 1-D plot" "L_1d.png" "--density and --landscape's 1-D plot would both write" \

@@ -288,6 +288,13 @@ expect 2 "-o and --report naming the same file" "" "-o and --report would both w
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report same.json
 expect 2 "-o and --report naming the same file in two spellings" "" "-o and --report would both write" \
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report ./same.json
+cp "$MODEL" "$T/work/in.safetensors"
+expect 2 "-o naming the input model" "in.safetensors" "-o would overwrite the model" \
+  "$HPRUNE" prune in.safetensors --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o ./in.safetensors
+expect 2 "--report naming the --config file" "ft.json" "--report would overwrite the config" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S --finetune-epochs 1 --config ft.json --report ft.json
+check "the input model is left as it was" cmp -s "$MODEL" "$T/work/in.safetensors"
+rm -f "$T/work/in.safetensors"
 expect 1 "a report under /sys: refused before any work" "/sys/r.md" "" \
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S --report /sys/r.md
 # a write that fails part-way (a file size limit the report fits in and the model does not): the

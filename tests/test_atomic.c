@@ -90,19 +90,51 @@ static void test_missing_dir(void **state) {
     tu_rmtree(dir);
 }
 
-// A rename that fails (the target is a directory) removes the temporary file.
+// A rename that fails (the target became a directory after the temporary file was made)
+// removes the temporary file.
 static void test_rename_fails(void **state) {
     (void)state;
     char dir[64], path[128];
     tu_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/target", dir);
-    assert_int_equal(mkdir(path, 0755), 0);
     HpErr err = {{0}};
-    assert_int_equal(write_file_atomic(path, "data", 4, &err), -1);
+    char *tmp;
+    FILE *fp;
+    assert_int_equal(atomic_open(path, &tmp, &fp, &err), 0);
+    fputs("data", fp);
+    assert_int_equal(mkdir(path, 0755), 0);
+    assert_int_equal(atomic_commit(fp, tmp, path, &err), -1);
     assert_non_null(strstr(err.msg, path));
     assert_non_null(strstr(err.msg, "cannot write: Is a directory"));
     assert_int_equal(count_tmp(dir), 0);
     assert_int_equal(tu_count_entries(dir), 1);
+    tu_rmtree(dir);
+}
+
+// A target that exists and is not a regular file (a directory, a FIFO) is refused before
+// anything is written: the rename would replace it. It is left as it was, with no temporary.
+static void test_not_regular(void **state) {
+    (void)state;
+    char dir[64], sub[128], fifo[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    assert_int_equal(mkfifo(fifo, 0644), 0);
+    HpErr err = {{0}};
+    char want[256], *tmp;
+    assert_int_equal(write_file_atomic(sub, "x", 1, &err), -1);
+    snprintf(want, sizeof want, "%s: cannot write: it is a directory", sub);
+    assert_string_equal(err.msg, want);
+    assert_int_equal(atomic_reserve(fifo, &tmp, &err), -1);
+    assert_null(tmp);
+    snprintf(want, sizeof want, "%s: cannot write: it is not a regular file (a device, FIFO or socket)", fifo);
+    assert_string_equal(err.msg, want);
+    struct stat st;
+    assert_int_equal(stat(fifo, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(count_tmp(dir), 0);
+    assert_int_equal(tu_count_entries(dir), 2);
     tu_rmtree(dir);
 }
 
@@ -196,6 +228,7 @@ int main(void) {
         cmocka_unit_test(test_long_name_and_reserve),
         cmocka_unit_test(test_write_and_replace), cmocka_unit_test(test_open_commit_abort),
         cmocka_unit_test(test_missing_dir),       cmocka_unit_test(test_rename_fails),
+        cmocka_unit_test(test_not_regular),
         cmocka_unit_test(test_write_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
