@@ -400,10 +400,11 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     cJSON_AddNumberToObject(j, "macs_after", (double)model_macs(b));
     cJSON_AddNumberToObject(j, "accuracy_original", r6(r->acc_orig));
     cJSON_AddNumberToObject(j, "accuracy_pruned", r6(r->acc_oneshot));
-    cJSON_AddNumberToObject(j, "accuracy_recalibrated", r6(r->acc_recal));
-    cJSON_AddNumberToObject(j, "bn_samples", o->bn_samples);
+    cJSON_AddNumberToObject(j, "accuracy_recalibrated", r6(r->acc_recal));  // = pruned when bn_samples is 0
+    cJSON_AddNumberToObject(j, "bn_samples", r->recal_samples);
     if (r->finetune_epochs > 0) cJSON_AddNumberToObject(j, "accuracy_finetuned", r6(r->acc_final));
     cJSON_AddNumberToObject(j, "finetune_epochs", r->finetune_epochs);
+    cJSON_AddNumberToObject(j, "between_epochs", r->between_epochs);
     cJSON_AddNumberToObject(j, "latency_ms_before", r6(r->lat_orig_ms));
     cJSON_AddNumberToObject(j, "latency_ms_after", r6(r->lat_pruned_ms));
     cJSON_AddNumberToObject(j, "images_per_s_before", round(r->ips_orig));
@@ -445,6 +446,19 @@ static void md_code(StrBuf *t, const char *s) {
     for (int k = 0; k <= longest; k++) sb_printf(t, "`");
 }
 
+// How the pruned accuracy was reached, into buf: "one-shot", "in 5 steps" or "in 2 steps, 1
+// fine-tuning epoch between them".
+static const char *pruned_how(int steps, int between_epochs, char *buf, size_t cap) {
+    if (steps <= 1)
+        snprintf(buf, cap, "one-shot");
+    else if (between_epochs == 0)
+        snprintf(buf, cap, "in %d steps", steps);
+    else
+        snprintf(buf, cap, "in %d steps, %d fine-tuning epoch%s between them", steps, between_epochs,
+                 between_epochs == 1 ? "" : "s");
+    return buf;
+}
+
 // Builds the report as Markdown text (malloc'd).
 static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r, const char *cmd,
                        Outputs *out) {
@@ -466,13 +480,15 @@ static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const
     double ma = (double)model_macs(a), mb = (double)model_macs(b);
     sb_printf(&t, "| **total** | | %.0f → %.0f (-%.1f%%) | %.3fM → %.3fM (-%.1f%%) |\n\n", pa, pb,
               100 * (1 - pb / pa), ma / 1e6, mb / 1e6, 100 * (1 - mb / ma));
-    sb_printf(&t, "| | test accuracy |\n|---|---:|\n| original | %.2f%% |\n| pruned (one-shot) | %.2f%% |\n",
-              100 * r->acc_orig, 100 * r->acc_oneshot);
-    if (o->bn_samples > 0 && r->acc_recal != r->acc_oneshot)
-        sb_printf(&t, "| pruned, batchnorm statistics re-estimated (%d images) | %.2f%% |\n", o->bn_samples,
+    char how[96];
+    sb_printf(&t, "| | test accuracy |\n|---|---:|\n| original | %.2f%% |\n| pruned (%s) | %.2f%% |\n",
+              100 * r->acc_orig, pruned_how(o->steps, r->between_epochs, how, sizeof how), 100 * r->acc_oneshot);
+    if (r->recal_samples > 0)
+        sb_printf(&t, "| pruned, batchnorm statistics re-estimated (%d images) | %.2f%% |\n", r->recal_samples,
                   100 * r->acc_recal);
     if (r->finetune_epochs > 0)
-        sb_printf(&t, "| fine-tuned (%d epochs, best %d) | %.2f%% |\n", r->finetune_epochs, r->best_epoch,
+        sb_printf(&t, "| fine-tuned (%d epoch%s, best %d) | %.2f%% |\n", r->finetune_epochs,
+                  r->finetune_epochs == 1 ? "" : "s", r->best_epoch,
                   100 * r->acc_final);
     sb_printf(&t,
               "\n| inference (batch 64, median) | ms per batch | images/s |\n|---|---:|---:|\n| original | %.2f | %.0f |\n"
@@ -502,14 +518,18 @@ static void write_report(const PruneOpts *o, const Model *a, const Model *b, con
 }
 
 // Prints the summary lines.
-static void print_summary(const Model *a, const Model *b, const PruneOutcome *r) {
+static void print_summary(const PruneOpts *o, const Model *a, const Model *b, const PruneOutcome *r) {
     double pa = (double)model_param_count(a), pb = (double)model_param_count(b);
     double ma = (double)model_macs(a), mb = (double)model_macs(b);
     printf("params      %10.0f -> %10.0f  (-%.1f%%)\n", pa, pb, 100 * (1 - pb / pa));
     printf("MACs        %9.3fM -> %9.3fM  (-%.1f%%)\n", ma / 1e6, mb / 1e6, 100 * (1 - mb / ma));
-    printf("accuracy    %9.2f%% -> %9.2f%%  one-shot", 100 * r->acc_orig, 100 * r->acc_oneshot);
-    if (r->acc_recal != r->acc_oneshot) printf(", %.2f%% with batchnorm re-estimated", 100 * r->acc_recal);
-    if (r->finetune_epochs > 0) printf(", %.2f%% after %d fine-tuning epochs", 100 * r->acc_final, r->finetune_epochs);
+    char how[96];
+    printf("accuracy    %9.2f%% -> %9.2f%%  %s", 100 * r->acc_orig, 100 * r->acc_oneshot,
+           pruned_how(o->steps, r->between_epochs, how, sizeof how));
+    if (r->recal_samples > 0) printf(", %.2f%% with batchnorm re-estimated", 100 * r->acc_recal);
+    if (r->finetune_epochs > 0)
+        printf(", %.2f%% after %d fine-tuning epoch%s", 100 * r->acc_final, r->finetune_epochs,
+               r->finetune_epochs == 1 ? "" : "s");
     printf("\nlatency     %8.2fms -> %8.2fms  (batch 64, %.2fx faster)\n", r->lat_orig_ms, r->lat_pruned_ms,
            r->lat_orig_ms / r->lat_pruned_ms);
 }
@@ -525,7 +545,7 @@ static void write_outputs(const PruneOpts *o, const Model *orig, const Model *sl
     if (o->report) write_report(o, orig, slim, r, cmd, outputs_stage(&out, o->report), &out);
     HpErr err;
     if (model_save(slim, model_tmp, NULL, &err) < 0) outputs_fail(&out, err.msg);
-    print_summary(orig, slim, r);
+    print_summary(o, orig, slim, r);
     outputs_finish(&out);
     printf("wrote %s%s%s\n", o->output, o->report ? " and " : "", o->report ? o->report : "");
 }

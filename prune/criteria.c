@@ -253,20 +253,32 @@ static void score_random(const CritOpts *o, const GroupSet *gs, double **scores)
             for (int c = 0; c < gs->groups[g].n_channels; c++) scores[g][c] = rng_uniform(&rng);
 }
 
-// Sum of |gamma_c| over the group's batchnorms; fails for a group without one.
+int crit_check(Criterion method, const Model *m, const GroupSet *gs, HpErr *err) {
+    if (method != CRIT_BN) return 0;
+    for (int g = 0; g < gs->n_groups; g++) {
+        const ChannelGroup *grp = &gs->groups[g];
+        bool has_bn = false;
+        for (int k = 0; k < grp->n_members && !has_bn; k++)
+            has_bn = m->nodes[grp->members[k].node].op == OP_BATCHNORM2D;
+        if (grp->prunable && !has_bn)
+            return hp_fail(err, "criterion bn: channel group '%s' has no batchnorm (use l1, taylor or a Hessian "
+                                "criterion)", grp->name);
+    }
+    return 0;
+}
+
+// Sum of |gamma_c| over the group's batchnorms; fails for a group without one (crit_check).
 static int score_bn(const Model *m, const GroupSet *gs, double **scores, HpErr *err) {
+    if (crit_check(CRIT_BN, m, gs, err) < 0) return -1;
     for (int g = 0; g < gs->n_groups; g++) {
         const ChannelGroup *grp = &gs->groups[g];
         if (!grp->prunable) continue;
-        int n_bn = 0;
         for (int c = 0; c < grp->n_channels; c++) scores[g][c] = 0;
         for (int k = 0; k < grp->n_members; k++) {
             const Node *nd = &m->nodes[grp->members[k].node];
             if (nd->op != OP_BATCHNORM2D) continue;
-            n_bn++;
             for (int c = 0; c < grp->n_channels; c++) scores[g][c] += fabsf(m->params[nd->w_off + (size_t)c]);
         }
-        if (n_bn == 0) return hp_fail(err, "criterion bn: channel group '%s' has no batchnorm (use l1, taylor or a Hessian criterion)", grp->name);
     }
     return 0;
 }

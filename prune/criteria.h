@@ -82,6 +82,10 @@ typedef struct {
     void *user;
 } CritOpts;
 
+// Fails (with the reason) when method cannot score m's groups gs, before any work: bn needs a
+// batchnorm in every prunable group. Returns 0 otherwise.
+int crit_check(Criterion method, const Model *m, const GroupSet *gs, HpErr *err);
+
 // Defaults: l1, mean normalisation, 512 samples, batch 128, 32 probes, Hessian diagonal,
 // fisher_defaults() but for blocks of 100 and damp 1e-2 (obs), obs-layer damping 1%,
 // compensation on, seed 1.

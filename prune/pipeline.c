@@ -330,9 +330,10 @@ static int run_steps(const PruneJob *job, Model *m, const Dataset *train, const 
         if (s == job->steps) {
             out->acc_recal = out->acc_oneshot, out->loss_recal = out->loss_oneshot;
             if (recal) {
+                out->recal_samples = job->bn_samples < train->n ? job->bn_samples : train->n;
                 if (model_test(m, test, &out->acc_recal, &out->loss_recal, err) < 0) return -1;
                 job_log(job, "batchnorm statistics re-estimated on %d images: test accuracy %.2f%%",
-                        job->bn_samples < train->n ? job->bn_samples : train->n, 100 * out->acc_recal);
+                        out->recal_samples, 100 * out->acc_recal);
             }
         }
         if (s < job->steps && job->between_epochs > 0) {
@@ -340,6 +341,7 @@ static int run_steps(const PruneJob *job, Model *m, const Dataset *train, const 
             int best;
             if (finetune(job, m, train, test, job->between_epochs, &best, err) < 0) return -1;
             out->finetune_s += clock_s() - t0;
+            out->between_epochs += job->between_epochs;
         }
     }
     return 0;
@@ -354,6 +356,7 @@ int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset
     PruneRef ref;
     int rc = pruneref_init(&ref, m, &gs, err);
     if (rc == 0) rc = check_reachable(job, m, &gs, &ref, err);
+    if (rc == 0) rc = crit_check(job->crit.method, m, &gs, err);
     if (rc == 0 && job->crit.method == CRIT_OBS) rc = fisher_check(m, &job->crit.fisher, err);
     groupset_free(&gs);
     Model orig = {0};  // kept for the latency comparison at the end

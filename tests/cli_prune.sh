@@ -83,6 +83,11 @@ elif mode == "acc":  # REPORT.json EVAL.json [SLIM.safetensors]: eval's accuracy
         prov = json.loads(header(args[2])["__metadata__"]["hprune.provenance"])
         for k, ek in (("test_accuracy", "accuracy"), ("test_loss", "loss")):
             need(abs(prov[k] - e[ek]) <= 1e-6, f"provenance {k} {prov[k]}, eval {e[ek]}")
+elif mode == "keys":  # REPORT.json K=V...: the report's K is the number V
+    r = json.load(open(args[0]))
+    for kv in args[1:]:
+        k, v = kv.split("=")
+        need(r.get(k) == float(v), f"{k} is {r.get(k)!r}, expected {v}")
 elif mode == "same":  # A B: the same report but for timing and the command
     a, b = json.load(open(args[0])), json.load(open(args[1]))
     for k in ("command", "date", "latency_ms_before", "latency_ms_after", "images_per_s_before",
@@ -195,7 +200,11 @@ check "info --groups of the slim model lists its groups" eval 'rc_is 0 && grep -
 prune l1 params --target-params 0.6
 pycheck "parameter target met" report "$T/out/params.json" params 0.6
 prune taylor steps --target-flops 0.4 --steps 2 --between-epochs 1 --finetune-epochs 1 --lr 0.01
-check "two steps with fine-tuning between and after" eval 'rc_is 0 && grep -q "step 2/2" "$CAP/err" && grep -q "after 1 fine-tuning" "$CAP/out"'
+check "two steps with fine-tuning between and after" eval 'rc_is 0 && grep -q "step 2/2" "$CAP/err" && grep -q "after 1 fine-tuning epoch$" "$CAP/out"'
+check "the summary names the steps and the epochs between them, not one-shot" \
+  grep -q "in 2 steps, 1 fine-tuning epoch between them" "$CAP/out"
+pycheck "the report counts the epochs between the steps; no batchnorm, so none re-estimated" keys "$T/out/steps.json" \
+  between_epochs=1 finetune_epochs=1 bn_samples=0
 pycheck "stepped run meets its target" report "$T/out/steps.json" macs 0.4
 run "$HPRUNE" eval "$T/out/steps.safetensors" --data "$DATA" --json --threads 1
 cp "$CAP/out" "$T/out/eval_steps.json"
@@ -288,6 +297,8 @@ expect 2 "-o and --report naming the same file" "" "-o and --report would both w
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report same.json
 expect 2 "-o and --report naming the same file in two spellings" "" "-o and --report would both write" \
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report ./same.json
+expect 1 "bn on a model without batchnorm: refused before any work, in one line" "$MODEL" \
+  "criterion bn: channel group 'conv1' has no batchnorm" "$HPRUNE" prune "$MODEL" --method bn --target-flops 0.5 $S
 cp "$MODEL" "$T/work/in.safetensors"
 expect 2 "-o naming the input model" "in.safetensors" "-o would overwrite the model" \
   "$HPRUNE" prune in.safetensors --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o ./in.safetensors

@@ -118,6 +118,8 @@ static void test_zero_channel_first(void **state) {
     (void)state;
     Fixture f;
     fixture_init(&f, 7, 96);
+    HpErr check_err;
+    assert_int_equal(crit_check(CRIT_BN, &f.m, &f.gs, &check_err), 0);  // every group has its batchnorm
     int g1 = group_id(&f.gs, "conv1");
     zero_whole_channel(&f.m, &f.gs, g1, 2);
     const Criterion crits[] = {CRIT_L1,  CRIT_L2,    CRIT_BN,  CRIT_TAYLOR,   CRIT_HAP,
@@ -338,6 +340,10 @@ static void test_slices_without_batchnorm(void **state) {
     (void)state;
     Fixture f;
     fixture_build(&f, 5, 40, false);
+    HpErr check_err;  // bn is refused before any work; the others apply
+    assert_int_equal(crit_check(CRIT_BN, &f.m, &f.gs, &check_err), -1);
+    assert_non_null(strstr(check_err.msg, "criterion bn: channel group 'conv1' has no batchnorm"));
+    assert_int_equal(crit_check(CRIT_L1, &f.m, &f.gs, &check_err), 0);
     double *cons[8] = {0};
     for (int g = 0; g < f.gs.n_groups; g++) cons[g] = calloc((size_t)f.gs.groups[g].n_channels, sizeof(double));
     CritOpts o = crit_defaults();
