@@ -242,14 +242,35 @@ int sweep_make_dirs(const char *dir, HpErr *err) {
     return make_dir_p(runs, err);
 }
 
+// The items of a run's settings that only some methods record (by the key before '='), each
+// with the criterion option (criterion_option_applies) that says which criteria read it.
+static const struct {
+    const char *item, *option;
+} METHOD_ITEMS[] = {{"samples", "samples"}, {"probes", "probes"}, {"obs_fisher", "fisher_grads"}};
+
+// True if method m reads the per-method setting item (a key of METHOD_ITEMS): its criterion
+// uses it, and for probes it estimates its diagonal (hap and obd with ggn compute it exactly).
+static bool method_reads(const SweepMethod *m, const char *item) {
+    for (size_t i = 0; i < sizeof METHOD_ITEMS / sizeof METHOD_ITEMS[0]; i++)
+        if (strcmp(METHOD_ITEMS[i].item, item) == 0)
+            return criterion_option_applies(METHOD_ITEMS[i].option, m->criterion, NULL, 0) &&
+                   !(strcmp(item, "probes") == 0 && m->ggn);
+    HP_ASSERT(0 && "a key of METHOD_ITEMS");
+    return false;
+}
+
 // The settings run r's result depends on besides its method's name, target and seed, as one
-// text: a result made with other settings is not this run's. An obs run adds its Fisher's
-// settings; a method that is not its criterion with prune's defaults, its criterion and options.
+// text of ';'-separated items: a result made with other settings is not this run's. The items
+// every run reads (model, data, target kind, steps, layer cap, fine-tuning), then those only
+// its method reads (METHOD_ITEMS: calibration samples, Hutchinson probes, obs's Fisher), and a
+// method that is not its criterion with prune's defaults adds its criterion and options.
 static void run_settings(const SweepConfig *c, const SweepRun *r, char *buf, size_t cap) {
     const SweepMethod *m = r->method;
     PruneJob j = sweep_job(c, r, 0);
-    char obs[160] = "", opts[256], method[320] = "";
-    if (m->criterion == CRIT_OBS) {
+    char samples[32] = "", probes[32] = "", obs[160] = "", opts[256], method[320] = "";
+    if (method_reads(m, "samples")) snprintf(samples, sizeof samples, "samples=%d;", j.crit.samples);
+    if (method_reads(m, "probes")) snprintf(probes, sizeof probes, "probes=%d;", j.crit.probes);
+    if (method_reads(m, "obs_fisher")) {
         FisherOpts f = j.crit.fisher;
         snprintf(obs, sizeof obs, "obs_fisher=%d gradients of %d, blocks of %zu, damp %.9g;", f.n_grads, f.grad_batch,
                  f.block_size, f.damp);
@@ -258,12 +279,40 @@ static void run_settings(const SweepConfig *c, const SweepRun *r, char *buf, siz
     if (opts[0] || strcmp(m->name, criterion_name(m->criterion)) != 0)
         snprintf(method, sizeof method, "method=%s%s%s;", criterion_name(m->criterion), opts[0] ? ", " : "", opts);
     snprintf(buf, cap,
-             "model=%s;dataset=%s;dir=%s;target=%s;steps=%d;max_layer_frac=%.17g;samples=%d;probes=%d;%s%s"
+             "model=%s;dataset=%s;dir=%s;target=%s;steps=%d;max_layer_frac=%.17g;%s%s%s%s"
              "finetune_epochs=%d;lr=%.9g;batch_size=%d;val_split=%.9g;weight_decay=%.9g;crop_pad=%d;hflip=%d",
-             c->model, c->dataset, c->data_dir, kind_word(c->kind), j.steps, c->max_layer_frac, j.crit.samples,
-             j.crit.probes, obs, method, c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size,
+             c->model, c->dataset, c->data_dir, kind_word(c->kind), j.steps, c->max_layer_frac, samples, probes, obs,
+             method, c->finetune.epochs, (double)c->finetune.lr, c->finetune.batch_size,
              (double)c->finetune.val_split, (double)c->finetune.weight_decay, c->finetune.augment.crop_pad,
              (int)c->finetune.augment.hflip);
+}
+
+// True if the item p[0..n) of a result's settings is a per-method one (METHOD_ITEMS) that
+// method m does not read: results written before settings were recorded per method have
+// samples and probes for every run.
+static bool item_unread(const char *p, size_t n, const SweepMethod *m) {
+    size_t key = strcspn(p, "=;");
+    if (key >= n) return false;
+    for (size_t i = 0; i < sizeof METHOD_ITEMS / sizeof METHOD_ITEMS[0]; i++)
+        if (strlen(METHOD_ITEMS[i].item) == key && strncmp(p, METHOD_ITEMS[i].item, key) == 0)
+            return !method_reads(m, METHOD_ITEMS[i].item);
+    return false;
+}
+
+// Copies the settings s of a result into buf (at least strlen(s) + 1 bytes) without the items
+// method m does not read (item_unread), in their order.
+static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
+    size_t at = 0;
+    for (const char *p = s; *p;) {
+        size_t n = strcspn(p, ";");
+        if (!item_unread(p, n, m)) {
+            if (at) buf[at++] = ';';
+            memcpy(buf + at, p, n);
+            at += n;
+        }
+        p += n + (p[n] == ';');
+    }
+    buf[at] = '\0';
 }
 
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {
@@ -448,8 +497,9 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
     if (stat(path, &st) != 0 && errno == ENOENT) return 0;
     SweepResult res;
     if (result_read(path, &res, err) < 0) return -1;
-    char settings[4 * SWEEP_PATH];
+    char settings[4 * SWEEP_PATH], stored[sizeof res.settings];
     run_settings(c, r, settings, sizeof settings);
+    settings_read_by(res.settings, r->method, stored);
     if (strcmp(res.id, r->id) != 0) return hp_fail(err, "%s: holds run '%s', not '%s'", path, res.id, r->id);
     char crc[9];
     snprintf(crc, sizeof crc, "%08x", (unsigned)c->model_crc);
@@ -457,10 +507,10 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
         return hp_fail(err, "%s: made from another model: %s with CRC-32 %s, where this sweep's model %s has CRC-32 %s%s: "
                             "use another output directory or delete it", path, res.model, res.crc, c->model, crc,
                        strcmp(res.model, c->model) == 0 ? " (the file changed since)" : "");
-    if (strcmp(res.settings, settings) != 0) {
+    if (strcmp(stored, settings) != 0) {
         char was[256], now[256];
-        first_difference(res.settings, settings, was, sizeof was);
-        first_difference(settings, res.settings, now, sizeof now);
+        first_difference(stored, settings, was, sizeof was);
+        first_difference(settings, stored, now, sizeof now);
         return hp_fail(err, "%s: made with other settings (it has %s where this config has %s): use another output "
                             "directory or delete it", path, was, now);
     }

@@ -153,8 +153,10 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
 
 // Whether run r of c is done: 1 if path holds a complete result of this run with the same
 // settings and model, 0 if there is no file, -1 (err set) if the file is unreadable, malformed,
-// made with other settings (a different config into the same directory) or, c's model having
-// its CRC-32 (sweep_fingerprint), made from a model with another one (the file was replaced).
+// made with other settings (a different config into the same directory: only the settings
+// every run reads and those r's method reads count, so changing probes, which only hap and obd
+// read, leaves an l1 result done) or, c's model having its CRC-32 (sweep_fingerprint), made
+// from a model with another one (the file was replaced).
 // SWEEP_DONE_UNCHECKED: a result of this run with the same settings, but written before results
 // recorded the model's CRC-32, so whether its model is c's as it is now cannot be told (the
 // caller reuses it and warns; collect still refuses results whose base models disagree).

@@ -4,12 +4,14 @@
 # targets, 2 fine-tuning epochs) runs to completion and writes results.csv, .md, .png and .svg;
 # the same sweep killed (SIGKILL) in the middle and restarted, split into two shards and
 # collected, and run as two parallel jobs, gives the same results.csv but for the timing
-# columns; a model file replaced between two runs of a sweep is refused on restart and at
-# --collect; failed runs of an unsharded sweep are counted without talk of shards; configs
-# with mistakes (a criterion the model cannot use, data that cannot be loaded among them) fail
-# before any run and in --list, naming the line; the sensitivity
-# analysis writes its CSV and charts with one row per layer and ratio; bad options are usage
-# errors (exit 2), bad files runtime errors (exit 1), with one message and no file left behind.
+# columns; a setting only hap reads (probes), changed, refuses hap's results but not l1's,
+# and one every run reads (steps) refuses them all; a model file replaced between two runs of
+# a sweep is refused on restart and at --collect; failed runs of an unsharded sweep are
+# counted without talk of shards; configs with mistakes (a criterion the model cannot use, data
+# that cannot be loaded among them) fail before any run and in --list, naming the line; the
+# sensitivity analysis writes its CSV and charts with one row per layer and ratio; bad options
+# are usage errors (exit 2), bad files runtime errors (exit 1), with one message and no file
+# left behind.
 #
 #   HPRUNE=./hprune sh tests/cli_sweep.sh      (from the repository root)
 #   VERBOSE=1 HPRUNE=./hprune sh tests/cli_sweep.sh   also shows every error message
@@ -152,6 +154,26 @@ cp "$T/a/results.csv" "$T/a.csv"
 run "$HPRUNE" sweep "$CFG" --out "$T/a"
 check "sweep again: nothing to run, collects again" eval 'rc_is 0 && err_has "4 done earlier, 0 to run" && out_has "^collected 4 runs"'
 pycheck "sweep again: the same results.csv (timing columns aside)" same "$T/a.csv" "$T/a/results.csv"
+
+# ---- a setting only some methods read, or one every run reads, changed ----
+
+# probes is read by hap only: l1's results (checked first) stay this sweep's, hap's are refused
+config probes5 "probes = 5"
+expect 1 "probes changed (read by hap only): the l1 results are reused, hap's result is refused, naming the setting" \
+  "$T/a/runs/hap-flops0.30-s1.json" "made with other settings \(it has probes=4 where this config has probes=5\)" \
+  "$HPRUNE" sweep "$T/probes5.ini" --out "$T/a"
+cp -R "$T/a" "$T/a5"
+rm "$T/a5/runs/hap-"*.json "$T/a5/results.csv"
+run "$HPRUNE" sweep "$T/probes5.ini" --out "$T/a5"
+check "probes changed, hap's results deleted: the 2 l1 results reused as they are, hap's redone with probes=5" \
+  eval 'rc_is 0 && err_has "2 done earlier, 2 to run" && out_has "^collected 4 runs" &&
+        cmp -s "$T/a/runs/l1-flops0.30-s1.json" "$T/a5/runs/l1-flops0.30-s1.json" &&
+        cmp -s "$T/a/runs/l1-flops0.60-s1.json" "$T/a5/runs/l1-flops0.60-s1.json" &&
+        grep -q "probes=5;" "$T/a5/runs/hap-flops0.30-s1.json" && ! grep -q "probes=" "$T/a5/runs/l1-flops0.30-s1.json"'
+config steps2 "steps = 2"
+expect 1 "steps changed (read by every run): the first run's result, l1's, is refused, naming the setting" \
+  "$T/a/runs/l1-flops0.30-s1.json" "made with other settings \(it has steps=1 where this config has steps=2\)" \
+  "$HPRUNE" sweep "$T/steps2.ini" --out "$T/a"
 
 # ---- killed in the middle of a run (SIGKILL), then restarted ----
 

@@ -331,6 +331,71 @@ static void drop_line(const char *path, const char *key) {
     tu_write(path, text, strlen(text));
 }
 
+// Asserts what sweep_result_done says of run r's result at path under config c: want, and for
+// -1 the words in its message.
+static void expect_done(const char *path, const SweepConfig *c, const SweepRun *r, int want, const char *words) {
+    HpErr err = {{0}};
+    int got = sweep_result_done(path, c, r, &err);
+    if (got != want || (want < 0 && !strstr(err.msg, words)))
+        fail_msg("%s: %d (wanted %d) '%s'; wanted words '%s'", r->id, got, want, err.msg, want < 0 ? words : "");
+}
+
+// Loads text over a fresh config c and makes its run list (4 runs: l1, hap, hap-ggn, obs).
+static void load_runs(Fixture *fx, SweepConfig *c, const char *text, SweepRun **r) {
+    HpErr err;
+    sweep_config_default(c);
+    if (load_text(fx, c, text, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(sweep_runs(c, r, &err), 4);
+}
+
+// A result records and is checked against the settings every run reads and those its own
+// method reads: changing probes (hap's, not with ggn) or samples (hap's) leaves the l1 and obs
+// results done and refuses hap's; a setting every run reads refuses them all. A result written
+// before settings were per method (samples and probes in every run's) is checked the same way.
+static void test_method_settings(void **state) {
+    Fixture *fx = *state;
+    const char *base = "[sweep]\nmodel = m\nmethods = l1, hap, hap-ggn, obs\ntargets = 0.3\nsamples = %d\nprobes = %d\n"
+                       "steps = %d\n[method hap-ggn]\ncriterion = hap\nggn = true\n";
+    char text[512], dir[128], path[4][SWEEP_PATH * 3], json[8192];
+    SweepConfig c;
+    SweepRun *r, *q;
+    snprintf(text, sizeof text, base, 64, 4, 1);
+    load_runs(fx, &c, text, &r);
+    snprintf(dir, sizeof dir, "%s/out/own", fx->dir);
+    HpErr err;
+    assert_int_equal(sweep_make_dirs(dir, &err), 0);
+    write_run_results(&c, r, 4, dir, path);
+    const char *has[4][3] = {{NULL, NULL, NULL}, {"samples=64;", "probes=4;", NULL},
+                             {"samples=64;", NULL, NULL}, {NULL, NULL, "obs_fisher="}};
+    const char *items[3] = {"samples=", "probes=", "obs_fisher="};
+    for (int i = 0; i < 4; i++) {
+        read_small(path[i], json, sizeof json);
+        for (int k = 0; k < 3; k++)
+            if (has[i][k]) assert_non_null(strstr(json, has[i][k]));
+            else assert_null(strstr(json, items[k]));
+    }
+    struct { int samples, probes, steps, done[4]; const char *words; } cases[] = {
+        {64, 5, 1, {1, -1, 1, 1}, "made with other settings (it has probes=4 where this config has probes=5)"},
+        {32, 4, 1, {1, -1, -1, 1}, "(it has samples=64 where this config has samples=32)"},
+        {64, 4, 2, {-1, -1, -1, -1}, "(it has steps=1 where this config has steps=2)"},
+    };
+    for (int t = 0; t < 2; t++) {  // as written now; then l1's and obs's as written before (samples, probes)
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            SweepConfig d;
+            snprintf(text, sizeof text, base, cases[k].samples, cases[k].probes, cases[k].steps);
+            load_runs(fx, &d, text, &q);
+            for (int i = 0; i < 4; i++) expect_done(path[i], &d, &q[i], cases[k].done[i], cases[k].words);
+            free(q);
+        }
+        for (int i = 0; i < 4; i++) expect_done(path[i], &c, &r[i], 1, "");
+        if (t == 0) {
+            edit_file(path[0], ";finetune_epochs=", ";samples=64;probes=4;finetune_epochs=");
+            edit_file(path[3], ";obs_fisher=", ";samples=64;probes=4;obs_fisher=");
+        }
+    }
+    free(r);
+}
+
 // The model's CRC-32 goes into every result; a result made from a model file whose bytes have
 // changed since is refused, naming the file and the model; a result written before the CRC was
 // recorded is reused but said to be unchecked.
@@ -773,6 +838,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_runs_and_shards, setup, teardown),
         cmocka_unit_test_setup_teardown(test_results_and_collect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_obs_result_settings, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_method_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_fingerprint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collect_one_base, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_methods, setup, teardown),
