@@ -172,10 +172,11 @@ static int cmd_train(int argc, char **argv) {
                 {'s', "train", "seed", "--seed"},         {'d', "data", "dir", "--data"},
                 {'t', "train", "threads", "--threads"}};
     const char *config_path = NULL, *values[sizeof keys / sizeof keys[0]] = {0};
-    bool resume = false;
+    bool resume = false, seen[sizeof opts / sizeof opts[0]] = {0};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":c:o:h", opts, NULL)) != -1) {
+        option_once("train", ":c:o:h", opts, seen, c);
         switch (c) {
         case 'c': config_path = optarg; continue;
         case 'r': resume = true; continue;
@@ -232,8 +233,8 @@ static int cmd_train(int argc, char **argv) {
         die("%s: model takes %dx%dx%d inputs, dataset has %dx%dx%d", resume ? ckpt : config_path, m.input.c, m.input.h,
             m.input.w, tr.c, tr.h, tr.w);
 
-    fprintf(stderr, "training %s on %s (%d train, %d val, %d test images), %zu parameters, %d threads\n", m.arch,
-            cfg.dataset, tr.n, val.n, test.n, m.n_params, threads);
+    fprintf(stderr, "training %s on %s (%d train, %d val, %d test images), %zu parameters, %d thread%s\n", m.arch,
+            cfg.dataset, tr.n, val.n, test.n, m.n_params, threads, plural(threads));
     TrainUi ui = {.tty = isatty(STDERR_FILENO), .ckpt_path = ckpt, .cfg = &cfg.train, .last_test_acc = -1, .last_val_acc = -1};
     double t0 = now_s();
     int rc = train(&m, &cfg.train, &tr, &val, &test, &state, train_progress_print, on_checkpoint, &ui, &err);
@@ -266,10 +267,11 @@ static int cmd_eval(int argc, char **argv) {
                                          {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *data = NULL, *dataset = NULL;
     int batch = 256, threads = 0;
-    bool json = false;
+    bool json = false, seen[sizeof opts / sizeof opts[0]] = {0};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        option_once("eval", ":h", opts, seen, c);
         switch (c) {
         case 'd': data = optarg; break;
         case 'n': dataset = optarg; break;
@@ -294,7 +296,7 @@ static int cmd_eval(int argc, char **argv) {
     load_model_or_die(&m, path);
     Dataset tr, test;
     char name[64];
-    load_model_dataset_or_die(&m, path, dataset, data, &tr, &test, name, sizeof name);
+    load_model_dataset_or_die("eval", &m, path, dataset, data, &tr, &test, name, sizeof name);
     dataset_free(&tr);
     Workspace ws;
     HpErr err;
@@ -479,11 +481,14 @@ static int cmd_info(int argc, char **argv) {
     static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"input", required_argument, 0, 'i'},
                                          {"classes", required_argument, 0, 'k'}, {"groups", no_argument, 0, 'g'},
                                          {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    bool json = false, groups = false;
+    bool json = false, groups = false, seen[sizeof opts / sizeof opts[0]] = {0};
+    const char *arch_opt = NULL;  // the first of --input, --classes given (for an architecture name)
     Shape in = {1, 28, 28};
     int classes = 10, c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        option_once("info", ":h", opts, seen, c);
+        if ((c == 'i' || c == 'k') && !arch_opt) arch_opt = c == 'i' ? "--input" : "--classes";
         switch (c) {
         case 'j': json = true; break;
         case 'g': groups = true; break;
@@ -509,6 +514,10 @@ static int cmd_info(int argc, char **argv) {
         if (arch_build(&m, src, in, classes, &err) < 0) die("%s", err.msg);
     } else {
         load_model_or_die(&m, src);
+        if (arch_opt) {  // a file read first: a misspelt architecture name is "no such file"
+            model_free(&m);
+            usage_error("info", "%s is for an architecture name; %s is a model file", arch_opt, src);
+        }
     }
     GroupSet gs = {0};
     if (groups && prune_groups(&m, &gs, &err) < 0) die("%s: channel groups: %s", src, err.msg);

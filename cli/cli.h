@@ -29,6 +29,13 @@ long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi
 double parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi);
 // Exits with a usage error naming the option getopt_long just rejected with '?'.
 void bad_option(const char *cmd, char **argv, const struct option *opts) __attribute__((noreturn));
+// Exits with a usage error ("--method given twice", "-o/--output given twice") if the option
+// getopt_long returned as c was given before, under any of its names (aliases share a code);
+// else marks it in seen (one flag per entry of opts, zeroed by the caller). shortopts is
+// getopt's option string (to name a short letter); a code of no option (':', '?') is ignored.
+void option_once(const char *cmd, const char *shortopts, const struct option *opts, bool *seen, int c);
+// "s" unless n is 1: printf("%d run%s", n, plural(n)).
+const char *plural(long n);
 // Seconds on a monotonic clock.
 double now_s(void);
 // Formats a duration as "1h02m", "3m05s" or "12s" into buf; returns buf.
@@ -62,15 +69,16 @@ typedef enum { PICK_OK, PICK_UNKNOWN_PROVENANCE, PICK_NEEDS_DIR, PICK_PROVENANCE
 DatasetPick dataset_pick(const Model *m, DatasetChoice *c);
 // "fashion-mnist in DIR", what the model's provenance says it was trained on, into buf.
 const char *trained_on(const DatasetChoice *c, char *buf, size_t cap);
-// dataset_pick, or exits with its refusal (for --dataset and --data); path names the model.
-void model_dataset(const Model *m, const char *path, DatasetChoice *c);
+// dataset_pick, or exits with its refusal (for --dataset and --data): a --dataset that needs
+// --data is a usage error of command cmd; path names the model.
+void model_dataset(const char *cmd, const Model *m, const char *path, DatasetChoice *c);
 
 // Loads the dataset a model names in its provenance (or the one given: name, dir may be NULL;
 // defaults fashion-mnist in DEFAULT_DATA_DIR), or exits; also exits unless the model takes its
-// images and has at least its classes. path names the model in messages. used_name (cap
-// bytes, may be NULL) gets the dataset's name.
-void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,
-                               Dataset *test, char *used_name, size_t cap);
+// images and has at least its classes. cmd is the command (for model_dataset's usage error),
+// path names the model in messages. used_name (cap bytes, may be NULL) gets the dataset's name.
+void load_model_dataset_or_die(const char *cmd, const Model *m, const char *path, const char *name, const char *dir,
+                               Dataset *train, Dataset *test, char *used_name, size_t cap);
 
 // Exits unless path can be written: it is not empty, not a directory nor any other file that is
 // not regular (a device, FIFO or socket: the rename that writes it would replace it), its name

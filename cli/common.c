@@ -86,6 +86,30 @@ void bad_option(const char *cmd, char **argv, const struct option *opts) {
     usage_error(cmd, "unknown option '%s'", arg);
 }
 
+// Exits with a usage error if option c was given before (under any name of its code), else
+// marks it in seen.
+void option_once(const char *cmd, const char *shortopts, const struct option *opts, bool *seen, int c) {
+    int first = -1;
+    for (int i = 0; opts[i].name && first < 0; i++)
+        if (opts[i].val == c) first = i;
+    if (first < 0) return;  // ':' or '?': the caller reports it
+    if (!seen[first]) {
+        seen[first] = true;
+        return;
+    }
+    char names[256] = "";
+    size_t at = 0;
+    if (c > 0 && c < 256 && c != ':' && strchr(shortopts, c))
+        at += (size_t)snprintf(names, sizeof names, "-%c", c);
+    for (int i = first; opts[i].name && at < sizeof names; i++)
+        if (opts[i].val == c)
+            at += (size_t)snprintf(names + at, sizeof names - at, "%s--%s", at ? "/" : "", opts[i].name);
+    usage_error(cmd, "%s given twice", names);
+}
+
+// "s" unless n is 1.
+const char *plural(long n) { return n == 1 ? "" : "s"; }
+
 // Seconds on a monotonic clock.
 double now_s(void) {
     struct timespec ts;
@@ -476,7 +500,7 @@ const char *trained_on(const DatasetChoice *c, char *buf, size_t cap) {
     return buf;
 }
 
-void model_dataset(const Model *m, const char *path, DatasetChoice *c) {
+void model_dataset(const char *cmd, const Model *m, const char *path, DatasetChoice *c) {
     char on[8300];
     switch (dataset_pick(m, c)) {
     case PICK_OK: return;
@@ -484,17 +508,17 @@ void model_dataset(const Model *m, const char *path, DatasetChoice *c) {
         die("%s: its provenance names dataset '%s', which hprune does not know (--dataset chooses another)", path,
             c->prov_name);
     case PICK_NEEDS_DIR:
-        die("%s: --dataset %s: give its directory with --data DIR (the model was trained on %s)", path, c->name,
-            trained_on(c, on, sizeof on));
+        usage_error(cmd, "%s: --dataset %s: give its directory with --data DIR (the model was trained on %s)", path,
+                    c->name, trained_on(c, on, sizeof on));
     case PICK_PROVENANCE_NO_DIR:
         die("%s: its provenance names dataset %s but no directory: give it with --data DIR", path, c->name);
     }
 }
 
-void load_model_dataset_or_die(const Model *m, const char *path, const char *name, const char *dir, Dataset *train,
-                               Dataset *test, char *used_name, size_t cap) {
+void load_model_dataset_or_die(const char *cmd, const Model *m, const char *path, const char *name, const char *dir,
+                               Dataset *train, Dataset *test, char *used_name, size_t cap) {
     DatasetChoice c = {.name = name, .dir = dir};
-    model_dataset(m, path, &c);
+    model_dataset(cmd, m, path, &c);
     if (used_name) snprintf(used_name, cap, "%s", c.name);
     load_dataset_or_die(c.name, c.dir, train, test);
     if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes)

@@ -268,8 +268,10 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         {0, 0, 0, 0}};
     const char *cmd = "hessian";
     int c;
+    bool seen[sizeof opts / sizeof opts[0]] = {0};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        option_once(cmd, ":h", opts, seen, c);
         switch (c) {
         case O_DATA: o->data = optarg; break;
         case O_DATASET: o->dataset = optarg; break;
@@ -494,7 +496,7 @@ static void on_evals(long done, long total, void *user) { progress_update(user, 
 // Loads the training set (--dataset and --data, else the model's, else Fashion-MNIST), or exits.
 static void load_train(const HessOpts *o, const Model *m, Dataset *train) {
     DatasetChoice c = {.name = o->dataset, .dir = o->data};
-    model_dataset(m, o->model, &c);
+    model_dataset("hessian", m, o->model, &c);
     load_dataset_or_die(c.name, c.dir, train, NULL);  // the test files need not exist
 }
 
@@ -761,8 +763,9 @@ static double layer_sum(const HessResults *r, int node, size_t *params) {
 
 // Prints the human-readable summary.
 static void print_summary(const HessOpts *o, const Model *m, const Curvature *c, const HessResults *r) {
-    printf("%s: %s, %zu parameters; %d training images, batch %d, batchnorm %s, %s\n", o->model, m->arch, m->n_params,
-           c->n, c->batch, o->bn == MODE_EVAL ? "eval" : "train", o->op == CURV_HESSIAN ? "Hessian" : "Gauss-Newton");
+    printf("%s: %s, %zu parameters; %d training image%s, batch %d, batchnorm %s, %s\n", o->model, m->arch,
+           m->n_params, c->n, plural(c->n), c->batch, o->bn == MODE_EVAL ? "eval" : "train",
+           o->op == CURV_HESSIAN ? "Hessian" : "Gauss-Newton");
     if (r->have_trace) {
         if (o->exact)
             printf("trace: %.6g (exact: the Gauss-Newton diagonal), %.4g per parameter\n", r->hutch.trace,
@@ -784,28 +787,34 @@ static void print_summary(const HessOpts *o, const Model *m, const Curvature *c,
         printf("Hutch++ trace: %.6g +- %.3g (%ld products, rank %d)\n", r->hpp.trace, r->hpp.se, r->hpp.products,
                r->hpp.rank);
     if (r->n_top) {
-        printf("largest eigenvalues (%d Lanczos steps%s):", r->top_steps, r->top_converged ? "" : ", not converged");
+        printf("largest eigenvalues (%d Lanczos step%s%s):", r->top_steps, plural(r->top_steps),
+               r->top_converged ? "" : ", not converged");
         for (int i = 0; i < r->n_top; i++) printf(" %.6g", r->top[i]);
         printf("\n");
     }
     if (r->n_neg) {
-        printf("most negative eigenvalues (%d steps%s):", r->neg_steps, r->neg_converged ? "" : ", not converged");
+        printf("most negative eigenvalues (%d step%s%s):", r->neg_steps, plural(r->neg_steps),
+               r->neg_converged ? "" : ", not converged");
         for (int i = 0; i < r->n_neg; i++) printf(" %.6g", r->neg[i]);
         printf("\n");
     }
     if (r->have_slq) {
-        printf("density: %s (and %s), %d probes x %d steps, eigenvalues in [%.4g, %.4g]\n", o->density,
-               "the .csv beside it", r->slq.n_probes, r->slq.steps, r->fig.lambda_min, r->fig.lambda_max);
+        printf("density: %s (and %s), %d probe%s x %d steps, eigenvalues in [%.4g, %.4g]\n", o->density,
+               "the .csv beside it", r->slq.n_probes, plural(r->slq.n_probes), r->slq.steps, r->fig.lambda_min,
+               r->fig.lambda_max);
         printf("condition number of the positive part: %.4g; negative/positive curvature mass: %.4g\n",
                r->fig.condition, r->fig.neg_pos_ratio);
     }
     if (o->landscape)
         printf("landscape: %s and its _1d.png, .csv, _1d.csv; loss at the centre %.6g (%d loss evaluations in %.1f s)\n",
                o->landscape, r->landscape_center, o->points + o->points * o->points, r->landscape_seconds);
-    if (o->exact) printf("%d images x %d classes of backward passes in %.1f s\n", c->n, m->n_classes, r->exact_seconds);
+    if (o->exact)
+        printf("%d image%s x %d classes of backward passes in %.1f s\n", c->n, plural(c->n), m->n_classes,
+               r->exact_seconds);
     double product_s = r->seconds - r->exact_seconds;
     if (!o->exact || r->products)
-        printf("%ld products in %.1f s (%.2f per second)\n", r->products, product_s, r->products / product_s);
+        printf("%ld product%s in %.1f s (%.2f per second)\n", r->products, plural(r->products), product_s,
+               r->products / product_s);
 }
 
 // Adds a number array to a JSON object.
@@ -1135,10 +1144,10 @@ static void obs_print(const HessOpts *o, const Model *m, const ObsResults *r, Ou
     size_t S = 0;
     for (int b = 0; b < r->f.n_blocks; b++)
         if (r->f.start[b + 1] - r->f.start[b] > S) S = r->f.start[b + 1] - r->f.start[b];
-    printf("%s: %s, %zu parameters; OBS from the inverse empirical Fisher: %d gradients of %d image%s, %d blocks of "
+    printf("%s: %s, %zu parameters; OBS from the inverse empirical Fisher: %d gradient%s of %d image%s, %d block%s of "
            "at most %zu parameters (layer-aligned), damp %g\n",
-           o->model, m->arch, m->n_params, r->fo.n_grads, r->fo.grad_batch, r->fo.grad_batch == 1 ? "" : "s",
-           r->f.n_blocks, S, r->fo.damp);
+           o->model, m->arch, m->n_params, r->fo.n_grads, plural(r->fo.n_grads), r->fo.grad_batch,
+           plural(r->fo.grad_batch), r->f.n_blocks, plural(r->f.n_blocks), S, r->fo.damp);
     if (o->obs_per_weight)
         obs_print_weights(m, r, outs);
     else

@@ -211,8 +211,10 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
         {"dataset", 1, 0, O_DATASET}, {"seed", 1, 0, O_SEED}, {"threads", 1, 0, O_THREADS}, {"help", 0, 0, 'h'},
         {0, 0, 0, 0}};
     int c, pos = 0;
+    bool seen[sizeof opts / sizeof opts[0]] = {0};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+        option_once(PCMD, ":o:h", opts, seen, c);
         pos++;
         if (c >= O_METHOD && c < O_END && !o->given[c - O_METHOD]) o->given[c - O_METHOD] = pos;
         if (parse_crit_option(c, o)) continue;
@@ -264,6 +266,9 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
     check_applicable(o);
     if (o->target.uniform && o->target.kind != TARGET_CHANNELS)
         usage_error(PCMD, "--uniform needs --target-channels (the same fraction of every layer's channels)");
+    if (o->target.per_cost && o->target.kind == TARGET_CHANNELS)
+        usage_error(PCMD, "--rank per-cost applies to --target-flops and --target-params (under --target-channels "
+                          "every channel costs one)");
     if (o->report) {
         const char *dot = strrchr(o->report, '.');
         if (!dot || (strcmp(dot, ".md") != 0 && strcmp(dot, ".json") != 0))
@@ -426,8 +431,9 @@ static void md_settings(StrBuf *t, const PruneOpts *o) {
     sb_printf(t, "slices %s, rank by %s", k->consumers_only ? "consumers" : "all",
               o->target.per_cost ? "score per cost" : "score");
     if (k->method == CRIT_OBS)
-        sb_printf(t, "; Fisher of %d gradients of %d image%s, blocks of %zu, damp %g", k->fisher.n_grads,
-                  k->fisher.grad_batch, k->fisher.grad_batch > 1 ? "s" : "", k->fisher.block_size, k->fisher.damp);
+        sb_printf(t, "; Fisher of %d gradient%s of %d image%s, blocks of %zu, damp %g", k->fisher.n_grads,
+                  plural(k->fisher.n_grads), k->fisher.grad_batch, plural(k->fisher.grad_batch), k->fisher.block_size,
+                  k->fisher.damp);
     if (k->method == CRIT_OBS_LAYER) sb_printf(t, "; layer damping %g of the mean diagonal", k->damp_rel);
     if (criterion_compensates(k->method)) sb_printf(t, "; weight update %s", k->compensate ? "applied" : "off");
     sb_printf(t, "\n\n");
@@ -455,7 +461,7 @@ static const char *pruned_how(int steps, int between_epochs, char *buf, size_t c
         snprintf(buf, cap, "in %d steps", steps);
     else
         snprintf(buf, cap, "in %d steps, %d fine-tuning epoch%s between them", steps, between_epochs,
-                 between_epochs == 1 ? "" : "s");
+                 plural(between_epochs));
     return buf;
 }
 
@@ -466,8 +472,8 @@ static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const
     sb_printf(&t, "# hprune prune: %s, %s -%.0f%%\n\n", criterion_name(o->crit.method), target_kind_name(o->target.kind),
               100 * o->target.ratio);
     md_code(&t, cmd);
-    sb_printf(&t, "\n\nseed %llu, %d step%s, %d thread%s\n\n", o->seed, o->steps, o->steps > 1 ? "s" : "", o->threads,
-              o->threads > 1 ? "s" : "");
+    sb_printf(&t, "\n\nseed %llu, %d step%s, %d thread%s\n\n", o->seed, o->steps, plural(o->steps), o->threads,
+              plural(o->threads));
     md_settings(&t, o);
     sb_printf(&t, "| layer | channels | params | MACs |\n|---|---:|---:|---:|\n");
     for (int i = 0; i < a->n_nodes; i++) {
@@ -484,11 +490,11 @@ static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const
     sb_printf(&t, "| | test accuracy |\n|---|---:|\n| original | %.2f%% |\n| pruned (%s) | %.2f%% |\n",
               100 * r->acc_orig, pruned_how(o->steps, r->between_epochs, how, sizeof how), 100 * r->acc_oneshot);
     if (r->recal_samples > 0)
-        sb_printf(&t, "| pruned, batchnorm statistics re-estimated (%d images) | %.2f%% |\n", r->recal_samples,
-                  100 * r->acc_recal);
+        sb_printf(&t, "| pruned, batchnorm statistics re-estimated (%d image%s) | %.2f%% |\n", r->recal_samples,
+                  plural(r->recal_samples), 100 * r->acc_recal);
     if (r->finetune_epochs > 0)
         sb_printf(&t, "| fine-tuned (%d epoch%s, best %d) | %.2f%% |\n", r->finetune_epochs,
-                  r->finetune_epochs == 1 ? "" : "s", r->best_epoch,
+                  plural(r->finetune_epochs), r->best_epoch,
                   100 * r->acc_final);
     sb_printf(&t,
               "\n| inference (batch 64, median) | ms per batch | images/s |\n|---|---:|---:|\n| original | %.2f | %.0f |\n"
@@ -529,7 +535,7 @@ static void print_summary(const PruneOpts *o, const Model *a, const Model *b, co
     if (r->recal_samples > 0) printf(", %.2f%% with batchnorm re-estimated", 100 * r->acc_recal);
     if (r->finetune_epochs > 0)
         printf(", %.2f%% after %d fine-tuning epoch%s", 100 * r->acc_final, r->finetune_epochs,
-               r->finetune_epochs == 1 ? "" : "s");
+               plural(r->finetune_epochs));
     printf("\nlatency     %8.2fms -> %8.2fms  (batch 64, %.2fx faster)\n", r->lat_orig_ms, r->lat_pruned_ms,
            r->lat_orig_ms / r->lat_pruned_ms);
 }
@@ -601,7 +607,7 @@ int cmd_prune(int argc, char **argv) {
     Model m, orig;
     load_model_or_die(&m, o.model);
     Dataset train, test;
-    load_model_dataset_or_die(&m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
+    load_model_dataset_or_die(PCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     PruneOutcome r;
     HpErr err;
     if (model_copy(&orig, &m, &err) < 0) die("%s: %s", o.model, err.msg);

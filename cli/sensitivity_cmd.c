@@ -66,8 +66,10 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
     HpErr err;
     o->n_ratios = parse_ratios("0.1:0.9:0.1", o->ratios, MAX_RATIOS, &err);
     int c;
+    bool seen[sizeof opts / sizeof opts[0]] = {0};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
+        option_once(NCMD, ":o:h", opts, seen, c);
         switch (c) {
         case O_RATIOS:
             o->n_ratios = parse_ratios(optarg, o->ratios, MAX_RATIOS, &err);
@@ -232,9 +234,9 @@ static void print_ranking(const SensCli *o, const SensResult *r, int n_test, Out
             int t = order[j];
             order[j] = order[j - 1], order[j - 1] = t;
         }
-    printf("%s: %s, %d ratios from %g to %g, %d test images, accuracy %.2f%% unpruned; trace from %d probes\n",
-           o->model, criterion_name(o->crit.method), r->n_ratios, o->ratios[0], o->ratios[r->n_ratios - 1], n_test,
-           100 * r->acc_orig, r->probes);
+    printf("%s: %s, %d ratio%s from %g to %g, %d test image%s, accuracy %.2f%% unpruned; trace from %d probes\n",
+           o->model, criterion_name(o->crit.method), r->n_ratios, plural(r->n_ratios), o->ratios[0],
+           o->ratios[r->n_ratios - 1], n_test, plural(n_test), 100 * r->acc_orig, r->probes);
     printf("%-4s %-24s %8s %10s %10s %13s %10s\n", "rank", "layer", "channels", "mean drop", "max drop",
            "trace/param", "trace rank");
     for (int i = 0; i < n; i++) {
@@ -278,7 +280,8 @@ int cmd_sensitivity(int argc, char **argv) {
     Model m;
     load_model_or_die(&m, o.model);
     Dataset train, test;
-    load_model_dataset_or_die(&m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
+    load_model_dataset_or_die(NCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
+    if (o.test_images > test.n) die("%s: asked for %d test images, the test set has %d", o.model, o.test_images, test.n);
     if (o.test_images && o.test_images < test.n) {
         Dataset head;
         HpErr err;

@@ -120,8 +120,10 @@ static void sweep_parse(int argc, char **argv, SweepOpts *o) {
     bool shard_given = false, jobs_given = false;
     HpErr err;
     int c;
+    bool seen[sizeof opts / sizeof opts[0]] = {0};
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        option_once(SCMD, ":h", opts, seen, c);
         switch (c) {
         case O_OUT: o->out = optarg; break;
         case O_SHARD:
@@ -149,6 +151,7 @@ static void sweep_parse(int argc, char **argv, SweepOpts *o) {
             usage_error(SCMD, "--collect DIR takes no other option");
         return;
     }
+    if (o->list && jobs_given) usage_error(SCMD, "--jobs applies to a sweep that runs, not --list (which runs none)");
     if (optind >= argc) usage_error(SCMD, "CONFIG is required (or --collect DIR)");
     if (optind != argc - 1) usage_error(SCMD, "one CONFIG only (unexpected '%s')", argv[optind + 1]);
     o->config = argv[optind];
@@ -327,7 +330,7 @@ static void list_runs(const SweepOpts *o, const SweepRun *runs, int n, const boo
         printf("%4d  %-28s %s\n", i, runs[i].id, done[i] ? "done" : "pending");
         mine++, k += done[i];
     }
-    printf("%d runs", n);
+    printf("%d run%s", n, plural(n));
     if (o->n_shards > 1) printf(", %d in shard %d/%d", mine, o->shard, o->n_shards);
     printf("; %d done, %d pending in %s\n", k, mine - k, dir);
 }
@@ -337,7 +340,7 @@ static void collect(const char *dir) {
     HpErr err;
     int n;
     if (sweep_collect(dir, &n, &err) < 0) die("%s", err.msg);
-    printf("collected %d run%s: %s/results.csv, %s/results.md, %s/accuracy_vs_macs.png and .svg\n", n, n > 1 ? "s" : "",
+    printf("collected %d run%s: %s/results.csv, %s/results.md, %s/accuracy_vs_macs.png and .svg\n", n, plural(n),
            dir, dir, dir);
 }
 
@@ -351,7 +354,7 @@ static int pick_pending(const SweepOpts *o, SweepRun *runs, int n, const bool *d
         n_mine++;
         if (!done[i]) pending[n_pending++] = &runs[i];
     }
-    fprintf(stderr, "sweep %s: %d runs", o->config, n);
+    fprintf(stderr, "sweep %s: %d run%s", o->config, n, plural(n));
     if (o->n_shards > 1) fprintf(stderr, ", shard %d/%d has %d", o->shard, o->n_shards, n_mine);
     fprintf(stderr, "; %d done earlier, %d to run into %s\n", n_mine - n_pending, n_pending, dir);
     return n_pending;
@@ -370,10 +373,10 @@ static void execute(const SweepOpts *o, SweepCtx *ctx, SweepRun *runs, int n, bo
     if (n_done == n)
         collect(ctx->dir);
     else if (o->n_shards > 1)
-        printf("%d of %d runs done in %s; when the other shards finish: hprune sweep --collect %s\n", n_done, n,
-               ctx->dir, ctx->dir);
+        printf("%d of %d run%s done in %s; when the other shards finish: hprune sweep --collect %s\n", n_done, n,
+               plural(n), ctx->dir, ctx->dir);
     else
-        printf("%d of %d runs done in %s\n", n_done, n, ctx->dir);
+        printf("%d of %d run%s done in %s\n", n_done, n, plural(n), ctx->dir);
     if (failed)
         die("%d %s%s failed (see above); run the sweep again to retry", failed, jobs == 1 ? "run" : "job",
             failed > 1 ? "s" : "");

@@ -213,8 +213,8 @@ python3 "$T/craft.py" prov-imagenet "$GOOD" "$T/models/imagenet.safetensors"
 expect 1 "eval: a model whose provenance names an unknown dataset" "$T/models/imagenet.safetensors" \
   "its provenance names dataset 'imagenet', which hprune does not know \(--dataset chooses another\)" \
   "$HPRUNE" eval "$T/models/imagenet.safetensors" --data "$DATA" --threads 1
-expect 1 "eval: --dataset other than the model's, without --data: not read from the model's directory" "$GOOD" \
-  "--dataset mnist: give its directory with --data DIR \(the model was trained on fashion-mnist in " \
+expect 2 "eval: --dataset other than the model's, without --data: a usage error, not read from the model's directory" \
+  "$GOOD" "--dataset mnist: give its directory with --data DIR \(the model was trained on fashion-mnist in " \
   "$HPRUNE" eval "$GOOD" --dataset mnist --threads 1
 python3 "$T/craft.py" prov-mnist-nodir "$GOOD" "$T/models/mnist-nodir.safetensors"
 expect 1 "eval: a provenance naming mnist and no directory (not read from Fashion-MNIST's)" \
@@ -224,6 +224,20 @@ expect 2 "eval: --dataset unknown" "imagenet" "dataset" \
   "$HPRUNE" eval "$GOOD" --data "$DATA" --dataset imagenet
 expect 2 "eval: --batch-size 0" "--batch-size" "'0'" \
   "$HPRUNE" eval "$GOOD" --batch-size 0
+
+# ---- an option given twice is a usage error (not the last one winning); info's options for an
+# architecture name are refused for a model file ----
+
+expect 2 "eval: --batch-size given twice" "--batch-size given twice" "^hprune eval: --batch-size given twice$" \
+  "$HPRUNE" eval "$GOOD" --batch-size 100 --batch-size 200
+expect 2 "eval: --json given twice" "--json given twice" "^hprune eval: --json given twice$" \
+  "$HPRUNE" eval "$GOOD" --json --json
+expect 2 "info: --groups given twice" "--groups given twice" "^hprune info: --groups given twice$" \
+  "$HPRUNE" info lenet5 --groups --groups
+expect 2 "info: --input with a model file" "$GOOD" "^hprune info: --input is for an architecture name; .* is a model file$" \
+  "$HPRUNE" info "$GOOD" --input 3x32x32
+expect 2 "info: --classes with a model file" "$GOOD" "^hprune info: --classes is for an architecture name; .* is a model file$" \
+  "$HPRUNE" info "$GOOD" --classes 5 --json
 
 # ---- train: bad configurations ----
 
@@ -283,6 +297,14 @@ expect 2 "train: --threads abc" "--threads" "abc" \
   "$HPRUNE" train --config "$T/good.ini" --threads abc -o "$OUT"
 expect 2 "train: an extra argument" "stray" "unexpected argument" \
   "$HPRUNE" train --config "$T/good.ini" stray -o "$OUT"
+expect 2 "train: -c and --config (one option) given twice" "-c/--config given twice" "^hprune train: -c/--config given twice$" \
+  "$HPRUNE" train -c "$T/good.ini" --config "$T/good.ini" -o "$OUT"
+expect 2 "train: -o given twice" "-o/--output given twice" "^hprune train: -o/--output given twice$" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$OUT" -o "$T/out/b.safetensors"
+expect 2 "train: --epochs given twice" "--epochs given twice" "^hprune train: --epochs given twice$" \
+  "$HPRUNE" train --config "$T/good.ini" --epochs 1 --epochs 2 -o "$OUT"
+expect 2 "train: --resume given twice" "--resume given twice" "^hprune train: --resume given twice$" \
+  "$HPRUNE" train --config "$T/good.ini" --resume --resume -o "$OUT"
 long_name=$(printf '%0240d' 0 | tr 0 a).safetensors  # 252 bytes: the model fits, its .ckpt (257) does not
 expect 1 "train: an output whose checkpoint's name would be too long, refused before training" \
   "$long_name.ckpt" "file name is longer than 255 bytes" \

@@ -475,8 +475,12 @@ cp "$DATA"/train-* "$T/trainonly/"
 run "$HPRUNE" hessian "$MODEL" --data "$T/trainonly" $S --eigs 1 --neg-eigs 0 --json
 check "a data directory without the test files: the analysis runs on the training images" \
   sh -c '[ "$0" -eq 0 ] && python3 -c "import json,sys; json.load(open(sys.argv[1]))[\"eigenvalues\"]" "$1"' "$rc" "$CAP/out"
-expect_hessian 1 "--dataset other than the model's, without --data: not read from the model's directory" "$MODEL" \
-  "--dataset mnist: give its directory with --data DIR" "$MODEL" $S --eigs 1 --dataset mnist
+expect_hessian 2 "--dataset other than the model's, without --data: a usage error, not read from the model's directory" \
+  "$MODEL" "--dataset mnist: give its directory with --data DIR" "$MODEL" $S --eigs 1 --dataset mnist
+expect_hessian 2 "--eigs given twice" "--eigs given twice" "^hprune hessian: --eigs given twice$" \
+  "$MODEL" --data "$DATA" $S --eigs 2 --eigs 3
+expect_hessian 2 "--csv given twice: neither file written" "--csv given twice" "^hprune hessian: --csv given twice$" \
+  "$MODEL" --data "$DATA" $S --trace --csv "$O.csv" --csv "$O.2.csv"
 expect_hessian 1 "--eigs 70000: more than lenet5's 61706 parameters, said before any product or data" "$MODEL" \
   "--eigs 70000 .*61706 parameters" "$MODEL" --data "$T/nodata" $S --trace --eigs 70000 --csv "$O.csv"
 expect_hessian 1 "--eigs 70000 --trace: fails before the trace runs" "$MODEL" "--eigs 70000 .*61706 parameters" \

@@ -143,7 +143,8 @@ python3 "$T/check.py" nolinear "$T/nolinear.safetensors"
 python3 "$T/check.py" huge "$MODEL" "$T/huge.safetensors" fc1.weight
 
 # prune METHOD NAME ARGS...: prunes the fixture model with small settings (those METHOD uses:
-# the others are refused) into $T/out/NAME.*
+# the others are refused) into $T/out/NAME.*, on one thread with the report NAME.json unless
+# ARGS give --threads or --report (an option given twice is refused)
 prune() {
   method=$1 name=$2; shift 2
   case $method in
@@ -151,8 +152,13 @@ prune() {
   obs) small="--fisher-grads 32 --block-size 500" ;;
   *) small="" ;;
   esac
-  run "$HPRUNE" prune "$MODEL" --method "$method" --data "$DATA" --samples 64 --batch-size 32 $small \
-    --threads 1 -o "$T/out/$name.safetensors" --report "$T/out/$name.json" "$@"
+  case " $* " in *" --threads "*) ;; *) small="$small --threads 1" ;; esac
+  case " $* " in
+  *" --report "*) run "$HPRUNE" prune "$MODEL" --method "$method" --data "$DATA" --samples 64 --batch-size 32 $small \
+    -o "$T/out/$name.safetensors" "$@" ;;
+  *) run "$HPRUNE" prune "$MODEL" --method "$method" --data "$DATA" --samples 64 --batch-size 32 $small \
+    -o "$T/out/$name.safetensors" --report "$T/out/$name.json" "$@" ;;
+  esac
 }
 
 # ---- every criterion meets a MACs target; the slim model is what the report says ----
@@ -290,6 +296,17 @@ expect 2 "--between-epochs with --steps 1" "" "--between-epochs applies between 
 expect 2 "an unknown --slices" "some" "unknown" "$HPRUNE" prune "$MODEL" --method l1 --slices some --target-flops 0.5 $S
 expect 2 "no target" "" "target is required" "$HPRUNE" prune "$MODEL" --method l1 $S
 expect 2 "two targets" "" "one target" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --target-params 0.5 $S
+expect 2 "--method given twice (not the last one winning)" "--method given twice" "^hprune prune: --method given twice$" \
+  "$HPRUNE" prune "$MODEL" --method l1 --method l2 --target-flops 0.5 $S
+expect 2 "-o given twice" "-o/--output given twice" "^hprune prune: -o/--output given twice$" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 $S -o "$T/work/b.safetensors"
+expect 2 "--target-flops given twice" "--target-flops/--target-macs given twice" "given twice$" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --target-flops 0.3 $S
+expect 2 "--target-flops and its alias --target-macs: one option given twice" "--target-flops/--target-macs given twice" \
+  "given twice$" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --target-macs 0.3 $S
+expect 2 "--rank per-cost with a channel target (every channel costs one)" "" \
+  "--rank per-cost applies to --target-flops and --target-params" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-channels 0.5 --rank per-cost $S
 expect 2 "no output" "" "-o" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA"
 expect 2 "a report that is neither .md nor .json" "x.txt" "\.md or \.json" "$HPRUNE" prune "$MODEL" --method l1 \
   --target-flops 0.5 $S --report x.txt

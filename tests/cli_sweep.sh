@@ -372,6 +372,13 @@ expect 2 "--shard 1" "'1'" "I/N" "$HPRUNE" sweep "$CFG" --out "$O" --shard 1
 expect 2 "--jobs 0" "--jobs" "'0'" "$HPRUNE" sweep "$CFG" --out "$O" --jobs 0
 expect 2 "--collect with a CONFIG" "" "takes no CONFIG" "$HPRUNE" sweep --collect "$T/a" "$CFG"
 expect 2 "no output directory" "$CFG" "--out DIR" "$HPRUNE" sweep "$CFG"
+expect 2 "--out given twice" "--out given twice" "^hprune sweep: --out given twice$" \
+  "$HPRUNE" sweep "$CFG" --out "$O" --out "$T/o2"
+expect 2 "--jobs with --list (which runs nothing)" "--jobs" "applies to a sweep that runs, not --list" \
+  "$HPRUNE" sweep "$CFG" --out "$O" --list --jobs 2
+config one "methods = l1" "targets = 0.3"
+run "$HPRUNE" sweep "$T/one.ini" --out "$T/one" --list
+check "--list of a one-run sweep: '1 run' (singular)" eval 'rc_is 0 && out_has "^1 run; 0 done, 1 pending in "'
 
 # ---- sensitivity ----
 
@@ -385,6 +392,12 @@ pycheck "sensitivity.png is a complete PNG" png "$T/s/sensitivity.png"
 run "$HPRUNE" sensitivity "$MODEL" --ratios 0.5 --method obs-layer $S --out "$T/s2"
 check "sensitivity --method obs-layer (with compensation): exits 0" eval 'rc_is 0 && [ -s "$T/s2/sensitivity.png" ]'
 pycheck "sensitivity --ratios 0.5: four rows" sens "$T/s2/sensitivity.csv" 0.5
+check "sensitivity --ratios 0.5: '1 ratio' (singular) in the summary" \
+  out_has "^$MODEL: obs-layer, 1 ratio from 0.5 to 0.5, 100 test images, "
+expect 1 "sensitivity --test-images beyond the test set: an error, not capped" "$MODEL" \
+  "asked for 1000 test images, the test set has 200$" "$HPRUNE" sensitivity "$MODEL" --test-images 1000 --threads 1 -o "$O"
+expect 2 "sensitivity -o and --out: one option given twice" "-o/--out given twice" "^hprune sensitivity: -o/--out given twice$" \
+  "$HPRUNE" sensitivity "$MODEL" -o "$O" --out "$T/o2"
 expect 2 "sensitivity --ratios with the start above the end" "--ratios" "start is above the end" \
   "$HPRUNE" sensitivity "$MODEL" --ratios 0.9:0.1:0.1 -o "$O"
 expect 2 "sensitivity --ratios reaching 0" "--ratios" "not in \(0, 1\)" "$HPRUNE" sensitivity "$MODEL" --ratios 0:0.5:0.1 -o "$O"
