@@ -297,6 +297,11 @@ static int resolve_methods(SweepConfig *c, const char *path, HpErr *err) {
         }
         c->methods[i] = method_default(name, k);
     }
+    for (int i = 0; i < c->n_methods; i++)
+        if (c->methods[i].per_cost && c->kind == TARGET_CHANNELS)
+            return hp_fail(err, "%s:%d: 'rank = per-cost' with a channel target ranks as 'score' (every channel costs "
+                                "one): drop it (in [method %s])", path, key_line(&c->methods[i], "rank"),
+                           c->methods[i].name);
     return 0;
 }
 

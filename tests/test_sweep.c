@@ -743,6 +743,9 @@ static void test_method_errors(void **state) {
         snprintf(text, sizeof text, "%s%s", head, cases[i].body);
         expect_error(fx, text, cases[i].line, cases[i].words);
     }
+    expect_error(fx, "[sweep]\nmodel = m\ntarget = channels\nmethods = x\n[method x]\ncriterion = l1\nrank = per-cost\n", 7,
+                 "'rank = per-cost' with a channel target ranks as 'score' (every channel costs one): drop it (in "
+                 "[method x])");
     expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, a:b\n", 3, "method name 'a:b': only letters");
     expect_error(fx, "[sweep]\nmodel = m\nmethods = l1, .pc\n", 3, "method name '.pc' must start with a letter or a digit");
     expect_error(fx, "[sweep]\nmodel = m\nmethods = obs\n[method obs]\ncriterion = hap\n", 5,
