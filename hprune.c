@@ -272,7 +272,7 @@ static int cmd_eval(int argc, char **argv) {
         case 'd': data = optarg; break;
         case 'n': dataset = optarg; break;
         case 'b': batch = (int)parse_int("eval", "--batch-size", optarg, 1, 65536); break;
-        case 't': threads = (int)parse_int("eval", "--threads", optarg, 0, 1024); break;
+        case 't': threads = (int)parse_int("eval", "--threads", optarg, 0, HP_MAX_THREADS); break;
         case 'j': json = true; break;
         case 'h': fputs(HELP_EVAL, stdout); return 0;
         case ':': usage_error("eval", "option '%s' needs a value", argv[optind - 1]);

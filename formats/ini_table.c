@@ -84,17 +84,26 @@ int ini_bad_value(const IniSet *s, const char *value, const char *what) {
     return hp_fail(s->err, "bad value '%.80s%s': %s", value, dots, what);
 }
 
+// Formats a range bound into buf: a whole number in full ("16777216", not %g's "1.67772e+07").
+static const char *bound_str(double v, char *buf, size_t cap) {
+    snprintf(buf, cap, v == floor(v) && fabs(v) < 1e15 ? "%.0f" : "%g", v);
+    return buf;
+}
+
 int ini_check_range(const IniSet *s, double v) {
     const IniKey *k = s->key;
     bool min_x = k->flags & IK_MIN_EXCL, max_x = k->flags & IK_MAX_EXCL;
     bool low = (k->flags & IK_MIN) && (min_x ? !(v > k->min) : !(v >= k->min));
     bool high = (k->flags & IK_MAX) && (max_x ? !(v < k->max) : !(v <= k->max));
     if (!low && !high) return 0;
+    char lo[32], hi[32];
+    bound_str(k->min, lo, sizeof lo);
+    bound_str(k->max, hi, sizeof hi);
     if (s->table->spans && (k->flags & IK_MIN) && (k->flags & IK_MAX))
-        return hp_fail(s->err, "'%s' must be in %c%g, %g%c, got %.17g", k->key, min_x ? '(' : '[', k->min, k->max,
+        return hp_fail(s->err, "'%s' must be in %c%s, %s%c, got %.17g", k->key, min_x ? '(' : '[', lo, hi,
                        max_x ? ')' : ']', v);
-    if (low) return hp_fail(s->err, "'%s' must be %s %g", k->key, min_x ? "greater than" : "at least", k->min);
-    return hp_fail(s->err, "'%s' must be %s %g", k->key, max_x ? "less than" : "at most", k->max);
+    if (low) return hp_fail(s->err, "'%s' must be %s %s", k->key, min_x ? "greater than" : "at least", lo);
+    return hp_fail(s->err, "'%s' must be %s %s", k->key, max_x ? "less than" : "at most", hi);
 }
 
 // ---- values ----

@@ -266,6 +266,15 @@ expect 1 "train: unknown architecture" "$T/cfg_bad_arch.ini:$((L + 2)):" "lenet7
 cfg no_equals "warmup_epochs"
 expect 1 "train: a line without '='" "$T/cfg_no_equals.ini:$L" "" \
   "$HPRUNE" train --config "$T/cfg_no_equals.ini" -o "$OUT"
+cfg crop_pad "" "[data]" "crop_pad = 268435457"
+expect 1 "train: crop_pad beyond its limit (was an assertion failure)" "$T/cfg_crop_pad.ini:$((L + 2)):" \
+  "'crop_pad' must be in \[0, 64\], got 268435457" "$HPRUNE" train --config "$T/cfg_crop_pad.ini" -o "$OUT"
+expect 1 "prune: a fine-tuning config with crop_pad beyond its limit" "$T/cfg_crop_pad.ini:$((L + 2)):" \
+  "'crop_pad' must be in \[0, 64\]" "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --finetune-epochs 1 \
+  --config "$T/cfg_crop_pad.ini" --data "$DATA" --threads 1 -o "$T/out/pruned.safetensors"
+cfg threads "threads = 2147483647"
+expect 1 "train: threads beyond 1024" "$T/cfg_threads.ini:$L:" "'threads' must be in \[0, 1024\], got 2147483647" \
+  "$HPRUNE" train --config "$T/cfg_threads.ini" -o "$OUT"
 expect 1 "train: missing config file" "$T/missing.ini" "no such file|cannot open" \
   "$HPRUNE" train --config "$T/missing.ini" -o "$OUT"
 expect 2 "train: --epochs 0" "--epochs" "at least 1" \
@@ -274,6 +283,8 @@ expect 2 "train: --lr abc" "--lr" "abc" \
   "$HPRUNE" train --config "$T/good.ini" --lr abc -o "$OUT"
 expect 2 "train: --threads abc" "--threads" "abc" \
   "$HPRUNE" train --config "$T/good.ini" --threads abc -o "$OUT"
+expect 2 "train: --threads 5000" "--threads" "'threads' must be in \[0, 1024\], got 5000" \
+  "$HPRUNE" train --config "$T/good.ini" --threads 5000 -o "$OUT"
 expect 2 "train: an extra argument" "stray" "unexpected argument" \
   "$HPRUNE" train --config "$T/good.ini" stray -o "$OUT"
 long_name=$(printf '%0240d' 0 | tr 0 a).safetensors  # 252 bytes: the model fits, its .ckpt (257) does not
