@@ -275,6 +275,12 @@ expect 1 "prune: a fine-tuning config with crop_pad beyond its limit" "$T/cfg_cr
 cfg threads "threads = 2147483647"
 expect 1 "train: threads beyond 1024" "$T/cfg_threads.ini:$L:" "'threads' must be in \[0, 1024\], got 2147483647" \
   "$HPRUNE" train --config "$T/cfg_threads.ini" -o "$OUT"
+cfg after_header "" "[model] arch = lenet7"
+expect 1 "train: a key after a section header, on its line (inih would drop it)" "$T/cfg_after_header.ini:$((L + 1)):" \
+  "text after the section header: 'arch = lenet7'" "$HPRUNE" train --config "$T/cfg_after_header.ini" -o "$OUT"
+printf '[model]\rarch = nonsense\r[train]\repochs = 0\r' >"$T/cr_only.ini"
+expect 1 "train: a config with CR line endings (read as one line before)" "$T/cr_only.ini:1:" "CR line endings" \
+  "$HPRUNE" train --config "$T/cr_only.ini" -o "$OUT"
 expect 1 "train: missing config file" "$T/missing.ini" "no such file|cannot open" \
   "$HPRUNE" train --config "$T/missing.ini" -o "$OUT"
 expect 2 "train: --epochs 0" "--epochs" "at least 1" \

@@ -309,6 +309,51 @@ static void test_limits(void **state) {
     assert_memory_equal(&c, &before, sizeof c);
 }
 
+// Only blanks and a comment may follow a section header's "]" (inih drops the rest unseen);
+// lines end at LF or CRLF, and a CR alone (a file with CR line endings, which would read as one
+// long line) is refused at the line where it appears.
+static void test_headers_and_line_ends(void **state) {
+    Fixture *fx = *state;
+    expect_load_error(fx, "[model]\n[train] epochs = 0\n", 2, "text after the section header: 'epochs = 0'");
+    expect_load_error(fx, "[train]]\nepochs = 3\n", 1, "text after the section header: ']'");
+    expect_load_error(fx, "[train]\nepochs = 3\n[data]x ; c\n", 3, "text after the section header: 'x ; c'");
+    Config c;
+    config_default(&c);
+    HpErr err = {{0}};
+    if (load_text(fx, &c, "[train] ; a comment\nepochs = 3\n[data]\t# another\t\nhflip = on\n[model]  \n", &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c.train.epochs, 3);
+    assert_true(c.train.augment.hflip);
+
+    expect_load_error(fx, "[model]\rarch = nonsense\r[train]\repochs = 0\r", 1,
+                      "a CR not followed by LF at column 8: the file uses CR line endings");
+    char text[600] = "[train]\repochs = 3\r";  // longer than a line may be: still the CR, not "too long"
+    for (int i = 0; i < 30; i++) strcat(text, "; a comment line\r");
+    assert_true(strlen(text) > 400);
+    expect_load_error(fx, text, 1, "the file uses CR line endings");
+    expect_load_error(fx, "[train]\nepochs = 3\nlr = 0.1\r\n\rbatch_size = 8\n", 4,
+                      "a CR not followed by LF at column 1");
+    expect_load_error(fx, "[train]\nepochs = 3\r", 2, "a CR not followed by LF at column 11");
+    config_default(&c);
+    if (load_text(fx, &c, "[train]\r\nepochs = 3\r\nlr = 0.5 ; inline\r\n\r\n[data] ; c\r\nhflip = yes\r\n", &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c.train.epochs, 3);
+    assert_float_equal(c.train.lr, 0.5f, 0);
+    assert_true(c.train.augment.hflip);
+
+    // 198 characters are the limit with any line end, and on a last line without one.
+    snprintf(text, sizeof text, "[data]\r\ndir = /%0191d\r\n", 0);
+    if (load_text(fx, &c, text, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(strlen(c.data_dir), 192);
+    snprintf(text, sizeof text, "[data]\ndir = /%0191d", 0);
+    if (load_text(fx, &c, text, &err) != 0) fail_msg("%s", err.msg);
+    snprintf(text, sizeof text, "[data]\ndir = /%0192d", 0);
+    assert_int_equal(strlen(text), 7 + 199);
+    expect_load_error(fx, text, 2, "line too long (at most 198 characters)");
+    snprintf(text, sizeof text, "[data]\ndir = /%0192d\r\n", 0);
+    expect_load_error(fx, text, 2, "line too long (at most 198 characters)");
+}
+
 static void test_overrides(void **state) {
     (void)state;
     Config c;
@@ -475,6 +520,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_strict_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_problems, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_headers_and_line_ends, setup, teardown),
         cmocka_unit_test(test_overrides),
         cmocka_unit_test_setup_teardown(test_milestones, setup, teardown),
         cmocka_unit_test(test_ini_table),
