@@ -49,9 +49,10 @@ int model_save(const Model *m, const char *path, const CheckpointExtra *extra, H
 // Reads a model file written by model_save (or any safetensors file carrying the same
 // metadata): validates the header completely (length, JSON, dtypes, shapes, offsets that tile
 // the data exactly), rebuilds the graph, loads every tensor by name. On failure m is left
-// empty. If momentum is not NULL and the file has momentum tensors, *momentum gets a new
-// n_params array (else NULL). If train_state is not NULL it gets a malloc'd copy of the
-// "hprune.train_state" metadata text or NULL.
+// empty. Every weight must be finite, and so must the momentum read. If momentum is not NULL
+// and the file has momentum tensors, *momentum gets a new n_params array (else NULL). If
+// train_state is not NULL it gets a malloc'd copy of the "hprune.train_state" metadata text or
+// NULL.
 int model_load(Model *m, const char *path, float **momentum, char **train_state, HpErr *err);
 
 // Graph <-> JSON text (the "hprune.graph" metadata value). graph_to_json returns malloc'd text,

@@ -81,6 +81,19 @@ elif mode == "prov-mnist-nodir":  # the provenance names mnist and no directory
     p.pop("data_dir", None)
     h["__metadata__"]["hprune.provenance"] = json.dumps(p)
     write(dst, h, d)
+elif mode == "nan-momentum":    # a training checkpoint whose momentum holds a NaN (fc3.bias, value 0)
+    extra = b""
+    for k in tensors:
+        b, end = h[k]["data_offsets"]
+        buf = bytearray(end - b)
+        if k == "fc3.bias":
+            buf[0:4] = struct.pack("<f", float("nan"))
+        at = len(d) + len(extra)
+        h["optim." + k + ".momentum_buffer"] = {"dtype": "F32", "shape": h[k]["shape"],
+                                                "data_offsets": [at, at + len(buf)]}
+        extra += bytes(buf)
+    h["__metadata__"]["hprune.train_state"] = json.dumps({"next_epoch": 0, "best_val_acc": 0})
+    write(dst, h, d + extra)
 elif mode == "no-graph":        # valid safetensors, but not an hprune model
     del h["__metadata__"]["hprune.graph"]
     write(dst, h, d)
@@ -389,6 +402,11 @@ python3 "$T/craft.py" state-best "$GOOD" "$T/out/best.safetensors.ckpt"
 expect 1 "train: --resume with best_val_acc out of range" "$T/out/best.safetensors.ckpt" "best_val_acc 1e\\+300 is not an accuracy" \
   "$HPRUNE" train --config "$T/good.ini" -o "$T/out/best.safetensors" --resume
 rm -f "$T/out/epoch.safetensors.ckpt" "$T/out/best.safetensors.ckpt"
+python3 "$T/craft.py" nan-momentum "$GOOD" "$T/out/mom.safetensors.ckpt"
+expect 1 "train: --resume from a checkpoint whose momentum holds a NaN, naming it" "$T/out/mom.safetensors.ckpt" \
+  "tensor 'optim.fc3.bias.momentum_buffer': value 0 is nan \(not finite\)" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/mom.safetensors" --resume
+rm -f "$T/out/mom.safetensors.ckpt"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]

@@ -418,6 +418,17 @@ static void test_load_errors(void **state) {
     for (int i = 0; i < n_refs; i++)
         if (strcmp(refs[i].name, "fc.weight") == 0) refs[i].data[3] = 0.5f;
 
+    // so is a checkpoint's optimizer state (a NaN there surfaced as a diverged loss), when it is read
+    float *mom = calloc(m.n_params, sizeof *mom);
+    for (int i = 0; i < n_refs; i++)
+        if (strcmp(refs[i].name, "fc.bias") == 0) mom[refs[i].data - m.params + 2] = NAN;
+    CheckpointExtra extra = {.momentum = mom, .train_state_json = "{}"};
+    assert_int_equal(model_save(&m, path, &extra, &err), 0);
+    expect_load_error(path, "tensor 'optim.fc.bias.momentum_buffer': value 2 is nan (not finite)");
+    assert_int_equal(model_load(&r, path, NULL, NULL, &err), 0);
+    model_free(&r);
+    free(mom);
+
     // provenance and train state must be JSON
     m.provenance = strdup("not json");
     assert_int_equal(model_save(&m, path, NULL, &err), -1);
