@@ -135,6 +135,8 @@ elif mode == "gz-corrupt":      # bytes flipped in the middle of the compressed 
     for i in range(len(b) // 2, len(b) // 2 + 16):
         b[i] ^= 0xA5
     open(img, "wb").write(bytes(b))
+elif mode == "gz-trailing":     # bytes after the end of the gzip stream (gzread would skip them)
+    open(img, "ab").write(b"junk")
 elif mode == "bad-magic":       # the labels magic on an images file
     b = raw(img)
     put(img, struct.pack(">I", 0x801) + b[4:])
@@ -233,6 +235,15 @@ python3 "$T/craft.py" prov-mnist-nodir "$GOOD" "$T/models/mnist-nodir.safetensor
 expect 1 "eval: a provenance naming mnist and no directory (not read from Fashion-MNIST's)" \
   "$T/models/mnist-nodir.safetensors" "its provenance names dataset mnist but no directory: give it with --data DIR" \
   "$HPRUNE" eval "$T/models/mnist-nodir.safetensors" --threads 1
+# a FIFO in the data directory: refused, not waited on for ever (the inner timeout ends a hang)
+mkdir -p "$T/data_fifo" "$T/cifar_fifo"
+cp "$DATA"/* "$T/data_fifo"/ && rm "$T/data_fifo/t10k-labels-idx1-ubyte.gz" &&
+  mkfifo "$T/data_fifo/t10k-labels-idx1-ubyte"
+expect 1 "eval: a FIFO in an IDX data directory is refused, not waited on" "$T/data_fifo/t10k-labels-idx1-ubyte" \
+  "not a regular file" timeout 10 "$HPRUNE" eval "$GOOD" --data "$T/data_fifo" --threads 1
+cp "$T/cifar"/data_batch_* "$T/cifar_fifo"/ && mkfifo "$T/cifar_fifo/test_batch.bin"
+expect 1 "eval: a FIFO in a CIFAR-10 data directory is refused, not waited on" "$T/cifar_fifo/test_batch.bin" \
+  "not a regular file" timeout 10 "$HPRUNE" eval "$GOOD" --data "$T/cifar_fifo" --dataset cifar10 --threads 1
 expect 2 "eval: --dataset unknown" "imagenet" "dataset" \
   "$HPRUNE" eval "$GOOD" --data "$DATA" --dataset imagenet
 expect 2 "eval: --batch-size 0" "--batch-size" "'0'" \
@@ -376,6 +387,7 @@ bad_data() {
 bad_data idx-truncated "IDX file truncated" train-images-idx3-ubyte "truncated: header says 256 images of 28x28"
 bad_data gz-truncated "gzip file truncated" train-images-idx3-ubyte.gz "truncated"
 bad_data gz-corrupt "gzip file corrupted" train-images-idx3-ubyte.gz "corrupt gzip data|truncated|trailing"
+bad_data gz-trailing "bytes after the gzip stream" train-images-idx3-ubyte.gz "4 bytes after the end of the gzip stream"
 bad_data bad-magic "wrong magic" train-images-idx3-ubyte.gz "bad magic 0x00000801"
 bad_data count "label count differs from image count" train-labels-idx1-ubyte.gz "255 labels for 256 images"
 bad_data label-range "label out of range" train-labels-idx1-ubyte.gz "label 12 .*out of range"

@@ -2,6 +2,8 @@
 // a damaged or foreign file must give.
 #include "testutil.h"
 
+#include <sys/stat.h>
+
 #include <cjson/cJSON.h>
 
 #include "formats/formats.h"
@@ -428,6 +430,14 @@ static void test_load_errors(void **state) {
     assert_int_equal(model_load(&r, path, NULL, NULL, &err), 0);
     model_free(&r);
     free(mom);
+
+    // a FIFO is refused, not waited on for ever (the alarm ends the test if the open blocks)
+    char fifo[160];
+    snprintf(fifo, sizeof fifo, "%s/fifo.safetensors", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(10);
+    expect_load_error(fifo, "not a regular file");
+    alarm(0);
 
     // provenance and train state must be JSON
     m.provenance = strdup("not json");
