@@ -206,6 +206,9 @@ static int cmd_train(int argc, char **argv) {
     load_dataset_or_die(cfg.dataset, cfg.data_dir, &all, &test);
     if (dataset_split(&all, cfg.train.val_split, cfg.train.seed, &tr, &val, &err) < 0) die("%s", err.msg);
     dataset_free(&all);
+    if (tr.n < cfg.train.batch_size)  // train() would say so too, without naming the data
+        die("%s: the %s training set has %d images%s, fewer than one batch of %d", cfg.data_dir, cfg.dataset, tr.n,
+            val.n > 0 ? " after the validation split" : "", cfg.train.batch_size);
 
     Model m;
     TrainState state = {0};

@@ -315,6 +315,9 @@ expect 2 "train: --threads abc" "--threads" "abc" \
   "$HPRUNE" train --config "$T/good.ini" --threads abc -o "$OUT"
 expect 2 "train: --threads 5000" "--threads" "'threads' must be in \[0, 1024\], got 5000" \
   "$HPRUNE" train --config "$T/good.ini" --threads 5000 -o "$OUT"
+expect 1 "train: a training set smaller than one batch, naming the data" "$DATA:" \
+  "fashion-mnist training set has 256 images, fewer than one batch of 512" \
+  "$HPRUNE" train --config "$T/good.ini" --batch-size 512 -o "$OUT"
 expect 2 "train: an extra argument" "stray" "unexpected argument" \
   "$HPRUNE" train --config "$T/good.ini" stray -o "$OUT"
 long_name=$(printf '%0240d' 0 | tr 0 a).safetensors  # 252 bytes: the model fits, its .ckpt (257) does not
