@@ -209,6 +209,9 @@ static int cmd_train(int argc, char **argv) {
     load_dataset_or_die(cfg.dataset, cfg.data_dir, &all, &test);
     if (dataset_split(&all, cfg.train.val_split, cfg.train.seed, &tr, &val, &err) < 0) die("%s", err.msg);
     dataset_free(&all);
+    if (tr.n < cfg.train.batch_size)  // train() would say so too, without naming the data
+        die("%s: the %s training set has %d images%s, fewer than one batch of %d", cfg.data_dir, cfg.dataset, tr.n,
+            val.n > 0 ? " after the validation split" : "", cfg.train.batch_size);
 
     Model m;
     TrainState state = {0};
@@ -276,7 +279,7 @@ static int cmd_eval(int argc, char **argv) {
         case 'd': data = optarg; break;
         case 'n': dataset = optarg; break;
         case 'b': batch = (int)parse_int("eval", "--batch-size", optarg, 1, 65536); break;
-        case 't': threads = (int)parse_int("eval", "--threads", optarg, 0, 1024); break;
+        case 't': threads = (int)parse_int("eval", "--threads", optarg, 0, HP_MAX_THREADS); break;
         case 'j': json = true; break;
         case 'h': fputs(HELP_EVAL, stdout); return 0;
         case ':': usage_error("eval", "option '%s' needs a value", argv[optind - 1]);

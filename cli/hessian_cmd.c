@@ -336,7 +336,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
         case O_CSV: o->csv = optarg; break;
         case O_JSON: o->json = true; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 1L << 53); break;
-        case O_THREADS: o->threads = (int)parse_int(cmd, "--threads", optarg, 0, 1024); break;
+        case O_THREADS: o->threads = (int)parse_int(cmd, "--threads", optarg, 0, HP_MAX_THREADS); break;
         case O_OBS: o->obs = true; break;
         case O_FGRADS:
             o->fisher_grads = (int)parse_int(cmd, "--fisher-grads", optarg, 1, 100000000);

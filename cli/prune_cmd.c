@@ -250,7 +250,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
         case O_DATA: o->data = optarg; break;
         case O_DATASET: o->dataset = optarg; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(PCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
-        case O_THREADS: o->threads = (int)parse_int(PCMD, "--threads", optarg, 0, 1024); break;
+        case O_THREADS: o->threads = (int)parse_int(PCMD, "--threads", optarg, 0, HP_MAX_THREADS); break;
         case 'h': fputs(HELP_PRUNE, stdout), check_stdout(), exit(0);
         case ':': usage_error(PCMD, "option '%s' needs a value", argv[optind - 1]);
         default: bad_option(PCMD, argv, opts);

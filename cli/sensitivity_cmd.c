@@ -90,7 +90,7 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
         case O_DATA: o->data = optarg; break;
         case O_DATASET: o->dataset = optarg; break;
         case O_SEED: o->crit.seed = (uint64_t)parse_int(NCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
-        case O_THREADS: o->threads = (int)parse_int(NCMD, "--threads", optarg, 0, 1024); break;
+        case O_THREADS: o->threads = (int)parse_int(NCMD, "--threads", optarg, 0, HP_MAX_THREADS); break;
         case 'o': o->out = optarg; break;
         case 'h': fputs(HELP_SENS, stdout), check_stdout(), exit(0);
         case ':': usage_error(NCMD, "option '%s' needs a value", argv[optind - 1]);

@@ -135,7 +135,7 @@ static void sweep_parse(int argc, char **argv, SweepOpts *o) {
             jobs_given = true;
             break;
         case O_THREADS:
-            o->threads = (int)parse_int(SCMD, "--threads", optarg, 0, 1024);
+            o->threads = (int)parse_int(SCMD, "--threads", optarg, 0, HP_MAX_THREADS);
             o->threads_given = true;
             break;
         case O_COLLECT: o->collect = optarg; break;

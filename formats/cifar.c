@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "formats.h"
 
@@ -29,19 +30,22 @@ static bool exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
-// Opens one batch file; *records gets its record count (its size must be a non-zero multiple
-// of the record size). On failure nothing is left open.
+// Opens one batch file (a regular file: a FIFO is refused, not waited on); *records gets its
+// record count (its size must be a non-zero multiple of the record size). On failure nothing is
+// left open.
 static int batch_open(const char *path, FILE **fp, int *records, HpErr *err) {
     *fp = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        hp_fail(err, "%s: cannot stat: %s", path, strerror(errno));
-        goto fail;
+    int fd = open_regular(path, err);
+    if (fd < 0) return hp_prefix(err, path);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
+        return -1;
     }
-    if (!S_ISREG(st.st_mode)) {
-        hp_fail(err, "%s: not a regular file", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        hp_fail(err, "%s: cannot stat: %s", path, strerror(errno));
         goto fail;
     }
     if (st.st_size == 0 || st.st_size % CIFAR_RECORD != 0) {

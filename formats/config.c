@@ -49,7 +49,7 @@ static const IniKey KEYS[] = {
     {"data", "dataset", IK_NAME, FIELD(dataset), .choices = dataset_names},
     {"data", "dir", IK_STR, FIELD(data_dir), 0, 0, IK_NONEMPTY},
     {"data", "val_split", IK_FLOAT, FIELD(train.val_split), 0, 1, IK_RANGE | IK_MAX_EXCL},
-    {"data", "crop_pad", IK_INT, FIELD(train.augment.crop_pad), 0, 0, IK_MIN},
+    {"data", "crop_pad", IK_INT, FIELD(train.augment.crop_pad), 0, HP_MAX_CROP_PAD, IK_RANGE},
     {"data", "hflip", IK_BOOL, FIELD(train.augment.hflip)},
     {"train", "epochs", IK_INT, FIELD(train.epochs), 1, 0, IK_MIN},
     {"train", "batch_size", IK_INT, FIELD(train.batch_size), 1, 0, IK_MIN},
@@ -63,11 +63,13 @@ static const IniKey KEYS[] = {
     {"train", "warmup_epochs", IK_INT, FIELD(train.warmup_epochs), 0, 0, IK_MIN},
     {"train", "label_smoothing", IK_FLOAT, FIELD(train.label_smoothing), 0, 1, IK_RANGE | IK_MAX_EXCL},
     {"train", "seed", IK_U64, FIELD(train.seed)},
-    {"train", "threads", IK_INT, FIELD(train.threads), 0, 0, IK_MIN},
+    {"train", "threads", IK_INT, FIELD(train.threads), 0, HP_MAX_THREADS, IK_RANGE},
     {"train", "output", IK_STR, FIELD(output), 0, 0, IK_NONEMPTY},
 };
 
-static const IniTable TABLE = {.sections = SECTION_NAMES, .keys = KEYS, .n_keys = sizeof KEYS / sizeof KEYS[0]};
+// Keys with both bounds name the whole range: "'crop_pad' must be in [0, 64], got 100".
+static const IniTable TABLE = {
+    .sections = SECTION_NAMES, .keys = KEYS, .n_keys = sizeof KEYS / sizeof KEYS[0], .spans = true};
 
 void config_default(Config *c) {
     memset(c, 0, sizeof *c);

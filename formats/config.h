@@ -16,7 +16,8 @@ typedef struct {
 void config_default(Config *c);
 // Reads path into c (on top of what c holds). Unknown sections or keys and malformed
 // values are errors naming the file and line: "cfg.ini:7: unknown key 'lr_decay' in [train]".
-// On error c is left unchanged. Lines longer than 198 characters (inih's buffer) are refused.
+// On error c is left unchanged. Lines longer than 198 characters (inih's buffer), CR line endings
+// (LF and CRLF are read) and text after a section header other than a comment are refused.
 int config_load(Config *c, const char *path, HpErr *err);
 // Sets one key as if it were read from section [section]; used by command-line overrides.
 // where names the source for error messages (e.g. "--lr"; NULL: "[section] key").

@@ -11,11 +11,20 @@
 #include "../nn/data.h"
 #include "../nn/nn.h"
 
+// ---- input files ----
+
+// Opens path for reading without blocking (a FIFO without a writer would hang a plain open) and
+// refuses anything but a regular file. Returns the descriptor (blocking reads; the caller closes
+// it), or -1 with err set, without the path: "cannot open: No such file or directory", "not a
+// regular file".
+int open_regular(const char *path, HpErr *err);
+
 // ---- datasets ----
 
 // Reads an IDX images file and an IDX labels file (each gzip-compressed or plain; gzip is
-// detected by its magic bytes) into d: images (n, 1, rows, cols), n_classes = 10 or
-// 1 + the largest label. Checks magic, type (unsigned byte), dimensions, sizes and counts.
+// detected by its magic bytes; one gzip member or several concatenated, and nothing after them)
+// into d: images (n, 1, rows, cols), n_classes = 10 or 1 + the largest label. Checks magic, type
+// (unsigned byte), dimensions, sizes and counts. FIFOs and other non-regular files are refused.
 int idx_load(const char *images_path, const char *labels_path, Dataset *d, HpErr *err);
 
 // Loads Fashion-MNIST or MNIST from a directory holding train-images-idx3-ubyte[.gz],
@@ -49,9 +58,10 @@ int model_save(const Model *m, const char *path, const CheckpointExtra *extra, H
 // Reads a model file written by model_save (or any safetensors file carrying the same
 // metadata): validates the header completely (length, JSON, dtypes, shapes, offsets that tile
 // the data exactly), rebuilds the graph, loads every tensor by name. On failure m is left
-// empty. If momentum is not NULL and the file has momentum tensors, *momentum gets a new
-// n_params array (else NULL). If train_state is not NULL it gets a malloc'd copy of the
-// "hprune.train_state" metadata text or NULL.
+// empty. Every weight must be finite, and so must the momentum read. If momentum is not NULL
+// and the file has momentum tensors, *momentum gets a new n_params array (else NULL). If
+// train_state is not NULL it gets a malloc'd copy of the "hprune.train_state" metadata text or
+// NULL.
 int model_load(Model *m, const char *path, float **momentum, char **train_state, HpErr *err);
 
 // Graph <-> JSON text (the "hprune.graph" metadata value). graph_to_json returns malloc'd text,

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <zlib.h>
 
@@ -12,7 +13,8 @@
 
 #define IDX_TYPE_UBYTE 0x08
 #define IDX_MAX_BYTES ((uint64_t)1 << 31)  // largest data block accepted (guards overflow)
-#define GZ_CHUNK (1u << 24)                // largest single gzread
+#define GZ_CHUNK (1u << 24)                // largest output of one inflate call
+#define IN_CHUNK (1u << 17)                // bytes read from the file at a time
 #define MNIST_CLASSES 10
 
 // Returns the name of an IDX element type byte.
@@ -28,43 +30,163 @@ static const char *idx_type_name(int t) {
     }
 }
 
-// Returns zlib's message for the last error on gz, without the "path: " that zlib prepends.
-static const char *gz_message(gzFile gz, const char *path, int *errnum) {
-    const char *msg = gzerror(gz, errnum);
-    size_t len = strlen(path);
-    if (strncmp(msg, path, len) == 0 && msg[len] == ':' && msg[len + 1] == ' ') msg += len + 2;
-    return msg;
-}
-
-// Reads up to len bytes into buf; *got gets the count read. Returns 0 (a short count means
-// end of file) or -1 with err set ("path: corrupt gzip data: ..." and the like).
-static int gz_read_full(gzFile gz, const char *path, void *buf, size_t len, size_t *got, HpErr *err) {
-    *got = 0;
-    while (*got < len) {
-        size_t want = len - *got < GZ_CHUNK ? len - *got : GZ_CHUNK;
-        int n = gzread(gz, (uint8_t *)buf + *got, (unsigned)want);
-        if (n > 0) *got += (size_t)n;
-        if (n < 0 || (size_t)n < want) break;
-    }
-    int errnum = Z_OK;
-    const char *msg = gz_message(gz, path, &errnum);
-    switch (errnum) {
-    case Z_OK:
-    case Z_STREAM_END: return 0;
-    case Z_ERRNO: return hp_fail(err, "%s: read error: %s", path, msg);
-    case Z_BUF_ERROR: return hp_fail(err, "%s: truncated gzip data: %s", path, msg);
-    case Z_DATA_ERROR: return hp_fail(err, "%s: corrupt gzip data: %s", path, msg);
-    default: return hp_fail(err, "%s: gzip error: %s", path, msg);
-    }
-}
-
-// An open IDX file after its header: the element count along each of its ndim dimensions.
+// An open IDX file, gzip-compressed or plain (told by its first two bytes, 1f 8b, as gzopen
+// tells them), and after its header the element count along each of its ndim dimensions. The
+// gzip data goes through an inflate stream of its own rather than gzread, which would skip
+// whatever follows the gzip stream without a word.
 typedef struct {
-    gzFile gz;
+    FILE *fp;
     const char *path;
+    uint8_t *in;        // IN_CHUNK bytes read from fp; zs.next_in and zs.avail_in say what is unused
+    z_stream zs;        // the inflate stream (gzip), or just the input position (plain)
+    bool gzip;
+    bool inflating;     // zs is initialised: inflateEnd is due
+    bool member_end;    // the current gzip member has ended, its CRC and length checked
+    bool eof;           // fp has no more bytes
+    uint64_t size;      // of the file when it was opened
+    uint64_t raw_read;  // bytes read from fp so far
     uint32_t dims[3];
-    uint64_t bytes;  // product of dims (data bytes, one per element)
+    uint64_t bytes;     // product of dims (data bytes, one per element)
 } IdxFile;
+
+// Tops f->in up to at least want (<= IN_CHUNK) unused bytes, unless the file ends first.
+// Returns 0, or -1 with err set ("path: read error: ...").
+static int fill_input(IdxFile *f, size_t want, HpErr *err) {
+    if (f->zs.avail_in >= want || f->eof) return 0;
+    if (f->zs.avail_in > 0) memmove(f->in, f->zs.next_in, f->zs.avail_in);
+    f->zs.next_in = f->in;
+    while (f->zs.avail_in < want && !f->eof) {
+        size_t n = fread(f->in + f->zs.avail_in, 1, IN_CHUNK - f->zs.avail_in, f->fp);
+        if (n == 0 && ferror(f->fp)) return hp_fail(err, "%s: read error: %s", f->path, strerror(errno));
+        f->eof = n == 0;
+        f->zs.avail_in += (uInt)n;
+        f->raw_read += n;
+    }
+    return 0;
+}
+
+// Reads up to len bytes of a plain file into buf, adding the count to *got. Returns 0 or -1.
+static int read_plain(IdxFile *f, uint8_t *buf, size_t len, size_t *got, HpErr *err) {
+    while (*got < len) {
+        if (fill_input(f, 1, err) < 0) return -1;
+        if (f->zs.avail_in == 0) return 0;  // the end of the file
+        size_t n = len - *got < f->zs.avail_in ? len - *got : f->zs.avail_in;
+        memcpy(buf + *got, f->zs.next_in, n);
+        f->zs.next_in += n;
+        f->zs.avail_in -= (uInt)n;
+        *got += n;
+    }
+    return 0;
+}
+
+// At the end of a gzip member: starts the next one if one follows (concatenated gzip files make
+// one gzip file, as gzip -d and gzread read them); *more is false at the end of the file. Any
+// other byte after the member fails: "path: 12 bytes after the end of the gzip stream".
+static int next_member(IdxFile *f, bool *more, HpErr *err) {
+    *more = false;
+    if (fill_input(f, 2, err) < 0) return -1;
+    if (f->zs.avail_in == 0) return 0;
+    if (f->zs.avail_in >= 2 && f->zs.next_in[0] == 0x1f && f->zs.next_in[1] == 0x8b) {
+        if (inflateReset(&f->zs) != Z_OK) return hp_fail(err, "%s: gzip error: cannot restart inflate", f->path);
+        f->member_end = false;
+        *more = true;
+        return 0;
+    }
+    uint64_t used = f->raw_read - f->zs.avail_in, after = f->size > used ? f->size - used : f->zs.avail_in;
+    return hp_fail(err, "%s: %llu byte%s after the end of the gzip stream", f->path, (unsigned long long)after,
+                   after == 1 ? "" : "s");
+}
+
+// Fails with the message for inflate's return code rc (neither Z_OK nor Z_STREAM_END).
+static int inflate_error(const IdxFile *f, int rc, HpErr *err) {
+    const char *msg = f->zs.msg ? f->zs.msg : "unknown error";
+    switch (rc) {
+    case Z_BUF_ERROR: return hp_fail(err, "%s: truncated gzip data: unexpected end of file", f->path);
+    case Z_DATA_ERROR: return hp_fail(err, "%s: corrupt gzip data: %s", f->path, msg);
+    case Z_NEED_DICT: return hp_fail(err, "%s: corrupt gzip data: asks for a preset dictionary", f->path);
+    case Z_MEM_ERROR: return hp_fail(err, "%s: out of memory while decompressing", f->path);
+    default: return hp_fail(err, "%s: gzip error %d: %s", f->path, rc, msg);
+    }
+}
+
+// Decompresses up to len bytes of a gzip file into buf, adding the count to *got. Returns 0 or -1.
+static int read_gzip(IdxFile *f, uint8_t *buf, size_t len, size_t *got, HpErr *err) {
+    while (*got < len) {
+        if (f->member_end) {
+            bool more;
+            if (next_member(f, &more, err) < 0) return -1;
+            if (!more) return 0;  // the end of the data
+        }
+        if (fill_input(f, 1, err) < 0) return -1;
+        size_t want = len - *got < GZ_CHUNK ? len - *got : GZ_CHUNK;
+        f->zs.next_out = buf + *got;
+        f->zs.avail_out = (uInt)want;
+        int rc = inflate(&f->zs, Z_NO_FLUSH);  // Z_BUF_ERROR: no progress, so the input has run out
+        *got += want - f->zs.avail_out;
+        if (rc == Z_STREAM_END)
+            f->member_end = true;
+        else if (rc != Z_OK)
+            return inflate_error(f, rc, err);
+    }
+    return 0;
+}
+
+// Reads up to len bytes of f's data (decompressed) into buf; *got gets the count read. Returns 0
+// (a short count means the end of the data) or -1 with err set ("path: corrupt gzip data: ..."
+// and the like).
+static int idx_read(IdxFile *f, void *buf, size_t len, size_t *got, HpErr *err) {
+    *got = 0;
+    return f->gzip ? read_gzip(f, buf, len, got, err) : read_plain(f, buf, len, got, err);
+}
+
+// Closes f (if open). Returns 0, or -1 with err set (err may be NULL) if the file does not close.
+static int idx_close(IdxFile *f, HpErr *err) {
+    int rc = 0;
+    if (f->inflating) inflateEnd(&f->zs);
+    if (f->fp && fclose(f->fp) != 0) rc = hp_fail(err, "%s: error closing file: %s", f->path, strerror(errno));
+    free(f->in);
+    f->fp = NULL;
+    f->in = NULL;
+    f->inflating = false;
+    return rc;
+}
+
+// Opens path (a regular file: a FIFO is refused, not waited on) for idx_read, telling gzip from
+// plain by its first two bytes. Returns 0, or -1 with err set and nothing left open.
+static int idx_start(IdxFile *f, const char *path, HpErr *err) {
+    memset(f, 0, sizeof *f);
+    f->path = path;
+    int fd = open_regular(path, err);
+    if (fd < 0) return hp_prefix(err, path);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !(f->fp = fdopen(fd, "rb"))) {
+        hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    f->size = (uint64_t)st.st_size;
+    if (!(f->in = hp_alloc(IN_CHUNK, 1, err))) {
+        hp_prefix(err, path);
+        goto fail;
+    }
+    if (fill_input(f, 2, err) < 0) goto fail;
+    f->gzip = f->zs.avail_in >= 2 && f->in[0] == 0x1f && f->in[1] == 0x8b;
+    if (!f->gzip) return 0;
+    Bytef *next = f->zs.next_in;
+    uInt avail = f->zs.avail_in;
+    int rc = inflateInit2(&f->zs, 15 + 16);  // +16: a gzip header and trailer around the deflate data
+    f->zs.next_in = next;
+    f->zs.avail_in = avail;
+    if (rc != Z_OK) {
+        inflate_error(f, rc, err);
+        goto fail;
+    }
+    f->inflating = true;
+    return 0;
+fail:
+    idx_close(f, NULL);
+    return -1;
+}
 
 // Reads a big-endian u32.
 static uint32_t be32(const uint8_t *p) {
@@ -110,23 +232,18 @@ static int parse_dims(IdxFile *f, const uint8_t *p, int ndim, HpErr *err) {
 
 // Opens path and validates its header: magic, ubyte type, ndim == want_ndim, non-zero dims,
 // at most IDX_MAX_BYTES of data. what names the contents ("images", "labels") for messages.
-// On success f->gz is open (close with gzclose); on failure it is closed.
+// On success f is open (close with idx_close); on failure it is closed.
 static int idx_open(IdxFile *f, const char *path, int want_ndim, const char *what, HpErr *err) {
-    memset(f, 0, sizeof *f);
-    f->path = path;
-    errno = 0;
-    f->gz = gzopen(path, "rb");
-    if (!f->gz) return hp_fail(err, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-    gzbuffer(f->gz, 1u << 17);
+    if (idx_start(f, path, err) < 0) return -1;
     uint8_t hdr[4 + 4 * 3];
     size_t hdr_len = 4 + 4 * (size_t)want_ndim, got;
-    if (gz_read_full(f->gz, path, hdr, 4, &got, err) < 0) goto fail;
+    if (idx_read(f, hdr, 4, &got, err) < 0) goto fail;
     if (got < 4) {
         hp_fail(err, "%s: truncated header: %zu of 4 magic bytes", path, got);
         goto fail;
     }
     if (check_magic(path, hdr, want_ndim, what, err) < 0) goto fail;
-    if (gz_read_full(f->gz, path, hdr + 4, hdr_len - 4, &got, err) < 0) goto fail;
+    if (idx_read(f, hdr + 4, hdr_len - 4, &got, err) < 0) goto fail;
     if (got < hdr_len - 4) {
         hp_fail(err, "%s: truncated header: %zu of %zu bytes", path, 4 + got, hdr_len);
         goto fail;
@@ -134,24 +251,24 @@ static int idx_open(IdxFile *f, const char *path, int want_ndim, const char *wha
     if (parse_dims(f, hdr + 4, want_ndim, err) < 0) goto fail;
     return 0;
 fail:
-    gzclose(f->gz);
-    f->gz = NULL;
+    idx_close(f, NULL);
     return -1;
 }
 
-// Reads the f->bytes data bytes into buf and checks that nothing follows them.
-// shape_desc describes the header's sizes for the truncation message. Closes f->gz.
+// Reads the f->bytes data bytes into buf and checks that nothing follows them (neither more
+// data nor, in a gzip file, bytes after the gzip stream). shape_desc describes the header's sizes
+// for the truncation message. Closes f.
 static int idx_read_data(IdxFile *f, uint8_t *buf, const char *shape_desc, HpErr *err) {
     size_t got;
     uint8_t extra;
     int rc = -1;
-    if (gz_read_full(f->gz, f->path, buf, (size_t)f->bytes, &got, err) < 0) goto done;
+    if (idx_read(f, buf, (size_t)f->bytes, &got, err) < 0) goto done;
     if (got < f->bytes) {
         hp_fail(err, "%s: truncated: header says %s (%llu bytes of data), file has %zu bytes of data",
                 f->path, shape_desc, (unsigned long long)f->bytes, got);
         goto done;
     }
-    if (gz_read_full(f->gz, f->path, &extra, 1, &got, err) < 0) goto done;
+    if (idx_read(f, &extra, 1, &got, err) < 0) goto done;
     if (got != 0) {
         hp_fail(err, "%s: trailing data after the %llu bytes the header declares", f->path,
                 (unsigned long long)f->bytes);
@@ -159,8 +276,7 @@ static int idx_read_data(IdxFile *f, uint8_t *buf, const char *shape_desc, HpErr
     }
     rc = 0;
 done:
-    if (gzclose(f->gz) != Z_OK && rc == 0) rc = hp_fail(err, "%s: error closing file", f->path);
-    f->gz = NULL;
+    if (idx_close(f, rc == 0 ? err : NULL) < 0) rc = -1;
     return rc;
 }
 
@@ -174,11 +290,11 @@ static int idx_load_classes(const char *images_path, const char *labels_path, in
     char desc[128];
     if (idx_open(&fi, images_path, 3, "images", err) < 0) return -1;
     if (fi.dims[0] > INT32_MAX || fi.dims[1] > INT32_MAX || fi.dims[2] > INT32_MAX) {
-        gzclose(fi.gz);
+        idx_close(&fi, NULL);
         return hp_fail(err, "%s: header: sizes too large", images_path);
     }
     if (dataset_alloc(d, (int)fi.dims[0], 1, (int)fi.dims[1], (int)fi.dims[2], 1, err) < 0) {
-        gzclose(fi.gz);
+        idx_close(&fi, NULL);
         return hp_prefix(err, images_path);
     }
     snprintf(desc, sizeof desc, "%u images of %ux%u", fi.dims[0], fi.dims[1], fi.dims[2]);
@@ -186,7 +302,7 @@ static int idx_load_classes(const char *images_path, const char *labels_path, in
 
     if (idx_open(&fl, labels_path, 1, "labels", err) < 0) goto fail;
     if (fl.dims[0] != (uint32_t)d->n) {
-        gzclose(fl.gz);
+        idx_close(&fl, NULL);
         hp_fail(err, "%s: %u labels for %d images", labels_path, fl.dims[0], d->n);
         goto fail;
     }

@@ -84,17 +84,26 @@ int ini_bad_value(const IniSet *s, const char *value, const char *what) {
     return hp_fail(s->err, "bad value '%.80s%s': %s", value, dots, what);
 }
 
+// Formats a range bound into buf: a whole number in full ("16777216", not %g's "1.67772e+07").
+static const char *bound_str(double v, char *buf, size_t cap) {
+    snprintf(buf, cap, v == floor(v) && fabs(v) < 1e15 ? "%.0f" : "%g", v);
+    return buf;
+}
+
 int ini_check_range(const IniSet *s, double v) {
     const IniKey *k = s->key;
     bool min_x = k->flags & IK_MIN_EXCL, max_x = k->flags & IK_MAX_EXCL;
     bool low = (k->flags & IK_MIN) && (min_x ? !(v > k->min) : !(v >= k->min));
     bool high = (k->flags & IK_MAX) && (max_x ? !(v < k->max) : !(v <= k->max));
     if (!low && !high) return 0;
+    char lo[32], hi[32];
+    bound_str(k->min, lo, sizeof lo);
+    bound_str(k->max, hi, sizeof hi);
     if (s->table->spans && (k->flags & IK_MIN) && (k->flags & IK_MAX))
-        return hp_fail(s->err, "'%s' must be in %c%g, %g%c, got %.17g", k->key, min_x ? '(' : '[', k->min, k->max,
+        return hp_fail(s->err, "'%s' must be in %c%s, %s%c, got %.17g", k->key, min_x ? '(' : '[', lo, hi,
                        max_x ? ')' : ']', v);
-    if (low) return hp_fail(s->err, "'%s' must be %s %g", k->key, min_x ? "greater than" : "at least", k->min);
-    return hp_fail(s->err, "'%s' must be %s %g", k->key, max_x ? "less than" : "at most", k->max);
+    if (low) return hp_fail(s->err, "'%s' must be %s %s", k->key, min_x ? "greater than" : "at least", lo);
+    return hp_fail(s->err, "'%s' must be %s %s", k->key, max_x ? "less than" : "at most", hi);
 }
 
 // ---- values ----
@@ -274,10 +283,22 @@ static void record_error(LoadCtx *ctx, const HpErr *e) {
     ctx->err = *e;
 }
 
+// Checks the text after a section header's "]": blanks, then nothing or a comment. Fails e with
+// "text after the section header: 'epochs = 0' (...)" otherwise.
+static int check_after_header(const char *rest, HpErr *e) {
+    while (isspace((unsigned char)*rest)) rest++;
+    if (*rest == '\0' || *rest == ';' || *rest == '#') return 0;
+    size_t len = strcspn(rest, "\n");
+    while (len > 0 && isspace((unsigned char)rest[len - 1])) len--;
+    return hp_fail(e, "text after the section header: '%.*s%s' (each key goes on a line of its own; a comment "
+                   "starts with ; or #)", (int)(len > 60 ? 60 : len), rest, len > 60 ? "..." : "");
+}
+
 // Checks that a section header line ("[name]" after optional spaces and, on line 1, a UTF-8
 // byte-order mark) names a known section, so even an empty unknown section is reported at
 // its own line, and opens a "[<family> NAME]" section. inih takes the name between the
-// brackets as it is, spaces included.
+// brackets as it is, spaces included, and drops whatever follows the "]": here only blanks and
+// a comment (";" or "#") may.
 static void check_header(LoadCtx *ctx, const char *s) {
     if (ctx->line == 1 && strncmp(s, "\xEF\xBB\xBF", 3) == 0) s += 3;
     const bool indented = isspace((unsigned char)*s);
@@ -287,10 +308,14 @@ static void check_header(LoadCtx *ctx, const char *s) {
     const char *close = *s == '[' ? strchr(s, ']') : NULL;
     if (!close) return;  // not a header, or one inih reports as a syntax error
     ctx->after_key = false;
+    ctx->sub = NULL;
+    HpErr e;
+    if (check_after_header(close + 1, &e) != 0) {
+        record_error(ctx, &e);
+        return;
+    }
     size_t len = (size_t)(close - s - 1);
     char name[256];  // longer than any line the reader accepts
-    HpErr e;
-    ctx->sub = NULL;
     if (len < sizeof name) {
         memcpy(name, s + 1, len);
         name[len] = '\0';
@@ -307,34 +332,54 @@ static void check_header(LoadCtx *ctx, const char *s) {
     record_error(ctx, &e);
 }
 
-// inih's line reader (fgets-like): counts lines, refuses NUL bytes and lines longer than inih's buffer
-// (stopping the parse there) and checks section headers.
+// Records e as the error of the line being read (counting it) and returns NULL, which stops
+// inih's parse.
+static char *line_error(LoadCtx *ctx, const HpErr *e) {
+    ctx->line++;
+    record_error(ctx, e);
+    return NULL;
+}
+
+// inih's line reader (fgets-like): counts lines; ends a line at LF or CRLF (handing inih an LF
+// either way); refuses NUL bytes, a CR without an LF after it (a file with CR line endings would
+// otherwise read as one line) and lines of more than num - 2 characters (inih's buffer of num
+// bytes holds the line, its LF and the NUL), stopping the parse there; checks section headers.
 static char *read_line(char *str, int num, void *stream) {
     LoadCtx *ctx = stream;
-    int len = 0, ch = 0;
-    while (len < num - 1 && (ch = getc(ctx->f)) != EOF) {
+    int len = 0, ch;
+    HpErr e;
+    while ((ch = getc(ctx->f)) != EOF) {
+        if (ch == '\r') {
+            int next = getc(ctx->f);
+            if (next == EOF && ferror(ctx->f)) break;
+            if (next != '\n') {
+                hp_fail(&e, "a CR not followed by LF at column %d: the file uses CR line endings, or holds a stray CR "
+                        "(use LF or CRLF)", len + 1);
+                return line_error(ctx, &e);
+            }
+            ch = '\n';
+        }
+        if (ch == '\n') {
+            str[len++] = '\n';
+            break;
+        }
         if (ch == '\0') {  // fgets would keep reading, and the text would end at the NUL unseen
-            HpErr e;
-            ctx->line++;
             hp_fail(&e, "NUL byte at column %d (not a text file)", len + 1);
-            record_error(ctx, &e);
-            return NULL;
+            return line_error(ctx, &e);
+        }
+        if (len == num - 2) {
+            hp_fail(&e, "line too long (at most %d characters)", num - 2);
+            return line_error(ctx, &e);
         }
         str[len++] = (char)ch;
-        if (ch == '\n') break;
     }
-    if (len == 0) {
-        if (ferror(ctx->f)) ctx->read_errno = errno ? errno : EIO;
+    if (ferror(ctx->f)) {
+        ctx->read_errno = errno ? errno : EIO;
         return NULL;
     }
+    if (len == 0) return NULL;
     str[len] = '\0';
     ctx->line++;
-    if (str[len - 1] != '\n' && len == num - 1 && getc(ctx->f) != EOF) {
-        HpErr e;
-        hp_fail(&e, "line too long (at most %d characters)", num - 2);
-        record_error(ctx, &e);
-        return NULL;
-    }
     check_header(ctx, str);
     return str;
 }

@@ -77,7 +77,9 @@ struct IniTable {
 
 // Reads the file path into cfg through t. Returns 0, or -1 with err set to the file's first
 // error ("path:line: message", "path: cannot open: ...", "path: cannot read: ..."); cfg may be
-// partly written on error, so callers load into a copy. Lines longer than 198 characters are refused.
+// partly written on error, so callers load into a copy. Lines end at LF or CRLF (a CR alone is
+// refused); lines longer than 198 characters, and text after a section header's "]" other than a
+// comment, are refused.
 int ini_table_load(const IniTable *t, void *cfg, const char *path, HpErr *err);
 
 // Sets [section] key = value in cfg, as read at line (0: a command-line override). Returns 0, or

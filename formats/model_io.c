@@ -506,7 +506,23 @@ static int check_unknown(const StFile *f, const TensorRef *refs, int n, HpErr *e
     return 0;
 }
 
-// Loads the momentum tensors (all of them, or none) into a new n_params array *out, if out.
+// Checks that the n values v of tensor `name` are finite: "tensor 'fc.bias': value 3 is nan (not finite)".
+static int check_values(const char *name, const float *v, size_t n, HpErr *err) {
+    for (size_t j = 0; j < n; j++)
+        if (!isfinite(v[j])) return hp_fail(err, "tensor '%s': value %zu is %g (not finite)", name, j, (double)v[j]);
+    return 0;
+}
+
+// Checks that every value of the n tensors is finite: a NaN weight would not show as NaN
+// everywhere (a ReLU turns it into 0 and silently removes its channel).
+static int check_finite(const TensorRef *refs, int n, HpErr *err) {
+    for (int i = 0; i < n; i++)
+        if (check_values(refs[i].name, refs[i].data, refs[i].numel, err) < 0) return -1;
+    return 0;
+}
+
+// Loads the momentum tensors (all of them, or none) into a new n_params array *out, if out;
+// their values must be finite, as the weights' (a NaN would surface as a diverged loss).
 static int load_momentum(const StFile *f, const Model *m, const TensorRef *refs, int n, float **out, HpErr *err) {
     int n_param = 0, found = 0;
     const char *first_missing = NULL;
@@ -525,7 +541,13 @@ static int load_momentum(const StFile *f, const Model *m, const TensorRef *refs,
         if (!e && !first_missing) first_missing = refs[i].name;
         if (!e) continue;
         found++;
-        if (mom) st_copy_f32(f, e, mom + (refs[i].data - m->params));
+        if (!mom) continue;
+        float *dst = mom + (refs[i].data - m->params);
+        st_copy_f32(f, e, dst);
+        if (check_values(name, dst, refs[i].numel, err) < 0) {
+            free(mom);
+            return -1;
+        }
     }
     if (found > 0 && found < n_param) {
         free(mom);
@@ -552,17 +574,6 @@ static int check_running_var(const Model *m, HpErr *err) {
                 return hp_fail(err, "tensor '%s.running_var': channel %d is %g, not a variance", n->name, c, (double)v);
         }
     }
-    return 0;
-}
-
-// Checks that every value of the n tensors is finite: a NaN weight would not show as NaN
-// everywhere (a ReLU turns it into 0 and silently removes its channel).
-static int check_finite(const TensorRef *refs, int n, HpErr *err) {
-    for (int i = 0; i < n; i++)
-        for (size_t j = 0; j < refs[i].numel; j++)
-            if (!isfinite(refs[i].data[j]))
-                return hp_fail(err, "tensor '%s': value %zu is %g (not finite)", refs[i].name, j,
-                               (double)refs[i].data[j]);
     return 0;
 }
 

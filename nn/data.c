@@ -166,7 +166,7 @@ void data_batch(const Dataset *d, const int *idx, int count, const float *mean, 
 
     int pad = aug ? aug->crop_pad : 0;
     int flip = aug ? aug->hflip : 0;
-    HP_ASSERT(pad >= 0 && pad <= (1 << 28));  // the config bounds it; keeps offsets in int
+    HP_ASSERT(pad >= 0 && pad <= HP_MAX_CROP_PAD);  // the configs bound it, and train() checks it
     HP_ASSERT(rng || (pad == 0 && !flip));
     size_t nb = image_bytes(d);
     enum { CHUNK = 256 };  // images whose random choices are drawn before they are assembled

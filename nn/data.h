@@ -15,9 +15,13 @@ typedef struct {
     uint8_t *labels;
 } Dataset;
 
+// Largest crop_pad the configs accept (CIFAR-style training pads by 4).
+#define HP_MAX_CROP_PAD 64
+
 // Augmentation applied when a training batch is assembled.
 typedef struct {
-    int crop_pad;  // random crop of the original size from the image zero-padded by this much (0: off)
+    int crop_pad;  // random crop of the original size from the image zero-padded by this much (0: off;
+                   // at most HP_MAX_CROP_PAD)
     bool hflip;    // random horizontal flip with probability 1/2
 } Augment;
 

@@ -176,6 +176,8 @@ int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *v
           TrainState *state, TrainCallback progress, CheckpointFn checkpoint, void *user, HpErr *err) {
     if (train->n < c->batch_size)
         return hp_fail(err, "training set has %d images, fewer than one batch of %d", train->n, c->batch_size);
+    if (c->augment.crop_pad < 0 || c->augment.crop_pad > HP_MAX_CROP_PAD)
+        return hp_fail(err, "crop_pad %d is outside [0, %d]", c->augment.crop_pad, HP_MAX_CROP_PAD);
     TrainBuffers b;
     if (buffers_init(&b, m, c->batch_size, train->n, err) < 0) {
         buffers_free(&b);

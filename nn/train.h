@@ -8,6 +8,7 @@
 typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE } Schedule;
 
 #define HP_MAX_MILESTONES 8
+#define HP_MAX_THREADS 1024  // largest thread count a config key or --threads accepts
 
 // Everything that decides a training run. Defaults come from train_config_default().
 typedef struct {
@@ -26,7 +27,7 @@ typedef struct {
     Augment augment;
     float val_split;     // fraction of the training set held out for validation
     uint64_t seed;
-    int threads;         // 0: all cores
+    int threads;         // 0: all cores; at most HP_MAX_THREADS
 } TrainConfig;
 
 void train_config_default(TrainConfig *c);
@@ -73,7 +74,8 @@ typedef struct {
 // Trains m on train (validating on val when val->n > 0, testing on test each epoch),
 // starting from state (next_epoch 0 for a fresh run). After each epoch, if checkpoint
 // is not NULL it is called with the state (to save it atomically); a non-zero return
-// stops training with that status. Returns 0 or -1 with err set.
+// stops training with that status. Returns 0 or -1 with err set (also for a training set smaller
+// than one batch, or a crop_pad outside [0, HP_MAX_CROP_PAD]).
 typedef int (*CheckpointFn)(const Model *m, const TrainState *s, void *user, HpErr *err);
 int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *val, const Dataset *test,
           TrainState *state, TrainCallback progress, CheckpointFn checkpoint, void *user, HpErr *err);

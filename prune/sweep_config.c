@@ -360,7 +360,7 @@ static const IniKey KEYS[] = {
     {"sweep", "max_layer_frac", IK_DOUBLE, FIELD(max_layer_frac), 0, 1, IK_RANGE | IK_MIN_EXCL | IK_MAX_EXCL},
     {"sweep", "samples", IK_INT, FIELD(samples), 1, 1 << 24, IK_RANGE},
     {"sweep", "probes", IK_INT, FIELD(probes), 2, 100000, IK_RANGE},
-    {"sweep", "threads", IK_INT, FIELD(threads), 0, 1024, IK_RANGE},
+    {"sweep", "threads", IK_INT, FIELD(threads), 0, HP_MAX_THREADS, IK_RANGE},
     {"data", "dataset", IK_CUSTOM, FIELD(dataset), .set = set_located},
     {"data", "dir", IK_CUSTOM, FIELD(data_dir), .set = set_located},
     {"finetune", "epochs", IK_INT, FIELD(finetune.epochs), 0, 10000, IK_RANGE},
@@ -368,7 +368,7 @@ static const IniKey KEYS[] = {
     {"finetune", "batch_size", IK_INT, FIELD(finetune.batch_size), 1, 65536, IK_RANGE},
     {"finetune", "val_split", IK_FLOAT, FIELD(finetune.val_split), 0, 1, IK_RANGE | IK_MAX_EXCL},
     {"finetune", "weight_decay", IK_FLOAT, FIELD(finetune.weight_decay), 0, 1, IK_RANGE},
-    {"finetune", "crop_pad", IK_INT, FIELD(finetune.augment.crop_pad), 0, 64, IK_RANGE},
+    {"finetune", "crop_pad", IK_INT, FIELD(finetune.augment.crop_pad), 0, HP_MAX_CROP_PAD, IK_RANGE},
     {"finetune", "hflip", IK_BOOL, FIELD(finetune.augment.hflip)},
 };
 

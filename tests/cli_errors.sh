@@ -81,6 +81,19 @@ elif mode == "prov-mnist-nodir":  # the provenance names mnist and no directory
     p.pop("data_dir", None)
     h["__metadata__"]["hprune.provenance"] = json.dumps(p)
     write(dst, h, d)
+elif mode == "nan-momentum":    # a training checkpoint whose momentum holds a NaN (fc3.bias, value 0)
+    extra = b""
+    for k in tensors:
+        b, end = h[k]["data_offsets"]
+        buf = bytearray(end - b)
+        if k == "fc3.bias":
+            buf[0:4] = struct.pack("<f", float("nan"))
+        at = len(d) + len(extra)
+        h["optim." + k + ".momentum_buffer"] = {"dtype": "F32", "shape": h[k]["shape"],
+                                                "data_offsets": [at, at + len(buf)]}
+        extra += bytes(buf)
+    h["__metadata__"]["hprune.train_state"] = json.dumps({"next_epoch": 0, "best_val_acc": 0})
+    write(dst, h, d + extra)
 elif mode == "no-graph":        # valid safetensors, but not an hprune model
     del h["__metadata__"]["hprune.graph"]
     write(dst, h, d)
@@ -122,6 +135,8 @@ elif mode == "gz-corrupt":      # bytes flipped in the middle of the compressed 
     for i in range(len(b) // 2, len(b) // 2 + 16):
         b[i] ^= 0xA5
     open(img, "wb").write(bytes(b))
+elif mode == "gz-trailing":     # bytes after the end of the gzip stream (gzread would skip them)
+    open(img, "ab").write(b"junk")
 elif mode == "bad-magic":       # the labels magic on an images file
     b = raw(img)
     put(img, struct.pack(">I", 0x801) + b[4:])
@@ -220,6 +235,15 @@ python3 "$T/craft.py" prov-mnist-nodir "$GOOD" "$T/models/mnist-nodir.safetensor
 expect 1 "eval: a provenance naming mnist and no directory (not read from Fashion-MNIST's)" \
   "$T/models/mnist-nodir.safetensors" "its provenance names dataset mnist but no directory: give it with --data DIR" \
   "$HPRUNE" eval "$T/models/mnist-nodir.safetensors" --threads 1
+# a FIFO in the data directory: refused, not waited on for ever (the inner timeout ends a hang)
+mkdir -p "$T/data_fifo" "$T/cifar_fifo"
+cp "$DATA"/* "$T/data_fifo"/ && rm "$T/data_fifo/t10k-labels-idx1-ubyte.gz" &&
+  mkfifo "$T/data_fifo/t10k-labels-idx1-ubyte"
+expect 1 "eval: a FIFO in an IDX data directory is refused, not waited on" "$T/data_fifo/t10k-labels-idx1-ubyte" \
+  "not a regular file" timeout 10 "$HPRUNE" eval "$GOOD" --data "$T/data_fifo" --threads 1
+cp "$T/cifar"/data_batch_* "$T/cifar_fifo"/ && mkfifo "$T/cifar_fifo/test_batch.bin"
+expect 1 "eval: a FIFO in a CIFAR-10 data directory is refused, not waited on" "$T/cifar_fifo/test_batch.bin" \
+  "not a regular file" timeout 10 "$HPRUNE" eval "$GOOD" --data "$T/cifar_fifo" --dataset cifar10 --threads 1
 expect 2 "eval: --dataset unknown" "imagenet" "dataset" \
   "$HPRUNE" eval "$GOOD" --data "$DATA" --dataset imagenet
 expect 2 "eval: --batch-size 0" "--batch-size" "'0'" \
@@ -287,6 +311,21 @@ expect 1 "train: unknown architecture" "$T/cfg_bad_arch.ini:$((L + 2)):" "lenet7
 cfg no_equals "warmup_epochs"
 expect 1 "train: a line without '='" "$T/cfg_no_equals.ini:$L" "" \
   "$HPRUNE" train --config "$T/cfg_no_equals.ini" -o "$OUT"
+cfg crop_pad "" "[data]" "crop_pad = 268435457"
+expect 1 "train: crop_pad beyond its limit (was an assertion failure)" "$T/cfg_crop_pad.ini:$((L + 2)):" \
+  "'crop_pad' must be in \[0, 64\], got 268435457" "$HPRUNE" train --config "$T/cfg_crop_pad.ini" -o "$OUT"
+expect 1 "prune: a fine-tuning config with crop_pad beyond its limit" "$T/cfg_crop_pad.ini:$((L + 2)):" \
+  "'crop_pad' must be in \[0, 64\]" "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --finetune-epochs 1 \
+  --config "$T/cfg_crop_pad.ini" --data "$DATA" --threads 1 -o "$T/out/pruned.safetensors"
+cfg threads "threads = 2147483647"
+expect 1 "train: threads beyond 1024" "$T/cfg_threads.ini:$L:" "'threads' must be in \[0, 1024\], got 2147483647" \
+  "$HPRUNE" train --config "$T/cfg_threads.ini" -o "$OUT"
+cfg after_header "" "[model] arch = lenet7"
+expect 1 "train: a key after a section header, on its line (inih would drop it)" "$T/cfg_after_header.ini:$((L + 1)):" \
+  "text after the section header: 'arch = lenet7'" "$HPRUNE" train --config "$T/cfg_after_header.ini" -o "$OUT"
+printf '[model]\rarch = nonsense\r[train]\repochs = 0\r' >"$T/cr_only.ini"
+expect 1 "train: a config with CR line endings (read as one line before)" "$T/cr_only.ini:1:" "CR line endings" \
+  "$HPRUNE" train --config "$T/cr_only.ini" -o "$OUT"
 expect 1 "train: missing config file" "$T/missing.ini" "no such file|cannot open" \
   "$HPRUNE" train --config "$T/missing.ini" -o "$OUT"
 expect 2 "train: --epochs 0" "--epochs" "at least 1" \
@@ -295,6 +334,11 @@ expect 2 "train: --lr abc" "--lr" "abc" \
   "$HPRUNE" train --config "$T/good.ini" --lr abc -o "$OUT"
 expect 2 "train: --threads abc" "--threads" "abc" \
   "$HPRUNE" train --config "$T/good.ini" --threads abc -o "$OUT"
+expect 2 "train: --threads 5000" "--threads" "'threads' must be in \[0, 1024\], got 5000" \
+  "$HPRUNE" train --config "$T/good.ini" --threads 5000 -o "$OUT"
+expect 1 "train: a training set smaller than one batch, naming the data" "$DATA:" \
+  "fashion-mnist training set has 256 images, fewer than one batch of 512" \
+  "$HPRUNE" train --config "$T/good.ini" --batch-size 512 -o "$OUT"
 expect 2 "train: an extra argument" "stray" "unexpected argument" \
   "$HPRUNE" train --config "$T/good.ini" stray -o "$OUT"
 expect 2 "train: -c and --config (one option) given twice" "-c/--config given twice" "^hprune train: -c/--config given twice$" \
@@ -375,6 +419,7 @@ bad_data() {
 bad_data idx-truncated "IDX file truncated" train-images-idx3-ubyte "truncated: header says 256 images of 28x28"
 bad_data gz-truncated "gzip file truncated" train-images-idx3-ubyte.gz "truncated"
 bad_data gz-corrupt "gzip file corrupted" train-images-idx3-ubyte.gz "corrupt gzip data|truncated|trailing"
+bad_data gz-trailing "bytes after the gzip stream" train-images-idx3-ubyte.gz "4 bytes after the end of the gzip stream"
 bad_data bad-magic "wrong magic" train-images-idx3-ubyte.gz "bad magic 0x00000801"
 bad_data count "label count differs from image count" train-labels-idx1-ubyte.gz "255 labels for 256 images"
 bad_data label-range "label out of range" train-labels-idx1-ubyte.gz "label 12 .*out of range"
@@ -401,6 +446,11 @@ python3 "$T/craft.py" state-best "$GOOD" "$T/out/best.safetensors.ckpt"
 expect 1 "train: --resume with best_val_acc out of range" "$T/out/best.safetensors.ckpt" "best_val_acc 1e\\+300 is not an accuracy" \
   "$HPRUNE" train --config "$T/good.ini" -o "$T/out/best.safetensors" --resume
 rm -f "$T/out/epoch.safetensors.ckpt" "$T/out/best.safetensors.ckpt"
+python3 "$T/craft.py" nan-momentum "$GOOD" "$T/out/mom.safetensors.ckpt"
+expect 1 "train: --resume from a checkpoint whose momentum holds a NaN, naming it" "$T/out/mom.safetensors.ckpt" \
+  "tensor 'optim.fc3.bias.momentum_buffer': value 0 is nan \(not finite\)" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/mom.safetensors" --resume
+rm -f "$T/out/mom.safetensors.ckpt"
 
 echo "1..$n"
 [ "$failed" -eq 0 ]

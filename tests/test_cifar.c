@@ -142,10 +142,27 @@ static void test_missing(void **state) {
     tu_rmtree(dir);
 }
 
+// A FIFO in place of a batch file is refused, not waited on for ever (an alarm ends the test if
+// the open blocks).
+static void test_fifo(void **state) {
+    (void)state;
+    char dir[64], path[128], want[160];
+    tu_tmpdir(dir, sizeof dir);
+    make_cifar(dir);
+    snprintf(path, sizeof path, "%s/test_batch.bin", dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    snprintf(want, sizeof want, "%s: not a regular file", path);
+    alarm(10);
+    expect_fail(dir, want, NULL);
+    alarm(0);
+    tu_rmtree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),      cmocka_unit_test(test_subdir), cmocka_unit_test(test_bad_size),
-        cmocka_unit_test(test_bad_label), cmocka_unit_test(test_missing),
+        cmocka_unit_test(test_bad_label), cmocka_unit_test(test_missing), cmocka_unit_test(test_fifo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

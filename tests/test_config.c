@@ -209,19 +209,23 @@ static void test_strict_numbers(void **state) {
         {"[train]\nbatch_size = -4\n", "'batch_size' must be at least 1"},
         {"[train]\nseed = -1\n", "bad value '-1' for 'seed'"},
         {"[train]\nseed = 18446744073709551616\n", "out of range"},
-        {"[train]\nthreads = -1\n", "'threads' must be at least 0"},
+        {"[train]\nthreads = -1\n", "'threads' must be in [0, 1024], got -1"},
+        {"[train]\nthreads = 1025\n", "'threads' must be in [0, 1024], got 1025"},
+        {"[train]\nthreads = 2147483647\n", "'threads' must be in [0, 1024], got 2147483647"},
         {"[train]\nwarmup_epochs = -1\n", "'warmup_epochs' must be at least 0"},
-        {"[train]\nmomentum = 1\n", "'momentum' must be less than 1"},
-        {"[train]\nmomentum = -0.1\n", "'momentum' must be at least 0"},
+        {"[train]\nmomentum = 1\n", "'momentum' must be in [0, 1), got 1"},
+        {"[train]\nmomentum = -0.1\n", "'momentum' must be in [0, 1), got -0.1"},
         {"[train]\nweight_decay = -1e-4\n", "'weight_decay' must be at least 0"},
         {"[train]\ngamma = 0\n", "'gamma' must be greater than 0"},
-        {"[train]\nlabel_smoothing = 1.0\n", "'label_smoothing' must be less than 1"},
+        {"[train]\nlabel_smoothing = 1.0\n", "'label_smoothing' must be in [0, 1), got 1"},
         {"[train]\nnesterov = maybe\n", "bad value 'maybe' for 'nesterov': expected true or false"},
         {"[train]\nschedule = linear\n", "bad value 'linear' for 'schedule': expected constant, step or cosine"},
         {"[train]\noutput =\n", "'output' must not be empty"},
-        {"[data]\nval_split = 1\n", "'val_split' must be less than 1"},
-        {"[data]\nval_split = -0.5\n", "'val_split' must be at least 0"},
-        {"[data]\ncrop_pad = -2\n", "'crop_pad' must be at least 0"},
+        {"[data]\nval_split = 1\n", "'val_split' must be in [0, 1), got 1"},
+        {"[data]\nval_split = -0.5\n", "'val_split' must be in [0, 1), got -0.5"},
+        {"[data]\ncrop_pad = -2\n", "'crop_pad' must be in [0, 64], got -2"},
+        {"[data]\ncrop_pad = 65\n", "'crop_pad' must be in [0, 64], got 65"},
+        {"[data]\ncrop_pad = 268435457\n", "'crop_pad' must be in [0, 64], got 268435457"},
         {"[data]\nhflip = 2\n", "expected true or false"},
         {"[data]\ndataset = imagenet\n", "bad value 'imagenet' for 'dataset': expected one of fashion-mnist, mnist, cifar10"},
         {"[model]\narch = resnet21\n", "bad value 'resnet21' for 'arch': expected one of lenet5"},
@@ -285,6 +289,69 @@ static void test_file_problems(void **state) {
     name[sizeof name - 1] = '\0';
     snprintf(text, sizeof text, "[model]\narch = %s\n", name);
     expect_load_error(fx, text, 2, "expected one of");
+}
+
+// crop_pad and threads have the limits the sweep config and the --threads flags have: 64 and
+// 1024 (a larger pad aborted training; a huge thread count asked for gigabytes of scratch).
+static void test_limits(void **state) {
+    Fixture *fx = *state;
+    Config c;
+    config_default(&c);
+    HpErr err = {{0}};
+    if (load_text(fx, &c, "[data]\ncrop_pad = 64\n[train]\nthreads = 1024\n", &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(c.train.augment.crop_pad, HP_MAX_CROP_PAD);
+    assert_int_equal(c.train.threads, HP_MAX_THREADS);
+    Config before = c;
+    assert_int_equal(config_set(&c, "train", "threads", "5000", "--threads", &err), -1);
+    assert_string_equal(err.msg, "--threads: 'threads' must be in [0, 1024], got 5000");
+    assert_int_equal(config_set(&c, "data", "crop_pad", "65", NULL, &err), -1);
+    assert_string_equal(err.msg, "[data] crop_pad: 'crop_pad' must be in [0, 64], got 65");
+    assert_memory_equal(&c, &before, sizeof c);
+}
+
+// Only blanks and a comment may follow a section header's "]" (inih drops the rest unseen);
+// lines end at LF or CRLF, and a CR alone (a file with CR line endings, which would read as one
+// long line) is refused at the line where it appears.
+static void test_headers_and_line_ends(void **state) {
+    Fixture *fx = *state;
+    expect_load_error(fx, "[model]\n[train] epochs = 0\n", 2, "text after the section header: 'epochs = 0'");
+    expect_load_error(fx, "[train]]\nepochs = 3\n", 1, "text after the section header: ']'");
+    expect_load_error(fx, "[train]\nepochs = 3\n[data]x ; c\n", 3, "text after the section header: 'x ; c'");
+    Config c;
+    config_default(&c);
+    HpErr err = {{0}};
+    if (load_text(fx, &c, "[train] ; a comment\nepochs = 3\n[data]\t# another\t\nhflip = on\n[model]  \n", &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c.train.epochs, 3);
+    assert_true(c.train.augment.hflip);
+
+    expect_load_error(fx, "[model]\rarch = nonsense\r[train]\repochs = 0\r", 1,
+                      "a CR not followed by LF at column 8: the file uses CR line endings");
+    char text[600] = "[train]\repochs = 3\r";  // longer than a line may be: still the CR, not "too long"
+    for (int i = 0; i < 30; i++) strcat(text, "; a comment line\r");
+    assert_true(strlen(text) > 400);
+    expect_load_error(fx, text, 1, "the file uses CR line endings");
+    expect_load_error(fx, "[train]\nepochs = 3\nlr = 0.1\r\n\rbatch_size = 8\n", 4,
+                      "a CR not followed by LF at column 1");
+    expect_load_error(fx, "[train]\nepochs = 3\r", 2, "a CR not followed by LF at column 11");
+    config_default(&c);
+    if (load_text(fx, &c, "[train]\r\nepochs = 3\r\nlr = 0.5 ; inline\r\n\r\n[data] ; c\r\nhflip = yes\r\n", &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(c.train.epochs, 3);
+    assert_float_equal(c.train.lr, 0.5f, 0);
+    assert_true(c.train.augment.hflip);
+
+    // 198 characters are the limit with any line end, and on a last line without one.
+    snprintf(text, sizeof text, "[data]\r\ndir = /%0191d\r\n", 0);
+    if (load_text(fx, &c, text, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(strlen(c.data_dir), 192);
+    snprintf(text, sizeof text, "[data]\ndir = /%0191d", 0);
+    if (load_text(fx, &c, text, &err) != 0) fail_msg("%s", err.msg);
+    snprintf(text, sizeof text, "[data]\ndir = /%0192d", 0);
+    assert_int_equal(strlen(text), 7 + 199);
+    expect_load_error(fx, text, 2, "line too long (at most 198 characters)");
+    snprintf(text, sizeof text, "[data]\ndir = /%0192d\r\n", 0);
+    expect_load_error(fx, text, 2, "line too long (at most 198 characters)");
 }
 
 static void test_overrides(void **state) {
@@ -366,6 +433,7 @@ typedef struct {
     double d;
     int e;
     char name[8];
+    int n;
 } Tiny;
 
 // Returns the names that Tiny's e and name accept.
@@ -381,8 +449,9 @@ static void test_ini_table(void **state) {
         {"s", "d", IK_DOUBLE, INI_FIELD(Tiny, d), 0, 2, IK_RANGE | IK_MIN_EXCL},
         {"s", "e", IK_ENUM, INI_FIELD(Tiny, e), .choices = tiny_names},
         {"s", "name", IK_NAME, INI_FIELD(Tiny, name), .flags = IK_NONEMPTY, .choices = tiny_names, .expect = "ab or cd"},
+        {"s", "n", IK_INT, INI_FIELD(Tiny, n), 1, 1 << 24, IK_RANGE},
     };
-    IniTable t = {.sections = sections, .keys = keys, .n_keys = 3};
+    IniTable t = {.sections = sections, .keys = keys, .n_keys = 4};
     Tiny x = {0};
     HpErr err = {{0}};
     assert_int_equal(ini_table_set(&t, &x, "s", "d", "1.1", 0, &err), 0);
@@ -392,6 +461,12 @@ static void test_ini_table(void **state) {
     t.spans = true;
     assert_int_equal(ini_table_set(&t, &x, "s", "d", "2.5", 3, &err), -1);
     assert_string_equal(err.msg, "'d' must be in (0, 2], got 2.5");
+    assert_int_equal(ini_table_set(&t, &x, "s", "n", "0", 3, &err), -1);  // whole bounds in full, not %g's 1.67772e+07
+    assert_string_equal(err.msg, "'n' must be in [1, 16777216], got 0");
+    t.spans = false;
+    assert_int_equal(ini_table_set(&t, &x, "s", "n", "16777217", 3, &err), -1);
+    assert_string_equal(err.msg, "'n' must be at most 16777216");
+    t.spans = true;
     assert_int_equal(ini_table_set(&t, &x, "s", "e", "cd", 0, &err), 0);
     assert_int_equal(x.e, 1);
     assert_int_equal(ini_table_set(&t, &x, "s", "e", "x", 0, &err), -1);
@@ -401,8 +476,8 @@ static void test_ini_table(void **state) {
     assert_int_equal(ini_table_set(&t, &x, "s", "name", "", 5, &err), -1);
     assert_string_equal(err.msg, "'name' must not be empty");
     assert_int_equal(ini_table_set(&t, &x, "s", "f", "1", 5, &err), -1);
-    assert_string_equal(err.msg, "unknown key 'f' in [s] (known: d, e, name)");
-    assert_true(x.d == 1.1 && x.e == 1 && x.name[0] == '\0');  // failed sets change nothing
+    assert_string_equal(err.msg, "unknown key 'f' in [s] (known: d, e, name, n)");
+    assert_true(x.d == 1.1 && x.e == 1 && x.name[0] == '\0' && x.n == 0);  // failed sets change nothing
 
     char toks[3][INI_TOKEN], long_entry[INI_TOKEN + 1];
     assert_int_equal(ini_split(" a ,b,  c", toks, 3), 3);
@@ -444,6 +519,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_first_error_wins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_numbers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_problems, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_headers_and_line_ends, setup, teardown),
         cmocka_unit_test(test_overrides),
         cmocka_unit_test_setup_teardown(test_milestones, setup, teardown),
         cmocka_unit_test(test_ini_table),

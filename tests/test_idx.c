@@ -346,6 +346,7 @@ static void test_trailing(void **state) {
     Buf b = idx_labels(2, 3);
     buf_put(&b, "x", 1);
     put_file(dir, TEST_LABELS, b, true);
+    expect_fail(dir, TEST_LABELS ".gz", "trailing data after the 3 bytes the header declares");
     tu_rmtree(dir);
     tu_tmpdir(dir, sizeof dir);
     make_mnist(dir, false, 4, 3, 3, 3);
@@ -353,6 +354,83 @@ static void test_trailing(void **state) {
     buf_put(&b, "xyz", 3);
     put_file(dir, TRAIN_IMAGES, b, false);
     expect_fail(dir, TRAIN_IMAGES, "trailing data after the 36 bytes");
+    tu_rmtree(dir);
+}
+
+// The gzip bytes of b (freed), through a file dir/name.gz made and read back.
+static Buf gzip_bytes(const char *dir, const char *name, Buf b) {
+    char path[600];
+    put_file(dir, name, b, true);
+    snprintf(path, sizeof path, "%s/%s.gz", dir, name);
+    Buf z = slurp(path);
+    assert_int_equal(unlink(path), 0);
+    return z;
+}
+
+// Bytes after the gzip stream are refused (gzread would skip them unseen); a second gzip member
+// (gzip files concatenated) is part of the stream, as gzip -d reads it.
+static void test_after_gzip_stream(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    make_mnist(dir, true, 4, 3, 3, 3);
+    snprintf(path, sizeof path, "%s/%s.gz", dir, TEST_LABELS);
+    Buf z = gzip_bytes(dir, "tmp", idx_labels(2, 3));
+    buf_put(&z, "junk", 4);
+    tu_write(path, z.p, z.len);
+    expect_fail(dir, path, ": 4 bytes after the end of the gzip stream");
+    z.len -= 3;  // one byte: even the first of another member's magic is not a member
+    z.p[z.len - 1] = 0x1f;
+    tu_write(path, z.p, z.len);
+    expect_fail(dir, path, ": 1 byte after the end of the gzip stream");
+    free(z.p);
+
+    // the images in two members: read whole
+    Buf img = idx_images(2, 3, 3, 3), head = {0}, tail = {0};
+    buf_put(&head, img.p, 20);
+    buf_put(&tail, img.p + 20, img.len - 20);
+    free(img.p);
+    Buf two = gzip_bytes(dir, "tmp", head), second = gzip_bytes(dir, "tmp", tail);
+    buf_put(&two, second.p, second.len);
+    snprintf(path, sizeof path, "%s/%s.gz", dir, TEST_IMAGES);
+    tu_write(path, two.p, two.len);
+    put_file(dir, TEST_LABELS, idx_labels(2, 3), true);
+    Dataset tr, te;
+    HpErr err = {{0}};
+    if (mnist_load_dir(dir, &tr, &te, &err) != 0) fail_msg("%s", err.msg);
+    check_set(&te, 2, 3, 3, 3);
+    dataset_free(&tr);
+    dataset_free(&te);
+    // ... and junk after the second member is refused all the same
+    buf_put(&two, "\0\0", 2);
+    tu_write(path, two.p, two.len);
+    expect_fail(dir, path, ": 2 bytes after the end of the gzip stream");
+    free(two.p);
+    free(second.p);
+    tu_rmtree(dir);
+}
+
+// A FIFO in place of a file is refused, not waited on for ever (an alarm ends the test if the
+// open blocks).
+static void test_fifo(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    make_mnist(dir, true, 4, 3, 3, 3);
+    snprintf(path, sizeof path, "%s/%s.gz", dir, TEST_LABELS);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/%s", dir, TEST_LABELS);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10);
+    char want[160];
+    snprintf(want, sizeof want, "%s: not a regular file", path);
+    expect_fail(dir, want, NULL);
+    snprintf(path, sizeof path, "%s/%s.gz", dir, TRAIN_IMAGES);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    snprintf(want, sizeof want, "%s: not a regular file", path);
+    expect_fail(dir, want, NULL);
+    alarm(0);
     tu_rmtree(dir);
 }
 
@@ -499,7 +577,8 @@ int main(void) {
         cmocka_unit_test(test_truncated_gzip),   cmocka_unit_test(test_corrupt_gzip),
         cmocka_unit_test(test_bad_magic),        cmocka_unit_test(test_wrong_type),
         cmocka_unit_test(test_label_count),      cmocka_unit_test(test_label_range),
-        cmocka_unit_test(test_trailing),         cmocka_unit_test(test_bad_dims),
+        cmocka_unit_test(test_trailing),         cmocka_unit_test(test_after_gzip_stream),
+        cmocka_unit_test(test_fifo),             cmocka_unit_test(test_bad_dims),
         cmocka_unit_test(test_alloc_fails),
         cmocka_unit_test(test_mismatched_shapes), cmocka_unit_test(test_missing),
         cmocka_unit_test(test_unknown_dataset),

@@ -2,6 +2,8 @@
 // a damaged or foreign file must give.
 #include "testutil.h"
 
+#include <sys/stat.h>
+
 #include <cjson/cJSON.h>
 
 #include "formats/formats.h"
@@ -417,6 +419,25 @@ static void test_load_errors(void **state) {
     expect_load_error(path, "tensor 'fc.weight': value 3 is inf (not finite)");
     for (int i = 0; i < n_refs; i++)
         if (strcmp(refs[i].name, "fc.weight") == 0) refs[i].data[3] = 0.5f;
+
+    // so is a checkpoint's optimizer state (a NaN there surfaced as a diverged loss), when it is read
+    float *mom = calloc(m.n_params, sizeof *mom);
+    for (int i = 0; i < n_refs; i++)
+        if (strcmp(refs[i].name, "fc.bias") == 0) mom[refs[i].data - m.params + 2] = NAN;
+    CheckpointExtra extra = {.momentum = mom, .train_state_json = "{}"};
+    assert_int_equal(model_save(&m, path, &extra, &err), 0);
+    expect_load_error(path, "tensor 'optim.fc.bias.momentum_buffer': value 2 is nan (not finite)");
+    assert_int_equal(model_load(&r, path, NULL, NULL, &err), 0);
+    model_free(&r);
+    free(mom);
+
+    // a FIFO is refused, not waited on for ever (the alarm ends the test if the open blocks)
+    char fifo[160];
+    snprintf(fifo, sizeof fifo, "%s/fifo.safetensors", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(10);
+    expect_load_error(fifo, "not a regular file");
+    alarm(0);
 
     // provenance and train state must be JSON
     m.provenance = strdup("not json");

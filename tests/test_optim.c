@@ -168,6 +168,33 @@ static void test_lr_warmup(void **state) {
     assert_float_equal(lr_at(&c, 10.0), 0.1, 1e-7);
 }
 
+// train() refuses a crop_pad beyond HP_MAX_CROP_PAD with an error (batch assembly asserts the
+// bound), whichever caller filled the config.
+static void test_train_checks_crop_pad(void **state) {
+    (void)state;
+    Model m;
+    Rng rng;
+    rng_seed(&rng, 3, 0);
+    tu_small_net(&m, &rng, false);
+    Dataset d;
+    HpErr err = {{0}};
+    assert_int_equal(dataset_alloc(&d, 4, 1, 8, 8, 3, &err), 0);
+    TrainConfig c;
+    train_config_default(&c);
+    c.epochs = 1;
+    c.batch_size = 2;
+    c.augment.crop_pad = HP_MAX_CROP_PAD + 1;
+    float *mom = calloc(m.n_params, sizeof *mom);
+    TrainState st = {.momentum = mom};
+    assert_int_equal(train(&m, &c, &d, NULL, NULL, &st, NULL, NULL, NULL, &err), -1);
+    assert_string_equal(err.msg, "crop_pad 65 is outside [0, 64]");
+    c.augment.crop_pad = HP_MAX_CROP_PAD;  // the largest runs
+    if (train(&m, &c, &d, NULL, NULL, &st, NULL, NULL, NULL, &err) != 0) fail_msg("%s", err.msg);
+    free(mom);
+    dataset_free(&d);
+    model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sgd_plain),
@@ -178,6 +205,7 @@ int main(void) {
         cmocka_unit_test(test_lr_constant_and_step),
         cmocka_unit_test(test_lr_cosine),
         cmocka_unit_test(test_lr_warmup),
+        cmocka_unit_test(test_train_checks_crop_pad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
