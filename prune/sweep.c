@@ -2,13 +2,17 @@
 // of the result files into tables and a chart (see sweep.h).
 #include "sweep.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <zlib.h>
@@ -372,8 +376,9 @@ typedef struct {
         best_epoch, lat_orig, lat, seconds;
 } SweepResult;
 
-// Reads a whole file into a NUL-terminated malloc'd buffer. Returns it, or NULL with err set.
-static char *read_text(const char *path, HpErr *err) {
+// Reads a whole file into a NUL-terminated malloc'd buffer of *len_out bytes (and the NUL). Returns
+// it, or NULL with err set.
+static char *read_text(const char *path, size_t *len_out, HpErr *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
     size_t cap = 4096, len = 0;
@@ -403,68 +408,232 @@ static char *read_text(const char *path, HpErr *err) {
         return hp_fail(err, "%s: cannot read", path), NULL;
     }
     s[len] = '\0';
+    *len_out = len;
     return s;
 }
 
-// Copies string member key of j into buf (cap bytes). Returns 0, or -1 with err set.
-static int json_str(const cJSON *j, const char *key, char *buf, size_t cap, const char *path, HpErr *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+// Parses text (len bytes, read from path) as one JSON object with nothing after it but white
+// space. Returns it (cJSON_Delete it), or NULL with err naming path and the problem.
+static cJSON *parse_object(const char *text, size_t len, const char *path, HpErr *err) {
+    if (strlen(text) != len) return hp_fail(err, "%s: a NUL byte at byte %zu", path, strlen(text)), NULL;
+    const char *end = text;
+    cJSON *j = cJSON_ParseWithOpts(text, &end, false);
+    if (!j) return hp_fail(err, "%s: not a JSON object (a syntax error at byte %zu)", path, (size_t)(end - text)), NULL;
+    end += strspn(end, " \t\r\n");
+    if (cJSON_IsObject(j) && *end == '\0') return j;
+    cJSON_Delete(j);
+    if (*end) return hp_fail(err, "%s: data after the JSON object (at byte %zu)", path, (size_t)(end - text)), NULL;
+    return hp_fail(err, "%s: not a JSON object", path), NULL;
+}
+
+// Sets *v to member key of object j (NULL if it has none). Returns 0, or -1 with err set if key
+// appears twice: cJSON would read the first, another reader the last.
+static int json_member(const cJSON *j, const char *key, const cJSON **v, const char *path, HpErr *err) {
+    *v = NULL;
+    for (const cJSON *m = j->child; m; m = m->next) {
+        if (strcmp(m->string, key) != 0) continue;
+        if (*v) return hp_fail(err, "%s: key \"%s\" appears twice", path, key);
+        *v = m;
+    }
+    return 0;
+}
+
+// Copies string member key of j into buf (cap bytes); an optional key may be absent (buf left
+// as it is). Returns 0, or -1 with err set.
+static int json_str(const cJSON *j, const char *key, bool optional, char *buf, size_t cap, const char *path,
+                    HpErr *err) {
+    const cJSON *v;
+    if (json_member(j, key, &v, path, err) < 0) return -1;
+    if (!v && optional) return 0;
     if (!cJSON_IsString(v)) return hp_fail(err, "%s: no string \"%s\"", path, key);
     if (strlen(v->valuestring) >= cap) return hp_fail(err, "%s: \"%s\" is too long", path, key);
     snprintf(buf, cap, "%s", v->valuestring);
     return 0;
 }
 
-// Reads number member key of j into *x. Returns 0, or -1 with err set.
-static int json_num(const cJSON *j, const char *key, double *x, const char *path, HpErr *err) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return hp_fail(err, "%s: no number \"%s\"", path, key);
-    *x = v->valuedouble;
+// What a number of a result file must be.
+typedef enum {
+    R_TARGET,    // a fraction to remove, in (0, 1) (as [sweep] targets)
+    R_ACCURACY,  // in [0, 1]
+    R_COUNT,     // parameters or MACs: a positive integer below 2^53 (exact in a double, 16 digits at most)
+    R_EPOCHS,    // an integer in [0, MAX_EPOCHS]
+    R_LATENCY,   // milliseconds, positive (the speed-up divides by them)
+    R_SECONDS,   // non-negative
+} Range;
+
+#define MAX_COUNT 9007199254740992.0  // 2^53
+enum { MAX_EPOCHS = 10000 };          // the range of [finetune] epochs (sweep_config.c)
+
+// Writes x into buf as briefly as reads back exactly ("416520", "0.3", "1e+308").
+static void fmt_value(char *buf, size_t cap, double x) {
+    if (x == floor(x) && fabs(x) <= MAX_COUNT) {
+        snprintf(buf, cap, "%.0f", x);
+        return;
+    }
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, cap, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x) return;
+    }
+}
+
+// Fails unless x, the number key of the result file path, is in range rg (err: "PATH: KEY X is
+// not in [0, 1]").
+static int check_range(double x, Range rg, const char *key, const char *path, HpErr *err) {
+    static const char *const WANT[] = {
+        [R_TARGET] = "is not in (0, 1)", [R_ACCURACY] = "is not in [0, 1]",
+        [R_COUNT] = "is not a positive integer below 2^53", [R_EPOCHS] = "is not an integer in [0, 10000]",
+        [R_LATENCY] = "is not positive", [R_SECONDS] = "is negative"};
+    _Static_assert(MAX_EPOCHS == 10000, "WANT[R_EPOCHS] names MAX_EPOCHS");
+    bool whole = x == floor(x);
+    bool ok = rg == R_TARGET     ? x > 0 && x < 1
+              : rg == R_ACCURACY ? x >= 0 && x <= 1
+              : rg == R_COUNT    ? whole && x >= 1 && x < MAX_COUNT
+              : rg == R_EPOCHS   ? whole && x >= 0 && x <= MAX_EPOCHS
+              : rg == R_LATENCY  ? x > 0
+                                 : x >= 0;
+    if (ok) return 0;
+    char v[32];
+    fmt_value(v, sizeof v, x);
+    return hp_fail(err, "%s: %s %s %s", path, key, v, WANT[rg]);
+}
+
+// Reads number member key of j into *x and checks it is finite and in range rg (-0 reads as 0).
+// Returns 0, or -1 with err set.
+static int json_num(const cJSON *j, const char *key, Range rg, double *x, const char *path, HpErr *err) {
+    const cJSON *v;
+    if (json_member(j, key, &v, path, err) < 0) return -1;
+    if (!cJSON_IsNumber(v)) return hp_fail(err, "%s: no number \"%s\"", path, key);
+    if (!isfinite(v->valuedouble)) return hp_fail(err, "%s: %s is not a finite number", path, key);
+    *x = v->valuedouble + 0.0;
+    return check_range(*x, rg, key, path, err);
+}
+
+// Reads model_crc32 of j into r->crc (absent in older results: left ""). Returns 0 or -1.
+static int json_crc(const cJSON *j, SweepResult *r, const char *path, HpErr *err) {
+    const cJSON *crc;
+    if (json_member(j, "model_crc32", &crc, path, err) < 0) return -1;
+    if (!crc) return 0;
+    const char *v = cJSON_GetStringValue(crc);
+    if (!v || strlen(v) != 8 || strspn(v, "0123456789abcdef") != 8)
+        return hp_fail(err, "%s: \"model_crc32\" is not a CRC-32 (8 hex digits)", path);
+    memcpy(r->crc, v, sizeof r->crc);
     return 0;
 }
 
-// Parses a result file into *r. Returns 0, or -1 with err naming the file and the problem.
+// Reads every field of result object j into r, each number checked against its range (the
+// scoring and fine-tuning times too, which no table shows). Returns 0, or -1 with err naming
+// path and the first bad field.
+static int read_fields(const cJSON *j, SweepResult *r, const char *path, HpErr *err) {
+    double score_s, finetune_s;
+    struct { const char *key; char *buf; size_t cap; bool optional; } strs[] = {
+        {"id", r->id, sizeof r->id, false}, {"method", r->method, sizeof r->method, false},
+        {"criterion", r->criterion, sizeof r->criterion, true}, {"options", r->options, sizeof r->options, true},
+        {"target_kind", r->kind, sizeof r->kind, false}, {"seed", r->seed, sizeof r->seed, false},
+        {"model", r->model, sizeof r->model, false}, {"settings", r->settings, sizeof r->settings, false}};
+    struct { const char *key; double *x; Range rg; } nums[] = {
+        {"target", &r->target, R_TARGET}, {"params_original", &r->params_orig, R_COUNT},
+        {"params", &r->params, R_COUNT}, {"macs_original", &r->macs_orig, R_COUNT}, {"macs", &r->macs, R_COUNT},
+        {"accuracy_original", &r->acc_orig, R_ACCURACY}, {"accuracy_oneshot", &r->acc_oneshot, R_ACCURACY},
+        {"accuracy_recalibrated", &r->acc_recal, R_ACCURACY}, {"accuracy_finetuned", &r->acc_final, R_ACCURACY},
+        {"finetune_epochs", &r->finetune_epochs, R_EPOCHS}, {"best_epoch", &r->best_epoch, R_EPOCHS},
+        {"latency_ms_original", &r->lat_orig, R_LATENCY}, {"latency_ms", &r->lat, R_LATENCY},
+        {"score_seconds", &score_s, R_SECONDS}, {"finetune_seconds", &finetune_s, R_SECONDS},
+        {"seconds", &r->seconds, R_SECONDS}};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (json_str(j, strs[i].key, strs[i].optional, strs[i].buf, strs[i].cap, path, err) < 0) return -1;
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
+        if (json_num(j, nums[i].key, nums[i].rg, nums[i].x, path, err) < 0) return -1;
+    return json_crc(j, r, path, err);
+}
+
+// True if s is a seed as sweeps write it: a decimal integer below 2^64, without leading zeros.
+static bool is_seed(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 20 || strspn(s, "0123456789") != n || (s[0] == '0' && n > 1)) return false;
+    return n < 20 || strcmp(s, "18446744073709551615") <= 0;
+}
+
+// True if every byte of s is a letter, a digit or one of extra.
+static bool has_only(const char *s, const char *extra) {
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr(extra, *s)) return false;
+    return true;
+}
+
+// True if s has a control character (a line break among them).
+static bool has_control(const char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) return true;
+    return false;
+}
+
+// Fails unless the strings of r, read from path, are as a sweep writes them (the tables print
+// them as they are: a '|', a line break or a quote must not get there): a method name, a
+// criterion, options of letters, digits, spaces and , . + -, a target kind, a seed, the id
+// these make, a model path without control characters. Returns 0, or -1 naming path and key.
+static int check_strings(const SweepResult *r, const char *path, HpErr *err) {
+    if (!sweep_method_name_ok(r->method))
+        return hp_fail(err, "%s: method is not a method name (1 to %d letters, digits and . _ + -, starting with a "
+                            "letter or digit)", path, SWEEP_NAME - 1);
+    if (r->criterion[0] && criterion_parse(r->criterion) == CRIT_COUNT)
+        return hp_fail(err, "%s: criterion is not the name of a criterion", path);
+    if (r->criterion[0] && criterion_parse(r->method) != CRIT_COUNT && strcmp(r->criterion, r->method) != 0)
+        return hp_fail(err, "%s: criterion %s is not %s, the criterion its method is named after", path, r->criterion,
+                       r->method);
+    if (!has_only(r->options, " ,.+-"))
+        return hp_fail(err, "%s: options has characters other than letters, digits, spaces and , . + -", path);
+    bool kind = false;
+    for (TargetKind k = TARGET_MACS; k <= TARGET_CHANNELS; k++) kind |= strcmp(r->kind, kind_word(k)) == 0;
+    if (!kind) return hp_fail(err, "%s: target_kind is not flops, params or channels", path);
+    if (!is_seed(r->seed))
+        return hp_fail(err, "%s: seed is not a decimal integer below 2^64 (without leading zeros)", path);
+    char t[32], id[SWEEP_ID + 64];
+    fmt_fraction(t, sizeof t, r->target);
+    snprintf(id, sizeof id, "%s-%s%s-s%s", r->method, r->kind, t, r->seed);
+    if (strcmp(id, r->id) != 0)
+        return hp_fail(err, "%s: id is not %s, the id of its method, target and seed", path, id);
+    if (has_control(r->model)) return hp_fail(err, "%s: model has a control character", path);
+    return 0;
+}
+
+// The speed-up of a result: latency before pruning over latency after (both positive, checked).
+static double speedup(const SweepResult *r) { return r->lat_orig / r->lat; }
+
+// Fails unless the numbers of r, read from path, agree: pruning removed MACs and parameters (it
+// never adds any), the best epoch is one of the fine-tuning's, the speed-up is a positive
+// finite number. Returns 0, or -1 naming path and the keys.
+static int check_numbers(const SweepResult *r, const char *path, HpErr *err) {
+    char a[32], b[32];
+    struct { const char *key, *of; double x, max; } le[] = {
+        {"macs", "macs_original", r->macs, r->macs_orig}, {"params", "params_original", r->params, r->params_orig},
+        {"best_epoch", "finetune_epochs", r->best_epoch, r->finetune_epochs}};
+    for (size_t i = 0; i < sizeof le / sizeof le[0]; i++) {
+        if (le[i].x <= le[i].max) continue;
+        fmt_value(a, sizeof a, le[i].x), fmt_value(b, sizeof b, le[i].max);
+        return hp_fail(err, "%s: %s %s is above %s %s", path, le[i].key, a, le[i].of, b);
+    }
+    double s = speedup(r);
+    if (isfinite(s) && s > 0) return 0;
+    fmt_value(a, sizeof a, r->lat_orig), fmt_value(b, sizeof b, r->lat);
+    return hp_fail(err, "%s: latency_ms_original %s / latency_ms %s is not a finite speed-up", path, a, b);
+}
+
+// Parses a result file into *r and checks every field (read_fields, check_strings,
+// check_numbers). Returns 0, or -1 with err naming the file and the problem.
 static int result_read(const char *path, SweepResult *r, HpErr *err) {
-    char *text = read_text(path, err);
+    size_t len;
+    char *text = read_text(path, &len, err);
     if (!text) return -1;
-    cJSON *j = cJSON_Parse(text);
+    cJSON *j = parse_object(text, len, path, err);
     free(text);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return hp_fail(err, "%s: not a JSON object", path);
-    }
+    if (!j) return -1;
     memset(r, 0, sizeof *r);
-    struct { const char *key; char *buf; size_t cap; } strs[] = {
-        {"id", r->id, sizeof r->id}, {"method", r->method, sizeof r->method}, {"target_kind", r->kind, sizeof r->kind},
-        {"seed", r->seed, sizeof r->seed}, {"model", r->model, sizeof r->model},
-        {"settings", r->settings, sizeof r->settings}};
-    struct { const char *key; double *x; } nums[] = {
-        {"target", &r->target}, {"params_original", &r->params_orig}, {"params", &r->params},
-        {"macs_original", &r->macs_orig}, {"macs", &r->macs}, {"accuracy_original", &r->acc_orig},
-        {"accuracy_oneshot", &r->acc_oneshot}, {"accuracy_recalibrated", &r->acc_recal},
-        {"accuracy_finetuned", &r->acc_final},
-        {"finetune_epochs", &r->finetune_epochs}, {"best_epoch", &r->best_epoch},
-        {"latency_ms_original", &r->lat_orig}, {"latency_ms", &r->lat}, {"seconds", &r->seconds}};
-    int rc = 0;
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0] && rc == 0; i++)
-        rc = json_str(j, strs[i].key, strs[i].buf, strs[i].cap, path, err);
-    for (size_t i = 0; i < sizeof nums / sizeof nums[0] && rc == 0; i++)
-        rc = json_num(j, nums[i].key, nums[i].x, path, err);
-    if (rc == 0 && cJSON_HasObjectItem(j, "criterion")) rc = json_str(j, "criterion", r->criterion, sizeof r->criterion, path, err);
-    if (rc == 0 && cJSON_HasObjectItem(j, "options")) rc = json_str(j, "options", r->options, sizeof r->options, path, err);
-    const cJSON *crc = cJSON_GetObjectItemCaseSensitive(j, "model_crc32");  // absent in older results
-    if (rc == 0 && crc) {
-        const char *v = cJSON_GetStringValue(crc);
-        if (!v || strlen(v) != 8 || strspn(v, "0123456789abcdef") != 8)
-            rc = hp_fail(err, "%s: \"model_crc32\" is not a CRC-32 (8 hex digits)", path);
-        else
-            memcpy(r->crc, v, sizeof r->crc);
-    }
+    int rc = read_fields(j, r, path, err);
     cJSON_Delete(j);
+    if (rc == 0) rc = check_strings(r, path, err);
+    if (rc == 0) rc = check_numbers(r, path, err);
     if (rc == 0 && strlen(path) >= sizeof r->file) rc = hp_fail(err, "%s: path too long", path);
     if (rc == 0) snprintf(r->file, sizeof r->file, "%s", path);
-    if (rc == 0 && (r->macs_orig <= 0 || r->params_orig <= 0))
-        rc = hp_fail(err, "%s: original MACs or parameters not positive", path);
     return rc;
 }
 
@@ -539,7 +708,7 @@ static bool is_result_name(const char *name) {
 // Reads every DIR/runs/*.json into *out (sorted). Returns the count, or -1 with err set.
 static int read_results(const char *dir, SweepResult **out, HpErr *err) {
     char runs[SWEEP_PATH * 2];
-    snprintf(runs, sizeof runs, "%s/runs", dir);
+    if (snprintf(runs, sizeof runs, "%s/runs", dir) >= (int)sizeof runs) return hp_fail(err, "%s: path too long", dir);
     DIR *d = opendir(runs);
     if (!d) return hp_fail(err, "%s: cannot open: %s", runs, strerror(errno));
     int n = 0, cap = 16, rc = 0;
@@ -587,44 +756,67 @@ const int SWEEP_CSV_COLS = (int)(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEAD
 // Fraction of the original MACs a result removed.
 static double macs_removed(const SweepResult *r) { return 1.0 - r->macs / r->macs_orig; }
 
-#define CELL SWEEP_ID  // bytes per CSV cell: the longest is an id
+// Bytes of a cell of results.csv: the longest a checked result gives is "%.3f" of the largest
+// finite double (a latency or a speed-up: 309 digits, a point, 3 decimals); an id takes 127.
+#define CELL 320
 
-// Writes DIR/results.csv.
+// Formats column k of a row of results.csv into c[k]. Returns 0, or -1 with err set if it would
+// not fit (the checks on read rule that out).
+__attribute__((format(printf, 5, 6))) static int put_cell(char (*c)[CELL], int k, const char *path, HpErr *err,
+                                                          const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(c[k], CELL, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && n < CELL) return 0;
+    return hp_fail(err, "%s: a %s longer than %d characters", path, SWEEP_CSV_HEADER[k], CELL - 1);
+}
+
+// Formats the row of result x into c (SWEEP_CSV_COLS cells). Returns 0, or -1 with err set.
+static int csv_row(const SweepResult *x, char (*c)[CELL], const char *path, HpErr *err) {
+    char t[32];
+    fmt_fraction(t, sizeof t, x->target);
+    int rc = put_cell(c, 0, path, err, "%s", x->id);
+    rc |= put_cell(c, 1, path, err, "%s", x->method);
+    rc |= put_cell(c, 2, path, err, "%s", x->kind);
+    rc |= put_cell(c, 3, path, err, "%s", t);
+    rc |= put_cell(c, 4, path, err, "%s", x->seed);
+    rc |= put_cell(c, 5, path, err, "%.0f", x->params_orig);
+    rc |= put_cell(c, 6, path, err, "%.0f", x->params);
+    rc |= put_cell(c, 7, path, err, "%.0f", x->macs_orig);
+    rc |= put_cell(c, 8, path, err, "%.0f", x->macs);
+    rc |= put_cell(c, 9, path, err, "%.6f", macs_removed(x));
+    rc |= put_cell(c, 10, path, err, "%.6f", x->acc_orig);
+    rc |= put_cell(c, 11, path, err, "%.6f", x->acc_oneshot);
+    rc |= put_cell(c, 12, path, err, "%.6f", x->acc_recal);
+    rc |= put_cell(c, 13, path, err, "%.6f", x->acc_final);
+    rc |= put_cell(c, 14, path, err, "%.0f", x->finetune_epochs);
+    rc |= put_cell(c, 15, path, err, "%.0f", x->best_epoch);
+    rc |= put_cell(c, 16, path, err, "%.3f", x->lat);
+    rc |= put_cell(c, 17, path, err, "%.3f", speedup(x));
+    rc |= put_cell(c, 18, path, err, "%.1f", x->seconds);
+    return rc;
+}
+
+// Writes results.csv to path: one row per result.
 static int write_csv(const char *path, const SweepResult *r, int n, HpErr *err) {
     enum { NC = 19 };
-    _Static_assert(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0] == NC, "write_csv fills every column");
-    char(*text)[NC][CELL] = hp_alloc((size_t)n, sizeof *text, err);
-    const char **cells = text ? hp_alloc((size_t)n * NC, sizeof(char *), err) : NULL;
-    if (!cells) {
-        free(text);
-        return hp_prefix(err, path);
+    _Static_assert(sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0] == NC, "csv_row fills every column");
+    char **cells = hp_zalloc((size_t)n * NC, sizeof(char *), err);  // each cell its own copy
+    int rc = cells ? 0 : hp_prefix(err, path);
+    for (int i = 0; i < n && rc == 0; i++) {
+        char c[NC][CELL];
+        rc = csv_row(&r[i], c, path, err);
+        for (int k = 0; k < NC && rc == 0; k++) {
+            size_t len = strlen(c[k]) + 1;
+            char *copy = hp_alloc(len, 1, err);
+            if (!copy) rc = hp_prefix(err, path);
+            else cells[(size_t)i * NC + k] = memcpy(copy, c[k], len);
+        }
     }
-    for (int i = 0; i < n; i++) {
-        char(*c)[CELL] = text[i];
-        const SweepResult *x = &r[i];
-        snprintf(c[0], CELL, "%s", x->id);
-        snprintf(c[1], CELL, "%s", x->method);
-        snprintf(c[2], CELL, "%s", x->kind);
-        fmt_fraction(c[3], CELL, x->target);
-        snprintf(c[4], CELL, "%s", x->seed);
-        snprintf(c[5], CELL, "%.0f", x->params_orig);
-        snprintf(c[6], CELL, "%.0f", x->params);
-        snprintf(c[7], CELL, "%.0f", x->macs_orig);
-        snprintf(c[8], CELL, "%.0f", x->macs);
-        snprintf(c[9], CELL, "%.6f", macs_removed(x));
-        snprintf(c[10], CELL, "%.6f", x->acc_orig);
-        snprintf(c[11], CELL, "%.6f", x->acc_oneshot);
-        snprintf(c[12], CELL, "%.6f", x->acc_recal);
-        snprintf(c[13], CELL, "%.6f", x->acc_final);
-        snprintf(c[14], CELL, "%.0f", x->finetune_epochs);
-        snprintf(c[15], CELL, "%.0f", x->best_epoch);
-        snprintf(c[16], CELL, "%.3f", x->lat);
-        snprintf(c[17], CELL, "%.3f", x->lat > 0 ? x->lat_orig / x->lat : 0.0);
-        snprintf(c[18], CELL, "%.1f", x->seconds);
-        for (int k = 0; k < NC; k++) cells[(size_t)i * NC + k] = c[k];
-    }
-    int rc = table_write_csv(path, SWEEP_CSV_HEADER, NC, cells, n, err);
-    free(cells), free(text);
+    if (rc == 0) rc = table_write_csv(path, SWEEP_CSV_HEADER, NC, (const char *const *)cells, n, err);
+    for (size_t k = 0; cells && k < (size_t)n * NC; k++) free(cells[k]);
+    free(cells);
     return rc;
 }
 
@@ -675,7 +867,7 @@ static void md_runs(StrBuf *b, const SweepResult *r, int n) {
                      " |\n",
                   x->method, x->kind, 100 * x->target, x->seed, x->params, 100 * (1 - x->params / x->params_orig),
                   x->macs / 1e6, 100 * macs_removed(x), 100 * x->acc_oneshot, 100 * x->acc_recal, 100 * x->acc_final, x->lat,
-                  x->lat > 0 ? x->lat_orig / x->lat : 0.0, x->seconds);
+                  speedup(x), x->seconds);
     }
 }
 
@@ -729,7 +921,7 @@ static void md_steps(StrBuf *b, const SweepResult *r, int n) {
         sb_printf(b, " The runs took different numbers of pruning steps (the methods' options below say which).");
 }
 
-// Writes DIR/results.md: the base model, one row per run, means over seeds, the chart.
+// Writes results.md to path: the base model, one row per run, means over seeds, the chart.
 static int write_md(const char *path, const SweepResult *r, int n, const Point *p, int np, HpErr *err) {
     StrBuf b = {0};
     sb_printf(&b, "# hprune sweep: %s\n\n", base_name(r[0].model));
@@ -755,9 +947,9 @@ static int write_md(const char *path, const SweepResult *r, int n, const Point *
     return rc;
 }
 
-// Writes the chart (PNG and SVG): per method, mean accuracy over seeds against the fraction of
+// Writes the chart to png and svg: per method, mean accuracy over seeds against the fraction of
 // MACs removed, starting from the unpruned model at 0%.
-static int write_chart(const char *dir, const SweepResult *r, const Point *p, int np, HpErr *err) {
+static int write_chart(const char *png, const char *svg, const SweepResult *r, const Point *p, int np, HpErr *err) {
     PlotSeries *s = hp_zalloc((size_t)np, sizeof *s, err);
     double *xy = s ? hp_alloc(2 * (size_t)(2 * np), sizeof(double), err) : NULL;
     if (!xy) {
@@ -782,14 +974,12 @@ static int write_chart(const char *dir, const SweepResult *r, const Point *p, in
         at += 2 * k;
         i = j;
     }
-    char title[160], path[SWEEP_PATH * 2];
+    char title[160];
     snprintf(title, sizeof title, "accuracy vs MACs removed: %.100s", base_name(r[0].model));
     const char *ylabel = finetuned ? "test accuracy after fine-tuning (%)" : "test accuracy, no fine-tuning (%)";
     PlotOpts po = {.markers = true};
-    snprintf(path, sizeof path, "%s/accuracy_vs_macs.png", dir);
-    int rc = plot_lines(path, title, "MACs removed (%)", ylabel, s, ns, &po, err);
-    snprintf(path, sizeof path, "%s/accuracy_vs_macs.svg", dir);
-    if (rc == 0) rc = plot_svg_lines(path, title, "MACs removed (%)", ylabel, s, ns, &po, err);
+    int rc = plot_lines(png, title, "MACs removed (%)", ylabel, s, ns, &po, err);
+    if (rc == 0) rc = plot_svg_lines(svg, title, "MACs removed (%)", ylabel, s, ns, &po, err);
     free(xy), free(s);
     return rc;
 }
@@ -826,28 +1016,145 @@ static int check_same_base(const char *runs, const SweepResult *r, int n, HpErr 
     return 0;
 }
 
+// ---- collect's outputs, written together ----
+
+// The files collect writes, each first to a temporary file beside it, all renamed into place
+// only once every one is complete.
+enum { OUT_CSV, OUT_MD, OUT_PNG, OUT_SVG, N_OUTPUTS };
+static const char *const OUTPUT_NAMES[N_OUTPUTS] = {"results.csv", "results.md", "accuracy_vs_macs.png",
+                                                    "accuracy_vs_macs.svg"};
+typedef struct {
+    char target[N_OUTPUTS][SWEEP_PATH * 2];
+    char *tmp[N_OUTPUTS];  // its temporary file (NULL: none, or renamed into place)
+} Staged;
+
+// Removes the temporary files of s still there and frees their names.
+static void staged_remove(Staged *s) {
+    for (int i = 0; i < N_OUTPUTS; i++) {
+        if (s->tmp[i]) unlink(s->tmp[i]);
+        free(s->tmp[i]);
+        s->tmp[i] = NULL;
+    }
+}
+
+// Creates an empty temporary file beside each of collect's outputs in dir (atomic_reserve, which
+// refuses a target that is a directory or a device). Returns 0, or -1 (none left) with err set.
+static int staged_open(Staged *s, const char *dir, HpErr *err) {
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < N_OUTPUTS; i++) {
+        int len = snprintf(s->target[i], sizeof s->target[i], "%s/%s", dir, OUTPUT_NAMES[i]);
+        int rc = len < 0 || (size_t)len >= sizeof s->target[i] ? hp_fail(err, "%s: path too long", dir)
+                                                                : atomic_reserve(s->target[i], &s->tmp[i], err);
+        if (rc < 0) {
+            staged_remove(s);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// Replaces each temporary file's name in err's message by its target's (a writer names the
+// file it was given).
+static void staged_name_targets(const Staged *s, HpErr *err) {
+    for (int i = 0; i < N_OUTPUTS; i++) {
+        char *at = s->tmp[i] ? strstr(err->msg, s->tmp[i]) : NULL;
+        if (!at) continue;
+        char rest[sizeof err->msg];
+        snprintf(rest, sizeof rest, "%s", at + strlen(s->tmp[i]));
+        snprintf(at, sizeof err->msg - (size_t)(at - err->msg), "%s%s", s->target[i], rest);
+    }
+}
+
+// A fresh name beside path hard-linked to its present file (malloc'd), or NULL when path holds
+// no file or no link can be made.
+static char *keep_aside(const char *path) {
+    struct stat st;
+    char *name;
+    HpErr e;
+    if (lstat(path, &st) != 0 || S_ISDIR(st.st_mode) || atomic_reserve(path, &name, &e) < 0) return NULL;
+    unlink(name);  // the name was free a moment ago: link the present file there
+    if (link(path, name) == 0) return name;
+    free(name);
+    return NULL;
+}
+
+// Puts target back as it was before a rename replaced it: its earlier file from the link *old
+// (then freed and NULL), or no file where there was none (existed false); appends to err what
+// could not be put back.
+static void put_back(const char *target, char **old, bool existed, HpErr *err) {
+    size_t at = strlen(err->msg), cap = sizeof err->msg - at;
+    if (*old && rename(*old, target) != 0)
+        snprintf(err->msg + at, cap, "; %s holds the new file, its earlier one is kept as %s", target, *old);
+    else if (!*old && existed)
+        snprintf(err->msg + at, cap, "; %s holds the new file (its earlier one could not be kept aside)", target);
+    else if (!*old)
+        unlink(target);
+    free(*old);
+    *old = NULL;
+}
+
+// Flushes directory dir so that the renames into it are durable (best effort).
+static void sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return;
+    (void)fsync(fd);
+    close(fd);
+}
+
+// Renames each temporary file of s onto its target in dir. If a rename fails, puts the targets
+// renamed before it back as they were (their earlier files were kept aside as hard links) and
+// removes the other temporary files: returns -1 with err naming the target. Frees s's names.
+static int staged_commit(Staged *s, const char *dir, HpErr *err) {
+    char *old[N_OUTPUTS] = {0};
+    bool existed[N_OUTPUTS];
+    for (int i = 0; i < N_OUTPUTS; i++) {
+        struct stat st;
+        existed[i] = lstat(s->target[i], &st) == 0;
+        old[i] = existed[i] ? keep_aside(s->target[i]) : NULL;
+    }
+    int rc = 0;
+    for (int i = 0; i < N_OUTPUTS && rc == 0; i++) {
+        if (rename(s->tmp[i], s->target[i]) != 0) {
+            rc = hp_fail(err, "%s: cannot write: %s; the other outputs were left as they were", s->target[i],
+                         strerror(errno));
+            for (int j = 0; j < i; j++) put_back(s->target[j], &old[j], existed[j], err);
+        } else {
+            free(s->tmp[i]);
+            s->tmp[i] = NULL;
+        }
+    }
+    for (int i = 0; i < N_OUTPUTS; i++) {  // the earlier files not put back: replaced, or never touched
+        if (old[i]) unlink(old[i]);
+        free(old[i]);
+    }
+    staged_remove(s);
+    if (rc == 0) sync_dir(dir);
+    return rc;
+}
+
+// Writes collect's outputs in dir (results.csv, results.md, the chart's PNG and SVG) all or none:
+// each to a temporary file, renamed into place once all are complete, so a failure leaves the
+// earlier files as they were and no temporary file.
+static int write_outputs(const char *dir, const SweepResult *r, int n, const Point *p, int np, HpErr *err) {
+    Staged s;
+    if (staged_open(&s, dir, err) < 0) return -1;
+    int rc = write_csv(s.tmp[OUT_CSV], r, n, err);
+    if (rc == 0) rc = write_md(s.tmp[OUT_MD], r, n, p, np, err);
+    if (rc == 0) rc = write_chart(s.tmp[OUT_PNG], s.tmp[OUT_SVG], r, p, np, err);
+    if (rc == 0) return staged_commit(&s, dir, err);
+    staged_name_targets(&s, err);
+    staged_remove(&s);
+    return -1;
+}
+
 int sweep_collect(const char *dir, int *n_runs, HpErr *err) {
     SweepResult *r = NULL;
     int n = read_results(dir, &r, err);
     if (n < 0) return -1;
     char runs[SWEEP_PATH * 2];
     snprintf(runs, sizeof runs, "%s/runs", dir);
-    if (check_same_base(runs, r, n, err) < 0) {
-        free(r);
-        return -1;
-    }
-    Point *p = hp_alloc((size_t)n, sizeof *p, err);
-    if (!p) {
-        free(r);
-        return -1;
-    }
-    int np = group_points(r, n, p);
-    char path[SWEEP_PATH * 2];
-    snprintf(path, sizeof path, "%s/results.csv", dir);
-    int rc = write_csv(path, r, n, err);
-    snprintf(path, sizeof path, "%s/results.md", dir);
-    if (rc == 0) rc = write_md(path, r, n, p, np, err);
-    if (rc == 0) rc = write_chart(dir, r, p, np, err);
+    Point *p = check_same_base(runs, r, n, err) == 0 ? hp_alloc((size_t)n, sizeof *p, err) : NULL;
+    int rc = p ? write_outputs(dir, r, n, p, group_points(r, n, p), err) : -1;
     free(p), free(r);
     if (rc == 0) *n_runs = n;
     return rc;

@@ -99,6 +99,10 @@ int sweep_method_line(const SweepConfig *c, const SweepMethod *m);
 // that is not listed is checked like the others but runs nothing: the CLI warns of it).
 bool sweep_method_listed(const SweepConfig *c, int i);
 
+// Whether name can name a method (as [sweep] methods and [method NAME] require): 1 to
+// SWEEP_NAME - 1 of [A-Za-z0-9._+-], starting with a letter or digit.
+bool sweep_method_name_ok(const char *name);
+
 // One run of a sweep.
 typedef struct {
     int index;         // position in the whole run list (0-based)
@@ -164,10 +168,13 @@ enum { SWEEP_DONE_UNCHECKED = 2 };
 int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r, HpErr *err);
 
 // Merges every DIR/runs/*.json into DIR/results.csv, DIR/results.md, DIR/accuracy_vs_macs.png
-// and .svg. *n_runs gets the number of results merged. Fails if there are none, one is
-// malformed, or two were made from different base models: another CRC-32 (where both record
-// one), or other parameters, MACs or test accuracy before pruning (the error names both files
-// and their models). Returns 0 or -1.
+// and .svg, all or none (each written to a temporary file first, all renamed into place once
+// complete: a failure leaves the earlier files as they were). *n_runs gets the number of results
+// merged. Fails if there are none, one is malformed or not as a sweep writes it (a value out of
+// range, a string a table could not hold, data after the object, a key twice: the error names
+// the file and the key), or two were made from different base models: another CRC-32 (where
+// both record one), or other parameters, MACs or test accuracy before pruning (the error names
+// both files and their models). Returns 0 or -1.
 int sweep_collect(const char *dir, int *n_runs, HpErr *err);
 
 // The columns of results.csv; the last SWEEP_TIMING_COLS (latency, speed-up, seconds) vary

@@ -85,6 +85,11 @@ static int check_method_name(const char *name, HpErr *err) {
     return 0;
 }
 
+bool sweep_method_name_ok(const char *name) {
+    HpErr e;
+    return check_method_name(name, &e) == 0;
+}
+
 // EntryFn of methods: a method's name (resolved once the whole file is read).
 static int method_entry(const IniSet *s, const char *v, const char *tok, void *out) {
     (void)v;

@@ -5,19 +5,21 @@
 # the same sweep killed (SIGKILL) in the middle and restarted, split into two shards and
 # collected, and run as two parallel jobs, gives the same results.csv but for the timing
 # columns; a setting only hap reads (probes), changed, refuses hap's results but not l1's,
-# and one every run reads (steps) refuses them all; a model file replaced between two runs of
-# a sweep is refused on restart and at --collect; failed runs of an unsharded sweep are
-# counted without talk of shards; configs with mistakes (a criterion the model cannot use, data
-# that cannot be loaded among them) fail before any run and in --list, naming the line; the
-# sensitivity analysis writes its CSV and charts with one row per layer and ratio; bad options
-# are usage errors (exit 2), bad files runtime errors (exit 1), with one message and no file
-# left behind.
+# and one every run reads (steps) refuses them all; a --collect that refuses a result file (a
+# value out of range, a method name a table cannot hold, data after the JSON object) or cannot
+# write an output leaves the earlier results.csv, .md, .png and .svg byte for byte and no
+# temporary file; a model file replaced between two runs of a sweep is refused on restart and
+# at --collect; failed runs of an unsharded sweep are counted without talk of shards; configs
+# with mistakes (a criterion the model cannot use, data that cannot be loaded among them) fail
+# before any run and in --list, naming the line; the sensitivity analysis writes its CSV and
+# charts with one row per layer and ratio; bad options are usage errors (exit 2), bad files
+# runtime errors (exit 1), with one message and no file left behind.
 #
 #   HPRUNE=./hprune sh tests/cli_sweep.sh      (from the repository root)
 #   VERBOSE=1 HPRUNE=./hprune sh tests/cli_sweep.sh   also shows every error message
 #
 # Prints "ok N - what" / "not ok N - what" and exits non-zero if anything failed. One thread,
-# about fifteen seconds on one core.
+# about half a minute on one core.
 
 . "$(dirname "$0")/tap_lib.sh"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
@@ -204,6 +206,34 @@ run "$HPRUNE" sweep --collect "$T/c"
 check "--collect DIR: exits 0 and merges 4 runs" eval 'rc_is 0 && out_has "^collected 4 runs" && [ -s "$T/c/results.csv" ]'
 pycheck "two shards + --collect: the same results.csv as one process (timing columns aside)" \
   same "$T/a.csv" "$T/c/results.csv"
+
+# ---- a --collect that fails leaves the earlier outputs as they were ----
+
+OUTS="results.csv results.md accuracy_vs_macs.png accuracy_vs_macs.svg"
+mkdir -p "$T/c-before"
+for f in $OUTS; do cp "$T/c/$f" "$T/c-before/$f"; done
+# untouched: the outputs in $T/c are those kept in $T/c-before, byte for byte, and no temporary is left
+untouched() {
+  for f in $OUTS; do cmp -s "$T/c/$f" "$T/c-before/$f" || return 1; done
+  ! ls -A "$T/c" "$T/c/runs" | grep -q '^\.hprune-'
+}
+sed -e 's/"accuracy_original":[^,]*,/"accuracy_original":\t1e308,/' \
+  -e 's/"accuracy_finetuned":[^,]*,/"accuracy_finetuned":\t1e308,/' "$T/c/runs/l1-flops0.30-s1.json" >"$T/c/runs/a.json"
+expect 1 "--collect: a result out of range (a copy with accuracies of 1e308) is refused, naming the file and the key" \
+  "$T/c/runs/a.json" "accuracy_original 1e\+308 is not in \[0, 1\]" "$HPRUNE" sweep --collect "$T/c"
+check "--collect refused: results.csv, results.md, the PNG and the SVG as they were, no temporary file" untouched
+sed 's/"method":\t"l1"/"method":\t"l1|x"/' "$T/c/runs/l1-flops0.30-s1.json" >"$T/c/runs/a.json"
+expect 1 "--collect: a method name a table cannot hold is refused" "$T/c/runs/a.json" "method is not a method name" \
+  "$HPRUNE" sweep --collect "$T/c"
+{ cat "$T/c/runs/l1-flops0.30-s1.json"; echo garbage; } >"$T/c/runs/a.json"
+expect 1 "--collect: data after the JSON object is refused" "$T/c/runs/a.json" "data after the JSON object" \
+  "$HPRUNE" sweep --collect "$T/c"
+rm "$T/c/runs/a.json"
+mv "$T/c/accuracy_vs_macs.svg" "$T/c/svg" && mkdir "$T/c/accuracy_vs_macs.svg"
+expect 1 "--collect: an output it cannot write (a directory in the way): none of the four is written" \
+  "$T/c/accuracy_vs_macs.svg" "cannot write: it is a directory" "$HPRUNE" sweep --collect "$T/c"
+rmdir "$T/c/accuracy_vs_macs.svg" && mv "$T/c/svg" "$T/c/accuracy_vs_macs.svg"
+check "--collect failed: the earlier outputs as they were, no temporary file" untouched
 
 # ---- two parallel jobs ----
 

@@ -3,6 +3,7 @@
 // first run on a small net, and the sensitivity helpers (ratio ranges, rank correlation).
 #include "testutil.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -528,6 +529,188 @@ static void test_collect_one_base(void **state) {
     assert_non_null(strstr(err.msg, "l1-flops0.50-s1.json and l1-flops0.70-s1.json come from different base models"));
 }
 
+// A whole file in a malloc'd buffer (*len bytes); fails the test if it cannot be read.
+static char *read_whole(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    assert_true(n >= 0);
+    rewind(f);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+// The four files collect writes, read into memory to compare after a collect that failed.
+static const char *const COLLECTED[4] = {"results.csv", "results.md", "accuracy_vs_macs.png", "accuracy_vs_macs.svg"};
+typedef struct {
+    char *data[4];
+    size_t len[4];
+} Collected;
+
+static void outputs_read(const char *dir, Collected *o) {
+    for (int i = 0; i < 4; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", dir, COLLECTED[i]);
+        o->data[i] = read_whole(path, &o->len[i]);
+    }
+}
+
+static void outputs_free(Collected *o) {
+    for (int i = 0; i < 4; i++) free(o->data[i]);
+}
+
+// Fails the test unless dir's outputs are byte for byte those in o, and neither dir nor
+// dir/runs holds a temporary file (.hprune-*).
+static void expect_untouched(const char *dir, const Collected *o, const char *what) {
+    Collected now;
+    outputs_read(dir, &now);
+    for (int i = 0; i < 4; i++)
+        if (now.len[i] != o->len[i] || memcmp(now.data[i], o->data[i], o->len[i]) != 0)
+            fail_msg("%s: %s changed", what, COLLECTED[i]);
+    outputs_free(&now);
+    const char *sub[] = {"", "/runs"};
+    for (int s = 0; s < 2; s++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s%s", dir, sub[s]);
+        DIR *d = opendir(path);
+        assert_non_null(d);
+        for (struct dirent *e; (e = readdir(d));)
+            if (strncmp(e->d_name, ".hprune-", 8) == 0) fail_msg("%s: %s/%s left behind", what, path, e->d_name);
+        closedir(d);
+    }
+}
+
+// Asserts that collect in dir fails with "<file>: <words>...", leaving the outputs o as they were.
+static void expect_collect_error(const char *dir, const char *file, const char *words, const Collected *o) {
+    HpErr err;
+    int n = 0;
+    int rc = sweep_collect(dir, &n, &err);
+    char prefix[512];
+    snprintf(prefix, sizeof prefix, "%s: %s", file, words);
+    if (rc != -1 || strncmp(err.msg, prefix, strlen(prefix)) != 0)
+        fail_msg("rc %d, message '%s'\nwanted '%s...'", rc, rc ? err.msg : "", prefix);
+    expect_untouched(dir, o, words);
+}
+
+// collect checks every field of every result before it writes anything: a value out of range,
+// a string a sweep would not write (one that would break a table), data after the object or a
+// key twice is refused, naming the file and the key; and it writes its four files all or none,
+// so a failure leaves the earlier ones byte for byte and no temporary file.
+static void test_collect_checks(void **state) {
+    Fixture *fx = *state;
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    if (load_text(fx, &c, "[sweep]\nmodel = m.safetensors\nmethods = l1\ntargets = 0.3, 0.5\n", &err) < 0)
+        fail_msg("%s", err.msg);
+    PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_recal = 0.7, .acc_final = 0.8, .macs_orig = 1000,
+                      .macs_pruned = 700, .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1,
+                      .total_s = 3, .finetune_epochs = 1, .best_epoch = 1};
+    char dir[128], path[256];
+    snprintf(dir, sizeof dir, "%s/out", fx->dir);
+    write_results(dir, &c, &o, 0x1234abcd);
+    int n;
+    if (sweep_collect(dir, &n, &err) < 0) fail_msg("%s", err.msg);
+    Collected before;
+    outputs_read(dir, &before);
+    snprintf(path, sizeof path, "%s/runs/l1-flops0.30-s1.json", dir);
+    size_t len;
+    char *good = read_whole(path, &len);
+    struct { const char *from, *to, *words; } cases[] = {
+        {"\"accuracy_original\":\t0.9", "\"accuracy_original\":\t1e308", "accuracy_original 1e+308 is not in [0, 1]"},
+        {"\"accuracy_finetuned\":\t0.8", "\"accuracy_finetuned\":\t-0.5", "accuracy_finetuned -0.5 is not in [0, 1]"},
+        {"\"accuracy_oneshot\":\t0.5", "\"accuracy_oneshot\":\t1e999", "accuracy_oneshot is not a finite number"},
+        {"\"params_original\":\t100", "\"params_original\":\t1e308",
+         "params_original 1e+308 is not a positive integer below 2^53"},
+        {"\"params\":\t60", "\"params\":\t60.5", "params 60.5 is not a positive integer below 2^53"},
+        {"\"macs\":\t700", "\"macs\":\t0", "macs 0 is not a positive integer below 2^53"},
+        {"\"macs\":\t700", "\"macs\":\t1001", "macs 1001 is above macs_original 1000"},
+        {"\"params\":\t60", "\"params\":\t101", "params 101 is above params_original 100"},
+        {"\"finetune_epochs\":\t1", "\"finetune_epochs\":\t10001",
+         "finetune_epochs 10001 is not an integer in [0, 10000]"},
+        {"\"best_epoch\":\t1", "\"best_epoch\":\t2", "best_epoch 2 is above finetune_epochs 1"},
+        {"\"best_epoch\":\t1", "\"best_epoch\":\t-1", "best_epoch -1 is not an integer in [0, 10000]"},
+        {"\"latency_ms\":\t1", "\"latency_ms\":\t0", "latency_ms 0 is not positive"},
+        {"\"latency_ms\":\t1", "\"latency_ms\":\t1e-320",
+         "latency_ms_original 2 / latency_ms 1e-320 is not a finite speed-up"},
+        {"\"seconds\":\t3", "\"seconds\":\t-1", "seconds -1 is negative"},
+        {"\"target\":\t0.3", "\"target\":\t1.5", "target 1.5 is not in (0, 1)"},
+        {"\"method\":\t\"l1\"", "\"method\":\t\"l1|x\"", "method is not a method name"},
+        {"\"method\":\t\"l1\"", "\"method\":\t\"l1\\nx\"", "method is not a method name"},
+        {"\"seed\":\t\"1\"", "\"seed\":\t\"01\"", "seed is not a decimal integer below 2^64"},
+        {"\"seed\":\t\"1\"", "\"seed\":\t\"18446744073709551616\"", "seed is not a decimal integer below 2^64"},
+        {"\"seed\":\t\"1\"", "\"seed\":\t\"1,2\"", "seed is not a decimal integer below 2^64"},
+        {"\"id\":\t\"l1-flops0.30-s1\"", "\"id\":\t\"a|b\"",
+         "id is not l1-flops0.30-s1, the id of its method, target and seed"},
+        {"\"target_kind\":\t\"flops\"", "\"target_kind\":\t\"flops\\n\"",
+         "target_kind is not flops, params or channels"},
+        {"\"options\":\t\"\"", "\"options\":\t\"rank | score\"", "options has characters other than"},
+        {"\"criterion\":\t\"l1\"", "\"criterion\":\t\"l2\"",
+         "criterion l2 is not l1, the criterion its method is named after"},
+        {"\"criterion\":\t\"l1\"", "\"criterion\":\t\"l1`\"", "criterion is not the name of a criterion"},
+        {"\"model\":\t\"m.safetensors\"", "\"model\":\t\"m\\n.safetensors\"", "model has a control character"},
+        {"\"macs\":\t700", "\"macs\":\t700,\n\t\"macs\":\t5", "key \"macs\" appears twice"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        edit_file(path, cases[i].from, cases[i].to);
+        expect_collect_error(dir, path, cases[i].words, &before);
+        tu_write(path, good, len);
+    }
+    // data after the object: text, a second object, a NUL byte (white space is fine)
+    struct { const char *tail; size_t n; const char *words; } tails[] = {
+        {"garbage", 7, "data after the JSON object (at byte"}, {"{}", 2, "data after the JSON object"},
+        {"\0junk", 5, "a NUL byte at byte"}};
+    char text[8192];
+    assert_true(len + 8 < sizeof text);
+    for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+        memcpy(text, good, len);
+        memcpy(text + len, tails[i].tail, tails[i].n);
+        tu_write(path, text, len + tails[i].n);
+        expect_collect_error(dir, path, tails[i].words, &before);
+    }
+    memcpy(text, good, len);
+    memcpy(text + len, "\n \t\r\n", 5);
+    tu_write(path, text, len + 5);
+    if (sweep_collect(dir, &n, &err) < 0) fail_msg("trailing white space: %s", err.msg);
+    outputs_free(&before);
+    outputs_read(dir, &before);
+    // an output that cannot be written: none of the four is, and no temporary file is left
+    char svg[256];
+    snprintf(svg, sizeof svg, "%s/accuracy_vs_macs.svg", dir);
+    unlink(svg);
+    assert_int_equal(mkdir(svg, 0755), 0);
+    assert_int_equal(sweep_collect(dir, &n, &err), -1);
+    char want[512];
+    snprintf(want, sizeof want, "%s: cannot write: it is a directory", svg);
+    assert_string_equal(err.msg, want);
+    assert_int_equal(rmdir(svg), 0);
+    tu_write(svg, before.data[3], before.len[3]);
+    expect_untouched(dir, &before, "a directory in the way");
+    // the largest values the checks allow fit their cells: a latency of 1e308 ms, in full
+    edit_file(path, "\"latency_ms\":\t1", "\"latency_ms\":\t1e308");
+    if (sweep_collect(dir, &n, &err) < 0) fail_msg("%s", err.msg);
+    char csv[256];
+    snprintf(csv, sizeof csv, "%s/results.csv", dir);
+    char *table = read_whole(csv, &len);
+    table[len] = '\0';
+    char *p = strstr(table, "\nl1-flops0.30-s1,");
+    assert_non_null(p);
+    for (int col = 0; col < 16; col++) {  // to latency_ms, column 16
+        p = strchr(p + 1, ',');
+        assert_non_null(p);
+    }
+    assert_int_equal(strcspn(p + 1, ","), 313);  // "%.3f" of 1e308: 309 digits, a point, 3 decimals
+    assert_int_equal(strncmp(p + 314, ",0.000,", 7), 0);  // the speed-up, 2e-308
+    free(table);
+    free(good);
+    outputs_free(&before);
+}
+
 // tu_small_net (with or without batchnorm) and 16 random 1x8x8 images of its 3 classes.
 static void small_net(Model *m, Dataset *d, bool with_bn) {
     Rng rng;
@@ -844,6 +1027,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_method_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model_fingerprint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collect_one_base, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_collect_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_sections, setup, teardown),
