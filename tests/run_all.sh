@@ -6,7 +6,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 passed=0; failed=0; failed_units=""
 for t in "$@"; do
   out=$("$t" 2>&1); rc=$?
-  printf '%s\n' "$out" | grep -E '^\[  (FAILED|ERROR) |^\[  PASSED  \]|Assertion|error' | sed "s|^|$(basename "$t"): |"
+  printf '%s\n' "$out" | grep -E '^\[  (FAILED|ERROR) |^\[  PASSED  \]|Assertion|error' | grep -v -E '^\[ +(RUN|OK) +\] ' | sed "s|^|$(basename "$t"): |"
   p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
   f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
