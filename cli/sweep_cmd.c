@@ -435,8 +435,9 @@ int cmd_sweep(int argc, char **argv) {
     load_config(&o, &cfg, &dir, &threads);
     Model base;
     HpErr err;
-    if (model_load(&base, cfg.model, NULL, NULL, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
-    if (sweep_fingerprint(&cfg, &err) < 0) die("%s: [sweep] model: %s", cfg.path, err.msg);
+    if (model_load(&base, cfg.model, NULL, NULL, &err) < 0)
+        die("%s:%d: [sweep] model: %s", cfg.path, cfg.model_line, err.msg);
+    if (sweep_fingerprint(&cfg, &err) < 0) die("%s:%d: [sweep] model: %s", cfg.path, cfg.model_line, err.msg);
     Dataset train, test;
     load_data(&cfg, &base, &train, &test);
     hp_set_threads(threads);  // the checks score on a tiny calibration

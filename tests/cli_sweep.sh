@@ -373,8 +373,8 @@ expect 1 "config: an option the method's criterion does not use" "$T/bad/option.
 expect 1 "config: no model" "$T/bad/nomodel.ini" "model is required" "$HPRUNE" sweep "$T/bad/nomodel.ini" --out "$O"
 expect 1 "config: targets the layer cap cannot reach, named at the targets line" "$T/bad/frac.ini:6:" "out of reach" \
   "$HPRUNE" sweep "$T/bad/frac.ini" --out "$O"
-expect 1 "config: a model file that does not exist, named with the config" "$T/missing.safetensors" \
-  "nomodelfile.ini: \\[sweep\\] model: .*no such file" \
+expect 1 "config: a model file that does not exist, named with the config and the line of [sweep] model" \
+  "$T/missing.safetensors" "nomodelfile.ini:3: \\[sweep\\] model: .*no such file" \
   "$HPRUNE" sweep "$T/bad/nomodelfile.ini" --out "$O"
 config bad/bn "methods = l1, bn"
 expect 1 "config: a criterion the model cannot use (bn, no batchnorm), named at the methods line, before any run" \
