@@ -666,8 +666,10 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
     if (stat(path, &st) != 0 && errno == ENOENT) return 0;
     SweepResult res;
     if (result_read(path, &res, err) < 0) return -1;
-    char settings[4 * SWEEP_PATH], stored[sizeof res.settings];
-    run_settings(c, r, settings, sizeof settings);
+    // both sides filtered alike: a path holding ";probes=" then reads the same in each
+    char built[4 * SWEEP_PATH], settings[sizeof built], stored[sizeof res.settings];
+    run_settings(c, r, built, sizeof built);
+    settings_read_by(built, r->method, settings);
     settings_read_by(res.settings, r->method, stored);
     if (strcmp(res.id, r->id) != 0) return hp_fail(err, "%s: holds run '%s', not '%s'", path, res.id, r->id);
     char crc[9];

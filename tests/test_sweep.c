@@ -395,6 +395,14 @@ static void test_method_settings(void **state) {
         }
     }
     free(r);
+    // a model path holding ";probes=": the result a run just wrote is its own
+    load_runs(fx, &c, "[sweep]\nmodel = a;probes=9/m\nmethods = l1, hap, hap-ggn, obs\ntargets = 0.3\n"
+                      "[method hap-ggn]\ncriterion = hap\nggn = true\n", &r);
+    snprintf(dir, sizeof dir, "%s/out/semi", fx->dir);
+    assert_int_equal(sweep_make_dirs(dir, &err), 0);
+    write_run_results(&c, r, 4, dir, path);
+    for (int i = 0; i < 4; i++) expect_done(path[i], &c, &r[i], 1, "");
+    free(r);
 }
 
 // The model's CRC-32 goes into every result; a result made from a model file whose bytes have
