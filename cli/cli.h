@@ -80,10 +80,9 @@ void model_dataset(const char *cmd, const Model *m, const char *path, DatasetCho
 void load_model_dataset_or_die(const char *cmd, const Model *m, const char *path, const char *name, const char *dir,
                                Dataset *train, Dataset *test, char *used_name, size_t cap);
 
-// Exits unless path can be written: it is not empty, not a directory nor any other file that is
-// not regular (a device, FIFO or socket: the rename that writes it would replace it), its name
-// fits the file system, and a file can be created in the directory that will hold it (one is,
-// and removed).
+// Exits unless path can be written: it is not empty nor a directory, its name fits the file
+// system, and a file can be created in the directory that will hold it (one is, and removed, by
+// atomic_reserve, which also refuses a path that is not a regular file or is a symbolic link).
 // Commands check their outputs first, so no long run fails only when it writes.
 void check_output_path(const char *path);
 // check_output_path for each of the n paths (NULL entries skipped), after a usage error if two

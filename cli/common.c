@@ -215,9 +215,6 @@ void check_output_path(const char *path) {
     struct stat st;
     if (!*path) die("an output path is empty");
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) die("%s: cannot write: it is a directory", path);
-    // the file is replaced by a rename: that would turn a device, FIFO or socket into a plain file
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
-        die("%s: cannot write: it is not a regular file (a device, FIFO or socket)", path);
     if (!*base) die("%s: cannot write: the path ends with '/'", path);
     if (strlen(base) > NAME_MAX) die("%s: cannot write: the file name is longer than %d bytes", path, NAME_MAX);
     if (slash) {

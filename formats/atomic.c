@@ -80,11 +80,14 @@ static void sync_parent_dir(const char *path) {
 
 // Creates an empty temporary file beside path, open for writing: returns its descriptor and
 // its malloc'd name in *tmp_path, or -1 (nothing on disk, *tmp_path NULL). Refuses a path that
-// exists and is not a regular file: the rename would replace a device, FIFO or socket.
+// exists and is not a regular file, or is a symbolic link: the rename would replace a device,
+// FIFO or socket, or the link itself (/dev/stdout among them) instead of the file it names.
 static int make_temp(const char *path, char **tmp_path, HpErr *err) {
     *tmp_path = NULL;
     struct stat st;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+        return hp_fail(err, "%s: cannot write: it is a symbolic link (name the file it points to)", path);
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode))
         return hp_fail(err, "%s: cannot write: it is %s", path,
                        S_ISDIR(st.st_mode) ? "a directory" : "not a regular file (a device, FIFO or socket)");
     const char *slash = strrchr(path, '/');

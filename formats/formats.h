@@ -74,7 +74,7 @@ int graph_from_json(Model *m, const char *json, HpErr *err);
 
 // Writes len bytes to path atomically (temporary file in the same directory, fsync, rename).
 // This and atomic_open and atomic_reserve refuse a path that exists and is not a regular file
-// (a directory, device, FIFO or socket), which the rename would replace.
+// (a directory, device, FIFO or socket) or is a symbolic link, which the rename would replace.
 int write_file_atomic(const char *path, const void *data, size_t len, HpErr *err);
 
 // Opens a temporary file beside path for writing; *tmp_path (caller frees) names it.

@@ -111,8 +111,9 @@ static void test_rename_fails(void **state) {
     tu_rmtree(dir);
 }
 
-// A target that exists and is not a regular file (a directory, a FIFO) is refused before
-// anything is written: the rename would replace it. It is left as it was, with no temporary.
+// A target that exists and is not a regular file (a directory, a FIFO), or is a symbolic link,
+// is refused before anything is written: the rename would replace it. It is left as it was
+// (a link's file too), with no temporary.
 static void test_not_regular(void **state) {
     (void)state;
     char dir[64], sub[128], fifo[128];
@@ -133,8 +134,19 @@ static void test_not_regular(void **state) {
     struct stat st;
     assert_int_equal(stat(fifo, &st), 0);
     assert_true(S_ISFIFO(st.st_mode));
+    char link[128], target[128];  // a link, even to a regular file: the rename would replace the link
+    snprintf(link, sizeof link, "%s/link", dir);
+    snprintf(target, sizeof target, "%s/target", dir);
+    tu_write(target, "kept", 4);
+    assert_int_equal(symlink("target", link), 0);
+    assert_int_equal(write_file_atomic(link, "x", 1, &err), -1);
+    snprintf(want, sizeof want, "%s: cannot write: it is a symbolic link (name the file it points to)", link);
+    assert_string_equal(err.msg, want);
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    expect_contents(target, "kept", 4);
     assert_int_equal(count_tmp(dir), 0);
-    assert_int_equal(tu_count_entries(dir), 2);
+    assert_int_equal(tu_count_entries(dir), 4);
     tu_rmtree(dir);
 }
 
