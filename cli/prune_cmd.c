@@ -452,15 +452,15 @@ static void md_code(StrBuf *t, const char *s) {
     for (int k = 0; k <= longest; k++) sb_printf(t, "`");
 }
 
-// How the pruned accuracy was reached, into buf: "one-shot", "in 5 steps" or "in 2 steps, 1
-// fine-tuning epoch between them".
+// How the pruned accuracy was reached, into buf: "one-shot", "in 5 steps" or "in 3 steps, 1
+// fine-tuning epoch after each but the last".
 static const char *pruned_how(int steps, int between_epochs, char *buf, size_t cap) {
     if (steps <= 1)
         snprintf(buf, cap, "one-shot");
     else if (between_epochs == 0)
         snprintf(buf, cap, "in %d steps", steps);
     else
-        snprintf(buf, cap, "in %d steps, %d fine-tuning epoch%s between them", steps, between_epochs,
+        snprintf(buf, cap, "in %d steps, %d fine-tuning epoch%s after each but the last", steps, between_epochs,
                  plural(between_epochs));
     return buf;
 }

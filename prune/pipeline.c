@@ -341,7 +341,7 @@ static int run_steps(const PruneJob *job, Model *m, const Dataset *train, const 
             int best;
             if (finetune(job, m, train, test, job->between_epochs, &best, err) < 0) return -1;
             out->finetune_s += clock_s() - t0;
-            out->between_epochs += job->between_epochs;
+            out->between_epochs = job->between_epochs;
         }
     }
     return 0;

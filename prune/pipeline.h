@@ -43,7 +43,7 @@ typedef struct {
     double ips_orig, ips_pruned;        // the matching images per second
     double score_s, finetune_s, total_s;
     int finetune_epochs, best_epoch;    // best_epoch: 1-based epoch kept
-    int between_epochs;                 // fine-tuning epochs run between the steps, in all
+    int between_epochs;                 // fine-tuning epochs run after each step but the last (0: none)
     int recal_samples;                  // images the last step's statistics were re-estimated on (0: not)
 } PruneOutcome;
 

@@ -208,7 +208,7 @@ pycheck "parameter target met" report "$T/out/params.json" params 0.6
 prune taylor steps --target-flops 0.4 --steps 2 --between-epochs 1 --finetune-epochs 1 --lr 0.01
 check "two steps with fine-tuning between and after" eval 'rc_is 0 && grep -q "step 2/2" "$CAP/err" && grep -q "after 1 fine-tuning epoch$" "$CAP/out"'
 check "the summary names the steps and the epochs between them, not one-shot" \
-  grep -q "in 2 steps, 1 fine-tuning epoch between them" "$CAP/out"
+  grep -q "in 2 steps, 1 fine-tuning epoch after each but the last" "$CAP/out"
 pycheck "the report counts the epochs between the steps; no batchnorm, so none re-estimated" keys "$T/out/steps.json" \
   between_epochs=1 finetune_epochs=1 bn_samples=0
 pycheck "stepped run meets its target" report "$T/out/steps.json" macs 0.4
