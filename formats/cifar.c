@@ -35,30 +35,20 @@ static bool exists(const char *path) {
 // left open.
 static int batch_open(const char *path, FILE **fp, int *records, HpErr *err) {
     *fp = NULL;
-    int fd = open_regular(path, err);
-    if (fd < 0) return hp_prefix(err, path);
-    FILE *f = fdopen(fd, "rb");
-    if (!f) {
-        hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        hp_fail(err, "%s: cannot stat: %s", path, strerror(errno));
+    uint64_t size;
+    FILE *f = fopen_regular(path, &size, err);
+    if (!f) return hp_prefix(err, path);
+    if (size == 0 || size % CIFAR_RECORD != 0) {
+        hp_fail(err, "%s: size %llu bytes is not a non-zero multiple of the record size %d "
+                "(1 label byte + %d image bytes)", path, (unsigned long long)size, CIFAR_RECORD, CIFAR_IMAGE);
         goto fail;
     }
-    if (st.st_size == 0 || st.st_size % CIFAR_RECORD != 0) {
-        hp_fail(err, "%s: size %lld bytes is not a non-zero multiple of the record size %d "
-                "(1 label byte + %d image bytes)", path, (long long)st.st_size, CIFAR_RECORD, CIFAR_IMAGE);
+    if (size / CIFAR_RECORD > CIFAR_MAX_RECORDS) {
+        hp_fail(err, "%s: %llu records, more than the %d accepted", path,
+                (unsigned long long)(size / CIFAR_RECORD), CIFAR_MAX_RECORDS);
         goto fail;
     }
-    if (st.st_size / CIFAR_RECORD > CIFAR_MAX_RECORDS) {
-        hp_fail(err, "%s: %lld records, more than the %d accepted", path,
-                (long long)(st.st_size / CIFAR_RECORD), CIFAR_MAX_RECORDS);
-        goto fail;
-    }
-    *records = (int)(st.st_size / CIFAR_RECORD);
+    *records = (int)(size / CIFAR_RECORD);
     *fp = f;
     return 0;
 fail:

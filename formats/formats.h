@@ -13,11 +13,11 @@
 
 // ---- input files ----
 
-// Opens path for reading without blocking (a FIFO without a writer would hang a plain open) and
-// refuses anything but a regular file. Returns the descriptor (blocking reads; the caller closes
-// it), or -1 with err set, without the path: "cannot open: No such file or directory", "not a
-// regular file".
-int open_regular(const char *path, HpErr *err);
+// Opens path for reading ("rb") without blocking (a FIFO without a writer would hang a plain
+// open) and refuses anything but a regular file; *size (if not NULL) gets its size in bytes.
+// Returns the stream (blocking reads; the caller closes it), or NULL with err set, without the
+// path: "cannot open: No such file or directory", "not a regular file".
+FILE *fopen_regular(const char *path, uint64_t *size, HpErr *err);
 
 // ---- datasets ----
 

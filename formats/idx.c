@@ -156,15 +156,7 @@ static int idx_close(IdxFile *f, HpErr *err) {
 static int idx_start(IdxFile *f, const char *path, HpErr *err) {
     memset(f, 0, sizeof *f);
     f->path = path;
-    int fd = open_regular(path, err);
-    if (fd < 0) return hp_prefix(err, path);
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !(f->fp = fdopen(fd, "rb"))) {
-        hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    f->size = (uint64_t)st.st_size;
+    if (!(f->fp = fopen_regular(path, &f->size, err))) return hp_prefix(err, path);
     if (!(f->in = hp_alloc(IN_CHUNK, 1, err))) {
         hp_prefix(err, path);
         goto fail;

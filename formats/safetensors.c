@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "formats.h"
 
@@ -316,20 +314,10 @@ int st_parse(uint8_t *bytes, size_t len, StFile *f, HpErr *err) {
 
 int st_read(const char *path, StFile *f, HpErr *err) {
     memset(f, 0, sizeof *f);
-    int fd = open_regular(path, err);  // a FIFO is refused, not waited on
-    if (fd < 0) return -1;
-    FILE *fp = fdopen(fd, "rb");
-    if (!fp) {
-        hp_fail(err, "cannot open: %s", strerror(errno));
-        close(fd);
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        fclose(fp);
-        return hp_fail(err, "cannot stat: %s", strerror(errno));
-    }
-    size_t len = (size_t)st.st_size;
+    uint64_t size;
+    FILE *fp = fopen_regular(path, &size, err);  // a FIFO is refused, not waited on
+    if (!fp) return -1;
+    size_t len = (size_t)size;
     uint8_t *bytes = hp_alloc(len, 1, err);
     if (!bytes) {
         fclose(fp);

@@ -379,8 +379,8 @@ typedef struct {
 // Reads a whole file into a NUL-terminated malloc'd buffer of *len_out bytes (and the NUL). Returns
 // it, or NULL with err set.
 static char *read_text(const char *path, size_t *len_out, HpErr *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno)), NULL;
+    FILE *f = fopen_regular(path, NULL, err);  // a FIFO in runs/ is refused, not waited on
+    if (!f) return hp_prefix(err, path), NULL;
     size_t cap = 4096, len = 0;
     char *s = hp_alloc(cap, 1, err);
     if (!s) {

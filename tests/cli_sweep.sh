@@ -229,6 +229,10 @@ expect 1 "--collect: a method name a table cannot hold is refused" "$T/c/runs/a.
 expect 1 "--collect: data after the JSON object is refused" "$T/c/runs/a.json" "data after the JSON object" \
   "$HPRUNE" sweep --collect "$T/c"
 rm "$T/c/runs/a.json"
+mkfifo "$T/c/runs/a.json"  # refused, not waited on (expect's timeout ends a hang)
+expect 1 "--collect: a FIFO among the results is refused, not waited on" "$T/c/runs/a.json" "not a regular file" \
+  "$HPRUNE" sweep --collect "$T/c"
+rm "$T/c/runs/a.json"
 mv "$T/c/accuracy_vs_macs.svg" "$T/c/svg" && mkdir "$T/c/accuracy_vs_macs.svg"
 expect 1 "--collect: an output it cannot write (a directory in the way): none of the four is written" \
   "$T/c/accuracy_vs_macs.svg" "cannot write: it is a directory" "$HPRUNE" sweep --collect "$T/c"
