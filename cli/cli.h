@@ -94,16 +94,13 @@ void check_outputs(const char *cmd, const char *const *paths, const char *const 
 void check_spares_inputs(const char *cmd, const char *const *paths, const char *const *labels, int n,
                          const char *const *inputs, const char *const *what, int n_in);
 
-// The files one command writes, written together: each is written first to a temporary file
-// beside its target, and all are renamed into place only once every one is complete, so a
+// The files one command writes, written together (formats.h, AtomicSet): each first to a
+// temporary file beside its target, all renamed into place only once every one is complete, so a
 // failure leaves none of them (and no temporary) behind; a target's earlier file is kept aside
 // (a hard link) while they are renamed, and put back if a later rename fails.
-enum { OUTPUTS_MAX = 8 };
 typedef struct {
-    int n;
-    const char *target[OUTPUTS_MAX];
-    char *tmp[OUTPUTS_MAX];
-    const char *made_dir;  // a directory the command made for them: removed on failure (if empty)
+    AtomicSet set;
+    const char *made_dir;        // a directory the command made for them: removed on failure (if empty)
     bool guarded;                // SIGPIPE ignored while files are staged
     void (*saved_sigpipe)(int);  // its handler before
 } Outputs;

@@ -264,11 +264,7 @@ void check_spares_inputs(const char *cmd, const char *const *paths, const char *
 
 // Removes the staged files (those not renamed into place) and the directory made for them.
 static void outputs_remove(Outputs *o) {
-    for (int i = 0; i < o->n; i++) {
-        unlink(o->tmp[i]);
-        free(o->tmp[i]);
-    }
-    o->n = 0;
+    atomic_set_abort(&o->set);
     if (o->made_dir) rmdir(o->made_dir);
 }
 
@@ -290,22 +286,15 @@ static void outputs_unguard(Outputs *o) {
 const char *outputs_stage(Outputs *o, const char *target) {
     HpErr err;
     outputs_guard(o);
-    if (o->n == OUTPUTS_MAX) outputs_fail(o, "too many output files");
-    if (atomic_reserve(target, &o->tmp[o->n], &err) < 0) outputs_fail(o, err.msg);
-    o->target[o->n] = target;
-    return o->tmp[o->n++];
+    const char *tmp = atomic_set_stage(&o->set, target, &err);
+    if (!tmp) outputs_fail(o, err.msg);
+    return tmp;
 }
 
 void outputs_fail(Outputs *o, const char *msg) {
     char out[8192];
     snprintf(out, sizeof out, "%s", msg);
-    for (int i = 0; i < o->n; i++) {  // a writer's error names the temporary file
-        char *at = strstr(out, o->tmp[i]);
-        if (!at) continue;
-        char rest[8192];
-        snprintf(rest, sizeof rest, "%s", at + strlen(o->tmp[i]));
-        snprintf(at, sizeof out - (size_t)(at - out), "%s%s", o->target[i], rest);
-    }
+    atomic_set_name_targets(&o->set, out, sizeof out);  // a writer's error names the temporary file
     outputs_remove(o);
     die("%s", out);
 }
@@ -324,65 +313,12 @@ char *json_text(const cJSON *j, bool formatted, Outputs *o) {
     die("out of memory: cannot format the JSON text");
 }
 
-// A fresh name beside path for a hard link to its present file (malloc'd), or NULL when path
-// does not exist as a file (nothing to keep) or no link can be made.
-static char *keep_old(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0 || S_ISDIR(st.st_mode)) return NULL;
-    HpErr err;
-    char *name;
-    if (atomic_reserve(path, &name, &err) < 0) return NULL;
-    unlink(name);  // the name was free a moment ago: link the old file there
-    if (link(path, name) != 0) {
-        free(name);
-        return NULL;
-    }
-    return name;
-}
-
-// Puts the targets [0, n) of o back as they were before outputs_commit renamed the new files
-// onto them: the earlier file from its link old[j], or no file where there was none (existed
-// false). Appends to msg (cap bytes) what could not be put back; frees the links.
-static void outputs_roll_back(Outputs *o, int n, char **old, const bool *existed, char *msg, size_t cap) {
-    for (int j = 0; j < n; j++) {
-        size_t at = strlen(msg);
-        if (old[j] && rename(old[j], o->target[j]) != 0)  // the earlier file stays under its link's name
-            snprintf(msg + at, cap - at, "; %s holds this run's file, its earlier one is kept as %s", o->target[j],
-                     old[j]);
-        else if (!old[j] && existed[j])  // no link could be made: the new file stays
-            snprintf(msg + at, cap - at, "; %s holds this run's file (its earlier one could not be kept aside)",
-                     o->target[j]);
-        else if (!old[j])
-            unlink(o->target[j]);
-        free(old[j]);
-        old[j] = NULL;
-    }
-}
-
 void outputs_commit(Outputs *o) {
-    char *old[OUTPUTS_MAX] = {0};  // hard links to the files the targets held, to put back on failure
-    bool existed[OUTPUTS_MAX] = {0};
-    for (int i = 0; i < o->n; i++) {
-        struct stat st;
-        existed[i] = lstat(o->target[i], &st) == 0;
-        old[i] = keep_old(o->target[i]);
+    HpErr err;
+    if (atomic_set_commit(&o->set, &err) < 0) {
+        if (o->made_dir) rmdir(o->made_dir);
+        die("%s", err.msg);
     }
-    for (int i = 0; i < o->n; i++) {
-        if (rename(o->tmp[i], o->target[i]) == 0) continue;
-        char msg[4096];
-        snprintf(msg, sizeof msg, "%s: cannot write: %s; the run's other files were not written either",
-                 o->target[i], strerror(errno));
-        outputs_roll_back(o, i, old, existed, msg, sizeof msg);
-        for (int j = i; j < o->n; j++)
-            if (old[j]) unlink(old[j]), free(old[j]);
-        outputs_remove(o);  // the temporaries not yet renamed (the others' names are gone)
-        die("%s", msg);
-    }
-    for (int i = 0; i < o->n; i++) {
-        free(o->tmp[i]);
-        if (old[i]) unlink(old[i]), free(old[i]);
-    }
-    o->n = 0;
     outputs_unguard(o);
 }
 

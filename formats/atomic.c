@@ -185,3 +185,95 @@ int write_file_atomic(const char *path, const void *data, size_t len, HpErr *err
     }
     return atomic_commit(fp, tmp, path, err);
 }
+
+// ---- several files written together ----
+
+const char *atomic_set_stage(AtomicSet *s, const char *target, HpErr *err) {
+    if (s->n == ATOMIC_SET_MAX) return hp_fail(err, "%s: too many output files", target), NULL;
+    size_t len = strlen(target) + 1;
+    char *name = hp_alloc(len, 1, err), *tmp;
+    if (!name) return hp_prefix(err, target), NULL;
+    if (atomic_reserve(target, &tmp, err) < 0) {
+        free(name);
+        return NULL;
+    }
+    memcpy(name, target, len);
+    s->target[s->n] = name;
+    s->tmp[s->n] = tmp;
+    return s->tmp[s->n++];
+}
+
+void atomic_set_name_targets(const AtomicSet *s, char *msg, size_t cap) {
+    for (int i = 0; i < s->n; i++) {
+        char *at = strstr(msg, s->tmp[i]);
+        if (!at) continue;
+        char rest[4096];
+        snprintf(rest, sizeof rest, "%s", at + strlen(s->tmp[i]));
+        snprintf(at, cap - (size_t)(at - msg), "%s%s", s->target[i], rest);
+    }
+}
+
+void atomic_set_abort(AtomicSet *s) {
+    for (int i = 0; i < s->n; i++) {
+        unlink(s->tmp[i]);
+        free(s->tmp[i]);
+        free(s->target[i]);
+    }
+    s->n = 0;
+}
+
+// A fresh name beside path hard-linked to its present file (malloc'd), or NULL when path holds
+// no file (nothing to keep) or no link can be made.
+static char *keep_aside(const char *path) {
+    struct stat st;
+    char *name;
+    HpErr e;
+    if (lstat(path, &st) != 0 || S_ISDIR(st.st_mode) || atomic_reserve(path, &name, &e) < 0) return NULL;
+    unlink(name);  // the name was free a moment ago: link the present file there
+    if (link(path, name) == 0) return name;
+    free(name);
+    return NULL;
+}
+
+// Puts target back as it was before a rename replaced it: its earlier file from the link *old
+// (then freed and NULL), or no file where there was none (existed false); appends to err what
+// could not be put back.
+static void put_back(const char *target, char **old, bool existed, HpErr *err) {
+    size_t at = strlen(err->msg), cap = sizeof err->msg - at;
+    if (*old && rename(*old, target) != 0)
+        snprintf(err->msg + at, cap, "; %s holds the new file, its earlier one is kept as %s", target, *old);
+    else if (!*old && existed)
+        snprintf(err->msg + at, cap, "; %s holds the new file (its earlier one could not be kept aside)", target);
+    else if (!*old)
+        unlink(target);
+    free(*old);
+    *old = NULL;
+}
+
+int atomic_set_commit(AtomicSet *s, HpErr *err) {
+    char *old[ATOMIC_SET_MAX] = {0};  // hard links to the files the targets held, to put back on failure
+    bool existed[ATOMIC_SET_MAX] = {0};
+    for (int i = 0; i < s->n; i++) {
+        struct stat st;
+        existed[i] = lstat(s->target[i], &st) == 0;
+        old[i] = existed[i] ? keep_aside(s->target[i]) : NULL;
+    }
+    int rc = 0, renamed = 0;
+    for (; renamed < s->n; renamed++) {
+        if (rename(s->tmp[renamed], s->target[renamed]) == 0) continue;
+        rc = hp_fail(err, "%s: cannot write: %s; the other files were not written either", s->target[renamed],
+                     strerror(errno));
+        for (int j = 0; j < renamed; j++) put_back(s->target[j], &old[j], existed[j], err);
+        break;
+    }
+    for (int i = 0; i < s->n; i++) {
+        if (old[i]) unlink(old[i]);  // the earlier files not put back: replaced, or never touched
+        free(old[i]);
+        if (i >= renamed) unlink(s->tmp[i]);  // the temporaries not renamed into place
+        if (rc == 0) sync_parent_dir(s->target[i]);
+        free(s->tmp[i]);
+        free(s->target[i]);
+    }
+    s->n = 0;
+    return rc;
+}

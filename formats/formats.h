@@ -89,4 +89,27 @@ int atomic_reserve(const char *path, char **tmp_path, HpErr *err);
 int atomic_commit(FILE *fp, char *tmp_path, const char *path, HpErr *err);
 void atomic_abort(FILE *fp, char *tmp_path);
 
+// Files written together: each first to a temporary file beside its target (atomic_reserve),
+// all renamed into place only once every one is complete, so a failure leaves none of them,
+// and no temporary, behind. While they are renamed each target's earlier file is kept aside (a
+// hard link) and put back if a later rename fails. Start from (AtomicSet){0}.
+enum { ATOMIC_SET_MAX = 8 };
+typedef struct {
+    int n;
+    char *target[ATOMIC_SET_MAX];  // copies of the targets' names
+    char *tmp[ATOMIC_SET_MAX];     // their temporary files
+} AtomicSet;
+// Creates target's temporary file (empty) and returns its name (s keeps it), or NULL with err
+// set and s unchanged.
+const char *atomic_set_stage(AtomicSet *s, const char *target, HpErr *err);
+// Replaces in msg (cap bytes) each temporary file's name by its target's: a writer names the
+// file it was given.
+void atomic_set_name_targets(const AtomicSet *s, char *msg, size_t cap);
+// Removes the staged files and empties s.
+void atomic_set_abort(AtomicSet *s);
+// Renames every staged file onto its target. If a rename fails, puts the targets renamed before
+// it back as they were, removes the other temporaries and returns -1 with err naming the target.
+// Empties s either way.
+int atomic_set_commit(AtomicSet *s, HpErr *err);
+
 #endif

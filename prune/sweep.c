@@ -5,7 +5,6 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1020,132 +1019,30 @@ static int check_same_base(const char *runs, const SweepResult *r, int n, HpErr 
 
 // ---- collect's outputs, written together ----
 
-// The files collect writes, each first to a temporary file beside it, all renamed into place
-// only once every one is complete.
-enum { OUT_CSV, OUT_MD, OUT_PNG, OUT_SVG, N_OUTPUTS };
-static const char *const OUTPUT_NAMES[N_OUTPUTS] = {"results.csv", "results.md", "accuracy_vs_macs.png",
-                                                    "accuracy_vs_macs.svg"};
-typedef struct {
-    char target[N_OUTPUTS][SWEEP_PATH * 2];
-    char *tmp[N_OUTPUTS];  // its temporary file (NULL: none, or renamed into place)
-} Staged;
-
-// Removes the temporary files of s still there and frees their names.
-static void staged_remove(Staged *s) {
-    for (int i = 0; i < N_OUTPUTS; i++) {
-        if (s->tmp[i]) unlink(s->tmp[i]);
-        free(s->tmp[i]);
-        s->tmp[i] = NULL;
-    }
-}
-
-// Creates an empty temporary file beside each of collect's outputs in dir (atomic_reserve, which
-// refuses a target that is a directory or a device). Returns 0, or -1 (none left) with err set.
-static int staged_open(Staged *s, const char *dir, HpErr *err) {
-    memset(s, 0, sizeof *s);
-    for (int i = 0; i < N_OUTPUTS; i++) {
-        int len = snprintf(s->target[i], sizeof s->target[i], "%s/%s", dir, OUTPUT_NAMES[i]);
-        int rc = len < 0 || (size_t)len >= sizeof s->target[i] ? hp_fail(err, "%s: path too long", dir)
-                                                                : atomic_reserve(s->target[i], &s->tmp[i], err);
-        if (rc < 0) {
-            staged_remove(s);
+// Writes collect's outputs in dir (results.csv, results.md, the chart's PNG and SVG) all or none
+// (an AtomicSet): a failure leaves the earlier files as they were and no temporary file.
+static int write_outputs(const char *dir, const SweepResult *r, int n, const Point *p, int np, HpErr *err) {
+    static const char *const names[] = {"results.csv", "results.md", "accuracy_vs_macs.png", "accuracy_vs_macs.svg"};
+    char target[4][SWEEP_PATH * 2];
+    const char *tmp[4];
+    AtomicSet set = {0};
+    for (int i = 0; i < 4; i++) {
+        int len = snprintf(target[i], sizeof target[i], "%s/%s", dir, names[i]);
+        if (len < 0 || (size_t)len >= sizeof target[i]) {
+            atomic_set_abort(&set);
+            return hp_fail(err, "%s: path too long", dir);
+        }
+        if (!(tmp[i] = atomic_set_stage(&set, target[i], err))) {
+            atomic_set_abort(&set);
             return -1;
         }
     }
-    return 0;
-}
-
-// Replaces each temporary file's name in err's message by its target's (a writer names the
-// file it was given).
-static void staged_name_targets(const Staged *s, HpErr *err) {
-    for (int i = 0; i < N_OUTPUTS; i++) {
-        char *at = s->tmp[i] ? strstr(err->msg, s->tmp[i]) : NULL;
-        if (!at) continue;
-        char rest[sizeof err->msg];
-        snprintf(rest, sizeof rest, "%s", at + strlen(s->tmp[i]));
-        snprintf(at, sizeof err->msg - (size_t)(at - err->msg), "%s%s", s->target[i], rest);
-    }
-}
-
-// A fresh name beside path hard-linked to its present file (malloc'd), or NULL when path holds
-// no file or no link can be made.
-static char *keep_aside(const char *path) {
-    struct stat st;
-    char *name;
-    HpErr e;
-    if (lstat(path, &st) != 0 || S_ISDIR(st.st_mode) || atomic_reserve(path, &name, &e) < 0) return NULL;
-    unlink(name);  // the name was free a moment ago: link the present file there
-    if (link(path, name) == 0) return name;
-    free(name);
-    return NULL;
-}
-
-// Puts target back as it was before a rename replaced it: its earlier file from the link *old
-// (then freed and NULL), or no file where there was none (existed false); appends to err what
-// could not be put back.
-static void put_back(const char *target, char **old, bool existed, HpErr *err) {
-    size_t at = strlen(err->msg), cap = sizeof err->msg - at;
-    if (*old && rename(*old, target) != 0)
-        snprintf(err->msg + at, cap, "; %s holds the new file, its earlier one is kept as %s", target, *old);
-    else if (!*old && existed)
-        snprintf(err->msg + at, cap, "; %s holds the new file (its earlier one could not be kept aside)", target);
-    else if (!*old)
-        unlink(target);
-    free(*old);
-    *old = NULL;
-}
-
-// Flushes directory dir so that the renames into it are durable (best effort).
-static void sync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return;
-    (void)fsync(fd);
-    close(fd);
-}
-
-// Renames each temporary file of s onto its target in dir. If a rename fails, puts the targets
-// renamed before it back as they were (their earlier files were kept aside as hard links) and
-// removes the other temporary files: returns -1 with err naming the target. Frees s's names.
-static int staged_commit(Staged *s, const char *dir, HpErr *err) {
-    char *old[N_OUTPUTS] = {0};
-    bool existed[N_OUTPUTS];
-    for (int i = 0; i < N_OUTPUTS; i++) {
-        struct stat st;
-        existed[i] = lstat(s->target[i], &st) == 0;
-        old[i] = existed[i] ? keep_aside(s->target[i]) : NULL;
-    }
-    int rc = 0;
-    for (int i = 0; i < N_OUTPUTS && rc == 0; i++) {
-        if (rename(s->tmp[i], s->target[i]) != 0) {
-            rc = hp_fail(err, "%s: cannot write: %s; the other outputs were left as they were", s->target[i],
-                         strerror(errno));
-            for (int j = 0; j < i; j++) put_back(s->target[j], &old[j], existed[j], err);
-        } else {
-            free(s->tmp[i]);
-            s->tmp[i] = NULL;
-        }
-    }
-    for (int i = 0; i < N_OUTPUTS; i++) {  // the earlier files not put back: replaced, or never touched
-        if (old[i]) unlink(old[i]);
-        free(old[i]);
-    }
-    staged_remove(s);
-    if (rc == 0) sync_dir(dir);
-    return rc;
-}
-
-// Writes collect's outputs in dir (results.csv, results.md, the chart's PNG and SVG) all or none:
-// each to a temporary file, renamed into place once all are complete, so a failure leaves the
-// earlier files as they were and no temporary file.
-static int write_outputs(const char *dir, const SweepResult *r, int n, const Point *p, int np, HpErr *err) {
-    Staged s;
-    if (staged_open(&s, dir, err) < 0) return -1;
-    int rc = write_csv(s.tmp[OUT_CSV], r, n, err);
-    if (rc == 0) rc = write_md(s.tmp[OUT_MD], r, n, p, np, err);
-    if (rc == 0) rc = write_chart(s.tmp[OUT_PNG], s.tmp[OUT_SVG], r, p, np, err);
-    if (rc == 0) return staged_commit(&s, dir, err);
-    staged_name_targets(&s, err);
-    staged_remove(&s);
+    int rc = write_csv(tmp[0], r, n, err);
+    if (rc == 0) rc = write_md(tmp[1], r, n, p, np, err);
+    if (rc == 0) rc = write_chart(tmp[2], tmp[3], r, p, np, err);
+    if (rc == 0) return atomic_set_commit(&set, err);
+    atomic_set_name_targets(&set, err->msg, sizeof err->msg);
+    atomic_set_abort(&set);
     return -1;
 }
 

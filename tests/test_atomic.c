@@ -150,6 +150,48 @@ static void test_not_regular(void **state) {
     tu_rmtree(dir);
 }
 
+// An AtomicSet whose third rename fails (its target became a non-empty directory after it was
+// staged): the first target gets its earlier file back, the second (new) one is removed, the
+// message names the third, and no temporary is left. Then one that commits.
+static void test_set_commit(void **state) {
+    (void)state;
+    char dir[64], a[128], b[128], c[128], inside[160];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(a, sizeof a, "%s/a.csv", dir);
+    snprintf(b, sizeof b, "%s/b.md", dir);
+    snprintf(c, sizeof c, "%s/c.png", dir);
+    tu_write(a, "old a", 5);
+    AtomicSet set = {0};
+    HpErr err;
+    const char *targets[3] = {a, b, c}, *texts[3] = {"new a", "new b", "new c"};
+    for (int i = 0; i < 3; i++) tu_write(atomic_set_stage(&set, targets[i], &err), texts[i], 5);
+    assert_int_equal(mkdir(c, 0755), 0);
+    snprintf(inside, sizeof inside, "%s/x", c);
+    tu_write(inside, "x", 1);
+    assert_int_equal(atomic_set_commit(&set, &err), -1);
+    assert_int_equal(set.n, 0);
+    char want[256];
+    snprintf(want, sizeof want, "%s: cannot write: ", c);
+    assert_int_equal(strncmp(err.msg, want, strlen(want)), 0);
+    assert_non_null(strstr(err.msg, "the other files were not written either"));
+    expect_contents(a, "old a", 5);
+    assert_int_equal(access(b, F_OK), -1);
+    assert_int_equal(count_tmp(dir), 0);
+    assert_int_equal(tu_count_entries(dir), 2);  // a.csv and the directory c.png
+    tu_rmtree(c);
+    for (int i = 0; i < 3; i++) tu_write(atomic_set_stage(&set, targets[i], &err), texts[i], 5);
+    char msg[256];  // a writer's message names the temporary file: named as the target instead
+    snprintf(msg, sizeof msg, "%s: cannot write: disk full", set.tmp[1]);
+    atomic_set_name_targets(&set, msg, sizeof msg);
+    snprintf(want, sizeof want, "%s: cannot write: disk full", b);
+    assert_string_equal(msg, want);
+    assert_int_equal(atomic_set_commit(&set, &err), 0);
+    for (int i = 0; i < 3; i++) expect_contents(targets[i], texts[i], 5);
+    assert_int_equal(count_tmp(dir), 0);
+    assert_int_equal(tu_count_entries(dir), 3);
+    tu_rmtree(dir);
+}
+
 // Writes n bytes to path through an atomic stream while the process may write files of at most
 // limit bytes (RLIMIT_FSIZE, SIGXFSZ ignored: writes past it fail with EFBIG, as they would with
 // ENOSPC on a full disk; limit 0: the limit the process has), with fwrite if whole, else in
@@ -241,6 +283,7 @@ int main(void) {
         cmocka_unit_test(test_write_and_replace), cmocka_unit_test(test_open_commit_abort),
         cmocka_unit_test(test_missing_dir),       cmocka_unit_test(test_rename_fails),
         cmocka_unit_test(test_not_regular),
+        cmocka_unit_test(test_set_commit),
         cmocka_unit_test(test_write_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

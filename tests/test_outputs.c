@@ -27,8 +27,8 @@ static void stage_text(Outputs *o, const char *target, const char *text) {
 
 // Frees this process's copy of o's staged names (a child process used them).
 static void forget(Outputs *o) {
-    for (int i = 0; i < o->n; i++) free(o->tmp[i]);
-    o->n = 0;
+    for (int i = 0; i < o->set.n; i++) free(o->set.tmp[i]), free(o->set.target[i]);
+    o->set.n = 0;
 }
 
 // Runs outputs_commit(o) in a child process; returns its exit status.
