@@ -326,7 +326,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             break;
         case O_LAND: o->landscape = optarg; break;
         case O_RAD:
-            o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e9);
+            o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e3);  // further, the loss overflows
             given(&o->land_opt, "--radius");
             break;
         case O_PTS:
@@ -351,8 +351,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             given(&o->obs_flag, "--block-size");
             break;
         case O_DAMP:
-            o->damp = parse_double(cmd, "--damp", optarg, 0, 1e300);
-            if (!(o->damp > 0)) usage_error(cmd, "--damp: '%s' must be > 0", optarg);
+            o->damp = parse_double(cmd, "--damp", optarg, HP_DAMP_MIN, HP_DAMP_MAX);
             given(&o->obs_flag, "--damp");
             break;
         case O_BUDGET:

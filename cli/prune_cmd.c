@@ -102,6 +102,8 @@ static void set_target(PruneOpts *o, TargetKind kind, const char *flag, const ch
     o->target.ratio = parse_double(PCMD, flag, value, -1e300, 1e300);
     if (!(o->target.ratio > 0 && o->target.ratio < 1))
         usage_error(PCMD, "%s: the fraction to remove must be in (0, 1), got %s", flag, value);
+    if (o->target.ratio < 1e-6)  // (1 - ratio) rounds to 1: no channel would have to go
+        usage_error(PCMD, "%s %s removes nothing: give at least 1e-06", flag, value);
     o->n_targets++;
 }
 
@@ -117,13 +119,11 @@ static bool parse_crit_option(int c, PruneOpts *o) {
     case O_FBATCH: k->fisher.grad_batch = (int)parse_int(PCMD, "--fisher-batch", optarg, 1, 65536); return true;
     case O_BLOCK: k->fisher.block_size = (size_t)parse_int(PCMD, "--block-size", optarg, 1, 1L << 30); return true;
     case O_DAMP:
-        k->fisher.damp = parse_double(PCMD, "--damp", optarg, -1e300, 1e300);
-        if (!(k->fisher.damp > 0)) usage_error(PCMD, "--damp must be greater than 0, got %s", optarg);
+        k->fisher.damp = parse_double(PCMD, "--damp", optarg, HP_DAMP_MIN, HP_DAMP_MAX);
         return true;
     case O_BUDGET: k->fisher.budget_mb = parse_double(PCMD, "--memory-budget", optarg, 1, 1e9); return true;
     case O_LDAMP:
-        k->damp_rel = parse_double(PCMD, "--layer-damp", optarg, -1e300, 1e300);
-        if (!(k->damp_rel > 0)) usage_error(PCMD, "--layer-damp must be greater than 0, got %s", optarg);
+        k->damp_rel = parse_double(PCMD, "--layer-damp", optarg, HP_DAMP_MIN, HP_DAMP_MAX);
         return true;
     case O_NOCOMP: k->compensate = false; return true;
     case O_SLICES:
@@ -240,8 +240,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
         case O_FT: o->finetune_epochs = (int)parse_int(PCMD, "--finetune-epochs", optarg, 0, 10000); break;
         case O_BETWEEN: o->between_epochs = (int)parse_int(PCMD, "--between-epochs", optarg, 0, 10000); break;
         case O_LR:
-            o->lr = parse_double(PCMD, "--lr", optarg, -1e300, 1e300);
-            if (!(o->lr > 0)) usage_error(PCMD, "--lr must be greater than 0, got %s", optarg);
+            o->lr = parse_double(PCMD, "--lr", optarg, 1e-8, 100);  // a float in training: not 0, not inf
             o->lr_given = true;
             break;
         case O_CONFIG: o->config = optarg; break;
@@ -608,6 +607,8 @@ int cmd_prune(int argc, char **argv) {
     load_model_or_die(&m, o.model);
     Dataset train, test;
     load_model_dataset_or_die(PCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
+    if (given_at(&o, O_SAMPLES) && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)
+        die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
     PruneOutcome r;
     HpErr err;
     if (model_copy(&orig, &m, &err) < 0) die("%s: %s", o.model, err.msg);

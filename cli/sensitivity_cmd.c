@@ -49,6 +49,7 @@ typedef struct {
     double ratios[MAX_RATIOS];
     int n_ratios, test_images, threads;
     CritOpts crit;
+    bool samples_given;  // --samples given (else the default, capped at the training set)
 } SensCli;
 
 // Parses the command line into o, or exits.
@@ -83,7 +84,10 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
                 usage_error(NCMD, "--method: unknown '%s' (%s)", optarg, names);
             }
             break;
-        case O_SAMPLES: o->crit.samples = (int)parse_int(NCMD, "--samples", optarg, 1, 1 << 24); break;
+        case O_SAMPLES:
+            o->crit.samples = (int)parse_int(NCMD, "--samples", optarg, 1, 1 << 24);
+            o->samples_given = true;
+            break;
         case O_BATCH: o->crit.batch = (int)parse_int(NCMD, "--batch-size", optarg, 1, 65536); break;
         case O_PROBES: o->crit.probes = (int)parse_int(NCMD, "--probes", optarg, 2, 100000); break;
         case O_TEST: o->test_images = (int)parse_int(NCMD, "--test-images", optarg, 1, 1 << 30); break;
@@ -282,6 +286,8 @@ int cmd_sensitivity(int argc, char **argv) {
     Dataset train, test;
     load_model_dataset_or_die(NCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     if (o.test_images > test.n) die("%s: asked for %d test images, the test set has %d", o.model, o.test_images, test.n);
+    if (o.samples_given && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)
+        die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
     if (o.test_images && o.test_images < test.n) {
         Dataset head;
         HpErr err;

@@ -143,7 +143,8 @@ static int check_opts(const Model *m, const FisherOpts *o, HpErr *err) {
     if (o->block_size > m->n_params)
         return hp_fail(err, "fisher: block size %zu is larger than the model's %zu parameters", o->block_size,
                        m->n_params);
-    if (!(o->damp > 0) || !isfinite(o->damp)) return hp_fail(err, "fisher: damp %g: must be > 0 and finite", o->damp);
+    if (!(o->damp >= HP_DAMP_MIN && o->damp <= HP_DAMP_MAX))
+        return hp_fail(err, "fisher: damp %g: must be in [%g, %g]", o->damp, HP_DAMP_MIN, HP_DAMP_MAX);
     if (!(o->budget_mb >= 0) || !isfinite(o->budget_mb))
         return hp_fail(err, "fisher: memory budget %g MiB: must be >= 0 (0: no limit)", o->budget_mb);
     if (o->method < FISHER_AUTO || o->method > FISHER_DIRECT)

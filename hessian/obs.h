@@ -74,7 +74,12 @@ int fisher_blocks(const Model *m, size_t S, bool align, size_t **start, HpErr *e
 // block list cannot be allocated).
 size_t fisher_bytes(const Model *m, const FisherOpts *o);
 
-// Checks the options against m: N, batch, S >= 1, S <= n_params, damp > 0 and finite, budget >= 0
+// The range of the damping options (obs's absolute lambda, obs-layer's fraction of the mean
+// diagonal): below it the damping vanishes in single precision, above it the inverse underflows.
+#define HP_DAMP_MIN 1e-12
+#define HP_DAMP_MAX 1e6
+
+// Checks the options against m: N, batch, S >= 1, S <= n_params, damp in [HP_DAMP_MIN, HP_DAMP_MAX], budget >= 0
 // and, if budget > 0, fisher_bytes within it; over budget, the message says the largest block size
 // (with this N) and the largest N (with this S) that would fit. Returns 0 or -1 with err set.
 int fisher_check(const Model *m, const FisherOpts *o, HpErr *err);

@@ -204,8 +204,8 @@ static const IniKey METHOD_KEYS[] = {
     {"method", "fisher_grads", IK_INT, MFIELD(fisher_grads), 1, 1 << 24, IK_RANGE},
     {"method", "fisher_batch", IK_INT, MFIELD(fisher_batch), 1, 65536, IK_RANGE},
     {"method", "block_size", IK_INT, MFIELD(block_size), 1, 1 << 30, IK_RANGE},
-    {"method", "damp", IK_DOUBLE, MFIELD(damp), 0, 0, IK_MIN | IK_MIN_EXCL},
-    {"method", "layer_damp", IK_DOUBLE, MFIELD(layer_damp), 0, 0, IK_MIN | IK_MIN_EXCL},
+    {"method", "damp", IK_DOUBLE, MFIELD(damp), HP_DAMP_MIN, HP_DAMP_MAX, IK_RANGE},
+    {"method", "layer_damp", IK_DOUBLE, MFIELD(layer_damp), HP_DAMP_MIN, HP_DAMP_MAX, IK_RANGE},
     {"method", "compensate", IK_BOOL, MFIELD(compensate)},
 };
 #define N_METHOD_KEYS (sizeof METHOD_KEYS / sizeof METHOD_KEYS[0])

@@ -260,6 +260,14 @@ pycheck "fisher on 2 threads: the same command gives the same report" same "$T/o
 S="--data $DATA --threads 1 -o $T/work/slim.safetensors"
 expect 2 "a target of 1 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 1 $S
 expect 2 "a target of 0 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0 $S
+expect 2 "a target so small that nothing goes (1e-300) is refused" "" "removes nothing: give at least 1e-06" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 1e-300 $S
+expect 2 "a learning rate that is infinite in single precision is refused" "1e300" "not a number in \[1e-08, 100\]" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --finetune-epochs 1 --lr 1e300 $S
+expect 2 "a damping that underflows is refused before any work" "1e-300" "not a number in \[1e-12, 1e\+06\]" \
+  "$HPRUNE" prune "$MODEL" --method obs --target-flops 0.5 --damp 1e-300 $S
+expect 1 "--samples beyond the training set is an error, not a silent cap" "--samples 1000000" \
+  "the training set has [0-9]+ images" "$HPRUNE" prune "$MODEL" --method taylor --samples 1000000 --target-flops 0.5 $S
 expect 2 "an unknown method is refused" "magic" "unknown" "$HPRUNE" prune "$MODEL" --method magic --target-flops 0.5 $S
 expect 2 "--uniform with a MACs target" "" "--uniform needs --target-channels" "$HPRUNE" prune "$MODEL" --method l1 \
   --target-flops 0.5 --uniform $S
