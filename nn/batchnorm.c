@@ -4,6 +4,7 @@
 // and invstd of each channel are saved: backward recomputes xhat from the input.
 #include <math.h>
 
+#include "err.h"
 #include "ops.h"
 
 // Sum of p[0..n).
@@ -95,39 +96,90 @@ void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *g
     }
 }
 
-void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *x, const float *mean,
-                        const float *invstd, const float *gamma, float *dx, bool acc, float *dgamma, float *dbeta) {
-    const double M = (double)N * HW;
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++) {
-        const float mu = mean[c], s = invstd[c];
-        double sdy = 0.0, sdyx = 0.0;  // sums of dy and of dy xhat
-        for (int n = 0; n < N; n++) {
-            size_t off = ((size_t)n * C + c) * HW;
-            sdy += plane_sum(dy + off, HW);
-            sdyx += plane_dot_centred(dy + off, x + off, mu, HW);
-        }
-        sdyx *= s;
-        if (dgamma) dgamma[c] += (float)sdyx;
-        if (dbeta) dbeta[c] += (float)sdy;
-        if (!dx) continue;
-        float scale = gamma[c] * s;
-        // train mode: dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)); eval: gamma invstd dy
-        float mdy = batch_stats ? (float)(sdy / M) : 0.0f;
-        float mdyx = batch_stats ? (float)(sdyx / M) : 0.0f;
-        for (int n = 0; n < N; n++) {
-            size_t off = ((size_t)n * C + c) * HW;
-            const float *dyp = dy + off, *xp = x + off;
-            float *dxp = dx + off;
-            if (acc) {
+// v at p, or, when yp (a batchnorm's output) is given, v as the ReLU that alone consumes that
+// output passes its gradient v back: v where yp > 0, else 0.
+static inline float through_relu(const float *v, const float *yp, int p) {
+    return yp ? (yp[p] > 0.0f ? v[p] : 0.0f) : v[p];
+}
+
+// Adds to *sdy and *sdyx the sums over one plane of dy and of dy (x - mu), dy taken through_relu
+// yp. Always inlined, so that each call site's copy has yp known NULL or not.
+static inline __attribute__((always_inline)) void plane_grad_sums(int HW, const float *dy, const float *yp,
+                                                                  const float *x, float mu, double *sdy,
+                                                                  double *sdyx) {
+    float a = 0.0f, b = 0.0f;
+#pragma omp simd reduction(+ : a, b)
+    for (int p = 0; p < HW; p++) {
+        float d = through_relu(dy, yp, p);
+        a += d;
+        b += d * (x[p] - mu);
+    }
+    *sdy += a;
+    *sdyx += b;
+}
+
+// Writes (acc: adds) dx = scale (dy - mdy - (x - mu) s mdyx) over one plane, dy taken
+// through_relu yp; with batch_stats false, dx = scale dy (x unread). Always inlined, as above.
+static inline __attribute__((always_inline)) void plane_grad_dx(int HW, const float *dy, const float *yp,
+                                                                const float *x, bool batch_stats, float mu, float s,
+                                                                float scale, float mdy, float mdyx, float *dx,
+                                                                bool acc) {
+    if (!batch_stats && acc) {
 #pragma omp simd
-                for (int p = 0; p < HW; p++) dxp[p] += scale * (dyp[p] - mdy - (xp[p] - mu) * s * mdyx);
-            } else {
+        for (int p = 0; p < HW; p++) dx[p] += scale * through_relu(dy, yp, p);
+    } else if (!batch_stats) {
 #pragma omp simd
-                for (int p = 0; p < HW; p++) dxp[p] = scale * (dyp[p] - mdy - (xp[p] - mu) * s * mdyx);
-            }
+        for (int p = 0; p < HW; p++) dx[p] = scale * through_relu(dy, yp, p);
+    } else if (acc) {
+#pragma omp simd
+        for (int p = 0; p < HW; p++) dx[p] += scale * (through_relu(dy, yp, p) - mdy - (x[p] - mu) * s * mdyx);
+    } else {
+#pragma omp simd
+        for (int p = 0; p < HW; p++) dx[p] = scale * (through_relu(dy, yp, p) - mdy - (x[p] - mu) * s * mdyx);
+    }
+}
+
+// Backward of channel c: the sums for dgamma and dbeta over every plane, then dx. In eval mode
+// dx = gamma invstd dy does not wait for the sums: each plane's is written while it is in L1.
+static void channel_backward(int N, int C, int HW, int c, bool batch_stats, const float *dy, const float *relu_y,
+                             const float *x, float mu, float s, float gamma, float *dx, bool acc, float *dgamma,
+                             float *dbeta) {
+    const float scale = gamma * s;
+    const bool early = dx && !batch_stats;  // dx written in the first pass
+    double sdy = 0.0, sdyx = 0.0;           // sums of dy and of dy (x - mu)
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * HW;
+        if (relu_y) {
+            plane_grad_sums(HW, dy + off, relu_y + off, x + off, mu, &sdy, &sdyx);
+            if (early) plane_grad_dx(HW, dy + off, relu_y + off, x + off, false, mu, s, scale, 0, 0, dx + off, acc);
+        } else {
+            plane_grad_sums(HW, dy + off, NULL, x + off, mu, &sdy, &sdyx);
+            if (early) plane_grad_dx(HW, dy + off, NULL, x + off, false, mu, s, scale, 0, 0, dx + off, acc);
         }
     }
+    sdyx *= s;  // now the sum of dy xhat
+    if (dgamma) dgamma[c] += (float)sdyx;
+    if (dbeta) dbeta[c] += (float)sdy;
+    if (!dx || early) return;
+    // train mode: dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat))
+    const double M = (double)N * HW;
+    const float mdy = (float)(sdy / M), mdyx = (float)(sdyx / M);
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * HW;
+        if (relu_y)
+            plane_grad_dx(HW, dy + off, relu_y + off, x + off, true, mu, s, scale, mdy, mdyx, dx + off, acc);
+        else
+            plane_grad_dx(HW, dy + off, NULL, x + off, true, mu, s, scale, mdy, mdyx, dx + off, acc);
+    }
+}
+
+void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *relu_y, const float *x,
+                        const float *mean, const float *invstd, const float *gamma, float *dx, bool acc,
+                        float *dgamma, float *dbeta) {
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++)
+        channel_backward(N, C, HW, c, batch_stats, dy, relu_y, x, mean[c], invstd[c], gamma[c], dx, acc, dgamma,
+                         dbeta);
 }
 
 // ---- R-operator (Pearlmutter) ----
@@ -136,7 +188,7 @@ void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy,
 
 void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *x, const float *mean,
                         const float *invstd, const float *gamma, const float *rx, const float *vgamma,
-                        const float *vbeta, float *ry, float *rstat) {
+                        const float *vbeta, const float *relu_y, float *ry, float *rstat) {
     const double M = (double)N * HW;
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
@@ -164,15 +216,75 @@ void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *x, 
                 float h = (xp[p] - mu) * s;
                 out[p] = g * (s * (r[p] - mrx - h * cc)) + vg * h + vb;
             }
+            if (!relu_y) continue;
+            const float *yp = relu_y + off;  // R{relu(y)} = R{y} where y > 0, the plane still in L1
+#pragma omp simd
+            for (int p = 0; p < HW; p++) out[p] = yp[p] > 0.0f ? out[p] : 0.0f;
         }
     }
 }
 
+// Eval-mode R-backward of one plane: adds its sums of R{dy} and R{dy xhat} to *srdy and *sr and
+// writes (acc: adds) R{dx} = rg dy + g R{dy} if out, dy and R{dy} taken through_relu yp. Always
+// inlined, so that each call site's copy has yp known NULL or not.
+static inline __attribute__((always_inline)) void plane_rbackward_eval(int HW, const float *d, const float *rd,
+                                                                       const float *yp, const float *xp, float mu,
+                                                                       float s, const float *r, float g, float rg,
+                                                                       float *out, bool acc, double *srdy, double *sr) {
+    float a_rdy = 0.0f, a_r = 0.0f;
+#pragma omp simd reduction(+ : a_rdy, a_r)
+    for (int p = 0; p < HW; p++) {
+        float h = (xp[p] - mu) * s, rh = s * r[p];  // R{xhat} = invstd R{x}
+        float dp = through_relu(d, yp, p), rdp = through_relu(rd, yp, p);
+        a_rdy += rdp;
+        a_r += rdp * h + dp * rh;
+    }
+    *srdy += a_rdy;
+    *sr += a_r;
+    if (!out) return;
+    if (acc) {
+#pragma omp simd
+        for (int p = 0; p < HW; p++) out[p] += rg * through_relu(d, yp, p) + g * through_relu(rd, yp, p);
+    } else {
+#pragma omp simd
+        for (int p = 0; p < HW; p++) out[p] = rg * through_relu(d, yp, p) + g * through_relu(rd, yp, p);
+    }
+}
+
+// Eval-mode R-backward of channel c in one pass: R{dx} = R{gamma} invstd dy + gamma invstd R{dy}
+// needs no sums, so it is written while the sums for R{dgamma} and R{dbeta} are taken. relu_y
+// as in batchnorm_rbackward.
+static void channel_rbackward_eval(int N, int C, int HW, int c, const float *dy, const float *rdy, const float *relu_y,
+                                   const float *x, float mu, float s, const float *rx, float gamma, float vgamma,
+                                   float *rdx, bool acc, float *rdgamma, float *rdbeta) {
+    const float g = gamma * s, rg = vgamma * s;
+    double srdy = 0.0, sr = 0.0;  // sums of R{dy} and of R{dy xhat}
+    for (int n = 0; n < N; n++) {
+        size_t off = ((size_t)n * C + c) * HW;
+        float *out = rdx ? rdx + off : NULL;
+        if (relu_y)
+            plane_rbackward_eval(HW, dy + off, rdy + off, relu_y + off, x + off, mu, s, rx + off, g, rg, out, acc,
+                                 &srdy, &sr);
+        else
+            plane_rbackward_eval(HW, dy + off, rdy + off, NULL, x + off, mu, s, rx + off, g, rg, out, acc, &srdy, &sr);
+    }
+    rdgamma[c] += (float)sr;
+    rdbeta[c] += (float)srdy;
+}
+
 void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy, const float *x,
                          const float *mean, const float *invstd, const float *rx, const float *rstat,
-                         const float *gamma, const float *vgamma, float *rdx, bool acc, float *rdgamma,
-                         float *rdbeta) {
+                         const float *gamma, const float *vgamma, const float *relu_y, float *rdx, bool acc,
+                         float *rdgamma, float *rdbeta) {
     const double M = (double)N * HW;
+    HP_ASSERT(!(relu_y && batch_stats));
+    if (!batch_stats) {
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < C; c++)
+            channel_rbackward_eval(N, C, HW, c, dy, rdy, relu_y, x, mean[c], invstd[c], rx, gamma[c], vgamma[c], rdx,
+                                   acc, rdgamma, rdbeta);
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
         const float mu = mean[c], s = invstd[c], mrx = rstat[c], cc = rstat[C + c];

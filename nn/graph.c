@@ -205,6 +205,18 @@ static int sole_of_op(const Model *m, const Workspace *ws, int i, OpKind op) {
     return j >= 0 && m->nodes[j].op == op ? j : -1;
 }
 
+// The ReLU that alone consumes batchnorm node i, or -1.
+static int relu_after_bn(const Model *m, const Workspace *ws, int i) {
+    return m->nodes[i].op == OP_BATCHNORM2D ? sole_of_op(m, ws, i, OP_RELU) : -1;
+}
+
+// The ReLU whose backward batchnorm node i's does (reading the ReLU's gradient, masked by its
+// own output), or -1: in eval and train mode. With batch statistics, the R-backward reads the
+// batchnorm's own gradient, so both stay apart.
+static int backward_relu(const Model *m, const Workspace *ws, int i) {
+    return ws->last_mode == MODE_EVAL || ws->last_mode == MODE_TRAIN ? relu_after_bn(m, ws, i) : -1;
+}
+
 // Writes into wf (w_len floats) and bf (O) conv node c's weights and bias with eval-mode
 // batchnorm node bn folded in: scale_o = gamma_o / sqrt(var_o + eps), wf_o = scale_o w_o,
 // bf_o = scale_o (b_o - mean_o) + beta_o.
@@ -305,6 +317,7 @@ static void settle(float *buf, bool *fresh, int i, size_t n) {
 // is NULL).
 static void node_backward(const Model *m, Workspace *ws, int i, int N, float *g, bool input_grad) {
     const Node *n = &m->nodes[i];
+    if (n->op == OP_RELU && backward_relu(m, ws, n->in[0]) == i) return;  // its batchnorm does it
     Shape in = in_shape(m, n);
     const float *x = ws->act[n->in[0]], *dy = ws->grad[i];
     bool acc;
@@ -321,7 +334,9 @@ static void node_backward(const Model *m, Workspace *ws, int i, int N, float *g,
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
         const float *mean = ws->aux[i], *invstd = mean + C;
-        batchnorm_backward(N, C, HW, ws->last_mode != MODE_EVAL, dy, x, mean, invstd, w, dx, acc, dw, db);
+        int r = backward_relu(m, ws, i);  // then dy is the ReLU's, passed back where y > 0
+        batchnorm_backward(N, C, HW, ws->last_mode != MODE_EVAL, r >= 0 ? ws->grad[r] : dy,
+                           r >= 0 ? ws->act[i] : NULL, x, mean, invstd, w, dx, acc, dw, db);
         break;
     }
     case OP_RELU:
@@ -371,7 +386,7 @@ void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *
     ws->fresh[L - 1] = false;
     memcpy(ws->grad[L - 1], dlogits, (size_t)N * m->n_classes * sizeof(float));
     for (int i = L - 1; i >= 1; i--) {
-        settle(ws->grad[i], ws->fresh, i, node_len(m, i, N));
+        if (backward_relu(m, ws, i) < 0) settle(ws->grad[i], ws->fresh, i, node_len(m, i, N));  // else unused
         node_backward(m, ws, i, N, grad, dx != NULL);
     }
     if (!dx) return;
@@ -417,6 +432,15 @@ int ws_enable_rop(Workspace *ws, const Model *m, HpErr *err) {
 // R{x} of node id, or NULL when it is the network input (whose R{x} is zero).
 static const float *rin_of(const Workspace *ws, int id) { return id == 0 ? NULL : ws->ract[id]; }
 
+// The ReLU whose R-forward batchnorm node i's does, or -1: in any mode.
+static int rforward_relu(const Model *m, const Workspace *ws, int i) { return relu_after_bn(m, ws, i); }
+
+// The ReLU whose R-backward batchnorm node i's does, or -1: in eval mode, where the backward is
+// fused too (backward_relu), so both gradients are read from the ReLU.
+static int rbackward_relu(const Model *m, const Workspace *ws, int i) {
+    return ws->last_mode == MODE_EVAL ? relu_after_bn(m, ws, i) : -1;
+}
+
 // R-forward of node i along v.
 static void node_rforward(const Model *m, Workspace *ws, int i, int N, const float *v) {
     const Node *n = &m->nodes[i];
@@ -435,8 +459,9 @@ static void node_rforward(const Model *m, Workspace *ws, int i, int N, const flo
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
         const float *mean = ws->aux[i], *invstd = mean + C;
-        batchnorm_rforward(N, C, HW, ws->last_mode != MODE_EVAL, x, mean, invstd, w, rxz, vw, v + n->b_off, ry,
-                           ws->raux[i]);
+        int r = rforward_relu(m, ws, i);  // then R{relu(y)} goes straight into the ReLU's buffer
+        batchnorm_rforward(N, C, HW, ws->last_mode != MODE_EVAL, x, mean, invstd, w, rxz, vw, v + n->b_off,
+                           r >= 0 ? ws->act[i] : NULL, r >= 0 ? ws->ract[r] : ry, ws->raux[i]);
         break;
     }
     case OP_RELU:
@@ -474,7 +499,11 @@ static void node_rforward(const Model *m, Workspace *ws, int i, int N, const flo
 
 const float *model_rforward(const Model *m, Workspace *ws, const float *v) {
     HP_ASSERT(ws->rblock != NULL && ws->last_mode != MODE_INFER);
-    for (int i = 1; i < m->n_nodes; i++) node_rforward(m, ws, i, ws->last_n, v);
+    for (int i = 1; i < m->n_nodes; i++) {
+        const Node *n = &m->nodes[i];
+        if (n->op == OP_RELU && rforward_relu(m, ws, n->in[0]) == i) continue;  // its batchnorm did it
+        node_rforward(m, ws, i, ws->last_n, v);
+    }
     return ws->ract[m->n_nodes - 1];
 }
 
@@ -482,6 +511,7 @@ const float *model_rforward(const Model *m, Workspace *ws, const float *v) {
 // rgrad (never the network input's) and accumulates R{dθ} into hv.
 static void node_rbackward(const Model *m, Workspace *ws, int i, int N, const float *v, float *hv) {
     const Node *n = &m->nodes[i];
+    if (n->op == OP_RELU && rbackward_relu(m, ws, n->in[0]) == i) return;  // its batchnorm does it
     Shape in = in_shape(m, n);
     const float *x = ws->act[n->in[0]], *rx = rin_of(ws, n->in[0]);
     const float *dy = ws->grad[i], *rdy = ws->rgrad[i];
@@ -500,8 +530,10 @@ static void node_rbackward(const Model *m, Workspace *ws, int i, int N, const fl
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
         const float *mean = ws->aux[i], *invstd = mean + C;
-        batchnorm_rbackward(N, C, HW, ws->last_mode != MODE_EVAL, dy, rdy, x, mean, invstd, ws->ract[n->in[0]],
-                            ws->raux[i], w, vw, rdx, acc, rdw, hv + n->b_off);
+        int r = rbackward_relu(m, ws, i);  // then dy and R{dy} are the ReLU's, passed back where y > 0
+        batchnorm_rbackward(N, C, HW, ws->last_mode != MODE_EVAL, r >= 0 ? ws->grad[r] : dy,
+                            r >= 0 ? ws->rgrad[r] : rdy, x, mean, invstd, ws->ract[n->in[0]], ws->raux[i], w, vw,
+                            r >= 0 ? ws->act[i] : NULL, rdx, acc, rdw, hv + n->b_off);
         break;
     }
     case OP_RELU:
@@ -555,10 +587,10 @@ void model_rbackward(const Model *m, Workspace *ws, const float *v, const float 
     }
     memcpy(ws->rgrad[L - 1], rdlogits, (size_t)N * m->n_classes * sizeof(float));
     for (int i = L - 1; i >= 1; i--) {
-        settle(ws->rgrad[i], ws->rfresh, i, node_len(m, i, N));
+        if (rbackward_relu(m, ws, i) < 0) settle(ws->rgrad[i], ws->rfresh, i, node_len(m, i, N));  // else unused
         // the ordinary backward first: it completes grad[i]'s inputs, which R-backward reads
         if (!grads_ready) {
-            settle(ws->grad[i], ws->fresh, i, node_len(m, i, N));
+            if (backward_relu(m, ws, i) < 0) settle(ws->grad[i], ws->fresh, i, node_len(m, i, N));
             node_backward(m, ws, i, N, grad, false);
         }
         node_rbackward(m, ws, i, N, v, hv);

@@ -80,22 +80,27 @@ void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *g
                             float *invstd);
 // Backward for either mode (batch_stats selects the coupled train-mode formula), from the
 // forward's input x, mean and invstd. Accumulates dgamma, dbeta (C) and writes (acc: adds) dx
-// (N, C, HW), each if not NULL.
-void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *x, const float *mean,
-                        const float *invstd, const float *gamma, float *dx, bool acc, float *dgamma, float *dbeta);
+// (N, C, HW), each if not NULL. With relu_y (the forward's output y), dy is the gradient of
+// relu(y), passed back where y > 0.
+void batchnorm_backward(int N, int C, int HW, bool batch_stats, const float *dy, const float *relu_y, const float *x,
+                        const float *mean, const float *invstd, const float *gamma, float *dx, bool acc,
+                        float *dgamma, float *dbeta);
 
 // R-operator along (vgamma, vbeta) given R{x} (rx), from the forward's x, mean and invstd.
 // batch_stats selects train mode (mean and variance depend on x). Writes R{y} (N, C, HW) and
 // rstat (2C): mean(R{x}) then mean(xhat R{x}) per channel (0 in eval mode), for rbackward.
+// With relu_y (the forward's output y, N x C x HW), writes R{relu(y)} instead: R{y} where y > 0.
 void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *x, const float *mean,
                         const float *invstd, const float *gamma, const float *rx, const float *vgamma,
-                        const float *vbeta, float *ry, float *rstat);
+                        const float *vbeta, const float *relu_y, float *ry, float *rstat);
 // R-backward: from dy, R{dy}, the forward's x, mean, invstd and R-forward's rx and rstat,
-// writes (acc: adds) R{dx} (if not NULL) and accumulates R{dgamma} and R{dbeta} (C).
+// writes (acc: adds) R{dx} (if not NULL) and accumulates R{dgamma} and R{dbeta} (C). With
+// relu_y (eval mode only: the forward's output y), dy and rdy are the gradient and R-gradient
+// of relu(y), passed back where y > 0.
 void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy, const float *rdy, const float *x,
                          const float *mean, const float *invstd, const float *rx, const float *rstat,
-                         const float *gamma, const float *vgamma, float *rdx, bool acc, float *rdgamma,
-                         float *rdbeta);
+                         const float *gamma, const float *vgamma, const float *relu_y, float *rdx, bool acc,
+                         float *rdgamma, float *rdbeta);
 
 // Pooling geometry: input (N*C planes of H x W), window k, stride, pad, output Ho x Wo.
 typedef struct {

@@ -501,9 +501,9 @@ static void check_bn(bool train, uint64_t seed) {
     Probe p = {bn_fwd, &b, nx, r, y};
     probe_loss(&p);  // forward at the unperturbed point: saves mean, invstd
     float *dx = acc_buf(nx), *dg = acc_buf((size_t)C), *dbeta = acc_buf((size_t)C);
-    batchnorm_backward(N, C, HW, train, r, b.x, b.mean, b.invstd, b.gamma, dx, true, dg, dbeta);
+    batchnorm_backward(N, C, HW, train, r, NULL, b.x, b.mean, b.invstd, b.gamma, dx, true, dg, dbeta);
     float *dx_set = nan_buf(nx);
-    batchnorm_backward(N, C, HW, train, r, b.x, b.mean, b.invstd, b.gamma, dx_set, false, NULL, NULL);
+    batchnorm_backward(N, C, HW, train, r, NULL, b.x, b.mean, b.invstd, b.gamma, dx_set, false, NULL, NULL);
     fprintf(stderr, "batchnorm %s\n", train ? "train mode (batch statistics)" : "eval mode (running statistics)");
     check_assigns("dx assigned (no acc) = added", dx, dx_set, nx);
     check_grad("dx", &p, b.x, nx, dx);
@@ -585,7 +585,7 @@ static void test_bn_dropped_term_fails(void **state) {
     // every dx is computed before any finite difference (which re-runs forward, moving xhat)
     float *dx[4], dg[3] = {0}, dbeta[3] = {0};
     for (int v = 0; v < 4; v++) dx[v] = xcalloc(nx, sizeof(float));
-    batchnorm_backward(N, C, HW, true, r, b.x, b.mean, b.invstd, b.gamma, dx[0], true, dg, dbeta);
+    batchnorm_backward(N, C, HW, true, r, NULL, b.x, b.mean, b.invstd, b.gamma, dx[0], true, dg, dbeta);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, true, dx[1]);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, false, true, dx[2]);
     bn_dx_variant(N, C, HW, r, b.xhat, b.gamma, b.invstd, true, false, dx[3]);
@@ -605,6 +605,80 @@ static void test_bn_dropped_term_fails(void **state) {
     bn_free(&b);
     free(r); free(y);
     for (int v = 0; v < 4; v++) free(dx[v]);
+}
+
+// Largest |a - b| / (1 + |b|) over n values (NaN counts as the largest).
+static double max_rel_diff(const float *a, const float *b, size_t n) {
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) worst = worse(worst, fabs((double)a[i] - b[i]) / (1.0 + fabs(b[i])));
+    return worst;
+}
+
+// Batchnorm with the ReLU that consumes it folded in (relu_y) gives what the two ops give one
+// after the other: backward in both modes (dx assigned and added, dgamma, dbeta), R-forward in
+// both modes, R-backward in eval mode. HW = 37 leaves a remainder after the vector loops.
+static void check_bn_relu_fused(bool train, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed, 2);
+    const int N = 3, C = 4, HW = 37;
+    const size_t nx = (size_t)N * C * HW, nc = (size_t)C;
+    BnCtx b = bn_make(N, C, HW, train, &rng);
+    float *y = xmalloc(nx * sizeof(float));
+    bn_fwd(&b, y);  // y: the ReLU's input, about half of it below zero (beta in [-0.5, 0.5])
+    size_t below = 0;
+    for (size_t i = 0; i < nx; i++) below += y[i] <= 0.0f;
+    assert_true(below > nx / 5 && below < 4 * nx / 5);
+    float *g = rand_buf(nx, -1, 1, &rng), *rg = rand_buf(nx, -1, 1, &rng), *rx = rand_buf(nx, -1, 1, &rng);
+    float *vg = rand_buf(nc, -1, 1, &rng), *vb = rand_buf(nc, -1, 1, &rng);
+    float *gm = xmalloc(nx * sizeof(float)), *rgm = xmalloc(nx * sizeof(float));  // through the ReLU
+    relu_backward(nx, y, g, gm, false);
+    relu_backward(nx, y, rg, rgm, false);
+    double worst = 0.0;
+    for (int acc = 0; acc < 2; acc++) {  // backward: dx, dgamma, dbeta
+        float *dx[2], *dgam[2], *dbet[2];
+        for (int f = 0; f < 2; f++) {
+            dx[f] = acc ? acc_buf(nx) : nan_buf(nx), dgam[f] = acc_buf(nc), dbet[f] = acc_buf(nc);
+            batchnorm_backward(N, C, HW, train, f ? g : gm, f ? y : NULL, b.x, b.mean, b.invstd, b.gamma, dx[f], acc,
+                               dgam[f], dbet[f]);
+        }
+        worst = worse(worst, max_rel_diff(dx[1], dx[0], nx));
+        worst = worse(worst, max_rel_diff(dgam[1], dgam[0], nc));
+        worst = worse(worst, max_rel_diff(dbet[1], dbet[0], nc));
+        for (int f = 0; f < 2; f++) free(dx[f]), free(dgam[f]), free(dbet[f]);
+    }
+    float *ry[2], *stat = xmalloc(2 * nc * sizeof(float));  // R-forward
+    for (int f = 0; f < 2; f++) {
+        ry[f] = nan_buf(nx);
+        batchnorm_rforward(N, C, HW, train, b.x, b.mean, b.invstd, b.gamma, rx, vg, vb, f ? y : NULL, ry[f], stat);
+    }
+    relu_rforward(nx, y, ry[0], ry[0]);
+    worst = worse(worst, max_rel_diff(ry[1], ry[0], nx));
+    if (!train) {  // R-backward, eval mode only (train mode reads the batchnorm's own gradient)
+        for (int acc = 0; acc < 2; acc++) {
+            float *rdx[2], *rdg[2], *rdb[2];
+            for (int f = 0; f < 2; f++) {
+                rdx[f] = acc ? acc_buf(nx) : nan_buf(nx), rdg[f] = acc_buf(nc), rdb[f] = acc_buf(nc);
+                batchnorm_rbackward(N, C, HW, false, f ? g : gm, f ? rg : rgm, b.x, b.mean, b.invstd, rx, stat,
+                                    b.gamma, vg, f ? y : NULL, rdx[f], acc, rdg[f], rdb[f]);
+            }
+            worst = worse(worst, max_rel_diff(rdx[1], rdx[0], nx));
+            worst = worse(worst, max_rel_diff(rdg[1], rdg[0], nc));
+            worst = worse(worst, max_rel_diff(rdb[1], rdb[0], nc));
+            for (int f = 0; f < 2; f++) free(rdx[f]), free(rdg[f]), free(rdb[f]);
+        }
+    }
+    fprintf(stderr, "batchnorm + ReLU fused vs one after the other, %s mode: max diff %.2e\n",
+            train ? "train" : "eval", worst);
+    assert_true(worst < 1e-6);
+    bn_free(&b);
+    free(y), free(g), free(rg), free(rx), free(vg), free(vb), free(gm), free(rgm), free(ry[0]), free(ry[1]);
+    free(stat);
+}
+
+static void test_bn_relu_fused(void **state) {
+    (void)state;
+    check_bn_relu_fused(false, 25);
+    check_bn_relu_fused(true, 26);
 }
 
 // ---- pooling ----
@@ -971,6 +1045,7 @@ int main(void) {
         cmocka_unit_test(test_bn_eval),
         cmocka_unit_test(test_bn_running_update),
         cmocka_unit_test(test_bn_dropped_term_fails),
+        cmocka_unit_test(test_bn_relu_fused),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_maxpool_ties),
         cmocka_unit_test(test_avgpool),
