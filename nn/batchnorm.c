@@ -96,21 +96,24 @@ void batchnorm_forward_eval(int N, int C, int HW, const float *x, const float *g
     }
 }
 
-// v at p, or, when yp (a batchnorm's output) is given, v as the ReLU that alone consumes that
-// output passes its gradient v back: v where yp > 0, else 0.
-static inline float through_relu(const float *v, const float *yp, int p) {
-    return yp ? (yp[p] > 0.0f ? v[p] : 0.0f) : v[p];
-}
+// True where a gradient passes back through the ReLU that alone consumes a batchnorm's output
+// yp (yp > 0), and everywhere without one (relu false). Callers pass relu as a constant, so that
+// an inlined loop has no branch on it.
+static inline bool relu_on(const float *yp, bool relu, int p) { return !relu || yp[p] > 0.0f; }
 
-// Adds to *sdy and *sdyx the sums over one plane of dy and of dy (x - mu), dy taken through_relu
-// yp. Always inlined, so that each call site's copy has yp known NULL or not.
+// v where on, else 0. Loops choose between loaded values with it, decided once per element:
+// a choice between computed values would keep the loop scalar under -ftrapping-math.
+static inline float keep(bool on, float v) { return on ? v : 0.0f; }
+
+// Adds to *sdy and *sdyx the sums over one plane of dy and of dy (x - mu), dy kept where relu_on
+// (yp, relu). Always inlined, so that each call site's copy has its relu constant.
 static inline __attribute__((always_inline)) void plane_grad_sums(int HW, const float *dy, const float *yp,
-                                                                  const float *x, float mu, double *sdy,
+                                                                  bool relu, const float *x, float mu, double *sdy,
                                                                   double *sdyx) {
     float a = 0.0f, b = 0.0f;
 #pragma omp simd reduction(+ : a, b)
     for (int p = 0; p < HW; p++) {
-        float d = through_relu(dy, yp, p);
+        float d = keep(relu_on(yp, relu, p), dy[p]);
         a += d;
         b += d * (x[p] - mu);
     }
@@ -118,24 +121,27 @@ static inline __attribute__((always_inline)) void plane_grad_sums(int HW, const 
     *sdyx += b;
 }
 
-// Writes (acc: adds) dx = scale (dy - mdy - (x - mu) s mdyx) over one plane, dy taken
-// through_relu yp; with batch_stats false, dx = scale dy (x unread). Always inlined, as above.
-static inline __attribute__((always_inline)) void plane_grad_dx(int HW, const float *dy, const float *yp,
+// Writes (acc: adds) dx = scale (dy - mdy - (x - mu) s mdyx) over one plane, dy kept where
+// relu_on (yp, relu); with batch_stats false, dx = scale dy (x unread). Always inlined, as
+// above.
+static inline __attribute__((always_inline)) void plane_grad_dx(int HW, const float *dy, const float *yp, bool relu,
                                                                 const float *x, bool batch_stats, float mu, float s,
                                                                 float scale, float mdy, float mdyx, float *dx,
                                                                 bool acc) {
     if (!batch_stats && acc) {
 #pragma omp simd
-        for (int p = 0; p < HW; p++) dx[p] += scale * through_relu(dy, yp, p);
+        for (int p = 0; p < HW; p++) dx[p] += scale * keep(relu_on(yp, relu, p), dy[p]);
     } else if (!batch_stats) {
 #pragma omp simd
-        for (int p = 0; p < HW; p++) dx[p] = scale * through_relu(dy, yp, p);
+        for (int p = 0; p < HW; p++) dx[p] = scale * keep(relu_on(yp, relu, p), dy[p]);
     } else if (acc) {
 #pragma omp simd
-        for (int p = 0; p < HW; p++) dx[p] += scale * (through_relu(dy, yp, p) - mdy - (x[p] - mu) * s * mdyx);
+        for (int p = 0; p < HW; p++)
+            dx[p] += scale * (keep(relu_on(yp, relu, p), dy[p]) - mdy - (x[p] - mu) * s * mdyx);
     } else {
 #pragma omp simd
-        for (int p = 0; p < HW; p++) dx[p] = scale * (through_relu(dy, yp, p) - mdy - (x[p] - mu) * s * mdyx);
+        for (int p = 0; p < HW; p++)
+            dx[p] = scale * (keep(relu_on(yp, relu, p), dy[p]) - mdy - (x[p] - mu) * s * mdyx);
     }
 }
 
@@ -150,11 +156,12 @@ static void channel_backward(int N, int C, int HW, int c, bool batch_stats, cons
     for (int n = 0; n < N; n++) {
         size_t off = ((size_t)n * C + c) * HW;
         if (relu_y) {
-            plane_grad_sums(HW, dy + off, relu_y + off, x + off, mu, &sdy, &sdyx);
-            if (early) plane_grad_dx(HW, dy + off, relu_y + off, x + off, false, mu, s, scale, 0, 0, dx + off, acc);
+            plane_grad_sums(HW, dy + off, relu_y + off, true, x + off, mu, &sdy, &sdyx);
+            if (early)
+                plane_grad_dx(HW, dy + off, relu_y + off, true, x + off, false, mu, s, scale, 0, 0, dx + off, acc);
         } else {
-            plane_grad_sums(HW, dy + off, NULL, x + off, mu, &sdy, &sdyx);
-            if (early) plane_grad_dx(HW, dy + off, NULL, x + off, false, mu, s, scale, 0, 0, dx + off, acc);
+            plane_grad_sums(HW, dy + off, NULL, false, x + off, mu, &sdy, &sdyx);
+            if (early) plane_grad_dx(HW, dy + off, NULL, false, x + off, false, mu, s, scale, 0, 0, dx + off, acc);
         }
     }
     sdyx *= s;  // now the sum of dy xhat
@@ -167,9 +174,9 @@ static void channel_backward(int N, int C, int HW, int c, bool batch_stats, cons
     for (int n = 0; n < N; n++) {
         size_t off = ((size_t)n * C + c) * HW;
         if (relu_y)
-            plane_grad_dx(HW, dy + off, relu_y + off, x + off, true, mu, s, scale, mdy, mdyx, dx + off, acc);
+            plane_grad_dx(HW, dy + off, relu_y + off, true, x + off, true, mu, s, scale, mdy, mdyx, dx + off, acc);
         else
-            plane_grad_dx(HW, dy + off, NULL, x + off, true, mu, s, scale, mdy, mdyx, dx + off, acc);
+            plane_grad_dx(HW, dy + off, NULL, false, x + off, true, mu, s, scale, mdy, mdyx, dx + off, acc);
     }
 }
 
@@ -225,17 +232,19 @@ void batchnorm_rforward(int N, int C, int HW, bool batch_stats, const float *x, 
 }
 
 // Eval-mode R-backward of one plane: adds its sums of R{dy} and R{dy xhat} to *srdy and *sr and
-// writes (acc: adds) R{dx} = rg dy + g R{dy} if out, dy and R{dy} taken through_relu yp. Always
-// inlined, so that each call site's copy has yp known NULL or not.
+// writes (acc: adds) R{dx} = rg dy + g R{dy} if out, dy and R{dy} kept where relu_on (yp, relu).
+// Always inlined, so that each call site's copy has its relu constant.
 static inline __attribute__((always_inline)) void plane_rbackward_eval(int HW, const float *d, const float *rd,
-                                                                       const float *yp, const float *xp, float mu,
-                                                                       float s, const float *r, float g, float rg,
-                                                                       float *out, bool acc, double *srdy, double *sr) {
+                                                                       const float *yp, bool relu, const float *xp,
+                                                                       float mu, float s, const float *r, float g,
+                                                                       float rg, float *out, bool acc, double *srdy,
+                                                                       double *sr) {
     float a_rdy = 0.0f, a_r = 0.0f;
 #pragma omp simd reduction(+ : a_rdy, a_r)
     for (int p = 0; p < HW; p++) {
         float h = (xp[p] - mu) * s, rh = s * r[p];  // R{xhat} = invstd R{x}
-        float dp = through_relu(d, yp, p), rdp = through_relu(rd, yp, p);
+        bool on = relu_on(yp, relu, p);
+        float dp = keep(on, d[p]), rdp = keep(on, rd[p]);
         a_rdy += rdp;
         a_r += rdp * h + dp * rh;
     }
@@ -244,10 +253,16 @@ static inline __attribute__((always_inline)) void plane_rbackward_eval(int HW, c
     if (!out) return;
     if (acc) {
 #pragma omp simd
-        for (int p = 0; p < HW; p++) out[p] += rg * through_relu(d, yp, p) + g * through_relu(rd, yp, p);
+        for (int p = 0; p < HW; p++) {
+            bool on = relu_on(yp, relu, p);
+            out[p] += rg * keep(on, d[p]) + g * keep(on, rd[p]);
+        }
     } else {
 #pragma omp simd
-        for (int p = 0; p < HW; p++) out[p] = rg * through_relu(d, yp, p) + g * through_relu(rd, yp, p);
+        for (int p = 0; p < HW; p++) out[p] = rg * d[p] + g * rd[p];
+        if (!relu) return;
+#pragma omp simd  // then through the ReLU: a choice between loaded values (see keep)
+        for (int p = 0; p < HW; p++) out[p] = keep(relu_on(yp, relu, p), out[p]);
     }
 }
 
@@ -263,10 +278,11 @@ static void channel_rbackward_eval(int N, int C, int HW, int c, const float *dy,
         size_t off = ((size_t)n * C + c) * HW;
         float *out = rdx ? rdx + off : NULL;
         if (relu_y)
-            plane_rbackward_eval(HW, dy + off, rdy + off, relu_y + off, x + off, mu, s, rx + off, g, rg, out, acc,
-                                 &srdy, &sr);
+            plane_rbackward_eval(HW, dy + off, rdy + off, relu_y + off, true, x + off, mu, s, rx + off, g, rg, out,
+                                 acc, &srdy, &sr);
         else
-            plane_rbackward_eval(HW, dy + off, rdy + off, NULL, x + off, mu, s, rx + off, g, rg, out, acc, &srdy, &sr);
+            plane_rbackward_eval(HW, dy + off, rdy + off, NULL, false, x + off, mu, s, rx + off, g, rg, out, acc,
+                                 &srdy, &sr);
     }
     rdgamma[c] += (float)sr;
     rdbeta[c] += (float)srdy;
