@@ -1,12 +1,12 @@
 // sensitivity.c: per-group pruning sensitivity and per-group Hessian traces (see sensitivity.h).
 #include "sensitivity.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../formats/ini_table.h"
 #include "pipeline.h"
 
 // Tells the caller a phase starts.
@@ -214,13 +214,9 @@ void sensresult_free(SensResult *r) {
 
 // ---- helpers ----
 
-// Parses a whole string as a finite number. Returns 0 or -1.
-static int parse_num(const char *s, double *x) {
-    char *end;
-    errno = 0;
-    *x = strtod(s, &end);
-    return end != s && *end == '\0' && !errno && isfinite(*x) ? 0 : -1;
-}
+// Parses a whole string as a finite plain decimal number (the INI reader's grammar, ini_number:
+// no blanks, '+', hex, inf or nan). Returns 0 or -1.
+static int parse_num(const char *s, double *x) { return ini_number(s, x) == 0 ? 0 : -1; }
 
 // Parses "a:b:step" into ratios. Returns the count or -1.
 static int parse_range(const char *s, double *ratios, int max, HpErr *err) {

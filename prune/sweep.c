@@ -17,6 +17,7 @@
 #include <zlib.h>
 
 #include "../formats/formats.h"
+#include "../formats/ini_table.h"
 #include "../formats/plot.h"
 #include "../formats/table.h"
 
@@ -56,17 +57,23 @@ int sweep_runs(const SweepConfig *c, SweepRun **runs, HpErr *err) {
 
 bool sweep_in_shard(int index, int shard, int n_shards) { return index % n_shards == shard; }
 
+// Splits "I/N" into *i and *n, each digits only (ini_u64's grammar: no sign, blanks or hex);
+// false if s is not that.
+static bool split_shard(const char *s, uint64_t *i, uint64_t *n) {
+    char left[32];
+    const char *slash = strchr(s, '/');
+    size_t len = slash ? (size_t)(slash - s) : sizeof left;
+    if (len >= sizeof left) return false;
+    memcpy(left, s, len);
+    left[len] = '\0';
+    return ini_u64(left, i) == 0 && ini_u64(slash + 1, n) == 0;
+}
+
 int sweep_parse_shard(const char *s, int *shard, int *n_shards, HpErr *err) {
-    char *end;
-    errno = 0;
-    long i = strtol(s, &end, 10);
-    if (end == s || *end != '/' || errno) return hp_fail(err, "'%s' is not I/N (shard I of N, 0-based)", s);
-    const char *q = end + 1;
-    long n = strtol(q, &end, 10);
-    if (end == q || *end || errno || s[0] == '-' || s[0] == '+' || *q == '-' || *q == '+')
-        return hp_fail(err, "'%s' is not I/N (shard I of N, 0-based)", s);
+    uint64_t i, n;
+    if (!split_shard(s, &i, &n)) return hp_fail(err, "'%s' is not I/N (shard I of N, 0-based)", s);
     if (n < 1 || n > 100000) return hp_fail(err, "'%s': N must be in [1, 100000]", s);
-    if (i < 0 || i >= n) return hp_fail(err, "'%s': I must be in [0, %ld] (shards are numbered from 0)", s, n - 1);
+    if (i >= n) return hp_fail(err, "'%s': I must be in [0, %d] (shards are numbered from 0)", s, (int)n - 1);
     *shard = (int)i, *n_shards = (int)n;
     return 0;
 }

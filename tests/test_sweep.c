@@ -175,6 +175,12 @@ static void test_runs_and_shards(void **state) {
     assert_int_equal(sweep_parse_shard("1/0", &s, &k, &err), -1);
     assert_int_equal(sweep_parse_shard("1", &s, &k, &err), -1);
     assert_int_equal(sweep_parse_shard("1/2x", &s, &k, &err), -1);
+    // plain decimal only, as every number on the command line
+    static const char *const lax[] = {" 1/3", "1/ 3", "+1/3", "1/+3", "0x1/3", "1/0x3", "1/3/5", "/3", "1/", "1/3 "};
+    for (size_t i = 0; i < sizeof lax / sizeof lax[0]; i++) {
+        if (sweep_parse_shard(lax[i], &s, &k, &err) != -1) fail_msg("'%s' read as a shard", lax[i]);
+        assert_non_null(strstr(err.msg, "is not I/N"));
+    }
 }
 
 // Result files: written, recognised as done for the same settings only, merged by collect
@@ -1007,6 +1013,12 @@ static void test_ratios(void **state) {
     assert_int_equal(parse_ratios("0.5,,0.6", r, 100, &err), -1);
     assert_int_equal(parse_ratios("0.5,0.5", r, 100, &err), -1);
     assert_int_equal(parse_ratios("0.001:0.9:0.001", r, 100, &err), -1);
+    // plain decimal only, as every number on the command line
+    static const char *const lax[] = {"+0.5", " 0.5", "0.5, 0.6", "0x1p-1", "0.25,0x.8", "0.1:0.9:+0.1", "0.1: 0.9:0.1",
+                                      "0x.1:0.5:0.1"};
+    for (size_t i = 0; i < sizeof lax / sizeof lax[0]; i++)
+        if (parse_ratios(lax[i], r, 100, &err) != -1) fail_msg("'%s' read as ratios", lax[i]);
+    assert_int_equal(parse_ratios("5e-1,2.5e-1", r, 100, &err), 2);
 }
 
 // Spearman: 1 for the same order, -1 for the reverse, ties averaged, NAN when constant.
