@@ -29,6 +29,10 @@ long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi
 // Parses a finite number in [lo, hi] for option opt, or exits with a usage error. The grammar is
 // the INI reader's (ini_number): plain decimal, "0.5", "-2", "1e-3"; no blanks, '+', hex, inf.
 double parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi);
+// Returns value, the operand of option opt that names an output (kind: "file", "directory"), or
+// exits with a usage error if it is "-" ("-o -: writing to standard output is not supported;
+// name a file"): every command writes its outputs to files.
+const char *output_option(const char *cmd, const char *opt, const char *value, const char *kind);
 // Exits with a usage error naming the option getopt_long just rejected with '?'.
 void bad_option(const char *cmd, char **argv, const struct option *opts) __attribute__((noreturn));
 // Exits with a usage error ("--method given twice", "-o/--output given twice") if the option

@@ -72,6 +72,14 @@ long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi
     return v;
 }
 
+// Returns value, the operand of output option opt, or exits with a usage error if it is "-": no
+// command writes its files to standard output, and a file named "-" is surely not what was meant.
+const char *output_option(const char *cmd, const char *opt, const char *value, const char *kind) {
+    if (strcmp(value, "-") == 0)
+        usage_error(cmd, "%s -: writing to standard output is not supported; name a %s", opt, kind);
+    return value;
+}
+
 // Exits with a usage error naming the option getopt_long just rejected with '?'. A long option
 // is the whole argument it consumed (argv[optind - 1]); a short one is optopt and may sit in a
 // group such as -jZ, where argv[optind - 1] is some earlier argument.

@@ -315,7 +315,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000);
             given(&o->lanczos_opt, "--max-steps");
             break;
-        case O_DENS: o->density = optarg; break;
+        case O_DENS: o->density = output_option(cmd, "--density", optarg, "file"); break;
         case O_SLQP:
             o->slq_probes = (int)parse_int(cmd, "--slq-probes", optarg, 1, 1000);
             given(&o->slq_opt, "--slq-probes");
@@ -324,7 +324,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->slq_steps = (int)parse_int(cmd, "--slq-steps", optarg, 2, 10000);
             given(&o->slq_opt, "--slq-steps");
             break;
-        case O_LAND: o->landscape = optarg; break;
+        case O_LAND: o->landscape = output_option(cmd, "--landscape", optarg, "file"); break;
         case O_RAD:
             o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e3);  // further, the loss overflows
             given(&o->land_opt, "--radius");
@@ -333,7 +333,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->points = (int)parse_int(cmd, "--points", optarg, 2, 1001);
             given(&o->land_opt, "--points");
             break;
-        case O_CSV: o->csv = optarg; break;
+        case O_CSV: o->csv = output_option(cmd, "--csv", optarg, "file"); break;
         case O_JSON: o->json = true; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 1L << 53); break;
         case O_THREADS: o->threads = (int)parse_int(cmd, "--threads", optarg, 0, HP_MAX_THREADS); break;

@@ -399,6 +399,30 @@ done
 expect 2 "prune: --lr 1e-2, an exponent, is a number (refused only for want of fine-tuning)" "" \
   "--lr applies to fine-tuning" "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --lr 1e-2 -o "$NUMOUT/p.safetensors"
 
+# ---- an output named "-" is a usage error in every command (it wrote a file named "-", not
+# standard output); nothing is written, in the working directory either ----
+
+# dash_output DESC OPTION KIND CMD...: CMD is a usage error "OPTION -: writing to standard output is
+# not supported; name a KIND".
+dash_output() {
+  desc=$1 opt=$2 kind=$3
+  shift 3
+  expect 2 "$desc" "$opt -:" "writing to standard output is not supported; name a $kind$" "$@"
+}
+dash_output "train: -o -" -o file "$HPRUNE" train --config "$T/good.ini" -o -
+dash_output "train: --output -" -o file "$HPRUNE" train --config "$T/good.ini" --output -
+dash_output "prune: -o -" -o file "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o -
+dash_output "prune: --report -" --report file \
+  "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o "$T/nodir/p.safetensors" --report -
+for opt in --csv --density --landscape; do
+  dash_output "hessian: $opt -" "$opt" file "$HPRUNE" hessian "$GOOD" --samples 32 --threads 1 "$opt" -
+done
+dash_output "sensitivity: -o -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 -o -
+dash_output "sensitivity: --out -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 --out -
+dash_output "sweep: --out -" --out directory "$HPRUNE" sweep "$T/good.ini" --out -
+dash_output "sweep: --collect -" --collect directory "$HPRUNE" sweep --collect -
+check "no file named '-' was written" test ! -e "$T/work/-"
+
 # ---- a result that cannot reach standard output is a failure ----
 
 for c in train eval info hessian prune sweep sensitivity; do
