@@ -766,7 +766,10 @@ static double macs_removed(const SweepResult *r) { return 1.0 - r->macs / r->mac
 
 // Bytes of a cell of results.csv: the longest a checked result gives is "%.3f" of the largest
 // finite double (a latency or a speed-up: 309 digits, a point, 3 decimals); an id takes 127.
+// (tests/test_csv_row.c builds this file with smaller cells, to see which one is named.)
+#ifndef CELL
 #define CELL 320
+#endif
 
 // Formats column k of a row of results.csv into c[k]. Returns 0, or -1 with err set if it would
 // not fit (the checks on read rule that out).
@@ -780,30 +783,27 @@ __attribute__((format(printf, 5, 6))) static int put_cell(char (*c)[CELL], int k
     return hp_fail(err, "%s: a %s longer than %d characters", path, SWEEP_CSV_HEADER[k], CELL - 1);
 }
 
-// Formats the row of result x into c (SWEEP_CSV_COLS cells). Returns 0, or -1 with err set.
+// Formats the row of result x into c (SWEEP_CSV_COLS cells), in column order. Returns 0, or -1
+// with err naming the first cell that does not fit.
 static int csv_row(const SweepResult *x, char (*c)[CELL], const char *path, HpErr *err) {
     char t[32];
     fmt_fraction(t, sizeof t, x->target);
-    int rc = put_cell(c, 0, path, err, "%s", x->id);
-    rc |= put_cell(c, 1, path, err, "%s", x->method);
-    rc |= put_cell(c, 2, path, err, "%s", x->kind);
-    rc |= put_cell(c, 3, path, err, "%s", t);
-    rc |= put_cell(c, 4, path, err, "%s", x->seed);
-    rc |= put_cell(c, 5, path, err, "%.0f", x->params_orig);
-    rc |= put_cell(c, 6, path, err, "%.0f", x->params);
-    rc |= put_cell(c, 7, path, err, "%.0f", x->macs_orig);
-    rc |= put_cell(c, 8, path, err, "%.0f", x->macs);
-    rc |= put_cell(c, 9, path, err, "%.6f", macs_removed(x));
-    rc |= put_cell(c, 10, path, err, "%.6f", x->acc_orig);
-    rc |= put_cell(c, 11, path, err, "%.6f", x->acc_oneshot);
-    rc |= put_cell(c, 12, path, err, "%.6f", x->acc_recal);
-    rc |= put_cell(c, 13, path, err, "%.6f", x->acc_final);
-    rc |= put_cell(c, 14, path, err, "%.0f", x->finetune_epochs);
-    rc |= put_cell(c, 15, path, err, "%.0f", x->best_epoch);
-    rc |= put_cell(c, 16, path, err, "%.3f", x->lat);
-    rc |= put_cell(c, 17, path, err, "%.3f", speedup(x));
-    rc |= put_cell(c, 18, path, err, "%.1f", x->seconds);
-    return rc;
+    const char *text[] = {x->id, x->method, x->kind, t, x->seed};
+    enum { N_TEXT = sizeof text / sizeof text[0] };
+    const struct {
+        int decimals;
+        double v;
+    } num[] = {{0, x->params_orig}, {0, x->params},         {0, x->macs_orig},   {0, x->macs},
+               {6, macs_removed(x)}, {6, x->acc_orig},      {6, x->acc_oneshot}, {6, x->acc_recal},
+               {6, x->acc_final},   {0, x->finetune_epochs}, {0, x->best_epoch}, {3, x->lat},
+               {3, speedup(x)},     {1, x->seconds}};
+    _Static_assert(N_TEXT + sizeof num / sizeof num[0] == sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0],
+                   "csv_row fills every column");
+    for (int k = 0; k < N_TEXT; k++)
+        if (put_cell(c, k, path, err, "%s", text[k]) < 0) return -1;
+    for (int k = 0; k < (int)(sizeof num / sizeof num[0]); k++)
+        if (put_cell(c, N_TEXT + k, path, err, "%.*f", num[k].decimals, num[k].v) < 0) return -1;
+    return 0;
 }
 
 // Writes results.csv to path: one row per result.
