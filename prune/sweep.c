@@ -418,16 +418,46 @@ static char *read_text(const char *path, size_t *len_out, HpErr *err) {
     return s;
 }
 
+// The first string of JSON text (an object: cJSON parsed it, so its first string is a member
+// name) that holds an escaped NUL, \u0000, where cJSON's copy of the string ends. Returns NULL if
+// there is none; else the member name it is in (the last name before it) or is, as written in
+// text, *len bytes long (*is_name: the string is that name).
+static const char *escaped_nul(const char *text, int *len, bool *is_name) {
+    const char *name = NULL;
+    int name_len = 0;
+    for (const char *p = strchr(text, '"'); p; p = strchr(p + 1, '"')) {  // outside strings, a '"' opens one
+        const char *s = p + 1;
+        bool nul = false;
+        for (p = s; *p != '"'; p++)
+            if (*p == '\\') nul |= strncmp(++p, "u0000", 5) == 0;  // an escape: '\\' and its next character
+        const char *after = p + 1 + strspn(p + 1, " \t\r\n");
+        *is_name = *after == ':';
+        if (*is_name) name = s, name_len = (int)(p - s);
+        if (nul) return *len = name_len, name;
+    }
+    return NULL;
+}
+
 // Parses text (len bytes, read from path) as one JSON object with nothing after it but white
-// space. Returns it (cJSON_Delete it), or NULL with err naming path and the problem.
+// space, and no string in it holding an escaped NUL (which cJSON would cut it at). Returns it
+// (cJSON_Delete it), or NULL with err naming path and the problem.
 static cJSON *parse_object(const char *text, size_t len, const char *path, HpErr *err) {
     if (strlen(text) != len) return hp_fail(err, "%s: a NUL byte at byte %zu", path, strlen(text)), NULL;
     const char *end = text;
     cJSON *j = cJSON_ParseWithOpts(text, &end, false);
     if (!j) return hp_fail(err, "%s: not a JSON object (a syntax error at byte %zu)", path, (size_t)(end - text)), NULL;
     end += strspn(end, " \t\r\n");
-    if (cJSON_IsObject(j) && *end == '\0') return j;
+    int name_len;
+    bool is_name;
+    const char *name = cJSON_IsObject(j) && *end == '\0' ? escaped_nul(text, &name_len, &is_name) : NULL;
+    if (cJSON_IsObject(j) && *end == '\0' && !name) return j;
     cJSON_Delete(j);
+    if (name && is_name)
+        return hp_fail(err, "%s: a key with an escaped NUL (\\u0000): \"%.*s\"", path, name_len > 64 ? 64 : name_len,
+                       name), NULL;
+    if (name)
+        return hp_fail(err, "%s: \"%.*s\" holds a string with an escaped NUL (\\u0000)", path,
+                       name_len > 64 ? 64 : name_len, name), NULL;
     if (*end) return hp_fail(err, "%s: data after the JSON object (at byte %zu)", path, (size_t)(end - text)), NULL;
     return hp_fail(err, "%s: not a JSON object", path), NULL;
 }

@@ -669,6 +669,11 @@ static void test_collect_checks(void **state) {
         {"\"criterion\":\t\"l1\"", "\"criterion\":\t\"l1`\"", "criterion is not the name of a criterion"},
         {"\"model\":\t\"m.safetensors\"", "\"model\":\t\"m\\n.safetensors\"", "model has a control character"},
         {"\"macs\":\t700", "\"macs\":\t700,\n\t\"macs\":\t5", "key \"macs\" appears twice"},
+        // an escaped NUL, where cJSON would cut the string short (a seed of 1, a model path, no options)
+        {"\"seed\":\t\"1\"", "\"seed\":\t\"1\\u00002\"", "\"seed\" holds a string with an escaped NUL (\\u0000)"},
+        {"\"model\":\t\"m.safetensors\"", "\"model\":\t\"m.safetensors\\u0000.old\"",
+         "\"model\" holds a string with an escaped NUL (\\u0000)"},
+        {"\"options\":", "\"opt\\u0000ions\":", "a key with an escaped NUL (\\u0000): \"opt\\u0000ions\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         edit_file(path, cases[i].from, cases[i].to);
@@ -687,6 +692,10 @@ static void test_collect_checks(void **state) {
         tu_write(path, text, len + tails[i].n);
         expect_collect_error(dir, path, tails[i].words, &before);
     }
+    // an escaped backslash before "u0000" is no NUL
+    tu_write(path, good, len);
+    edit_file(path, "\"model\":\t\"m.safetensors\"", "\"model\":\t\"m\\\\u0000.safetensors\"");
+    if (sweep_collect(dir, &n, &err) < 0) fail_msg("an escaped backslash before u0000: %s", err.msg);
     memcpy(text, good, len);
     memcpy(text + len, "\n \t\r\n", 5);
     tu_write(path, text, len + 5);
