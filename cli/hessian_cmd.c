@@ -954,6 +954,15 @@ static void obs_check(const HessOpts *o, const Model *m, const FisherOpts *fo) {
             o->model, need / 1e9, fo->n_grads, fo->block_size, have / 1e9);
 }
 
+// Exits unless the training set holds the --fisher-grads x --fisher-batch distinct images the
+// Fisher draws, naming the options: as soon as it is loaded, before any work.
+static void obs_check_images(const HessOpts *o, const FisherOpts *fo, const Dataset *train) {
+    long need = (long)fo->n_grads * fo->grad_batch;
+    if (need > train->n)
+        die("%s: --fisher-grads %d x --fisher-batch %d needs %ld training images, the training set has %d", o->model,
+            fo->n_grads, fo->grad_batch, need, train->n);
+}
+
 // Progress hook for the Fisher build (gradients, then blocks).
 static void on_fisher(long done, long total, void *user) { progress_update(user, done, total, "steps"); }
 
@@ -1216,6 +1225,7 @@ static void obs_command(const HessOpts *o, Model *m) {
     obs_check(o, m, &r.fo);
     Dataset train;
     load_train(o, m, &train);
+    obs_check_images(o, &r.fo, &train);
     obs_run(o, m, &train, &r);
     Outputs outs = {0};
     if (o->csv) obs_write_csv(o, m, &r, &outs);

@@ -174,6 +174,9 @@ int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult
     if (o->n_ratios < 1) return hp_fail(err, "no ratios");
     for (int i = 0; i < o->n_ratios; i++)
         if (!(o->ratios[i] > 0 && o->ratios[i] < 1)) return hp_fail(err, "ratio %g is not in (0, 1)", o->ratios[i]);
+    if (o->crit.method == CRIT_OBS && o->crit.data &&
+        (fisher_check(m, &o->crit.fisher, err) < 0 || fisher_check_data(m, o->crit.data, &o->crit.fisher, err) < 0))
+        return -1;  // before the accuracy and the traces, not after
     GroupSet gs;
     if (prune_groups(m, &gs, err) < 0) return -1;
     if (alloc_result(&gs, o->n_ratios, r, err) < 0) {

@@ -796,6 +796,40 @@ static void test_check_methods(void **state) {
     model_free(&plain), model_free(&bn);
 }
 
+// Counts the milestone lines of a job (user: an int).
+static void count_log(void *user, const char *line) {
+    (void)line;
+    ++*(int *)user;
+}
+
+// A run of obs whose Fisher needs more images than the training set has fails before any work:
+// not after measuring the unpruned model (prune_run checks the data up front, as the memory).
+static void test_run_fisher_data(void **state) {
+    Fixture *fx = *state;
+    Model m;
+    Dataset d;
+    small_net(&m, &d, false);
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    if (load_text(fx, &c, "[sweep]\nmodel = m\nmethods = obs\ntargets = 0.3\n[method obs]\nfisher_grads = 17\n", &err) < 0)
+        fail_msg("%s", err.msg);
+    SweepRun *r;
+    assert_int_equal(sweep_runs(&c, &r, &err), 1);
+    PruneJob job = sweep_job(&c, &r[0], 1);
+    int lines = 0;
+    job.log = count_log;
+    job.user = &lines;
+    PruneOutcome out;
+    assert_int_equal(prune_run(&job, &m, &d, &d, &out, &err), -1);
+    assert_string_equal(err.msg, "fisher: N 17 gradients of 1 sample need 17 distinct samples; the data has 16");
+    assert_int_equal(lines, 0);
+    assert_true(out.acc_orig == 0 && out.macs_orig == 0);
+    free(r);
+    dataset_free(&d);
+    model_free(&m);
+}
+
 // The lines the config's keys were read at: the model, the data, a method's criterion.
 static void test_config_lines(void **state) {
     Fixture *fx = *state;
@@ -1058,6 +1092,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_collect_one_base, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collect_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_methods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_fisher_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_errors, setup, teardown),
