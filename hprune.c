@@ -17,6 +17,7 @@
 #include "cli/cli.h"
 #include "formats/config.h"
 #include "formats/formats.h"
+#include "formats/ini_table.h"
 #include "nn/data.h"
 #include "nn/nn.h"
 #include "nn/train.h"
@@ -180,6 +181,7 @@ static int cmd_train(int argc, char **argv) {
         switch (c) {
         case 'c': config_path = optarg; continue;
         case 'r': resume = true; continue;
+        case 'o': output_option("train", "-o", optarg, "file"); break;
         case 'h': fputs(HELP_TRAIN, stdout); return 0;
         case ':': usage_error("train", "option '%s' needs a value", argv[optind - 1]);
         case '?': bad_option("train", argv, opts);
@@ -480,6 +482,22 @@ static bool is_arch_name(const char *s) {
     return false;
 }
 
+// Parses "CxHxW", three plain decimal integers (ini_int's grammar), into *in; false if s is not that.
+static bool parse_shape(const char *s, Shape *in) {
+    int v[3];
+    for (int i = 0; i < 3; i++) {
+        char tok[16];
+        size_t len = strcspn(s, "x");
+        if (len >= sizeof tok || (s[len] == 'x') != (i < 2)) return false;
+        memcpy(tok, s, len);
+        tok[len] = '\0';
+        if (ini_int(tok, &v[i]) != 0) return false;
+        s += len + 1;
+    }
+    *in = (Shape){.c = v[0], .h = v[1], .w = v[2]};
+    return true;
+}
+
 static int cmd_info(int argc, char **argv) {
     static const struct option opts[] = {{"json", no_argument, 0, 'j'}, {"input", required_argument, 0, 'i'},
                                          {"classes", required_argument, 0, 'k'}, {"groups", no_argument, 0, 'g'},
@@ -495,13 +513,11 @@ static int cmd_info(int argc, char **argv) {
         switch (c) {
         case 'j': json = true; break;
         case 'g': groups = true; break;
-        case 'i': {
-            char tail;
-            if (sscanf(optarg, "%5dx%5dx%5d%c", &in.c, &in.h, &in.w, &tail) != 3 || in.c < 1 || in.h < 1 || in.w < 1 ||
-                in.c > HP_MAX_CHANNELS_IN || in.h > 4096 || in.w > 4096)
+        case 'i':
+            if (!parse_shape(optarg, &in) || in.c < 1 || in.h < 1 || in.w < 1 || in.c > HP_MAX_CHANNELS_IN ||
+                in.h > 4096 || in.w > 4096)
                 usage_error("info", "--input: '%s' is not CxHxW (C <= %d, H and W <= 4096)", optarg, HP_MAX_CHANNELS_IN);
             break;
-        }
         case 'k': classes = (int)parse_int("info", "--classes", optarg, 2, 100000); break;
         case 'h': fputs(HELP_INFO, stdout); return 0;
         case ':': usage_error("info", "option '%s' needs a value", argv[optind - 1]);

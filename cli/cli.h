@@ -23,10 +23,16 @@ void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 // Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.
 void usage_error(const char *cmd, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-// Parses a whole decimal integer in [lo, hi] for option opt, or exits with a usage error.
+// Parses a whole decimal integer in [lo, hi] for option opt, or exits with a usage error. The
+// grammar is the INI reader's (ini_long): an optional '-' and digits; no blanks, '+' or hex.
 long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi);
-// Parses a finite number in [lo, hi] for option opt, or exits with a usage error.
+// Parses a finite number in [lo, hi] for option opt, or exits with a usage error. The grammar is
+// the INI reader's (ini_number): plain decimal, "0.5", "-2", "1e-3"; no blanks, '+', hex, inf.
 double parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi);
+// Returns value, the operand of option opt that names an output (kind: "file", "directory"), or
+// exits with a usage error if it is "-" ("-o -: writing to standard output is not supported;
+// name a file"): every command writes its outputs to files.
+const char *output_option(const char *cmd, const char *opt, const char *value, const char *kind);
 // Exits with a usage error naming the option getopt_long just rejected with '?'.
 void bad_option(const char *cmd, char **argv, const struct option *opts) __attribute__((noreturn));
 // Exits with a usage error ("--method given twice", "-o/--output given twice") if the option

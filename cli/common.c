@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "../formats/ini_table.h"
 #include "cli.h"
 
 // Writes prefix and the formatted message to stderr as one line: bytes below 0x20 and 0x7f
@@ -62,14 +63,21 @@ void usage_error(const char *cmd, const char *fmt, ...) {
     exit(EXIT_USAGE);
 }
 
-// Parses a whole decimal integer in [lo, hi] for option opt, or exits with a usage error.
+// Parses a plain decimal integer (ini_long's grammar) in [lo, hi] for option opt, or exits with a
+// usage error.
 long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
+    long v;
+    if (ini_long(s, &v) != 0 || v < lo || v > hi)
         usage_error(cmd, "%s: '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
     return v;
+}
+
+// Returns value, the operand of output option opt, or exits with a usage error if it is "-": no
+// command writes its files to standard output, and a file named "-" is surely not what was meant.
+const char *output_option(const char *cmd, const char *opt, const char *value, const char *kind) {
+    if (strcmp(value, "-") == 0)
+        usage_error(cmd, "%s -: writing to standard output is not supported; name a %s", opt, kind);
+    return value;
 }
 
 // Exits with a usage error naming the option getopt_long just rejected with '?'. A long option
@@ -162,12 +170,10 @@ void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Data
     if (dataset_load(name, dir, train, test, &err) < 0) die("%s", err.msg);
 }
 
-
+// Parses a plain decimal number in [lo, hi] for option opt, or exits with a usage error.
 double parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+    double v;
+    if (ini_number(s, &v) != 0 || v < lo || v > hi)
         usage_error(cmd, "%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
     return v;
 }

@@ -315,7 +315,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000);
             given(&o->lanczos_opt, "--max-steps");
             break;
-        case O_DENS: o->density = optarg; break;
+        case O_DENS: o->density = output_option(cmd, "--density", optarg, "file"); break;
         case O_SLQP:
             o->slq_probes = (int)parse_int(cmd, "--slq-probes", optarg, 1, 1000);
             given(&o->slq_opt, "--slq-probes");
@@ -324,7 +324,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->slq_steps = (int)parse_int(cmd, "--slq-steps", optarg, 2, 10000);
             given(&o->slq_opt, "--slq-steps");
             break;
-        case O_LAND: o->landscape = optarg; break;
+        case O_LAND: o->landscape = output_option(cmd, "--landscape", optarg, "file"); break;
         case O_RAD:
             o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e3);  // further, the loss overflows
             given(&o->land_opt, "--radius");
@@ -333,7 +333,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->points = (int)parse_int(cmd, "--points", optarg, 2, 1001);
             given(&o->land_opt, "--points");
             break;
-        case O_CSV: o->csv = optarg; break;
+        case O_CSV: o->csv = output_option(cmd, "--csv", optarg, "file"); break;
         case O_JSON: o->json = true; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(cmd, "--seed", optarg, 0, 1L << 53); break;
         case O_THREADS: o->threads = (int)parse_int(cmd, "--threads", optarg, 0, HP_MAX_THREADS); break;
@@ -954,6 +954,15 @@ static void obs_check(const HessOpts *o, const Model *m, const FisherOpts *fo) {
             o->model, need / 1e9, fo->n_grads, fo->block_size, have / 1e9);
 }
 
+// Exits unless the training set holds the --fisher-grads x --fisher-batch distinct images the
+// Fisher draws, naming the options: as soon as it is loaded, before any work.
+static void obs_check_images(const HessOpts *o, const FisherOpts *fo, const Dataset *train) {
+    long need = (long)fo->n_grads * fo->grad_batch;
+    if (need > train->n)
+        die("%s: --fisher-grads %d x --fisher-batch %d needs %ld training images, the training set has %d", o->model,
+            fo->n_grads, fo->grad_batch, need, train->n);
+}
+
 // Progress hook for the Fisher build (gradients, then blocks).
 static void on_fisher(long done, long total, void *user) { progress_update(user, done, total, "steps"); }
 
@@ -1216,6 +1225,7 @@ static void obs_command(const HessOpts *o, Model *m) {
     obs_check(o, m, &r.fo);
     Dataset train;
     load_train(o, m, &train);
+    obs_check_images(o, &r.fo, &train);
     obs_run(o, m, &train, &r);
     Outputs outs = {0};
     if (o->csv) obs_write_csv(o, m, &r, &outs);

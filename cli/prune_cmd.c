@@ -244,8 +244,8 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
             o->lr_given = true;
             break;
         case O_CONFIG: o->config = optarg; break;
-        case 'o': o->output = optarg; break;
-        case O_REPORT: o->report = optarg; break;
+        case 'o': o->output = output_option(PCMD, "-o", optarg, "file"); break;
+        case O_REPORT: o->report = output_option(PCMD, "--report", optarg, "file"); break;
         case O_DATA: o->data = optarg; break;
         case O_DATASET: o->dataset = optarg; break;
         case O_SEED: o->seed = (unsigned long long)parse_int(PCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;

@@ -125,7 +125,7 @@ static void sweep_parse(int argc, char **argv, SweepOpts *o) {
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         option_once(SCMD, ":h", opts, seen, c);
         switch (c) {
-        case O_OUT: o->out = optarg; break;
+        case O_OUT: o->out = output_option(SCMD, "--out", optarg, "directory"); break;
         case O_SHARD:
             if (sweep_parse_shard(optarg, &o->shard, &o->n_shards, &err) < 0) usage_error(SCMD, "--shard: %s", err.msg);
             shard_given = true;
@@ -138,7 +138,7 @@ static void sweep_parse(int argc, char **argv, SweepOpts *o) {
             o->threads = (int)parse_int(SCMD, "--threads", optarg, 0, HP_MAX_THREADS);
             o->threads_given = true;
             break;
-        case O_COLLECT: o->collect = optarg; break;
+        case O_COLLECT: o->collect = output_option(SCMD, "--collect", optarg, "directory"); break;
         case O_LIST: o->list = true; break;
         case 'h': fputs(HELP_SWEEP, stdout), check_stdout(), exit(0);
         case ':': usage_error(SCMD, "option '%s' needs a value", argv[optind - 1]);

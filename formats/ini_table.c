@@ -108,35 +108,57 @@ int ini_check_range(const IniSet *s, double v) {
 
 // ---- values ----
 
-int ini_int(const char *v, int *out) {
-    const char *d = (v[0] == '-' || v[0] == '+') ? v + 1 : v;
-    if (!isdigit((unsigned char)d[0])) return -1;
-    char *end;
+// Length of the run of decimal digits at s.
+static size_t digit_run(const char *s) { return strspn(s, "0123456789"); }
+
+// Whether s is a plain decimal number: an optional '-', digits, and if real, an optional
+// fraction and exponent ("-12", "0.5", ".5", "5.", "1e-3"); no blanks, no leading '+', no hex.
+static bool decimal_form(const char *s, bool real) {
+    if (*s == '-') s++;
+    size_t whole = digit_run(s), frac = 0;
+    s += whole;
+    if (!real) return whole > 0 && *s == '\0';
+    if (*s == '.') frac = digit_run(++s), s += frac;
+    if (whole + frac == 0) return false;
+    if (*s == 'e' || *s == 'E') {
+        s += s[1] == '+' || s[1] == '-' ? 2 : 1;
+        size_t exp = digit_run(s);
+        if (exp == 0) return false;
+        s += exp;
+    }
+    return *s == '\0';
+}
+
+int ini_long(const char *v, long *out) {
+    if (!decimal_form(v, false)) return -1;
     errno = 0;
-    long x = strtol(v, &end, 10);
-    if (*end != '\0') return -1;
-    if (errno == ERANGE || x < INT_MIN || x > INT_MAX) return -2;
-    *out = (int)x;
+    long x = strtol(v, NULL, 10);
+    if (errno == ERANGE) return -2;
+    *out = x;
     return 0;
 }
 
+int ini_int(const char *v, int *out) {
+    long x;
+    int rc = ini_long(v, &x);
+    if (rc == 0 && (x < INT_MIN || x > INT_MAX)) rc = -2;
+    if (rc == 0) *out = (int)x;
+    return rc;
+}
+
 int ini_u64(const char *v, uint64_t *out) {
-    if (!isdigit((unsigned char)v[0])) return -1;
-    char *end;
+    if (v[0] == '\0' || v[digit_run(v)] != '\0') return -1;
     errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (*end != '\0') return -1;
+    unsigned long long x = strtoull(v, NULL, 10);
     if (errno == ERANGE || x > UINT64_MAX) return -2;
     *out = (uint64_t)x;
     return 0;
 }
 
 int ini_number(const char *v, double *out) {
-    if (v[0] == '\0' || strspn(v, "0123456789+-.eE") != strlen(v)) return -1;
-    char *end;
+    if (!decimal_form(v, true)) return -1;
     errno = 0;
-    double x = strtod(v, &end);
-    if (end == v || *end != '\0') return -1;
+    double x = strtod(v, NULL);
     if (errno == ERANGE || !isfinite(x)) return -2;
     *out = x;
     return 0;

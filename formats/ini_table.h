@@ -93,8 +93,12 @@ int ini_bad_value(const IniSet *s, const char *value, const char *what);
 // Checks v against the key's range; fails with "'<key>' must be at least 1" and the like.
 int ini_check_range(const IniSet *s, double v);
 
-// Whole-string parsers: an int (optional sign), a uint64_t (digits only), a finite double (no
-// hex, inf or nan). Each returns 0, -1 if malformed, -2 if out of range.
+// Whole-string parsers of plain decimal numbers, the one grammar of the numbers a user writes (in
+// INI files and on the command line): a long or an int (an optional '-', then digits), a uint64_t
+// (digits only), a finite double (an optional '-', digits with an optional '.' and fraction, or
+// '.' and a fraction, then an optional exponent: "-2", "0.5", ".5", "1e-3"). No blanks, no
+// leading '+', no hexadecimal, inf or nan. Each returns 0, -1 if malformed, -2 if out of range.
+int ini_long(const char *v, long *out);
 int ini_int(const char *v, int *out);
 int ini_u64(const char *v, uint64_t *out);
 int ini_number(const char *v, double *out);

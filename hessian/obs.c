@@ -474,8 +474,8 @@ int fisher_from_grads(const float *G, int N, size_t n, const size_t *block_start
 // ---------------------------------------------------------------------------------------------
 // Gradients.
 
-// Checks that d fits m and holds the N * batch samples the build draws.
-static int check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpErr *err) {
+// Checks that d fits m and holds the N * batch samples the build draws (contract in obs.h).
+int fisher_check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpErr *err) {
     if (d->c != m->input.c || d->h != m->input.h || d->w != m->input.w)
         return hp_fail(err, "fisher: model takes %dx%dx%d inputs, data has %dx%dx%d", m->input.c, m->input.h,
                        m->input.w, d->c, d->h, d->w);
@@ -543,7 +543,7 @@ static int compute_grads(Model *m, const Dataset *d, const int *idx, int N, int 
 int fisher_build(Model *m, const Dataset *d, const FisherOpts *o, Rng *rng, ProgressFn progress, void *user,
                  FisherInv *out, HpErr *err) {
     memset(out, 0, sizeof *out);
-    if (fisher_check(m, o, err) < 0 || check_data(m, d, o, err) < 0) return -1;
+    if (fisher_check(m, o, err) < 0 || fisher_check_data(m, d, o, err) < 0) return -1;
     size_t *start;
     int nb = fisher_blocks(m, o->block_size, o->align_layers, &start, err);
     if (nb < 0) return -1;

@@ -84,8 +84,12 @@ size_t fisher_bytes(const Model *m, const FisherOpts *o);
 // (with this N) and the largest N (with this S) that would fit. Returns 0 or -1 with err set.
 int fisher_check(const Model *m, const FisherOpts *o, HpErr *err);
 
-// Builds F^-1 block-diagonally: checks (fisher_check, then the data: shapes, classes, N * batch
-// <= d->n) before any work; draws N * batch distinct samples of d by a permutation from rng; each
+// Checks that d fits m (its images' shape, at most m's classes) and holds the N * batch distinct
+// samples a build draws. Returns 0, or -1 with err set ("fisher: N 1000 gradients of 1 sample
+// need 1000 distinct samples; the data has 256"). Callers check it before work of their own.
+int fisher_check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpErr *err);
+
+// Builds F^-1 block-diagonally: checks (fisher_check, then fisher_check_data) before any work; draws N * batch distinct samples of d by a permutation from rng; each
 // gradient is the mean-loss gradient (softmax cross-entropy, eval-mode batchnorm, no augmentation)
 // of `batch` of them, computed in parallel (one workspace per thread); then inverts every block.
 // progress (may be NULL) gets (done, N + n_blocks) as gradients and then blocks finish, on the

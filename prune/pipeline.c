@@ -358,6 +358,7 @@ int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset
     if (rc == 0) rc = check_reachable(job, m, &gs, &ref, err);
     if (rc == 0) rc = crit_check(job->crit.method, m, &gs, err);
     if (rc == 0 && job->crit.method == CRIT_OBS) rc = fisher_check(m, &job->crit.fisher, err);
+    if (rc == 0 && job->crit.method == CRIT_OBS) rc = fisher_check_data(m, train, &job->crit.fisher, err);
     groupset_free(&gs);
     Model orig = {0};  // kept for the latency comparison at the end
     if (rc == 0) rc = measure_before(job, m, test, out, err);

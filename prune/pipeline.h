@@ -48,7 +48,8 @@ typedef struct {
 } PruneOutcome;
 
 // Runs the job on *m (trained; replaced by the slim model), with calibration and fine-tuning
-// images from train and accuracy on test. Fails before any work if the target is out of reach.
+// images from train and accuracy on test. Fails before any work if the target is out of reach, or
+// if obs's Fisher does not fit m, its memory budget or the training images.
 // Returns 0, or -1 with err set (*m is then unchanged or a valid intermediate model).
 int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset *test, PruneOutcome *out, HpErr *err);
 

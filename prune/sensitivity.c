@@ -1,12 +1,12 @@
 // sensitivity.c: per-group pruning sensitivity and per-group Hessian traces (see sensitivity.h).
 #include "sensitivity.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../formats/ini_table.h"
 #include "pipeline.h"
 
 // Tells the caller a phase starts.
@@ -174,6 +174,9 @@ int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult
     if (o->n_ratios < 1) return hp_fail(err, "no ratios");
     for (int i = 0; i < o->n_ratios; i++)
         if (!(o->ratios[i] > 0 && o->ratios[i] < 1)) return hp_fail(err, "ratio %g is not in (0, 1)", o->ratios[i]);
+    if (o->crit.method == CRIT_OBS && o->crit.data &&
+        (fisher_check(m, &o->crit.fisher, err) < 0 || fisher_check_data(m, o->crit.data, &o->crit.fisher, err) < 0))
+        return -1;  // before the accuracy and the traces, not after
     GroupSet gs;
     if (prune_groups(m, &gs, err) < 0) return -1;
     if (alloc_result(&gs, o->n_ratios, r, err) < 0) {
@@ -214,13 +217,9 @@ void sensresult_free(SensResult *r) {
 
 // ---- helpers ----
 
-// Parses a whole string as a finite number. Returns 0 or -1.
-static int parse_num(const char *s, double *x) {
-    char *end;
-    errno = 0;
-    *x = strtod(s, &end);
-    return end != s && *end == '\0' && !errno && isfinite(*x) ? 0 : -1;
-}
+// Parses a whole string as a finite plain decimal number (the INI reader's grammar, ini_number:
+// no blanks, '+', hex, inf or nan). Returns 0 or -1.
+static int parse_num(const char *s, double *x) { return ini_number(s, x) == 0 ? 0 : -1; }
 
 // Parses "a:b:step" into ratios. Returns the count or -1.
 static int parse_range(const char *s, double *ratios, int max, HpErr *err) {

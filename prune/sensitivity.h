@@ -38,7 +38,8 @@ typedef struct {
     int probes;         // Hutchinson probes of the traces
 } SensResult;
 
-// Runs the analysis on m (left unchanged) with accuracy on test. Returns 0, or -1 with err set.
+// Runs the analysis on m (left unchanged) with accuracy on test. Returns 0, or -1 with err set
+// (before any work when obs's Fisher does not fit m or the training images crit.data).
 int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult *r, HpErr *err);
 void sensresult_free(SensResult *r);
 

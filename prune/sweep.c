@@ -17,6 +17,7 @@
 #include <zlib.h>
 
 #include "../formats/formats.h"
+#include "../formats/ini_table.h"
 #include "../formats/plot.h"
 #include "../formats/table.h"
 
@@ -56,17 +57,23 @@ int sweep_runs(const SweepConfig *c, SweepRun **runs, HpErr *err) {
 
 bool sweep_in_shard(int index, int shard, int n_shards) { return index % n_shards == shard; }
 
+// Splits "I/N" into *i and *n, each digits only (ini_u64's grammar: no sign, blanks or hex);
+// false if s is not that.
+static bool split_shard(const char *s, uint64_t *i, uint64_t *n) {
+    char left[32];
+    const char *slash = strchr(s, '/');
+    size_t len = slash ? (size_t)(slash - s) : sizeof left;
+    if (len >= sizeof left) return false;
+    memcpy(left, s, len);
+    left[len] = '\0';
+    return ini_u64(left, i) == 0 && ini_u64(slash + 1, n) == 0;
+}
+
 int sweep_parse_shard(const char *s, int *shard, int *n_shards, HpErr *err) {
-    char *end;
-    errno = 0;
-    long i = strtol(s, &end, 10);
-    if (end == s || *end != '/' || errno) return hp_fail(err, "'%s' is not I/N (shard I of N, 0-based)", s);
-    const char *q = end + 1;
-    long n = strtol(q, &end, 10);
-    if (end == q || *end || errno || s[0] == '-' || s[0] == '+' || *q == '-' || *q == '+')
-        return hp_fail(err, "'%s' is not I/N (shard I of N, 0-based)", s);
+    uint64_t i, n;
+    if (!split_shard(s, &i, &n)) return hp_fail(err, "'%s' is not I/N (shard I of N, 0-based)", s);
     if (n < 1 || n > 100000) return hp_fail(err, "'%s': N must be in [1, 100000]", s);
-    if (i < 0 || i >= n) return hp_fail(err, "'%s': I must be in [0, %ld] (shards are numbered from 0)", s, n - 1);
+    if (i >= n) return hp_fail(err, "'%s': I must be in [0, %d] (shards are numbered from 0)", s, (int)n - 1);
     *shard = (int)i, *n_shards = (int)n;
     return 0;
 }
@@ -411,16 +418,46 @@ static char *read_text(const char *path, size_t *len_out, HpErr *err) {
     return s;
 }
 
+// The first string of JSON text (an object: cJSON parsed it, so its first string is a member
+// name) that holds an escaped NUL, \u0000, where cJSON's copy of the string ends. Returns NULL if
+// there is none; else the member name it is in (the last name before it) or is, as written in
+// text, *len bytes long (*is_name: the string is that name).
+static const char *escaped_nul(const char *text, int *len, bool *is_name) {
+    const char *name = NULL;
+    int name_len = 0;
+    for (const char *p = strchr(text, '"'); p; p = strchr(p + 1, '"')) {  // outside strings, a '"' opens one
+        const char *s = p + 1;
+        bool nul = false;
+        for (p = s; *p != '"'; p++)
+            if (*p == '\\') nul |= strncmp(++p, "u0000", 5) == 0;  // an escape: '\\' and its next character
+        const char *after = p + 1 + strspn(p + 1, " \t\r\n");
+        *is_name = *after == ':';
+        if (*is_name) name = s, name_len = (int)(p - s);
+        if (nul) return *len = name_len, name;
+    }
+    return NULL;
+}
+
 // Parses text (len bytes, read from path) as one JSON object with nothing after it but white
-// space. Returns it (cJSON_Delete it), or NULL with err naming path and the problem.
+// space, and no string in it holding an escaped NUL (which cJSON would cut it at). Returns it
+// (cJSON_Delete it), or NULL with err naming path and the problem.
 static cJSON *parse_object(const char *text, size_t len, const char *path, HpErr *err) {
     if (strlen(text) != len) return hp_fail(err, "%s: a NUL byte at byte %zu", path, strlen(text)), NULL;
     const char *end = text;
     cJSON *j = cJSON_ParseWithOpts(text, &end, false);
     if (!j) return hp_fail(err, "%s: not a JSON object (a syntax error at byte %zu)", path, (size_t)(end - text)), NULL;
     end += strspn(end, " \t\r\n");
-    if (cJSON_IsObject(j) && *end == '\0') return j;
+    int name_len;
+    bool is_name;
+    const char *name = cJSON_IsObject(j) && *end == '\0' ? escaped_nul(text, &name_len, &is_name) : NULL;
+    if (cJSON_IsObject(j) && *end == '\0' && !name) return j;
     cJSON_Delete(j);
+    if (name && is_name)
+        return hp_fail(err, "%s: a key with an escaped NUL (\\u0000): \"%.*s\"", path, name_len > 64 ? 64 : name_len,
+                       name), NULL;
+    if (name)
+        return hp_fail(err, "%s: \"%.*s\" holds a string with an escaped NUL (\\u0000)", path,
+                       name_len > 64 ? 64 : name_len, name), NULL;
     if (*end) return hp_fail(err, "%s: data after the JSON object (at byte %zu)", path, (size_t)(end - text)), NULL;
     return hp_fail(err, "%s: not a JSON object", path), NULL;
 }
@@ -759,7 +796,10 @@ static double macs_removed(const SweepResult *r) { return 1.0 - r->macs / r->mac
 
 // Bytes of a cell of results.csv: the longest a checked result gives is "%.3f" of the largest
 // finite double (a latency or a speed-up: 309 digits, a point, 3 decimals); an id takes 127.
+// (tests/test_csv_row.c builds this file with smaller cells, to see which one is named.)
+#ifndef CELL
 #define CELL 320
+#endif
 
 // Formats column k of a row of results.csv into c[k]. Returns 0, or -1 with err set if it would
 // not fit (the checks on read rule that out).
@@ -773,30 +813,27 @@ __attribute__((format(printf, 5, 6))) static int put_cell(char (*c)[CELL], int k
     return hp_fail(err, "%s: a %s longer than %d characters", path, SWEEP_CSV_HEADER[k], CELL - 1);
 }
 
-// Formats the row of result x into c (SWEEP_CSV_COLS cells). Returns 0, or -1 with err set.
+// Formats the row of result x into c (SWEEP_CSV_COLS cells), in column order. Returns 0, or -1
+// with err naming the first cell that does not fit.
 static int csv_row(const SweepResult *x, char (*c)[CELL], const char *path, HpErr *err) {
     char t[32];
     fmt_fraction(t, sizeof t, x->target);
-    int rc = put_cell(c, 0, path, err, "%s", x->id);
-    rc |= put_cell(c, 1, path, err, "%s", x->method);
-    rc |= put_cell(c, 2, path, err, "%s", x->kind);
-    rc |= put_cell(c, 3, path, err, "%s", t);
-    rc |= put_cell(c, 4, path, err, "%s", x->seed);
-    rc |= put_cell(c, 5, path, err, "%.0f", x->params_orig);
-    rc |= put_cell(c, 6, path, err, "%.0f", x->params);
-    rc |= put_cell(c, 7, path, err, "%.0f", x->macs_orig);
-    rc |= put_cell(c, 8, path, err, "%.0f", x->macs);
-    rc |= put_cell(c, 9, path, err, "%.6f", macs_removed(x));
-    rc |= put_cell(c, 10, path, err, "%.6f", x->acc_orig);
-    rc |= put_cell(c, 11, path, err, "%.6f", x->acc_oneshot);
-    rc |= put_cell(c, 12, path, err, "%.6f", x->acc_recal);
-    rc |= put_cell(c, 13, path, err, "%.6f", x->acc_final);
-    rc |= put_cell(c, 14, path, err, "%.0f", x->finetune_epochs);
-    rc |= put_cell(c, 15, path, err, "%.0f", x->best_epoch);
-    rc |= put_cell(c, 16, path, err, "%.3f", x->lat);
-    rc |= put_cell(c, 17, path, err, "%.3f", speedup(x));
-    rc |= put_cell(c, 18, path, err, "%.1f", x->seconds);
-    return rc;
+    const char *text[] = {x->id, x->method, x->kind, t, x->seed};
+    enum { N_TEXT = sizeof text / sizeof text[0] };
+    const struct {
+        int decimals;
+        double v;
+    } num[] = {{0, x->params_orig}, {0, x->params},         {0, x->macs_orig},   {0, x->macs},
+               {6, macs_removed(x)}, {6, x->acc_orig},      {6, x->acc_oneshot}, {6, x->acc_recal},
+               {6, x->acc_final},   {0, x->finetune_epochs}, {0, x->best_epoch}, {3, x->lat},
+               {3, speedup(x)},     {1, x->seconds}};
+    _Static_assert(N_TEXT + sizeof num / sizeof num[0] == sizeof SWEEP_CSV_HEADER / sizeof SWEEP_CSV_HEADER[0],
+                   "csv_row fills every column");
+    for (int k = 0; k < N_TEXT; k++)
+        if (put_cell(c, k, path, err, "%s", text[k]) < 0) return -1;
+    for (int k = 0; k < (int)(sizeof num / sizeof num[0]); k++)
+        if (put_cell(c, N_TEXT + k, path, err, "%.*f", num[k].decimals, num[k].v) < 0) return -1;
+    return 0;
 }
 
 // Writes results.csv to path: one row per result.

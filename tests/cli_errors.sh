@@ -366,6 +366,63 @@ check "train: a last update that diverges is caught after its epoch, exit 1, no 
   sh -c '[ "$0" -eq 1 ] && tail -n 1 "$1" | grep -q -E "^hprune: error: training diverged: the (test|validation) loss is (nan|inf) after epoch 1" &&
     [ ! -e "$2" ] && [ ! -e "$2.ckpt" ]' "$rc" "$CAP/err" "$OUT"
 
+# ---- numbers on the command line: plain decimal only, the INI reader's grammar (no blanks, no
+# leading '+', no hexadecimal), in every command; a usage error naming the option and the value
+# (the outputs are in a missing directory: a number read by mistake cannot leave a file) ----
+
+NUMOUT=$T/nodir
+
+for v in " 5" "+5" "0x10"; do
+  expect 2 "eval: --batch-size '$v' is not a number" "--batch-size: '$v'" "is not an integer in \[1, 65536\]$" \
+    "$HPRUNE" eval "$GOOD" --batch-size "$v"
+  expect 2 "train: --epochs '$v' is not a number" "--epochs: bad value '$v'" "expected an integer$" \
+    "$HPRUNE" train --config "$T/good.ini" --epochs "$v" -o "$NUMOUT/m.safetensors"
+done
+for v in " 0.1" "+0.1" "0x1" "0x1p-3"; do
+  expect 2 "prune: --lr '$v' is not a number" "--lr: '$v'" "is not a number in \[1e-08, 100\]$" \
+    "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --finetune-epochs 1 --lr "$v" -o "$NUMOUT/p.safetensors"
+  expect 2 "hessian: --tol '$v' is not a number" "--tol: '$v'" "is not a number in \[1e-12, 1\]$" \
+    "$HPRUNE" hessian "$GOOD" --tol "$v"
+  expect 2 "train: --lr '$v' is not a number" "--lr: bad value '$v'" "expected a number$" \
+    "$HPRUNE" train --config "$T/good.ini" --lr "$v" -o "$NUMOUT/m.safetensors"
+done
+for v in "+0.5" "0x1p-1" "0.25, 0.5" "0.1: 0.9:0.1"; do
+  expect 2 "sensitivity: --ratios '$v' is not a list of numbers" "--ratios: '$v'" "not a number|three numbers" \
+    "$HPRUNE" sensitivity "$GOOD" --ratios "$v" -o "$NUMOUT/s"
+done
+for v in " 0/2" "+0/2" "0/+2" "0x0/2"; do
+  expect 2 "sweep: --shard '$v' is not I/N" "--shard: '$v'" "is not I/N" "$HPRUNE" sweep "$T/good.ini" --shard "$v"
+done
+for v in " 1x28x28" "+1x28x28" "1x+28x28"; do
+  expect 2 "info: --input '$v' is not CxHxW" "--input: '$v'" "is not CxHxW" "$HPRUNE" info lenet5 --input "$v"
+done
+expect 2 "prune: --lr 1e-2, an exponent, is a number (refused only for want of fine-tuning)" "" \
+  "--lr applies to fine-tuning" "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --lr 1e-2 -o "$NUMOUT/p.safetensors"
+
+# ---- an output named "-" is a usage error in every command (it wrote a file named "-", not
+# standard output); nothing is written, in the working directory either ----
+
+# dash_output DESC OPTION KIND CMD...: CMD is a usage error "OPTION -: writing to standard output is
+# not supported; name a KIND".
+dash_output() {
+  desc=$1 opt=$2 kind=$3
+  shift 3
+  expect 2 "$desc" "$opt -:" "writing to standard output is not supported; name a $kind$" "$@"
+}
+dash_output "train: -o -" -o file "$HPRUNE" train --config "$T/good.ini" -o -
+dash_output "train: --output -" -o file "$HPRUNE" train --config "$T/good.ini" --output -
+dash_output "prune: -o -" -o file "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o -
+dash_output "prune: --report -" --report file \
+  "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o "$T/nodir/p.safetensors" --report -
+for opt in --csv --density --landscape; do
+  dash_output "hessian: $opt -" "$opt" file "$HPRUNE" hessian "$GOOD" --samples 32 --threads 1 "$opt" -
+done
+dash_output "sensitivity: -o -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 -o -
+dash_output "sensitivity: --out -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 --out -
+dash_output "sweep: --out -" --out directory "$HPRUNE" sweep "$T/good.ini" --out -
+dash_output "sweep: --collect -" --collect directory "$HPRUNE" sweep --collect -
+check "no file named '-' was written" test ! -e "$T/work/-"
+
 # ---- a result that cannot reach standard output is a failure ----
 
 for c in train eval info hessian prune sweep sensitivity; do

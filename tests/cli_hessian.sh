@@ -605,8 +605,12 @@ expect_hessian 1 "--obs --memory-budget 20: over the budget, says which block si
   "$MODEL" --data "$T/nodata" --obs --fisher-grads 32 --block-size 200 --memory-budget 20 --csv "$O.csv"
 expect_hessian 1 "--obs --memory-budget 1: not even the gradients fit" "$MODEL" "over the budget.*raise the budget" \
   "$MODEL" $OB --fisher-grads 32 --memory-budget 1 --csv "$O.csv"
-expect_hessian 1 "--obs --fisher-grads 300: more gradients than the 256 training images" "$MODEL" \
-  "300 distinct samples; the data has 256" "$MODEL" $OB --fisher-grads 300 --block-size 200 --csv "$O.csv"
+expect_hessian 1 "--obs --fisher-grads 300: more gradients than the 256 training images, named, before any work" \
+  "$MODEL" "--fisher-grads 300 x --fisher-batch 1 needs 300 training images, the training set has 256$" \
+  "$MODEL" $OB --fisher-grads 300 --block-size 200 --csv "$O.csv"
+expect_hessian 1 "--obs --fisher-grads 200 --fisher-batch 2: more images than the 256 training images" "$MODEL" \
+  "--fisher-grads 200 x --fisher-batch 2 needs 400 training images, the training set has 256$" \
+  "$MODEL" $OB --fisher-grads 200 --fisher-batch 2 --block-size 200
 expect_hessian 2 "--fisher-grads without --obs" "--fisher-grads" "needs --obs" "$MODEL" --data "$DATA" $S --fisher-grads 8
 expect_hessian 2 "--per weight without --obs" "weight" "--per.*weight needs --obs" "$MODEL" --data "$DATA" $S --per weight
 expect_hessian 2 "--obs --per layer" "layer" "--per with --obs.*channel or weight" "$MODEL" $OB --per layer

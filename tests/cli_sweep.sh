@@ -225,6 +225,9 @@ check "--collect refused: results.csv, results.md, the PNG and the SVG as they w
 sed 's/"method":\t"l1"/"method":\t"l1|x"/' "$T/c/runs/l1-flops0.30-s1.json" >"$T/c/runs/a.json"
 expect 1 "--collect: a method name a table cannot hold is refused" "$T/c/runs/a.json" "method is not a method name" \
   "$HPRUNE" sweep --collect "$T/c"
+sed 's/"seed":\t"1"/"seed":\t"1\\u00002"/' "$T/c/runs/l1-flops0.30-s1.json" >"$T/c/runs/a.json"
+expect 1 "--collect: a string with an escaped NUL (where the JSON reader would cut it) is refused, naming the key" \
+  "$T/c/runs/a.json" '"seed" holds a string with an escaped NUL \(\\u0000\)' "$HPRUNE" sweep --collect "$T/c"
 { cat "$T/c/runs/l1-flops0.30-s1.json"; echo garbage; } >"$T/c/runs/a.json"
 expect 1 "--collect: data after the JSON object is refused" "$T/c/runs/a.json" "data after the JSON object" \
   "$HPRUNE" sweep --collect "$T/c"

@@ -200,6 +200,9 @@ static void test_strict_numbers(void **state) {
         {"[train]\nlr = nan\n", "expected a number"},
         {"[train]\nlr = inf\n", "expected a number"},
         {"[train]\nlr = 0x1p-3\n", "expected a number"},
+        {"[train]\nlr = +0.1\n", "bad value '+0.1' for 'lr': expected a number"},
+        {"[train]\nepochs = +5\n", "bad value '+5' for 'epochs': expected an integer"},
+        {"[train]\nepochs = 0x10\n", "bad value '0x10' for 'epochs': expected an integer"},
         {"[train]\nlr = 1e999\n", "out of range"},
         {"[train]\nlr = 1e-60\n", "out of range"},
         {"[train]\nlr = 0\n", "'lr' must be greater than 0"},
@@ -231,6 +234,40 @@ static void test_strict_numbers(void **state) {
         {"[model]\narch = resnet21\n", "bad value 'resnet21' for 'arch': expected one of lenet5"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_load_error(fx, cases[i].text, 2, cases[i].words);
+}
+
+// The number grammar shared by INI values and command-line options (ini_long, ini_int,
+// ini_u64, ini_number): plain decimal only.
+static void test_number_grammar(void **state) {
+    (void)state;
+    static const char *const ints[] = {"0", "5", "-12", "007", "2147483648"};
+    static const char *const not_ints[] = {"", " 5", "5 ", "+5", "-", "0x10", "1e3", "1.0", "5-", "--5", "\t5"};
+    static const char *const reals[] = {"0", "-2", "0.5", ".5", "5.", "-.5", "1e5", "1E-3", "2.5e+2", "007.50"};
+    static const char *const not_reals[] = {"",    " 0.5", "0.5 ", "+0.5", "+1e5", "0x10", "0x1p3", "inf", "nan",
+                                            "-inf", ".",    "-",    "e5",   "1e",   "1e+",  "1.2.3", "1,5", "5f"};
+    long l;
+    int i;
+    uint64_t u;
+    double d;
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++) {
+        assert_int_equal(ini_long(ints[k], &l), 0);
+        assert_int_equal(ini_number(ints[k], &d), 0);
+        assert_true((double)l == d);
+    }
+    for (size_t k = 0; k < sizeof not_ints / sizeof not_ints[0]; k++) {
+        if (ini_long(not_ints[k], &l) != -1 || ini_int(not_ints[k], &i) != -1 || ini_u64(not_ints[k], &u) != -1)
+            fail_msg("'%s' read as an integer", not_ints[k]);
+    }
+    for (size_t k = 0; k < sizeof reals / sizeof reals[0]; k++)
+        if (ini_number(reals[k], &d) != 0) fail_msg("'%s' not read as a number", reals[k]);
+    for (size_t k = 0; k < sizeof not_reals / sizeof not_reals[0]; k++)
+        if (ini_number(not_reals[k], &d) != -1) fail_msg("'%s' read as a number", not_reals[k]);
+    assert_int_equal(ini_u64("-1", &u), -1);
+    assert_int_equal(ini_int("2147483648", &i), -2);
+    assert_int_equal(ini_long("99999999999999999999", &l), -2);
+    assert_int_equal(ini_number("1e999", &d), -2);
+    assert_int_equal(ini_int("-12", &i), 0);
+    assert_int_equal(i, -12);
 }
 
 static void test_file_problems(void **state) {
@@ -518,6 +555,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_errors_named_by_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_first_error_wins, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_numbers, setup, teardown),
+        cmocka_unit_test(test_number_grammar),
         cmocka_unit_test_setup_teardown(test_file_problems, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_headers_and_line_ends, setup, teardown),

@@ -175,6 +175,12 @@ static void test_runs_and_shards(void **state) {
     assert_int_equal(sweep_parse_shard("1/0", &s, &k, &err), -1);
     assert_int_equal(sweep_parse_shard("1", &s, &k, &err), -1);
     assert_int_equal(sweep_parse_shard("1/2x", &s, &k, &err), -1);
+    // plain decimal only, as every number on the command line
+    static const char *const lax[] = {" 1/3", "1/ 3", "+1/3", "1/+3", "0x1/3", "1/0x3", "1/3/5", "/3", "1/", "1/3 "};
+    for (size_t i = 0; i < sizeof lax / sizeof lax[0]; i++) {
+        if (sweep_parse_shard(lax[i], &s, &k, &err) != -1) fail_msg("'%s' read as a shard", lax[i]);
+        assert_non_null(strstr(err.msg, "is not I/N"));
+    }
 }
 
 // Result files: written, recognised as done for the same settings only, merged by collect
@@ -663,6 +669,11 @@ static void test_collect_checks(void **state) {
         {"\"criterion\":\t\"l1\"", "\"criterion\":\t\"l1`\"", "criterion is not the name of a criterion"},
         {"\"model\":\t\"m.safetensors\"", "\"model\":\t\"m\\n.safetensors\"", "model has a control character"},
         {"\"macs\":\t700", "\"macs\":\t700,\n\t\"macs\":\t5", "key \"macs\" appears twice"},
+        // an escaped NUL, where cJSON would cut the string short (a seed of 1, a model path, no options)
+        {"\"seed\":\t\"1\"", "\"seed\":\t\"1\\u00002\"", "\"seed\" holds a string with an escaped NUL (\\u0000)"},
+        {"\"model\":\t\"m.safetensors\"", "\"model\":\t\"m.safetensors\\u0000.old\"",
+         "\"model\" holds a string with an escaped NUL (\\u0000)"},
+        {"\"options\":", "\"opt\\u0000ions\":", "a key with an escaped NUL (\\u0000): \"opt\\u0000ions\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         edit_file(path, cases[i].from, cases[i].to);
@@ -681,6 +692,10 @@ static void test_collect_checks(void **state) {
         tu_write(path, text, len + tails[i].n);
         expect_collect_error(dir, path, tails[i].words, &before);
     }
+    // an escaped backslash before "u0000" is no NUL
+    tu_write(path, good, len);
+    edit_file(path, "\"model\":\t\"m.safetensors\"", "\"model\":\t\"m\\\\u0000.safetensors\"");
+    if (sweep_collect(dir, &n, &err) < 0) fail_msg("an escaped backslash before u0000: %s", err.msg);
     memcpy(text, good, len);
     memcpy(text + len, "\n \t\r\n", 5);
     tu_write(path, text, len + 5);
@@ -779,6 +794,40 @@ static void test_check_methods(void **state) {
     dataset_free(&wrong);
     dataset_free(&d);
     model_free(&plain), model_free(&bn);
+}
+
+// Counts the milestone lines of a job (user: an int).
+static void count_log(void *user, const char *line) {
+    (void)line;
+    ++*(int *)user;
+}
+
+// A run of obs whose Fisher needs more images than the training set has fails before any work:
+// not after measuring the unpruned model (prune_run checks the data up front, as the memory).
+static void test_run_fisher_data(void **state) {
+    Fixture *fx = *state;
+    Model m;
+    Dataset d;
+    small_net(&m, &d, false);
+    SweepConfig c;
+    sweep_config_default(&c);
+    HpErr err;
+    if (load_text(fx, &c, "[sweep]\nmodel = m\nmethods = obs\ntargets = 0.3\n[method obs]\nfisher_grads = 17\n", &err) < 0)
+        fail_msg("%s", err.msg);
+    SweepRun *r;
+    assert_int_equal(sweep_runs(&c, &r, &err), 1);
+    PruneJob job = sweep_job(&c, &r[0], 1);
+    int lines = 0;
+    job.log = count_log;
+    job.user = &lines;
+    PruneOutcome out;
+    assert_int_equal(prune_run(&job, &m, &d, &d, &out, &err), -1);
+    assert_string_equal(err.msg, "fisher: N 17 gradients of 1 sample need 17 distinct samples; the data has 16");
+    assert_int_equal(lines, 0);
+    assert_true(out.acc_orig == 0 && out.macs_orig == 0);
+    free(r);
+    dataset_free(&d);
+    model_free(&m);
 }
 
 // The lines the config's keys were read at: the model, the data, a method's criterion.
@@ -1007,6 +1056,12 @@ static void test_ratios(void **state) {
     assert_int_equal(parse_ratios("0.5,,0.6", r, 100, &err), -1);
     assert_int_equal(parse_ratios("0.5,0.5", r, 100, &err), -1);
     assert_int_equal(parse_ratios("0.001:0.9:0.001", r, 100, &err), -1);
+    // plain decimal only, as every number on the command line
+    static const char *const lax[] = {"+0.5", " 0.5", "0.5, 0.6", "0x1p-1", "0.25,0x.8", "0.1:0.9:+0.1", "0.1: 0.9:0.1",
+                                      "0x.1:0.5:0.1"};
+    for (size_t i = 0; i < sizeof lax / sizeof lax[0]; i++)
+        if (parse_ratios(lax[i], r, 100, &err) != -1) fail_msg("'%s' read as ratios", lax[i]);
+    assert_int_equal(parse_ratios("5e-1,2.5e-1", r, 100, &err), 2);
 }
 
 // Spearman: 1 for the same order, -1 for the reverse, ties averaged, NAN when constant.
@@ -1037,6 +1092,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_collect_one_base, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collect_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_methods, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_fisher_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_sections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_method_errors, setup, teardown),
