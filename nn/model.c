@@ -179,7 +179,7 @@ static void param_lengths(const Model *m, const Node *n, size_t *w_len, size_t *
     }
 }
 
-int model_finalize(Model *m, HpErr *err) {
+int model_layout(Model *m, HpErr *err) {
     if (m->n_nodes < 2) return hp_fail(err, "graph has no layers");
     Shape last = m->nodes[m->n_nodes - 1].out;
     if (last.c != m->n_classes || last.h != 1 || last.w != 1)
@@ -201,10 +201,17 @@ int model_finalize(Model *m, HpErr *err) {
     }
     free(m->params);
     free(m->buffers);
+    m->params = m->buffers = NULL;
     m->n_params = p;
     m->n_buffers = b;
-    m->params = hp_zalloc(p, sizeof(float), err);
-    m->buffers = m->params ? hp_zalloc(b, sizeof(float), err) : NULL;
+    return 0;
+}
+
+int model_alloc(Model *m, HpErr *err) {
+    free(m->params);
+    free(m->buffers);
+    m->params = hp_zalloc(m->n_params, sizeof(float), err);
+    m->buffers = m->params ? hp_zalloc(m->n_buffers, sizeof(float), err) : NULL;
     if (!m->buffers) {
         free(m->params);
         m->params = NULL;
@@ -220,6 +227,10 @@ int model_finalize(Model *m, HpErr *err) {
     }
     return 0;
 }
+
+size_t model_bytes(const Model *m) { return (m->n_params + m->n_buffers) * sizeof(float); }
+
+int model_finalize(Model *m, HpErr *err) { return model_layout(m, err) < 0 ? -1 : model_alloc(m, err); }
 
 void model_init_params(Model *m, Rng *rng) {
     for (int i = 0; i < m->n_nodes; i++) {
