@@ -157,6 +157,32 @@ static void override(Config *cfg, const char *section, const char *key, const ch
     if (config_set(cfg, section, key, value, flag, &err) < 0) usage_error("train", "%s", err.msg);
 }
 
+// Formats a shape as "1x28x28" into buf (cap bytes); returns buf.
+static const char *shape_text(Shape s, char *buf, size_t cap) {
+    snprintf(buf, cap, "%dx%dx%d", s.c, s.h, s.w);
+    return buf;
+}
+
+// Exits before any data is read or buffer allocated when training cfg's architecture on n_all
+// images of shape `in` (n_train of them trained on) would not fit in memory: first its
+// parameters alone (the model, its momentum and its gradient), then everything (those, the
+// training images and what train() allocates for a batch: train_bytes). path names the config.
+static void check_train_memory(const Config *cfg, const char *path, Shape in, int classes, int n_all, int n_train) {
+    Model m;
+    HpErr err;
+    if (arch_layout(&m, cfg->arch, in, classes, &err) < 0) die("%s: %s", path, err.msg);
+    char what[256], shape[48];
+    double params = 3.0 * (double)model_bytes(&m);  // the model, the momentum, the gradient
+    snprintf(what, sizeof what, "%s on %s images would have %zu parameters, which with their momentum and gradient need",
+             m.arch, shape_text(in, shape, sizeof shape), m.n_params);
+    check_memory_fits(path, what, params, "use smaller images or a smaller architecture");
+    double data = (double)n_all * (double)shape_numel(in);
+    double need = params - 4.0 * (double)m.n_params + data + (double)train_bytes(&m, cfg->train.batch_size, n_train, 0);
+    snprintf(what, sizeof what, "training %s on %s images in batches of %d needs", m.arch, shape, cfg->train.batch_size);
+    check_memory_fits(path, what, need, "lower --batch-size (or [train] batch_size)");
+    model_free(&m);
+}
+
 static int cmd_train(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"output", required_argument, 0, 'o'},
@@ -207,11 +233,21 @@ static int cmd_train(int argc, char **argv) {
     check_output_path(ckpt);  // written after every epoch: its name must fit too
     int threads = hp_set_threads(cfg.train.threads);
 
+    // sized from the files' headers before the images are read
+    Shape in;
+    int n_all, classes;
+    if (dataset_peek(cfg.dataset, cfg.data_dir, &in, &n_all, &classes, &err) < 0) die("%s", err.msg);
+    int n_val = dataset_val_count(n_all, cfg.train.val_split);
+    if (n_all - n_val < cfg.train.batch_size)  // train() would say so too, without naming the data
+        die("%s: the %s training set has %d images%s, fewer than one batch of %d", cfg.data_dir, cfg.dataset,
+            n_all - n_val, n_val > 0 ? " after the validation split" : "", cfg.train.batch_size);
+    check_train_memory(&cfg, config_path, in, classes, n_all, n_all - n_val);
+
     Dataset all, test, tr, val;
     load_dataset_or_die(cfg.dataset, cfg.data_dir, &all, &test);
     if (dataset_split(&all, cfg.train.val_split, cfg.train.seed, &tr, &val, &err) < 0) die("%s", err.msg);
     dataset_free(&all);
-    if (tr.n < cfg.train.batch_size)  // train() would say so too, without naming the data
+    if (tr.n < cfg.train.batch_size)  // the files changed since they were peeked at
         die("%s: the %s training set has %d images%s, fewer than one batch of %d", cfg.data_dir, cfg.dataset, tr.n,
             val.n > 0 ? " after the validation split" : "", cfg.train.batch_size);
 
@@ -299,6 +335,10 @@ static int cmd_eval(int argc, char **argv) {
     threads = hp_set_threads(threads);
     Model m;
     load_model_or_die(&m, path);
+    char what[96];
+    snprintf(what, sizeof what, "evaluating in batches of %d needs", batch);
+    check_memory_fits(path, what, (double)ws_bytes(&m, batch, threads) + (double)evaluate_bytes(&m, batch),
+                      "lower --batch-size");
     Dataset tr, test;
     char name[64];
     load_model_dataset_or_die("eval", &m, path, dataset, data, &tr, &test, name, sizeof name);
@@ -530,7 +570,12 @@ static int cmd_info(int argc, char **argv) {
     HpErr err;
     struct stat st;
     if (is_arch_name(src) && stat(src, &st) != 0) {
-        if (arch_build(&m, src, in, classes, &err) < 0) die("%s", err.msg);
+        if (arch_layout(&m, src, in, classes, &err) < 0) die("%s", err.msg);
+        char subject[96], what[96], shape[48];
+        snprintf(subject, sizeof subject, "%s at %s", src, shape_text(in, shape, sizeof shape));
+        snprintf(what, sizeof what, "its %zu parameters would need", m.n_params);
+        check_memory_fits(subject, what, (double)model_bytes(&m), "give a smaller --input");
+        if (model_alloc(&m, &err) < 0) die("%s: %s", subject, err.msg);
     } else {
         load_model_or_die(&m, src);
         if (arch_opt) {  // a file read first: a misspelt architecture name is "no such file"

@@ -46,7 +46,8 @@ const char *plural(long n);
 double now_s(void);
 // Formats a duration as "1h02m", "3m05s" or "12s" into buf; returns buf.
 const char *fmt_duration(double s, char *buf, size_t cap);
-// Formats a byte count as "12.3 GB", or "456 MB" under a gigabyte, into buf; returns buf.
+// Formats a byte count as "12.3 GB" ("2.3 TB" from a terabyte, "456 MB" under a gigabyte) into
+// buf; returns buf.
 const char *fmt_bytes(double bytes, char *buf, size_t cap);
 // Copies a string member of a JSON object text into buf; returns buf, or NULL if absent.
 const char *json_get_string(const char *json, const char *key, char *buf, size_t cap);
@@ -131,9 +132,26 @@ char *json_text(const struct cJSON *j, bool formatted, Outputs *o);
 // a standard output that cannot be written fails the outputs too.
 void outputs_finish(Outputs *o);
 
+// Where the memory a process may use is bounded.
+typedef enum { MEM_UNKNOWN, MEM_MACHINE, MEM_CGROUP, MEM_ULIMIT } MemSource;
 // Bytes of memory this process may use: the machine's physical memory, or the memory limit of
-// its cgroup (a container) when that is smaller; 0 if unknown.
+// its cgroup (a container) or its address-space limit (ulimit -v) when that is smaller; 0 if
+// unknown. *source (may be NULL) gets which bound it is.
+double memory_available(MemSource *source);
+// memory_available(NULL).
 double machine_memory(void);
+// The memory a command may plan for: 80% of memory_available() (0 when that is unknown: no
+// limit); desc (cap bytes) gets what it is, "80% of the machine's 24.1 GB".
+double memory_limit(char *desc, size_t cap);
+// Exits with status 1 when need bytes exceed memory_limit(), before the work starts, with
+// "SUBJECT: WHAT about 7.9 GB of memory, over the limit of 3.3 GB (80% of the machine's 4.1
+// GB): ADVICE" (what ends with its verb, "training in batches of 60000 needs"; advice may be
+// NULL).
+void check_memory_fits(const char *subject, const char *what, double need, const char *advice);
+// check_memory_fits for the curvature passes of a criterion (prune, sensitivity) over `samples`
+// training images in batches of `batch` (curv_bytes: the batch runs at most `samples`), with the
+// model and a copy of it; path names the model.
+void check_calibration_memory(const char *path, const Model *m, int samples, int batch);
 
 // Exits with status 1 if standard output could not be written (a full disk, a closed pipe):
 // commands call it last, so a script never takes a truncated result for a success.

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "../formats/ini_table.h"
+#include "../hessian/hvp.h"
 #include "cli.h"
 
 // Writes prefix and the formatted message to stderr as one line: bytes below 0x20 and 0x7f
@@ -139,7 +141,9 @@ const char *fmt_duration(double s, char *buf, size_t cap) {
 
 
 const char *fmt_bytes(double bytes, char *buf, size_t cap) {
-    if (bytes >= 1e9)
+    if (bytes >= 1e12)
+        snprintf(buf, cap, "%.1f TB", bytes / 1e12);
+    else if (bytes >= 1e9)
         snprintf(buf, cap, "%.1f GB", bytes / 1e9);
     else
         snprintf(buf, cap, "%.0f MB", bytes / 1e6);
@@ -401,11 +405,50 @@ static double own_cgroup_limit(void) {
     return best;
 }
 
-double machine_memory(void) {
+double memory_available(MemSource *source) {
+    MemSource from = MEM_MACHINE;
     double have = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     double limit = own_cgroup_limit();
-    if (limit > 0 && (have <= 0 || limit < have)) have = limit;
-    return have > 0 ? have : 0;
+    if (have <= 0) have = 0, from = MEM_UNKNOWN;
+    if (limit > 0 && (have <= 0 || limit < have)) have = limit, from = MEM_CGROUP;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && (have <= 0 || (double)rl.rlim_cur < have))
+        have = (double)rl.rlim_cur, from = MEM_ULIMIT;
+    if (source) *source = from;
+    return have;
+}
+
+double machine_memory(void) { return memory_available(NULL); }
+
+double memory_limit(char *desc, size_t cap) {
+    MemSource from;
+    char have_s[32];
+    double have = memory_available(&from);
+    fmt_bytes(have, have_s, sizeof have_s);
+    switch (from) {
+    case MEM_MACHINE: snprintf(desc, cap, "80%% of the machine's %s", have_s); break;
+    case MEM_CGROUP: snprintf(desc, cap, "80%% of the %s memory limit of its cgroup", have_s); break;
+    case MEM_ULIMIT: snprintf(desc, cap, "80%% of the %s address-space limit, ulimit -v", have_s); break;
+    case MEM_UNKNOWN: snprintf(desc, cap, "the machine's memory is unknown"); break;
+    }
+    return 0.8 * have;
+}
+
+void check_memory_fits(const char *subject, const char *what, double need, const char *advice) {
+    char desc[96], need_s[32], limit_s[32];
+    double limit = memory_limit(desc, sizeof desc);
+    if (limit <= 0 || need <= limit) return;
+    die("%s: %s about %s of memory, over the limit of %s (%s)%s%s", subject, what,
+        fmt_bytes(need, need_s, sizeof need_s), fmt_bytes(limit, limit_s, sizeof limit_s), desc, advice ? ": " : "",
+        advice ? advice : "");
+}
+
+void check_calibration_memory(const char *path, const Model *m, int samples, int batch) {
+    char what[128];
+    int run = curv_batch(samples, batch);
+    snprintf(what, sizeof what, "the curvature passes over %d training images in batches of %d need", samples, run);
+    check_memory_fits(path, what, 2.0 * (double)model_bytes(m) + (double)curv_bytes(m, samples, batch, 0),
+                      "lower --batch-size");
 }
 
 void check_stdout(void) {

@@ -2,6 +2,7 @@
 // spectral density and loss landscape of a model's loss, and Optimal Brain Surgeon scores from the
 // inverse empirical Fisher (--obs), with CSV, PNG and JSON output.
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -434,10 +435,26 @@ static void mem_lanczos(MemNeed *need, const HessOpts *o, double n, int k, const
         mem_max(need, lanczos_bytes(n, steps), "--max-steps", o->max_steps, "Lanczos steps", shown);
 }
 
+// The training images the analysis runs on: --samples N, --batches N of --batch-size, one batch
+// by default, or with --samples all the whole training set, whose size is read from its files'
+// headers (exits with their error), so that the memory check sees the batch curv_init will run.
+static long hess_samples(const HessOpts *o, const Model *m) {
+    if (o->samples > 0) return o->samples;
+    if (o->samples == 0) return (long)(o->batches ? o->batches : 1) * o->batch;
+    DatasetChoice c = {.name = o->dataset, .dir = o->data};
+    model_dataset("hessian", m, o->model, &c);
+    Shape in;
+    int n_train, classes;
+    HpErr err;
+    if (dataset_peek(c.name, c.dir, &in, &n_train, &classes, &err) < 0) die("%s", err.msg);
+    return n_train;
+}
+
 // Exits before any data is read or product computed if the largest estimator (Lanczos at
 // either end, with the steps it will really take; SLQ; Hutch++'s basis), the top vectors kept
-// for the landscape and the activations of one real batch would exceed --memory-budget, else
-// 80% of the memory this process may use (machine_memory).
+// for the landscape and what curv_init allocates for the batch it will run (curv_bytes: at most
+// the samples, so --samples all or a few samples are not sized by a larger --batch-size) would
+// exceed --memory-budget, else 80% of the memory this process may use (memory_limit).
 static void check_memory(const HessOpts *o, const Model *m) {
     double n = (double)m->n_params;
     MemNeed need = {0, "", NULL};
@@ -451,16 +468,13 @@ static void check_memory(const HessOpts *o, const Model *m) {
         mem_max(&need, 8.0 * n * 2.0 * k, "--hutchpp", o->hutchpp, "basis vectors", (long)(2 * k));
     }
     if (o->landscape) need.bytes += 4.0 * n * k_top;  // the top vectors, kept for the landscape
-    double act = 0;
-    for (int i = 0; i < m->n_nodes; i++) act += (double)shape_numel(m->nodes[i].out);
-    int batch = o->samples > 0 && o->samples < o->batch ? (int)o->samples : o->batch;  // curv_init's
-    double act_bytes = 4.0 * 5.0 * act * batch;  // activations, gradients and R-state
-    double have = machine_memory(), limit = o->budget_flag ? o->budget_mb * 1048576.0 : 0.8 * have;
+    long samples = hess_samples(o, m);
+    int n_in = samples > INT_MAX ? INT_MAX : (int)samples;  // more than the training set: refused later
+    int batch = curv_batch(n_in, o->batch);
+    double act_bytes = (double)curv_bytes(m, n_in, o->batch, 0);  // what curv_init allocates
     char of[96];
-    if (o->budget_flag)
-        snprintf(of, sizeof of, "--memory-budget %g", o->budget_mb);
-    else
-        snprintf(of, sizeof of, "80%% of the machine's %.1f GB", have / 1e9);
+    double limit = o->budget_flag ? o->budget_mb * 1048576.0 : memory_limit(of, sizeof of);
+    if (o->budget_flag) snprintf(of, sizeof of, "--memory-budget %g", o->budget_mb);
     if (limit <= 0 || need.bytes + act_bytes <= limit) return;
     char lower[64];  // the larger part's option first
     if (!need.why[0])

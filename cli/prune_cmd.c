@@ -577,6 +577,21 @@ static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcom
     cJSON_Delete(p);
 }
 
+// Exits before any data is read when the job's batch buffers would not fit in memory (the
+// unpruned model bounds the pruned ones): the calibration passes of a criterion that reads
+// samples, and the fine-tuning (train_bytes with the model, its copy, its momentum and the best
+// epoch kept), each checked on its own with the option that lowers it.
+static void check_prune_memory(const PruneOpts *o, const PruneJob *job, const Model *m) {
+    if (criterion_reads_samples(job->crit.method))
+        check_calibration_memory(o->model, m, job->crit.samples, job->crit.batch);
+    if (job->finetune.epochs == 0 && job->between_epochs == 0) return;
+    char what[96];
+    int batch = job->finetune.batch_size;
+    snprintf(what, sizeof what, "fine-tuning in batches of %d needs", batch);
+    check_memory_fits(o->model, what, 4.0 * (double)model_bytes(m) + (double)train_bytes(m, batch, 0, 0),
+                      "lower [train] batch_size in --config");
+}
+
 int cmd_prune(int argc, char **argv) {
     char *cmd = command_line(argc, argv);  // before getopt moves MODEL to the end
     PruneOpts o;
@@ -605,6 +620,7 @@ int cmd_prune(int argc, char **argv) {
 
     Model m, orig;
     load_model_or_die(&m, o.model);
+    check_prune_memory(&o, &job, &m);
     Dataset train, test;
     load_model_dataset_or_die(PCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     if (given_at(&o, O_SAMPLES) && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)

@@ -18,6 +18,10 @@
 #define CIFAR_MAX_RECORDS (1 << 20)  // per set: far above the real 50000, guards int overflow
 #define CIFAR_SUBDIR "cifar-10-batches-bin"
 
+// The training set's batch files, in order.
+static const char *const TRAIN_NAMES[CIFAR_TRAIN_FILES] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                                           "data_batch_4.bin", "data_batch_5.bin"};
+
 // Returns true if path exists and is a directory.
 static bool is_dir(const char *path) {
     struct stat st;
@@ -122,30 +126,48 @@ fail:
     return -1;
 }
 
-int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
-    static const char *const train_names[CIFAR_TRAIN_FILES] = {
-        "data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"};
-    static const char *const test_names[1] = {"test_batch.bin"};
-    memset(train, 0, sizeof *train);
-    if (test) memset(test, 0, sizeof *test);
+// Finds where the batch files of dir sit: dir itself, or the archive's cifar-10-batches-bin
+// subdirectory; writes it into base (cap bytes). Returns 0, or -1 with err set (no directory).
+static int find_base(const char *dir, char *base, size_t cap, HpErr *err) {
     struct stat st;
     if (stat(dir, &st) != 0) {
         if (errno == ENOENT) return hp_fail(err, "%s: no such directory", dir);
         return hp_fail(err, "%s: %s", dir, strerror(errno));
     }
     if (!S_ISDIR(st.st_mode)) return hp_fail(err, "%s: not a directory", dir);
-
-    // The files may sit in dir itself or in the archive's cifar-10-batches-bin subdirectory.
-    char base[4096];
-    int n = snprintf(base, sizeof base, "%s/%s", dir, train_names[0]);
-    if (n < 0 || (size_t)n >= sizeof base) return hp_fail(err, "%s: path too long", dir);
+    int n = snprintf(base, cap, "%s/%s", dir, TRAIN_NAMES[0]);
+    if (n < 0 || (size_t)n >= cap) return hp_fail(err, "%s: path too long", dir);
     bool in_dir = exists(base);
-    n = snprintf(base, sizeof base, "%s/%s", dir, CIFAR_SUBDIR);
-    if (in_dir || n < 0 || (size_t)n >= sizeof base || !is_dir(base)) snprintf(base, sizeof base, "%s", dir);
-    if (load_set(base, train_names, CIFAR_TRAIN_FILES, train, err) < 0) return -1;
+    n = snprintf(base, cap, "%s/%s", dir, CIFAR_SUBDIR);
+    if (in_dir || n < 0 || (size_t)n >= cap || !is_dir(base)) snprintf(base, cap, "%s", dir);
+    return 0;
+}
+
+int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
+    static const char *const test_names[1] = {"test_batch.bin"};
+    memset(train, 0, sizeof *train);
+    if (test) memset(test, 0, sizeof *test);
+    char base[4096];
+    if (find_base(dir, base, sizeof base, err) < 0) return -1;
+    if (load_set(base, TRAIN_NAMES, CIFAR_TRAIN_FILES, train, err) < 0) return -1;
     if (test && load_set(base, test_names, 1, test, err) < 0) {
         dataset_free(train);
         return -1;
+    }
+    return 0;
+}
+
+int cifar10_peek_dir(const char *dir, int *n_train, HpErr *err) {
+    char base[4096], path[4200];
+    if (find_base(dir, base, sizeof base, err) < 0) return -1;
+    *n_train = 0;
+    for (int i = 0; i < CIFAR_TRAIN_FILES; i++) {
+        FILE *fp;
+        int records = 0;
+        snprintf(path, sizeof path, "%s/%s", base, TRAIN_NAMES[i]);
+        if (batch_open(path, &fp, &records, err) < 0) return -1;
+        fclose(fp);
+        *n_train += records;  // at most 5 * 2^20: no overflow
     }
     return 0;
 }

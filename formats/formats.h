@@ -41,6 +41,15 @@ int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err)
 int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err);
 // Whether dataset_load knows the dataset name (fashion-mnist, mnist, cifar10).
 bool dataset_known(const char *name);
+// What dataset_load(name, dir) would give, without reading the images: their shape, the class
+// count and the training set's size, from the training images' IDX header (Fashion-MNIST,
+// MNIST) or the training batch files' sizes (CIFAR-10), so that a command can size its work
+// before it loads them. Returns 0, or -1 with err set as dataset_load would for those files.
+int dataset_peek(const char *name, const char *dir, Shape *shape, int *n_train, int *n_classes, HpErr *err);
+// dataset_peek for Fashion-MNIST or MNIST in dir (shape and training set size).
+int mnist_peek_dir(const char *dir, Shape *shape, int *n_train, HpErr *err);
+// dataset_peek for CIFAR-10 in dir (the training set's size; the shape is 3x32x32).
+int cifar10_peek_dir(const char *dir, int *n_train, HpErr *err);
 
 // ---- model files (safetensors) ----
 

@@ -369,6 +369,31 @@ int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
     return 0;
 }
 
+int mnist_peek_dir(const char *dir, Shape *shape, int *n_train, HpErr *err) {
+    char path[4096];
+    IdxFile f;
+    if (check_dir(dir, err) < 0 || find_idx_file(dir, "train-images-idx3-ubyte", path, sizeof path, err) < 0 ||
+        idx_open(&f, path, 3, "images", err) < 0)
+        return -1;
+    idx_close(&f, NULL);  // only read from
+    if (f.dims[0] > INT32_MAX || f.dims[1] > INT32_MAX || f.dims[2] > INT32_MAX)
+        return hp_fail(err, "%s: header: sizes too large", path);
+    *shape = (Shape){1, (int)f.dims[1], (int)f.dims[2]};
+    *n_train = (int)f.dims[0];
+    return 0;
+}
+
+int dataset_peek(const char *name, const char *dir, Shape *shape, int *n_train, int *n_classes, HpErr *err) {
+    if (!dataset_known(name))
+        return hp_fail(err, "unknown dataset '%s' (known: fashion-mnist, mnist, cifar10)", name);
+    *n_classes = MNIST_CLASSES;  // CIFAR-10's count too
+    if (strcmp(name, "cifar10") == 0) {
+        *shape = (Shape){3, 32, 32};
+        return cifar10_peek_dir(dir, n_train, err);
+    }
+    return mnist_peek_dir(dir, shape, n_train, err);
+}
+
 bool dataset_known(const char *name) {
     return strcmp(name, "fashion-mnist") == 0 || strcmp(name, "mnist") == 0 || strcmp(name, "cifar10") == 0;
 }

@@ -22,7 +22,7 @@ int curv_init(Curvature *c, Model *m, const Dataset *d, const int *idx, int n, i
                        d->h, d->w);
     for (int i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= d->n) return hp_fail(err, "sample index %d out of range (%d images)", idx[i], d->n);
-    if (batch > n) batch = n;
+    batch = curv_batch(n, batch);
     c->m = m;
     c->d = d;
     c->n = n;
@@ -46,6 +46,18 @@ int curv_init(Curvature *c, Model *m, const Dataset *d, const int *idx, int n, i
     memcpy(c->idx, idx, (size_t)n * sizeof(int));
     curv_invalidate(c);
     return 0;
+}
+
+int curv_batch(int n, int batch) { return batch > n ? n : batch; }
+
+size_t curv_bytes(const Model *m, int n, int batch, int n_threads) {
+    size_t B = (size_t)curv_batch(n, batch), K = (size_t)m->n_classes;
+    size_t bytes = hp_size_add(ws_bytes(m, (int)B, n_threads), ws_rop_bytes(m, (int)B));
+    bytes = hp_size_add(bytes, hp_size_mul((size_t)n, sizeof(int)));                                 // idx
+    bytes = hp_size_add(bytes, hp_size_mul(hp_size_mul(B, shape_numel(m->input)), sizeof(float)));  // x
+    bytes = hp_size_add(bytes, hp_size_mul(B, sizeof(int)));                                          // y
+    bytes = hp_size_add(bytes, hp_size_mul(hp_size_mul(2 * B, K), sizeof(float)));                   // dlogits, rdlogits
+    return hp_size_add(bytes, hp_size_mul(m->n_params, sizeof(float)));                              // part
 }
 
 void curv_invalidate(Curvature *c) {

@@ -33,6 +33,12 @@ typedef struct {
 int curv_init(Curvature *c, Model *m, const Dataset *d, const int *idx, int n, int batch, Mode mode, CurvKind kind,
               HpErr *err);
 void curv_free(Curvature *c);
+// The batch curv_init runs for n samples asked in batches of `batch`: batch, or n if fewer.
+int curv_batch(int n, int batch);
+// Bytes curv_init allocates for n samples in batches of `batch` (at most n: curv_batch) on
+// n_threads threads (0: all, as curv_init's workspace): the workspace with its R-operator
+// buffers, the batch buffers, the sample list and one product. SIZE_MAX if that overflows.
+size_t curv_bytes(const Model *m, int n, int batch, int n_threads);
 // out = A v with A the Hessian or Gauss-Newton matrix of L at the model's parameters (n_params).
 int curv_apply(void *ctx, const float *v, float *out, HpErr *err);
 // The operator view of c (for the estimators).

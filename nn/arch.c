@@ -105,7 +105,7 @@ static int build_resnet(Model *m, int depth, HpErr *err) {
 }
 #undef TRY
 
-int arch_build(Model *m, const char *arch, Shape input, int n_classes, HpErr *err) {
+int arch_layout(Model *m, const char *arch, Shape input, int n_classes, HpErr *err) {
     if (input.c < 1 || input.c > HP_MAX_CHANNELS_IN || input.h < 1 || input.w < 1 || n_classes < 2)
         return hp_fail(err, "bad input shape %dx%dx%d or class count %d", input.c, input.h, input.w, n_classes);
     model_init(m, input, n_classes);
@@ -122,10 +122,19 @@ int arch_build(Model *m, const char *arch, Shape input, int n_classes, HpErr *er
         rc = build_resnet(m, 56, err);
     else
         rc = hp_fail(err, "unknown architecture '%s' (known: lenet5, vgg11, resnet20, resnet32, resnet56)", arch);
-    if (rc < 0 || model_finalize(m, err) < 0) {
+    if (rc < 0 || model_layout(m, err) < 0) {
         model_free(m);
         return -1;
     }
     snprintf(m->arch, sizeof m->arch, "%s", arch);
+    return 0;
+}
+
+int arch_build(Model *m, const char *arch, Shape input, int n_classes, HpErr *err) {
+    if (arch_layout(m, arch, input, n_classes, err) < 0) return -1;
+    if (model_alloc(m, err) < 0) {
+        model_free(m);
+        return -1;
+    }
     return 0;
 }

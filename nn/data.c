@@ -46,12 +46,16 @@ static void copy_image(const Dataset *src, int i, Dataset *dst, int j) {
     dst->labels[j] = src->labels[i];
 }
 
+int dataset_val_count(int n, double val_fraction) {
+    int n_val = (int)llround((double)n * val_fraction);
+    return n_val > n ? n : n_val;
+}
+
 int dataset_split(const Dataset *src, double val_fraction, uint64_t seed, Dataset *train, Dataset *val,
                   HpErr *err) {
     HP_ASSERT(val_fraction >= 0.0 && val_fraction <= 1.0);
     int n = src->n;
-    int n_val = (int)llround((double)n * val_fraction);
-    if (n_val > n) n_val = n;
+    int n_val = dataset_val_count(n, val_fraction);
     memset(val, 0, sizeof *val);
     if (dataset_alloc(train, n - n_val, src->c, src->h, src->w, src->n_classes, err) < 0) return -1;
     if (dataset_alloc(val, n_val, src->c, src->h, src->w, src->n_classes, err) < 0) {

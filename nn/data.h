@@ -34,6 +34,8 @@ int dataset_alloc(Dataset *d, int n, int c, int h, int w, int n_classes, HpErr *
 // (out of memory; both are then empty).
 int dataset_split(const Dataset *src, double val_fraction, uint64_t seed, Dataset *train, Dataset *val,
                   HpErr *err);
+// The validation part's size dataset_split gives for n images: round(n * val_fraction), at most n.
+int dataset_val_count(int n, double val_fraction);
 // Copies the first n images of src (n <= src->n) into dst. Returns 0, or -1 with err set (out
 // of memory; dst is then empty).
 int dataset_head(const Dataset *src, int n, Dataset *dst, HpErr *err);

@@ -3,6 +3,7 @@
 #define HP_ERR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 // A library call returns 0 on success or -1 with err->msg filled in.
 typedef struct {
@@ -27,5 +28,10 @@ void hp_assert_fail(const char *cond, const char *file, int line) __attribute__(
 // when the product overflows or the system refuses.
 void *hp_alloc(size_t count, size_t size, HpErr *err);
 void *hp_zalloc(size_t count, size_t size, HpErr *err);
+
+// a + b and a * b saturating at SIZE_MAX: sizes of what an allocation would take, where a count
+// too large for size_t stays too large (no allocation can meet SIZE_MAX) instead of wrapping.
+static inline size_t hp_size_add(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+static inline size_t hp_size_mul(size_t a, size_t b) { return b && a > SIZE_MAX / b ? SIZE_MAX : a * b; }
 
 #endif

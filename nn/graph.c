@@ -27,9 +27,9 @@ static PoolGeom pool_geom(const Model *m, const Node *n, int N) {
     return (PoolGeom){N * in.c, in.h, in.w, n->kernel, n->stride, n->padding, n->out.h, n->out.w};
 }
 
-// Floats of op state node n saves for backward, per batch of N.
+// Floats of op state node n saves for backward, per batch of N (saturating at SIZE_MAX).
 static size_t aux_len(const Node *n, int N) {
-    size_t out = (size_t)N * shape_numel(n->out);
+    size_t out = hp_size_mul((size_t)N, shape_numel(n->out));
     switch (n->op) {
     case OP_BATCHNORM2D: return 2 * (size_t)n->out.c;        // mean, invstd
     case OP_MAXPOOL2D: return out;                           // argmax (int32, same size as float)
@@ -55,10 +55,39 @@ static void find_sole_consumers(const Model *m, int *sole, int *uses) {
         if (uses[i] != 1) sole[i] = -1;
 }
 
+// Threads a workspace is sized for: n_threads, or all of OpenMP's when it is 0 or less.
+static int ws_threads(int n_threads) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
+
+// Floats of a workspace's single block for batches of `batch` on `threads` threads (saturating
+// at SIZE_MAX); *col and *wsc get the per-thread im2col and weight-scratch strides.
+static size_t ws_block_floats(const Model *m, int batch, int threads, size_t *col, size_t *wsc) {
+    size_t total = 0;
+    *col = *wsc = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const Node *n = &m->nodes[i];
+        size_t act = hp_size_mul((size_t)batch, shape_numel(n->out));
+        total = hp_size_add(total, hp_size_add(hp_size_mul(2, act), aux_len(n, batch)));
+        if (n->op == OP_CONV2D) {
+            ConvGeom g = conv_geom(m, n, batch, 1);
+            size_t c = conv2d_col_len(&g);
+            if (c > *col) *col = c;
+            if (n->w_len + (size_t)n->out_features > *wsc) *wsc = n->w_len + (size_t)n->out_features;
+        }
+    }
+    return hp_size_add(total, hp_size_mul((size_t)threads, hp_size_add(*col, *wsc)));
+}
+
+size_t ws_bytes(const Model *m, int batch, int n_threads) {
+    size_t col, wsc, L = (size_t)m->n_nodes;
+    size_t floats = ws_block_floats(m, batch, ws_threads(n_threads), &col, &wsc);
+    size_t index = L * (3 * sizeof(float *) + 2 * sizeof(bool) + 2 * sizeof(int));  // act, grad, aux; fresh, skip; sole
+    return hp_size_add(index, hp_size_mul(floats, sizeof(float)));
+}
+
 int ws_init(Workspace *ws, const Model *m, int batch, int n_threads, HpErr *err) {
     memset(ws, 0, sizeof *ws);
     ws->batch = batch;
-    ws->n_threads = n_threads > 0 ? n_threads : omp_get_max_threads();
+    ws->n_threads = ws_threads(n_threads);
     openblas_set_num_threads(1);  // each OpenMP thread runs its own single-threaded BLAS calls
     int L = m->n_nodes;
     ws->act = hp_zalloc((size_t)L, sizeof(float *), err);
@@ -72,20 +101,9 @@ int ws_init(Workspace *ws, const Model *m, int batch, int n_threads, HpErr *err)
         return -1;
     }
     find_sole_consumers(m, ws->sole, ws->sole + L);
-    size_t total = 0, col = 0, wsc = 0;
-    for (int i = 0; i < L; i++) {
-        const Node *n = &m->nodes[i];
-        total += 2 * (size_t)batch * shape_numel(n->out) + aux_len(n, batch);
-        if (n->op == OP_CONV2D) {
-            ConvGeom g = conv_geom(m, n, batch, 1);
-            size_t c = conv2d_col_len(&g);
-            if (c > col) col = c;
-            if (n->w_len + (size_t)n->out_features > wsc) wsc = n->w_len + (size_t)n->out_features;
-        }
-    }
+    size_t col, wsc, total = ws_block_floats(m, batch, ws->n_threads, &col, &wsc);
     ws->col_stride = col;
     ws->wscratch_stride = wsc;
-    total += (size_t)ws->n_threads * (col + wsc);
     ws->block = hp_zalloc(total, sizeof(float), err);
     if (!ws->block) {
         ws_free(ws);
@@ -401,6 +419,21 @@ static size_t raux_len(const Node *n) {
     return n->op == OP_BATCHNORM2D ? 2 * (size_t)n->out.c : 0;  // mean(R{x}), mean(xhat R{x})
 }
 
+// Floats of the R-operator's block for batches of `batch` (saturating at SIZE_MAX).
+static size_t rop_block_floats(const Model *m, int batch) {
+    size_t total = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        size_t act = hp_size_mul((size_t)batch, shape_numel(m->nodes[i].out));
+        total = hp_size_add(total, hp_size_add(hp_size_mul(2, act), raux_len(&m->nodes[i])));
+    }
+    return total;
+}
+
+size_t ws_rop_bytes(const Model *m, int batch) {
+    size_t index = (size_t)m->n_nodes * (3 * sizeof(float *) + sizeof(bool));  // ract, rgrad, raux; rfresh
+    return hp_size_add(index, hp_size_mul(rop_block_floats(m, batch), sizeof(float)));
+}
+
 int ws_enable_rop(Workspace *ws, const Model *m, HpErr *err) {
     if (ws->rblock) return 0;
     int L = m->n_nodes, B = ws->batch;
@@ -408,8 +441,7 @@ int ws_enable_rop(Workspace *ws, const Model *m, HpErr *err) {
     ws->rgrad = ws->ract ? hp_zalloc((size_t)L, sizeof(float *), err) : NULL;
     ws->raux = ws->rgrad ? hp_zalloc((size_t)L, sizeof(float *), err) : NULL;
     ws->rfresh = ws->raux ? hp_zalloc((size_t)L, sizeof(bool), err) : NULL;
-    size_t total = 0;
-    for (int i = 0; i < L; i++) total += 2 * (size_t)B * shape_numel(m->nodes[i].out) + raux_len(&m->nodes[i]);
+    size_t total = rop_block_floats(m, B);
     ws->rblock = ws->rfresh ? hp_zalloc(total, sizeof(float), err) : NULL;  // R{input} stays zero
     if (!ws->rblock) {
         free(ws->ract), free(ws->rgrad), free(ws->raux), free(ws->rfresh);

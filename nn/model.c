@@ -1,5 +1,6 @@
 // model.c: building the graph (shape inference, validation), laying out the parameter
 // buffer, naming tensors, counting MACs and parameters, initialising weights.
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,8 +49,11 @@ void model_free(Model *m) {
     memset(m, 0, sizeof *m);
 }
 
-// Output size of a sliding window along one axis (floor mode), or <= 0 if it does not fit.
-static int window_out(int in, int k, int stride, int pad) { return (in + 2 * pad - k) / stride + 1; }
+// Output size of a sliding window along one axis (floor mode) that fits (in + 2 pad >= k); in 64
+// bits, so a huge input or padding cannot overflow.
+static long long window_out(int in, int k, int stride, int pad) {
+    return ((long long)in + 2LL * pad - k) / stride + 1;
+}
 
 // Checks a conv/pool window against the input; fills *out. Returns 0 or -1 with err set.
 static int check_window(const Node *n, Shape in, bool is_pool, Shape *out, HpErr *err) {
@@ -58,13 +62,17 @@ static int check_window(const Node *n, Shape in, bool is_pool, Shape *out, HpErr
                        n->name, n->kernel, n->stride, n->padding);
     if (!is_pool && n->padding >= n->kernel)
         return hp_fail(err, "node '%s': padding %d is not smaller than the kernel %d", n->name, n->padding, n->kernel);
-    if (is_pool && 2 * n->padding > n->kernel)
+    if (is_pool && 2LL * n->padding > n->kernel)
         return hp_fail(err, "node '%s': padding %d is more than half the kernel %d", n->name, n->padding, n->kernel);
-    if (in.h + 2 * n->padding < n->kernel || in.w + 2 * n->padding < n->kernel)
+    if ((long long)in.h + 2LL * n->padding < n->kernel || (long long)in.w + 2LL * n->padding < n->kernel)
         return hp_fail(err, "node '%s': kernel %d does not fit the %dx%d input with padding %d", n->name, n->kernel,
                        in.h, in.w, n->padding);
-    out->h = window_out(in.h, n->kernel, n->stride, n->padding);
-    out->w = window_out(in.w, n->kernel, n->stride, n->padding);
+    long long h = window_out(in.h, n->kernel, n->stride, n->padding);
+    long long w = window_out(in.w, n->kernel, n->stride, n->padding);
+    if (h > INT_MAX || w > INT_MAX)
+        return hp_fail(err, "node '%s': output %lldx%lld is too large (at most %d a side)", n->name, h, w, INT_MAX);
+    out->h = (int)h;
+    out->w = (int)w;
     return 0;
 }
 
@@ -95,6 +103,9 @@ static int infer_shape(const Model *m, Node *n, HpErr *err) {
         out.h = out.w = 1;
         break;
     case OP_FLATTEN:
+        if (shape_numel(in) > INT_MAX)
+            return hp_fail(err, "node '%s': %dx%dx%d is %zu features, more than %d", n->name, in.c, in.h, in.w,
+                           shape_numel(in), INT_MAX);
         out = (Shape){(int)shape_numel(in), 1, 1};
         break;
     case OP_LINEAR:
@@ -168,7 +179,7 @@ static void param_lengths(const Model *m, const Node *n, size_t *w_len, size_t *
     }
 }
 
-int model_finalize(Model *m, HpErr *err) {
+int model_layout(Model *m, HpErr *err) {
     if (m->n_nodes < 2) return hp_fail(err, "graph has no layers");
     Shape last = m->nodes[m->n_nodes - 1].out;
     if (last.c != m->n_classes || last.h != 1 || last.w != 1)
@@ -190,10 +201,17 @@ int model_finalize(Model *m, HpErr *err) {
     }
     free(m->params);
     free(m->buffers);
+    m->params = m->buffers = NULL;
     m->n_params = p;
     m->n_buffers = b;
-    m->params = hp_zalloc(p, sizeof(float), err);
-    m->buffers = m->params ? hp_zalloc(b, sizeof(float), err) : NULL;
+    return 0;
+}
+
+int model_alloc(Model *m, HpErr *err) {
+    free(m->params);
+    free(m->buffers);
+    m->params = hp_zalloc(m->n_params, sizeof(float), err);
+    m->buffers = m->params ? hp_zalloc(m->n_buffers, sizeof(float), err) : NULL;
     if (!m->buffers) {
         free(m->params);
         m->params = NULL;
@@ -209,6 +227,10 @@ int model_finalize(Model *m, HpErr *err) {
     }
     return 0;
 }
+
+size_t model_bytes(const Model *m) { return (m->n_params + m->n_buffers) * sizeof(float); }
+
+int model_finalize(Model *m, HpErr *err) { return model_layout(m, err) < 0 ? -1 : model_alloc(m, err); }
 
 void model_init_params(Model *m, Rng *rng) {
     for (int i = 0; i < m->n_nodes; i++) {

@@ -88,8 +88,17 @@ void model_free(Model *m);
 int model_add(Model *m, const Node *spec, HpErr *err);
 // Lays out parameter and buffer views in node order, allocates both buffers (zeroed,
 // batchnorm weight 1 and running variance 1). Returns 0, or -1 if the graph is unusable
-// (its last node is not (n_classes, 1, 1)).
+// (its last node is not (n_classes, 1, 1)) or out of memory. model_layout + model_alloc.
 int model_finalize(Model *m, HpErr *err);
+// model_finalize's first half: checks the graph and lays out the views (n_params, n_buffers),
+// allocating nothing (params and buffers are freed and left NULL), so a caller can see what
+// the buffers will cost (model_bytes) before paying it. Returns 0, or -1 with err set.
+int model_layout(Model *m, HpErr *err);
+// model_finalize's second half: allocates the buffers model_layout sized and sets their
+// initial values. Returns 0, or -1 with err set (out of memory; params and buffers NULL).
+int model_alloc(Model *m, HpErr *err);
+// Bytes of the parameter and buffer arrays (what model_alloc allocates).
+size_t model_bytes(const Model *m);
 // Initialises parameters: Kaiming-normal (fan_out, ReLU) for conv, PyTorch's uniform for
 // linear, zero biases, batchnorm weight 1 and bias 0. Running statistics reset to 0/1.
 void model_init_params(Model *m, Rng *rng);
@@ -113,6 +122,9 @@ int mb_dropout(Model *m, const char *name, int in, float p, HpErr *err);
 // Builds a built-in architecture ("lenet5", "vgg11", "resnet20", "resnet32", "resnet56")
 // for the given input shape and class count, finalized, parameters not yet initialised.
 int arch_build(Model *m, const char *arch, Shape input, int n_classes, HpErr *err);
+// arch_build without the allocation of the parameters (model_layout instead of model_finalize):
+// the graph, its shapes and n_params, for sizing a run before it starts; model_alloc completes it.
+int arch_layout(Model *m, const char *arch, Shape input, int n_classes, HpErr *err);
 // Lists the built-in architecture names, NULL-terminated.
 const char *const *arch_names(void);
 
@@ -177,6 +189,9 @@ typedef struct {
 // -1 with err set (out of memory; ws is then empty, and ws_free on it is harmless).
 int ws_init(Workspace *ws, const Model *m, int batch, int n_threads, HpErr *err);
 void ws_free(Workspace *ws);
+// Bytes ws_init(ws, m, batch, n_threads) allocates (SIZE_MAX if that overflows), computed as it
+// sizes them: what a command checks against the machine's memory before it starts.
+size_t ws_bytes(const Model *m, int batch, int n_threads);
 
 // Forward pass: x is (N, C, H, W), already normalised; N <= ws->batch. Returns the logits,
 // (N, n_classes), owned by the workspace. rng draws dropout masks (MODE_TRAIN only; may be
@@ -193,6 +208,8 @@ void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *
 // Allocates the R-operator buffers of a workspace (once; later calls do nothing). Returns 0,
 // or -1 with err set (out of memory; the workspace is as it was).
 int ws_enable_rop(Workspace *ws, const Model *m, HpErr *err);
+// Bytes ws_enable_rop allocates on a workspace for batches of `batch` (SIZE_MAX on overflow).
+size_t ws_rop_bytes(const Model *m, int batch);
 // R-forward through the last forward pass along the parameter direction v (n_params floats):
 // fills R{act} for every node (R{input} = 0). Returns R{logits}, (N, n_classes).
 const float *model_rforward(const Model *m, Workspace *ws, const float *v);

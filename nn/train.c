@@ -57,6 +57,11 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+size_t evaluate_bytes(const Model *m, int batch) {
+    size_t x = hp_size_mul(hp_size_mul((size_t)batch, shape_numel(m->input)), sizeof(float));
+    return hp_size_add(x, hp_size_mul((size_t)batch, 2 * sizeof(int)));
+}
+
 int evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc, HpErr *err) {
     int B = ws->batch;
     size_t in_len = shape_numel(m->input);
@@ -102,6 +107,20 @@ static int buffers_init(TrainBuffers *b, const Model *m, int batch, int n_train,
     b->y = b->dlogits ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
     b->order = b->y ? hp_alloc((size_t)n_train, sizeof(int), err) : NULL;
     return b->order ? 0 : -1;
+}
+
+// Bytes buffers_init allocates, in its order (saturating at SIZE_MAX).
+static size_t buffers_bytes(const Model *m, int batch, int n_train, int n_threads) {
+    size_t B = (size_t)batch, bytes = ws_bytes(m, batch, n_threads);
+    bytes = hp_size_add(bytes, hp_size_mul(hp_size_mul(B, shape_numel(m->input)), sizeof(float)));  // x
+    bytes = hp_size_add(bytes, hp_size_mul(m->n_params, sizeof(float)));                            // grad
+    bytes = hp_size_add(bytes, hp_size_mul(hp_size_mul(B, (size_t)m->n_classes), sizeof(float)));    // dlogits
+    bytes = hp_size_add(bytes, hp_size_mul(B, sizeof(int)));                                          // y
+    return hp_size_add(bytes, hp_size_mul((size_t)n_train, sizeof(int)));                            // order
+}
+
+size_t train_bytes(const Model *m, int batch, int n_train, int n_threads) {
+    return hp_size_add(buffers_bytes(m, batch, n_train, n_threads), evaluate_bytes(m, batch));
 }
 
 static void buffers_free(TrainBuffers *b) {

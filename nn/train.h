@@ -56,6 +56,9 @@ typedef void (*TrainCallback)(const TrainProgress *p, void *user);
 // Evaluates the model (MODE_EVAL) on a dataset; writes mean loss and accuracy. Returns 0, or
 // -1 with err set (out of memory).
 int evaluate(Model *m, Workspace *ws, const Dataset *d, float *loss, float *acc, HpErr *err);
+// Bytes evaluate() allocates with a workspace for batches of `batch` (its batch of inputs and
+// labels; the workspace is the caller's). SIZE_MAX if that overflows.
+size_t evaluate_bytes(const Model *m, int batch);
 
 // Re-estimates every batchnorm's running statistics as the plain average over batches of
 // `batch` images idx[0..n) of d (no augmentation; the k-th batch enters with momentum 1/k, as
@@ -79,6 +82,11 @@ typedef struct {
 typedef int (*CheckpointFn)(const Model *m, const TrainState *s, void *user, HpErr *err);
 int train(Model *m, const TrainConfig *c, const Dataset *train, const Dataset *val, const Dataset *test,
           TrainState *state, TrainCallback progress, CheckpointFn checkpoint, void *user, HpErr *err);
+// Bytes train() allocates at its peak for batches of `batch` out of n_train training images on
+// n_threads threads (0: all, as train's workspace): the workspace (ws_bytes), the batch buffers,
+// the gradient, the shuffle order and evaluate's buffers; not the model, the momentum or the
+// data, which the caller holds. SIZE_MAX if that overflows.
+size_t train_bytes(const Model *m, int batch, int n_train, int n_threads);
 
 // Sets OpenMP and OpenBLAS thread counts (0: all cores); returns the count in use.
 int hp_set_threads(int n);

@@ -446,16 +446,52 @@ check "prune under a file-size limit of 8 blocks: exit 1, 'File too large' namin
   sh -c '[ "$0" -eq 1 ] && tail -n 1 "$1" | grep -q "^hprune: error: $2: .*File too large$" &&
     [ -z "$(ls -A "$3")" ]' "$rc" "$CAP/err" "$T/out/limit.safetensors" "$T/out"
 
-# ---- an address-space limit (ulimit -v, in kB): a workspace that does not fit is one error
-# line naming the model and the size, not a crash (skipped when the binary cannot run under the
-# limit at all, as a sanitizer build cannot) ----
+# ---- memory: a command whose buffers would not fit is refused before it reads any data or
+# allocates them, in one line naming what sets their size and the option that lowers it.
+# ulimit -v (in kB) makes the limit the same on every machine: 4000000 kB allows 80% of 4.1 GB.
+# The data directory holds IDX headers without their images (60000 of 28x28; one of 40000x40000),
+# so a command that went on would fail on the data instead (skipped when the binary cannot run
+# under the limit at all, as a sanitizer build cannot) ----
 
-if sh -c 'ulimit -v 1000000 && exec "$@"' sh "$HPRUNE" eval "$GOOD" --data "$DATA" --threads 1 >/dev/null 2>&1; then
-  expect 1 "eval: a batch whose workspace exceeds the address-space limit" "$GOOD" \
-    "the workspace for batches of 65536: out of memory: cannot allocate [0-9.]+ GB \(lower --batch-size\)$" \
-    sh -c 'ulimit -v 1000000 && exec "$@"' sh "$HPRUNE" eval "$GOOD" --data "$DATA" --batch-size 65536 --threads 1
+mkdir -p "$T/headers" "$T/huge"
+printf '\000\000\010\003\000\000\352\140\000\000\000\034\000\000\000\034' >"$T/headers/train-images-idx3-ubyte"
+printf '\000\000\010\001\000\000\352\140' >"$T/headers/train-labels-idx1-ubyte"
+printf '\000\000\010\003\000\000\000\001\000\000\234\100\000\000\234\100' >"$T/huge/train-images-idx3-ubyte"
+printf '\000\000\010\001\000\000\000\001' >"$T/huge/train-labels-idx1-ubyte"
+printf '[train]\nbatch_size = 60000\n' >"$T/bigbatch.ini"
+LIMIT="over the limit of 3.3 GB \(80% of the 4.1 GB address-space limit, ulimit -v\)"
+UL='ulimit -v 4000000 && exec "$@"'  # sh -c "$UL" sh CMD...: CMD under the limit
+if sh -c "$UL" sh "$HPRUNE" info lenet5 >/dev/null 2>&1; then
+  expect 1 "train --batch-size 60000: its workspace over the limit, refused before the data is read" "$T/good.ini" \
+    "training lenet5 on 1x28x28 images in batches of 60000 needs about [0-9.]+ GB of memory, $LIMIT: lower --batch-size" \
+    sh -c "$UL" sh "$HPRUNE" train --config "$T/good.ini" --data "$T/headers" --batch-size 60000 -o "$OUT"
+  expect 1 "train on 40000x40000 images: the parameters alone over the limit, before the data is read" "$T/good.ini" \
+    "lenet5 on 1x40000x40000 images would have 191923221386 parameters, .* about [0-9.]+ TB of memory, $LIMIT: use smaller images" \
+    sh -c "$UL" sh "$HPRUNE" train --config "$T/good.ini" --data "$T/huge" --batch-size 1 -o "$OUT"
+  expect 1 "info lenet5 --input 1x4096x4096: 2 billion parameters over the limit, refused before allocating" \
+    "lenet5 at 1x4096x4096" "its 2005422986 parameters would need about 8.0 GB of memory, $LIMIT: give a smaller --input" \
+    sh -c "$UL" sh "$HPRUNE" info lenet5 --input 1x4096x4096
+  expect 1 "eval --batch-size 65536: its workspace over the limit, refused before the data is read" "$GOOD" \
+    "evaluating in batches of 65536 needs about [0-9.]+ GB of memory, $LIMIT: lower --batch-size$" \
+    sh -c "$UL" sh "$HPRUNE" eval "$GOOD" --data "$T/headers" --batch-size 65536 --threads 1
+  expect 1 "prune: fine-tuning in batches of 60000 (the --config) over the limit, before the data is read" "$GOOD" \
+    "fine-tuning in batches of 60000 needs about [0-9.]+ GB of memory, $LIMIT: lower \[train\] batch_size in --config" \
+    sh -c "$UL" sh "$HPRUNE" prune "$GOOD" --data "$T/headers" --method l1 --target-flops 0.5 --finetune-epochs 1 \
+    --config "$T/bigbatch.ini" --threads 1 -o "$T/out/slim.safetensors"
+  expect 1 "prune: hap's curvature passes in batches of 65536 over the limit, before the data is read" "$GOOD" \
+    "the curvature passes over 65536 training images in batches of 65536 need about [0-9.]+ GB of memory, $LIMIT: lower --batch-size" \
+    sh -c "$UL" sh "$HPRUNE" prune "$GOOD" --data "$T/headers" --method hap --samples 65536 --batch-size 65536 \
+    --target-flops 0.5 --threads 1 -o "$T/out/slim.safetensors"
+  expect 1 "sensitivity: the trace's passes in batches of 65536 over the limit, before the data is read" "$GOOD" \
+    "the curvature passes over 65536 training images in batches of 65536 need .*$LIMIT: lower --batch-size" \
+    sh -c "$UL" sh "$HPRUNE" sensitivity "$GOOD" --data "$T/headers" --samples 65536 --batch-size 65536 --threads 1 \
+    -o "$T/out/sens"
+  run sh -c "$UL" sh "$HPRUNE" train --config "$T/good.ini" --epochs 1 --batch-size 64 -o "$T/out/limited.safetensors"
+  check "train under the same limit with batches that fit: it runs" sh -c '[ "$0" -eq 0 ] && [ -s "$1" ]' "$rc" \
+    "$T/out/limited.safetensors"
+  rm -f "$T/out/limited.safetensors"
 else
-  ok "eval: a batch whose workspace exceeds the address-space limit # skip eval does not run under ulimit -v"
+  ok "memory refusals under ulimit -v # skip hprune does not run under ulimit -v"
 fi
 
 # ---- train: bad data ----

@@ -532,6 +532,18 @@ if [ "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)" -lt 50000000 ]; then
 else
   ok "--eigs 50000 without --memory-budget # SKIP the machine has over 50 GB of memory"
 fi
+# the check sizes the batch the analysis runs: curv_init caps it at the samples, so --samples all
+# over the 256 training images in batches of 65536 runs in one batch of 256 (its workspace a few
+# tens of MB), not 65536's 20 GB; the training set's size comes from its IDX header
+run "$HPRUNE" hessian "$MODEL" --data "$DATA" --samples all --batch-size 65536 --threads 1 --trace --max-probes 2 \
+  --memory-budget 500 --json
+check "--samples all --batch-size 65536 under --memory-budget 500: sized by its real batch of 256, it runs" \
+  eval 'rc_is 0 && out_has "\"samples\":256," && out_has "\"batch_size\":256,"'
+expect_hessian 1 "--samples all: a refusal names the batch that runs (256), not --batch-size's 65536" "$MODEL" \
+  "needs about [0-9]+ MB of memory \(61706 parameters, batch 256\), over the limit of 10 MB \(--memory-budget 10\): lower --batch-size" \
+  "$MODEL" --data "$DATA" --samples all --batch-size 65536 --threads 1 --trace --memory-budget 10
+expect_hessian 1 "--samples all with no data: its size unknown, the data's error" "$T/nodata" "no such directory" \
+  "$MODEL" --data "$T/nodata" --samples all --threads 1 --trace
 expect_hessian 2 "--points even: the grid would miss the model" "4" "odd count" "$MODEL" --data "$DATA" $S --landscape "$T/out/e.png" --points 4
 expect_hessian 2 "--csv with no trace or eigenvalues to write" "--csv" "--trace.*--eigs" "$MODEL" --data "$DATA" $S --density "$T/out/c.png" --csv "$T/out/c.csv"
 # two outputs naming one file (the files --density and --landscape write beside theirs included)

@@ -2,6 +2,7 @@
 // (parameters and input, running statistics and batch statistics) on LeNet-5, a small custom
 // ResNet and ResNet-20; MODE_INFER's fused forward against MODE_EVAL; training drives a synthetic loss down; determinism; model_copy; graphs
 // the builder must reject; parameter and MAC counts of the built-in architectures.
+#include <limits.h>
 #include <omp.h>
 
 #include "testutil.h"
@@ -712,6 +713,25 @@ static void test_reject_kernel_too_large(void **state) {
     model_free(&m);
 }
 
+// Shapes near INT_MAX are inferred in 64 bits: a window over an input INT_MAX wide fits, one whose
+// output would be wider is refused, and so is a flatten to more than INT_MAX features.
+static void test_huge_shapes(void **state) {
+    (void)state;
+    Model m;
+    HpErr err = {{0}};
+    model_init(&m, (Shape){1, 1, INT_MAX}, 2);
+    int x = mb_input(&m, &err), y;
+    expect_ok(x, &err);
+    expect_ok(y = mb_conv(&m, "c1", x, 6, 5, 1, 2, 1, false, &err), &err);
+    assert_int_equal(m.nodes[y].out.w, INT_MAX);
+    assert_int_equal(m.nodes[y].out.h, 1);
+    expect_reject(mb_conv(&m, "c_wide", x, 6, 5, 1, 4, 1, false, &err), &err, &m, 2, "c_wide");
+    assert_non_null(strstr(err.msg, "too large"));
+    expect_reject(mb_flatten(&m, "flat", y, &err), &err, &m, 2, "flat");
+    assert_non_null(strstr(err.msg, "features"));
+    model_free(&m);
+}
+
 static void test_reject_bad_groups(void **state) {
     (void)state;
     Model m;
@@ -825,6 +845,7 @@ int main(void) {
         cmocka_unit_test(test_reject_linear_without_flatten),
         cmocka_unit_test(test_reject_add_mismatch),
         cmocka_unit_test(test_reject_kernel_too_large),
+        cmocka_unit_test(test_huge_shapes),
         cmocka_unit_test(test_reject_bad_groups),
         cmocka_unit_test(test_reject_duplicate_name),
         cmocka_unit_test(test_reject_bad_head),
