@@ -810,7 +810,7 @@ __attribute__((format(printf, 5, 6))) static int put_cell(char (*c)[CELL], int k
     int n = vsnprintf(c[k], CELL, fmt, ap);
     va_end(ap);
     if (n >= 0 && n < CELL) return 0;
-    return hp_fail(err, "%s: a %s longer than %d characters", path, SWEEP_CSV_HEADER[k], CELL - 1);
+    return hp_fail(err, "%s: the %s cell is longer than %d characters", path, SWEEP_CSV_HEADER[k], CELL - 1);
 }
 
 // Formats the row of result x into c (SWEEP_CSV_COLS cells), in column order. Returns 0, or -1

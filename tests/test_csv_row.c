@@ -38,10 +38,10 @@ static void test_first_long_cell_named(void **state) {
     x.lat = 1e9;                                    // 1000000000.000
     x.seconds = 1e12;                               // 1000000000000.0
     assert_int_equal(csv_row(&x, c, "r.csv", &err), -1);
-    assert_string_equal(err.msg, "r.csv: a id longer than 9 characters");
+    assert_string_equal(err.msg, "r.csv: the id cell is longer than 9 characters");
     snprintf(x.id, sizeof x.id, "l1-s1");
     assert_int_equal(csv_row(&x, c, "r.csv", &err), -1);
-    assert_string_equal(err.msg, "r.csv: a latency_ms longer than 9 characters");
+    assert_string_equal(err.msg, "r.csv: the latency_ms cell is longer than 9 characters");
 }
 
 int main(void) {
