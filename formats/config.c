@@ -64,7 +64,7 @@ static const IniKey KEYS[] = {
     {"train", "label_smoothing", IK_FLOAT, FIELD(train.label_smoothing), 0, 1, IK_RANGE | IK_MAX_EXCL},
     {"train", "seed", IK_U64, FIELD(train.seed)},
     {"train", "threads", IK_INT, FIELD(train.threads), 0, HP_MAX_THREADS, IK_RANGE},
-    {"train", "output", IK_STR, FIELD(output), 0, 0, IK_NONEMPTY},
+    {"train", "output", IK_STR, FIELD(output), 0, 0, IK_NONEMPTY | IK_OUTPUT},
 };
 
 // Keys with both bounds name the whole range: "'crop_pad' must be in [0, 64], got 100".

@@ -18,6 +18,10 @@
 // Returns the stream (blocking reads; the caller closes it), or NULL with err set, without the
 // path: "cannot open: No such file or directory", "not a regular file".
 FILE *fopen_regular(const char *path, uint64_t *size, HpErr *err);
+// Returns 0, or -1 with err ("WHAT: a key with an escaped NUL (\u0000): "name"", or "WHAT:
+// "name" holds a string with an escaped NUL (\u0000)") if a string of JSON text, which cJSON
+// has parsed, holds \u0000: cJSON's copy of that string would end there.
+int json_check_nul(const char *text, const char *what, HpErr *err);
 
 // ---- datasets ----
 

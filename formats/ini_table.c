@@ -197,10 +197,13 @@ static int store(const IniSet *s, void *dst, const void *x, size_t n) {
     return 0;
 }
 
-// Stores a string of at most size-1 characters (not empty with IK_NONEMPTY) at dst.
+// Stores a string of at most size-1 characters (not empty with IK_NONEMPTY, not "-" with
+// IK_OUTPUT) at dst.
 static int set_string(const IniSet *s, char *dst, const char *v) {
     size_t len = strlen(v);
     if (len == 0 && (s->key->flags & IK_NONEMPTY)) return hp_fail(s->err, "'%s' must not be empty", s->key->key);
+    if ((s->key->flags & IK_OUTPUT) && strcmp(v, "-") == 0)
+        return hp_fail(s->err, "'%s' = -: writing to standard output is not supported; name a path", s->key->key);
     if (len >= s->key->size) return hp_fail(s->err, "'%s' is too long (at most %zu characters)", s->key->key, s->key->size - 1);
     memcpy(dst, v, len + 1);
     return 0;

@@ -30,6 +30,7 @@ enum {
     IK_MIN_EXCL = 4,
     IK_MAX_EXCL = 8,
     IK_NONEMPTY = 16,  // strings and names: the empty string is refused
+    IK_OUTPUT = 32,    // strings naming an output: "-" (standard output) is refused
 };
 
 typedef struct IniKey IniKey;

@@ -387,7 +387,11 @@ int graph_from_json(Model *m, const char *json, HpErr *err) {
     memset(m, 0, sizeof *m);
     cJSON *root = cJSON_Parse(json);
     if (!root) return hp_fail(err, "graph is not valid JSON");
-    int rc = cJSON_IsObject(root) ? build_graph(root, m, err) : hp_fail(err, "graph is not a JSON object");
+    int rc = -1;
+    if (!cJSON_IsObject(root))
+        hp_fail(err, "graph is not a JSON object");
+    else if (json_check_nul(json, "graph", err) == 0)  // else a node name would be cut short
+        rc = build_graph(root, m, err);
     cJSON_Delete(root);
     if (rc != 0) model_free(m);
     return rc;

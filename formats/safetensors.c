@@ -233,6 +233,10 @@ static cJSON *parse_header_json(const char *hdr, size_t len, HpErr *err) {
         cJSON_Delete(root);
         return NULL;
     }
+    if (json_check_nul(hdr, "header", err) < 0) {  // a tensor name cut short could name another tensor
+        cJSON_Delete(root);
+        return NULL;
+    }
     return root;
 }
 

@@ -191,11 +191,15 @@ static int check_method_scores(const SweepConfig *c, const SweepMethod *sm, cons
 
 int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpErr *err) {
     if (check_targets(c, m, err) < 0) return -1;
-    for (int i = 0; i < c->n_methods; i++) {
+    for (int i = 0; i < c->n_methods; i++) {  // the Fisher's sizes, before any scoring shrinks them
         if (c->methods[i].criterion != CRIT_OBS) continue;
         CritOpts k = method_crit(c, &c->methods[i]);
         HpErr e;
-        if (fisher_check(m, &k.fisher, &e) < 0) return hp_fail(err, "%s: method %s: %s", c->path, c->methods[i].name, e.msg);
+        if (fisher_check(m, &k.fisher, &e) < 0 || fisher_check_data(m, train, &k.fisher, &e) < 0) {
+            char where[SWEEP_PATH + 16];
+            config_place(c, sweep_method_line(c, &c->methods[i]), where, sizeof where);
+            return hp_fail(err, "%s: method %s: %s", where, c->methods[i].name, e.msg);
+        }
     }
     for (int i = 0; i < c->n_methods; i++)
         if (check_method_scores(c, &c->methods[i], m, train, err) < 0) return -1;
@@ -418,26 +422,6 @@ static char *read_text(const char *path, size_t *len_out, HpErr *err) {
     return s;
 }
 
-// The first string of JSON text (an object: cJSON parsed it, so its first string is a member
-// name) that holds an escaped NUL, \u0000, where cJSON's copy of the string ends. Returns NULL if
-// there is none; else the member name it is in (the last name before it) or is, as written in
-// text, *len bytes long (*is_name: the string is that name).
-static const char *escaped_nul(const char *text, int *len, bool *is_name) {
-    const char *name = NULL;
-    int name_len = 0;
-    for (const char *p = strchr(text, '"'); p; p = strchr(p + 1, '"')) {  // outside strings, a '"' opens one
-        const char *s = p + 1;
-        bool nul = false;
-        for (p = s; *p != '"'; p++)
-            if (*p == '\\') nul |= strncmp(++p, "u0000", 5) == 0;  // an escape: '\\' and its next character
-        const char *after = p + 1 + strspn(p + 1, " \t\r\n");
-        *is_name = *after == ':';
-        if (*is_name) name = s, name_len = (int)(p - s);
-        if (nul) return *len = name_len, name;
-    }
-    return NULL;
-}
-
 // Parses text (len bytes, read from path) as one JSON object with nothing after it but white
 // space, and no string in it holding an escaped NUL (which cJSON would cut it at). Returns it
 // (cJSON_Delete it), or NULL with err naming path and the problem.
@@ -447,19 +431,13 @@ static cJSON *parse_object(const char *text, size_t len, const char *path, HpErr
     cJSON *j = cJSON_ParseWithOpts(text, &end, false);
     if (!j) return hp_fail(err, "%s: not a JSON object (a syntax error at byte %zu)", path, (size_t)(end - text)), NULL;
     end += strspn(end, " \t\r\n");
-    int name_len;
-    bool is_name;
-    const char *name = cJSON_IsObject(j) && *end == '\0' ? escaped_nul(text, &name_len, &is_name) : NULL;
-    if (cJSON_IsObject(j) && *end == '\0' && !name) return j;
-    cJSON_Delete(j);
-    if (name && is_name)
-        return hp_fail(err, "%s: a key with an escaped NUL (\\u0000): \"%.*s\"", path, name_len > 64 ? 64 : name_len,
-                       name), NULL;
-    if (name)
-        return hp_fail(err, "%s: \"%.*s\" holds a string with an escaped NUL (\\u0000)", path,
-                       name_len > 64 ? 64 : name_len, name), NULL;
-    if (*end) return hp_fail(err, "%s: data after the JSON object (at byte %zu)", path, (size_t)(end - text)), NULL;
-    return hp_fail(err, "%s: not a JSON object", path), NULL;
+    if (!cJSON_IsObject(j) || *end) {
+        cJSON_Delete(j);
+        if (*end) return hp_fail(err, "%s: data after the JSON object (at byte %zu)", path, (size_t)(end - text)), NULL;
+        return hp_fail(err, "%s: not a JSON object", path), NULL;
+    }
+    if (json_check_nul(text, path, err) < 0) return cJSON_Delete(j), NULL;
+    return j;
 }
 
 // Sets *v to member key of object j (NULL if it has none). Returns 0, or -1 with err set if key

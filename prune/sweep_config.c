@@ -356,7 +356,7 @@ static int set_located(void *cfg, const IniSet *s, const char *v) {
 // Every key of [sweep], [data] and [finetune]; the only place that lists them.
 static const IniKey KEYS[] = {
     {"sweep", "model", IK_CUSTOM, FIELD(model), .set = set_located},
-    {"sweep", "out", IK_STR, FIELD(out), 0, 0, IK_NONEMPTY},
+    {"sweep", "out", IK_STR, FIELD(out), 0, 0, IK_NONEMPTY | IK_OUTPUT},
     {"sweep", "methods", IK_CUSTOM, FIELD(method_names), .set = set_methods},
     {"sweep", "target", IK_CUSTOM, FIELD(kind), .set = set_kind},
     {"sweep", "targets", IK_CUSTOM, FIELD(targets), .set = set_targets},

@@ -224,6 +224,7 @@ static void test_strict_numbers(void **state) {
         {"[train]\nnesterov = maybe\n", "bad value 'maybe' for 'nesterov': expected true or false"},
         {"[train]\nschedule = linear\n", "bad value 'linear' for 'schedule': expected constant, step or cosine"},
         {"[train]\noutput =\n", "'output' must not be empty"},
+        {"[train]\noutput = -\n", "'output' = -: writing to standard output is not supported; name a path"},
         {"[data]\nval_split = 1\n", "'val_split' must be in [0, 1), got 1"},
         {"[data]\nval_split = -0.5\n", "'val_split' must be in [0, 1), got -0.5"},
         {"[data]\ncrop_pad = -2\n", "'crop_pad' must be in [0, 64], got -2"},

@@ -191,6 +191,10 @@ static void test_reject_header(void **state) {
         {"{\"__metadata__\":[]}", 0, "__metadata__ is not an object"},
         {"{\"__metadata__\":{},\"__metadata__\":{}}", 0, "duplicate key '__metadata__'"},
         {"{}", 4, "no tensors but 4 bytes of data"},
+        // an escaped NUL, where the JSON reader would cut the name or string short
+        {"{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8,
+         "header: a key with an escaped NUL (\\u0000): \"a\\u0000b\""},
+        {"{\"__metadata__\":{\"k\":\"v\\u0000w\"}}", 0, "header: \"k\" holds a string with an escaped NUL"},
     };
     char dir[64], path[128];
     tu_tmpdir(dir, sizeof dir);

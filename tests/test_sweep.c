@@ -130,6 +130,7 @@ static void test_config_errors(void **state) {
     expect_error(fx, "[sweep]\nmodel = m\n[finetune]\ncrop_pad = -1\n", 4, "'crop_pad' must be in [0, 64]");
     expect_error(fx, "[sweep]\nmodel = m\n[data]\ndataset = imagenet\n", 4, "fashion-mnist, mnist or cifar10");
     expect_error(fx, "[sweep]\nmodel =\n", 2, "must not be empty");
+    expect_error(fx, "[sweep]\nmodel = m\nout = -\n", 3, "'out' = -: writing to standard output is not supported");
     expect_error(fx, "model = m\n", 1, "outside any section");
     expect_error(fx, "[sweep]\nmodel = m\nthis is not ini\n", 3, "syntax error");
     expect_error(fx, "[sweep]\nmethods = l1\n", 0, "model is required");
@@ -764,7 +765,8 @@ static void test_check_methods(void **state) {
     dataset_free(&d2);
     HpErr err;
     const char *all = "[sweep]\nmodel = m\nmethods = random, l1, l2, taylor, hap, obd, fisher, obs, obs-layer, hap-ggn\n"
-                      "targets = 0.3\nsamples = 64\n[method hap-ggn]\ncriterion = hap\nggn = true\n";
+                      "targets = 0.3\nsamples = 64\n[method hap-ggn]\ncriterion = hap\nggn = true\n"
+                      "[method obs]\nfisher_grads = 16\n";
     if (check_text(fx, all, &plain, &d, &err) != 0) fail_msg("%s", err.msg);  // every criterion but bn runs here
     if (check_text(fx, "[sweep]\nmodel = m\nmethods = l1, bn\ntargets = 0.3\n", &bn, &d, &err) != 0) fail_msg("%s", err.msg);
     struct { const char *text; int line; } cases[] = {
@@ -779,6 +781,10 @@ static void test_check_methods(void **state) {
                  "batchnorm", fx->path, cases[i].line, i == 1 ? "slim" : "bn");
         if (strncmp(err.msg, want, strlen(want)) != 0) fail_msg("case %zu: '%s'\nwanted '%s'", i, err.msg, want);
     }
+    // a Fisher needing more images than the data holds is named at its method's line
+    assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = l1, obs\ntargets = 0.3\n", &plain, &d, &err), -1);
+    assert_non_null(strstr(err.msg, ":3: method obs: fisher: N 1000 gradients of 1 sample need 1000 distinct samples; "
+                                    "the data has 16"));
     // the default method needs no line: l1 runs everywhere; a target out of reach comes first
     if (check_text(fx, "[sweep]\nmodel = m\ntargets = 0.3\n", &plain, &d, &err) != 0) fail_msg("%s", err.msg);
     assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = bn\nmax_layer_frac = 0.1\ntargets = 0.95\n", &plain,
