@@ -70,7 +70,7 @@ $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libhprune.a
 
 # the out-of-memory test makes the library's allocations fail through its wrappers of these, and
 # the memory-size test counts their bytes
-$(BUILD)/tests/test_oom $(BUILD)/tests/test_memsize: $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libhprune.a
+$(BUILD)/tests/test_oom $(BUILD)/tests/test_memsize: $(BUILD)/tests/%: tests/%.c tests/testutil.h tests/alloc_wrap.h $(BUILD)/libhprune.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libhprune.a $(LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
 	  $(LDLIBS) -lcmocka

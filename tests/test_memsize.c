@@ -7,13 +7,7 @@
 
 #include "hessian/hvp.h"
 #include "nn/train.h"
-
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t count, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t count, size_t size);
-void *__wrap_realloc(void *p, size_t size);
+#include "tests/alloc_wrap.h"
 
 // The wrappers' tally (atomic: the library may allocate inside OpenMP regions).
 static struct {

@@ -8,13 +8,7 @@
 #include "testutil.h"
 
 #include "prune/pipeline.h"
-
-void *__real_malloc(size_t size);
-void *__real_calloc(size_t count, size_t size);
-void *__real_realloc(void *p, size_t size);
-void *__wrap_malloc(size_t size);
-void *__wrap_calloc(size_t count, size_t size);
-void *__wrap_realloc(void *p, size_t size);
+#include "tests/alloc_wrap.h"
 
 // The fault injector's state, shared with the wrappers (the only way to reach them): while armed,
 // allocation number fail_at (counted from 0 by seen) returns NULL.
