@@ -138,8 +138,6 @@ typedef enum { MEM_UNKNOWN, MEM_MACHINE, MEM_CGROUP, MEM_ULIMIT } MemSource;
 // its cgroup (a container) or its address-space limit (ulimit -v) when that is smaller; 0 if
 // unknown. *source (may be NULL) gets which bound it is.
 double memory_available(MemSource *source);
-// memory_available(NULL).
-double machine_memory(void);
 // The memory a command may plan for: 80% of memory_available() (0 when that is unknown: no
 // limit); desc (cap bytes) gets what it is, "80% of the machine's 24.1 GB".
 double memory_limit(char *desc, size_t cap);

@@ -418,8 +418,6 @@ double memory_available(MemSource *source) {
     return have;
 }
 
-double machine_memory(void) { return memory_available(NULL); }
-
 double memory_limit(char *desc, size_t cap) {
     MemSource from;
     char have_s[32];

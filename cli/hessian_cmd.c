@@ -960,12 +960,9 @@ static FisherOpts obs_fisher_opts(const HessOpts *o) {
 static void obs_check(const HessOpts *o, const Model *m, const FisherOpts *fo) {
     HpErr err;
     if (fisher_check(m, fo, &err) < 0) die("%s: %s", o->model, err.msg);
-    double need = (double)fisher_bytes(m, fo);
-    double have = machine_memory();
-    if (have > 0 && need > 0.8 * have)
-        die("%s: the Fisher inverse needs about %.1f GB of memory (%d gradients, blocks of %zu); the machine has "
-            "%.1f GB: lower --fisher-grads or --block-size",
-            o->model, need / 1e9, fo->n_grads, fo->block_size, have / 1e9);
+    char what[96];
+    snprintf(what, sizeof what, "the Fisher inverse (%d gradients, blocks of %zu) needs", fo->n_grads, fo->block_size);
+    check_memory_fits(o->model, what, (double)fisher_bytes(m, fo), "lower --fisher-grads or --block-size");
 }
 
 // Exits unless the training set holds the --fisher-grads x --fisher-batch distinct images the

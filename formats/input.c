@@ -30,8 +30,8 @@ FILE *fopen_regular(const char *path, uint64_t *size, HpErr *err) {
     return fp;
 }
 
-// The first string of JSON text (cJSON parsed it) that holds an escaped NUL, \u0000, where
-// cJSON's copy of the string ends. Returns NULL if there is none; else the member name it is in
+// The first string of JSON text (cJSON parsed it; a string left open, which JSON cannot hold,
+// ends the search) that holds an escaped NUL, \u0000, where cJSON's copy of the string ends. Returns NULL if there is none; else the member name it is in
 // (the last name before it; NULL with *len 0 if none) or is, as written in text, *len bytes long
 // (*is_name: the string is that name). *found tells whether there is one.
 static const char *escaped_nul(const char *text, int *len, bool *is_name, bool *found) {
@@ -41,8 +41,10 @@ static const char *escaped_nul(const char *text, int *len, bool *is_name, bool *
     for (const char *p = strchr(text, '"'); p; p = strchr(p + 1, '"')) {  // outside strings, a '"' opens one
         const char *s = p + 1;
         bool nul = false;
-        for (p = s; *p != '"'; p++)
+        for (p = s; *p != '"'; p++) {
+            if (*p == '\0' || (*p == '\\' && p[1] == '\0')) return NULL;  // not JSON: no string ends here
             if (*p == '\\') nul |= strncmp(++p, "u0000", 5) == 0;  // an escape: '\\' and its next character
+        }
         const char *after = p + 1 + strspn(p + 1, " \t\r\n");
         *is_name = *after == ':';
         if (*is_name) name = s, name_len = (int)(p - s);

@@ -385,7 +385,7 @@ static int build_graph(const cJSON *root, Model *m, HpErr *err) {
 
 int graph_from_json(Model *m, const char *json, HpErr *err) {
     memset(m, 0, sizeof *m);
-    cJSON *root = cJSON_Parse(json);
+    cJSON *root = cJSON_ParseWithOpts(json, NULL, true);  // nothing after the object but white space
     if (!root) return hp_fail(err, "graph is not valid JSON");
     int rc = -1;
     if (!cJSON_IsObject(root))

@@ -301,7 +301,7 @@ void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy
                                    acc, rdgamma, rdbeta);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static)  // train mode: the statistics depend on x
     for (int c = 0; c < C; c++) {
         const float mu = mean[c], s = invstd[c], mrx = rstat[c], cc = rstat[C + c];
         double sdy = 0.0, sdyx = 0.0, srdy = 0.0, sr = 0.0;  // sums of dy, dy xhat, R{dy}, R{dy xhat}
@@ -324,16 +324,9 @@ void batchnorm_rbackward(int N, int C, int HW, bool batch_stats, const float *dy
         rdgamma[c] += (float)sr;
         rdbeta[c] += (float)srdy;
         if (!rdx) continue;
-        float g = gamma[c] * s;
-        float a = 0.0f, b = 0.0f, ra = 0.0f, rb = 0.0f;
-        float rg = vgamma[c] * s;  // R{gamma s}; train mode adds gamma R{s} = -gamma s^2 c
-        if (batch_stats) {
-            a = (float)(sdy / M);
-            b = (float)(sdyx / M);
-            ra = (float)(srdy / M);
-            rb = (float)(sr / M);
-            rg -= gamma[c] * s * s * cc;
-        }
+        const float g = gamma[c] * s;
+        const float a = (float)(sdy / M), b = (float)(sdyx / M), ra = (float)(srdy / M), rb = (float)(sr / M);
+        const float rg = vgamma[c] * s - gamma[c] * s * s * cc;  // R{gamma s} = vgamma s + gamma R{s}, R{s} = -s^2 c
         // R{dx} = R{g} (dy - a - xhat b) + g (R{dy} - R{a} - R{xhat} b - xhat R{b})
         for (int n = 0; n < N; n++) {
             size_t off = ((size_t)n * C + c) * HW;

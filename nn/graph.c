@@ -464,9 +464,6 @@ int ws_enable_rop(Workspace *ws, const Model *m, HpErr *err) {
 // R{x} of node id, or NULL when it is the network input (whose R{x} is zero).
 static const float *rin_of(const Workspace *ws, int id) { return id == 0 ? NULL : ws->ract[id]; }
 
-// The ReLU whose R-forward batchnorm node i's does, or -1: in any mode.
-static int rforward_relu(const Model *m, const Workspace *ws, int i) { return relu_after_bn(m, ws, i); }
-
 // The ReLU whose R-backward batchnorm node i's does, or -1: in eval mode, where the backward is
 // fused too (backward_relu), so both gradients are read from the ReLU.
 static int rbackward_relu(const Model *m, const Workspace *ws, int i) {
@@ -491,7 +488,7 @@ static void node_rforward(const Model *m, Workspace *ws, int i, int N, const flo
     case OP_BATCHNORM2D: {
         int C = n->out.c, HW = n->out.h * n->out.w;
         const float *mean = ws->aux[i], *invstd = mean + C;
-        int r = rforward_relu(m, ws, i);  // then R{relu(y)} goes straight into the ReLU's buffer
+        int r = relu_after_bn(m, ws, i);  // then R{relu(y)} goes straight into the ReLU's buffer
         batchnorm_rforward(N, C, HW, ws->last_mode != MODE_EVAL, x, mean, invstd, w, rxz, vw, v + n->b_off,
                            r >= 0 ? ws->act[i] : NULL, r >= 0 ? ws->ract[r] : ry, ws->raux[i]);
         break;
@@ -529,11 +526,16 @@ static void node_rforward(const Model *m, Workspace *ws, int i, int N, const flo
     }
 }
 
+// True when the last forward pass is one the R-operator runs through: MODE_EVAL or
+// MODE_BATCHSTATS (MODE_TRAIN's fused backward leaves the batchnorm gradients its R-backward
+// would read unwritten; MODE_INFER keeps too little).
+static bool rop_mode(const Workspace *ws) { return ws->last_mode == MODE_EVAL || ws->last_mode == MODE_BATCHSTATS; }
+
 const float *model_rforward(const Model *m, Workspace *ws, const float *v) {
-    HP_ASSERT(ws->rblock != NULL && ws->last_mode != MODE_INFER);
+    HP_ASSERT(ws->rblock != NULL && rop_mode(ws));
     for (int i = 1; i < m->n_nodes; i++) {
         const Node *n = &m->nodes[i];
-        if (n->op == OP_RELU && rforward_relu(m, ws, n->in[0]) == i) continue;  // its batchnorm did it
+        if (n->op == OP_RELU && relu_after_bn(m, ws, n->in[0]) == i) continue;  // its batchnorm did it
         node_rforward(m, ws, i, ws->last_n, v);
     }
     return ws->ract[m->n_nodes - 1];
@@ -607,6 +609,7 @@ static void node_rbackward(const Model *m, Workspace *ws, int i, int N, const fl
 
 void model_rbackward(const Model *m, Workspace *ws, const float *v, const float *dlogits, const float *rdlogits,
                      float *hv, float *grad, bool grads_ready) {
+    HP_ASSERT(ws->rblock != NULL && rop_mode(ws));
     int N = ws->last_n, L = m->n_nodes;
     for (int i = 0; i < L - 1; i++) {
         if (!grads_ready) ws->fresh[i] = true;

@@ -166,7 +166,8 @@ typedef struct {
     int batch;        // largest N this workspace takes
     int n_threads;    // OpenMP threads it was sized for
     float **act;      // act[i]: output of node i, (N, out.c, out.h, out.w)
-    float **grad;     // grad[i]: loss gradient with respect to act[i]
+    float **grad;     // grad[i]: loss gradient with respect to act[i]; not written for a batchnorm
+                      // whose only reader is a ReLU (MODE_EVAL, MODE_TRAIN: it reads the ReLU's)
     float **aux;      // aux[i]: op state saved by forward (bn: mean, invstd; pool: argmax; dropout: mask)
     bool *fresh;      // fresh[i]: during backward, grad[i] holds no contribution yet (its next writer assigns)
     int *sole;        // sole[i]: the node that alone consumes node i's output, or -1 (none, several)
@@ -179,7 +180,8 @@ typedef struct {
     size_t block_len;
     Mode last_mode;   // mode of the last forward pass
     int last_n;       // batch size of the last forward pass
-    // R-operator state (allocated by ws_enable_rop): R{act}, R{grad}, op R-state (bn: mean(R{x}), mean(xhat R{x}))
+    // R-operator state (allocated by ws_enable_rop): R{act}, R{grad}, op R-state (bn: mean(R{x}), mean(xhat R{x})).
+    // A batchnorm whose only reader is a ReLU leaves its R{act} unwritten, and in MODE_EVAL its R{grad}.
     float **ract, **rgrad, **raux;
     bool *rfresh;  // as fresh, for rgrad
     float *rblock;
@@ -210,10 +212,12 @@ void model_backward(const Model *m, Workspace *ws, const float *dlogits, float *
 int ws_enable_rop(Workspace *ws, const Model *m, HpErr *err);
 // Bytes ws_enable_rop allocates on a workspace for batches of `batch` (SIZE_MAX on overflow).
 size_t ws_rop_bytes(const Model *m, int batch);
-// R-forward through the last forward pass along the parameter direction v (n_params floats):
-// fills R{act} for every node (R{input} = 0). Returns R{logits}, (N, n_classes).
+// R-forward through the last forward pass (MODE_EVAL or MODE_BATCHSTATS) along the parameter
+// direction v (n_params floats): fills R{act} (R{input} = 0; see Workspace for the nodes it
+// skips). Returns R{logits}, (N, n_classes).
 const float *model_rforward(const Model *m, Workspace *ws, const float *v);
-// Backward and R-backward together through the last forward and R-forward passes: dlogits
+// Backward and R-backward together through the last forward (MODE_EVAL or MODE_BATCHSTATS) and
+// R-forward passes: dlogits
 // and rdlogits are (N, n_classes). Accumulates H v into hv and, if grad is not NULL, the
 // gradient into grad (n_params floats each, added to what is there). If grads_ready, the
 // workspace already holds the ordinary backward of dlogits through this forward pass (from

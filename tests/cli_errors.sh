@@ -486,6 +486,9 @@ if sh -c "$UL" sh "$HPRUNE" info lenet5 >/dev/null 2>&1; then
     "the curvature passes over 65536 training images in batches of 65536 need .*$LIMIT: lower --batch-size" \
     sh -c "$UL" sh "$HPRUNE" sensitivity "$GOOD" --data "$T/headers" --samples 65536 --batch-size 65536 --threads 1 \
     -o "$T/out/sens"
+  expect 1 "hessian --obs: a Fisher of 60000 gradients over the limit, before the data is read" "$GOOD" \
+    "the Fisher inverse \(60000 gradients, blocks of [0-9]+\) needs about [0-9.]+ GB of memory, $LIMIT: lower --fisher-grads or --block-size$" \
+    sh -c "$UL" sh "$HPRUNE" hessian "$GOOD" --data "$T/headers" --obs --fisher-grads 60000 --memory-budget 0 --threads 1
   run sh -c "$UL" sh "$HPRUNE" train --config "$T/good.ini" --epochs 1 --batch-size 64 -o "$T/out/limited.safetensors"
   check "train under the same limit with batches that fit: it runs" sh -c '[ "$0" -eq 0 ] && [ -s "$1" ]' "$rc" \
     "$T/out/limited.safetensors"

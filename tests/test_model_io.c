@@ -288,6 +288,8 @@ static void test_graph_json_errors(void **state) {
         {HDR "{\"name\":\"c\",\"op\":\"conv2d\",\"inputs\":[\"input\"],\"out_channels\":4,\"kernel\":1,"
              "\"stride\":1,\"padding\":10,\"groups\":1,\"bias\":false}]}",
          "node 1 'c': padding 10 is not smaller than the kernel 1"},
+        // text after the graph (here a string left open) is refused before anything reads it
+        {HDR FLAT "]} \"", "graph is not valid JSON"},
         // an escaped NUL would cut the name short, so that it names another node or tensor
         {HDR "{\"name\":\"fl\\u0000at\",\"op\":\"flatten\",\"inputs\":[\"input\"]}]}",
          "graph: \"name\" holds a string with an escaped NUL (\\u0000)"},
