@@ -272,6 +272,15 @@ done:
     return rc;
 }
 
+// Opens an images file (count, rows, columns) whose sizes each fit an int. Returns 0, or -1
+// with err set and nothing left open.
+static int idx_open_images(IdxFile *f, const char *path, HpErr *err) {
+    if (idx_open(f, path, 3, "images", err) < 0) return -1;
+    if (f->dims[0] <= INT32_MAX && f->dims[1] <= INT32_MAX && f->dims[2] <= INT32_MAX) return 0;
+    idx_close(f, NULL);
+    return hp_fail(err, "%s: header: sizes too large", path);
+}
+
 // Loads an images/labels pair into d. n_classes > 0: labels must be below it (and d gets it);
 // n_classes == 0: d->n_classes is 10, or 1 + the largest label if that is larger.
 // On failure d is left empty.
@@ -280,11 +289,7 @@ static int idx_load_classes(const char *images_path, const char *labels_path, in
     memset(d, 0, sizeof *d);
     IdxFile fi, fl;
     char desc[128];
-    if (idx_open(&fi, images_path, 3, "images", err) < 0) return -1;
-    if (fi.dims[0] > INT32_MAX || fi.dims[1] > INT32_MAX || fi.dims[2] > INT32_MAX) {
-        idx_close(&fi, NULL);
-        return hp_fail(err, "%s: header: sizes too large", images_path);
-    }
+    if (idx_open_images(&fi, images_path, err) < 0) return -1;
     if (dataset_alloc(d, (int)fi.dims[0], 1, (int)fi.dims[1], (int)fi.dims[2], 1, err) < 0) {
         idx_close(&fi, NULL);
         return hp_prefix(err, images_path);
@@ -373,11 +378,9 @@ int mnist_peek_dir(const char *dir, Shape *shape, int *n_train, HpErr *err) {
     char path[4096];
     IdxFile f;
     if (check_dir(dir, err) < 0 || find_idx_file(dir, "train-images-idx3-ubyte", path, sizeof path, err) < 0 ||
-        idx_open(&f, path, 3, "images", err) < 0)
+        idx_open_images(&f, path, err) < 0)
         return -1;
     idx_close(&f, NULL);  // only read from
-    if (f.dims[0] > INT32_MAX || f.dims[1] > INT32_MAX || f.dims[2] > INT32_MAX)
-        return hp_fail(err, "%s: header: sizes too large", path);
     *shape = (Shape){1, (int)f.dims[1], (int)f.dims[2]};
     *n_train = (int)f.dims[0];
     return 0;

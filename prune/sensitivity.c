@@ -217,10 +217,6 @@ void sensresult_free(SensResult *r) {
 
 // ---- helpers ----
 
-// Parses a whole string as a finite plain decimal number (the INI reader's grammar, ini_number:
-// no blanks, '+', hex, inf or nan). Returns 0 or -1.
-static int parse_num(const char *s, double *x) { return ini_number(s, x) == 0 ? 0 : -1; }
-
 // Parses "a:b:step" into ratios. Returns the count or -1.
 static int parse_range(const char *s, double *ratios, int max, HpErr *err) {
     char buf[3][64];
@@ -234,7 +230,8 @@ static int parse_range(const char *s, double *ratios, int max, HpErr *err) {
         p += len + 1;
     }
     double a, b, step;
-    if (parse_num(buf[0], &a) < 0 || parse_num(buf[1], &b) < 0 || parse_num(buf[2], &step) < 0)
+    // ini_number: the INI reader's grammar (plain decimal, finite; no blanks, '+', hex, inf or nan)
+    if (ini_number(buf[0], &a) != 0 || ini_number(buf[1], &b) != 0 || ini_number(buf[2], &step) != 0)
         return hp_fail(err, "'%s' is not a:b:step (three numbers)", s);
     if (!(step > 0)) return hp_fail(err, "'%s': the step must be greater than 0", s);
     if (a > b) return hp_fail(err, "'%s': the start is above the end", s);
@@ -254,7 +251,7 @@ static int parse_list(const char *s, double *ratios, int max, HpErr *err) {
         memcpy(tok, p, len);
         tok[len] = '\0';
         if (n == max) return hp_fail(err, "'%s': at most %d ratios", s, max);
-        if (parse_num(tok, &ratios[n++]) < 0) return hp_fail(err, "'%s': '%s' is not a number", s, tok);
+        if (ini_number(tok, &ratios[n++]) != 0) return hp_fail(err, "'%s': '%s' is not a number", s, tok);
         if (!p[len]) return n;
         p += len + 1;
     }
