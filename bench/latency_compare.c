@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
     double *t = malloc((size_t)n * (size_t)rounds * sizeof(double)), ips;
     for (int r = 0; r < rounds; r++)
         for (int k = 0; k < n; k++)
-            if (model_latency(&m[k], &test, batch, 5, &t[k * rounds + r], &ips, &err) < 0) {
+            if (model_latency(&m[k], &test, batch, 5, 0.0, &t[k * rounds + r], &ips, &err) < 0) {
                 fprintf(stderr, "latency_compare: %s\n", err.msg);
                 return 1;
             }

@@ -413,7 +413,7 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     cJSON_AddNumberToObject(j, "latency_ms_after", r6(r->lat_pruned_ms));
     cJSON_AddNumberToObject(j, "images_per_s_before", round(r->ips_orig));
     cJSON_AddNumberToObject(j, "images_per_s_after", round(r->ips_pruned));
-    cJSON_AddNumberToObject(j, "speedup", r6(r->lat_orig_ms / r->lat_pruned_ms));
+    cJSON_AddNumberToObject(j, "speedup", r6(r->speedup));
     cJSON_AddNumberToObject(j, "score_seconds", round(r->score_s * 10) / 10);
     cJSON_AddNumberToObject(j, "finetune_seconds", round(r->finetune_s * 10) / 10);
     cJSON_AddNumberToObject(j, "total_seconds", round(r->total_s * 10) / 10);
@@ -498,7 +498,7 @@ static char *report_md(const PruneOpts *o, const Model *a, const Model *b, const
     sb_printf(&t,
               "\n| inference (batch 64, median) | ms per batch | images/s |\n|---|---:|---:|\n| original | %.2f | %.0f |\n"
               "| pruned | %.2f | %.0f |\n| speed-up | %.2fx | |\n\n",
-              r->lat_orig_ms, r->ips_orig, r->lat_pruned_ms, r->ips_pruned, r->lat_orig_ms / r->lat_pruned_ms);
+              r->lat_orig_ms, r->ips_orig, r->lat_pruned_ms, r->ips_pruned, r->speedup);
     sb_printf(&t, "scoring %.1fs, fine-tuning %.1fs, total %.1fs\n", r->score_s, r->finetune_s, r->total_s);
     HpErr err;
     if (sb_status(&t, &err) < 0) outputs_fail(out, err.msg);
@@ -536,7 +536,7 @@ static void print_summary(const PruneOpts *o, const Model *a, const Model *b, co
         printf(", %.2f%% after %d fine-tuning epoch%s", 100 * r->acc_final, r->finetune_epochs,
                plural(r->finetune_epochs));
     printf("\nlatency     %8.2fms -> %8.2fms  (batch 64, %.2fx faster)\n", r->lat_orig_ms, r->lat_pruned_ms,
-           r->lat_orig_ms / r->lat_pruned_ms);
+           r->speedup);
 }
 
 // Writes the slim model and the report (if asked) together, after the summary: both staged,

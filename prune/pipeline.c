@@ -21,6 +21,7 @@ PruneJob prune_job_defaults(void) {
     j.bn_samples = 1024;
     j.latency_batch = 64;
     j.latency_reps = 9;
+    j.latency_round_s = 0.1;
     return j;
 }
 
@@ -59,13 +60,22 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int model_latency(Model *m, const Dataset *d, int batch, int reps, double *ms, double *ips, HpErr *err) {
+// The median of v[0..n) (n > 0); sorts v.
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int model_latency(Model *m, const Dataset *d, int batch, int reps, double min_s, double *ms, double *ips,
+                  HpErr *err) {
+    enum { MAX_PASSES = 4096 };
+    const int cap = reps > MAX_PASSES ? reps : MAX_PASSES;
     Workspace ws;
     if (ws_init(&ws, m, batch, 0, err) < 0) return -1;
     float *x = hp_alloc((size_t)batch * shape_numel(m->input), sizeof(float), err);
     int *y = x ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
     int *idx = y ? hp_alloc((size_t)batch, sizeof(int), err) : NULL;
-    double *t = idx ? hp_alloc((size_t)reps, sizeof(double), err) : NULL;
+    double *t = idx ? hp_alloc((size_t)cap, sizeof(double), err) : NULL;
     if (!t) {
         free(idx), free(y), free(x);
         ws_free(&ws);
@@ -73,13 +83,15 @@ int model_latency(Model *m, const Dataset *d, int batch, int reps, double *ms, d
     }
     for (int i = 0; i < batch; i++) idx[i] = i % d->n;
     data_batch(d, idx, batch, m->norm_mean, m->norm_std, NULL, NULL, x, y);
-    for (int r = -2; r < reps; r++) {
+    for (int r = 0; r < 2; r++) model_forward(m, &ws, x, batch, MODE_INFER, NULL);  // warm-up
+    int n = 0;
+    for (double spent = 0.0; n < cap && (n < reps || spent < min_s); n++) {
         double t0 = clock_s();
         model_forward(m, &ws, x, batch, MODE_INFER, NULL);
-        if (r >= 0) t[r] = clock_s() - t0;
+        t[n] = clock_s() - t0;
+        spent += t[n];
     }
-    qsort(t, (size_t)reps, sizeof(double), cmp_double);
-    double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    double med = median_of(t, n);
     *ips = batch / med;
     *ms = med * 1e3;
     free(t), free(idx), free(y), free(x);
@@ -259,22 +271,28 @@ static int prune_step(const PruneJob *job, Model *m, const Dataset *train, const
     return 0;
 }
 
-// Median ms of the original and the pruned model's forward pass, measured in LATENCY_ROUNDS
-// alternating rounds (each the median of latency_reps passes) so that a change in the machine's
-// load between the two does not show as a speed-up; fills the latency fields of out. Returns 0,
-// or -1 with err set.
-enum { LATENCY_ROUNDS = 3 };
+// Times the original and the pruned model's forward passes in LATENCY_ROUNDS rounds, each model
+// at least latency_reps passes and latency_round_s seconds a round (their median), the order
+// alternating between rounds; fills the latency fields of out: each model's median over the
+// rounds, and the speed-up as the median of the rounds' own ratios, so that a slow spell of the
+// machine falls on both sides of a ratio. Returns 0, or -1 with err set.
+enum { LATENCY_ROUNDS = 7 };
 static int latency_pair(const PruneJob *job, Model *orig, Model *pruned, const Dataset *test, PruneOutcome *out,
                         HpErr *err) {
-    double t[2][LATENCY_ROUNDS], ips;  // ips: each round's own, unused (recomputed from the medians below)
+    double t[2][LATENCY_ROUNDS], ratio[LATENCY_ROUNDS], ips;  // ips: unused (recomputed from the medians)
+    Model *models[2] = {orig, pruned};
     for (int r = 0; r < LATENCY_ROUNDS; r++) {
-        if (model_latency(orig, test, job->latency_batch, job->latency_reps, &t[0][r], &ips, err) < 0 ||
-            model_latency(pruned, test, job->latency_batch, job->latency_reps, &t[1][r], &ips, err) < 0)
-            return hp_prefix(err, "latency");
+        for (int i = 0; i < 2; i++) {
+            const int k = (r + i) % 2;  // even rounds the original first, odd rounds the pruned model
+            if (model_latency(models[k], test, job->latency_batch, job->latency_reps, job->latency_round_s,
+                              &t[k][r], &ips, err) < 0)
+                return hp_prefix(err, "latency");
+        }
+        ratio[r] = t[0][r] / t[1][r];
     }
-    for (int k = 0; k < 2; k++) qsort(t[k], LATENCY_ROUNDS, sizeof(double), cmp_double);
-    out->lat_orig_ms = t[0][LATENCY_ROUNDS / 2];
-    out->lat_pruned_ms = t[1][LATENCY_ROUNDS / 2];
+    out->lat_orig_ms = median_of(t[0], LATENCY_ROUNDS);
+    out->lat_pruned_ms = median_of(t[1], LATENCY_ROUNDS);
+    out->speedup = median_of(ratio, LATENCY_ROUNDS);
     out->ips_orig = job->latency_batch / (out->lat_orig_ms * 1e-3);
     out->ips_pruned = job->latency_batch / (out->lat_pruned_ms * 1e-3);
     return 0;

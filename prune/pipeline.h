@@ -18,7 +18,8 @@ typedef struct {
     int bn_samples;          // after each step, batchnorm statistics re-estimated on this many
                              // training images (no weight changes; 0: off)
     int latency_batch;       // batch of the latency measurement (0: not measured)
-    int latency_reps;        // timed forward passes (median reported)
+    int latency_reps;        // timed forward passes of each model a round, at least (median reported)
+    double latency_round_s;  // and at least these seconds of them a round
     // hooks (all may be NULL); the library never prints
     ProgressFn score_progress;  // scoring passes
     TrainCallback train_progress;  // fine-tuning (user is train_user)
@@ -28,7 +29,7 @@ typedef struct {
 
 // Defaults: l1, 50% MACs, cap 0.9, one step, batchnorm recalibration on 1024 images, no
 // fine-tuning (lr 0.01 cosine Nesterov, 5% validation split when enabled), latency batch 64
-// over 9 runs.
+// over at least 9 runs and 0.1 s a round.
 PruneJob prune_job_defaults(void);
 
 typedef struct {
@@ -41,6 +42,7 @@ typedef struct {
     size_t params_orig, params_pruned;
     double lat_orig_ms, lat_pruned_ms;  // median ms per forward pass of latency_batch images
     double ips_orig, ips_pruned;        // the matching images per second
+    double speedup;                     // median over the timing rounds of their lat_orig / lat_pruned
     double score_s, finetune_s, total_s;
     int finetune_epochs, best_epoch;    // best_epoch: 1-based epoch kept
     int between_epochs;                 // fine-tuning epochs run after each step but the last (0: none)
@@ -56,8 +58,10 @@ int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset
 // Test-set accuracy and mean loss of m (eval mode). Returns 0, or -1 with err set.
 int model_test(Model *m, const Dataset *test, double *acc, double *loss, HpErr *err);
 
-// Median ms of `reps` eval-mode forward passes of `batch` images of d (after two warm-ups) into
-// *ms; *ips gets the matching images per second. Returns 0, or -1 with err set.
-int model_latency(Model *m, const Dataset *d, int batch, int reps, double *ms, double *ips, HpErr *err);
+// Median ms of eval-mode forward passes of `batch` images of d (after two warm-ups), at least
+// `reps` of them and as many more as fill min_s seconds (at most 4096), into *ms; *ips gets the
+// matching images per second. Returns 0, or -1 with err set.
+int model_latency(Model *m, const Dataset *d, int batch, int reps, double min_s, double *ms, double *ips,
+                  HpErr *err);
 
 #endif

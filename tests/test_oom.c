@@ -56,6 +56,7 @@ static void fail_each_allocation(Criterion method) {
     job.finetune.batch_size = 8;
     job.latency_batch = 4;
     job.latency_reps = 1;
+    job.latency_round_s = 0.0;
     long failed_runs = 0;
     for (long k = 0;; k++) {
         Model m;
