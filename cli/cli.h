@@ -148,8 +148,9 @@ double memory_limit(char *desc, size_t cap);
 void check_memory_fits(const char *subject, const char *what, double need, const char *advice);
 // check_memory_fits for the curvature passes of a criterion (prune, sensitivity) over `samples`
 // training images in batches of `batch` (curv_bytes: the batch runs at most `samples`), with the
-// model and a copy of it; path names the model.
-void check_calibration_memory(const char *path, const Model *m, int samples, int batch);
+// model and a copy of it; path names the model (or the place that sets the passes), advice says
+// what lowers them ("lower --batch-size").
+void check_calibration_memory(const char *path, const Model *m, int samples, int batch, const char *advice);
 
 // Exits with status 1 if standard output could not be written (a full disk, a closed pipe):
 // commands call it last, so a script never takes a truncated result for a success.

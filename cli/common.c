@@ -441,12 +441,12 @@ void check_memory_fits(const char *subject, const char *what, double need, const
         advice ? advice : "");
 }
 
-void check_calibration_memory(const char *path, const Model *m, int samples, int batch) {
+void check_calibration_memory(const char *path, const Model *m, int samples, int batch,
+                              const char *advice) {
     char what[128];
     int run = curv_batch(samples, batch);
     snprintf(what, sizeof what, "the curvature passes over %d training images in batches of %d need", samples, run);
-    check_memory_fits(path, what, 2.0 * (double)model_bytes(m) + (double)curv_bytes(m, samples, batch, 0),
-                      "lower --batch-size");
+    check_memory_fits(path, what, 2.0 * (double)model_bytes(m) + (double)curv_bytes(m, samples, batch, 0), advice);
 }
 
 void check_stdout(void) {

@@ -583,7 +583,7 @@ static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcom
 // epoch kept), each checked on its own with the option that lowers it.
 static void check_prune_memory(const PruneOpts *o, const PruneJob *job, const Model *m) {
     if (criterion_reads_samples(job->crit.method))
-        check_calibration_memory(o->model, m, job->crit.samples, job->crit.batch);
+        check_calibration_memory(o->model, m, job->crit.samples, job->crit.batch, "lower --batch-size");
     if (job->finetune.epochs == 0 && job->between_epochs == 0) return;
     char what[96];
     int batch = job->finetune.batch_size;

@@ -283,7 +283,8 @@ int cmd_sensitivity(int argc, char **argv) {
     hp_set_threads(o.threads);
     Model m;
     load_model_or_die(&m, o.model);
-    check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch);  // the trace's passes, before any data
+    // the trace's passes, before any data
+    check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch, "lower --batch-size");
     Dataset train, test;
     load_model_dataset_or_die(NCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     if (o.test_images > test.n) die("%s: asked for %d test images, the test set has %d", o.model, o.test_images, test.n);

@@ -76,6 +76,7 @@ typedef struct {
     TrainConfig finetune;   // [finetune] epochs (0: none), lr, batch_size, val_split
     int targets_line;       // line of `targets` in the file (0: not given)
     int model_line, dataset_line, data_dir_line;  // lines of [sweep] model, [data] dataset and dir (0: not given)
+    int finetune_epochs_line, finetune_batch_line;  // lines of [finetune] epochs and batch_size (0: not given)
     uint32_t model_crc;     // CRC-32 of the model file's bytes (sweep_fingerprint), recorded in every result
     bool model_crc_known;   // set by sweep_fingerprint; false: results are written and checked without it
 } SweepConfig;

@@ -836,18 +836,24 @@ static void test_run_fisher_data(void **state) {
     model_free(&m);
 }
 
-// The lines the config's keys were read at: the model, the data, a method's criterion.
+// The lines the config's keys were read at: the model, the data, the fine-tuning's epochs and
+// batch size, a method's criterion.
 static void test_config_lines(void **state) {
     Fixture *fx = *state;
     SweepConfig c;
     sweep_config_default(&c);
     HpErr err;
     const char *text = "[sweep]\nmethods = l1, bn, x\nmodel = m\n[data]\ndir = /d\ndataset = mnist\n"
-                       "[method x]\ncriterion = obs\n[method bn]\nnormalize = max\n";
+                       "[method x]\ncriterion = obs\n[method bn]\nnormalize = max\n[finetune]\nbatch_size = 64\n"
+                       "epochs = 3\n";
     if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
     assert_int_equal(c.model_line, 3);
     assert_int_equal(c.data_dir_line, 5);
     assert_int_equal(c.dataset_line, 6);
+    assert_int_equal(c.finetune_batch_line, 12);
+    assert_int_equal(c.finetune_epochs_line, 13);
+    assert_int_equal(c.finetune.batch_size, 64);
+    assert_int_equal(c.finetune.epochs, 3);
     assert_string_equal(c.dataset, "mnist");
     assert_string_equal(c.data_dir, "/d");
     assert_int_equal(sweep_method_line(&c, &c.methods[0]), 2);  // a bare criterion: the methods line
@@ -855,9 +861,10 @@ static void test_config_lines(void **state) {
     assert_int_equal(sweep_method_line(&c, &c.methods[2]), 8);  // criterion = obs
     sweep_config_default(&c);
     if (load_text(fx, &c, "[sweep]\nmodel = m\n", &err) < 0) fail_msg("%s", err.msg);
-    assert_int_equal(c.dataset_line + c.data_dir_line, 0);
+    assert_int_equal(c.dataset_line + c.data_dir_line + c.finetune_batch_line + c.finetune_epochs_line, 0);
     assert_int_equal(sweep_method_line(&c, &c.methods[0]), 0);  // the default l1
     expect_error(fx, "[sweep]\nmodel = m\n[data]\ndir =\n", 4, "'dir' must not be empty");
+    expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nbatch_size = 0\n", 4, "'batch_size' must be in [1, 65536], got 0");
     expect_error(fx, "[sweep]\nmodel = m\nmodel = n\n", 3, "'model' is set twice in [sweep] (first at line 2)");
 }
 
