@@ -449,6 +449,14 @@ void check_calibration_memory(const char *path, const Model *m, int samples, int
     check_memory_fits(path, what, 2.0 * (double)model_bytes(m) + (double)curv_bytes(m, samples, batch, 0), advice);
 }
 
+void check_fisher_images(const char *subject, const char *grads, const char *batch, int n_grads, int grad_batch,
+                         int n_train) {
+    long need = (long)n_grads * grad_batch;
+    if (need > n_train)
+        die("%s: %s %d x %s %d needs %ld training images, the training set has %d", subject, grads, n_grads, batch,
+            grad_batch, need, n_train);
+}
+
 void check_stdout(void) {
     char msg[128];
     if (!stdout_written(msg, sizeof msg)) die("%s", msg);

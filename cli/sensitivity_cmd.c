@@ -283,16 +283,22 @@ int cmd_sensitivity(int argc, char **argv) {
     hp_set_threads(o.threads);
     Model m;
     load_model_or_die(&m, o.model);
-    // the trace's passes, before any data
+    // obs's Fisher within its budget and the trace's passes, before any data
+    HpErr err;
+    if (o.crit.method == CRIT_OBS && fisher_check(&m, &o.crit.fisher, &err) < 0) die("%s: %s", o.model, err.msg);
     check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch, "lower --batch-size");
     Dataset train, test;
     load_model_dataset_or_die(NCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     if (o.test_images > test.n) die("%s: asked for %d test images, the test set has %d", o.model, o.test_images, test.n);
     if (o.samples_given && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)
         die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
+    long fisher_images = (long)o.crit.fisher.n_grads * o.crit.fisher.grad_batch;
+    if (o.crit.method == CRIT_OBS && fisher_images > train.n)  // sensitivity has no options for its Fisher
+        die("%s: --method obs needs %ld training images for its Fisher (%d gradients of %d image%s, prune's "
+            "defaults), the training set has %d", o.model, fisher_images, o.crit.fisher.n_grads,
+            o.crit.fisher.grad_batch, plural(o.crit.fisher.grad_batch), train.n);
     if (o.test_images && o.test_images < test.n) {
         Dataset head;
-        HpErr err;
         if (dataset_head(&test, o.test_images, &head, &err) < 0) die("%s", err.msg);
         dataset_free(&test);
         test = head;
@@ -303,7 +309,6 @@ int cmd_sensitivity(int argc, char **argv) {
                    .progress = on_progress, .user = &pr};
     so.crit.data = &train;
     SensResult r;
-    HpErr err;
     if (sensitivity_run(&so, &m, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
     progress_done(&pr);
     write_outputs(&o, &paths, &r, test.n);

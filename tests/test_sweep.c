@@ -781,10 +781,14 @@ static void test_check_methods(void **state) {
                  "batchnorm", fx->path, cases[i].line, i == 1 ? "slim" : "bn");
         if (strncmp(err.msg, want, strlen(want)) != 0) fail_msg("case %zu: '%s'\nwanted '%s'", i, err.msg, want);
     }
-    // a Fisher needing more images than the data holds is named at its method's line
+    // a Fisher needing more images than the data holds is named at its method's line, with its keys
     assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = l1, obs\ntargets = 0.3\n", &plain, &d, &err), -1);
-    assert_non_null(strstr(err.msg, ":3: method obs: fisher: N 1000 gradients of 1 sample need 1000 distinct samples; "
-                                    "the data has 16"));
+    assert_non_null(strstr(err.msg, ":3: method obs: fisher_grads 1000 x fisher_batch 1 needs 1000 training images, "
+                                    "the training set has 16"));
+    assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = o\ntargets = 0.3\n[method o]\ncriterion = obs\n"
+                                    "fisher_grads = 5\nfisher_batch = 4\n", &plain, &d, &err), -1);
+    assert_non_null(strstr(err.msg, ":6: method o: fisher_grads 5 x fisher_batch 4 needs 20 training images, "
+                                    "the training set has 16"));
     // the default method needs no line: l1 runs everywhere; a target out of reach comes first
     if (check_text(fx, "[sweep]\nmodel = m\ntargets = 0.3\n", &plain, &d, &err) != 0) fail_msg("%s", err.msg);
     assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = bn\nmax_layer_frac = 0.1\ntargets = 0.95\n", &plain,
