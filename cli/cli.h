@@ -33,6 +33,10 @@ double parse_double(const char *cmd, const char *opt, const char *s, double lo, 
 // exits with a usage error if it is "-" ("-o -: writing to standard output is not supported;
 // name a file"): every command writes its outputs to files.
 const char *output_option(const char *cmd, const char *opt, const char *value, const char *kind);
+// The name under which the option whose value getopt_long just returned (in optarg) was given:
+// short_name ("-o") in its short form ("-o F", "-oF"), else long_name ("--output": "--output F",
+// "--output=F" or an abbreviation), so a message names the option as the user spelled it.
+const char *option_form(char **argv, const char *short_name, const char *long_name);
 // Exits with a usage error naming the option getopt_long just rejected with '?'.
 void bad_option(const char *cmd, char **argv, const struct option *opts) __attribute__((noreturn));
 // Exits with a usage error ("--method given twice", "-o/--output given twice") if the option

@@ -82,6 +82,12 @@ const char *output_option(const char *cmd, const char *opt, const char *value, c
     return value;
 }
 
+const char *option_form(char **argv, const char *short_name, const char *long_name) {
+    // the value is the argument just consumed ("--output F"), or the end of it ("--output=F", "-oF")
+    const char *arg = optarg == argv[optind - 1] ? argv[optind - 2] : argv[optind - 1];
+    return strncmp(arg, "--", 2) == 0 ? long_name : short_name;
+}
+
 // Exits with a usage error naming the option getopt_long just rejected with '?'. A long option
 // is the whole argument it consumed (argv[optind - 1]); a short one is optopt and may sit in a
 // group such as -jZ, where argv[optind - 1] is some earlier argument.

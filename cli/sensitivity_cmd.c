@@ -95,7 +95,7 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
         case O_DATASET: o->dataset = optarg; break;
         case O_SEED: o->crit.seed = (uint64_t)parse_int(NCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
         case O_THREADS: o->threads = (int)parse_int(NCMD, "--threads", optarg, 0, HP_MAX_THREADS); break;
-        case 'o': o->out = output_option(NCMD, "-o", optarg, "directory"); break;
+        case 'o': o->out = output_option(NCMD, option_form(argv, "-o", "--out"), optarg, "directory"); break;
         case 'h': fputs(HELP_SENS, stdout), check_stdout(), exit(0);
         case ':': usage_error(NCMD, "option '%s' needs a value", argv[optind - 1]);
         default: bad_option(NCMD, argv, opts);

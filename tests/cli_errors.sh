@@ -427,15 +427,20 @@ dash_output() {
   expect 2 "$desc" "$opt -:" "writing to standard output is not supported; name a $kind$" "$@"
 }
 dash_output "train: -o -" -o file "$HPRUNE" train --config "$T/good.ini" -o -
-dash_output "train: --output -" -o file "$HPRUNE" train --config "$T/good.ini" --output -
+dash_output "train: --output -, named as given" --output file "$HPRUNE" train --config "$T/good.ini" --output -
+dash_output "train: --output=-, named as given" --output file "$HPRUNE" train --config "$T/good.ini" --output=-
+dash_output "train: -o-, named as given" -o file "$HPRUNE" train --config "$T/good.ini" -o-
 dash_output "prune: -o -" -o file "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o -
+dash_output "prune: --output -, named as given" --output file \
+  "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 --output -
 dash_output "prune: --report -" --report file \
   "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o "$T/nodir/p.safetensors" --report -
 for opt in --csv --density --landscape; do
   dash_output "hessian: $opt -" "$opt" file "$HPRUNE" hessian "$GOOD" --samples 32 --threads 1 "$opt" -
 done
 dash_output "sensitivity: -o -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 -o -
-dash_output "sensitivity: --out -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 --out -
+dash_output "sensitivity: --out -, named as given" --out directory \
+  "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 --out -
 dash_output "sweep: --out -" --out directory "$HPRUNE" sweep "$T/good.ini" --out -
 dash_output "sweep: --collect -" --collect directory "$HPRUNE" sweep --collect -
 check "no file named '-' was written" test ! -e "$T/work/-"
