@@ -323,8 +323,20 @@ static bool item_unread(const char *p, size_t n, const SweepMethod *m) {
     return false;
 }
 
+// Cuts the fine-tuning's settings (lr, batch_size, ...: the items after finetune_epochs, which
+// run_settings writes last) off the settings s when finetune_epochs is 0: nothing reads them
+// then. The last ";finetune_epochs=" is the item (a model path written before it may hold one).
+static void drop_unused_finetune(char *s) {
+    static const char key[] = ";finetune_epochs=";
+    char *item = NULL;
+    for (char *p = strstr(s, key); p; p = strstr(p + 1, key)) item = p;
+    char *value = item ? item + sizeof key - 1 : NULL;
+    if (value && value[0] == '0' && value[1] == ';') value[1] = '\0';
+}
+
 // Copies the settings s of a result into buf (at least strlen(s) + 1 bytes) without the items
-// method m does not read (item_unread), in their order.
+// method m does not read (item_unread), in their order, nor the fine-tuning's when it has no
+// epochs (drop_unused_finetune).
 static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
     size_t at = 0;
     for (const char *p = s; *p;) {
@@ -337,6 +349,7 @@ static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
         p += n + (p[n] == ';');
     }
     buf[at] = '\0';
+    drop_unused_finetune(buf);
 }
 
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {

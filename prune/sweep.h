@@ -160,7 +160,8 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
 // settings and model, 0 if there is no file, -1 (err set) if the file is unreadable, malformed,
 // made with other settings (a different config into the same directory: only the settings
 // every run reads and those r's method reads count, so changing probes, which only hap and obd
-// read, leaves an l1 result done) or, c's model having its CRC-32 (sweep_fingerprint), made
+// read, leaves an l1 result done, as does changing the fine-tuning's lr, batch size and the like
+// when it has 0 epochs) or, c's model having its CRC-32 (sweep_fingerprint), made
 // from a model with another one (the file was replaced).
 // SWEEP_DONE_UNCHECKED: a result of this run with the same settings, but written before results
 // recorded the model's CRC-32, so whether its model is c's as it is now cannot be told (the

@@ -213,6 +213,29 @@ static void test_results_and_collect(void **state) {
     other.finetune.epochs = 2;
     assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
     assert_non_null(strstr(err.msg, "finetune_epochs=0"));
+    // without fine-tuning (epochs 0) its other settings are not used: changing them keeps the result
+    other = c;
+    other.finetune.lr = 0.5f, other.finetune.batch_size = 7, other.finetune.val_split = 0;
+    other.finetune.weight_decay = 0, other.finetune.augment.crop_pad = 4, other.finetune.augment.hflip = true;
+    if (sweep_result_done(path, &other, &r[n - 1], &err) != 1) fail_msg("%s", err.msg);
+    // with fine-tuning they are: a result fine-tuned at another lr is not this run's
+    SweepConfig fine = c;
+    fine.finetune.epochs = 2;
+    PruneOutcome fo = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 700,
+                       .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3,
+                       .finetune_epochs = 2, .best_epoch = 1};
+    if (sweep_result_write(path, &fine, &r[n - 1], &fo, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(sweep_result_done(path, &fine, &r[n - 1], &err), 1);
+    other = fine;
+    other.finetune.lr = 0.5f;
+    assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
+    assert_non_null(strstr(err.msg, "(it has lr=0.00999999978 where this config has lr=0.5)"));
+    other = fine;
+    other.finetune.augment.hflip = true;
+    assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
+    assert_non_null(strstr(err.msg, "(it has hflip=0 where this config has hflip=1)"));
+    assert_int_equal(sweep_result_done(path, &c, &r[n - 1], &err), -1);  // fine-tuned, where c does not
+    assert_non_null(strstr(err.msg, "(it has finetune_epochs=2 where this config has finetune_epochs=0)"));
     tu_write(path, "{\"id\": 1", 8);  // a broken result is an error, not a finished run
     assert_int_equal(sweep_result_done(path, &c, &r[n - 1], &err), -1);
     tu_write(path, "{}", 2);
