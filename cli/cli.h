@@ -96,6 +96,11 @@ void load_model_dataset_or_die(const char *cmd, const Model *m, const char *path
 // atomic_reserve, which also refuses a path that is not a regular file or is a symbolic link).
 // Commands check their outputs first, so no long run fails only when it writes.
 void check_output_path(const char *path);
+// Exits unless dir can be an output directory: an existing directory, or a missing one that can
+// be made in one level (check_output_path of its name: the parent exists and takes a new entry;
+// "nop/sub: cannot write: directory nop: No such file or directory" otherwise). Missing parents
+// are not made, as no command makes a file's.
+void check_output_dir(const char *dir);
 // check_output_path for each of the n paths (NULL entries skipped), after a usage error if two
 // of them name the same file: paths[i] is the output of the option labels[i] ("--csv",
 // "--density's CSV").

@@ -247,6 +247,20 @@ void check_output_path(const char *path) {
     free(probe);
 }
 
+void check_output_dir(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) die("%s: not a directory", dir);
+        return;
+    }
+    if (errno != ENOENT) die("%s: cannot use as the output directory: %s", dir, strerror(errno));
+    char bare[4096];  // without trailing slashes: the name the directory will have
+    if (strlen(dir) >= sizeof bare) die("%s: path too long", dir);
+    snprintf(bare, sizeof bare, "%s", dir);
+    for (size_t n = strlen(bare); n > 1 && bare[n - 1] == '/'; n--) bare[n - 1] = '\0';
+    check_output_path(bare);
+}
+
 // True when a and b name the same file: the same text, the same existing file, or the same
 // name in the same directory.
 static bool same_file(const char *a, const char *b) {

@@ -122,19 +122,12 @@ static void sens_paths(const char *dir, SensPaths *p) {
 // the three files can be created (none of them the input model), or a missing one that can be
 // created (a file can be in its parent).
 static void check_out_dir(const char *dir, const SensPaths *p, const char *model) {
+    check_output_dir(dir);
     struct stat st;
-    if (stat(dir, &st) == 0) {
-        if (!S_ISDIR(st.st_mode)) die("%s: not a directory", dir);
-        const char *paths[] = {p->csv, p->png, p->svg}, *labels[] = {"the CSV", "the PNG chart", "the SVG chart"};
-        check_spares_inputs(NCMD, paths, labels, 3, &model, (const char *const[]){"the model"}, 1);
-        check_outputs(NCMD, paths, labels, 3);
-        return;
-    }
-    if (errno != ENOENT) die("%s: cannot use as the output directory: %s", dir, strerror(errno));
-    char bare[4096];  // without trailing slashes: the name the directory will have
-    snprintf(bare, sizeof bare, "%s", dir);
-    for (size_t n = strlen(bare); n > 1 && bare[n - 1] == '/'; n--) bare[n - 1] = '\0';
-    check_output_path(bare);
+    if (stat(dir, &st) != 0) return;  // to be made: it holds nothing yet
+    const char *paths[] = {p->csv, p->png, p->svg}, *labels[] = {"the CSV", "the PNG chart", "the SVG chart"};
+    check_spares_inputs(NCMD, paths, labels, 3, &model, (const char *const[]){"the model"}, 1);
+    check_outputs(NCMD, paths, labels, 3);
 }
 
 // Creates the output directory if it is missing (one level), or exits; returns whether it

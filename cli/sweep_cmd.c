@@ -70,7 +70,8 @@ static const char *const HELP_SWEEP =
     "              hflip = false         random horizontal flips\n"
     "\n"
     "options:\n"
-    "      --out DIR         output directory (default: [sweep] out)\n"
+    "      --out DIR         output directory (default: [sweep] out), made if missing (its\n"
+    "                        parent must exist)\n"
     "      --shard I/N       only the runs whose index (in config order: methods, then\n"
     "                        targets, then seeds) is I modulo N; shards are numbered from 0\n"
     "                        (0/2 and 1/2 split a sweep in two); shards may share DIR\n"
@@ -470,6 +471,7 @@ int cmd_sweep(int argc, char **argv) {
     const char *dir;
     int threads;
     load_config(&o, &cfg, &dir, &threads);
+    check_output_dir(dir);  // made (one level) only once the checks pass
     Model base;
     HpErr err;
     if (model_load(&base, cfg.model, NULL, NULL, &err) < 0)

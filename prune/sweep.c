@@ -239,31 +239,25 @@ int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, Hp
     return 0;
 }
 
-// Creates directory path (and its missing parents) unless it exists.
-static int make_dir_p(const char *path, HpErr *err) {
-    char buf[SWEEP_PATH * 2];
-    if (strlen(path) >= sizeof buf) return hp_fail(err, "%s: path too long", path);
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        bool end = *p == '\0';
-        if (*p != '/' && !end) continue;
-        *p = '\0';
-        struct stat st;
-        if (stat(buf, &st) != 0) {
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return hp_fail(err, "%s: cannot create: %s", buf, strerror(errno));
-        } else if (!S_ISDIR(st.st_mode)) {
-            return hp_fail(err, "%s: not a directory", buf);
-        }
-        if (end) return 0;
-        *p = '/';
+// Creates directory path unless it exists (one level: a missing parent is an error naming it).
+static int make_dir(const char *path, HpErr *err) {
+    struct stat st;
+    if (stat(path, &st) == 0) return S_ISDIR(st.st_mode) ? 0 : hp_fail(err, "%s: not a directory", path);
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) return 0;
+    int e = errno;
+    char parent[SWEEP_PATH * 2];
+    const char *slash = strrchr(path, '/');
+    if (e == ENOENT && slash && slash > path && (size_t)(slash - path) < sizeof parent) {
+        snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+        return hp_fail(err, "%s: cannot create: directory %s: %s", path, parent, strerror(e));
     }
+    return hp_fail(err, "%s: cannot create: %s", path, strerror(e));
 }
 
 int sweep_make_dirs(const char *dir, HpErr *err) {
     char runs[SWEEP_PATH * 2];
     if (snprintf(runs, sizeof runs, "%s/runs", dir) >= (int)sizeof runs) return hp_fail(err, "%s: path too long", dir);
-    return make_dir_p(runs, err);
+    return make_dir(dir, err) < 0 ? -1 : make_dir(runs, err);
 }
 
 // The items of a run's settings that only some methods record (by the key before '='), each

@@ -150,7 +150,8 @@ int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpEr
 // DIR/runs/<id>.json into buf (cap bytes). Returns 0, or -1 if it does not fit.
 int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, HpErr *err);
 
-// Creates DIR and DIR/runs if they do not exist. Returns 0 or -1.
+// Creates DIR and DIR/runs if they do not exist: DIR in one level, as commands make an output
+// directory (a missing parent is an error naming it, not made). Returns 0 or -1.
 int sweep_make_dirs(const char *dir, HpErr *err);
 
 // Writes run r's outcome to path (JSON, atomic). Returns 0 or -1.

@@ -32,6 +32,13 @@ static int teardown(void **state) {
     return 0;
 }
 
+// Makes the fixture's directory "out", which holds the sweeps' output directories.
+static void make_out(const Fixture *fx) {
+    char out[96];
+    snprintf(out, sizeof out, "%s/out", fx->dir);
+    assert_int_equal(mkdir(out, 0755), 0);
+}
+
 // Writes text as the fixture's config and loads it over c.
 static int load_text(Fixture *fx, SweepConfig *c, const char *text, HpErr *err) {
     tu_write(fx->path, text, strlen(text));
@@ -194,6 +201,15 @@ static void test_results_and_collect(void **state) {
     if (load_text(fx, &c, "[sweep]\nmodel = m\nmethods = l1, hap\ntargets = 0.5, 0.3\n", &err) < 0)
         fail_msg("%s", err.msg);
     char dir[128], path[SWEEP_PATH * 3];
+    make_out(fx);
+    snprintf(dir, sizeof dir, "%s/none/sub", fx->dir);  // one level is made, not a missing parent
+    assert_int_equal(sweep_make_dirs(dir, &err), -1);
+    char no_parent[256];
+    snprintf(no_parent, sizeof no_parent, "%s: cannot create: directory %s/none: No such file or directory", dir,
+             fx->dir);
+    assert_string_equal(err.msg, no_parent);
+    snprintf(dir, sizeof dir, "%s/none", fx->dir);
+    assert_int_equal(access(dir, F_OK), -1);
     snprintf(dir, sizeof dir, "%s/out/sub", fx->dir);
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
     SweepRun *r;
@@ -303,6 +319,7 @@ static void test_obs_result_settings(void **state) {
     HpErr err;
     if (load_text(fx, &c, "[sweep]\nmodel = m\nmethods = l1, obs\ntargets = 0.5\n", &err) < 0) fail_msg("%s", err.msg);
     char dir[128], path[2][SWEEP_PATH * 3], text[8192];
+    make_out(fx);
     snprintf(dir, sizeof dir, "%s/out/obs", fx->dir);
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
     SweepRun *r;
@@ -392,6 +409,7 @@ static void test_method_settings(void **state) {
     SweepRun *r, *q;
     snprintf(text, sizeof text, base, 64, 4, 1);
     load_runs(fx, &c, text, &r);
+    make_out(fx);
     snprintf(dir, sizeof dir, "%s/out/own", fx->dir);
     HpErr err;
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
