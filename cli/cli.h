@@ -33,6 +33,10 @@ double parse_double(const char *cmd, const char *opt, const char *s, double lo, 
 // exits with a usage error if it is "-" ("-o -: writing to standard output is not supported;
 // name a file"): every command writes its outputs to files.
 const char *output_option(const char *cmd, const char *opt, const char *value, const char *kind);
+// The name under which the option whose value getopt_long just returned (in optarg) was given:
+// short_name ("-o") in its short form ("-o F", "-oF"), else long_name ("--output": "--output F",
+// "--output=F" or an abbreviation), so a message names the option as the user spelled it.
+const char *option_form(char **argv, const char *short_name, const char *long_name);
 // Exits with a usage error naming the option getopt_long just rejected with '?'.
 void bad_option(const char *cmd, char **argv, const struct option *opts) __attribute__((noreturn));
 // Exits with a usage error ("--method given twice", "-o/--output given twice") if the option
@@ -92,6 +96,11 @@ void load_model_dataset_or_die(const char *cmd, const Model *m, const char *path
 // atomic_reserve, which also refuses a path that is not a regular file or is a symbolic link).
 // Commands check their outputs first, so no long run fails only when it writes.
 void check_output_path(const char *path);
+// Exits unless dir can be an output directory: an existing directory, or a missing one that can
+// be made in one level (check_output_path of its name: the parent exists and takes a new entry;
+// "nop/sub: cannot write: directory nop: No such file or directory" otherwise). Missing parents
+// are not made, as no command makes a file's.
+void check_output_dir(const char *dir);
 // check_output_path for each of the n paths (NULL entries skipped), after a usage error if two
 // of them name the same file: paths[i] is the output of the option labels[i] ("--csv",
 // "--density's CSV").
@@ -148,8 +157,16 @@ double memory_limit(char *desc, size_t cap);
 void check_memory_fits(const char *subject, const char *what, double need, const char *advice);
 // check_memory_fits for the curvature passes of a criterion (prune, sensitivity) over `samples`
 // training images in batches of `batch` (curv_bytes: the batch runs at most `samples`), with the
-// model and a copy of it; path names the model.
-void check_calibration_memory(const char *path, const Model *m, int samples, int batch);
+// model and a copy of it; path names the model (or the place that sets the passes), advice says
+// what lowers them ("lower --batch-size").
+void check_calibration_memory(const char *path, const Model *m, int samples, int batch, const char *advice);
+
+// Exits with status 1 unless the training set's n_train images hold the n_grads x grad_batch
+// distinct images obs's Fisher draws, naming the options that set them (grads, batch: e.g.
+// "--fisher-grads", "--fisher-batch"): "SUBJECT: --fisher-grads 300 x --fisher-batch 1 needs 300
+// training images, the training set has 256".
+void check_fisher_images(const char *subject, const char *grads, const char *batch, int n_grads, int grad_batch,
+                         int n_train);
 
 // Exits with status 1 if standard output could not be written (a full disk, a closed pipe):
 // commands call it last, so a script never takes a truncated result for a success.

@@ -82,6 +82,12 @@ const char *output_option(const char *cmd, const char *opt, const char *value, c
     return value;
 }
 
+const char *option_form(char **argv, const char *short_name, const char *long_name) {
+    // the value is the argument just consumed ("--output F"), or the end of it ("--output=F", "-oF")
+    const char *arg = optarg == argv[optind - 1] ? argv[optind - 2] : argv[optind - 1];
+    return strncmp(arg, "--", 2) == 0 ? long_name : short_name;
+}
+
 // Exits with a usage error naming the option getopt_long just rejected with '?'. A long option
 // is the whole argument it consumed (argv[optind - 1]); a short one is optopt and may sit in a
 // group such as -jZ, where argv[optind - 1] is some earlier argument.
@@ -239,6 +245,20 @@ void check_output_path(const char *path) {
     if (atomic_reserve(path, &probe, &err) < 0) die("%s", err.msg);
     unlink(probe);
     free(probe);
+}
+
+void check_output_dir(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) die("%s: not a directory", dir);
+        return;
+    }
+    if (errno != ENOENT) die("%s: cannot use as the output directory: %s", dir, strerror(errno));
+    char bare[4096];  // without trailing slashes: the name the directory will have
+    if (strlen(dir) >= sizeof bare) die("%s: path too long", dir);
+    snprintf(bare, sizeof bare, "%s", dir);
+    for (size_t n = strlen(bare); n > 1 && bare[n - 1] == '/'; n--) bare[n - 1] = '\0';
+    check_output_path(bare);
 }
 
 // True when a and b name the same file: the same text, the same existing file, or the same
@@ -441,12 +461,20 @@ void check_memory_fits(const char *subject, const char *what, double need, const
         advice ? advice : "");
 }
 
-void check_calibration_memory(const char *path, const Model *m, int samples, int batch) {
+void check_calibration_memory(const char *path, const Model *m, int samples, int batch,
+                              const char *advice) {
     char what[128];
     int run = curv_batch(samples, batch);
     snprintf(what, sizeof what, "the curvature passes over %d training images in batches of %d need", samples, run);
-    check_memory_fits(path, what, 2.0 * (double)model_bytes(m) + (double)curv_bytes(m, samples, batch, 0),
-                      "lower --batch-size");
+    check_memory_fits(path, what, 2.0 * (double)model_bytes(m) + (double)curv_bytes(m, samples, batch, 0), advice);
+}
+
+void check_fisher_images(const char *subject, const char *grads, const char *batch, int n_grads, int grad_batch,
+                         int n_train) {
+    long need = (long)n_grads * grad_batch;
+    if (need > n_train)
+        die("%s: %s %d x %s %d needs %ld training images, the training set has %d", subject, grads, n_grads, batch,
+            grad_batch, need, n_train);
 }
 
 void check_stdout(void) {

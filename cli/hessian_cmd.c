@@ -835,6 +835,15 @@ static void json_array(cJSON *obj, const char *key, const double *v, int n) {
     cJSON_AddItemToObject(obj, key, cJSON_CreateDoubleArray(v, n));
 }
 
+// Adds "seed" to a JSON object as the integer --seed, in full: cJSON writes a number with 15
+// significant digits when they read back within a relative 2^-52 of it, so a seed near 2^53 (the
+// largest --seed, every one of them exact in a double) came out as 9.00719925474099e+15.
+static void json_add_seed(cJSON *obj, unsigned long long seed) {
+    char text[24];
+    snprintf(text, sizeof text, "%llu", seed);
+    cJSON_AddRawToObject(obj, "seed", text);
+}
+
 // Prints the JSON result (stable keys, documented in the README).
 static void print_json(const HessOpts *o, const Model *m, const Curvature *c, const HessResults *r, Outputs *outs) {
     cJSON *root = cJSON_CreateObject();
@@ -845,7 +854,7 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
     cJSON_AddNumberToObject(root, "batch_size", c->batch);
     cJSON_AddStringToObject(root, "bn", o->bn == MODE_EVAL ? "eval" : "train");
     cJSON_AddStringToObject(root, "operator", o->op == CURV_HESSIAN ? "hessian" : "ggn");
-    cJSON_AddNumberToObject(root, "seed", (double)o->seed);
+    json_add_seed(root, o->seed);
     if (r->have_trace) {
         cJSON *t = cJSON_AddObjectToObject(root, "trace");
         cJSON_AddNumberToObject(t, "estimate", r->hutch.trace);
@@ -968,10 +977,7 @@ static void obs_check(const HessOpts *o, const Model *m, const FisherOpts *fo) {
 // Exits unless the training set holds the --fisher-grads x --fisher-batch distinct images the
 // Fisher draws, naming the options: as soon as it is loaded, before any work.
 static void obs_check_images(const HessOpts *o, const FisherOpts *fo, const Dataset *train) {
-    long need = (long)fo->n_grads * fo->grad_batch;
-    if (need > train->n)
-        die("%s: --fisher-grads %d x --fisher-batch %d needs %ld training images, the training set has %d", o->model,
-            fo->n_grads, fo->grad_batch, need, train->n);
+    check_fisher_images(o->model, "--fisher-grads", "--fisher-batch", fo->n_grads, fo->grad_batch, train->n);
 }
 
 // Progress hook for the Fisher build (gradients, then blocks).
@@ -1181,7 +1187,7 @@ static void obs_print_json(const HessOpts *o, const Model *m, const ObsResults *
     cJSON_AddStringToObject(root, "model", o->model);
     cJSON_AddStringToObject(root, "arch", m->arch);
     cJSON_AddNumberToObject(root, "params", (double)m->n_params);
-    cJSON_AddNumberToObject(root, "seed", (double)o->seed);
+    json_add_seed(root, o->seed);
     cJSON *ob = cJSON_AddObjectToObject(root, "obs");
     cJSON_AddStringToObject(ob, "per", o->obs_per_weight ? "weight" : "channel");
     cJSON_AddNumberToObject(ob, "grads", r->fo.n_grads);

@@ -244,7 +244,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
             o->lr_given = true;
             break;
         case O_CONFIG: o->config = optarg; break;
-        case 'o': o->output = output_option(PCMD, "-o", optarg, "file"); break;
+        case 'o': o->output = output_option(PCMD, option_form(argv, "-o", "--output"), optarg, "file"); break;
         case O_REPORT: o->report = output_option(PCMD, "--report", optarg, "file"); break;
         case O_DATA: o->data = optarg; break;
         case O_DATASET: o->dataset = optarg; break;
@@ -578,12 +578,15 @@ static void set_prune_provenance(const PruneOpts *o, Model *m, const PruneOutcom
 }
 
 // Exits before any data is read when the job's batch buffers would not fit in memory (the
-// unpruned model bounds the pruned ones): the calibration passes of a criterion that reads
-// samples, and the fine-tuning (train_bytes with the model, its copy, its momentum and the best
-// epoch kept), each checked on its own with the option that lowers it.
+// unpruned model bounds the pruned ones): obs's Fisher within --memory-budget (fisher_check,
+// which says what would fit), the calibration passes of a criterion that reads samples, and the
+// fine-tuning (train_bytes with the model, its copy, its momentum and the best epoch kept), each
+// checked on its own with the option that lowers it.
 static void check_prune_memory(const PruneOpts *o, const PruneJob *job, const Model *m) {
+    HpErr err;
+    if (job->crit.method == CRIT_OBS && fisher_check(m, &job->crit.fisher, &err) < 0) die("%s: %s", o->model, err.msg);
     if (criterion_reads_samples(job->crit.method))
-        check_calibration_memory(o->model, m, job->crit.samples, job->crit.batch);
+        check_calibration_memory(o->model, m, job->crit.samples, job->crit.batch, "lower --batch-size");
     if (job->finetune.epochs == 0 && job->between_epochs == 0) return;
     char what[96];
     int batch = job->finetune.batch_size;
@@ -625,6 +628,9 @@ int cmd_prune(int argc, char **argv) {
     load_model_dataset_or_die(PCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     if (given_at(&o, O_SAMPLES) && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)
         die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
+    if (o.crit.method == CRIT_OBS)
+        check_fisher_images(o.model, "--fisher-grads", "--fisher-batch", o.crit.fisher.n_grads,
+                            o.crit.fisher.grad_batch, train.n);
     PruneOutcome r;
     HpErr err;
     if (model_copy(&orig, &m, &err) < 0) die("%s: %s", o.model, err.msg);

@@ -95,7 +95,7 @@ static void sens_parse(int argc, char **argv, SensCli *o) {
         case O_DATASET: o->dataset = optarg; break;
         case O_SEED: o->crit.seed = (uint64_t)parse_int(NCMD, "--seed", optarg, 0, 0x7fffffffffffffffL); break;
         case O_THREADS: o->threads = (int)parse_int(NCMD, "--threads", optarg, 0, HP_MAX_THREADS); break;
-        case 'o': o->out = output_option(NCMD, "-o", optarg, "directory"); break;
+        case 'o': o->out = output_option(NCMD, option_form(argv, "-o", "--out"), optarg, "directory"); break;
         case 'h': fputs(HELP_SENS, stdout), check_stdout(), exit(0);
         case ':': usage_error(NCMD, "option '%s' needs a value", argv[optind - 1]);
         default: bad_option(NCMD, argv, opts);
@@ -122,19 +122,12 @@ static void sens_paths(const char *dir, SensPaths *p) {
 // the three files can be created (none of them the input model), or a missing one that can be
 // created (a file can be in its parent).
 static void check_out_dir(const char *dir, const SensPaths *p, const char *model) {
+    check_output_dir(dir);
     struct stat st;
-    if (stat(dir, &st) == 0) {
-        if (!S_ISDIR(st.st_mode)) die("%s: not a directory", dir);
-        const char *paths[] = {p->csv, p->png, p->svg}, *labels[] = {"the CSV", "the PNG chart", "the SVG chart"};
-        check_spares_inputs(NCMD, paths, labels, 3, &model, (const char *const[]){"the model"}, 1);
-        check_outputs(NCMD, paths, labels, 3);
-        return;
-    }
-    if (errno != ENOENT) die("%s: cannot use as the output directory: %s", dir, strerror(errno));
-    char bare[4096];  // without trailing slashes: the name the directory will have
-    snprintf(bare, sizeof bare, "%s", dir);
-    for (size_t n = strlen(bare); n > 1 && bare[n - 1] == '/'; n--) bare[n - 1] = '\0';
-    check_output_path(bare);
+    if (stat(dir, &st) != 0) return;  // to be made: it holds nothing yet
+    const char *paths[] = {p->csv, p->png, p->svg}, *labels[] = {"the CSV", "the PNG chart", "the SVG chart"};
+    check_spares_inputs(NCMD, paths, labels, 3, &model, (const char *const[]){"the model"}, 1);
+    check_outputs(NCMD, paths, labels, 3);
 }
 
 // Creates the output directory if it is missing (one level), or exits; returns whether it
@@ -283,15 +276,22 @@ int cmd_sensitivity(int argc, char **argv) {
     hp_set_threads(o.threads);
     Model m;
     load_model_or_die(&m, o.model);
-    check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch);  // the trace's passes, before any data
+    // obs's Fisher within its budget and the trace's passes, before any data
+    HpErr err;
+    if (o.crit.method == CRIT_OBS && fisher_check(&m, &o.crit.fisher, &err) < 0) die("%s: %s", o.model, err.msg);
+    check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch, "lower --batch-size");
     Dataset train, test;
     load_model_dataset_or_die(NCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     if (o.test_images > test.n) die("%s: asked for %d test images, the test set has %d", o.model, o.test_images, test.n);
     if (o.samples_given && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)
         die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
+    long fisher_images = (long)o.crit.fisher.n_grads * o.crit.fisher.grad_batch;
+    if (o.crit.method == CRIT_OBS && fisher_images > train.n)  // sensitivity has no options for its Fisher
+        die("%s: --method obs needs %ld training images for its Fisher (%d gradients of %d image%s, prune's "
+            "defaults), the training set has %d", o.model, fisher_images, o.crit.fisher.n_grads,
+            o.crit.fisher.grad_batch, plural(o.crit.fisher.grad_batch), train.n);
     if (o.test_images && o.test_images < test.n) {
         Dataset head;
-        HpErr err;
         if (dataset_head(&test, o.test_images, &head, &err) < 0) die("%s", err.msg);
         dataset_free(&test);
         test = head;
@@ -302,7 +302,6 @@ int cmd_sensitivity(int argc, char **argv) {
                    .progress = on_progress, .user = &pr};
     so.crit.data = &train;
     SensResult r;
-    HpErr err;
     if (sensitivity_run(&so, &m, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);
     progress_done(&pr);
     write_outputs(&o, &paths, &r, test.n);

@@ -70,7 +70,8 @@ static const char *const HELP_SWEEP =
     "              hflip = false         random horizontal flips\n"
     "\n"
     "options:\n"
-    "      --out DIR         output directory (default: [sweep] out)\n"
+    "      --out DIR         output directory (default: [sweep] out), made if missing (its\n"
+    "                        parent must exist)\n"
     "      --shard I/N       only the runs whose index (in config order: methods, then\n"
     "                        targets, then seeds) is I modulo N; shards are numbered from 0\n"
     "                        (0/2 and 1/2 split a sweep in two); shards may share DIR\n"
@@ -422,6 +423,43 @@ static void load_data(const SweepConfig *cfg, const Model *m, Dataset *train, Da
     }
 }
 
+// Writes "CONFIG:LINE: what" (or "CONFIG: what" for line 0) into buf.
+static void config_subject(const SweepConfig *cfg, int line, const char *what, char *buf, size_t cap) {
+    if (line)
+        snprintf(buf, cap, "%s:%d: %s", cfg->path, line, what);
+    else
+        snprintf(buf, cap, "%s: %s", cfg->path, what);
+}
+
+// Exits before any data is read when a run's batch buffers would not fit in memory, as prune
+// checks them (the base model m bounds the pruned ones): the calibration passes of each method
+// whose criterion reads samples (named at the method's line, as sweep_check names a method), and
+// the fine-tuning of [finetune] (named at its batch_size, else its epochs).
+static void check_sweep_memory(const SweepConfig *cfg, const Model *m) {
+    char subject[SWEEP_PATH + 64], what[SWEEP_NAME + 16], advice[SWEEP_NAME + 64];
+    for (int i = 0; i < cfg->n_methods; i++) {
+        const SweepMethod *sm = &cfg->methods[i];
+        if (!criterion_reads_samples(sm->criterion)) continue;
+        SweepRun r = {.method = sm, .target = cfg->targets[0], .seed = cfg->seeds[0]};
+        PruneJob job = sweep_job(cfg, &r, 0);
+        snprintf(what, sizeof what, "method %s", sm->name);
+        config_subject(cfg, sweep_method_line(cfg, sm), what, subject, sizeof subject);
+        if (sm->samples)
+            snprintf(advice, sizeof advice, "lower samples in [method %s]", sm->name);
+        else
+            snprintf(advice, sizeof advice, "lower [sweep] samples");
+        check_calibration_memory(subject, m, job.crit.samples, job.crit.batch, advice);
+    }
+    if (cfg->finetune.epochs == 0) return;
+    int line = cfg->finetune_batch_line ? cfg->finetune_batch_line : cfg->finetune_epochs_line;
+    config_subject(cfg, line, "[finetune]", subject, sizeof subject);
+    char need[96];
+    int batch = cfg->finetune.batch_size;
+    snprintf(need, sizeof need, "fine-tuning in batches of %d needs", batch);
+    check_memory_fits(subject, need, 4.0 * (double)model_bytes(m) + (double)train_bytes(m, batch, 0, 0),
+                      "lower [finetune] batch_size");
+}
+
 int cmd_sweep(int argc, char **argv) {
     SweepOpts o;
     sweep_parse(argc, argv, &o);
@@ -433,14 +471,16 @@ int cmd_sweep(int argc, char **argv) {
     const char *dir;
     int threads;
     load_config(&o, &cfg, &dir, &threads);
+    check_output_dir(dir);  // made (one level) only once the checks pass
     Model base;
     HpErr err;
     if (model_load(&base, cfg.model, NULL, NULL, &err) < 0)
         die("%s:%d: [sweep] model: %s", cfg.path, cfg.model_line, err.msg);
     if (sweep_fingerprint(&cfg, &err) < 0) die("%s:%d: [sweep] model: %s", cfg.path, cfg.model_line, err.msg);
+    hp_set_threads(threads);  // the runs' buffers are sized for it, and the checks score on a tiny calibration
+    check_sweep_memory(&cfg, &base);  // before the data is read
     Dataset train, test;
     load_data(&cfg, &base, &train, &test);
-    hp_set_threads(threads);  // the checks score on a tiny calibration
     if (sweep_check(&cfg, &base, &train, &err) < 0) die("%s", err.msg);
     SweepRun *runs;
     int n = sweep_runs(&cfg, &runs, &err);

@@ -189,13 +189,23 @@ static int check_method_scores(const SweepConfig *c, const SweepMethod *sm, cons
     return hp_fail(err, "%s: method %s cannot run on %s: %s", where, sm->name, c->model, e.msg);
 }
 
+// Fails unless train holds the distinct images the Fisher of f draws, naming the keys that set
+// them (fisher_check_data checks it too, but names no key).
+static int fisher_images_fit(const FisherOpts *f, const Dataset *train, HpErr *err) {
+    long need = (long)f->n_grads * f->grad_batch;
+    if (need <= train->n) return 0;
+    return hp_fail(err, "fisher_grads %d x fisher_batch %d needs %ld training images, the training set has %d",
+                   f->n_grads, f->grad_batch, need, train->n);
+}
+
 int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpErr *err) {
     if (check_targets(c, m, err) < 0) return -1;
     for (int i = 0; i < c->n_methods; i++) {  // the Fisher's sizes, before any scoring shrinks them
         if (c->methods[i].criterion != CRIT_OBS) continue;
         CritOpts k = method_crit(c, &c->methods[i]);
         HpErr e;
-        if (fisher_check(m, &k.fisher, &e) < 0 || fisher_check_data(m, train, &k.fisher, &e) < 0) {
+        if (fisher_check(m, &k.fisher, &e) < 0 || fisher_images_fit(&k.fisher, train, &e) < 0 ||
+            fisher_check_data(m, train, &k.fisher, &e) < 0) {
             char where[SWEEP_PATH + 16];
             config_place(c, sweep_method_line(c, &c->methods[i]), where, sizeof where);
             return hp_fail(err, "%s: method %s: %s", where, c->methods[i].name, e.msg);
@@ -229,31 +239,25 @@ int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, Hp
     return 0;
 }
 
-// Creates directory path (and its missing parents) unless it exists.
-static int make_dir_p(const char *path, HpErr *err) {
-    char buf[SWEEP_PATH * 2];
-    if (strlen(path) >= sizeof buf) return hp_fail(err, "%s: path too long", path);
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        bool end = *p == '\0';
-        if (*p != '/' && !end) continue;
-        *p = '\0';
-        struct stat st;
-        if (stat(buf, &st) != 0) {
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return hp_fail(err, "%s: cannot create: %s", buf, strerror(errno));
-        } else if (!S_ISDIR(st.st_mode)) {
-            return hp_fail(err, "%s: not a directory", buf);
-        }
-        if (end) return 0;
-        *p = '/';
+// Creates directory path unless it exists (one level: a missing parent is an error naming it).
+static int make_dir(const char *path, HpErr *err) {
+    struct stat st;
+    if (stat(path, &st) == 0) return S_ISDIR(st.st_mode) ? 0 : hp_fail(err, "%s: not a directory", path);
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) return 0;
+    int e = errno;
+    char parent[SWEEP_PATH * 2];
+    const char *slash = strrchr(path, '/');
+    if (e == ENOENT && slash && slash > path && (size_t)(slash - path) < sizeof parent) {
+        snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
+        return hp_fail(err, "%s: cannot create: directory %s: %s", path, parent, strerror(e));
     }
+    return hp_fail(err, "%s: cannot create: %s", path, strerror(e));
 }
 
 int sweep_make_dirs(const char *dir, HpErr *err) {
     char runs[SWEEP_PATH * 2];
     if (snprintf(runs, sizeof runs, "%s/runs", dir) >= (int)sizeof runs) return hp_fail(err, "%s: path too long", dir);
-    return make_dir_p(runs, err);
+    return make_dir(dir, err) < 0 ? -1 : make_dir(runs, err);
 }
 
 // The items of a run's settings that only some methods record (by the key before '='), each
@@ -313,8 +317,20 @@ static bool item_unread(const char *p, size_t n, const SweepMethod *m) {
     return false;
 }
 
+// Cuts the fine-tuning's settings (lr, batch_size, ...: the items after finetune_epochs, which
+// run_settings writes last) off the settings s when finetune_epochs is 0: nothing reads them
+// then. The last ";finetune_epochs=" is the item (a model path written before it may hold one).
+static void drop_unused_finetune(char *s) {
+    static const char key[] = ";finetune_epochs=";
+    char *item = NULL;
+    for (char *p = strstr(s, key); p; p = strstr(p + 1, key)) item = p;
+    char *value = item ? item + sizeof key - 1 : NULL;
+    if (value && value[0] == '0' && value[1] == ';') value[1] = '\0';
+}
+
 // Copies the settings s of a result into buf (at least strlen(s) + 1 bytes) without the items
-// method m does not read (item_unread), in their order.
+// method m does not read (item_unread), in their order, nor the fine-tuning's when it has no
+// epochs (drop_unused_finetune).
 static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
     size_t at = 0;
     for (const char *p = s; *p;) {
@@ -327,6 +343,7 @@ static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
         p += n + (p[n] == ';');
     }
     buf[at] = '\0';
+    drop_unused_finetune(buf);
 }
 
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {

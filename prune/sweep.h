@@ -76,6 +76,7 @@ typedef struct {
     TrainConfig finetune;   // [finetune] epochs (0: none), lr, batch_size, val_split
     int targets_line;       // line of `targets` in the file (0: not given)
     int model_line, dataset_line, data_dir_line;  // lines of [sweep] model, [data] dataset and dir (0: not given)
+    int finetune_epochs_line, finetune_batch_line;  // lines of [finetune] epochs and batch_size (0: not given)
     uint32_t model_crc;     // CRC-32 of the model file's bytes (sweep_fingerprint), recorded in every result
     bool model_crc_known;   // set by sweep_fingerprint; false: results are written and checked without it
 } SweepConfig;
@@ -149,7 +150,8 @@ int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpEr
 // DIR/runs/<id>.json into buf (cap bytes). Returns 0, or -1 if it does not fit.
 int sweep_result_path(const char *dir, const char *id, char *buf, size_t cap, HpErr *err);
 
-// Creates DIR and DIR/runs if they do not exist. Returns 0 or -1.
+// Creates DIR and DIR/runs if they do not exist: DIR in one level, as commands make an output
+// directory (a missing parent is an error naming it, not made). Returns 0 or -1.
 int sweep_make_dirs(const char *dir, HpErr *err);
 
 // Writes run r's outcome to path (JSON, atomic). Returns 0 or -1.
@@ -159,7 +161,8 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
 // settings and model, 0 if there is no file, -1 (err set) if the file is unreadable, malformed,
 // made with other settings (a different config into the same directory: only the settings
 // every run reads and those r's method reads count, so changing probes, which only hap and obd
-// read, leaves an l1 result done) or, c's model having its CRC-32 (sweep_fingerprint), made
+// read, leaves an l1 result done, as does changing the fine-tuning's lr, batch size and the like
+// when it has 0 epochs) or, c's model having its CRC-32 (sweep_fingerprint), made
 // from a model with another one (the file was replaced).
 // SWEEP_DONE_UNCHECKED: a result of this run with the same settings, but written before results
 // recorded the model's CRC-32, so whether its model is c's as it is now cannot be told (the

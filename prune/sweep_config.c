@@ -332,24 +332,34 @@ static const char *const *dataset_names(void) { return DATASETS; }
 
 #define FIELD(member) INI_FIELD(SweepConfig, member)
 
-// The keys naming files (the model, the data), read as these types; set_located also keeps
-// their lines, so that an error found in the file a key names points at the key.
+// The keys whose lines later messages name, read as these types (set_located keeps the lines):
+// those naming files (the model, the data), so that an error found in the file a key names points
+// at the key, and the fine-tuning's epochs and batch size, which its memory check names.
 static const IniKey LOCATED_KEYS[] = {
     {"sweep", "model", IK_STR, FIELD(model), 0, 0, IK_NONEMPTY},
     {"data", "dataset", IK_NAME, FIELD(dataset), .flags = IK_NONEMPTY, .choices = dataset_names,
      .expect = "fashion-mnist, mnist or cifar10"},
     {"data", "dir", IK_STR, FIELD(data_dir), 0, 0, IK_NONEMPTY},
+    {"finetune", "epochs", IK_INT, FIELD(finetune.epochs), 0, 10000, IK_RANGE},
+    {"finetune", "batch_size", IK_INT, FIELD(finetune.batch_size), 1, 65536, IK_RANGE},
 };
 static const IniTable LOCATED_TABLE = {.sections = SECTIONS, .keys = LOCATED_KEYS,
                                        .n_keys = sizeof LOCATED_KEYS / sizeof LOCATED_KEYS[0], .spans = true};
 
-// [sweep] model, [data] dataset and dir: the value as LOCATED_KEYS reads it, and its line.
+// The field of c that keeps the line of LOCATED_KEYS' key `key`.
+static int *located_line(SweepConfig *c, const char *key) {
+    if (strcmp(key, "model") == 0) return &c->model_line;
+    if (strcmp(key, "dataset") == 0) return &c->dataset_line;
+    if (strcmp(key, "dir") == 0) return &c->data_dir_line;
+    if (strcmp(key, "epochs") == 0) return &c->finetune_epochs_line;
+    HP_ASSERT(strcmp(key, "batch_size") == 0);
+    return &c->finetune_batch_line;
+}
+
+// A key of LOCATED_KEYS: the value as that table reads it, and its line.
 static int set_located(void *cfg, const IniSet *s, const char *v) {
-    SweepConfig *c = cfg;
     if (ini_table_set(&LOCATED_TABLE, cfg, s->key->section, s->key->key, v, s->line, s->err) != 0) return -1;
-    int *line = strcmp(s->key->key, "model") == 0 ? &c->model_line
-                : strcmp(s->key->key, "dataset") == 0 ? &c->dataset_line : &c->data_dir_line;
-    *line = s->line;
+    *located_line(cfg, s->key->key) = s->line;
     return 0;
 }
 
@@ -368,9 +378,9 @@ static const IniKey KEYS[] = {
     {"sweep", "threads", IK_INT, FIELD(threads), 0, HP_MAX_THREADS, IK_RANGE},
     {"data", "dataset", IK_CUSTOM, FIELD(dataset), .set = set_located},
     {"data", "dir", IK_CUSTOM, FIELD(data_dir), .set = set_located},
-    {"finetune", "epochs", IK_INT, FIELD(finetune.epochs), 0, 10000, IK_RANGE},
+    {"finetune", "epochs", IK_CUSTOM, FIELD(finetune.epochs), .set = set_located},
     {"finetune", "lr", IK_FLOAT, FIELD(finetune.lr), 0, 100, IK_RANGE | IK_MIN_EXCL},
-    {"finetune", "batch_size", IK_INT, FIELD(finetune.batch_size), 1, 65536, IK_RANGE},
+    {"finetune", "batch_size", IK_CUSTOM, FIELD(finetune.batch_size), .set = set_located},
     {"finetune", "val_split", IK_FLOAT, FIELD(finetune.val_split), 0, 1, IK_RANGE | IK_MAX_EXCL},
     {"finetune", "weight_decay", IK_FLOAT, FIELD(finetune.weight_decay), 0, 1, IK_RANGE},
     {"finetune", "crop_pad", IK_INT, FIELD(finetune.augment.crop_pad), 0, HP_MAX_CROP_PAD, IK_RANGE},

@@ -113,6 +113,23 @@ elif mode == "missing-tensor":  # a tensor of the graph is absent
         if k != "fc3.bias" and h[k]["data_offsets"][0] >= end:
             h[k]["data_offsets"] = [x - (end - b) for x in h[k]["data_offsets"]]
     write(dst, h, d[:b] + d[end:])
+elif mode == "big-input":      # a new model (SRC unused): 170 parameters, but 8x2048x2048 activations per image
+    g = {"format": "hprune-graph", "version": 1, "arch": "custom", "input": [1, 2048, 2048], "classes": 10,
+         "normalize": {"mean": [0.0], "std": [1.0]},
+         "nodes": [{"name": "conv1", "op": "conv2d", "inputs": ["input"], "out_channels": 8, "kernel": 3,
+                    "stride": 1, "padding": 1, "groups": 1, "bias": True},
+                   {"name": "relu1", "op": "relu", "inputs": ["conv1"]},
+                   {"name": "pool", "op": "global_avgpool", "inputs": ["relu1"]},
+                   {"name": "flatten", "op": "flatten", "inputs": ["pool"]},
+                   {"name": "fc", "op": "linear", "inputs": ["flatten"], "out_features": 10, "bias": True}]}
+    h, at = {"__metadata__": {"hprune.graph": json.dumps(g)}}, 0
+    for k, n in (("conv1.weight", [8, 1, 3, 3]), ("conv1.bias", [8]), ("fc.weight", [10, 8]), ("fc.bias", [10])):
+        size = 4
+        for x in n:
+            size *= x
+        h[k] = {"dtype": "F32", "shape": n, "data_offsets": [at, at + size]}
+        at += size
+    write(dst, h, b"".join(struct.pack("<f", 0.01 * (i % 7 + 1)) for i in range(at // 4)))
 else:
     sys.exit("craft.py: unknown mode " + mode)
 EOF
@@ -410,15 +427,20 @@ dash_output() {
   expect 2 "$desc" "$opt -:" "writing to standard output is not supported; name a $kind$" "$@"
 }
 dash_output "train: -o -" -o file "$HPRUNE" train --config "$T/good.ini" -o -
-dash_output "train: --output -" -o file "$HPRUNE" train --config "$T/good.ini" --output -
+dash_output "train: --output -, named as given" --output file "$HPRUNE" train --config "$T/good.ini" --output -
+dash_output "train: --output=-, named as given" --output file "$HPRUNE" train --config "$T/good.ini" --output=-
+dash_output "train: -o-, named as given" -o file "$HPRUNE" train --config "$T/good.ini" -o-
 dash_output "prune: -o -" -o file "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o -
+dash_output "prune: --output -, named as given" --output file \
+  "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 --output -
 dash_output "prune: --report -" --report file \
   "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o "$T/nodir/p.safetensors" --report -
 for opt in --csv --density --landscape; do
   dash_output "hessian: $opt -" "$opt" file "$HPRUNE" hessian "$GOOD" --samples 32 --threads 1 "$opt" -
 done
 dash_output "sensitivity: -o -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 -o -
-dash_output "sensitivity: --out -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 --out -
+dash_output "sensitivity: --out -, named as given" --out directory \
+  "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 --out -
 dash_output "sweep: --out -" --out directory "$HPRUNE" sweep "$T/good.ini" --out -
 dash_output "sweep: --collect -" --collect directory "$HPRUNE" sweep --collect -
 check "no file named '-' was written" test ! -e "$T/work/-"
@@ -486,6 +508,20 @@ if sh -c "$UL" sh "$HPRUNE" info lenet5 >/dev/null 2>&1; then
     "the curvature passes over 65536 training images in batches of 65536 need .*$LIMIT: lower --batch-size" \
     sh -c "$UL" sh "$HPRUNE" sensitivity "$GOOD" --data "$T/headers" --samples 65536 --batch-size 65536 --threads 1 \
     -o "$T/out/sens"
+  printf '[sweep]\nmodel = %s\nout = %s\n[data]\ndir = %s\n[finetune]\nepochs = 1\nbatch_size = 60000\n' \
+    "$GOOD" "$T/out/sweep" "$T/headers" >"$T/bigsweep.ini"
+  expect 1 "sweep: fine-tuning in batches of 60000 over the limit, before the data is read, naming the config line" \
+    "$T/bigsweep.ini:8: [finetune]" \
+    "fine-tuning in batches of 60000 needs about [0-9.]+ GB of memory, $LIMIT: lower \[finetune\] batch_size$" \
+    sh -c "$UL" sh "$HPRUNE" sweep "$T/bigsweep.ini" --threads 1
+  python3 "$T/craft.py" big-input "$GOOD" "$T/models/big-input.safetensors" || not_ok "craft big-input"
+  printf '[sweep]\nmodel = %s\nout = %s\nmethods = l1, hap\n[data]\ndir = %s\n' \
+    "$T/models/big-input.safetensors" "$T/out/sweep" "$T/headers" >"$T/calsweep.ini"
+  expect 1 "sweep: hap's curvature passes over the limit (a model of 2048x2048 inputs), before the data is read" \
+    "$T/calsweep.ini:4: method hap" \
+    "the curvature passes over 512 training images in batches of 128 need about [0-9.]+ GB of memory, $LIMIT: lower \[sweep\] samples$" \
+    sh -c "$UL" sh "$HPRUNE" sweep "$T/calsweep.ini" --threads 1 --list
+  rm -f "$T/models/big-input.safetensors"
   expect 1 "hessian --obs: a Fisher of 60000 gradients over the limit, before the data is read" "$GOOD" \
     "the Fisher inverse \(60000 gradients, blocks of [0-9]+\) needs about [0-9.]+ GB of memory, $LIMIT: lower --fisher-grads or --block-size$" \
     sh -c "$UL" sh "$HPRUNE" hessian "$GOOD" --data "$T/headers" --obs --fisher-grads 60000 --memory-budget 0 --threads 1

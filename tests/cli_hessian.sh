@@ -187,6 +187,11 @@ elif mode == "same":  # A B KEY...: the same JSON but for KEY... (and "seconds")
         a.pop(k, None), b.pop(k, None)
     diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     need(not diff, f"differ in {diff}: {[(a.get(k), b.get(k)) for k in diff][:2]}"[:400])
+elif mode == "seed":  # JSON SEED: "seed" is the integer SEED, written in full (not as a rounded float)
+    text = open(args[0]).read()
+    need(f'"seed":{args[1]},' in text, f"no '\"seed\":{args[1]},' in {text[:160]!r}")
+    d = json.loads(text)
+    need(type(d["seed"]) is int and d["seed"] == int(args[1]), f"seed {d['seed']!r}")
 elif mode == "differ":  # A B KEY: KEY differs
     need(load(args[0]).get(args[2]) != load(args[1]).get(args[2]), f"{args[2]} is the same")
 elif mode == "exact":  # EXACT.json HUTCH.json: exact traces, no error bars, layers adding up,
@@ -320,6 +325,8 @@ check "--json again: exits 0" rc_is 0
 pycheck "the same seed twice gives identical JSON (but for seconds)" same "$T/json/default" "$T/json/default2"
 hess seed2 --json --seed 2 --max-probes 6 --max-steps 20
 pycheck "another --seed gives another trace estimate" differ "$T/json/default" "$T/json/seed2" trace
+hess seedmax --json --trace --max-probes 2 --seed 9007199254740992
+pycheck "--seed 2^53 (the largest): the JSON's seed is that integer, exactly" seed "$T/json/seedmax" 9007199254740992
 
 # ---- traces per layer and per channel, from the same probes ----
 
@@ -433,6 +440,8 @@ pycheck "--obs --json: obs{per, grads, grad_batch, block_size, blocks (311 layer
   obs "$T/json/obs"
 obsrun obs2 --json
 pycheck "--obs twice with the same seed: identical JSON (but for seconds)" same "$T/json/obs" "$T/json/obs2"
+obsrun obs_seed --json --seed 9007199254740991
+pycheck "--obs --seed 2^53-1: the JSON's seed is that integer, exactly" seed "$T/json/obs_seed" 9007199254740991
 obsrun obs_csv --csv "$T/out/O.csv" --per channel
 check "--obs --csv O.csv --per channel: exits 0 and writes O.csv" eval 'rc_is 0 && [ -s "$T/out/O.csv" ] && ! out_has "add --csv"'
 pycheck "--obs --csv: group,params,obs_score,sq_norm rows holding the JSON's scores" obs_csv "$T/out/O.csv" "$T/json/obs"

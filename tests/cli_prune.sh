@@ -366,9 +366,12 @@ expect 1 "a missing model file" "nothere.safetensors" "" "$HPRUNE" prune nothere
 expect 1 "a Fisher that does not fit the memory budget says what would" "" "block size|fit" \
   "$HPRUNE" prune "$MODEL" --method obs --target-flops 0.5 --fisher-grads 100000 --memory-budget 1 $S
 expect 2 "a negative damping is refused" "" "damp" "$HPRUNE" prune "$MODEL" --method obs --damp -1 --target-flops 0.5 $S
-expect 1 "obs with more Fisher gradients than the 256 training images: one line, before the model is evaluated" "$MODEL" \
-  "fisher: N 300 gradients of 1 sample need 300 distinct samples; the data has 256$" \
+expect 1 "obs with more Fisher gradients than the 256 training images: one line naming the options, before the model is evaluated" "$MODEL" \
+  "--fisher-grads 300 x --fisher-batch 1 needs 300 training images, the training set has 256$" \
   "$HPRUNE" prune "$MODEL" --method obs --target-flops 0.5 --fisher-grads 300 $S
+expect 1 "obs with Fisher gradients of 2 images beyond the 256 training images: names --fisher-batch too" "$MODEL" \
+  "--fisher-grads 200 x --fisher-batch 2 needs 400 training images, the training set has 256$" \
+  "$HPRUNE" prune "$MODEL" --method obs --target-flops 0.5 --fisher-grads 200 --fisher-batch 2 $S
 
 # ---- sensitivity: its directory only when there is something to write ----
 SENS="--ratios 0.5 --samples 32 --probes 2 --test-images 50 --data $DATA --threads 1"
@@ -378,7 +381,7 @@ expect 1 "sensitivity of a model that fails to load creates no directory" "trunc
 expect 1 "sensitivity of a model without prunable channels creates no directory" "nolinear.safetensors" \
   "no prunable" "$HPRUNE" sensitivity "$T/nolinear.safetensors" $SENS -o "$T/work/x"
 expect 1 "sensitivity --method obs, its 1000 Fisher gradients beyond the 256 training images: before any work" "$MODEL" \
-  "fisher: N 1000 gradients of 1 sample need 1000 distinct samples; the data has 256$" \
+  "--method obs needs 1000 training images for its Fisher \(1000 gradients of 1 image, prune's defaults\), the training set has 256$" \
   "$HPRUNE" sensitivity "$MODEL" $SENS --method obs -o "$T/work/x"
 expect 1 "sensitivity into a directory whose parent is missing: refused first" "nodir" "No such file" \
   "$HPRUNE" sensitivity "$MODEL" $SENS -o "$T/work/nodir/x"

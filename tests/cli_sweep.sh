@@ -402,6 +402,12 @@ expect 1 "config: a [data] dataset other than the model's, without [data] dir: n
   "$T/bad/cifar.ini:14:" "\[data\] dataset cifar10: give its directory with \[data\] dir \(the model was trained on fashion-mnist in " \
   "$HPRUNE" sweep "$T/bad/cifar.ini" --out "$O" --list
 expect 1 "config: a file that does not exist" "$T/bad/none.ini" "cannot open" "$HPRUNE" sweep "$T/bad/none.ini" --out "$O"
+expect 1 "--out DIR whose parent is missing: refused first, naming it (made one level only, as train's -o)" \
+  "$T/nodir/sub" "cannot write: directory $T/nodir: No such file or directory$" \
+  "$HPRUNE" sweep "$CFG" --out "$T/nodir/sub"
+expect 1 "--list: the same" "$T/nodir/sub" "cannot write: directory $T/nodir: No such file or directory$" \
+  "$HPRUNE" sweep "$CFG" --out "$T/nodir/sub" --list
+expect 1 "--out naming a file" "$CFG" "not a directory$" "$HPRUNE" sweep "$CFG" --out "$CFG"
 expect 1 "--collect: a directory without results" "$T/bad" "cannot open|no result files" "$HPRUNE" sweep --collect "$T/bad"
 expect 2 "no CONFIG" "" "CONFIG is required" "$HPRUNE" sweep --out "$O"
 expect 2 "--shard 2/2 (shards count from 0)" "2/2" "numbered from 0" "$HPRUNE" sweep "$CFG" --out "$O" --shard 2/2

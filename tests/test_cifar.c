@@ -1,4 +1,5 @@
-// test_cifar.c: CIFAR-10 binary batches on a tiny fake set (2 records per batch file).
+// test_cifar.c: CIFAR-10 binary batches on a tiny fake set (2 records per batch file): loading
+// and peeking (the training set's size from the files' sizes).
 #include "tests/testutil.h"
 
 #include <sys/stat.h>
@@ -159,10 +160,84 @@ static void test_fifo(void **state) {
     tu_rmtree(dir);
 }
 
+// Peeks dir (cifar10_peek_dir), expects failure with a message holding s1 and s2.
+static void expect_peek_fail(const char *dir, const char *s1, const char *s2) {
+    int n = -1;
+    HpErr err = {{0}};
+    int rc = cifar10_peek_dir(dir, &n, &err);
+    if (rc == 0 || !strstr(err.msg, s1) || !strstr(err.msg, s2))
+        fail_msg("rc %d, message '%s', wanted '%s' and '%s'", rc, err.msg, s1, s2);
+}
+
+// The peek gives the training set's size from the batch files' sizes, without the test batch,
+// in dir or in the archive's subdirectory; dataset_peek adds the shape and the class count.
+static void test_peek(void **state) {
+    (void)state;
+    char dir[64], sub[128], path[200];
+    tu_tmpdir(dir, sizeof dir);
+    make_cifar(dir);
+    int n = -1, classes = -1;
+    Shape in = {0};
+    HpErr err = {{0}};
+    if (cifar10_peek_dir(dir, &n, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(n, 5 * PER_FILE);
+    if (dataset_peek("cifar10", dir, &in, &n, &classes, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(n, 5 * PER_FILE);
+    assert_int_equal(classes, 10);
+    assert_true(in.c == 3 && in.h == 32 && in.w == 32);
+    snprintf(path, sizeof path, "%s/test_batch.bin", dir);  // the test batch is not read
+    assert_int_equal(unlink(path), 0);
+    n = -1;
+    if (cifar10_peek_dir(dir, &n, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(n, 5 * PER_FILE);
+    uint8_t buf[3 * REC] = {0};  // one batch file of 3 records
+    snprintf(path, sizeof path, "%s/data_batch_2.bin", dir);
+    tu_write(path, buf, sizeof buf);
+    if (cifar10_peek_dir(dir, &n, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(n, 4 * PER_FILE + 3);
+    tu_rmtree(dir);
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(sub, sizeof sub, "%s/cifar-10-batches-bin", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    make_cifar(sub);
+    n = -1;
+    if (cifar10_peek_dir(dir, &n, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(n, 5 * PER_FILE);
+    tu_rmtree(dir);
+}
+
+// A peek refuses what the load refuses in the training batch files: a missing directory, a
+// missing file, a file cut short in a record or empty, a FIFO; the message names the file.
+static void test_peek_bad(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/absent", dir);
+    expect_peek_fail(path, path, "no such directory");
+    make_cifar(dir);
+    snprintf(path, sizeof path, "%s/data_batch_4.bin", dir);
+    assert_int_equal(unlink(path), 0);
+    expect_peek_fail(dir, path, "cannot open: No such file or directory");
+    make_cifar(dir);
+    uint8_t buf[PER_FILE * REC] = {0};
+    snprintf(path, sizeof path, "%s/data_batch_3.bin", dir);
+    tu_write(path, buf, sizeof buf - 100);  // truncated in its second record
+    expect_peek_fail(dir, path, "size 6046 bytes is not a non-zero multiple of the record size 3073");
+    tu_write(path, buf, 0);
+    expect_peek_fail(dir, path, "size 0 bytes");
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10);  // a FIFO is refused, not waited on
+    expect_peek_fail(dir, path, "not a regular file");
+    alarm(0);
+    tu_rmtree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),      cmocka_unit_test(test_subdir), cmocka_unit_test(test_bad_size),
         cmocka_unit_test(test_bad_label), cmocka_unit_test(test_missing), cmocka_unit_test(test_fifo),
+        cmocka_unit_test(test_peek),      cmocka_unit_test(test_peek_bad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,6 +32,13 @@ static int teardown(void **state) {
     return 0;
 }
 
+// Makes the fixture's directory "out", which holds the sweeps' output directories.
+static void make_out(const Fixture *fx) {
+    char out[96];
+    snprintf(out, sizeof out, "%s/out", fx->dir);
+    assert_int_equal(mkdir(out, 0755), 0);
+}
+
 // Writes text as the fixture's config and loads it over c.
 static int load_text(Fixture *fx, SweepConfig *c, const char *text, HpErr *err) {
     tu_write(fx->path, text, strlen(text));
@@ -194,6 +201,15 @@ static void test_results_and_collect(void **state) {
     if (load_text(fx, &c, "[sweep]\nmodel = m\nmethods = l1, hap\ntargets = 0.5, 0.3\n", &err) < 0)
         fail_msg("%s", err.msg);
     char dir[128], path[SWEEP_PATH * 3];
+    make_out(fx);
+    snprintf(dir, sizeof dir, "%s/none/sub", fx->dir);  // one level is made, not a missing parent
+    assert_int_equal(sweep_make_dirs(dir, &err), -1);
+    char no_parent[256];
+    snprintf(no_parent, sizeof no_parent, "%s: cannot create: directory %s/none: No such file or directory", dir,
+             fx->dir);
+    assert_string_equal(err.msg, no_parent);
+    snprintf(dir, sizeof dir, "%s/none", fx->dir);
+    assert_int_equal(access(dir, F_OK), -1);
     snprintf(dir, sizeof dir, "%s/out/sub", fx->dir);
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
     SweepRun *r;
@@ -213,6 +229,29 @@ static void test_results_and_collect(void **state) {
     other.finetune.epochs = 2;
     assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
     assert_non_null(strstr(err.msg, "finetune_epochs=0"));
+    // without fine-tuning (epochs 0) its other settings are not used: changing them keeps the result
+    other = c;
+    other.finetune.lr = 0.5f, other.finetune.batch_size = 7, other.finetune.val_split = 0;
+    other.finetune.weight_decay = 0, other.finetune.augment.crop_pad = 4, other.finetune.augment.hflip = true;
+    if (sweep_result_done(path, &other, &r[n - 1], &err) != 1) fail_msg("%s", err.msg);
+    // with fine-tuning they are: a result fine-tuned at another lr is not this run's
+    SweepConfig fine = c;
+    fine.finetune.epochs = 2;
+    PruneOutcome fo = {.acc_orig = 0.9, .acc_oneshot = 0.5, .acc_final = 0.8, .macs_orig = 1000, .macs_pruned = 700,
+                       .params_orig = 100, .params_pruned = 60, .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3,
+                       .finetune_epochs = 2, .best_epoch = 1};
+    if (sweep_result_write(path, &fine, &r[n - 1], &fo, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(sweep_result_done(path, &fine, &r[n - 1], &err), 1);
+    other = fine;
+    other.finetune.lr = 0.5f;
+    assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
+    assert_non_null(strstr(err.msg, "(it has lr=0.00999999978 where this config has lr=0.5)"));
+    other = fine;
+    other.finetune.augment.hflip = true;
+    assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
+    assert_non_null(strstr(err.msg, "(it has hflip=0 where this config has hflip=1)"));
+    assert_int_equal(sweep_result_done(path, &c, &r[n - 1], &err), -1);  // fine-tuned, where c does not
+    assert_non_null(strstr(err.msg, "(it has finetune_epochs=2 where this config has finetune_epochs=0)"));
     tu_write(path, "{\"id\": 1", 8);  // a broken result is an error, not a finished run
     assert_int_equal(sweep_result_done(path, &c, &r[n - 1], &err), -1);
     tu_write(path, "{}", 2);
@@ -280,6 +319,7 @@ static void test_obs_result_settings(void **state) {
     HpErr err;
     if (load_text(fx, &c, "[sweep]\nmodel = m\nmethods = l1, obs\ntargets = 0.5\n", &err) < 0) fail_msg("%s", err.msg);
     char dir[128], path[2][SWEEP_PATH * 3], text[8192];
+    make_out(fx);
     snprintf(dir, sizeof dir, "%s/out/obs", fx->dir);
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
     SweepRun *r;
@@ -369,6 +409,7 @@ static void test_method_settings(void **state) {
     SweepRun *r, *q;
     snprintf(text, sizeof text, base, 64, 4, 1);
     load_runs(fx, &c, text, &r);
+    make_out(fx);
     snprintf(dir, sizeof dir, "%s/out/own", fx->dir);
     HpErr err;
     assert_int_equal(sweep_make_dirs(dir, &err), 0);
@@ -781,10 +822,14 @@ static void test_check_methods(void **state) {
                  "batchnorm", fx->path, cases[i].line, i == 1 ? "slim" : "bn");
         if (strncmp(err.msg, want, strlen(want)) != 0) fail_msg("case %zu: '%s'\nwanted '%s'", i, err.msg, want);
     }
-    // a Fisher needing more images than the data holds is named at its method's line
+    // a Fisher needing more images than the data holds is named at its method's line, with its keys
     assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = l1, obs\ntargets = 0.3\n", &plain, &d, &err), -1);
-    assert_non_null(strstr(err.msg, ":3: method obs: fisher: N 1000 gradients of 1 sample need 1000 distinct samples; "
-                                    "the data has 16"));
+    assert_non_null(strstr(err.msg, ":3: method obs: fisher_grads 1000 x fisher_batch 1 needs 1000 training images, "
+                                    "the training set has 16"));
+    assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = o\ntargets = 0.3\n[method o]\ncriterion = obs\n"
+                                    "fisher_grads = 5\nfisher_batch = 4\n", &plain, &d, &err), -1);
+    assert_non_null(strstr(err.msg, ":6: method o: fisher_grads 5 x fisher_batch 4 needs 20 training images, "
+                                    "the training set has 16"));
     // the default method needs no line: l1 runs everywhere; a target out of reach comes first
     if (check_text(fx, "[sweep]\nmodel = m\ntargets = 0.3\n", &plain, &d, &err) != 0) fail_msg("%s", err.msg);
     assert_int_equal(check_text(fx, "[sweep]\nmodel = m\nmethods = bn\nmax_layer_frac = 0.1\ntargets = 0.95\n", &plain,
@@ -836,18 +881,24 @@ static void test_run_fisher_data(void **state) {
     model_free(&m);
 }
 
-// The lines the config's keys were read at: the model, the data, a method's criterion.
+// The lines the config's keys were read at: the model, the data, the fine-tuning's epochs and
+// batch size, a method's criterion.
 static void test_config_lines(void **state) {
     Fixture *fx = *state;
     SweepConfig c;
     sweep_config_default(&c);
     HpErr err;
     const char *text = "[sweep]\nmethods = l1, bn, x\nmodel = m\n[data]\ndir = /d\ndataset = mnist\n"
-                       "[method x]\ncriterion = obs\n[method bn]\nnormalize = max\n";
+                       "[method x]\ncriterion = obs\n[method bn]\nnormalize = max\n[finetune]\nbatch_size = 64\n"
+                       "epochs = 3\n";
     if (load_text(fx, &c, text, &err) < 0) fail_msg("%s", err.msg);
     assert_int_equal(c.model_line, 3);
     assert_int_equal(c.data_dir_line, 5);
     assert_int_equal(c.dataset_line, 6);
+    assert_int_equal(c.finetune_batch_line, 12);
+    assert_int_equal(c.finetune_epochs_line, 13);
+    assert_int_equal(c.finetune.batch_size, 64);
+    assert_int_equal(c.finetune.epochs, 3);
     assert_string_equal(c.dataset, "mnist");
     assert_string_equal(c.data_dir, "/d");
     assert_int_equal(sweep_method_line(&c, &c.methods[0]), 2);  // a bare criterion: the methods line
@@ -855,9 +906,10 @@ static void test_config_lines(void **state) {
     assert_int_equal(sweep_method_line(&c, &c.methods[2]), 8);  // criterion = obs
     sweep_config_default(&c);
     if (load_text(fx, &c, "[sweep]\nmodel = m\n", &err) < 0) fail_msg("%s", err.msg);
-    assert_int_equal(c.dataset_line + c.data_dir_line, 0);
+    assert_int_equal(c.dataset_line + c.data_dir_line + c.finetune_batch_line + c.finetune_epochs_line, 0);
     assert_int_equal(sweep_method_line(&c, &c.methods[0]), 0);  // the default l1
     expect_error(fx, "[sweep]\nmodel = m\n[data]\ndir =\n", 4, "'dir' must not be empty");
+    expect_error(fx, "[sweep]\nmodel = m\n[finetune]\nbatch_size = 0\n", 4, "'batch_size' must be in [1, 65536], got 0");
     expect_error(fx, "[sweep]\nmodel = m\nmodel = n\n", 3, "'model' is set twice in [sweep] (first at line 2)");
 }
 
