@@ -379,6 +379,7 @@ int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r
     ok = ok && cJSON_AddNumberToObject(j, "best_epoch", o->best_epoch);
     ok = ok && cJSON_AddNumberToObject(j, "latency_ms_original", o->lat_orig_ms);
     ok = ok && cJSON_AddNumberToObject(j, "latency_ms", o->lat_pruned_ms);
+    if (o->speedup > 0) ok = ok && cJSON_AddNumberToObject(j, "speedup", o->speedup);  // 0: not measured
     ok = ok && cJSON_AddNumberToObject(j, "score_seconds", o->score_s);
     ok = ok && cJSON_AddNumberToObject(j, "finetune_seconds", o->finetune_s);
     ok = ok && cJSON_AddNumberToObject(j, "seconds", o->total_s);
@@ -400,7 +401,7 @@ typedef struct {
     char crc[9];  // the model's CRC-32, 8 hex digits ("" in a result written before it was recorded)
     char file[SWEEP_PATH * 3];  // where it was read from
     double target, params_orig, params, macs_orig, macs, acc_orig, acc_oneshot, acc_recal, acc_final, finetune_epochs,
-        best_epoch, lat_orig, lat, seconds;
+        best_epoch, lat_orig, lat, speedup, seconds;  // speedup: 0 in a result written before it was recorded
 } SweepResult;
 
 // Reads a whole file into a NUL-terminated malloc'd buffer of *len_out bytes (and the NUL). Returns
@@ -488,7 +489,7 @@ typedef enum {
     R_ACCURACY,  // in [0, 1]
     R_COUNT,     // parameters or MACs: a positive integer below 2^53 (exact in a double, 16 digits at most)
     R_EPOCHS,    // an integer in [0, MAX_EPOCHS]
-    R_LATENCY,   // milliseconds, positive (the speed-up divides by them)
+    R_LATENCY,   // positive: milliseconds (the speed-up divides by them), or a speed-up
     R_SECONDS,   // non-negative
 } Range;
 
@@ -539,6 +540,14 @@ static int json_num(const cJSON *j, const char *key, Range rg, double *x, const 
     return check_range(*x, rg, key, path, err);
 }
 
+// Reads the number speedup of j into r->speedup (absent in older results: left 0; else positive).
+// Returns 0, or -1 with err set.
+static int json_speedup(const cJSON *j, SweepResult *r, const char *path, HpErr *err) {
+    const cJSON *v;
+    if (json_member(j, "speedup", &v, path, err) < 0) return -1;
+    return v ? json_num(j, "speedup", R_LATENCY, &r->speedup, path, err) : 0;
+}
+
 // Reads model_crc32 of j into r->crc (absent in older results: left ""). Returns 0 or -1.
 static int json_crc(const cJSON *j, SweepResult *r, const char *path, HpErr *err) {
     const cJSON *crc;
@@ -574,7 +583,7 @@ static int read_fields(const cJSON *j, SweepResult *r, const char *path, HpErr *
         if (json_str(j, strs[i].key, strs[i].optional, strs[i].buf, strs[i].cap, path, err) < 0) return -1;
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         if (json_num(j, nums[i].key, nums[i].rg, nums[i].x, path, err) < 0) return -1;
-    return json_crc(j, r, path, err);
+    return json_speedup(j, r, path, err) < 0 ? -1 : json_crc(j, r, path, err);
 }
 
 // True if s is a seed as sweeps write it: a decimal integer below 2^64, without leading zeros.
@@ -627,8 +636,10 @@ static int check_strings(const SweepResult *r, const char *path, HpErr *err) {
     return 0;
 }
 
-// The speed-up of a result: latency before pruning over latency after (both positive, checked).
-static double speedup(const SweepResult *r) { return r->lat_orig / r->lat; }
+// The speed-up of a result: as the run measured it (the median of its timing rounds' ratios), or in
+// a result written before that was recorded, latency before pruning over latency after (both
+// positive, checked).
+static double speedup(const SweepResult *r) { return r->speedup > 0 ? r->speedup : r->lat_orig / r->lat; }
 
 // Fails unless the numbers of r, read from path, agree: pruning removed MACs and parameters (it
 // never adds any), the best epoch is one of the fine-tuning's, the speed-up is a positive

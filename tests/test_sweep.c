@@ -220,7 +220,8 @@ static void test_results_and_collect(void **state) {
     for (int i = 0; i < n; i++) {
         PruneOutcome o = {.acc_orig = 0.9, .acc_oneshot = 0.5 + 0.01 * i, .acc_final = 0.8, .macs_orig = 1000,
                           .macs_pruned = (uint64_t)(1000 * (1 - r[i].target)), .params_orig = 100, .params_pruned = 60,
-                          .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3, .finetune_epochs = 1, .best_epoch = 1};
+                          .lat_orig_ms = 2, .lat_pruned_ms = 1, .total_s = 3, .finetune_epochs = 1, .best_epoch = 1,
+                          .speedup = i == 0 ? 1.75 : 0};  // the others without one, as results written before it
         assert_int_equal(sweep_result_path(dir, r[i].id, path, sizeof path, &err), 0);
         if (sweep_result_write(path, &c, &r[i], &o, &err) < 0) fail_msg("%s", err.msg);
         assert_int_equal(sweep_result_done(path, &c, &r[i], &err), 1);
@@ -272,6 +273,9 @@ static void test_results_and_collect(void **state) {
     for (int i = 0; i < 3; i++) {
         assert_non_null(fgets(line, sizeof line, f));
         assert_int_equal(strncmp(line, want[i], strlen(want[i])), 0);
+        // the speed-up as the run measured it, else latency_ms_original / latency_ms
+        bool measured = strncmp(line, r[0].id, strlen(r[0].id)) == 0 && line[strlen(r[0].id)] == ',';
+        assert_non_null(strstr(line, measured ? ",1.750," : ",2.000,"));
     }
     assert_null(fgets(line, sizeof line, f));
     fclose(f);
