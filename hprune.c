@@ -231,7 +231,7 @@ static int cmd_train(int argc, char **argv) {
     check_spares_inputs("train", outs, labels, 2, &config_path, (const char *const[]){"the config"}, 1);
     check_output_path(cfg.output);
     check_output_path(ckpt);  // written after every epoch: its name must fit too
-    int threads = hp_set_threads(cfg.train.threads);
+    int threads = set_threads(cfg.train.threads, 1);
 
     // sized from the files' headers before the images are read
     Shape in;
@@ -332,7 +332,7 @@ static int cmd_eval(int argc, char **argv) {
         if (config_set(&tmp, "data", "dataset", dataset, "--dataset", &err) < 0) usage_error("eval", "%s", err.msg);
     }
     const char *path = argv[optind];
-    threads = hp_set_threads(threads);
+    threads = set_threads(threads, 1);
     Model m;
     load_model_or_die(&m, path);
     char what[96];

@@ -46,6 +46,10 @@ void bad_option(const char *cmd, char **argv, const struct option *opts) __attri
 void option_once(const char *cmd, const char *shortopts, const struct option *opts, bool *seen, int c);
 // "s" unless n is 1: printf("%d run%s", n, plural(n)).
 const char *plural(long n);
+// Sets this process's threads as hp_set_threads does (0: one per processor it may use) and warns
+// when `workers` processes of that many threads each would outnumber those processors; returns
+// the count.
+int set_threads(int n, int workers);
 // Seconds on a monotonic clock.
 double now_s(void);
 // Formats a duration as "1h02m", "3m05s" or "12s" into buf; returns buf.

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <getopt.h>
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,19 @@ void warn(const char *fmt, ...) {
     va_start(ap, fmt);
     put_message("hprune: warning: ", fmt, ap);
     va_end(ap);
+}
+
+int set_threads(int n, int workers) {
+    const int procs = omp_get_num_procs();  // the processors this process may run on
+    n = hp_set_threads(n);
+    if ((long)n * workers > procs) {
+        char jobs[48] = "";
+        if (workers > 1) snprintf(jobs, sizeof jobs, "%d jobs of ", workers);
+        warn("%s%d thread%s on the %d processor%s this process may use: they take turns, and the work runs slower "
+             "than with one thread per processor",
+             jobs, n, plural(n), procs, plural(procs));
+    }
+    return n;
 }
 
 // Prints "hprune CMD: <msg>" and a pointer to the help, exits with status 2.

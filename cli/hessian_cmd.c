@@ -1260,7 +1260,7 @@ int cmd_hessian(int argc, char **argv) {
     HessOpts o;
     hess_defaults(&o);
     hess_parse(argc, argv, &o);
-    hp_set_threads(o.threads);
+    set_threads(o.threads, 1);
     Model m;
     load_model_or_die(&m, o.model);
     if (o.obs) {

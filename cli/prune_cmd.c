@@ -604,7 +604,7 @@ int cmd_prune(int argc, char **argv) {
     const char *inputs[] = {o.model, o.config}, *what[] = {"the model", "the config"};
     check_spares_inputs(PCMD, paths, labels, 2, inputs, what, 2);
     check_outputs(PCMD, paths, labels, 2);
-    o.threads = hp_set_threads(o.threads);
+    o.threads = set_threads(o.threads, 1);
     PruneJob job = prune_job_defaults();
     job.crit = o.crit;
     job.target = o.target;

@@ -273,7 +273,7 @@ int cmd_sensitivity(int argc, char **argv) {
     SensPaths paths;
     sens_paths(o.out, &paths);
     check_out_dir(o.out, &paths, o.model);  // the directory is made only when there is something to write
-    hp_set_threads(o.threads);
+    set_threads(o.threads, 1);
     Model m;
     load_model_or_die(&m, o.model);
     // obs's Fisher within its budget and the trace's passes, before any data

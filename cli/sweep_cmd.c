@@ -477,7 +477,7 @@ int cmd_sweep(int argc, char **argv) {
     if (model_load(&base, cfg.model, NULL, NULL, &err) < 0)
         die("%s:%d: [sweep] model: %s", cfg.path, cfg.model_line, err.msg);
     if (sweep_fingerprint(&cfg, &err) < 0) die("%s:%d: [sweep] model: %s", cfg.path, cfg.model_line, err.msg);
-    hp_set_threads(threads);  // the runs' buffers are sized for it, and the checks score on a tiny calibration
+    set_threads(threads, o.jobs);  // the runs' buffers are sized for it, and the checks score on a tiny calibration
     check_sweep_memory(&cfg, &base);  // before the data is read
     Dataset train, test;
     load_data(&cfg, &base, &train, &test);

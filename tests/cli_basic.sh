@@ -207,6 +207,14 @@ check "eval without --data uses the data directory recorded in the model" eval \
   'rc_is 0 && python3 -c "import json,sys; sys.exit(0 if \"%.2f\" % (100 * json.load(sys.stdin)[\"accuracy\"]) == \"$eval_acc\" else 1)" <"$T/out"'
 run "$HPRUNE" eval "$MODEL" --data "$DATA"
 check "eval (text): prints the accuracy" eval "rc_is 0 && out_has 'accuracy $eval_acc%'"
+P=$(nproc)
+run "$HPRUNE" eval "$MODEL" --data "$DATA" --threads $((P + 1))
+check "eval --threads above the processors: one warning naming both counts, the same accuracy" eval \
+  "rc_is 0 && [ \"\$(grep -c warning \"\$T/err\")\" = 1 ] &&
+   err_has '^hprune: warning: $((P + 1)) threads on the $P processors\\{0,1\\} this process may use' &&
+   out_has 'accuracy $eval_acc%'"
+run "$HPRUNE" eval "$MODEL" --data "$DATA" --threads "$P"
+check "eval --threads as many as the processors: no warning" eval 'rc_is 0 && ! err_has warning'
 
 run "$HPRUNE" info "$MODEL" --json
 check "info MODEL --json: params = 61706 and the provenance is there" eval 'rc_is 0 && python3 -c "
