@@ -384,13 +384,29 @@ static void test_duplicate_and_magnitude(void **state) {
     double others = fmin(scores[g1][0], scores[g1][2]);
     assert_true(scores[g1][1] < 1e-3 * others);
     assert_true(scores[g1][3] < 1e-3 * others);
-    // l1: scale channel 0's filter up: it ranks last; channel 2's down: first
-    const Node *c1 = &f.m.nodes[node_id(&f.m, "conv1")];
-    for (int k = 0; k < 9; k++) f.m.params[c1->w_off + k] *= 100, f.m.params[c1->w_off + 18 + k] *= 1e-3f;
-    run_criterion(&f.m, &f.gs, CRIT_L1, &f.d, f.scores);
-    for (int c = 0; c < 4; c++) {
-        if (c != 0) assert_true(scores[g1][c] < scores[g1][0]);
-        if (c != 2 && c != 1 && c != 3) assert_true(scores[g1][c] > scores[g1][2]);
+    // l1 and l2: scale every slice of channel 0 up by 100, it ranks last; every slice of channel
+    // 3 down by 1e-3, first (by itself it has the largest l1 of conv1: ranking it first is the
+    // scaling's doing); its score scales exactly by 1e-3 (l1) and 1e-6 (l2)
+    const Criterion mags[2] = {CRIT_L1, CRIT_L2};
+    double before[2];
+    for (int q = 0; q < 2; q++) {
+        run_criterion(&f.m, &f.gs, mags[q], &f.d, f.scores);
+        before[q] = scores[g1][3];
+    }
+    size_t *idx = malloc(f.m.n_params * sizeof(size_t));
+    for (int c = 0; c <= 3; c += 3) {
+        size_t k = group_channel_params(&f.m, &f.gs.groups[g1], c, idx);
+        for (size_t i = 0; i < k; i++) f.m.params[idx[i]] *= c == 0 ? 100.0f : 1e-3f;
+    }
+    free(idx);
+    for (int q = 0; q < 2; q++) {
+        run_criterion(&f.m, &f.gs, mags[q], &f.d, f.scores);
+        for (int c = 0; c < 4; c++) {
+            if (c != 0 && !(scores[g1][c] < scores[g1][0])) fail_msg("%s: channel %d above 0", criterion_name(mags[q]), c);
+            if (c != 3 && !(scores[g1][c] > scores[g1][3])) fail_msg("%s: channel %d below 3", criterion_name(mags[q]), c);
+        }
+        double want = before[q] * (q == 0 ? 1e-3 : 1e-6);
+        assert_float_equal(scores[g1][3], want, 1e-5 * want);
     }
     fixture_free(&f);
 }
