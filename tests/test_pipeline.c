@@ -243,9 +243,87 @@ static void test_residual_pipeline(void **state) {
     model_free(&base);
 }
 
+// ---- fine-tuning keeps the best epoch ----
+
+// Each finished epoch's validation and test accuracy, as the trainer reports them.
+typedef struct {
+    float val[8], test[8];
+    int n;
+} EpochLog;
+
+// Train progress hook: records an epoch's accuracies once it is done.
+static void log_epoch(const TrainProgress *p, void *user) {
+    EpochLog *log = user;
+    if (!p->epoch_done) return;
+    assert_true(p->epoch == log->n && log->n < 8);
+    log->val[log->n] = p->val_acc, log->test[log->n] = p->test_acc;
+    log->n++;
+}
+
+// Accuracy of m on d as the trainer evaluates it (eval mode, batches of `batch`).
+static float accuracy(Model *m, const Dataset *d, int batch) {
+    Workspace ws;
+    HpErr err = {{0}};
+    expect_ok(ws_init(&ws, m, batch, 0, &err), &err);
+    float loss, acc;
+    expect_ok(evaluate(m, &ws, d, &loss, &acc, &err), &err);
+    ws_free(&ws);
+    return acc;
+}
+
+// prune_run fine-tunes for 4 epochs on 75% of 512 training images, validating on the rest, and
+// keeps the epoch of the best validation accuracy (the first of equals), not the last. A step
+// schedule with gamma = -1 at epoch 2 makes epochs 3 and 4 gradient ascent on the training loss
+// (no momentum or weight decay to carry over), so they end worse than the best of the first two,
+// which here is epoch 2 (asserted, so that keeping the last or the first epoch fails). The model prune_run returns has exactly that epoch's
+// validation and test accuracy (evaluated as the trainer does, in batches of its batch size, on
+// the validation split dataset_split draws from the same seed), and its reported best epoch and
+// final accuracy are that epoch's.
+static void test_keeps_best_epoch(void **state) {
+    (void)state;
+    Model m;
+    build_residual(&m, 5);
+    Rng rng;
+    rng_seed(&rng, 6, 0);
+    Dataset train, test;
+    bar_data(&train, 512, &rng);
+    bar_data(&test, 96, &rng);
+    PruneJob job = prune_job_defaults();
+    job.target = (PruneTarget){.kind = TARGET_CHANNELS, .ratio = 0.25, .max_layer_frac = 0.5, .round_to = 1};
+    job.bn_samples = 0, job.latency_batch = 0;
+    TrainConfig *ft = &job.finetune;
+    ft->epochs = 4, ft->batch_size = 16, ft->lr = 0.1f, ft->momentum = 0, ft->nesterov = false;
+    ft->weight_decay = 0, ft->val_split = 0.25f, ft->seed = 3;
+    ft->schedule = SCHED_STEP, ft->n_milestones = 1, ft->milestones[0] = 2, ft->gamma = -1;
+    EpochLog log = {0};
+    job.train_progress = log_epoch, job.train_user = &log;
+    PruneOutcome out;
+    HpErr err = {{0}};
+    expect_ok(prune_run(&job, &m, &train, &test, &out, &err), &err);
+    assert_int_equal(log.n, 4);
+    int best = 0;
+    for (int e = 1; e < 4; e++)
+        if (log.val[e] > log.val[best]) best = e;
+    if (best == 0 || !(log.val[3] < log.val[best]))  // the best is neither the first nor the last
+        fail_msg("epoch %d of 4 is the best: validation accuracy %g %g %g %g", best + 1, log.val[0], log.val[1],
+                 log.val[2], log.val[3]);
+    assert_int_equal(out.finetune_epochs, 4);
+    assert_int_equal(out.best_epoch, best + 1);
+    Dataset tr, val;
+    expect_ok(dataset_split(&train, ft->val_split, ft->seed, &tr, &val, &err), &err);
+    assert_int_equal(val.n, 128);
+    assert_true(accuracy(&m, &val, ft->batch_size) == log.val[best]);
+    assert_true(accuracy(&m, &test, ft->batch_size) == log.test[best]);
+    assert_float_equal(out.acc_final, log.test[best], 1e-6);
+    dataset_free(&tr), dataset_free(&val);
+    dataset_free(&train), dataset_free(&test);
+    model_free(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_residual_pipeline),
+        cmocka_unit_test(test_keeps_best_epoch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
