@@ -845,6 +845,24 @@ static void test_option_applies(void **state) {
         assert_int_equal(criterion_option_applies("slices", (Criterion)c, NULL, 0), criterion_takes_slices((Criterion)c));
 }
 
+// crit_normalize: an explicit normalisation is the one applied; auto stands for none with the
+// criteria that estimate a loss change (taylor, hap, obd, fisher, obs), mean with the others.
+static void test_normalize_applied(void **state) {
+    (void)state;
+    CritOpts o = crit_defaults();
+    assert_int_equal(o.normalize, NORM_AUTO);
+    for (int c = 0; c < CRIT_COUNT; c++) {
+        o.method = (Criterion)c;
+        o.normalize = NORM_AUTO;
+        bool loss = c == CRIT_TAYLOR || c == CRIT_HAP || c == CRIT_OBD || c == CRIT_FISHER || c == CRIT_OBS;
+        assert_int_equal(crit_normalize(&o), loss ? NORM_NONE : NORM_MEAN);
+        for (int n = NORM_MEAN; n <= NORM_NONE; n++) {
+            o.normalize = (Normalize)n;
+            assert_int_equal(crit_normalize(&o), n);
+        }
+    }
+}
+
 // After obs-layer compensation and surgery, the network's output is closer to the original's
 // than after plain removal of the same channels.
 static void test_obs_layer_compensation_helps(void **state) {
@@ -961,6 +979,7 @@ int main(void) {
         cmocka_unit_test(test_select_binding_limit),
         cmocka_unit_test(test_scores_not_finite),
         cmocka_unit_test(test_option_applies),
+        cmocka_unit_test(test_normalize_applied),
         cmocka_unit_test(test_obs_layer_compensation_helps),
         cmocka_unit_test(test_bn_recalibrate),
     };
