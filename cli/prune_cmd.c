@@ -390,6 +390,7 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     cJSON_AddStringToObject(j, "output", o->output);
     cJSON_AddStringToObject(j, "method", criterion_name(o->crit.method));
     cJSON_AddStringToObject(j, "slices", o->crit.consumers_only ? "consumers" : "all");
+    cJSON_AddStringToObject(j, "normalize", normalize_name(crit_normalize(&o->crit)));
     cJSON_AddStringToObject(j, "rank", o->target.per_cost ? "per-cost" : "score");
     json_obs_settings(j, &o->crit);
     cJSON_AddStringToObject(j, "target", target_kind_name(o->target.kind));
@@ -424,10 +425,12 @@ static cJSON *report_json(const PruneOpts *o, const Model *a, const Model *b, co
     return j;
 }
 
-// Appends the scoring settings to the Markdown report: slices and rank, and the OBS curvature.
+// Appends the scoring settings to the Markdown report: slices, the normalisation applied ("(auto)"
+// when --normalize auto chose it) and rank, and the OBS curvature.
 static void md_settings(StrBuf *t, const PruneOpts *o) {
     const CritOpts *k = &o->crit;
-    sb_printf(t, "slices %s, rank by %s", k->consumers_only ? "consumers" : "all",
+    sb_printf(t, "slices %s, normalize %s%s, rank by %s", k->consumers_only ? "consumers" : "all",
+              normalize_name(crit_normalize(k)), k->normalize == NORM_AUTO ? " (auto)" : "",
               o->target.per_cost ? "score per cost" : "score");
     if (k->method == CRIT_OBS)
         sb_printf(t, "; Fisher of %d gradient%s of %d image%s, blocks of %zu, damp %g", k->fisher.n_grads,

@@ -57,9 +57,9 @@ CritOpts crit_defaults(void) {
     return o;
 }
 
-// The normalisation NORM_AUTO stands for: none for the criteria that estimate a change of the
-// loss (comparable across layers as they are), mean for the others.
-static Normalize resolve_normalize(const CritOpts *o) {
+// NORM_AUTO stands for none for the criteria that estimate a change of the loss (comparable
+// across layers as they are), mean for the others.
+Normalize crit_normalize(const CritOpts *o) {
     if (o->normalize != NORM_AUTO) return o->normalize;
     switch (o->method) {
     case CRIT_TAYLOR:
@@ -608,7 +608,7 @@ int scorer_run(Scorer *s, const CritOpts *o, Model *m, const GroupSet *gs, doubl
     case CRIT_OBS_LAYER: rc = score_obs_layer(s, m, gs, scores, err); break;
     default: return hp_fail(err, "unknown criterion %d", (int)o->method);
     }
-    if (rc == 0) normalise(m, gs, resolve_normalize(o), o->consumers_only, scores);
+    if (rc == 0) normalise(m, gs, crit_normalize(o), o->consumers_only, scores);
     if (rc == 0 && scores_finite(gs, scores, err) < 0) {
         char who[64];
         snprintf(who, sizeof who, "criterion %s", criterion_name(o->method));

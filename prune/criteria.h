@@ -86,6 +86,10 @@ typedef struct {
 // batchnorm in every prunable group. Returns 0 otherwise.
 int crit_check(Criterion method, const Model *m, const GroupSet *gs, HpErr *err);
 
+// The normalisation scorer_run applies for o: o->normalize, or for NORM_AUTO the one it stands
+// for with o->method (none for taylor, hap, obd, fisher and obs; mean for the others).
+Normalize crit_normalize(const CritOpts *o);
+
 // Defaults: l1, mean normalisation, 512 samples, batch 128, 32 probes, Hessian diagonal,
 // fisher_defaults() but for blocks of 100 and damp 1e-2 (obs), obs-layer damping 1%,
 // compensation on, seed 1.

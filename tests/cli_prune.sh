@@ -29,7 +29,7 @@ def header(path):
     return json.loads(b[8:8 + n])
 if mode == "report":  # REPORT.json KIND RATIO: keys, totals, the target met
     r = json.load(open(args[0]))
-    for k in ("command", "seed", "method", "slices", "rank", "target", "target_ratio", "layers", "params_before", "params_after",
+    for k in ("command", "seed", "method", "slices", "normalize", "rank", "target", "target_ratio", "layers", "params_before", "params_after",
               "macs_before", "macs_after", "accuracy_original", "accuracy_pruned", "accuracy_recalibrated", "latency_ms_before",
               "latency_ms_after", "speedup"):
         need(k in r, f"no key {k!r}: {sorted(r)}")
@@ -187,6 +187,14 @@ sys.exit(any(k in r for k in ("fisher", "layer_damp", "compensate")))' "$T/out/l
 prune obs obs_nocomp --target-flops 0.5 --no-compensate --damp 1e-3 --rank per-cost
 pycheck "obs --no-compensate --damp 1e-3: recorded" obs "$T/out/obs_nocomp.json" 32 500 0.001 false
 check "--rank per-cost: recorded" grep -q '"rank":[[:space:]]*"per-cost"' "$T/out/obs_nocomp.json"
+check "--normalize auto: recorded as what it stands for (mean for l1, none for hap)" eval \
+  'grep -q "\"normalize\":[[:space:]]*\"mean\"" "$T/out/l1.json" && grep -q "\"normalize\":[[:space:]]*\"none\"" "$T/out/hap.json"'
+prune l1 l1_size --target-flops 0.5 --normalize size
+check "--normalize size: recorded in the JSON report" eval \
+  'rc_is 0 && grep -q "\"normalize\":[[:space:]]*\"size\"" "$T/out/l1_size.json"'
+prune l1 l1_max --target-flops 0.5 --normalize max --report "$T/out/l1_max.md"
+check "--normalize max: recorded in the Markdown report's settings" eval \
+  'rc_is 0 && grep -q "^slices all, normalize max, rank by score$" "$T/out/l1_max.md"'
 for method in taylor fisher; do
   prune "$method" "${method}_consumers" --target-flops 0.5 --slices consumers
   pycheck "$method --slices consumers: report keys, layers, target met" report "$T/out/${method}_consumers.json" macs 0.5
@@ -220,11 +228,12 @@ run "$HPRUNE" prune "$MODEL" --method hap --data "$DATA" --samples 64 --probes 4
   --round-to 2 -o "$T/out/md.safetensors" --report "$T/out/md.md"
 check "Markdown report with the layer table and accuracies" eval \
   'rc_is 0 && grep -q "^| conv2 |" "$T/out/md.md" && grep -q "pruned (one-shot)" "$T/out/md.md"'
-check "Markdown report: the scoring settings" grep -q "^slices all, rank by score$" "$T/out/md.md"
+check "Markdown report: the scoring settings (hap: --normalize auto stands for none)" \
+  grep -q "^slices all, normalize none (auto), rank by score$" "$T/out/md.md"
 run "$HPRUNE" prune "$MODEL" --method obs --data "$DATA" --fisher-grads 32 --threads 1 \
   --target-flops 0.5 -o "$T/out/obs_md.safetensors" --report "$T/out/obs.md"
 check "Markdown report of obs: the Fisher's settings, by default blocks of 100 and damp 1e-2" \
-  grep -q "^slices all, rank by score; Fisher of 32 gradients of 1 image, blocks of 100, damp 0.01; weight update applied$" \
+  grep -q "^slices all, normalize none (auto), rank by score; Fisher of 32 gradients of 1 image, blocks of 100, damp 0.01; weight update applied$" \
   "$T/out/obs.md"
 prune l1 uniform --target-channels 0.5 --uniform
 pycheck "--uniform: every layer loses half of its own channels" uniform "$T/out/uniform.json" 0.5
