@@ -21,7 +21,7 @@ PruneJob prune_job_defaults(void) {
     j.bn_samples = 1024;
     j.latency_batch = 64;
     j.latency_reps = 9;
-    j.latency_round_s = 0.1;
+    j.latency_round_s = 0.02;
     return j;
 }
 

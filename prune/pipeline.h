@@ -29,7 +29,7 @@ typedef struct {
 
 // Defaults: l1, 50% MACs, cap 0.9, one step, batchnorm recalibration on 1024 images, no
 // fine-tuning (lr 0.01 cosine Nesterov, 5% validation split when enabled), latency batch 64
-// over at least 9 runs and 0.1 s a round.
+// over at least 9 runs and 0.02 s a round.
 PruneJob prune_job_defaults(void);
 
 typedef struct {
