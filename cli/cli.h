@@ -159,11 +159,19 @@ double memory_limit(char *desc, size_t cap);
 // GB): ADVICE" (what ends with its verb, "training in batches of 60000 needs"; advice may be
 // NULL).
 void check_memory_fits(const char *subject, const char *what, double need, const char *advice);
+// How many of `jobs` processes running at once share the memory limit: all of them, unless the
+// limit is each process's own (ulimit -v).
+int memory_sharers(int jobs);
 // check_memory_fits for the curvature passes of a criterion (prune, sensitivity) over `samples`
 // training images in batches of `batch` (curv_bytes: the batch runs at most `samples`), with the
-// model and a copy of it; path names the model (or the place that sets the passes), advice says
-// what lowers them ("lower --batch-size").
-void check_calibration_memory(const char *path, const Model *m, int samples, int batch, const char *advice);
+// model and a copy of it, in each of `jobs` processes at once (a sweep's --jobs; else 1); path
+// names the model (or the place that sets the passes), advice says what lowers them ("lower
+// --batch-size").
+void check_calibration_memory(const char *path, const Model *m, int samples, int batch, int jobs,
+                              const char *advice);
+// check_memory_fits for fine-tuning m in batches of `batch` (train_bytes, with the model, its
+// copy, its momentum and the best epoch kept) in each of `jobs` processes at once.
+void check_finetune_memory(const char *subject, const Model *m, int batch, int jobs, const char *advice);
 
 // Exits with status 1 unless the training set's n_train images hold the n_grads x grad_batch
 // distinct images obs's Fisher draws, naming the options that set them (grads, batch: e.g.

@@ -475,12 +475,39 @@ void check_memory_fits(const char *subject, const char *what, double need, const
         advice ? advice : "");
 }
 
-void check_calibration_memory(const char *path, const Model *m, int samples, int batch,
+int memory_sharers(int jobs) {
+    MemSource from;
+    memory_available(&from);
+    return from == MEM_ULIMIT ? 1 : jobs;
+}
+
+// Writes into buf (cap bytes) ", in each of J jobs at once," when the limit is shared by J > 1
+// processes, else "", and returns J (1 when not shared).
+static int jobs_note(int jobs, char *buf, size_t cap) {
+    int sharers = memory_sharers(jobs);
+    if (sharers > 1)
+        snprintf(buf, cap, ", in each of %d jobs at once,", sharers);
+    else
+        buf[0] = 0;
+    return sharers > 1 ? sharers : 1;
+}
+
+void check_calibration_memory(const char *path, const Model *m, int samples, int batch, int jobs,
                               const char *advice) {
-    char what[128];
-    int run = curv_batch(samples, batch);
-    snprintf(what, sizeof what, "the curvature passes over %d training images in batches of %d need", samples, run);
-    check_memory_fits(path, what, 2.0 * (double)model_bytes(m) + (double)curv_bytes(m, samples, batch, 0), advice);
+    char what[160], note[48];
+    int sharers = jobs_note(jobs, note, sizeof note), run = curv_batch(samples, batch);
+    snprintf(what, sizeof what, "the curvature passes over %d training images in batches of %d%s need", samples, run,
+             note);
+    check_memory_fits(path, what, sharers * (2.0 * (double)model_bytes(m) + (double)curv_bytes(m, samples, batch, 0)),
+                      advice);
+}
+
+void check_finetune_memory(const char *subject, const Model *m, int batch, int jobs, const char *advice) {
+    char what[128], note[48];
+    int sharers = jobs_note(jobs, note, sizeof note);
+    snprintf(what, sizeof what, "fine-tuning in batches of %d%s needs", batch, note);
+    check_memory_fits(subject, what, sharers * (4.0 * (double)model_bytes(m) + (double)train_bytes(m, batch, 0, 0)),
+                      advice);
 }
 
 void check_fisher_images(const char *subject, const char *grads, const char *batch, int n_grads, int grad_batch,

@@ -589,13 +589,9 @@ static void check_prune_memory(const PruneOpts *o, const PruneJob *job, const Mo
     HpErr err;
     if (job->crit.method == CRIT_OBS && fisher_check(m, &job->crit.fisher, &err) < 0) die("%s: %s", o->model, err.msg);
     if (criterion_reads_samples(job->crit.method))
-        check_calibration_memory(o->model, m, job->crit.samples, job->crit.batch, "lower --batch-size");
+        check_calibration_memory(o->model, m, job->crit.samples, job->crit.batch, 1, "lower --batch-size");
     if (job->finetune.epochs == 0 && job->between_epochs == 0) return;
-    char what[96];
-    int batch = job->finetune.batch_size;
-    snprintf(what, sizeof what, "fine-tuning in batches of %d needs", batch);
-    check_memory_fits(o->model, what, 4.0 * (double)model_bytes(m) + (double)train_bytes(m, batch, 0, 0),
-                      "lower [train] batch_size in --config");
+    check_finetune_memory(o->model, m, job->finetune.batch_size, 1, "lower [train] batch_size in --config");
 }
 
 int cmd_prune(int argc, char **argv) {

@@ -279,7 +279,7 @@ int cmd_sensitivity(int argc, char **argv) {
     // obs's Fisher within its budget and the trace's passes, before any data
     HpErr err;
     if (o.crit.method == CRIT_OBS && fisher_check(&m, &o.crit.fisher, &err) < 0) die("%s: %s", o.model, err.msg);
-    check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch, "lower --batch-size");
+    check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch, 1, "lower --batch-size");
     Dataset train, test;
     load_model_dataset_or_die(NCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
     if (o.test_images > test.n) die("%s: asked for %d test images, the test set has %d", o.model, o.test_images, test.n);

@@ -2,6 +2,7 @@
 // a fresh copy of the base model, each result its own file (restartable, shardable, optionally
 // in parallel processes), then the merged tables and chart; `hprune sweep --collect DIR` merges.
 #include <errno.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <signal.h>
@@ -284,8 +285,8 @@ static void load_config(const SweepOpts *o, SweepConfig *cfg, const char **dir, 
     if (!*dir) usage_error(SCMD, "no output directory: give --out DIR or 'out' in [sweep] of %s", o->config);
     *threads = o->threads_given ? o->threads : cfg->threads;
     if (*threads == 0 && o->jobs > 1) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        *threads = cores > o->jobs ? (int)(cores / o->jobs) : 1;
+        int procs = omp_get_num_procs();  // those this process may run on, as set_threads counts them
+        *threads = procs > o->jobs ? procs / o->jobs : 1;
     }
 }
 
@@ -432,10 +433,11 @@ static void config_subject(const SweepConfig *cfg, int line, const char *what, c
 }
 
 // Exits before any data is read when a run's batch buffers would not fit in memory, as prune
-// checks them (the base model m bounds the pruned ones): the calibration passes of each method
-// whose criterion reads samples (named at the method's line, as sweep_check names a method), and
-// the fine-tuning of [finetune] (named at its batch_size, else its epochs).
-static void check_sweep_memory(const SweepConfig *cfg, const Model *m) {
+// checks them (the base model m bounds the pruned ones), in each of `jobs` runs at once: obs's
+// Fisher within its memory budget and the calibration passes of each method whose criterion reads
+// samples (named at the method's line, as sweep_check names a method), and the fine-tuning of
+// [finetune] (named at its batch_size, else its epochs).
+static void check_sweep_memory(const SweepConfig *cfg, const Model *m, int jobs) {
     char subject[SWEEP_PATH + 64], what[SWEEP_NAME + 16], advice[SWEEP_NAME + 64];
     for (int i = 0; i < cfg->n_methods; i++) {
         const SweepMethod *sm = &cfg->methods[i];
@@ -444,20 +446,18 @@ static void check_sweep_memory(const SweepConfig *cfg, const Model *m) {
         PruneJob job = sweep_job(cfg, &r, 0);
         snprintf(what, sizeof what, "method %s", sm->name);
         config_subject(cfg, sweep_method_line(cfg, sm), what, subject, sizeof subject);
+        HpErr err;
+        if (sm->criterion == CRIT_OBS && fisher_check(m, &job.crit.fisher, &err) < 0) die("%s: %s", subject, err.msg);
         if (sm->samples)
             snprintf(advice, sizeof advice, "lower samples in [method %s]", sm->name);
         else
             snprintf(advice, sizeof advice, "lower [sweep] samples");
-        check_calibration_memory(subject, m, job.crit.samples, job.crit.batch, advice);
+        check_calibration_memory(subject, m, job.crit.samples, job.crit.batch, jobs, advice);
     }
     if (cfg->finetune.epochs == 0) return;
     int line = cfg->finetune_batch_line ? cfg->finetune_batch_line : cfg->finetune_epochs_line;
     config_subject(cfg, line, "[finetune]", subject, sizeof subject);
-    char need[96];
-    int batch = cfg->finetune.batch_size;
-    snprintf(need, sizeof need, "fine-tuning in batches of %d needs", batch);
-    check_memory_fits(subject, need, 4.0 * (double)model_bytes(m) + (double)train_bytes(m, batch, 0, 0),
-                      "lower [finetune] batch_size");
+    check_finetune_memory(subject, m, cfg->finetune.batch_size, jobs, "lower [finetune] batch_size");
 }
 
 int cmd_sweep(int argc, char **argv) {
@@ -477,16 +477,20 @@ int cmd_sweep(int argc, char **argv) {
     if (model_load(&base, cfg.model, NULL, NULL, &err) < 0)
         die("%s:%d: [sweep] model: %s", cfg.path, cfg.model_line, err.msg);
     if (sweep_fingerprint(&cfg, &err) < 0) die("%s:%d: [sweep] model: %s", cfg.path, cfg.model_line, err.msg);
-    set_threads(threads, o.jobs);  // the runs' buffers are sized for it, and the checks score on a tiny calibration
-    check_sweep_memory(&cfg, &base);  // before the data is read
-    Dataset train, test;
-    load_data(&cfg, &base, &train, &test);
-    if (sweep_check(&cfg, &base, &train, &err) < 0) die("%s", err.msg);
     SweepRun *runs;
     int n = sweep_runs(&cfg, &runs, &err);
     if (n < 0) die("%s", err.msg);
     bool *done = xcalloc((size_t)n, sizeof(bool));
     find_done(&cfg, dir, runs, n, done);
+    int pending = 0;
+    for (int i = 0; i < n; i++) pending += !done[i];
+    const int at_once = pending < o.jobs ? pending : o.jobs;  // runs in processes at the same time
+    set_threads(threads, o.list ? 0 : at_once);  // the runs' buffers are sized for it; --list runs none
+    // before the data is read; --list checks too (as for one run at a time), without its own runs
+    if (o.list || at_once > 0) check_sweep_memory(&cfg, &base, at_once > 0 ? at_once : 1);
+    Dataset train, test;
+    load_data(&cfg, &base, &train, &test);
+    if (sweep_check(&cfg, &base, &train, &err) < 0) die("%s", err.msg);
     if (o.list) {
         list_runs(&o, runs, n, done, dir);
     } else {

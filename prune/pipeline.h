@@ -59,8 +59,8 @@ int prune_run(const PruneJob *job, Model *m, const Dataset *train, const Dataset
 int model_test(Model *m, const Dataset *test, double *acc, double *loss, HpErr *err);
 
 // Median ms of eval-mode forward passes of `batch` images of d (after two warm-ups), at least
-// `reps` of them and as many more as fill min_s seconds (at most 4096), into *ms; *ips gets the
-// matching images per second. Returns 0, or -1 with err set.
+// `reps` of them and as many more as fill min_s seconds (up to 4096, or `reps` if more), into
+// *ms; *ips gets the matching images per second. Returns 0, or -1 with err set.
 int model_latency(Model *m, const Dataset *d, int batch, int reps, double min_s, double *ms, double *ips,
                   HpErr *err);
 

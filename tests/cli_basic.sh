@@ -207,7 +207,7 @@ check "eval without --data uses the data directory recorded in the model" eval \
   'rc_is 0 && python3 -c "import json,sys; sys.exit(0 if \"%.2f\" % (100 * json.load(sys.stdin)[\"accuracy\"]) == \"$eval_acc\" else 1)" <"$T/out"'
 run "$HPRUNE" eval "$MODEL" --data "$DATA"
 check "eval (text): prints the accuracy" eval "rc_is 0 && out_has 'accuracy $eval_acc%'"
-P=$(nproc)
+P=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys those; the processors hprune counts do not
 run "$HPRUNE" eval "$MODEL" --data "$DATA" --threads $((P + 1))
 check "eval --threads above the processors: one warning naming both counts, the same accuracy" eval \
   "rc_is 0 && [ \"\$(grep -c warning \"\$T/err\")\" = 1 ] &&
