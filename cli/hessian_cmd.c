@@ -784,8 +784,10 @@ static void print_summary(const HessOpts *o, const Model *m, const Curvature *c,
             printf("trace: %.6g (exact: the Gauss-Newton diagonal), %.4g per parameter\n", r->hutch.trace,
                    r->hutch.trace / (double)m->n_params);
         else
-            printf("trace: %.6g +- %.3g (standard error, %d probes), %.4g per parameter\n", r->hutch.trace,
-                   r->hutch.trace_se, r->hutch.probes, r->hutch.trace / (double)m->n_params);
+            printf("trace: %.6g +- %.3g (standard error, %d probes%s), %.4g per parameter\n", r->hutch.trace,
+                   r->hutch.trace_se, r->hutch.probes,
+                   r->hutch.converged ? "" : "; --max-probes reached before the standard error met --tol",
+                   r->hutch.trace / (double)m->n_params);
         if (o->per != GROUP_MODEL) {
             printf("%-28s %9s %14s %12s\n", "layer", "params", "trace", "per param");
             for (int i = 0; i < m->n_nodes; i++) {
@@ -861,6 +863,7 @@ static void print_json(const HessOpts *o, const Model *m, const Curvature *c, co
         cJSON_AddNumberToObject(t, "stderr", r->hutch.trace_se);
         cJSON_AddNumberToObject(t, "probes", r->hutch.probes);
         cJSON_AddBoolToObject(t, "exact", o->exact);
+        cJSON_AddBoolToObject(t, "converged", o->exact || r->hutch.converged);
         cJSON_AddNumberToObject(t, "per_param", r->hutch.trace / (double)m->n_params);
         cJSON_AddStringToObject(t, "per", group_level_name(o->per));
         if (o->per != GROUP_MODEL) {

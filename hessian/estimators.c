@@ -193,6 +193,7 @@ int hutchinson_trace(LinOp *op, const uint32_t *group_of, size_t n_groups, const
         }
         out->trace_se = std_err(tm2, p);
         out->probes = p;
+        out->converged = out->trace_se <= opts->tol * fabs(out->trace);
         for (size_t i = 0; dacc && i < n; i++) out->diag[i] = (float)(dacc[i] / p);
     }
     free(z), free(az), free(gsum), free(gmean), free(gm2), free(dacc);

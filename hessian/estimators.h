@@ -35,6 +35,7 @@ typedef struct {
     double *group_se;     // [n_groups] or NULL: sample std over probes / sqrt(probes)
     float *diag;          // [n] or NULL: Hutchinson diagonal, mean over probes of z .* Az
     int probes;           // probes (= operator products) used
+    int converged;        // 1 if the standard error met tol, 0 if max_probes ran out first
 } HutchOut;
 
 // Defaults: min_probes 8, max_probes 100, tol 1e-2, no progress.

@@ -67,6 +67,10 @@ def rows(path):
     need(lines, f"{path} is empty")
     return lines[0], [l.split(",") for l in lines[1:]]
 
+if mode == "budget":  # a trace stopped by its probe budget says so
+    t = json.load(open(args[0]))["trace"]
+    need(t["probes"] == 2 and t["converged"] is False, f"trace: {t}")
+    sys.exit(0)
 if mode == "keys":  # the default analysis' JSON: every documented key, sensible values
     d = load(args[0])
     for k in ("model", "arch", "params", "samples", "batch_size", "bn", "operator", "seed", "trace",
@@ -77,8 +81,10 @@ if mode == "keys":  # the default analysis' JSON: every documented key, sensible
     need(d["bn"] == "eval" and d["operator"] == "hessian" and d["seed"] == 1,
          f"bn {d['bn']!r}, operator {d['operator']!r}, seed {d['seed']!r}")
     t = d["trace"]
-    for k in ("estimate", "stderr", "probes", "per_param", "per"):
+    for k in ("estimate", "stderr", "probes", "exact", "converged", "per_param", "per"):
         need(k in t, f"no key trace.{k}: keys are {sorted(t)}")
+    need(t["exact"] is False and t["converged"] is (t["stderr"] <= 0.01 * abs(t["estimate"])),
+         f"trace.exact {t['exact']!r}, trace.converged {t['converged']!r} for stderr {t['stderr']} at --tol 0.01")
     need(all(number(t[k]) for k in ("estimate", "stderr", "per_param")), f"trace numbers: {t}")
     need(t["per"] == "model" and "groups" not in t, f"trace.per {t['per']!r}, groups present: {'groups' in t}")
     need(isinstance(t["probes"], int) and t["probes"] >= 2 and t["stderr"] >= 0, f"trace: {t}")
@@ -310,7 +316,7 @@ tap_tiny_model 256 32 --seed 2024 --test-from-train
 
 hess default_text
 check "default: exits 0" rc_is 0
-check "default: prints the trace with its standard error" out_has '^trace: -?[0-9.e+-]+ \+- [0-9.e+-]+ \(standard error, [0-9]+ probes\)'
+check "default: prints the trace with its standard error" out_has '^trace: -?[0-9.e+-]+ \+- [0-9.e+-]+ \(standard error, [0-9]+ probes(; --max-probes reached before the standard error met --tol)?\)'
 check "default: prints the largest eigenvalue" out_has '^largest eigenvalues \([0-9]+ Lanczos steps[^)]*\): -?[0-9.e+-]+$'
 check "default: prints the most negative eigenvalue" out_has '^most negative eigenvalues \([0-9]+ steps[^)]*\): -?[0-9.e+-]+$'
 check "default: names the model, its 61706 parameters, 32 images, batch 16, eval, Hessian" \
@@ -341,6 +347,11 @@ pycheck "per layer and per channel: groups add up to trace.estimate, and the cha
 
 hess layer_text --per layer --seed 5 --max-probes 6
 check "--per layer (text): a table row per layer" eval 'rc_is 0 && out_has "^conv1 +156 " && out_has "^fc3 +850 "'
+hess budget --trace --max-probes 2 --tol 1e-6 --json
+pycheck "--max-probes 2 against --tol 1e-6: trace.converged is false" budget "$T/json/budget"
+hess budget_text --trace --max-probes 2 --tol 1e-6
+check "--max-probes 2 against --tol 1e-6 (text): the trace line says the budget ran out first" \
+  eval 'rc_is 0 && out_has "^trace: .*\(standard error, 2 probes; --max-probes reached before the standard error met --tol\)"'
 
 # ---- --bn train: lenet5 has no batchnorm, so the numbers are those of eval mode ----
 # (a model with batchnorm, even a tiny resnet20, takes too long to train here)

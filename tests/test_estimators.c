@@ -225,6 +225,12 @@ static void test_hutch_stopping_rule(void **state) {
     assert_true(out.probes >= 8 && out.probes < 5000);
     assert_true(out.trace_se <= 0.02 * fabs(out.trace));
     assert_true(fabs(out.trace - 595) <= 4 * out.trace_se);
+    assert_int_equal(out.converged, 1);
+    o.max_probes = 4, o.tol = 1e-4;  // a budget the rule cannot meet: stopped there, and says so
+    assert_int_equal(hutchinson_trace(&op, NULL, 0, &o, &rng, &out, &err), 0);
+    assert_int_equal(out.probes, 4);
+    assert_true(out.trace_se > 1e-4 * fabs(out.trace));
+    assert_int_equal(out.converged, 0);
     free(d.a);
 }
 
