@@ -145,7 +145,8 @@ float curv_loss_grad(Curvature *c, float *grad) {
 
 int curv_sample_grads(Curvature *c, float *out, HpErr *err) {
     Model *m = c->m;
-    HP_ASSERT(c->mode == MODE_EVAL);  // per-sample gradients need independent samples
+    if (c->mode != MODE_EVAL)  // with batch statistics the samples' losses depend on each other
+        return hp_fail(err, "per-sample gradients need batchnorm in eval mode: batch statistics couple the samples");
     Workspace one;
     if (ws_init(&one, m, 1, 0, err) < 0) return -1;
     float *xs = hp_alloc(shape_numel(m->input), sizeof(float), err);

@@ -49,7 +49,8 @@ void curv_invalidate(Curvature *c);
 // Loss L at the model's current parameters and, if grad is not NULL, its gradient.
 float curv_loss_grad(Curvature *c, float *grad);
 // Per-sample gradients (eval mode): row s of out (n × n_params) is the gradient of sample
-// idx[s]'s own loss. Runs one sample at a time. Returns 0, or -1 with err set (out of memory).
+// idx[s]'s own loss. Runs one sample at a time. Returns 0, or -1 with err set (out of memory,
+// or c made with batch statistics, MODE_BATCHSTATS).
 int curv_sample_grads(Curvature *c, float *out, HpErr *err);
 // Exact diagonal of the Gauss-Newton matrix G = (1/n) sum_s J_s^T H_s J_s (eval mode; no
 // probes, no noise) into diag (n_params floats). H_s = diag(p) - p p^T of sample s's softmax

@@ -93,6 +93,25 @@ static void net_residual(Model *m) {
     assert_int_equal(model_finalize(m, &err), 0);
 }
 
+// A network without batchnorm: conv(bias)-relu-maxpool, conv(stride 2)-relu, then linear-relu-
+// linear: the products with no batchnorm term in them.
+static void net_plain(Model *m) {
+    HpErr err;
+    model_init(m, (Shape){2, 6, 6}, 3);
+    int x = mb_input(m, &err);
+    x = mb_conv(m, "conv1", x, 3, 3, 1, 1, 1, true, &err);
+    x = mb_relu(m, "relu1", x, &err);
+    x = mb_maxpool(m, "pool1", x, 2, 2, 0, &err);
+    x = mb_conv(m, "conv2", x, 4, 3, 2, 1, 1, true, &err);
+    x = mb_relu(m, "relu2", x, &err);
+    x = mb_flatten(m, "flat", x, &err);
+    x = mb_linear(m, "fc1", x, 5, true, &err);
+    x = mb_relu(m, "relu3", x, &err);
+    x = mb_linear(m, "fc2", x, 3, true, &err);
+    assert_true(x > 0);
+    assert_int_equal(model_finalize(m, &err), 0);
+}
+
 // Curvature operator over all n samples of d in one batch.
 static void curv_all(Curvature *c, Model *m, const Dataset *d, Mode mode, CurvKind kind) {
     int idx[64];
@@ -254,6 +273,11 @@ static void test_hessian_relu(void **state) {
     check_hessian(net_relu, "relu", MODE_BATCHSTATS, 2e-3f, 2e-3);
 }
 
+static void test_hessian_plain(void **state) {
+    (void)state;
+    check_hessian(net_plain, "plain", MODE_EVAL, 2e-3f, 2e-3);
+}
+
 static void test_hessian_residual(void **state) {
     (void)state;
     check_hessian(net_residual, "residual", MODE_EVAL, 2e-3f, 2e-3);
@@ -369,6 +393,7 @@ static void test_ggn(void **state) {
     check_ggn(net_smooth, "smooth", MODE_BATCHSTATS);
     check_ggn(net_residual, "residual", MODE_EVAL);
     check_ggn(net_residual, "residual", MODE_BATCHSTATS);
+    check_ggn(net_plain, "plain", MODE_EVAL);
 }
 
 // The exact Gauss-Newton diagonal equals the diagonal of the matrix assembled column by column
@@ -482,6 +507,11 @@ static void test_sample_grads(void **state) {
     assert_true(e < 1e-5);
     // and each row differs (they are per sample, not copies)
     assert_true(tu_rel_err(G, G + P, P) > 1e-2);
+    curv_free(&c);
+    // with batch statistics the samples are coupled: refused with an error, not an abort
+    assert_int_equal(curv_init(&c, &m, &d, idx, 7, 3, MODE_BATCHSTATS, CURV_HESSIAN, &err), 0);
+    assert_int_equal(curv_sample_grads(&c, G, &err), -1);
+    assert_non_null(strstr(err.msg, "batchnorm in eval mode"));
     free(G);
     free(g);
     free(mean);
@@ -531,6 +561,7 @@ int main(void) {
     omp_set_num_threads(2);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hessian_smooth),   cmocka_unit_test(test_hessian_relu),
+        cmocka_unit_test(test_hessian_plain),
         cmocka_unit_test(test_hessian_residual), cmocka_unit_test(test_ggn),
         cmocka_unit_test(test_ggn_diag),
         cmocka_unit_test(test_symmetry_builtin), cmocka_unit_test(test_sample_grads),
