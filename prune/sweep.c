@@ -189,22 +189,14 @@ static int check_method_scores(const SweepConfig *c, const SweepMethod *sm, cons
     return hp_fail(err, "%s: method %s cannot run on %s: %s", where, sm->name, c->model, e.msg);
 }
 
-// Fails unless train holds the distinct images the Fisher of f draws, naming the keys that set
-// them (fisher_check_data checks it too, but names no key).
-static int fisher_images_fit(const FisherOpts *f, const Dataset *train, HpErr *err) {
-    long need = (long)f->n_grads * f->grad_batch;
-    if (need <= train->n) return 0;
-    return hp_fail(err, "fisher_grads %d x fisher_batch %d needs %ld training images, the training set has %d",
-                   f->n_grads, f->grad_batch, need, train->n);
-}
-
 int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpErr *err) {
     if (check_targets(c, m, err) < 0) return -1;
     for (int i = 0; i < c->n_methods; i++) {  // the Fisher's sizes, before any scoring shrinks them
         if (c->methods[i].criterion != CRIT_OBS) continue;
         CritOpts k = method_crit(c, &c->methods[i]);
         HpErr e;
-        if (fisher_check(m, &k.fisher, &e) < 0 || fisher_images_fit(&k.fisher, train, &e) < 0 ||
+        if (fisher_check(m, &k.fisher, &e) < 0 || 
+            fisher_check_images(&k.fisher, train->n, "fisher_grads", "fisher_batch", &e) < 0 ||
             fisher_check_data(m, train, &k.fisher, &e) < 0) {
             char where[SWEEP_PATH + 16];
             config_place(c, sweep_method_line(c, &c->methods[i]), where, sizeof where);
