@@ -297,37 +297,33 @@ static void run_settings(const SweepConfig *c, const SweepRun *r, char *buf, siz
              (int)c->finetune.augment.hflip);
 }
 
-// True if the item p[0..n) of a result's settings is a per-method one (METHOD_ITEMS) that
-// method m does not read: results written before settings were recorded per method have
-// samples and probes for every run.
-static bool item_unread(const char *p, size_t n, const SweepMethod *m) {
+// The fine-tuning's items of a run's settings (run_settings) besides finetune_epochs: only
+// fine-tuning reads them.
+static const char *const FINETUNE_ITEMS[] = {"lr", "batch_size", "val_split", "weight_decay", "crop_pad", "hflip"};
+
+// True if the item p[0..n) of a result's settings is one that a run of config c does not read:
+// a per-method one (METHOD_ITEMS) its method m does not read (results written before settings
+// were recorded per method have samples and probes for every run), or a fine-tuning one
+// (FINETUNE_ITEMS) when c does not fine-tune (a result that did differs at finetune_epochs).
+static bool item_unread(const char *p, size_t n, const SweepConfig *c, const SweepMethod *m) {
     size_t key = strcspn(p, "=;");
     if (key >= n) return false;
     for (size_t i = 0; i < sizeof METHOD_ITEMS / sizeof METHOD_ITEMS[0]; i++)
         if (strlen(METHOD_ITEMS[i].item) == key && strncmp(p, METHOD_ITEMS[i].item, key) == 0)
             return !method_reads(m, METHOD_ITEMS[i].item);
+    for (size_t i = 0; i < sizeof FINETUNE_ITEMS / sizeof FINETUNE_ITEMS[0]; i++)
+        if (strlen(FINETUNE_ITEMS[i]) == key && strncmp(p, FINETUNE_ITEMS[i], key) == 0)
+            return c->finetune.epochs == 0;
     return false;
 }
 
-// Cuts the fine-tuning's settings (lr, batch_size, ...: the items after finetune_epochs, which
-// run_settings writes last) off the settings s when finetune_epochs is 0: nothing reads them
-// then. The last ";finetune_epochs=" is the item (a model path written before it may hold one).
-static void drop_unused_finetune(char *s) {
-    static const char key[] = ";finetune_epochs=";
-    char *item = NULL;
-    for (char *p = strstr(s, key); p; p = strstr(p + 1, key)) item = p;
-    char *value = item ? item + sizeof key - 1 : NULL;
-    if (value && value[0] == '0' && value[1] == ';') value[1] = '\0';
-}
-
 // Copies the settings s of a result into buf (at least strlen(s) + 1 bytes) without the items
-// method m does not read (item_unread), in their order, nor the fine-tuning's when it has no
-// epochs (drop_unused_finetune).
-static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
+// a run of config c with method m does not read (item_unread), in their order.
+static void settings_read_by(const char *s, const SweepConfig *c, const SweepMethod *m, char *buf) {
     size_t at = 0;
     for (const char *p = s; *p;) {
         size_t n = strcspn(p, ";");
-        if (!item_unread(p, n, m)) {
+        if (!item_unread(p, n, c, m)) {
             if (at) buf[at++] = ';';
             memcpy(buf + at, p, n);
             at += n;
@@ -335,7 +331,6 @@ static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
         p += n + (p[n] == ';');
     }
     buf[at] = '\0';
-    drop_unused_finetune(buf);
 }
 
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {
@@ -703,8 +698,8 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
     // both sides filtered alike: a path holding ";probes=" then reads the same in each
     char built[4 * SWEEP_PATH], settings[sizeof built], stored[sizeof res.settings];
     run_settings(c, r, built, sizeof built);
-    settings_read_by(built, r->method, settings);
-    settings_read_by(res.settings, r->method, stored);
+    settings_read_by(built, c, r->method, settings);
+    settings_read_by(res.settings, c, r->method, stored);
     if (strcmp(res.id, r->id) != 0) return hp_fail(err, "%s: holds run '%s', not '%s'", path, res.id, r->id);
     char crc[9];
     snprintf(crc, sizeof crc, "%08x", (unsigned)c->model_crc);
