@@ -423,14 +423,6 @@ static void load_data(const SweepConfig *cfg, const Model *m, Dataset *train, Da
     }
 }
 
-// Writes "CONFIG:LINE: what" (or "CONFIG: what" for line 0) into buf.
-static void config_subject(const SweepConfig *cfg, int line, const char *what, char *buf, size_t cap) {
-    if (line)
-        snprintf(buf, cap, "%s:%d: %s", cfg->path, line, what);
-    else
-        snprintf(buf, cap, "%s: %s", cfg->path, what);
-}
-
 // Exits before any data is read when a run's batch buffers would not fit in memory, as prune
 // checks them (the base model m bounds the pruned ones): the calibration passes of each method
 // whose criterion reads samples (named at the method's line, as sweep_check names a method), and
@@ -443,7 +435,7 @@ static void check_sweep_memory(const SweepConfig *cfg, const Model *m) {
         SweepRun r = {.method = sm, .target = cfg->targets[0], .seed = cfg->seeds[0]};
         PruneJob job = sweep_job(cfg, &r, 0);
         snprintf(what, sizeof what, "method %s", sm->name);
-        config_subject(cfg, sweep_method_line(cfg, sm), what, subject, sizeof subject);
+        sweep_config_place(cfg, sweep_method_line(cfg, sm), what, subject, sizeof subject);
         if (sm->samples)
             snprintf(advice, sizeof advice, "lower samples in [method %s]", sm->name);
         else
@@ -452,7 +444,7 @@ static void check_sweep_memory(const SweepConfig *cfg, const Model *m) {
     }
     if (cfg->finetune.epochs == 0) return;
     int line = cfg->finetune_batch_line ? cfg->finetune_batch_line : cfg->finetune_epochs_line;
-    config_subject(cfg, line, "[finetune]", subject, sizeof subject);
+    sweep_config_place(cfg, line, "[finetune]", subject, sizeof subject);
     char need[96];
     int batch = cfg->finetune.batch_size;
     snprintf(need, sizeof need, "fine-tuning in batches of %d needs", batch);

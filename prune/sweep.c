@@ -111,9 +111,10 @@ PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads) {
     return j;
 }
 
-// Writes "path:line" (or "path" for line 0) into buf.
-static void config_place(const SweepConfig *c, int line, char *buf, size_t cap) {
-    snprintf(buf, cap, line ? "%s:%d" : "%s", c->path, line);
+// Writes "path:line[: what]" or, for line 0, "path[: what]" (contract in sweep.h).
+void sweep_config_place(const SweepConfig *c, int line, const char *what, char *buf, size_t cap) {
+    int n = snprintf(buf, cap, line ? "%s:%d" : "%s", c->path, line);
+    if (what && n >= 0 && (size_t)n < cap) snprintf(buf + n, cap - (size_t)n, ": %s", what);
 }
 
 // Fails unless every target of c can be reached on m (with zero scores: reachability does not
@@ -136,7 +137,7 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
         HpErr e;
         if (prune_select(m, &gs, scores, &pt, &ref, keep, &e) == 0) continue;
         char where[SWEEP_PATH + 16];
-        config_place(c, c->targets_line, where, sizeof where);
+        sweep_config_place(c, c->targets_line, NULL, where, sizeof where);
         rc = hp_fail(err, "%s: %s", where, e.msg);
     }
     for (int g = 0; scores && g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
@@ -185,7 +186,7 @@ static int check_method_scores(const SweepConfig *c, const SweepMethod *sm, cons
     groupset_free(&gs);
     if (rc == 0) return 0;
     char where[SWEEP_PATH + 16];
-    config_place(c, sweep_method_line(c, sm), where, sizeof where);
+    sweep_config_place(c, sweep_method_line(c, sm), NULL, where, sizeof where);
     return hp_fail(err, "%s: method %s cannot run on %s: %s", where, sm->name, c->model, e.msg);
 }
 
@@ -199,7 +200,7 @@ int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpEr
             fisher_check_images(&k.fisher, train->n, "fisher_grads", "fisher_batch", &e) < 0 ||
             fisher_check_data(m, train, &k.fisher, &e) < 0) {
             char where[SWEEP_PATH + 16];
-            config_place(c, sweep_method_line(c, &c->methods[i]), where, sizeof where);
+            sweep_config_place(c, sweep_method_line(c, &c->methods[i]), NULL, where, sizeof where);
             return hp_fail(err, "%s: method %s: %s", where, c->methods[i].name, e.msg);
         }
     }
