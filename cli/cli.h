@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "../formats/formats.h"
+#include "../hessian/obs.h"
 #include "../nn/data.h"
 #include "../nn/nn.h"
 #include "../nn/train.h"
@@ -173,11 +174,11 @@ void check_calibration_memory(const char *path, const Model *m, int samples, int
 // copy, its momentum and the best epoch kept) in each of `jobs` processes at once.
 void check_finetune_memory(const char *subject, const Model *m, int batch, int jobs, const char *advice);
 
-// Exits with status 1 unless the training set's n_train images hold the n_grads x grad_batch
-// distinct images obs's Fisher draws, naming the options that set them (grads, batch: e.g.
-// "--fisher-grads", "--fisher-batch"): "SUBJECT: --fisher-grads 300 x --fisher-batch 1 needs 300
-// training images, the training set has 256".
-void check_fisher_images(const char *subject, const char *grads, const char *batch, int n_grads, int grad_batch,
+// Exits with status 1 unless the training set's n_train images hold the N x batch distinct images
+// obs's Fisher with fo draws (fisher_check_images), naming the options that set them (grads, batch:
+// e.g. "--fisher-grads", "--fisher-batch"): "SUBJECT: --fisher-grads 300 x --fisher-batch 1 needs
+// 300 training images, the training set has 256".
+void check_fisher_images(const char *subject, const char *grads, const char *batch, const FisherOpts *fo,
                          int n_train);
 
 // Exits with status 1 if standard output could not be written (a full disk, a closed pipe):

@@ -510,12 +510,10 @@ void check_finetune_memory(const char *subject, const Model *m, int batch, int j
                       advice);
 }
 
-void check_fisher_images(const char *subject, const char *grads, const char *batch, int n_grads, int grad_batch,
+void check_fisher_images(const char *subject, const char *grads, const char *batch, const FisherOpts *fo,
                          int n_train) {
-    long need = (long)n_grads * grad_batch;
-    if (need > n_train)
-        die("%s: %s %d x %s %d needs %ld training images, the training set has %d", subject, grads, n_grads, batch,
-            grad_batch, need, n_train);
+    HpErr err;
+    if (fisher_check_images(fo, n_train, grads, batch, &err) < 0) die("%s: %s", subject, err.msg);
 }
 
 void check_stdout(void) {

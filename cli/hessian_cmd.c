@@ -980,7 +980,7 @@ static void obs_check(const HessOpts *o, const Model *m, const FisherOpts *fo) {
 // Exits unless the training set holds the --fisher-grads x --fisher-batch distinct images the
 // Fisher draws, naming the options: as soon as it is loaded, before any work.
 static void obs_check_images(const HessOpts *o, const FisherOpts *fo, const Dataset *train) {
-    check_fisher_images(o->model, "--fisher-grads", "--fisher-batch", fo->n_grads, fo->grad_batch, train->n);
+    check_fisher_images(o->model, "--fisher-grads", "--fisher-batch", fo, train->n);
 }
 
 // Progress hook for the Fisher build (gradients, then blocks).

@@ -628,8 +628,7 @@ int cmd_prune(int argc, char **argv) {
     if (given_at(&o, O_SAMPLES) && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)
         die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
     if (o.crit.method == CRIT_OBS)
-        check_fisher_images(o.model, "--fisher-grads", "--fisher-batch", o.crit.fisher.n_grads,
-                            o.crit.fisher.grad_batch, train.n);
+        check_fisher_images(o.model, "--fisher-grads", "--fisher-batch", &o.crit.fisher, train.n);
     PruneOutcome r;
     HpErr err;
     if (model_copy(&orig, &m, &err) < 0) die("%s: %s", o.model, err.msg);

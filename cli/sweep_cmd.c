@@ -424,14 +424,6 @@ static void load_data(const SweepConfig *cfg, const Model *m, Dataset *train, Da
     }
 }
 
-// Writes "CONFIG:LINE: what" (or "CONFIG: what" for line 0) into buf.
-static void config_subject(const SweepConfig *cfg, int line, const char *what, char *buf, size_t cap) {
-    if (line)
-        snprintf(buf, cap, "%s:%d: %s", cfg->path, line, what);
-    else
-        snprintf(buf, cap, "%s: %s", cfg->path, what);
-}
-
 // Exits before any data is read when a run's batch buffers would not fit in memory, as prune
 // checks them (the base model m bounds the pruned ones), in each of `jobs` runs at once: obs's
 // Fisher within its memory budget and the calibration passes of each method whose criterion reads
@@ -445,7 +437,7 @@ static void check_sweep_memory(const SweepConfig *cfg, const Model *m, int jobs)
         SweepRun r = {.method = sm, .target = cfg->targets[0], .seed = cfg->seeds[0]};
         PruneJob job = sweep_job(cfg, &r, 0);
         snprintf(what, sizeof what, "method %s", sm->name);
-        config_subject(cfg, sweep_method_line(cfg, sm), what, subject, sizeof subject);
+        sweep_config_place(cfg, sweep_method_line(cfg, sm), what, subject, sizeof subject);
         HpErr err;
         if (sm->criterion == CRIT_OBS && fisher_check(m, &job.crit.fisher, &err) < 0) die("%s: %s", subject, err.msg);
         if (sm->samples)
@@ -456,7 +448,7 @@ static void check_sweep_memory(const SweepConfig *cfg, const Model *m, int jobs)
     }
     if (cfg->finetune.epochs == 0) return;
     int line = cfg->finetune_batch_line ? cfg->finetune_batch_line : cfg->finetune_epochs_line;
-    config_subject(cfg, line, "[finetune]", subject, sizeof subject);
+    sweep_config_place(cfg, line, "[finetune]", subject, sizeof subject);
     check_finetune_memory(subject, m, cfg->finetune.batch_size, jobs, "lower [finetune] batch_size");
 }
 

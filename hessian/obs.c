@@ -474,6 +474,17 @@ int fisher_from_grads(const float *G, int N, size_t n, const size_t *block_start
 // ---------------------------------------------------------------------------------------------
 // Gradients.
 
+long fisher_images(const FisherOpts *o) { return (long)o->n_grads * o->grad_batch; }
+
+// Fails when the images the build draws exceed n_train (contract in obs.h).
+int fisher_check_images(const FisherOpts *o, int n_train, const char *grads_name, const char *batch_name,
+                        HpErr *err) {
+    long need = fisher_images(o);
+    if (need <= n_train) return 0;
+    return hp_fail(err, "%s %d x %s %d needs %ld training images, the training set has %d", grads_name, o->n_grads,
+                   batch_name, o->grad_batch, need, n_train);
+}
+
 // Checks that d fits m and holds the N * batch samples the build draws (contract in obs.h).
 int fisher_check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpErr *err) {
     if (d->c != m->input.c || d->h != m->input.h || d->w != m->input.w)
@@ -481,10 +492,7 @@ int fisher_check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpE
                        m->input.w, d->c, d->h, d->w);
     if (d->n_classes > m->n_classes)
         return hp_fail(err, "fisher: model has %d classes, data has %d", m->n_classes, d->n_classes);
-    if ((long)o->n_grads * o->grad_batch > d->n)
-        return hp_fail(err, "fisher: N %d gradients of %d sample%s need %ld distinct samples; the data has %d",
-                       o->n_grads, o->grad_batch, o->grad_batch == 1 ? "" : "s", (long)o->n_grads * o->grad_batch,
-                       d->n);
+    if (fisher_check_images(o, d->n, "N", "batch", err) < 0) return hp_prefix(err, "fisher");
     return 0;
 }
 

@@ -84,9 +84,20 @@ size_t fisher_bytes(const Model *m, const FisherOpts *o);
 // (with this N) and the largest N (with this S) that would fit. Returns 0 or -1 with err set.
 int fisher_check(const Model *m, const FisherOpts *o, HpErr *err);
 
-// Checks that d fits m (its images' shape, at most m's classes) and holds the N * batch distinct
-// samples a build draws. Returns 0, or -1 with err set ("fisher: N 1000 gradients of 1 sample
-// need 1000 distinct samples; the data has 256"). Callers check it before work of their own.
+// The distinct training images a build with o draws: N * batch.
+long fisher_images(const FisherOpts *o);
+
+// Checks that n_train training images hold the fisher_images(o) a build draws, naming the two
+// quantities as the caller's user knows them (grads_name, batch_name: "--fisher-grads",
+// "--fisher-batch"). Returns 0, or -1 with err set ("--fisher-grads 300 x --fisher-batch 1 needs
+// 300 training images, the training set has 256").
+int fisher_check_images(const FisherOpts *o, int n_train, const char *grads_name, const char *batch_name,
+                        HpErr *err);
+
+// Checks that d fits m (its images' shape, at most m's classes) and, by fisher_check_images with
+// the names "N" and "batch", holds the N * batch distinct samples a build draws. Returns 0, or -1
+// with err set ("fisher: N 1000 x batch 1 needs 1000 training images, the training set has 256").
+// Callers check it before work of their own.
 int fisher_check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpErr *err);
 
 // Builds F^-1 block-diagonally: checks (fisher_check, then fisher_check_data) before any work; draws N * batch distinct samples of d by a permutation from rng; each

@@ -111,9 +111,10 @@ PruneJob sweep_job(const SweepConfig *c, const SweepRun *r, int threads) {
     return j;
 }
 
-// Writes "path:line" (or "path" for line 0) into buf.
-static void config_place(const SweepConfig *c, int line, char *buf, size_t cap) {
-    snprintf(buf, cap, line ? "%s:%d" : "%s", c->path, line);
+// Writes "path:line[: what]" or, for line 0, "path[: what]" (contract in sweep.h).
+void sweep_config_place(const SweepConfig *c, int line, const char *what, char *buf, size_t cap) {
+    int n = snprintf(buf, cap, line ? "%s:%d" : "%s", c->path, line);
+    if (what && n >= 0 && (size_t)n < cap) snprintf(buf + n, cap - (size_t)n, ": %s", what);
 }
 
 // Fails unless every target of c can be reached on m (with zero scores: reachability does not
@@ -136,7 +137,7 @@ static int check_targets(const SweepConfig *c, const Model *m, HpErr *err) {
         HpErr e;
         if (prune_select(m, &gs, scores, &pt, &ref, keep, &e) == 0) continue;
         char where[SWEEP_PATH + 16];
-        config_place(c, c->targets_line, where, sizeof where);
+        sweep_config_place(c, c->targets_line, NULL, where, sizeof where);
         rc = hp_fail(err, "%s: %s", where, e.msg);
     }
     for (int g = 0; scores && g < gs.n_groups; g++) free(keep[g]), free(scores[g]);
@@ -185,17 +186,8 @@ static int check_method_scores(const SweepConfig *c, const SweepMethod *sm, cons
     groupset_free(&gs);
     if (rc == 0) return 0;
     char where[SWEEP_PATH + 16];
-    config_place(c, sweep_method_line(c, sm), where, sizeof where);
+    sweep_config_place(c, sweep_method_line(c, sm), NULL, where, sizeof where);
     return hp_fail(err, "%s: method %s cannot run on %s: %s", where, sm->name, c->model, e.msg);
-}
-
-// Fails unless train holds the distinct images the Fisher of f draws, naming the keys that set
-// them (fisher_check_data checks it too, but names no key).
-static int fisher_images_fit(const FisherOpts *f, const Dataset *train, HpErr *err) {
-    long need = (long)f->n_grads * f->grad_batch;
-    if (need <= train->n) return 0;
-    return hp_fail(err, "fisher_grads %d x fisher_batch %d needs %ld training images, the training set has %d",
-                   f->n_grads, f->grad_batch, need, train->n);
 }
 
 int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpErr *err) {
@@ -204,10 +196,11 @@ int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpEr
         if (c->methods[i].criterion != CRIT_OBS) continue;
         CritOpts k = method_crit(c, &c->methods[i]);
         HpErr e;
-        if (fisher_check(m, &k.fisher, &e) < 0 || fisher_images_fit(&k.fisher, train, &e) < 0 ||
+        if (fisher_check(m, &k.fisher, &e) < 0 || 
+            fisher_check_images(&k.fisher, train->n, "fisher_grads", "fisher_batch", &e) < 0 ||
             fisher_check_data(m, train, &k.fisher, &e) < 0) {
             char where[SWEEP_PATH + 16];
-            config_place(c, sweep_method_line(c, &c->methods[i]), where, sizeof where);
+            sweep_config_place(c, sweep_method_line(c, &c->methods[i]), NULL, where, sizeof where);
             return hp_fail(err, "%s: method %s: %s", where, c->methods[i].name, e.msg);
         }
     }
@@ -305,37 +298,33 @@ static void run_settings(const SweepConfig *c, const SweepRun *r, char *buf, siz
              (int)c->finetune.augment.hflip);
 }
 
-// True if the item p[0..n) of a result's settings is a per-method one (METHOD_ITEMS) that
-// method m does not read: results written before settings were recorded per method have
-// samples and probes for every run.
-static bool item_unread(const char *p, size_t n, const SweepMethod *m) {
+// The fine-tuning's items of a run's settings (run_settings) besides finetune_epochs: only
+// fine-tuning reads them.
+static const char *const FINETUNE_ITEMS[] = {"lr", "batch_size", "val_split", "weight_decay", "crop_pad", "hflip"};
+
+// True if the item p[0..n) of a result's settings is one that a run of config c does not read:
+// a per-method one (METHOD_ITEMS) its method m does not read (results written before settings
+// were recorded per method have samples and probes for every run), or a fine-tuning one
+// (FINETUNE_ITEMS) when c does not fine-tune (a result that did differs at finetune_epochs).
+static bool item_unread(const char *p, size_t n, const SweepConfig *c, const SweepMethod *m) {
     size_t key = strcspn(p, "=;");
     if (key >= n) return false;
     for (size_t i = 0; i < sizeof METHOD_ITEMS / sizeof METHOD_ITEMS[0]; i++)
         if (strlen(METHOD_ITEMS[i].item) == key && strncmp(p, METHOD_ITEMS[i].item, key) == 0)
             return !method_reads(m, METHOD_ITEMS[i].item);
+    for (size_t i = 0; i < sizeof FINETUNE_ITEMS / sizeof FINETUNE_ITEMS[0]; i++)
+        if (strlen(FINETUNE_ITEMS[i]) == key && strncmp(p, FINETUNE_ITEMS[i], key) == 0)
+            return c->finetune.epochs == 0;
     return false;
 }
 
-// Cuts the fine-tuning's settings (lr, batch_size, ...: the items after finetune_epochs, which
-// run_settings writes last) off the settings s when finetune_epochs is 0: nothing reads them
-// then. The last ";finetune_epochs=" is the item (a model path written before it may hold one).
-static void drop_unused_finetune(char *s) {
-    static const char key[] = ";finetune_epochs=";
-    char *item = NULL;
-    for (char *p = strstr(s, key); p; p = strstr(p + 1, key)) item = p;
-    char *value = item ? item + sizeof key - 1 : NULL;
-    if (value && value[0] == '0' && value[1] == ';') value[1] = '\0';
-}
-
 // Copies the settings s of a result into buf (at least strlen(s) + 1 bytes) without the items
-// method m does not read (item_unread), in their order, nor the fine-tuning's when it has no
-// epochs (drop_unused_finetune).
-static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
+// a run of config c with method m does not read (item_unread), in their order.
+static void settings_read_by(const char *s, const SweepConfig *c, const SweepMethod *m, char *buf) {
     size_t at = 0;
     for (const char *p = s; *p;) {
         size_t n = strcspn(p, ";");
-        if (!item_unread(p, n, m)) {
+        if (!item_unread(p, n, c, m)) {
             if (at) buf[at++] = ';';
             memcpy(buf + at, p, n);
             at += n;
@@ -343,7 +332,6 @@ static void settings_read_by(const char *s, const SweepMethod *m, char *buf) {
         p += n + (p[n] == ';');
     }
     buf[at] = '\0';
-    drop_unused_finetune(buf);
 }
 
 int sweep_result_write(const char *path, const SweepConfig *c, const SweepRun *r, const PruneOutcome *o, HpErr *err) {
@@ -711,8 +699,8 @@ int sweep_result_done(const char *path, const SweepConfig *c, const SweepRun *r,
     // both sides filtered alike: a path holding ";probes=" then reads the same in each
     char built[4 * SWEEP_PATH], settings[sizeof built], stored[sizeof res.settings];
     run_settings(c, r, built, sizeof built);
-    settings_read_by(built, r->method, settings);
-    settings_read_by(res.settings, r->method, stored);
+    settings_read_by(built, c, r->method, settings);
+    settings_read_by(res.settings, c, r->method, stored);
     if (strcmp(res.id, r->id) != 0) return hp_fail(err, "%s: holds run '%s', not '%s'", path, res.id, r->id);
     char crc[9];
     snprintf(crc, sizeof crc, "%08x", (unsigned)c->model_crc);

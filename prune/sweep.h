@@ -96,6 +96,10 @@ int sweep_config_load(SweepConfig *c, const char *path, HpErr *err);
 // `methods` (a bare criterion); 0 if none (the default l1).
 int sweep_method_line(const SweepConfig *c, const SweepMethod *m);
 
+// Writes where line of config c is, for a message, into buf: "CONFIG:LINE" (or "CONFIG" for line
+// 0), followed by ": what" unless what is NULL.
+void sweep_config_place(const SweepConfig *c, int line, const char *what, char *buf, size_t cap);
+
 // Whether [method NAME] section i of c->defined is run, i.e. `methods` lists NAME (a section
 // that is not listed is checked like the others but runs nothing: the CLI warns of it).
 bool sweep_method_listed(const SweepConfig *c, int i);

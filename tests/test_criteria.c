@@ -7,14 +7,6 @@
 #include "nn/train.h"
 #include "prune/criteria.h"
 
-// Node id by name.
-static int node_id(const Model *m, const char *name) {
-    for (int i = 0; i < m->n_nodes; i++)
-        if (strcmp(m->nodes[i].name, name) == 0) return i;
-    fail_msg("no node %s", name);
-    return -1;
-}
-
 // Random images with labels from a fixed rule (so that gradients are informative).
 static void small_data(Dataset *d, int n, Rng *rng) {
     assert_int_equal(dataset_alloc(d, n, 1, 8, 8, 3, NULL), 0);
@@ -43,9 +35,19 @@ static void zero_whole_channel(Model *m, const GroupSet *gs, int g, int c) {
     free(idx);
 }
 
+// |w_Q|^2: the sum of squares of every parameter of channel c of group g (group_channel_params).
+static double channel_norm2(const Model *m, const ChannelGroup *g, int c) {
+    size_t *idx = malloc(m->n_params * sizeof(size_t));
+    size_t k = group_channel_params(m, g, c, idx);
+    double norm2 = 0;
+    for (size_t i = 0; i < k; i++) norm2 += (double)m->params[idx[i]] * m->params[idx[i]];
+    free(idx);
+    return norm2;
+}
+
 // Makes conv1's channel dst a copy of channel src (filter, bias, batchnorm, running stats).
 static void duplicate_channel(Model *m, int src, int dst) {
-    const Node *c1 = &m->nodes[node_id(m, "conv1")], *b1 = &m->nodes[node_id(m, "bn1")];
+    const Node *c1 = &m->nodes[tu_node_id(m, "conv1")], *b1 = &m->nodes[tu_node_id(m, "bn1")];
     memcpy(m->params + c1->w_off + (size_t)dst * 9, m->params + c1->w_off + (size_t)src * 9, 9 * sizeof(float));
     m->params[c1->b_off + (size_t)dst] = m->params[c1->b_off + (size_t)src];
     m->params[b1->w_off + (size_t)dst] = m->params[b1->w_off + (size_t)src];
@@ -219,17 +221,13 @@ static void test_dead_channel_first(void **state) {
     }
     expect_diag_first(&f, g1, 2);
     run_criterion(&f.m, &f.gs, CRIT_OBS, &f.d, f.scores);
-    size_t P = f.m.n_params, *idx = malloc(P * sizeof(size_t));
-    size_t k = group_channel_params(&f.m, &f.gs.groups[g1], 2, idx);
-    double norm2 = 0;
-    for (size_t i = 0; i < k; i++) norm2 += (double)f.m.params[idx[i]] * f.m.params[idx[i]];
+    double norm2 = channel_norm2(&f.m, &f.gs.groups[g1], 2);
     assert_true(norm2 > 0);  // the consumer columns are live
     double want = 0.5 * 1e-4 * norm2;  // run_criterion's fisher.damp
     if (fabs(f.scores[g1][2] - want) > 1e-3 * want) fail_msg("obs: dead channel %.8g, 1/2 damp |w|^2 %.8g", f.scores[g1][2], want);
     expect_lowest(f.scores[g1], 4, 2, "obs");
     run_criterion(&f.m, &f.gs, CRIT_OBS_LAYER, &f.d, f.scores);
     expect_lowest(f.scores[g1], 4, 2, "obs-layer");
-    free(idx);
     fixture_free(&f);
 }
 
@@ -280,7 +278,7 @@ static void test_bn_scale_order(void **state) {
     fixture_init(&f, 15, 4);
     int g1 = group_id(&f.gs, "conv1");
     const float gamma[4] = {0.5f, -2.0f, 0.0f, 1.0f};
-    memcpy(f.m.params + f.m.nodes[node_id(&f.m, "bn1")].w_off, gamma, sizeof gamma);
+    memcpy(f.m.params + f.m.nodes[tu_node_id(&f.m, "bn1")].w_off, gamma, sizeof gamma);
     run_criterion(&f.m, &f.gs, CRIT_BN, &f.d, f.scores);
     const double want[4] = {0.5, 2, 0, 1};
     for (int c = 0; c < 4; c++) assert_true(f.scores[g1][c] == want[c]);
@@ -349,11 +347,11 @@ static double mean_loss(Model *m, const Dataset *d) {
 static size_t consumer_columns(const Model *m, bool of_conv1, int c, size_t *idx) {
     size_t k = 0;
     if (of_conv1) {
-        const Node *c2 = &m->nodes[node_id(m, "conv2")];
+        const Node *c2 = &m->nodes[tu_node_id(m, "conv2")];
         for (size_t o = 0; o < 6; o++)
             for (size_t t = 0; t < 9; t++) idx[k++] = c2->w_off + (o * 4 + (size_t)c) * 9 + t;
     } else {
-        const Node *fc = &m->nodes[node_id(m, "fc")];
+        const Node *fc = &m->nodes[tu_node_id(m, "fc")];
         for (size_t o = 0; o < 3; o++) idx[k++] = fc->w_off + o * 6 + (size_t)c;
     }
     return k;
@@ -551,7 +549,7 @@ static void test_duplicate_and_magnitude(void **state) {
 // columns in conv2 (weight[:, 3] = weight[:, 1]).
 static void duplicate_with_consumers(Model *m) {
     duplicate_channel(m, 1, 3);
-    const Node *c2 = &m->nodes[node_id(m, "conv2")];
+    const Node *c2 = &m->nodes[tu_node_id(m, "conv2")];
     for (size_t o = 0; o < 6; o++)
         memcpy(m->params + c2->w_off + (o * 4 + 3) * 9, m->params + c2->w_off + (o * 4 + 1) * 9, 9 * sizeof(float));
 }
@@ -586,16 +584,12 @@ static void test_obs_duplicate_first(void **state) {
     o.method = CRIT_FISHER;
     assert_int_equal(scorer_run(&s, &o, &f.m, &f.gs, f.scores, &err), 0);
     scorer_free(&s);
-    size_t *idx = malloc(f.m.n_params * sizeof(size_t));
-    size_t k = group_channel_params(&f.m, &f.gs.groups[g1], 3, idx);
-    double norm2 = 0;
-    for (size_t i = 0; i < k; i++) norm2 += (double)f.m.params[idx[i]] * f.m.params[idx[i]];
+    double norm2 = channel_norm2(&f.m, &f.gs.groups[g1], 3);
     double bound = o.fisher.damp * norm2, others = fmin(obs[0], obs[2]);
     for (int c = 1; c <= 3; c += 2)
         if (!(obs[c] <= bound * (1 + 1e-3)) || !(obs[c] < 0.01 * others) || !(fisher[c] > 100 * obs[c]))
             fail_msg("obs: copy %d scores %g (bound damp |w|^2 %g; fisher %g), the distinct channels %g", c, obs[c],
                      bound, fisher[c], others);
-    free(idx);
     fixture_free(&f);
 }
 
@@ -809,7 +803,7 @@ static void test_scores_not_finite(void **state) {
     (void)state;
     Fixture f;
     fixture_init(&f, 12, 4);
-    f.m.params[f.m.nodes[node_id(&f.m, "bn2")].w_off + 3] = NAN;  // gamma of conv2's channel 3 alone
+    f.m.params[f.m.nodes[tu_node_id(&f.m, "bn2")].w_off + 3] = NAN;  // gamma of conv2's channel 3 alone
     CritOpts o = crit_defaults();
     Scorer s;
     HpErr err = {{0}};
@@ -939,7 +933,7 @@ static void test_bn_recalibrate(void **state) {
     int y[64];
     data_batch(&d, idx, 64, m.norm_mean, m.norm_std, NULL, NULL, x, y);
     model_forward(&m, &ws, x, 64, MODE_EVAL, NULL);
-    const int c1 = node_id(&m, "conv1"), b1 = node_id(&m, "bn1");
+    const int c1 = tu_node_id(&m, "conv1"), b1 = tu_node_id(&m, "bn1");
     double mean[4] = {0};
     for (int n = 0; n < 64; n++)
         for (int c = 0; c < 4; c++)

@@ -294,37 +294,31 @@ static void grad_check_model(Model *m, uint64_t seed) {
     grad_check_mode(m, MODE_BATCHSTATS, seed + 2);
 }
 
-// Asserts that a builder call succeeded (printing the error otherwise).
-static void expect_ok(int rc, const HpErr *err) {
-    if (rc < 0) fprintf(stderr, "unexpected error: %s\n", err->msg);
-    assert_true(rc >= 0);
-}
-
 // A small ResNet on `input`: conv-bn-relu stem (8 channels), one basic block to 16 channels at
 // stride 2 with a 1x1 conv-bn projection shortcut, add, relu, gap, flatten, dropout, linear.
 static void build_small_resnet(Model *m, Shape input, int n_classes) {
     HpErr err = {{0}};
     model_init(m, input, n_classes);
     int x = mb_input(m, &err);
-    expect_ok(x = mb_conv(m, "conv1", x, 8, 3, 1, 1, 1, false, &err), &err);
-    expect_ok(x = mb_bn(m, "bn1", x, &err), &err);
+    tu_expect_ok(x = mb_conv(m, "conv1", x, 8, 3, 1, 1, 1, false, &err), &err);
+    tu_expect_ok(x = mb_bn(m, "bn1", x, &err), &err);
     int stem;
-    expect_ok(stem = mb_relu(m, "relu", x, &err), &err);
-    expect_ok(x = mb_conv(m, "block.conv1", stem, 16, 3, 2, 1, 1, false, &err), &err);
-    expect_ok(x = mb_bn(m, "block.bn1", x, &err), &err);
-    expect_ok(x = mb_relu(m, "block.relu1", x, &err), &err);
-    expect_ok(x = mb_conv(m, "block.conv2", x, 16, 3, 1, 1, 1, false, &err), &err);
+    tu_expect_ok(stem = mb_relu(m, "relu", x, &err), &err);
+    tu_expect_ok(x = mb_conv(m, "block.conv1", stem, 16, 3, 2, 1, 1, false, &err), &err);
+    tu_expect_ok(x = mb_bn(m, "block.bn1", x, &err), &err);
+    tu_expect_ok(x = mb_relu(m, "block.relu1", x, &err), &err);
+    tu_expect_ok(x = mb_conv(m, "block.conv2", x, 16, 3, 1, 1, 1, false, &err), &err);
     int main_path;
-    expect_ok(main_path = mb_bn(m, "block.bn2", x, &err), &err);
-    expect_ok(x = mb_conv(m, "block.shortcut.0", stem, 16, 1, 2, 0, 1, false, &err), &err);
-    expect_ok(x = mb_bn(m, "block.shortcut.1", x, &err), &err);
-    expect_ok(x = mb_add(m, "block.add", main_path, x, &err), &err);
-    expect_ok(x = mb_relu(m, "block.relu2", x, &err), &err);
-    expect_ok(x = mb_gap(m, "avgpool", x, &err), &err);
-    expect_ok(x = mb_flatten(m, "flatten", x, &err), &err);
-    expect_ok(x = mb_dropout(m, "dropout", x, 0.5f, &err), &err);
-    expect_ok(x = mb_linear(m, "fc", x, n_classes, true, &err), &err);
-    expect_ok(model_finalize(m, &err), &err);
+    tu_expect_ok(main_path = mb_bn(m, "block.bn2", x, &err), &err);
+    tu_expect_ok(x = mb_conv(m, "block.shortcut.0", stem, 16, 1, 2, 0, 1, false, &err), &err);
+    tu_expect_ok(x = mb_bn(m, "block.shortcut.1", x, &err), &err);
+    tu_expect_ok(x = mb_add(m, "block.add", main_path, x, &err), &err);
+    tu_expect_ok(x = mb_relu(m, "block.relu2", x, &err), &err);
+    tu_expect_ok(x = mb_gap(m, "avgpool", x, &err), &err);
+    tu_expect_ok(x = mb_flatten(m, "flatten", x, &err), &err);
+    tu_expect_ok(x = mb_dropout(m, "dropout", x, 0.5f, &err), &err);
+    tu_expect_ok(x = mb_linear(m, "fc", x, n_classes, true, &err), &err);
+    tu_expect_ok(model_finalize(m, &err), &err);
     snprintf(m->arch, sizeof m->arch, "small_resnet");
 }
 
@@ -334,7 +328,7 @@ static void test_grad_lenet5(void **state) {
     (void)state;
     Model m;
     HpErr err = {{0}};
-    expect_ok(arch_build(&m, "lenet5", (Shape){1, 12, 12}, 4, &err), &err);
+    tu_expect_ok(arch_build(&m, "lenet5", (Shape){1, 12, 12}, 4, &err), &err);
     grad_check_model(&m, 100);
     model_free(&m);
 }
@@ -351,7 +345,7 @@ static void test_grad_resnet20(void **state) {
     (void)state;
     Model m;
     HpErr err = {{0}};
-    expect_ok(arch_build(&m, "resnet20", (Shape){1, 8, 8}, 3, &err), &err);
+    tu_expect_ok(arch_build(&m, "resnet20", (Shape){1, 8, 8}, 3, &err), &err);
     grad_check_model(&m, 300);
     model_free(&m);
 }
@@ -407,7 +401,7 @@ static void test_infer_matches_eval(void **state) {
     uint64_t seed = 400;
     for (const char *const *a = arch_names(); *a; a++) {
         Model m;
-        expect_ok(arch_build(&m, *a, (Shape){1, 28, 28}, 10, &err), &err);
+        tu_expect_ok(arch_build(&m, *a, (Shape){1, 28, 28}, 10, &err), &err);
         int adds = check_infer_matches_eval(&m, seed++);
         if (strncmp(*a, "resnet", 6) == 0) assert_true(adds > 0);  // residual adds folded too
         model_free(&m);
@@ -418,13 +412,13 @@ static void test_infer_matches_eval(void **state) {
     model_free(&m);
     model_init(&m, (Shape){2, 6, 6}, 3);
     int x = mb_input(&m, &err);
-    expect_ok(x = mb_conv(&m, "conv", x, 5, 3, 1, 1, 1, true, &err), &err);
-    expect_ok(x = mb_bn(&m, "bn", x, &err), &err);
-    expect_ok(x = mb_relu(&m, "relu", x, &err), &err);
-    expect_ok(x = mb_gap(&m, "avgpool", x, &err), &err);
-    expect_ok(x = mb_flatten(&m, "flatten", x, &err), &err);
-    expect_ok(x = mb_linear(&m, "fc", x, 3, true, &err), &err);
-    expect_ok(model_finalize(&m, &err), &err);
+    tu_expect_ok(x = mb_conv(&m, "conv", x, 5, 3, 1, 1, 1, true, &err), &err);
+    tu_expect_ok(x = mb_bn(&m, "bn", x, &err), &err);
+    tu_expect_ok(x = mb_relu(&m, "relu", x, &err), &err);
+    tu_expect_ok(x = mb_gap(&m, "avgpool", x, &err), &err);
+    tu_expect_ok(x = mb_flatten(&m, "flatten", x, &err), &err);
+    tu_expect_ok(x = mb_linear(&m, "fc", x, 3, true, &err), &err);
+    tu_expect_ok(model_finalize(&m, &err), &err);
     snprintf(m.arch, sizeof m.arch, "conv_bias_bn");
     check_infer_matches_eval(&m, seed++);
     model_free(&m);
@@ -457,14 +451,14 @@ static void build_small_convnet(Model *m) {
     HpErr err = {{0}};
     model_init(m, (Shape){1, SYN_HW, SYN_HW}, SYN_CLASSES);
     int x = mb_input(m, &err);
-    expect_ok(x = mb_conv(m, "conv1", x, 8, 3, 1, 1, 1, true, &err), &err);
-    expect_ok(x = mb_bn(m, "bn1", x, &err), &err);
-    expect_ok(x = mb_relu(m, "relu1", x, &err), &err);
-    expect_ok(x = mb_maxpool(m, "pool1", x, 2, 2, 0, &err), &err);
-    expect_ok(x = mb_flatten(m, "flatten", x, &err), &err);
-    expect_ok(x = mb_dropout(m, "dropout", x, 0.1f, &err), &err);
-    expect_ok(x = mb_linear(m, "fc", x, SYN_CLASSES, true, &err), &err);
-    expect_ok(model_finalize(m, &err), &err);
+    tu_expect_ok(x = mb_conv(m, "conv1", x, 8, 3, 1, 1, 1, true, &err), &err);
+    tu_expect_ok(x = mb_bn(m, "bn1", x, &err), &err);
+    tu_expect_ok(x = mb_relu(m, "relu1", x, &err), &err);
+    tu_expect_ok(x = mb_maxpool(m, "pool1", x, 2, 2, 0, &err), &err);
+    tu_expect_ok(x = mb_flatten(m, "flatten", x, &err), &err);
+    tu_expect_ok(x = mb_dropout(m, "dropout", x, 0.1f, &err), &err);
+    tu_expect_ok(x = mb_linear(m, "fc", x, SYN_CLASSES, true, &err), &err);
+    tu_expect_ok(model_finalize(m, &err), &err);
 }
 
 // Mean loss of m (MODE_EVAL) over the whole synthetic set; ws takes SYN_N samples.
@@ -677,8 +671,8 @@ static void expect_reject(int rc, const HpErr *err, const Model *m, int n_before
 static int start_model(Model *m, HpErr *err) {
     model_init(m, (Shape){3, 6, 6}, 2);
     int x = mb_input(m, err);
-    expect_ok(x, err);
-    expect_ok(x = mb_conv(m, "c1", x, 4, 3, 1, 1, 1, false, err), err);
+    tu_expect_ok(x, err);
+    tu_expect_ok(x = mb_conv(m, "c1", x, 4, 3, 1, 1, 1, false, err), err);
     return x;
 }
 
@@ -696,9 +690,9 @@ static void test_reject_add_mismatch(void **state) {
     Model m;
     HpErr err = {{0}};
     int x = start_model(&m, &err), y;
-    expect_ok(y = mb_conv(&m, "c2", x, 5, 3, 1, 1, 1, false, &err), &err);  // 5 channels, c1 has 4
+    tu_expect_ok(y = mb_conv(&m, "c2", x, 5, 3, 1, 1, 1, false, &err), &err);  // 5 channels, c1 has 4
     expect_reject(mb_add(&m, "add_bad", x, y, &err), &err, &m, 3, "add_bad");
-    expect_ok(y = mb_conv(&m, "c3", x, 4, 3, 2, 1, 1, false, &err), &err);  // 4 channels but 3x3
+    tu_expect_ok(y = mb_conv(&m, "c3", x, 4, 3, 2, 1, 1, false, &err), &err);  // 4 channels but 3x3
     expect_reject(mb_add(&m, "add_bad2", x, y, &err), &err, &m, 4, "add_bad2");
     model_free(&m);
 }
@@ -721,8 +715,8 @@ static void test_huge_shapes(void **state) {
     HpErr err = {{0}};
     model_init(&m, (Shape){1, 1, INT_MAX}, 2);
     int x = mb_input(&m, &err), y;
-    expect_ok(x, &err);
-    expect_ok(y = mb_conv(&m, "c1", x, 6, 5, 1, 2, 1, false, &err), &err);
+    tu_expect_ok(x, &err);
+    tu_expect_ok(y = mb_conv(&m, "c1", x, 6, 5, 1, 2, 1, false, &err), &err);
     assert_int_equal(m.nodes[y].out.w, INT_MAX);
     assert_int_equal(m.nodes[y].out.h, 1);
     expect_reject(mb_conv(&m, "c_wide", x, 6, 5, 1, 4, 1, false, &err), &err, &m, 2, "c_wide");
@@ -758,7 +752,7 @@ static void test_reject_bad_head(void **state) {
     Model m;
     HpErr err = {{0}};
     int x = start_model(&m, &err);
-    expect_ok(x = mb_gap(&m, "gap_head", x, &err), &err);  // 4 x 1 x 1 but 2 classes
+    tu_expect_ok(x = mb_gap(&m, "gap_head", x, &err), &err);  // 4 x 1 x 1 but 2 classes
     int rc = model_finalize(&m, &err);
     fprintf(stderr, "rejected: %s\n", err.msg);
     assert_int_equal(rc, -1);
@@ -800,7 +794,7 @@ static void test_counts_resnet20(void **state) {
                          ((uint64_t)conv3(32, 64) + 5 * conv3(64, 64) + 64 * 32) * 64 + 64 * 10;
     Model m;
     HpErr err = {{0}};
-    expect_ok(arch_build(&m, "resnet20", (Shape){3, 32, 32}, 10, &err), &err);
+    tu_expect_ok(arch_build(&m, "resnet20", (Shape){3, 32, 32}, 10, &err), &err);
     size_t params;
     uint64_t macs;
     count_model(&m, &params, &macs);
@@ -819,7 +813,7 @@ static void test_counts_lenet5(void **state) {
     (void)state;
     Model m;
     HpErr err = {{0}};
-    expect_ok(arch_build(&m, "lenet5", (Shape){1, 28, 28}, 10, &err), &err);
+    tu_expect_ok(arch_build(&m, "lenet5", (Shape){1, 28, 28}, 10, &err), &err);
     size_t params;
     uint64_t macs;
     count_model(&m, &params, &macs);

@@ -11,19 +11,6 @@
 
 // ---- fixtures ----
 
-// Fails the test, printing the message, if a library call returned an error.
-static void expect_ok(int rc, const HpErr *err) {
-    if (rc != 0) fail_msg("%s", err->msg);
-}
-
-// Node id by name.
-static int node_id(const Model *m, const char *name) {
-    for (int i = 0; i < m->n_nodes; i++)
-        if (strcmp(m->nodes[i].name, name) == 0) return i;
-    fail_msg("no node %s", name);
-    return -1;
-}
-
 // A residual net on 1x8x8 with 3 classes (3x3 convs, padding 1, no bias):
 //   stem 8 - bn_s - relu_s --+-- conv_a 8 - bn_a - relu_a - conv_b 8 - bn_b --+-- add - relu - pool (global) - fc 3
 //                            +-------------------------------------------------+
@@ -39,7 +26,7 @@ static void build_residual(Model *m, uint64_t seed) {
     int r = mb_relu(m, "relu", mb_add(m, "add", s, b, &err), &err);
     int y = mb_linear(m, "fc", mb_gap(m, "pool", r, &err), 3, true, &err);
     if (y < 0) fail_msg("%s", err.msg);
-    expect_ok(model_finalize(m, &err), &err);
+    tu_expect_ok(model_finalize(m, &err), &err);
     Rng rng;
     rng_seed(&rng, seed, 1);
     model_init_params(m, &rng);
@@ -89,8 +76,18 @@ static PruneJob residual_job(Criterion method, bool compensate) {
 // Runs job on a copy of base into *slim (with train as calibration set and test set).
 static void run_job(const PruneJob *job, const Model *base, const Dataset *train, Model *slim, PruneOutcome *out) {
     HpErr err = {{0}};
-    expect_ok(model_copy(slim, base, &err), &err);
-    expect_ok(prune_run(job, slim, train, train, out, &err), &err);
+    tu_expect_ok(model_copy(slim, base, &err), &err);
+    tu_expect_ok(prune_run(job, slim, train, train, out, &err), &err);
+}
+
+// All of d's images, normalised as m's inputs, into a malloc'd array (d->n x m's input size).
+static float *inputs(const Model *m, const Dataset *d) {
+    float *x = xmalloc((size_t)d->n * shape_numel(m->input) * sizeof(float));
+    int *y = xmalloc((size_t)d->n * sizeof(int)), *idx = xmalloc((size_t)d->n * sizeof(int));
+    for (int i = 0; i < d->n; i++) idx[i] = i;
+    data_batch(d, idx, d->n, m->norm_mean, m->norm_std, NULL, NULL, x, y);
+    free(y), free(idx);
+    return x;
 }
 
 // Eval-mode activations of node `node` of m on all of d's images into a malloc'd array
@@ -98,38 +95,22 @@ static void run_job(const PruneJob *job, const Model *base, const Dataset *train
 static float *activations(Model *m, const Dataset *d, int node) {
     Workspace ws;
     assert_int_equal(ws_init(&ws, m, d->n, 0, NULL), 0);
-    size_t per = shape_numel(m->input), len = (size_t)d->n * shape_numel(m->nodes[node].out);
-    float *x = xmalloc((size_t)d->n * per * sizeof(float)), *out = xmalloc(len * sizeof(float));
-    int *y = xmalloc((size_t)d->n * sizeof(int)), *idx = xmalloc((size_t)d->n * sizeof(int));
-    for (int i = 0; i < d->n; i++) idx[i] = i;
-    data_batch(d, idx, d->n, m->norm_mean, m->norm_std, NULL, NULL, x, y);
+    size_t len = (size_t)d->n * shape_numel(m->nodes[node].out);
+    float *x = inputs(m, d), *out = xmalloc(len * sizeof(float));
     model_forward(m, &ws, x, d->n, MODE_EVAL, NULL);
     memcpy(out, ws.act[node], len * sizeof(float));
-    free(x), free(y), free(idx);
+    free(x);
     ws_free(&ws);
     return out;
 }
 
 // ---- the pipeline on a residual network ----
 
-// Saves m, loads it back (the loader validates the graph and the tensors) and asserts the same
-// logits on d.
+// Saves m, loads it back and asserts the same model (tu_expect_round_trip) on d's images.
 static void expect_round_trip(Model *m, const Dataset *d) {
-    char dir[64], path[128];
-    tu_tmpdir(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/slim.safetensors", dir);
-    HpErr err = {{0}};
-    expect_ok(model_save(m, path, NULL, &err), &err);
-    Model back;
-    expect_ok(model_load(&back, path, NULL, NULL, &err), &err);
-    assert_int_equal(back.n_params, m->n_params);
-    assert_int_equal(model_macs(&back), model_macs(m));
-    int fc = node_id(m, "fc");
-    float *za = activations(m, d, fc), *zb = activations(&back, d, fc);
-    assert_memory_equal(za, zb, (size_t)d->n * 3 * sizeof(float));
-    free(za), free(zb);
-    model_free(&back);
-    tu_rmtree(dir);
+    float *x = inputs(m, d);
+    tu_expect_round_trip(m, x, d->n);
+    free(x);
 }
 
 // Asserts what every run on the residual net gives: a model that loads back, both sides of the
@@ -138,14 +119,14 @@ static void expect_round_trip(Model *m, const Dataset *d) {
 static void expect_residual_cut(Model *slim, const Model *base, const PruneOutcome *out, const Dataset *d) {
     expect_round_trip(slim, d);
     const Node *n = slim->nodes;
-    int w = n[node_id(slim, "stem")].out_features;
+    int w = n[tu_node_id(slim, "stem")].out_features;
     assert_true(w >= 4 && w < 8);  // the cap keeps 4 of 8; the target needs at most 6
-    assert_int_equal(n[node_id(slim, "bn_s")].out.c, w);
-    assert_int_equal(n[node_id(slim, "conv_b")].out_features, w);
-    assert_int_equal(n[node_id(slim, "bn_b")].out.c, w);
-    assert_int_equal(n[node_id(slim, "add")].out.c, w);
-    assert_int_equal(n[node_id(slim, "fc")].out_features, 3);
-    int inner = n[node_id(slim, "conv_a")].out_features;
+    assert_int_equal(n[tu_node_id(slim, "bn_s")].out.c, w);
+    assert_int_equal(n[tu_node_id(slim, "conv_b")].out_features, w);
+    assert_int_equal(n[tu_node_id(slim, "bn_b")].out.c, w);
+    assert_int_equal(n[tu_node_id(slim, "add")].out.c, w);
+    assert_int_equal(n[tu_node_id(slim, "fc")].out_features, 3);
+    int inner = n[tu_node_id(slim, "conv_a")].out_features;
     assert_true(inner >= 4 && inner <= 8);
     assert_int_equal(out->macs_orig, model_macs(base));
     assert_int_equal(out->macs_pruned, model_macs(slim));
@@ -155,7 +136,7 @@ static void expect_residual_cut(Model *slim, const Model *base, const PruneOutco
 // Sum of squared differences of the parameters of node `name` (weights and bias) in two models
 // of the same shape.
 static double node_change(const Model *a, const Model *b, const char *name) {
-    const Node *na = &a->nodes[node_id(a, name)], *nb = &b->nodes[node_id(b, name)];
+    const Node *na = &a->nodes[tu_node_id(a, name)], *nb = &b->nodes[tu_node_id(b, name)];
     assert_true(na->w_len == nb->w_len && na->b_len == nb->b_len);
     double s = 0;
     for (size_t i = 0; i < na->w_len; i++) s += pow((double)a->params[na->w_off + i] - b->params[nb->w_off + i], 2);
@@ -167,7 +148,7 @@ static double node_change(const Model *a, const Model *b, const char *name) {
 // gamma and beta: surgery copies them, compensation never changes a batchnorm of obs-layer and
 // nothing changes them without compensation); fails if there is none.
 static int kept_channel(const Model *base, const Model *slim, const char *bn, int c) {
-    const Node *a = &base->nodes[node_id(base, bn)], *b = &slim->nodes[node_id(slim, bn)];
+    const Node *a = &base->nodes[tu_node_id(base, bn)], *b = &slim->nodes[tu_node_id(slim, bn)];
     for (int k = 0; k < a->out.c; k++)
         if (base->params[a->w_off + (size_t)k] == slim->params[b->w_off + (size_t)c] &&
             base->params[a->b_off + (size_t)k] == slim->params[b->b_off + (size_t)c])
@@ -181,7 +162,7 @@ static int kept_channel(const Model *base, const Model *slim, const char *bn, in
 // stem's kept channels, which obs-layer's compensation leaves as they were (it changes only
 // consumers), so its input in slim is the original's restricted to them.
 static double conv_a_error(Model *base, Model *slim, const Dataset *d) {
-    int node = node_id(base, "conv_a"), hw = 64, wide = base->nodes[node].out.c, narrow = slim->nodes[node].out.c;
+    int node = tu_node_id(base, "conv_a"), hw = 64, wide = base->nodes[node].out.c, narrow = slim->nodes[node].out.c;
     float *za = activations(base, d, node), *zb = activations(slim, d, node);
     double e = 0;
     for (int c = 0; c < narrow; c++) {
@@ -264,9 +245,9 @@ static void log_epoch(const TrainProgress *p, void *user) {
 static float accuracy(Model *m, const Dataset *d, int batch) {
     Workspace ws;
     HpErr err = {{0}};
-    expect_ok(ws_init(&ws, m, batch, 0, &err), &err);
+    tu_expect_ok(ws_init(&ws, m, batch, 0, &err), &err);
     float loss, acc;
-    expect_ok(evaluate(m, &ws, d, &loss, &acc, &err), &err);
+    tu_expect_ok(evaluate(m, &ws, d, &loss, &acc, &err), &err);
     ws_free(&ws);
     return acc;
 }
@@ -299,7 +280,7 @@ static void test_keeps_best_epoch(void **state) {
     job.train_progress = log_epoch, job.train_user = &log;
     PruneOutcome out;
     HpErr err = {{0}};
-    expect_ok(prune_run(&job, &m, &train, &test, &out, &err), &err);
+    tu_expect_ok(prune_run(&job, &m, &train, &test, &out, &err), &err);
     assert_int_equal(log.n, 4);
     int best = 0;
     for (int e = 1; e < 4; e++)
@@ -310,7 +291,7 @@ static void test_keeps_best_epoch(void **state) {
     assert_int_equal(out.finetune_epochs, 4);
     assert_int_equal(out.best_epoch, best + 1);
     Dataset tr, val;
-    expect_ok(dataset_split(&train, ft->val_split, ft->seed, &tr, &val, &err), &err);
+    tu_expect_ok(dataset_split(&train, ft->val_split, ft->seed, &tr, &val, &err), &err);
     assert_int_equal(val.n, 128);
     assert_true(accuracy(&m, &val, ft->batch_size) == log.val[best]);
     assert_true(accuracy(&m, &test, ft->batch_size) == log.test[best]);

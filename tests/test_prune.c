@@ -17,12 +17,6 @@
 
 // ---- helpers ----
 
-// Fails the test, printing the message, if a library call returned an error.
-static void expect_ok(int rc, const HpErr *err) {
-    if (rc < 0) fprintf(stderr, "unexpected error: %s\n", err->msg);
-    assert_true(rc >= 0);
-}
-
 // Gives every batchnorm non-trivial affine parameters and running statistics, and every bias a
 // non-zero value, so a wrongly kept or dropped slice shows in the logits.
 static void perturb(Model *m, Rng *rng) {
@@ -44,7 +38,7 @@ static void perturb(Model *m, Rng *rng) {
 // Builds arch for `in`, 10 classes, with random parameters and running statistics.
 static void build_random(Model *m, const char *arch, Shape in, uint64_t seed) {
     HpErr err = {{0}};
-    expect_ok(arch_build(m, arch, in, 10, &err), &err);
+    tu_expect_ok(arch_build(m, arch, in, 10, &err), &err);
     Rng rng;
     rng_seed(&rng, seed, 1);
     model_init_params(m, &rng);
@@ -70,8 +64,8 @@ static void build_custom(Model *m, uint64_t seed) {
     int r4 = mb_relu(m, "r4", mb_bn(m, "b4", mb_conv(m, "c3", r3, 4, 3, 1, 1, 1, true, &err), &err), &err);
     int f = mb_flatten(m, "flatten", mb_maxpool(m, "pool", r4, 2, 2, 0, &err), &err);
     int d = mb_dropout(m, "drop", mb_relu(m, "r5", mb_linear(m, "fc1", f, 20, true, &err), &err), 0.3f, &err);
-    expect_ok(mb_linear(m, "fc", d, 5, true, &err), &err);
-    expect_ok(model_finalize(m, &err), &err);
+    tu_expect_ok(mb_linear(m, "fc", d, 5, true, &err), &err);
+    tu_expect_ok(model_finalize(m, &err), &err);
     Rng rng;
     rng_seed(&rng, seed, 1);
     model_init_params(m, &rng);
@@ -92,8 +86,8 @@ static void build_flat(Model *m, bool gap, uint64_t seed) {
         x = mb_conv(m, "dwf", mb_bn(m, "bnf", x, &err), 48, 1, 1, 0, 48, true, &err);
         x = mb_linear(m, "fc1", x, 8, true, &err);
     }
-    expect_ok(mb_linear(m, "fc", x, 3, true, &err), &err);
-    expect_ok(model_finalize(m, &err), &err);
+    tu_expect_ok(mb_linear(m, "fc", x, 3, true, &err), &err);
+    tu_expect_ok(model_finalize(m, &err), &err);
     Rng rng;
     rng_seed(&rng, seed, 1);
     model_init_params(m, &rng);
@@ -107,13 +101,6 @@ static const ChannelGroup *find_group(const GroupSet *gs, const char *name) {
     fprintf(stderr, "no group '%s'\n", name);
     fail();
     return NULL;
-}
-
-// Node id of the node called name (-1 if none).
-static int node_id(const Model *m, const char *name) {
-    for (int i = 0; i < m->n_nodes; i++)
-        if (strcmp(m->nodes[i].name, name) == 0) return i;
-    return -1;
 }
 
 // One expected member: node name, role, spread.
@@ -133,7 +120,7 @@ static void expect_group(const Model *m, const ChannelGroup *g, int n_channels, 
     assert_int_equal(g->prunable, prunable);
     assert_int_equal(g->n_members, n);
     for (int k = 0; k < n; k++) {
-        int id = node_id(m, want[k].node), found = 0;
+        int id = tu_node_id(m, want[k].node), found = 0;
         for (int j = 0; j < g->n_members; j++)
             found += g->members[j].node == id && g->members[j].role == want[k].role &&
                      g->members[j].spread == want[k].spread;
@@ -205,55 +192,26 @@ static void zero_removed(Model *m, const GroupSet *gs, const Keep *k) {
             if (!k->keep[g][c]) group_zero_channel(m, &gs->groups[g], c);
 }
 
-// Eval-mode logits of m on x (N samples), malloc'd (N, n_classes).
-static float *logits_of(Model *m, const float *x, int N) {
-    Workspace ws;
-    assert_int_equal(ws_init(&ws, m, N, N_THREADS, NULL), 0);
-    const float *z = model_forward(m, &ws, x, N, MODE_EVAL, NULL);
-    float *out = xmalloc((size_t)N * (size_t)m->n_classes * sizeof(float));
-    memcpy(out, z, (size_t)N * (size_t)m->n_classes * sizeof(float));
-    ws_free(&ws);
-    return out;
-}
-
-// Saves m to a temporary file, loads it back and asserts the logits on x are the same.
-static void expect_round_trip(Model *m, const float *x, int N) {
-    char dir[64], path[128];
-    tu_tmpdir(dir, sizeof dir);
-    snprintf(path, sizeof path, "%s/pruned.safetensors", dir);
-    HpErr err = {{0}};
-    expect_ok(model_save(m, path, NULL, &err), &err);
-    Model back;
-    expect_ok(model_load(&back, path, NULL, NULL, &err), &err);
-    assert_int_equal(back.n_params, m->n_params);
-    assert_int_equal(back.n_nodes, m->n_nodes);
-    float *za = logits_of(m, x, N), *zb = logits_of(&back, x, N);
-    assert_true(tu_rel_err(zb, za, (size_t)N * (size_t)m->n_classes) == 0.0);
-    free(za);
-    free(zb);
-    model_free(&back);
-    tu_rmtree(dir);
-}
-
 // The core property on model src: for a random selection, a copy with the removed channels
 // zeroed and the pruned model give the same eval-mode logits on N random inputs; the pruned
 // model is smaller, and it round-trips through a model file.
 static void check_equivalence(Model *src, int N, uint64_t seed) {
     GroupSet gs;
     HpErr err = {{0}};
-    expect_ok(prune_groups(src, &gs, &err), &err);
+    tu_expect_ok(prune_groups(src, &gs, &err), &err);
     Rng rng;
     rng_seed(&rng, seed, 2);
     Keep k = random_keep(&gs, &rng);
     Model zeroed, pruned;
     assert_int_equal(model_copy(&zeroed, src, NULL), 0);
     zero_removed(&zeroed, &gs, &k);
-    expect_ok(prune_apply(src, &gs, k.keep, &pruned, &err), &err);
+    tu_expect_ok(prune_apply(src, &gs, k.keep, &pruned, &err), &err);
 
     size_t numel = shape_numel(src->input) * (size_t)N;
     float *x = xmalloc(numel * sizeof(float));
     tu_fill_uniform(x, numel, -2, 2, &rng);
-    float *z0 = logits_of(src, x, N), *zz = logits_of(&zeroed, x, N), *zp = logits_of(&pruned, x, N);
+    float *z0 = tu_logits(src, x, N, N_THREADS), *zz = tu_logits(&zeroed, x, N, N_THREADS),
+          *zp = tu_logits(&pruned, x, N, N_THREADS);
     size_t nz = (size_t)N * (size_t)src->n_classes;
     double rel = tu_rel_err(zp, zz, nz), moved = tu_rel_err(zz, z0, nz);
     fprintf(stderr, "%s: %zu -> %zu params, %llu -> %llu MACs; pruned vs zeroed %.2e (zeroing moved the logits %.2e)\n",
@@ -265,7 +223,7 @@ static void check_equivalence(Model *src, int N, uint64_t seed) {
     assert_int_equal(model_param_count(&pruned), pruned.n_params);
     assert_true(model_macs(&pruned) < model_macs(src));
     assert_string_equal(pruned.arch, src->arch);
-    expect_round_trip(&pruned, x, N);
+    tu_expect_round_trip(&pruned, x, N);
 
     free(x);
     free(z0);
@@ -342,11 +300,11 @@ static void test_counts_pruned_lenet5(void **state) {
     build_random(&m, "lenet5", (Shape){1, 28, 28}, 21);
     GroupSet gs;
     HpErr err = {{0}};
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     assert_int_equal(gs.n_groups, 6);  // input, conv1, conv2, fc1, fc2, fc3
     const int kept[6] = {-1, 4, 10, 100, 50, -1};
     Keep k = first_keep(&gs, kept);
-    expect_ok(prune_apply(&m, &gs, k.keep, &p, &err), &err);
+    tu_expect_ok(prune_apply(&m, &gs, k.keep, &p, &err), &err);
     size_t params = (4 * 25 + 4) + (10 * 4 * 25 + 10) + (250 * 100 + 100) + (100 * 50 + 50) + (50 * 10 + 10);
     uint64_t macs = 4 * 28 * 28 * 25 + 10 * 10 * 10 * (4 * 25) + 250 * 100 + 100 * 50 + 50 * 10;
     assert_int_equal(model_param_count(&p), params);
@@ -354,8 +312,8 @@ static void test_counts_pruned_lenet5(void **state) {
     assert_int_equal(model_macs(&p), macs);
     assert_int_equal(model_param_count(&m), 61706);
     assert_int_equal(model_macs(&m), 416520);
-    assert_int_equal(p.nodes[node_id(&p, "fc1")].out.c, 100);
-    assert_int_equal((int)(p.nodes[node_id(&p, "fc1")].w_len / 100), 250);
+    assert_int_equal(p.nodes[tu_node_id(&p, "fc1")].out.c, 100);
+    assert_int_equal((int)(p.nodes[tu_node_id(&p, "fc1")].w_len / 100), 250);
     keep_free(&k);
     groupset_free(&gs);
     model_free(&p);
@@ -378,9 +336,9 @@ static void test_groups_resnet20(void **state) {
     (void)state;
     Model m;
     HpErr err = {{0}};
-    expect_ok(arch_build(&m, "resnet20", (Shape){3, 32, 32}, 10, &err), &err);
+    tu_expect_ok(arch_build(&m, "resnet20", (Shape){3, 32, 32}, 10, &err), &err);
     GroupSet gs;
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     static const char *const order[] = {
         "input",          "conv1",          "layer1.0.conv1", "layer1.1.conv1", "layer1.2.conv1",
         "layer2.0.conv1", "layer2.0.conv2", "layer2.1.conv1", "layer2.2.conv1", "layer3.0.conv1",
@@ -446,9 +404,9 @@ static void test_groups_resnet32_56(void **state) {
     for (size_t t = 0; t < 2; t++) {
         Model m;
         HpErr err = {{0}};
-        expect_ok(arch_build(&m, cases[t].arch, (Shape){3, 32, 32}, 10, &err), &err);
+        tu_expect_ok(arch_build(&m, cases[t].arch, (Shape){3, 32, 32}, 10, &err), &err);
         GroupSet gs;
-        expect_ok(prune_groups(&m, &gs, &err), &err);
+        tu_expect_ok(prune_groups(&m, &gs, &err), &err);
         int prunable = 0;
         for (int g = 0; g < gs.n_groups; g++) prunable += gs.groups[g].prunable;
         assert_int_equal(gs.n_groups, 3 * cases[t].blocks + 5);
@@ -465,9 +423,9 @@ static void test_groups_vgg11(void **state) {
     (void)state;
     Model m;
     HpErr err = {{0}};
-    expect_ok(arch_build(&m, "vgg11", (Shape){3, 32, 32}, 10, &err), &err);
+    tu_expect_ok(arch_build(&m, "vgg11", (Shape){3, 32, 32}, 10, &err), &err);
     GroupSet gs;
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     assert_int_equal(gs.n_groups, 10);  // input, 8 convs, classifier
     for (int g = 1; g <= 8; g++) {
         assert_true(gs.groups[g].prunable);
@@ -475,7 +433,7 @@ static void test_groups_vgg11(void **state) {
     }
     const ChannelGroup *last = &gs.groups[8];  // the last conv feeds the classifier through gap, flatten
     assert_int_equal(last->n_channels, 512);
-    assert_int_equal(last->members[2].node, node_id(&m, "classifier"));
+    assert_int_equal(last->members[2].node, tu_node_id(&m, "classifier"));
     assert_int_equal(last->members[2].spread, 1);
     groupset_free(&gs);
     model_free(&m);
@@ -489,7 +447,7 @@ static void test_groups_custom(void **state) {
     build_custom(&m, 1);
     GroupSet gs;
     HpErr err = {{0}};
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     static const char *const order[] = {"input", "c1", "c2", "g", "c3", "fc1", "fc"};
     assert_int_equal(gs.n_groups, 7);
     for (int g = 0; g < gs.n_groups; g++) assert_string_equal(gs.groups[g].name, order[g]);
@@ -520,7 +478,7 @@ static void test_groups_flat(void **state) {
     build_flat(&m, false, 1);
     GroupSet gs;
     HpErr err = {{0}};
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     const Want c[] = {{"c", MEMBER_PRODUCER, 1}, {"bnf", MEMBER_PERCHANNEL, 16}, {"dwf", MEMBER_PERCHANNEL, 16},
                       {"fc1", MEMBER_CONSUMER, 16}};
     expect_group(&m, find_group(&gs, "c"), 3, true, c, 4);
@@ -529,7 +487,7 @@ static void test_groups_flat(void **state) {
     groupset_free(&gs);
     model_free(&m);
     build_flat(&m, true, 1);
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     const Want a[] = {{"a", MEMBER_PRODUCER, 1}, {"fc", MEMBER_CONSUMER, 1}};
     expect_group(&m, find_group(&gs, "a"), 5, true, a, 2);
     groupset_free(&gs);
@@ -546,9 +504,9 @@ static void test_groups_lenet5(void **state) {
     for (size_t t = 0; t < 2; t++) {
         Model m;
         HpErr err = {{0}};
-        expect_ok(arch_build(&m, "lenet5", (Shape){1, cases[t].side, cases[t].side}, 10, &err), &err);
+        tu_expect_ok(arch_build(&m, "lenet5", (Shape){1, cases[t].side, cases[t].side}, 10, &err), &err);
         GroupSet gs;
-        expect_ok(prune_groups(&m, &gs, &err), &err);
+        tu_expect_ok(prune_groups(&m, &gs, &err), &err);
         const Want conv1[] = {{"conv1", MEMBER_PRODUCER, 1}, {"conv2", MEMBER_CONSUMER, 25}};
         expect_group(&m, find_group(&gs, "conv1"), 6, true, conv1, 2);
         const Want conv2[] = {{"conv2", MEMBER_PRODUCER, 1}, {"fc1", MEMBER_CONSUMER, cases[t].spread}};
@@ -568,8 +526,8 @@ static void test_channel_params_counts(void **state) {
     Model m;
     HpErr err = {{0}};
     GroupSet gs;
-    expect_ok(arch_build(&m, "lenet5", (Shape){1, 28, 28}, 10, &err), &err);
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(arch_build(&m, "lenet5", (Shape){1, 28, 28}, 10, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     expect_channel_count(&m, find_group(&gs, "input"), 0, 6 * 25);                 // conv1 columns
     expect_channel_count(&m, find_group(&gs, "conv1"), 5, 25 + 1 + 16 * 25);       // row, bias, conv2 columns
     expect_channel_count(&m, find_group(&gs, "conv2"), 3, 150 + 1 + 120 * 25);     // row, bias, fc1 features
@@ -579,8 +537,8 @@ static void test_channel_params_counts(void **state) {
     groupset_free(&gs);
     model_free(&m);
 
-    expect_ok(arch_build(&m, "resnet20", (Shape){3, 32, 32}, 10, &err), &err);
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(arch_build(&m, "resnet20", (Shape){3, 32, 32}, 10, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     // stem row 27, bn1 2, three layer1 conv2 rows and bn2s, three layer1 conv1 columns,
     // layer2.0.conv1 columns (32 x 9), layer2.0.shortcut.0 columns (32 x 1)
     expect_channel_count(&m, find_group(&gs, "conv1"), 7, 27 + 2 + 3 * (144 + 2) + 3 * 144 + 288 + 32);
@@ -593,7 +551,7 @@ static void test_channel_params_counts(void **state) {
     model_free(&m);
 
     build_custom(&m, 1);
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     // c1 row 27 + bias, b1, dw filter 9 + bias, b2, loop row 72 and its 8 x 9 columns sharing
     // 9 with the row, c2 columns 6 x 1
     expect_channel_count(&m, &gs.groups[1], 0, 28 + 2 + 10 + 2 + (72 + 72 - 9) + 6);
@@ -609,7 +567,7 @@ static void test_channel_params_counts(void **state) {
 static void check_listed_equals_removed(Model *m) {
     GroupSet gs;
     HpErr err = {{0}};
-    expect_ok(prune_groups(m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(m, &gs, &err), &err);
     Rng rng;
     rng_seed(&rng, 5, 3);
     int *none = xmalloc((size_t)gs.n_groups * sizeof(int));
@@ -626,7 +584,7 @@ static void check_listed_equals_removed(Model *m) {
         k.keep[g] = xmalloc((size_t)gs.groups[g].n_channels * sizeof(bool));
         for (int j = 0; j < gs.groups[g].n_channels; j++) k.keep[g][j] = j != c;
         Model p;
-        expect_ok(prune_apply(m, &gs, k.keep, &p, &err), &err);
+        tu_expect_ok(prune_apply(m, &gs, k.keep, &p, &err), &err);
         assert_int_equal(p.n_params, m->n_params - n);
         size_t zeros = 0;
         for (size_t j = 0; j < p.n_params; j++) zeros += p.params[j] != 1.0f;
@@ -647,7 +605,7 @@ static void test_listed_equals_removed(void **state) {
     Model m;
     HpErr err = {{0}};
     for (size_t t = 0; t < 2; t++) {
-        expect_ok(arch_build(&m, archs[t], (Shape){1, 28, 28}, 10, &err), &err);
+        tu_expect_ok(arch_build(&m, archs[t], (Shape){1, 28, 28}, 10, &err), &err);
         check_listed_equals_removed(&m);
         model_free(&m);
     }
@@ -664,11 +622,11 @@ static void test_zero_channel(void **state) {
     build_random(&m, "resnet20", (Shape){1, 16, 16}, 31);
     GroupSet gs;
     HpErr err = {{0}};
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     assert_int_equal(model_copy(&ref, &m, NULL), 0);
     const ChannelGroup *g = find_group(&gs, "layer2.1.conv1");
     group_zero_channel(&m, g, 5);
-    const Node *conv = &m.nodes[node_id(&m, "layer2.1.conv1")], *bn = &m.nodes[node_id(&m, "layer2.1.bn1")];
+    const Node *conv = &m.nodes[tu_node_id(&m, "layer2.1.conv1")], *bn = &m.nodes[tu_node_id(&m, "layer2.1.bn1")];
     size_t changed = 0;
     for (size_t j = 0; j < m.n_params; j++) {
         bool in_row = j >= conv->w_off + 5 * 288 && j < conv->w_off + 6 * 288;
@@ -704,9 +662,9 @@ static void test_refuse_bad_selection(void **state) {
     (void)state;
     Model m;
     HpErr err = {{0}};
-    expect_ok(arch_build(&m, "resnet20", (Shape){3, 32, 32}, 10, &err), &err);
+    tu_expect_ok(arch_build(&m, "resnet20", (Shape){3, 32, 32}, 10, &err), &err);
     GroupSet gs;
-    expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
     int kept[14];
     for (int g = 0; g < 14; g++) kept[g] = -1;
     kept[6] = 0;  // layer2.0.conv2: the layer2 residual group, none kept
@@ -727,13 +685,13 @@ static void test_refuse_bad_selection(void **state) {
     kept[5] = 1;
     k = first_keep(&gs, kept);
     Model p;
-    expect_ok(prune_apply(&m, &gs, k.keep, &p, &err), &err);
-    assert_int_equal(p.nodes[node_id(&p, "layer2.0.conv1")].out_features, 1);
+    tu_expect_ok(prune_apply(&m, &gs, k.keep, &p, &err), &err);
+    assert_int_equal(p.nodes[tu_node_id(&p, "layer2.0.conv1")].out_features, 1);
     model_free(&p);
     keep_free(&k);
     // groups made from another model
     Model other;
-    expect_ok(arch_build(&other, "lenet5", (Shape){1, 28, 28}, 10, &err), &err);
+    tu_expect_ok(arch_build(&other, "lenet5", (Shape){1, 28, 28}, 10, &err), &err);
     int rc = prune_apply(&other, &gs, NULL, &p, &err);
     fprintf(stderr, "refused: %s\n", err.msg);
     assert_int_equal(rc, -1);
@@ -753,8 +711,8 @@ static void test_apply_keeps_header(void **state) {
     m.provenance = strdup("{\"tool\":\"hprune\"}");
     GroupSet gs;
     HpErr err = {{0}};
-    expect_ok(prune_groups(&m, &gs, &err), &err);
-    expect_ok(prune_apply(&m, &gs, NULL, &p, &err), &err);
+    tu_expect_ok(prune_groups(&m, &gs, &err), &err);
+    tu_expect_ok(prune_apply(&m, &gs, NULL, &p, &err), &err);
     assert_string_equal(p.arch, "lenet5");
     assert_int_equal(p.n_classes, 10);
     assert_true(p.norm_mean[0] == 0.28f && p.norm_std[0] == 0.35f);

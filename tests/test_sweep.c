@@ -877,7 +877,7 @@ static void test_run_fisher_data(void **state) {
     job.user = &lines;
     PruneOutcome out;
     assert_int_equal(prune_run(&job, &m, &d, &d, &out, &err), -1);
-    assert_string_equal(err.msg, "fisher: N 17 gradients of 1 sample need 17 distinct samples; the data has 16");
+    assert_string_equal(err.msg, "fisher: N 17 x batch 1 needs 17 training images, the training set has 16");
     assert_int_equal(lines, 0);
     assert_true(out.acc_orig == 0 && out.macs_orig == 0);
     free(r);

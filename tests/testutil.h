@@ -16,8 +16,10 @@
 #include <cmocka.h>
 
 #include "cli/xalloc.h"
+#include "formats/formats.h"
 #include "nn/nn.h"
 #include "nn/rng.h"
+#include "prune/prune.h"
 
 #ifdef __SANITIZE_ADDRESS__
 // AddressSanitizer aborts on an allocation it cannot serve unless told to return NULL, as
@@ -106,6 +108,55 @@ static inline void tu_rmtree(const char *dir) {
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+// Fails the test, printing err's message, if a library call returned an error (rc < 0: builder
+// calls return node ids).
+static inline void tu_expect_ok(int rc, const HpErr *err) {
+    if (rc < 0) fail_msg("unexpected error: %s", err->msg);
+}
+
+// Node id of the node called name in m; fails the test if there is none.
+static inline int tu_node_id(const Model *m, const char *name) {
+    for (int i = 0; i < m->n_nodes; i++)
+        if (strcmp(m->nodes[i].name, name) == 0) return i;
+    fail_msg("no node %s", name);
+    return -1;
+}
+
+// Eval-mode logits of m on the N inputs x (already normalised), computed with `threads` threads
+// (as ws_init takes them), into a malloc'd N x n_classes array.
+static inline float *tu_logits(Model *m, const float *x, int N, int threads) {
+    Workspace ws;
+    assert_int_equal(ws_init(&ws, m, N, threads, NULL), 0);
+    const float *z = model_forward(m, &ws, x, N, MODE_EVAL, NULL);
+    float *out = xmalloc((size_t)N * (size_t)m->n_classes * sizeof(float));
+    memcpy(out, z, (size_t)N * (size_t)m->n_classes * sizeof(float));
+    ws_free(&ws);
+    return out;
+}
+
+// Saves m to a temporary file, loads it back (the loader validates the graph and the tensors)
+// and asserts the same parameter and node counts, MACs, input normalisation and eval-mode
+// logits on the N inputs x.
+static inline void tu_expect_round_trip(Model *m, const float *x, int N) {
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    HpErr err = {{0}};
+    tu_expect_ok(model_save(m, path, NULL, &err), &err);
+    Model back;
+    tu_expect_ok(model_load(&back, path, NULL, NULL, &err), &err);
+    assert_int_equal(back.n_params, m->n_params);
+    assert_int_equal(back.n_nodes, m->n_nodes);
+    assert_int_equal(model_macs(&back), model_macs(m));
+    assert_memory_equal(back.norm_mean, m->norm_mean, sizeof m->norm_mean);
+    assert_memory_equal(back.norm_std, m->norm_std, sizeof m->norm_std);
+    float *za = tu_logits(m, x, N, 0), *zb = tu_logits(&back, x, N, 0);
+    assert_memory_equal(za, zb, (size_t)N * (size_t)m->n_classes * sizeof(float));
+    free(za), free(zb);
+    model_free(&back);
+    tu_rmtree(dir);
 }
 
 #endif
