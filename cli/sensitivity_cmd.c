@@ -285,8 +285,8 @@ int cmd_sensitivity(int argc, char **argv) {
     if (o.test_images > test.n) die("%s: asked for %d test images, the test set has %d", o.model, o.test_images, test.n);
     if (o.samples_given && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)
         die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
-    if (o.crit.method == CRIT_OBS && fisher_check_images(&o.crit.fisher, train.n, "N", "batch", &err) < 0)
-        // sensitivity has no options for its Fisher: the message names prune's defaults instead
+    // sensitivity has no options for its Fisher: the message names prune's defaults instead
+    if (o.crit.method == CRIT_OBS && fisher_images(&o.crit.fisher) > train.n)
         die("%s: --method obs needs %ld training images for its Fisher (%d gradients of %d image%s, prune's "
             "defaults), the training set has %d", o.model, fisher_images(&o.crit.fisher), o.crit.fisher.n_grads,
             o.crit.fisher.grad_batch, plural(o.crit.fisher.grad_batch), train.n);

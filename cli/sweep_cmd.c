@@ -472,17 +472,16 @@ int cmd_sweep(int argc, char **argv) {
     SweepRun *runs;
     int n = sweep_runs(&cfg, &runs, &err);
     if (n < 0) die("%s", err.msg);
-    bool *done = xcalloc((size_t)n, sizeof(bool));
-    find_done(&cfg, dir, runs, n, done);
-    int pending = 0;
-    for (int i = 0; i < n; i++) pending += !done[i];
-    const int at_once = pending < o.jobs ? pending : o.jobs;  // runs in processes at the same time
+    int mine = 0;  // this shard's runs: at most that many, and --jobs, run at the same time
+    for (int i = 0; i < n; i++) mine += sweep_in_shard(i, o.shard, o.n_shards);
+    const int at_once = o.list ? 1 : mine < o.jobs ? mine : o.jobs;  // --list checks as for one run
     set_threads(threads, o.list ? 0 : at_once);  // the runs' buffers are sized for it; --list runs none
-    // before the data is read; --list checks too (as for one run at a time), without its own runs
-    if (o.list || at_once > 0) check_sweep_memory(&cfg, &base, at_once > 0 ? at_once : 1);
+    if (at_once > 0) check_sweep_memory(&cfg, &base, at_once);  // before the data is read
     Dataset train, test;
     load_data(&cfg, &base, &train, &test);
     if (sweep_check(&cfg, &base, &train, &err) < 0) die("%s", err.msg);
+    bool *done = xcalloc((size_t)n, sizeof(bool));
+    find_done(&cfg, dir, runs, n, done);  // after the config's own checks, whose errors come first
     if (o.list) {
         list_runs(&o, runs, n, done, dir);
     } else {

@@ -196,7 +196,7 @@ int sweep_check(const SweepConfig *c, const Model *m, const Dataset *train, HpEr
         if (c->methods[i].criterion != CRIT_OBS) continue;
         CritOpts k = method_crit(c, &c->methods[i]);
         HpErr e;
-        if (fisher_check(m, &k.fisher, &e) < 0 || 
+        if (fisher_check(m, &k.fisher, &e) < 0 ||
             fisher_check_images(&k.fisher, train->n, "fisher_grads", "fisher_batch", &e) < 0 ||
             fisher_check_data(m, train, &k.fisher, &e) < 0) {
             char where[SWEEP_PATH + 16];

@@ -320,6 +320,9 @@ expect 1 "the model file replaced: the earlier run is refused, naming the run fi
   "$HPRUNE" sweep "$T/base.ini" --out "$T/e" --shard 1/2
 expect 1 "the model file replaced: --list refuses it too" "$T/e/runs/l1-flops0.30-s1.json" "made from another model" \
   "$HPRUNE" sweep "$T/base.ini" --out "$T/e" --list
+config base2 "model = $T/base.safetensors" "methods = l1" "targets = 0.3, 0.99"
+expect 1 "a config error (a target out of reach) is reported before a refused result file in --out" \
+  "$T/base2.ini:5:" "out of reach" "$HPRUNE" sweep "$T/base2.ini" --out "$T/e" --list
 run "$HPRUNE" sweep "$T/base.ini" --out "$T/e2" --shard 1/2
 cp "$T/e2/runs/l1-flops0.50-s1.json" "$T/e/runs/"
 expect 1 "--collect: runs of two models are not merged, naming both files and models" \
