@@ -160,9 +160,6 @@ double memory_limit(char *desc, size_t cap);
 // GB): ADVICE" (what ends with its verb, "training in batches of 60000 needs"; advice may be
 // NULL).
 void check_memory_fits(const char *subject, const char *what, double need, const char *advice);
-// How many of `jobs` processes running at once share the memory limit: all of them, unless the
-// limit is each process's own (ulimit -v).
-int memory_sharers(int jobs);
 // check_memory_fits for the curvature passes of a criterion (prune, sensitivity) over `samples`
 // training images in batches of `batch` (curv_bytes: the batch runs at most `samples`), with the
 // model and a copy of it, in each of `jobs` processes at once (a sweep's --jobs; else 1); path

@@ -475,21 +475,18 @@ void check_memory_fits(const char *subject, const char *what, double need, const
         advice ? advice : "");
 }
 
-int memory_sharers(int jobs) {
+// Writes into buf (cap bytes) ", in each of J jobs at once," when the memory limit is shared by
+// the J = jobs > 1 processes running at once, else "", and returns how many share it: all of
+// them, unless the limit is each process's own (ulimit -v), then 1.
+static int jobs_note(int jobs, char *buf, size_t cap) {
     MemSource from;
     memory_available(&from);
-    return from == MEM_ULIMIT ? 1 : jobs;
-}
-
-// Writes into buf (cap bytes) ", in each of J jobs at once," when the limit is shared by J > 1
-// processes, else "", and returns J (1 when not shared).
-static int jobs_note(int jobs, char *buf, size_t cap) {
-    int sharers = memory_sharers(jobs);
+    int sharers = from == MEM_ULIMIT || jobs < 1 ? 1 : jobs;
     if (sharers > 1)
         snprintf(buf, cap, ", in each of %d jobs at once,", sharers);
     else
         buf[0] = 0;
-    return sharers > 1 ? sharers : 1;
+    return sharers;
 }
 
 void check_calibration_memory(const char *path, const Model *m, int samples, int batch, int jobs,
