@@ -182,15 +182,22 @@ void check_fisher_images(const char *subject, const char *grads, const char *bat
 // commands call it last, so a script never takes a truncated result for a success.
 void check_stdout(void);
 
-// A progress display: a live line (rate, ETA) on a terminal, plain lines in a log.
+// A progress display: a live line (rate, ETA) on a terminal, plain lines in a log. The rate is
+// measured from a series' first update, so set-up before it (loading, evaluating, the previous
+// step of an iterative job) does not count; a done below the last one starts a new series.
 typedef struct {
     bool tty, shown;
     const char *label;
-    double start, last;
+    double (*clock)(void);  // seconds (now_s; a test may set its own)
+    FILE *out;              // where the lines go (stderr)
+    bool started;           // a series has had its first update
+    double t0, last;        // time of the series' first update, of the last line shown
+    long done0, prev;       // done at the series' first update, at the last update
 } Progress;
 
 void progress_init(Progress *p, const char *label);
-// Shows done of total (total 0: unknown) units.
+// Shows done of total (total 0: unknown) units; the rate and ETA from the second update of a
+// series on.
 void progress_update(Progress *p, long done, long total, const char *unit);
 // Clears a live line.
 void progress_done(Progress *p);

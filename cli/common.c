@@ -206,11 +206,29 @@ void progress_init(Progress *p, const char *label) {
     memset(p, 0, sizeof *p);
     p->tty = isatty(STDERR_FILENO);
     p->label = label;
-    p->start = now_s();
+    p->clock = now_s;
+    p->out = stderr;
+}
+
+// Writes "rate/s  ETA d" of a series into buf (empty before the series has a measured rate).
+static void progress_rate(const Progress *p, long done, long total, double t, char *buf, size_t cap) {
+    double el = t - p->t0;
+    buf[0] = '\0';
+    if (done <= p->done0 || el <= 0) return;
+    double rate = (double)(done - p->done0) / el;
+    if (total <= 0) {
+        snprintf(buf, cap, "  %.1f/s", rate);
+        return;
+    }
+    char eta[32];
+    fmt_duration((double)(total - done) / rate, eta, sizeof eta);
+    snprintf(buf, cap, "  %.1f/s  ETA %s", rate, eta);
 }
 
 void progress_update(Progress *p, long done, long total, const char *unit) {
-    double t = now_s();
+    double t = p->clock();
+    if (!p->started || done < p->prev) p->started = true, p->t0 = t, p->done0 = done, p->last = 0;
+    p->prev = done;
     bool last = total > 0 && done >= total;
     if (!p->tty) {
         // in a log: a plain line every 10% (or every 30 s without a total)
@@ -221,21 +239,19 @@ void progress_update(Progress *p, long done, long total, const char *unit) {
         return;
     }
     p->last = t;
-    double el = t - p->start, rate = done / (el > 0 ? el : 1e-9);
-    char eta[32] = "?";
-    if (total > 0) fmt_duration((total - done) / (rate > 0 ? rate : 1e-9), eta, sizeof eta);
+    char rate[64];
+    progress_rate(p, done, total, t, rate, sizeof rate);
     if (total > 0)
-        fprintf(stderr, "%s%s: %ld/%ld %s  %.1f/s  ETA %s%s", p->tty ? "\r\033[K" : "", p->label, done, total, unit,
-                rate, eta, p->tty ? "" : "\n");
-    else
-        fprintf(stderr, "%s%s: %ld %s  %.1f/s%s", p->tty ? "\r\033[K" : "", p->label, done, unit, rate,
+        fprintf(p->out, "%s%s: %ld/%ld %s%s%s", p->tty ? "\r\033[K" : "", p->label, done, total, unit, rate,
                 p->tty ? "" : "\n");
+    else
+        fprintf(p->out, "%s%s: %ld %s%s%s", p->tty ? "\r\033[K" : "", p->label, done, unit, rate, p->tty ? "" : "\n");
     p->shown = true;
-    fflush(stderr);
+    fflush(p->out);
 }
 
 void progress_done(Progress *p) {
-    if (p->tty && p->shown) fputs("\r\033[K", stderr);
+    if (p->tty && p->shown) fputs("\r\033[K", p->out);
     p->shown = false;
 }
 

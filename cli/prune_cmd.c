@@ -289,7 +289,7 @@ static void prune_defaults(PruneOpts *o) {
 
 // ---- hooks ----
 
-// Progress of the scoring passes: a live line on a terminal, nothing in a log.
+// Progress of the scoring passes: a live line on a terminal, a line every 10% in a log.
 static void on_score_progress(long done, long total, void *user) { progress_update(user, done, total, "passes"); }
 
 // Milestone lines of the job, on stderr (clearing a live line first).

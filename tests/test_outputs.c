@@ -1,6 +1,7 @@
 // test_outputs.c: the command line's outputs written together (cli/common.c: Outputs): all
 // renamed into place, or, when one rename fails, the targets' earlier files put back and no
 // temporary left. outputs_commit exits on failure, so those cases run in a child process.
+// Also the progress display's rate (cli/common.c: Progress), on a clock the test sets.
 #include "tests/testutil.h"
 
 #include <dirent.h>
@@ -112,11 +113,53 @@ static void test_fail_removes_made_dir(void **state) {
     tu_rmtree(dir);
 }
 
+// The test's clock for Progress, in seconds.
+static double fake_now;
+static double fake_clock(void) { return fake_now; }
+
+// Feeds p the updates done = first..last of total, one second apart from time t, and returns
+// the time after the last.
+static double feed(Progress *p, double t, long first, long last, long total) {
+    for (long d = first; d <= last; d++, t += 1) {
+        fake_now = t;
+        progress_update(p, d, total, "passes");
+    }
+    return t;
+}
+
+// A log's progress lines measure the rate from a series' first update: 100 s of set-up before
+// it and the gap before a second series (a done below the last) do not count.
+static void test_progress_rate(void **state) {
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    Progress p;
+    progress_init(&p, "scoring");
+    p.tty = false;
+    p.clock = fake_clock;
+    p.out = open_memstream(&text, &len);
+    assert_non_null(p.out);
+    fake_now = 0;  // progress_init's time: the set-up starts
+    feed(&p, 100, 1, 10, 10);
+    feed(&p, 300, 1, 4, 10);
+    fclose(p.out);
+    assert_string_equal(text, "scoring: 1/10 passes\n"
+                              "scoring: 3/10 passes  1.0/s  ETA 7s\n"
+                              "scoring: 5/10 passes  1.0/s  ETA 5s\n"
+                              "scoring: 7/10 passes  1.0/s  ETA 3s\n"
+                              "scoring: 9/10 passes  1.0/s  ETA 1s\n"
+                              "scoring: 10/10 passes  1.0/s  ETA 0s\n"
+                              "scoring: 1/10 passes\n"
+                              "scoring: 3/10 passes  1.0/s  ETA 7s\n");
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commit),
         cmocka_unit_test(test_commit_fails_midway),
         cmocka_unit_test(test_fail_removes_made_dir),
+        cmocka_unit_test(test_progress_rate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
