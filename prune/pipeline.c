@@ -271,15 +271,26 @@ static int prune_step(const PruneJob *job, Model *m, const Dataset *train, const
     return 0;
 }
 
+// The index of the median of v[0..n) (n odd): the entry with as many below it as above it.
+static int median_index(const double *v, int n) {
+    for (int i = 0; i < n; i++) {
+        int below = 0, equal = 0;
+        for (int j = 0; j < n; j++) below += v[j] < v[i], equal += v[j] == v[i];
+        if (below <= n / 2 && below + equal > n / 2) return i;
+    }
+    return 0;  // not reached: some entry holds the median
+}
+
 // Times the original and the pruned model's forward passes in LATENCY_ROUNDS rounds, each model
 // at least latency_reps passes and latency_round_s seconds a round (their median), the order
-// alternating between rounds; fills the latency fields of out: each model's median over the
-// rounds, and the speed-up as the median of the rounds' own ratios, so that a slow spell of the
-// machine falls on both sides of a ratio. Returns 0, or -1 with err set.
-enum { LATENCY_ROUNDS = 7 };
+// alternating between rounds; fills the latency fields of out from the round whose ratio of the
+// two times is the median of the rounds' ratios, so that a slow spell of the machine falls on
+// both sides of a ratio and the times shown divide to the speed-up shown. Returns 0, or -1 with
+// err set.
+enum { LATENCY_ROUNDS = 7 };  // odd: the median is one round's
 static int latency_pair(const PruneJob *job, Model *orig, Model *pruned, const Dataset *test, PruneOutcome *out,
                         HpErr *err) {
-    double t[2][LATENCY_ROUNDS], ratio[LATENCY_ROUNDS], ips;  // ips: unused (recomputed from the medians)
+    double t[2][LATENCY_ROUNDS], ratio[LATENCY_ROUNDS], ips;  // ips: unused (recomputed from the times)
     Model *models[2] = {orig, pruned};
     for (int r = 0; r < LATENCY_ROUNDS; r++) {
         for (int i = 0; i < 2; i++) {
@@ -290,9 +301,10 @@ static int latency_pair(const PruneJob *job, Model *orig, Model *pruned, const D
         }
         ratio[r] = t[0][r] / t[1][r];
     }
-    out->lat_orig_ms = median_of(t[0], LATENCY_ROUNDS);
-    out->lat_pruned_ms = median_of(t[1], LATENCY_ROUNDS);
-    out->speedup = median_of(ratio, LATENCY_ROUNDS);
+    int mid = median_index(ratio, LATENCY_ROUNDS);
+    out->lat_orig_ms = t[0][mid];
+    out->lat_pruned_ms = t[1][mid];
+    out->speedup = ratio[mid];
     out->ips_orig = job->latency_batch / (out->lat_orig_ms * 1e-3);
     out->ips_pruned = job->latency_batch / (out->lat_pruned_ms * 1e-3);
     return 0;

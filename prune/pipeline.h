@@ -40,9 +40,10 @@ typedef struct {
     double acc_final, loss_final;      // after fine-tuning (= one-shot without it)
     uint64_t macs_orig, macs_pruned;
     size_t params_orig, params_pruned;
-    double lat_orig_ms, lat_pruned_ms;  // median ms per forward pass of latency_batch images
+    double lat_orig_ms, lat_pruned_ms;  // ms per forward pass of latency_batch images (each the median
+                                        // of its passes) in the timing round whose ratio is the median
     double ips_orig, ips_pruned;        // the matching images per second
-    double speedup;                     // median over the timing rounds of their lat_orig / lat_pruned
+    double speedup;                     // that round's ratio: lat_orig_ms / lat_pruned_ms
     double score_s, finetune_s, total_s;
     int finetune_epochs, best_epoch;    // best_epoch: 1-based epoch kept
     int between_epochs;                 // fine-tuning epochs run after each step but the last (0: none)

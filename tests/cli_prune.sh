@@ -43,6 +43,8 @@ if mode == "report":  # REPORT.json KIND RATIO: keys, totals, the target met
     need(r["layers"][-1]["out_after"] == 10, "the output layer lost classes")
     need(all(1 <= l["out_after"] <= l["out_before"] for l in r["layers"]), "a layer grew or vanished")
     need(sum(l["params_after"] for l in r["layers"]) == r["params_after"], "layer params do not add up")
+    ratio = r["latency_ms_before"] / r["latency_ms_after"]
+    need(abs(r["speedup"] / ratio - 1) < 1e-4, f"speedup {r['speedup']}, the latencies divide to {ratio}")
 elif mode == "obs":  # REPORT.json GRADS BLOCK DAMP COMPENSATE: obs's Fisher settings are recorded
     r = json.load(open(args[0]))
     f = r.get("fisher", {})
