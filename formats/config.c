@@ -67,6 +67,8 @@ static const IniKey KEYS[] = {
     {"train", "output", IK_STR, FIELD(output), 0, 0, IK_NONEMPTY | IK_OUTPUT},
 };
 
+_Static_assert(sizeof KEYS / sizeof KEYS[0] == CONFIG_N_KEYS, "CONFIG_N_KEYS counts the keys");
+
 // Keys with both bounds name the whole range: "'crop_pad' must be in [0, 64], got 100".
 static const IniTable TABLE = {
     .sections = SECTION_NAMES, .keys = KEYS, .n_keys = sizeof KEYS / sizeof KEYS[0], .spans = true};
@@ -90,9 +92,17 @@ int config_set(Config *c, const char *section, const char *key, const char *valu
     return ini_table_set(&TABLE, c, section, key, value, 0, err) == 0 ? 0 : hp_prefix(err, where);
 }
 
-int config_load(Config *c, const char *path, HpErr *err) {
+int config_load(Config *c, const char *path, HpErr *err) { return config_load_lines(c, path, NULL, err); }
+
+int config_load_lines(Config *c, const char *path, ConfigLines *lines, HpErr *err) {
     Config tmp = *c;
-    if (ini_table_load(&TABLE, &tmp, path, err) != 0) return -1;
+    if (ini_table_load_lines(&TABLE, &tmp, path, lines ? lines->line : NULL, err) != 0) return -1;
     *c = tmp;
     return 0;
+}
+
+int config_line(const ConfigLines *lines, const char *section, const char *key) {
+    int i = ini_table_key_index(&TABLE, section, key);
+    HP_ASSERT(i >= 0 && "a key the config table knows");
+    return lines->line[i];
 }

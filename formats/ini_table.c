@@ -447,7 +447,16 @@ static int on_key(void *user, const char *section, const char *name, const char 
     return 0;
 }
 
+int ini_table_key_index(const IniTable *t, const char *section, const char *key) {
+    const IniKey *k = key_find(t, section, key);
+    return k ? (int)(k - t->keys) : -1;
+}
+
 int ini_table_load(const IniTable *t, void *cfg, const char *path, HpErr *err) {
+    return ini_table_load_lines(t, cfg, path, NULL, err);
+}
+
+int ini_table_load_lines(const IniTable *t, void *cfg, const char *path, int *key_line, HpErr *err) {
     FILE *f = fopen(path, "r");
     if (!f) return hp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     LoadCtx ctx = {.t = t, .cfg = cfg, .f = f};
@@ -460,13 +469,18 @@ int ini_table_load(const IniTable *t, void *cfg, const char *path, HpErr *err) {
         return hp_prefix(err, path);
     }
     int ret = ini_parse_stream(read_line, &ctx, on_key, &ctx);
-    free(ctx.key_line);
     free(ctx.sub_line);
     fclose(f);
-    if (ctx.read_errno) return hp_fail(err, "%s: cannot read: %s", path, strerror(ctx.read_errno));
-    if (ret > 0 && (ctx.err_line == 0 || ret < ctx.err_line))
-        return hp_fail(err, "%s:%d: syntax error (expected [section], key = value or a comment)", path, ret);
-    if (ctx.err_line) return hp_fail(err, "%s:%d: %s", path, ctx.err_line, ctx.err.msg);
-    if (ret < 0) return hp_fail(err, "%s: cannot parse (inih error %d)", path, ret);
-    return 0;
+    int rc = 0;
+    if (ctx.read_errno)
+        rc = hp_fail(err, "%s: cannot read: %s", path, strerror(ctx.read_errno));
+    else if (ret > 0 && (ctx.err_line == 0 || ret < ctx.err_line))
+        rc = hp_fail(err, "%s:%d: syntax error (expected [section], key = value or a comment)", path, ret);
+    else if (ctx.err_line)
+        rc = hp_fail(err, "%s:%d: %s", path, ctx.err_line, ctx.err.msg);
+    else if (ret < 0)
+        rc = hp_fail(err, "%s: cannot parse (inih error %d)", path, ret);
+    if (rc == 0 && key_line) memcpy(key_line, ctx.key_line, t->n_keys * sizeof(int));
+    free(ctx.key_line);
+    return rc;
 }

@@ -82,6 +82,12 @@ struct IniTable {
 // refused); lines longer than 198 characters, and text after a section header's "]" other than a
 // comment, are refused.
 int ini_table_load(const IniTable *t, void *cfg, const char *path, HpErr *err);
+// ini_table_load that also records where the file set each key: key_line (t->n_keys entries, in
+// the order of t->keys) gets the line of each key the file sets and 0 for the others, on success
+// only (on error it is left as it was).
+int ini_table_load_lines(const IniTable *t, void *cfg, const char *path, int *key_line, HpErr *err);
+// The index of [section] key in t->keys, or -1 if t has no such key.
+int ini_table_key_index(const IniTable *t, const char *section, const char *key);
 
 // Sets [section] key = value in cfg, as read at line (0: a command-line override). Returns 0, or
 // -1 with err set ("unknown key 'k' in [s] (known: a, b)", "bad value ...") and cfg unchanged.

@@ -529,6 +529,78 @@ static void test_ini_table(void **state) {
     assert_int_equal(ini_split(long_entry, toks, 3), INI_SPLIT_LONG);
 }
 
+// config_load_lines records the line at which the file sets each key (0: not set), for the
+// callers that name a key's line after the load (prune --config, train's data); a failed load
+// leaves the lines as they were, and another file's load replaces them.
+static void test_key_lines(void **state) {
+    Fixture *fx = *state;
+    Config c;
+    ConfigLines lines;
+    config_default(&c);
+    HpErr err = {{0}};
+    const char *text = "; a comment\n"
+                       "[model]\n"
+                       "arch = resnet20\n"
+                       "\n"
+                       "[data]\n"
+                       "dir = /data/fmnist\n"
+                       "[train]\n"
+                       "epochs = 3\n"
+                       "output = m.safetensors\n";
+    tu_write(fx->path, text, strlen(text));
+    assert_int_equal(config_load_lines(&c, fx->path, &lines, &err), 0);
+    assert_int_equal(config_line(&lines, "model", "arch"), 3);
+    assert_int_equal(config_line(&lines, "data", "dir"), 6);
+    assert_int_equal(config_line(&lines, "train", "epochs"), 8);
+    assert_int_equal(config_line(&lines, "train", "output"), 9);
+    assert_int_equal(config_line(&lines, "data", "dataset"), 0);  // the default, set by no line
+    assert_int_equal(config_line(&lines, "train", "seed"), 0);
+    assert_string_equal(c.data_dir, "/data/fmnist");
+
+    ConfigLines before = lines;
+    const char *bad = "[train]\nseed = 4\nlr = x\n";
+    tu_write(fx->path, bad, strlen(bad));
+    assert_int_equal(config_load_lines(&c, fx->path, &lines, &err), -1);
+    assert_memory_equal(&lines, &before, sizeof lines);
+
+    const char *second = "[train]\n\nseed = 4\n";
+    tu_write(fx->path, second, strlen(second));
+    assert_int_equal(config_load_lines(&c, fx->path, &lines, &err), 0);
+    assert_int_equal(config_line(&lines, "train", "seed"), 3);
+    assert_int_equal(config_line(&lines, "train", "epochs"), 0);  // this file does not set it
+    assert_int_equal(c.train.epochs, 3);                         // the value stays the earlier file's
+    assert_int_equal(config_load(&c, fx->path, &err), 0);        // the plain load records nothing
+}
+
+// The reader beneath: ini_table_key_index finds a key's entry; ini_table_load_lines fills one line
+// per entry and takes a NULL array.
+static void test_ini_table_lines(void **state) {
+    Fixture *fx = *state;
+    static const char *const sections[] = {"a", "b", NULL};
+    typedef struct {
+        int x, y;
+    } Pair;
+    static const IniKey keys[] = {
+        {"a", "x", IK_INT, INI_FIELD(Pair, x)},
+        {"b", "x", IK_INT, INI_FIELD(Pair, y)},
+    };
+    const IniTable t = {.sections = sections, .keys = keys, .n_keys = 2};
+    assert_int_equal(ini_table_key_index(&t, "a", "x"), 0);
+    assert_int_equal(ini_table_key_index(&t, "b", "x"), 1);
+    assert_int_equal(ini_table_key_index(&t, "b", "y"), -1);
+    assert_int_equal(ini_table_key_index(&t, "c", "x"), -1);
+    const char *text = "[b]\nx = 2\n[a]\n\nx = 1\n";
+    tu_write(fx->path, text, strlen(text));
+    Pair p = {0, 0};
+    int line[2] = {-1, -1};
+    HpErr err = {{0}};
+    assert_int_equal(ini_table_load_lines(&t, &p, fx->path, line, &err), 0);
+    assert_true(p.x == 1 && p.y == 2);
+    assert_int_equal(line[0], 5);
+    assert_int_equal(line[1], 2);
+    assert_int_equal(ini_table_load_lines(&t, &p, fx->path, NULL, &err), 0);
+}
+
 // The shipped configs load (the tests run from the repository root) and say what they claim.
 static void test_shipped_configs(void **state) {
     (void)state;
@@ -563,6 +635,8 @@ int main(void) {
         cmocka_unit_test(test_overrides),
         cmocka_unit_test_setup_teardown(test_milestones, setup, teardown),
         cmocka_unit_test(test_ini_table),
+        cmocka_unit_test_setup_teardown(test_key_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ini_table_lines, setup, teardown),
         cmocka_unit_test(test_shipped_configs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
