@@ -67,11 +67,17 @@ static const char *const HELP_PRUNE =
     "      --lr LR             learning rate (default 0.01, cosine schedule)\n"
     "      --config FILE       a training config whose [data] and [train] sections set the\n"
     "                          fine-tuning (augmentation, validation split, schedule, ...)\n"
+    "                          and [data] dataset and dir the data (--dataset and --data\n"
+    "                          win); a [model] arch other than MODEL's is an error; [train]\n"
+    "                          epochs, seed, threads and output are not used (a warning\n"
+    "                          each: --finetune-epochs, --seed, --threads and -o set them)\n"
     "output:\n"
     "  -o, --output FILE       the slimmed model (safetensors; required)\n"
     "      --report FILE       the report, Markdown (.md) or JSON (.json)\n"
-    "      --data DIR          dataset directory (default: the model's, else " DEFAULT_DATA_DIR ")\n"
-    "      --dataset NAME      fashion-mnist, mnist or cifar10 (default: the model's)\n"
+    "      --data DIR          dataset directory (default: --config's [data] dir, else the\n"
+    "                          model's, else " DEFAULT_DATA_DIR ")\n"
+    "      --dataset NAME      fashion-mnist, mnist or cifar10 (default: --config's [data]\n"
+    "                          dataset, else the model's)\n"
     "      --seed S            seed of calibration samples, probes and fine-tuning (default 1)\n"
     "      --threads N         OpenMP threads (default: all cores)\n"
     "  -h, --help              this text\n";
@@ -298,19 +304,116 @@ static void on_log(void *user, const char *line) {
     fprintf(stderr, "%s\n", line);
 }
 
-// The fine-tuning settings: defaults, then the config's [data] and [train] sections, then the
-// command line.
-static void finetune_config(const PruneOpts *o, TrainConfig *ft) {
+// The --config file: what it sets and the lines that set it.
+typedef struct {
+    const char *path;  // NULL: no --config
     Config cfg;
-    config_default(&cfg);
-    cfg.train = *ft;
+    ConfigLines lines;
+} FtConfig;
+
+// The line of [section] key in the --config file; 0 when there is none or it does not set the key.
+static int ft_line(const FtConfig *fc, const char *section, const char *key) {
+    return fc->path ? config_line(&fc->lines, section, key) : 0;
+}
+
+// The fine-tuning settings: defaults, then the config's [data] and [train] sections, then the
+// command line; fc gets the config file (exits on a bad one).
+static void finetune_config(const PruneOpts *o, TrainConfig *ft, FtConfig *fc) {
+    config_default(&fc->cfg);
+    fc->cfg.train = *ft;
+    fc->path = o->config;
     HpErr err;
-    if (o->config && config_load(&cfg, o->config, &err) < 0) die("%s", err.msg);
-    *ft = cfg.train;
+    if (o->config && config_load_lines(&fc->cfg, o->config, &fc->lines, &err) < 0) die("%s", err.msg);
+    *ft = fc->cfg.train;
     ft->epochs = o->finetune_epochs;
     if (o->lr_given) ft->lr = (float)o->lr;
     ft->seed = o->seed;
     ft->threads = o->threads;
+}
+
+// Exits when the config's [model] section describes another network than the model's (its arch).
+static void check_config_model(const FtConfig *fc, const Model *m, const char *model_path) {
+    int line = ft_line(fc, "model", "arch");
+    if (line && strcmp(fc->cfg.arch, m->arch) != 0)
+        die("%s:%d: [model] arch: %s, but %s is a %s", fc->path, line, fc->cfg.arch, model_path, m->arch);
+}
+
+// Exits with "CONFIG:LINE: [data] KEY: problem", naming the config key that chose the data: its
+// dir when that is in use, else its dataset.
+__attribute__((noreturn)) static void config_data_error(const FtConfig *fc, bool dir_from_config, const char *problem) {
+    const char *key = dir_from_config ? "dir" : "dataset";
+    die("%s:%d: [data] %s: %s", fc->path, ft_line(fc, "data", key), key, problem);
+}
+
+// Loads the data prune reads, or exits: --dataset and --data, else the config's [data] dataset
+// and dir, else the model's provenance, else fashion-mnist in DEFAULT_DATA_DIR (dataset_pick).
+// The config's dir goes with its dataset: with a --dataset other than the config's it is not used
+// (*dir_unused is set, for a warning). A failure of data the config chose names its line; the
+// model must take the images and have at least their classes.
+static void load_prune_data(const PruneOpts *o, const FtConfig *fc, const Model *m, Dataset *train, Dataset *test,
+                            bool *dir_unused) {
+    const Config *cfg = &fc->cfg;
+    int name_line = ft_line(fc, "data", "dataset"), dir_line = ft_line(fc, "data", "dir");
+    bool dir_fits = !o->dataset || !name_line || strcmp(o->dataset, cfg->dataset) == 0;
+    *dir_unused = dir_line && !o->data && !dir_fits;
+    DatasetChoice c = {.name = o->dataset ? o->dataset : name_line ? cfg->dataset : NULL,
+                       .dir = o->data ? o->data : dir_line && dir_fits ? cfg->data_dir : NULL};
+    bool name_from_config = !o->dataset && name_line, dir_from_config = !o->data && dir_line && dir_fits;
+    if (!name_from_config && !dir_from_config) {
+        load_model_dataset_or_die(PCMD, m, o->model, c.name, c.dir, train, test, NULL, 0);
+        return;
+    }
+    char on[8300], msg[9000];
+    DatasetChoice asked = c;
+    DatasetPick pick = dataset_pick(m, &c);
+    if (pick == PICK_NEEDS_DIR && name_from_config)
+        die("%s:%d: [data] dataset %s: give its directory with [data] dir or --data DIR (the model was trained on %s)",
+            fc->path, name_line, c.name, trained_on(&c, on, sizeof on));
+    if (pick != PICK_OK) model_dataset(PCMD, m, o->model, &asked);  // exits with its refusal
+    HpErr err;
+    if (dataset_load(c.name, c.dir, train, test, &err) < 0) {
+        snprintf(msg, sizeof msg, "cannot load %s: %s", c.name, err.msg);
+        config_data_error(fc, dir_from_config, msg);
+    }
+    if (m->input.c != test->c || m->input.h != test->h || m->input.w != test->w || m->n_classes < test->n_classes) {
+        snprintf(msg, sizeof msg, "%s takes %dx%dx%d inputs and %d classes, %s in %s has %dx%dx%d and %d", o->model,
+                 m->input.c, m->input.h, m->input.w, m->n_classes, c.name, c.dir, test->c, test->h, test->w,
+                 test->n_classes);
+        config_data_error(fc, dir_from_config && !name_from_config, msg);
+    }
+}
+
+// The [train] keys prune does not take from a config, and the option that sets each instead.
+static const struct {
+    const char *key, *instead;
+} UNUSED_TRAIN_KEYS[] = {
+    {"epochs", "--finetune-epochs sets the epochs"},
+    {"seed", "--seed sets the seed"},
+    {"threads", "--threads sets the threads"},
+    {"output", "-o sets the output"},
+};
+
+// Warns, one line each in the file's order, of the config keys prune does not use: [train]
+// epochs, seed, threads and output, and a [data] dir that went with another dataset than
+// --dataset's (dir_unused).
+static void warn_unused_keys(const PruneOpts *o, const FtConfig *fc, bool dir_unused) {
+    enum { N = sizeof UNUSED_TRAIN_KEYS / sizeof UNUSED_TRAIN_KEYS[0] };
+    int line[N + 1];  // the lines of those [train] keys, then of the [data] dir (0: no warning)
+    for (int i = 0; i < N; i++) line[i] = ft_line(fc, "train", UNUSED_TRAIN_KEYS[i].key);
+    line[N] = dir_unused ? ft_line(fc, "data", "dir") : 0;
+    for (int last = 0;;) {
+        int k = -1;  // the one on the first line after `last`
+        for (int i = 0; i <= N; i++)
+            if (line[i] > last && (k < 0 || line[i] < line[k])) k = i;
+        if (k < 0) return;
+        if (k == N)
+            warn("%s:%d: [data] dir is not used by prune: it is the directory of [data] dataset %s, and --dataset %s "
+                 "chose another", fc->path, line[k], fc->cfg.dataset, o->dataset);
+        else
+            warn("%s:%d: [train] %s is not used by prune (%s)", fc->path, line[k], UNUSED_TRAIN_KEYS[k].key,
+                 UNUSED_TRAIN_KEYS[k].instead);
+        last = line[k];
+    }
 }
 
 // ---- report ----
@@ -610,7 +713,8 @@ int cmd_prune(int argc, char **argv) {
     job.steps = o.steps;
     job.between_epochs = o.between_epochs;
     job.bn_samples = o.bn_samples;
-    finetune_config(&o, &job.finetune);  // a bad config fails here, before any work
+    FtConfig fc;
+    finetune_config(&o, &job.finetune, &fc);  // a bad config fails here, before any work
     Progress pr;
     progress_init(&pr, "scoring");
     TrainUi ui = {.tty = isatty(STDERR_FILENO), .cfg = &job.finetune, .last_test_acc = -1, .last_val_acc = -1};
@@ -622,13 +726,16 @@ int cmd_prune(int argc, char **argv) {
 
     Model m, orig;
     load_model_or_die(&m, o.model);
+    check_config_model(&fc, &m, o.model);
     check_prune_memory(&o, &job, &m);
     Dataset train, test;
-    load_model_dataset_or_die(PCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
+    bool dir_unused;
+    load_prune_data(&o, &fc, &m, &train, &test, &dir_unused);
     if (given_at(&o, O_SAMPLES) && criterion_reads_samples(o.crit.method) && o.crit.samples > train.n)
         die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
     if (o.crit.method == CRIT_OBS)
         check_fisher_images(o.model, "--fisher-grads", "--fisher-batch", &o.crit.fisher, train.n);
+    warn_unused_keys(&o, &fc, dir_unused);  // after the errors, which are one line each
     PruneOutcome r;
     HpErr err;
     if (model_copy(&orig, &m, &err) < 0) die("%s: %s", o.model, err.msg);

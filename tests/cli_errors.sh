@@ -248,6 +248,20 @@ expect 1 "eval: a model whose provenance names an unknown dataset" "$T/models/im
 expect 2 "eval: --dataset other than the model's, without --data: a usage error, not read from the model's directory" \
   "$GOOD" "--dataset mnist: give its directory with --data DIR \(the model was trained on fashion-mnist in " \
   "$HPRUNE" eval "$GOOD" --dataset mnist --threads 1
+# prune --config: data its [data] section names, named at the line that chose it
+FT="--method l1 --target-flops 0.5 --finetune-epochs 1 --threads 1 -o $T/never.safetensors"
+printf '[data]\ndataset = cifar10\ndir = %s\n' "$T/cifar" >"$T/ft_cifar.ini"
+expect 1 "prune: a --config naming CIFAR-10 for an MNIST-shaped model, at [data] dataset's line" "$T/ft_cifar.ini:2: " \
+  "\[data\] dataset: .*good\.safetensors takes 1x28x28 inputs and 10 classes, cifar10 in .*/cifar has 3x32x32 and 10" \
+  "$HPRUNE" prune "$GOOD" $FT --config "$T/ft_cifar.ini"
+printf '[data]\ndir = %s\n' "$T/cifar" >"$T/ft_cifar_dir.ini"
+expect 1 "prune: a --config [data] dir without the model's dataset in it, at its line" "$T/ft_cifar_dir.ini:2: " \
+  "\[data\] dir: cannot load fashion-mnist: .*/cifar/train-images-idx3-ubyte: no such file" \
+  "$HPRUNE" prune "$GOOD" $FT --config "$T/ft_cifar_dir.ini"
+printf '[data]\ndir = %s\n' "$DATA" >"$T/ft_dir.ini"
+expect 1 "prune: a --config [data] dir for a model whose provenance names an unknown dataset (no crash)" \
+  "$T/models/imagenet.safetensors" "its provenance names dataset 'imagenet', which hprune does not know" \
+  "$HPRUNE" prune "$T/models/imagenet.safetensors" $FT --config "$T/ft_dir.ini"
 python3 "$T/craft.py" prov-mnist-nodir "$GOOD" "$T/models/mnist-nodir.safetensors"
 expect 1 "eval: a provenance naming mnist and no directory (not read from Fashion-MNIST's)" \
   "$T/models/mnist-nodir.safetensors" "its provenance names dataset mnist but no directory: give it with --data DIR" \

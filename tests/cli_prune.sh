@@ -267,6 +267,50 @@ prune fisher fisher_t2_again --target-flops 0.5 --threads 2
 pycheck "fisher on 2 threads: the same command gives the same report" same "$T/out/fisher_t2.json" \
   "$T/out/fisher_t2_again.json"
 
+# ---- --config: a training config's [model] must be the model's, its [data] names the data
+# (under --dataset and --data), and the [train] keys prune does not use are warned of ----
+CFGS="--method l1 --target-flops 0.5 --finetune-epochs 1 --threads 1"
+mkdir -p "$T/data128"
+python3 "$(dirname "$0")/gen_fmnist.py" "$T/data128" 128 64 --seed 2025 --wrong 0.1
+printf '[data]\nval_split = 0.05\ndir = %s\n[train]\nbatch_size = 32\n' "$T/data128" >"$T/dir128.ini"
+run "$HPRUNE" prune "$MODEL" $CFGS --config "$T/dir128.ini" -o "$T/out/cfg.safetensors"
+check "--config: its [data] dir is the data fine-tuned on, not the model's (122 + 6 of 128 images)" eval \
+  'rc_is 0 && grep -q "^fine-tuning 1 epoch (lr 0.01, 122 train, 6 validation images)$" "$CAP/err"'
+run "$HPRUNE" prune "$MODEL" $CFGS --config "$T/dir128.ini" --data "$DATA" -o "$T/out/cfg.safetensors"
+check "--config: --data wins over its [data] dir (243 + 13 of 256 images)" eval \
+  'rc_is 0 && grep -q "^fine-tuning 1 epoch (lr 0.01, 243 train, 13 validation images)$" "$CAP/err"'
+printf '[data]\ndataset = mnist\ndir = %s\n[train]\nbatch_size = 32\n' "$T/data128" >"$T/mnist128.ini"
+run "$HPRUNE" prune "$MODEL" $CFGS --config "$T/mnist128.ini" --dataset fashion-mnist -o "$T/out/cfg.safetensors"
+check "--config: a --dataset other than its [data] dataset leaves its dir unused (the model's data), with a warning" \
+  eval 'rc_is 0 && grep -q "^fine-tuning 1 epoch (lr 0.01, 243 train, 13 validation images)$" "$CAP/err" &&
+  [ "$(grep warning "$CAP/err")" = "hprune: warning: $T/mnist128.ini:3: [data] dir is not used by prune: it is the directory of [data] dataset mnist, and --dataset fashion-mnist chose another" ]'
+INI=$(cd "$(dirname "$0")/../configs" && pwd)/lenet5_fmnist.ini
+line_of() { grep -n "^$1 *=" "$INI" | cut -d: -f1; }
+want="hprune: warning: $INI:$(line_of epochs): [train] epochs is not used by prune (--finetune-epochs sets the epochs)
+hprune: warning: $INI:$(line_of seed): [train] seed is not used by prune (--seed sets the seed)
+hprune: warning: $INI:$(line_of threads): [train] threads is not used by prune (--threads sets the threads)
+hprune: warning: $INI:$(line_of output): [train] output is not used by prune (-o sets the output)"
+run "$HPRUNE" prune "$MODEL" $CFGS --config "$INI" --data "$DATA" -o "$T/out/cfg.safetensors"
+check "--config configs/lenet5_fmnist.ini (a training config): runs, one warning per [train] key prune does not use" \
+  eval 'rc_is 0 && grep -q "^wrote " "$CAP/out" && [ "$(grep warning "$CAP/err")" = "$want" ]'
+run "$HPRUNE" prune "$MODEL" $CFGS --config "$(dirname "$INI")/finetune_resnet20.ini" --data "$DATA" \
+  -o "$T/out/cfg.safetensors"
+check "--config configs/finetune_resnet20.ini: runs without a warning" eval 'rc_is 0 && ! grep -q warning "$CAP/err"'
+rm -f "$T/out/cfg.safetensors"
+SC="-o $T/work/slim.safetensors"
+printf '[model]\narch = resnet56\n[data]\ndataset = cifar10\n' >"$T/r56.ini"
+expect 1 "--config whose [model] arch is not the model's: refused at its line, before any work" "$T/r56.ini:2: " \
+  "\[model\] arch: resnet56, but .*/model\.safetensors is a lenet5$" \
+  "$HPRUNE" prune "$MODEL" $CFGS --config "$T/r56.ini" $SC
+printf '[data]\ndataset = fashion-mnist\ndir = /nonexistent\n' >"$T/nodir.ini"
+expect 1 "--config whose [data] dir does not exist: refused at its line" "$T/nodir.ini:3: " \
+  "\[data\] dir: cannot load fashion-mnist: /nonexistent: no such directory" \
+  "$HPRUNE" prune "$MODEL" $CFGS --config "$T/nodir.ini" $SC
+printf '[data]\ndataset = cifar10\n' >"$T/c10.ini"
+expect 1 "--config naming another dataset than the model's, without its dir: refused at its line" "$T/c10.ini:2: " \
+  "\[data\] dataset cifar10: give its directory with \[data\] dir or --data DIR \(the model was trained on fashion-mnist in " \
+  "$HPRUNE" prune "$MODEL" $CFGS --config "$T/c10.ini" $SC
+
 # ---- bad input: clean failures, nothing written ----
 S="--data $DATA --threads 1 -o $T/work/slim.safetensors"
 expect 2 "a target of 1 is refused" "" "\(0, 1\)" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 1 $S

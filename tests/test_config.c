@@ -618,6 +618,15 @@ static void test_shipped_configs(void **state) {
     assert_true(c.train.epochs > c.train.warmup_epochs);
     assert_true(c.train.augment.crop_pad > 0);
     assert_string_equal(c.output, "runs/resnet20_fmnist.safetensors");
+    // The fine-tuning config sets only what prune uses: no [model], no [train] key that prune's
+    // options set instead (each would be warned of).
+    ConfigLines lines;
+    config_default(&c);
+    if (config_load_lines(&c, "configs/finetune_resnet20.ini", &lines, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(config_line(&lines, "model", "arch"), 0);
+    static const char *const unused[] = {"epochs", "seed", "threads", "output"};
+    for (int i = 0; i < 4; i++)
+        if (config_line(&lines, "train", unused[i]) != 0) fail_msg("finetune_resnet20.ini sets [train] %s", unused[i]);
 }
 
 int main(void) {
