@@ -183,6 +183,19 @@ static void check_train_memory(const Config *cfg, const char *path, Shape in, in
     model_free(&m);
 }
 
+// Exits with the failure to read the training data (problem), naming the config line that chose
+// it: "CONFIG:LINE: [data] dir: cannot load NAME: problem", or [data] dataset's line when the
+// config names the dataset but not its directory, or "CONFIG: no [data] dir: ..." when it names
+// neither; a directory given by --data (dir_given) is named by problem alone.
+__attribute__((noreturn)) static void train_data_error(const Config *cfg, const char *path, const ConfigLines *lines,
+                                                       bool dir_given, const char *problem) {
+    if (dir_given) die("%s", problem);
+    int dir_line = config_line(lines, "data", "dir"), name_line = config_line(lines, "data", "dataset");
+    if (dir_line) die("%s:%d: [data] dir: cannot load %s: %s", path, dir_line, cfg->dataset, problem);
+    if (name_line) die("%s:%d: [data] dataset: cannot load %s: %s", path, name_line, cfg->dataset, problem);
+    die("%s: no [data] dir: cannot load %s: %s", path, cfg->dataset, problem);
+}
+
 static int cmd_train(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"output", required_argument, 0, 'o'},
@@ -219,9 +232,10 @@ static int cmd_train(int argc, char **argv) {
     if (!config_path) usage_error("train", "--config FILE is required");
 
     Config cfg;
+    ConfigLines lines;
     HpErr err;
     config_default(&cfg);
-    if (config_load(&cfg, config_path, &err) < 0) die("%s", err.msg);
+    if (config_load_lines(&cfg, config_path, &lines, &err) < 0) die("%s", err.msg);
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         if (values[k]) override(&cfg, keys[k].section, keys[k].key, values[k], keys[k].flag);
     if (!cfg.output[0]) usage_error("train", "no output file: give -o FILE or [train] output");
@@ -236,7 +250,10 @@ static int cmd_train(int argc, char **argv) {
     // sized from the files' headers before the images are read
     Shape in;
     int n_all, classes;
-    if (dataset_peek(cfg.dataset, cfg.data_dir, &in, &n_all, &classes, &err) < 0) die("%s", err.msg);
+    bool dir_given = false;  // --data, not the config, names the directory
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) dir_given |= keys[k].code == 'd' && values[k];
+    if (dataset_peek(cfg.dataset, cfg.data_dir, &in, &n_all, &classes, &err) < 0)
+        train_data_error(&cfg, config_path, &lines, dir_given, err.msg);
     int n_val = dataset_val_count(n_all, cfg.train.val_split);
     if (n_all - n_val < cfg.train.batch_size)  // train() would say so too, without naming the data
         die("%s: the %s training set has %d images%s, fewer than one batch of %d", cfg.data_dir, cfg.dataset,
@@ -244,7 +261,8 @@ static int cmd_train(int argc, char **argv) {
     check_train_memory(&cfg, config_path, in, classes, n_all, n_all - n_val);
 
     Dataset all, test, tr, val;
-    load_dataset_or_die(cfg.dataset, cfg.data_dir, &all, &test);
+    if (dataset_load(cfg.dataset, cfg.data_dir, &all, &test, &err) < 0)
+        train_data_error(&cfg, config_path, &lines, dir_given, err.msg);
     if (dataset_split(&all, cfg.train.val_split, cfg.train.seed, &tr, &val, &err) < 0) die("%s", err.msg);
     dataset_free(&all);
     if (tr.n < cfg.train.batch_size)  // the files changed since they were peeked at

@@ -554,6 +554,16 @@ expect 1 "train: --data /nonexistent" "/nonexistent" "no such directory" \
 mkdir -p "$T/nodata"
 expect 1 "train: a data directory without the IDX files" "$T/nodata/train-images-idx3-ubyte" "no such file" \
   "$HPRUNE" train --config "$T/good.ini" --data "$T/nodata" -o "$OUT"
+# the config's [data] dir: named at its line, as a sweep names it
+dir_line=$(grep -n '^dir *=' "$T/good.ini" | cut -d: -f1)
+sed 's|^dir *=.*|dir = /nonexistent|' "$T/good.ini" >"$T/cfg_nodir.ini"
+expect 1 "train: [data] dir = /nonexistent, named at its line" "$T/cfg_nodir.ini:$dir_line: " \
+  "\[data\] dir: cannot load fashion-mnist: /nonexistent: no such directory" \
+  "$HPRUNE" train --config "$T/cfg_nodir.ini" -o "$OUT"
+sed "s|^dir *=.*|dir = $T/nodata|" "$T/good.ini" >"$T/cfg_nodata.ini"
+expect 1 "train: a [data] dir without the IDX files, named at its line" "$T/cfg_nodata.ini:$dir_line: " \
+  "\[data\] dir: cannot load fashion-mnist: .*/nodata/train-images-idx3-ubyte: no such file" \
+  "$HPRUNE" train --config "$T/cfg_nodata.ini" -o "$OUT"
 # bad_data MODE DESC FILE PROBLEM: train on a copy of the data damaged by damage.py MODE.
 bad_data() {
   dir=$T/data_$1
