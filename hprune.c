@@ -339,10 +339,9 @@ static int cmd_eval(int argc, char **argv) {
     snprintf(what, sizeof what, "evaluating in batches of %d needs", batch);
     check_memory_fits(path, what, (double)ws_bytes(&m, batch, threads) + (double)evaluate_bytes(&m, batch),
                       "lower --batch-size");
-    Dataset tr, test;
+    Dataset test;
     char name[64];
-    load_model_dataset_or_die("eval", &m, path, dataset, data, &tr, &test, name, sizeof name);
-    dataset_free(&tr);
+    load_model_dataset_or_die("eval", &m, path, dataset, data, NULL, &test, name, sizeof name);  // the test split alone
     Workspace ws;
     HpErr err;
     if (ws_init(&ws, &m, batch, threads, &err) < 0) die("%s: %s (lower --batch-size)", path, err.msg);

@@ -207,6 +207,16 @@ check "eval without --data uses the data directory recorded in the model" eval \
   'rc_is 0 && python3 -c "import json,sys; sys.exit(0 if \"%.2f\" % (100 * json.load(sys.stdin)[\"accuracy\"]) == \"$eval_acc\" else 1)" <"$T/out"'
 run "$HPRUNE" eval "$MODEL" --data "$DATA"
 check "eval (text): prints the accuracy" eval "rc_is 0 && out_has 'accuracy $eval_acc%'"
+# eval reads the test split alone: a directory with the t10k files only will do
+mkdir -p "$T/testonly"
+cp "$DATA"/t10k-* "$T/testonly/"
+run "$HPRUNE" eval "$MODEL" --data "$T/testonly" --threads 1
+check "eval --data DIR holding the test files only: the same accuracy (the training files are not read)" \
+  eval "rc_is 0 && out_has 'accuracy $eval_acc%'"
+rm -f "$T/testonly"/t10k-labels-*
+run "$HPRUNE" eval "$MODEL" --data "$T/testonly" --threads 1
+check "eval without the test labels: one line naming the missing file" eval \
+  'rc_is 1 && [ "$(wc -l <"$T/err")" -eq 1 ] && err_has "^hprune: error: $T/testonly/t10k-labels-idx1-ubyte: no such file (looked for t10k-labels-idx1-ubyte.gz and t10k-labels-idx1-ubyte)$"'
 P=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys those; the processors hprune counts do not
 run "$HPRUNE" eval "$MODEL" --data "$DATA" --threads $((P + 1))
 check "eval --threads above the processors: one warning naming both counts, the same accuracy" eval \
