@@ -276,9 +276,13 @@ int cmd_sensitivity(int argc, char **argv) {
     set_threads(o.threads, 1);
     Model m;
     load_model_or_die(&m, o.model);
-    // obs's Fisher within its budget and the trace's passes, before any data
+    Progress pr;
+    SensOpts so = {.crit = o.crit, .ratios = o.ratios, .n_ratios = o.n_ratios, .phase = on_phase,
+                   .progress = on_progress, .user = &pr};
+    // a criterion the model cannot use (bn without batchnorm), obs's Fisher within its budget and
+    // the trace's passes, before any data
     HpErr err;
-    if (o.crit.method == CRIT_OBS && fisher_check(&m, &o.crit.fisher, &err) < 0) die("%s: %s", o.model, err.msg);
+    if (sensitivity_check(&so, &m, &err) < 0) die("%s: %s", o.model, err.msg);
     check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch, 1, "lower --batch-size");
     Dataset train, test;
     load_model_dataset_or_die(NCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
@@ -296,10 +300,7 @@ int cmd_sensitivity(int argc, char **argv) {
         dataset_free(&test);
         test = head;
     }
-    Progress pr;
     progress_init(&pr, "sensitivity");
-    SensOpts so = {.crit = o.crit, .ratios = o.ratios, .n_ratios = o.n_ratios, .phase = on_phase,
-                   .progress = on_progress, .user = &pr};
     so.crit.data = &train;
     SensResult r;
     if (sensitivity_run(&so, &m, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);

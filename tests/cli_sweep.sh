@@ -449,6 +449,9 @@ expect 2 "sensitivity --ratios with the start above the end" "--ratios" "start i
 expect 2 "sensitivity --ratios reaching 0" "--ratios" "not in \(0, 1\)" "$HPRUNE" sensitivity "$MODEL" --ratios 0:0.5:0.1 -o "$O"
 expect 2 "sensitivity --ratios not numbers" "--ratios" "not a number" "$HPRUNE" sensitivity "$MODEL" --ratios abc -o "$O"
 expect 2 "sensitivity --method foo" "foo" "unknown" "$HPRUNE" sensitivity "$MODEL" --method foo -o "$O"
+expect 1 "sensitivity --method bn on a model without batchnorm: refused before any work (the data is not even read)" \
+  "$MODEL" "criterion bn: channel group 'conv1' has no batchnorm" \
+  "$HPRUNE" sensitivity "$MODEL" --method bn --data "$T/nodata" --threads 1 -o "$O"
 expect 2 "sensitivity without MODEL" "" "MODEL is required" "$HPRUNE" sensitivity -o "$O"
 
 echo "1..$n"

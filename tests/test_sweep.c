@@ -851,6 +851,49 @@ static void test_check_methods(void **state) {
     model_free(&plain), model_free(&bn);
 }
 
+// Counts the phases of a sensitivity analysis (user: an int).
+static void count_phase(void *user, const char *name) {
+    (void)name;
+    ++*(int *)user;
+}
+
+// A criterion the model cannot use (bn without batchnorm) is refused by sensitivity_check, and
+// by sensitivity_run before any work (no phase starts: not after the accuracy and the traces).
+static void test_sensitivity_refuses_bn(void **state) {
+    (void)state;
+    Model plain, bn;
+    Dataset d, d2;
+    small_net(&plain, &d, false);
+    small_net(&bn, &d2, true);
+    double ratios[] = {0.5};
+    int phases = 0;
+    SensOpts o = {.crit = crit_defaults(), .ratios = ratios, .n_ratios = 1, .phase = count_phase, .user = &phases};
+    o.crit.method = CRIT_BN;
+    o.crit.data = &d;
+    o.crit.samples = 8;
+    o.crit.probes = 2;
+    HpErr err = {{0}};
+    const char *want = "criterion bn: channel group 'conv1' has no batchnorm";
+    assert_int_equal(sensitivity_check(&o, &plain, &err), -1);
+    if (!strstr(err.msg, want)) fail_msg("'%s'", err.msg);
+    SensResult r;
+    assert_int_equal(sensitivity_run(&o, &plain, &d, &r, &err), -1);
+    if (!strstr(err.msg, want)) fail_msg("'%s'", err.msg);
+    assert_int_equal(phases, 0);
+    assert_null(r.groups);
+    // with its batchnorms the same analysis runs
+    assert_int_equal(sensitivity_check(&o, &bn, &err), 0);
+    if (sensitivity_run(&o, &bn, &d2, &r, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(r.n_groups, 2);
+    assert_int_equal(phases, 3);
+    sensresult_free(&r);
+    // and so does one of l1 on the model without them
+    o.crit.method = CRIT_L1;
+    assert_int_equal(sensitivity_check(&o, &plain, &err), 0);
+    dataset_free(&d), dataset_free(&d2);
+    model_free(&plain), model_free(&bn);
+}
+
 // Counts the milestone lines of a job (user: an int).
 static void count_log(void *user, const char *line) {
     (void)line;
@@ -1161,6 +1204,7 @@ int main(void) {
         cmocka_unit_test(test_shipped_sweeps),
         cmocka_unit_test(test_ratios),
         cmocka_unit_test(test_spearman),
+        cmocka_unit_test(test_sensitivity_refuses_bn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
