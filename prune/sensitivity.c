@@ -222,6 +222,17 @@ int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult
     return rc;
 }
 
+void sens_drops(const SensResult *r, int g, double *mean, double *max) {
+    double sum = 0, worst = -INFINITY;
+    for (int i = 0; i < r->n_ratios; i++) {
+        double d = r->acc_orig - r->groups[g].acc[i];
+        sum += d;
+        worst = fmax(worst, d);
+    }
+    *mean = r->n_ratios > 0 ? sum / r->n_ratios : 0;
+    *max = r->n_ratios > 0 ? worst : 0;
+}
+
 void sensresult_free(SensResult *r) {
     for (int g = 0; g < r->n_groups; g++) free(r->groups[g].removed), free(r->groups[g].acc);
     free(r->groups);

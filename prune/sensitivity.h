@@ -47,6 +47,9 @@ int sensitivity_check(const SensOpts *o, const Model *m, HpErr *err);
 // than crit.data has).
 int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult *r, HpErr *err);
 void sensresult_free(SensResult *r);
+// The accuracy drops of group g over the ratios (acc_orig - acc, negative where pruning raised
+// the accuracy): their mean into *mean and their largest into *max (the same with one ratio).
+void sens_drops(const SensResult *r, int g, double *mean, double *max);
 
 // Parses "a:b:step" (a <= b, step > 0: a, a + step, ... up to b) or a comma list; every ratio
 // must be in (0, 1), at most max of them. Returns the count (ratios[] filled), or -1 with err.

@@ -894,6 +894,27 @@ static void test_sensitivity_refuses_bn(void **state) {
     model_free(&plain), model_free(&bn);
 }
 
+// The drops of a group: acc_orig - acc at each ratio, their mean and their largest, negative
+// when pruning raised the accuracy (not floored at 0: with one ratio both are that drop).
+static void test_sensitivity_drops(void **state) {
+    (void)state;
+    double acc1[] = {0.901}, acc3[] = {0.95, 0.85, 0.92};
+    SensGroup g[2] = {{.acc = acc1}, {.acc = acc3}};
+    SensResult one = {.groups = g, .n_groups = 1, .n_ratios = 1, .acc_orig = 0.9};
+    double mean, max;
+    sens_drops(&one, 0, &mean, &max);
+    assert_true(fabs(mean - (-0.001)) < 1e-12);
+    assert_true(mean == max);
+    SensResult three = {.groups = g, .n_groups = 2, .n_ratios = 3, .acc_orig = 0.9};
+    sens_drops(&three, 1, &mean, &max);
+    assert_true(fabs(mean - (-0.05 + 0.05 - 0.02) / 3) < 1e-12);
+    assert_true(fabs(max - 0.05) < 1e-12);
+    acc3[1] = 0.96;  // every drop negative: the largest is the least negative
+    sens_drops(&three, 1, &mean, &max);
+    assert_true(fabs(max - (-0.02)) < 1e-12);
+    assert_true(fabs(mean - (-0.05 - 0.06 - 0.02) / 3) < 1e-12);
+}
+
 // Counts the milestone lines of a job (user: an int).
 static void count_log(void *user, const char *line) {
     (void)line;
@@ -1205,6 +1226,7 @@ int main(void) {
         cmocka_unit_test(test_ratios),
         cmocka_unit_test(test_spearman),
         cmocka_unit_test(test_sensitivity_refuses_bn),
+        cmocka_unit_test(test_sensitivity_drops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
