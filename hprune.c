@@ -576,6 +576,13 @@ static int cmd_info(int argc, char **argv) {
         check_memory_fits(subject, what, (double)model_bytes(&m), "give a smaller --input");
         if (model_alloc(&m, &err) < 0) die("%s: %s", subject, err.msg);
     } else {
+        if (!strchr(src, '/') && stat(src, &st) != 0 && errno == ENOENT) {  // a name, not a path: a misspelt architecture?
+            char names[128] = "";
+            for (const char *const *a = arch_names(); *a; a++)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", a == arch_names() ? "" : ", ", *a);
+            die("%s: neither a model file (cannot open: %s) nor a built-in architecture (%s)", src, strerror(ENOENT),
+                names);
+        }
         load_model_or_die(&m, src);
         if (arch_opt) {  // a file read first: a misspelt architecture name is "no such file"
             model_free(&m);
