@@ -208,6 +208,8 @@ typedef struct {
     bool tty;
     double last_print;
     const char *ckpt_path;
+    double started, earlier_s;  // train: now_s() when this run's training began, and the training
+                                // seconds of the runs before it (a resumed checkpoint's)
     const TrainConfig *cfg;
     float last_test_acc, last_test_loss, last_val_acc;
     int epochs_done;

@@ -62,8 +62,10 @@ elif mode == "gap":             # 4 unused bytes between two tensors
 elif mode == "shape-vs-offsets":  # a shape that needs fewer bytes than its offsets span
     h["conv1.weight"]["shape"] = [6, 1, 5, 4]
     write(dst, h, d)
-elif mode in ("state-epoch", "state-best"):  # a checkpoint whose train state is out of range
-    bad = {"state-epoch": {"next_epoch": 1e10, "best_val_acc": 0.5}, "state-best": {"next_epoch": 1, "best_val_acc": 1e300}}
+elif mode in ("state-epoch", "state-best", "state-seconds", "state-seconds-text"):  # a checkpoint whose train state is out of range
+    bad = {"state-epoch": {"next_epoch": 1e10, "best_val_acc": 0.5}, "state-best": {"next_epoch": 1, "best_val_acc": 1e300},
+           "state-seconds": {"next_epoch": 1, "best_val_acc": 0.5, "train_seconds": -5},
+           "state-seconds-text": {"next_epoch": 1, "best_val_acc": 0.5, "train_seconds": "an hour"}}
     h["__metadata__"]["hprune.train_state"] = json.dumps(bad[mode])
     write(dst, h, d)
 elif mode == "prov-imagenet":   # the provenance names a dataset hprune does not know
@@ -593,6 +595,15 @@ python3 "$T/craft.py" state-best "$GOOD" "$T/out/best.safetensors.ckpt"
 expect 1 "train: --resume with best_val_acc out of range" "$T/out/best.safetensors.ckpt" "best_val_acc 1e\\+300 is not an accuracy" \
   "$HPRUNE" train --config "$T/good.ini" -o "$T/out/best.safetensors" --resume
 rm -f "$T/out/epoch.safetensors.ckpt" "$T/out/best.safetensors.ckpt"
+python3 "$T/craft.py" state-seconds "$GOOD" "$T/out/secs.safetensors.ckpt"
+expect 1 "train: --resume with train_seconds below 0" "$T/out/secs.safetensors.ckpt" \
+  "hprune.train_state: train_seconds -5 is not a number of seconds in \[0, 1e10\]$" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/secs.safetensors" --resume
+python3 "$T/craft.py" state-seconds-text "$GOOD" "$T/out/secs.safetensors.ckpt"
+expect 1 "train: --resume with train_seconds not a number" "$T/out/secs.safetensors.ckpt" \
+  "hprune.train_state: train_seconds is not a number$" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/secs.safetensors" --resume
+rm -f "$T/out/secs.safetensors.ckpt"
 python3 "$T/craft.py" nan-momentum "$GOOD" "$T/out/mom.safetensors.ckpt"
 expect 1 "train: --resume from a checkpoint whose momentum holds a NaN, naming it" "$T/out/mom.safetensors.ckpt" \
   "tensor 'optim.fc3.bias.momentum_buffer': value 0 is nan \(not finite\)" \
