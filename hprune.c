@@ -52,6 +52,7 @@ static const char *const HELP_TRAIN =
     "Trains the architecture named in FILE ([model], [data], [train] sections) and writes\n"
     "the model as safetensors. A checkpoint (OUTPUT.ckpt) is written atomically after every\n"
     "epoch; --resume continues from it exactly (same seed and threads give the same model).\n"
+    "The checkpoint is removed once the model is written: --resume is for an interrupted run.\n"
     "\n"
     "options:\n"
     "  -c, --config FILE     INI configuration (required)\n"
@@ -99,31 +100,41 @@ static const char *const HELP_INFO =
 
 // ---- train ----
 
-// Saves the per-epoch checkpoint (model, momentum, next epoch) atomically.
+// Saves the per-epoch checkpoint (model, momentum, next epoch, the training's seconds so far,
+// this run's and those before it) atomically.
 static int on_checkpoint(const Model *m, const TrainState *s, void *user, HpErr *err) {
     TrainUi *ui = user;
-    char state[160];
-    snprintf(state, sizeof state, "{\"next_epoch\":%d,\"best_val_acc\":%.9g,\"seed\":%llu}", s->next_epoch,
-             (double)s->best_val_acc, (unsigned long long)ui->cfg->seed);
+    char state[200];
+    snprintf(state, sizeof state, "{\"next_epoch\":%d,\"best_val_acc\":%.9g,\"seed\":%llu,\"train_seconds\":%.3f}",
+             s->next_epoch, (double)s->best_val_acc, (unsigned long long)ui->cfg->seed,
+             ui->earlier_s + now_s() - ui->started);
     CheckpointExtra extra = {.momentum = s->momentum, .train_state_json = state};
     return model_save(m, ui->ckpt_path, &extra, err);
 }
 
-// Reads next_epoch and best_val_acc from a checkpoint's train state JSON, or exits.
-static void parse_train_state(const char *path, const char *json, TrainState *s) {
+// Reads next_epoch and best_val_acc from a checkpoint's train state JSON, and into *seconds
+// the training seconds before it (its train_seconds; 0 in a checkpoint from before hprune
+// recorded them), or exits.
+static void parse_train_state(const char *path, const char *json, TrainState *s, double *seconds) {
     cJSON *root = json ? cJSON_Parse(json) : NULL;
     const cJSON *ne = cJSON_GetObjectItemCaseSensitive(root, "next_epoch");
     const cJSON *bv = cJSON_GetObjectItemCaseSensitive(root, "best_val_acc");
+    const cJSON *ts = cJSON_GetObjectItemCaseSensitive(root, "train_seconds");
     const double next = cJSON_IsNumber(ne) ? ne->valuedouble : -1, best = cJSON_IsNumber(bv) ? bv->valuedouble : -1;
-    const bool numbers = cJSON_IsNumber(ne) && cJSON_IsNumber(bv);
+    const double secs = ts == NULL ? 0 : cJSON_IsNumber(ts) ? ts->valuedouble : -1;
+    const bool numbers = cJSON_IsNumber(ne) && cJSON_IsNumber(bv), secs_number = ts == NULL || cJSON_IsNumber(ts);
     cJSON_Delete(root);
     if (!numbers) die("%s: not a training checkpoint: no valid 'hprune.train_state' in __metadata__", path);
     if (!(next >= 0 && next <= 1e6 && next == floor(next)))
         die("%s: hprune.train_state: next_epoch %g is not a whole number in [0, 1000000]", path, next);
     if (!(best >= 0 && best <= 1))
         die("%s: hprune.train_state: best_val_acc %g is not an accuracy in [0, 1]", path, best);
+    if (!secs_number) die("%s: hprune.train_state: train_seconds is not a number", path);
+    if (!(secs >= 0 && secs <= 1e10))
+        die("%s: hprune.train_state: train_seconds %g is not a number of seconds in [0, 1e10]", path, secs);
     s->next_epoch = (int)next;
     s->best_val_acc = (float)best;
+    *seconds = secs;
 }
 
 // Writes the provenance JSON of a finished run into m->provenance.
@@ -271,10 +282,11 @@ static int cmd_train(int argc, char **argv) {
 
     Model m;
     TrainState state = {0};
+    double earlier_s = 0;  // the training seconds of the runs before this one (resumed)
     if (resume) {
         char *ts = NULL;
         if (model_load(&m, ckpt, &state.momentum, &ts, &err) < 0) die("--resume: %s", err.msg);
-        parse_train_state(ckpt, ts, &state);
+        parse_train_state(ckpt, ts, &state, &earlier_s);
         free(ts);
         if (strcmp(m.arch, cfg.arch) != 0) die("%s: checkpoint is a %s, the config trains a %s", ckpt, m.arch, cfg.arch);
         if (!state.momentum) state.momentum = xcalloc(m.n_params, sizeof(float));
@@ -294,8 +306,9 @@ static int cmd_train(int argc, char **argv) {
 
     fprintf(stderr, "training %s on %s (%d train, %d val, %d test images), %zu parameters, %d thread%s\n", m.arch,
             cfg.dataset, tr.n, val.n, test.n, m.n_params, threads, plural(threads));
-    TrainUi ui = {.tty = isatty(STDERR_FILENO), .ckpt_path = ckpt, .cfg = &cfg.train, .last_test_acc = -1, .last_val_acc = -1};
     double t0 = now_s();
+    TrainUi ui = {.tty = isatty(STDERR_FILENO), .ckpt_path = ckpt, .started = t0, .earlier_s = earlier_s,
+                  .cfg = &cfg.train, .last_test_acc = -1, .last_val_acc = -1};
     int rc = train(&m, &cfg.train, &tr, &val, &test, &state, train_progress_print, on_checkpoint, &ui, &err);
     if (rc < 0) die("%s", err.msg);
     if (ui.last_test_acc < 0) {  // nothing left to train: report the model as it is
@@ -305,7 +318,7 @@ static int cmd_train(int argc, char **argv) {
             die("%s", err.msg);
         ws_free(&ws);
     }
-    set_provenance(&m, &cfg, config_path, ui.last_test_acc, ui.last_test_loss, now_s() - t0);
+    set_provenance(&m, &cfg, config_path, ui.last_test_acc, ui.last_test_loss, earlier_s + now_s() - t0);
     if (model_save(&m, cfg.output, NULL, &err) < 0) die("%s", err.msg);
     unlink(ckpt);
     printf("wrote %s: test accuracy %.2f%%, loss %.4f\n", cfg.output, 100.0 * ui.last_test_acc, ui.last_test_loss);
@@ -357,10 +370,9 @@ static int cmd_eval(int argc, char **argv) {
     snprintf(what, sizeof what, "evaluating in batches of %d needs", batch);
     check_memory_fits(path, what, (double)ws_bytes(&m, batch, threads) + (double)evaluate_bytes(&m, batch),
                       "lower --batch-size");
-    Dataset tr, test;
+    Dataset test;
     char name[64];
-    load_model_dataset_or_die("eval", &m, path, dataset, data, &tr, &test, name, sizeof name);
-    dataset_free(&tr);
+    load_model_dataset_or_die("eval", &m, path, dataset, data, NULL, &test, name, sizeof name);  // the test split alone
     Workspace ws;
     HpErr err;
     if (ws_init(&ws, &m, batch, threads, &err) < 0) die("%s: %s (lower --batch-size)", path, err.msg);
@@ -595,6 +607,13 @@ static int cmd_info(int argc, char **argv) {
         check_memory_fits(subject, what, (double)model_bytes(&m), "give a smaller --input");
         if (model_alloc(&m, &err) < 0) die("%s: %s", subject, err.msg);
     } else {
+        if (!strchr(src, '/') && stat(src, &st) != 0 && errno == ENOENT) {  // a name, not a path: a misspelt architecture?
+            char names[128] = "";
+            for (const char *const *a = arch_names(); *a; a++)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", a == arch_names() ? "" : ", ", *a);
+            die("%s: neither a model file (cannot open: %s) nor a built-in architecture (%s)", src, strerror(ENOENT),
+                names);
+        }
         load_model_or_die(&m, src);
         if (arch_opt) {  // a file read first: a misspelt architecture name is "no such file"
             model_free(&m);

@@ -62,7 +62,7 @@ const char *fmt_bytes(double bytes, char *buf, size_t cap);
 const char *json_get_string(const char *json, const char *key, char *buf, size_t cap);
 // Loads a model file or exits with its error.
 void load_model_or_die(Model *m, const char *path);
-// Loads the named dataset from dir (test may be NULL: the training set alone) or exits.
+// Loads the named dataset from dir (train or test may be NULL: the other split alone) or exits.
 void load_dataset_or_die(const char *name, const char *dir, Dataset *train, Dataset *test);
 
 // The dataset a command on a model reads: name and dir as the user gave them (NULL if not),
@@ -93,6 +93,7 @@ void model_dataset(const char *cmd, const Model *m, const char *path, DatasetCho
 // defaults fashion-mnist in DEFAULT_DATA_DIR), or exits; also exits unless the model takes its
 // images and has at least its classes. cmd is the command (for model_dataset's usage error),
 // path names the model in messages. used_name (cap bytes, may be NULL) gets the dataset's name.
+// train may be NULL: the test split alone is read (its files alone need exist).
 void load_model_dataset_or_die(const char *cmd, const Model *m, const char *path, const char *name, const char *dir,
                                Dataset *train, Dataset *test, char *used_name, size_t cap);
 
@@ -207,6 +208,8 @@ typedef struct {
     bool tty;
     double last_print;
     const char *ckpt_path;
+    double started, earlier_s;  // train: now_s() when this run's training began, and the training
+                                // seconds of the runs before it (a resumed checkpoint's)
     const TrainConfig *cfg;
     float last_test_acc, last_test_loss, last_val_acc;
     int epochs_done;

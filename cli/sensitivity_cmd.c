@@ -156,13 +156,6 @@ static void on_progress(long done, long total, void *user) { progress_update(use
 
 // ---- outputs ----
 
-// Mean accuracy drop of group g over the ratios.
-static double mean_drop(const SensResult *r, int g) {
-    double s = 0;
-    for (int i = 0; i < r->n_ratios; i++) s += r->acc_orig - r->groups[g].acc[i];
-    return s / r->n_ratios;
-}
-
 // Trace per parameter of group g.
 static double per_param(const SensGroup *g) { return g->params ? g->trace / (double)g->params : 0; }
 
@@ -218,10 +211,11 @@ static void write_chart(const char *png, const char *svg, const char *model, con
 static void print_ranking(const SensCli *o, const SensResult *r, int n_test, Outputs *out) {
     int n = r->n_groups;
     double *drop = outputs_alloc(out, (size_t)n, sizeof(double), false);
+    double *worst = outputs_alloc(out, (size_t)n, sizeof(double), false);
     double *tpp = outputs_alloc(out, (size_t)n, sizeof(double), false);
     int *order = outputs_alloc(out, (size_t)n, sizeof(int), false);
     int *trank = outputs_alloc(out, (size_t)n, sizeof(int), false);
-    for (int g = 0; g < n; g++) drop[g] = mean_drop(r, g), tpp[g] = per_param(&r->groups[g]), order[g] = g;
+    for (int g = 0; g < n; g++) sens_drops(r, g, &drop[g], &worst[g]), tpp[g] = per_param(&r->groups[g]), order[g] = g;
     for (int g = 0; g < n; g++) {  // rank by drop (descending), and each group's trace rank
         trank[g] = 1;
         for (int h = 0; h < n; h++) trank[g] += tpp[h] > tpp[g] || (tpp[h] == tpp[g] && h < g);
@@ -238,10 +232,8 @@ static void print_ranking(const SensCli *o, const SensResult *r, int n_test, Out
            "trace/param", "trace rank");
     for (int i = 0; i < n; i++) {
         int g = order[i];
-        double worst = 0;
-        for (int k = 0; k < r->n_ratios; k++) worst = fmax(worst, r->acc_orig - r->groups[g].acc[k]);
         printf("%-4d %-24s %8d %9.2f%% %9.2f%% %13.4g %10d\n", i + 1, r->groups[g].name, r->groups[g].channels,
-               100 * drop[g], 100 * worst, tpp[g], trank[g]);
+               100 * drop[g], 100 * worst[g], tpp[g], trank[g]);
     }
     double rho;
     HpErr err;
@@ -249,7 +241,7 @@ static void print_ranking(const SensCli *o, const SensResult *r, int n_test, Out
     if (isfinite(rho))
         printf("Spearman rank correlation of trace per parameter and mean drop: %+.2f (1: the trace ranks the layers "
                "as pruning does)\n", rho);
-    free(trank), free(order), free(tpp), free(drop);
+    free(trank), free(order), free(tpp), free(worst), free(drop);
 }
 
 // Creates the output directory if needed, writes the CSV and the chart, prints the ranking
@@ -276,9 +268,13 @@ int cmd_sensitivity(int argc, char **argv) {
     set_threads(o.threads, 1);
     Model m;
     load_model_or_die(&m, o.model);
-    // obs's Fisher within its budget and the trace's passes, before any data
+    Progress pr;
+    SensOpts so = {.crit = o.crit, .ratios = o.ratios, .n_ratios = o.n_ratios, .phase = on_phase,
+                   .progress = on_progress, .user = &pr};
+    // a criterion the model cannot use (bn without batchnorm), obs's Fisher within its budget and
+    // the trace's passes, before any data
     HpErr err;
-    if (o.crit.method == CRIT_OBS && fisher_check(&m, &o.crit.fisher, &err) < 0) die("%s: %s", o.model, err.msg);
+    if (sensitivity_check(&so, &m, &err) < 0) die("%s: %s", o.model, err.msg);
     check_calibration_memory(o.model, &m, o.crit.samples, o.crit.batch, 1, "lower --batch-size");
     Dataset train, test;
     load_model_dataset_or_die(NCMD, &m, o.model, o.dataset, o.data, &train, &test, NULL, 0);
@@ -296,10 +292,7 @@ int cmd_sensitivity(int argc, char **argv) {
         dataset_free(&test);
         test = head;
     }
-    Progress pr;
     progress_init(&pr, "sensitivity");
-    SensOpts so = {.crit = o.crit, .ratios = o.ratios, .n_ratios = o.n_ratios, .phase = on_phase,
-                   .progress = on_progress, .user = &pr};
     so.crit.data = &train;
     SensResult r;
     if (sensitivity_run(&so, &m, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);

@@ -127,15 +127,16 @@ fail:
 }
 
 // Finds where the batch files of dir sit: dir itself, or the archive's cifar-10-batches-bin
-// subdirectory; writes it into base (cap bytes). Returns 0, or -1 with err set (no directory).
-static int find_base(const char *dir, char *base, size_t cap, HpErr *err) {
+// subdirectory (when dir has no file `probe`, the first file to be read, and that subdirectory
+// exists); writes it into base (cap bytes). Returns 0, or -1 with err set (no directory).
+static int find_base(const char *dir, const char *probe, char *base, size_t cap, HpErr *err) {
     struct stat st;
     if (stat(dir, &st) != 0) {
         if (errno == ENOENT) return hp_fail(err, "%s: no such directory", dir);
         return hp_fail(err, "%s: %s", dir, strerror(errno));
     }
     if (!S_ISDIR(st.st_mode)) return hp_fail(err, "%s: not a directory", dir);
-    int n = snprintf(base, cap, "%s/%s", dir, TRAIN_NAMES[0]);
+    int n = snprintf(base, cap, "%s/%s", dir, probe);
     if (n < 0 || (size_t)n >= cap) return hp_fail(err, "%s: path too long", dir);
     bool in_dir = exists(base);
     n = snprintf(base, cap, "%s/%s", dir, CIFAR_SUBDIR);
@@ -145,13 +146,14 @@ static int find_base(const char *dir, char *base, size_t cap, HpErr *err) {
 
 int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
     static const char *const test_names[1] = {"test_batch.bin"};
-    memset(train, 0, sizeof *train);
+    HP_ASSERT(train || test);
+    if (train) memset(train, 0, sizeof *train);
     if (test) memset(test, 0, sizeof *test);
     char base[4096];
-    if (find_base(dir, base, sizeof base, err) < 0) return -1;
-    if (load_set(base, TRAIN_NAMES, CIFAR_TRAIN_FILES, train, err) < 0) return -1;
+    if (find_base(dir, train ? TRAIN_NAMES[0] : test_names[0], base, sizeof base, err) < 0) return -1;
+    if (train && load_set(base, TRAIN_NAMES, CIFAR_TRAIN_FILES, train, err) < 0) return -1;
     if (test && load_set(base, test_names, 1, test, err) < 0) {
-        dataset_free(train);
+        if (train) dataset_free(train);
         return -1;
     }
     return 0;
@@ -159,7 +161,7 @@ int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err)
 
 int cifar10_peek_dir(const char *dir, int *n_train, HpErr *err) {
     char base[4096], path[4200];
-    if (find_base(dir, base, sizeof base, err) < 0) return -1;
+    if (find_base(dir, TRAIN_NAMES[0], base, sizeof base, err) < 0) return -1;
     *n_train = 0;
     for (int i = 0; i < CIFAR_TRAIN_FILES; i++) {
         FILE *fp;

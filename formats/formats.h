@@ -33,15 +33,16 @@ int idx_load(const char *images_path, const char *labels_path, Dataset *d, HpErr
 
 // Loads Fashion-MNIST or MNIST from a directory holding train-images-idx3-ubyte[.gz],
 // train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz].
+// Either split may be NULL (not both), as for dataset_load.
 int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err);
 
 // Loads CIFAR-10 binary batches from dir (data_batch_1..5.bin, test_batch.bin): records of
-// one label byte and 3072 bytes of R, G, B planes of 32x32.
+// one label byte and 3072 bytes of R, G, B planes of 32x32. Either split may be NULL (not both).
 int cifar10_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err);
 
-// Loads the dataset named by `name` ("fashion-mnist", "mnist", "cifar10") from dir. test may
-// be NULL (as for mnist_load_dir and cifar10_load_dir): the training set alone is read, and
-// the test files need not exist.
+// Loads the dataset named by `name` ("fashion-mnist", "mnist", "cifar10") from dir. Either of
+// train and test may be NULL (not both; as for mnist_load_dir and cifar10_load_dir): that
+// split is not read and its files need not exist. On failure the splits asked for are empty.
 int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err);
 // Whether dataset_load knows the dataset name (fashion-mnist, mnist, cifar10).
 bool dataset_known(const char *name);

@@ -349,21 +349,23 @@ static int find_idx_file(const char *dir, const char *name, char *out, size_t ca
 }
 
 int mnist_load_dir(const char *dir, Dataset *train, Dataset *test, HpErr *err) {
-    memset(train, 0, sizeof *train);
+    HP_ASSERT(train || test);
+    if (train) memset(train, 0, sizeof *train);
     if (test) memset(test, 0, sizeof *test);
     if (check_dir(dir, err) < 0) return -1;
     static const char *const names[4] = {"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"};
     char paths[4][4096];
-    for (int i = 0; i < (test ? 4 : 2); i++)
+    // the files of the splits asked for, found before any is read
+    for (int i = train ? 0 : 2; i < (test ? 4 : 2); i++)
         if (find_idx_file(dir, names[i], paths[i], sizeof paths[i], err) < 0) return -1;
-    if (idx_load_classes(paths[0], paths[1], MNIST_CLASSES, train, err) < 0) return -1;
+    if (train && idx_load_classes(paths[0], paths[1], MNIST_CLASSES, train, err) < 0) return -1;
     if (!test) return 0;
     if (idx_load_classes(paths[2], paths[3], MNIST_CLASSES, test, err) < 0) {
-        dataset_free(train);
+        if (train) dataset_free(train);
         return -1;
     }
-    if (test->h != train->h || test->w != train->w) {
+    if (train && (test->h != train->h || test->w != train->w)) {
         const char *train_name = strrchr(paths[0], '/') ? strrchr(paths[0], '/') + 1 : paths[0];
         hp_fail(err, "%s: images are %dx%d but the training images (%s) are %dx%d", paths[2], test->h, test->w,
                 train_name, train->h, train->w);
@@ -402,8 +404,9 @@ bool dataset_known(const char *name) {
 }
 
 int dataset_load(const char *name, const char *dir, Dataset *train, Dataset *test, HpErr *err) {
+    HP_ASSERT(train || test);
     if (!dataset_known(name)) {
-        memset(train, 0, sizeof *train);
+        if (train) memset(train, 0, sizeof *train);
         if (test) memset(test, 0, sizeof *test);
         return hp_fail(err, "unknown dataset '%s' (known: fashion-mnist, mnist, cifar10)", name);
     }

@@ -207,7 +207,7 @@ static int check_tiling(const StEntry *entries, int n, size_t data_len, HpErr *e
 // Parses the header text hdr (len bytes, NUL at hdr[len]) into a cJSON object.
 static cJSON *parse_header_json(const char *hdr, size_t len, HpErr *err) {
     if (len == 0 || hdr[0] != '{') {
-        hp_fail(err, "header is not a JSON object (does not begin with '{')");
+        hp_fail(err, "not a safetensors file: header is not a JSON object (does not begin with '{')");
         return NULL;
     }
     if (memchr(hdr, '\0', len)) {
@@ -288,7 +288,8 @@ int st_parse(uint8_t *bytes, size_t len, StFile *f, HpErr *err) {
     uint64_t hlen = load_le64(bytes);
     if (hlen > ST_MAX_HEADER) {
         st_free(f);
-        return hp_fail(err, "header length %" PRIu64 " is absurd (limit %" PRIu64 " bytes)", hlen, ST_MAX_HEADER);
+        return hp_fail(err, "not a safetensors file: header length %" PRIu64 " (its first 8 bytes) is absurd (limit %" PRIu64
+                       " bytes)", hlen, ST_MAX_HEADER);
     }
     if (hlen > len - 8) {
         st_free(f);

@@ -46,7 +46,9 @@ typedef struct {
 } StTensorOut;
 
 // Reads and validates the whole file at path into f (zeroed on failure). Errors name the
-// problem but not the file (the caller adds it with hp_prefix).
+// problem but not the file (the caller adds it with hp_prefix); a file whose first bytes cannot
+// begin a safetensors file (an absurd header length, a header that is not a JSON object: a PNG
+// image, a text file) is "not a safetensors file: ..." with the detail.
 int st_read(const char *path, StFile *f, HpErr *err);
 // Validates an in-memory file image of len bytes and takes ownership of bytes (which must
 // come from malloc, e.g. hp_alloc; it is freed on failure too).

@@ -170,13 +170,26 @@ static int traces(const SensOpts *o, Model *m, const GroupSet *gs, SensResult *r
     return rc;
 }
 
-int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult *r, HpErr *err) {
+int sensitivity_check(const SensOpts *o, const Model *m, HpErr *err) {
     if (o->n_ratios < 1) return hp_fail(err, "no ratios");
     for (int i = 0; i < o->n_ratios; i++)
         if (!(o->ratios[i] > 0 && o->ratios[i] < 1)) return hp_fail(err, "ratio %g is not in (0, 1)", o->ratios[i]);
-    if (o->crit.method == CRIT_OBS && o->crit.data &&
-        (fisher_check(m, &o->crit.fisher, err) < 0 || fisher_check_data(m, o->crit.data, &o->crit.fisher, err) < 0))
-        return -1;  // before the accuracy and the traces, not after
+    GroupSet gs;
+    if (prune_groups(m, &gs, err) < 0) return -1;
+    int prunable = 0;
+    for (int g = 0; g < gs.n_groups; g++) prunable += gs.groups[g].prunable;
+    int rc = prunable > 0 ? crit_check(o->crit.method, m, &gs, err)
+                          : hp_fail(err, "the model has no prunable channel group");
+    groupset_free(&gs);
+    if (rc == 0 && o->crit.method == CRIT_OBS) rc = fisher_check(m, &o->crit.fisher, err);
+    return rc;
+}
+
+int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult *r, HpErr *err) {
+    memset(r, 0, sizeof *r);
+    if (sensitivity_check(o, m, err) < 0) return -1;  // before the accuracy and the traces, not after
+    if (o->crit.method == CRIT_OBS && o->crit.data && fisher_check_data(m, o->crit.data, &o->crit.fisher, err) < 0)
+        return -1;
     GroupSet gs;
     if (prune_groups(m, &gs, err) < 0) return -1;
     if (alloc_result(&gs, o->n_ratios, r, err) < 0) {
@@ -207,6 +220,17 @@ int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult
     groupset_free(&gs);
     if (rc < 0) sensresult_free(r);
     return rc;
+}
+
+void sens_drops(const SensResult *r, int g, double *mean, double *max) {
+    double sum = 0, worst = -INFINITY;
+    for (int i = 0; i < r->n_ratios; i++) {
+        double d = r->acc_orig - r->groups[g].acc[i];
+        sum += d;
+        worst = fmax(worst, d);
+    }
+    *mean = r->n_ratios > 0 ? sum / r->n_ratios : 0;
+    *max = r->n_ratios > 0 ? worst : 0;
 }
 
 void sensresult_free(SensResult *r) {

@@ -38,10 +38,18 @@ typedef struct {
     int probes;         // Hutchinson probes of the traces
 } SensResult;
 
+// What can be checked of an analysis before any data is read or work done: every ratio in
+// (0, 1), a prunable group in m, a criterion that can score m's groups (crit_check: bn needs a
+// batchnorm in each), obs's Fisher within its memory budget. Returns 0, or -1 with err set.
+int sensitivity_check(const SensOpts *o, const Model *m, HpErr *err);
 // Runs the analysis on m (left unchanged) with accuracy on test. Returns 0, or -1 with err set
-// (before any work when obs's Fisher does not fit m or the training images crit.data).
+// (before any work when sensitivity_check fails, or obs's Fisher needs more training images
+// than crit.data has).
 int sensitivity_run(const SensOpts *o, Model *m, const Dataset *test, SensResult *r, HpErr *err);
 void sensresult_free(SensResult *r);
+// The accuracy drops of group g over the ratios (acc_orig - acc, negative where pruning raised
+// the accuracy): their mean into *mean and their largest into *max (the same with one ratio).
+void sens_drops(const SensResult *r, int g, double *mean, double *max);
 
 // Parses "a:b:step" (a <= b, step > 0: a, a + step, ... up to b) or a comma list; every ratio
 // must be in (0, 1), at most max of them. Returns the count (ratios[] filled), or -1 with err.

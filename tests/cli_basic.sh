@@ -148,6 +148,26 @@ for p in problems:
     print(p)
 sys.exit(1 if problems else 0)
 EOF
+cat >"$T/state.py" <<'EOF'
+# state.py get FILE: prints a model file's hprune.train_state (a checkpoint's) and its provenance's
+# train_seconds (or "none") on two lines.
+# state.py set SRC DST JSON: writes SRC with hprune.train_state set to JSON into DST.
+import json, struct, sys
+def read(path):
+    blob = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    return json.loads(blob[8:8 + n]), blob[8 + n:]
+h, data = read(sys.argv[2])
+meta = h.setdefault("__metadata__", {})
+if sys.argv[1] == "get":
+    print(meta.get("hprune.train_state", "none"))
+    print(json.loads(meta.get("hprune.provenance", "{}")).get("train_seconds", "none"))
+else:
+    meta["hprune.train_state"] = sys.argv[4]
+    text = json.dumps(h, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    open(sys.argv[3], "wb").write(struct.pack("<Q", len(text)) + text + data)
+EOF
 
 if python3 "$(dirname "$0")/gen_fmnist.py" "$DATA" 1024 256 --seed 12345 --wrong 0.125 2>"$T/py"; then
   ok "synthetic dataset written (1024 train, 256 test images)"
@@ -207,6 +227,16 @@ check "eval without --data uses the data directory recorded in the model" eval \
   'rc_is 0 && python3 -c "import json,sys; sys.exit(0 if \"%.2f\" % (100 * json.load(sys.stdin)[\"accuracy\"]) == \"$eval_acc\" else 1)" <"$T/out"'
 run "$HPRUNE" eval "$MODEL" --data "$DATA"
 check "eval (text): prints the accuracy" eval "rc_is 0 && out_has 'accuracy $eval_acc%'"
+# eval reads the test split alone: a directory with the t10k files only will do
+mkdir -p "$T/testonly"
+cp "$DATA"/t10k-* "$T/testonly/"
+run "$HPRUNE" eval "$MODEL" --data "$T/testonly" --threads 1
+check "eval --data DIR holding the test files only: the same accuracy (the training files are not read)" \
+  eval "rc_is 0 && out_has 'accuracy $eval_acc%'"
+rm -f "$T/testonly"/t10k-labels-*
+run "$HPRUNE" eval "$MODEL" --data "$T/testonly" --threads 1
+check "eval without the test labels: one line naming the missing file" eval \
+  'rc_is 1 && [ "$(wc -l <"$T/err")" -eq 1 ] && err_has "^hprune: error: $T/testonly/t10k-labels-idx1-ubyte: no such file (looked for t10k-labels-idx1-ubyte.gz and t10k-labels-idx1-ubyte)$"'
 P=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys those; the processors hprune counts do not
 run "$HPRUNE" eval "$MODEL" --data "$DATA" --threads $((P + 1))
 check "eval --threads above the processors: one warning naming both counts, the same accuracy" eval \
@@ -276,6 +306,7 @@ for epochs in 6 12 24; do
   if [ ! -e "$B.ckpt" ]; then
     not_ok "$resume_desc" "no checkpoint $B.ckpt appeared within 30 s"; rc=killed; show_run; resume_done=1; break
   fi
+  ckpt_s=$(python3 "$T/state.py" get "$B.ckpt" | python3 -c 'import json, sys; print(json.loads(sys.stdin.readline())["train_seconds"])' 2>/dev/null)
   run "$HPRUNE" train --config "$CFG" --epochs $epochs --lr 0.02 --threads 1 -o "$B" --resume
   from=$(sed -n 's/^resuming .* from epoch \([0-9]*\) of .*/\1/p' "$T/err")
   if [ "$rc" -eq 0 ] && [ -n "$from" ] && python3 "$T/same_model.py" "$A" "$B" >"$T/py" 2>&1; then
@@ -284,10 +315,22 @@ for epochs in 6 12 24; do
     not_ok "$resume_desc" "resumed from epoch ${from:-?} of $epochs"; show_run; sed 's/^/#   /' "$T/py"
   fi
   check "resume: the checkpoint does not remain afterwards" test ! -e "$B.ckpt"
+  prov_s=$(python3 "$T/state.py" get "$B" | sed -n 2p)
+  check "resume: the checkpoint holds the training's seconds so far, the model's provenance those and the resumed run's" \
+    python3 -c 'import sys; c, p = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if 0 < c <= p + 0.05 else 1)' \
+    "${ckpt_s:-0}" "${prov_s:-0}"
   resume_done=1
   break
 done
 [ -n "$resume_done" ] || not_ok "$resume_desc" "every run finished before kill -9 landed"
+
+# a checkpoint of a run that had trained 1000 s before it was stopped, one epoch of two left
+python3 "$T/state.py" set "$MODEL" "$T/run/sec.safetensors.ckpt" '{"next_epoch":1,"best_val_acc":0,"seed":7,"train_seconds":1000}'
+run "$HPRUNE" train --config "$CFG" -o "$T/run/sec.safetensors" --resume
+prov_s=$(python3 "$T/state.py" get "$T/run/sec.safetensors" 2>/dev/null | sed -n 2p)
+check "resume: train_seconds in the provenance counts the seconds before the checkpoint too (1000 + the last epoch)" \
+  eval 'rc_is 0 && [ ! -e "$T/run/sec.safetensors.ckpt" ] &&
+        python3 -c "import sys; s = float(sys.argv[1]); sys.exit(0 if 1000 < s < 1600 else 1)" "${prov_s:-0}"'
 
 run "$HPRUNE" train --config "$CFG" -o "$T/run/none.safetensors" --resume
 check "--resume without a checkpoint: exit 1 naming the checkpoint" eval \

@@ -62,8 +62,10 @@ elif mode == "gap":             # 4 unused bytes between two tensors
 elif mode == "shape-vs-offsets":  # a shape that needs fewer bytes than its offsets span
     h["conv1.weight"]["shape"] = [6, 1, 5, 4]
     write(dst, h, d)
-elif mode in ("state-epoch", "state-best"):  # a checkpoint whose train state is out of range
-    bad = {"state-epoch": {"next_epoch": 1e10, "best_val_acc": 0.5}, "state-best": {"next_epoch": 1, "best_val_acc": 1e300}}
+elif mode in ("state-epoch", "state-best", "state-seconds", "state-seconds-text"):  # a checkpoint whose train state is out of range
+    bad = {"state-epoch": {"next_epoch": 1e10, "best_val_acc": 0.5}, "state-best": {"next_epoch": 1, "best_val_acc": 1e300},
+           "state-seconds": {"next_epoch": 1, "best_val_acc": 0.5, "train_seconds": -5},
+           "state-seconds-text": {"next_epoch": 1, "best_val_acc": 0.5, "train_seconds": "an hour"}}
     h["__metadata__"]["hprune.train_state"] = json.dumps(bad[mode])
     write(dst, h, d)
 elif mode == "prov-imagenet":   # the provenance names a dataset hprune does not know
@@ -199,6 +201,9 @@ tap_fixtures_made "fixtures: a tiny dataset and a trained model" "$GOOD"
 B=$T/bad
 : >"$B/empty.safetensors"
 printf 'hprune!' >"$B/seven.safetensors"
+printf '\211PNG\r\n\032\n\000\000\000\rIHDR\000\000\000\001\000\000\000\001\010\006\000\000\000' >"$B/chart.png"
+printf 'notes on the run\n' >"$B/notes.txt"
+printf '\020\000\000\000\000\000\000\000[1, 2, 3, 4, 5] ' >"$B/list.bin"
 for mode in hdr-too-long bad-json f16 gap shape-vs-offsets no-graph unknown-op graph-json wrong-shape missing-tensor \
   nan-weight; do
   python3 "$T/craft.py" $mode "$GOOD" "$B/$mode.safetensors" || not_ok "craft $mode"
@@ -214,6 +219,11 @@ bad_model() {
 bad_model "missing file" "$B/missing.safetensors" "no such file"
 bad_model "empty file" "$B/empty.safetensors" "0 bytes.*too short"
 bad_model "7-byte file" "$B/seven.safetensors" "7 bytes.*too short"
+bad_model "a PNG image given as the model" "$B/chart.png" \
+  "chart.png: not a safetensors file: header length 727905341920923785 \(its first 8 bytes\) is absurd \(limit [0-9]+ bytes\)$"
+bad_model "a text file given as the model" "$B/notes.txt" "notes.txt: not a safetensors file: header length [0-9]+ .* is absurd"
+bad_model "a file whose header is JSON but not an object" "$B/list.bin" \
+  "list.bin: not a safetensors file: header is not a JSON object \(does not begin with '\{'\)$"
 bad_model "a directory" "$B" "not a regular file"
 bad_model "header length beyond the end of the file" "$B/hdr-too-long.safetensors" "header length [0-9]+ is larger"
 bad_model "header that is not JSON" "$B/bad-json.safetensors" "header is not valid JSON"
@@ -289,6 +299,13 @@ expect 2 "eval: --json given twice" "--json given twice" "^hprune eval: --json g
   "$HPRUNE" eval "$GOOD" --json --json
 expect 2 "info: --groups given twice" "--groups given twice" "^hprune info: --groups given twice$" \
   "$HPRUNE" info lenet5 --groups --groups
+expect 1 "info: a name that is neither a file nor a built-in architecture: the names listed" "lenet6" \
+  "^hprune: error: lenet6: neither a model file \(cannot open: No such file or directory\) nor a built-in architecture \(lenet5, vgg11, resnet20, resnet32, resnet56\)$" \
+  "$HPRUNE" info lenet6
+expect 1 "info: ... with --input too (a file is looked for first)" "lenet6" "nor a built-in architecture \(lenet5, " \
+  "$HPRUNE" info lenet6 --input 3x32x32
+expect 1 "info: a missing path (not a name) is only a missing file" "$T/bad/lenet6" "cannot open: No such file or directory$" \
+  "$HPRUNE" info "$T/bad/lenet6"
 expect 2 "info: --input with a model file" "$GOOD" "^hprune info: --input is for an architecture name; .* is a model file$" \
   "$HPRUNE" info "$GOOD" --input 3x32x32
 expect 2 "info: --classes with a model file" "$GOOD" "^hprune info: --classes is for an architecture name; .* is a model file$" \
@@ -602,6 +619,15 @@ python3 "$T/craft.py" state-best "$GOOD" "$T/out/best.safetensors.ckpt"
 expect 1 "train: --resume with best_val_acc out of range" "$T/out/best.safetensors.ckpt" "best_val_acc 1e\\+300 is not an accuracy" \
   "$HPRUNE" train --config "$T/good.ini" -o "$T/out/best.safetensors" --resume
 rm -f "$T/out/epoch.safetensors.ckpt" "$T/out/best.safetensors.ckpt"
+python3 "$T/craft.py" state-seconds "$GOOD" "$T/out/secs.safetensors.ckpt"
+expect 1 "train: --resume with train_seconds below 0" "$T/out/secs.safetensors.ckpt" \
+  "hprune.train_state: train_seconds -5 is not a number of seconds in \[0, 1e10\]$" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/secs.safetensors" --resume
+python3 "$T/craft.py" state-seconds-text "$GOOD" "$T/out/secs.safetensors.ckpt"
+expect 1 "train: --resume with train_seconds not a number" "$T/out/secs.safetensors.ckpt" \
+  "hprune.train_state: train_seconds is not a number$" \
+  "$HPRUNE" train --config "$T/good.ini" -o "$T/out/secs.safetensors" --resume
+rm -f "$T/out/secs.safetensors.ckpt"
 python3 "$T/craft.py" nan-momentum "$GOOD" "$T/out/mom.safetensors.ckpt"
 expect 1 "train: --resume from a checkpoint whose momentum holds a NaN, naming it" "$T/out/mom.safetensors.ckpt" \
   "tensor 'optim.fc3.bias.momentum_buffer': value 0 is nan \(not finite\)" \

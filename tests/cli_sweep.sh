@@ -99,6 +99,18 @@ elif mode == "sens":  # CSV RATIOS...: one row per layer and ratio
         need(abs(float(x["trace_per_param"]) - float(x["trace"]) / int(x["params"])) <= 1e-6 * abs(float(x["trace"]) / int(x["params"])) + 1e-12,
              f"trace_per_param in {r}")
     need({r[0]: r[1] for r in rows} == {"conv1": "6", "conv2": "16", "fc1": "120", "fc2": "84"}, "channel counts")
+elif mode == "ranking":  # OUT CSV: the ranking's mean and max drop are those of the CSV's accuracy_drop
+    head, rows = table(args[1])
+    drops = {}
+    for r in rows:
+        drops.setdefault(r[0], []).append(100 * float(r[head.index("accuracy_drop")]))
+    lines = [l.split() for l in open(args[0]) if l[:1].isdigit()]
+    need(sorted(l[1] for l in lines) == sorted(drops), f"layers {[l[1] for l in lines]}")
+    for l in lines:
+        d, mean, worst = drops[l[1]], float(l[3].rstrip("%")), float(l[4].rstrip("%"))
+        need(abs(mean - sum(d) / len(d)) < 0.006 and abs(worst - max(d)) < 0.006,
+             f"{l[1]}: mean drop {l[3]}, max drop {l[4]}; the CSV's drops are {d}")
+        need(len(d) > 1 or l[3] == l[4], f"{l[1]}: one ratio, yet mean drop {l[3]} and max drop {l[4]}")
 elif mode == "png":  # FILE...: each a complete PNG
     for p in args:
         b = open(p, "rb").read()
@@ -435,11 +447,48 @@ check "sensitivity: exits 0, ranks the 4 layers with their traces and the rank c
 pycheck "sensitivity.csv: one row per layer and ratio (0.25, 0.5, 0.75), removed = round(ratio x channels)" \
   sens "$T/s/sensitivity.csv" 0.25 0.5 0.75
 pycheck "sensitivity.png is a complete PNG" png "$T/s/sensitivity.png"
+pycheck "sensitivity: each layer's mean and max drop are those of its rows of the CSV" ranking "$CAP/out" "$T/s/sensitivity.csv"
 run "$HPRUNE" sensitivity "$MODEL" --ratios 0.5 --method obs-layer $S --out "$T/s2"
 check "sensitivity --method obs-layer (with compensation): exits 0" eval 'rc_is 0 && [ -s "$T/s2/sensitivity.png" ]'
 pycheck "sensitivity --ratios 0.5: four rows" sens "$T/s2/sensitivity.csv" 0.5
+pycheck "sensitivity --ratios 0.5: mean drop = max drop = the CSV's accuracy_drop (negative too, not floored at 0)" \
+  ranking "$CAP/out" "$T/s2/sensitivity.csv"
 check "sensitivity --ratios 0.5: '1 ratio' (singular) in the summary" \
   out_has "^$MODEL: obs-layer, 1 ratio from 0.5 to 0.5, 100 test images, "
+# a model that answers class 0 whatever the image, through one fc2 channel l1 removes first:
+# pruning fc2 raises the accuracy, a negative drop, which the max drop must not floor at 0
+cat >"$T/skew.py" <<'EOF'
+# skew.py SRC DST: SRC with fc2's channel 0 adding 100 to class 0's logit whatever the image, the
+# other fc2 channels scaled up 10x and their fc3 columns down 10x (the same function), so that
+# channel has the lowest l1 score of fc2.
+import json, struct, sys
+from array import array
+blob = open(sys.argv[1], "rb").read()
+(n,) = struct.unpack("<Q", blob[:8])
+h, data = json.loads(blob[8:8 + n]), bytearray(blob[8 + n:])
+def tensor(name):
+    b, e = h[name]["data_offsets"]
+    return array("f", bytes(data[b:e])), h[name]["shape"]
+def put(name, a):
+    b, e = h[name]["data_offsets"]
+    data[b:e] = a.tobytes()
+w2, (o2, i2) = tensor("fc2.weight")
+b2, _ = tensor("fc2.bias")
+w3, (o3, _) = tensor("fc3.weight")
+w2, b2, w3 = array("f", [10 * v for v in w2]), array("f", [10 * v for v in b2]), array("f", [0.1 * v for v in w3])
+for k in range(i2):
+    w2[k] = 0.0
+b2[0] = 10.0
+for c in range(o3):
+    w3[c * o2] = 10.0 if c == 0 else 0.0
+put("fc2.weight", w2), put("fc2.bias", b2), put("fc3.weight", w3)
+open(sys.argv[2], "wb").write(blob[:8 + n] + bytes(data))
+EOF
+python3 "$T/skew.py" "$MODEL" "$T/skew.safetensors"
+run "$HPRUNE" sensitivity "$T/skew.safetensors" --ratios 0.1 $S -o "$T/s3"
+check "sensitivity of a model that pruning fc2 improves: fc2's mean and max drop both negative" \
+  eval 'rc_is 0 && out_has "^[1-4] +fc2 +84 +-[1-9][0-9.]*% +-[1-9][0-9.]*% "'
+pycheck "... and equal to the CSV's accuracy_drop (one ratio)" ranking "$CAP/out" "$T/s3/sensitivity.csv"
 expect 1 "sensitivity --test-images beyond the test set: an error, not capped" "$MODEL" \
   "asked for 1000 test images, the test set has 200$" "$HPRUNE" sensitivity "$MODEL" --test-images 1000 --threads 1 -o "$O"
 expect 2 "sensitivity -o and --out: one option given twice" "-o/--out given twice" "^hprune sensitivity: -o/--out given twice$" \
@@ -449,6 +498,9 @@ expect 2 "sensitivity --ratios with the start above the end" "--ratios" "start i
 expect 2 "sensitivity --ratios reaching 0" "--ratios" "not in \(0, 1\)" "$HPRUNE" sensitivity "$MODEL" --ratios 0:0.5:0.1 -o "$O"
 expect 2 "sensitivity --ratios not numbers" "--ratios" "not a number" "$HPRUNE" sensitivity "$MODEL" --ratios abc -o "$O"
 expect 2 "sensitivity --method foo" "foo" "unknown" "$HPRUNE" sensitivity "$MODEL" --method foo -o "$O"
+expect 1 "sensitivity --method bn on a model without batchnorm: refused before any work (the data is not even read)" \
+  "$MODEL" "criterion bn: channel group 'conv1' has no batchnorm" \
+  "$HPRUNE" sensitivity "$MODEL" --method bn --data "$T/nodata" --threads 1 -o "$O"
 expect 2 "sensitivity without MODEL" "" "MODEL is required" "$HPRUNE" sensitivity -o "$O"
 
 echo "1..$n"

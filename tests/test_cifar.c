@@ -85,6 +85,35 @@ static void test_load(void **state) {
     tu_rmtree(dir);
 }
 
+// The test set alone (train NULL) does not need the training batches, in DIR or in the
+// archive's subdirectory; a missing test batch is named.
+static void test_test_only(void **state) {
+    (void)state;
+    char dir[64], sub[128], path[200];
+    tu_tmpdir(dir, sizeof dir);
+    snprintf(sub, sizeof sub, "%s/cifar-10-batches-bin", dir);
+    assert_int_equal(mkdir(sub, 0755), 0);
+    for (int k = 0; k < 2; k++) {
+        const char *where = k ? sub : dir;
+        make_cifar(where);
+        for (int f = 0; f < 5; f++) {
+            snprintf(path, sizeof path, "%s/%s", where, FILES[f]);
+            assert_int_equal(unlink(path), 0);
+        }
+        Dataset te;
+        HpErr err = {{0}};
+        if (dataset_load("cifar10", dir, NULL, &te, &err) != 0) fail_msg("%s", err.msg);
+        check_set(&te, 5, 1);
+        dataset_free(&te);
+        snprintf(path, sizeof path, "%s/test_batch.bin", where);
+        assert_int_equal(unlink(path), 0);
+        assert_int_equal(cifar10_load_dir(dir, NULL, &te, &err), -1);
+        assert_non_null(strstr(err.msg, "test_batch.bin: cannot open"));
+        assert_null(te.images);
+    }
+    tu_rmtree(dir);
+}
+
 // The files inside the archive's cifar-10-batches-bin subdirectory are found too.
 static void test_subdir(void **state) {
     (void)state;
@@ -236,6 +265,7 @@ static void test_peek_bad(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),      cmocka_unit_test(test_subdir), cmocka_unit_test(test_bad_size),
+        cmocka_unit_test(test_test_only),
         cmocka_unit_test(test_bad_label), cmocka_unit_test(test_missing), cmocka_unit_test(test_fifo),
         cmocka_unit_test(test_peek),      cmocka_unit_test(test_peek_bad),
     };

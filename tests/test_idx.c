@@ -559,6 +559,40 @@ static void test_train_only(void **state) {
     tu_rmtree(dir);
 }
 
+// Without a training set to fill (train NULL) only the test files are read: the training files
+// may be missing, or broken; a missing test file is named as with both splits.
+static void test_test_only(void **state) {
+    (void)state;
+    char dir[64], path[128];
+    tu_tmpdir(dir, sizeof dir);
+    make_mnist(dir, true, 5, 3, 3, 3);
+    snprintf(path, sizeof path, "%s/%s.gz", dir, TRAIN_IMAGES);
+    assert_int_equal(unlink(path), 0);
+    Buf junk = {0};
+    buf_u32(&junk, 0xdeadbeef);
+    put_file(dir, TRAIN_LABELS, junk, true);
+    Dataset te;
+    HpErr err = {{0}};
+    if (dataset_load("fashion-mnist", dir, NULL, &te, &err) != 0) fail_msg("%s", err.msg);
+    check_set(&te, 2, 3, 3, 3);
+    dataset_free(&te);
+    if (mnist_load_dir(dir, NULL, &te, &err) != 0) fail_msg("%s", err.msg);
+    check_set(&te, 2, 3, 3, 3);
+    dataset_free(&te);
+    expect_fail(dir, TRAIN_IMAGES, "no such file");  // with a training set to fill, it is read
+    snprintf(path, sizeof path, "%s/%s.gz", dir, TEST_IMAGES);
+    assert_int_equal(unlink(path), 0);
+    memset(&te, 0xff, sizeof te);
+    assert_int_equal(dataset_load("fashion-mnist", dir, NULL, &te, &err), -1);
+    char want[256];
+    snprintf(want, sizeof want, "%s/%s: no such file (looked for %s.gz and %s)", dir, TEST_IMAGES, TEST_IMAGES,
+             TEST_IMAGES);
+    assert_string_equal(err.msg, want);
+    assert_null(te.images);
+    assert_int_equal(te.n, 0);
+    tu_rmtree(dir);
+}
+
 static void test_unknown_dataset(void **state) {
     (void)state;
     Dataset tr, te;
@@ -571,7 +605,7 @@ static void test_unknown_dataset(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_plain),  cmocka_unit_test(test_roundtrip_gzip),
-        cmocka_unit_test(test_train_only),
+        cmocka_unit_test(test_train_only),       cmocka_unit_test(test_test_only),
         cmocka_unit_test(test_mixed_and_prefer_gz), cmocka_unit_test(test_idx_load_classes),
         cmocka_unit_test(test_truncated_data),   cmocka_unit_test(test_truncated_header),
         cmocka_unit_test(test_truncated_gzip),   cmocka_unit_test(test_corrupt_gzip),

@@ -145,9 +145,12 @@ static void test_reject_length(void **state) {
     craft(path, 1000, "{}", 0);
     expect_reject(path, "header length 1000 is larger than the 2 bytes after it");
     craft(path, (uint64_t)1 << 40, "{}", 0);
-    expect_reject(path, "absurd");
+    expect_reject(path, "not a safetensors file: header length 1099511627776 (its first 8 bytes) is absurd (limit "
+                        "104857600 bytes)");
     craft(path, ((uint64_t)100 << 20) + 1, "{}", 0);
-    expect_reject(path, "absurd");
+    expect_reject(path, "not a safetensors file: header length 104857601 ");
+    tu_write(path, "\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16);  // a PNG image
+    expect_reject(path, "not a safetensors file: header length 727905341920923785 ");
     char missing[160];
     snprintf(missing, sizeof missing, "%s/none.safetensors", dir);
     expect_reject(missing, "cannot open");
@@ -163,8 +166,8 @@ static void test_reject_header(void **state) {
         const char *want;
     } cases[] = {
         {"{\"a\":{\"dtype\":\"F32\",", 0, "not valid JSON"},
-        {"not json at all", 0, "does not begin with '{'"},
-        {"[1, 2]", 0, "does not begin with '{'"},
+        {"not json at all", 0, "not a safetensors file: header is not a JSON object (does not begin with '{')"},
+        {"[1, 2]", 0, "not a safetensors file: header is not a JSON object (does not begin with '{')"},
         {"{} x", 0, "stray bytes"},
         {"{\"a\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, "dtype 'F16'"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,8]}}", 8,

@@ -851,6 +851,70 @@ static void test_check_methods(void **state) {
     model_free(&plain), model_free(&bn);
 }
 
+// Counts the phases of a sensitivity analysis (user: an int).
+static void count_phase(void *user, const char *name) {
+    (void)name;
+    ++*(int *)user;
+}
+
+// A criterion the model cannot use (bn without batchnorm) is refused by sensitivity_check, and
+// by sensitivity_run before any work (no phase starts: not after the accuracy and the traces).
+static void test_sensitivity_refuses_bn(void **state) {
+    (void)state;
+    Model plain, bn;
+    Dataset d, d2;
+    small_net(&plain, &d, false);
+    small_net(&bn, &d2, true);
+    double ratios[] = {0.5};
+    int phases = 0;
+    SensOpts o = {.crit = crit_defaults(), .ratios = ratios, .n_ratios = 1, .phase = count_phase, .user = &phases};
+    o.crit.method = CRIT_BN;
+    o.crit.data = &d;
+    o.crit.samples = 8;
+    o.crit.probes = 2;
+    HpErr err = {{0}};
+    const char *want = "criterion bn: channel group 'conv1' has no batchnorm";
+    assert_int_equal(sensitivity_check(&o, &plain, &err), -1);
+    if (!strstr(err.msg, want)) fail_msg("'%s'", err.msg);
+    SensResult r;
+    assert_int_equal(sensitivity_run(&o, &plain, &d, &r, &err), -1);
+    if (!strstr(err.msg, want)) fail_msg("'%s'", err.msg);
+    assert_int_equal(phases, 0);
+    assert_null(r.groups);
+    // with its batchnorms the same analysis runs
+    assert_int_equal(sensitivity_check(&o, &bn, &err), 0);
+    if (sensitivity_run(&o, &bn, &d2, &r, &err) != 0) fail_msg("%s", err.msg);
+    assert_int_equal(r.n_groups, 2);
+    assert_int_equal(phases, 3);
+    sensresult_free(&r);
+    // and so does one of l1 on the model without them
+    o.crit.method = CRIT_L1;
+    assert_int_equal(sensitivity_check(&o, &plain, &err), 0);
+    dataset_free(&d), dataset_free(&d2);
+    model_free(&plain), model_free(&bn);
+}
+
+// The drops of a group: acc_orig - acc at each ratio, their mean and their largest, negative
+// when pruning raised the accuracy (not floored at 0: with one ratio both are that drop).
+static void test_sensitivity_drops(void **state) {
+    (void)state;
+    double acc1[] = {0.901}, acc3[] = {0.95, 0.85, 0.92};
+    SensGroup g[2] = {{.acc = acc1}, {.acc = acc3}};
+    SensResult one = {.groups = g, .n_groups = 1, .n_ratios = 1, .acc_orig = 0.9};
+    double mean, max;
+    sens_drops(&one, 0, &mean, &max);
+    assert_true(fabs(mean - (-0.001)) < 1e-12);
+    assert_true(mean == max);
+    SensResult three = {.groups = g, .n_groups = 2, .n_ratios = 3, .acc_orig = 0.9};
+    sens_drops(&three, 1, &mean, &max);
+    assert_true(fabs(mean - (-0.05 + 0.05 - 0.02) / 3) < 1e-12);
+    assert_true(fabs(max - 0.05) < 1e-12);
+    acc3[1] = 0.96;  // every drop negative: the largest is the least negative
+    sens_drops(&three, 1, &mean, &max);
+    assert_true(fabs(max - (-0.02)) < 1e-12);
+    assert_true(fabs(mean - (-0.05 - 0.06 - 0.02) / 3) < 1e-12);
+}
+
 // Counts the milestone lines of a job (user: an int).
 static void count_log(void *user, const char *line) {
     (void)line;
@@ -1161,6 +1225,8 @@ int main(void) {
         cmocka_unit_test(test_shipped_sweeps),
         cmocka_unit_test(test_ratios),
         cmocka_unit_test(test_spearman),
+        cmocka_unit_test(test_sensitivity_refuses_bn),
+        cmocka_unit_test(test_sensitivity_drops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
