@@ -184,7 +184,8 @@ void check_stdout(void);
 
 // A progress display: a live line (rate, ETA) on a terminal, plain lines in a log. The rate is
 // measured from a series' first update, so set-up before it (loading, evaluating, the previous
-// step of an iterative job) does not count; a done below the last one starts a new series.
+// step of an iterative job) does not count; a done below the last one, or another unit, starts a
+// new series. A series shows a given done once at most.
 typedef struct {
     bool tty, shown;
     const char *label;
@@ -193,13 +194,18 @@ typedef struct {
     bool started;           // a series has had its first update
     double t0, last;        // time of the series' first update, of the last line shown
     long done0, prev;       // done at the series' first update, at the last update
+    long printed;           // done of the series' last line shown (-1: none yet)
+    char unit[32];          // the series' unit
 } Progress;
 
 void progress_init(Progress *p, const char *label);
 // Shows done of total (total 0: unknown) units; the rate and ETA from the second update of a
-// series on.
+// series on. In a log, a line when done enters another tenth of the total (2 s apart at least)
+// and at the total; every 30 s without a total.
 void progress_update(Progress *p, long done, long total, const char *unit);
-// Clears a live line.
+// A ProgressFn (hessian/linop.h): progress_update of the Progress user in the unit given.
+void progress_hook(long done, long total, const char *unit, void *user);
+// Clears a live line and ends the series: the next update starts another.
 void progress_done(Progress *p);
 
 // State the training callbacks share (train and prune's fine-tuning).

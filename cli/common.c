@@ -225,34 +225,50 @@ static void progress_rate(const Progress *p, long done, long total, double t, ch
     snprintf(buf, cap, "  %.1f/s  ETA %s", rate, eta);
 }
 
+// Starts a new series at time t when done or unit says the update is not the current one's.
+static void progress_series(Progress *p, long done, const char *unit, double t) {
+    if (p->started && done >= p->prev && strcmp(unit, p->unit) == 0) return;
+    p->started = true, p->t0 = t, p->done0 = done, p->last = 0, p->printed = -1;
+    snprintf(p->unit, sizeof p->unit, "%s", unit);
+}
+
+// Whether a line is due at time t for done of total: on a terminal every 0.2 s and at the total;
+// in a log when done has entered another tenth of the total since the last line shown (the
+// reports of a parallel computation skip counts) and 2 s have passed, and at the total; every
+// 30 s without a total.
+static bool progress_due(const Progress *p, long done, long total, double t) {
+    bool last = total > 0 && done >= total;
+    if (p->tty) return t - p->last >= 0.2 || last;
+    if (total <= 0) return t - p->last >= 30.0;
+    long step = (total + 9) / 10;
+    long tenth = done / step, shown = p->printed < 0 ? 0 : p->printed / step;
+    return (tenth > shown && t - p->last >= 2.0) || last;
+}
+
 void progress_update(Progress *p, long done, long total, const char *unit) {
     double t = p->clock();
-    if (!p->started || done < p->prev) p->started = true, p->t0 = t, p->done0 = done, p->last = 0;
+    progress_series(p, done, unit, t);
     p->prev = done;
-    bool last = total > 0 && done >= total;
-    if (!p->tty) {
-        // in a log: a plain line every 10% (or every 30 s without a total)
-        long step = total > 0 ? (total + 9) / 10 : 0;
-        bool due = total > 0 ? (done % (step ? step : 1) == 0 && t - p->last >= 2.0) || last : t - p->last >= 30.0;
-        if (!due) return;
-    } else if (t - p->last < 0.2 && !last) {
-        return;
-    }
+    if (done == p->printed || !progress_due(p, done, total, t)) return;
     p->last = t;
+    p->printed = done;
     char rate[64];
     progress_rate(p, done, total, t, rate, sizeof rate);
-    if (total > 0)
-        fprintf(p->out, "%s%s: %ld/%ld %s%s%s", p->tty ? "\r\033[K" : "", p->label, done, total, unit, rate,
-                p->tty ? "" : "\n");
+    const char *cr = p->tty ? "\r\033[K" : "", *nl = p->tty ? "" : "\n";
+    if (total <= 0)
+        fprintf(p->out, "%s%s: %ld %s%s%s", cr, p->label, done, unit, rate, nl);
     else
-        fprintf(p->out, "%s%s: %ld %s%s%s", p->tty ? "\r\033[K" : "", p->label, done, unit, rate, p->tty ? "" : "\n");
+        fprintf(p->out, "%s%s: %ld/%ld %s%s%s", cr, p->label, done, total, unit, rate, nl);
     p->shown = true;
     fflush(p->out);
 }
 
+void progress_hook(long done, long total, const char *unit, void *user) { progress_update(user, done, total, unit); }
+
 void progress_done(Progress *p) {
     if (p->tty && p->shown) fputs("\r\033[K", p->out);
     p->shown = false;
+    p->started = false;
 }
 
 void check_output_path(const char *path) {

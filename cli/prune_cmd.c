@@ -289,9 +289,6 @@ static void prune_defaults(PruneOpts *o) {
 
 // ---- hooks ----
 
-// Progress of the scoring passes: a live line on a terminal, a line every 10% in a log.
-static void on_score_progress(long done, long total, void *user) { progress_update(user, done, total, "passes"); }
-
 // Milestone lines of the job, on stderr (clearing a live line first).
 static void on_log(void *user, const char *line) {
     progress_done(user);
@@ -614,7 +611,7 @@ int cmd_prune(int argc, char **argv) {
     Progress pr;
     progress_init(&pr, "scoring");
     TrainUi ui = {.tty = isatty(STDERR_FILENO), .cfg = &job.finetune, .last_test_acc = -1, .last_val_acc = -1};
-    job.score_progress = on_score_progress;
+    job.score_progress = progress_hook;  // a live line on a terminal, a line every 10% in a log
     job.train_progress = train_progress_print;
     job.user = &pr;
     job.train_user = &ui;

@@ -151,9 +151,6 @@ static void on_phase(void *user, const char *name) {
     progress_init(p, name);
 }
 
-// Progress within a phase (user is the Progress).
-static void on_progress(long done, long total, void *user) { progress_update(user, done, total, "steps"); }
-
 // ---- outputs ----
 
 // Mean accuracy drop of group g over the ratios.
@@ -299,7 +296,7 @@ int cmd_sensitivity(int argc, char **argv) {
     Progress pr;
     progress_init(&pr, "sensitivity");
     SensOpts so = {.crit = o.crit, .ratios = o.ratios, .n_ratios = o.n_ratios, .phase = on_phase,
-                   .progress = on_progress, .user = &pr};
+                   .progress = progress_hook, .user = &pr};
     so.crit.data = &train;
     SensResult r;
     if (sensitivity_run(&so, &m, &test, &r, &err) < 0) die("%s: %s", o.model, err.msg);

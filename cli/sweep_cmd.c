@@ -176,9 +176,9 @@ static void on_log(void *user, const char *line) {
 }
 
 // Scoring progress: a live line when one job runs.
-static void on_score(long done, long total, void *user) {
+static void on_score(long done, long total, const char *unit, void *user) {
     RunUi *u = user;
-    if (u->ctx->live) progress_update(&u->pr, done, total, "passes");
+    if (u->ctx->live) progress_update(&u->pr, done, total, unit);
 }
 
 // Fine-tuning progress of a parallel job: one line per epoch, prefixed by the run id.
