@@ -189,6 +189,8 @@ void check_stdout(void);
 typedef struct {
     bool tty, shown;
     const char *label;
+    bool capped;            // the totals are caps, the work may stop before (the caller sets it):
+                            // "2 of at most 100 products ... ETA <= 58s"
     double (*clock)(void);  // seconds (now_s; a test may set its own)
     FILE *out;              // where the lines go (stderr)
     bool started;           // a series has had its first update

@@ -210,7 +210,8 @@ void progress_init(Progress *p, const char *label) {
     p->out = stderr;
 }
 
-// Writes "rate/s  ETA d" of a series into buf (empty before the series has a measured rate).
+// Writes "rate/s  ETA d" of a series into buf (empty before the series has a measured rate);
+// against a cap, the ETA is a bound: "ETA <= d".
 static void progress_rate(const Progress *p, long done, long total, double t, char *buf, size_t cap) {
     double el = t - p->t0;
     buf[0] = '\0';
@@ -222,7 +223,7 @@ static void progress_rate(const Progress *p, long done, long total, double t, ch
     }
     char eta[32];
     fmt_duration((double)(total - done) / rate, eta, sizeof eta);
-    snprintf(buf, cap, "  %.1f/s  ETA %s", rate, eta);
+    snprintf(buf, cap, "  %.1f/s  ETA %s%s", rate, p->capped ? "<= " : "", eta);
 }
 
 // Starts a new series at time t when done or unit says the update is not the current one's.
@@ -257,6 +258,8 @@ void progress_update(Progress *p, long done, long total, const char *unit) {
     const char *cr = p->tty ? "\r\033[K" : "", *nl = p->tty ? "" : "\n";
     if (total <= 0)
         fprintf(p->out, "%s%s: %ld %s%s%s", cr, p->label, done, unit, rate, nl);
+    else if (p->capped)
+        fprintf(p->out, "%s%s: %ld of at most %ld %s%s%s", cr, p->label, done, total, unit, rate, nl);
     else
         fprintf(p->out, "%s%s: %ld/%ld %s%s%s", cr, p->label, done, total, unit, rate, nl);
     p->shown = true;

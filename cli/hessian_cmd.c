@@ -547,6 +547,7 @@ static void hutchinson_traces(const HessOpts *o, LinOp *op, const uint32_t *grou
     ho.max_probes = o->max_probes;
     if (ho.min_probes > ho.max_probes) ho.min_probes = ho.max_probes;
     progress_init(&pr, "trace");
+    pr.capped = true;  // --tol may stop it before --max-probes
     ho.progress = progress_hook;
     ho.user = &pr;
     r->hutch.group_trace = r->group_trace;
@@ -591,6 +592,7 @@ static void run_lanczos(const HessOpts *o, LinOp *op, EigWhich which, int k, dou
     Rng rng;
     Progress pr;
     progress_init(&pr, which == EIG_LARGEST ? "top eigenvalues" : "negative eigenvalues");
+    pr.capped = true;  // --max-steps: it stops once the Ritz values converge
     LanczosOpts lo = lanczos_defaults();
     lo.k = k;
     lo.which = which;

@@ -209,6 +209,21 @@ static void test_progress_units(void **state) {
     free(text);
 }
 
+// A total that is a cap (Lanczos steps, Hutchinson probes under a tolerance) is shown as one:
+// "of at most", and the ETA as a bound.
+static void test_progress_capped(void **state) {
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    Progress p;
+    log_progress(&p, "top eigenvalues", &text, &len);
+    p.capped = true;
+    feed(&p, 10, 1, 12, 100);
+    fclose(p.out);
+    assert_string_equal(text, "top eigenvalues: 10 of at most 100 passes  1.0/s  ETA <= 1m30s\n");
+    free(text);
+}
+
 // In a log, a line comes when done enters another tenth of the total, though the counts reported
 // skip the multiples (a parallel loop reports from one thread).
 static void test_progress_skipped_counts(void **state) {
@@ -238,6 +253,7 @@ int main(void) {
         cmocka_unit_test(test_progress_rate),
         cmocka_unit_test(test_progress_once),
         cmocka_unit_test(test_progress_units),
+        cmocka_unit_test(test_progress_capped),
         cmocka_unit_test(test_progress_skipped_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
