@@ -213,6 +213,7 @@ void progress_done(Progress *p);
 // State the training callbacks share (train and prune's fine-tuning).
 typedef struct {
     bool tty;
+    const char *prefix;  // in a log, each epoch's line starts "PREFIX: " (a sweep's run id; NULL: none)
     double last_print;
     const char *ckpt_path;
     const TrainConfig *cfg;

@@ -620,9 +620,10 @@ void train_progress_print(const TrainProgress *p, void *user) {
     }
     char val[48] = "";
     if (p->val_acc >= 0) snprintf(val, sizeof val, "  val-acc %.2f%%", 100.0 * p->val_acc);
-    fprintf(stderr, "%sepoch %d/%d  loss %.4f  train-acc %.2f%%%s  test-acc %.2f%%  test-loss %.4f  %.0f img/s  %.1fs  ETA %s\n",
-            ui->tty ? "\r\033[K" : "", p->epoch + 1, p->epochs, p->loss, 100.0 * p->acc, val, 100.0 * p->test_acc,
-            p->test_loss, p->images_per_s, p->epoch_s, fmt_duration(p->eta_s, eta, sizeof eta));
+    const char *tag = !ui->tty && ui->prefix ? ui->prefix : "";  // a log's lines name the run
+    fprintf(stderr, "%s%s%sepoch %d/%d  loss %.4f  train-acc %.2f%%%s  test-acc %.2f%%  test-loss %.4f  %.0f img/s  %.1fs  ETA %s\n",
+            ui->tty ? "\r\033[K" : "", tag, *tag ? ": " : "", p->epoch + 1, p->epochs, p->loss, 100.0 * p->acc, val,
+            100.0 * p->test_acc, p->test_loss, p->images_per_s, p->epoch_s, fmt_duration(p->eta_s, eta, sizeof eta));
     ui->last_test_acc = p->test_acc;
     ui->last_test_loss = p->test_loss;
     ui->last_val_acc = p->val_acc;
