@@ -30,6 +30,9 @@ long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi
 // Parses a finite number in [lo, hi] for option opt, or exits with a usage error. The grammar is
 // the INI reader's (ini_number): plain decimal, "0.5", "-2", "1e-3"; no blanks, '+', hex, inf.
 double parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi);
+// Parses a number strictly between 0 and 1 (parse_double's grammar) for option opt, or exits with
+// a usage error: "--target-flops: '50%' is not a number in (0, 1): a fraction, e.g. 0.5 for 50%".
+double parse_fraction(const char *cmd, const char *opt, const char *s);
 // Returns value, the operand of option opt that names an output (kind: "file", "directory"), or
 // exits with a usage error if it is "-" ("-o -: writing to standard output is not supported;
 // name a file"): every command writes its outputs to files.

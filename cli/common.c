@@ -202,6 +202,14 @@ double parse_double(const char *cmd, const char *opt, const char *s, double lo, 
     return v;
 }
 
+// Parses a number in (0, 1) for option opt, or exits with a usage error.
+double parse_fraction(const char *cmd, const char *opt, const char *s) {
+    double v;
+    if (ini_number(s, &v) != 0 || !(v > 0 && v < 1))
+        usage_error(cmd, "%s: '%s' is not a number in (0, 1): a fraction, e.g. 0.5 for 50%%", opt, s);
+    return v;
+}
+
 void progress_init(Progress *p, const char *label) {
     memset(p, 0, sizeof *p);
     p->tty = isatty(STDERR_FILENO);
