@@ -676,7 +676,8 @@ static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
     r->loss_1d = xmalloc((size_t)n * sizeof(double));
     r->loss_2d = xmalloc((size_t)n * n * sizeof(double));
     progress_init(&pr, "landscape 1-D");
-    if (landscape_1d(c, r->top_vecs, o->radius, n, r->alpha, r->loss_1d, progress_hook, &pr, &err) < 0) die("%s", err.msg);
+    if (landscape_1d(c, r->top_vecs, o->radius, n, r->alpha, r->loss_1d, progress_hook, &pr, &err) < 0)
+        die("%s", err.msg);
     progress_done(&pr);
     r->landscape_center = r->loss_1d[n / 2];  // n is odd: the grid's middle point is the model itself
     progress_init(&pr, "landscape 2-D");
