@@ -102,15 +102,14 @@ static void parse(int argc, char **argv, Options *o) {
 
 // Gradient phase timing: the moment the last gradient finished.
 typedef struct {
-    long n_grads;
     double t_grads;
 } Phase;
 
-// Records when the gradients are done (progress counts gradients, then blocks).
-static void on_progress(long done, long total, void *user) {
+// Records when the gradients are done (progress counts gradients, then block inversions).
+static void on_progress(long done, long total, const char *unit, void *user) {
     Phase *p = user;
-    (void)total;
-    if (done >= p->n_grads && p->t_grads == 0) p->t_grads = now_s();
+    bool grads = strcmp(unit, FISHER_UNIT_GRADS) == 0;
+    if ((!grads || done >= total) && p->t_grads == 0) p->t_grads = now_s();
 }
 
 // Times fisher_build and prints a line.
@@ -118,7 +117,7 @@ static int bench_fisher(const Options *o, Model *m, const Dataset *train) {
     HpErr err;
     Rng rng;
     rng_seed(&rng, o->seed, 401);
-    Phase ph = {.n_grads = o->fo.n_grads};
+    Phase ph = {0};
     FisherInv f;
     double est = (double)fisher_bytes(m, &o->fo) / (1024.0 * 1024.0), t0 = now_s();
     if (fisher_build(m, train, &o->fo, &rng, on_progress, &ph, &f, &err) < 0) {

@@ -30,6 +30,9 @@ long parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi
 // Parses a finite number in [lo, hi] for option opt, or exits with a usage error. The grammar is
 // the INI reader's (ini_number): plain decimal, "0.5", "-2", "1e-3"; no blanks, '+', hex, inf.
 double parse_double(const char *cmd, const char *opt, const char *s, double lo, double hi);
+// Parses a number strictly between 0 and 1 (parse_double's grammar) for option opt, or exits with
+// a usage error: "--target-flops: '50%' is not a number in (0, 1): a fraction, e.g. 0.5 for 50%".
+double parse_fraction(const char *cmd, const char *opt, const char *s);
 // Returns value, the operand of option opt that names an output (kind: "file", "directory"), or
 // exits with a usage error if it is "-" ("-o -: writing to standard output is not supported;
 // name a file"): every command writes its outputs to files.
@@ -185,27 +188,36 @@ void check_stdout(void);
 
 // A progress display: a live line (rate, ETA) on a terminal, plain lines in a log. The rate is
 // measured from a series' first update, so set-up before it (loading, evaluating, the previous
-// step of an iterative job) does not count; a done below the last one starts a new series.
+// step of an iterative job) does not count; a done below the last one, or another unit, starts a
+// new series. A series shows a given done once at most.
 typedef struct {
     bool tty, shown;
     const char *label;
+    bool capped;            // the totals are caps, the work may stop before (the caller sets it):
+                            // "2 of at most 100 products ... ETA <= 58s"
     double (*clock)(void);  // seconds (now_s; a test may set its own)
     FILE *out;              // where the lines go (stderr)
     bool started;           // a series has had its first update
     double t0, last;        // time of the series' first update, of the last line shown
     long done0, prev;       // done at the series' first update, at the last update
+    long printed;           // done of the series' last line shown (-1: none yet)
+    char unit[32];          // the series' unit
 } Progress;
 
 void progress_init(Progress *p, const char *label);
 // Shows done of total (total 0: unknown) units; the rate and ETA from the second update of a
-// series on.
+// series on. In a log, a line when done enters another tenth of the total (2 s apart at least)
+// and at the total; every 30 s without a total.
 void progress_update(Progress *p, long done, long total, const char *unit);
-// Clears a live line.
+// A ProgressFn (hessian/linop.h): progress_update of the Progress user in the unit given.
+void progress_hook(long done, long total, const char *unit, void *user);
+// Clears a live line and ends the series: the next update starts another.
 void progress_done(Progress *p);
 
 // State the training callbacks share (train and prune's fine-tuning).
 typedef struct {
     bool tty;
+    const char *prefix;  // in a log, each epoch's line starts "PREFIX: " (a sweep's run id; NULL: none)
     double last_print;
     const char *ckpt_path;
     double started, earlier_s;  // train: now_s() when this run's training began, and the training

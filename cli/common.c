@@ -202,6 +202,14 @@ double parse_double(const char *cmd, const char *opt, const char *s, double lo, 
     return v;
 }
 
+// Parses a number in (0, 1) for option opt, or exits with a usage error.
+double parse_fraction(const char *cmd, const char *opt, const char *s) {
+    double v;
+    if (ini_number(s, &v) != 0 || !(v > 0 && v < 1))
+        usage_error(cmd, "%s: '%s' is not a number in (0, 1): a fraction, e.g. 0.5 for 50%%", opt, s);
+    return v;
+}
+
 void progress_init(Progress *p, const char *label) {
     memset(p, 0, sizeof *p);
     p->tty = isatty(STDERR_FILENO);
@@ -210,7 +218,8 @@ void progress_init(Progress *p, const char *label) {
     p->out = stderr;
 }
 
-// Writes "rate/s  ETA d" of a series into buf (empty before the series has a measured rate).
+// Writes "rate/s  ETA d" of a series into buf (empty before the series has a measured rate);
+// against a cap, the ETA is a bound: "ETA <= d".
 static void progress_rate(const Progress *p, long done, long total, double t, char *buf, size_t cap) {
     double el = t - p->t0;
     buf[0] = '\0';
@@ -222,37 +231,55 @@ static void progress_rate(const Progress *p, long done, long total, double t, ch
     }
     char eta[32];
     fmt_duration((double)(total - done) / rate, eta, sizeof eta);
-    snprintf(buf, cap, "  %.1f/s  ETA %s", rate, eta);
+    snprintf(buf, cap, "  %.1f/s  ETA %s%s", rate, p->capped ? "<= " : "", eta);
+}
+
+// Starts a new series at time t when done or unit says the update is not the current one's.
+static void progress_series(Progress *p, long done, const char *unit, double t) {
+    if (p->started && done >= p->prev && strcmp(unit, p->unit) == 0) return;
+    p->started = true, p->t0 = t, p->done0 = done, p->last = 0, p->printed = -1;
+    snprintf(p->unit, sizeof p->unit, "%s", unit);
+}
+
+// Whether a line is due at time t for done of total: on a terminal every 0.2 s and at the total;
+// in a log when done has entered another tenth of the total since the last line shown (the
+// reports of a parallel computation skip counts) and 2 s have passed, and at the total; every
+// 30 s without a total.
+static bool progress_due(const Progress *p, long done, long total, double t) {
+    bool last = total > 0 && done >= total;
+    if (p->tty) return t - p->last >= 0.2 || last;
+    if (total <= 0) return t - p->last >= 30.0;
+    long step = (total + 9) / 10;
+    long tenth = done / step, shown = p->printed < 0 ? 0 : p->printed / step;
+    return (tenth > shown && t - p->last >= 2.0) || last;
 }
 
 void progress_update(Progress *p, long done, long total, const char *unit) {
     double t = p->clock();
-    if (!p->started || done < p->prev) p->started = true, p->t0 = t, p->done0 = done, p->last = 0;
+    progress_series(p, done, unit, t);
     p->prev = done;
-    bool last = total > 0 && done >= total;
-    if (!p->tty) {
-        // in a log: a plain line every 10% (or every 30 s without a total)
-        long step = total > 0 ? (total + 9) / 10 : 0;
-        bool due = total > 0 ? (done % (step ? step : 1) == 0 && t - p->last >= 2.0) || last : t - p->last >= 30.0;
-        if (!due) return;
-    } else if (t - p->last < 0.2 && !last) {
-        return;
-    }
+    if (done == p->printed || !progress_due(p, done, total, t)) return;
     p->last = t;
+    p->printed = done;
     char rate[64];
     progress_rate(p, done, total, t, rate, sizeof rate);
-    if (total > 0)
-        fprintf(p->out, "%s%s: %ld/%ld %s%s%s", p->tty ? "\r\033[K" : "", p->label, done, total, unit, rate,
-                p->tty ? "" : "\n");
+    const char *cr = p->tty ? "\r\033[K" : "", *nl = p->tty ? "" : "\n";
+    if (total <= 0)
+        fprintf(p->out, "%s%s: %ld %s%s%s", cr, p->label, done, unit, rate, nl);
+    else if (p->capped)
+        fprintf(p->out, "%s%s: %ld of at most %ld %s%s%s", cr, p->label, done, total, unit, rate, nl);
     else
-        fprintf(p->out, "%s%s: %ld %s%s%s", p->tty ? "\r\033[K" : "", p->label, done, unit, rate, p->tty ? "" : "\n");
+        fprintf(p->out, "%s%s: %ld/%ld %s%s%s", cr, p->label, done, total, unit, rate, nl);
     p->shown = true;
     fflush(p->out);
 }
 
+void progress_hook(long done, long total, const char *unit, void *user) { progress_update(user, done, total, unit); }
+
 void progress_done(Progress *p) {
     if (p->tty && p->shown) fputs("\r\033[K", p->out);
     p->shown = false;
+    p->started = false;
 }
 
 void check_output_path(const char *path) {
@@ -601,9 +628,10 @@ void train_progress_print(const TrainProgress *p, void *user) {
     }
     char val[48] = "";
     if (p->val_acc >= 0) snprintf(val, sizeof val, "  val-acc %.2f%%", 100.0 * p->val_acc);
-    fprintf(stderr, "%sepoch %d/%d  loss %.4f  train-acc %.2f%%%s  test-acc %.2f%%  test-loss %.4f  %.0f img/s  %.1fs  ETA %s\n",
-            ui->tty ? "\r\033[K" : "", p->epoch + 1, p->epochs, p->loss, 100.0 * p->acc, val, 100.0 * p->test_acc,
-            p->test_loss, p->images_per_s, p->epoch_s, fmt_duration(p->eta_s, eta, sizeof eta));
+    const char *tag = !ui->tty && ui->prefix ? ui->prefix : "";  // a log's lines name the run
+    fprintf(stderr, "%s%s%sepoch %d/%d  loss %.4f  train-acc %.2f%%%s  test-acc %.2f%%  test-loss %.4f  %.0f img/s  %.1fs  ETA %s\n",
+            ui->tty ? "\r\033[K" : "", tag, *tag ? ": " : "", p->epoch + 1, p->epochs, p->loss, 100.0 * p->acc, val,
+            100.0 * p->test_acc, p->test_loss, p->images_per_s, p->epoch_s, fmt_duration(p->eta_s, eta, sizeof eta));
     ui->last_test_acc = p->test_acc;
     ui->last_test_loss = p->test_loss;
     ui->last_val_acc = p->val_acc;

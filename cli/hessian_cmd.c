@@ -500,12 +500,6 @@ static void check_counts(const HessOpts *o, const Model *m) {
     check_memory(o, m);
 }
 
-// Progress hook for the estimators.
-static void on_products(long done, long total, void *user) { progress_update(user, done, total, "products"); }
-
-// Progress hook for the landscape's loss evaluations.
-static void on_evals(long done, long total, void *user) { progress_update(user, done, total, "loss evaluations"); }
-
 // Loads the training set (--dataset and --data, else the model's, else Fashion-MNIST), or exits.
 static void load_train(const HessOpts *o, const Model *m, Dataset *train) {
     DatasetChoice c = {.name = o->dataset, .dir = o->data};
@@ -525,8 +519,6 @@ static void hess_setup(const HessOpts *o, Model *m, Dataset *train, Curvature *c
     free(idx);
 }
 
-static void on_images(long done, long total, void *user) { progress_update(user, done, total, "images"); }
-
 // The exact traces of the Gauss-Newton matrix: r's group traces are sums of its exact diagonal
 // (standard errors zero, no probes).
 static void exact_trace(Curvature *c, const Model *m, const uint32_t *group_of, HessResults *r) {
@@ -535,7 +527,7 @@ static void exact_trace(Curvature *c, const Model *m, const uint32_t *group_of, 
     float *diag = xmalloc(m->n_params * sizeof(float));
     double t0 = now_s();
     progress_init(&pr, "exact diagonal");
-    if (curv_ggn_diag(c, diag, on_images, &pr, &err) < 0) die("%s", err.msg);
+    if (curv_ggn_diag(c, diag, progress_hook, &pr, &err) < 0) die("%s", err.msg);
     progress_done(&pr);
     r->exact_seconds = now_s() - t0;
     double total = 0;
@@ -555,7 +547,8 @@ static void hutchinson_traces(const HessOpts *o, LinOp *op, const uint32_t *grou
     ho.max_probes = o->max_probes;
     if (ho.min_probes > ho.max_probes) ho.min_probes = ho.max_probes;
     progress_init(&pr, "trace");
-    ho.progress = on_products;
+    pr.capped = true;  // --tol may stop it before --max-probes
+    ho.progress = progress_hook;
     ho.user = &pr;
     r->hutch.group_trace = r->group_trace;
     r->hutch.group_se = r->group_se;
@@ -586,7 +579,7 @@ static void run_trace(const HessOpts *o, Curvature *c, LinOp *op, const Model *m
     if (o->hutchpp) {
         progress_init(&pr, "hutch++");
         rng_seed(&rng, o->seed, 102);
-        if (hutchpp_trace(op, o->hutchpp, &rng, on_products, &pr, &r->hpp, &err) < 0) die("%s", err.msg);
+        if (hutchpp_trace(op, o->hutchpp, &rng, progress_hook, &pr, &r->hpp, &err) < 0) die("%s", err.msg);
         progress_done(&pr);
         r->have_hpp = true;
     }
@@ -599,12 +592,13 @@ static void run_lanczos(const HessOpts *o, LinOp *op, EigWhich which, int k, dou
     Rng rng;
     Progress pr;
     progress_init(&pr, which == EIG_LARGEST ? "top eigenvalues" : "negative eigenvalues");
+    pr.capped = true;  // --max-steps: it stops once the Ritz values converge
     LanczosOpts lo = lanczos_defaults();
     lo.k = k;
     lo.which = which;
     lo.tol = o->eig_tol;
     lo.max_steps = o->max_steps > k ? o->max_steps : k;
-    lo.progress = on_products;
+    lo.progress = progress_hook;
     lo.user = &pr;
     LanczosOut out = {.values = values, .vectors = vecs, .residuals = res};
     rng_seed(&rng, o->seed, stream);
@@ -642,7 +636,7 @@ static void run_density(const HessOpts *o, LinOp *op, HessResults *r) {
     SlqOpts so = slq_defaults();
     so.n_probes = o->slq_probes;
     so.steps = o->slq_steps;
-    so.progress = on_products;
+    so.progress = progress_hook;
     so.user = &pr;
     rng_seed(&rng, o->seed, 301);
     if (slq_density(op, &so, &rng, &r->slq, &err) < 0) die("%s", err.msg);
@@ -682,11 +676,12 @@ static void run_landscape(const HessOpts *o, Curvature *c, HessResults *r) {
     r->loss_1d = xmalloc((size_t)n * sizeof(double));
     r->loss_2d = xmalloc((size_t)n * n * sizeof(double));
     progress_init(&pr, "landscape 1-D");
-    if (landscape_1d(c, r->top_vecs, o->radius, n, r->alpha, r->loss_1d, on_evals, &pr, &err) < 0) die("%s", err.msg);
+    if (landscape_1d(c, r->top_vecs, o->radius, n, r->alpha, r->loss_1d, progress_hook, &pr, &err) < 0)
+        die("%s", err.msg);
     progress_done(&pr);
     r->landscape_center = r->loss_1d[n / 2];  // n is odd: the grid's middle point is the model itself
     progress_init(&pr, "landscape 2-D");
-    if (landscape_2d(c, r->top_vecs, r->top_vecs + P, o->radius, n, r->loss_2d, on_evals, &pr, &err) < 0)
+    if (landscape_2d(c, r->top_vecs, r->top_vecs + P, o->radius, n, r->loss_2d, progress_hook, &pr, &err) < 0)
         die("%s", err.msg);
     progress_done(&pr);
 }
@@ -983,9 +978,6 @@ static void obs_check_images(const HessOpts *o, const FisherOpts *fo, const Data
     check_fisher_images(o->model, "--fisher-grads", "--fisher-batch", fo, train->n);
 }
 
-// Progress hook for the Fisher build (gradients, then blocks).
-static void on_fisher(long done, long total, void *user) { progress_update(user, done, total, "steps"); }
-
 // Scores every output channel of every conv and linear (filter and bias jointly).
 static void obs_channels(const Model *m, ObsResults *r) {
     size_t n = m->n_params;
@@ -1019,7 +1011,7 @@ static void obs_run(const HessOpts *o, Model *m, const Dataset *train, ObsResult
     r->bytes = fisher_bytes(m, &r->fo);
     progress_init(&pr, "fisher");
     double t0 = now_s();
-    if (fisher_build(m, train, &r->fo, &rng, on_fisher, &pr, &r->f, &err) < 0) die("%s: %s", o->model, err.msg);
+    if (fisher_build(m, train, &r->fo, &rng, progress_hook, &pr, &r->f, &err) < 0) die("%s: %s", o->model, err.msg);
     progress_done(&pr);
     double t1 = now_s();
     r->build_seconds = t1 - t0;

@@ -105,9 +105,7 @@ typedef struct {
 // Sets the one target, or exits if another was given.
 static void set_target(PruneOpts *o, TargetKind kind, const char *flag, const char *value) {
     o->target.kind = kind;
-    o->target.ratio = parse_double(PCMD, flag, value, -1e300, 1e300);
-    if (!(o->target.ratio > 0 && o->target.ratio < 1))
-        usage_error(PCMD, "%s: the fraction to remove must be in (0, 1), got %s", flag, value);
+    o->target.ratio = parse_fraction(PCMD, flag, value);
     if (o->target.ratio < 1e-6)  // (1 - ratio) rounds to 1: no channel would have to go
         usage_error(PCMD, "%s %s removes nothing: give at least 1e-06", flag, value);
     o->n_targets++;
@@ -229,9 +227,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
         case O_TPARAMS: set_target(o, TARGET_PARAMS, "--target-params", optarg); break;
         case O_TCHANNELS: set_target(o, TARGET_CHANNELS, "--target-channels", optarg); break;
         case O_MAXFRAC:
-            o->target.max_layer_frac = parse_double(PCMD, "--max-layer-frac", optarg, -1e300, 1e300);
-            if (!(o->target.max_layer_frac > 0 && o->target.max_layer_frac < 1))
-                usage_error(PCMD, "--max-layer-frac must be in (0, 1), got %s", optarg);
+            o->target.max_layer_frac = parse_fraction(PCMD, "--max-layer-frac", optarg);
             break;
         case O_RANK:
             if (strcmp(optarg, "per-cost") != 0 && strcmp(optarg, "score") != 0)
@@ -294,9 +290,6 @@ static void prune_defaults(PruneOpts *o) {
 }
 
 // ---- hooks ----
-
-// Progress of the scoring passes: a live line on a terminal, a line every 10% in a log.
-static void on_score_progress(long done, long total, void *user) { progress_update(user, done, total, "passes"); }
 
 // Milestone lines of the job, on stderr (clearing a live line first).
 static void on_log(void *user, const char *line) {
@@ -718,7 +711,7 @@ int cmd_prune(int argc, char **argv) {
     Progress pr;
     progress_init(&pr, "scoring");
     TrainUi ui = {.tty = isatty(STDERR_FILENO), .cfg = &job.finetune, .last_test_acc = -1, .last_val_acc = -1};
-    job.score_progress = on_score_progress;
+    job.score_progress = progress_hook;  // a live line on a terminal, a line every 10% in a log
     job.train_progress = train_progress_print;
     job.user = &pr;
     job.train_user = &ui;

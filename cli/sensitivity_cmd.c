@@ -151,9 +151,6 @@ static void on_phase(void *user, const char *name) {
     progress_init(p, name);
 }
 
-// Progress within a phase (user is the Progress).
-static void on_progress(long done, long total, void *user) { progress_update(user, done, total, "steps"); }
-
 // ---- outputs ----
 
 // Trace per parameter of group g.
@@ -270,7 +267,7 @@ int cmd_sensitivity(int argc, char **argv) {
     load_model_or_die(&m, o.model);
     Progress pr;
     SensOpts so = {.crit = o.crit, .ratios = o.ratios, .n_ratios = o.n_ratios, .phase = on_phase,
-                   .progress = on_progress, .user = &pr};
+                   .progress = progress_hook, .user = &pr};
     // a criterion the model cannot use (bn without batchnorm), obs's Fisher within its budget and
     // the trace's passes, before any data
     HpErr err;

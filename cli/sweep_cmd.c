@@ -176,9 +176,9 @@ static void on_log(void *user, const char *line) {
 }
 
 // Scoring progress: a live line when one job runs.
-static void on_score(long done, long total, void *user) {
+static void on_score(long done, long total, const char *unit, void *user) {
     RunUi *u = user;
-    if (u->ctx->live) progress_update(&u->pr, done, total, "passes");
+    if (u->ctx->live) progress_update(&u->pr, done, total, unit);
 }
 
 // Fine-tuning progress of a parallel job: one line per epoch, prefixed by the run id.
@@ -194,10 +194,10 @@ static int run_one(const SweepCtx *ctx, const SweepRun *r, int pos, int n_pendin
     char path[SWEEP_PATH * 3], label[SWEEP_ID + 32];
     HpErr err;
     if (sweep_result_path(ctx->dir, r->id, path, sizeof path, &err) < 0) die("%s", err.msg);
-    snprintf(label, sizeof label, "%s scoring", r->id);
+    snprintf(label, sizeof label, "%s: scoring", r->id);  // "RUNID: ...", as the other lines of a run
     RunUi u = {.ctx = ctx, .run = r};
     progress_init(&u.pr, label);
-    TrainUi ui = {.tty = u.pr.tty, .last_test_acc = -1, .last_val_acc = -1};
+    TrainUi ui = {.tty = u.pr.tty, .prefix = r->id, .last_test_acc = -1, .last_val_acc = -1};
     PruneJob job = sweep_job(ctx->cfg, r, ctx->threads);
     ui.cfg = &job.finetune;
     job.log = on_log;

@@ -37,7 +37,7 @@ static int cnt_apply(Counter *c, const float *v, float *out, HpErr *err) {
     hp_fail(err, "operator failed without a message");
     if (linop_apply(c->op, v, out, err) != 0) return hp_prefix(err, c->who);
     c->done++;
-    if (c->fn) c->fn(c->done, c->total, c->user);
+    if (c->fn) c->fn(c->done, c->total, "products", c->user);
     return 0;
 }
 

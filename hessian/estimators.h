@@ -6,7 +6,9 @@
 // Vectors in the interface are float[n] (the LinOp's); sums, Lanczos bases and tridiagonal
 // matrices are kept in double. Every function returns 0, or -1 with err set (bad arguments, out of
 // memory, or the operator's own error, prefixed with the estimator's name). A ProgressFn, if
-// given, is called after each operator product with (products done in this call, planned total).
+// given, is called after each operator product with (products done in this call, planned total,
+// "products"); the total is a cap where an estimator may stop early (Hutchinson's tolerance,
+// Lanczos's convergence).
 // Randomness comes only from the Rng passed in, which is advanced.
 #ifndef HP_ESTIMATORS_H
 #define HP_ESTIMATORS_H

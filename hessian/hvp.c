@@ -234,7 +234,7 @@ int curv_ggn_grads(Curvature *c, int T, GgnGradFn visit, void *ctx, ProgressFn p
                 long now;
 #pragma omp atomic capture
                 now = ++done;
-                if (progress && t == 0) progress(now, c->n, user);
+                if (progress && t == 0 && now < c->n) progress(now, c->n, "images", user);
             }
             free(x), free(a), free(g), free(p);
         }
@@ -242,6 +242,7 @@ int curv_ggn_grads(Curvature *c, int T, GgnGradFn visit, void *ctx, ProgressFn p
     for (int t = 0; t < T; t++) ws_free(&ws[t]);
     free(ws);
     if (rc == 0 && short_of_memory) rc = hp_fail(err, "out of memory: cannot allocate a thread's sample buffers");
+    if (rc == 0 && progress) progress(c->n, c->n, "images", user);
     return rc;
 }
 

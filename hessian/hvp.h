@@ -56,8 +56,9 @@ int curv_sample_grads(Curvature *c, float *out, HpErr *err);
 // probes, no noise) into diag (n_params floats). H_s = diag(p) - p p^T of sample s's softmax
 // factors as A A^T with column k of A = sqrt(p_k) (e_k - p), so diag(G) is the mean over
 // samples and classes of (J_s^T a_k)^2: one forward and n_classes backward passes per sample,
-// samples in parallel. progress (may be NULL) gets (samples done, n). Returns 0, or -1 with
-// err set (batch-statistics mode couples the samples).
+// samples in parallel. progress (may be NULL) gets (samples done, n, "images") on the calling
+// thread, n once: when all are done. Returns 0, or -1 with err set (batch-statistics mode
+// couples the samples).
 int curv_ggn_diag(Curvature *c, float *diag, ProgressFn progress, void *user, HpErr *err);
 // The Gauss-Newton matrix's factor gradients, for exact quantities other than the diagonal:
 // calls visit(ctx, t, g) for every sample s and class k with g = J_s^T a_k (n_params floats,

@@ -31,7 +31,7 @@ int landscape_1d(Curvature *c, const float *d, double radius, int n, double *alp
         alpha[i] = grid_at(radius, n, i);
         move_to(m, theta, d, alpha[i], NULL, 0.0);
         loss[i] = curv_loss_grad(c, NULL);
-        if (progress) progress(i + 1, n, user);
+        if (progress) progress(i + 1, n, "loss evaluations", user);
     }
     memcpy(m->params, theta, m->n_params * sizeof(float));
     free(theta);
@@ -50,7 +50,7 @@ int landscape_2d(Curvature *c, const float *d1, const float *d2, double radius, 
         for (int i = 0; i < n; i++) {
             move_to(m, theta, d1, grid_at(radius, n, i), d2, grid_at(radius, n, j));
             loss[(size_t)j * n + i] = curv_loss_grad(c, NULL);
-            if (progress) progress((long)j * n + i + 1, (long)n * n, user);
+            if (progress) progress((long)j * n + i + 1, (long)n * n, "loss evaluations", user);
         }
     }
     memcpy(m->params, theta, m->n_params * sizeof(float));

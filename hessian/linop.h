@@ -24,8 +24,10 @@ static inline int linop_apply(LinOp *op, const float *v, float *out, HpErr *err)
     return op->apply(op->ctx, v, out, err);
 }
 
-// Progress hook for long estimators: called after each product with the count done and
-// an estimate of the total (0 if unknown). May be NULL.
-typedef void (*ProgressFn)(long done, long total, void *user);
+// Progress hook for long computations: called as work finishes with the count done, the total
+// planned (0 if unknown) and what is counted (unit: "products", "gradients", ...; a string that
+// outlives the call). A computation in phases of different work reports one series per phase,
+// each counted from 1 in its own unit. May be NULL.
+typedef void (*ProgressFn)(long done, long total, const char *unit, void *user);
 
 #endif

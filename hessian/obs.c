@@ -389,11 +389,10 @@ static BlockJob *layout_blocks(const size_t *start, int nb, int N, double damp, 
 }
 
 // Inverts every block of G (N x n) into out (allocated here; start copied), in parallel over
-// blocks. progress gets (done0 + blocks done, total) from the calling thread. Returns 0, or -1
-// with err set (out then holds nothing to free).
+// blocks. progress gets (blocks done, nb, "block inversions") on the calling thread, nb once: when
+// all are done. Returns 0, or -1 with err set (out then holds nothing to free).
 static int invert_blocks(const float *G, int N, size_t n, const size_t *start, int nb, double damp,
-                         FisherMethod method, ProgressFn progress, void *user, long done0, long total,
-                         FisherInv *out, HpErr *err) {
+                         FisherMethod method, ProgressFn progress, void *user, FisherInv *out, HpErr *err) {
     size_t scratch;
     BlockJob *order = layout_blocks(start, nb, N, damp, method, out, &scratch, err);
     if (!order) return hp_prefix(err, "fisher");
@@ -405,7 +404,7 @@ static int invert_blocks(const float *G, int N, size_t n, const size_t *start, i
         return hp_prefix(err, "fisher: the inversion scratch");
     }
     int bad = -1, bad_info = 0;
-    long done = done0;
+    long done = 0;
 #pragma omp parallel num_threads(T)
     {
         double *my = scr + (size_t)omp_get_thread_num() * scratch;
@@ -427,7 +426,7 @@ static int invert_blocks(const float *G, int N, size_t n, const size_t *start, i
             long now;
 #pragma omp atomic capture
             now = ++done;
-            if (progress && omp_get_thread_num() == 0) progress(now, total, user);
+            if (progress && omp_get_thread_num() == 0 && now < nb) progress(now, nb, FISHER_UNIT_BLOCKS, user);
         }
     }
     free(scr);
@@ -438,7 +437,7 @@ static int invert_blocks(const float *G, int N, size_t n, const size_t *start, i
         return hp_fail(err, "fisher: block %d (parameters %zu..%zu): the %s inversion failed (LAPACK info %d)", bad,
                        start[bad], start[bad] + S - 1, fisher_method_name(pick_method(method, N, S)), bad_info);
     }
-    if (progress) progress(done0 + nb, total, user);
+    if (progress) progress(nb, nb, FISHER_UNIT_BLOCKS, user);
     return 0;
 }
 
@@ -463,7 +462,7 @@ int fisher_from_grads_with(const float *G, int N, size_t n, const size_t *block_
     memset(out, 0, sizeof *out);
     if (check_grads_args(G, N, n, block_start, n_blocks, damp, method, err) < 0) return -1;
     if (check_finite(G, N, n, err) < 0) return -1;
-    return invert_blocks(G, N, n, block_start, n_blocks, damp, method, progress, user, 0, n_blocks, out, err);
+    return invert_blocks(G, N, n, block_start, n_blocks, damp, method, progress, user, out, err);
 }
 
 int fisher_from_grads(const float *G, int N, size_t n, const size_t *block_start, int n_blocks, double damp,
@@ -497,10 +496,10 @@ int fisher_check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpE
 }
 
 // Row k of G (N x n) = the mean-loss gradient over samples idx[k B .. (k+1) B) (eval mode), in
-// parallel over k with one workspace per thread. progress gets (gradients done, total). Returns 0,
-// or -1 with err set (out of memory).
+// parallel over k with one workspace per thread. progress gets (gradients done, N, "gradients")
+// on the calling thread, N once: when all are done. Returns 0, or -1 with err set (out of memory).
 static int compute_grads(Model *m, const Dataset *d, const int *idx, int N, int B, float *G, ProgressFn progress,
-                         void *user, long total, HpErr *err) {
+                         void *user, HpErr *err) {
     size_t n = m->n_params, in_len = shape_numel(m->input);
     int T = omp_get_max_threads();
     Workspace *ws = hp_zalloc((size_t)T, sizeof(Workspace), err);
@@ -535,7 +534,7 @@ static int compute_grads(Model *m, const Dataset *d, const int *idx, int N, int 
                 long now;
 #pragma omp atomic capture
                 now = ++done;
-                if (progress && omp_get_thread_num() == 0) progress(now, total, user);
+                if (progress && omp_get_thread_num() == 0 && now < N) progress(now, N, FISHER_UNIT_GRADS, user);
             }
             free(x);
             free(dl);
@@ -545,6 +544,7 @@ static int compute_grads(Model *m, const Dataset *d, const int *idx, int N, int 
     for (int t = 0; t < T; t++) ws_free(&ws[t]);
     free(ws);
     if (rc == 0 && short_of_memory) rc = hp_fail(err, "out of memory: cannot allocate a thread's gradient buffers");
+    if (rc == 0 && progress) progress(N, N, FISHER_UNIT_GRADS, user);
     return rc;
 }
 
@@ -567,12 +567,11 @@ int fisher_build(Model *m, const Dataset *d, const FisherOpts *o, Rng *rng, Prog
     }
     for (int i = 0; i < d->n; i++) perm[i] = i;
     rng_shuffle(rng, perm, d->n);
-    long total = (long)N + nb;
-    int rc = compute_grads(m, d, perm, N, o->grad_batch, G, progress, user, total, err);
+    int rc = compute_grads(m, d, perm, N, o->grad_batch, G, progress, user, err);
     free(perm);
     if (rc != 0) hp_prefix(err, "fisher");
     if (rc == 0) rc = check_finite(G, N, n, err);
-    if (rc == 0) rc = invert_blocks(G, N, n, start, nb, o->damp, o->method, progress, user, N, total, out, err);
+    if (rc == 0) rc = invert_blocks(G, N, n, start, nb, o->damp, o->method, progress, user, out, err);
     free(G);
     free(start);
     return rc;

@@ -103,8 +103,11 @@ int fisher_check_data(const Model *m, const Dataset *d, const FisherOpts *o, HpE
 // Builds F^-1 block-diagonally: checks (fisher_check, then fisher_check_data) before any work; draws N * batch distinct samples of d by a permutation from rng; each
 // gradient is the mean-loss gradient (softmax cross-entropy, eval-mode batchnorm, no augmentation)
 // of `batch` of them, computed in parallel (one workspace per thread); then inverts every block.
-// progress (may be NULL) gets (done, N + n_blocks) as gradients and then blocks finish, on the
-// calling thread. On failure out holds nothing to free. m is not changed.
+// progress (may be NULL) gets two series on the calling thread, each with its total once, at its
+// end: (gradients done, N, FISHER_UNIT_GRADS), then (blocks inverted, n_blocks,
+// FISHER_UNIT_BLOCKS). On failure out holds nothing to free. m is not changed.
+#define FISHER_UNIT_GRADS "gradients"
+#define FISHER_UNIT_BLOCKS "block inversions"
 int fisher_build(Model *m, const Dataset *d, const FisherOpts *o, Rng *rng, ProgressFn progress, void *user,
                  FisherInv *out, HpErr *err);
 
@@ -112,7 +115,8 @@ int fisher_build(Model *m, const Dataset *d, const FisherOpts *o, Rng *rng, Prog
 // n_blocks + 1 entries, strictly increasing from 0 to n.
 int fisher_from_grads(const float *G, int N, size_t n, const size_t *block_start, int n_blocks, double damp,
                       FisherInv *out, HpErr *err);
-// fisher_from_grads with a chosen method and a progress hook (called per block with (done, n_blocks)).
+// fisher_from_grads with a chosen method and a progress hook (called per block with (done,
+// n_blocks, FISHER_UNIT_BLOCKS), n_blocks once: when all are done).
 int fisher_from_grads_with(const float *G, int N, size_t n, const size_t *block_start, int n_blocks, double damp,
                            FisherMethod method, ProgressFn progress, void *user, FisherInv *out, HpErr *err);
 

@@ -325,7 +325,7 @@ static int score_taylor(const CritOpts *o, Model *m, const GroupSet *gs, double 
             }
             free(pi);
         }
-        if (rc == 0 && o->progress) o->progress(b + 1, n_batches, o->user);
+        if (rc == 0 && o->progress) o->progress(b + 1, n_batches, "batches", o->user);
     }
     free(grad), free(y), free(dlogits), free(x), free(idx);
     ws_free(&ws);

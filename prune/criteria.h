@@ -78,7 +78,7 @@ typedef struct {
                            // input columns alone (zeroing them is the channel's removal) instead
                            // of every tensor slice it touches
     uint64_t seed;
-    ProgressFn progress;   // called with (done, total) per unit of work; may be NULL
+    ProgressFn progress;   // called with (done, total, unit) per unit of work; may be NULL
     void *user;
 } CritOpts;
 

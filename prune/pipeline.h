@@ -21,7 +21,7 @@ typedef struct {
     int latency_reps;        // timed forward passes of each model a round, at least (median reported)
     double latency_round_s;  // and at least these seconds of them a round
     // hooks (all may be NULL); the library never prints
-    ProgressFn score_progress;  // scoring passes
+    ProgressFn score_progress;  // scoring: the criterion's products, images, gradients, ...
     TrainCallback train_progress;  // fine-tuning (user is train_user)
     void *user, *train_user;
     void (*log)(void *user, const char *line);  // one line per milestone ("step 1/2: ...")

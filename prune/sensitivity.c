@@ -119,7 +119,7 @@ static int prune_each(const SensOpts *o, Scorer *sc, Model *m, const GroupSet *g
             sg->removed[i] = k;
             sg->acc[i] = r->acc_orig;
             if (k > 0) rc = accuracy_without(sc, m, gs, g, order, k, keep, test, &sg->acc[i], err);
-            if (o->progress) o->progress(++done, total, o->user);
+            if (o->progress) o->progress(++done, total, "evaluations", o->user);
         }
         free(order), free(rk);
     }

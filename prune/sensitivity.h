@@ -16,7 +16,7 @@ typedef struct {
     int n_ratios;
     // hooks (may be NULL); the library never prints
     void (*phase)(void *user, const char *name);  // "trace", "scoring", "pruning" as each starts
-    ProgressFn progress;                          // (done, total) within the phase
+    ProgressFn progress;                          // (done, total, unit) within the phase
     void *user;
 } SensOpts;
 

@@ -677,13 +677,47 @@ static bool has_item(const char *b, const char *item, size_t len) {
     return false;
 }
 
-// Writes into buf the first ';'-separated item of a that b lacks, or "nothing" if none (an item
-// that only b has, such as a setting added since a was written).
+// The items of a run's settings (run_settings) whose values are floats (TrainConfig's), written
+// with %.9g.
+static const char *const FLOAT_ITEMS[] = {"lr", "val_split", "weight_decay"};
+
+// Writes v into buf in the fewest significant digits that read back to the same double (from
+// %.15g to %.17g), or to the same float if as_float (from %.6g to %.9g).
+static void fmt_shortest(char *buf, size_t cap, double v, bool as_float) {
+    for (int digits = as_float ? 6 : 15; digits < (as_float ? 9 : 17); digits++) {
+        snprintf(buf, cap, "%.*g", digits, v);
+        double back = strtod(buf, NULL);
+        if (as_float ? (float)back == (float)v : back == v) return;
+    }
+    snprintf(buf, cap, "%.*g", as_float ? 9 : 17, v);
+}
+
+// Writes the item p[0..n) of a result's settings into buf as a message shows it: a number as
+// fmt_shortest writes it (a float for FLOAT_ITEMS), so "max_layer_frac=0.90000000000000002" (its
+// %.17g, written so that it reads back exactly) reads "max_layer_frac=0.9", "lr=0.00999999978"
+// "lr=0.01"; other items as they are.
+static void readable_item(const char *p, size_t n, char *buf, size_t cap) {
+    size_t key = strcspn(p, "=");
+    char value[64];
+    double v;
+    snprintf(buf, cap, "%.*s", (int)n, p);
+    if (key >= n || n - key - 1 >= sizeof value) return;
+    snprintf(value, sizeof value, "%.*s", (int)(n - key - 1), p + key + 1);
+    if (ini_number(value, &v) != 0) return;
+    bool as_float = false;
+    for (size_t i = 0; i < sizeof FLOAT_ITEMS / sizeof FLOAT_ITEMS[0]; i++)
+        as_float |= strlen(FLOAT_ITEMS[i]) == key && strncmp(p, FLOAT_ITEMS[i], key) == 0;
+    fmt_shortest(value, sizeof value, v, as_float);
+    snprintf(buf, cap, "%.*s=%s", (int)key, p, value);
+}
+
+// Writes into buf the first ';'-separated item of a that b lacks (readable_item), or "nothing" if
+// none (an item that only b has, such as a setting added since a was written).
 static void first_difference(const char *a, const char *b, char *buf, size_t cap) {
     for (const char *p = a; *p;) {
         size_t n = strcspn(p, ";");
         if (!has_item(b, p, n)) {
-            snprintf(buf, cap, "%.*s", (int)n, p);
+            readable_item(p, n, buf, cap);
             return;
         }
         p += n + (p[n] == ';');

@@ -444,6 +444,16 @@ done
 for v in " 1x28x28" "+1x28x28" "1x+28x28"; do
   expect 2 "info: --input '$v' is not CxHxW" "--input: '$v'" "is not CxHxW" "$HPRUNE" info lenet5 --input "$v"
 done
+# a fraction's message gives its real range, open, and a hint (it gave "[-1e+300, 1e+300]")
+for opt in --target-flops --target-params --target-channels --max-layer-frac; do
+  for v in "50%" "1" "0"; do
+    extra="--target-flops 0.5"
+    [ "$opt" = --max-layer-frac ] || extra=""
+    expect 2 "prune: $opt '$v' is not a fraction in (0, 1)" "$opt: '$v'" \
+      "is not a number in \(0, 1\): a fraction, e.g. 0.5 for 50%$" \
+      "$HPRUNE" prune "$GOOD" --method l1 $extra "$opt" "$v" -o "$NUMOUT/p.safetensors"
+  done
+done
 expect 2 "prune: --lr 1e-2, an exponent, is a number (refused only for want of fine-tuning)" "" \
   "--lr applies to fine-tuning" "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --lr 1e-2 -o "$NUMOUT/p.safetensors"
 

@@ -389,6 +389,10 @@ pycheck "--eigs 3 --operator ggn: descending, most negative >= -1e-3 x largest (
 
 hess unconv_text --eigs 3 --neg-eigs 1 --max-steps 4 --eig-tol 1e-12
 check "--eigs 3 --max-steps 4 --eig-tol 1e-12: exits 0" rc_is 0
+# --max-steps is a cap (Lanczos stops once converged): the progress lines say so, and their ETA is a bound
+check "--max-steps 4: each end's progress line in a log counts products of at most 4, the ETA a bound" \
+  eval 'grep -q -E "^top eigenvalues: 4 of at most 4 products  [0-9.]+/s  ETA <= 0s$" "$CAP/err" &&
+        grep -q -E "^negative eigenvalues: 4 of at most 4 products  [0-9.]+/s  ETA <= 0s$" "$CAP/err"'
 hess unconv --eigs 3 --neg-eigs 1 --max-steps 4 --eig-tol 1e-12 --json
 pycheck "--max-steps 4 --eig-tol 1e-12: each end's steps and converged flag (false) in the JSON, as in the text" \
   unconverged "$T/json/unconv" "$T/json/unconv_text" 4

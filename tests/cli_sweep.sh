@@ -1,7 +1,8 @@
 #!/bin/sh
 # cli_sweep.sh: `hprune sweep` and `hprune sensitivity` as a user meets them, on a LeNet-5 trained
 # for one epoch on a tiny synthetic Fashion-MNIST-format dataset. A small sweep (2 methods x 2
-# targets, 2 fine-tuning epochs) runs to completion and writes results.csv, .md, .png and .svg;
+# targets, 2 fine-tuning epochs) runs to completion (each line of a run in its log naming the run)
+# and writes results.csv, .md, .png and .svg;
 # the same sweep killed (SIGKILL) in the middle and restarted, split into two shards and
 # collected, and run as two parallel jobs, gives the same results.csv but for the timing
 # columns; a setting only hap reads (probes), changed, refuses hap's results but not l1's,
@@ -162,6 +163,11 @@ CFG=$T/sweep.ini
 
 run "$HPRUNE" sweep "$CFG" --out "$T/a"
 check "sweep: exits 0 and collects the 4 runs" eval 'rc_is 0 && out_has "^collected 4 runs: "'
+# in a log (stderr is a file), every line of a run starts "RUNID: ", its scoring progress and its
+# fine-tuning epochs too
+check "sweep: in a log, the scoring progress and the epoch lines of a run start with its id and a colon" \
+  eval 'err_has "^hap-flops0.30-s1: scoring: [0-9]+/[0-9]+ products" && ! err_has "^hap-flops0.30-s1 scoring" &&
+        err_has "^l1-flops0.60-s1: epoch 2/2  loss " && ! err_has "^epoch "'
 pycheck "sweep: results.csv (sorted by method, then target), results.md, the PNG and SVG charts, one file per run" \
   results "$T/a"
 cp "$T/a/results.csv" "$T/a.csv"

@@ -95,16 +95,17 @@ static double mass_between(const SlqResult *r, double a, double b) {
     return hi > lo ? trapezoid(r->grid, r->density, lo, hi) : 0;
 }
 
-// Counts progress calls; checks done increases by one each time.
+// Counts progress calls; checks done increases by one each time, in products.
 typedef struct {
     long calls, last;
 } Progress;
 
-static void count_progress(long done, long total, void *user) {
+static void count_progress(long done, long total, const char *unit, void *user) {
     Progress *p = user;
     (void)total;
     p->calls++;
     assert_int_equal(done, p->last + 1);
+    assert_string_equal(unit, "products");
     p->last = done;
 }
 

@@ -364,16 +364,23 @@ static void test_obs_blocks_sum(void **state) {
 // ---------------------------------------------------------------------------------------------
 // From a model.
 
-// Counts progress calls and remembers the last.
+// Progress calls of a Fisher build, per series (0: gradients, 1: block inversions): how many, how
+// many at the total, the last done and total; a series once left does not come back.
 typedef struct {
-    long calls, last, total;
+    long calls[2], at_total[2], last[2], total[2];
+    int series;  // the current one (-1 before the first call)
 } Seen;
 
-static void seen_progress(long done, long total, void *user) {
+static void seen_progress(long done, long total, const char *unit, void *user) {
     Seen *s = user;
-    s->calls++;
-    s->last = done;
-    s->total = total;
+    int k = strcmp(unit, FISHER_UNIT_GRADS) == 0 ? 0 : 1;
+    assert_true(k == 0 || strcmp(unit, FISHER_UNIT_BLOCKS) == 0);
+    assert_true(k >= s->series);
+    s->series = k;
+    s->calls[k]++;
+    s->at_total[k] += done == total;
+    s->last[k] = done;
+    s->total[k] = total;
 }
 
 // fisher_build with N = all samples, one each, gives the inverse of the Fisher of the per-sample
@@ -398,10 +405,13 @@ static void test_fisher_build(void **state) {
     rng_seed(&rng, 1, 1);
     HpErr err;
     FisherInv f;
-    Seen seen = {0};
+    Seen seen = {.series = -1};
     assert_int_equal(fisher_build(&m, &d, &o, &rng, seen_progress, &seen, &f, &err), 0);
     assert_int_equal(memcmp(before, m.params, m.n_params * sizeof(float)), 0);
-    assert_true(seen.calls > 0 && seen.last == seen.total && seen.total == 6 + f.n_blocks);
+    // the gradients, then the blocks: each its own series, ending at its total, reported once
+    assert_true(seen.calls[0] > 0 && seen.last[0] == 6 && seen.total[0] == 6 && seen.at_total[0] == 1);
+    assert_true(seen.calls[1] > 0 && seen.last[1] == f.n_blocks && seen.total[1] == f.n_blocks);
+    assert_int_equal(seen.at_total[1], 1);
     // reference: per-sample gradients of all six images, the same layout
     Curvature c;
     int idx[6] = {0, 1, 2, 3, 4, 5};

@@ -246,7 +246,21 @@ static void test_results_and_collect(void **state) {
     other = fine;
     other.finetune.lr = 0.5f;
     assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
-    assert_non_null(strstr(err.msg, "(it has lr=0.00999999978 where this config has lr=0.5)"));
+    // the message shows each value in the fewest digits that read back the same (the file keeps
+    // %.9g of a float, %.17g of a double): not lr=0.00999999978, max_layer_frac=0.90000000000000002
+    assert_non_null(strstr(err.msg, "(it has lr=0.01 where this config has lr=0.5)"));
+    other = fine;
+    other.max_layer_frac = 0.8;
+    assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
+    assert_non_null(strstr(err.msg, "(it has max_layer_frac=0.9 where this config has max_layer_frac=0.8)"));
+    other = fine;
+    other.max_layer_frac = 0.1 + 0.2;  // 0.30000000000000004: all 17 digits are needed
+    assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
+    assert_non_null(strstr(err.msg, "where this config has max_layer_frac=0.30000000000000004)"));
+    other = fine;
+    other.finetune.weight_decay = 1e-4f;
+    assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
+    assert_non_null(strstr(err.msg, "where this config has weight_decay=0.0001)"));
     other = fine;
     other.finetune.augment.hflip = true;
     assert_int_equal(sweep_result_done(path, &other, &r[n - 1], &err), -1);
