@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -646,7 +647,33 @@ static int (*command_of(const char *cmd))(int, char **) {
     return NULL;
 }
 
+// The 1-minute load average of the machine (/proc/loadavg), or -1 when it cannot be read.
+static double load_average(void) {
+    double load = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return -1;
+    if (fscanf(f, "%lf", &load) != 1) load = -1;
+    fclose(f);
+    return load;
+}
+
+// On a busy machine, runs this program again with OMP_WAIT_POLICY=passive, unless the
+// environment sets a policy. libgomp reads the variable when it loads, before main; by default
+// its threads spin a while at the end of each parallel loop, which is fastest when they have the
+// cores to themselves and much slower when other processes want them (README, "Commands", on
+// threads). Busy: a load average of at least the processors this process may use less a half.
+// Returns when it does not re-run.
+static void prefer_passive_waits(char **argv) {
+    cpu_set_t cpus;
+    if (getenv("OMP_WAIT_POLICY") || sched_getaffinity(0, sizeof cpus, &cpus) != 0) return;
+    double load = load_average();
+    if (load < CPU_COUNT(&cpus) - 0.5 || setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OMP_WAIT_POLICY");  // exec failed: go on with the policy libgomp loaded with
+}
+
 int main(int argc, char **argv) {
+    prefer_passive_waits(argv);
     if (argc < 2) {
         fputs(HELP_MAIN, stderr);
         return EXIT_USAGE;
