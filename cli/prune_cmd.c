@@ -409,6 +409,17 @@ static void warn_unused_keys(const PruneOpts *o, const FtConfig *fc, bool dir_un
     }
 }
 
+// Exits, before any scoring, when fine-tuning is asked for and the training images left after
+// the validation split do not fill one batch (train() would refuse them only after the scoring).
+static void check_finetune_batch(const PruneOpts *o, const TrainConfig *ft, const Dataset *train) {
+    if (o->finetune_epochs == 0 && o->between_epochs == 0) return;
+    int n = train->n - dataset_val_count(train->n, ft->val_split);
+    if (n < ft->batch_size)
+        die("%s: fine-tuning in batches of %d needs that many training images; the training set has %d%s%s", o->model,
+            ft->batch_size, n, n < train->n ? " after the validation split" : "",
+            o->config ? " (lower [train] batch_size in --config)" : "");
+}
+
 // ---- report ----
 
 // Appends s to b as one word of a POSIX shell command: as it is when no character of it is
@@ -728,6 +739,7 @@ int cmd_prune(int argc, char **argv) {
         die("%s: --samples %d: the training set has %d images", o.model, o.crit.samples, train.n);
     if (o.crit.method == CRIT_OBS)
         check_fisher_images(o.model, "--fisher-grads", "--fisher-batch", &o.crit.fisher, train.n);
+    check_finetune_batch(&o, &job.finetune, &train);
     warn_unused_keys(&o, &fc, dir_unused);  // after the errors, which are one line each
     PruneOutcome r;
     HpErr err;

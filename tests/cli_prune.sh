@@ -296,6 +296,14 @@ check "--config configs/lenet5_fmnist.ini (a training config): runs, one warning
 run "$HPRUNE" prune "$MODEL" $CFGS --config "$(dirname "$INI")/finetune_resnet20.ini" --data "$DATA" \
   -o "$T/out/cfg.safetensors"
 check "--config configs/finetune_resnet20.ini: runs without a warning" eval 'rc_is 0 && ! grep -q warning "$CAP/err"'
+printf '[data]\nval_split = 0.05\n[train]\nbatch_size = 250\n' >"$T/batch250.ini"
+expect 1 "--config: a fine-tuning batch larger than the training images left is refused before scoring" "$MODEL" \
+  "fine-tuning in batches of 250 needs that many training images; the training set has 243 after the validation split \(lower \[train\] batch_size in --config\)" \
+  "$HPRUNE" prune "$MODEL" $CFGS --config "$T/batch250.ini" --data "$DATA" -o "$T/work/slim.safetensors"
+printf '[data]\nval_split = 0\n[train]\nbatch_size = 250\n' >"$T/batch250nv.ini"
+run "$HPRUNE" prune "$MODEL" $CFGS --config "$T/batch250nv.ini" --data "$DATA" -o "$T/out/cfg.safetensors"
+check "--config: the same batch with no validation split fills one (256 images): runs" eval \
+  'rc_is 0 && grep -q "^fine-tuning 1 epoch (lr 0.01, 256 train, 0 validation images)$" "$CAP/err"'
 rm -f "$T/out/cfg.safetensors"
 SC="-o $T/work/slim.safetensors"
 printf '[model]\narch = resnet56\n[data]\ndataset = cifar10\n' >"$T/r56.ini"
