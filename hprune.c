@@ -264,6 +264,10 @@ static int cmd_train(int argc, char **argv) {
     int n_all, classes;
     bool dir_given = false;  // --data, not the config, names the directory
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) dir_given |= keys[k].code == 'd' && values[k];
+    int name_line = config_line(&lines, "data", "dataset");
+    if (!dir_given && !config_line(&lines, "data", "dir") && strcmp(cfg.dataset, "fashion-mnist") != 0)
+        die("%s:%d: [data] dataset %s: give its directory with [data] dir or --data DIR (the default, %s, is "
+            "Fashion-MNIST's)", config_path, name_line, cfg.dataset, DEFAULT_DATA_DIR);
     if (dataset_peek(cfg.dataset, cfg.data_dir, &in, &n_all, &classes, &err) < 0)
         train_data_error(&cfg, config_path, &lines, dir_given, err.msg);
     int n_val = dataset_val_count(n_all, cfg.train.val_split);

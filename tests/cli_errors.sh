@@ -591,6 +591,12 @@ sed "s|^dir *=.*|dir = $T/nodata|" "$T/good.ini" >"$T/cfg_nodata.ini"
 expect 1 "train: a [data] dir without the IDX files, named at its line" "$T/cfg_nodata.ini:$dir_line: " \
   "\[data\] dir: cannot load fashion-mnist: .*/nodata/train-images-idx3-ubyte: no such file" \
   "$HPRUNE" train --config "$T/cfg_nodata.ini" -o "$OUT"
+# another dataset than Fashion-MNIST without a directory: the default directory is Fashion-MNIST's
+sed -e '/^dir *=/d' -e 's|^dataset *=.*|dataset = mnist|' "$T/good.ini" >"$T/cfg_mnist_nodir.ini"
+name_line=$(grep -n '^dataset *=' "$T/cfg_mnist_nodir.ini" | cut -d: -f1)
+expect 1 "train: [data] dataset = mnist without a dir, named at its line" "$T/cfg_mnist_nodir.ini:$name_line: " \
+  "\[data\] dataset mnist: give its directory with \[data\] dir or --data DIR" \
+  "$HPRUNE" train --config "$T/cfg_mnist_nodir.ini" -o "$OUT"
 # bad_data MODE DESC FILE PROBLEM: train on a copy of the data damaged by damage.py MODE.
 bad_data() {
   dir=$T/data_$1
