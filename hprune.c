@@ -232,7 +232,7 @@ static int cmd_train(int argc, char **argv) {
         switch (c) {
         case 'c': config_path = optarg; continue;
         case 'r': resume = true; continue;
-        case 'o': output_option("train", option_form(argv, "-o", "--output"), optarg, "file"); break;
+        case 'o': model_output_option("train", option_form(argv, "-o", "--output"), optarg); break;
         case 'h': fputs(HELP_TRAIN, stdout); return 0;
         case ':': usage_error("train", "option '%s' needs a value", argv[optind - 1]);
         case '?': bad_option("train", argv, opts);

@@ -37,6 +37,11 @@ double parse_fraction(const char *cmd, const char *opt, const char *s);
 // exits with a usage error if it is "-" ("-o -: writing to standard output is not supported;
 // name a file"): every command writes its outputs to files.
 const char *output_option(const char *cmd, const char *opt, const char *value, const char *kind);
+// output_option for a model file: also a usage error when the name ends in .json, .md, .csv,
+// .png, .svg or .ini, which name reports, tables and plots ("-o r.json" meant --report).
+const char *model_output_option(const char *cmd, const char *opt, const char *value);
+// output_option for a PNG image: also a usage error unless the name ends in .png.
+const char *png_output_option(const char *cmd, const char *opt, const char *value);
 // The name under which the option whose value getopt_long just returned (in optarg) was given:
 // short_name ("-o") in its short form ("-o F", "-oF"), else long_name ("--output": "--output F",
 // "--output=F" or an abbreviation), so a message names the option as the user spelled it.

@@ -96,6 +96,28 @@ const char *output_option(const char *cmd, const char *opt, const char *value, c
     return value;
 }
 
+// The ending of path's file name from its last '.', or "" when it has none.
+static const char *name_ending(const char *path) {
+    const char *slash = strrchr(path, '/'), *dot = strrchr(slash ? slash + 1 : path, '.');
+    return dot ? dot : "";
+}
+
+const char *model_output_option(const char *cmd, const char *opt, const char *value) {
+    static const char *const NOT_A_MODEL[] = {".json", ".md", ".csv", ".png", ".svg", ".ini"};
+    const char *end = name_ending(output_option(cmd, opt, value, "file"));
+    for (size_t i = 0; i < sizeof NOT_A_MODEL / sizeof NOT_A_MODEL[0]; i++)
+        if (strcmp(end, NOT_A_MODEL[i]) == 0)
+            usage_error(cmd, "%s %s: the model is written as safetensors, and a name ending in %s is a report's, a "
+                             "table's or a plot's (name it MODEL.safetensors)", opt, value, end);
+    return value;
+}
+
+const char *png_output_option(const char *cmd, const char *opt, const char *value) {
+    if (strcmp(name_ending(output_option(cmd, opt, value, "file")), ".png") != 0)
+        usage_error(cmd, "%s %s: the name must end in .png (a PNG image; its CSV goes beside it)", opt, value);
+    return value;
+}
+
 const char *option_form(char **argv, const char *short_name, const char *long_name) {
     // the value is the argument just consumed ("--output F"), or the end of it ("--output=F", "-oF")
     const char *arg = optarg == argv[optind - 1] ? argv[optind - 2] : argv[optind - 1];

@@ -316,7 +316,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->max_steps = (int)parse_int(cmd, "--max-steps", optarg, 1, 100000);
             given(&o->lanczos_opt, "--max-steps");
             break;
-        case O_DENS: o->density = output_option(cmd, "--density", optarg, "file"); break;
+        case O_DENS: o->density = png_output_option(cmd, "--density", optarg); break;
         case O_SLQP:
             o->slq_probes = (int)parse_int(cmd, "--slq-probes", optarg, 1, 1000);
             given(&o->slq_opt, "--slq-probes");
@@ -325,7 +325,7 @@ static void hess_parse(int argc, char **argv, HessOpts *o) {
             o->slq_steps = (int)parse_int(cmd, "--slq-steps", optarg, 2, 10000);
             given(&o->slq_opt, "--slq-steps");
             break;
-        case O_LAND: o->landscape = output_option(cmd, "--landscape", optarg, "file"); break;
+        case O_LAND: o->landscape = png_output_option(cmd, "--landscape", optarg); break;
         case O_RAD:
             o->radius = parse_double(cmd, "--radius", optarg, 1e-9, 1e3);  // further, the loss overflows
             given(&o->land_opt, "--radius");

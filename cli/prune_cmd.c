@@ -246,7 +246,7 @@ static void prune_parse(int argc, char **argv, PruneOpts *o) {
             o->lr_given = true;
             break;
         case O_CONFIG: o->config = optarg; break;
-        case 'o': o->output = output_option(PCMD, option_form(argv, "-o", "--output"), optarg, "file"); break;
+        case 'o': o->output = model_output_option(PCMD, option_form(argv, "-o", "--output"), optarg); break;
         case O_REPORT: o->report = output_option(PCMD, "--report", optarg, "file"); break;
         case O_DATA: o->data = optarg; break;
         case O_DATASET: o->dataset = optarg; break;

@@ -337,7 +337,10 @@ expect 1 "train: a key with a terminal escape is shown escaped, on one line" "$T
 expect 1 "train: an output path with a newline in it, on one line" "nodir\\x0a" "director" \
   "$HPRUNE" train --config "$T/good.ini" -o "$T/nodir
 x/model.safetensors"
-expect 2 "train: an output model that would overwrite the config" "$T/good.ini" "would overwrite the config" \
+cp "$T/good.ini" "$T/good.conf"
+expect 2 "train: an output model that would overwrite the config" "$T/good.conf" "would overwrite the config" \
+  "$HPRUNE" train --config "$T/good.conf" -o "$T/good.conf"
+expect 2 "train: an output model named as a config" "" "-o $T/good.ini: the model is written as safetensors" \
   "$HPRUNE" train --config "$T/good.ini" -o "$T/good.ini"
 mkfifo "$T/fifo"
 expect 1 "train: an output that is a FIFO (a rename would replace it)" "$T/fifo" "not a regular file" \
@@ -478,6 +481,10 @@ dash_output "prune: --report -" --report file \
   "$HPRUNE" prune "$GOOD" --method l1 --target-flops 0.5 --threads 1 -o "$T/nodir/p.safetensors" --report -
 for opt in --csv --density --landscape; do
   dash_output "hessian: $opt -" "$opt" file "$HPRUNE" hessian "$GOOD" --samples 32 --threads 1 "$opt" -
+done
+for opt in --density --landscape; do
+  expect 2 "hessian: $opt with a name not ending in .png" "" "$opt d.jpg: the name must end in .png" \
+    "$HPRUNE" hessian "$GOOD" --samples 32 --threads 1 "$opt" d.jpg
 done
 dash_output "sensitivity: -o -" -o directory "$HPRUNE" sensitivity "$GOOD" --ratios 0.5 --threads 1 -o -
 dash_output "sensitivity: --out -, named as given" --out directory \

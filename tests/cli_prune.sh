@@ -381,10 +381,11 @@ expect 2 "--rank per-cost with a channel target (every channel costs one)" "" \
 expect 2 "no output" "" "-o" "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA"
 expect 2 "a report that is neither .md nor .json" "x.txt" "\.md or \.json" "$HPRUNE" prune "$MODEL" --method l1 \
   --target-flops 0.5 $S --report x.txt
-expect 2 "-o and --report naming the same file" "" "-o and --report would both write same.json" \
+expect 2 "-o naming a report (it cannot also be --report's file: a report ends in .md or .json)" "" \
+  "-o same.json: the model is written as safetensors, and a name ending in .json is a report's" \
   "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report same.json
-expect 2 "-o and --report naming the same file in two spellings" "" "-o and --report would both write" \
-  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 -o same.json --report ./same.json
+expect 2 "--output naming a plot" "" "--output slim.png: the model is written as safetensors" \
+  "$HPRUNE" prune "$MODEL" --method l1 --target-flops 0.5 --data "$DATA" --threads 1 --output slim.png
 expect 1 "bn on a model without batchnorm: refused before any work, in one line" "$MODEL" \
   "criterion bn: channel group 'conv1' has no batchnorm" "$HPRUNE" prune "$MODEL" --method bn --target-flops 0.5 $S
 cp "$MODEL" "$T/work/in.safetensors"
