@@ -275,7 +275,11 @@ static int parse_list(const char *s, double *ratios, int max, HpErr *err) {
         memcpy(tok, p, len);
         tok[len] = '\0';
         if (n == max) return hp_fail(err, "'%s': at most %d ratios", s, max);
-        if (ini_number(tok, &ratios[n++]) != 0) return hp_fail(err, "'%s': '%s' is not a number", s, tok);
+        if (ini_number(tok, &ratios[n++]) != 0) {
+            if (strcmp(tok, s) == 0)  // a list of one
+                return hp_fail(err, "'%s' is not a number in (0, 1): a fraction, e.g. 0.5 for 50%%", s);
+            return hp_fail(err, "'%s': '%s' is not a number in (0, 1): a fraction, e.g. 0.5 for 50%%", s, tok);
+        }
         if (!p[len]) return n;
         p += len + 1;
     }

@@ -503,6 +503,9 @@ expect 2 "sensitivity --ratios with the start above the end" "--ratios" "start i
   "$HPRUNE" sensitivity "$MODEL" --ratios 0.9:0.1:0.1 -o "$O"
 expect 2 "sensitivity --ratios reaching 0" "--ratios" "not in \(0, 1\)" "$HPRUNE" sensitivity "$MODEL" --ratios 0:0.5:0.1 -o "$O"
 expect 2 "sensitivity --ratios not numbers" "--ratios" "not a number" "$HPRUNE" sensitivity "$MODEL" --ratios abc -o "$O"
+expect 2 "sensitivity --ratios as a percentage: the range and a hint, the value once" "" \
+  "^hprune sensitivity: --ratios: '50%' is not a number in \(0, 1\): a fraction, e.g. 0.5 for 50%$" \
+  "$HPRUNE" sensitivity "$MODEL" --ratios 50% -o "$O"
 expect 2 "sensitivity --method foo" "foo" "unknown" "$HPRUNE" sensitivity "$MODEL" --method foo -o "$O"
 expect 1 "sensitivity --method bn on a model without batchnorm: refused before any work (the data is not even read)" \
   "$MODEL" "criterion bn: channel group 'conv1' has no batchnorm" \
