@@ -277,6 +277,13 @@ static int parse_root(cJSON *root, StFile *f, HpErr *err) {
     return rc;
 }
 
+// Checks the header length a file's first 8 bytes give. Returns 0, or -1 with err set.
+static int check_header_len(uint64_t hlen, HpErr *err) {
+    if (hlen <= ST_MAX_HEADER) return 0;
+    return hp_fail(err, "not a safetensors file: header length %" PRIu64 " (its first 8 bytes) is absurd (limit %" PRIu64
+                   " bytes)", hlen, ST_MAX_HEADER);
+}
+
 int st_parse(uint8_t *bytes, size_t len, StFile *f, HpErr *err) {
     memset(f, 0, sizeof *f);
     f->bytes = bytes;
@@ -286,10 +293,9 @@ int st_parse(uint8_t *bytes, size_t len, StFile *f, HpErr *err) {
         return hp_fail(err, "file has %zu bytes, too short for the 8-byte header length", len);
     }
     uint64_t hlen = load_le64(bytes);
-    if (hlen > ST_MAX_HEADER) {
+    if (check_header_len(hlen, err) < 0) {
         st_free(f);
-        return hp_fail(err, "not a safetensors file: header length %" PRIu64 " (its first 8 bytes) is absurd (limit %" PRIu64
-                       " bytes)", hlen, ST_MAX_HEADER);
+        return -1;
     }
     if (hlen > len - 8) {
         st_free(f);
@@ -323,6 +329,14 @@ int st_read(const char *path, StFile *f, HpErr *err) {
     FILE *fp = fopen_regular(path, &size, err);  // a FIFO is refused, not waited on
     if (!fp) return -1;
     size_t len = (size_t)size;
+    uint8_t head[8];
+    if (len >= 8) {  // a file that is not a model is refused before it is read whole
+        bool read_ok = fread(head, 1, 8, fp) == 8 && fseek(fp, 0, SEEK_SET) == 0;
+        if (!read_ok || check_header_len(load_le64(head), err) < 0) {
+            fclose(fp);
+            return read_ok ? -1 : hp_fail(err, "read error in the first 8 bytes");
+        }
+    }
     uint8_t *bytes = hp_alloc(len, 1, err);
     if (!bytes) {
         fclose(fp);

@@ -573,6 +573,11 @@ if sh -c "$UL" sh "$HPRUNE" info lenet5 >/dev/null 2>&1; then
   expect 1 "hessian --obs: a Fisher of 60000 gradients over the limit, before the data is read" "$GOOD" \
     "the Fisher inverse \(60000 gradients, blocks of [0-9]+\) needs about [0-9.]+ GB of memory, $LIMIT: lower --fisher-grads or --block-size$" \
     sh -c "$UL" sh "$HPRUNE" hessian "$GOOD" --data "$T/headers" --obs --fisher-grads 60000 --memory-budget 0 --threads 1
+  printf '\211PNG\r\n\032\n' >"$T/huge.png" && truncate -s 5G "$T/huge.png"  # sparse: no disk space
+  expect 1 "info on a 5 GB file that is not a model: refused from its first 8 bytes, not read whole" "$T/huge.png" \
+    "not a safetensors file: header length [0-9]+ \(its first 8 bytes\) is absurd" \
+    sh -c "$UL" sh "$HPRUNE" info "$T/huge.png"
+  rm -f "$T/huge.png"
   run sh -c "$UL" sh "$HPRUNE" train --config "$T/good.ini" --epochs 1 --batch-size 64 -o "$T/out/limited.safetensors"
   check "train under the same limit with batches that fit: it runs" sh -c '[ "$0" -eq 0 ] && [ -s "$1" ]' "$rc" \
     "$T/out/limited.safetensors"
